@@ -1,0 +1,1 @@
+"""The five VCF Analysis Agent services; each folder holds only its own code."""

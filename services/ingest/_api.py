@@ -1,0 +1,129 @@
+"""IngestService: the LIMS-facing gRPC API (submit, get, watch, list, cancel)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from vcf_agent.control import invalid_argument
+from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
+
+from ._jobs import TERMINAL, JobRegistry
+from ._publisher import VariantPublisher
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_WATCH_INTERVAL_S = 0.2
+
+
+class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
+    def __init__(self, publisher: VariantPublisher, registry: JobRegistry, upload_dir: Path) -> None:
+        self._publisher = publisher
+        self._registry = registry
+        self._upload_dir = upload_dir
+
+    async def SubmitVcf(
+        self, request_iterator: AsyncIterator[jobs_pb2.SubmitVcfRequest], context: Context
+    ) -> jobs_pb2.SubmitVcfResponse:
+        metadata: jobs_pb2.SubmitVcfMetadata | None = None
+        upload: Path | None = None
+        handle = None
+        try:
+            async for part in request_iterator:
+                if part.HasField("metadata"):
+                    if metadata is not None:
+                        await invalid_argument(context, "metadata", "metadata must be sent once, first")
+                    metadata = part.metadata
+                elif part.HasField("chunk"):
+                    if metadata is None:
+                        await invalid_argument(context, "metadata", "the first message must carry metadata")
+                    if handle is None:
+                        self._upload_dir.mkdir(parents=True, exist_ok=True)
+                        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finally
+                            dir=self._upload_dir, suffix=_suffix(metadata.file_name if metadata else ""), delete=False
+                        )
+                        upload = Path(handle.name)
+                    handle.write(part.chunk)
+        finally:
+            if handle is not None:
+                handle.close()
+        if metadata is None:
+            await invalid_argument(context, "metadata", "a SubmitVcf stream must start with metadata")
+            raise AssertionError("unreachable")
+        if upload is None and not metadata.path:
+            await invalid_argument(context, "path", "send file chunks or a path the ingest service can read")
+        if upload is not None and metadata.path:
+            await invalid_argument(context, "path", "send either chunks or a path, not both")
+        path = upload if upload is not None else Path(metadata.path)
+        if not path.is_file():
+            await invalid_argument(context, "path", f"no readable file at {metadata.path!r}")
+        job = await self._publisher.submit(
+            path,
+            tenant_id=metadata.tenant_id or "default",
+            source_name=metadata.file_name or path.name,
+            providers=list(metadata.providers) or None,
+        )
+        return jobs_pb2.SubmitVcfResponse(job=job.to_proto())
+
+    async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.Job:
+        if not request.job_id:
+            await invalid_argument(context, "job_id", "job_id is required")
+        job = self._registry.get(request.job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
+            raise AssertionError("unreachable")
+        return job.to_proto()
+
+    async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: Context) -> AsyncIterator[jobs_pb2.Job]:
+        if not request.job_id:
+            await invalid_argument(context, "job_id", "job_id is required")
+        last = None
+        while True:
+            job = self._registry.get(request.job_id)
+            if job is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
+                return
+            proto = job.to_proto()
+            proto.ClearField("updated_at")
+            if proto != last:
+                last = proto
+                yield job.to_proto()
+            if job.state in TERMINAL:
+                return
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+
+    async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: Context) -> jobs_pb2.ListJobsResponse:
+        if request.page_size < 0:
+            await invalid_argument(context, "page_size", "page_size must not be negative")
+        size = request.page_size or 50
+        try:
+            offset = int(request.page_token or "0")
+        except ValueError:
+            await invalid_argument(context, "page_token", "page_token is not one this service issued")
+            raise
+        jobs = self._registry.list(request.tenant_id, size + 1, offset)
+        response = jobs_pb2.ListJobsResponse(jobs=[j.to_proto() for j in jobs[:size]])
+        if len(jobs) > size:
+            response.next_page_token = str(offset + size)
+        return response
+
+    async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: Context) -> jobs_pb2.Job:
+        if not request.job_id:
+            await invalid_argument(context, "job_id", "job_id is required")
+        job = await self._publisher.cancel(request.job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
+            raise AssertionError("unreachable")
+        return job.to_proto()
+
+
+def _suffix(file_name: str) -> str:
+    for suffix in (".vcf.gz", ".vcf.bgz", ".bcf", ".vcf"):
+        if file_name.endswith(suffix):
+            return suffix
+    return ".vcf"

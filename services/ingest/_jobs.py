@@ -1,0 +1,229 @@
+"""Job tracking: one row per submitted file content per tenant, in SQLite.
+
+The job id is derived from (tenant, content digest) so resubmitting the same
+file maps onto the same job, and every downstream upsert is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vcf_agent.v1 import events_pb2, jobs_pb2
+
+JobState = events_pb2.JobState
+
+# States only move forward, except into a terminal state.
+_ORDER = {
+    events_pb2.JOB_STATE_QUEUED: 1,
+    events_pb2.JOB_STATE_INGESTING: 2,
+    events_pb2.JOB_STATE_ANALYSING: 3,
+    events_pb2.JOB_STATE_STORING: 4,
+    events_pb2.JOB_STATE_COMPLETE: 5,
+    events_pb2.JOB_STATE_FAILED: 6,
+    events_pb2.JOB_STATE_CANCELLED: 6,
+}
+TERMINAL = frozenset(
+    {events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED, events_pb2.JOB_STATE_CANCELLED}
+)
+
+
+def job_id_for(tenant_id: str, file_id: str) -> str:
+    return "job-" + hashlib.blake2b(f"{tenant_id}\0{file_id}".encode(), digest_size=10).hexdigest()
+
+
+@dataclass(slots=True)
+class JobRecord:
+    job_id: str
+    tenant_id: str
+    file_id: str
+    source_name: str
+    state: int = events_pb2.JOB_STATE_QUEUED
+    ingested: int = 0
+    analysed: int = 0
+    stored: int = 0
+    dead_lettered: int = 0
+    total: int = 0
+    samples: int = 0
+    providers: list[str] = field(default_factory=list)
+    error: str = ""
+    mode: str = "streaming"
+    submissions: int = 1
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_proto(self) -> jobs_pb2.Job:
+        created, updated = Timestamp(), Timestamp()
+        created.FromNanoseconds(int(self.created_at * 1e9))
+        updated.FromNanoseconds(int(self.updated_at * 1e9))
+        return jobs_pb2.Job(
+            job_id=self.job_id,
+            tenant_id=self.tenant_id,
+            file_id=self.file_id,
+            source_name=self.source_name,
+            state=self.state,  # type: ignore[arg-type]
+            counts=jobs_pb2.StageCounts(
+                ingested=self.ingested,
+                analysed=self.analysed,
+                stored=self.stored,
+                dead_lettered=self.dead_lettered,
+                total=self.total,
+            ),
+            error=self.error,
+            created_at=created,
+            updated_at=updated,
+            providers=self.providers,
+            samples=self.samples,
+            mode=self.mode,
+            duplicate_of_earlier=self.submissions > 1,
+        )
+
+
+_COLUMNS = (
+    "job_id, tenant_id, file_id, source_name, state, ingested, analysed, stored, dead_lettered, total,"
+    " samples, providers, error, mode, submissions, created_at, updated_at"
+)
+
+
+class JobRegistry:
+    """Durable job table; safe to call from the event loop (short, local transactions)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._lock = threading.Lock()
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, tenant_id TEXT, file_id TEXT,"
+            " source_name TEXT, state INTEGER, ingested INTEGER, analysed INTEGER, stored INTEGER,"
+            " dead_lettered INTEGER, total INTEGER, samples INTEGER, providers TEXT, error TEXT, mode TEXT,"
+            " submissions INTEGER, created_at REAL, updated_at REAL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant_id, created_at)")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return _from_row(row) if row else None
+
+    def list(self, tenant_id: str = "", limit: int = 100, offset: int = 0) -> list[JobRecord]:
+        query = f"SELECT {_COLUMNS} FROM jobs"
+        args: tuple[object, ...] = ()
+        if tenant_id:
+            query += " WHERE tenant_id = ?"
+            args = (tenant_id,)
+        query += " ORDER BY created_at DESC, job_id LIMIT ? OFFSET ?"
+        with self._lock:
+            rows = self._db.execute(query, (*args, limit, offset)).fetchall()
+        return [_from_row(r) for r in rows]
+
+    def begin(self, tenant_id: str, file_id: str, source_name: str, providers: list[str]) -> JobRecord:
+        """Create the job, or restart an earlier job of the same content (counted as a resubmission)."""
+        job_id = job_id_for(tenant_id, file_id)
+        now = time.time()
+        existing = self.get(job_id)
+        if existing is None:
+            job = JobRecord(
+                job_id, tenant_id, file_id, source_name, providers=providers, created_at=now, updated_at=now
+            )
+        else:
+            job = replace(
+                existing,
+                state=events_pb2.JOB_STATE_QUEUED,
+                submissions=existing.submissions + 1,
+                ingested=0,
+                analysed=0,
+                stored=0,
+                dead_lettered=0,
+                total=0,
+                source_name=source_name,
+                providers=providers,
+                error="",
+                updated_at=now,
+            )
+        self.save(job)
+        return job
+
+    def save(self, job: JobRecord) -> None:
+        job.updated_at = time.time()
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO jobs ({_COLUMNS}) VALUES ({','.join('?' * 17)})",
+                (
+                    job.job_id,
+                    job.tenant_id,
+                    job.file_id,
+                    job.source_name,
+                    job.state,
+                    job.ingested,
+                    job.analysed,
+                    job.stored,
+                    job.dead_lettered,
+                    job.total,
+                    job.samples,
+                    ",".join(job.providers),
+                    job.error,
+                    job.mode,
+                    job.submissions,
+                    job.created_at,
+                    job.updated_at,
+                ),
+            )
+
+    def apply(self, note: events_pb2.Notification) -> JobRecord | None:
+        """Fold a progress notification from any stage into the job."""
+        job = self.get(note.job_id)
+        if job is None:
+            return None
+        if note.stage == events_pb2.STAGE_INGEST:
+            job.ingested = max(job.ingested, note.done)
+            job.dead_lettered = max(job.dead_lettered, note.dead_lettered)
+            job.samples = max(job.samples, note.samples)
+        elif note.stage == events_pb2.STAGE_ANALYSIS:
+            job.analysed = max(job.analysed, note.done)
+        elif note.stage == events_pb2.STAGE_STORAGE:
+            job.stored = max(job.stored, note.done)
+        if note.total:
+            job.total = note.total
+        if note.state == events_pb2.JOB_STATE_FAILED and note.message:
+            job.error = note.message
+        if job.state not in TERMINAL and _ORDER.get(note.state, 0) >= _ORDER.get(job.state, 0):
+            job.state = note.state
+        if job.total and job.state not in TERMINAL:
+            job.analysed = min(job.analysed, job.total)
+        self.save(job)
+        return job
+
+
+def _from_row(row: tuple[object, ...]) -> JobRecord:
+    values = list(row)
+    providers = str(values[11])
+    return JobRecord(
+        job_id=str(values[0]),
+        tenant_id=str(values[1]),
+        file_id=str(values[2]),
+        source_name=str(values[3]),
+        state=int(values[4]),  # type: ignore[call-overload]
+        ingested=int(values[5]),  # type: ignore[call-overload]
+        analysed=int(values[6]),  # type: ignore[call-overload]
+        stored=int(values[7]),  # type: ignore[call-overload]
+        dead_lettered=int(values[8]),  # type: ignore[call-overload]
+        total=int(values[9]),  # type: ignore[call-overload]
+        samples=int(values[10]),  # type: ignore[call-overload]
+        providers=providers.split(",") if providers else [],
+        error=str(values[12]),
+        mode=str(values[13]),
+        submissions=int(values[14]),  # type: ignore[call-overload]
+        created_at=float(values[15]),  # type: ignore[arg-type]
+        updated_at=float(values[16]),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,277 @@
+"""From a VCF file to `vcf-variants`: read in a thread, publish with bounded memory.
+
+The reader thread parses and encodes batches and blocks when
+`max_pending_batches` wait to be published, so memory stays bounded whatever
+the file size. Job boundaries are published as JobMarkers carrying the exact
+variant count, which is how the writer knows a job is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vcf_agent import telemetry
+from vcf_agent.bus import Bus, OutgoingMessage
+from vcf_agent.config import Settings
+from vcf_agent.processing import DeadLetterSink
+from vcf_agent.schema import HEADER_TRACEPARENT, encode, file_digest_hasher
+from vcf_agent.v1 import events_pb2, variant_pb2
+
+from ._jobs import JobRecord, JobRegistry
+from ._vcf_reader import VcfFileError, VcfReader
+
+log = logging.getLogger(__name__)
+
+# Loci closer than this share a partition key, so one locus always stays ordered.
+_KEY_BIN = 100_000
+_PROGRESS_INTERVAL_S = 0.25
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file as submitted: the file's identity for idempotency."""
+    hasher = file_digest_hasher()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+@dataclass(slots=True)
+class _Encoded:
+    key: bytes
+    payload: bytes
+    headers: dict[str, str]
+    variants: int
+
+
+@dataclass(slots=True)
+class _Progress:
+    records: int = 0
+    variants: int = 0
+    samples: list[str] = field(default_factory=list)
+    dead_letters: list[events_pb2.DeadLetter] = field(default_factory=list)
+
+
+class VariantPublisher:
+    """Runs ingest jobs; one asyncio task per job."""
+
+    def __init__(self, bus: Bus, settings: Settings, registry: JobRegistry) -> None:
+        self._bus = bus
+        self._settings = settings
+        self._registry = registry
+        self._stream = settings.topology.variants
+        self._notifications = settings.topology.user_notifications
+        self._dead_letters = DeadLetterSink(bus, settings.topology.dead_letters, "ingest")
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def running(self, job_id: str) -> bool:
+        task = self._tasks.get(job_id)
+        return task is not None and not task.done()
+
+    async def submit(
+        self,
+        path: Path,
+        *,
+        tenant_id: str = "default",
+        source_name: str = "",
+        providers: list[str] | None = None,
+        region: str | None = None,
+    ) -> JobRecord:
+        """Register the job and start publishing; returns at once with the queued job."""
+        file_id = await asyncio.to_thread(file_digest, path)
+        job = self._registry.begin(
+            tenant_id, file_id, source_name or path.name, list(providers or self._settings.providers)
+        )
+        if self.running(job.job_id):
+            return job
+        self._tasks[job.job_id] = asyncio.create_task(self._run(job, path, region), name=f"ingest:{job.job_id}")
+        return job
+
+    async def wait(self, job_id: str) -> None:
+        task = self._tasks.get(job_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        task = self._tasks.get(job_id)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        job = self._registry.get(job_id)
+        if job is not None and job.state not in (events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED):
+            job.state = events_pb2.JOB_STATE_CANCELLED
+            self._registry.save(job)
+            await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_CANCELLED, 0, "cancelled")
+        return job
+
+    async def _run(self, job: JobRecord, path: Path, region: str | None) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[_Encoded | None] = asyncio.Queue(self._settings.max_pending_batches)
+        progress = _Progress()
+        job.state = events_pb2.JOB_STATE_INGESTING
+        self._registry.save(job)
+        try:
+            reader = VcfReader(
+                path,
+                file_id=job.file_id,
+                job_id=job.job_id,
+                tenant_id=job.tenant_id,
+                source_name=job.source_name,
+                batch_size=self._settings.batch_size,
+                region=region,
+            )
+        except VcfFileError as exc:
+            await self._fail(job, str(exc))
+            return
+        progress.samples = list(reader.samples)
+        await self._marker(job, variant_pb2.JobMarker.KIND_STARTED, progress)
+        await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, 0, "ingest started")
+
+        def put(item: _Encoded | None) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        producer = loop.run_in_executor(None, self._produce, reader, put, progress)
+        published = 0
+        last_note = time.monotonic()
+        try:
+            while (item := await queue.get()) is not None:
+                await self._bus.publish(self._stream, [OutgoingMessage(item.payload, item.key, item.headers)])
+                published += item.variants
+                telemetry.variants_processed.labels("ingest").inc(item.variants)
+                if time.monotonic() - last_note >= _PROGRESS_INTERVAL_S:
+                    last_note = time.monotonic()
+                    await self._flush_dead_letters(progress)
+                    await self._notify(
+                        job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, published, "", progress
+                    )
+            await producer
+        except VcfFileError as exc:
+            await self._fail(job, str(exc))
+            return
+        except asyncio.CancelledError:
+            reader.close()
+            with contextlib.suppress(Exception):
+                # Unblock the reader thread so it can observe close().
+                while not producer.done():
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        queue.get_nowait()
+                    await asyncio.sleep(0.01)
+            raise
+        await self._flush_dead_letters(progress)
+        job.ingested = published
+        job.total = published
+        job.samples = len(progress.samples)
+        job.dead_lettered = reader.dead_lettered
+        job.state = events_pb2.JOB_STATE_ANALYSING
+        self._registry.save(job)
+        await self._marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, published)
+        await self._notify(
+            job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_ANALYSING, published, "ingest finished", progress,
+            total=published,
+        )
+
+    def _produce(self, reader: VcfReader, put: Callable[[_Encoded | None], None], progress: _Progress) -> None:
+        """Reader thread: parse, encode, hand over; blocks when the publisher is behind."""
+        threshold = self._settings.compression_threshold
+        try:
+            for batch in reader:
+                first = batch.variants[0]
+                key = f"{first.chromosome}:{first.position // _KEY_BIN}".encode()
+                payload, headers = encode(batch, tenant_id=first.tenant_id, compression_threshold=threshold)
+                headers[HEADER_TRACEPARENT] = telemetry.new_traceparent()
+                put(_Encoded(key, payload, headers, len(batch.variants)))
+                progress.records = reader.records
+                progress.variants += len(batch.variants)
+                progress.dead_letters.extend(reader.take_dead_letters())
+            progress.dead_letters.extend(reader.take_dead_letters())
+        finally:
+            reader.close()
+            put(None)
+
+    async def _flush_dead_letters(self, progress: _Progress) -> None:
+        letters, progress.dead_letters = progress.dead_letters, []
+        await self._dead_letters.send(letters)
+
+    async def _fail(self, job: JobRecord, reason: str) -> None:
+        log.warning("job %s failed: %s", job.job_id, reason)
+        job.state = events_pb2.JOB_STATE_FAILED
+        job.error = reason
+        self._registry.save(job)
+        await self._marker(job, variant_pb2.JobMarker.KIND_FAILED, _Progress(), reason=reason)
+        await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_FAILED, 0, reason)
+
+    async def _marker(
+        self,
+        job: JobRecord,
+        kind: variant_pb2.JobMarker.Kind.ValueType,
+        progress: _Progress,
+        variant_count: int = 0,
+        reason: str = "",
+    ) -> None:
+        now = Timestamp()
+        now.GetCurrentTime()
+        marker = variant_pb2.JobMarker(
+            kind=kind,
+            job_id=job.job_id,
+            file_id=job.file_id,
+            tenant_id=job.tenant_id,
+            source_name=job.source_name,
+            variant_count=variant_count,
+            record_count=progress.records,
+            samples=progress.samples,
+            providers=job.providers,
+            reason=reason,
+            timestamp=now,
+        )
+        payload, headers = encode(marker, tenant_id=job.tenant_id)
+        await self._bus.publish(self._stream, [OutgoingMessage(payload, job.job_id.encode(), headers)])
+
+    async def _notify(
+        self,
+        job: JobRecord,
+        stage: events_pb2.Stage.ValueType,
+        state: events_pb2.JobState.ValueType,
+        done: int,
+        message: str,
+        progress: _Progress | None = None,
+        total: int = 0,
+    ) -> None:
+        now = Timestamp()
+        now.GetCurrentTime()
+        note = events_pb2.Notification(
+            job_id=job.job_id,
+            tenant_id=job.tenant_id,
+            stage=stage,
+            state=state,
+            done=done,
+            total=total,
+            message=message,
+            timestamp=now,
+            file_id=job.file_id,
+            source_name=job.source_name,
+            samples=len(progress.samples) if progress else 0,
+            providers=job.providers,
+        )
+        payload, headers = encode(note, tenant_id=job.tenant_id)
+        await self._bus.publish(self._notifications, [OutgoingMessage(payload, job.job_id.encode(), headers)])
+

@@ -1,0 +1,147 @@
+"""Synthetic VCF files for tests and benchmarks.
+
+Real files are either tiny (test fixtures) or too big to ship, so throughput
+numbers and bounded-memory checks need a generator that can produce any size
+with a realistic field mix. Output is fully determined by the seed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pysam
+
+_BASES = "ACGT"
+_CONTIG_LENGTH = 250_000_000
+
+_HEADER_META = """##fileformat=VCFv4.2
+##source=vcf_agent.synthetic
+##INFO=<ID=DP,Number=1,Type=Integer,Description="Total depth">
+##INFO=<ID=AF,Number=A,Type=Float,Description="Allele frequency per ALT">
+##INFO=<ID=AC,Number=A,Type=Integer,Description="Allele count per ALT">
+##INFO=<ID=DB,Number=0,Type=Flag,Description="dbSNP membership">
+##INFO=<ID=GENE,Number=1,Type=String,Description="Gene symbol">
+##FILTER=<ID=LowQual,Description="Low quality">
+##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">
+##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Read depth">
+##FORMAT=<ID=GQ,Number=1,Type=Integer,Description="Genotype quality">
+##FORMAT=<ID=AD,Number=R,Type=Integer,Description="Allelic depths">
+"""
+
+_GENES = ("BRCA1", "BRCA2", "TP53", "EGFR", "KRAS", "CFTR", "APOE", "MTHFR")
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticVcfSpec:
+    """Shape of a generated file; `records` counts data lines, not ALT alleles."""
+
+    records: int
+    samples: int = 1
+    seed: int = 0
+    chromosomes: int = 2
+    # Fractions of records that get a second ALT / an indel ALT.
+    multi_allelic_fraction: float = 0.0
+    indel_fraction: float = 0.0
+
+
+def sample_names(count: int) -> list[str]:
+    return [f"S{i:04d}" for i in range(count)]
+
+
+def expected_variant_count(path: str | os.PathLike[str]) -> int:
+    """Variants (ALT alleles) in a generated file, counted from its text for cross-checks."""
+    total = 0
+    with pysam.BGZFile(os.fspath(path), "rb") if _is_gzip(path) else open(path, "rb") as fh:
+        for line in fh:
+            if line.startswith(b"#"):
+                continue
+            alt = line.split(b"\t", 5)[4]
+            total += 0 if alt == b"." else alt.count(b",") + 1
+    return total
+
+
+def _is_gzip(path: str | os.PathLike[str]) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _record(rng: random.Random, spec: SyntheticVcfSpec, chrom: str, pos: int, index: int) -> str:
+    ref = rng.choice(_BASES)
+    alts = [rng.choice([b for b in _BASES if b != ref])]
+    if rng.random() < spec.indel_fraction:
+        if rng.random() < 0.5:
+            alts[0] = ref + "".join(rng.choice(_BASES) for _ in range(rng.randint(1, 4)))
+        else:
+            ref = ref + "".join(rng.choice(_BASES) for _ in range(rng.randint(1, 4)))
+            alts[0] = ref[0]
+    if rng.random() < spec.multi_allelic_fraction:
+        extra = rng.choice([b for b in _BASES if b != ref[0] and b != alts[0]])
+        alts.append(extra if len(ref) == 1 else ref[0] + extra)
+    n_alleles = len(alts) + 1
+    qual = "." if index % 97 == 0 else f"{rng.uniform(1, 999):.2f}"
+    filt = "LowQual" if qual != "." and float(qual) < 20 else "PASS"
+    af = ",".join(f"{rng.random():.4f}" for _ in alts)
+    ac = ",".join(str(rng.randint(1, 2 * max(spec.samples, 1))) for _ in alts)
+    info = f"DP={rng.randint(5, 500)};AF={af};AC={ac}"
+    if rng.random() < 0.3:
+        info += ";DB"
+    if rng.random() < 0.5:
+        info += f";GENE={rng.choice(_GENES)}"
+    vid = f"rs{1_000_000 + index}" if rng.random() < 0.4 else "."
+    fields = [chrom, str(pos), vid, ref, ",".join(alts), qual, filt, info]
+    if spec.samples:
+        fields.append("GT:DP:GQ:AD")
+        for _ in range(spec.samples):
+            if rng.random() < 0.02:
+                fields.append("./.:.:.:.")
+                continue
+            a, b = rng.randrange(n_alleles), rng.randrange(n_alleles)
+            sep = "|" if rng.random() < 0.3 else "/"
+            depth = rng.randint(0, 200)
+            ad = ",".join(str(rng.randint(0, depth)) for _ in range(n_alleles))
+            fields.append(f"{a}{sep}{b}:{depth}:{rng.randint(0, 99)}:{ad}")
+    return "\t".join(fields) + "\n"
+
+
+def write_synthetic_vcf(
+    path: str | os.PathLike[str],
+    spec: SyntheticVcfSpec,
+    *,
+    bgzip: bool = False,
+    index: bool = False,
+) -> Path:
+    """Write a sorted VCF (plain, or BGZF when `bgzip`; tabix-indexed when `index`)."""
+    out = Path(path)
+    rng = random.Random(spec.seed)
+    chroms = [f"chr{i + 1}" for i in range(spec.chromosomes)]
+    header = _HEADER_META + "".join(f"##contig=<ID={c},length={_CONTIG_LENGTH}>\n" for c in chroms)
+    columns = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
+    if spec.samples:
+        columns += ["FORMAT", *sample_names(spec.samples)]
+    header += "\t".join(columns) + "\n"
+    per_chrom = -(-spec.records // len(chroms)) if spec.records else 0
+    # BGZFile writes valid BGZF blocks directly, so no temporary plain file is needed.
+    sink = pysam.BGZFile(os.fspath(out), "wb") if bgzip else open(out, "wb")
+    with sink as fh:
+        fh.write(header.encode())
+        chunk: list[str] = []
+        written = 0
+        for chrom in chroms:
+            pos = 0
+            for _ in range(min(per_chrom, spec.records - written)):
+                pos += rng.randint(1, 200)
+                chunk.append(_record(rng, spec, chrom, pos, written))
+                written += 1
+                if len(chunk) >= 10_000:
+                    fh.write("".join(chunk).encode())
+                    chunk.clear()
+        if chunk:
+            fh.write("".join(chunk).encode())
+    if index:
+        if not bgzip:
+            raise ValueError("an index needs a bgzipped file")
+        pysam.tabix_index(os.fspath(out), preset="vcf", force=True)
+    return out

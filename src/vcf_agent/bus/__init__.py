@@ -1,0 +1,33 @@
+"""Stream bus: one interface over embedded, memory, Kafka, Iggy and failover backends."""
+
+from vcf_agent.bus._base import (
+    Bus,
+    BusError,
+    BusUnavailableError,
+    Consumer,
+    OutgoingMessage,
+    PartitionLag,
+    PublishedPosition,
+    Record,
+    StartPosition,
+    StreamSpec,
+    TopicPartition,
+    partition_for_key,
+)
+from vcf_agent.bus._url import open_bus
+
+__all__ = [
+    "Bus",
+    "BusError",
+    "BusUnavailableError",
+    "Consumer",
+    "OutgoingMessage",
+    "PartitionLag",
+    "PublishedPosition",
+    "Record",
+    "StartPosition",
+    "StreamSpec",
+    "TopicPartition",
+    "open_bus",
+    "partition_for_key",
+]

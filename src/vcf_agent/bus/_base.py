@@ -1,0 +1,210 @@
+"""The bus contract every backend implements.
+
+Semantics are Kafka's, because every backend must be swappable under the
+services: streams have a fixed number of partitions, a key always maps to the
+same partition (computed here, not by the backend, so a failover between
+backends keeps per-key order), consumers in one group split the partitions,
+and offsets are committed explicitly after processing (at-least-once).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal, Self
+
+import mmh3
+
+StartPosition = Literal["earliest", "latest"]
+
+
+class BusError(Exception):
+    """A bus operation failed; the message says which backend and why."""
+
+
+class BusUnavailableError(BusError):
+    """The backend cannot be reached (server down, timeout, closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """A stream (topic) and its partition count."""
+
+    name: str
+    partitions: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message to publish. `key` picks the partition; None spreads round-robin."""
+
+    value: bytes
+    key: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed message and where it came from."""
+
+    stream: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None
+    headers: Mapping[str, str]
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedPosition:
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """Committed offset (next to read), end offset (next to be written) and their gap."""
+
+    stream: str
+    partition: int
+    committed: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - self.committed)
+
+
+TopicPartition = tuple[str, int]
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """Stable key-to-partition map shared by all backends (MurmurHash3, unsigned)."""
+    return mmh3.hash(key, signed=False) % partitions
+
+
+class Consumer(abc.ABC):
+    """A member of a consumer group reading one or more streams.
+
+    Offsets are never committed implicitly: callers commit after processing.
+    """
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Leave the group. Uncommitted records will be redelivered to the group."""
+
+    @abc.abstractmethod
+    async def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Record]:
+        """Up to max_records from assigned partitions; empty after timeout_s with nothing new."""
+
+    @abc.abstractmethod
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit next-offset-to-read per partition; None commits everything polled so far."""
+
+    @abc.abstractmethod
+    async def seek(self, stream: str, partition: int, offset: int) -> None:
+        """Next poll on this partition starts at offset (replay or skip)."""
+
+    @abc.abstractmethod
+    def assignment(self) -> set[TopicPartition]: ...
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class Bus(abc.ABC):
+    """A connection to one message log. One instance per process is enough; it is reused."""
+
+    backend: str = "abstract"
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ensure_streams(self, specs: Sequence[StreamSpec]) -> None:
+        """Create missing streams; existing ones are left as they are (idempotent)."""
+
+    @abc.abstractmethod
+    async def partitions(self, stream: str) -> int: ...
+
+    @abc.abstractmethod
+    async def publish(self, stream: str, messages: Sequence[OutgoingMessage]) -> list[PublishedPosition]:
+        """Append messages; returns once they are durable on the backend.
+
+        Messages with the same key land on partition_for_key(key) in the order given.
+        """
+
+    @abc.abstractmethod
+    def consumer(
+        self,
+        streams: Sequence[str],
+        group: str,
+        *,
+        start: StartPosition = "earliest",
+        max_in_flight: int = 1000,
+    ) -> Consumer:
+        """A group member; `start` applies only where the group has no committed offset.
+
+        max_in_flight bounds records fetched but not yet returned by poll (backpressure).
+        """
+
+    @abc.abstractmethod
+    async def committed_offsets(self, group: str, stream: str) -> dict[int, int]:
+        """Committed next-offset per partition; partitions never committed are absent."""
+
+    @abc.abstractmethod
+    async def end_offsets(self, stream: str) -> dict[int, int]:
+        """Next offset to be written, per partition."""
+
+    @abc.abstractmethod
+    async def set_committed_offsets(self, group: str, stream: str, offsets: Mapping[int, int]) -> None:
+        """Overwrite a group's committed offsets (checkpoint reset); the group should be paused."""
+
+    @abc.abstractmethod
+    async def offsets_for_timestamp(self, stream: str, timestamp_ms: int) -> dict[int, int]:
+        """Per partition, the first offset whose timestamp is >= timestamp_ms (end if none)."""
+
+    @abc.abstractmethod
+    async def healthy(self) -> bool:
+        """A cheap live probe of the backend."""
+
+    async def lag(self, group: str, stream: str) -> list[PartitionLag]:
+        committed = await self.committed_offsets(group, stream)
+        ends = await self.end_offsets(stream)
+        return [
+            PartitionLag(stream, p, committed.get(p, 0), end) for p, end in sorted(ends.items())
+        ]
+
+    async def earliest_offsets(self, stream: str) -> dict[int, int]:
+        """First retained offset per partition; backends without retention start at 0."""
+        return dict.fromkeys(range(await self.partitions(stream)), 0)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

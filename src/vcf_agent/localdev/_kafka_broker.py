@@ -1,0 +1,354 @@
+"""A single-node Kafka broker (KRaft, broker+controller) on loopback for tests, benchmarks and dev.
+
+Kafka's jars come from Maven Central through the system `mvn` (the pom ships as
+package data), so a JDK and Maven are all a machine needs; they are fetched once
+into a per-user cache and reused by every broker started afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ctypes
+import fcntl
+import importlib.resources
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+_POM_RESOURCE = "kafka-broker-pom.xml"
+_MAVEN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
+_COMPLETE_MARKER = ".complete"
+# Matches the largest message the bus publishes (KafkaBus creates topics with the same limit).
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+_LOG4J_PROPERTIES = """\
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log_file}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+"""
+
+
+class KafkaInstallError(RuntimeError):
+    """Kafka's jars could not be installed or the broker could not be started."""
+
+
+class KafkaToolMissingError(KafkaInstallError):
+    """A required binary (java or mvn) is not on this machine; tests skip on this."""
+
+
+def _pom_text() -> str:
+    return (importlib.resources.files("vcf_agent.localdev") / _POM_RESOURCE).read_text(encoding="utf-8")
+
+
+def kafka_version() -> str:
+    """The Kafka version pinned in the shipped pom (the single place it is written)."""
+    root = ET.fromstring(_pom_text())
+    version = root.findtext("m:properties/m:kafka.version", namespaces=_MAVEN_NS)
+    if not version:
+        raise KafkaInstallError(f"{_POM_RESOURCE} does not pin kafka.version")
+    return version.strip()
+
+
+def default_install_dir() -> Path:
+    """~/.cache/vcf-agent/kafka-<version> (or under $XDG_CACHE_HOME), shared by all checkouts."""
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache_root / "vcf-agent" / f"kafka-{kafka_version()}"
+
+
+def find_java() -> str:
+    """$JAVA_HOME/bin/java if set, else java on PATH."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise KafkaToolMissingError("java (JDK 17+) is not on PATH and JAVA_HOME is not set")
+    return java
+
+
+def install_kafka(install_dir: Path | None = None) -> Path:
+    """Install Kafka's jars once; returns the libs directory for `java -cp 'libs/*'`.
+
+    Idempotent and safe across processes: an exclusive file lock serialises
+    installers, and the libs directory only appears (by rename) once complete.
+    """
+    target = install_dir or default_install_dir()
+    libs = target / "libs"
+    if (target / _COMPLETE_MARKER).is_file():
+        return libs
+    target.mkdir(parents=True, exist_ok=True)
+    with (target / ".lock").open("w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if (target / _COMPLETE_MARKER).is_file():
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise KafkaToolMissingError("mvn (Apache Maven) is not on PATH; it installs Kafka's jars")
+        pom = target / "pom.xml"
+        pom.write_text(_pom_text(), encoding="utf-8")
+        staging = target / f"libs.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        result = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={staging}",
+                "-DincludeScope=runtime",
+            ],
+            cwd=target,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+            shutil.rmtree(staging, ignore_errors=True)
+            output = (result.stdout + result.stderr)[-4000:]
+            raise KafkaInstallError(f"mvn could not resolve Kafka {kafka_version()}:\n{output}")
+        shutil.rmtree(libs, ignore_errors=True)
+        staging.rename(libs)
+        (target / _COMPLETE_MARKER).write_text(kafka_version(), encoding="utf-8")
+    return libs
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the JVM gets SIGTERM if this process dies without stop()."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _tail(path: Path, limit: int = 3000) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[-limit:]
+    except FileNotFoundError:
+        return ""
+
+
+class LocalKafkaBroker:
+    """One KRaft node on loopback with a fresh log dir; `bootstrap_servers` once started."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        heap: str = "512m",
+        install_dir: Path | None = None,
+        data_dir: Path | None = None,
+        startup_timeout_s: float = 90.0,
+        extra_properties: dict[str, str] | None = None,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self._heap = heap
+        self._install_dir = install_dir
+        self._data_dir = data_dir
+        self._startup_timeout_s = startup_timeout_s
+        self._extra_properties = dict(extra_properties or {})
+        self._process: subprocess.Popen[bytes] | None = None
+        self._work_dir: Path | None = None
+        self._owns_work_dir = False
+        self.port = 0
+        self.controller_port = 0
+        self.install_seconds = 0.0
+        self.start_seconds = 0.0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self._process is None:
+            raise KafkaInstallError("the broker is not running; call start() first")
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_file(self) -> Path | None:
+        return self._work_dir / "server.log" if self._work_dir else None
+
+    async def start(self) -> None:
+        """Install if needed, format a fresh log dir, launch, and wait until metadata is served."""
+        if self._process is not None:
+            return
+        java = find_java()
+        started = time.monotonic()
+        libs = await asyncio.to_thread(install_kafka, self._install_dir)
+        self.install_seconds = time.monotonic() - started
+
+        if self._data_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="vcf-agent-kafka-"))
+            self._owns_work_dir = True
+        else:
+            self._work_dir = self._data_dir
+            self._work_dir.mkdir(parents=True, exist_ok=True)
+        work = self._work_dir
+        self.port = self._requested_port or _free_port(self.host)
+        self.controller_port = _free_port(self.host)
+        config = work / "server.properties"
+        config.write_text(self._properties(work / "data"), encoding="utf-8")
+        log4j = work / "log4j.properties"
+        log4j.write_text(_LOG4J_PROPERTIES.format(log_file=work / "server.log"), encoding="utf-8")
+        jvm = [
+            java,
+            f"-Xmx{self._heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{log4j}",
+            f"-Dkafka.logs.dir={work}",
+            "-cp",
+            f"{libs}/*",
+        ]
+        try:
+            await self._format_storage(jvm, config)
+            with (work / "stdout.log").open("wb") as stdout:
+                # Popen from the loop thread: PDEATHSIG follows the thread that forked.
+                self._process = subprocess.Popen(  # noqa: ASYNC220
+                    [*jvm, "kafka.Kafka", str(config)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=subprocess.STDOUT,
+                    cwd=work,
+                    preexec_fn=_die_with_parent,
+                )
+            await self._wait_ready(started + self.install_seconds)
+        except BaseException:
+            await self.stop()
+            raise
+        self.start_seconds = time.monotonic() - started - self.install_seconds
+
+    def _properties(self, log_dir: Path) -> str:
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(log_dir),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            # Fewer offsets partitions: the group coordinator loads faster on a fresh node.
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "message.max.bytes": str(MAX_MESSAGE_BYTES),
+            "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            # Small segments and indexes keep per-topic disk use low when tests create many topics.
+            "log.segment.bytes": str(64 * 1024 * 1024),
+            "log.index.size.max.bytes": str(1024 * 1024),
+            **self._extra_properties,
+        }
+        return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+    async def _format_storage(self, jvm: list[str], config: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        process = await asyncio.create_subprocess_exec(
+            *jvm,
+            "kafka.tools.StorageTool",
+            "format",
+            "--ignore-formatted",
+            "-t",
+            cluster_id,
+            "-c",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        if process.returncode != 0:
+            raise KafkaInstallError(f"kafka-storage format failed: {output.decode(errors='replace')}")
+
+    async def _wait_ready(self, since: float) -> None:
+        deadline = since + self._startup_timeout_s
+        while True:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise KafkaInstallError(
+                    f"Kafka exited with code {self._process.returncode} during startup:\n{self._logs()}"
+                )
+            if await self._serves_metadata():
+                return
+            if time.monotonic() > deadline:
+                raise KafkaInstallError(
+                    f"Kafka did not serve metadata within {self._startup_timeout_s:.0f}s:\n{self._logs()}"
+                )
+            await asyncio.sleep(0.2)
+
+    async def _serves_metadata(self) -> bool:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=f"{self.host}:{self.port}", request_timeout_ms=2000, client_id="localdev-probe"
+        )
+        try:
+            async with asyncio.timeout(3):
+                await admin.start()
+                cluster = await admin.describe_cluster()
+            return bool(cluster.get("brokers"))
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        finally:
+            with contextlib.suppress(KafkaError, OSError):
+                await admin.close()
+
+    def _logs(self) -> str:
+        assert self._work_dir is not None
+        return _tail(self._work_dir / "stdout.log") + "\n" + _tail(self._work_dir / "server.log")
+
+    async def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM for a controlled shutdown, SIGKILL after timeout_s; removes our temp dir."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                await asyncio.to_thread(process.wait, timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+        if self._work_dir is not None and self._owns_work_dir:
+            await asyncio.to_thread(shutil.rmtree, self._work_dir, True)
+            self._work_dir = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

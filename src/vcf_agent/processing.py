@@ -1,0 +1,197 @@
+"""The consume-process-commit loop every stream-consuming service runs.
+
+Offsets are committed only after the handler returns, so a crash redelivers
+whatever was not fully processed (at-least-once); every stage downstream is
+idempotent on deterministic ids, which turns that into exactly-once effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vcf_agent import telemetry
+from vcf_agent.bus import Bus, Consumer, OutgoingMessage, Record, StartPosition
+from vcf_agent.schema import PayloadError, decode, encode
+from vcf_agent.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+CommitOffsets = dict[tuple[str, int], int]
+# Returns the offsets that are safe to commit now (None: everything handed over).
+# A stage that buffers across polls or waits for more input returns less.
+RecordsHandler = Callable[[list[Record]], Awaitable[CommitOffsets | None]]
+
+
+class DeadLetterSink:
+    """Publishes what a stage could not process, whole, with the reason."""
+
+    def __init__(self, bus: Bus, stream: str, service: str) -> None:
+        self._bus = bus
+        self._stream = stream
+        self._service = service
+
+    async def send(self, letters: Sequence[events_pb2.DeadLetter]) -> None:
+        if not letters:
+            return
+        now = Timestamp()
+        now.GetCurrentTime()
+        messages = []
+        for letter in letters:
+            letter.service = letter.service or self._service
+            if not letter.HasField("timestamp"):
+                letter.timestamp.CopyFrom(now)
+            payload, headers = encode(letter, tenant_id=letter.tenant_id)
+            messages.append(OutgoingMessage(payload, (letter.job_id or letter.source_stream).encode(), headers))
+            telemetry.dead_letters.labels(self._service, letter.error_code or "unknown").inc()
+        await self._bus.publish(self._stream, messages)
+
+    async def send_record(self, record: Record, reason: str, code: str) -> None:
+        await self.send(
+            [
+                events_pb2.DeadLetter(
+                    original_payload=record.value,
+                    original_headers=dict(record.headers),
+                    source_stream=record.stream,
+                    source_partition=record.partition,
+                    source_offset=record.offset,
+                    reason=reason,
+                    error_code=code,
+                    attempt_count=1,
+                )
+            ]
+        )
+
+
+async def decode_or_dead_letter(record: Record, message_class: type[M], sink: DeadLetterSink) -> M | None:
+    """The decoded message, or None after dead-lettering a corrupt payload."""
+    try:
+        return decode(record.value, record.headers, message_class)
+    except PayloadError as exc:
+        log.warning("dead-lettering %s[%d]@%d: %s", record.stream, record.partition, record.offset, exc)
+        await sink.send_record(record, str(exc), "corrupt_payload")
+        return None
+
+
+class StreamProcessor:
+    """Runs one consumer: poll, hand records to the handler, commit.
+
+    Pausing stops polling but keeps group membership, so checkpoints can be
+    reset safely; draining finishes the in-flight batch, commits and stops.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        streams: Sequence[str],
+        group: str,
+        handler: RecordsHandler,
+        *,
+        service: str,
+        max_records: int = 64,
+        start: StartPosition = "earliest",
+        max_in_flight: int = 256,
+        poll_timeout_s: float = 0.2,
+        idle_calls: bool = False,
+    ) -> None:
+        self.streams = list(streams)
+        self.group = group
+        self._bus = bus
+        self._handler = handler
+        self._service = service
+        self._max_records = max_records
+        self._start = start
+        self._max_in_flight = max_in_flight
+        self._poll_timeout_s = poll_timeout_s
+        # Buffering stages get called with [] on idle polls so they can flush on time.
+        self._idle_calls = idle_calls
+        self._consumer: Consumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._running = asyncio.Event()
+        self._running.set()
+        self._stopping = False
+        self.in_flight = 0
+        self.failed: BaseException | None = None
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    async def start(self) -> None:
+        self._consumer = self._bus.consumer(
+            self.streams, self.group, start=self._start, max_in_flight=self._max_in_flight
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"{self._service}:{self.group}")
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    async def stop(self) -> None:
+        """Stop after the current batch; its offsets are committed before leaving the group."""
+        self._stopping = True
+        self._running.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=30)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        consumed = telemetry.messages_consumed
+        while not self._stopping:
+            await self._running.wait()
+            if self._stopping:
+                break
+            try:
+                records = await consumer.poll(self._max_records, self._poll_timeout_s)
+            except Exception:
+                log.exception("%s: poll on %s failed; retrying", self._service, self.streams)
+                await asyncio.sleep(0.5)
+                continue
+            if not records and not self._idle_calls:
+                continue
+            self.in_flight = len(records)
+            try:
+                to_commit = await self._handler(records)
+            except Exception as exc:
+                # Not committing means the group redelivers these records after restart.
+                log.exception("%s: handler failed on %d records; stopping consumer", self._service, len(records))
+                self.failed = exc
+                self.in_flight = 0
+                return
+            if to_commit is None:
+                to_commit = next_offsets(records)
+            if to_commit:
+                await consumer.commit(to_commit)
+            for record in records:
+                consumed.labels(record.stream, self.group).inc()
+            self.in_flight = 0
+
+
+def next_offsets(records: Sequence[Record]) -> CommitOffsets:
+    """Next offset to read per partition, after all of records."""
+    offsets: CommitOffsets = {}
+    for record in records:
+        key = (record.stream, record.partition)
+        if record.offset + 1 > offsets.get(key, -1):
+            offsets[key] = record.offset + 1
+    return offsets

@@ -1,0 +1,35 @@
+"""Wire schema: message codecs, headers and deterministic ids."""
+
+from vcf_agent.schema._codec import (
+    ENCODING_IDENTITY,
+    ENCODING_ZSTD,
+    HEADER_CONTENT_ENCODING,
+    HEADER_MESSAGE_TYPE,
+    HEADER_SCHEMA_VERSION,
+    HEADER_TENANT,
+    HEADER_TRACEPARENT,
+    SCHEMA_VERSION,
+    PayloadError,
+    decode,
+    encode,
+    message_type,
+)
+from vcf_agent.schema._ids import correlation_id, file_digest_hasher, variant_key
+
+__all__ = [
+    "ENCODING_IDENTITY",
+    "ENCODING_ZSTD",
+    "HEADER_CONTENT_ENCODING",
+    "HEADER_MESSAGE_TYPE",
+    "HEADER_SCHEMA_VERSION",
+    "HEADER_TENANT",
+    "HEADER_TRACEPARENT",
+    "SCHEMA_VERSION",
+    "PayloadError",
+    "correlation_id",
+    "decode",
+    "encode",
+    "file_digest_hasher",
+    "message_type",
+    "variant_key",
+]

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for vcf_agent.v1 (do not edit)."""
