@@ -1,1 +1,28 @@
-"""aggregator service."""
+"""Aggregator service: correlates provider answers per variant and decides completion."""
+
+from __future__ import annotations
+
+from vcf_agent.bus import Bus
+from vcf_agent.config import Settings
+from vcf_agent.processing import StreamProcessor
+from vcf_agent.runner import ServiceParts
+
+from ._correlator import Correlator, merge_verdict
+
+__all__ = ["Correlator", "build", "merge_verdict"]
+
+NAME = "aggregator"
+
+
+def build(settings: Settings, bus: Bus) -> ServiceParts:
+    correlator = Correlator(bus, settings)
+    processor = StreamProcessor(
+        bus,
+        [settings.topology.analysis_results],
+        "aggregator",
+        correlator.handle,
+        service=NAME,
+        max_records=32,
+        idle_calls=True,
+    )
+    return ServiceParts(NAME, components=[processor])

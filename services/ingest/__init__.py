@@ -34,7 +34,12 @@ def build(settings: Settings, bus: Bus) -> ServiceParts:
         return None
 
     tracker = StreamProcessor(
-        bus, [settings.topology.user_notifications], "ingest-job-tracker", track, service=NAME, max_records=500
+        bus,
+        [settings.topology.user_notifications],
+        "ingest-job-tracker",
+        track,
+        service=NAME,
+        max_records=500,
     )
     api = IngestApi(publisher, registry, settings.data_dir / "ingest" / "uploads")
     parts = ServiceParts(

@@ -45,7 +45,9 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
                     if handle is None:
                         self._upload_dir.mkdir(parents=True, exist_ok=True)
                         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finally
-                            dir=self._upload_dir, suffix=_suffix(metadata.file_name if metadata else ""), delete=False
+                            dir=self._upload_dir,
+                            suffix=_suffix(metadata.file_name if metadata else ""),
+                            delete=False,
                         )
                         upload = Path(handle.name)
                     handle.write(part.chunk)
@@ -79,7 +81,9 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
             raise AssertionError("unreachable")
         return job.to_proto()
 
-    async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: Context) -> AsyncIterator[jobs_pb2.Job]:
+    async def WatchJob(
+        self, request: jobs_pb2.WatchJobRequest, context: Context
+    ) -> AsyncIterator[jobs_pb2.Job]:
         if not request.job_id:
             await invalid_argument(context, "job_id", "job_id is required")
         last = None
@@ -97,7 +101,9 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
                 return
             await asyncio.sleep(_WATCH_INTERVAL_S)
 
-    async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: Context) -> jobs_pb2.ListJobsResponse:
+    async def ListJobs(
+        self, request: jobs_pb2.ListJobsRequest, context: Context
+    ) -> jobs_pb2.ListJobsResponse:
         if request.page_size < 0:
             await invalid_argument(context, "page_size", "page_size must not be negative")
         size = request.page_size or 50

@@ -22,7 +22,7 @@ from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage
 from vcf_agent.config import Settings
 from vcf_agent.processing import DeadLetterSink
-from vcf_agent.schema import HEADER_TRACEPARENT, encode, file_digest_hasher
+from vcf_agent.schema import encode, encode_serialized, file_digest_hasher
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._jobs import JobRecord, JobRegistry
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # Loci closer than this share a partition key, so one locus always stays ordered.
 _KEY_BIN = 100_000
 _PROGRESS_INTERVAL_S = 0.25
+_BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
 
 
 def file_digest(path: Path) -> str:
@@ -102,7 +103,9 @@ class VariantPublisher:
         )
         if self.running(job.job_id):
             return job
-        self._tasks[job.job_id] = asyncio.create_task(self._run(job, path, region), name=f"ingest:{job.job_id}")
+        self._tasks[job.job_id] = asyncio.create_task(
+            self._run(job, path, region), name=f"ingest:{job.job_id}"
+        )
         return job
 
     async def wait(self, job_id: str) -> None:
@@ -150,7 +153,9 @@ class VariantPublisher:
         def put(item: _Encoded | None) -> None:
             asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
-        producer = loop.run_in_executor(None, self._produce, reader, put, progress)
+        producer = loop.run_in_executor(
+            None, self._produce, reader, put, progress, job.tenant_id, job.providers
+        )
         published = 0
         last_note = time.monotonic()
         try:
@@ -186,22 +191,41 @@ class VariantPublisher:
         self._registry.save(job)
         await self._marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, published)
         await self._notify(
-            job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_ANALYSING, published, "ingest finished", progress,
+            job,
+            events_pb2.STAGE_INGEST,
+            events_pb2.JOB_STATE_ANALYSING,
+            published,
+            "ingest finished",
+            progress,
             total=published,
         )
 
-    def _produce(self, reader: VcfReader, put: Callable[[_Encoded | None], None], progress: _Progress) -> None:
+    def _produce(
+        self,
+        reader: VcfReader,
+        put: Callable[[_Encoded | None], None],
+        progress: _Progress,
+        tenant_id: str,
+        job_providers: list[str],
+    ) -> None:
         """Reader thread: parse, encode, hand over; blocks when the publisher is behind."""
         threshold = self._settings.compression_threshold
+        # Appending an encoded field to a serialized message merges it in: the job's
+        # providers ride on every batch without re-encoding the variants.
+        providers = variant_pb2.VariantBatch(providers=job_providers).SerializeToString()
         try:
-            for batch in reader:
-                first = batch.variants[0]
-                key = f"{first.chromosome}:{first.position // _KEY_BIN}".encode()
-                payload, headers = encode(batch, tenant_id=first.tenant_id, compression_threshold=threshold)
-                headers[HEADER_TRACEPARENT] = telemetry.new_traceparent()
-                put(_Encoded(key, payload, headers, len(batch.variants)))
+            for batch in reader.batches():
+                key = f"{batch.chromosome}:{batch.position // _KEY_BIN}".encode()
+                payload, headers = encode_serialized(
+                    batch.payload + providers,
+                    _BATCH_TYPE,
+                    tenant_id=tenant_id,
+                    traceparent=telemetry.new_traceparent(),
+                    compression_threshold=threshold,
+                )
+                put(_Encoded(key, payload, headers, batch.variant_count))
                 progress.records = reader.records
-                progress.variants += len(batch.variants)
+                progress.variants += batch.variant_count
                 progress.dead_letters.extend(reader.take_dead_letters())
             progress.dead_letters.extend(reader.take_dead_letters())
         finally:
@@ -274,4 +298,3 @@ class VariantPublisher:
         )
         payload, headers = encode(note, tenant_id=job.tenant_id)
         await self._bus.publish(self._notifications, [OutgoingMessage(payload, job.job_id.encode(), headers)])
-

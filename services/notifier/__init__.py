@@ -1,1 +1,41 @@
-"""notifier service."""
+"""Notifier service: live job progress to WebSocket clients and gRPC watchers."""
+
+from __future__ import annotations
+
+from vcf_agent.bus import Bus
+from vcf_agent.config import Settings
+from vcf_agent.control import ServiceApi
+from vcf_agent.processing import StreamProcessor
+from vcf_agent.runner import ServiceParts
+from vcf_agent.v1 import notifier_pb2, notifier_pb2_grpc
+
+from ._api import NotifierApi
+from ._hub import ProgressHub, notification_json
+from ._websocket import WebSocketGateway
+
+__all__ = ["ProgressHub", "WebSocketGateway", "build", "notification_json"]
+
+NAME = "notifier"
+
+
+def build(settings: Settings, bus: Bus) -> ServiceParts:
+    hub = ProgressHub()
+    # Each notifier instance needs every event, so each reads in its own group from the start.
+    processor = StreamProcessor(
+        bus, [settings.topology.user_notifications], "notifier", hub.handle, service=NAME, max_records=500
+    )
+    gateway = WebSocketGateway(hub, settings.grpc_host, settings.websocket_port)
+    api = NotifierApi(hub)
+    parts = ServiceParts(
+        NAME,
+        components=[gateway, processor],
+        apis=[
+            ServiceApi(
+                lambda server: notifier_pb2_grpc.add_NotifierServiceServicer_to_server(api, server),
+                [notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name],
+            )
+        ],
+    )
+    parts.state["hub"] = hub
+    parts.state["gateway"] = gateway
+    return parts

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from vcf_agent.v1 import variant_pb2
 
@@ -106,11 +107,22 @@ _BCSQ_TERMS: dict[str, str] = {
     "intergenic": "intergenic_variant",
 }
 
+
+def parse_format_description(description: str) -> tuple[str, ...]:
+    """Field names from an INFO Description ("... Format: A|B|C" or SnpEff's "...: 'A | B'")."""
+    marker = description.rfind("Format:")
+    start = marker + len("Format:") if marker >= 0 else description.rfind(":") + 1
+    text = description[start:].strip().strip("'\"").strip()
+    if "|" not in text:
+        return ()
+    return tuple(name.strip() for name in text.split("|"))
+
+
 # Header Description text each tool ships when the header says nothing usable.
-DEFAULT_CSQ_FIELDS: tuple[str, ...] = tuple(
-    "Allele|Consequence|IMPACT|SYMBOL|Gene|Feature_type|Feature|BIOTYPE|EXON|INTRON|HGVSc|HGVSp"
+DEFAULT_CSQ_FIELDS: tuple[str, ...] = parse_format_description(
+    "Format: Allele|Consequence|IMPACT|SYMBOL|Gene|Feature_type|Feature|BIOTYPE|EXON|INTRON|HGVSc|HGVSp"
     "|cDNA_position|CDS_position|Protein_position|Amino_acids|Codons|Existing_variation|DISTANCE"
-    "|STRAND|FLAGS|SYMBOL_SOURCE|HGNC_ID".split("|")
+    "|STRAND|FLAGS|SYMBOL_SOURCE|HGNC_ID"
 )
 DEFAULT_ANN_FIELDS: tuple[str, ...] = (
     "Allele",
@@ -141,19 +153,6 @@ DEFAULT_BCSQ_FIELDS: tuple[str, ...] = (
 )
 
 _MISSING = -1
-
-
-def parse_format_description(description: str) -> tuple[str, ...]:
-    """Field names from an INFO Description ("... Format: A|B|C" or SnpEff's "...: 'A | B'")."""
-    marker = description.rfind("Format:")
-    if marker >= 0:
-        text = description[marker + len("Format:") :]
-    else:
-        text = description[description.rfind(":") + 1 :]
-    text = text.strip().strip("'\"").strip()
-    if "|" not in text:
-        return ()
-    return tuple(name.strip() for name in text.split("|"))
 
 
 def _index_of(names: Sequence[str], *candidates: str) -> int:
@@ -267,9 +266,8 @@ class AnnotationContext:
 DEFAULT_CONTEXT = AnnotationContext()
 
 
-@dataclass(frozen=True, slots=True)
-class ConsequenceCall:
-    """The most severe prediction for one ALT allele, plus allele-level extras from the same tag."""
+class ConsequenceCall(NamedTuple):
+    """The most severe prediction for one ALT allele, plus population AF and ClinVar from any tag."""
 
     source: str
     consequence: str
@@ -308,10 +306,10 @@ def normalise_term(term: str, bcftools: bool) -> str:
 
 def _entries(value: variant_pb2.InfoValue) -> list[str]:
     """Annotation entries; tolerates producers that kept the comma-joined string unsplit."""
-    values = value.strings.values
+    values = value.strings.values[:]
     if len(values) == 1 and "," in values[0]:
         return values[0].split(",")
-    return list(values)
+    return values
 
 
 def _parse_float(text: str) -> float:
@@ -371,7 +369,8 @@ def worst_consequence(
     chosen: list[str] | None = None
     chosen_layout: _Layout | None = None
     chosen_term = ""
-    chosen_key: tuple[int, int] = (_UNKNOWN_RANK + 1, 1)
+    # rank * 2 + (0 if canonical else 1): one int compare orders by severity, then canonical first.
+    chosen_key = (_UNKNOWN_RANK + 1) * 2
     max_af = -1.0
     clin_sig = ""
     for layout in context.layouts:
@@ -393,8 +392,12 @@ def worst_consequence(
                     max_af = af
             if layout.clin_sig >= 0 and not clin_sig:
                 clin_sig = parts[layout.clin_sig]
-            term, rank = _most_severe(parts[layout.consequence], layout.bcftools)
-            key = (rank, 0 if layout.canonical >= 0 and parts[layout.canonical] == "YES" else 1)
+            term = parts[layout.consequence]
+            if layout.bcftools or "&" in term:
+                term, rank = _most_severe(term, layout.bcftools)
+            else:
+                rank = SO_RANK.get(term, _UNKNOWN_RANK)
+            key = rank * 2 + (0 if layout.canonical >= 0 and parts[layout.canonical] == "YES" else 1)
             if key < chosen_key:
                 chosen, chosen_layout, chosen_term, chosen_key = parts, layout, term, key
     if chosen is None or chosen_layout is None:
@@ -405,15 +408,15 @@ def worst_consequence(
     if not gene and layout.gene_id >= 0:
         gene = chosen[layout.gene_id]
     return ConsequenceCall(
-        source=layout.tag,
-        consequence=chosen_term,
-        impact=impact or SO_IMPACT.get(chosen_term, "MODIFIER"),
-        gene=gene,
-        hgvs_c=chosen[layout.hgvs_c] if layout.hgvs_c >= 0 else "",
+        layout.tag,
+        chosen_term,
+        impact or SO_IMPACT.get(chosen_term, "MODIFIER"),
+        gene,
+        chosen[layout.hgvs_c] if layout.hgvs_c >= 0 else "",
         # VEP URL-escapes '=' in synonymous protein changes (p.Ser60%3D).
-        hgvs_p=chosen[layout.hgvs_p].replace("%3D", "=") if layout.hgvs_p >= 0 else "",
-        max_af=max_af,
-        clin_sig=clin_sig,
+        chosen[layout.hgvs_p].replace("%3D", "=") if layout.hgvs_p >= 0 else "",
+        max_af,
+        clin_sig,
     )
 
 

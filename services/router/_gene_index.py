@@ -8,6 +8,8 @@ hold in memory.
 
 Everything is stored 0-based half-open: BED is already, GTF/GFF3 starts move
 down by one (their ends are inclusive 1-based, which is the same number).
+Only gene rows count (GTF "gene", GFF3 gene/ncRNA_gene/pseudogene, every BED
+line): transcripts and exons would repeat the same gene many times over.
 """
 
 from __future__ import annotations
@@ -165,11 +167,11 @@ class GeneIndex:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], fmt: Format | None = None) -> GeneLookup:
         """Load a GTF/GFF3/BED file; a bgzipped file with a .tbi/.csi index is queried via tabix instead."""
-        path = Path(path)
-        fmt = fmt or detect_format(path)
-        if any(Path(f"{path}{suffix}").exists() for suffix in (".tbi", ".csi")):
-            return TabixGeneIndex(path, fmt)
-        return cls(gene for line in _read_lines(path) if (gene := parse_line(line, fmt)) is not None)
+        source = Path(path)
+        fmt = fmt or detect_format(source)
+        if any(Path(f"{source}{suffix}").exists() for suffix in (".tbi", ".csi")):
+            return TabixGeneIndex(source, fmt)
+        return cls(gene for line in _read_lines(source) if (gene := parse_line(line, fmt)) is not None)
 
     def overlapping(self, chromosome: str, start: int, end: int) -> list[str]:
         """Names of genes overlapping [start, end) (0-based half-open), in start order, each once."""

@@ -236,7 +236,9 @@ def build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
     }
     call_columns: dict[str, object] = {
         "correlation_id": [cids[i] for i in call_owner],
-        "sample_id": [sample_id(tenants[i], sample) for i, sample in zip(call_owner, call_samples, strict=True)],
+        "sample_id": [
+            sample_id(tenants[i], sample) for i, sample in zip(call_owner, call_samples, strict=True)
+        ],
         "sample": call_samples,
         "genotype": genotype_text,
         "depth": call_depth,

@@ -50,7 +50,9 @@ class DeadLetterSink:
             if not letter.HasField("timestamp"):
                 letter.timestamp.CopyFrom(now)
             payload, headers = encode(letter, tenant_id=letter.tenant_id)
-            messages.append(OutgoingMessage(payload, (letter.job_id or letter.source_stream).encode(), headers))
+            messages.append(
+                OutgoingMessage(payload, (letter.job_id or letter.source_stream).encode(), headers)
+            )
             telemetry.dead_letters.labels(self._service, letter.error_code or "unknown").inc()
         await self._bus.publish(self._stream, messages)
 
@@ -174,7 +176,9 @@ class StreamProcessor:
                 to_commit = await self._handler(records)
             except Exception as exc:
                 # Not committing means the group redelivers these records after restart.
-                log.exception("%s: handler failed on %d records; stopping consumer", self._service, len(records))
+                log.exception(
+                    "%s: handler failed on %d records; stopping consumer", self._service, len(records)
+                )
                 self.failed = exc
                 self.in_flight = 0
                 return

@@ -110,7 +110,9 @@ class ServiceHost:
                 log.warning("%s: health now %s", self.parts.name, "SERVING" if healthy else "NOT_SERVING")
 
 
-async def serve(builder: ServiceBuilder, settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
+async def serve(
+    builder: ServiceBuilder, settings: Settings, *, ready: Callable[[str], None] | None = None
+) -> None:
     """Run one service until SIGTERM/SIGINT, then shut down in order within the grace period."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -21,15 +21,11 @@ bus_active_backend = Gauge(
     "1 for the backend a failover bus currently publishes to.",
     ["backend"],
 )
-messages_published = Counter(
-    "bus_messages_published_total", "Messages published to a stream.", ["stream"]
-)
+messages_published = Counter("bus_messages_published_total", "Messages published to a stream.", ["stream"])
 messages_consumed = Counter(
     "bus_messages_consumed_total", "Messages consumed from a stream.", ["stream", "group"]
 )
-variants_processed = Counter(
-    "variants_processed_total", "Variants handled by a service stage.", ["service"]
-)
+variants_processed = Counter("variants_processed_total", "Variants handled by a service stage.", ["service"])
 dead_letters = Counter("dead_letters_total", "Messages sent to the dead-letter stream.", ["service", "code"])
 provider_requests = Counter(
     "provider_requests_total", "Analysis requests sent to a provider.", ["provider", "outcome"]

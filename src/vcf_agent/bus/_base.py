@@ -189,9 +189,7 @@ class Bus(abc.ABC):
     async def lag(self, group: str, stream: str) -> list[PartitionLag]:
         committed = await self.committed_offsets(group, stream)
         ends = await self.end_offsets(stream)
-        return [
-            PartitionLag(stream, p, committed.get(p, 0), end) for p, end in sorted(ends.items())
-        ]
+        return [PartitionLag(stream, p, committed.get(p, 0), end) for p, end in sorted(ends.items())]
 
     async def earliest_offsets(self, stream: str) -> dict[int, int]:
         """First retained offset per partition; backends without retention start at 0."""

@@ -2,7 +2,8 @@
 
 Buses opened with the same NAME in one process share one log, so components
 running together (tests, a single-process deployment) talk through it with
-the same Kafka semantics as the durable backends. Nothing survives the process.
+the same Kafka semantics as the durable backends. The log lives while at least
+one bus on its NAME is started; nothing survives the process.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class _Log:
         self.groups: dict[str, _Group] = {}
         # Consumers may live on different event loops (threads); each registers its own wakeup.
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self.open_buses = 0
 
     def partitions_of(self, stream: str) -> list[_Partition]:
         try:
@@ -79,9 +81,7 @@ class _Log:
                 continue
             readers = [m.member_id for m in members if stream in m.streams]
             index = readers.index(member_id)
-            mine.update(
-                (stream, p) for p in range(len(self.streams[stream])) if p % len(readers) == index
-            )
+            mine.update((stream, p) for p in range(len(self.streams[stream])) if p % len(readers) == index)
         return mine
 
     def add_waiter(self, waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
@@ -108,15 +108,25 @@ class MemoryBus(Bus):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._log = _LOGS.setdefault(name, _Log())
+        self._log = _Log()
         self._started = False
         self._round_robin: dict[str, itertools.count[int]] = {}
 
     async def start(self) -> None:
+        if self._started:
+            return
+        self._log = _LOGS.setdefault(self.name, _Log())
+        self._log.open_buses += 1
         self._started = True
 
     async def stop(self) -> None:
+        if not self._started:
+            return
         self._started = False
+        self._log.open_buses -= 1
+        if self._log.open_buses == 0:
+            # Nobody can reach the log any more; free its records.
+            _LOGS.pop(self.name, None)
 
     def _check(self) -> _Log:
         if not self._started:

@@ -10,12 +10,16 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
-async def invalid_argument(context: grpc.aio.ServicerContext[Any, Any], field: str, description: str) -> NoReturn:
+async def invalid_argument(
+    context: grpc.aio.ServicerContext[Any, Any], field: str, description: str
+) -> NoReturn:
     """Abort with INVALID_ARGUMENT and a google.rpc.BadRequest naming `field`."""
     detail = any_pb2.Any()
     detail.Pack(
         error_details_pb2.BadRequest(
-            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=description)]
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+            ]
         )
     )
     status = status_pb2.Status(

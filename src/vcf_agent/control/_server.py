@@ -121,7 +121,12 @@ class ControlPlaneServer:
         for api in apis:
             api.register(self._server)
             names.extend(api.service_names)
-        self._health_names = ["", f"vcf_agent.{service}", *names[:1], *[a for api in apis for a in api.service_names]]
+        self._health_names = [
+            "",
+            f"vcf_agent.{service}",
+            *names[:1],
+            *[a for api in apis for a in api.service_names],
+        ]
         reflection.enable_server_reflection(names, self._server)
         self.port = 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import ctypes
 import fcntl
@@ -29,11 +30,12 @@ from typing import Self
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+# The broker accepts what KafkaBus publishes and sets on the topics it creates.
+from vcf_agent.bus._kafka import MAX_MESSAGE_BYTES
+
 _POM_RESOURCE = "kafka-broker-pom.xml"
 _MAVEN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 _COMPLETE_MARKER = ".complete"
-# Matches the largest message the bus publishes (KafkaBus creates topics with the same limit).
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 _LOG4J_PROPERTIES = """\
 log4j.rootLogger=INFO, file
@@ -152,7 +154,12 @@ def _tail(path: Path, limit: int = 3000) -> str:
 
 
 class LocalKafkaBroker:
-    """One KRaft node on loopback with a fresh log dir; `bootstrap_servers` once started."""
+    """One KRaft node on loopback with a fresh log dir; `bootstrap_servers` once started.
+
+    Async start()/stop() for services and benchmarks; start_sync()/stop_sync() (and
+    `with`) for callers without a free event loop, such as a lazily requested pytest
+    fixture. Either way the JVM is spawned from the calling thread and dies with it.
+    """
 
     def __init__(
         self,
@@ -175,6 +182,7 @@ class LocalKafkaBroker:
         self._process: subprocess.Popen[bytes] | None = None
         self._work_dir: Path | None = None
         self._owns_work_dir = False
+        self._ready_by = 0.0
         self.port = 0
         self.controller_port = 0
         self.install_seconds = 0.0
@@ -195,10 +203,45 @@ class LocalKafkaBroker:
         if self._process is not None:
             return
         java = find_java()
-        started = time.monotonic()
+        began = time.monotonic()
         libs = await asyncio.to_thread(install_kafka, self._install_dir)
-        self.install_seconds = time.monotonic() - started
+        self.install_seconds = time.monotonic() - began
+        try:
+            jvm, config = self._prepare(java, libs)
+            await asyncio.to_thread(self._format_storage, jvm, config)
+            self._spawn(jvm, config)
+            while not await self._serves_metadata():
+                self._check_still_starting()
+                await asyncio.sleep(0.2)
+        except BaseException:
+            await self.stop()
+            raise
+        self.start_seconds = time.monotonic() - began - self.install_seconds
 
+    def start_sync(self) -> None:
+        """start() for code that must not (or cannot) await; blocks until the broker serves metadata."""
+        if self._process is not None:
+            return
+        java = find_java()
+        began = time.monotonic()
+        libs = install_kafka(self._install_dir)
+        self.install_seconds = time.monotonic() - began
+        try:
+            jvm, config = self._prepare(java, libs)
+            self._format_storage(jvm, config)
+            self._spawn(jvm, config)
+            # The probe is async; a private loop in a worker thread works even inside a running loop.
+            with concurrent.futures.ThreadPoolExecutor(1) as probe:
+                while not probe.submit(asyncio.run, self._serves_metadata()).result():
+                    self._check_still_starting()
+                    time.sleep(0.2)
+        except BaseException:
+            self.stop_sync()
+            raise
+        self.start_seconds = time.monotonic() - began - self.install_seconds
+
+    def _prepare(self, java: str, libs: Path) -> tuple[list[str], Path]:
+        """Pick ports, write server and logging config; returns the JVM command prefix and config path."""
         if self._data_dir is None:
             self._work_dir = Path(tempfile.mkdtemp(prefix="vcf-agent-kafka-"))
             self._owns_work_dir = True
@@ -225,23 +268,7 @@ class LocalKafkaBroker:
             "-cp",
             f"{libs}/*",
         ]
-        try:
-            await self._format_storage(jvm, config)
-            with (work / "stdout.log").open("wb") as stdout:
-                # Popen from the loop thread: PDEATHSIG follows the thread that forked.
-                self._process = subprocess.Popen(  # noqa: ASYNC220
-                    [*jvm, "kafka.Kafka", str(config)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=subprocess.STDOUT,
-                    cwd=work,
-                    preexec_fn=_die_with_parent,
-                )
-            await self._wait_ready(started + self.install_seconds)
-        except BaseException:
-            await self.stop()
-            raise
-        self.start_seconds = time.monotonic() - started - self.install_seconds
+        return jvm, config
 
     def _properties(self, log_dir: Path) -> str:
         properties = {
@@ -273,42 +300,62 @@ class LocalKafkaBroker:
         }
         return "".join(f"{key}={value}\n" for key, value in properties.items())
 
-    async def _format_storage(self, jvm: list[str], config: Path) -> None:
+    def _format_storage(self, jvm: list[str], config: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        process = await asyncio.create_subprocess_exec(
-            *jvm,
-            "kafka.tools.StorageTool",
-            "format",
-            "--ignore-formatted",
-            "-t",
-            cluster_id,
-            "-c",
-            str(config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        result = subprocess.run(
+            [
+                *jvm,
+                "kafka.tools.StorageTool",
+                "format",
+                "--ignore-formatted",
+                "-t",
+                cluster_id,
+                "-c",
+                str(config),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
-        output, _ = await process.communicate()
-        if process.returncode != 0:
-            raise KafkaInstallError(f"kafka-storage format failed: {output.decode(errors='replace')}")
+        if result.returncode != 0:
+            raise KafkaInstallError(f"kafka-storage format failed: {result.stdout}{result.stderr}")
 
-    async def _wait_ready(self, since: float) -> None:
-        deadline = since + self._startup_timeout_s
-        while True:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise KafkaInstallError(
-                    f"Kafka exited with code {self._process.returncode} during startup:\n{self._logs()}"
-                )
-            if await self._serves_metadata():
-                return
-            if time.monotonic() > deadline:
-                raise KafkaInstallError(
-                    f"Kafka did not serve metadata within {self._startup_timeout_s:.0f}s:\n{self._logs()}"
-                )
-            await asyncio.sleep(0.2)
+    def _spawn(self, jvm: list[str], config: Path) -> None:
+        assert self._work_dir is not None
+        # Spawned from the caller's thread (not a worker): PDEATHSIG fires when the forking thread exits.
+        with (self._work_dir / "stdout.log").open("wb") as stdout:
+            self._process = subprocess.Popen(
+                [*jvm, "kafka.Kafka", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                cwd=self._work_dir,
+                preexec_fn=_die_with_parent,
+            )
+        self._ready_by = time.monotonic() + self._startup_timeout_s
+
+    def _check_still_starting(self) -> None:
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise KafkaInstallError(
+                f"Kafka exited with code {self._process.returncode} during startup:\n{self._logs()}"
+            )
+        if time.monotonic() > self._ready_by:
+            raise KafkaInstallError(
+                f"Kafka did not serve metadata within {self._startup_timeout_s:.0f}s:\n{self._logs()}"
+            )
 
     async def _serves_metadata(self) -> bool:
+        # A bare TCP probe first: aiokafka logs every refused connection as an error.
+        try:
+            async with asyncio.timeout(2):
+                _, writer = await asyncio.open_connection(self.host, self.port)
+            writer.close()
+            await writer.wait_closed()
+        except (OSError, TimeoutError):
+            return False
         admin = AIOKafkaAdminClient(
             bootstrap_servers=f"{self.host}:{self.port}", request_timeout_ms=2000, client_id="localdev-probe"
         )
@@ -329,17 +376,32 @@ class LocalKafkaBroker:
 
     async def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM for a controlled shutdown, SIGKILL after timeout_s; removes our temp dir."""
+        await asyncio.to_thread(self.stop_sync, timeout_s)
+
+    def stop_sync(self, timeout_s: float = 20.0) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()
             try:
-                await asyncio.to_thread(process.wait, timeout_s)
+                process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 process.kill()
-                await asyncio.to_thread(process.wait)
+                process.wait()
         if self._work_dir is not None and self._owns_work_dir:
-            await asyncio.to_thread(shutil.rmtree, self._work_dir, True)
+            shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
+
+    def __enter__(self) -> Self:
+        self.start_sync()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_sync()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -12,6 +12,7 @@ from vcf_agent.schema._codec import (
     PayloadError,
     decode,
     encode,
+    encode_serialized,
     message_type,
 )
 from vcf_agent.schema._ids import correlation_id, file_digest_hasher, variant_key
@@ -29,6 +30,7 @@ __all__ = [
     "correlation_id",
     "decode",
     "encode",
+    "encode_serialized",
     "file_digest_hasher",
     "message_type",
     "variant_key",

@@ -32,19 +32,16 @@ class PayloadError(ValueError):
     """A payload could not be decoded; carries enough to dead-letter it."""
 
 
-def encode(
-    message: Message,
+def encode_serialized(
+    raw: bytes,
+    type_name: str,
     *,
     tenant_id: str = "",
     traceparent: str = "",
     compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD,
 ) -> tuple[bytes, dict[str, str]]:
-    """Serialize, compressing with zstd above the threshold; returns (payload, headers)."""
-    raw = message.SerializeToString()
-    headers = {
-        HEADER_SCHEMA_VERSION: SCHEMA_VERSION,
-        HEADER_MESSAGE_TYPE: message.DESCRIPTOR.full_name,
-    }
+    """Like encode(), for a message the caller already serialized (the ingest hot path)."""
+    headers = {HEADER_SCHEMA_VERSION: SCHEMA_VERSION, HEADER_MESSAGE_TYPE: type_name}
     if tenant_id:
         headers[HEADER_TENANT] = tenant_id
     if traceparent:
@@ -54,6 +51,23 @@ def encode(
         return _compressor.compress(raw), headers
     headers[HEADER_CONTENT_ENCODING] = ENCODING_IDENTITY
     return raw, headers
+
+
+def encode(
+    message: Message,
+    *,
+    tenant_id: str = "",
+    traceparent: str = "",
+    compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD,
+) -> tuple[bytes, dict[str, str]]:
+    """Serialize, compressing with zstd above the threshold; returns (payload, headers)."""
+    return encode_serialized(
+        message.SerializeToString(),
+        message.DESCRIPTOR.full_name,
+        tenant_id=tenant_id,
+        traceparent=traceparent,
+        compression_threshold=compression_threshold,
+    )
 
 
 def message_type(headers: Mapping[str, str]) -> str:

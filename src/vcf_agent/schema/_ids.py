@@ -11,9 +11,7 @@ def correlation_id(file_id: str, record_index: int, alt_index: int) -> str:
     Built from the content digest, not the job, so resubmitting the same file
     produces the same ids and every store upsert is a no-op.
     """
-    digest = hashlib.blake2b(
-        f"{file_id}:{record_index}:{alt_index}".encode(), digest_size=16
-    ).hexdigest()
+    digest = hashlib.blake2b(f"{file_id}:{record_index}:{alt_index}".encode(), digest_size=16).hexdigest()
     return digest
 
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install everything, then run the whole test suite (a real Kafka broker is started by
+# the test session; Iggy tests run when IGGY_SERVER_BIN/PATH has iggy-server or IGGY_URL is set).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install.sh --test-servers
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+exit "$status"

@@ -1,0 +1,28 @@
+"""NotifierService.Watch: the same events as the WebSocket, as a gRPC server stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from vcf_agent.control import invalid_argument
+from vcf_agent.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
+
+from ._hub import ProgressHub
+
+
+class NotifierApi(notifier_pb2_grpc.NotifierServiceServicer):
+    def __init__(self, hub: ProgressHub) -> None:
+        self._hub = hub
+
+    async def Watch(
+        self, request: notifier_pb2.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[events_pb2.Notification]:
+        if not request.job_id and not request.tenant_id:
+            await invalid_argument(context, "job_id", "watch a job_id or a tenant_id")
+        async for note in self._hub.subscribe(
+            request.job_id, request.tenant_id, include_latest=request.include_latest, until_terminal=True
+        ):
+            yield note

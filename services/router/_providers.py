@@ -1,0 +1,54 @@
+"""Analysis providers as the router runs them: one async batch call per request batch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from vcf_agent.v1 import analysis_pb2
+
+from ._gene_index import GeneIndex
+from ._local_annotator import LocalAnnotator
+
+
+class AnalysisProvider(Protocol):
+    name: str
+
+    async def analyse(
+        self, requests: Sequence[analysis_pb2.AnalysisRequest]
+    ) -> list[analysis_pb2.AnalysisResult]:
+        """One result per request, in order; failures are results with STATUS_FAILED."""
+        ...
+
+
+class LocalProvider:
+    """The built-in, offline annotator; CPU-bound, so batches run in a worker thread."""
+
+    name = "local"
+
+    def __init__(self, genes_file: Path | None = None) -> None:
+        genes = GeneIndex.from_file(genes_file) if genes_file is not None else None
+        self._annotator = LocalAnnotator(gene_index=genes)
+
+    async def analyse(
+        self, requests: Sequence[analysis_pb2.AnalysisRequest]
+    ) -> list[analysis_pb2.AnalysisResult]:
+        return await asyncio.to_thread(self._analyse, requests)
+
+    def _analyse(self, requests: Sequence[analysis_pb2.AnalysisRequest]) -> list[analysis_pb2.AnalysisResult]:
+        results = []
+        annotate = self._annotator.annotate
+        for request in requests:
+            started = time.perf_counter()
+            result = annotate(request.variant)
+            result.job_id = request.job_id
+            result.tenant_id = request.tenant_id
+            result.attempt = request.attempt
+            result.requested_providers.extend(request.requested_providers)
+            result.variant.CopyFrom(request.variant)
+            result.latency_ms = (time.perf_counter() - started) * 1000
+            results.append(result)
+        return results

@@ -1,0 +1,133 @@
+"""Routing: which providers see each variant, and the provider workers that call them.
+
+Requests are keyed by provider plus the source partition, so each provider's
+work spreads over partitions while a variant's requests to every provider
+share one group key; results carry that key, so every provider's answer for
+a variant lands on the same `ai-analysis-results` partition and one
+aggregator instance correlates them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from vcf_agent import telemetry
+from vcf_agent.bus import Bus, OutgoingMessage, Record
+from vcf_agent.config import Settings
+from vcf_agent.processing import CommitOffsets, DeadLetterSink, decode_or_dead_letter
+from vcf_agent.schema import encode, message_type
+from vcf_agent.v1 import analysis_pb2, variant_pb2
+
+from ._providers import AnalysisProvider
+
+log = logging.getLogger(__name__)
+
+HEADER_PROVIDER = "x-provider"
+HEADER_GROUP_KEY = "x-group-key"
+
+_BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
+_MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
+
+
+class VariantRouter:
+    """Consumes `vcf-variants`; fans each batch out to its providers' request queues."""
+
+    def __init__(self, bus: Bus, settings: Settings, known_providers: frozenset[str]) -> None:
+        self._bus = bus
+        self._settings = settings
+        self._known = known_providers
+        self._sink = DeadLetterSink(bus, settings.topology.dead_letters, "router")
+
+    def providers_for(self, batch: variant_pb2.VariantBatch) -> list[str]:
+        wanted = list(batch.providers) or list(self._settings.providers)
+        chosen = [p for p in wanted if p in self._known]
+        return chosen or ["local"]
+
+    async def handle(self, records: list[Record]) -> CommitOffsets | None:
+        topology = self._settings.topology
+        requests_out: list[OutgoingMessage] = []
+        markers_out: list[OutgoingMessage] = []
+        for record in records:
+            kind = message_type(record.headers)
+            if kind == _MARKER_TYPE:
+                # Markers pass straight to the results stream; the aggregator forwards them to the writer.
+                markers_out.append(OutgoingMessage(record.value, record.key, dict(record.headers)))
+                continue
+            batch = await decode_or_dead_letter(record, variant_pb2.VariantBatch, self._sink)
+            if batch is None:
+                continue
+            providers = self.providers_for(batch)
+            group_key = f"{record.stream}/{record.partition}/{record.offset}"
+            for provider in providers:
+                request_batch = analysis_pb2.AnalysisRequestBatch()
+                requests = request_batch.requests
+                for variant in batch.variants:
+                    request = requests.add()
+                    request.correlation_id = variant.correlation_id
+                    request.job_id = variant.job_id
+                    request.tenant_id = variant.tenant_id
+                    request.provider = provider
+                    request.requested_providers.extend(providers)
+                    request.variant.CopyFrom(variant)
+                tenant = batch.variants[0].tenant_id if batch.variants else ""
+                payload, headers = encode(
+                    request_batch,
+                    tenant_id=tenant,
+                    compression_threshold=self._settings.compression_threshold,
+                )
+                headers[HEADER_PROVIDER] = provider
+                headers[HEADER_GROUP_KEY] = group_key
+                _carry_trace(record.headers, headers)
+                key = f"{provider}/{record.partition}".encode()
+                requests_out.append(OutgoingMessage(payload, key, headers))
+            telemetry.variants_processed.labels("router").inc(len(batch.variants))
+        if requests_out:
+            await self._bus.publish(topology.analysis_requests, requests_out)
+        if markers_out:
+            await self._bus.publish(topology.analysis_results, markers_out)
+        return None
+
+
+class ProviderWorker:
+    """One consumer group per provider: call it, publish its results."""
+
+    def __init__(self, bus: Bus, settings: Settings, provider: AnalysisProvider) -> None:
+        self._bus = bus
+        self._settings = settings
+        self._provider = provider
+        self._sink = DeadLetterSink(bus, settings.topology.dead_letters, f"router-{provider.name}")
+
+    @property
+    def group(self) -> str:
+        return f"router-provider-{self._provider.name}"
+
+    async def handle(self, records: list[Record]) -> CommitOffsets | None:
+        out: list[OutgoingMessage] = []
+        for record in records:
+            if record.headers.get(HEADER_PROVIDER) != self._provider.name:
+                continue
+            batch = await decode_or_dead_letter(record, analysis_pb2.AnalysisRequestBatch, self._sink)
+            if batch is None or not batch.requests:
+                continue
+            results = await self._provider.analyse(batch.requests)
+            outcome = analysis_pb2.AnalysisResultBatch(results=results)
+            payload, headers = encode(
+                outcome,
+                tenant_id=batch.requests[0].tenant_id,
+                compression_threshold=self._settings.compression_threshold,
+            )
+            headers[HEADER_PROVIDER] = self._provider.name
+            _carry_trace(record.headers, headers)
+            key = record.headers.get(HEADER_GROUP_KEY, "").encode() or record.key
+            out.append(OutgoingMessage(payload, key, headers))
+            telemetry.provider_requests.labels(self._provider.name, "ok").inc(len(results))
+        if out:
+            await self._bus.publish(self._settings.topology.analysis_results, out)
+        return None
+
+
+def _carry_trace(source: Mapping[str, str], target: dict[str, str]) -> None:
+    parent = source.get("traceparent")
+    if parent:
+        target["traceparent"] = telemetry.child_traceparent(parent)

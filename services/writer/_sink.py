@@ -1,0 +1,190 @@
+"""Buffered, idempotent writes of completed variants into LanceDB and the graph.
+
+Records are buffered across polls into large batches; offsets are committed
+only after both stores hold the batch. Job completion is exact: the FINISHED
+marker carries the number of variants, and the stored count comes from the
+store itself (distinct correlation ids), so replays never inflate it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vcf_agent import telemetry
+from vcf_agent.bus import Bus, OutgoingMessage, Record
+from vcf_agent.config import Settings
+from vcf_agent.processing import CommitOffsets, DeadLetterSink, decode_or_dead_letter, next_offsets
+from vcf_agent.schema import encode
+from vcf_agent.v1 import events_pb2, variant_pb2
+
+from ._graph_store import GraphStore
+from ._lance_store import LanceStore
+
+
+@dataclass(slots=True)
+class _JobTally:
+    tenant_id: str
+    total: int = 0
+    finished: bool = False
+    complete: bool = False
+    classifications: Counter[str] = field(default_factory=Counter)
+
+
+class _JobBook:
+    """Per-job totals and completion, durable so a restarted writer still knows them."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, tenant_id TEXT, total INTEGER,"
+            " finished INTEGER, complete INTEGER, classifications TEXT)"
+        )
+
+    def load(self, job_id: str) -> _JobTally | None:
+        row = self._db.execute(
+            "SELECT tenant_id, total, finished, complete, classifications FROM jobs WHERE job_id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return _JobTally(row[0], row[1], bool(row[2]), bool(row[3]), Counter(json.loads(row[4] or "{}")))
+
+    def save(self, job_id: str, tally: _JobTally) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                tally.tenant_id,
+                tally.total,
+                int(tally.finished),
+                int(tally.complete),
+                json.dumps(dict(tally.classifications)),
+            ),
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class StoreSink:
+    """The writer's consumer handler: buffer, write both stores, then report progress."""
+
+    def __init__(self, bus: Bus, settings: Settings, lance: LanceStore, graph: GraphStore) -> None:
+        self._bus = bus
+        self._settings = settings
+        self.lance = lance
+        self.graph = graph
+        self._sink = DeadLetterSink(bus, settings.topology.dead_letters, "writer")
+        self._book = _JobBook(settings.data_dir / "writer" / "jobs.sqlite")
+        self._tallies: dict[str, _JobTally] = {}
+        self._buffer: list[events_pb2.DatabaseWrite] = []
+        self._markers: list[variant_pb2.JobMarker] = []
+        self._buffered_records: list[Record] = []
+        self._first_buffered = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    async def handle(self, records: list[Record]) -> CommitOffsets | None:
+        for record in records:
+            batch = await decode_or_dead_letter(record, events_pb2.DatabaseWriteBatch, self._sink)
+            if batch is not None:
+                if not self._buffer:
+                    self._first_buffered = time.monotonic()
+                self._buffer.extend(batch.writes)
+                self._markers.extend(batch.markers)
+            self._buffered_records.append(record)
+        if not self._buffered_records:
+            return {}
+        linger_s = self._settings.writer_linger_ms / 1000
+        full = len(self._buffer) >= self._settings.writer_batch_rows
+        due = time.monotonic() - self._first_buffered >= linger_s or not self._buffer
+        if not (full or due or self._markers):
+            return {}
+        return await self.flush()
+
+    async def flush(self) -> CommitOffsets:
+        async with self._lock:
+            writes, self._buffer = self._buffer, []
+            markers, self._markers = self._markers, []
+            records, self._buffered_records = self._buffered_records, []
+            if writes:
+                await asyncio.to_thread(self._write_stores, writes)
+                telemetry.variants_processed.labels("writer").inc(len(writes))
+            touched = {w.job_id: w.tenant_id for w in writes}
+            for write in writes:
+                self._tally(write.job_id, write.tenant_id).classifications[write.classification] += 1
+            for marker in markers:
+                self._apply_marker(marker)
+                touched.setdefault(marker.job_id, marker.tenant_id)
+            await self._report(touched)
+            return next_offsets(records)
+
+    def _write_stores(self, writes: list[events_pb2.DatabaseWrite]) -> None:
+        self.lance.write(writes)
+        self.graph.write(writes)
+
+    def _tally(self, job_id: str, tenant_id: str) -> _JobTally:
+        tally = self._tallies.get(job_id)
+        if tally is None:
+            tally = self._book.load(job_id) or _JobTally(tenant_id)
+            self._tallies[job_id] = tally
+        return tally
+
+    def _apply_marker(self, marker: variant_pb2.JobMarker) -> None:
+        tally = self._tally(marker.job_id, marker.tenant_id)
+        if marker.kind == variant_pb2.JobMarker.KIND_STARTED:
+            # A resubmission: completion is decided afresh (the stores already hold its rows).
+            tally.finished = tally.complete = False
+            tally.total = 0
+            tally.classifications.clear()
+        elif marker.kind == variant_pb2.JobMarker.KIND_FINISHED:
+            tally.finished = True
+            tally.total = marker.variant_count
+        self._book.save(marker.job_id, tally)
+
+    async def _report(self, touched: dict[str, str]) -> None:
+        if not touched:
+            return
+        stamp = Timestamp()
+        stamp.GetCurrentTime()
+        messages = []
+        for job_id, tenant_id in touched.items():
+            tally = self._tally(job_id, tenant_id)
+            stored = await asyncio.to_thread(self.lance.count, job_id)
+            state = events_pb2.JOB_STATE_STORING
+            if tally.finished and stored >= tally.total and not tally.complete:
+                tally.complete = True
+                state = events_pb2.JOB_STATE_COMPLETE
+            elif tally.complete:
+                state = events_pb2.JOB_STATE_COMPLETE
+            self._book.save(job_id, tally)
+            note = events_pb2.Notification(
+                job_id=job_id,
+                tenant_id=tenant_id or tally.tenant_id,
+                stage=events_pb2.STAGE_STORAGE,
+                state=state,
+                done=stored,
+                total=tally.total,
+                timestamp=stamp,
+                classifications=dict(tally.classifications),
+                message="complete" if state == events_pb2.JOB_STATE_COMPLETE else "",
+            )
+            payload, headers = encode(note, tenant_id=note.tenant_id)
+            messages.append(OutgoingMessage(payload, job_id.encode(), headers))
+        await self._bus.publish(self._settings.topology.user_notifications, messages)
+
+    async def close(self) -> None:
+        self._book.close()

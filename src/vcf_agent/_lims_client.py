@@ -1,0 +1,50 @@
+"""`vcf-agent submit`: stream a file to IngestService.SubmitVcf and optionally watch the job."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
+
+CHUNK_BYTES = 1 << 20
+
+
+async def upload_requests(
+    path: Path, metadata: jobs_pb2.SubmitVcfMetadata
+) -> AsyncIterator[jobs_pb2.SubmitVcfRequest]:
+    yield jobs_pb2.SubmitVcfRequest(metadata=metadata)
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield jobs_pb2.SubmitVcfRequest(chunk=chunk)
+
+
+async def submit_file(address: str, path: Path, *, tenant_id: str = "default", watch: bool = False) -> int:
+    if not path.is_file():
+        print(f"vcf-agent submit: no such file: {path}", file=sys.stderr)
+        return 2
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = jobs_pb2_grpc.IngestServiceStub(channel)
+        metadata = jobs_pb2.SubmitVcfMetadata(tenant_id=tenant_id, file_name=path.name)
+        try:
+            response = await stub.SubmitVcf(upload_requests(path, metadata), timeout=600)
+        except grpc.aio.AioRpcError as exc:
+            print(f"vcf-agent submit: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        job = response.job
+        print(f"submitted {path.name} as job {job.job_id}")
+        if not watch:
+            return 0
+        async for update in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.job_id)):
+            state = events_pb2.JobState.Name(update.state).removeprefix("JOB_STATE_").lower()
+            counts = update.counts
+            print(
+                f"{state:<10} ingested {counts.ingested}/{counts.total or '?'} analysed {counts.analysed}"
+                f" stored {counts.stored} dead-lettered {counts.dead_lettered}",
+                flush=True,
+            )
+            job = update
+        return 0 if job.state == events_pb2.JOB_STATE_COMPLETE else 1

@@ -1,0 +1,115 @@
+"""`vcf-agent run`: the one-process pipeline with a live progress display and a summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vcf_agent.config import Settings
+from vcf_agent.pipeline import LocalPipeline
+from vcf_agent.v1 import events_pb2, jobs_pb2
+
+_STAGES = ("ingested", "analysed", "stored")
+
+
+async def run_files(settings: Settings, files: list[Path], *, as_json: bool, tenant_id: str) -> int:
+    console = Console(stderr=True)
+    failed = False
+    async with LocalPipeline(settings) as pipeline:
+        for path in files:
+            started = time.perf_counter()
+            job_id = await pipeline.submit(path, tenant_id=tenant_id)
+            if as_json or not console.is_terminal:
+                job = await pipeline.wait(job_id)
+            else:
+                job = await _with_progress(pipeline, job_id, path, console)
+            seconds = time.perf_counter() - started
+            failed |= job.state != events_pb2.JOB_STATE_COMPLETE
+            stats = await pipeline_stats(pipeline, job_id)
+            if as_json:
+                print(json.dumps(_summary_json(job, seconds, settings, stats)), flush=True)
+            else:
+                _print_summary(Console(), job, seconds, settings, stats)
+    return 1 if failed else 0
+
+
+async def pipeline_stats(pipeline: LocalPipeline, job_id: str) -> dict[str, object]:
+    from vcf_agent.services.writer import classification_counts
+
+    return {"classifications": classification_counts(pipeline.parts["writer"], job_id)}
+
+
+async def _with_progress(pipeline: LocalPipeline, job_id: str, path: Path, console: Console) -> jobs_pb2.Job:
+    progress = Progress(
+        TextColumn("{task.description:>9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
+    console.print(f"[bold]{path.name}[/] -> job {job_id}")
+    with progress:
+        for stage in _STAGES:
+            tasks[stage] = progress.add_task(stage, total=None)
+
+        def update(job: jobs_pb2.Job) -> None:
+            total = job.counts.total or None
+            for stage in _STAGES:
+                progress.update(tasks[stage], completed=getattr(job.counts, stage), total=total)
+
+        return await pipeline.wait(job_id, on_progress=update)
+
+
+def _summary_json(
+    job: jobs_pb2.Job, seconds: float, settings: Settings, stats: dict[str, object]
+) -> dict[str, object]:
+    return {
+        "job_id": job.job_id,
+        "status": events_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower(),
+        "file": job.source_name,
+        "variants": job.counts.total,
+        "stored": job.counts.stored,
+        "dead_lettered": job.counts.dead_lettered,
+        "samples": job.samples,
+        "providers": list(job.providers),
+        "seconds": round(seconds, 3),
+        "error": job.error,
+        "data_dir": str(settings.data_dir.resolve()),
+        **stats,
+    }
+
+
+def _print_summary(
+    console: Console, job: jobs_pb2.Job, seconds: float, settings: Settings, stats: dict[str, object]
+) -> None:
+    summary = _summary_json(job, seconds, settings, stats)
+    table = Table(show_header=False, box=None)
+    for key in (
+        "job_id",
+        "status",
+        "file",
+        "variants",
+        "stored",
+        "dead_lettered",
+        "samples",
+        "seconds",
+        "data_dir",
+    ):
+        table.add_row(key, str(summary[key]))
+    table.add_row("providers", ", ".join(job.providers))
+    classes = summary.get("classifications") or {}
+    if isinstance(classes, dict):
+        table.add_row("classes", ", ".join(f"{k}: {v}" for k, v in sorted(classes.items())))
+    if job.error:
+        table.add_row("error", job.error)
+    console.print(table)
+    if job.state != events_pb2.JOB_STATE_COMPLETE:
+        print(f"job {job.job_id} ended {summary['status']}: {job.error}", file=sys.stderr)

@@ -1,0 +1,170 @@
+"""`vcf-agent bench`: throughput figures printed as JSON, the numbers the README reports."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import platform
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+from vcf_agent.bus import Bus, OutgoingMessage, StreamSpec, open_bus
+from vcf_agent.config import Settings
+from vcf_agent.schema import correlation_id, decode, encode
+from vcf_agent.v1 import events_pb2, variant_pb2
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="vcf-agent-bench-") as scratch:
+        root = Path(scratch)
+        if args.target == "bus":
+            url = args.bus or f"embedded://{root / 'bus'}"
+            result = await bench_bus(url, args.variants, args.batch_size)
+        else:
+            result = await bench_e2e(root, args.variants, args.samples, args.bus)
+    result["machine"] = machine()
+    return result
+
+
+def machine() -> str:
+    memory_gib = psutil.virtual_memory().total / 2**30
+    return f"{platform.machine()} {psutil.cpu_count()} cores {memory_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+def render(result: dict[str, object]) -> str:
+    return "\n".join(f"{key:>24}: {value}" for key, value in result.items())
+
+
+def synthetic_batch(start: int, size: int, samples: int = 1) -> variant_pb2.VariantBatch:
+    """Realistic single-allele variants with genotypes, as ingest would publish them."""
+    batch = variant_pb2.VariantBatch(providers=["local"])
+    for index in range(start, start + size):
+        variant = batch.variants.add(
+            correlation_id=correlation_id("bench", index, 0),
+            job_id="bench",
+            file_id="bench",
+            tenant_id="bench",
+            record_index=index,
+            line_number=index + 20,
+            chromosome="chr1",
+            position=10_000 + index * 10,
+            reference="A",
+            alternate="G",
+            all_alternates=["G"],
+            has_quality=True,
+            quality=50.0,
+            filters=["PASS"],
+        )
+        variant.info["DP"].ints.values.append(30)
+        for sample in range(samples):
+            variant.genotypes.add(
+                sample=f"S{sample}", alleles=[0, 1], depth=30, genotype_quality=99, allele_depths=[15, 15]
+            )
+    return batch
+
+
+async def bench_bus(url: str, variants: int, batch_size: int) -> dict[str, object]:
+    """Publish `variants` as batches, then consume them back through a consumer group."""
+    stream = f"bench-{uuid.uuid4().hex[:8]}"
+    bus: Bus = open_bus(url)
+    await bus.start()
+    try:
+        await bus.ensure_streams([StreamSpec(stream, 10)])
+        messages = []
+        for start in range(0, variants, batch_size):
+            batch = synthetic_batch(start, min(batch_size, variants - start))
+            payload, headers = encode(batch)
+            key = f"chr1:{start // batch_size}".encode()
+            messages.append(OutgoingMessage(payload, key, headers))
+        wire_bytes = sum(len(m.value) for m in messages)
+        began = time.perf_counter()
+        # Publish in groups, as the ingest publisher does under load.
+        for i in range(0, len(messages), 16):
+            await bus.publish(stream, messages[i : i + 16])
+        published = time.perf_counter() - began
+        consumed_variants = 0
+        began = time.perf_counter()
+        async with bus.consumer([stream], f"bench-{uuid.uuid4().hex[:6]}", start="earliest") as consumer:
+            while consumed_variants < variants:
+                records = await consumer.poll(max_records=64, timeout_s=5)
+                if not records and time.perf_counter() - began > 120:
+                    raise TimeoutError(f"consumed {consumed_variants} of {variants} variants")
+                for record in records:
+                    consumed_variants += len(
+                        decode(record.value, record.headers, variant_pb2.VariantBatch).variants
+                    )
+                await consumer.commit()
+        consumed = time.perf_counter() - began
+    finally:
+        await bus.stop()
+    return {
+        "benchmark": "bus",
+        "backend": bus.backend,
+        "variants": variants,
+        "batch_size": batch_size,
+        "messages": len(messages),
+        "seconds": round(published + consumed, 3),
+        "publish_variants_per_s": round(variants / published),
+        "consume_variants_per_s": round(variants / consumed),
+        "bytes_on_wire": wire_bytes,
+    }
+
+
+async def bench_e2e(root: Path, variants: int, samples: int, bus_url: str | None) -> dict[str, object]:
+    """Generate a VCF, run all five services in-process, time it to completion."""
+    from vcf_agent.pipeline import LocalPipeline
+    from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+
+    path = write_synthetic_vcf(
+        root / "bench.vcf", SyntheticVcfSpec(records=variants, samples=samples, seed=7)
+    )
+    settings = Settings.from_env(data_dir=root / "data", bus_url=bus_url)
+    sampler = RssSampler()
+    async with LocalPipeline(settings) as pipeline:
+        await sampler.start()
+        began = time.perf_counter()
+        job_id = await pipeline.submit(path)
+        job = await pipeline.wait(job_id)
+        seconds = time.perf_counter() - began
+        await sampler.stop()
+    stored = job.counts.stored
+    return {
+        "benchmark": "e2e",
+        "bus": settings.bus_url.split(":")[0],
+        "variants": job.counts.total,
+        "samples": samples,
+        "stored": stored,
+        "status": events_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower(),
+        "seconds": round(seconds, 3),
+        "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
+        "job_latency_s": round(seconds, 3),
+        "peak_rss_mb": round(sampler.peak / 2**20),
+    }
+
+
+class RssSampler:
+    """Peak resident memory of this process, sampled every 50 ms while running."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self.peak = self._process.memory_info().rss
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._sample())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            await asyncio.sleep(0.05)

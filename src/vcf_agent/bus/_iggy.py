@@ -1,0 +1,751 @@
+"""Apache Iggy backend: iggy://user:pass@host:port?stream=vcf-agent&timeout_s=5.
+
+Mapping. One Iggy stream (the URL's `stream`, default "vcf-agent") holds one
+Iggy topic per bus stream, with the bus partition count; Iggy partition ids are
+0-based in this server line, so bus partition n is Iggy partition n. Messages
+are sent to an explicit partition, partition_for_key(key), never to Iggy's own
+key hashing, so a failover to another backend keeps per-key order.
+
+Headers travel as Iggy user headers (string key, string value). Iggy refuses
+empty or >255-byte values, so "" travels as a typed Bool(false) marker and an
+oversized value is a BusError. The message key rides under a Raw-typed header
+key, which cannot collide with any string header name.
+
+Consumer groups. The server assigns partitions to group members (join, then
+the sync command reports this member's partitions). Records are read at
+explicit offsets kept by the consumer, and the group's offset is stored only
+by commit(): nothing is ever auto-committed on fetch. Iggy stores the last
+processed offset while the bus contract commits the next offset to read, so
+commit stores next-1 and reading adds 1 back (committing 0 deletes the offset).
+
+The Python SDK exposes no typed call for consumer offsets or the assignment
+sync, so those go through send_binary_request with the request layouts of the
+server's binary protocol (core/binary_protocol in apache/iggy).
+
+Failure. The SDK retries a lost connection forever by default and awaits
+inside that loop, so clients are built with a bounded reconnection policy and
+every call is wrapped in asyncio.wait_for; a client that hit an outage is
+dropped and the next call connects and logs in afresh (consumers then rejoin
+their groups). The server does not deduplicate message ids: after an
+ambiguous send the caller may publish twice, which idempotent consumers absorb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import logging
+import struct
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from apache_iggy import (
+    AutoLogin,
+    HeaderKey,
+    HeaderValue,
+    IggyClient,
+    IggyExpiry,
+    MaxTopicSize,
+    PollingStrategy,
+    ReceiveMessage,
+    SendMessage,
+    TcpConfig,
+    TcpReconnectionConfig,
+)
+
+from vcf_agent.bus._base import (
+    Bus,
+    BusError,
+    BusUnavailableError,
+    Consumer,
+    OutgoingMessage,
+    PublishedPosition,
+    Record,
+    StartPosition,
+    StreamSpec,
+    TopicPartition,
+    partition_for_key,
+)
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_STREAM_NAME = "vcf-agent"
+DEFAULT_TIMEOUT_S = 5.0
+_HEALTH_TIMEOUT_S = 2.0
+# How often a consumer re-reads its assignment, so it notices rebalances.
+_SYNC_INTERVAL_S = 1.0
+_IDLE_POLL_S = 0.05
+_MAX_HEADER_BYTES = 255
+
+# Command codes of the server's binary protocol (core/binary_protocol/src/codes.rs).
+_GET_ME = 20
+_GET_CONSUMER_OFFSET = 120
+_STORE_CONSUMER_OFFSET = 121
+_DELETE_CONSUMER_OFFSET = 122
+_SYNC_CONSUMER_GROUP = 606
+_CONSUMER_GROUP_KIND = 2
+_ACK_QUORUM = 1
+
+_KEY_HEADER = HeaderKey.Raw(b"key")
+_EMPTY_MARKER = HeaderValue.Bool(False)
+
+# Substrings of the SDK's error texts that mean "server not reachable" rather than a refusal.
+_UNAVAILABLE_HINTS = (
+    "disconnected",
+    "not connected",
+    "cannot establish connection",
+    "connection closed",
+    "connection reset",
+    "broken pipe",
+    "unauthenticated",
+    "stale client",
+    "timeout",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IggySettings:
+    host: str
+    port: int
+    username: str
+    password: str
+    stream_name: str = DEFAULT_STREAM_NAME
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_url(url: str) -> IggySettings:
+    parts = urlsplit(url)
+    if parts.scheme != "iggy" or not parts.hostname or parts.port is None:
+        raise BusError(f"iggy URL must look like iggy://user:pass@host:port, got {url!r}")
+    if parts.username is None or parts.password is None:
+        raise BusError(f"iggy URL needs credentials (iggy://user:pass@host:port), got {url!r}")
+    query = parse_qs(parts.query)
+    try:
+        timeout_s = float(query.get("timeout_s", [DEFAULT_TIMEOUT_S])[0])
+    except ValueError as exc:
+        raise BusError(f"iggy URL timeout_s must be a number: {url!r}") from exc
+    return IggySettings(
+        host=parts.hostname,
+        port=parts.port,
+        username=unquote(parts.username),
+        password=unquote(parts.password),
+        stream_name=query.get("stream", [DEFAULT_STREAM_NAME])[0],
+        timeout_s=timeout_s,
+    )
+
+
+def from_url(url: str) -> IggyBus:
+    return IggyBus(parse_url(url))
+
+
+def _is_unavailable(error: RuntimeError) -> bool:
+    text = str(error).lower()
+    return any(hint in text for hint in _UNAVAILABLE_HINTS)
+
+
+def _identifier(value: str) -> bytes:
+    encoded = value.encode()
+    return bytes((2, len(encoded))) + encoded
+
+
+def _offset_request(group: str, stream: str, topic: str, partition: int) -> bytes:
+    """Consumer, stream id, topic id, partition flag+id: the shared prefix of the offset commands."""
+    return (
+        bytes((_CONSUMER_GROUP_KIND,))
+        + _identifier(group)
+        + _identifier(stream)
+        + _identifier(topic)
+        + struct.pack("<BI", 1, partition)
+    )
+
+
+def _encode_headers(message: OutgoingMessage) -> dict[Any, Any] | None:
+    headers: dict[Any, Any] = {}
+    for name, value in message.headers.items():
+        if not 1 <= len(name.encode()) <= _MAX_HEADER_BYTES:
+            raise BusError(f"iggy header names must be 1-{_MAX_HEADER_BYTES} bytes, got {name!r}")
+        if len(value.encode()) > _MAX_HEADER_BYTES:
+            raise BusError(f"iggy header {name!r} is longer than {_MAX_HEADER_BYTES} bytes")
+        headers[HeaderKey.String(name)] = HeaderValue.String(value) if value else _EMPTY_MARKER
+    if message.key is not None:
+        if len(message.key) > _MAX_HEADER_BYTES:
+            raise BusError(f"iggy message keys are limited to {_MAX_HEADER_BYTES} bytes")
+        headers[_KEY_HEADER] = HeaderValue.Raw(message.key) if message.key else _EMPTY_MARKER
+    return headers or None
+
+
+def _decode_headers(message: ReceiveMessage) -> tuple[bytes | None, dict[str, str]]:
+    key: bytes | None = None
+    headers: dict[str, str] = {}
+    for header_key, header_value in (message.user_headers() or {}).items():
+        if header_key == _KEY_HEADER:
+            key = header_value.value if isinstance(header_value, HeaderValue.Raw) else b""
+        elif isinstance(header_key, HeaderKey.String):
+            headers[header_key.value] = (
+                header_value.value if isinstance(header_value, HeaderValue.String) else ""
+            )
+    return key, headers
+
+
+def _to_record(stream: str, partition: int, message: ReceiveMessage) -> Record:
+    key, headers = _decode_headers(message)
+    return Record(
+        stream=stream,
+        partition=partition,
+        offset=message.offset(),
+        value=message.payload(),
+        key=key,
+        headers=headers,
+        # Iggy timestamps are microseconds since the epoch.
+        timestamp_ms=message.timestamp() // 1000,
+    )
+
+
+class _ConnectionLostError(BusUnavailableError):
+    """An established connection failed a request; worth one retry on a new one."""
+
+
+async def _leave_inherited_groups(client: IggyClient) -> None:
+    """Leave group memberships a brand-new session inherited.
+
+    The server keeps memberships across a restart but numbers client sessions
+    from 1 again, so a fresh connection can be handed a dead member's
+    partitions and would hold them, unread, for as long as it lives. A session
+    that has joined nothing yet owns no membership of its own.
+    """
+    reply = await client.send_binary_request(_GET_ME, b"")
+    (address_length,) = struct.unpack_from("<I", reply, 9)
+    position = 13 + address_length
+    (count,) = struct.unpack_from("<I", reply, position)
+    position += 4
+    for _ in range(count):
+        stream_id, topic_id, group_id = struct.unpack_from("<III", reply, position)
+        position += 12
+        _log.info("iggy: leaving inherited membership of group %d on topic %d", group_id, topic_id)
+        await client.leave_consumer_group(stream_id, topic_id, group_id)
+
+
+class _Session:
+    """One logged-in IggyClient, replaced after the server was unreachable."""
+
+    def __init__(self, settings: IggySettings) -> None:
+        self._settings = settings
+        self._client: IggyClient | None = None
+        self._lock = asyncio.Lock()
+        # Bumped per new client: a new client is a new server-side session
+        # with no group memberships.
+        self.generation = 0
+
+    def _new_client(self) -> IggyClient:
+        settings = self._settings
+        return IggyClient(
+            TcpConfig(
+                server_address=settings.address,
+                auto_login=AutoLogin.username_password(settings.username, settings.password),
+                # No reconnects inside the SDK: a lost connection must surface
+                # here, so every new server session passes _leave_inherited_groups
+                # and consumers learn that their group membership is gone.
+                reconnection=TcpReconnectionConfig(enabled=False),
+                # Well inside any server heartbeat window, so a live but idle
+                # member is never evicted from its group.
+                heartbeat_interval=datetime.timedelta(seconds=1),
+                nodelay=True,
+            )
+        )
+
+    async def _connected(self) -> IggyClient:
+        async with self._lock:
+            if self._client is not None:
+                return self._client
+            client = self._new_client()
+            timeout = self._settings.timeout_s
+            try:
+                await asyncio.wait_for(client.connect(), timeout)
+                await asyncio.wait_for(
+                    client.login_user(self._settings.username, self._settings.password), timeout
+                )
+                await asyncio.wait_for(_leave_inherited_groups(client), timeout)
+            except TimeoutError as exc:
+                raise BusUnavailableError(
+                    f"iggy at {self._settings.address}: no connection within {timeout}s"
+                ) from exc
+            except RuntimeError as exc:
+                if _is_unavailable(exc):
+                    raise BusUnavailableError(f"iggy at {self._settings.address}: {exc}") from exc
+                raise BusError(f"iggy at {self._settings.address}: login failed: {exc}") from exc
+            self._client = client
+            self.generation += 1
+            return client
+
+    def discard(self) -> None:
+        # The SDK has no close(); dropping the last reference closes the socket.
+        self._client = None
+
+    async def call(
+        self, what: str, operation: Callable[[IggyClient], Awaitable[T]], timeout_s: float | None = None
+    ) -> T:
+        try:
+            return await self._call_once(what, operation, timeout_s)
+        except _ConnectionLostError:
+            # A connection that died while idle (e.g. the server restarted)
+            # fails its next request at once; one retry on a new connection
+            # hides that. A server that is really down fails the reconnect fast.
+            return await self._call_once(what, operation, timeout_s)
+
+    async def _call_once(
+        self, what: str, operation: Callable[[IggyClient], Awaitable[T]], timeout_s: float | None
+    ) -> T:
+        client = await self._connected()
+        timeout = timeout_s if timeout_s is not None else self._settings.timeout_s
+        try:
+            return await asyncio.wait_for(operation(client), timeout)
+        except TimeoutError as exc:
+            self.discard()
+            raise BusUnavailableError(
+                f"iggy {what} at {self._settings.address}: no reply within {timeout}s"
+            ) from exc
+        except RuntimeError as exc:
+            if _is_unavailable(exc):
+                self.discard()
+                raise _ConnectionLostError(f"iggy {what} at {self._settings.address}: {exc}") from exc
+            raise BusError(f"iggy {what}: {exc}") from exc
+
+    async def raw(self, what: str, code: int, payload: bytes) -> bytes:
+        return await self.call(what, lambda client: client.send_binary_request(code, payload))
+
+    async def poll(
+        self, stream: str, topic: str, partition: int, strategy: PollingStrategy, count: int
+    ) -> list[ReceiveMessage]:
+        # auto_commit=False: reading never moves a stored offset.
+        return await self.call(
+            f"poll {topic}[{partition}]",
+            lambda client: client.poll_messages(stream, topic, partition, strategy, count, False),
+        )
+
+    # Group offsets and membership, shared by consumers and the bus's admin calls.
+
+    async def ensure_group(self, stream: str, topic: str, group: str) -> None:
+        existing = await self.call(
+            f"get group {group}", lambda client: client.get_consumer_group(stream, topic, group)
+        )
+        if existing is None:
+            try:
+                await self.call(
+                    f"create group {group}",
+                    lambda client: client.create_consumer_group(stream, topic, group),
+                )
+            except BusUnavailableError:
+                raise
+            except BusError:
+                # Lost a creation race with another member; fine if it now exists.
+                again = await self.call(
+                    f"get group {group}", lambda client: client.get_consumer_group(stream, topic, group)
+                )
+                if again is None:
+                    raise
+
+    async def join(self, stream: str, topic: str, group: str) -> None:
+        await self.ensure_group(stream, topic, group)
+        await self.call(f"join {group}", lambda client: client.join_consumer_group(stream, topic, group))
+
+    async def leave(self, stream: str, topic: str, group: str) -> None:
+        await self.call(f"leave {group}", lambda client: client.leave_consumer_group(stream, topic, group))
+
+    async def assigned(self, stream: str, topic: str, group: str) -> list[int] | None:
+        """This session's partitions in the group, or None when it is not a member."""
+        reply = await self.raw(
+            f"sync group {group}",
+            _SYNC_CONSUMER_GROUP,
+            _identifier(stream) + _identifier(topic) + _identifier(group),
+        )
+        if not reply:
+            return None
+        _generation, count = struct.unpack_from("<QI", reply)
+        return list(struct.unpack_from(f"<{count}I", reply, 12))
+
+    async def committed(self, stream: str, topic: str, group: str, partition: int) -> int | None:
+        """The group's next offset to read on the partition, None if never committed."""
+        reply = await self.raw(
+            f"get offset {group}/{topic}[{partition}]",
+            _GET_CONSUMER_OFFSET,
+            _offset_request(group, stream, topic, partition),
+        )
+        if not reply:
+            return None
+        _partition, _current, stored = struct.unpack_from("<IQQ", reply)
+        return int(stored) + 1
+
+    async def store(self, stream: str, topic: str, group: str, partition: int, next_offset: int) -> None:
+        """Store next_offset as the group's position; only a member owning the partition may."""
+        request = _offset_request(group, stream, topic, partition)
+        if next_offset <= 0:
+            await self.raw(
+                f"delete offset {group}/{topic}[{partition}]",
+                _DELETE_CONSUMER_OFFSET,
+                request + bytes((_ACK_QUORUM,)),
+            )
+            return
+        await self.raw(
+            f"store offset {group}/{topic}[{partition}]",
+            _STORE_CONSUMER_OFFSET,
+            request + struct.pack("<QB", next_offset - 1, _ACK_QUORUM),
+        )
+
+
+class IggyBus(Bus):
+    """The bus over one Iggy server (TCP)."""
+
+    backend = "iggy"
+
+    def __init__(self, settings: IggySettings) -> None:
+        self.settings = settings
+        self._session = _Session(settings)
+        self._partition_counts: dict[str, int] = {}
+        self._round_robin: dict[str, itertools.count[int]] = defaultdict(itertools.count)
+
+    async def start(self) -> None:
+        await self._session.call("ping", lambda client: client.ping())
+
+    async def stop(self) -> None:
+        self._session.discard()
+
+    async def _durability_options(self) -> dict[str, str]:
+        # Without both knobs the server acks sends from its in-memory journal
+        # (flushed every 1024 messages, never fsynced), and a SIGKILL loses
+        # them; with both, every send is flushed and fsynced before the ack.
+        catalog = await self._session.call(
+            "describe options", lambda client: client.describe_options("topic")
+        )
+        keys = {spec.key for spec in catalog}
+        options = {"enforce_fsync": "true"} if "enforce_fsync" in keys else {}
+        if "messages_required_to_save" in keys:
+            options["messages_required_to_save"] = "1"
+        return options
+
+    async def _ensure_iggy_stream(self) -> None:
+        name = self.settings.stream_name
+        if await self._session.call(f"get stream {name}", lambda client: client.get_stream(name)) is not None:
+            return
+        try:
+            await self._session.call(f"create stream {name}", lambda client: client.create_stream(name))
+        except BusUnavailableError:
+            raise
+        except BusError:
+            if await self._session.call(f"get stream {name}", lambda client: client.get_stream(name)) is None:
+                raise
+
+    async def ensure_streams(self, specs: Sequence[StreamSpec]) -> None:
+        await self._ensure_iggy_stream()
+        options: dict[str, str] | None = None
+        for spec in specs:
+            existing = await self._topic_partitions(spec.name)
+            if existing is not None:
+                self._partition_counts[spec.name] = existing
+                continue
+            if options is None:
+                options = await self._durability_options()
+            await self._create_topic(spec, options)
+            self._partition_counts[spec.name] = spec.partitions
+
+    async def _create_topic(self, spec: StreamSpec, options: dict[str, str]) -> None:
+        stream = self.settings.stream_name
+        try:
+            await self._session.call(
+                f"create topic {spec.name}",
+                lambda client: client.create_topic(
+                    stream,
+                    spec.name,
+                    spec.partitions,
+                    # Retention is the services' business, never the log's.
+                    message_expiry=IggyExpiry.NeverExpire(),
+                    max_topic_size=MaxTopicSize.Unlimited(),
+                    options=options,
+                ),
+            )
+        except BusUnavailableError:
+            raise
+        except BusError:
+            # Another process created it between our get and create.
+            if await self._topic_partitions(spec.name) is None:
+                raise
+
+    async def _topic_partitions(self, name: str) -> int | None:
+        stream = self.settings.stream_name
+        details = await self._session.call(f"get topic {name}", lambda client: client.get_topic(stream, name))
+        return None if details is None else details.partitions_count
+
+    async def partitions(self, stream: str) -> int:
+        cached = self._partition_counts.get(stream)
+        if cached is not None:
+            return cached
+        count = await self._topic_partitions(stream)
+        if count is None:
+            raise BusError(f"iggy stream {stream!r} does not exist (ensure_streams first)")
+        self._partition_counts[stream] = count
+        return count
+
+    async def publish(self, stream: str, messages: Sequence[OutgoingMessage]) -> list[PublishedPosition]:
+        if not messages:
+            return []
+        count = await self.partitions(stream)
+        batches: dict[int, list[int]] = defaultdict(list)
+        for index, message in enumerate(messages):
+            if message.key is None:
+                partition = next(self._round_robin[stream]) % count
+            else:
+                partition = partition_for_key(message.key, count)
+            batches[partition].append(index)
+        positions: list[PublishedPosition | None] = [None] * len(messages)
+        for partition, indexes in batches.items():
+            batch = [
+                SendMessage(messages[i].value, user_headers=_encode_headers(messages[i])) for i in indexes
+            ]
+            base = await self._send(stream, partition, batch)
+            for position, index in enumerate(indexes):
+                positions[index] = PublishedPosition(partition, base + position)
+        return [position for position in positions if position is not None]
+
+    async def _send(self, stream: str, partition: int, batch: list[SendMessage]) -> int:
+        """Send one partition's batch; returns the offset given to its first message."""
+        iggy_stream = self.settings.stream_name
+        response = await self._session.call(
+            f"send {stream}[{partition}]",
+            lambda client: client.send_messages(iggy_stream, stream, partition, batch),
+        )
+        if not response.confirmations:
+            raise BusError(f"iggy send {stream}[{partition}]: the server reported no offsets")
+        base: int = response.confirmations[0].base_offset
+        return base
+
+    def consumer(
+        self,
+        streams: Sequence[str],
+        group: str,
+        *,
+        start: StartPosition = "earliest",
+        max_in_flight: int = 1000,
+    ) -> Consumer:
+        return IggyGroupConsumer(self, streams, group, start=start, max_in_flight=max_in_flight)
+
+    async def committed_offsets(self, group: str, stream: str) -> dict[int, int]:
+        iggy_stream = self.settings.stream_name
+        result: dict[int, int] = {}
+        for partition in range(await self.partitions(stream)):
+            committed = await self._session.committed(iggy_stream, stream, group, partition)
+            if committed is not None:
+                result[partition] = committed
+        return result
+
+    async def end_offsets(self, stream: str) -> dict[int, int]:
+        iggy_stream = self.settings.stream_name
+        details = await self._session.call(
+            f"get topic {stream}", lambda client: client.get_topic(iggy_stream, stream)
+        )
+        if details is None:
+            raise BusError(f"iggy stream {stream!r} does not exist")
+        # current_offset is the last written offset, and also 0 for an empty partition.
+        return {
+            p.id: 0 if p.messages_count == 0 and p.current_offset == 0 else p.current_offset + 1
+            for p in details.partitions
+        }
+
+    async def set_committed_offsets(self, group: str, stream: str, offsets: Mapping[int, int]) -> None:
+        # Iggy only lets a member owning a partition store its offset, so a
+        # private session joins the (paused, hence empty) group for the reset.
+        iggy_stream = self.settings.stream_name
+        session = _Session(self.settings)
+        try:
+            await session.join(iggy_stream, stream, group)
+            owned = set(await session.assigned(iggy_stream, stream, group) or [])
+            foreign = sorted(set(offsets) - owned)
+            if foreign:
+                raise BusError(
+                    f"iggy group {group!r} on {stream!r} still owns partitions {foreign}; pause it first"
+                )
+            for partition, next_offset in offsets.items():
+                await session.store(iggy_stream, stream, group, partition, next_offset)
+            await session.leave(iggy_stream, stream, group)
+        finally:
+            session.discard()
+
+    async def _first_offsets(self, stream: str, strategy: PollingStrategy) -> dict[int, int]:
+        """Per partition, the offset of the first message the strategy selects, else the end."""
+        iggy_stream = self.settings.stream_name
+        ends = await self.end_offsets(stream)
+        result: dict[int, int] = {}
+        for partition, end in ends.items():
+            found = await self._session.poll(iggy_stream, stream, partition, strategy, 1)
+            result[partition] = found[0].offset() if found else end
+        return result
+
+    async def offsets_for_timestamp(self, stream: str, timestamp_ms: int) -> dict[int, int]:
+        return await self._first_offsets(stream, PollingStrategy.Timestamp(timestamp_ms * 1000))
+
+    async def earliest_offsets(self, stream: str) -> dict[int, int]:
+        return await self._first_offsets(stream, PollingStrategy.First())
+
+    async def healthy(self) -> bool:
+        try:
+            await self._session.call("ping", lambda client: client.ping(), timeout_s=_HEALTH_TIMEOUT_S)
+        except BusError:
+            return False
+        return True
+
+
+class IggyGroupConsumer(Consumer):
+    """A consumer-group member with its own connection (a server-side member is a client session)."""
+
+    def __init__(
+        self,
+        bus: IggyBus,
+        streams: Sequence[str],
+        group: str,
+        *,
+        start: StartPosition,
+        max_in_flight: int,
+    ) -> None:
+        self._bus = bus
+        self._streams = list(dict.fromkeys(streams))
+        self._group = group
+        self._start = start
+        self._max_in_flight = max(1, max_in_flight)
+        self._iggy_stream = bus.settings.stream_name
+        self._session = _Session(bus.settings)
+        self._assigned: list[TopicPartition] = []
+        self._positions: dict[TopicPartition, int] = {}
+        self._seeks: dict[TopicPartition, int] = {}
+        self._polled: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._synced_at = 0.0
+        self._synced_generation = -1
+        self._rotation = 0
+
+    async def start(self) -> None:
+        for stream in self._streams:
+            await self._bus.partitions(stream)
+            await self._session.join(self._iggy_stream, stream, self._group)
+        await self._sync()
+
+    async def stop(self) -> None:
+        try:
+            for stream in self._streams:
+                await self._session.leave(self._iggy_stream, stream, self._group)
+        except BusError as exc:
+            # The server drops a closed session's memberships itself.
+            _log.info("iggy consumer %s could not leave cleanly: %s", self._group, exc)
+        finally:
+            self._session.discard()
+            self._assigned = []
+
+    async def _sync(self) -> None:
+        """Re-read this member's partitions; rejoin if the server forgot the membership."""
+        assigned: list[TopicPartition] = []
+        for stream in self._streams:
+            partitions = await self._session.assigned(self._iggy_stream, stream, self._group)
+            if partitions is None:
+                await self._session.join(self._iggy_stream, stream, self._group)
+                partitions = await self._session.assigned(self._iggy_stream, stream, self._group) or []
+            assigned.extend((stream, p) for p in sorted(partitions))
+        for tp in set(self._assigned) - set(assigned):
+            self._positions.pop(tp, None)
+            self._polled.pop(tp, None)
+            self._committed.pop(tp, None)
+        for tp in assigned:
+            if tp not in self._positions:
+                self._positions[tp] = await self._initial_position(tp)
+        self._assigned = assigned
+        self._synced_at = time.monotonic()
+        self._synced_generation = self._session.generation
+
+    async def _initial_position(self, tp: TopicPartition) -> int:
+        if tp in self._seeks:
+            return self._seeks.pop(tp)
+        stream, partition = tp
+        committed = await self._session.committed(self._iggy_stream, stream, self._group, partition)
+        if committed is not None:
+            self._committed[tp] = committed
+            return committed
+        if self._start == "latest":
+            return (await self._bus.end_offsets(stream))[partition]
+        return 0
+
+    async def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Record]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stale = time.monotonic() - self._synced_at >= _SYNC_INTERVAL_S
+            if stale or self._synced_generation != self._session.generation:
+                await self._sync()
+            records = await self._fetch(min(max_records, self._max_in_flight))
+            remaining = deadline - time.monotonic()
+            if records or remaining <= 0:
+                return records
+            await asyncio.sleep(min(_IDLE_POLL_S, remaining))
+
+    async def _fetch(self, limit: int) -> list[Record]:
+        records: list[Record] = []
+        if not self._assigned:
+            return records
+        # Start each fetch at a different partition so none is starved by a busy one.
+        self._rotation = (self._rotation + 1) % len(self._assigned)
+        order = self._assigned[self._rotation :] + self._assigned[: self._rotation]
+        for tp in order:
+            if len(records) >= limit:
+                break
+            stream, partition = tp
+            position = self._positions[tp]
+            messages = await self._session.poll(
+                self._iggy_stream, stream, partition, PollingStrategy.Offset(position), limit - len(records)
+            )
+            for message in messages:
+                records.append(_to_record(stream, partition, message))
+            if messages:
+                self._positions[tp] = messages[-1].offset() + 1
+                self._polled[tp] = self._positions[tp]
+        return records
+
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        targets = dict(self._polled) if offsets is None else dict(offsets)
+        for tp, next_offset in targets.items():
+            if self._committed.get(tp) == next_offset:
+                continue
+            await self._store(tp, next_offset)
+            self._committed[tp] = next_offset
+
+    async def _store(self, tp: TopicPartition, next_offset: int) -> None:
+        stream, partition = tp
+        try:
+            await self._session.store(self._iggy_stream, stream, self._group, partition, next_offset)
+            return
+        except BusUnavailableError:
+            raise
+        except BusError:
+            # Refused: the partition moved to another member, or our session
+            # lost its membership. Re-sync; only a partition we still own retries.
+            await self._sync()
+            if tp not in self._assigned:
+                _log.warning("iggy %s: %s[%d] was reassigned before commit", self._group, stream, partition)
+                return
+        await self._session.store(self._iggy_stream, stream, self._group, partition, next_offset)
+
+    async def seek(self, stream: str, partition: int, offset: int) -> None:
+        tp = (stream, partition)
+        if tp in self._positions:
+            self._positions[tp] = offset
+            # commit() without arguments commits positions, as after a Kafka seek.
+            self._polled[tp] = offset
+        else:
+            self._seeks[tp] = offset
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)

@@ -1,0 +1,161 @@
+"""`vcf-agent`: run the pipeline, serve one service, submit, query, benchmark, start dev servers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vcf_agent.config import ConfigError, Settings
+
+EXAMPLE_VCF = Path(__file__).parent / "examples" / "gatk-multisample.vcf"
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = {"bus_url": getattr(args, "bus", None), **extra}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    if getattr(args, "providers", None):
+        overrides["providers"] = tuple(p for p in args.providers.split(",") if p)
+    if getattr(args, "genes", None):
+        overrides["genes_file"] = Path(args.genes)
+    return Settings.from_env(**overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from vcf_agent._run_command import run_files
+
+    files = [Path(f) for f in args.files] or [EXAMPLE_VCF]
+    for path in files:
+        if not path.is_file():
+            print(f"vcf-agent run: no such file: {path}", file=sys.stderr)
+            return 2
+    settings = _settings(args)
+    return asyncio.run(run_files(settings, files, as_json=args.json, tenant_id=args.tenant))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from vcf_agent.pipeline import service_builder
+    from vcf_agent.runner import serve
+
+    settings = _settings(
+        args, grpc_port=args.grpc_port, grpc_host=args.grpc_host, websocket_port=args.websocket_port
+    )
+    builder = service_builder(args.service)
+
+    def ready(address: str) -> None:
+        # One parseable line so supervisors and tests know the service is up.
+        print(json.dumps({"service": args.service, "grpc": address, "bus": settings.bus_url}), flush=True)
+
+    asyncio.run(serve(builder, settings, ready=ready))
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from vcf_agent._lims_client import submit_file
+
+    return asyncio.run(submit_file(args.ingest, Path(args.file), tenant_id=args.tenant, watch=args.watch))
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from vcf_agent._query_command import query
+
+    return asyncio.run(query(args))
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from vcf_agent._dev_command import run_dev_server
+
+    return run_dev_server(args.server)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from vcf_agent import benchmarks
+
+    result = asyncio.run(benchmarks.run(args))
+    print(json.dumps(result) if args.json else benchmarks.render(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vcf-agent", description=__doc__)
+    parser.add_argument("--log-level", default="WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--bus", help="bus URL (default: embedded log under --data-dir)")
+        p.add_argument("--data-dir", help="where stores and the embedded log live (default ./vcf-agent-data)")
+        p.add_argument("--providers", help="comma-separated analysis providers (default: local)")
+        p.add_argument("--genes", help="GTF/GFF3/BED file for gene overlap")
+
+    run = sub.add_parser("run", help="run all five services in this process on VCF files")
+    common(run)
+    run.add_argument("files", nargs="*", help="VCF/BCF files (default: the bundled example)")
+    run.add_argument("--json", action="store_true", help="print one JSON object per job")
+    run.add_argument("--tenant", default="default")
+    run.set_defaults(func=_cmd_run)
+
+    serve = sub.add_parser("serve", help="run one service in this process")
+    common(serve)
+    serve.add_argument("service", choices=["ingest", "router", "aggregator", "writer", "notifier"])
+    serve.add_argument("--grpc-port", type=int, default=0)
+    serve.add_argument("--grpc-host", default="127.0.0.1")
+    serve.add_argument("--websocket-port", type=int, default=0)
+    serve.set_defaults(func=_cmd_serve)
+
+    submit = sub.add_parser("submit", help="upload a VCF to a running ingest service")
+    submit.add_argument("file")
+    submit.add_argument("--ingest", required=True, help="HOST:PORT of the ingest service")
+    submit.add_argument("--tenant", default="default")
+    submit.add_argument("--watch", action="store_true", help="follow the job until it finishes")
+    submit.set_defaults(func=_cmd_submit)
+
+    query = sub.add_parser("query", help="read stored results")
+    query.add_argument("--writer", help="HOST:PORT of a running writer (else read --data-dir directly)")
+    query.add_argument("--data-dir", help="data directory of a stopped pipeline")
+    query.add_argument("--job")
+    query.add_argument("--region", help="chr or chr:start-end")
+    query.add_argument("--gene")
+    query.add_argument("--sample")
+    query.add_argument("--classification")
+    query.add_argument("--limit", type=int, default=50)
+    query.add_argument("--json", action="store_true")
+    query.set_defaults(func=_cmd_query)
+
+    dev = sub.add_parser("dev", help="start a local broker for development and benchmarks")
+    dev.add_argument("server", choices=["kafka", "iggy"])
+    dev.set_defaults(func=_cmd_dev)
+
+    bench = sub.add_parser("bench", help="measure throughput")
+    bench.add_argument("target", choices=["bus", "e2e"])
+    bench.add_argument("--bus", help="bus URL (bus benchmark); default: a fresh embedded log")
+    bench.add_argument("--variants", type=int, default=100_000)
+    bench.add_argument("--samples", type=int, default=1)
+    bench.add_argument("--batch-size", type=int, default=1000)
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"vcf-agent: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

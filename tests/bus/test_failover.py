@@ -1,0 +1,332 @@
+"""Failover bus: switching on a dead primary, switching back, and no loss or reorder across switches.
+
+The primary is a real memory bus that is either stopped or, through a small
+subclass, made to fail its probe or publish on demand (fault injection into a
+real backend); the fallback is a real embedded (SQLite) bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from prometheus_client import REGISTRY
+
+from vcf_agent.bus import (
+    Bus,
+    BusUnavailableError,
+    OutgoingMessage,
+    PublishedPosition,
+    Record,
+    StreamSpec,
+    open_bus,
+    partition_for_key,
+)
+from vcf_agent.bus._failover import FailoverBus, FailoverConsumer, FailoverRecord
+from vcf_agent.bus._memory import MemoryBus
+
+PROBE_INTERVAL_S = 0.1
+RECOVER_AFTER = 3
+
+
+class FaultyMemoryBus(MemoryBus):
+    """A real memory bus with injectable faults.
+
+    `broken`: the probe reports unhealthy and publish raises. `store_then_hang`:
+    publish stores the messages, then never acknowledges (an ambiguous timeout).
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.broken = False
+        self.store_then_hang = False
+
+    async def healthy(self) -> bool:
+        return not self.broken and await super().healthy()
+
+    async def publish(self, stream: str, messages: Sequence[OutgoingMessage]) -> list[PublishedPosition]:
+        if self.broken:
+            raise BusUnavailableError("injected: primary is down")
+        positions = await super().publish(stream, messages)
+        if self.store_then_hang:
+            await asyncio.Event().wait()
+        return positions
+
+
+def embedded(tmp_path: Path) -> Bus:
+    return open_bus(f"embedded://{tmp_path / 'fallback'}?session_timeout_ms=1500")
+
+
+@pytest.fixture
+async def faulty(tmp_path: Path) -> AsyncIterator[tuple[FailoverBus, FaultyMemoryBus]]:
+    primary = FaultyMemoryBus(f"failover-{uuid.uuid4().hex[:12]}")
+    bus = FailoverBus(
+        primary,
+        embedded(tmp_path),
+        probe_interval_s=PROBE_INTERVAL_S,
+        recover_after=RECOVER_AFTER,
+        publish_timeout_s=0.3,
+    )
+    async with bus:
+        yield bus, primary
+
+
+def gauge(name: str, backend: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"backend": backend})
+
+
+async def wait_until_active(bus: FailoverBus, backend: str, timeout_s: float = 5.0) -> float:
+    """Seconds until `backend` is the one published to."""
+    started = time.monotonic()
+    while bus.active_backend != backend:
+        assert time.monotonic() - started < timeout_s, f"{backend} never became active"
+        await asyncio.sleep(0.005)
+    return time.monotonic() - started
+
+
+async def drain(consumer: FailoverConsumer, count: int, timeout_s: float = 10.0) -> list[Record]:
+    got: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        got.extend(await consumer.poll(timeout_s=0.2))
+    return got
+
+
+def values(records: Sequence[Record]) -> list[str]:
+    return [r.value.decode() for r in records]
+
+
+def source(record: Record) -> str:
+    assert isinstance(record, FailoverRecord)
+    return record.backend
+
+
+async def test_url_builds_both_backends_and_sets_gauges(tmp_path: Path) -> None:
+    primary = quote(f"memory://url-{uuid.uuid4().hex[:12]}", safe="")
+    fallback = quote(f"embedded://{tmp_path / 'fb'}", safe="")
+    bus = open_bus(f"failover://?primary={primary}&fallback={fallback}&probe_interval_ms=150&recover_after=5")
+    assert isinstance(bus, FailoverBus)
+    assert bus.probe_interval_s == pytest.approx(0.15)
+    async with bus:
+        assert bus.backend_names == ("memory", "embedded")
+        assert bus.active_backend == "memory"
+        assert await bus.healthy()
+        assert gauge("bus_active_backend", "memory") == 1
+        assert gauge("bus_active_backend", "embedded") == 0
+        assert gauge("platform_health_status", "memory") == 1
+        assert gauge("platform_health_status", "embedded") == 1
+        await bus.ensure_streams([StreamSpec("s", 2)])
+        assert await bus.primary.partitions("s") == 2
+        assert await bus.fallback.partitions("s") == 2
+
+
+async def test_probe_switches_within_a_second_and_back_after_recovery(
+    faulty: tuple[FailoverBus, FaultyMemoryBus],
+) -> None:
+    bus, primary = faulty
+    primary_name, fallback_name = bus.backend_names
+    assert bus.active_backend == primary_name
+
+    # No publishes: only the health probe can notice.
+    primary.broken = True
+    switch_s = await wait_until_active(bus, fallback_name)
+    assert switch_s < 1.0
+    assert gauge("platform_health_status", primary_name) == 0
+    assert gauge("bus_active_backend", primary_name) == 0
+    assert gauge("bus_active_backend", fallback_name) == 1
+    assert await bus.healthy(), "healthy while the fallback is"
+
+    primary.broken = False
+    recover_s = await wait_until_active(bus, primary_name)
+    # It waits for RECOVER_AFTER consecutive good probes, not the first one.
+    assert recover_s >= (RECOVER_AFTER - 1) * PROBE_INTERVAL_S
+    assert recover_s < (RECOVER_AFTER + 3) * PROBE_INTERVAL_S + 0.5
+    assert gauge("platform_health_status", primary_name) == 1
+    assert gauge("bus_active_backend", primary_name) == 1
+    assert gauge("bus_active_backend", fallback_name) == 0
+
+
+async def test_failed_publish_switches_at_once_and_republishes_the_batch(
+    faulty: tuple[FailoverBus, FaultyMemoryBus],
+) -> None:
+    bus, primary = faulty
+    stream = "orders"
+    await bus.ensure_streams([StreamSpec(stream, 2)])
+    await bus.publish(stream, [OutgoingMessage(b"before", key=b"k")])
+    primary.broken = True
+    started = time.monotonic()
+    positions = await bus.publish(
+        stream, [OutgoingMessage(b"during-1", key=b"k"), OutgoingMessage(b"during-2", key=b"k")]
+    )
+    elapsed = time.monotonic() - started
+    assert bus.active_backend == bus.backend_names[1]
+    assert elapsed < 0.5
+    assert [p.offset for p in positions] == [0, 1], "the batch landed on the fresh fallback log"
+    assert sum((await bus.fallback.end_offsets(stream)).values()) == 2
+
+    async with bus.consumer([stream], "g") as consumer:
+        records = await drain(consumer, 3)
+    assert values(records) == ["before", "during-1", "during-2"]
+    assert [source(r) for r in records] == list(bus.backend_names[:1] + bus.backend_names[1:] * 2)
+
+
+async def test_stop_primary_mid_stream_loses_nothing_and_keeps_key_order(tmp_path: Path) -> None:
+    primary = MemoryBus(f"stream-{uuid.uuid4().hex[:12]}")
+    bus = FailoverBus(
+        primary, embedded(tmp_path), probe_interval_s=PROBE_INTERVAL_S, recover_after=RECOVER_AFTER
+    )
+    stream, keys = "variants", 8
+    published: dict[bytes, list[int]] = defaultdict(list)
+    received: dict[bytes, list[int]] = defaultdict(list)
+    sources: Counter[str] = Counter()
+    publishing = True
+
+    async def publish_continuously() -> None:
+        seq = 0
+        while publishing:
+            batch = [OutgoingMessage(b"%d" % n, key=b"k%d" % (n % keys)) for n in range(seq, seq + 4)]
+            await bus.publish(stream, batch)
+            for message in batch:
+                assert message.key is not None
+                published[message.key].append(int(message.value))
+            seq += 4
+            await asyncio.sleep(0.002)
+
+    async def consume(consumer: FailoverConsumer, done: asyncio.Event) -> None:
+        while not done.is_set():
+            for record in await consumer.poll(timeout_s=0.1):
+                assert record.key is not None
+                received[record.key].append(int(record.value))
+                sources[source(record)] += 1
+            await consumer.commit()
+
+    async with bus:
+        await bus.ensure_streams([StreamSpec(stream, 4)])
+        primary_name, fallback_name = bus.backend_names
+        async with bus.consumer([stream], "readers") as consumer:
+            done = asyncio.Event()
+            reader = asyncio.create_task(consume(consumer, done))
+            writer = asyncio.create_task(publish_continuously())
+            await asyncio.sleep(0.3)
+
+            await primary.stop()
+            switch_s = await wait_until_active(bus, fallback_name)
+            await asyncio.sleep(0.3)
+            await primary.start()
+            recover_s = await wait_until_active(bus, primary_name)
+            await asyncio.sleep(0.3)
+
+            publishing = False
+            await writer
+            total = sum(len(v) for v in published.values())
+            deadline = time.monotonic() + 10
+            while sum(len(v) for v in received.values()) < total and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            done.set()
+            await reader
+
+        print(
+            f"\nfailover: {total} messages, switch {switch_s * 1000:.0f} ms, back {recover_s * 1000:.0f} ms"
+        )
+        assert switch_s < 1.0
+        assert recover_s < 2.0
+        assert sources[primary_name] > 0 and sources[fallback_name] > 0, sources
+        # Every message exactly once, in publish order per key, across both switches.
+        assert dict(received) == dict(published)
+        # Each record was committed on the backend it came from.
+        lags = await bus.lag("readers", stream)
+        assert sum(lag.lag for lag in lags) == 0
+        assert sum(lag.end for lag in lags) == total
+
+
+async def test_unread_primary_records_hold_back_the_fallback_ones(tmp_path: Path) -> None:
+    primary = MemoryBus(f"hold-{uuid.uuid4().hex[:12]}")
+    bus = FailoverBus(
+        primary, embedded(tmp_path), probe_interval_s=PROBE_INTERVAL_S, recover_after=RECOVER_AFTER
+    )
+    stream, key = "calls", b"sample-1"
+    async with bus:
+        await bus.ensure_streams([StreamSpec(stream, 3), StreamSpec("other", 1)])
+        primary_name, fallback_name = bus.backend_names
+        await bus.publish(stream, [OutgoingMessage(b"p%d" % i, key=key) for i in range(5)])
+        await primary.stop()
+        await bus.publish(stream, [OutgoingMessage(b"f%d" % i, key=key) for i in range(5)])
+        assert bus.active_backend == fallback_name
+
+        async with bus.consumer([stream], "late") as consumer:
+            # p0..p4 sit unread on the dead primary, so f0.. must not overtake them.
+            assert await drain(consumer, 1, timeout_s=0.8) == []
+            await primary.start()
+            records = await drain(consumer, 10)
+            assert values(records) == [f"p{i}" for i in range(5)] + [f"f{i}" for i in range(5)]
+            assert [source(r) for r in records] == [primary_name] * 5 + [fallback_name] * 5
+            await consumer.commit()
+
+        partition = partition_for_key(key, 3)
+        assert (await bus.primary.committed_offsets("late", stream))[partition] == 5
+        assert (await bus.fallback.committed_offsets("late", stream))[partition] == 5
+
+
+async def test_switch_back_orders_new_primary_records_after_the_fallback_ones(
+    faulty: tuple[FailoverBus, FaultyMemoryBus],
+) -> None:
+    bus, primary = faulty
+    stream, key = "jobs", b"job-7"
+    await bus.ensure_streams([StreamSpec(stream, 2)])
+    primary.broken = True
+    await bus.publish(stream, [OutgoingMessage(b"f%d" % i, key=key) for i in range(3)])
+    primary.broken = False
+    await wait_until_active(bus, bus.backend_names[0])
+    await bus.publish(stream, [OutgoingMessage(b"p%d" % i, key=key) for i in range(3)])
+
+    # The consumer prefers neither backend; only the publisher's edge puts f0..f2 first.
+    async with bus.consumer([stream], "ordered") as consumer:
+        records = await drain(consumer, 6)
+    assert values(records) == ["f0", "f1", "f2", "p0", "p1", "p2"]
+
+
+async def test_a_timed_out_batch_that_landed_is_not_redelivered_stale(
+    faulty: tuple[FailoverBus, FaultyMemoryBus],
+) -> None:
+    bus, primary = faulty
+    stream, key = "results", b"variant-1"
+    await bus.ensure_streams([StreamSpec(stream, 1)])
+    primary.store_then_hang = True
+    await bus.publish(stream, [OutgoingMessage(b"a%d" % i, key=key) for i in range(3)])
+    # The primary stored a0..a2 but never acknowledged, then died.
+    primary.store_then_hang = False
+    await primary.stop()
+    assert bus.active_backend == bus.backend_names[1]
+    await bus.publish(stream, [OutgoingMessage(b"b0", key=key)])
+
+    async with bus.consumer([stream], "dedupe") as consumer:
+        first = await drain(consumer, 4)
+        assert values(first) == ["a0", "a1", "a2", "b0"]
+        await primary.start()
+        await wait_until_active(bus, bus.backend_names[0])
+        await bus.publish(stream, [OutgoingMessage(b"c0", key=key)])
+        rest = await drain(consumer, 1)
+        # The primary's copies of a0..a2 come back with the primary and are dropped.
+        assert await primary.end_offsets(stream) == {0: 4}
+        rest += await consumer.poll(timeout_s=0.5)
+    assert values(rest) == ["c0"]
+
+
+async def test_streams_missing_on_a_down_backend_are_created_when_it_returns(
+    faulty: tuple[FailoverBus, FaultyMemoryBus],
+) -> None:
+    bus, primary = faulty
+    await primary.stop()
+    await bus.ensure_streams([StreamSpec("late-stream", 2)])
+    await bus.publish("late-stream", [OutgoingMessage(b"x", key=b"k")])
+    await primary.start()
+    await wait_until_active(bus, bus.backend_names[0])
+    assert await primary.partitions("late-stream") == 2
+    positions = await bus.publish("late-stream", [OutgoingMessage(b"y", key=b"k")])
+    assert (await primary.end_offsets("late-stream"))[positions[0].partition] == 1

@@ -1,0 +1,210 @@
+"""Iggy-specific behaviour of IggyBus against a real iggy-server (skipped without one)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from apache_iggy import HeaderKey, HeaderValue, IggyExpiry
+
+from vcf_agent.bus import (
+    BusUnavailableError,
+    Consumer,
+    OutgoingMessage,
+    Record,
+    StreamSpec,
+    open_bus,
+    partition_for_key,
+)
+from vcf_agent.bus._iggy import IggyBus
+from vcf_agent.localdev._iggy_server import LocalIggyServer, find_iggy_server
+
+pytestmark = pytest.mark.iggy
+
+NO_BINARY = "no iggy-server binary: set IGGY_SERVER_BIN or put iggy-server on PATH"
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def bus(iggy_url: str) -> AsyncIterator[IggyBus]:
+    """A bus on its own Iggy stream, so tests sharing the session server never see each other."""
+    opened = open_bus(f"{iggy_url}?stream={_unique('test')}")
+    assert isinstance(opened, IggyBus)
+    async with opened:
+        yield opened
+
+
+@pytest.fixture
+async def private_server() -> AsyncIterator[LocalIggyServer]:
+    """A server of this test's own, which the test may stop, kill and restart."""
+    binary = find_iggy_server()
+    if binary is None:
+        pytest.skip(NO_BINARY)
+    async with LocalIggyServer(binary) as server:
+        yield server
+
+
+async def test_topic_has_requested_partitions_and_durable_options(bus: IggyBus) -> None:
+    await bus.ensure_streams([StreamSpec("variants", 3)])
+    # Existing topics are left alone, whatever count is asked for later.
+    await bus.ensure_streams([StreamSpec("variants", 5)])
+
+    details = await bus._session.call(
+        "get topic", lambda client: client.get_topic(bus.settings.stream_name, "variants")
+    )
+    assert details is not None
+    assert details.partitions_count == 3
+    assert sorted(p.id for p in details.partitions) == [0, 1, 2]
+    assert isinstance(details.message_expiry, IggyExpiry.NeverExpire)
+    assert details.options.get(HeaderKey.String("enforce_fsync")) == HeaderValue.Bool(True)
+    assert await bus.partitions("variants") == 3
+
+
+async def test_key_and_headers_round_trip_including_empty_values(bus: IggyBus) -> None:
+    await bus.ensure_streams([StreamSpec("calls", 4)])
+    key = b"sample-17"
+    positions = await bus.publish(
+        "calls",
+        [
+            OutgoingMessage(b"one", key, {"type": "Variant", "tenant": ""}),
+            OutgoingMessage(b"two", b"", {}),
+        ],
+    )
+    assert positions[0].partition == partition_for_key(key, 4)
+    assert positions[1].partition == partition_for_key(b"", 4)
+
+    async with bus.consumer(["calls"], _unique("g")) as consumer:
+        records = await consumer.poll(max_records=10, timeout_s=5.0)
+    by_value = {r.value: r for r in records}
+    assert by_value[b"one"].key == key
+    assert dict(by_value[b"one"].headers) == {"type": "Variant", "tenant": ""}
+    assert by_value[b"one"].offset == positions[0].offset
+    assert by_value[b"two"].key == b""
+    assert dict(by_value[b"two"].headers) == {}
+
+
+async def test_offsets_are_stored_only_on_commit(bus: IggyBus) -> None:
+    await bus.ensure_streams([StreamSpec("jobs", 2)])
+    published = await bus.publish(
+        "jobs", [OutgoingMessage(f"m{i}".encode(), f"k{i}".encode()) for i in range(6)]
+    )
+    expected = sorted((p.partition, p.offset) for p in published)
+    group = _unique("writers")
+
+    async with bus.consumer(["jobs"], group) as first:
+        seen = await _drain(first, len(expected))
+    assert sorted((r.partition, r.offset) for r in seen) == expected
+    assert await bus.committed_offsets(group, "jobs") == {}
+
+    async with bus.consumer(["jobs"], group) as second:
+        again = await _drain(second, len(expected))
+        assert sorted((r.partition, r.offset) for r in again) == expected
+        await second.commit()
+    ends = await bus.end_offsets("jobs")
+    assert await bus.committed_offsets(group, "jobs") == {p: end for p, end in ends.items() if end > 0}
+
+    async with bus.consumer(["jobs"], group) as third:
+        assert await third.poll(timeout_s=0.5) == []
+
+
+async def test_set_committed_offsets_needs_no_live_member(bus: IggyBus) -> None:
+    await bus.ensure_streams([StreamSpec("audit", 1)])
+    await bus.publish("audit", [OutgoingMessage(f"a{i}".encode()) for i in range(4)])
+    group = _unique("replay")
+
+    await bus.set_committed_offsets(group, "audit", {0: 3})
+    assert await bus.committed_offsets(group, "audit") == {0: 3}
+    async with bus.consumer(["audit"], group) as consumer:
+        records = await consumer.poll(timeout_s=3.0)
+    assert [r.value for r in records] == [b"a3"]
+
+    await bus.set_committed_offsets(group, "audit", {0: 0})
+    assert await bus.committed_offsets(group, "audit") == {}
+
+
+async def test_calls_fail_fast_while_the_server_is_down(private_server: LocalIggyServer) -> None:
+    async with open_bus(f"{private_server.url}?timeout_s=2") as bus:
+        await bus.ensure_streams([StreamSpec("s", 1)])
+        await private_server.stop()
+
+        for call in (
+            lambda: bus.publish("s", [OutgoingMessage(b"x")]),
+            lambda: bus.end_offsets("s"),
+            lambda: bus.committed_offsets("g", "s"),
+        ):
+            started = time.monotonic()
+            with pytest.raises(BusUnavailableError):
+                await call()
+            assert time.monotonic() - started < 6.0
+        started = time.monotonic()
+        assert await bus.healthy() is False
+        assert time.monotonic() - started < 6.0
+
+
+async def test_bus_and_consumer_recover_after_a_restart(private_server: LocalIggyServer) -> None:
+    async with open_bus(f"{private_server.url}?timeout_s=2") as bus:
+        await bus.ensure_streams([StreamSpec("s", 2)])
+        await bus.publish("s", [OutgoingMessage(b"before", b"k")])
+        async with bus.consumer(["s"], "g") as consumer:
+            assert [r.value for r in await _drain(consumer, 1)] == [b"before"]
+            await consumer.commit()
+            committed = await bus.committed_offsets("g", "s")
+
+            await private_server.stop()
+            with pytest.raises(BusUnavailableError):
+                await consumer.poll(timeout_s=0.2)
+            await private_server.start()
+
+            assert await bus.healthy() is True
+            assert await bus.committed_offsets("g", "s") == committed
+            # This server snapshot restores the pre-restart membership, whose
+            # client is gone, and never evicts it: it keeps its partitions.
+            # The consumer must still rejoin and read what it is given.
+            await consumer.poll(timeout_s=0.5)
+            assigned = consumer.assignment()
+            assert assigned
+            for partition in range(2):
+                await bus.publish(
+                    "s", [OutgoingMessage(f"after-{partition}".encode(), _key_for(partition, 2))]
+                )
+            received = await _drain(consumer, len(assigned))
+            assert sorted(r.value for r in received) == sorted(f"after-{p}".encode() for _, p in assigned)
+
+
+async def test_published_messages_survive_a_crash(private_server: LocalIggyServer) -> None:
+    async with open_bus(private_server.url) as bus:
+        await bus.ensure_streams([StreamSpec("s", 2)])
+        positions = await bus.publish(
+            "s", [OutgoingMessage(f"m{i}".encode(), f"k{i}".encode()) for i in range(20)]
+        )
+        ends_before = await bus.end_offsets("s")
+        async with bus.consumer(["s"], "before-crash") as consumer:
+            await _drain(consumer, 5, timeout_s=2.0)
+            await consumer.commit()
+        committed_before = await bus.committed_offsets("before-crash", "s")
+        assert committed_before
+        await private_server.kill()
+        await private_server.start()
+        assert await bus.end_offsets("s") == ends_before
+        assert await bus.committed_offsets("before-crash", "s") == committed_before
+        async with bus.consumer(["s"], "after-crash") as consumer:
+            records = await _drain(consumer, len(positions))
+        assert sorted(r.value for r in records) == sorted(f"m{i}".encode() for i in range(20))
+
+
+def _key_for(partition: int, partitions: int) -> bytes:
+    return next(k for i in range(1000) if partition_for_key(k := f"k{i}".encode(), partitions) == partition)
+
+
+async def _drain(consumer: Consumer, count: int, timeout_s: float = 10.0) -> list[Record]:
+    """Poll until count records arrived or timeout_s passed."""
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    while len(records) < count and time.monotonic() < deadline:
+        records.extend(await consumer.poll(timeout_s=0.5))
+    return records

@@ -1,0 +1,170 @@
+"""Kafka-only behaviour of KafkaBus; the shared contract is in test_conformance.py."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import uuid
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from vcf_agent.bus import (
+    BusError,
+    BusUnavailableError,
+    Consumer,
+    OutgoingMessage,
+    Record,
+    StreamSpec,
+    open_bus,
+)
+from vcf_agent.bus._kafka import MAX_MESSAGE_BYTES, KafkaBus, from_url
+from vcf_agent.localdev._kafka_broker import KafkaToolMissingError, LocalKafkaBroker
+
+
+def _name(kind: str) -> str:
+    return f"kafka-specific-{kind}-{uuid.uuid4().hex[:10]}"
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _drain(consumer: Consumer, count: int, timeout_s: float = 30.0) -> list[Record]:
+    got: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        got.extend(await consumer.poll(timeout_s=0.5))
+    return got
+
+
+def test_url_parsing() -> None:
+    bus = from_url("kafka://h1:9092,h2:9093?client_id=router&replication_factor=3&request_timeout_s=2.5")
+    assert (bus.bootstrap_servers, bus.client_id, bus.replication_factor, bus.request_timeout_s) == (
+        "h1:9092,h2:9093",
+        "router",
+        3,
+        2.5,
+    )
+    assert isinstance(open_bus("kafka://127.0.0.1:1"), KafkaBus)
+    with pytest.raises(BusError, match="unknown kafka URL parameters"):
+        from_url("kafka://h:1?acks=0")
+    with pytest.raises(BusError, match="bad kafka URL"):
+        from_url("kafka://h:1?replication_factor=three")
+
+
+@pytest.mark.kafka
+async def test_topics_get_partitions_and_message_limit(kafka_bootstrap: str) -> None:
+    stream = _name("topic")
+    async with open_bus(f"kafka://{kafka_bootstrap}") as bus:
+        await bus.ensure_streams([StreamSpec(stream, 5)])
+        # Existing topics are left alone, even when asked for another partition count.
+        await bus.ensure_streams([StreamSpec(stream, 2)])
+        assert await bus.partitions(stream) == 5
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        (topic,) = await admin.describe_topics([stream])
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, stream)])
+    finally:
+        await admin.close()
+    assert sorted(p["partition"] for p in topic["partitions"]) == [0, 1, 2, 3, 4]
+    entries = {entry[0]: entry[1] for entry in configs[0].resources[0][4]}
+    assert entries["max.message.bytes"] == str(MAX_MESSAGE_BYTES)
+
+
+@pytest.mark.kafka
+async def test_restarted_member_resumes_from_commit(kafka_bootstrap: str) -> None:
+    stream, group = _name("resume"), _name("group")
+    async with open_bus(f"kafka://{kafka_bootstrap}") as bus:
+        await bus.ensure_streams([StreamSpec(stream, 1)])
+        await bus.publish(stream, [OutgoingMessage(b"v%d" % i) for i in range(10)])
+        async with bus.consumer([stream], group) as consumer:
+            assert len(await _drain(consumer, 10)) == 10
+            # Processed only the first four: the commit, not the poll, decides where a restart resumes.
+            await consumer.commit({(stream, 0): 4})
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            broker_view = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        assert broker_view[TopicPartition(stream, 0)].offset == 4
+        assert await bus.committed_offsets(group, stream) == {0: 4}
+
+        async with bus.consumer([stream], group, start="latest") as restarted:
+            rest = await _drain(restarted, 6)
+            assert await restarted.poll(timeout_s=0.3) == []
+        assert [r.offset for r in rest] == [4, 5, 6, 7, 8, 9]
+        assert [r.value for r in rest] == [b"v%d" % i for i in range(4, 10)]
+
+
+@pytest.mark.kafka
+async def test_five_megabyte_message_with_small_fetch_budget(kafka_bootstrap: str) -> None:
+    stream = _name("big")
+    value = os.urandom(5 * 1024 * 1024)
+    async with open_bus(f"kafka://{kafka_bootstrap}") as bus:
+        await bus.ensure_streams([StreamSpec(stream, 2)])
+        (position,) = await bus.publish(stream, [OutgoingMessage(value, key=b"big")])
+        # A 1 MiB fetch budget: Kafka still hands over a record larger than the budget.
+        async with bus.consumer([stream], _name("group"), max_in_flight=1) as consumer:
+            (record,) = await _drain(consumer, 1)
+    assert (record.partition, record.offset) == (position.partition, position.offset)
+    assert hashlib.sha256(record.value).digest() == hashlib.sha256(value).digest()
+
+
+@pytest.mark.kafka
+async def test_missing_stream_is_a_bus_error_not_unavailable(kafka_bootstrap: str) -> None:
+    async with open_bus(f"kafka://{kafka_bootstrap}") as bus:
+        with pytest.raises(BusError, match="does not exist") as caught:
+            await bus.publish(_name("absent"), [OutgoingMessage(b"x")])
+    assert not isinstance(caught.value, BusUnavailableError)
+
+
+async def test_nothing_listening_is_unhealthy_quickly() -> None:
+    bus = open_bus(f"kafka://127.0.0.1:{_unused_port()}?request_timeout_s=2")
+    began = time.monotonic()
+    assert await bus.healthy() is False
+    with pytest.raises(BusUnavailableError, match=r"127\.0\.0\.1"):
+        await bus.start()
+    assert time.monotonic() - began < 6
+
+
+@pytest.mark.kafka
+async def test_broker_death_under_a_started_bus() -> None:
+    """A private broker, so stopping it does not disturb the session's."""
+    broker = LocalKafkaBroker(heap="256m")
+    try:
+        await broker.start()
+    except KafkaToolMissingError as exc:
+        pytest.skip(f"local Kafka broker unavailable: {exc}")
+    try:
+        bus = open_bus(f"kafka://{broker.bootstrap_servers}?request_timeout_s=1")
+        await bus.start()
+        stream = _name("dying")
+        await bus.ensure_streams([StreamSpec(stream, 1)])
+        await bus.publish(stream, [OutgoingMessage(b"before")])
+        assert await bus.healthy() is True
+        await broker.stop()
+
+        began = time.monotonic()
+        assert await bus.healthy() is False
+        assert time.monotonic() - began < 3
+        began = time.monotonic()
+        with pytest.raises(BusUnavailableError):
+            await bus.publish(stream, [OutgoingMessage(b"after")])
+        assert time.monotonic() - began < 10
+        began = time.monotonic()
+        await bus.stop()
+        assert time.monotonic() - began < 10
+    finally:
+        await broker.stop()

@@ -1,0 +1,84 @@
+"""Starting the five services as separate OS processes, the way operators deploy them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICES = ("writer", "notifier", "aggregator", "router", "ingest")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    process: subprocess.Popen[str]
+    grpc: str
+    log_path: Path
+    websocket_port: int = 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def start_service(name: str, bus_url: str, data_dir: Path, *, timeout_s: float = 60) -> ServiceProcess:
+    log_path = data_dir / f"{name}.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    websocket_port = free_port() if name == "notifier" else 0
+    command = [
+        sys.executable, "-m", "vcf_agent.cli", "--log-level", "INFO", "serve", name,
+        "--bus", bus_url, "--data-dir", str(data_dir / name), "--grpc-port", "0",
+        "--websocket-port", str(websocket_port),
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    line = ""
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("{"):
+            break
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}: {log_path.read_text()[-3000:]}")
+    ready = json.loads(line)
+    return ServiceProcess(name, process, ready["grpc"], log_path, websocket_port)
+
+
+def stop_service(service: ServiceProcess, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
+    if service.process.poll() is None:
+        service.process.send_signal(sig)
+    try:
+        return service.process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        service.process.kill()
+        service.process.wait(5)
+        raise AssertionError(f"{service.name} ignored {sig} for {timeout_s}s:\n{service.log()}") from None
+
+
+@contextmanager
+def running_pipeline(bus_url: str, data_dir: Path) -> Iterator[dict[str, ServiceProcess]]:
+    started: dict[str, ServiceProcess] = {}
+    try:
+        for name in SERVICES:
+            started[name] = start_service(name, bus_url, data_dir)
+        yield started
+    finally:
+        for service in reversed(list(started.values())):
+            stop_service(service)
