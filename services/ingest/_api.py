@@ -112,7 +112,7 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
         except ValueError:
             await invalid_argument(context, "page_token", "page_token is not one this service issued")
             raise
-        jobs = self._registry.list(request.tenant_id, size + 1, offset)
+        jobs = self._registry.page(request.tenant_id, size + 1, offset)
         response = jobs_pb2.ListJobsResponse(jobs=[j.to_proto() for j in jobs[:size]])
         if len(jobs) > size:
             response.next_page_token = str(offset + size)

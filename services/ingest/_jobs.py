@@ -20,7 +20,7 @@ from vcf_agent.v1 import events_pb2, jobs_pb2
 JobState = events_pb2.JobState
 
 # States only move forward, except into a terminal state.
-_ORDER = {
+_ORDER: dict[int, int] = {
     events_pb2.JOB_STATE_QUEUED: 1,
     events_pb2.JOB_STATE_INGESTING: 2,
     events_pb2.JOB_STATE_ANALYSING: 3,
@@ -116,7 +116,7 @@ class JobRegistry:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _from_row(row) if row else None
 
-    def list(self, tenant_id: str = "", limit: int = 100, offset: int = 0) -> list[JobRecord]:
+    def page(self, tenant_id: str = "", limit: int = 100, offset: int = 0) -> list[JobRecord]:
         query = f"SELECT {_COLUMNS} FROM jobs"
         args: tuple[object, ...] = ()
         if tenant_id:
@@ -197,7 +197,7 @@ class JobRegistry:
             job.total = note.total
         if note.state == events_pb2.JOB_STATE_FAILED and note.message:
             job.error = note.message
-        if job.state not in TERMINAL and _ORDER.get(note.state, 0) >= _ORDER.get(job.state, 0):
+        if job.state not in TERMINAL and _ORDER.get(int(note.state), 0) >= _ORDER.get(job.state, 0):
             job.state = note.state
         if job.total and job.state not in TERMINAL:
             job.analysed = min(job.analysed, job.total)

@@ -22,11 +22,11 @@ from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage
 from vcf_agent.config import Settings
 from vcf_agent.processing import DeadLetterSink
-from vcf_agent.schema import encode, encode_serialized, file_digest_hasher
+from vcf_agent.schema import encode, encode_serialized
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._jobs import JobRecord, JobRegistry
-from ._vcf_reader import VcfFileError, VcfReader
+from ._vcf_reader import VcfFileError, VcfReader, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,6 @@ log = logging.getLogger(__name__)
 _KEY_BIN = 100_000
 _PROGRESS_INTERVAL_S = 0.25
 _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of the file as submitted: the file's identity for idempotency."""
-    hasher = file_digest_hasher()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 @dataclass(slots=True)

@@ -62,11 +62,14 @@ _CONT = [bytes([(n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80]) for n in range(1 <
 
 
 def _varint(n: int) -> bytes:
+    if 0 <= n < 16384:
+        return _SMALL[n]
+    if 0 < n < 268_435_456:
+        # Positions and record indexes: two lookups, no loop.
+        return _CONT[n & 0x3FFF] + _SMALL[n >> 14]
     if n < 0:
         # int32/int64 negatives are 10-byte two's-complement varints.
         n &= _MASK64
-    if n < 16384:
-        return _SMALL[n]
     parts = []
     while n >= 16384:
         parts.append(_CONT[n & 0x3FFF])
@@ -405,7 +408,7 @@ class VcfReader:
                     + (_T_LINE_NUMBER + _varint(line_base + record_index) if line_base else b"")
                     + self._record_head(fields)
                 )
-                tail = b"".join([_string_field(_T_ALL_ALTERNATES, alt) for alt in alts]) + self._record_tail(
+                tail = b"".join([self._field(_T_ALL_ALTERNATES, alt) for alt in alts]) + self._record_tail(
                     fields
                 )
             except (ValueError, IndexError) as exc:

@@ -88,9 +88,9 @@ class ProgressHub:
                     yield note
                     if until_terminal and note.state in _TERMINAL:
                         return
-            while (note := await subscription.queue.get()) is not None:
-                yield note
-                if until_terminal and job_id and note.state in _TERMINAL:
+            while (live := await subscription.queue.get()) is not None:
+                yield live
+                if until_terminal and job_id and live.state in _TERMINAL:
                     return
         finally:
             self._subscriptions.discard(subscription)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
+from vcf_agent.v1 import analysis_pb2, events_pb2
 
 GENOTYPE_TYPE = pa.struct(
     [
@@ -83,6 +83,7 @@ CALL_SCHEMA = pa.schema(
         pa.field("correlation_id", pa.string()),
         pa.field("sample_id", pa.string()),
         pa.field("sample", pa.string()),
+        pa.field("tenant_id", pa.string()),
         pa.field("genotype", pa.string()),
         pa.field("depth", pa.int32()),
         pa.field("genotype_quality", pa.int32()),
@@ -240,6 +241,7 @@ def build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
             sample_id(tenants[i], sample) for i, sample in zip(call_owner, call_samples, strict=True)
         ],
         "sample": call_samples,
+        "tenant_id": [tenants[i] for i in call_owner],
         "genotype": genotype_text,
         "depth": call_depth,
         "genotype_quality": call_gq,

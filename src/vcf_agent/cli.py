@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        result: int = args.func(args)
+        result = int(args.func(args))
     except ConfigError as exc:
         print(f"vcf-agent: {exc}", file=sys.stderr)
         return 2

@@ -10,8 +10,9 @@ publishing to the fallback, so a dead primary is left within interval + timeout
 (~0.4 s by default). A publish that fails or times out switches at once and the
 same batch is re-published on the other backend, so an acknowledged publish is
 never lost. Publishing returns to the primary after `recover_after` consecutive
-healthy probes (at once if the fallback fails too). Streams that could not be
-created on a backend while it was down are created before it is used.
+healthy probes (at once if the fallback fails too). Every stream ever ensured
+is re-created on a backend that comes back (it may have restarted empty)
+before it is published to again.
 
 Ordering. Every message carries an id header, and each keyed message published
 on backend X carries `x-bus-after: N`, where N is the next offset after the last
@@ -31,13 +32,19 @@ The price is availability for lagging partitions only: if the primary dies
 while a consumer still had unread records on a partition, that partition's
 fallback records are held back until the primary returns and those records are
 read (they are durable there, and reading past them would reorder the key).
-Partitions whose consumers were caught up keep flowing without a pause.
+Partitions whose consumers were caught up keep flowing without a pause. If the
+primary comes back without those records (its log was lost), its end offset
+shows they are gone and the held records are released: nothing is left to
+order them against.
 
 Delivery is at-least-once. A batch whose primary publish timed out may have
-landed there as well; its fallback copy is marked `x-bus-retry`, and the
-consumer drops a later copy with the same id, so the stale copy cannot overtake
-newer values. (If the consumer restarts before the primary returns, that copy
-is delivered once more: a duplicate, never a loss.)
+landed there as well; its fallback copy is marked `x-bus-retry`. If the primary
+copy is read first, the retry copy follows it as a plain duplicate; if it is
+read later, the consumer drops it by id, so a stale copy cannot overtake newer
+values. The one exception: a consumer restarted before the primary returns has
+forgotten those ids and delivers the primary copy once more, after newer values
+(a stale duplicate, never a loss). Commits to a backend that is down are kept
+and retried on the next commit(); its records may be redelivered meanwhile.
 
 Offsets are per backend. Consumed records are `FailoverRecord`s whose
 `backend` field names their source ("iggy"/"kafka"; "memory-primary" and

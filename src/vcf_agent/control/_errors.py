@@ -6,7 +6,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
 
@@ -25,5 +25,5 @@ async def invalid_argument(
     status = status_pb2.Status(
         code=code_pb2.INVALID_ARGUMENT, message=f"{field}: {description}", details=[detail]
     )
-    await context.abort_with_status(rpc_status.to_status(status))
+    await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
     raise AssertionError("abort_with_status returned")
