@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -198,16 +199,20 @@ class TabixGeneIndex:
         self._fmt: Format = fmt
         self._file = pysam.TabixFile(os.fspath(path))
         self._aliases = _alias_names(self._file.contigs)
+        # One htslib handle: concurrent fetches from worker threads would interleave its reads.
+        self._lock = threading.Lock()
 
     def overlapping(self, chromosome: str, start: int, end: int) -> list[str]:
         name = self._aliases.get(chromosome)
         if name is None:
             return []
+        with self._lock:
+            lines = list(self._file.fetch(name, start, end))
         found: list[str] = []
-        for line in self._file.fetch(name, start, end):
+        for line in lines:
             gene = parse_line(line, self._fmt)
-            # Tabix returns every feature row (transcripts, exons); keep gene rows that truly overlap.
-            if gene is not None and gene.start < end and gene.end > start and gene.name not in found:
+            # Tabix returns every overlapping feature row (transcripts, exons too); keep the genes.
+            if gene is not None and gene.name not in found:
                 found.append(gene.name)
         return found
 

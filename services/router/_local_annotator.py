@@ -4,6 +4,16 @@ Everything it reports is derived from the VariantMessage itself (plus an optiona
 gene file), deterministically, so it is always available, costs nothing, and is
 fast enough to run on every variant of every job before any remote model is asked.
 
+Quality — the record is "fail" when FILTER is anything but PASS or empty, else
+high/medium/low by QUAL >= 50 / >= 20 / below (medium, the neutral tier, when
+QUAL is "."). A call is "fail" on a failed FILTER or a no-call, else the weaker
+of GQ (>= 30 high, >= 15 medium) and DP (>= 20 high, >= 10 medium), or the
+record's tier when the call has neither.
+
+Zygosity is relative to the message's ALT: het_alt carries it with another ALT
+(1/2), other_alt carries only other ALTs (0/2 seen from ALT 1), haploid calls of
+it are hemizygous, and a partly missing call that shows it (./1) counts as het.
+
 Frequency tier — from the highest population AF found (gnomAD-style INFO keys,
 AF_popmax/grpmax, ClinVar's AF_ESP/AF_EXAC/AF_TGP, and MAX_AF/gnomAD*_AF/AF inside
 CSQ); the record's own INFO AF (this ALT's value) is used only when no population
@@ -100,6 +110,9 @@ def variant_class(reference: str, alternate: str, svtype_info: str = "") -> tupl
     first = alternate[0]
     if first == "<":
         kind = alternate[1:-1].split(":", 1)[0]
+        if kind == "*":
+            # gVCF's unobserved-allele placeholder, spelled <*> or <NON_REF>.
+            kind = "NON_REF"
         return "symbolic", "", kind if kind in _SV_TYPES else (svtype_info or kind)
     if "[" in alternate or "]" in alternate or (len(alternate) > 1 and "." in (first, alternate[-1])):
         return "breakend", "", "BND"
@@ -410,10 +423,12 @@ class LocalAnnotator:
             finding = add_sample()
             finding.sample = genotype.sample
             finding.zygosity = zyg
-            finding.allele_balance = allele_balance(genotype.allele_depths[:], allele)
-            finding.call_quality = _TIER_NAMES[
-                0 if failed or zyg == "no_call" else call_quality(genotype, record_level)
-            ]
+            depths = genotype.allele_depths
+            finding.allele_balance = allele_balance(depths[:], allele) if depths else -1.0
+            if failed or zyg == "no_call":
+                finding.call_quality = "fail"
+            else:
+                finding.call_quality = _TIER_NAMES[call_quality(genotype, record_level)]
         return result
 
 
@@ -459,7 +474,7 @@ def _priority(
             hits.append((3, f"{impact} impact {call.consequence} but {freq_tier} (AF {af:.4g})"))
     if clinvar_kind in ("uncertain", "conflicting"):
         hits.append((2, f"ClinVar {clinvar_kind}"))
-    if genes and kind in ("symbolic", "breakend"):
+    if genes and sv_type in _SV_TYPES:
         hits.append((2, f"structural variant {sv_type} overlaps {', '.join(genes)}"))
     elif genes and call is None and (rare or freq_tier == "unknown"):
         hits.append((3, f"inside {', '.join(genes)} without consequence annotation"))

@@ -1,1 +1,64 @@
-"""writer service."""
+"""Writer service: batched, idempotent writes to LanceDB and the graph; serves queries.
+
+The graph engine allows one writing process, so this service owns both
+stores and every other component reads results through its QueryService.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from vcf_agent.bus import Bus
+from vcf_agent.config import Settings
+from vcf_agent.control import ServiceApi
+from vcf_agent.processing import StreamProcessor
+from vcf_agent.runner import ServiceParts
+from vcf_agent.v1 import query_pb2, query_pb2_grpc
+
+from ._api import QueryApi
+from ._graph_store import GraphCounts, GraphStore
+from ._lance_store import LanceStore, VariantQuery
+from ._sink import StoreSink
+
+__all__ = ["GraphCounts", "GraphStore", "LanceStore", "StoreSink", "VariantQuery", "build", "classification_counts"]
+
+NAME = "writer"
+
+
+def build(settings: Settings, bus: Bus) -> ServiceParts:
+    lance = LanceStore(settings.data_dir / "writer" / "lance")
+    graph = GraphStore(settings.data_dir / "writer" / "graph.lbug")
+    sink = StoreSink(bus, settings, lance, graph)
+    processor = StreamProcessor(
+        bus,
+        [settings.topology.database_writes],
+        "writer",
+        sink.handle,
+        service=NAME,
+        max_records=64,
+        idle_calls=True,
+        max_in_flight=512,
+    )
+    api = QueryApi(lance, graph)
+    parts = ServiceParts(
+        NAME,
+        # Stores open before the consumer starts and close after it stops.
+        components=[lance, graph, sink, processor],
+        apis=[
+            ServiceApi(
+                lambda server: query_pb2_grpc.add_QueryServiceServicer_to_server(api, server),
+                [query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name],
+            )
+        ],
+    )
+    parts.state["lance"] = lance
+    parts.state["graph"] = graph
+    return parts
+
+
+def classification_counts(parts: ServiceParts, job_id: str) -> dict[str, int]:
+    """Classifications of a job's stored variants, counted in the store (exact on replays)."""
+    lance = parts.state["lance"]
+    assert isinstance(lance, LanceStore)
+    variants, _ = lance.query(VariantQuery(job_id=job_id, limit=1_000_000))
+    return dict(Counter(v.classification for v in variants))

@@ -267,7 +267,7 @@ class GraphStore:
                     {"id": correlation_id},
                 )
             )
-            return [GraphGenotype(*row) for row in result.get_all()]
+            return [GraphGenotype(*row) for row in result.get_all() if isinstance(row, list)]
 
     def _connection(self) -> ladybug.Connection:
         if self._conn is None:
@@ -378,9 +378,12 @@ def _run(conn: ladybug.Connection, statement: str, rows: pa.Table) -> None:
 
 def _row(conn: ladybug.Connection, query: str, parameters: Mapping[str, Any] | None = None) -> list[int]:
     result = _single(conn.execute(query, dict(parameters or {})))
-    values: list[int] = result.get_all()[0]
+    row = result.get_all()[0]
     result.close()
-    return values
+    # Rows are lists unless rows_as_dict() was switched on, which this module never does.
+    if not isinstance(row, list):
+        raise TypeError("expected a list row")
+    return [int(value) for value in row]
 
 
 def _scalar(conn: ladybug.Connection, query: str, parameters: Mapping[str, Any] | None = None) -> int:

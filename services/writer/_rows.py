@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from vcf_agent.v1 import analysis_pb2, events_pb2
+from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
 GENOTYPE_TYPE = pa.struct(
     [
@@ -128,6 +128,16 @@ def _cached_genotype(alleles: tuple[int, ...], phased: bool) -> str:
     return text
 
 
+def _allele_depths(calls: Sequence[variant_pb2.GenotypeCall]) -> pa.ListArray:
+    # One flat child array plus offsets, instead of a Python list per call.
+    per_call = [call.allele_depths for call in calls]
+    offsets = [0]
+    for depths in per_call:
+        offsets.append(offsets[-1] + len(depths))
+    flat = pa.array([depth for depths in per_call for depth in depths], pa.int32())
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat)
+
+
 @dataclass(frozen=True, slots=True)
 class WriteRows:
     """One batch of writes as Arrow tables, one row per key (last write wins)."""
@@ -137,7 +147,7 @@ class WriteRows:
     calls: pa.Table
 
     def __len__(self) -> int:
-        return self.variants.num_rows
+        return int(self.variants.num_rows)
 
 
 def build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
@@ -185,9 +195,11 @@ def build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
             classes[i] = classes[i] or annotation.variant_class
             done = result.completed_at
             updated[i] = max(updated[i], done.seconds * 1_000_000 + done.nanos // 1000)
-            detail = analysis_pb2.AnalysisResult()
-            detail.CopyFrom(result)
-            detail.ClearField("variant")
+            detail = result
+            if result.HasField("variant"):
+                detail = analysis_pb2.AnalysisResult()
+                detail.CopyFrom(result)
+                detail.ClearField("variant")
             analysis["analysis_id"].append(analysis_id(cids[i], provider))
             analysis["correlation_id"].append(cids[i])
             analysis["job_id"].append(write.job_id)
@@ -206,7 +218,7 @@ def build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
             pa.array(genotype_text, pa.string()),
             call_depth,
             call_gq,
-            pa.array([list(call.allele_depths) for call in calls], pa.list_(pa.int32())),
+            _allele_depths(calls),
         ],
         fields=list(GENOTYPE_TYPE),
     )

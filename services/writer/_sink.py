@@ -27,6 +27,7 @@ from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._graph_store import GraphStore
 from ._lance_store import LanceStore
+from ._rows import build_rows
 
 
 @dataclass(slots=True)
@@ -133,8 +134,9 @@ class StoreSink:
             return next_offsets(records)
 
     def _write_stores(self, writes: list[events_pb2.DatabaseWrite]) -> None:
-        self.lance.write(writes)
-        self.graph.write(writes)
+        rows = build_rows(writes)
+        self.lance.write(rows)
+        self.graph.write(rows)
 
     def _tally(self, job_id: str, tenant_id: str) -> _JobTally:
         tally = self._tallies.get(job_id)
@@ -186,5 +188,10 @@ class StoreSink:
             messages.append(OutgoingMessage(payload, job_id.encode(), headers))
         await self._bus.publish(self._settings.topology.user_notifications, messages)
 
-    async def close(self) -> None:
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        if self._buffered_records:
+            await self.flush()
         self._book.close()

@@ -1,0 +1,291 @@
+"""Variants and provider answers in LanceDB, upserted by their deterministic keys.
+
+Two tables: `variants` (one row per correlation_id) and `analyses` (one row per
+correlation_id + provider). Writes are merge_insert on those keys, so a replay
+rewrites identical rows and the counts never move. Every merge adds a small
+fragment, and scans slow down sharply as they pile up, so the store compacts
+after a configurable number of writes or fragments; compaction also folds new
+rows into the BTREE key indices that merge_insert and point lookups use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import lancedb
+import pyarrow as pa
+from google.protobuf import json_format
+from lancedb.index import BTree
+
+from vcf_agent.v1 import analysis_pb2, events_pb2, query_pb2
+
+from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, build_rows
+
+_VARIANTS = "variants"
+_ANALYSES = "analyses"
+_REGION = re.compile(r"^(?P<chrom>[^:\s]+)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?)?$")
+# File order: the natural order of a VCF, stable across compactions.
+_ORDER = [("file_id", "ascending"), ("record_index", "ascending"), ("alt_index", "ascending")]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionPolicy:
+    """When to compact: after `every_writes` merges, or once a table has `max_fragments`."""
+
+    every_writes: int = 20
+    max_fragments: int = 32
+    # Old versions are kept this long so a concurrent reader's snapshot stays valid.
+    keep_versions: timedelta = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class VariantQuery:
+    """Filters for `LanceStore.query`; empty fields do not filter."""
+
+    job_id: str = ""
+    tenant_id: str = ""
+    region: str = ""
+    gene: str = ""
+    sample: str = ""
+    classification: str = ""
+    limit: int = 100
+    offset: int = 0
+
+
+class LanceStore:
+    """The writer's LanceDB tables.
+
+    Everything except start/stop blocks and is meant for a worker thread
+    (asyncio.to_thread). Writes and compaction are serialised by a lock, as
+    concurrent merges on one table would conflict; reads run concurrently,
+    each on the latest committed version.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        compaction: CompactionPolicy | None = None,
+        key_indices: bool = True,
+    ) -> None:
+        self._path = path
+        self._policy = compaction or CompactionPolicy()
+        self._key_indices = key_indices
+        self._lock = threading.Lock()
+        self._variants: Any = None
+        self._analyses: Any = None
+        self._writes_since_compaction = 0
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.open)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def open(self) -> None:
+        """Open (creating if needed) the database directory, tables and key indices."""
+        with self._lock:
+            self._path.mkdir(parents=True, exist_ok=True)
+            db = lancedb.connect(str(self._path))
+            self._variants = db.create_table(_VARIANTS, schema=VARIANT_SCHEMA, exist_ok=True)
+            self._analyses = db.create_table(_ANALYSES, schema=ANALYSIS_SCHEMA, exist_ok=True)
+            if self._key_indices:
+                for table, key in ((self._variants, "correlation_id"), (self._analyses, "analysis_id")):
+                    if not any(key in index.columns for index in table.list_indices()):
+                        table.create_index(key, config=BTree())
+
+    def close(self) -> None:
+        """Release the table handles; every write is already durable."""
+        with self._lock:
+            self._variants = self._analyses = None
+
+    def write(self, batch: Sequence[events_pb2.DatabaseWrite] | WriteRows) -> None:
+        """Upsert a batch (pass prebuilt WriteRows to share them with the graph store)."""
+        rows = batch if isinstance(batch, WriteRows) else build_rows(batch)
+        if not len(rows):
+            return
+        with self._lock:
+            variants, analyses = self._tables()
+            _upsert(variants, "correlation_id", rows.variants)
+            if rows.analyses.num_rows:
+                _upsert(analyses, "analysis_id", rows.analyses)
+            self._writes_since_compaction += 1
+            if self._writes_since_compaction >= self._policy.every_writes or (
+                max(_fragments(variants), _fragments(analyses)) >= self._policy.max_fragments
+            ):
+                self._compact()
+
+    def compact(self) -> None:
+        """Merge small fragments, index new keys and drop old versions now."""
+        with self._lock:
+            self._compact()
+
+    def fragments(self) -> int:
+        """Fragments in the variants table: what compaction keeps small."""
+        variants, _ = self._tables()
+        return _fragments(variants)
+
+    def count(self, job_id: str | None = None) -> int:
+        """Stored variants, over everything or one job."""
+        variants, _ = self._tables()
+        return int(variants.count_rows(_eq("job_id", job_id) if job_id else None))
+
+    def count_analyses(self, job_id: str | None = None) -> int:
+        """Stored provider answers, over everything or one job."""
+        _, analyses = self._tables()
+        return int(analyses.count_rows(_eq("job_id", job_id) if job_id else None))
+
+    def get(self, correlation_id: str) -> query_pb2.StoredVariant | None:
+        """One variant with its genotypes and every provider's answer."""
+        found = self._fetch([correlation_id])
+        return found[0] if found else None
+
+    def query(self, request: VariantQuery) -> tuple[list[query_pb2.StoredVariant], int]:
+        """Variants matching every given filter in file order, one page, and the total."""
+        variants, _ = self._tables()
+        where = _where(request)
+        keys = variants.search().select(["correlation_id", "file_id", "record_index", "alt_index"])
+        if where:
+            keys = keys.where(where)
+        matched: pa.Table = keys.limit(None).to_arrow()
+        page = matched.sort_by(_ORDER).slice(request.offset, request.limit)
+        return self._fetch(page.column("correlation_id").to_pylist()), matched.num_rows
+
+    def _tables(self) -> tuple[Any, Any]:
+        if self._variants is None:
+            raise RuntimeError("LanceStore is not open")
+        return self._variants, self._analyses
+
+    def _compact(self) -> None:
+        variants, analyses = self._tables()
+        for table in (variants, analyses):
+            table.optimize(cleanup_older_than=self._policy.keep_versions)
+        self._writes_since_compaction = 0
+
+    def _fetch(self, ids: list[str]) -> list[query_pb2.StoredVariant]:
+        if not ids:
+            return []
+        variants, analyses = self._tables()
+        key_set = _in("correlation_id", ids)
+        rows = variants.search().where(key_set).limit(None).to_arrow()
+        answers = analyses.search().where(key_set).limit(None).to_arrow()
+        answers = answers.sort_by([("correlation_id", "ascending"), ("provider", "ascending")])
+        by_variant: dict[str, list[query_pb2.StoredAnalysis]] = {}
+        for answer in answers.to_pylist():
+            by_variant.setdefault(answer["correlation_id"], []).append(_stored_analysis(answer))
+        stored = {row["correlation_id"]: _stored_variant(row, by_variant) for row in rows.to_pylist()}
+        return [stored[cid] for cid in ids if cid in stored]
+
+
+def _upsert(table: Any, key: str, data: pa.Table) -> None:
+    table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+
+
+def _fragments(table: Any) -> int:
+    # stats() is annotated as a dataclass but this lancedb returns a plain dict.
+    stats: Any = table.stats()
+    return int(stats["fragment_stats"]["num_fragments"])
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _eq(column: str, value: str) -> str:
+    return f"{column} = {_literal(value)}"
+
+
+def _in(column: str, values: Sequence[str]) -> str:
+    return f"{column} IN ({', '.join(_literal(v) for v in values)})"
+
+
+def parse_region(region: str) -> tuple[str, int | None, int | None]:
+    """`chr`, `chr:pos` or `chr:start-end` (1-based, inclusive; commas allowed)."""
+    match = _REGION.match(region.strip())
+    if match is None:
+        raise ValueError(f"bad region {region!r}: expected chr, chr:pos or chr:start-end")
+    start = match["start"]
+    end = match["end"] or start
+    first = int(start.replace(",", "")) if start else None
+    last = int(end.replace(",", "")) if end else None
+    if first is not None and last is not None and last < first:
+        raise ValueError(f"bad region {region!r}: end before start")
+    return match["chrom"], first, last
+
+
+def _where(request: VariantQuery) -> str:
+    clauses = []
+    if request.job_id:
+        clauses.append(_eq("job_id", request.job_id))
+    if request.tenant_id:
+        clauses.append(_eq("tenant_id", request.tenant_id))
+    if request.region:
+        chrom, first, last = parse_region(request.region)
+        clauses.append(_eq("chromosome", chrom))
+        if first is not None and last is not None:
+            clauses.append(f"position BETWEEN {first} AND {last}")
+    if request.gene:
+        clauses.append(_eq("gene", request.gene))
+    if request.sample:
+        clauses.append(f"array_has(carriers, {_literal(request.sample)})")
+    if request.classification:
+        clauses.append(_eq("classification", request.classification))
+    return " AND ".join(clauses)
+
+
+def _stored_analysis(answer: dict[str, Any]) -> query_pb2.StoredAnalysis:
+    detail = analysis_pb2.AnalysisResult.FromString(answer["detail"])
+    return query_pb2.StoredAnalysis(
+        provider=answer["provider"],
+        model=answer["model"],
+        status=answer["status"],
+        classification=answer["classification"],
+        confidence=answer["confidence"],
+        detail_json=json_format.MessageToJson(detail, indent=None),
+    )
+
+
+def _stored_variant(
+    row: dict[str, Any], analyses: dict[str, list[query_pb2.StoredAnalysis]]
+) -> query_pb2.StoredVariant:
+    return query_pb2.StoredVariant(
+        correlation_id=row["correlation_id"],
+        job_id=row["job_id"],
+        tenant_id=row["tenant_id"],
+        file_id=row["file_id"],
+        chromosome=row["chromosome"],
+        position=row["position"],
+        reference=row["reference"],
+        alternate=row["alternate"],
+        variant_id=row["variant_id"],
+        quality=row["quality"] if row["quality"] is not None else 0.0,
+        filters=row["filters"],
+        classification=row["classification"],
+        priority_tier=row["priority_tier"],
+        gene=row["gene"],
+        variant_class=row["variant_class"],
+        partial=row["partial"],
+        record_index=row["record_index"],
+        genotypes=[query_pb2.StoredGenotype(**call) for call in row["genotypes"]],
+        analyses=analyses.get(row["correlation_id"], []),
+    )

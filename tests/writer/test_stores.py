@@ -1,0 +1,346 @@
+"""Both writer stores on real LanceDB and LadybugDB files: idempotent upserts, reads, compaction."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from vcf_agent.schema._ids import correlation_id
+from vcf_agent.services.writer import _graph_store
+from vcf_agent.services.writer._graph_store import GraphCounts, GraphGenotype, GraphStore
+from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore, VariantQuery, parse_region
+from vcf_agent.services.writer._rows import build_rows
+from vcf_agent.v1 import analysis_pb2, events_pb2
+
+FILE_A = "a" * 64
+FILE_B = "b" * 64
+SAMPLES = ("NA00001", "NA00002", "NA00003")
+CLASSES = ("benign", "likely_benign", "uncertain", "likely_pathogenic", "pathogenic")
+
+Call = tuple[str, Sequence[int], bool]
+
+
+def make_write(
+    record_index: int,
+    *,
+    file_id: str = FILE_A,
+    job_id: str = "job-1",
+    tenant_id: str = "tenant-1",
+    chromosome: str | None = None,
+    position: int | None = None,
+    alt_index: int = 0,
+    alternates: Sequence[str] = ("G",),
+    calls: Sequence[Call] | None = None,
+    gene: str | None = None,
+    classification: str | None = None,
+    providers: Sequence[str] = ("local",),
+) -> events_pb2.DatabaseWrite:
+    """One stored variant; every unspecified field is derived from record_index."""
+    cid = correlation_id(file_id, record_index, alt_index)
+    klass = classification if classification is not None else CLASSES[record_index % len(CLASSES)]
+    write = events_pb2.DatabaseWrite(
+        correlation_id=cid,
+        job_id=job_id,
+        tenant_id=tenant_id,
+        classification=klass,
+        priority_tier=f"P{record_index % 4 + 1}",
+    )
+    variant = write.variant
+    variant.correlation_id = cid
+    variant.job_id = job_id
+    variant.file_id = file_id
+    variant.tenant_id = tenant_id
+    variant.record_index = record_index
+    variant.chromosome = chromosome if chromosome is not None else f"chr{record_index % 3 + 1}"
+    variant.position = position if position is not None else 1000 + 10 * record_index
+    variant.reference = "A"
+    variant.alternate = alternates[alt_index]
+    variant.alt_index = alt_index
+    variant.all_alternates.extend(alternates)
+    variant.has_quality = True
+    variant.quality = 30.0 + record_index
+    variant.filters.append("PASS")
+    variant.source_name = f"{file_id[:4]}.vcf"
+    variant.timestamp.seconds = 1_700_000_000
+    if calls is None:
+        calls = [(sample, (0, (record_index + j) % 2), False) for j, sample in enumerate(SAMPLES)]
+    for sample, alleles, phased in calls:
+        call = variant.genotypes.add(
+            sample=sample, phased=phased, depth=20 + len(sample), genotype_quality=60
+        )
+        call.alleles.extend(alleles)
+        call.allele_depths.extend([10, 10])
+    for provider in providers:
+        result = write.results.add(
+            correlation_id=cid,
+            job_id=job_id,
+            tenant_id=tenant_id,
+            provider=provider,
+            model=f"{provider}-model",
+            status=analysis_pb2.AnalysisResult.STATUS_OK,
+            classification=klass,
+            confidence=0.5,
+            rationale="derived in the test",
+        )
+        result.annotation.gene = gene if gene is not None else f"GENE{record_index % 5}"
+        result.annotation.variant_class = "snv"
+        result.completed_at.seconds = 1_700_000_100 + record_index
+        result.variant.CopyFrom(variant)
+    return write
+
+
+def make_batch(indices: Sequence[int], **kwargs: object) -> list[events_pb2.DatabaseWrite]:
+    return [make_write(i, **kwargs) for i in indices]  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def lance(tmp_path: Path) -> Iterator[LanceStore]:
+    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
+    store.open()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Iterator[GraphStore]:
+    store = GraphStore(tmp_path / "graph.lbug", buffer_pool_bytes=256 << 20)
+    store.open()
+    yield store
+    store.close()
+
+
+def snapshot(store: LanceStore) -> pa.Table:
+    rows, total = store.query(VariantQuery(limit=10_000))
+    assert total == len(rows)
+    return pa.Table.from_pylist([{"v": row.SerializeToString(deterministic=True)} for row in rows])
+
+
+def counts(**values: int) -> GraphCounts:
+    return GraphCounts(**values)
+
+
+def test_replay_changes_nothing_in_either_store(lance: LanceStore, graph: GraphStore) -> None:
+    batch = make_batch(range(40), providers=("local", "openai"))
+    rows = build_rows(batch)
+    lance.write(rows)
+    graph.write(rows)
+    before = snapshot(lance)
+    expected = counts(
+        files=1,
+        samples=3,
+        variants=40,
+        genes=5,
+        analyses=80,
+        in_file=40,
+        carried_by=120,
+        in_gene=40,
+        analyzed_by=80,
+    )
+    assert graph.counts() == expected
+
+    lance.write(batch)
+    graph.write(batch)
+
+    assert lance.count() == 40
+    assert lance.count_analyses() == 80
+    assert snapshot(lance).equals(before)
+    assert graph.counts() == expected
+
+
+def test_partially_overlapping_batch_adds_only_the_new_rows(lance: LanceStore, graph: GraphStore) -> None:
+    first = make_batch(range(10))
+    # The retry of a batch whose first half already landed, plus five new variants.
+    retry = make_batch(range(5, 15))
+    for batch in (first, retry):
+        lance.write(batch)
+        graph.write(batch)
+
+    assert lance.count() == 15
+    assert lance.count_analyses() == 15
+    assert graph.counts() == counts(
+        files=1,
+        samples=3,
+        variants=15,
+        genes=5,
+        analyses=15,
+        in_file=15,
+        carried_by=45,
+        in_gene=15,
+        analyzed_by=15,
+    )
+
+
+def test_replay_applies_changed_verdicts_without_duplicating(lance: LanceStore, graph: GraphStore) -> None:
+    lance.write(make_batch(range(3)))
+    graph.write(make_batch(range(3)))
+    changed = [make_write(1, classification="pathogenic", gene="BRCA2", providers=("local", "anthropic"))]
+    lance.write(changed)
+    graph.write(changed)
+
+    stored = lance.get(changed[0].correlation_id)
+    assert stored is not None
+    assert (stored.classification, stored.gene) == ("pathogenic", "BRCA2")
+    assert [a.provider for a in stored.analyses] == ["anthropic", "local"]
+    assert graph.counts().in_gene == 3
+    assert graph.counts().analyzed_by == 4
+    assert graph.counts().genes == 4  # GENE0..GENE2 stay as nodes, BRCA2 is new
+
+
+def test_duplicates_within_one_batch_keep_the_last(lance: LanceStore, graph: GraphStore) -> None:
+    batch = [make_write(0, classification="benign"), make_write(0, classification="pathogenic")]
+    lance.write(batch)
+    graph.write(batch)
+    stored = lance.get(batch[0].correlation_id)
+    assert stored is not None and stored.classification == "pathogenic"
+    assert lance.count() == 1
+    assert graph.counts().variants == 1
+
+
+def test_genotypes_of_a_hand_checked_multiallelic_variant(lance: LanceStore, graph: GraphStore) -> None:
+    # Record 7 has ALT G,T; this is the T allele (alt_index 1, allele index 2).
+    calls: list[Call] = [("NA00001", (0, 2), False), ("NA00002", (1, 2), True), ("NA00003", (-1, -1), False)]
+    write = make_write(7, alt_index=1, alternates=("G", "T"), calls=calls)
+    lance.write([write])
+    graph.write([write])
+
+    stored = lance.get(write.correlation_id)
+    assert stored is not None
+    assert (stored.alternate, stored.position) == ("T", 1070)
+    assert [(g.sample, g.genotype, g.depth, list(g.allele_depths)) for g in stored.genotypes] == [
+        ("NA00001", "0/2", 27, [10, 10]),
+        ("NA00002", "1|2", 27, [10, 10]),
+        ("NA00003", "./.", 27, [10, 10]),
+    ]
+    assert graph.genotypes(write.correlation_id) == [
+        GraphGenotype("NA00001", "0/2", 27, 60),
+        GraphGenotype("NA00002", "1|2", 27, 60),
+        GraphGenotype("NA00003", "./.", 27, 60),
+    ]
+    # Carriers are the samples holding this ALT, so both called samples match, the no-call does not.
+    assert lance.query(VariantQuery(sample="NA00002"))[1] == 1
+    assert lance.query(VariantQuery(sample="NA00003"))[1] == 0
+    detail = json.loads(stored.analyses[0].detail_json)
+    assert detail["rationale"] == "derived in the test"
+    assert "variant" not in detail  # the echoed variant is not stored twice
+
+
+def test_query_filters(lance: LanceStore) -> None:
+    lance.write(make_batch(range(30)))
+    lance.write(make_batch(range(10), file_id=FILE_B, job_id="job-2", tenant_id="tenant-2"))
+
+    def ids(query: VariantQuery) -> tuple[list[int], int]:
+        rows, total = lance.query(query)
+        return [row.record_index for row in rows], total
+
+    assert ids(VariantQuery(job_id="job-2", limit=100)) == (list(range(10)), 10)
+    assert ids(VariantQuery(tenant_id="tenant-1", limit=3)) == ([0, 1, 2], 30)
+    assert ids(VariantQuery(tenant_id="tenant-1", limit=3, offset=28)) == ([28, 29], 30)
+    # chr2 holds records 1, 4, 7...; positions 1000 + 10 * index.
+    assert ids(VariantQuery(job_id="job-1", region="chr2:1040-1100")) == ([4, 7, 10], 3)
+    assert ids(VariantQuery(job_id="job-1", region="chr2:1,070")) == ([7], 1)
+    assert ids(VariantQuery(job_id="job-1", region="chr3"))[1] == 10
+    assert ids(VariantQuery(job_id="job-1", gene="GENE3")) == ([3, 8, 13, 18, 23, 28], 6)
+    # NA00002 (second sample) carries the ALT on even records.
+    assert ids(VariantQuery(job_id="job-1", sample="NA00002", gene="GENE2")) == ([2, 12, 22], 3)
+    assert ids(VariantQuery(job_id="job-1", classification="pathogenic")) == ([4, 9, 14, 19, 24, 29], 6)
+    assert ids(VariantQuery(job_id="job-1", gene="O'Brien")) == ([], 0)
+    assert lance.count("job-1") == 30
+    assert lance.count("job-2") == 10
+    assert lance.get("no-such-id") is None
+
+
+def test_parse_region_rejects_garbage() -> None:
+    assert parse_region("chrX:5-9") == ("chrX", 5, 9)
+    assert parse_region("1") == ("1", None, None)
+    for bad in ("chr1:9-5", "chr1:abc", ""):
+        with pytest.raises(ValueError):
+            parse_region(bad)
+
+
+def test_graph_counts_per_job(graph: GraphStore) -> None:
+    graph.write(make_batch(range(6)))
+    graph.write(make_batch(range(4), file_id=FILE_B, job_id="job-2", calls=[("NA00001", (0, 1), False)]))
+
+    assert graph.counts("job-2") == counts(
+        files=1, samples=1, variants=4, genes=4, analyses=4, in_file=4, carried_by=4, in_gene=4, analyzed_by=4
+    )
+    # The tenant's NA00001 is one node shared by both files.
+    assert graph.counts().samples == 3
+    assert graph.counts().files == 2
+
+
+def test_compaction_keeps_data_and_reduces_fragments(lance: LanceStore) -> None:
+    for start in range(0, 60, 10):
+        lance.write(make_batch(range(start, start + 10)))
+    before = snapshot(lance)
+    fragments = lance.fragments()
+    assert fragments >= 6
+
+    lance.compact()
+
+    assert lance.fragments() < fragments
+    assert snapshot(lance).equals(before)
+
+
+def test_compaction_policy_runs_after_n_writes(tmp_path: Path) -> None:
+    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(every_writes=4, max_fragments=1000))
+    store.open()
+    for start in range(0, 40, 10):
+        store.write(make_batch(range(start, start + 10)))
+    assert store.fragments() == 1
+    assert store.count() == 40
+
+
+def test_stores_survive_reopening(tmp_path: Path) -> None:
+    batch = make_batch(range(12))
+    lance = LanceStore(tmp_path / "lance")
+    graph = GraphStore(tmp_path / "graph.lbug", buffer_pool_bytes=256 << 20)
+    lance.open()
+    graph.open()
+    lance.write(batch)
+    graph.write(batch)
+    lance.close()
+    graph.close()
+
+    lance.open()
+    graph.open()
+    graph.write(batch)
+    assert lance.count() == 12
+    assert graph.counts().carried_by == 36
+    graph.close()
+
+
+PROBE_TYPES = {"c_confidence": pa.float64(), "c_pos": pa.int64(), "c_depth": pa.int32(), "c_gq": pa.int32()}
+
+
+def test_graph_batch_statements_use_primary_key_lookups(graph: GraphStore) -> None:
+    """A comma-joined MATCH plans as a cross product of whole tables; that must never come back."""
+    conn = graph._connection()
+    statements = [
+        value for name, value in vars(_graph_store).items() if name.isupper() and isinstance(value, str)
+    ]
+    batch_statements = [s for s in statements if s.startswith("LOAD FROM") and "MATCH" in s]
+    assert len(batch_statements) >= 8
+    for statement in batch_statements:
+        columns = dict.fromkeys(re.findall(r"\bc_[a-z]+\b", statement))
+        probe = pa.table(
+            {c: pa.array([1] if c in PROBE_TYPES else ["x"], PROBE_TYPES.get(c)) for c in columns}
+        )
+        result = conn.execute("EXPLAIN " + statement, {"rows": probe})
+        assert not isinstance(result, list)
+        plan = str(result.get_all()[0])
+        assert "CROSS_PRODUCT" not in plan, statement
+        assert "QUERY_PRIMARY_KEY_LOOKUP" in plan, statement
+
+
+async def test_async_lifecycle(tmp_path: Path) -> None:
+    async with LanceStore(tmp_path / "lance") as lance, GraphStore(tmp_path / "g.lbug") as graph:
+        lance.write(make_batch(range(2)))
+        graph.write(make_batch(range(2)))
+        assert lance.count() == 2
+        assert graph.counts().variants == 2
