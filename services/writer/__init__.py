@@ -20,7 +20,15 @@ from ._graph_store import GraphCounts, GraphStore
 from ._lance_store import LanceStore, VariantQuery
 from ._sink import StoreSink
 
-__all__ = ["GraphCounts", "GraphStore", "LanceStore", "StoreSink", "VariantQuery", "build", "classification_counts"]
+__all__ = [
+    "GraphCounts",
+    "GraphStore",
+    "LanceStore",
+    "StoreSink",
+    "VariantQuery",
+    "build",
+    "classification_counts",
+]
 
 NAME = "writer"
 

@@ -22,7 +22,9 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
         self._lance = lance
         self._graph = graph
 
-    async def GetVariant(self, request: query_pb2.GetVariantRequest, context: Context) -> query_pb2.StoredVariant:
+    async def GetVariant(
+        self, request: query_pb2.GetVariantRequest, context: Context
+    ) -> query_pb2.StoredVariant:
         if not request.correlation_id:
             await invalid_argument(context, "correlation_id", "correlation_id is required")
         found = await asyncio.to_thread(self._lance.get, request.correlation_id)

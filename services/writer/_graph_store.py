@@ -109,7 +109,7 @@ _CREATE_CARRIED_BY = (
 )
 _DELETE_IN_GENE = "LOAD FROM $rows MATCH (v:Variant {id: c_id}) MATCH (v)-[r:IN_GENE]->(:Gene) DELETE r"
 _CREATE_IN_GENE = (
-    "LOAD FROM $rows MATCH (v:Variant {id: c_from}) MATCH (g:Gene {name: c_to}) CREATE (v)-[:IN_GENE]->(g)"
+    "LOAD FROM $rows MATCH (v:Variant {id: c_from}), (g:Gene {name: c_to}) CREATE (v)-[:IN_GENE]->(g)"
 )
 
 _NODE_LABELS = ("File", "Sample", "Variant", "Gene", "Analysis")
@@ -276,83 +276,85 @@ class GraphStore:
 
     @staticmethod
     def _write(conn: ladybug.Connection, rows: WriteRows) -> None:
-        variants = rows.variants
-        calls = rows.calls
-        analyses = rows.analyses
+        _merge_shared_nodes(conn, rows)
+        _upsert_variants(conn, rows)
+        _upsert_analyses(conn, rows.analyses)
 
-        files = _distinct(
-            variants, "file_id", {"c_id": "file_id", "c_name": "source_name", "c_tenant": "tenant_id"}
-        )
-        _run(conn, _MERGE_FILES, files)
-        samples = _distinct(
-            calls, "sample_id", {"c_id": "sample_id", "c_name": "sample", "c_tenant": "tenant_id"}
-        )
-        _run(conn, _MERGE_SAMPLES, samples)
-        with_gene = variants.filter(pc.not_equal(variants.column("gene"), ""))
-        genes = pa.table({"c_name": pc.unique(with_gene.column("gene"))})
-        _run(conn, _MERGE_GENES, genes)
 
-        existing = _single(
-            conn.execute(_EXISTING_VARIANTS, {"rows": _ids(variants.column("correlation_id"))})
-        )
-        found = existing.get_as_arrow()
-        found_ids = found.column(0) if found.num_rows else pa.array([], pa.string())
-        is_old = pc.is_in(variants.column("correlation_id"), value_set=found_ids)
-        fresh = variants.filter(pc.invert(is_old))
-        old = variants.filter(is_old)
+def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows) -> None:
+    """Files, samples and genes: few per batch and shared across batches, so MERGE."""
+    files = _distinct(
+        rows.variants, "file_id", {"c_id": "file_id", "c_name": "source_name", "c_tenant": "tenant_id"}
+    )
+    _run(conn, _MERGE_FILES, files)
+    samples = _distinct(
+        rows.calls, "sample_id", {"c_id": "sample_id", "c_name": "sample", "c_tenant": "tenant_id"}
+    )
+    _run(conn, _MERGE_SAMPLES, samples)
+    genes = rows.variants.column("gene")
+    _run(conn, _MERGE_GENES, pa.table({"c_name": pc.unique(pc.filter(genes, pc.not_equal(genes, "")))}))
 
-        _run(conn, _CREATE_VARIANTS, _variant_columns(fresh))
-        if old.num_rows:
-            _run(
-                conn,
-                _UPDATE_VARIANTS,
-                _variant_columns(old).select(["c_id", "c_job", "c_class", "c_tier", "c_gene"]),
-            )
-            # Only an existing variant whose gene changed needs its edge replaced.
-            stored_gene = dict(zip(found.column(0).to_pylist(), found.column(1).to_pylist(), strict=True))
-            old_ids = old.column("correlation_id").to_pylist()
-            old_genes = old.column("gene").to_pylist()
-            moved = [
-                (cid, gene) for cid, gene in zip(old_ids, old_genes, strict=True) if stored_gene[cid] != gene
-            ]
-            if moved:
-                _run(conn, _DELETE_IN_GENE, pa.table({"c_id": [cid for cid, _ in moved]}))
-                regened = [(cid, gene) for cid, gene in moved if gene]
-                _run(conn, _CREATE_IN_GENE, _edges([cid for cid, _ in regened], [g for _, g in regened]))
 
-        fresh_ids = fresh.column("correlation_id")
-        fresh_calls = calls.filter(pc.is_in(calls.column("correlation_id"), value_set=fresh_ids))
-        _run(
-            conn,
-            _CREATE_CARRIED_BY,
-            pa.table(
-                {
-                    "c_from": fresh_calls.column("correlation_id"),
-                    "c_to": fresh_calls.column("sample_id"),
-                    "c_genotype": fresh_calls.column("genotype"),
-                    "c_depth": fresh_calls.column("depth"),
-                    "c_gq": fresh_calls.column("genotype_quality"),
-                }
-            ),
-        )
-        fresh_with_gene = fresh.filter(pc.not_equal(fresh.column("gene"), ""))
-        _run(
-            conn,
-            _CREATE_IN_GENE,
-            _edges(fresh_with_gene.column("correlation_id"), fresh_with_gene.column("gene")),
-        )
+def _upsert_variants(conn: ladybug.Connection, rows: WriteRows) -> None:
+    """Create new variants with all their edges; only update the properties of known ones."""
+    variants = rows.variants
+    found = _query_arrow(conn, _EXISTING_VARIANTS, _ids(variants.column("correlation_id")))
+    is_old = pc.is_in(variants.column("correlation_id"), value_set=found.column(0))
+    fresh = variants.filter(pc.invert(is_old))
+    old = variants.filter(is_old)
 
-        known = _single(conn.execute(_EXISTING_ANALYSES, {"rows": _ids(analyses.column("analysis_id"))}))
-        known_table = known.get_as_arrow()
-        known_ids = known_table.column(0) if known_table.num_rows else pa.array([], pa.string())
-        is_known = pc.is_in(analyses.column("analysis_id"), value_set=known_ids)
-        new_analyses = analyses.filter(pc.invert(is_known))
-        _run(conn, _CREATE_ANALYSES, _analysis_columns(new_analyses))
-        _run(
-            conn,
-            _UPDATE_ANALYSES,
-            _analysis_columns(analyses.filter(is_known)).drop_columns(["c_provider", "c_variant"]),
+    _run(conn, _CREATE_VARIANTS, _variant_columns(fresh))
+    fresh_ids = fresh.column("correlation_id")
+    calls = rows.calls.filter(pc.is_in(rows.calls.column("correlation_id"), value_set=fresh_ids))
+    carried_by = {
+        "c_from": calls.column("correlation_id"),
+        "c_to": calls.column("sample_id"),
+        "c_genotype": calls.column("genotype"),
+        "c_depth": calls.column("depth"),
+        "c_gq": calls.column("genotype_quality"),
+    }
+    _run(conn, _CREATE_CARRIED_BY, pa.table(carried_by))
+    with_gene = fresh.filter(pc.not_equal(fresh.column("gene"), ""))
+    _run(conn, _CREATE_IN_GENE, _edges(with_gene.column("correlation_id"), with_gene.column("gene")))
+
+    if not old.num_rows:
+        return
+    _run(
+        conn, _UPDATE_VARIANTS, _variant_columns(old).select(["c_id", "c_job", "c_class", "c_tier", "c_gene"])
+    )
+    # Genotypes and file are fixed by the correlation id (a digest of file content,
+    # record and allele), but the annotation may name another gene on a replay.
+    stored_gene = dict(zip(found.column(0).to_pylist(), found.column(1).to_pylist(), strict=True))
+    moved = [
+        (cid, gene)
+        for cid, gene in zip(
+            old.column("correlation_id").to_pylist(), old.column("gene").to_pylist(), strict=True
         )
+        if stored_gene[cid] != gene
+    ]
+    if moved:
+        _run(conn, _DELETE_IN_GENE, pa.table({"c_id": pa.array([cid for cid, _ in moved], pa.string())}))
+        regened = [(cid, gene) for cid, gene in moved if gene]
+        _run(conn, _CREATE_IN_GENE, _edges([cid for cid, _ in regened], [gene for _, gene in regened]))
+
+
+def _upsert_analyses(conn: ladybug.Connection, analyses: pa.Table) -> None:
+    """An Analysis node is created with its edge; a known one only gets the new answer."""
+    found = _query_arrow(conn, _EXISTING_ANALYSES, _ids(analyses.column("analysis_id")))
+    is_known = pc.is_in(analyses.column("analysis_id"), value_set=found.column(0))
+    _run(conn, _CREATE_ANALYSES, _analysis_columns(analyses.filter(pc.invert(is_known))))
+    known = _analysis_columns(analyses.filter(is_known)).drop_columns(["c_provider", "c_variant"])
+    _run(conn, _UPDATE_ANALYSES, known)
+
+
+def _query_arrow(conn: ladybug.Connection, statement: str, rows: pa.Table) -> pa.Table:
+    """A lookup's result as Arrow, with string columns even when nothing matched."""
+    result = _single(conn.execute(statement, {"rows": rows}))
+    table: pa.Table = result.get_as_arrow()
+    result.close()
+    if table.num_rows:
+        return table
+    return pa.table({name: pa.array([], pa.string()) for name in table.column_names})
 
 
 def _single(result: ladybug.QueryResult | list[ladybug.QueryResult]) -> ladybug.QueryResult:

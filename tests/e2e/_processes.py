@@ -46,7 +46,11 @@ def start_service(name: str, bus_url: str, data_dir: Path, *, timeout_s: float =
     ]  # fmt: skip
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     assert process.stdout is not None
     deadline = time.monotonic() + timeout_s

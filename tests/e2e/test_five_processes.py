@@ -40,7 +40,9 @@ async def watch_until_done(port: int, job_id: str, seen: list[dict[str, object]]
                 return
 
 
-async def submit_and_watch(services: dict[str, ServiceProcess], path: Path) -> tuple[jobs_pb2.Job, list[dict[str, object]]]:
+async def submit_and_watch(
+    services: dict[str, ServiceProcess], path: Path
+) -> tuple[jobs_pb2.Job, list[dict[str, object]]]:
     job_id = job_id_for("lab-a", file_digest(path))
     seen: list[dict[str, object]] = []
     watcher = asyncio.create_task(watch_until_done(services["notifier"].websocket_port, job_id, seen))
@@ -79,7 +81,8 @@ async def store_stats(services: dict[str, ServiceProcess], job_id: str) -> query
 async def query(services: dict[str, ServiceProcess], **kwargs: object) -> query_pb2.QueryVariantsResponse:
     async with grpc.aio.insecure_channel(services["writer"].grpc) as channel:
         return await query_pb2_grpc.QueryServiceStub(channel).QueryVariants(
-            query_pb2.QueryVariantsRequest(**kwargs), timeout=30  # type: ignore[arg-type]
+            query_pb2.QueryVariantsRequest(**kwargs),
+            timeout=30,  # type: ignore[arg-type]
         )
 
 

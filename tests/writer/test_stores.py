@@ -14,7 +14,7 @@ from vcf_agent.schema._ids import correlation_id
 from vcf_agent.services.writer import _graph_store
 from vcf_agent.services.writer._graph_store import GraphCounts, GraphGenotype, GraphStore
 from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore, VariantQuery, parse_region
-from vcf_agent.services.writer._rows import build_rows
+from vcf_agent.services.writer._rows import WriteRows, build_rows
 from vcf_agent.v1 import analysis_pb2, events_pb2
 
 FILE_A = "a" * 64
@@ -201,6 +201,25 @@ def test_duplicates_within_one_batch_keep_the_last(lance: LanceStore, graph: Gra
     assert graph.counts().variants == 1
 
 
+def test_failed_graph_batch_leaves_nothing_behind(graph: GraphStore) -> None:
+    rows = build_rows(make_batch(range(4)))
+    # A null primary key fails the variant insert, after files, samples and genes were merged.
+    ids = [*rows.variants.column("correlation_id").to_pylist()[:-1], None]
+    broken = WriteRows(
+        rows.variants.set_column(0, pa.field("correlation_id", pa.string()), pa.array(ids, pa.string())),
+        rows.analyses,
+        rows.calls,
+    )
+    with pytest.raises(RuntimeError):
+        graph.write(broken)
+    assert graph.counts() == counts(
+        files=0, samples=0, variants=0, genes=0, analyses=0, in_file=0, carried_by=0, in_gene=0, analyzed_by=0
+    )
+
+    graph.write(rows)
+    assert graph.counts().carried_by == 12
+
+
 def test_genotypes_of_a_hand_checked_multiallelic_variant(lance: LanceStore, graph: GraphStore) -> None:
     # Record 7 has ALT G,T; this is the T allele (alt_index 1, allele index 2).
     calls: list[Call] = [("NA00001", (0, 2), False), ("NA00002", (1, 2), True), ("NA00003", (-1, -1), False)]
@@ -250,6 +269,7 @@ def test_query_filters(lance: LanceStore) -> None:
     assert ids(VariantQuery(job_id="job-1", classification="pathogenic")) == ([4, 9, 14, 19, 24, 29], 6)
     assert ids(VariantQuery(job_id="job-1", gene="O'Brien")) == ([], 0)
     assert lance.count("job-1") == 30
+    assert lance.classifications("job-1") == dict.fromkeys(CLASSES, 6)
     assert lance.count("job-2") == 10
     assert lance.get("no-such-id") is None
 
