@@ -109,7 +109,7 @@ _CREATE_CARRIED_BY = (
 )
 _DELETE_IN_GENE = "LOAD FROM $rows MATCH (v:Variant {id: c_id}) MATCH (v)-[r:IN_GENE]->(:Gene) DELETE r"
 _CREATE_IN_GENE = (
-    "LOAD FROM $rows MATCH (v:Variant {id: c_from}), (g:Gene {name: c_to}) CREATE (v)-[:IN_GENE]->(g)"
+    "LOAD FROM $rows MATCH (v:Variant {id: c_from}) MATCH (g:Gene {name: c_to}) CREATE (v)-[:IN_GENE]->(g)"
 )
 
 _NODE_LABELS = ("File", "Sample", "Variant", "Gene", "Analysis")
@@ -277,8 +277,8 @@ class GraphStore:
     @staticmethod
     def _write(conn: ladybug.Connection, rows: WriteRows) -> None:
         _merge_shared_nodes(conn, rows)
-        _upsert_variants(conn, rows)
-        _upsert_analyses(conn, rows.analyses)
+        old_ids = _upsert_variants(conn, rows)
+        _upsert_analyses(conn, rows.analyses, old_ids)
 
 
 def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows) -> None:
@@ -295,8 +295,11 @@ def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows) -> None:
     _run(conn, _MERGE_GENES, pa.table({"c_name": pc.unique(pc.filter(genes, pc.not_equal(genes, "")))}))
 
 
-def _upsert_variants(conn: ladybug.Connection, rows: WriteRows) -> None:
-    """Create new variants with all their edges; only update the properties of known ones."""
+def _upsert_variants(conn: ladybug.Connection, rows: WriteRows) -> pa.ChunkedArray:
+    """Create new variants with all their edges; only update the properties of known ones.
+
+    Returns the ids that were already stored.
+    """
     variants = rows.variants
     found = _query_arrow(conn, _EXISTING_VARIANTS, _ids(variants.column("correlation_id")))
     is_old = pc.is_in(variants.column("correlation_id"), value_set=found.column(0))
@@ -317,8 +320,9 @@ def _upsert_variants(conn: ladybug.Connection, rows: WriteRows) -> None:
     with_gene = fresh.filter(pc.not_equal(fresh.column("gene"), ""))
     _run(conn, _CREATE_IN_GENE, _edges(with_gene.column("correlation_id"), with_gene.column("gene")))
 
+    old_ids = old.column("correlation_id")
     if not old.num_rows:
-        return
+        return old_ids
     _run(
         conn, _UPDATE_VARIANTS, _variant_columns(old).select(["c_id", "c_job", "c_class", "c_tier", "c_gene"])
     )
@@ -336,11 +340,17 @@ def _upsert_variants(conn: ladybug.Connection, rows: WriteRows) -> None:
         _run(conn, _DELETE_IN_GENE, pa.table({"c_id": pa.array([cid for cid, _ in moved], pa.string())}))
         regened = [(cid, gene) for cid, gene in moved if gene]
         _run(conn, _CREATE_IN_GENE, _edges([cid for cid, _ in regened], [gene for _, gene in regened]))
+    return old_ids
 
 
-def _upsert_analyses(conn: ladybug.Connection, analyses: pa.Table) -> None:
-    """An Analysis node is created with its edge; a known one only gets the new answer."""
-    found = _query_arrow(conn, _EXISTING_ANALYSES, _ids(analyses.column("analysis_id")))
+def _upsert_analyses(conn: ladybug.Connection, analyses: pa.Table, old_variant_ids: pa.ChunkedArray) -> None:
+    """An Analysis node is created with its edge; a known one only gets the new answer.
+
+    An analysis is only ever created together with its edge from a stored
+    variant, so only answers for variants that already existed need a lookup.
+    """
+    of_old = analyses.filter(pc.is_in(analyses.column("correlation_id"), value_set=old_variant_ids))
+    found = _query_arrow(conn, _EXISTING_ANALYSES, _ids(of_old.column("analysis_id")))
     is_known = pc.is_in(analyses.column("analysis_id"), value_set=found.column(0))
     _run(conn, _CREATE_ANALYSES, _analysis_columns(analyses.filter(pc.invert(is_known))))
     known = _analysis_columns(analyses.filter(is_known)).drop_columns(["c_provider", "c_variant"])
@@ -349,6 +359,8 @@ def _upsert_analyses(conn: ladybug.Connection, analyses: pa.Table) -> None:
 
 def _query_arrow(conn: ladybug.Connection, statement: str, rows: pa.Table) -> pa.Table:
     """A lookup's result as Arrow, with string columns even when nothing matched."""
+    if not rows.num_rows:
+        return pa.table({"id": pa.array([], pa.string())})
     result = _single(conn.execute(statement, {"rows": rows}))
     table: pa.Table = result.get_as_arrow()
     result.close()

@@ -1,0 +1,73 @@
+"""Wire codec and deterministic ids."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from vcf_agent.schema import (
+    ENCODING_IDENTITY,
+    ENCODING_ZSTD,
+    HEADER_CONTENT_ENCODING,
+    PayloadError,
+    correlation_id,
+    decode,
+    encode,
+)
+from vcf_agent.v1 import variant_pb2
+
+
+def _batch(n: int) -> variant_pb2.VariantBatch:
+    batch = variant_pb2.VariantBatch()
+    for i in range(n):
+        batch.variants.add(correlation_id=correlation_id("f", i, 0), chromosome="chr1", position=i + 1)
+    return batch
+
+
+def test_small_messages_stay_plain_and_large_ones_are_zstd() -> None:
+    small, small_headers = encode(_batch(1))
+    large, large_headers = encode(_batch(2000))
+    assert small_headers[HEADER_CONTENT_ENCODING] == ENCODING_IDENTITY
+    assert large_headers[HEADER_CONTENT_ENCODING] == ENCODING_ZSTD
+    assert len(large) < len(_batch(2000).SerializeToString())
+    assert decode(large, large_headers, variant_pb2.VariantBatch) == _batch(2000)
+    assert decode(small, small_headers, variant_pb2.VariantBatch) == _batch(1)
+
+
+def test_corrupt_and_mistyped_payloads_raise_payload_error() -> None:
+    payload, headers = encode(_batch(2000))
+    with pytest.raises(PayloadError, match="zstd"):
+        decode(payload[:50], headers, variant_pb2.VariantBatch)
+    with pytest.raises(PayloadError, match="JobMarker"):
+        decode(payload, headers, variant_pb2.JobMarker)
+    with pytest.raises(PayloadError, match="schema version"):
+        decode(payload, {**headers, "schema-version": "9"}, variant_pb2.VariantBatch)
+
+
+def test_correlation_ids_are_deterministic_and_distinct() -> None:
+    assert correlation_id("abc", 1, 0) == correlation_id("abc", 1, 0)
+    ids = {correlation_id("abc", record, alt) for record in range(100) for alt in range(3)}
+    assert len(ids) == 300
+    assert correlation_id("abc", 1, 0) != correlation_id("abd", 1, 0)
+
+
+def test_encoding_from_many_threads_at_once() -> None:
+    """zstd contexts are per thread: concurrent use once crashed the process."""
+    batch = _batch(3000)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(30):
+                payload, headers = encode(batch)
+                assert decode(payload, headers, variant_pb2.VariantBatch) == batch
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
