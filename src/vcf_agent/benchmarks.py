@@ -25,6 +25,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         if args.target == "bus":
             url = args.bus or f"embedded://{root / 'bus'}"
             result = await bench_bus(url, args.variants, args.batch_size)
+        elif args.target == "ingest":
+            from vcf_agent.services.ingest import bench_ingest
+
+            if not args.file:
+                raise SystemExit("vcf-agent bench ingest FILE: a VCF file is required")
+            result = await bench_ingest(Path(args.file), root)
+        elif args.target == "providers":
+            from vcf_agent.services.router import bench_providers
+
+            result = await bench_providers(args.variants)
         else:
             result = await bench_e2e(root, args.variants, args.samples, args.bus)
     result["machine"] = machine()

@@ -74,6 +74,12 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     return run_dev_server(args.server)
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from vcf_agent.services.ingest import validate_command
+
+    return validate_command(Path(args.file), as_json=args.json)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from vcf_agent import benchmarks
 
@@ -131,8 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("server", choices=["kafka", "iggy"])
     dev.set_defaults(func=_cmd_dev)
 
+    validate = sub.add_parser("validate", help="check a VCF against the VCF 4.1-4.5 specifications")
+    validate.add_argument("file")
+    validate.add_argument("--json", action="store_true", help="print {valid, errors, warnings} as JSON")
+    validate.set_defaults(func=_cmd_validate)
+
     bench = sub.add_parser("bench", help="measure throughput")
-    bench.add_argument("target", choices=["bus", "e2e"])
+    bench.add_argument("target", choices=["bus", "e2e", "ingest", "providers"])
+    bench.add_argument("file", nargs="?", help="VCF file (ingest benchmark)")
     bench.add_argument("--bus", help="bus URL (bus benchmark); default: a fresh embedded log")
     bench.add_argument("--variants", type=int, default=100_000)
     bench.add_argument("--samples", type=int, default=1)
