@@ -21,8 +21,12 @@ _TERMINAL = frozenset(
 
 
 def notification_json(note: events_pb2.Notification) -> dict[str, object]:
-    """The WebSocket wire form: the proto's JSON mapping with enum names kept short."""
+    """The WebSocket wire form: the proto's JSON mapping, short enum names, numbers as numbers."""
     body = MessageToDict(note, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    # proto3 JSON renders int64 as strings; browsers and scripts want numbers.
+    for key in ("done", "total", "dead_lettered", "samples"):
+        body[key] = getattr(note, key)
+    body["classifications"] = dict(note.classifications)
     body["stage"] = events_pb2.Stage.Name(note.stage).removeprefix("STAGE_").lower()
     body["state"] = events_pb2.JobState.Name(note.state).removeprefix("JOB_STATE_").lower()
     return body

@@ -119,13 +119,39 @@ class StreamProcessor:
         self._task: asyncio.Task[None] | None = None
         self._running = asyncio.Event()
         self._running.set()
+        # Set whenever the loop holds no records: paused, not started or exited.
+        self._parked = asyncio.Event()
+        self._parked.set()
         self._stopping = False
+        self._draining = False
+        self._drained = False
+        self._drain_deadline = 0.0
+        # First offset seen, next offset handed over and next committed, per partition:
+        # what a drain left behind is the gap between the last two.
+        self._first: CommitOffsets = {}
+        self._handed: CommitOffsets = {}
+        self._committed: CommitOffsets = {}
         self.in_flight = 0
         self.failed: BaseException | None = None
 
     @property
     def paused(self) -> bool:
         return not self._running.is_set()
+
+    @property
+    def state(self) -> str:
+        """running, paused, draining, drained or failed (what the control plane reports)."""
+        if self.failed is not None:
+            return "failed"
+        if self._draining:
+            return "draining"
+        if self._drained:
+            return "drained"
+        return "paused" if self.paused else "running"
+
+    def uncommitted(self) -> int:
+        """Records handed to the handler whose offsets are not committed yet."""
+        return sum(max(0, off - self._committed.get(tp, self._first[tp])) for tp, off in self._handed.items())
 
     async def start(self) -> None:
         self._consumer = self._bus.consumer(
@@ -135,10 +161,46 @@ class StreamProcessor:
         self._task = asyncio.create_task(self._run(), name=f"{self._service}:{self.group}")
 
     def pause(self) -> None:
+        """Stop polling after the current batch; see wait_parked() to know when that happened."""
         self._running.clear()
 
     def resume(self) -> None:
+        self._draining = False
+        self._drained = False
         self._running.set()
+
+    async def wait_parked(self, timeout_s: float) -> bool:
+        """True once the loop holds no records (so offsets can be reset safely)."""
+        try:
+            await asyncio.wait_for(self._parked.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def drain(self, timeout_s: float) -> int:
+        """Finish in-flight work, commit, stop consuming; returns records left uncommitted.
+
+        Buffering stages (idle_calls) are called with [] until they release every
+        offset or timeout_s passes, since their buffered records count as in flight.
+        """
+        self._draining = True
+        self._drain_deadline = asyncio.get_running_loop().time() + timeout_s
+        self.pause()
+        if self._task is None or self._task.done():
+            self._draining = False
+            self._drained = True
+        else:
+            await self.wait_parked(timeout_s + 1)
+        return self.uncommitted()
+
+    async def seek(self, stream: str, partition: int, offset: int) -> bool:
+        """Move this member's position on a partition it holds; False when it holds none."""
+        if self._consumer is None or (stream, partition) not in self._consumer.assignment():
+            return False
+        await self._consumer.seek(stream, partition, offset)
+        for offsets in (self._first, self._handed, self._committed):
+            offsets.pop((stream, partition), None)
+        return True
 
     async def stop(self) -> None:
         """Stop after the current batch; its offsets are committed before leaving the group."""
@@ -156,13 +218,23 @@ class StreamProcessor:
             self._consumer = None
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            self._parked.set()
+
+    async def _loop(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
         consumed = telemetry.messages_consumed
         while not self._stopping:
-            await self._running.wait()
-            if self._stopping:
-                break
+            if not self._running.is_set():
+                if self._draining:
+                    await self._finish_drain(consumer)
+                self._parked.set()
+                await self._running.wait()
+                continue
+            self._parked.clear()
             try:
                 records = await consumer.poll(self._max_records, self._poll_timeout_s)
             except Exception:
@@ -172,23 +244,42 @@ class StreamProcessor:
             if not records and not self._idle_calls:
                 continue
             self.in_flight = len(records)
-            try:
-                to_commit = await self._handler(records)
-            except Exception as exc:
-                # Not committing means the group redelivers these records after restart.
-                log.exception(
-                    "%s: handler failed on %d records; stopping consumer", self._service, len(records)
-                )
-                self.failed = exc
-                self.in_flight = 0
+            if not await self._handle(consumer, records):
                 return
-            if to_commit is None:
-                to_commit = next_offsets(records)
-            if to_commit:
-                await consumer.commit(to_commit)
             for record in records:
                 consumed.labels(record.stream, self.group).inc()
             self.in_flight = 0
+
+    async def _handle(self, consumer: Consumer, records: list[Record]) -> bool:
+        """Hand records over and commit what the handler releases; False when it failed."""
+        for record in records:
+            self._first.setdefault((record.stream, record.partition), record.offset)
+        for tp, off in next_offsets(records).items():
+            self._handed[tp] = max(off, self._handed.get(tp, 0))
+        try:
+            to_commit = await self._handler(records)
+        except Exception as exc:
+            # Not committing means the group redelivers these records after restart.
+            log.exception("%s: handler failed on %d records; stopping consumer", self._service, len(records))
+            self.failed = exc
+            self.in_flight = 0
+            return False
+        if to_commit is None:
+            to_commit = next_offsets(records)
+        if to_commit:
+            await consumer.commit(to_commit)
+            self._committed.update(to_commit)
+        return True
+
+    async def _finish_drain(self, consumer: Consumer) -> None:
+        loop = asyncio.get_running_loop()
+        while self._idle_calls and self.uncommitted() and loop.time() < self._drain_deadline:
+            if not await self._handle(consumer, []):
+                break
+            if self.uncommitted():
+                await asyncio.sleep(0.02)
+        self._draining = False
+        self._drained = True
 
 
 def next_offsets(records: Sequence[Record]) -> CommitOffsets:

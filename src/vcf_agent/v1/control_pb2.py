@@ -23,21 +23,94 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from vcf_agent.v1 import events_pb2 as vcf__agent_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avcf_agent/v1/control.proto\x12\x0cvcf_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"m\n\x0cPartitionLag\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x11\n\tcommitted\x18\x04 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x03\x12\x0b\n\x03lag\x18\x06 \x01(\x03\"\xf2\x01\n\x11GetStatusResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x62us_backend\x18\x03 \x01(\t\x12\x13\n\x0b\x62us_healthy\x18\x04 \x01(\x08\x12\x16\n\x0euptime_seconds\x18\x05 \x01(\x01\x12\x11\n\tin_flight\x18\x06 \x01(\x03\x12\'\n\x03lag\x18\x07 \x03(\x0b\x32\x1a.vcf_agent.v1.PartitionLag\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05state\x18\t \x01(\t2^\n\x0e\x43ontrolService\x12L\n\tGetStatus\x12\x1e.vcf_agent.v1.GetStatusRequest\x1a\x1f.vcf_agent.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avcf_agent/v1/control.proto\x12\x0cvcf_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19vcf_agent/v1/events.proto\"\x12\n\x10GetStatusRequest\"m\n\x0cPartitionLag\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x11\n\tcommitted\x18\x04 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x03\x12\x0b\n\x03lag\x18\x06 \x01(\x03\"\x86\x01\n\x12\x43onsumerGroupState\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07streams\x18\x02 \x03(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\tin_flight\x18\x04 \x01(\x03\x12.\n\npartitions\x18\x05 \x03(\x0b\x32\x1a.vcf_agent.v1.PartitionLag\"\xb4\x02\n\x11GetStatusResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x62us_backend\x18\x03 \x01(\t\x12\x13\n\x0b\x62us_healthy\x18\x04 \x01(\x08\x12\x16\n\x0euptime_seconds\x18\x05 \x01(\x01\x12\x11\n\tin_flight\x18\x06 \x01(\x03\x12\'\n\x03lag\x18\x07 \x03(\x0b\x32\x1a.vcf_agent.v1.PartitionLag\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05state\x18\t \x01(\t\x12\x30\n\x06groups\x18\n \x03(\x0b\x32 .vcf_agent.v1.ConsumerGroupState\x12\x0e\n\x06health\x18\x0b \x01(\t\"Y\n\tFlagValue\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x16\n\x0cnumber_value\x18\x03 \x01(\x01H\x00\x42\x06\n\x04kind\"\xc9\x02\n\x04\x46lag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.vcf_agent.v1.FlagType\x12&\n\x05value\x18\x03 \x01(\x0b\x32\x17.vcf_agent.v1.FlagValue\x12\x12\n\npercentage\x18\x04 \x01(\x01\x12)\n\x08on_value\x18\x05 \x01(\x0b\x32\x17.vcf_agent.v1.FlagValue\x12*\n\toff_value\x18\x06 \x01(\x0b\x32\x17.vcf_agent.v1.FlagValue\x12\x11\n\tbucket_by\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\x03\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x0b \x01(\t\"f\n\x0eSetFlagRequest\x12 \n\x04\x66lag\x18\x01 \x01(\x0b\x32\x12.vcf_agent.v1.Flag\x12\x1d\n\x10\x65xpected_version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"3\n\x0fSetFlagResponse\x12 \n\x04\x66lag\x18\x01 \x01(\x0b\x32\x12.vcf_agent.v1.Flag\"\x12\n\x10ListFlagsRequest\"6\n\x11ListFlagsResponse\x12!\n\x05\x66lags\x18\x01 \x03(\x0b\x32\x12.vcf_agent.v1.Flag\"\xaa\x01\n\x13\x45valuateFlagRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x15\n\rtargeting_key\x18\x02 \x01(\t\x12?\n\x07\x63ontext\x18\x03 \x03(\x0b\x32..vcf_agent.v1.EvaluateFlagRequest.ContextEntry\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa3\x01\n\x14\x45valuateFlagResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.vcf_agent.v1.FlagValue\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12$\n\x04type\x18\x06 \x01(\x0e\x32\x16.vcf_agent.v1.FlagType\"!\n\x11WatchFlagsRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\"O\n\nFlagUpdate\x12 \n\x04\x66lag\x18\x01 \x01(\x0b\x32\x12.vcf_agent.v1.Flag\x12\x0f\n\x07initial\x18\x02 \x01(\x08\x12\x0e\n\x06synced\x18\x03 \x01(\x08\"\xc4\x01\n\x0e\x46lagAuditEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06origin\x18\x05 \x01(\t\x12 \n\x04\x66lag\x18\x06 \x01(\x0b\x32\x12.vcf_agent.v1.Flag\x12$\n\x08previous\x18\x07 \x01(\x0b\x32\x12.vcf_agent.v1.Flag\"J\n\x14ListFlagAuditRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x15ListFlagAuditResponse\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.vcf_agent.v1.FlagAuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x16ListCheckpointsRequest\x12\r\n\x05group\x18\x01 \x01(\t\"K\n\x17ListCheckpointsResponse\x12\x30\n\x06groups\x18\x01 \x03(\x0b\x32 .vcf_agent.v1.ConsumerGroupState\"\xd2\x01\n\x16ResetCheckpointRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x16\n\tpartition\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x08\x65\x61rliest\x18\x04 \x01(\x08H\x00\x12\x10\n\x06latest\x18\x05 \x01(\x08H\x00\x12\x10\n\x06offset\x18\x06 \x01(\x03H\x00\x12/\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\n\n\x08positionB\x0c\n\n_partition\"J\n\x17ResetCheckpointResponse\x12/\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1a.vcf_agent.v1.PartitionLag\"#\n\x12\x43onsumptionRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\\\n\x13\x43onsumptionResponse\x12\x30\n\x06groups\x18\x01 \x03(\x0b\x32 .vcf_agent.v1.ConsumerGroupState\x12\x13\n\x0buncommitted\x18\x02 \x01(\x03\"\"\n\x10ReplayJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"g\n\x11ReplayJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61tches\x18\x03 \x01(\x03\x12\x10\n\x08variants\x18\x04 \x01(\x03\x12\x0f\n\x07markers\x18\x05 \x01(\x03\"^\n\x0f\x44\x65\x61\x64LetterEntry\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12(\n\x06letter\x18\x03 \x01(\x0b\x32\x18.vcf_agent.v1.DeadLetter\"|\n\x16ListDeadLettersRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x15\n\rsource_stream\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x14\n\x0comit_payload\x18\x05 \x01(\x08\"b\n\x17ListDeadLettersResponse\x12.\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1d.vcf_agent.v1.DeadLetterEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\rDeadLetterRef\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"z\n\x19RedriveDeadLettersRequest\x12)\n\x04refs\x18\x01 \x03(\x0b\x32\x1b.vcf_agent.v1.DeadLetterRef\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x15\n\rsource_stream\x18\x03 \x01(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\"?\n\x1aRedriveDeadLettersResponse\x12\x10\n\x08redriven\x18\x01 \x01(\x03\x12\x0f\n\x07skipped\x18\x02 \x01(\x03\"S\n\x13\x43ompareModesRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"\x87\x02\n\tModeStats\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0c\n\x04jobs\x18\x02 \x01(\x03\x12\x10\n\x08variants\x18\x03 \x01(\x03\x12\x1b\n\x13variants_per_second\x18\x04 \x01(\x01\x12\x1b\n\x13latency_p50_seconds\x18\x05 \x01(\x01\x12\x1b\n\x13latency_p95_seconds\x18\x06 \x01(\x01\x12@\n\rstage_seconds\x18\x07 \x03(\x0b\x32).vcf_agent.v1.ModeStats.StageSecondsEntry\x1a\x33\n\x11StageSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\">\n\x14\x43ompareModesResponse\x12&\n\x05modes\x18\x01 \x03(\x0b\x32\x17.vcf_agent.v1.ModeStats*\x8a\x01\n\x08\x46lagType\x12\x19\n\x15\x46LAG_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46LAG_TYPE_BOOLEAN\x10\x01\x12\x14\n\x10\x46LAG_TYPE_STRING\x10\x02\x12\x14\n\x10\x46LAG_TYPE_NUMBER\x10\x03\x12 \n\x1c\x46LAG_TYPE_PERCENTAGE_ROLLOUT\x10\x04\x32\x89\n\n\x0e\x43ontrolService\x12L\n\tGetStatus\x12\x1e.vcf_agent.v1.GetStatusRequest\x1a\x1f.vcf_agent.v1.GetStatusResponse\x12\x46\n\x07SetFlag\x12\x1c.vcf_agent.v1.SetFlagRequest\x1a\x1d.vcf_agent.v1.SetFlagResponse\x12L\n\tListFlags\x12\x1e.vcf_agent.v1.ListFlagsRequest\x1a\x1f.vcf_agent.v1.ListFlagsResponse\x12U\n\x0c\x45valuateFlag\x12!.vcf_agent.v1.EvaluateFlagRequest\x1a\".vcf_agent.v1.EvaluateFlagResponse\x12I\n\nWatchFlags\x12\x1f.vcf_agent.v1.WatchFlagsRequest\x1a\x18.vcf_agent.v1.FlagUpdate0\x01\x12X\n\rListFlagAudit\x12\".vcf_agent.v1.ListFlagAuditRequest\x1a#.vcf_agent.v1.ListFlagAuditResponse\x12^\n\x0fListCheckpoints\x12$.vcf_agent.v1.ListCheckpointsRequest\x1a%.vcf_agent.v1.ListCheckpointsResponse\x12^\n\x0fResetCheckpoint\x12$.vcf_agent.v1.ResetCheckpointRequest\x1a%.vcf_agent.v1.ResetCheckpointResponse\x12L\n\x05Pause\x12 .vcf_agent.v1.ConsumptionRequest\x1a!.vcf_agent.v1.ConsumptionResponse\x12M\n\x06Resume\x12 .vcf_agent.v1.ConsumptionRequest\x1a!.vcf_agent.v1.ConsumptionResponse\x12L\n\x05\x44rain\x12 .vcf_agent.v1.ConsumptionRequest\x1a!.vcf_agent.v1.ConsumptionResponse\x12L\n\tReplayJob\x12\x1e.vcf_agent.v1.ReplayJobRequest\x1a\x1f.vcf_agent.v1.ReplayJobResponse\x12^\n\x0fListDeadLetters\x12$.vcf_agent.v1.ListDeadLettersRequest\x1a%.vcf_agent.v1.ListDeadLettersResponse\x12g\n\x12RedriveDeadLetters\x12\'.vcf_agent.v1.RedriveDeadLettersRequest\x1a(.vcf_agent.v1.RedriveDeadLettersResponse\x12U\n\x0c\x43ompareModes\x12!.vcf_agent.v1.CompareModesRequest\x1a\".vcf_agent.v1.CompareModesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vcf_agent.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETSTATUSREQUEST']._serialized_start=77
-  _globals['_GETSTATUSREQUEST']._serialized_end=95
-  _globals['_PARTITIONLAG']._serialized_start=97
-  _globals['_PARTITIONLAG']._serialized_end=206
-  _globals['_GETSTATUSRESPONSE']._serialized_start=209
-  _globals['_GETSTATUSRESPONSE']._serialized_end=451
-  _globals['_CONTROLSERVICE']._serialized_start=453
-  _globals['_CONTROLSERVICE']._serialized_end=547
+  _globals['_EVALUATEFLAGREQUEST_CONTEXTENTRY']._loaded_options = None
+  _globals['_EVALUATEFLAGREQUEST_CONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_MODESTATS_STAGESECONDSENTRY']._loaded_options = None
+  _globals['_MODESTATS_STAGESECONDSENTRY']._serialized_options = b'8\001'
+  _globals['_FLAGTYPE']._serialized_start=3824
+  _globals['_FLAGTYPE']._serialized_end=3962
+  _globals['_GETSTATUSREQUEST']._serialized_start=104
+  _globals['_GETSTATUSREQUEST']._serialized_end=122
+  _globals['_PARTITIONLAG']._serialized_start=124
+  _globals['_PARTITIONLAG']._serialized_end=233
+  _globals['_CONSUMERGROUPSTATE']._serialized_start=236
+  _globals['_CONSUMERGROUPSTATE']._serialized_end=370
+  _globals['_GETSTATUSRESPONSE']._serialized_start=373
+  _globals['_GETSTATUSRESPONSE']._serialized_end=681
+  _globals['_FLAGVALUE']._serialized_start=683
+  _globals['_FLAGVALUE']._serialized_end=772
+  _globals['_FLAG']._serialized_start=775
+  _globals['_FLAG']._serialized_end=1104
+  _globals['_SETFLAGREQUEST']._serialized_start=1106
+  _globals['_SETFLAGREQUEST']._serialized_end=1208
+  _globals['_SETFLAGRESPONSE']._serialized_start=1210
+  _globals['_SETFLAGRESPONSE']._serialized_end=1261
+  _globals['_LISTFLAGSREQUEST']._serialized_start=1263
+  _globals['_LISTFLAGSREQUEST']._serialized_end=1281
+  _globals['_LISTFLAGSRESPONSE']._serialized_start=1283
+  _globals['_LISTFLAGSRESPONSE']._serialized_end=1337
+  _globals['_EVALUATEFLAGREQUEST']._serialized_start=1340
+  _globals['_EVALUATEFLAGREQUEST']._serialized_end=1510
+  _globals['_EVALUATEFLAGREQUEST_CONTEXTENTRY']._serialized_start=1464
+  _globals['_EVALUATEFLAGREQUEST_CONTEXTENTRY']._serialized_end=1510
+  _globals['_EVALUATEFLAGRESPONSE']._serialized_start=1513
+  _globals['_EVALUATEFLAGRESPONSE']._serialized_end=1676
+  _globals['_WATCHFLAGSREQUEST']._serialized_start=1678
+  _globals['_WATCHFLAGSREQUEST']._serialized_end=1711
+  _globals['_FLAGUPDATE']._serialized_start=1713
+  _globals['_FLAGUPDATE']._serialized_end=1792
+  _globals['_FLAGAUDITENTRY']._serialized_start=1795
+  _globals['_FLAGAUDITENTRY']._serialized_end=1991
+  _globals['_LISTFLAGAUDITREQUEST']._serialized_start=1993
+  _globals['_LISTFLAGAUDITREQUEST']._serialized_end=2067
+  _globals['_LISTFLAGAUDITRESPONSE']._serialized_start=2069
+  _globals['_LISTFLAGAUDITRESPONSE']._serialized_end=2164
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=2166
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=2205
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=2207
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=2282
+  _globals['_RESETCHECKPOINTREQUEST']._serialized_start=2285
+  _globals['_RESETCHECKPOINTREQUEST']._serialized_end=2495
+  _globals['_RESETCHECKPOINTRESPONSE']._serialized_start=2497
+  _globals['_RESETCHECKPOINTRESPONSE']._serialized_end=2571
+  _globals['_CONSUMPTIONREQUEST']._serialized_start=2573
+  _globals['_CONSUMPTIONREQUEST']._serialized_end=2608
+  _globals['_CONSUMPTIONRESPONSE']._serialized_start=2610
+  _globals['_CONSUMPTIONRESPONSE']._serialized_end=2702
+  _globals['_REPLAYJOBREQUEST']._serialized_start=2704
+  _globals['_REPLAYJOBREQUEST']._serialized_end=2738
+  _globals['_REPLAYJOBRESPONSE']._serialized_start=2740
+  _globals['_REPLAYJOBRESPONSE']._serialized_end=2843
+  _globals['_DEADLETTERENTRY']._serialized_start=2845
+  _globals['_DEADLETTERENTRY']._serialized_end=2939
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2941
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=3065
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=3067
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=3165
+  _globals['_DEADLETTERREF']._serialized_start=3167
+  _globals['_DEADLETTERREF']._serialized_end=3217
+  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_start=3219
+  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_end=3341
+  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_start=3343
+  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_end=3406
+  _globals['_COMPAREMODESREQUEST']._serialized_start=3408
+  _globals['_COMPAREMODESREQUEST']._serialized_end=3491
+  _globals['_MODESTATS']._serialized_start=3494
+  _globals['_MODESTATS']._serialized_end=3757
+  _globals['_MODESTATS_STAGESECONDSENTRY']._serialized_start=3706
+  _globals['_MODESTATS_STAGESECONDSENTRY']._serialized_end=3757
+  _globals['_COMPAREMODESRESPONSE']._serialized_start=3759
+  _globals['_COMPAREMODESRESPONSE']._serialized_end=3821
+  _globals['_CONTROLSERVICE']._serialized_start=3965
+  _globals['_CONTROLSERVICE']._serialized_end=5254
 # @@protoc_insertion_point(module_scope)

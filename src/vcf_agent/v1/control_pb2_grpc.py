@@ -39,12 +39,166 @@ class ControlServiceStub:
                 request_serializer=vcf__agent_dot_v1_dot_control__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=vcf__agent_dot_v1_dot_control__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.SetFlag = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/SetFlag',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.SetFlagRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.SetFlagResponse.FromString,
+                _registered_method=True)
+        self.ListFlags = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/ListFlags',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.ListFlagsRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.ListFlagsResponse.FromString,
+                _registered_method=True)
+        self.EvaluateFlag = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/EvaluateFlag',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.EvaluateFlagRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.EvaluateFlagResponse.FromString,
+                _registered_method=True)
+        self.WatchFlags = channel.unary_stream(
+                '/vcf_agent.v1.ControlService/WatchFlags',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.WatchFlagsRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.FlagUpdate.FromString,
+                _registered_method=True)
+        self.ListFlagAudit = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/ListFlagAudit',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.ListFlagAuditRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.ListFlagAuditResponse.FromString,
+                _registered_method=True)
+        self.ListCheckpoints = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/ListCheckpoints',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.ListCheckpointsRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.ListCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.ResetCheckpoint = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/ResetCheckpoint',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.ResetCheckpointRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.ResetCheckpointResponse.FromString,
+                _registered_method=True)
+        self.Pause = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/Pause',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionResponse.FromString,
+                _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/Resume',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionResponse.FromString,
+                _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/Drain',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionResponse.FromString,
+                _registered_method=True)
+        self.ReplayJob = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/ReplayJob',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.ReplayJobRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.ReplayJobResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/ListDeadLetters',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.RedriveDeadLetters = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/RedriveDeadLetters',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.RedriveDeadLettersRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.RedriveDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.CompareModes = channel.unary_unary(
+                '/vcf_agent.v1.ControlService/CompareModes',
+                request_serializer=vcf__agent_dot_v1_dot_control__pb2.CompareModesRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_control__pb2.CompareModesResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetFlag(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFlags(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateFlag(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchFlags(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFlagAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCheckpoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetCheckpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pause(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveDeadLetters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareModes(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +211,76 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=vcf__agent_dot_v1_dot_control__pb2.GetStatusRequest.FromString,
                     response_serializer=vcf__agent_dot_v1_dot_control__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'SetFlag': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFlag,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.SetFlagRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.SetFlagResponse.SerializeToString,
+            ),
+            'ListFlags': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFlags,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.ListFlagsRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.ListFlagsResponse.SerializeToString,
+            ),
+            'EvaluateFlag': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateFlag,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.EvaluateFlagRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.EvaluateFlagResponse.SerializeToString,
+            ),
+            'WatchFlags': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchFlags,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.WatchFlagsRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.FlagUpdate.SerializeToString,
+            ),
+            'ListFlagAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFlagAudit,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.ListFlagAuditRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.ListFlagAuditResponse.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.ListCheckpointsRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'ResetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetCheckpoint,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.ResetCheckpointRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.ResetCheckpointResponse.SerializeToString,
+            ),
+            'Pause': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pause,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionResponse.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionResponse.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.ConsumptionResponse.SerializeToString,
+            ),
+            'ReplayJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayJob,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.ReplayJobRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.ReplayJobResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RedriveDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveDeadLetters,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.RedriveDeadLettersRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.RedriveDeadLettersResponse.SerializeToString,
+            ),
+            'CompareModes': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareModes,
+                    request_deserializer=vcf__agent_dot_v1_dot_control__pb2.CompareModesRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_control__pb2.CompareModesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +310,384 @@ class ControlService:
             '/vcf_agent.v1.ControlService/GetStatus',
             vcf__agent_dot_v1_dot_control__pb2.GetStatusRequest.SerializeToString,
             vcf__agent_dot_v1_dot_control__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFlag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/SetFlag',
+            vcf__agent_dot_v1_dot_control__pb2.SetFlagRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.SetFlagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFlags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/ListFlags',
+            vcf__agent_dot_v1_dot_control__pb2.ListFlagsRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.ListFlagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateFlag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/EvaluateFlag',
+            vcf__agent_dot_v1_dot_control__pb2.EvaluateFlagRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.EvaluateFlagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchFlags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/WatchFlags',
+            vcf__agent_dot_v1_dot_control__pb2.WatchFlagsRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.FlagUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFlagAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/ListFlagAudit',
+            vcf__agent_dot_v1_dot_control__pb2.ListFlagAuditRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.ListFlagAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/ListCheckpoints',
+            vcf__agent_dot_v1_dot_control__pb2.ListCheckpointsRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/ResetCheckpoint',
+            vcf__agent_dot_v1_dot_control__pb2.ResetCheckpointRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.ResetCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pause(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/Pause',
+            vcf__agent_dot_v1_dot_control__pb2.ConsumptionRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.ConsumptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/Resume',
+            vcf__agent_dot_v1_dot_control__pb2.ConsumptionRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.ConsumptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/Drain',
+            vcf__agent_dot_v1_dot_control__pb2.ConsumptionRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.ConsumptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/ReplayJob',
+            vcf__agent_dot_v1_dot_control__pb2.ReplayJobRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.ReplayJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/ListDeadLetters',
+            vcf__agent_dot_v1_dot_control__pb2.ListDeadLettersRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/RedriveDeadLetters',
+            vcf__agent_dot_v1_dot_control__pb2.RedriveDeadLettersRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.RedriveDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareModes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.ControlService/CompareModes',
+            vcf__agent_dot_v1_dot_control__pb2.CompareModesRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_control__pb2.CompareModesResponse.FromString,
             options,
             channel_credentials,
             insecure,

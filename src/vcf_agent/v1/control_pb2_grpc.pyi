@@ -32,11 +32,39 @@ class ControlServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ControlServiceAsyncStub: ...
     GetStatus: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetStatusRequest, _control_pb2.GetStatusResponse]
+    SetFlag: _grpc.UnaryUnaryMultiCallable[_control_pb2.SetFlagRequest, _control_pb2.SetFlagResponse]
+    ListFlags: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListFlagsRequest, _control_pb2.ListFlagsResponse]
+    EvaluateFlag: _grpc.UnaryUnaryMultiCallable[_control_pb2.EvaluateFlagRequest, _control_pb2.EvaluateFlagResponse]
+    WatchFlags: _grpc.UnaryStreamMultiCallable[_control_pb2.WatchFlagsRequest, _control_pb2.FlagUpdate]
+    ListFlagAudit: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListFlagAuditRequest, _control_pb2.ListFlagAuditResponse]
+    ListCheckpoints: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListCheckpointsRequest, _control_pb2.ListCheckpointsResponse]
+    ResetCheckpoint: _grpc.UnaryUnaryMultiCallable[_control_pb2.ResetCheckpointRequest, _control_pb2.ResetCheckpointResponse]
+    Pause: _grpc.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]
+    Resume: _grpc.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]
+    Drain: _grpc.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]
+    ReplayJob: _grpc.UnaryUnaryMultiCallable[_control_pb2.ReplayJobRequest, _control_pb2.ReplayJobResponse]
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListDeadLettersRequest, _control_pb2.ListDeadLettersResponse]
+    RedriveDeadLetters: _grpc.UnaryUnaryMultiCallable[_control_pb2.RedriveDeadLettersRequest, _control_pb2.RedriveDeadLettersResponse]
+    CompareModes: _grpc.UnaryUnaryMultiCallable[_control_pb2.CompareModesRequest, _control_pb2.CompareModesResponse]
 
 @_typing.type_check_only
 class ControlServiceAsyncStub(ControlServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetStatus: _aio.UnaryUnaryMultiCallable[_control_pb2.GetStatusRequest, _control_pb2.GetStatusResponse]  # type: ignore[assignment]
+    SetFlag: _aio.UnaryUnaryMultiCallable[_control_pb2.SetFlagRequest, _control_pb2.SetFlagResponse]  # type: ignore[assignment]
+    ListFlags: _aio.UnaryUnaryMultiCallable[_control_pb2.ListFlagsRequest, _control_pb2.ListFlagsResponse]  # type: ignore[assignment]
+    EvaluateFlag: _aio.UnaryUnaryMultiCallable[_control_pb2.EvaluateFlagRequest, _control_pb2.EvaluateFlagResponse]  # type: ignore[assignment]
+    WatchFlags: _aio.UnaryStreamMultiCallable[_control_pb2.WatchFlagsRequest, _control_pb2.FlagUpdate]  # type: ignore[assignment]
+    ListFlagAudit: _aio.UnaryUnaryMultiCallable[_control_pb2.ListFlagAuditRequest, _control_pb2.ListFlagAuditResponse]  # type: ignore[assignment]
+    ListCheckpoints: _aio.UnaryUnaryMultiCallable[_control_pb2.ListCheckpointsRequest, _control_pb2.ListCheckpointsResponse]  # type: ignore[assignment]
+    ResetCheckpoint: _aio.UnaryUnaryMultiCallable[_control_pb2.ResetCheckpointRequest, _control_pb2.ResetCheckpointResponse]  # type: ignore[assignment]
+    Pause: _aio.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]  # type: ignore[assignment]
+    Resume: _aio.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]  # type: ignore[assignment]
+    Drain: _aio.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]  # type: ignore[assignment]
+    ReplayJob: _aio.UnaryUnaryMultiCallable[_control_pb2.ReplayJobRequest, _control_pb2.ReplayJobResponse]  # type: ignore[assignment]
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_control_pb2.ListDeadLettersRequest, _control_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    RedriveDeadLetters: _aio.UnaryUnaryMultiCallable[_control_pb2.RedriveDeadLettersRequest, _control_pb2.RedriveDeadLettersResponse]  # type: ignore[assignment]
+    CompareModes: _aio.UnaryUnaryMultiCallable[_control_pb2.CompareModesRequest, _control_pb2.CompareModesResponse]  # type: ignore[assignment]
 
 class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -45,5 +73,103 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.GetStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.GetStatusResponse, _abc.Awaitable[_control_pb2.GetStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetFlag(
+        self,
+        request: _control_pb2.SetFlagRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.SetFlagResponse, _abc.Awaitable[_control_pb2.SetFlagResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListFlags(
+        self,
+        request: _control_pb2.ListFlagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListFlagsResponse, _abc.Awaitable[_control_pb2.ListFlagsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def EvaluateFlag(
+        self,
+        request: _control_pb2.EvaluateFlagRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.EvaluateFlagResponse, _abc.Awaitable[_control_pb2.EvaluateFlagResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchFlags(
+        self,
+        request: _control_pb2.WatchFlagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.FlagUpdate], _abc.AsyncIterator[_control_pb2.FlagUpdate]]: ...
+
+    @_abc_1.abstractmethod
+    def ListFlagAudit(
+        self,
+        request: _control_pb2.ListFlagAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListFlagAuditResponse, _abc.Awaitable[_control_pb2.ListFlagAuditResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListCheckpoints(
+        self,
+        request: _control_pb2.ListCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListCheckpointsResponse, _abc.Awaitable[_control_pb2.ListCheckpointsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResetCheckpoint(
+        self,
+        request: _control_pb2.ResetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ResetCheckpointResponse, _abc.Awaitable[_control_pb2.ResetCheckpointResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Pause(
+        self,
+        request: _control_pb2.ConsumptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ConsumptionResponse, _abc.Awaitable[_control_pb2.ConsumptionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Resume(
+        self,
+        request: _control_pb2.ConsumptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ConsumptionResponse, _abc.Awaitable[_control_pb2.ConsumptionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Drain(
+        self,
+        request: _control_pb2.ConsumptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ConsumptionResponse, _abc.Awaitable[_control_pb2.ConsumptionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReplayJob(
+        self,
+        request: _control_pb2.ReplayJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ReplayJobResponse, _abc.Awaitable[_control_pb2.ReplayJobResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _control_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListDeadLettersResponse, _abc.Awaitable[_control_pb2.ListDeadLettersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RedriveDeadLetters(
+        self,
+        request: _control_pb2.RedriveDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.RedriveDeadLettersResponse, _abc.Awaitable[_control_pb2.RedriveDeadLettersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CompareModes(
+        self,
+        request: _control_pb2.CompareModesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.CompareModesResponse, _abc.Awaitable[_control_pb2.CompareModesResponse]]: ...
 
 def add_ControlServiceServicer_to_server(servicer: ControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

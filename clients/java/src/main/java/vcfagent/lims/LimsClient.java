@@ -1,0 +1,130 @@
+package vcfagent.lims;
+
+import io.grpc.Channel;
+import io.grpc.ClientInterceptors;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import io.grpc.Metadata;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.stub.MetadataUtils;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.util.Iterator;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import vcf_agent.v1.Events.JobState;
+import vcf_agent.v1.IngestServiceGrpc;
+import vcf_agent.v1.Jobs.Job;
+import vcf_agent.v1.Jobs.StageCounts;
+import vcf_agent.v1.Jobs.SubmitVcfMetadata;
+import vcf_agent.v1.Jobs.WatchJobRequest;
+
+/**
+ * What a LIMS runs per sequencing run: submit the VCF, follow the job, and let the exit code say
+ * whether the variants were stored (0), the job failed or was cancelled (1), the command line was
+ * wrong (2), or the service could not be reached or refused the call (3).
+ */
+public final class LimsClient {
+
+  static final int EXIT_COMPLETE = 0;
+  static final int EXIT_JOB_NOT_COMPLETE = 1;
+  static final int EXIT_USAGE = 2;
+  static final int EXIT_CALL_FAILED = 3;
+
+  private static final Metadata.Key<String> AUTHORIZATION =
+      Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER);
+
+  private LimsClient() {}
+
+  public static void main(String[] argv) throws InterruptedException {
+    System.exit(run(List.of(argv), System.out, System.err));
+  }
+
+  static int run(List<String> argv, PrintStream out, PrintStream err) throws InterruptedException {
+    Arguments args;
+    try {
+      args = Arguments.parse(argv);
+    } catch (Arguments.UsageException e) {
+      err.println("error: " + e.getMessage());
+      err.println(Arguments.USAGE);
+      return EXIT_USAGE;
+    }
+    if (!Files.isRegularFile(args.file()) || !Files.isReadable(args.file())) {
+      err.println("error: no readable file at " + args.file());
+      return EXIT_USAGE;
+    }
+    // Plaintext: the services serve insecure gRPC inside the deployment's network.
+    ManagedChannel channel = ManagedChannelBuilder.forTarget(args.ingestTarget()).usePlaintext().build();
+    try {
+      return submitAndWatch(withToken(channel, args), args, out, err);
+    } catch (StatusRuntimeException e) {
+      Status status = e.getStatus();
+      err.println("error: " + status.getCode() + ": " + status.getDescription());
+      return EXIT_CALL_FAILED;
+    } catch (IOException e) {
+      err.println("error: reading " + args.file() + ": " + e.getMessage());
+      return EXIT_CALL_FAILED;
+    } finally {
+      channel.shutdownNow();
+      channel.awaitTermination(5, TimeUnit.SECONDS);
+    }
+  }
+
+  private static Channel withToken(ManagedChannel channel, Arguments args) {
+    return args.token()
+        .<Channel>map(
+            token -> {
+              Metadata headers = new Metadata();
+              headers.put(AUTHORIZATION, "Bearer " + token);
+              return ClientInterceptors.intercept(
+                  channel, MetadataUtils.newAttachHeadersInterceptor(headers));
+            })
+        .orElse(channel);
+  }
+
+  private static int submitAndWatch(Channel channel, Arguments args, PrintStream out, PrintStream err)
+      throws IOException, InterruptedException {
+    SubmitVcfMetadata metadata =
+        SubmitVcfMetadata.newBuilder()
+            .setTenantId(args.tenant())
+            .setFileName(args.file().getFileName().toString())
+            .build();
+    Job job = VcfUpload.submit(IngestServiceGrpc.newStub(channel), metadata, args.file());
+    out.println("submitted " + describe(job) + " duplicate_of_earlier=" + job.getDuplicateOfEarlier());
+    out.flush();
+
+    Iterator<Job> updates =
+        IngestServiceGrpc.newBlockingStub(channel)
+            .watchJob(WatchJobRequest.newBuilder().setJobId(job.getJobId()).build());
+    while (updates.hasNext()) {
+      job = updates.next();
+      out.println("update " + describe(job));
+      out.flush();
+    }
+    if (job.getState() == JobState.JOB_STATE_COMPLETE) {
+      return EXIT_COMPLETE;
+    }
+    err.println("error: job " + job.getJobId() + " ended " + job.getState() + ": " + job.getError());
+    return EXIT_JOB_NOT_COMPLETE;
+  }
+
+  /** One line per update, key=value, so scripts and people can both read it. */
+  static String describe(Job job) {
+    StageCounts counts = job.getCounts();
+    StringBuilder line =
+        new StringBuilder()
+            .append("job=").append(job.getJobId())
+            .append(" state=").append(job.getState())
+            .append(" ingested=").append(counts.getIngested())
+            .append(" analysed=").append(counts.getAnalysed())
+            .append(" stored=").append(counts.getStored())
+            .append(" dead_lettered=").append(counts.getDeadLettered())
+            .append(" total=").append(counts.getTotal());
+    if (!job.getError().isEmpty()) {
+      line.append(" error=").append(job.getError().replace('\n', ' '));
+    }
+    return line.toString();
+  }
+}

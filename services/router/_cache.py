@@ -1,0 +1,209 @@
+"""The answer cache: a variant seen before is not sent to a paid model again.
+
+Keys are (prompt version, provider, model, variant key), so a new prompt or
+model never reuses an old answer. Entries are msgpack, bounded by total bytes
+with least-recently-used eviction. Every put, invalidation and clear is also
+published on `cache-events`; each replica applies the others' events (and,
+starting from the earliest retained event, warms up on start), so all
+replicas converge on the same contents.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgpack
+
+from vcf_agent.bus import Bus, OutgoingMessage, Record
+from vcf_agent.processing import CommitOffsets, StreamProcessor
+from vcf_agent.schema import PayloadError, decode, encode
+from vcf_agent.v1 import events_pb2
+
+from ._metrics import cache_bytes, cache_hit_ratio, cache_lookups
+
+log = logging.getLogger(__name__)
+
+_SEP = "|"
+
+
+def cache_key(variant_key: str, provider: str, model: str, prompt_version: str) -> str:
+    return _SEP.join((prompt_version, provider, model, variant_key))
+
+
+def _provider_of(key: str) -> str:
+    return key.split(_SEP, 2)[1] if key.count(_SEP) >= 2 else ""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    classification: str
+    confidence: float
+    criteria: tuple[str, ...]
+    rationale: str
+    model: str
+
+    def pack(self) -> bytes:
+        packed: bytes = msgpack.packb(
+            [self.classification, self.confidence, list(self.criteria), self.rationale, self.model]
+        )
+        return packed
+
+    @classmethod
+    def unpack(cls, data: bytes) -> CachedAnswer:
+        classification, confidence, criteria, rationale, model = msgpack.unpackb(data)
+        return cls(str(classification), float(confidence), tuple(map(str, criteria)), str(rationale), str(model))
+
+
+class AnswerCache:
+    """LRU over packed entries, bounded by the bytes of keys plus values."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def hit_ratio(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+    def get(self, key: str) -> CachedAnswer | None:
+        packed = self._entries.get(key)
+        if packed is None:
+            self.misses += 1
+            cache_lookups.labels("miss").inc()
+        else:
+            self.hits += 1
+            cache_lookups.labels("hit").inc()
+            self._entries.move_to_end(key)
+        cache_hit_ratio.set(self.hit_ratio)
+        if packed is None:
+            return None
+        try:
+            return CachedAnswer.unpack(packed)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            # A corrupt entry (from another build, say) is a miss, not an error.
+            self._remove(key)
+            return None
+
+    def put(self, key: str, packed: bytes) -> None:
+        size = len(key) + len(packed)
+        if size > self.max_bytes:
+            return
+        self._remove(key)
+        self._entries[key] = packed
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            oldest, value = self._entries.popitem(last=False)
+            self._bytes -= len(oldest) + len(value)
+        cache_bytes.set(self._bytes)
+
+    def invalidate(self, key: str) -> None:
+        self._remove(key)
+        cache_bytes.set(self._bytes)
+
+    def clear(self, provider: str = "") -> None:
+        """Drop every entry, or only those of one provider."""
+        for key in [k for k in self._entries if not provider or _provider_of(k) == provider]:
+            self._remove(key)
+        cache_bytes.set(self._bytes)
+
+    def _remove(self, key: str) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(key) + len(old)
+
+
+class CacheSync:
+    """Keeps one replica's AnswerCache in step with the others through `cache-events`."""
+
+    def __init__(self, bus: Bus, stream: str, cache: AnswerCache, *, origin: str = "") -> None:
+        self.cache = cache
+        self.origin = origin or uuid.uuid4().hex
+        self._bus = bus
+        self._stream = stream
+        # One group per replica: every replica must see every event.
+        self._processor = StreamProcessor(
+            bus, [stream], f"router-cache-{self.origin}", self._apply, service="router", start="earliest"
+        )
+
+    async def start(self) -> None:
+        await self._processor.start()
+
+    async def stop(self) -> None:
+        await self._processor.stop()
+
+    async def put(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        """Store locally and tell the other replicas."""
+        for key, packed in entries:
+            self.cache.put(key, packed)
+        await self._send(
+            [
+                events_pb2.CacheEvent(
+                    kind=events_pb2.CacheEvent.KIND_PUT,
+                    cache_key=key,
+                    entry=packed,
+                    provider=_provider_of(key),
+                    origin=self.origin,
+                )
+                for key, packed in entries
+            ]
+        )
+
+    async def invalidate(self, key: str) -> None:
+        self.cache.invalidate(key)
+        await self._send(
+            [
+                events_pb2.CacheEvent(
+                    kind=events_pb2.CacheEvent.KIND_INVALIDATE,
+                    cache_key=key,
+                    provider=_provider_of(key),
+                    origin=self.origin,
+                )
+            ]
+        )
+
+    async def clear(self, provider: str = "") -> None:
+        self.cache.clear(provider)
+        await self._send(
+            [events_pb2.CacheEvent(kind=events_pb2.CacheEvent.KIND_CLEAR, provider=provider, origin=self.origin)]
+        )
+
+    async def _send(self, events: Sequence[events_pb2.CacheEvent]) -> None:
+        if not events:
+            return
+        messages = []
+        for event in events:
+            payload, headers = encode(event)
+            messages.append(OutgoingMessage(payload, (event.cache_key or event.provider).encode(), headers))
+        await self._bus.publish(self._stream, messages)
+
+    async def _apply(self, records: list[Record]) -> CommitOffsets | None:
+        for record in records:
+            try:
+                event = decode(record.value, record.headers, events_pb2.CacheEvent)
+            except PayloadError as exc:
+                log.warning("ignoring unreadable cache event at %s[%d]@%d: %s", record.stream, record.partition, record.offset, exc)
+                continue
+            if event.origin == self.origin:
+                continue
+            if event.kind == events_pb2.CacheEvent.KIND_PUT:
+                self.cache.put(event.cache_key, event.entry)
+            elif event.kind == events_pb2.CacheEvent.KIND_INVALIDATE:
+                self.cache.invalidate(event.cache_key)
+            elif event.kind == events_pb2.CacheEvent.KIND_CLEAR:
+                self.cache.clear(event.provider)
+        return None

@@ -1,0 +1,1 @@
+"""Tests of the client programs under clients/, run against live services."""
