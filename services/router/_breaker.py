@@ -56,6 +56,14 @@ class CircuitBreaker:
             return self._clock() - self._opened_at >= self._reset_s
         return not self._probing
 
+    @property
+    def retry_in(self) -> float:
+        """Seconds until a request may be routed here again (0 when it may now)."""
+        if self._state == "open":
+            return max(0.0, self._opened_at + self._reset_s - self._clock())
+        # A probe in flight settles within the provider timeout; look again soon.
+        return 0.0 if self.available else 0.05
+
     def allow(self) -> bool:
         """Take permission for one call; in half-open only one caller gets it."""
         if self._state == "closed":

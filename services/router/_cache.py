@@ -81,23 +81,32 @@ class AnswerCache:
         return self.hits / lookups if lookups else 0.0
 
     def get(self, key: str) -> CachedAnswer | None:
-        packed = self._entries.get(key)
-        if packed is None:
+        hit = self.lookup([key])
+        return hit[1] if hit is not None else None
+
+    def lookup(self, keys: Sequence[str]) -> tuple[int, CachedAnswer] | None:
+        """The first of `keys` present (its index and entry); one lookup for the hit ratio."""
+        found: tuple[int, CachedAnswer] | None = None
+        for index, key in enumerate(keys):
+            packed = self._entries.get(key)
+            if packed is None:
+                continue
+            try:
+                found = index, CachedAnswer.unpack(packed)
+            except (ValueError, TypeError, msgpack.UnpackException):
+                # A corrupt entry (from another build, say) is a miss, not an error.
+                self._remove(key)
+                continue
+            self._entries.move_to_end(key)
+            break
+        if found is None:
             self.misses += 1
             cache_lookups.labels("miss").inc()
         else:
             self.hits += 1
             cache_lookups.labels("hit").inc()
-            self._entries.move_to_end(key)
         cache_hit_ratio.set(self.hit_ratio)
-        if packed is None:
-            return None
-        try:
-            return CachedAnswer.unpack(packed)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            # A corrupt entry (from another build, say) is a miss, not an error.
-            self._remove(key)
-            return None
+        return found
 
     def put(self, key: str, packed: bytes) -> None:
         size = len(key) + len(packed)

@@ -6,8 +6,6 @@ stores and every other component reads results through its QueryService.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
 from vcf_agent.control import ServiceApi
@@ -68,5 +66,4 @@ def classification_counts(parts: ServiceParts, job_id: str) -> dict[str, int]:
     """Classifications of a job's stored variants, counted in the store (exact on replays)."""
     lance = parts.state["lance"]
     assert isinstance(lance, LanceStore)
-    variants, _ = lance.query(VariantQuery(job_id=job_id, limit=1_000_000))
-    return dict(Counter(v.classification for v in variants))
+    return lance.classifications(job_id)

@@ -23,7 +23,15 @@ import websockets
 from tests.e2e._processes import ServiceProcess, running_pipeline
 from vcf_agent.services.ingest import file_digest, job_id_for
 from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
-from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, query_pb2, query_pb2_grpc
+from vcf_agent.v1 import (
+    events_pb2,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    notifier_pb2,
+    notifier_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+)
 
 ONE_KG = Path(pyvcf.__file__).parent / "test" / "1kg.vcf.gz"
 
@@ -42,12 +50,21 @@ async def watch_until_done(port: int, job_id: str, seen: list[dict[str, object]]
                 return
 
 
+async def grpc_watch_until_done(address: str, job_id: str, seen: list[events_pb2.Notification]) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = notifier_pb2_grpc.NotifierServiceStub(channel)
+        async for note in stub.Watch(notifier_pb2.WatchRequest(job_id=job_id, include_latest=True)):
+            seen.append(note)
+
+
 async def submit_and_watch(
     services: dict[str, ServiceProcess], path: Path
 ) -> tuple[jobs_pb2.Job, list[dict[str, object]]]:
     job_id = job_id_for("lab-a", file_digest(path))
     seen: list[dict[str, object]] = []
+    watched: list[events_pb2.Notification] = []
     watcher = asyncio.create_task(watch_until_done(services["notifier"].websocket_port, job_id, seen))
+    grpc_watcher = asyncio.create_task(grpc_watch_until_done(services["notifier"].grpc, job_id, watched))
     await asyncio.sleep(0.2)  # subscribed before the first event is published
     async with grpc.aio.insecure_channel(services["ingest"].grpc) as channel:
         ingest = jobs_pb2_grpc.IngestServiceStub(channel)
@@ -61,6 +78,10 @@ async def submit_and_watch(
         assert response.job.job_id == job_id
         try:
             await asyncio.wait_for(watcher, timeout=240)
+            # The gRPC stream ends by itself at the terminal state, with the same final event.
+            await asyncio.wait_for(grpc_watcher, timeout=10)
+            assert watched[-1].state == events_pb2.JOB_STATE_COMPLETE
+            assert watched[-1].done == seen[-1]["done"]
         except TimeoutError:
             logs = "\n".join(f"--- {s.name}\n{s.log()}" for s in services.values())
             raise AssertionError(f"job did not complete; events {seen[-3:]}\n{logs}") from None
@@ -113,7 +134,8 @@ async def check_pipeline(bus_url: str, data_dir: Path, tmp_path: Path) -> None:
         assert (job.counts.total, job.counts.stored) == (expected, expected)
         assert job.samples == 629
         assert events[-1]["state"] == "complete" and events[-1]["done"] == expected
-        assert any(e["stage"] == "ingest" for e in events) or events[0]["done"] <= expected
+        # Progress per stage reached the WebSocket client before completion.
+        assert {"ingest", "analysis", "storage"} <= {str(e["stage"]) for e in events}
         stats = await store_stats(services, job.job_id)
         assert stats.variants == expected
         assert stats.graph_variants >= expected

@@ -1,0 +1,311 @@
+"""Per-record VCF checks, run only on cache misses of the encoder.
+
+The reader caches the encoding of every field value it has seen (per value
+and, where the Number depends on it, per ALT count); a value enters a cache
+only after passing the checks here. So on real files almost every field is a
+cache hit and validation costs a dict lookup, while every new value is checked
+against the header's Type and Number. A failed check raises RecordError with
+a code, the column and a message written for a lab technician.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from ._vcf_header import FieldDef, VcfHeader
+
+INT_MAX = 2**31 - 1
+# Integers from -2**31 to -2**31+7 are reserved by BCF (missing, end-of-vector..).
+INT_MIN = -(2**31) + 8
+
+_BASES = re.compile(r"[ACGTNacgtn]+")
+_ALLELE = re.compile(
+    r"[ACGTNacgtn]+"  # bases
+    r"|\*"  # spanning deletion
+    r"|<[^<>,\s]+>"  # symbolic, incl. <*> and <NON_REF>
+    r"|[ACGTNacgtn]+\[<?[^\[\]\s:]+>?:\d+\["  # t[p[
+    r"|[ACGTNacgtn]+\]<?[^\[\]\s:]+>?:\d+\]"  # t]p]
+    r"|\]<?[^\[\]\s:]+>?:\d+\][ACGTNacgtn]+"  # ]p]t
+    r"|\[<?[^\[\]\s:]+>?:\d+\[[ACGTNacgtn]+"  # [p[t
+    r"|\.[ACGTNacgtn]+|[ACGTNacgtn]+\."  # single breakends
+)
+_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:inf|infinity|nan)", re.IGNORECASE)
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_GT_SPLIT = re.compile(r"[/|]")
+_RESERVED_SYMBOLIC = frozenset({"DEL", "INS", "DUP", "INV", "CNV", "BND", "*", "NON_REF", "CNV:TR", "DUP:TANDEM"})
+
+
+class RecordError(ValueError):
+    """A record breaks the spec; it is dead-lettered (lenient) or fails the job (strict)."""
+
+    def __init__(self, code: str, column: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.column = column
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class TypedValues:
+    """A field value split and converted per its Type; `count` is the number of values."""
+
+    kind: str
+    values: list[int] | list[float] | list[str]
+    count: int
+
+
+def genotype_count(alleles: int, ploidy: int) -> int:
+    """Number=G: how many genotypes `ploidy` copies of `alleles` alleles can form."""
+    return math.comb(alleles + ploidy - 1, ploidy)
+
+
+def expected_count(definition: FieldDef, alt_count: int, ploidy: int = 2) -> int | None:
+    """How many values the Number asks for here; None when any count is legal."""
+    number = definition.number
+    if number.isdigit():
+        return int(number)
+    if number == "A":
+        return alt_count
+    if number == "R":
+        return alt_count + 1
+    if number == "G":
+        return genotype_count(alt_count + 1, ploidy)
+    if number == "P":
+        return ploidy
+    return None
+
+
+class RecordRules:
+    """The spec's per-record rules, bound to one file's header."""
+
+    def __init__(self, header: VcfHeader) -> None:
+        self.header = header
+        self._seen_contigs: set[str] = set()
+
+    def contig(self, chrom: str, previous: str) -> None:
+        """Called when CHROM changes: declared, and not a second block of the same contig."""
+        if not chrom or any(c in chrom for c in " <>[]*=,"):
+            raise RecordError("CHROM_INVALID", "CHROM", f"chromosome name {chrom!r} is empty or has forbidden characters")
+        if self.header.contigs and chrom not in self.header.contigs:
+            raise RecordError(
+                "CHROM_UNDECLARED", "CHROM", f"chromosome {chrom} is not among the header's ##contig lines"
+            )
+        if chrom in self._seen_contigs:
+            raise RecordError(
+                "POS_UNSORTED",
+                "CHROM",
+                f"records of chromosome {chrom} appear again after {previous}; the file is not sorted",
+            )
+        if previous:
+            self._seen_contigs.add(previous)
+
+    @staticmethod
+    def position(text: str) -> int:
+        if not (text.isascii() and text.isdigit()):
+            raise RecordError("POS_INVALID", "POS", f"position {text!r} is not a whole number of 0 or more")
+        value = int(text)
+        if value > INT_MAX:
+            raise RecordError("POS_INVALID", "POS", f"position {text} is larger than 2^31-1")
+        return value
+
+    @staticmethod
+    def unsorted(chrom: str, pos: int, previous: int) -> RecordError:
+        return RecordError(
+            "POS_UNSORTED", "POS", f"position {chrom}:{pos} comes after {chrom}:{previous}; the file is not sorted"
+        )
+
+    @staticmethod
+    def identifier(text: str) -> None:
+        if any(c in text for c in " \t") or not text:
+            raise RecordError("ID_INVALID", "ID", f"ID {text!r} is empty or contains whitespace")
+
+    @staticmethod
+    def reference(text: str) -> None:
+        if not _BASES.fullmatch(text):
+            raise RecordError(
+                "REF_INVALID", "REF", f"REF {text[:50]!r} must be one or more of the bases A, C, G, T, N"
+            )
+
+    def alternates(self, text: str) -> list[str]:
+        """The ALT alleles of an ALT column ([] for `.`), each checked for syntax."""
+        if text == ".":
+            return []
+        alleles = text.split(",")
+        for allele in alleles:
+            if not _ALLELE.fullmatch(allele):
+                raise RecordError(
+                    "ALT_INVALID",
+                    "ALT",
+                    f"ALT allele {allele[:60]!r} is not bases, *, a <SYMBOLIC> allele or a breakend",
+                )
+        if len(set(alleles)) != len(alleles):
+            raise RecordError("ALT_INVALID", "ALT", f"ALT {text[:60]!r} lists the same allele twice")
+        return alleles
+
+    def symbolic_warnings(self, alleles: list[str]) -> list[str]:
+        """Symbolic ALTs that are neither reserved nor declared with ##ALT (a warning, not an error)."""
+        found = []
+        for allele in alleles:
+            if allele.startswith("<"):
+                name = allele[1:-1]
+                if name not in self.header.alts and name.split(":")[0] not in _RESERVED_SYMBOLIC:
+                    found.append(name)
+        return found
+
+    @staticmethod
+    def quality(text: str) -> float | None:
+        if text == ".":
+            return None
+        if not _FLOAT.fullmatch(text):
+            raise RecordError("QUAL_INVALID", "QUAL", f"QUAL {text!r} is neither a number nor '.'")
+        return float(text)
+
+    def filters(self, text: str) -> list[str]:
+        if text == ".":
+            return []
+        names = text.split(";")
+        for name in names:
+            if name not in self.header.filters:
+                if not name or any(c in name for c in " \t"):
+                    raise RecordError("FILTER_INVALID", "FILTER", f"FILTER {text!r} has an empty or spaced name")
+                raise RecordError(
+                    "FILTER_UNDECLARED", "FILTER", f"filter {name} is not declared with a ##FILTER header line"
+                )
+        if "PASS" in names and len(names) > 1:
+            raise RecordError("FILTER_INVALID", "FILTER", "PASS cannot be combined with failed filters")
+        return names
+
+    def info_entry(self, entry: str, alt_count: int) -> tuple[FieldDef, str, TypedValues | None]:
+        """One `key=value` (or flag) INFO entry, checked; TypedValues None for a flag."""
+        key, has_value, raw = entry.partition("=")
+        definition = self.header.info.get(key)
+        if definition is None:
+            if not key:
+                raise RecordError("INFO_INVALID", "INFO", "the INFO column has an empty entry (';;')")
+            raise RecordError("INFO_UNDECLARED", "INFO", f"INFO key {key} is not declared with a ##INFO header line")
+        if definition.type == "Flag":
+            if has_value:
+                raise RecordError("INFO_TYPE", "INFO", f"INFO {key} is a Flag and must not have a value")
+            return definition, key, None
+        if not has_value:
+            raise RecordError("INFO_TYPE", "INFO", f"INFO {key} needs a value ({definition.type})")
+        typed = self.typed(definition, raw, "INFO")
+        self.check_count(definition, typed, alt_count, "INFO", 2)
+        return definition, key, typed
+
+    def typed(self, definition: FieldDef, raw: str, column: str) -> TypedValues:
+        """Split (unless a single String) and convert per Type; `.` items are dropped."""
+        kind = definition.type
+        if kind == "String" and definition.number == "1":
+            items = [raw]
+        else:
+            items = raw.split(",")
+        count = len(items) if raw != "." else 0
+        present = [item for item in items if item != "."]
+        where = f"{column} {definition.id}"
+        if kind == "Integer":
+            ints: list[int] = []
+            for item in present:
+                if not _is_int(item):
+                    raise RecordError(f"{column}_TYPE", column, f"{where} value {item!r} is not an integer")
+                value = int(item)
+                if not INT_MIN <= value <= INT_MAX:
+                    raise RecordError(
+                        "INTEGER_OUT_OF_RANGE",
+                        column,
+                        f"{where} value {item} is outside the 32-bit range VCF allows"
+                        " (-2147483640 to 2147483647)",
+                    )
+                ints.append(value)
+            return TypedValues(kind, ints, count)
+        if kind == "Float":
+            floats: list[float] = []
+            for item in present:
+                if not _FLOAT.fullmatch(item):
+                    raise RecordError(f"{column}_TYPE", column, f"{where} value {item!r} is not a number")
+                floats.append(float(item))
+            return TypedValues(kind, floats, count)
+        if kind == "Character":
+            for item in present:
+                if len(item) != 1:
+                    raise RecordError(f"{column}_TYPE", column, f"{where} value {item!r} is not a single character")
+        if self.header.percent_encoded and "%" in raw:
+            if _BAD_PERCENT.search(raw):
+                raise RecordError(
+                    "PERCENT_ENCODING",
+                    column,
+                    f"{where} has a '%' not followed by two hex digits (VCF 4.3+ percent-encoding)",
+                )
+            present = [unquote(item) for item in present]
+        return TypedValues(kind, present, count)
+
+    @staticmethod
+    def check_count(definition: FieldDef, typed: TypedValues, alt_count: int, column: str, ploidy: int) -> None:
+        if typed.count == 0:
+            return
+        expected = expected_count(definition, alt_count, ploidy)
+        if expected is not None and typed.count != expected and not (typed.count == 1 and not typed.values):
+            raise RecordError(
+                f"{column}_NUMBER",
+                column,
+                f"{column} {definition.id} has {typed.count} value(s) but Number={definition.number}"
+                f" means {expected} here",
+            )
+
+    def format_keys(self, text: str) -> list[str]:
+        keys = text.split(":")
+        for key in keys:
+            if key not in self.header.format:
+                raise RecordError(
+                    "FORMAT_UNDECLARED", "FORMAT", f"FORMAT key {key or '(empty)'} is not declared with ##FORMAT"
+                )
+        if len(set(keys)) != len(keys):
+            raise RecordError("FORMAT_INVALID", "FORMAT", f"FORMAT {text} lists a key twice")
+        if "GT" in keys and keys[0] != "GT":
+            raise RecordError("FORMAT_GT_NOT_FIRST", "FORMAT", "GT must be the first FORMAT key when present")
+        return keys
+
+    @staticmethod
+    def genotype(text: str, alt_count: int, sample: str) -> tuple[list[int], bool]:
+        """GT text to allele indexes (-1 missing) and phasing; 4.4+ allows a leading phase mark."""
+        body = text
+        if body[:1] in ("/", "|"):
+            body = body[1:]
+        alleles = _GT_SPLIT.split(body)
+        indexes: list[int] = []
+        for allele in alleles:
+            if allele == ".":
+                indexes.append(-1)
+                continue
+            if not (allele.isascii() and allele.isdigit()):
+                raise RecordError("GT_INVALID", "FORMAT", f"sample {sample}: genotype {text!r} is not like 0/1 or 0|1")
+            index = int(allele)
+            if index > alt_count:
+                raise RecordError(
+                    "GT_ALLELE_RANGE",
+                    "FORMAT",
+                    f"sample {sample}: genotype {text} uses allele {index} but the record has {alt_count} ALT(s)",
+                )
+            indexes.append(index)
+        phased = "|" in text and "/" not in text[1:]
+        return indexes, phased
+
+    @staticmethod
+    def too_many_values(sample: str, count: int, width: int) -> RecordError:
+        return RecordError(
+            "SAMPLE_TOO_MANY_VALUES", "FORMAT", f"sample {sample} has {count} values but FORMAT lists {width} keys"
+        )
+
+    @staticmethod
+    def column_count(found: int, expected: int) -> RecordError:
+        if found == 1:
+            return RecordError("COLUMN_COUNT", "CHROM", "the line has no tabs: columns must be separated by tabs")
+        return RecordError("COLUMN_COUNT", "CHROM", f"the line has {found} columns; the header defines {expected}")
+
+
+def _is_int(text: str) -> bool:
+    body = text[1:] if text[:1] in "+-" else text
+    return body.isascii() and body.isdigit()

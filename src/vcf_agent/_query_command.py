@@ -1,0 +1,95 @@
+"""`vcf-agent query`: results from a running writer (gRPC) or a stopped pipeline's data directory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.table import Table
+
+from vcf_agent.v1 import query_pb2, query_pb2_grpc
+
+
+def _request(args: argparse.Namespace) -> query_pb2.QueryVariantsRequest:
+    return query_pb2.QueryVariantsRequest(
+        job_id=args.job or "",
+        region=args.region or "",
+        gene=args.gene or "",
+        sample=args.sample or "",
+        classification=args.classification or "",
+        page_size=args.limit,
+    )
+
+
+async def _from_writer(
+    address: str, request: query_pb2.QueryVariantsRequest
+) -> query_pb2.QueryVariantsResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await query_pb2_grpc.QueryServiceStub(channel).QueryVariants(request, timeout=60)
+
+
+def _from_data_dir(
+    data_dir: Path, request: query_pb2.QueryVariantsRequest
+) -> query_pb2.QueryVariantsResponse:
+    # LanceDB allows concurrent readers, so this works beside a running writer too.
+    from vcf_agent.services.writer import LanceStore, VariantQuery
+
+    store = LanceStore(data_dir / "writer" / "lance")
+    store.open()
+    try:
+        variants, total = store.query(
+            VariantQuery(
+                job_id=request.job_id,
+                region=request.region,
+                gene=request.gene,
+                sample=request.sample,
+                classification=request.classification,
+                limit=request.page_size,
+            )
+        )
+    finally:
+        store.close()
+    return query_pb2.QueryVariantsResponse(variants=variants, total=total)
+
+
+async def query(args: argparse.Namespace) -> int:
+    request = _request(args)
+    try:
+        if args.writer:
+            response = await _from_writer(args.writer, request)
+        else:
+            data_dir = Path(args.data_dir or "vcf-agent-data")
+            if not (data_dir / "writer" / "lance").exists():
+                print(f"vcf-agent query: no stored results under {data_dir}", file=sys.stderr)
+                return 2
+            response = await asyncio.to_thread(_from_data_dir, data_dir, request)
+    except grpc.aio.AioRpcError as exc:
+        print(f"vcf-agent query: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True)))
+        return 0
+    table = Table(title=f"{len(response.variants)} of {response.total} variants")
+    for column in ("chrom", "pos", "ref", "alt", "gene", "class", "classification", "tier", "carriers"):
+        table.add_column(column)
+    for v in response.variants:
+        carriers = sum(1 for g in v.genotypes if g.genotype not in ("", "0/0", "0|0", "./.", "."))
+        table.add_row(
+            v.chromosome,
+            str(v.position),
+            v.reference,
+            v.alternate,
+            v.gene,
+            v.variant_class,
+            v.classification,
+            v.priority_tier,
+            str(carriers),
+        )
+    Console().print(table)
+    return 0
