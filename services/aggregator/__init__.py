@@ -22,7 +22,7 @@ def build(settings: Settings, bus: Bus) -> ServiceParts:
         "aggregator",
         correlator.handle,
         service=NAME,
-        max_records=32,
+        max_records=4,
         idle_calls=True,
     )
     return ServiceParts(NAME, components=[processor])

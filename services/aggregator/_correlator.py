@@ -43,6 +43,7 @@ class _JobProgress:
     analysed: int = 0
     classifications: Counter[str] = field(default_factory=Counter)
     dirty: bool = False
+    finished: bool = False
 
 
 def merge_verdict(results: list[analysis_pb2.AnalysisResult]) -> tuple[str, str]:
@@ -83,9 +84,7 @@ class Correlator:
                 marker = await decode_or_dead_letter(record, variant_pb2.JobMarker, self._sink)
                 if marker is not None:
                     markers.append(marker)
-                    if marker.kind == variant_pb2.JobMarker.KIND_STARTED:
-                        # A resubmission counts from zero again.
-                        self._jobs[marker.job_id] = _JobProgress(marker.tenant_id)
+                    self._on_marker(marker)
                 continue
             batch = await decode_or_dead_letter(record, analysis_pb2.AnalysisResultBatch, self._sink)
             if batch is None:
@@ -99,11 +98,25 @@ class Correlator:
         await self._progress()
         return self._watermarks()
 
+    def _on_marker(self, marker: variant_pb2.JobMarker) -> None:
+        job = self._jobs.get(marker.job_id)
+        if marker.kind == variant_pb2.JobMarker.KIND_FINISHED:
+            if job is None:
+                job = self._jobs[marker.job_id] = _JobProgress(marker.tenant_id)
+            job.finished = True
+        elif marker.kind == variant_pb2.JobMarker.KIND_STARTED and job is not None and job.finished:
+            # A resubmission counts from zero again. A STARTED marker that overtook the
+            # first run's results (markers skip the provider hop) must not reset it.
+            self._jobs[marker.job_id] = _JobProgress(marker.tenant_id)
+
     def _add(
         self, result: analysis_pb2.AnalysisResult, position: tuple[str, int], offset: int
     ) -> events_pb2.DatabaseWrite | None:
         cid = result.correlation_id
         entry = self._pending.get(cid)
+        if entry is None and len(result.requested_providers) <= 1:
+            # The common single-provider case completes at once: no pending state to keep.
+            return self._build_write(cid, [result], frozenset({result.provider}), partial=False)
         if entry is None:
             requested = frozenset(result.requested_providers) or frozenset({result.provider})
             entry = _Pending(requested, time.monotonic() + self._settings.analysis_deadline_s)
@@ -121,7 +134,17 @@ class Correlator:
         return [self._complete(cid, self._pending.pop(cid), partial=True) for cid in expired]
 
     def _complete(self, cid: str, entry: _Pending, *, partial: bool) -> events_pb2.DatabaseWrite:
-        results = [entry.results[p] for p in sorted(entry.results)]
+        return self._build_write(
+            cid, [entry.results[p] for p in sorted(entry.results)], entry.requested, partial
+        )
+
+    def _build_write(
+        self,
+        cid: str,
+        results: list[analysis_pb2.AnalysisResult],
+        requested: frozenset[str],
+        partial: bool,
+    ) -> events_pb2.DatabaseWrite:
         first = results[0]
         classification, tier = merge_verdict(results)
         write = events_pb2.DatabaseWrite(
@@ -131,13 +154,13 @@ class Correlator:
             classification=classification,
             priority_tier=tier,
             partial=partial,
-            missing_providers=sorted(entry.requested - entry.results.keys()),
+            missing_providers=sorted(requested - {r.provider for r in results}),
         )
         write.variant.CopyFrom(first.variant)
         for result in results:
-            stored = write.results.add()
-            stored.CopyFrom(result)
-            stored.ClearField("variant")
+            # Drop the embedded variant before copying: the write carries it once.
+            result.ClearField("variant")
+        write.results.extend(results)
         job = self._jobs.get(first.job_id)
         if job is None:
             job = self._jobs[first.job_id] = _JobProgress(first.tenant_id)

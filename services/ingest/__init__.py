@@ -11,10 +11,25 @@ from vcf_agent.schema import PayloadError, decode
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 from ._api import IngestApi
+from ._bench import bench_ingest
 from ._jobs import JobRecord, JobRegistry, job_id_for
-from ._publisher import VariantPublisher, file_digest
+from ._publisher import VALIDATION_MODES, ValidationMode, VariantPublisher, file_digest
+from ._validation_report import ValidationReport, validate_command, validate_file
 
-__all__ = ["JobRecord", "JobRegistry", "VariantPublisher", "build", "file_digest", "job_id_for"]
+__all__ = [
+    "VALIDATION_MODES",
+    "JobRecord",
+    "JobRegistry",
+    "ValidationMode",
+    "ValidationReport",
+    "VariantPublisher",
+    "bench_ingest",
+    "build",
+    "file_digest",
+    "job_id_for",
+    "validate_command",
+    "validate_file",
+]
 
 NAME = "ingest"
 

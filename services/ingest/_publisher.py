@@ -4,6 +4,12 @@ The reader thread parses and encodes batches and blocks when
 `max_pending_batches` wait to be published, so memory stays bounded whatever
 the file size. Job boundaries are published as JobMarkers carrying the exact
 variant count, which is how the writer knows a job is complete.
+
+Validation modes: in `lenient` (the default) a record that breaks the spec is
+dead-lettered with its line and reason and every good record flows on; in
+`strict` the whole file is checked first and any error fails the job before
+anything is published. In both, a file that cannot be ingested at all (empty,
+binary, truncated, no header, no records) fails the job before publishing.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -34,6 +41,11 @@ log = logging.getLogger(__name__)
 _KEY_BIN = 100_000
 _PROGRESS_INTERVAL_S = 0.25
 _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
+# How many errors a strict-mode failure reason quotes.
+_QUOTED_ERRORS = 3
+
+ValidationMode = Literal["strict", "lenient"]
+VALIDATION_MODES: tuple[ValidationMode, ...] = ("strict", "lenient")
 
 
 @dataclass(slots=True)
@@ -50,12 +62,18 @@ class _Progress:
     variants: int = 0
     samples: list[str] = field(default_factory=list)
     dead_letters: list[events_pb2.DeadLetter] = field(default_factory=list)
+    dead_lettered: int = 0
 
 
 class VariantPublisher:
     """Runs ingest jobs; one asyncio task per job."""
 
-    def __init__(self, bus: Bus, settings: Settings, registry: JobRegistry) -> None:
+    def __init__(
+        self, bus: Bus, settings: Settings, registry: JobRegistry, *, validation: ValidationMode = "lenient"
+    ) -> None:
+        if validation not in VALIDATION_MODES:
+            raise ValueError(f"validation must be one of {VALIDATION_MODES}, got {validation!r}")
+        self._validation: ValidationMode = validation
         self._bus = bus
         self._settings = settings
         self._registry = registry
@@ -63,6 +81,7 @@ class VariantPublisher:
         self._notifications = settings.topology.user_notifications
         self._dead_letters = DeadLetterSink(bus, settings.topology.dead_letters, "ingest")
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._records: dict[str, int] = {}
 
     async def start(self) -> None:
         return None
@@ -73,6 +92,10 @@ class VariantPublisher:
         for task in list(self._tasks.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def records(self, job_id: str) -> int:
+        """Data lines the last run of the job read (REF-only and rejected ones included)."""
+        return self._records.get(job_id, 0)
 
     def running(self, job_id: str) -> bool:
         task = self._tasks.get(job_id)
@@ -86,8 +109,15 @@ class VariantPublisher:
         source_name: str = "",
         providers: list[str] | None = None,
         region: str | None = None,
+        validation: ValidationMode | None = None,
     ) -> JobRecord:
-        """Register the job and start publishing; returns at once with the queued job."""
+        """Register the job and start publishing; returns at once with the queued job.
+
+        `validation` overrides the publisher's mode for this job.
+        """
+        mode = validation or self._validation
+        if mode not in VALIDATION_MODES:
+            raise ValueError(f"validation must be one of {VALIDATION_MODES}, got {mode!r}")
         file_id = await asyncio.to_thread(file_digest, path)
         job = self._registry.begin(
             tenant_id, file_id, source_name or path.name, list(providers or self._settings.providers)
@@ -95,7 +125,7 @@ class VariantPublisher:
         if self.running(job.job_id):
             return job
         self._tasks[job.job_id] = asyncio.create_task(
-            self._run(job, path, region), name=f"ingest:{job.job_id}"
+            self._run(job, path, region, mode), name=f"ingest:{job.job_id}"
         )
         return job
 
@@ -118,14 +148,20 @@ class VariantPublisher:
             await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_CANCELLED, 0, "cancelled")
         return job
 
-    async def _run(self, job: JobRecord, path: Path, region: str | None) -> None:
+    async def _run(self, job: JobRecord, path: Path, region: str | None, mode: ValidationMode) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_Encoded | None] = asyncio.Queue(self._settings.max_pending_batches)
         progress = _Progress()
         job.state = events_pb2.JOB_STATE_INGESTING
         self._registry.save(job)
         try:
-            reader = VcfReader(
+            if mode == "strict":
+                errors = await asyncio.to_thread(_strict_errors, path, job, region)
+                if errors:
+                    await self._fail(job, errors)
+                    return
+            reader = await asyncio.to_thread(
+                VcfReader,
                 path,
                 file_id=job.file_id,
                 job_id=job.job_id,
@@ -137,6 +173,8 @@ class VariantPublisher:
         except VcfFileError as exc:
             await self._fail(job, str(exc))
             return
+        for issue in reader.header_issues:
+            log.warning("job %s: %s line %d: %s", job.job_id, job.source_name, issue.line, issue.message)
         progress.samples = list(reader.samples)
         await self._marker(job, variant_pb2.JobMarker.KIND_STARTED, progress)
         await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, 0, "ingest started")
@@ -177,7 +215,8 @@ class VariantPublisher:
         job.ingested = published
         job.total = published
         job.samples = len(progress.samples)
-        job.dead_lettered = reader.dead_lettered
+        job.dead_lettered = progress.dead_lettered = reader.dead_lettered
+        self._records[job.job_id] = progress.records = reader.records
         job.state = events_pb2.JOB_STATE_ANALYSING
         self._registry.save(job)
         await self._marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, published)
@@ -218,7 +257,9 @@ class VariantPublisher:
                 progress.records = reader.records
                 progress.variants += batch.variant_count
                 progress.dead_letters.extend(reader.take_dead_letters())
+                progress.dead_lettered = reader.dead_lettered
             progress.dead_letters.extend(reader.take_dead_letters())
+            progress.dead_lettered = reader.dead_lettered
         finally:
             reader.close()
             put(None)
@@ -256,6 +297,7 @@ class VariantPublisher:
             samples=progress.samples,
             providers=job.providers,
             reason=reason,
+            dead_lettered=progress.dead_lettered,
             timestamp=now,
         )
         payload, headers = encode(marker, tenant_id=job.tenant_id)
@@ -285,7 +327,32 @@ class VariantPublisher:
             file_id=job.file_id,
             source_name=job.source_name,
             samples=len(progress.samples) if progress else 0,
+            dead_lettered=progress.dead_lettered if progress else 0,
             providers=job.providers,
         )
         payload, headers = encode(note, tenant_id=job.tenant_id)
         await self._bus.publish(self._notifications, [OutgoingMessage(payload, job.job_id.encode(), headers)])
+
+
+def _strict_errors(path: Path, job: JobRecord, region: str | None) -> str:
+    """Strict mode's pre-pass: every error in the file, summarised; empty when there is none."""
+    with VcfReader(
+        path,
+        file_id=job.file_id,
+        job_id=job.job_id,
+        tenant_id=job.tenant_id,
+        source_name=job.source_name,
+        region=region,
+        keep_issues=True,
+    ) as reader:
+        for _ in reader.batches():
+            pass
+        errors = reader.header_issues + reader.record_issues
+    errors = [issue for issue in errors if not issue.is_warning]
+    if not errors:
+        return ""
+    quoted = "; ".join(f"line {i.line}, column {i.column}: {i.message} [{i.code}]" for i in errors[:_QUOTED_ERRORS])
+    more = f" (and {len(errors) - _QUOTED_ERRORS} more)" if len(errors) > _QUOTED_ERRORS else ""
+    return (
+        f"{job.source_name}: strict validation found {len(errors)} error(s), nothing was ingested: {quoted}{more}"
+    )

@@ -29,6 +29,11 @@ FILE_LEVEL_CODES = frozenset(
     }
 )
 
+# Codes that describe something worth knowing but legal: they never fail a job.
+WARNING_CODES = frozenset(
+    {"OLD_VERSION", "FORMAT_WITHOUT_SAMPLES", "ALT_UNDECLARED", "BLANK_LINE", "MISSING_FINAL_NEWLINE"}
+)
+
 FIXED_COLUMNS = ("#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
 SUPPORTED_VERSIONS = ((4, 0), (4, 1), (4, 2), (4, 3), (4, 4), (4, 5))
 _INFO_TYPES = frozenset({"Integer", "Float", "Flag", "Character", "String"})
@@ -65,6 +70,10 @@ class Issue:
     @property
     def file_level(self) -> bool:
         return self.code in FILE_LEVEL_CODES
+
+    @property
+    def is_warning(self) -> bool:
+        return self.code in WARNING_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +188,7 @@ def _field_def(
         )
         number = "0"
     if number in ("LA", "LR", "LG") and version < (4, 5):
-        issues.append(
-            Issue(line, kind, "META_INVALID_NUMBER", f"Number={number} needs VCF 4.5 or later")
-        )
+        issues.append(Issue(line, kind, "META_INVALID_NUMBER", f"Number={number} needs VCF 4.5 or later"))
     return FieldDef(attrs["ID"], number, type_)
 
 
@@ -290,11 +297,15 @@ def _header_line(line: str, number: int, header: VcfHeader, issues: list[Issue])
     if len(columns) > 8:
         if columns[8] != "FORMAT":
             raise VcfFileError(
-                f"column 9 of the #CHROM line must be FORMAT, found {columns[8]!r}", "HEADER_LINE_INVALID", number
+                f"column 9 of the #CHROM line must be FORMAT, found {columns[8]!r}",
+                "HEADER_LINE_INVALID",
+                number,
             )
         samples = columns[9:]
         if not samples:
-            issues.append(Issue(number, "FORMAT", "FORMAT_WITHOUT_SAMPLES", "FORMAT is declared but no samples"))
+            issues.append(
+                Issue(number, "FORMAT", "FORMAT_WITHOUT_SAMPLES", "FORMAT is declared but no samples")
+            )
         seen: set[str] = set()
         for name in samples:
             if name in seen:

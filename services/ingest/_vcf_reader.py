@@ -2,20 +2,25 @@
 
 Speed is the point of this module. Building `VariantMessage`s through the
 protobuf Python API costs ~1.3 us per `GenotypeCall` and ~1.5 us per INFO entry
-(measured with upb), which alone caps a 10-sample file far below the ingest
-target. So records are encoded straight to protobuf wire bytes here, from the
-VCF text htslib formats for each record (VCF, bgzipped VCF and BCF alike, so all
-three yield identical messages), with encodings of recurring field values
-cached. The bus publishes those bytes as they are; `EncodedBatch.decode()`
-parses them (in C) when a caller needs the message objects.
+(measured with upb), so records are encoded straight to protobuf wire bytes
+here. Plain and gzipped VCF are read as text lines (see _vcf_source); BCF and
+region queries come through pysam as the same text. Every field value's
+encoding is cached, and a value enters a cache only after the checks of
+_vcf_validator pass, so validation costs one dict lookup per value on a hit.
+The bus publishes the bytes as they are; `EncodedBatch.decode()` parses them.
 
 Decisions:
 - A record whose ALT is `.` (REF-only) yields no variant; it still consumes a
   record_index and is counted in `ReadCounters.ref_only_records`.
+- A record that breaks the spec yields no variant either: it consumes a
+  record_index and becomes a DeadLetter with its line, raw text and reason.
 - INFO values with Number=A/R/G keep the full list on every ALT's message; the
   ALT's position is `alt_index` (+1 for Number=R), so nothing is lost or guessed.
 - Missing INFO values (`.`) are dropped from lists; an entry with no values left
   is omitted. String INFO with Number=1 is kept whole (commas included).
+- VEP CSQ, SnpEff ANN and bcftools BCSQ also become one `KEY.Subfield` string
+  list per subfield named in the header (one value per annotation, in order).
+- String values of VCF 4.3+ files are percent-decoded.
 - A float-typed DP/GQ (older GATK writes GQ as Float) is rounded to an int.
 - `phased` is true when every separator of the GT is `|` (a haploid GT is unphased).
 - With `region`, record_index counts records within the region and
@@ -24,7 +29,7 @@ Decisions:
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 import os
 import struct
 import threading
@@ -35,10 +40,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import pysam
-
-from vcf_agent.schema import correlation_id, file_digest_hasher
+from vcf_agent.schema import file_digest_hasher
 from vcf_agent.v1 import events_pb2, variant_pb2
+
+from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
+from ._vcf_source import VcfText, open_vcf_text
+from ._vcf_validator import RecordError, RecordRules, TypedValues, expected_count
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -48,9 +55,8 @@ _CACHE_LIMIT = 50_000
 
 _DIGEST_CHUNK = 1 << 20
 
-# htslib skips a bad line and goes on; this many failures in a row means the
-# file is corrupt (e.g. truncated), not that a few records are.
-_MAX_CONSECUTIVE_FAILURES = 100
+# Issues kept for a validation report; a file with more is summarised by count.
+ISSUE_LIMIT = 1000
 
 _MASK64 = (1 << 64) - 1
 
@@ -169,73 +175,69 @@ class _InfoMeta:
     split: bool
 
 
-def _encode_list(kind: str, raw: str, split: bool) -> bytes | None:
-    """InfoValue bytes for one INFO value's text; None when every value is missing."""
-    if kind == "Flag":
-        return _FLAG_VALUE
-    items = raw.split(",") if split else [raw]
-    present = [item for item in items if item != "."]
-    if not present:
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A FORMAT string's keys, checked once, and the per-ALT-count value caches."""
+
+    keys: list[str]
+    width: int
+    gt: int
+    # Positions of keys whose Number depends on ploidy (G, P).
+    ploidy_fields: list[int]
+    # Encodings of GT/DP/GQ when the FORMAT lacks them (the schema's "missing").
+    absent: bytes
+    by_alts: dict[int, list[dict[str, bytes]]]
+
+
+def _ints(values: list[int]) -> bytes:
+    return _length_delimited(
+        _T_INTS, _length_delimited(_T_LIST_VALUES, b"".join([_varint(v) for v in values]))
+    )
+
+
+def _info_value(typed: TypedValues) -> bytes | None:
+    """InfoValue bytes for typed values; None when every value is missing."""
+    values = typed.values
+    if not values:
         return None
-    if kind == "Integer":
-        packed = b"".join([_varint(int(item)) for item in present])
-        return _length_delimited(_T_INTS, _length_delimited(_T_LIST_VALUES, packed))
-    if kind == "Float":
-        packed = struct.pack(f"<{len(present)}d", *[float(item) for item in present])
+    if typed.kind == "Integer":
+        return _ints(values)  # type: ignore[arg-type]
+    if typed.kind == "Float":
+        packed = struct.pack(f"<{len(values)}d", *values)
         return _length_delimited(_T_FLOATS, _length_delimited(_T_LIST_VALUES, packed))
-    body = b"".join([_string_field(_T_LIST_VALUES, item) for item in present])
-    return _length_delimited(_T_STRINGS, body)
+    return _strings(values)  # type: ignore[arg-type]
 
 
-def _int_value(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        return round(float(raw))
+def _strings(values: list[str]) -> bytes:
+    return _length_delimited(_T_STRINGS, b"".join([_string_field(_T_LIST_VALUES, v) for v in values]))
+
+
+def _map_entry(key: str, value: bytes) -> bytes:
+    return _length_delimited(_T_INFO, _string_field(_T_MAP_KEY, key) + _length_delimited(_T_MAP_VALUE, value))
 
 
 def _remember(cache: dict[str, bytes], key: str, encoded: bytes) -> bytes:
-    """Store a cache miss, dropping everything first once the cache is full."""
+    """Store a checked value, dropping everything first once the cache is full."""
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
     cache[key] = encoded
     return encoded
 
 
-def _encode_ad(text: str) -> bytes:
-    if text == ".":
-        return b""
-    return _length_delimited(_T_AD, b"".join([_varint(-1 if d == "." else int(d)) for d in text.split(",")]))
-
-
-def _encode_int_field(tag: bytes, text: str) -> bytes:
-    """A DP/GQ field; a missing value is -1, as the schema says."""
-    return tag + _varint(-1 if text == "." else _int_value(text))
-
-
-def _encode_gt(gt: str) -> bytes:
-    """Alleles and phased fields of a GenotypeCall for one GT text."""
-    if gt == ".":
-        # GT absent from this record's FORMAT, or a fully missing haploid call.
-        return _length_delimited(_T_ALLELES, _varint(-1))
-    phased = "|" in gt and "/" not in gt
-    alleles = gt.replace("|", "/").split("/")
-    packed = b"".join([_varint(-1 if a == "." else int(a)) for a in alleles])
-    return _length_delimited(_T_ALLELES, packed) + (_PHASED if phased else b"")
-
-
-class VcfFileError(Exception):
-    """The file cannot be read as VCF/BCF at all (as opposed to one bad record)."""
+def _printable(line: str) -> str:
+    """A raw line as valid UTF-8 text (undecodable bytes were kept as surrogates)."""
+    return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class VcfReader:
-    """Streams a VCF, bgzipped VCF or BCF as batches of up to `batch_size` variants.
+    """Streams a VCF, bgzipped or plain-gzipped VCF or BCF as batches of up to `batch_size` variants.
 
-    `batches()` yields the serialized form the bus needs; iterating the reader
-    yields parsed `VariantBatch` messages for callers that want objects. Memory
-    is bounded by one batch plus the capped encoding caches, whatever the file
-    size. Iterate from one thread; `close()` may be called from another and
-    stops the iteration at the next record.
+    Opening reads and checks the header (raising VcfFileError for files that
+    cannot be ingested). `batches()` yields the serialized form the bus needs;
+    iterating the reader yields parsed `VariantBatch` messages. Memory is
+    bounded by one batch plus the capped caches, whatever the file size.
+    Iterate from one thread; `close()` may be called from another and stops the
+    iteration at the next record.
     """
 
     def __init__(
@@ -248,6 +250,7 @@ class VcfReader:
         source_name: str,
         batch_size: int = DEFAULT_BATCH_SIZE,
         region: str | None = None,
+        keep_issues: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -257,41 +260,45 @@ class VcfReader:
         self._tenant_id = tenant_id
         self._source_name = source_name
         self._batch_size = batch_size
-        self._region = region
+        self._keep_issues = keep_issues
+        name = source_name or self._path.name
+        self._source: VcfText = open_vcf_text(self._path, name=name, region=region)
         try:
-            self._file = pysam.VariantFile(os.fspath(self._path))
-        except (OSError, ValueError) as exc:
-            raise VcfFileError(
-                f"{source_name or self._path.name}: not a readable VCF/BCF file ({exc})"
-            ) from exc
-        header = self._file.header
-        self._is_bcf = self._file.format == "BCF"
+            header, issues = parse_header(self._source.header_lines)
+        except VcfFileError as exc:
+            self._source.close()
+            raise VcfFileError(f"{name}: {exc}", exc.code, exc.line) from exc
+        self.header: VcfHeader = header
+        self.kind = self._source.kind
+        # Header problems that leave records interpretable; strict ingest fails on them.
+        self.header_issues: list[Issue] = issues
+        self.record_issues: list[Issue] = []
+        self.warnings: list[Issue] = []
+        self._rules = RecordRules(header)
         self.counters = ReadCounters(samples=list(header.samples))
-        self._info_meta = {
-            key: _InfoMeta(meta.type or "String", not (meta.type == "String" and str(meta.number) == "1"))
-            for key, meta in header.info.items()
-        }
+        self._columns = 9 + len(header.samples) if header.samples else 8
         self._job_fields = (
             (_string_field(_T_JOB, job_id) if job_id else b"")
             + (_string_field(_T_FILE, file_id) if file_id else b"")
             + (_string_field(_T_TENANT, tenant_id) if tenant_id else b"")
         )
         self._source_field = _string_field(_T_SOURCE, source_name) if source_name else b""
-        self._sample_fields = [_string_field(_T_SAMPLE, name) for name in self.counters.samples]
-        # Encodings of recurring texts; GT, DP and GQ have few distinct values per file.
-        self._info_cache: dict[str, bytes] = {}
-        self._format_cache: dict[str, tuple[int, int, int, int, int]] = {}
-        self._gt_cache: dict[str, bytes] = {}
-        self._depth_cache: dict[str, bytes] = {}
-        self._gq_cache: dict[str, bytes] = {}
-        self._ad_cache: dict[str, bytes] = {}
-        self._field_cache: dict[tuple[bytes, str], bytes] = {}
+        self._sample_fields = [_string_field(_T_SAMPLE, n) for n in header.samples]
+        # Checked encodings of recurring values, so most values cost one lookup.
+        self._fields: dict[str, bytes] = {}
+        self._refs: dict[str, bytes] = {}
+        self._alts: dict[str, tuple[list[str], list[bytes], bytes]] = {}
+        self._quals: dict[str, bytes] = {}
+        self._filters: dict[str, bytes] = {}
+        self._info: dict[int, dict[str, bytes]] = {}
+        self._layouts: dict[str, _Layout] = {}
+        self._values: dict[tuple[str, int], dict[str, bytes]] = {}
+        self._non_diploid: dict[str, int] = {}
         self._dead_letters: list[events_pb2.DeadLetter] = []
         self.dead_lettered = 0
         self._lock = threading.Lock()
         self._closing = False
         self._active = False
-        self._header_lines = 0 if self._is_bcf or region else self._count_header_lines()
 
     def __enter__(self) -> Self:
         return self
@@ -309,11 +316,11 @@ class VcfReader:
             yield batch.decode()
 
     def close(self) -> None:
-        """Release the file; mid-iteration the reading thread does it, since htslib isn't thread-safe."""
+        """Release the file; mid-iteration the reading thread does it (htslib is not thread-safe)."""
         with self._lock:
             self._closing = True
             if not self._active:
-                self._file.close()
+                self._source.close()
 
     @property
     def samples(self) -> list[str]:
@@ -324,116 +331,143 @@ class VcfReader:
         return self.counters.records
 
     def take_dead_letters(self) -> list[events_pb2.DeadLetter]:
-        """Records that could not be parsed since the last call, for the dead-letter stream."""
+        """Records rejected since the last call, for the dead-letter stream."""
         letters, self._dead_letters = self._dead_letters, []
         return letters
-
-    def _count_header_lines(self) -> int:
-        # htslib's rendered header differs from the file's (it adds PASS and
-        # contig lines), so line numbers come from the file's own text.
-        with open(self._path, "rb") as probe:
-            compressed = probe.read(2) == b"\x1f\x8b"
-        opener = gzip.open if compressed else open
-        count = 0
-        with opener(self._path, "rb") as fh:
-            for line in fh:
-                if not line.startswith(b"#"):
-                    break
-                count += 1
-        return count
 
     def batches(self) -> Iterator[EncodedBatch]:
         """Yield serialized batches in file order; counters are updated as records are read."""
         with self._lock:
             if self._closing:
-                raise VcfFileError("the reader is closed")
+                raise VcfFileError("the reader is closed", "READER_CLOSED")
             self._active = True
         try:
             yield from self._encode_records()
+        except (OSError, EOFError, UnicodeError) as exc:
+            raise VcfFileError(
+                f"{self._source_name}: the file became unreadable after record {self.counters.records}: {exc}",
+                "TRUNCATED_FILE",
+            ) from exc
         finally:
             with self._lock:
                 self._active = False
                 if self._closing:
-                    self._file.close()
+                    self._source.close()
 
     def _encode_records(self) -> Iterator[EncodedBatch]:
-        try:
-            records = self._file.fetch(region=self._region) if self._region else self._file
-        except (OSError, ValueError) as exc:
-            raise VcfFileError(f"cannot fetch region {self._region!r}: {exc}") from exc
-        next_record = iter(records).__next__
         counters = self.counters
         batch_size = self._batch_size
-        file_id = self._file_id
+        prefix = f"{self._file_id}:"
+        blake2b = hashlib.blake2b
         job_fields = self._job_fields
-        line_base = self._header_lines + 1 if self._header_lines else 0
+        columns = self._columns
+        rules = self._rules
+        fields_get = self._fields.get
+        refs_get = self._refs.get
+        alts_get = self._alts.get
+        quals_get = self._quals.get
+        filters_get = self._filters.get
+        info_caches = self._info
+        numbered = self._source.first_line_number > 0
+        line_number = self._source.first_line_number - 1
         chunks: list[bytes] = []
         count = 0
         first_index = -1
         first_locus = ("", 0)
         suffix = self._batch_suffix()
         record_index = -1
-        failures = 0
-        while not self._closing:
-            try:
-                record = next_record()
-            except StopIteration:
+        chrom = ""
+        last_pos = -1
+        for line in self._source.lines:
+            if self._closing:
                 break
-            except (OSError, ValueError) as exc:
-                # htslib rejects the line but stays positioned after it, so the
-                # read goes on; a run of failures means the file itself is broken.
-                failures += 1
-                if failures > _MAX_CONSECUTIVE_FAILURES:
-                    raise VcfFileError(
-                        f"{self._source_name}: unreadable after record {record_index}"
-                    ) from exc
-                record_index += 1
-                counters.records = record_index + 1
-                self._dead_letter(record_index, line_base, "", f"htslib could not parse the record: {exc}")
+            line_number += 1
+            if line[-1:] == "\n":
+                line = line[:-1]
+            else:
+                self._missing_newline(line_number)
+            fields = line.split("\t")
+            if len(fields) != columns and not line.strip():
+                self.warnings.append(Issue(line_number, "CHROM", "BLANK_LINE", "a blank line was skipped"))
                 continue
-            failures = 0
             record_index += 1
             counters.records = record_index + 1
-            text = str(record)
             try:
-                fields = text[:-1].split("\t")
-                alts_text = fields[4]
-                if alts_text == ".":
-                    counters.ref_only_records += 1
-                    continue
-                alts = alts_text.split(",")
-                head = (
-                    _T_RECORD_INDEX
-                    + _varint(record_index)
-                    + (_T_LINE_NUMBER + _varint(line_base + record_index) if line_base else b"")
-                    + self._record_head(fields)
-                )
-                tail = b"".join([self._field(_T_ALL_ALTERNATES, alt) for alt in alts]) + self._record_tail(
-                    fields
-                )
-            except (ValueError, IndexError) as exc:
-                self._dead_letter(record_index, line_base, text[:-1], f"cannot encode the record: {exc}")
+                if len(fields) != columns:
+                    raise rules.column_count(len(fields), columns)
+                if fields[0] != chrom:
+                    rules.contig(fields[0], chrom)
+                    chrom = fields[0]
+                    last_pos = -1
+                pos = rules.position(fields[1])
+                if pos < last_pos:
+                    raise rules.unsorted(chrom, pos, last_pos)
+                last_pos = pos
+                ref_field = refs_get(fields[3]) or self._ref(fields[3])
+                alt_text = fields[4]
+                alts, alt_fields, all_alts = alts_get(alt_text) or self._alt(alt_text)
+                n_alt = len(alts)
+                vid = fields[2]
+                if vid != ".":
+                    rules.identifier(vid)
+                qual = quals_get(fields[5])
+                if qual is None:
+                    qual = self._qual(fields[5])
+                filters = filters_get(fields[6])
+                if filters is None:
+                    filters = self._filter(fields[6])
+                info = fields[7]
+                if info == ".":
+                    info_bytes = b""
+                else:
+                    cache = info_caches.get(n_alt)
+                    if cache is None:
+                        cache = info_caches[n_alt] = {}
+                    entries = info.split(";")
+                    encoded = list(map(cache.get, entries))
+                    if None in encoded:
+                        encoded = self._info_misses(entries, encoded, n_alt, cache)
+                    info_bytes = b"".join(encoded)  # type: ignore[arg-type]
+                genotypes = self._encode_genotypes(fields[8], fields, n_alt) if columns > 8 else b""
+            except RecordError as exc:
+                self._reject(record_index, line_number if numbered else 0, line, exc)
                 continue
-            for alt_index, alt in enumerate(alts):
+            if not n_alt:
+                counters.ref_only_records += 1
+                continue
+            head = b"".join(
+                (
+                    _T_RECORD_INDEX,
+                    _varint(record_index),
+                    _T_LINE_NUMBER + _varint(line_number) if numbered else b"",
+                    fields_get(chrom) or self._chrom_field(chrom),
+                    _T_POSITION,
+                    _varint(pos),
+                    _string_field(_T_ID, vid) if vid != "." else b"",
+                    ref_field,
+                )
+            )
+            tail = all_alts + qual + filters + info_bytes + genotypes + suffix
+            key = f"{prefix}{record_index}:"
+            for alt_index in range(n_alt):
                 body = b"".join(
                     (
                         _T_CORRELATION,
                         b"\x20",
-                        correlation_id(file_id, record_index, alt_index).encode(),
+                        blake2b(f"{key}{alt_index}".encode(), digest_size=16).hexdigest().encode(),
                         job_fields,
                         head,
-                        self._field(_T_ALTERNATE, alt),
+                        alt_fields[alt_index],
                         _T_ALT_INDEX + _SMALL[alt_index] if alt_index else b"",
                         tail,
-                        suffix,
                     )
                 )
                 if first_index < 0:
                     first_index = record_index
-                    first_locus = (fields[0], int(fields[1]))
+                    first_locus = (chrom, pos)
                 chunks.append(_T_BATCH_VARIANTS + _varint(len(body)) + body)
                 count += 1
-                if count == batch_size:
+                if count >= batch_size:
                     counters.variants += count
                     yield EncodedBatch(b"".join(chunks), count, first_index, record_index, *first_locus)
                     chunks.clear()
@@ -444,16 +478,27 @@ class VcfReader:
             counters.variants += count
             yield EncodedBatch(b"".join(chunks), count, first_index, record_index, *first_locus)
 
-    def _dead_letter(self, record_index: int, line_base: int, raw_line: str, reason: str) -> None:
+    def _missing_newline(self, line_number: int) -> None:
+        if self._source.first_line_number:
+            self.warnings.append(
+                Issue(
+                    line_number, "CHROM", "MISSING_FINAL_NEWLINE", "the last line does not end with a newline"
+                )
+            )
+
+    def _reject(self, record_index: int, line_number: int, line: str, exc: RecordError) -> None:
         self.dead_lettered += 1
+        if self._keep_issues and len(self.record_issues) < ISSUE_LIMIT:
+            self.record_issues.append(Issue(line_number, exc.column, exc.code, exc.message))
+        where = f"line {line_number}" if line_number else f"record {record_index + 1}"
         letter = events_pb2.DeadLetter(
-            reason=reason,
+            reason=f"{where}, column {exc.column}: {exc.message}",
             job_id=self._job_id,
             tenant_id=self._tenant_id,
             file_name=self._source_name,
-            line_number=line_base + record_index if line_base else 0,
-            raw_line=raw_line,
-            error_code="vcf_record_invalid",
+            line_number=line_number,
+            raw_line=_printable(line),
+            error_code=exc.code,
             service="ingest",
         )
         letter.timestamp.GetCurrentTime()
@@ -466,108 +511,197 @@ class VcfReader:
         stamp = b"\x08" + _varint(seconds) + (b"\x10" + _varint(nanos) if nanos else b"")
         return _length_delimited(_T_TIMESTAMP, stamp) + self._source_field
 
-    def _field(self, tag: bytes, value: str) -> bytes:
-        """A string field whose values recur (chromosomes, short alleles), cached."""
-        key = (tag, value)
-        encoded = self._field_cache.get(key)
-        if encoded is None:
-            if len(self._field_cache) >= _CACHE_LIMIT:
-                self._field_cache.clear()
-            encoded = self._field_cache[key] = _string_field(tag, value)
+    def _text(self, tag: bytes, value: str) -> bytes:
+        """A string field; undecodable bytes become U+FFFD instead of failing the encode."""
+        try:
+            return _string_field(tag, value)
+        except UnicodeEncodeError:
+            return _string_field(tag, _printable(value))
+
+    def _chrom_field(self, chrom: str) -> bytes:
+        return _remember(self._fields, chrom, self._text(_T_CHROMOSOME, chrom))
+
+    def _ref(self, ref: str) -> bytes:
+        self._rules.reference(ref)
+        return _remember(self._refs, ref, _string_field(_T_REFERENCE, ref))
+
+    def _alt(self, text: str) -> tuple[list[str], list[bytes], bytes]:
+        alts = self._rules.alternates(text)
+        unknown = self._rules.symbolic_warnings(alts)
+        if unknown:
+            self.warnings.append(
+                Issue(
+                    0, "ALT", "ALT_UNDECLARED", f"symbolic allele(s) {', '.join(unknown)} have no ##ALT line"
+                )
+            )
+        entry = (
+            alts,
+            [_string_field(_T_ALTERNATE, a) for a in alts],
+            b"".join([_string_field(_T_ALL_ALTERNATES, a) for a in alts]),
+        )
+        if len(self._alts) >= _CACHE_LIMIT:
+            self._alts.clear()
+        self._alts[text] = entry
+        return entry
+
+    def _qual(self, text: str) -> bytes:
+        value = self._rules.quality(text)
+        encoded = b"" if value is None else _HAS_QUALITY + _T_QUALITY + _PACK_DOUBLE(value)
+        return _remember(self._quals, text, encoded)
+
+    def _filter(self, text: str) -> bytes:
+        names = self._rules.filters(text)
+        return _remember(self._filters, text, b"".join([_string_field(_T_FILTERS, n) for n in names]))
+
+    def _info_misses(
+        self, entries: list[str], encoded: list[bytes | None], n_alt: int, cache: dict[str, bytes]
+    ) -> list[bytes | None]:
+        for i, entry in enumerate(entries):
+            if encoded[i] is None:
+                encoded[i] = _remember(cache, entry, self._info_entry(entry, n_alt))
         return encoded
 
-    def _record_head(self, fields: list[str]) -> bytes:
-        """Fields 7-10 (chromosome .. reference), shared by all ALTs of a record."""
-        vid = fields[2]
-        return b"".join(
-            (
-                self._field(_T_CHROMOSOME, fields[0]),
-                _T_POSITION,
-                _varint(int(fields[1])),
-                _string_field(_T_ID, vid) if vid != "." else b"",
-                self._field(_T_REFERENCE, fields[3]),
-            )
-        )
-
-    def _record_tail(self, fields: list[str]) -> bytes:
-        """Fields 14-18 (quality .. genotypes), shared by all ALTs of a record."""
-        qual = fields[5]
-        filt = fields[6]
-        parts = [
-            _HAS_QUALITY + _T_QUALITY + _PACK_DOUBLE(float(qual)) if qual != "." else b"",
-            b"".join([_string_field(_T_FILTERS, f) for f in filt.split(";")]) if filt != "." else b"",
-            self._encode_info(fields[7]),
-        ]
-        if len(fields) > 9:
-            parts.append(self._encode_genotypes(fields[8], fields[9:]))
-        return b"".join(parts)
-
-    def _encode_info(self, info: str) -> bytes:
-        if info == ".":
-            return b""
-        cache = self._info_cache
-        parts = []
-        for entry in info.split(";"):
-            encoded = cache.get(entry)
-            if encoded is None:
-                encoded = _remember(cache, entry, self._encode_info_entry(entry))
-            parts.append(encoded)
-        return b"".join(parts)
-
-    def _encode_info_entry(self, entry: str) -> bytes:
-        key, has_value, raw = entry.partition("=")
-        meta = self._info_meta.get(key)
-        if meta is None:
-            # htslib passes undeclared keys through as untyped text.
-            meta = _InfoMeta("String", False) if has_value else _InfoMeta("Flag", False)
-        value = _encode_list(meta.kind, raw, meta.split)
+    def _info_entry(self, entry: str, n_alt: int) -> bytes:
+        definition, key, typed = self._rules.info_entry(entry, n_alt)
+        if typed is None:
+            return _map_entry(key, _FLAG_VALUE)
+        value = _info_value(typed)
         if value is None:
             return b""
-        return _length_delimited(
-            _T_INFO, _string_field(_T_MAP_KEY, key) + _length_delimited(_T_MAP_VALUE, value)
+        encoded = _map_entry(key, value)
+        names = self.header.annotations.get(key)
+        if names and typed.kind == "String":
+            encoded += self._annotation_entries(key, names, typed.values)  # type: ignore[arg-type]
+        return encoded
+
+    @staticmethod
+    def _annotation_entries(key: str, names: list[str], annotations: list[str]) -> bytes:
+        """`KEY.Subfield` lists, one value per annotation, from the header's field list."""
+        split = [annotation.split("|") for annotation in annotations]
+        parts = []
+        for i, name in enumerate(names):
+            values = [fields[i] if i < len(fields) else "" for fields in split]
+            parts.append(_map_entry(f"{key}.{name}", _strings(values)))
+        return b"".join(parts)
+
+    def _layout(self, fmt: str) -> _Layout:
+        layout = self._layouts.get(fmt)
+        if layout is not None:
+            return layout
+        keys = self._rules.format_keys(fmt)
+        defs = self.header.format
+        absent = b""
+        if "GT" not in keys:
+            absent += _length_delimited(_T_ALLELES, _varint(-1))
+        if "DP" not in keys:
+            absent += _T_DEPTH + _varint(-1)
+        if "GQ" not in keys:
+            absent += _T_GQ + _varint(-1)
+        layout = _Layout(
+            keys,
+            len(keys),
+            keys.index("GT") if "GT" in keys else -1,
+            [i for i, k in enumerate(keys) if defs[k].number in ("G", "P")],
+            absent,
+            {},
         )
-
-    def _format_layout(self, fmt: str) -> tuple[int, int, int, int, int]:
-        """Field count and positions of GT, DP, GQ, AD in a FORMAT string.
-
-        An absent key points one past the last field, where every split sample
-        value carries a `.` (see _encode_genotypes), so lookups need no branch.
-        """
-        layout = self._format_cache.get(fmt)
-        if layout is None:
-            keys = fmt.split(":")
-            width = len(keys)
-            gt, dp, gq, ad = (keys.index(k) if k in keys else width for k in ("GT", "DP", "GQ", "AD"))
-            layout = self._format_cache[fmt] = (width + 1, gt, dp, gq, ad)
+        self._layouts[fmt] = layout
         return layout
 
-    def _encode_genotypes(self, fmt: str, tokens: list[str]) -> bytes:
-        # The hot loop for multi-sample files: one split and four cache hits per
-        # sample is the measured floor; bulk map()-based variants were slower.
-        width, gi, di, qi, ai = self._format_layout(fmt)
-        gt_get = self._gt_cache.get
-        depth_get = self._depth_cache.get
-        gq_get = self._gq_cache.get
-        ad_get = self._ad_cache.get
+    def _caches(self, layout: _Layout, n_alt: int) -> list[dict[str, bytes]]:
+        caches = layout.by_alts.get(n_alt)
+        if caches is None:
+            caches = []
+            for key in layout.keys:
+                # Values whose check does not depend on the ALT count share one cache.
+                depends = key == "GT" or expected_count(self.header.format[key], 0) != expected_count(
+                    self.header.format[key], 1
+                )
+                caches.append(self._values.setdefault((key, n_alt if depends else -1), {}))
+            layout.by_alts[n_alt] = caches
+        return caches
+
+    def _encode_genotypes(self, fmt: str, fields: list[str], n_alt: int) -> bytes:
+        # The hot loop of multi-sample files: per sample one split, one map of
+        # dict lookups over the FORMAT values and one join.
+        layout = self._layouts.get(fmt) or self._layout(fmt)
+        caches = self._caches(layout, n_alt)
+        width = layout.width
+        absent = layout.absent
+        check_ploidy = layout.ploidy_fields and layout.gt >= 0
+        non_diploid = self._non_diploid
+        get = dict.get
         parts = []
-        for sample_field, token in zip(self._sample_fields, tokens, strict=False):
-            values = (token + ":.").split(":")
+        for sample_field, token in zip(self._sample_fields, fields[9:], strict=True):
+            values = token.split(":")
             if len(values) != width:
-                # Trailing fields may be dropped; pad them as missing.
-                values = values[:-1] + ["."] * (width - len(values) + 1)
-            gt = gt_get(values[gi])
-            if gt is None:
-                gt = _remember(self._gt_cache, values[gi], _encode_gt(values[gi]))
-            depth = depth_get(values[di])
-            if depth is None:
-                depth = _remember(self._depth_cache, values[di], _encode_int_field(_T_DEPTH, values[di]))
-            gq = gq_get(values[qi])
-            if gq is None:
-                gq = _remember(self._gq_cache, values[qi], _encode_int_field(_T_GQ, values[qi]))
-            ad = ad_get(values[ai])
-            if ad is None:
-                ad = _remember(self._ad_cache, values[ai], _encode_ad(values[ai]))
-            body = sample_field + gt + depth + gq + ad
+                values = self._pad(values, width, sample_field)
+            encoded = list(map(get, caches, values))
+            if None in encoded or (check_ploidy and values[layout.gt] in non_diploid):
+                encoded = self._sample_misses(layout, caches, values, encoded, n_alt, sample_field)
+            body = sample_field + b"".join(encoded) + absent  # type: ignore[arg-type]
             size = len(body)
             parts.append(_T_GENOTYPES + (_SMALL[size] if size < 16384 else _varint(size)) + body)
         return b"".join(parts)
+
+    def _sample_name(self, sample_field: bytes) -> str:
+        return self.counters.samples[self._sample_fields.index(sample_field)]
+
+    def _pad(self, values: list[str], width: int, sample_field: bytes) -> list[str]:
+        if len(values) > width:
+            raise self._rules.too_many_values(self._sample_name(sample_field), len(values), width)
+        # Trailing values may be dropped; they are missing.
+        return values + ["."] * (width - len(values))
+
+    def _sample_misses(
+        self,
+        layout: _Layout,
+        caches: list[dict[str, bytes]],
+        values: list[str],
+        encoded: list[bytes | None],
+        n_alt: int,
+        sample_field: bytes,
+    ) -> list[bytes | None]:
+        sample = self._sample_name(sample_field)
+        ploidy = 2
+        if layout.gt >= 0:
+            gt = values[layout.gt]
+            ploidy = self._non_diploid.get(gt, 2)
+            if encoded[layout.gt] is None:
+                encoded[layout.gt], ploidy = self._gt(gt, n_alt, sample)
+                caches[layout.gt][gt] = encoded[layout.gt]  # type: ignore[assignment]
+        for i, key in enumerate(layout.keys):
+            if key == "GT" or (encoded[i] is not None and (ploidy == 2 or i not in layout.ploidy_fields)):
+                continue
+            value = self._sample_value(self.header.format[key], values[i], n_alt, ploidy, sample)
+            encoded[i] = value
+            if ploidy == 2 or i not in layout.ploidy_fields:
+                _remember(caches[i], values[i], value)
+        return encoded
+
+    def _gt(self, text: str, n_alt: int, sample: str) -> tuple[bytes, int]:
+        if text == ".":
+            return _length_delimited(_T_ALLELES, _varint(-1)), 1
+        alleles, phased = self._rules.genotype(text, n_alt, sample)
+        if len(alleles) != 2:
+            self._non_diploid[text] = len(alleles)
+        packed = b"".join([_varint(a) for a in alleles])
+        return _length_delimited(_T_ALLELES, packed) + (_PHASED if phased else b""), len(alleles)
+
+    def _sample_value(self, definition: FieldDef, text: str, n_alt: int, ploidy: int, sample: str) -> bytes:
+        key = definition.id
+        typed = self._rules.typed(definition, text, "FORMAT")
+        try:
+            self._rules.check_count(definition, typed, n_alt, "FORMAT", ploidy)
+        except RecordError as exc:
+            raise RecordError(exc.code, exc.column, f"sample {sample}: {exc.message}") from None
+        if key in ("DP", "GQ") and definition.number == "1":
+            tag = _T_DEPTH if key == "DP" else _T_GQ
+            return tag + _varint(round(typed.values[0]) if typed.values else -1)
+        if key == "AD" and typed.kind == "Integer":
+            if text == ".":
+                return b""
+            return _length_delimited(
+                _T_AD, b"".join([_varint(-1 if d == "." else int(d)) for d in text.split(",")])
+            )
+        return b""

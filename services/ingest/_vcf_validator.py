@@ -35,7 +35,9 @@ _ALLELE = re.compile(
 _FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:inf|infinity|nan)", re.IGNORECASE)
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _GT_SPLIT = re.compile(r"[/|]")
-_RESERVED_SYMBOLIC = frozenset({"DEL", "INS", "DUP", "INV", "CNV", "BND", "*", "NON_REF", "CNV:TR", "DUP:TANDEM"})
+_RESERVED_SYMBOLIC = frozenset(
+    {"DEL", "INS", "DUP", "INV", "CNV", "BND", "*", "NON_REF", "CNV:TR", "DUP:TANDEM"}
+)
 
 
 class RecordError(ValueError):
@@ -88,7 +90,9 @@ class RecordRules:
     def contig(self, chrom: str, previous: str) -> None:
         """Called when CHROM changes: declared, and not a second block of the same contig."""
         if not chrom or any(c in chrom for c in " <>[]*=,"):
-            raise RecordError("CHROM_INVALID", "CHROM", f"chromosome name {chrom!r} is empty or has forbidden characters")
+            raise RecordError(
+                "CHROM_INVALID", "CHROM", f"chromosome name {chrom!r} is empty or has forbidden characters"
+            )
         if self.header.contigs and chrom not in self.header.contigs:
             raise RecordError(
                 "CHROM_UNDECLARED", "CHROM", f"chromosome {chrom} is not among the header's ##contig lines"
@@ -114,7 +118,9 @@ class RecordRules:
     @staticmethod
     def unsorted(chrom: str, pos: int, previous: int) -> RecordError:
         return RecordError(
-            "POS_UNSORTED", "POS", f"position {chrom}:{pos} comes after {chrom}:{previous}; the file is not sorted"
+            "POS_UNSORTED",
+            "POS",
+            f"position {chrom}:{pos} comes after {chrom}:{previous}; the file is not sorted",
         )
 
     @staticmethod
@@ -170,9 +176,13 @@ class RecordRules:
         for name in names:
             if name not in self.header.filters:
                 if not name or any(c in name for c in " \t"):
-                    raise RecordError("FILTER_INVALID", "FILTER", f"FILTER {text!r} has an empty or spaced name")
+                    raise RecordError(
+                        "FILTER_INVALID", "FILTER", f"FILTER {text!r} has an empty or spaced name"
+                    )
                 raise RecordError(
-                    "FILTER_UNDECLARED", "FILTER", f"filter {name} is not declared with a ##FILTER header line"
+                    "FILTER_UNDECLARED",
+                    "FILTER",
+                    f"filter {name} is not declared with a ##FILTER header line",
                 )
         if "PASS" in names and len(names) > 1:
             raise RecordError("FILTER_INVALID", "FILTER", "PASS cannot be combined with failed filters")
@@ -185,7 +195,9 @@ class RecordRules:
         if definition is None:
             if not key:
                 raise RecordError("INFO_INVALID", "INFO", "the INFO column has an empty entry (';;')")
-            raise RecordError("INFO_UNDECLARED", "INFO", f"INFO key {key} is not declared with a ##INFO header line")
+            raise RecordError(
+                "INFO_UNDECLARED", "INFO", f"INFO key {key} is not declared with a ##INFO header line"
+            )
         if definition.type == "Flag":
             if has_value:
                 raise RecordError("INFO_TYPE", "INFO", f"INFO {key} is a Flag and must not have a value")
@@ -231,7 +243,9 @@ class RecordRules:
         if kind == "Character":
             for item in present:
                 if len(item) != 1:
-                    raise RecordError(f"{column}_TYPE", column, f"{where} value {item!r} is not a single character")
+                    raise RecordError(
+                        f"{column}_TYPE", column, f"{where} value {item!r} is not a single character"
+                    )
         if self.header.percent_encoded and "%" in raw:
             if _BAD_PERCENT.search(raw):
                 raise RecordError(
@@ -243,7 +257,9 @@ class RecordRules:
         return TypedValues(kind, present, count)
 
     @staticmethod
-    def check_count(definition: FieldDef, typed: TypedValues, alt_count: int, column: str, ploidy: int) -> None:
+    def check_count(
+        definition: FieldDef, typed: TypedValues, alt_count: int, column: str, ploidy: int
+    ) -> None:
         if typed.count == 0:
             return
         expected = expected_count(definition, alt_count, ploidy)
@@ -260,7 +276,9 @@ class RecordRules:
         for key in keys:
             if key not in self.header.format:
                 raise RecordError(
-                    "FORMAT_UNDECLARED", "FORMAT", f"FORMAT key {key or '(empty)'} is not declared with ##FORMAT"
+                    "FORMAT_UNDECLARED",
+                    "FORMAT",
+                    f"FORMAT key {key or '(empty)'} is not declared with ##FORMAT",
                 )
         if len(set(keys)) != len(keys):
             raise RecordError("FORMAT_INVALID", "FORMAT", f"FORMAT {text} lists a key twice")
@@ -281,7 +299,9 @@ class RecordRules:
                 indexes.append(-1)
                 continue
             if not (allele.isascii() and allele.isdigit()):
-                raise RecordError("GT_INVALID", "FORMAT", f"sample {sample}: genotype {text!r} is not like 0/1 or 0|1")
+                raise RecordError(
+                    "GT_INVALID", "FORMAT", f"sample {sample}: genotype {text!r} is not like 0/1 or 0|1"
+                )
             index = int(allele)
             if index > alt_count:
                 raise RecordError(
@@ -296,14 +316,20 @@ class RecordRules:
     @staticmethod
     def too_many_values(sample: str, count: int, width: int) -> RecordError:
         return RecordError(
-            "SAMPLE_TOO_MANY_VALUES", "FORMAT", f"sample {sample} has {count} values but FORMAT lists {width} keys"
+            "SAMPLE_TOO_MANY_VALUES",
+            "FORMAT",
+            f"sample {sample} has {count} values but FORMAT lists {width} keys",
         )
 
     @staticmethod
     def column_count(found: int, expected: int) -> RecordError:
         if found == 1:
-            return RecordError("COLUMN_COUNT", "CHROM", "the line has no tabs: columns must be separated by tabs")
-        return RecordError("COLUMN_COUNT", "CHROM", f"the line has {found} columns; the header defines {expected}")
+            return RecordError(
+                "COLUMN_COUNT", "CHROM", "the line has no tabs: columns must be separated by tabs"
+            )
+        return RecordError(
+            "COLUMN_COUNT", "CHROM", f"the line has {found} columns; the header defines {expected}"
+        )
 
 
 def _is_int(text: str) -> bool:

@@ -55,7 +55,9 @@ class CachedAnswer:
     @classmethod
     def unpack(cls, data: bytes) -> CachedAnswer:
         classification, confidence, criteria, rationale, model = msgpack.unpackb(data)
-        return cls(str(classification), float(confidence), tuple(map(str, criteria)), str(rationale), str(model))
+        return cls(
+            str(classification), float(confidence), tuple(map(str, criteria)), str(rationale), str(model)
+        )
 
 
 class AnswerCache:
@@ -188,7 +190,11 @@ class CacheSync:
     async def clear(self, provider: str = "") -> None:
         self.cache.clear(provider)
         await self._send(
-            [events_pb2.CacheEvent(kind=events_pb2.CacheEvent.KIND_CLEAR, provider=provider, origin=self.origin)]
+            [
+                events_pb2.CacheEvent(
+                    kind=events_pb2.CacheEvent.KIND_CLEAR, provider=provider, origin=self.origin
+                )
+            ]
         )
 
     async def _send(self, events: Sequence[events_pb2.CacheEvent]) -> None:
@@ -205,7 +211,13 @@ class CacheSync:
             try:
                 event = decode(record.value, record.headers, events_pb2.CacheEvent)
             except PayloadError as exc:
-                log.warning("ignoring unreadable cache event at %s[%d]@%d: %s", record.stream, record.partition, record.offset, exc)
+                log.warning(
+                    "ignoring unreadable cache event at %s[%d]@%d: %s",
+                    record.stream,
+                    record.partition,
+                    record.offset,
+                    exc,
+                )
                 continue
             if event.origin == self.origin:
                 continue

@@ -81,7 +81,9 @@ class ProviderSettings:
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(Kind):
-            raise ConfigError(f"provider {self.name}: kind must be one of {get_args(Kind)}, got {self.kind!r}")
+            raise ConfigError(
+                f"provider {self.name}: kind must be one of {get_args(Kind)}, got {self.kind!r}"
+            )
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"provider {self.name}: base_url must be http(s), got {self.base_url!r}")
         for name in ("timeout_s", "max_concurrency", "burst", "max_attempts", "breaker_failures"):
@@ -156,7 +158,9 @@ class RouterSettings:
         if PREFIX + "POOLS" in env:
             values["pools"] = _pools(env[PREFIX + "POOLS"])
         if PREFIX + "CACHE_MAX_BYTES" in env:
-            values["cache_max_bytes"] = _number(PREFIX + "CACHE_MAX_BYTES", env[PREFIX + "CACHE_MAX_BYTES"], int)
+            values["cache_max_bytes"] = _number(
+                PREFIX + "CACHE_MAX_BYTES", env[PREFIX + "CACHE_MAX_BYTES"], int
+            )
         return cls(**values)
 
 
@@ -186,7 +190,9 @@ def _api_key(name: str, kind: str, raw: Mapping[str, str], env: Mapping[str, str
         try:
             text = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{PREFIX}{name.upper()}_API_KEY_FILE: cannot read {path}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"{PREFIX}{name.upper()}_API_KEY_FILE: cannot read {path}: {exc.strerror}"
+            ) from exc
         return Secret(text) if text else None
     var = raw.get("API_KEY_ENV") or _DEFAULT_KEY_ENV.get(kind, "")
     value = env.get(var, "").strip() if var else ""
@@ -210,4 +216,6 @@ def _number(var: str, text: str, kind: type[int] | type[float]) -> int | float:
     try:
         return kind(text)
     except ValueError as exc:
-        raise ConfigError(f"{var} must be a{'n integer' if kind is int else ' number'}, got {text!r}") from exc
+        raise ConfigError(
+            f"{var} must be a{'n integer' if kind is int else ' number'}, got {text!r}"
+        ) from exc

@@ -29,7 +29,7 @@ from vcf_agent.schema import variant_key
 from vcf_agent.v1 import analysis_pb2
 
 from ._breaker import CircuitBreaker
-from ._cache import AnswerCache, CachedAnswer, CacheSync, cache_key
+from ._cache import CachedAnswer, CacheSync, cache_key
 from ._config import RouterSettings
 from ._llm_providers import CallError, LLMProvider, RateLimited
 from ._local_annotator import LocalAnnotator
@@ -86,7 +86,9 @@ class ProviderLane:
         self.model = settings.model
         self._provider = provider
         self._jitter = jitter
-        self.breaker = CircuitBreaker(self.name, settings.breaker_failures, settings.breaker_reset_s, clock=clock)
+        self.breaker = CircuitBreaker(
+            self.name, settings.breaker_failures, settings.breaker_reset_s, clock=clock
+        )
         self.bucket = TokenBucket(settings.rate_per_s, settings.burst, clock=clock)
         self.breaker.on_open(self._fail_queued)
         self._queue: list[tuple[int, int, _Ticket]] = []
@@ -219,7 +221,7 @@ class ProviderLane:
 
     def _backoff(self, failures: int) -> float:
         """Exponential with equal jitter: half the step fixed, half random, so retries spread out."""
-        step = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (failures - 1))
+        step = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2.0 ** (failures - 1))
         return step / 2 + step / 2 * self._jitter()
 
     async def _sleep_unless_opened(self, seconds: float) -> None:
@@ -237,7 +239,8 @@ class ProviderLane:
         if output_tokens:
             provider_tokens.labels(self.name, "output").inc(output_tokens)
         cost = (
-            input_tokens * self.settings.input_cost_per_mtok + output_tokens * self.settings.output_cost_per_mtok
+            input_tokens * self.settings.input_cost_per_mtok
+            + output_tokens * self.settings.output_cost_per_mtok
         ) / 1e6
         if cost:
             provider_cost.labels(self.name).inc(cost)
@@ -377,7 +380,13 @@ class ProviderPool:
                         )
                         model = _model_label(slot, name, outcome.model)
                         result = _result(
-                            request, slot, annotation, cached, model, latency_ms=outcome.latency_ms, calls=calls
+                            request,
+                            slot,
+                            annotation,
+                            cached,
+                            model,
+                            latency_ms=outcome.latency_ms,
+                            calls=calls,
                         )
                         result.input_tokens = outcome.input_tokens
                         result.output_tokens = outcome.output_tokens

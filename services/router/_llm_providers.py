@@ -127,7 +127,9 @@ class ClaudeWire:
         if not texts:
             raise ValueError("no text block in content")
         usage = data.get("usage") or {}
-        return Completion("".join(texts), int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
+        return Completion(
+            "".join(texts), int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+        )
 
     def error_message(self, data: Any) -> str:
         error = data.get("error") if isinstance(data, dict) else None
@@ -203,12 +205,17 @@ class LLMProvider:
         try:
             response = await self._client.post(self._url, headers=self._headers, json=body)
         except httpx.TimeoutException as exc:
-            raise CallError(f"{self.name}: timed out after {self.settings.timeout_s}s", retryable=True, code="timeout") from exc
+            raise CallError(
+                f"{self.name}: timed out after {self.settings.timeout_s}s", retryable=True, code="timeout"
+            ) from exc
         except httpx.TransportError as exc:
-            raise CallError(f"{self.name}: {type(exc).__name__}: {exc}", retryable=True, code="connection") from exc
+            raise CallError(
+                f"{self.name}: {type(exc).__name__}: {exc}", retryable=True, code="connection"
+            ) from exc
         if response.status_code == 429:
             raise RateLimited(
-                f"{self.name}: 429 {self._error_text(response)}", retry_after(response.headers.get("retry-after"))
+                f"{self.name}: 429 {self._error_text(response)}",
+                retry_after(response.headers.get("retry-after")),
             )
         if response.status_code >= 400:
             raise CallError(
@@ -220,7 +227,9 @@ class LLMProvider:
             return self._wire.completion(response.json())
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             # A broken envelope is handled like a malformed answer: one more try, then a failure.
-            raise MalformedAnswer(f"{self.name}: unexpected response body ({type(exc).__name__}: {exc})") from exc
+            raise MalformedAnswer(
+                f"{self.name}: unexpected response body ({type(exc).__name__}: {exc})"
+            ) from exc
 
     def _error_text(self, response: httpx.Response) -> str:
         try:
@@ -243,4 +252,3 @@ def retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-

@@ -35,7 +35,7 @@ SYSTEM_PROMPT = (
     "Use only that evidence and well-established gene-disease knowledge; when evidence is insufficient, "
     "answer uncertain. Reply with a single JSON object and nothing else, matching this JSON schema: "
     + json.dumps(ANSWER_SCHEMA, separators=(",", ":"))
-    + ". criteria lists ACMG codes with a short justification each, e.g. \"PM2: absent from gnomAD\"."
+    + '. criteria lists ACMG codes with a short justification each, e.g. "PM2: absent from gnomAD".'
 )
 
 _MAX_CRITERIA = 28
@@ -113,7 +113,11 @@ def parse_answer(text: str) -> Answer:
     if normalised not in CLASSIFICATIONS:
         raise MalformedAnswer(f"classification {classification!r} is not one of {', '.join(CLASSIFICATIONS)}")
     confidence = data["confidence"]
-    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not math.isfinite(confidence):
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, int | float)
+        or not math.isfinite(confidence)
+    ):
         raise MalformedAnswer("confidence must be a number")
     if not 0 <= confidence <= 1:
         raise MalformedAnswer(f"confidence {confidence} is outside 0..1")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from vcf_agent import telemetry
 from vcf_agent.v1 import analysis_pb2
 
 from ._gene_index import GeneIndex
@@ -30,13 +31,17 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, genes_file: Path | None = None) -> None:
-        genes = GeneIndex.from_file(genes_file) if genes_file is not None else None
-        self._annotator = LocalAnnotator(gene_index=genes)
+        self.gene_index = GeneIndex.from_file(genes_file) if genes_file is not None else None
+        self._annotator = LocalAnnotator(gene_index=self.gene_index)
 
     async def analyse(
         self, requests: Sequence[analysis_pb2.AnalysisRequest]
     ) -> list[analysis_pb2.AnalysisResult]:
-        return await asyncio.to_thread(self._analyse, requests)
+        started = time.perf_counter()
+        results = await asyncio.to_thread(self._analyse, requests)
+        telemetry.provider_requests.labels(self.name, "ok").inc(len(results))
+        telemetry.provider_latency.labels(self.name).observe(time.perf_counter() - started)
+        return results
 
     def _analyse(self, requests: Sequence[analysis_pb2.AnalysisRequest]) -> list[analysis_pb2.AnalysisResult]:
         results = []

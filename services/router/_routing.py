@@ -9,15 +9,25 @@ aggregator instance correlates them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
 from vcf_agent.processing import CommitOffsets, DeadLetterSink, decode_or_dead_letter
-from vcf_agent.schema import encode, message_type
-from vcf_agent.v1 import analysis_pb2, variant_pb2
+from vcf_agent.schema import (
+    ENCODING_IDENTITY,
+    HEADER_CONTENT_ENCODING,
+    HEADER_MESSAGE_TYPE,
+    encode,
+    message_type,
+)
+from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
 from ._providers import AnalysisProvider
 
@@ -28,6 +38,8 @@ HEADER_GROUP_KEY = "x-group-key"
 
 _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
+# Providers get this share of the aggregator's deadline, so their failures still count as answers.
+_PROVIDER_SHARE = 0.8
 
 
 class VariantRouter:
@@ -59,6 +71,7 @@ class VariantRouter:
                 continue
             providers = self.providers_for(batch)
             group_key = f"{record.stream}/{record.partition}/{record.offset}"
+            deadline = _provider_deadline(self._settings.analysis_deadline_s)
             for provider in providers:
                 request_batch = analysis_pb2.AnalysisRequestBatch()
                 requests = request_batch.requests
@@ -70,6 +83,7 @@ class VariantRouter:
                     request.provider = provider
                     request.requested_providers.extend(providers)
                     request.variant.CopyFrom(variant)
+                    request.deadline.CopyFrom(deadline)
                 tenant = batch.variants[0].tenant_id if batch.variants else ""
                 payload, headers = encode(
                     request_batch,
@@ -103,28 +117,59 @@ class ProviderWorker:
         return f"router-provider-{self._provider.name}"
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
-        out: list[OutgoingMessage] = []
-        for record in records:
-            if record.headers.get(HEADER_PROVIDER) != self._provider.name:
-                continue
-            batch = await decode_or_dead_letter(record, analysis_pb2.AnalysisRequestBatch, self._sink)
-            if batch is None or not batch.requests:
-                continue
-            results = await self._provider.analyse(batch.requests)
-            outcome = analysis_pb2.AnalysisResultBatch(results=results)
-            payload, headers = encode(
-                outcome,
-                tenant_id=batch.requests[0].tenant_id,
-                compression_threshold=self._settings.compression_threshold,
-            )
-            headers[HEADER_PROVIDER] = self._provider.name
-            _carry_trace(record.headers, headers)
-            key = record.headers.get(HEADER_GROUP_KEY, "").encode() or record.key
-            out.append(OutgoingMessage(payload, key, headers))
-            telemetry.provider_requests.labels(self._provider.name, "ok").inc(len(results))
+        mine = [r for r in records if r.headers.get(HEADER_PROVIDER) == self._provider.name]
+        # Every record's batch is in flight at once, so a slow provider's concurrency is used fully.
+        outcomes = await asyncio.gather(*(self._analyse(record) for record in mine))
+        out = [message for message, _ in outcomes if message is not None]
+        letters = [letter for _, batch_letters in outcomes for letter in batch_letters]
         if out:
             await self._bus.publish(self._settings.topology.analysis_results, out)
+        await self._sink.send(letters)
         return None
+
+    async def _analyse(self, record: Record) -> tuple[OutgoingMessage | None, list[events_pb2.DeadLetter]]:
+        batch = await decode_or_dead_letter(record, analysis_pb2.AnalysisRequestBatch, self._sink)
+        if batch is None or not batch.requests:
+            return None, []
+        results = await self._provider.analyse(batch.requests)
+        outcome = analysis_pb2.AnalysisResultBatch(results=results)
+        payload, headers = encode(
+            outcome,
+            tenant_id=batch.requests[0].tenant_id,
+            compression_threshold=self._settings.compression_threshold,
+        )
+        headers[HEADER_PROVIDER] = self._provider.name
+        _carry_trace(record.headers, headers)
+        key = record.headers.get(HEADER_GROUP_KEY, "").encode() or record.key
+        # A failed request is still an answer for the aggregator, and dead-lettered with its reason.
+        letters = [
+            events_pb2.DeadLetter(
+                original_payload=request.SerializeToString(),
+                original_headers={
+                    **record.headers,
+                    HEADER_MESSAGE_TYPE: analysis_pb2.AnalysisRequest.DESCRIPTOR.full_name,
+                    HEADER_CONTENT_ENCODING: ENCODING_IDENTITY,
+                },
+                source_stream=record.stream,
+                source_partition=record.partition,
+                source_offset=record.offset,
+                reason=result.error,
+                error_code="provider_failed",
+                attempt_count=result.attempt,
+                job_id=request.job_id,
+                tenant_id=request.tenant_id,
+            )
+            for request, result in zip(batch.requests, results, strict=True)
+            if result.status == analysis_pb2.AnalysisResult.STATUS_FAILED
+        ]
+        return OutgoingMessage(payload, key, headers), letters
+
+
+def _provider_deadline(aggregator_deadline_s: float) -> Timestamp:
+    """When providers must give up: early enough that a failure still reaches the aggregator in time."""
+    deadline = Timestamp()
+    deadline.FromNanoseconds(time.time_ns() + int(aggregator_deadline_s * _PROVIDER_SHARE * 1e9))
+    return deadline
 
 
 def _carry_trace(source: Mapping[str, str], target: dict[str, str]) -> None:

@@ -41,7 +41,7 @@ def build(settings: Settings, bus: Bus) -> ServiceParts:
         "writer",
         sink.handle,
         service=NAME,
-        max_records=64,
+        max_records=8,
         idle_calls=True,
         max_in_flight=512,
     )

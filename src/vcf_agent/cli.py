@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--variants", type=int, default=100_000)
     bench.add_argument("--samples", type=int, default=1)
     bench.add_argument("--batch-size", type=int, default=1000)
+    bench.add_argument(
+        "--processes", action="store_true", help="e2e: run the five services as separate processes"
+    )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_cmd_bench)
     return parser

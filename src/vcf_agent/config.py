@@ -118,6 +118,9 @@ class Settings:
             values["genes_file"] = Path(env["VCF_AGENT_GENES_FILE"])
         if "VCF_AGENT_LOG_LEVEL" in env:
             values["log_level"] = env["VCF_AGENT_LOG_LEVEL"]
+        topology = _topology_from_env(env)
+        if topology is not None:
+            values["topology"] = topology
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "data_dir" in values and "bus_url" not in values:
             values["bus_url"] = default_bus_url(Path(values["data_dir"]))
@@ -125,6 +128,26 @@ class Settings:
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _topology_from_env(env: Mapping[str, str]) -> Topology | None:
+    """VCF_AGENT_STREAM_<ROLE>=name and VCF_AGENT_PARTITIONS_<ROLE>=n, e.g. ROLE=VARIANTS."""
+    changes: dict[str, Any] = {}
+    for f in fields(Topology):
+        if f.name.endswith("_partitions"):
+            var = f"VCF_AGENT_PARTITIONS_{f.name.removesuffix('_partitions').upper()}"
+            if var in env:
+                try:
+                    changes[f.name] = int(env[var])
+                except ValueError as exc:
+                    raise ConfigError(f"{var} must be an integer, got {env[var]!r}") from exc
+                if changes[f.name] < 1:
+                    raise ConfigError(f"{var} must be at least 1")
+        else:
+            var = f"VCF_AGENT_STREAM_{f.name.upper()}"
+            if env.get(var):
+                changes[f.name] = env[var]
+    return Topology(**changes) if changes else None
 
 
 def default_bus_url(data_dir: Path) -> str:

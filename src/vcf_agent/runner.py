@@ -8,16 +8,17 @@ own process; `run_in_process` runs several in one process (``vcf-agent run``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from vcf_agent.bus import Bus, StreamSpec, open_bus
 from vcf_agent.config import Settings
-from vcf_agent.control import ControlPlaneServer, ServiceApi
+from vcf_agent.control import ControlPlaneServer, FlagStore, SecuritySettings, ServiceApi, instance_group
 from vcf_agent.processing import StreamProcessor
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,26 @@ async def ensure_topology(bus: Bus, settings: Settings) -> None:
 
 
 class ServiceHost:
-    """One service with its control plane; health follows the bus and the lifecycle."""
+    """One service with its control plane, flags and health.
 
-    def __init__(self, parts: ServiceParts, bus: Bus, settings: Settings) -> None:
+    Health follows the bus and the lifecycle (see ControlPlaneServer); flags
+    live under data_dir/control/<service> and converge through `control-events`.
+    """
+
+    def __init__(
+        self, parts: ServiceParts, bus: Bus, settings: Settings, *, security: SecuritySettings | None = None
+    ) -> None:
         self.parts = parts
         self.settings = settings
         self._bus = bus
+        directory = settings.data_dir / "control" / parts.name
+        self.flags = FlagStore(
+            directory / "flags.sqlite",
+            bus,
+            settings.topology.control_events,
+            parts.name,
+            group=instance_group(parts.name, directory),
+        )
         self.control = ControlPlaneServer(
             parts.name,
             bus,
@@ -70,44 +85,41 @@ class ServiceHost:
             host=settings.grpc_host,
             port=settings.grpc_port,
             apis=parts.apis,
+            flags=self.flags,
+            topology=settings.topology,
+            security=security,
+            grace_s=settings.shutdown_grace_s,
         )
-        self._health_task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     async def start(self) -> None:
+        # Flags first: components may evaluate them as soon as they start.
+        await self.flags.start()
         for component in self.parts.components:
             await component.start()
         await self.control.start()
-        self._health_task = asyncio.create_task(self._watch_bus_health())
 
     async def stop(self) -> None:
-        self._stopping = True
+        """NOT_SERVING first, then consumption stops and commits, then the server within its grace."""
         await self.control.begin_shutdown()
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
         for component in reversed(self.parts.components):
             try:
                 await component.stop()
             except Exception:
                 log.exception("%s: stopping %r failed", self.parts.name, component)
-        await self.control.stop(self.settings.shutdown_grace_s)
+        await self.flags.stop()
+        await self.control.stop()
 
-    async def _watch_bus_health(self) -> None:
-        """NOT_SERVING while the bus is unreachable or a consumer loop has died."""
-        serving = True
-        while not self._stopping:
-            await asyncio.sleep(0.5)
-            try:
-                healthy = await asyncio.wait_for(self._bus.healthy(), timeout=2)
-            except Exception:
-                healthy = False
-            healthy = healthy and all(p.failed is None for p in self.parts.processors())
-            if healthy != serving and not self._stopping:
-                serving = healthy
-                await self.control.set_serving(healthy)
-                log.warning("%s: health now %s", self.parts.name, "SERVING" if healthy else "NOT_SERVING")
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
 
 async def serve(
@@ -122,7 +134,9 @@ async def serve(
     await bus.start()
     try:
         await ensure_topology(bus, settings)
-        host = ServiceHost(builder(settings, bus), bus, settings)
+        host = ServiceHost(
+            builder(settings, bus), bus, settings, security=SecuritySettings.from_env(os.environ)
+        )
         await host.start()
         if ready is not None:
             ready(host.control.address)

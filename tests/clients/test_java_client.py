@@ -20,7 +20,7 @@ import pysam
 import pytest
 
 import vcf_agent
-from tests.e2e._processes import ServiceProcess, free_port, running_pipeline
+from vcf_agent.localdev import ServiceProcess, free_port, running_pipeline
 from vcf_agent.services.ingest import file_digest, job_id_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pysam
 
-from tests.e2e._processes import running_pipeline, start_service, stop_service
+from vcf_agent.localdev import running_pipeline, start_service, stop_service
 from vcf_agent.services.ingest import file_digest, job_id_for
 from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, query_pb2, query_pb2_grpc

@@ -20,7 +20,7 @@ import pytest
 import vcf as pyvcf
 import websockets
 
-from tests.e2e._processes import ServiceProcess, running_pipeline
+from vcf_agent.localdev import ServiceProcess, running_pipeline
 from vcf_agent.services.ingest import file_digest, job_id_for
 from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import (

@@ -1,6 +1,25 @@
-"""Control-plane runtime shared by every service: gRPC server, health, reflection, errors."""
+"""Control-plane runtime shared by every service: gRPC server, health, reflection, flags, auth."""
 
+from vcf_agent.control._auth import Principal, current_principal, tenant_scope
+from vcf_agent.control._config import SecuritySettings
 from vcf_agent.control._errors import invalid_argument
+from vcf_agent.control._flags import FlagStore, instance_group
+from vcf_agent.control._rollout import bucket, in_rollout
 from vcf_agent.control._server import NOT_SERVING, SERVING, ControlPlaneServer, ServiceApi, StatusSource
 
-__all__ = ["NOT_SERVING", "SERVING", "ControlPlaneServer", "ServiceApi", "StatusSource", "invalid_argument"]
+__all__ = [
+    "NOT_SERVING",
+    "SERVING",
+    "ControlPlaneServer",
+    "FlagStore",
+    "Principal",
+    "SecuritySettings",
+    "ServiceApi",
+    "StatusSource",
+    "bucket",
+    "current_principal",
+    "in_rollout",
+    "instance_group",
+    "invalid_argument",
+    "tenant_scope",
+]

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -26,6 +26,9 @@ OPEN_SERVICES = frozenset(
         "grpc.reflection.v1.ServerReflection",
     }
 )
+
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,7 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Checks `authorization: Bearer TOKEN` and binds the caller for the servicer."""
 
     def __init__(self, security: SecuritySettings, *, admin_services: Collection[str]) -> None:
@@ -89,9 +92,9 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         service = handler_call_details.method.strip("/").split("/")[0]
         if handler is None or service in OPEN_SERVICES:
@@ -109,7 +112,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 Behavior = Callable[..., Any]
 
 
-def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler:
+def _rebuild(handler: Handler, wrap: Callable[[Behavior], Behavior]) -> Handler:
     """The same kind of handler with its behavior wrapped."""
     serializers = {
         "request_deserializer": handler.request_deserializer,
@@ -121,10 +124,11 @@ def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior], Behavior
         return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), **serializers)
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **serializers)
+    assert handler.stream_stream is not None
     return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **serializers)
 
 
-def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+def _refusal(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
     def wrap(_: Behavior) -> Behavior:
         async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await context.abort(code, message)
@@ -134,7 +138,7 @@ def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
     return _rebuild(handler, wrap)
 
 
-def _bound(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodHandler:
+def _bound(handler: Handler, principal: Principal) -> Handler:
     """Each RPC runs in its own task and context, so setting the variable needs no reset."""
 
     def wrap(behavior: Behavior) -> Behavior:

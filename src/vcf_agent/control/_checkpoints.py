@@ -27,7 +27,9 @@ def select(processors: Sequence[StreamProcessor], group: str) -> list[StreamProc
     return chosen
 
 
-async def group_states(bus: Bus, processors: Sequence[StreamProcessor]) -> list[control_pb2.ConsumerGroupState]:
+async def group_states(
+    bus: Bus, processors: Sequence[StreamProcessor]
+) -> list[control_pb2.ConsumerGroupState]:
     states = []
     for processor in processors:
         state = control_pb2.ConsumerGroupState(
@@ -45,7 +47,12 @@ async def group_states(bus: Bus, processors: Sequence[StreamProcessor]) -> list[
 async def _lags(bus: Bus, group: str, stream: str) -> list[control_pb2.PartitionLag]:
     return [
         control_pb2.PartitionLag(
-            stream=stream, group=group, partition=lag.partition, committed=lag.committed, end=lag.end, lag=lag.lag
+            stream=stream,
+            group=group,
+            partition=lag.partition,
+            committed=lag.committed,
+            end=lag.end,
+            lag=lag.lag,
         )
         for lag in await bus.lag(group, stream)
     ]
@@ -60,7 +67,9 @@ async def reset_checkpoint(
     chosen = select(processors, request.group)
     streams = sorted({s for p in chosen for s in p.streams})
     if request.stream and request.stream not in streams:
-        raise FieldError("stream", f"group {request.group!r} reads {', '.join(streams)}, not {request.stream!r}")
+        raise FieldError(
+            "stream", f"group {request.group!r} reads {', '.join(streams)}, not {request.stream!r}"
+        )
     position = request.WhichOneof("position")
     if position is None:
         raise FieldError("position", "set one of earliest, latest, offset or timestamp")
@@ -68,7 +77,7 @@ async def reset_checkpoint(
         # Waiting for the loop to hold nothing: a batch still in hand would commit over the reset.
         if not processor.paused or not await processor.wait_parked(5.0):
             raise NotPausedError(f"pause group {request.group!r} before resetting its checkpoint")
-    result = []
+    result: list[control_pb2.PartitionLag] = []
     for stream in [request.stream] if request.stream else streams:
         targets = await _targets(bus, stream, request, position)
         await bus.set_committed_offsets(request.group, stream, targets)

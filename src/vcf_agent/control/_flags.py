@@ -81,7 +81,9 @@ def validate_flag(flag: control_pb2.Flag) -> None:
     kind = _VALUE_KIND.get(flag.type)
     if kind is not None:
         if flag.value.WhichOneof("kind") != kind:
-            raise FieldError("flag.value", f"a {control_pb2.FlagType.Name(flag.type)} flag needs value.{kind}")
+            raise FieldError(
+                "flag.value", f"a {control_pb2.FlagType.Name(flag.type)} flag needs value.{kind}"
+            )
         return
     if not 0 <= flag.percentage <= 100:
         raise FieldError("flag.percentage", "percentage must be between 0 and 100")
@@ -236,9 +238,9 @@ class FlagStore:
             for flag in snapshot:
                 yield control_pb2.FlagUpdate(flag=flag, initial=True)
             yield control_pb2.FlagUpdate(synced=True)
-            while (flag := await queue.get()) is not None:
-                if not wanted or flag.key in wanted:
-                    yield control_pb2.FlagUpdate(flag=flag)
+            while (change := await queue.get()) is not None:
+                if not wanted or change.key in wanted:
+                    yield control_pb2.FlagUpdate(flag=change)
         finally:
             self._watchers.discard(queue)
 
@@ -251,7 +253,9 @@ class FlagStore:
             try:
                 event = decode(record.value, record.headers, events_pb2.ControlEvent)
             except PayloadError as exc:
-                log.warning("%s: skipping unreadable control event at offset %d: %s", self.service, record.offset, exc)
+                log.warning(
+                    "%s: skipping unreadable control event at offset %d: %s", self.service, record.offset, exc
+                )
                 continue
             if event.WhichOneof("event") == "flag_change":
                 accepted = self._apply_change(event)

@@ -62,7 +62,9 @@ async def replay_job(bus: Bus, stream: str, job_id: str, *, timeout_s: float = 6
     if started is None:
         raise JobNotRetainedError(f"no run of job {job_id!r} is retained on {stream}")
     if finished is None:
-        raise JobIncompleteError(f"the last run of job {job_id!r} did not finish ingest; submit the file again")
+        raise JobIncompleteError(
+            f"the last run of job {job_id!r} did not finish ingest; submit the file again"
+        )
     span = sorted(
         ((r, n) for r, n in batches if started.timestamp_ms <= r.timestamp_ms <= finished.timestamp_ms),
         key=lambda item: (item[0].timestamp_ms, item[0].partition, item[0].offset),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,12 +18,35 @@ from grpc_reflection.v1alpha import reflection
 
 import vcf_agent
 from vcf_agent.bus import Bus
+from vcf_agent.config import Topology
+from vcf_agent.control._auth import TokenAuthInterceptor, current_principal
+from vcf_agent.control._checkpoints import (
+    NotPausedError,
+    UnknownGroupError,
+    group_states,
+    reset_checkpoint,
+    select,
+)
+from vcf_agent.control._config import SecuritySettings
+from vcf_agent.control._dead_letters import read_dead_letters, redrive
+from vcf_agent.control._errors import invalid_argument
+from vcf_agent.control._flags import FieldError, FlagNotFoundError, FlagStore, StaleVersionError
+from vcf_agent.control._replay import JobIncompleteError, JobNotRetainedError, replay_job
+from vcf_agent.processing import StreamProcessor
 from vcf_agent.v1 import control_pb2, control_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+CONTROL_SERVICE = control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_MAX_PAGE = 1000
+# Long scans of the log stop here even without a client deadline.
+_SCAN_LIMIT_S = 120.0
 
 
 class StatusSource(Protocol):
@@ -33,6 +58,8 @@ class StatusSource(Protocol):
         """(group, stream) pairs whose lag GetStatus reports."""
         ...
 
+    def processors(self) -> list[StreamProcessor]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceApi:
@@ -42,30 +69,56 @@ class ServiceApi:
     service_names: Sequence[str]
 
 
+async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("abort returned")
+
+
+def _time_left(context: Context) -> float:
+    remaining = context.time_remaining()
+    return _SCAN_LIMIT_S if remaining is None else max(0.0, min(remaining, _SCAN_LIMIT_S))
+
+
+def _page(token: str) -> int | None:
+    try:
+        offset = int(token or "0")
+    except ValueError:
+        return None
+    return offset if offset >= 0 else None
+
+
 class ControlServicer(control_pb2_grpc.ControlServiceServicer):
-    def __init__(self, service: str, bus: Bus, status: StatusSource, state: Callable[[], str]) -> None:
-        self._service = service
-        self._bus = bus
-        self._status = status
-        self._state = state
+    def __init__(self, plane: ControlPlaneServer) -> None:
+        self._plane = plane
         self._started = time.time()
 
+    @property
+    def _bus(self) -> Bus:
+        return self._plane.bus
+
+    def _flags(self) -> FlagStore:
+        if self._plane.flags is None:
+            raise RuntimeError("flags are not configured")
+        return self._plane.flags
+
     async def GetStatus(
-        self, request: control_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: control_pb2.GetStatusRequest, context: Context
     ) -> control_pb2.GetStatusResponse:
         started = Timestamp()
         started.FromSeconds(int(self._started))
+        status = self._plane.status
         response = control_pb2.GetStatusResponse(
-            service=self._service,
+            service=self._plane.service,
             version=vcf_agent.__version__,
             bus_backend=self._bus.backend,
             bus_healthy=await self._bus.healthy(),
             uptime_seconds=time.time() - self._started,
-            in_flight=self._status.in_flight(),
+            in_flight=status.in_flight(),
             started_at=started,
-            state=self._state(),
+            state=self._plane.state,
+            health="SERVING" if self._plane.serving else "NOT_SERVING",
         )
-        for group, stream in self._status.lag_groups():
+        for group, stream in status.lag_groups():
             for lag in await self._bus.lag(group, stream):
                 response.lag.append(
                     control_pb2.PartitionLag(
@@ -77,14 +130,237 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
                         lag=lag.lag,
                     )
                 )
+        response.groups.extend(await group_states(self._bus, status.processors()))
         return response
+
+    # ---- flags ----
+
+    async def SetFlag(
+        self, request: control_pb2.SetFlagRequest, context: Context
+    ) -> control_pb2.SetFlagResponse:
+        if not request.HasField("flag"):
+            await invalid_argument(context, "flag", "flag is required")
+        expected = request.expected_version if request.HasField("expected_version") else None
+        try:
+            flag = await self._flags().set(
+                request.flag, expected, _actor(context), timeout_s=_time_left(context)
+            )
+        except FieldError as exc:
+            await invalid_argument(context, exc.field, exc.description)
+        except StaleVersionError as exc:
+            await _abort(context, grpc.StatusCode.ABORTED, str(exc))
+        except TimeoutError:
+            await _abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "the change was published but not yet applied; read it back",
+            )
+        return control_pb2.SetFlagResponse(flag=flag)
+
+    async def ListFlags(
+        self, request: control_pb2.ListFlagsRequest, context: Context
+    ) -> control_pb2.ListFlagsResponse:
+        return control_pb2.ListFlagsResponse(flags=self._flags().flags())
+
+    async def EvaluateFlag(
+        self, request: control_pb2.EvaluateFlagRequest, context: Context
+    ) -> control_pb2.EvaluateFlagResponse:
+        if not request.key:
+            await invalid_argument(context, "key", "key is required")
+        try:
+            return self._flags().evaluate(request.key, request.targeting_key, request.context)
+        except FlagNotFoundError:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"no flag {request.key!r}")
+        except FieldError as exc:
+            await invalid_argument(context, exc.field, exc.description)
+
+    async def WatchFlags(
+        self, request: control_pb2.WatchFlagsRequest, context: Context
+    ) -> AsyncIterator[control_pb2.FlagUpdate]:
+        async for update in self._flags().watch(request.keys):
+            yield update
+
+    async def ListFlagAudit(
+        self, request: control_pb2.ListFlagAuditRequest, context: Context
+    ) -> control_pb2.ListFlagAuditResponse:
+        if not 0 <= request.page_size <= _MAX_PAGE:
+            await invalid_argument(context, "page_size", f"page_size must be 0..{_MAX_PAGE}")
+        offset = _page(request.page_token)
+        if offset is None:
+            await invalid_argument(context, "page_token", "page_token is not one this service issued")
+        size = request.page_size or 100
+        entries = self._flags().audit(request.key, size + 1, offset)
+        response = control_pb2.ListFlagAuditResponse(entries=entries[:size])
+        if len(entries) > size:
+            response.next_page_token = str(offset + size)
+        return response
+
+    # ---- checkpoints and consumption ----
+
+    async def _chosen(self, context: Context, group: str) -> list[StreamProcessor]:
+        try:
+            return select(self._plane.status.processors(), group)
+        except UnknownGroupError as exc:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+
+    async def ListCheckpoints(
+        self, request: control_pb2.ListCheckpointsRequest, context: Context
+    ) -> control_pb2.ListCheckpointsResponse:
+        chosen = await self._chosen(context, request.group)
+        return control_pb2.ListCheckpointsResponse(groups=await group_states(self._bus, chosen))
+
+    async def ResetCheckpoint(
+        self, request: control_pb2.ResetCheckpointRequest, context: Context
+    ) -> control_pb2.ResetCheckpointResponse:
+        try:
+            lags = await reset_checkpoint(self._bus, self._plane.status.processors(), request)
+        except FieldError as exc:
+            await invalid_argument(context, exc.field, exc.description)
+        except UnknownGroupError as exc:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except NotPausedError as exc:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        log.warning("%s: checkpoint of %s reset by %s", self._plane.service, request.group, _actor(context))
+        return control_pb2.ResetCheckpointResponse(checkpoints=lags)
+
+    async def Pause(
+        self, request: control_pb2.ConsumptionRequest, context: Context
+    ) -> control_pb2.ConsumptionResponse:
+        chosen = await self._chosen(context, request.group)
+        for processor in chosen:
+            processor.pause()
+        for processor in chosen:
+            await processor.wait_parked(_time_left(context))
+        return control_pb2.ConsumptionResponse(groups=await group_states(self._bus, chosen))
+
+    async def Resume(
+        self, request: control_pb2.ConsumptionRequest, context: Context
+    ) -> control_pb2.ConsumptionResponse:
+        chosen = await self._chosen(context, request.group)
+        for processor in chosen:
+            processor.resume()
+        await self._plane.refresh_health()
+        return control_pb2.ConsumptionResponse(groups=await group_states(self._bus, chosen))
+
+    async def Drain(
+        self, request: control_pb2.ConsumptionRequest, context: Context
+    ) -> control_pb2.ConsumptionResponse:
+        chosen = await self._chosen(context, request.group)
+        for processor in chosen:
+            # Health goes NOT_SERVING before the drain, so traffic moves away while it runs.
+            processor.pause()
+        await self._plane.refresh_health(draining=True)
+        budget = _time_left(context) if context.time_remaining() is not None else self._plane.grace_s
+        left = await asyncio.gather(*(p.drain(budget) for p in chosen))
+        await self._plane.refresh_health()
+        return control_pb2.ConsumptionResponse(
+            groups=await group_states(self._bus, chosen), uncommitted=sum(left)
+        )
+
+    async def ReplayJob(
+        self, request: control_pb2.ReplayJobRequest, context: Context
+    ) -> control_pb2.ReplayJobResponse:
+        if not request.job_id:
+            await invalid_argument(context, "job_id", "job_id is required")
+        stream = self._plane.topology.variants
+        try:
+            done = await replay_job(self._bus, stream, request.job_id, timeout_s=_time_left(context))
+        except JobNotRetainedError as exc:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except JobIncompleteError as exc:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except TimeoutError as exc:
+            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        log.warning("%s: job %s replayed by %s", self._plane.service, request.job_id, _actor(context))
+        return control_pb2.ReplayJobResponse(
+            job_id=request.job_id,
+            stream=stream,
+            batches=done.batches,
+            variants=done.variants,
+            markers=done.markers,
+        )
+
+    # ---- dead letters ----
+
+    async def ListDeadLetters(
+        self, request: control_pb2.ListDeadLettersRequest, context: Context
+    ) -> control_pb2.ListDeadLettersResponse:
+        if not 0 <= request.page_size <= _MAX_PAGE:
+            await invalid_argument(context, "page_size", f"page_size must be 0..{_MAX_PAGE}")
+        offset = _page(request.page_token)
+        if offset is None:
+            await invalid_argument(context, "page_token", "page_token is not one this service issued")
+        try:
+            entries = await read_dead_letters(
+                self._bus,
+                self._plane.topology.dead_letters,
+                job_id=request.job_id,
+                source_stream=request.source_stream,
+                timeout_s=_time_left(context),
+            )
+        except TimeoutError as exc:
+            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        size = request.page_size or 100
+        page = entries[offset : offset + size]
+        if request.omit_payload:
+            for entry in page:
+                entry.letter.ClearField("original_payload")
+        response = control_pb2.ListDeadLettersResponse(entries=page)
+        if offset + size < len(entries):
+            response.next_page_token = str(offset + size)
+        return response
+
+    async def RedriveDeadLetters(
+        self, request: control_pb2.RedriveDeadLettersRequest, context: Context
+    ) -> control_pb2.RedriveDeadLettersResponse:
+        if not (request.refs or request.job_id or request.source_stream or request.all):
+            await invalid_argument(context, "all", "name refs, a job_id or a source_stream, or set all")
+        try:
+            entries = await read_dead_letters(
+                self._bus,
+                self._plane.topology.dead_letters,
+                job_id=request.job_id,
+                source_stream=request.source_stream,
+                timeout_s=_time_left(context),
+            )
+        except TimeoutError as exc:
+            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        if request.refs:
+            wanted = {(ref.partition, ref.offset) for ref in request.refs}
+            entries = [e for e in entries if (e.partition, e.offset) in wanted]
+            if len(entries) < len(wanted):
+                await _abort(context, grpc.StatusCode.NOT_FOUND, "some refs name no retained dead letter")
+        known = {name for name, _ in self._plane.topology.specs()}
+        redriven, skipped = await redrive(self._bus, entries, known)
+        log.warning("%s: %d dead letters redriven by %s", self._plane.service, redriven, _actor(context))
+        return control_pb2.RedriveDeadLettersResponse(redriven=redriven, skipped=skipped)
+
+    async def CompareModes(
+        self, request: control_pb2.CompareModesRequest, context: Context
+    ) -> control_pb2.CompareModesResponse:
+        await _abort(
+            context, grpc.StatusCode.UNIMPLEMENTED, "the streaming-versus-batch comparison is not built yet"
+        )
+
+
+def _actor(context: Context) -> str:
+    """Who to record in the audit log: the token's principal, else what the peer claims."""
+    principal = current_principal()
+    if principal is not None:
+        return str(principal)
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-actor" and isinstance(value, str) and value:
+            return f"unauthenticated:{value}"
+    return f"unauthenticated:{context.peer()}"
 
 
 class ControlPlaneServer:
     """grpc.aio server with grpc.health.v1, reflection and ControlService.
 
-    Health has an overall entry ("") and one per service name; both go
-    NOT_SERVING the moment shutdown begins so probes stop routing traffic.
+    Health has an overall entry ("") and one per service name; all go
+    NOT_SERVING while the bus is unreachable, a consumer has failed or is
+    draining, and from the first moment of shutdown, so probes stop routing
+    traffic before anything stops.
     """
 
     def __init__(
@@ -96,25 +372,41 @@ class ControlPlaneServer:
         host: str = "127.0.0.1",
         port: int = 0,
         apis: Sequence[ServiceApi] = (),
+        flags: FlagStore | None = None,
+        topology: Topology | None = None,
+        security: SecuritySettings | None = None,
+        grace_s: float = 5.0,
     ) -> None:
         self.service = service
+        self.bus = bus
+        self.status = status
+        self.flags = flags
+        self.topology = topology or Topology()
+        self.grace_s = grace_s
+        self._security = security or SecuritySettings()
         self._host = host
         self._requested_port = port
+        interceptors = (
+            [TokenAuthInterceptor(self._security, admin_services=[CONTROL_SERVICE])]
+            if self._security.auth_enabled
+            else []
+        )
         self._server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ]
+            ],
         )
         self.health = HealthServicer()
-        self._state = "starting"
-        self._bus = bus
+        self.state = "starting"
+        self.serving = False
+        self._bus_healthy = True
+        self._health_task: asyncio.Task[None] | None = None
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        control_pb2_grpc.add_ControlServiceServicer_to_server(
-            ControlServicer(service, bus, status, lambda: self._state), self._server
-        )
+        control_pb2_grpc.add_ControlServiceServicer_to_server(ControlServicer(self), self._server)
         names = [
-            control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name,
+            CONTROL_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ]
@@ -124,7 +416,7 @@ class ControlPlaneServer:
         self._health_names = [
             "",
             f"vcf_agent.{service}",
-            *names[:1],
+            CONTROL_SERVICE,
             *[a for api in apis for a in api.service_names],
         ]
         reflection.enable_server_reflection(names, self._server)
@@ -135,24 +427,75 @@ class ControlPlaneServer:
         return f"{self._host}:{self.port}"
 
     async def start(self) -> None:
-        self.port = self._server.add_insecure_port(f"{self._host}:{self._requested_port}")
+        address = f"{self._host}:{self._requested_port}"
+        if self._security.tls_enabled:
+            assert self._security.tls_cert is not None and self._security.tls_key is not None
+            credentials = grpc.ssl_server_credentials(
+                [(self._security.tls_key.read_bytes(), self._security.tls_cert.read_bytes())]
+            )
+            self.port = self._server.add_secure_port(address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
         if self.port == 0:
-            raise OSError(f"cannot bind gRPC port {self._host}:{self._requested_port}")
+            raise OSError(f"cannot bind gRPC port {address}")
         await self._server.start()
-        await self.set_serving(True)
-        log.info("%s gRPC control plane on %s", self.service, self.address)
+        self.state = "serving"
+        await self.refresh_health()
+        self._health_task = asyncio.create_task(self._watch_health(), name=f"{self.service}:health")
+        log.info(
+            "%s gRPC control plane on %s (tls=%s)", self.service, self.address, self._security.tls_enabled
+        )
 
-    async def set_serving(self, serving: bool) -> None:
-        self._state = "serving" if serving else "not_serving"
+    async def refresh_health(self, *, draining: bool = False) -> None:
+        """Recompute health now rather than at the next probe of the bus."""
+        if self.state == "stopping":
+            return
+        processors = list(self.status.processors())
+        if self.flags is not None:
+            processors.append(self.flags.processor)
+        healthy = (
+            self._bus_healthy
+            and not draining
+            and all(p.failed is None and p.state not in ("draining", "drained") for p in processors)
+        )
+        if healthy != self.serving or self.state == "starting":
+            log.log(
+                logging.INFO if healthy else logging.WARNING,
+                "%s: health now %s",
+                self.service,
+                "SERVING" if healthy else "NOT_SERVING",
+            )
+        await self._set(healthy)
+
+    async def _set(self, serving: bool) -> None:
+        self.serving = serving
         for name in self._health_names:
             await self.health.set(name, SERVING if serving else NOT_SERVING)
 
-    async def begin_shutdown(self) -> None:
-        """Probes see NOT_SERVING from the first moment of shutdown."""
-        self._state = "stopping"
-        await self.health.enter_graceful_shutdown()
+    async def _watch_health(self) -> None:
+        while self.state != "stopping":
+            await asyncio.sleep(0.5)
+            try:
+                self._bus_healthy = await asyncio.wait_for(self.bus.healthy(), timeout=2)
+            except Exception:
+                self._bus_healthy = False
+            await self.refresh_health()
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    async def begin_shutdown(self) -> None:
+        """Probes see NOT_SERVING from the first moment of shutdown; flag watchers are ended."""
+        if self.state == "stopping":
+            return
+        self.state = "stopping"
+        self.serving = False
+        await self.health.enter_graceful_shutdown()
+        if self.flags is not None:
+            self.flags.close_watchers()
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+
+    async def stop(self, grace_s: float | None = None) -> None:
         await self.begin_shutdown()
-        # grace bounds how long open streams (watchers) may keep the server up.
-        await self._server.stop(grace_s)
+        # grace bounds how long open streams (health watchers) may keep the server up.
+        await self._server.stop(self.grace_s if grace_s is None else grace_s)

@@ -2,12 +2,24 @@
 
 from vcf_agent.localdev._iggy_server import IggyServerError, LocalIggyServer, find_iggy_server
 from vcf_agent.localdev._kafka_broker import KafkaInstallError, LocalKafkaBroker, install_kafka
+from vcf_agent.localdev._service_processes import (
+    ServiceProcess,
+    free_port,
+    running_pipeline,
+    start_service,
+    stop_service,
+)
 
 __all__ = [
     "IggyServerError",
     "KafkaInstallError",
     "LocalIggyServer",
     "LocalKafkaBroker",
+    "ServiceProcess",
     "find_iggy_server",
+    "free_port",
     "install_kafka",
+    "running_pipeline",
+    "start_service",
+    "stop_service",
 ]

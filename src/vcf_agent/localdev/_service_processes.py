@@ -1,4 +1,4 @@
-"""Starting the five services as separate OS processes, the way operators deploy them."""
+"""The five services as separate OS processes, the way operators deploy them (tests, benchmarks)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +32,21 @@ class ServiceProcess:
     websocket_port: int = 0
 
     def log(self) -> str:
+        """The tail of the service's log, for failure messages."""
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def start_service(name: str, bus_url: str, data_dir: Path, *, timeout_s: float = 60) -> ServiceProcess:
+def start_service(
+    name: str, bus_url: str, data_dir: Path, *, timeout_s: float = 60, extra_args: Sequence[str] = ()
+) -> ServiceProcess:
+    """`vcf-agent serve NAME` in a child process; returns once it reports its gRPC address."""
     log_path = data_dir / f"{name}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     websocket_port = free_port() if name == "notifier" else 0
     command = [
         sys.executable, "-m", "vcf_agent.cli", "--log-level", "INFO", "serve", name,
         "--bus", bus_url, "--data-dir", str(data_dir / name), "--grpc-port", "0",
-        "--websocket-port", str(websocket_port),
+        "--websocket-port", str(websocket_port), *extra_args,
     ]  # fmt: skip
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -66,6 +70,7 @@ def start_service(name: str, bus_url: str, data_dir: Path, *, timeout_s: float =
 
 
 def stop_service(service: ServiceProcess, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
+    """Signal the process and wait for it; a process that ignores SIGTERM is killed and reported."""
     if service.process.poll() is None:
         service.process.send_signal(sig)
     try:
@@ -78,6 +83,7 @@ def stop_service(service: ServiceProcess, sig: int = signal.SIGTERM, timeout_s: 
 
 @contextmanager
 def running_pipeline(bus_url: str, data_dir: Path) -> Iterator[dict[str, ServiceProcess]]:
+    """All five services, downstream first; stopped with SIGTERM in reverse order on exit."""
     started: dict[str, ServiceProcess] = {}
     try:
         for name in SERVICES:

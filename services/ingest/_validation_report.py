@@ -1,0 +1,76 @@
+"""`vcf-agent validate`: the ingest checks run over a whole file, reported for people or as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._vcf_header import Issue, VcfFileError
+from ._vcf_reader import ISSUE_LIMIT, VcfReader
+
+
+@dataclass(slots=True)
+class ValidationReport:
+    """Errors make a file invalid; warnings are legal oddities worth knowing about."""
+
+    errors: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    records: int = 0
+    # Errors beyond ISSUE_LIMIT are counted, not listed.
+    error_count: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "valid": self.valid,
+            "errors": [issue.as_dict() for issue in self.errors],
+            "warnings": [issue.as_dict() for issue in self.warnings],
+        }
+
+
+def validate_file(path: Path) -> ValidationReport:
+    """Every problem ingest would see in `path`, with line numbers."""
+    report = ValidationReport()
+    try:
+        with VcfReader(path, file_id="", job_id="", tenant_id="", source_name=path.name, keep_issues=True) as reader:
+            for _ in reader.batches():
+                pass
+    except VcfFileError as exc:
+        message = str(exc).removeprefix(f"{path.name}: ")
+        report.errors.append(Issue(exc.line, "FILE", exc.code, message))
+        report.error_count = len(report.errors)
+        return report
+    report.records = reader.records
+    for issue in [*reader.header_issues, *reader.record_issues, *reader.warnings]:
+        if issue.is_warning:
+            report.warnings.append(issue)
+        else:
+            report.errors.append(issue)
+    report.errors.sort(key=lambda issue: issue.line)
+    report.error_count = len(report.errors) - len(reader.record_issues) + reader.dead_lettered
+    return report
+
+
+def render_report(path: Path, report: ValidationReport) -> str:
+    lines = [
+        f"{path}: {'valid' if report.valid else 'INVALID'}"
+        f" ({report.records} records, {report.error_count} error(s), {len(report.warnings)} warning(s))"
+    ]
+    for label, issues in (("error", report.errors), ("warning", report.warnings)):
+        for issue in issues:
+            where = f"line {issue.line}" if issue.line else "file"
+            lines.append(f"  {label}: {where}, {issue.column}: {issue.message} [{issue.code}]")
+    if report.error_count > len(report.errors):
+        lines.append(f"  ... only the first {ISSUE_LIMIT} record errors are listed")
+    return "\n".join(lines)
+
+
+def validate_command(path: Path, *, as_json: bool) -> int:
+    """Exit code 0 for a valid file and 1 for an invalid one, after printing the report."""
+    report = validate_file(path)
+    print(json.dumps(report.as_dict()) if as_json else render_report(path, report))
+    return 0 if report.valid else 1

@@ -1,0 +1,133 @@
+"""One generated file per spec rule: the right error code at the right line, and ingest agrees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vcf_agent.services.ingest import validate_command, validate_file
+from vcf_agent.services.ingest._vcf_reader import VcfReader
+
+from ._vcf_text import COLUMNS, GOOD, HEADER, HEADER_LINES, record, write_vcf
+
+# (id, bad record, error code, column): the bad record is the second data line.
+RECORD_RULES = [
+    ("columns", "chr1\t200\t.\tA\tG\t50\tPASS", "COLUMN_COUNT", "CHROM"),
+    ("undeclared-contig", record(chrom="chr9"), "CHROM_UNDECLARED", "CHROM"),
+    ("pos-not-integer", record(pos="12a"), "POS_INVALID", "POS"),
+    ("pos-negative", record(pos="-5"), "POS_INVALID", "POS"),
+    ("pos-unsorted", record(pos="50"), "POS_UNSORTED", "POS"),
+    ("ref-bases", record(ref="AXG"), "REF_INVALID", "REF"),
+    ("alt-syntax", record(alt="G<DEL"), "ALT_INVALID", "ALT"),
+    ("alt-breakend-broken", record(alt="G]chr2:100["), "ALT_INVALID", "ALT"),
+    ("qual", record(qual="high"), "QUAL_INVALID", "QUAL"),
+    ("filter-undeclared", record(filter="q10"), "FILTER_UNDECLARED", "FILTER"),
+    ("info-undeclared", record(info="XX=1"), "INFO_UNDECLARED", "INFO"),
+    ("info-integer-type", record(info="DP=ten"), "INFO_TYPE", "INFO"),
+    ("info-flag-with-value", record(info="DB=1"), "INFO_TYPE", "INFO"),
+    ("info-character", record(info="CH=ab"), "INFO_TYPE", "INFO"),
+    ("info-number-a", record(info="AF=0.1,0.2"), "INFO_NUMBER", "INFO"),
+    ("info-number-r", record(info="AD2=1"), "INFO_NUMBER", "INFO"),
+    ("info-number-fixed", record(info="DP=1,2"), "INFO_NUMBER", "INFO"),
+    ("integer-overflow", record(info="DP=2147483648"), "INTEGER_OUT_OF_RANGE", "INFO"),
+    ("integer-reserved-minimum", record(info="DP=-2147483648"), "INTEGER_OUT_OF_RANGE", "INFO"),
+    ("percent-encoding", record(info="GENE=BRCA%2"), "PERCENT_ENCODING", "INFO"),
+    ("format-undeclared", record(format="GT:ZZ", s1="0/1:1", s2="0/0:1"), "FORMAT_UNDECLARED", "FORMAT"),
+    ("format-gt-not-first", record(format="DP:GT", s1="1:0/1", s2="1:0/0"), "FORMAT_GT_NOT_FIRST", "FORMAT"),
+    ("gt-syntax", record(s1="0-1:10:99:5,5:0,10,100"), "GT_INVALID", "FORMAT"),
+    ("gt-allele-range", record(s1="0/2:10:99:5,5:0,10,100"), "GT_ALLELE_RANGE", "FORMAT"),
+    ("format-number-r", record(s1="0/1:10:99:5:0,10,100"), "FORMAT_NUMBER", "FORMAT"),
+    ("format-number-g-ploidy", record(s1="1:10:99:5,5:0,10,100"), "FORMAT_NUMBER", "FORMAT"),
+    ("format-type", record(s2="0|0:8.5:50:8,0:0,20,200"), "FORMAT_TYPE", "FORMAT"),
+    ("sample-too-many-values", record(s2="0|0:8:50:8,0:0,20,200:7"), "SAMPLE_TOO_MANY_VALUES", "FORMAT"),
+]
+
+
+@pytest.mark.parametrize(("bad", "code", "column"), [r[1:] for r in RECORD_RULES], ids=[r[0] for r in RECORD_RULES])
+def test_each_record_rule_reports_code_and_line(tmp_path: Path, bad: str, code: str, column: str) -> None:
+    third = record(pos="300")
+    path = write_vcf(tmp_path / "bad.vcf", [GOOD, bad, third])
+    report = validate_file(path)
+    assert not report.valid
+    assert [(e.line, e.code, e.column) for e in report.errors] == [(HEADER_LINES + 2, code, column)]
+    assert report.errors[0].message
+    # Ingest (lenient) rejects exactly that line and keeps the other two records.
+    with VcfReader(path, file_id="f", job_id="j", tenant_id="t", source_name="bad.vcf") as reader:
+        variants = [v for batch in reader for v in batch.variants]
+    (letter,) = reader.take_dead_letters()
+    assert (letter.line_number, letter.error_code, letter.file_name) == (HEADER_LINES + 2, code, "bad.vcf")
+    assert letter.raw_line == bad
+    assert [v.position for v in variants] == [100, 300]
+
+
+def test_a_file_of_good_records_is_valid(tmp_path: Path) -> None:
+    path = write_vcf(tmp_path / "good.vcf", [GOOD, record(pos="200", alt="G,T", info="AF=0.1,0.2;AD2=1,2,3",
+                                                          s1="1/2:1:1:1,1,1:0,1,2,3,4,5", s2=".")])
+    report = validate_file(path)
+    assert report.valid, report.errors
+    assert report.records == 2
+
+
+HEADER_RULES = [
+    ("info-missing-type", '##INFO=<ID=X,Number=1,Description="x">', "META_MISSING_KEY"),
+    ("info-bad-type", '##INFO=<ID=X,Number=1,Type=Text,Description="x">', "META_INVALID_TYPE"),
+    ("info-bad-number", '##INFO=<ID=X,Number=Z,Type=Integer,Description="x">', "META_INVALID_NUMBER"),
+    ("flag-with-number", '##INFO=<ID=X,Number=1,Type=Flag,Description="x">', "META_INVALID_NUMBER"),
+    ("format-flag", '##FORMAT=<ID=X,Number=0,Type=Flag,Description="x">', "META_INVALID_TYPE"),
+    ("broken-structure", "##INFO=<ID=X,Number=1", "META_SYNTAX"),
+    ("duplicate-id", '##INFO=<ID=DP,Number=1,Type=Integer,Description="again">', "META_DUPLICATE_ID"),
+    ("no-double-hash", "#INFO=<ID=X>", "META_SYNTAX"),
+]
+
+
+@pytest.mark.parametrize(("line", "code"), [r[1:] for r in HEADER_RULES], ids=[r[0] for r in HEADER_RULES])
+def test_each_meta_rule_reports_code_and_line(tmp_path: Path, line: str, code: str) -> None:
+    path = write_vcf(tmp_path / "meta.vcf", [GOOD], header=HEADER + line + "\n")
+    report = validate_file(path)
+    assert [(e.line, e.code) for e in report.errors] == [(HEADER_LINES, code)]
+
+
+FILE_RULES = [
+    ("no-fileformat", "##source=x\n" + COLUMNS + GOOD + "\n", "FILEFORMAT_MISSING"),
+    ("bad-version", "##fileformat=VCFv3.3\n" + COLUMNS + GOOD + "\n", "FILEFORMAT_UNSUPPORTED"),
+    ("no-header", GOOD + "\n", "FILEFORMAT_MISSING"),
+    ("spaces-in-header-line", HEADER + COLUMNS.replace("\t", " ") + GOOD + "\n", "HEADER_LINE_INVALID"),
+    ("duplicate-sample", HEADER + COLUMNS.replace("S2", "S1") + GOOD + "\n", "DUPLICATE_SAMPLE"),
+    ("header-only", HEADER + COLUMNS, "NO_RECORDS"),
+    ("empty", "", "EMPTY_FILE"),
+]
+
+
+@pytest.mark.parametrize(("text", "code"), [r[1:] for r in FILE_RULES], ids=[r[0] for r in FILE_RULES])
+def test_file_level_rules(tmp_path: Path, text: str, code: str) -> None:
+    path = tmp_path / "file.vcf"
+    path.write_text(text)
+    report = validate_file(path)
+    assert [e.code for e in report.errors] == [code]
+    assert report.errors[0].column == "FILE"
+
+
+def test_warnings_do_not_make_a_file_invalid(tmp_path: Path) -> None:
+    path = tmp_path / "warn.vcf"
+    path.write_text(HEADER.replace("VCFv4.3", "VCFv4.0") + COLUMNS + GOOD)  # and no final newline
+    report = validate_file(path)
+    assert report.valid
+    assert sorted(w.code for w in report.warnings) == ["MISSING_FINAL_NEWLINE", "OLD_VERSION"]
+
+
+def test_validate_command_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_vcf(tmp_path / "good.vcf", [GOOD])
+    bad = write_vcf(tmp_path / "bad.vcf", [GOOD, record(pos="200", info="DP=x")])
+    assert validate_command(good, as_json=True) == 0
+    assert json.loads(capsys.readouterr().out) == {"valid": True, "errors": [], "warnings": []}
+    assert validate_command(bad, as_json=True) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid"] is False
+    assert out["errors"] == [
+        {"line": HEADER_LINES + 2, "column": "INFO", "code": "INFO_TYPE", "message": "INFO DP value 'x' is not an integer"}
+    ]
+    assert validate_command(bad, as_json=False) == 1
+    text = capsys.readouterr().out
+    assert "INVALID" in text and f"line {HEADER_LINES + 2}, INFO" in text
