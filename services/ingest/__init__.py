@@ -37,7 +37,7 @@ NAME = "ingest"
 def build(settings: Settings, bus: Bus) -> ServiceParts:
     """The ingest service: publisher, job tracker fed by `user-notifications`, and its API."""
     registry = JobRegistry(settings.data_dir / "ingest" / "jobs.sqlite")
-    publisher = VariantPublisher(bus, settings, registry)
+    publisher = VariantPublisher(bus, settings, registry, validation=settings.ingest_validation)
 
     async def track(records: list[Record]) -> CommitOffsets | None:
         for record in records:

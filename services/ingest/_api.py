@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from vcf_agent.control import invalid_argument
+from vcf_agent.control import invalid_argument, may_see, tenant_scope
 from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
 
 from ._jobs import TERMINAL, JobRegistry
@@ -64,9 +64,14 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
         path = upload if upload is not None else Path(metadata.path)
         if not path.is_file():
             await invalid_argument(context, "path", f"no readable file at {metadata.path!r}")
+        tenant_id = metadata.tenant_id or tenant_scope() or "default"
+        if not may_see(tenant_id):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "a tenant token submits only for its tenant"
+            )
         job = await self._publisher.submit(
             path,
-            tenant_id=metadata.tenant_id or "default",
+            tenant_id=tenant_id,
             source_name=metadata.file_name or path.name,
             providers=list(metadata.providers) or None,
         )
@@ -76,7 +81,8 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
         if not request.job_id:
             await invalid_argument(context, "job_id", "job_id is required")
         job = self._registry.get(request.job_id)
-        if job is None:
+        # Another tenant's job is reported as absent, so its existence does not leak.
+        if job is None or not may_see(job.tenant_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
             raise AssertionError("unreachable")
         return job.to_proto()
@@ -89,7 +95,7 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
         last = None
         while True:
             job = self._registry.get(request.job_id)
-            if job is None:
+            if job is None or not may_see(job.tenant_id):
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
                 return
             proto = job.to_proto()
@@ -112,7 +118,11 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
         except ValueError:
             await invalid_argument(context, "page_token", "page_token is not one this service issued")
             raise
-        jobs = self._registry.page(request.tenant_id, size + 1, offset)
+        if not may_see(request.tenant_id or (tenant_scope() or "")):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "a tenant token lists only its tenant's jobs"
+            )
+        jobs = self._registry.page(request.tenant_id or tenant_scope() or "", size + 1, offset)
         response = jobs_pb2.ListJobsResponse(jobs=[j.to_proto() for j in jobs[:size]])
         if len(jobs) > size:
             response.next_page_token = str(offset + size)
@@ -121,7 +131,8 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: Context) -> jobs_pb2.Job:
         if not request.job_id:
             await invalid_argument(context, "job_id", "job_id is required")
-        job = await self._publisher.cancel(request.job_id)
+        owned = self._registry.get(request.job_id)
+        job = await self._publisher.cancel(request.job_id) if owned and may_see(owned.tenant_id) else None
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
             raise AssertionError("unreachable")

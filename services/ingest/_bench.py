@@ -38,7 +38,9 @@ async def bench_ingest(path: Path, scratch_dir: Path) -> dict[str, object]:
     return {
         "benchmark": "ingest",
         "file": path.name,
-        "status": events_pb2.JobState.Name(done.state).removeprefix("JOB_STATE_").lower(),
+        "status": events_pb2.JobState.Name(events_pb2.JobState.ValueType(done.state))
+        .removeprefix("JOB_STATE_")
+        .lower(),
         "error": done.error,
         "records": publisher.records(job.job_id),
         "variants": done.total,

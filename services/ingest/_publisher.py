@@ -35,6 +35,8 @@ from vcf_agent.v1 import events_pb2, variant_pb2
 from ._jobs import JobRecord, JobRegistry
 from ._vcf_reader import VcfFileError, VcfReader, file_digest
 
+__all__ = ["VALIDATION_MODES", "ValidationMode", "VariantPublisher", "file_digest"]
+
 log = logging.getLogger(__name__)
 
 # Loci closer than this share a partition key, so one locus always stays ordered.
@@ -351,8 +353,9 @@ def _strict_errors(path: Path, job: JobRecord, region: str | None) -> str:
     errors = [issue for issue in errors if not issue.is_warning]
     if not errors:
         return ""
-    quoted = "; ".join(f"line {i.line}, column {i.column}: {i.message} [{i.code}]" for i in errors[:_QUOTED_ERRORS])
-    more = f" (and {len(errors) - _QUOTED_ERRORS} more)" if len(errors) > _QUOTED_ERRORS else ""
-    return (
-        f"{job.source_name}: strict validation found {len(errors)} error(s), nothing was ingested: {quoted}{more}"
+    quoted = "; ".join(
+        f"line {i.line}, column {i.column}: {i.message} [{i.code}]" for i in errors[:_QUOTED_ERRORS]
     )
+    more = f" (and {len(errors) - _QUOTED_ERRORS} more)" if len(errors) > _QUOTED_ERRORS else ""
+    summary = f"strict validation found {len(errors)} error(s), nothing was ingested"
+    return f"{job.source_name}: {summary}: {quoted}{more}"

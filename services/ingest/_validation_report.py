@@ -36,7 +36,9 @@ def validate_file(path: Path) -> ValidationReport:
     """Every problem ingest would see in `path`, with line numbers."""
     report = ValidationReport()
     try:
-        with VcfReader(path, file_id="", job_id="", tenant_id="", source_name=path.name, keep_issues=True) as reader:
+        with VcfReader(
+            path, file_id="", job_id="", tenant_id="", source_name=path.name, keep_issues=True
+        ) as reader:
             for _ in reader.batches():
                 pass
     except VcfFileError as exc:

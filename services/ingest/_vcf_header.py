@@ -43,7 +43,8 @@ _FORMAT_TYPES = _INFO_TYPES - {"Flag"}
 _SPECIAL_NUMBERS = frozenset({"A", "R", "G", ".", "P", "LA", "LR", "LG"})
 # Annotation INFO keys whose Description names '|'-separated subfields.
 ANNOTATION_KEYS = frozenset({"CSQ", "ANN", "BCSQ"})
-_ANNOTATION_FORMAT = re.compile(r"(?:Format|fields)\s*:\s*'?\s*([^'\"]+)", re.IGNORECASE)
+# VEP: "... Format: Allele|Consequence|..."; SnpEff: "...: 'Allele | Annotation | ...'".
+_ANNOTATION_FORMAT = re.compile(r"([^:'\"]*\|[^'\"]*)")
 
 
 class VcfFileError(Exception):

@@ -44,6 +44,8 @@ from vcf_agent.schema import file_digest_hasher
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
+
+__all__ = ["ISSUE_LIMIT", "EncodedBatch", "ReadCounters", "VcfFileError", "VcfReader", "file_digest"]
 from ._vcf_source import VcfText, open_vcf_text
 from ._vcf_validator import RecordError, RecordRules, TypedValues, expected_count
 
@@ -345,7 +347,8 @@ class VcfReader:
             yield from self._encode_records()
         except (OSError, EOFError, UnicodeError) as exc:
             raise VcfFileError(
-                f"{self._source_name}: the file became unreadable after record {self.counters.records}: {exc}",
+                f"{self._source_name}: the file became unreadable after record"
+                f" {self.counters.records}: {exc}",
                 "TRUNCATED_FILE",
             ) from exc
         finally:
@@ -562,7 +565,7 @@ class VcfReader:
         return encoded
 
     def _info_entry(self, entry: str, n_alt: int) -> bytes:
-        definition, key, typed = self._rules.info_entry(entry, n_alt)
+        _, key, typed = self._rules.info_entry(entry, n_alt)
         if typed is None:
             return _map_entry(key, _FLAG_VALUE)
         value = _info_value(typed)
@@ -697,7 +700,7 @@ class VcfReader:
             raise RecordError(exc.code, exc.column, f"sample {sample}: {exc.message}") from None
         if key in ("DP", "GQ") and definition.number == "1":
             tag = _T_DEPTH if key == "DP" else _T_GQ
-            return tag + _varint(round(typed.values[0]) if typed.values else -1)
+            return tag + _varint(round(float(typed.values[0])) if typed.values else -1)
         if key == "AD" and typed.kind == "Integer":
             if text == ".":
                 return b""

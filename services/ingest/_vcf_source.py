@@ -130,11 +130,12 @@ def open_vcf_text(path: Path, *, name: str = "", region: str | None = None) -> V
                 f"{name}: a region query needs a bgzipped file with a .tbi or .csi index", "NOT_INDEXED"
             )
         return _open_region(path, name, region)
-    opened: IO[str]
-    if container == "plain":
-        opened = open(path, encoding="utf-8", errors="surrogateescape", newline=None)  # noqa: SIM115
-    else:
-        opened = gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline=None)
+    # Left open on success: the returned VcfText owns the file until close().
+    opened: IO[str] = (
+        open(path, encoding="utf-8", errors="surrogateescape", newline=None)  # noqa: SIM115
+        if container == "plain"
+        else gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline=None)  # noqa: SIM115
+    )
     try:
         header, first = _read_header(opened, name)
     except BaseException:
@@ -198,7 +199,7 @@ def _open_bcf(path: Path, name: str, region: str | None) -> VcfText:
     except (OSError, ValueError) as exc:
         variant_file.close()
         raise VcfFileError(f"{name}: cannot query region {region!r} ({exc})", "BAD_REGION") from exc
-    lines = (str(record) for record in records)
+    lines: Iterator[str] = (str(record) for record in records)
     if not region:
         try:
             first = next(lines)

@@ -211,10 +211,7 @@ class RecordRules:
     def typed(self, definition: FieldDef, raw: str, column: str) -> TypedValues:
         """Split (unless a single String) and convert per Type; `.` items are dropped."""
         kind = definition.type
-        if kind == "String" and definition.number == "1":
-            items = [raw]
-        else:
-            items = raw.split(",")
+        items = [raw] if kind == "String" and definition.number == "1" else raw.split(",")
         count = len(items) if raw != "." else 0
         present = [item for item in items if item != "."]
         where = f"{column} {definition.id}"
@@ -307,7 +304,8 @@ class RecordRules:
                 raise RecordError(
                     "GT_ALLELE_RANGE",
                     "FORMAT",
-                    f"sample {sample}: genotype {text} uses allele {index} but the record has {alt_count} ALT(s)",
+                    f"sample {sample}: genotype {text} uses allele {index}"
+                    f" but the record has {alt_count} ALT(s)",
                 )
             indexes.append(index)
         phased = "|" in text and "/" not in text[1:]

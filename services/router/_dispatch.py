@@ -103,7 +103,7 @@ class ProviderLane:
         self._opened = asyncio.Event()
         await self._provider.start()
         self._workers = [
-            asyncio.create_task(self._work(), name=f"lane:{self.name}:{i}")
+            asyncio.create_task(self._work(i), name=f"lane:{self.name}:{i}")
             for i in range(self.settings.max_concurrency)
         ]
 
@@ -131,9 +131,9 @@ class ProviderLane:
 
     def _fail_queued(self) -> None:
         """Breaker opened: hand every queued request back for failover now, not after a timeout."""
-        assert self._opened is not None
-        self._opened.set()
-        self._opened = asyncio.Event()
+        if self._opened is not None:
+            self._opened.set()
+            self._opened = asyncio.Event()
         self._resolve_queued(f"{self.name}: circuit open")
 
     def _resolve_queued(self, reason: str) -> None:
@@ -143,7 +143,7 @@ class ProviderLane:
             if not ticket.future.done():
                 ticket.future.set_result(Failed(reason))
 
-    async def _work(self) -> None:
+    async def _work(self, channel: int) -> None:
         assert self._ready is not None
         while True:
             await self._ready.acquire()
@@ -155,7 +155,7 @@ class ProviderLane:
                     continue  # its deadline passed while queued
                 try:
                     async with asyncio.timeout_at(ticket.deadline):
-                        outcome = await self._attempts(ticket.prompt)
+                        outcome = await self._attempts(ticket.prompt, channel)
                 except TimeoutError:
                     outcome = Failed(f"{self.name}: deadline exceeded")
                 except Exception as exc:
@@ -166,7 +166,7 @@ class ProviderLane:
             finally:
                 self._track(-1)
 
-    async def _attempts(self, prompt: Prompt) -> Outcome:
+    async def _attempts(self, prompt: Prompt, channel: int) -> Outcome:
         """Calls until an answer, the attempt budget, a non-retryable error or an open breaker."""
         settings = self.settings
         calls = errors = malformed = 0
@@ -177,7 +177,7 @@ class ProviderLane:
                 await self.bucket.acquire()
                 calls += 1
                 started = time.perf_counter()
-                completion = await self._provider.complete(prompt)
+                completion = await self._provider.complete(prompt, channel)
                 answer = parse_answer(completion.text)
             except RateLimited as exc:
                 # Being told to slow down is not the provider failing: no breaker count, no attempt used.

@@ -26,6 +26,8 @@ ANTHROPIC_VERSION = "2023-06-01"
 # 408 timeout, 409 lock conflict, 425 too early, 5xx, and Anthropic's 529 overloaded.
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 500, 502, 503, 504, 529})
 
+CONNECTIONS_PER_CLIENT = 8
+
 
 class CallError(Exception):
     """A provider call failed; `retryable` says whether trying again may help."""
@@ -181,29 +183,37 @@ class LLMProvider:
         self._url = settings.base_url.rstrip("/") + self._wire.path()
         self._headers = {"content-type": "application/json", **self._wire.headers(settings)}
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
 
     async def start(self) -> None:
         limit = self.settings.max_concurrency
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.settings.timeout_s),
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            transport=self._transport,
-            # A proxy from the environment would silently reroute model traffic.
-            trust_env=False,
-        )
+        # httpcore's pool does work quadratic in its connections for every request, so
+        # a few small pools are much cheaper than one pool of `max_concurrency`.
+        for first in range(0, limit, CONNECTIONS_PER_CLIENT):
+            size = min(CONNECTIONS_PER_CLIENT, limit - first)
+            self._clients.append(
+                httpx.AsyncClient(
+                    timeout=httpx.Timeout(self.settings.timeout_s),
+                    limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                    transport=self._transport,
+                    # A proxy from the environment would silently reroute model traffic.
+                    trust_env=False,
+                )
+            )
 
     async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
 
-    async def complete(self, prompt: Prompt) -> Completion:
-        if self._client is None:
+    async def complete(self, prompt: Prompt, channel: int = 0) -> Completion:
+        """One call; `channel` (0..max_concurrency-1, one per concurrent caller) picks the connection pool."""
+        if not self._clients:
             raise CallError(f"{self.name}: provider not started", retryable=False, code="not_started")
+        client = self._clients[(channel // CONNECTIONS_PER_CLIENT) % len(self._clients)]
         body = self._wire.body(self.settings, prompt)
         try:
-            response = await self._client.post(self._url, headers=self._headers, json=body)
+            response = await client.post(self._url, headers=self._headers, json=body)
         except httpx.TimeoutException as exc:
             raise CallError(
                 f"{self.name}: timed out after {self.settings.timeout_s}s", retryable=True, code="timeout"

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from vcf_agent.control import invalid_argument
+from vcf_agent.control import invalid_argument, may_see, tenant_scope
 from vcf_agent.v1 import query_pb2, query_pb2_grpc
 
 from ._graph_store import GraphStore
@@ -28,7 +28,7 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
         if not request.correlation_id:
             await invalid_argument(context, "correlation_id", "correlation_id is required")
         found = await asyncio.to_thread(self._lance.get, request.correlation_id)
-        if found is None:
+        if found is None or not may_see(found.tenant_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no variant {request.correlation_id!r}")
             raise AssertionError("unreachable")
         return found
@@ -44,10 +44,12 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
             offset = int(request.page_token or "0")
         except ValueError:
             await invalid_argument(context, "page_token", "page_token is not one this service issued")
+        if not may_see(request.tenant_id or (tenant_scope() or "")):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a tenant token queries only its tenant")
         limit = request.page_size or 100
         query = VariantQuery(
             job_id=request.job_id,
-            tenant_id=request.tenant_id,
+            tenant_id=request.tenant_id or tenant_scope() or "",
             region=request.region,
             gene=request.gene,
             sample=request.sample,
@@ -64,6 +66,10 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
     async def GetStoreStats(
         self, request: query_pb2.GetStoreStatsRequest, context: Context
     ) -> query_pb2.GetStoreStatsResponse:
+        if tenant_scope() is not None:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "store statistics span tenants; use an admin token"
+            )
         job_id = request.job_id or None
         variants = await asyncio.to_thread(self._lance.count, job_id)
         analyses = await asyncio.to_thread(self._lance.count_analyses, job_id)

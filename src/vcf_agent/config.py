@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 
@@ -65,6 +65,8 @@ class Settings:
     # The aggregator marks a variant partial once this has passed without every answer.
     analysis_deadline_s: float = 30.0
     genes_file: Path | None = None
+    # lenient: bad records go to the dead-letter stream; strict: any error fails the job first.
+    ingest_validation: Literal["strict", "lenient"] = "lenient"
     compression_threshold: int = 4096
     # Rows the writer buffers before one store transaction.
     writer_batch_rows: int = 10000
@@ -82,6 +84,8 @@ class Settings:
             raise ConfigError(f"grpc_port must be 0..65535, got {self.grpc_port}")
         if self.analysis_deadline_s <= 0:
             raise ConfigError("analysis_deadline_s must be positive")
+        if self.ingest_validation not in ("strict", "lenient"):
+            raise ConfigError(f"ingest_validation must be strict or lenient, got {self.ingest_validation!r}")
         if not self.providers:
             raise ConfigError("providers must name at least one provider")
 
@@ -116,6 +120,8 @@ class Settings:
             values["analysis_deadline_s"] = float(env["VCF_AGENT_ANALYSIS_DEADLINE_S"])
         if "VCF_AGENT_GENES_FILE" in env:
             values["genes_file"] = Path(env["VCF_AGENT_GENES_FILE"])
+        if "VCF_AGENT_INGEST_VALIDATION" in env:
+            values["ingest_validation"] = env["VCF_AGENT_INGEST_VALIDATION"].strip().lower()
         if "VCF_AGENT_LOG_LEVEL" in env:
             values["log_level"] = env["VCF_AGENT_LOG_LEVEL"]
         topology = _topology_from_env(env)

@@ -51,15 +51,15 @@ HostFactory = Callable[..., AbstractAsyncContextManager[ServiceHost]]
 
 @pytest.fixture
 def run_host(tmp_path: Path, bus: Bus) -> HostFactory:
-    """run_host(parts, security=None, **settings) starts a ServiceHost on loopback and stops it after."""
+    """run_host(parts, security=None, batch_size=...) starts a ServiceHost on loopback and stops it after."""
 
     @asynccontextmanager
     async def run(
-        parts: ServiceParts, security: SecuritySettings | None = None, **overrides: object
+        parts: ServiceParts, security: SecuritySettings | None = None, *, batch_size: int = 2000
     ) -> AsyncIterator[ServiceHost]:
         settings = Settings(
-            data_dir=tmp_path / parts.name, bus_url=f"embedded://{tmp_path / 'bus'}", **overrides
-        )  # type: ignore[arg-type]
+            data_dir=tmp_path / parts.name, bus_url=f"embedded://{tmp_path / 'bus'}", batch_size=batch_size
+        )
         async with ServiceHost(parts, bus, settings, security=security) as host:
             yield host
 
@@ -67,6 +67,6 @@ def run_host(tmp_path: Path, bus: Bus) -> HostFactory:
 
 
 @asynccontextmanager
-async def control_stub(address: str) -> AsyncIterator[control_pb2_grpc.ControlServiceStub]:
+async def control_stub(address: str) -> AsyncIterator[control_pb2_grpc.ControlServiceAsyncStub]:
     async with grpc.aio.insecure_channel(address) as channel:
         yield control_pb2_grpc.ControlServiceStub(channel)

@@ -84,10 +84,7 @@ async def test_stale_write_is_aborted_and_audit_keeps_every_accepted_change(
             ),
             return_exceptions=True,
         )
-        codes = sorted(
-            r.code().name if isinstance(r, grpc.aio.AioRpcError) else "OK"
-            for r in results  # type: ignore[union-attr]
-        )
+        codes = sorted(r.code().name if isinstance(r, grpc.aio.AioRpcError) else "OK" for r in results)
         assert codes == ["ABORTED", "OK"], results
         await wait_for_version(alpha, "FALLBACK_TO_BATCH", 3)
         await wait_for_version(beta, "FALLBACK_TO_BATCH", 3)
@@ -116,9 +113,9 @@ async def wait_for_version(host: ServiceHost, key: str, version: int) -> None:
 
 
 def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(error)
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None, "no google.rpc.Status in the trailers"
-    fields = []
+    fields: list[str] = []
     for detail in status.details:
         request = error_details_pb2.BadRequest()
         assert detail.Unpack(request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -36,11 +38,11 @@ async def job_batches(bus: Bus, job_id: str) -> tuple[int, int, int]:
 
 
 async def test_replay_job_republishes_the_jobs_variants_without_the_file(
-    bus: Bus, run_host: HostFactory, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(data_dir=tmp_path / "ingest", bus_url=f"embedded://{tmp_path / 'bus'}", batch_size=50)
+    bus: Bus, run_host: HostFactory, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "ingest", bus_url=f"embedded://{tmp_path / 'bus'}", batch_size=3)
     parts = ingest.build(settings, bus)
-    async with run_host(parts, batch_size=50) as host, control_stub(host.control.address) as stub:
+    async with run_host(parts, batch_size=3) as host, control_stub(host.control.address) as stub:
         copy = tmp_path / "copy.vcf"
         copy.write_bytes(EXAMPLE_VCF.read_bytes())
         publisher: ingest.VariantPublisher = parts.state["publisher"]  # type: ignore[assignment]

@@ -26,11 +26,14 @@ HEADER = """##fileformat=VCFv4.3
 COLUMNS = "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\tS2\n"
 HEADER_LINES = HEADER.count("\n") + 1  # with the #CHROM line
 
-GOOD = "chr1\t100\trs1\tA\tG\t50\tPASS\tDP=10;AF=0.5\tGT:DP:GQ:AD:PL\t0/1:10:99:5,5:0,10,100\t0|0:8:50:8,0:0,20,200"
+GOOD = (
+    "chr1\t100\trs1\tA\tG\t50\tPASS\tDP=10;AF=0.5\tGT:DP:GQ:AD:PL"
+    "\t0/1:10:99:5,5:0,10,100\t0|0:8:50:8,0:0,20,200"
+)
 
 
 def record(**columns: str) -> str:
-    """GOOD with some columns replaced (by name: chrom, pos, id, ref, alt, qual, filter, info, format, s1, s2)."""
+    """GOOD with some columns replaced, by name (chrom, pos, id, ref, alt, ..., format, s1, s2)."""
     names = ["chrom", "pos", "id", "ref", "alt", "qual", "filter", "info", "format", "s1", "s2"]
     values = GOOD.split("\t")
     for name, value in columns.items():

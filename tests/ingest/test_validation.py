@@ -45,7 +45,9 @@ RECORD_RULES = [
 ]
 
 
-@pytest.mark.parametrize(("bad", "code", "column"), [r[1:] for r in RECORD_RULES], ids=[r[0] for r in RECORD_RULES])
+@pytest.mark.parametrize(
+    ("bad", "code", "column"), [r[1:] for r in RECORD_RULES], ids=[r[0] for r in RECORD_RULES]
+)
 def test_each_record_rule_reports_code_and_line(tmp_path: Path, bad: str, code: str, column: str) -> None:
     third = record(pos="300")
     path = write_vcf(tmp_path / "bad.vcf", [GOOD, bad, third])
@@ -63,8 +65,13 @@ def test_each_record_rule_reports_code_and_line(tmp_path: Path, bad: str, code: 
 
 
 def test_a_file_of_good_records_is_valid(tmp_path: Path) -> None:
-    path = write_vcf(tmp_path / "good.vcf", [GOOD, record(pos="200", alt="G,T", info="AF=0.1,0.2;AD2=1,2,3",
-                                                          s1="1/2:1:1:1,1,1:0,1,2,3,4,5", s2=".")])
+    path = write_vcf(
+        tmp_path / "good.vcf",
+        [
+            GOOD,
+            record(pos="200", alt="G,T", info="AF=0.1,0.2;AD2=1,2,3", s1="1/2:1:1:1,1,1:0,1,2,3,4,5", s2="."),
+        ],
+    )
     report = validate_file(path)
     assert report.valid, report.errors
     assert report.records == 2
@@ -126,7 +133,12 @@ def test_validate_command_exit_codes_and_json(tmp_path: Path, capsys: pytest.Cap
     out = json.loads(capsys.readouterr().out)
     assert out["valid"] is False
     assert out["errors"] == [
-        {"line": HEADER_LINES + 2, "column": "INFO", "code": "INFO_TYPE", "message": "INFO DP value 'x' is not an integer"}
+        {
+            "line": HEADER_LINES + 2,
+            "column": "INFO",
+            "code": "INFO_TYPE",
+            "message": "INFO DP value 'x' is not an integer",
+        }
     ]
     assert validate_command(bad, as_json=False) == 1
     text = capsys.readouterr().out

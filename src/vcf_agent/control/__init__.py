@@ -1,6 +1,6 @@
 """Control-plane runtime shared by every service: gRPC server, health, reflection, flags, auth."""
 
-from vcf_agent.control._auth import Principal, current_principal, tenant_scope
+from vcf_agent.control._auth import Principal, current_principal, may_see, tenant_scope
 from vcf_agent.control._config import SecuritySettings
 from vcf_agent.control._errors import invalid_argument
 from vcf_agent.control._flags import FlagStore, instance_group
@@ -21,5 +21,6 @@ __all__ = [
     "in_rollout",
     "instance_group",
     "invalid_argument",
+    "may_see",
     "tenant_scope",
 ]

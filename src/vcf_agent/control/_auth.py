@@ -60,6 +60,12 @@ def tenant_scope() -> str | None:
     return principal.tenant_id if principal is not None else None
 
 
+def may_see(tenant_id: str) -> bool:
+    """Whether this call may read a job or result of tenant_id (LIMS servicers check every read)."""
+    scope = tenant_scope()
+    return scope is None or scope == tenant_id
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
-from vcf_agent.bus import Bus, OutgoingMessage
+from vcf_agent.bus import Bus, BusError, OutgoingMessage
 from vcf_agent.control._scan import scan_stream
 from vcf_agent.schema import PayloadError, decode
 from vcf_agent.v1 import control_pb2, events_pb2
@@ -35,17 +35,24 @@ async def read_dead_letters(
     return entries
 
 
-async def redrive(
-    bus: Bus,
-    entries: Sequence[control_pb2.DeadLetterEntry],
-    known_streams: Collection[str],
-) -> tuple[int, int]:
+async def _exists(bus: Bus, stream: str) -> bool:
+    try:
+        await bus.partitions(stream)
+    except BusError:
+        return False
+    return True
+
+
+async def redrive(bus: Bus, entries: Sequence[control_pb2.DeadLetterEntry]) -> tuple[int, int]:
     """Republish each letter's original payload and headers to its source; (redriven, skipped)."""
     by_stream: dict[str, list[OutgoingMessage]] = {}
+    streams = {e.letter.source_stream for e in entries if e.letter.source_stream}
+    # Letters about files (unparsable VCF lines) name no stream that exists.
+    existing = {s for s in streams if await _exists(bus, s)}
     skipped = 0
     for entry in entries:
         letter = entry.letter
-        if letter.source_stream not in known_streams or not letter.original_payload:
+        if letter.source_stream not in existing or not letter.original_payload:
             skipped += 1
             continue
         headers = dict(letter.original_headers)

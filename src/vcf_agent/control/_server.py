@@ -330,8 +330,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
             entries = [e for e in entries if (e.partition, e.offset) in wanted]
             if len(entries) < len(wanted):
                 await _abort(context, grpc.StatusCode.NOT_FOUND, "some refs name no retained dead letter")
-        known = {name for name, _ in self._plane.topology.specs()}
-        redriven, skipped = await redrive(self._bus, entries, known)
+        redriven, skipped = await redrive(self._bus, entries)
         log.warning("%s: %d dead letters redriven by %s", self._plane.service, redriven, _actor(context))
         return control_pb2.RedriveDeadLettersResponse(redriven=redriven, skipped=skipped)
 

@@ -1,0 +1,325 @@
+"""Every input shape ingests with the right values; unusable files fail the job with nothing stored."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+import pysam
+import pytest
+import vcf
+from pysam import bcftools
+
+from vcf_agent.bus import Bus
+from vcf_agent.config import Settings
+from vcf_agent.pipeline import LocalPipeline
+from vcf_agent.schema import decode
+from vcf_agent.services.ingest import VariantPublisher, validate_file
+from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+from vcf_agent.services.ingest._vcf_header import VcfFileError
+from vcf_agent.services.ingest._vcf_reader import VcfReader
+from vcf_agent.services.writer import LanceStore
+from vcf_agent.v1 import events_pb2, variant_pb2
+
+from ._vcf_text import GOOD, HEADER, record, write_vcf
+
+PYVCF_DATA = Path(vcf.__file__).parent / "test"
+
+
+def _variants(path: Path, region: str | None = None) -> list[variant_pb2.VariantMessage]:
+    with VcfReader(
+        path, file_id="f", job_id="j", tenant_id="t", source_name=path.name, region=region
+    ) as reader:
+        variants = [v for batch in reader for v in batch.variants]
+        assert reader.dead_lettered == 0, reader.take_dead_letters()
+    return variants
+
+
+def test_plain_gzip_that_is_not_bgzip_ingests() -> None:
+    # pyvcf's 1kg.vcf.gz is gzip, not BGZF: pysam raises "seek not implemented" on it.
+    path = PYVCF_DATA / "1kg.vcf.gz"
+    with gzip.open(path, "rt") as fh:
+        lines = [line for line in fh if not line.startswith("#")]
+    variants = _variants(path)
+    expected = sum(len(line.split("\t")[4].split(",")) for line in lines if line.split("\t")[4] != ".")
+    assert len(variants) == expected
+    first = lines[0].split("\t")
+    assert (variants[0].chromosome, variants[0].position, variants[0].reference) == (
+        first[0],
+        int(first[1]),
+        first[3],
+    )
+    assert len(variants[0].genotypes) == 629
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gatk.vcf",
+        "freebayes.vcf",
+        "bcftools.vcf",
+        "example-4.1.vcf",
+        "1kg.sites.vcf",
+        "gonl.chr20.release4.gtc.vcf",
+    ],
+)
+def test_real_caller_outputs_are_valid_and_ingest(name: str) -> None:
+    path = PYVCF_DATA / name
+    report = validate_file(path)
+    assert report.valid, report.errors
+    variants = _variants(path)
+    assert variants and all(v.line_number > 0 for v in variants)
+
+
+def test_real_malformed_files_are_flagged_where_they_break() -> None:
+    # mixed-filtering.vcf line 24 uses FILTER q50, which its header never declares.
+    report = validate_file(PYVCF_DATA / "mixed-filtering.vcf")
+    assert [(e.line, e.code) for e in report.errors] == [(24, "FILTER_UNDECLARED")]
+    # issue-214.vcf line 32 has REF '*'.
+    assert [(e.line, e.code) for e in validate_file(PYVCF_DATA / "issue-214.vcf").errors] == [
+        (32, "REF_INVALID")
+    ]
+
+
+def test_sites_only_crlf_and_utf8_header(tmp_path: Path) -> None:
+    header = HEADER.replace("##ALT", '##source="Zürich lab, ünïcode"\n##ALT')
+    body = header + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + "\t".join(GOOD.split("\t")[:8]) + "\n"
+    path = tmp_path / "sites.vcf"
+    path.write_bytes(body.replace("\n", "\r\n").encode())
+    (variant,) = _variants(path)
+    assert (variant.position, variant.alternate, list(variant.genotypes)) == (100, "G", [])
+    assert list(variant.info["DP"].ints.values) == [10]
+
+
+def test_alleles_ploidy_phasing_and_symbolic_shapes(tmp_path: Path) -> None:
+    records = [
+        record(
+            alt="G,T,*",
+            info="AF=0.1,0.2,0.3",
+            s1="1/3:5:9:1,2,3,4:" + ",".join("0" * 10),
+            s2="2|1:5:9:1,2,3,4:" + ",".join("0" * 10),
+        ),
+        record(pos="200", alt="<DEL>", info="SVTYPE=DEL", s1="1:5:9:1,2:0,1", s2="0/1/1:5:9:1,2:0,1,2,3"),
+        record(pos="300", alt="G[chr2:500[", s1="0|1", s2="./."),
+        record(pos="400", alt="]chr2:600]A", s1=".", s2="0/1:.:."),
+        record(pos="500", alt="A.,.A", info="DP=1", s1="0/1", s2="1/2"),
+        record(pos="600", alt="<*>", s1="0/0", s2="0/0"),
+        record(pos="700", alt="<NON_REF>", s1="0/0", s2="0/0"),
+    ]
+    path = write_vcf(tmp_path / "shapes.vcf", records)
+    assert validate_file(path).valid, validate_file(path).errors
+    variants = _variants(path)
+    assert [v.alternate for v in variants] == [
+        "G",
+        "T",
+        "*",
+        "<DEL>",
+        "G[chr2:500[",
+        "]chr2:600]A",
+        "A.",
+        ".A",
+        "<*>",
+        "<NON_REF>",
+    ]
+    multi = variants[0]
+    assert [list(g.alleles) for g in multi.genotypes] == [[1, 3], [2, 1]]
+    assert [g.phased for g in multi.genotypes] == [False, True]
+    assert list(multi.genotypes[0].allele_depths) == [1, 2, 3, 4]
+    haploid, triploid = variants[3].genotypes
+    assert (list(haploid.alleles), list(triploid.alleles)) == ([1], [0, 1, 1])
+    missing = variants[4].genotypes[1]  # ./. with DP, GQ, AD dropped
+    assert (list(missing.alleles), missing.depth, missing.genotype_quality) == ([-1, -1], -1, -1)
+    assert list(variants[5].genotypes[0].alleles) == [-1]  # a bare "."
+
+
+def test_vcf45_local_alleles(tmp_path: Path) -> None:
+    header = (
+        HEADER.replace("VCFv4.3", "VCFv4.5")
+        + '##FORMAT=<ID=LAA,Number=.,Type=Integer,Description="Local alleles">\n'
+        + '##FORMAT=<ID=LAD,Number=LR,Type=Integer,Description="Local allele depths">\n'
+    )
+    path = write_vcf(
+        tmp_path / "local.vcf",
+        [record(alt="G,T,C", info="AF=0.1,0.2,0.3", format="GT:LAA:LAD", s1="0/3:3:5,6", s2="1|2:1,2:1,2,3")],
+        header=header,
+    )
+    assert validate_file(path).valid
+    variants = _variants(path)
+    assert len(variants) == 3
+    assert [list(g.alleles) for g in variants[2].genotypes] == [[0, 3], [1, 2]]
+
+
+def test_annotations_are_split_by_the_header_field_list(tmp_path: Path) -> None:
+    header = HEADER + (
+        '##INFO=<ID=CSQ,Number=.,Type=String,Description="Consequence annotations from Ensembl VEP. '
+        'Format: Allele|Consequence|IMPACT|SYMBOL">\n'
+        '##INFO=<ID=ANN,Number=.,Type=String,Description="Functional annotations: '
+        "'Allele | Annotation | Annotation_Impact | Gene_Name'\">\n"
+    )
+    csq = "G|missense_variant|MODERATE|BRCA1,G|intron_variant|MODIFIER|NBR2"
+    path = write_vcf(
+        tmp_path / "csq.vcf", [record(info=f"CSQ={csq};ANN=G|stop_gained|HIGH|BRCA1")], header=header
+    )
+    (variant,) = _variants(path)
+    assert list(variant.info["CSQ.Consequence"].strings.values) == ["missense_variant", "intron_variant"]
+    assert list(variant.info["CSQ.SYMBOL"].strings.values) == ["BRCA1", "NBR2"]
+    assert list(variant.info["ANN.Annotation_Impact"].strings.values) == ["HIGH"]
+    assert len(variant.info["CSQ"].strings.values) == 2
+
+
+def test_percent_decoding_and_huge_info(tmp_path: Path) -> None:
+    gene = "A%3BB" + "x" * 100_000
+    (variant,) = _variants(write_vcf(tmp_path / "pct.vcf", [record(info=f"GENE={gene}")]))
+    assert variant.info["GENE"].strings.values[0] == "A;B" + "x" * 100_000
+
+
+def test_bcf_and_region_on_indexed_files(tmp_path: Path) -> None:
+    path = write_synthetic_vcf(
+        tmp_path / "s.vcf.gz", SyntheticVcfSpec(records=500, samples=2, seed=5), bgzip=True, index=True
+    )
+    bcf = tmp_path / "s.bcf"
+    with (
+        pysam.VariantFile(os.fspath(path)) as src,
+        pysam.VariantFile(os.fspath(bcf), "wb", header=src.header) as out,
+    ):
+        for rec in src:
+            out.write(rec)
+    bcftools.index(os.fspath(bcf))
+    text = _variants(path)
+    assert [(v.position, v.alternate) for v in _variants(bcf)] == [(v.position, v.alternate) for v in text]
+    region = _variants(path, region="chr1:1000-5000")
+    assert region and all(v.chromosome == "chr1" and 1000 <= v.position <= 5000 for v in region)
+    assert [(v.position, v.alternate) for v in _variants(bcf, region="chr1:1000-5000")] == [
+        (v.position, v.alternate) for v in region
+    ]
+
+
+def _truncated_bgzip(tmp_path: Path) -> Path:
+    full = write_synthetic_vcf(
+        tmp_path / "full.vcf.gz", SyntheticVcfSpec(records=3000, samples=1, seed=2), bgzip=True
+    )
+    data = full.read_bytes()
+    path = tmp_path / "truncated.vcf.gz"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _binary(tmp_path: Path) -> Path:
+    path = tmp_path / "binary.vcf"
+    path.write_bytes(bytes(range(256)) * 40)
+    return path
+
+
+def _empty(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.vcf"
+    path.write_bytes(b"")
+    return path
+
+
+def _header_only(tmp_path: Path) -> Path:
+    return write_vcf(tmp_path / "header-only.vcf", [])
+
+
+UNUSABLE = [
+    (_truncated_bgzip, "TRUNCATED_FILE", "truncated"),
+    (_binary, "BINARY_FILE", "binary"),
+    (_empty, "EMPTY_FILE", "empty"),
+    (_header_only, "NO_RECORDS", "no variant records"),
+]
+
+
+@pytest.mark.parametrize(("make", "code", "words"), UNUSABLE, ids=[u[1] for u in UNUSABLE])
+def test_unusable_files_raise_with_a_code(
+    tmp_path: Path, make: Callable[[Path], Path], code: str, words: str
+) -> None:
+    with pytest.raises(VcfFileError) as caught:
+        VcfReader(make(tmp_path), file_id="f", job_id="j", tenant_id="t", source_name="x")
+    assert caught.value.code == code
+    assert words in str(caught.value)
+
+
+async def _dead_letters(bus: Bus, stream: str) -> list[events_pb2.DeadLetter]:
+    letters: list[events_pb2.DeadLetter] = []
+    async with bus.consumer([stream], "test-reader") as consumer:
+        for _ in range(20):
+            records = await consumer.poll(timeout_s=0.2)
+            letters += [decode(r.value, r.headers, events_pb2.DeadLetter) for r in records]
+            if not records and letters:
+                break
+    return letters
+
+
+def _store(pipeline: LocalPipeline) -> LanceStore:
+    return cast(LanceStore, pipeline.parts["writer"].state["lance"])
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(data_dir=tmp_path / "data", bus_url=f"memory://ingest-{tmp_path.name}")
+
+
+async def test_lenient_run_stores_good_records_and_dead_letters_the_bad(tmp_path: Path) -> None:
+    source = write_synthetic_vcf(tmp_path / "g.vcf", SyntheticVcfSpec(records=10_000, samples=1, seed=11))
+    lines = source.read_text().splitlines(keepends=True)
+    first_record = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    bad_at = [first_record + 10, first_record + 5000, first_record + 9999]  # 0-based
+    breakers = [(1, "x1"), (7, "DP=abc"), (3, "Q")]  # POS, INFO, REF
+    for index, (column, value) in zip(bad_at, breakers, strict=True):
+        columns = lines[index].rstrip("\n").split("\t")
+        columns[column] = value
+        lines[index] = "\t".join(columns) + "\n"
+    path = tmp_path / "three-bad.vcf"
+    path.write_text("".join(lines))
+    async with LocalPipeline(_settings(tmp_path)) as pipeline:
+        job_id = await pipeline.submit(path)
+        job = await pipeline.wait(job_id, timeout_s=120)
+        assert events_pb2.JobState.Name(job.state) == "JOB_STATE_COMPLETE", job.error
+        assert job.counts.dead_lettered == 3
+        writer = _store(pipeline)
+        assert writer.count(job_id) == job.counts.total
+        letters = await _dead_letters(pipeline.bus, pipeline.settings.topology.dead_letters)
+    records_stored = {v for v in range(10_000)} - {i - first_record for i in bad_at}
+    assert len(records_stored) == 9_997
+    assert sorted((d.line_number, d.error_code) for d in letters) == [
+        (bad_at[0] + 1, "POS_INVALID"),
+        (bad_at[1] + 1, "INFO_TYPE"),
+        (bad_at[2] + 1, "REF_INVALID"),
+    ]
+    assert all(
+        d.raw_line == lines[d.line_number - 1].rstrip("\n") and d.file_name == path.name for d in letters
+    )
+    assert all(d.job_id == job_id for d in letters)
+
+
+async def test_strict_mode_fails_before_publishing(tmp_path: Path) -> None:
+    path = write_vcf(tmp_path / "strict.vcf", [GOOD, record(pos="200", info="DP=x")])
+    async with LocalPipeline(_settings(tmp_path)) as pipeline:
+        publisher = cast(VariantPublisher, pipeline.parts["ingest"].state["publisher"])
+        job = await publisher.submit(path, validation="strict")
+        done = await pipeline.wait(job.job_id, timeout_s=60)
+        assert events_pb2.JobState.Name(done.state) == "JOB_STATE_FAILED"
+        assert "strict validation found 1 error" in done.error and "line 20, column INFO" in done.error
+        assert _store(pipeline).count(job.job_id) == 0
+
+
+@pytest.mark.parametrize(("make", "code", "words"), UNUSABLE, ids=[u[1] for u in UNUSABLE])
+async def test_unusable_files_fail_the_job_and_store_nothing(
+    tmp_path: Path, make: Callable[[Path], Path], code: str, words: str
+) -> None:
+    path = make(tmp_path)
+    async with LocalPipeline(_settings(tmp_path)) as pipeline:
+        job_id = await pipeline.submit(path)
+        job = await pipeline.wait(job_id, timeout_s=60)
+        assert events_pb2.JobState.Name(job.state) == "JOB_STATE_FAILED"
+        assert words in job.error
+        assert _store(pipeline).count(job_id) == 0
+        assert job.counts.ingested == 0
+
+
+def test_fixture_copies_match_their_origin() -> None:
+    # tests/data/vcf holds copies of real files; see tests/data/vcf/ORIGIN.md.
+    data = Path(__file__).parent.parent / "data" / "vcf"
+    for name in ("mixed-filtering.vcf", "1kg.vcf.gz"):
+        assert (data / name).read_bytes() == (PYVCF_DATA / name).read_bytes()
