@@ -44,13 +44,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import ladybug
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.v1 import events_pb2
 
 from ._rows import WriteRows, build_rows
@@ -146,7 +146,7 @@ class GraphGenotype:
     genotype_quality: int
 
 
-class GraphStore:
+class GraphStore(AsyncComponent):
     """The writer's graph: idempotent batch upserts and a few read queries.
 
     All methods except start/stop block and are meant for a worker thread
@@ -176,18 +176,6 @@ class GraphStore:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.close)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def open(self) -> None:
         """Open (creating if needed) the database file and its schema."""

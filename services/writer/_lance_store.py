@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import lancedb
 import pyarrow as pa
 from google.protobuf import json_format
 from lancedb.index import BTree
 
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.v1 import analysis_pb2, events_pb2, query_pb2
 
 from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, build_rows
@@ -60,7 +60,7 @@ class VariantQuery:
     offset: int = 0
 
 
-class LanceStore:
+class LanceStore(AsyncComponent):
     """The writer's LanceDB tables.
 
     Everything except start/stop blocks and is meant for a worker thread
@@ -89,18 +89,6 @@ class LanceStore:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.close)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def open(self) -> None:
         """Open (creating if needed) the database directory, tables and key indices."""

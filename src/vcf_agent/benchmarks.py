@@ -203,13 +203,9 @@ async def bench_e2e_processes(
         async with grpc.aio.insecure_channel(services["ingest"].grpc) as channel:
             ingest = jobs_pb2_grpc.IngestServiceStub(channel)
 
-            async def upload():  # type: ignore[no-untyped-def]
-                yield jobs_pb2.SubmitVcfRequest(
-                    metadata=jobs_pb2.SubmitVcfMetadata(file_name=path.name, path=str(path))
-                )
-
             began = time.perf_counter()
-            job = (await ingest.SubmitVcf(upload(), timeout=60)).job
+            metadata = jobs_pb2.SubmitVcfMetadata(file_name=path.name, path=str(path))
+            job = (await ingest.SubmitVcf(iter([jobs_pb2.SubmitVcfRequest(metadata=metadata)]), timeout=60)).job
             while job.state not in (events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED):
                 await asyncio.sleep(0.02)
                 job = await ingest.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=10)

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
 from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import Settings
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.runner import ServiceBuilder, ServiceParts, ensure_topology
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
@@ -41,7 +41,7 @@ class JobOutcome:
     seconds: float
 
 
-class LocalPipeline:
+class LocalPipeline(AsyncComponent):
     """Starts ingest, router, aggregator, writer and notifier on one bus."""
 
     def __init__(self, settings: Settings) -> None:
@@ -67,15 +67,6 @@ class LocalPipeline:
             for component in reversed(parts.components):
                 await component.stop()
         await self.bus.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def _ingest(self) -> ServiceParts:
         return self.parts["ingest"]

@@ -107,7 +107,11 @@ class FakeVendor:
                 "created": 1700000000,
                 "model": "gpt-test",
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
                 ],
                 "usage": {
                     "prompt_tokens": input_tokens,
@@ -153,7 +157,9 @@ class FakeVendor:
             data = {"type": "error", "error": {"type": kind, "message": message}}
         else:
             data = {"error": message}
-        return Reply(status, json.dumps(data).encode(), {"content-type": "application/json", **(headers or {})})
+        return Reply(
+            status, json.dumps(data).encode(), {"content-type": "application/json", **(headers or {})}
+        )
 
     def _check(self, seen: Seen) -> Reply | None:
         """What the real API does with a request it rejects; None when the request is valid."""
@@ -203,11 +209,9 @@ class FakeVendor:
                 if reply.delay_s:
                     await asyncio.sleep(reply.delay_s)
                 reason = _REASONS.get(reply.status, "Error")
-                extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
-                writer.write(
-                    f"HTTP/1.1 {reply.status} {reason}\r\ncontent-length: {len(reply.body)}\r\n{extra}\r\n".encode()
-                    + reply.body
-                )
+                lines = [f"HTTP/1.1 {reply.status} {reason}", f"content-length: {len(reply.body)}"]
+                lines.extend(f"{k}: {v}" for k, v in reply.headers.items())
+                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + reply.body)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass

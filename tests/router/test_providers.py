@@ -6,19 +6,28 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vcf_agent.config import ConfigError
 from vcf_agent.services.router._config import ProviderSettings, RouterSettings, Secret
 from vcf_agent.services.router._dispatch import Answered, Failed, ProviderLane
-from vcf_agent.services.router._llm_providers import ANTHROPIC_VERSION, CallError, LLMProvider, RateLimited
+from vcf_agent.services.router._llm_providers import (
+    ANTHROPIC_VERSION,
+    CallError,
+    Completion,
+    LLMProvider,
+    RateLimited,
+)
 from vcf_agent.services.router._local_annotator import LocalAnnotator
 from vcf_agent.services.router._prompt import (
     CLASSIFICATIONS,
     PROMPT_VERSION,
     MalformedAnswer,
+    Prompt,
     build_prompt,
     parse_answer,
 )
@@ -48,25 +57,28 @@ def variant() -> variant_pb2.VariantMessage:
     return message
 
 
-def prompt():  # type: ignore[no-untyped-def]
+def prompt() -> Prompt:
     v = variant()
     return build_prompt(v, LocalAnnotator().annotate(v).annotation)
 
 
-def settings_for(server: FakeVendor, **overrides: object) -> ProviderSettings:
-    values: dict[str, object] = {
-        "timeout_s": 2.0,
-        "max_concurrency": 2,
-        "rate_per_s": 0,
-        "backoff_base_s": 0.01,
-        "backoff_max_s": 0.05,
-        "api_key": Secret(API_KEY),
-        **overrides,
-    }
-    return ProviderSettings(server.vendor, server.vendor, server.base_url, f"{server.vendor}-model", **values)  # type: ignore[arg-type]
+def settings_for(server: FakeVendor, **overrides: Any) -> ProviderSettings:
+    settings = ProviderSettings(
+        server.vendor,
+        server.vendor,
+        server.base_url,
+        f"{server.vendor}-model",
+        api_key=Secret(API_KEY),
+        timeout_s=2.0,
+        max_concurrency=2,
+        rate_per_s=0,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+    )
+    return replace(settings, **overrides)
 
 
-async def complete(server: FakeVendor, **overrides: object):  # type: ignore[no-untyped-def]
+async def complete(server: FakeVendor, **overrides: Any) -> Completion:
     provider = LLMProvider(settings_for(server, **overrides))
     await provider.start()
     try:
@@ -171,7 +183,7 @@ async def test_invalid_json_body_is_malformed(vendor: Vendor) -> None:
             await complete(server)
 
 
-async def lane_outcome(server: FakeVendor, **overrides: object) -> Answered | Failed:
+async def lane_outcome(server: FakeVendor, **overrides: Any) -> Answered | Failed:
     lane = ProviderLane(LLMProvider(settings_for(server, **overrides)))
     await lane.start()
     try:
@@ -277,7 +289,11 @@ def test_router_settings_from_env(tmp_path: Path) -> None:
         }
     )
     openai = config.providers["openai"]
-    assert (openai.base_url, openai.max_concurrency, openai.rate_per_s) == ("http://127.0.0.1:8000/v1", 16, 2.5)
+    assert (openai.base_url, openai.max_concurrency, openai.rate_per_s) == (
+        "http://127.0.0.1:8000/v1",
+        16,
+        2.5,
+    )
     assert openai.api_key == Secret("from-env")
     assert config.providers["claude"].api_key == Secret("from-file")
     assert (config.providers["my_vllm"].kind, config.providers["my_vllm"].model) == ("openai", "qwen")

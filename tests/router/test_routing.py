@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from vcf_agent.benchmarks import synthetic_batch
 from vcf_agent.bus import Bus, OutgoingMessage, open_bus
@@ -29,19 +30,27 @@ OK = analysis_pb2.AnalysisResult.STATUS_OK
 FAILED = analysis_pb2.AnalysisResult.STATUS_FAILED
 
 
-def provider(server: FakeVendor, name: str | None = None, **overrides: object) -> ProviderSettings:
-    values: dict[str, object] = {
-        "timeout_s": 5.0,
-        "max_concurrency": 8,
-        "rate_per_s": 0,
-        "backoff_base_s": 0.02,
-        "backoff_max_s": 0.1,
-        "api_key": Secret(API_KEY),
-        **overrides,
-    }
-    return ProviderSettings(  # type: ignore[arg-type]
-        name or server.vendor, server.vendor, server.base_url, f"{server.vendor}-model", **values
+def provider(server: FakeVendor, **overrides: Any) -> ProviderSettings:
+    settings = ProviderSettings(
+        server.vendor,
+        server.vendor,
+        server.base_url,
+        f"{server.vendor}-model",
+        api_key=Secret(API_KEY),
+        timeout_s=5.0,
+        max_concurrency=8,
+        rate_per_s=0,
+        backoff_base_s=0.02,
+        backoff_max_s=0.1,
     )
+    return replace(settings, **overrides)
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
 
 
 @dataclass
@@ -72,9 +81,13 @@ class Harness:
             v.job_id = job
             v.correlation_id = f"{job}-{v.record_index}"
         payload, headers = encode(batch)
-        await self.bus.publish(self.settings.topology.variants, [OutgoingMessage(payload, job.encode(), headers)])
+        await self.bus.publish(
+            self.settings.topology.variants, [OutgoingMessage(payload, job.encode(), headers)]
+        )
 
-    async def collect(self, provider: str, count: int, timeout_s: float = 20) -> list[analysis_pb2.AnalysisResult]:
+    async def collect(
+        self, provider: str, count: int, timeout_s: float = 20
+    ) -> list[analysis_pb2.AnalysisResult]:
         """Read results until `count` from `provider` have arrived (fails on timeout)."""
         topology = self.settings.topology
         consumer = self.bus.consumer(
@@ -87,7 +100,10 @@ class Harness:
                 for record in await consumer.poll(500, 0.1):
                     if record.stream == topology.dead_letters:
                         letters.append(decode(record.value, record.headers, events_pb2.DeadLetter))
-                    elif record.headers.get("message-type") == analysis_pb2.AnalysisResultBatch.DESCRIPTOR.full_name:
+                    elif (
+                        record.headers.get("message-type")
+                        == analysis_pb2.AnalysisResultBatch.DESCRIPTOR.full_name
+                    ):
                         batch = decode(record.value, record.headers, analysis_pb2.AnalysisResultBatch)
                         results.extend(r for r in batch.results if r.provider == provider)
             # Dead letters are published just after their results.
@@ -128,7 +144,9 @@ async def test_failover_when_a_provider_returns_500s() -> None:
     ):
         config = RouterSettings(
             providers={
-                "openai": provider(broken, max_concurrency=4, breaker_failures=3, max_attempts=2, breaker_reset_s=60),
+                "openai": provider(
+                    broken, max_concurrency=4, breaker_failures=3, max_attempts=2, breaker_reset_s=60
+                ),
                 # Weight 0: claude only ever takes over, so all work starts on the broken provider.
                 "claude": provider(healthy, weight=0.0),
             },
@@ -146,8 +164,7 @@ async def test_failover_when_a_provider_returns_500s() -> None:
             lane.breaker.on_open(on_open)
 
             async def watch_drain() -> None:
-                while not opened or lane.outstanding:
-                    await asyncio.sleep(0.01)
+                await eventually(lambda: bool(opened) and lane.outstanding == 0, 20)
                 drained.append(time.monotonic())
 
             watcher = asyncio.create_task(watch_drain())
@@ -221,13 +238,9 @@ async def test_second_analysis_hits_the_cache_and_replicas_agree() -> None:
                 await harness.publish("job-second", 20, ("local", "openai"))
                 both = await harness.collect("openai", 40)
                 cache = harness.cache.cache
-                async with asyncio.timeout(5):
-                    while len(replica.cache) < 20:
-                        await asyncio.sleep(0.02)
+                await eventually(lambda: len(replica.cache) == 20)
                 await replica.clear("openai")
-                async with asyncio.timeout(5):
-                    while len(cache):
-                        await asyncio.sleep(0.02)
+                await eventually(lambda: len(cache) == 0)
             finally:
                 await replica.stop()
     second = [r for r in both if r.job_id == "job-second"]
@@ -298,4 +311,3 @@ async def test_high_priority_requests_are_sent_first() -> None:
     first_three = [seen.body["messages"][-1]["content"] for seen in server.requests[:3]]
     urgent = [f"chr1:{v.position} " for v in batch.variants[5:]]
     assert all(any(u in text for u in urgent) for text in first_three)
-

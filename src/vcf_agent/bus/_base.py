@@ -12,10 +12,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 import mmh3
+
+from vcf_agent.lifecycle import AsyncComponent
 
 StartPosition = Literal["earliest", "latest"]
 
@@ -86,7 +87,7 @@ def partition_for_key(key: bytes, partitions: int) -> int:
     return mmh3.hash(key, signed=False) % partitions
 
 
-class Consumer(abc.ABC):
+class Consumer(AsyncComponent):
     """A member of a consumer group reading one or more streams.
 
     Offsets are never committed implicitly: callers commit after processing.
@@ -114,20 +115,8 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     def assignment(self) -> set[TopicPartition]: ...
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-
-class Bus(abc.ABC):
+class Bus(AsyncComponent):
     """A connection to one message log. One instance per process is enough; it is reused."""
 
     backend: str = "abstract"
@@ -194,15 +183,3 @@ class Bus(abc.ABC):
     async def earliest_offsets(self, stream: str) -> dict[int, int]:
         """First retained offset per partition; backends without retention start at 0."""
         return dict.fromkeys(range(await self.partitions(stream)), 0)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

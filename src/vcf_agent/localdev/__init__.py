@@ -1,10 +1,10 @@
 """Local development servers (Kafka broker, Iggy server) for tests, benchmarks and `vcf-agent dev`."""
 
+from vcf_agent.localdev._child_process import free_port
 from vcf_agent.localdev._iggy_server import IggyServerError, LocalIggyServer, find_iggy_server
 from vcf_agent.localdev._kafka_broker import KafkaInstallError, LocalKafkaBroker, install_kafka
 from vcf_agent.localdev._service_processes import (
     ServiceProcess,
-    free_port,
     running_pipeline,
     start_service,
     stop_service,

@@ -9,19 +9,19 @@ variables so no config file of the caller's working directory leaks in.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
 from apache_iggy import AutoLogin, IggyClient, TcpConfig, TcpReconnectionConfig
+
+from vcf_agent.lifecycle import AsyncComponent
+from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail
 
 DEFAULT_USERNAME = "iggy"
 DEFAULT_PASSWORD = "iggy"
@@ -38,26 +38,6 @@ def find_iggy_server() -> str | None:
     if configured:
         return configured if os.access(configured, os.X_OK) and Path(configured).is_file() else None
     return shutil.which(_BINARY_NAME)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the server gets SIGTERM if this process dies without stop()."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _tail(path: Path, limit: int = 3000) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-limit:]
-    except FileNotFoundError:
-        return ""
 
 
 async def _accepts_login(address: str, username: str, password: str, timeout_s: float) -> bool:
@@ -77,7 +57,7 @@ async def _accepts_login(address: str, username: str, password: str, timeout_s: 
     return True
 
 
-class LocalIggyServer:
+class LocalIggyServer(AsyncComponent):
     """An iggy-server child process; stop() keeps its data so start() again is a restart.
 
     As an async context manager it also removes the data directory it created.
@@ -167,7 +147,7 @@ class LocalIggyServer:
             raise IggyServerError("no iggy-server binary: set IGGY_SERVER_BIN or put iggy-server on PATH")
         run_dir = self._run_dir()
         if self._port is None:
-            self._port = _free_port(self._host)
+            self._port = free_port(self._host)
         self._spawn(binary, run_dir)
         await self._wait_ready()
 
@@ -180,7 +160,7 @@ class LocalIggyServer:
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     async def _wait_ready(self) -> None:
@@ -188,14 +168,14 @@ class LocalIggyServer:
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 raise IggyServerError(
-                    f"iggy-server exited with {self._process.returncode}:\n{_tail(self.log_path)}"
+                    f"iggy-server exited with {self._process.returncode}:\n{log_tail(self.log_path)}"
                 )
             if await _accepts_login(self.address, self._username, self._password, timeout_s=2.0):
                 return
             await asyncio.sleep(0.2)
         await self.stop()
         raise IggyServerError(
-            f"iggy-server did not accept a login within {self._ready_timeout_s}s:\n{_tail(self.log_path)}"
+            f"iggy-server did not accept a login within {self._ready_timeout_s}s:\n{log_tail(self.log_path)}"
         )
 
     async def stop(self, timeout_s: float = 15.0) -> None:
@@ -225,15 +205,4 @@ class LocalIggyServer:
             self._owned_dir = None
             self._data_dir = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
         self.remove_data()

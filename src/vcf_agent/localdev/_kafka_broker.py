@@ -11,13 +11,10 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import ctypes
 import fcntl
 import importlib.resources
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +29,8 @@ from aiokafka.errors import KafkaError
 
 # The broker accepts what KafkaBus publishes and sets on the topics it creates.
 from vcf_agent.bus._kafka import MAX_MESSAGE_BYTES
+from vcf_agent.lifecycle import AsyncComponent
+from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail
 
 _POM_RESOURCE = "kafka-broker-pom.xml"
 _MAVEN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
@@ -133,27 +132,7 @@ def install_kafka(install_dir: Path | None = None) -> Path:
     return libs
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the JVM gets SIGTERM if this process dies without stop()."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _tail(path: Path, limit: int = 3000) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-limit:]
-    except FileNotFoundError:
-        return ""
-
-
-class LocalKafkaBroker:
+class LocalKafkaBroker(AsyncComponent):
     """One KRaft node on loopback with a fresh log dir; `bootstrap_servers` once started.
 
     Async start()/stop() for services and benchmarks; start_sync()/stop_sync() (and
@@ -249,8 +228,8 @@ class LocalKafkaBroker:
             self._work_dir = self._data_dir
             self._work_dir.mkdir(parents=True, exist_ok=True)
         work = self._work_dir
-        self.port = self._requested_port or _free_port(self.host)
-        self.controller_port = _free_port(self.host)
+        self.port = self._requested_port or free_port(self.host)
+        self.controller_port = free_port(self.host)
         config = work / "server.properties"
         config.write_text(self._properties(work / "data"), encoding="utf-8")
         log4j = work / "log4j.properties"
@@ -332,7 +311,7 @@ class LocalKafkaBroker:
                 stdout=stdout,
                 stderr=subprocess.STDOUT,
                 cwd=self._work_dir,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self._ready_by = time.monotonic() + self._startup_timeout_s
 
@@ -372,7 +351,7 @@ class LocalKafkaBroker:
 
     def _logs(self) -> str:
         assert self._work_dir is not None
-        return _tail(self._work_dir / "stdout.log") + "\n" + _tail(self._work_dir / "server.log")
+        return log_tail(self._work_dir / "stdout.log") + "\n" + log_tail(self._work_dir / "server.log")
 
     async def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM for a controlled shutdown, SIGKILL after timeout_s; removes our temp dir."""
@@ -402,15 +381,3 @@ class LocalKafkaBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop_sync()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

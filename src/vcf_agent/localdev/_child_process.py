@@ -1,0 +1,28 @@
+"""What every locally started server process needs: a free port, a leash, its log tail."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import socket
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def die_with_parent() -> None:
+    """Runs in the child before exec: it gets SIGTERM if this process dies without stopping it."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def log_tail(path: Path, limit: int = 3000) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[-limit:]
+    except FileNotFoundError:
+        return ""
