@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from vcf_agent.localdev._child_process import die_with_parent, free_port
+from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail
 
 SERVICES = ("writer", "notifier", "aggregator", "router", "ingest")
 
@@ -28,7 +28,7 @@ class ServiceProcess:
 
     def log(self) -> str:
         """The tail of the service's log, for failure messages."""
-        return self.log_path.read_text(errors="replace")[-4000:]
+        return log_tail(self.log_path, 4000)
 
 
 def start_service(
@@ -50,6 +50,7 @@ def start_service(
             stderr=log,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=die_with_parent,
         )
     assert process.stdout is not None
     deadline = time.monotonic() + timeout_s
