@@ -170,6 +170,7 @@ class VariantPublisher:
                 tenant_id=job.tenant_id,
                 source_name=job.source_name,
                 batch_size=self._settings.batch_size,
+                linger_ms=self._settings.batch_linger_ms,
                 region=region,
             )
         except VcfFileError as exc:

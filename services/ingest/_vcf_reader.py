@@ -251,11 +251,13 @@ class VcfReader:
         tenant_id: str,
         source_name: str,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        linger_ms: int = 50,
         region: str | None = None,
         keep_issues: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self._linger_s = linger_ms / 1000
         self._path = Path(path)
         self._file_id = file_id
         self._job_id = job_id
@@ -360,6 +362,9 @@ class VcfReader:
     def _encode_records(self) -> Iterator[EncodedBatch]:
         counters = self.counters
         batch_size = self._batch_size
+        linger_s = self._linger_s
+        monotonic = time.monotonic
+        batch_deadline = 0.0
         prefix = f"{self._file_id}:"
         blake2b = hashlib.blake2b
         job_fields = self._job_fields
@@ -468,9 +473,11 @@ class VcfReader:
                 if first_index < 0:
                     first_index = record_index
                     first_locus = (chrom, pos)
+                    batch_deadline = monotonic() + linger_s
                 chunks.append(_T_BATCH_VARIANTS + _varint(len(body)) + body)
                 count += 1
-                if count >= batch_size:
+                # Linger bounds latency when records trickle in (a slow upload or pipe).
+                if count >= batch_size or monotonic() >= batch_deadline:
                     counters.variants += count
                     yield EncodedBatch(b"".join(chunks), count, first_index, record_index, *first_locus)
                     chunks.clear()
