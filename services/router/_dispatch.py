@@ -426,7 +426,6 @@ def _base_result(
     )
     result.requested_providers.extend(request.requested_providers)
     result.annotation.CopyFrom(annotation)
-    result.variant.CopyFrom(request.variant)
     completed = Timestamp()
     completed.GetCurrentTime()
     result.completed_at.CopyFrom(completed)

@@ -21,7 +21,10 @@ class AnalysisProvider(Protocol):
     async def analyse(
         self, requests: Sequence[analysis_pb2.AnalysisRequest]
     ) -> list[analysis_pb2.AnalysisResult]:
-        """One result per request, in order; failures are results with STATUS_FAILED."""
+        """One result per request, in order, without the variant (the worker attaches it).
+
+        Failures are results with STATUS_FAILED.
+        """
         ...
 
 
@@ -53,7 +56,6 @@ class LocalProvider:
             result.tenant_id = request.tenant_id
             result.attempt = request.attempt
             result.requested_providers.extend(request.requested_providers)
-            result.variant.CopyFrom(request.variant)
             result.latency_ms = (time.perf_counter() - started) * 1000
             results.append(result)
         return results

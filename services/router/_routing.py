@@ -132,7 +132,14 @@ class ProviderWorker:
         if batch is None or not batch.requests:
             return None, []
         results = await self._provider.analyse(batch.requests)
-        outcome = analysis_pb2.AnalysisResultBatch(results=results)
+        # Providers answer without the variant; it is attached here, copied once, so the
+        # aggregator can build the stored record from the results stream alone.
+        outcome = analysis_pb2.AnalysisResultBatch()
+        add = outcome.results.add
+        for request, result in zip(batch.requests, results, strict=True):
+            item = add()
+            item.CopyFrom(result)
+            item.variant.CopyFrom(request.variant)
         payload, headers = encode(
             outcome,
             tenant_id=batch.requests[0].tenant_id,
