@@ -14,11 +14,19 @@ COMMITTED = ROOT / "src" / "vcf_agent" / "v1"
 def test_regenerating_changes_nothing(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "generate_proto.py"), str(tmp_path)], check=True)
     fresh = tmp_path / "vcf_agent" / "v1"
-    generated = sorted(p.name for p in fresh.iterdir() if p.suffix in (".py", ".pyi") and p.name != "__init__.py")
-    committed = sorted(p.name for p in COMMITTED.iterdir() if p.suffix in (".py", ".pyi") and p.name != "__init__.py")
-    assert generated == committed, "generated files differ from the committed set; run scripts/generate_proto.py"
+    generated = sorted(
+        p.name for p in fresh.iterdir() if p.suffix in (".py", ".pyi") and p.name != "__init__.py"
+    )
+    committed = sorted(
+        p.name for p in COMMITTED.iterdir() if p.suffix in (".py", ".pyi") and p.name != "__init__.py"
+    )
+    assert generated == committed, (
+        "generated files differ from the committed set; run scripts/generate_proto.py"
+    )
     _, mismatch, errors = filecmp.cmpfiles(fresh, COMMITTED, generated, shallow=False)
-    assert not mismatch and not errors, f"stale generated code: {mismatch or errors}; run scripts/generate_proto.py"
+    assert not mismatch and not errors, (
+        f"stale generated code: {mismatch or errors}; run scripts/generate_proto.py"
+    )
 
 
 def test_every_proto_is_compiled() -> None:

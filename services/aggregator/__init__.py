@@ -7,9 +7,9 @@ from vcf_agent.config import Settings
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.runner import ServiceParts
 
-from ._correlator import Correlator, merge_verdict
+from ._correlator import Correlator, build_write, merge_verdict
 
-__all__ = ["Correlator", "build", "merge_verdict"]
+__all__ = ["Correlator", "build", "build_write", "merge_verdict"]
 
 NAME = "aggregator"
 

@@ -59,6 +59,29 @@ def merge_verdict(results: list[analysis_pb2.AnalysisResult]) -> tuple[str, str]
     return classification, tier
 
 
+def build_write(
+    cid: str, results: list[analysis_pb2.AnalysisResult], requested: frozenset[str], *, partial: bool
+) -> events_pb2.DatabaseWrite:
+    """The stored form of one variant's answers (results ordered by provider); empties their variants."""
+    first = results[0]
+    classification, tier = merge_verdict(results)
+    write = events_pb2.DatabaseWrite(
+        correlation_id=cid,
+        job_id=first.job_id,
+        tenant_id=first.tenant_id,
+        classification=classification,
+        priority_tier=tier,
+        partial=partial,
+        missing_providers=sorted(requested - {r.provider for r in results}),
+    )
+    write.variant.CopyFrom(first.variant)
+    for result in results:
+        # Drop the embedded variant before copying: the write carries it once.
+        result.ClearField("variant")
+    write.results.extend(results)
+    return write
+
+
 class Correlator:
     def __init__(self, bus: Bus, settings: Settings) -> None:
         self._bus = bus
@@ -145,27 +168,12 @@ class Correlator:
         requested: frozenset[str],
         partial: bool,
     ) -> events_pb2.DatabaseWrite:
-        first = results[0]
-        classification, tier = merge_verdict(results)
-        write = events_pb2.DatabaseWrite(
-            correlation_id=cid,
-            job_id=first.job_id,
-            tenant_id=first.tenant_id,
-            classification=classification,
-            priority_tier=tier,
-            partial=partial,
-            missing_providers=sorted(requested - {r.provider for r in results}),
-        )
-        write.variant.CopyFrom(first.variant)
-        for result in results:
-            # Drop the embedded variant before copying: the write carries it once.
-            result.ClearField("variant")
-        write.results.extend(results)
-        job = self._jobs.get(first.job_id)
+        write = build_write(cid, results, requested, partial=partial)
+        job = self._jobs.get(write.job_id)
         if job is None:
-            job = self._jobs[first.job_id] = _JobProgress(first.tenant_id)
+            job = self._jobs[write.job_id] = _JobProgress(write.tenant_id)
         job.analysed += 1
-        job.classifications[classification] += 1
+        job.classifications[write.classification] += 1
         job.dirty = True
         return write
 

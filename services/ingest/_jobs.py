@@ -2,6 +2,12 @@
 
 The job id is derived from (tenant, content digest) so resubmitting the same
 file maps onto the same job, and every downstream upsert is a no-op.
+
+Each run also records its mode (streaming or batch) and when its stages
+ended: ingest (last variant read and handed on), analysis (last variant
+analysed, as reported on `user-notifications`) and the finish (complete or
+failed). Those marks are written only by `mark` and `apply`, never by
+`save`, so a publisher holding an older copy of the job cannot erase them.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from vcf_agent.control import JobRun
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
 JobState = events_pb2.JobState
@@ -32,6 +40,9 @@ _ORDER: dict[int, int] = {
 TERMINAL = frozenset(
     {events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED, events_pb2.JOB_STATE_CANCELLED}
 )
+
+StageMark = Literal["started_at", "ingested_at", "analysed_at", "finished_at"]
+_MARKS: tuple[StageMark, ...] = ("started_at", "ingested_at", "analysed_at", "finished_at")
 
 
 def job_id_for(tenant_id: str, file_id: str) -> str:
@@ -57,6 +68,25 @@ class JobRecord:
     submissions: int = 1
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Stage marks of the latest run (epoch seconds, 0 when not reached).
+    started_at: float = 0.0
+    ingested_at: float = 0.0
+    analysed_at: float = 0.0
+    finished_at: float = 0.0
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Ingest, analysis and storage durations of a finished run; they add up to its latency.
+
+        Stages overlap in streaming, so each is the time from the previous stage's
+        end to its own: what that stage added to the job's latency.
+        """
+        ingest_end = max(self.ingested_at, self.started_at)
+        analysis_end = min(max(self.analysed_at, ingest_end), self.finished_at)
+        return {
+            "ingest": ingest_end - self.started_at,
+            "analysis": analysis_end - ingest_end,
+            "storage": self.finished_at - analysis_end,
+        }
 
     def to_proto(self) -> jobs_pb2.Job:
         created, updated = Timestamp(), Timestamp()
@@ -85,9 +115,14 @@ class JobRecord:
         )
 
 
-_COLUMNS = (
+_BASE_COLUMNS = (
     "job_id, tenant_id, file_id, source_name, state, ingested, analysed, stored, dead_lettered, total,"
     " samples, providers, error, mode, submissions, created_at, updated_at"
+)
+_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_MARKS)
+_UPSERT = (
+    f"INSERT INTO jobs ({_BASE_COLUMNS}) VALUES ({','.join('?' * 17)}) ON CONFLICT(job_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _BASE_COLUMNS.replace(" ", "").split(",")[1:])
 )
 
 
@@ -107,6 +142,11 @@ class JobRegistry:
             " submissions INTEGER, created_at REAL, updated_at REAL)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant_id, created_at)")
+        # Registries written before stage marks existed gain the columns in place.
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for mark in _MARKS:
+            if mark not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {mark} REAL NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -150,15 +190,49 @@ class JobRegistry:
                 providers=providers,
                 error="",
                 updated_at=now,
+                started_at=0.0,
+                ingested_at=0.0,
+                analysed_at=0.0,
+                finished_at=0.0,
             )
         self.save(job)
+        with self._lock:
+            # A resubmission is a new run: the previous run's marks no longer apply.
+            self._db.execute(
+                f"UPDATE jobs SET {', '.join(f'{m} = 0' for m in _MARKS)} WHERE job_id = ?", (job_id,)
+            )
         return job
+
+    def mark(self, job: JobRecord, stage: StageMark, at: float | None = None) -> None:
+        """Record that a stage of the job's current run ended (or, for started_at, began)."""
+        at = time.time() if at is None else at
+        setattr(job, stage, at)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {stage} = ? WHERE job_id = ?", (at, job.job_id))
+
+    def job_runs(self, since: float = 0.0, tenant_id: str = "") -> list[JobRun]:
+        """Completed runs started at or after `since`, for the streaming-versus-batch comparison."""
+        query = f"SELECT {_COLUMNS} FROM jobs WHERE state = ? AND started_at > 0 AND started_at >= ?"
+        args: list[object] = [events_pb2.JOB_STATE_COMPLETE, since]
+        if tenant_id:
+            query += " AND tenant_id = ?"
+            args.append(tenant_id)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        runs = []
+        for row in rows:
+            job = _from_row(row)
+            if job.finished_at >= job.started_at:
+                runs.append(
+                    JobRun(job.mode, job.total, job.finished_at - job.started_at, job.stage_seconds())
+                )
+        return runs
 
     def save(self, job: JobRecord) -> None:
         job.updated_at = time.time()
         with self._lock:
             self._db.execute(
-                f"INSERT OR REPLACE INTO jobs ({_COLUMNS}) VALUES ({','.join('?' * 17)})",
+                _UPSERT,
                 (
                     job.job_id,
                     job.tenant_id,
@@ -185,6 +259,9 @@ class JobRegistry:
         job = self.get(note.job_id)
         if job is None:
             return None
+        at = note.timestamp.ToNanoseconds() / 1e9 if note.HasField("timestamp") else time.time()
+        if note.stage == events_pb2.STAGE_ANALYSIS and note.done > job.analysed and job.state not in TERMINAL:
+            self.mark(job, "analysed_at", at)
         if note.stage == events_pb2.STAGE_INGEST:
             job.ingested = max(job.ingested, note.done)
             job.dead_lettered = max(job.dead_lettered, note.dead_lettered)
@@ -199,6 +276,8 @@ class JobRegistry:
             job.error = note.message
         if job.state not in TERMINAL and _ORDER.get(int(note.state), 0) >= _ORDER.get(job.state, 0):
             job.state = note.state
+            if note.state in TERMINAL and job.started_at:
+                self.mark(job, "finished_at", max(at, job.started_at))
         if job.total and job.state not in TERMINAL:
             job.analysed = min(job.analysed, job.total)
         self.save(job)
@@ -226,4 +305,8 @@ def _from_row(row: tuple[object, ...]) -> JobRecord:
         submissions=int(values[14]),  # type: ignore[call-overload]
         created_at=float(values[15]),  # type: ignore[arg-type]
         updated_at=float(values[16]),  # type: ignore[arg-type]
+        started_at=float(values[17]),  # type: ignore[arg-type]
+        ingested_at=float(values[18]),  # type: ignore[arg-type]
+        analysed_at=float(values[19]),  # type: ignore[arg-type]
+        finished_at=float(values[20]),  # type: ignore[arg-type]
     )

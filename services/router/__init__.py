@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
 from vcf_agent.processing import StreamProcessor
@@ -14,7 +16,7 @@ from ._dispatch import PoolSlot, ProviderPool
 from ._local_annotator import LocalAnnotator
 from ._prompt import PROMPT_VERSION
 from ._providers import AnalysisProvider, LocalProvider
-from ._routing import ProviderWorker, VariantRouter
+from ._routing import ProviderWorker, VariantRouter, analysis_requests, provider_deadline
 
 __all__ = [
     "PROMPT_VERSION",
@@ -23,39 +25,62 @@ __all__ = [
     "CacheSync",
     "LocalProvider",
     "ProviderPool",
+    "ProviderSet",
     "ProviderSettings",
     "ProviderWorker",
     "RouterSettings",
     "Secret",
     "VariantRouter",
+    "analysis_providers",
+    "analysis_requests",
     "bench_providers",
     "build",
+    "provider_deadline",
 ]
 
 NAME = "router"
 
 
-def build(settings: Settings, bus: Bus, router_settings: RouterSettings | None = None) -> ServiceParts:
-    """The router's components; LLM providers come from `router_settings` (the environment when None)."""
-    config = router_settings or RouterSettings.from_env()
+@dataclass(slots=True)
+class ProviderSet:
+    """The providers a process calls; `pool` (with its cache) must run while they are called."""
+
+    providers: list[AnalysisProvider]
+    pool: ProviderPool | None = None
+    cache: CacheSync | None = None
+
+
+def analysis_providers(settings: Settings, bus: Bus, config: RouterSettings) -> ProviderSet:
+    """The local provider plus one pool slot per configured LLM provider or pool.
+
+    Shared by the router and ingest's in-process batch path, so both call the same providers.
+    """
     local = LocalProvider(settings.genes_file)
     slots = {p for p in (*settings.providers, *config.pools) if p != local.name and config.members(p)}
-    parts = ServiceParts(NAME)
-    providers: list[AnalysisProvider] = [local]
+    found = ProviderSet([local])
     if slots:
-        cache = CacheSync(bus, settings.topology.cache_events, AnswerCache(config.cache_max_bytes))
-        pool = ProviderPool(
+        found.cache = CacheSync(bus, settings.topology.cache_events, AnswerCache(config.cache_max_bytes))
+        found.pool = ProviderPool(
             config,
             slots,
-            cache=cache,
+            cache=found.cache,
             annotator=LocalAnnotator(gene_index=local.gene_index),
             default_deadline_s=settings.analysis_deadline_s,
         )
+        found.providers.extend(PoolSlot(found.pool, slot) for slot in sorted(slots))
+    return found
+
+
+def build(settings: Settings, bus: Bus, router_settings: RouterSettings | None = None) -> ServiceParts:
+    """The router's components; LLM providers come from `router_settings` (the environment when None)."""
+    found = analysis_providers(settings, bus, router_settings or RouterSettings.from_env())
+    providers = found.providers
+    parts = ServiceParts(NAME)
+    if found.pool is not None:
         # Started before the workers that call it, stopped after them.
-        parts.components.append(pool)
-        parts.state["provider_pool"] = pool
-        parts.state["answer_cache"] = cache
-        providers.extend(PoolSlot(pool, slot) for slot in sorted(slots))
+        parts.components.append(found.pool)
+        parts.state["provider_pool"] = found.pool
+        parts.state["answer_cache"] = found.cache
     router = VariantRouter(bus, settings, frozenset(p.name for p in providers))
     parts.components.append(
         StreamProcessor(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -71,19 +71,9 @@ class VariantRouter:
                 continue
             providers = self.providers_for(batch)
             group_key = f"{record.stream}/{record.partition}/{record.offset}"
-            deadline = _provider_deadline(self._settings.analysis_deadline_s)
+            deadline = provider_deadline(self._settings.analysis_deadline_s)
             for provider in providers:
-                request_batch = analysis_pb2.AnalysisRequestBatch()
-                requests = request_batch.requests
-                for variant in batch.variants:
-                    request = requests.add()
-                    request.correlation_id = variant.correlation_id
-                    request.job_id = variant.job_id
-                    request.tenant_id = variant.tenant_id
-                    request.provider = provider
-                    request.requested_providers.extend(providers)
-                    request.variant.CopyFrom(variant)
-                    request.deadline.CopyFrom(deadline)
+                request_batch = analysis_requests(batch, provider, providers, deadline)
                 tenant = batch.variants[0].tenant_id if batch.variants else ""
                 payload, headers = encode(
                     request_batch,
@@ -172,7 +162,25 @@ class ProviderWorker:
         return OutgoingMessage(payload, key, headers), letters
 
 
-def _provider_deadline(aggregator_deadline_s: float) -> Timestamp:
+def analysis_requests(
+    batch: variant_pb2.VariantBatch, provider: str, providers: Sequence[str], deadline: Timestamp
+) -> analysis_pb2.AnalysisRequestBatch:
+    """One provider's requests for a batch; shared with ingest's in-process batch path."""
+    request_batch = analysis_pb2.AnalysisRequestBatch()
+    requests = request_batch.requests
+    for variant in batch.variants:
+        request = requests.add()
+        request.correlation_id = variant.correlation_id
+        request.job_id = variant.job_id
+        request.tenant_id = variant.tenant_id
+        request.provider = provider
+        request.requested_providers.extend(providers)
+        request.variant.CopyFrom(variant)
+        request.deadline.CopyFrom(deadline)
+    return request_batch
+
+
+def provider_deadline(aggregator_deadline_s: float) -> Timestamp:
     """When providers must give up: early enough that a failure still reaches the aggregator in time."""
     deadline = Timestamp()
     deadline.FromNanoseconds(time.time_ns() + int(aggregator_deadline_s * _PROVIDER_SHARE * 1e9))

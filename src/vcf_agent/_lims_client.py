@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +24,7 @@ async def upload_requests(
 
 
 async def submit_file(address: str, path: Path, *, tenant_id: str = "default", watch: bool = False) -> int:
-    if not path.is_file():
+    if not await asyncio.to_thread(path.is_file):
         print(f"vcf-agent submit: no such file: {path}", file=sys.stderr)
         return 2
     async with grpc.aio.insecure_channel(address) as channel:

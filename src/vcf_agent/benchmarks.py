@@ -45,7 +45,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 def machine() -> str:
     memory_gib = psutil.virtual_memory().total / 2**30
-    return f"{platform.machine()} {psutil.cpu_count()} cores {memory_gib:.0f} GiB, Python {platform.python_version()}"
+    cores = psutil.cpu_count()
+    return f"{platform.machine()} {cores} cores {memory_gib:.0f} GiB, Python {platform.python_version()}"
 
 
 def render(result: dict[str, object]) -> str:
@@ -205,7 +206,9 @@ async def bench_e2e_processes(
 
             began = time.perf_counter()
             metadata = jobs_pb2.SubmitVcfMetadata(file_name=path.name, path=str(path))
-            job = (await ingest.SubmitVcf(iter([jobs_pb2.SubmitVcfRequest(metadata=metadata)]), timeout=60)).job
+            job = (
+                await ingest.SubmitVcf(iter([jobs_pb2.SubmitVcfRequest(metadata=metadata)]), timeout=60)
+            ).job
             while job.state not in (events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED):
                 await asyncio.sleep(0.02)
                 job = await ingest.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=10)

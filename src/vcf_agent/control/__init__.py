@@ -4,19 +4,24 @@ from vcf_agent.control._auth import Principal, current_principal, may_see, tenan
 from vcf_agent.control._config import SecuritySettings
 from vcf_agent.control._errors import invalid_argument
 from vcf_agent.control._flags import FlagStore, instance_group
+from vcf_agent.control._modes import JOB_RUNS, JobRun, JobRunSource, compare_modes
 from vcf_agent.control._rollout import bucket, in_rollout
 from vcf_agent.control._server import NOT_SERVING, SERVING, ControlPlaneServer, ServiceApi, StatusSource
 
 __all__ = [
+    "JOB_RUNS",
     "NOT_SERVING",
     "SERVING",
     "ControlPlaneServer",
     "FlagStore",
+    "JobRun",
+    "JobRunSource",
     "Principal",
     "SecuritySettings",
     "ServiceApi",
     "StatusSource",
     "bucket",
+    "compare_modes",
     "current_principal",
     "in_rollout",
     "instance_group",

@@ -31,6 +31,7 @@ from vcf_agent.control._config import SecuritySettings
 from vcf_agent.control._dead_letters import read_dead_letters, redrive
 from vcf_agent.control._errors import invalid_argument
 from vcf_agent.control._flags import FieldError, FlagNotFoundError, FlagStore, StaleVersionError
+from vcf_agent.control._modes import compare_modes, job_run_source
 from vcf_agent.control._replay import JobIncompleteError, JobNotRetainedError, replay_job
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.v1 import control_pb2, control_pb2_grpc
@@ -337,9 +338,15 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
     async def CompareModes(
         self, request: control_pb2.CompareModesRequest, context: Context
     ) -> control_pb2.CompareModesResponse:
-        await _abort(
-            context, grpc.StatusCode.UNIMPLEMENTED, "the streaming-versus-batch comparison is not built yet"
-        )
+        source = job_run_source(self._plane.status)
+        if source is None:
+            await _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the {self._plane.service} service does not track jobs; call CompareModes on ingest",
+            )
+        since = request.since.ToNanoseconds() / 1e9 if request.HasField("since") else 0.0
+        return compare_modes(source.job_runs(since, request.tenant_id))
 
 
 def _actor(context: Context) -> str:
