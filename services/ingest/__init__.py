@@ -1,30 +1,46 @@
-"""Ingest service: VCF files and LIMS uploads in, `vcf-variants` out, jobs tracked."""
+"""Ingest service: VCF files and LIMS uploads in, `vcf-variants` out, jobs tracked.
+
+Jobs run in streaming or batch mode per the flags (see `_job_mode`); the
+batch path runs the router's and aggregator's stage code in this process
+(see `_batch_path`). The flags come from the caller's FlagStore when it has
+one (`vcf-agent run`); a service started by the runner keeps its own read-only
+replica of them, converged from `control-events` like every other copy.
+"""
 
 from __future__ import annotations
 
 from vcf_agent.bus import Bus, Record
 from vcf_agent.config import Settings
-from vcf_agent.control import ServiceApi
+from vcf_agent.control import JOB_RUNS, FlagStore, ServiceApi, instance_group
 from vcf_agent.processing import CommitOffsets, StreamProcessor
-from vcf_agent.runner import ServiceParts
+from vcf_agent.runner import Component, ServiceParts
 from vcf_agent.schema import PayloadError, decode
+from vcf_agent.services.router import RouterSettings, analysis_providers
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 from ._api import IngestApi
+from ._batch_path import BatchPath
 from ._bench import bench_ingest
+from ._job_mode import ENABLE_STREAMING, FALLBACK_TO_BATCH, STREAMING_ROLLOUT, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry, job_id_for
 from ._publisher import VALIDATION_MODES, ValidationMode, VariantPublisher, file_digest
 from ._validation_report import ValidationReport, validate_command, validate_file
 
 __all__ = [
+    "ENABLE_STREAMING",
+    "FALLBACK_TO_BATCH",
+    "STREAMING_ROLLOUT",
     "VALIDATION_MODES",
+    "BatchPath",
     "JobRecord",
     "JobRegistry",
+    "ModeChoice",
     "ValidationMode",
     "ValidationReport",
     "VariantPublisher",
     "bench_ingest",
     "build",
+    "choose_mode",
     "file_digest",
     "job_id_for",
     "validate_command",
@@ -34,10 +50,36 @@ __all__ = [
 NAME = "ingest"
 
 
-def build(settings: Settings, bus: Bus) -> ServiceParts:
-    """The ingest service: publisher, job tracker fed by `user-notifications`, and its API."""
+def build(
+    settings: Settings,
+    bus: Bus,
+    *,
+    flags: FlagStore | None = None,
+    router_settings: RouterSettings | None = None,
+) -> ServiceParts:
+    """The ingest service: publisher, batch path, job tracker fed by `user-notifications`, and its API.
+
+    `flags` is a running FlagStore to read modes from (else a replica is built);
+    `router_settings` configures the batch path's LLM providers (the environment when None).
+    """
+    components: list[Component] = []
+    if flags is None:
+        directory = settings.data_dir / "control" / "ingest-modes"
+        flags = FlagStore(
+            directory / "flags.sqlite",
+            bus,
+            settings.topology.control_events,
+            NAME,
+            group=instance_group("ingest-modes", directory),
+        )
+        components.append(flags)
     registry = JobRegistry(settings.data_dir / "ingest" / "jobs.sqlite")
-    publisher = VariantPublisher(bus, settings, registry, validation=settings.ingest_validation)
+    batch = BatchPath(
+        bus, settings, analysis_providers(settings, bus, router_settings or RouterSettings.from_env())
+    )
+    publisher = VariantPublisher(
+        bus, settings, registry, validation=settings.ingest_validation, flags=flags, batch=batch
+    )
 
     async def track(records: list[Record]) -> CommitOffsets | None:
         for record in records:
@@ -59,7 +101,8 @@ def build(settings: Settings, bus: Bus) -> ServiceParts:
     api = IngestApi(publisher, registry, settings.data_dir / "ingest" / "uploads")
     parts = ServiceParts(
         NAME,
-        components=[publisher, tracker],
+        # Flags and the batch path's providers are ready before the first job starts.
+        components=[*components, batch, publisher, tracker],
         apis=[
             ServiceApi(
                 lambda server: jobs_pb2_grpc.add_IngestServiceServicer_to_server(api, server),
@@ -69,4 +112,7 @@ def build(settings: Settings, bus: Bus) -> ServiceParts:
     )
     parts.state["publisher"] = publisher
     parts.state["registry"] = registry
+    parts.state["flags"] = flags
+    # What ControlService.CompareModes answers from.
+    parts.state[JOB_RUNS] = registry
     return parts

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage
 from vcf_agent.config import Settings
+from vcf_agent.schema import encode
 from vcf_agent.services.aggregator import build_write
 from vcf_agent.services.router import (
     ProviderSet,
@@ -41,7 +42,6 @@ from vcf_agent.services.router import (
     analysis_requests,
     provider_deadline,
 )
-from vcf_agent.schema import encode
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 _PROGRESS_INTERVAL_S = 0.25
@@ -135,7 +135,10 @@ class BatchPath:
         for index, variant in enumerate(batch.variants):
             # Ordered by provider, as the aggregator orders a variant's answers.
             results = sorted((answer[index] for answer in answers), key=lambda r: r.provider)
-            out.writes.append(build_write(variant.correlation_id, results, requested, partial=False))
+            write = build_write(variant.correlation_id, results, requested, partial=False)
+            # Providers answer without the variant; streaming's worker attaches it, here it is at hand.
+            write.variant.CopyFrom(variant)
+            out.writes.append(write)
         return out
 
     async def _publish(self, batch: events_pb2.DatabaseWriteBatch, job_id: str) -> None:

@@ -5,6 +5,12 @@ The reader thread parses and encodes batches and blocks when
 the file size. Job boundaries are published as JobMarkers carrying the exact
 variant count, which is how the writer knows a job is complete.
 
+Each job runs in streaming or batch mode, chosen when it starts from the
+flags (see `_job_mode`); streaming "starts" when the bus is healthy and takes
+the job's STARTED marker. If it does not and FALLBACK_TO_BATCH is on, the job
+runs in batch mode (see `_batch_path`) instead; off, it fails saying why.
+Without a batch path (the ingest-only benchmark) every job streams.
+
 Validation modes: in `lenient` (the default) a record that breaks the spec is
 dead-lettered with its line and reason and every good record flows on; in
 `strict` the whole file is checked first and any error fails the job before
@@ -18,22 +24,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
-from vcf_agent.bus import Bus, OutgoingMessage
+from vcf_agent.bus import Bus, BusError, OutgoingMessage
 from vcf_agent.config import Settings
 from vcf_agent.processing import DeadLetterSink
 from vcf_agent.schema import encode, encode_serialized
 from vcf_agent.v1 import events_pb2, variant_pb2
 
+from ._batch_path import BatchPath
+from ._job_mode import FALLBACK_TO_BATCH, FlagSource, JobMode, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry
-from ._vcf_reader import VcfFileError, VcfReader, file_digest
+from ._vcf_reader import EncodedBatch, VcfFileError, VcfReader, file_digest
 
 __all__ = ["VALIDATION_MODES", "ValidationMode", "VariantPublisher", "file_digest"]
 
@@ -46,8 +55,17 @@ _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
 # How many errors a strict-mode failure reason quotes.
 _QUOTED_ERRORS = 3
 
+# How long the bus may take to show it is healthy before streaming counts as not starting.
+_STREAM_START_TIMEOUT_S = 5.0
+
 ValidationMode = Literal["strict", "lenient"]
 VALIDATION_MODES: tuple[ValidationMode, ...] = ("strict", "lenient")
+
+T = TypeVar("T")
+
+
+class StreamingUnavailableError(BusError):
+    """Streaming could not start for a job: the bus is unhealthy or refused its first message."""
 
 
 @dataclass(slots=True)
@@ -71,11 +89,20 @@ class VariantPublisher:
     """Runs ingest jobs; one asyncio task per job."""
 
     def __init__(
-        self, bus: Bus, settings: Settings, registry: JobRegistry, *, validation: ValidationMode = "lenient"
+        self,
+        bus: Bus,
+        settings: Settings,
+        registry: JobRegistry,
+        *,
+        validation: ValidationMode = "lenient",
+        flags: FlagSource | None = None,
+        batch: BatchPath | None = None,
     ) -> None:
         if validation not in VALIDATION_MODES:
             raise ValueError(f"validation must be one of {VALIDATION_MODES}, got {validation!r}")
         self._validation: ValidationMode = validation
+        self._flags = flags
+        self._batch = batch
         self._bus = bus
         self._settings = settings
         self._registry = registry
@@ -147,15 +174,15 @@ class VariantPublisher:
         if job is not None and job.state not in (events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED):
             job.state = events_pb2.JOB_STATE_CANCELLED
             self._registry.save(job)
+            self._registry.mark(job, "finished_at")
             await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_CANCELLED, 0, "cancelled")
         return job
 
     async def _run(self, job: JobRecord, path: Path, region: str | None, mode: ValidationMode) -> None:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_Encoded | None] = asyncio.Queue(self._settings.max_pending_batches)
         progress = _Progress()
         job.state = events_pb2.JOB_STATE_INGESTING
         self._registry.save(job)
+        self._registry.mark(job, "started_at")
         try:
             if mode == "strict":
                 errors = await asyncio.to_thread(_strict_errors, path, job, region)
@@ -179,41 +206,25 @@ class VariantPublisher:
         for issue in reader.header_issues:
             log.warning("job %s: %s line %d: %s", job.job_id, job.source_name, issue.line, issue.message)
         progress.samples = list(reader.samples)
-        await self._marker(job, variant_pb2.JobMarker.KIND_STARTED, progress)
-        await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, 0, "ingest started")
-
-        def put(item: _Encoded | None) -> None:
-            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
-
-        producer = loop.run_in_executor(
-            None, self._produce, reader, put, progress, job.tenant_id, job.providers
-        )
-        published = 0
-        last_note = time.monotonic()
+        job_mode: JobMode | None = None
         try:
-            while (item := await queue.get()) is not None:
-                await self._bus.publish(self._stream, [OutgoingMessage(item.payload, item.key, item.headers)])
-                published += item.variants
-                telemetry.variants_processed.labels("ingest").inc(item.variants)
-                if time.monotonic() - last_note >= _PROGRESS_INTERVAL_S:
-                    last_note = time.monotonic()
-                    await self._flush_dead_letters(progress)
-                    await self._notify(
-                        job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, published, "", progress
-                    )
-            await producer
+            job_mode = await self._start_mode(job, progress)
+            if job_mode is None:
+                return
+            if job_mode == "batch":
+                published = await self._run_batch(job, reader, progress)
+            else:
+                published = await self._run_streaming(job, reader, progress)
         except VcfFileError as exc:
-            await self._fail(job, str(exc))
+            await self._fail(job, str(exc), marker_via=job_mode)
             return
-        except asyncio.CancelledError:
+        except Exception as exc:
+            # The bus or a stage failed mid-job; the job must not stay "ingesting" forever.
+            log.exception("job %s: %s run failed", job.job_id, job_mode or "starting its")
+            await self._fail(job, f"{job_mode or 'the'} run failed: {exc}", marker_via=None)
+            return
+        finally:
             reader.close()
-            with contextlib.suppress(Exception):
-                # Unblock the reader thread so it can observe close().
-                while not producer.done():
-                    with contextlib.suppress(asyncio.QueueEmpty):
-                        queue.get_nowait()
-                    await asyncio.sleep(0.01)
-            raise
         await self._flush_dead_letters(progress)
         job.ingested = published
         job.total = published
@@ -222,7 +233,12 @@ class VariantPublisher:
         self._records[job.job_id] = progress.records = reader.records
         job.state = events_pb2.JOB_STATE_ANALYSING
         self._registry.save(job)
-        await self._marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, published)
+        finished = self._job_marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, published)
+        if job_mode == "batch":
+            assert self._batch is not None
+            await self._batch.send_markers([finished])
+        else:
+            await self._publish_marker(finished)
         await self._notify(
             job,
             events_pb2.STAGE_INGEST,
@@ -233,30 +249,168 @@ class VariantPublisher:
             total=published,
         )
 
-    def _produce(
-        self,
-        reader: VcfReader,
-        put: Callable[[_Encoded | None], None],
-        progress: _Progress,
-        tenant_id: str,
-        job_providers: list[str],
-    ) -> None:
-        """Reader thread: parse, encode, hand over; blocks when the publisher is behind."""
+    async def _start_mode(self, job: JobRecord, progress: _Progress) -> JobMode | None:
+        """The mode the job runs in, with its STARTED marker sent; None when the job failed to start."""
+        if self._batch is None:
+            choice = ModeChoice("streaming", "no batch path in this process", fallback=False)
+        else:
+            choice = choose_mode(self._flags, job)
+        mode, reason = choice.mode, choice.reason
+        started = self._job_marker(job, variant_pb2.JobMarker.KIND_STARTED, progress)
+        if mode == "streaming":
+            try:
+                await self._open_stream(started)
+            except StreamingUnavailableError as exc:
+                if not choice.fallback:
+                    await self._fail(
+                        job,
+                        f"streaming could not start ({exc}) and {FALLBACK_TO_BATCH} is off",
+                        marker_via=None,
+                    )
+                    return None
+                log.warning(
+                    "job %s: streaming could not start (%s); running it in batch mode", job.job_id, exc
+                )
+                mode, reason = "batch", f"streaming could not start ({exc}); fell back to batch"
+        job.mode = mode
+        self._registry.save(job)
+        if mode == "batch":
+            assert self._batch is not None
+            await self._batch.send_markers([started])
+        log.info("job %s runs in %s mode: %s", job.job_id, mode, reason)
+        await self._notify(
+            job,
+            events_pb2.STAGE_INGEST,
+            events_pb2.JOB_STATE_INGESTING,
+            0,
+            f"ingest started ({mode}: {reason})",
+        )
+        return mode
+
+    async def _open_stream(self, started: variant_pb2.JobMarker) -> None:
+        """Streaming starts when the bus says it is healthy and takes the job's first message."""
+        try:
+            healthy = await asyncio.wait_for(self._bus.healthy(), _STREAM_START_TIMEOUT_S)
+        except TimeoutError:
+            healthy = False
+        if not healthy:
+            raise StreamingUnavailableError(f"the {self._bus.backend} bus is not healthy")
+        try:
+            await self._publish_marker(started)
+        except BusError as exc:
+            raise StreamingUnavailableError(f"{self._stream} refused the job's first message: {exc}") from exc
+
+    async def _run_streaming(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
+        """Publish every batch to `vcf-variants`; returns the variants published."""
         threshold = self._settings.compression_threshold
         # Appending an encoded field to a serialized message merges it in: the job's
         # providers ride on every batch without re-encoding the variants.
-        providers = variant_pb2.VariantBatch(providers=job_providers).SerializeToString()
+        providers = variant_pb2.VariantBatch(providers=job.providers).SerializeToString()
+        tenant_id = job.tenant_id
+
+        def prepare(batch: EncodedBatch) -> _Encoded:
+            key = f"{batch.chromosome}:{batch.position // _KEY_BIN}".encode()
+            payload, headers = encode_serialized(
+                batch.payload + providers,
+                _BATCH_TYPE,
+                tenant_id=tenant_id,
+                traceparent=telemetry.new_traceparent(),
+                compression_threshold=threshold,
+            )
+            return _Encoded(key, payload, headers, batch.variant_count)
+
+        published = 0
+        last_note = time.monotonic()
+        async with contextlib.aclosing(self._read(reader, progress, prepare)) as items:
+            async for item in items:
+                await self._bus.publish(self._stream, [OutgoingMessage(item.payload, item.key, item.headers)])
+                published += item.variants
+                telemetry.variants_processed.labels("ingest").inc(item.variants)
+                if time.monotonic() - last_note >= _PROGRESS_INTERVAL_S:
+                    last_note = time.monotonic()
+                    await self._flush_dead_letters(progress)
+                    await self._notify(
+                        job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, published, "", progress
+                    )
+        self._registry.mark(job, "ingested_at")
+        return published
+
+    async def _run_batch(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
+        """Route, analyse and aggregate in this process; returns the variants read (and stored)."""
+        assert self._batch is not None
+        providers = variant_pb2.VariantBatch(providers=job.providers).SerializeToString()
+        read = 0
+
+        def prepare(batch: EncodedBatch) -> variant_pb2.VariantBatch:
+            return variant_pb2.VariantBatch.FromString(batch.payload + providers)
+
+        async def counted() -> AsyncGenerator[variant_pb2.VariantBatch]:
+            nonlocal read
+            async with contextlib.aclosing(self._read(reader, progress, prepare)) as items:
+                async for item in items:
+                    read += len(item.variants)
+                    telemetry.variants_processed.labels("ingest").inc(len(item.variants))
+                    yield item
+            self._registry.mark(job, "ingested_at")
+
+        async def analysed(done: int, classifications: Counter[str]) -> None:
+            await self._flush_dead_letters(progress)
+            await self._notify(
+                job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, read, "", progress
+            )
+            await self._notify(
+                job,
+                events_pb2.STAGE_ANALYSIS,
+                events_pb2.JOB_STATE_ANALYSING,
+                done,
+                "",
+                classifications=classifications,
+            )
+
+        async with contextlib.aclosing(counted()) as batches:
+            outcome = await self._batch.run(batches, analysed)
+        return outcome.analysed
+
+    async def _read(
+        self, reader: VcfReader, progress: _Progress, prepare: Callable[[EncodedBatch], T]
+    ) -> AsyncGenerator[T]:
+        """The reader's batches, prepared in its thread; at most max_pending_batches wait.
+
+        Closing the iterator early stops the reader thread and waits for it.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[T | None] = asyncio.Queue(self._settings.max_pending_batches)
+
+        def put(item: T | None) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        producer = loop.run_in_executor(None, self._produce, reader, put, progress, prepare)
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+            await producer
+        finally:
+            if not producer.done():
+                reader.close()
+                # Unblock the reader thread so it can observe close().
+                while not producer.done():
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        queue.get_nowait()
+                    await asyncio.sleep(0.01)
+                with contextlib.suppress(Exception):
+                    producer.result()
+
+    def _produce(
+        self,
+        reader: VcfReader,
+        put: Callable[[T | None], None],
+        progress: _Progress,
+        prepare: Callable[[EncodedBatch], T],
+    ) -> None:
+        """Reader thread: parse, prepare, hand over; blocks when the consumer is behind."""
         try:
             for batch in reader.batches():
-                key = f"{batch.chromosome}:{batch.position // _KEY_BIN}".encode()
-                payload, headers = encode_serialized(
-                    batch.payload + providers,
-                    _BATCH_TYPE,
-                    tenant_id=tenant_id,
-                    traceparent=telemetry.new_traceparent(),
-                    compression_threshold=threshold,
-                )
-                put(_Encoded(key, payload, headers, batch.variant_count))
+                put(prepare(batch))
                 progress.records = reader.records
                 progress.variants += batch.variant_count
                 progress.dead_letters.extend(reader.take_dead_letters())
@@ -271,25 +425,41 @@ class VariantPublisher:
         letters, progress.dead_letters = progress.dead_letters, []
         await self._dead_letters.send(letters)
 
-    async def _fail(self, job: JobRecord, reason: str) -> None:
+    async def _fail(self, job: JobRecord, reason: str, *, marker_via: JobMode | None = "streaming") -> None:
+        """Fail the job here first, then tell the streams.
+
+        The FAILED JobMarker goes where the job's other markers went (none when the bus broke).
+        """
         log.warning("job %s failed: %s", job.job_id, reason)
         job.state = events_pb2.JOB_STATE_FAILED
         job.error = reason
         self._registry.save(job)
-        await self._marker(job, variant_pb2.JobMarker.KIND_FAILED, _Progress(), reason=reason)
-        await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_FAILED, 0, reason)
+        self._registry.mark(job, "finished_at")
+        failed = self._job_marker(job, variant_pb2.JobMarker.KIND_FAILED, _Progress(), reason=reason)
+        try:
+            if marker_via == "streaming":
+                await self._publish_marker(failed)
+            elif marker_via == "batch" and self._batch is not None:
+                await self._batch.send_markers([failed])
+            await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_FAILED, 0, reason)
+        except BusError as exc:
+            log.warning("job %s: could not publish its failure: %s", job.job_id, exc)
 
-    async def _marker(
+    async def _publish_marker(self, marker: variant_pb2.JobMarker) -> None:
+        payload, headers = encode(marker, tenant_id=marker.tenant_id)
+        await self._bus.publish(self._stream, [OutgoingMessage(payload, marker.job_id.encode(), headers)])
+
+    def _job_marker(
         self,
         job: JobRecord,
         kind: variant_pb2.JobMarker.Kind.ValueType,
         progress: _Progress,
         variant_count: int = 0,
         reason: str = "",
-    ) -> None:
+    ) -> variant_pb2.JobMarker:
         now = Timestamp()
         now.GetCurrentTime()
-        marker = variant_pb2.JobMarker(
+        return variant_pb2.JobMarker(
             kind=kind,
             job_id=job.job_id,
             file_id=job.file_id,
@@ -303,8 +473,6 @@ class VariantPublisher:
             dead_lettered=progress.dead_lettered,
             timestamp=now,
         )
-        payload, headers = encode(marker, tenant_id=job.tenant_id)
-        await self._bus.publish(self._stream, [OutgoingMessage(payload, job.job_id.encode(), headers)])
 
     async def _notify(
         self,
@@ -315,6 +483,7 @@ class VariantPublisher:
         message: str,
         progress: _Progress | None = None,
         total: int = 0,
+        classifications: Counter[str] | None = None,
     ) -> None:
         now = Timestamp()
         now.GetCurrentTime()
@@ -332,6 +501,7 @@ class VariantPublisher:
             samples=len(progress.samples) if progress else 0,
             dead_lettered=progress.dead_lettered if progress else 0,
             providers=job.providers,
+            classifications=dict(classifications or {}),
         )
         payload, headers = encode(note, tenant_id=job.tenant_id)
         await self._bus.publish(self._notifications, [OutgoingMessage(payload, job.job_id.encode(), headers)])

@@ -2,6 +2,11 @@
 
 The services still talk only through the streams; sharing a process just
 saves four interpreters. Each keeps its own consumer groups and state.
+
+The pipeline has one FlagStore (under data_dir/control/pipeline), started
+before the services and handed to ingest, so the streaming-versus-batch
+flags apply to `vcf-agent run` too: flags set here, or by any service on the
+same bus, reach it through `control-events`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import cast
 
 from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import Settings
+from vcf_agent.control import FlagStore, instance_group
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.runner import ServiceBuilder, ServiceParts, ensure_topology
 from vcf_agent.v1 import events_pb2, jobs_pb2
@@ -44,17 +50,32 @@ class JobOutcome:
 class LocalPipeline(AsyncComponent):
     """Starts ingest, router, aggregator, writer and notifier on one bus."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, bus: Bus | None = None) -> None:
+        """`bus` (unstarted) replaces the one settings.bus_url names, e.g. to inject faults."""
         self.settings = settings
-        self.bus: Bus = open_bus(settings.bus_url)
+        self.bus: Bus = bus if bus is not None else open_bus(settings.bus_url)
         self.parts: dict[str, ServiceParts] = {}
+        directory = settings.data_dir / "control" / "pipeline"
+        self.flags = FlagStore(
+            directory / "flags.sqlite",
+            self.bus,
+            settings.topology.control_events,
+            "pipeline",
+            group=instance_group("pipeline", directory),
+        )
 
     async def start(self) -> None:
+        from vcf_agent.services.ingest import build as build_ingest
+
         await self.bus.start()
         await ensure_topology(self.bus, self.settings)
+        await self.flags.start()
         # Downstream first, so nothing published has to wait for its consumer to exist.
         for name in reversed(SERVICES):
-            parts = service_builder(name)(self.settings, self.bus)
+            if name == "ingest":
+                parts = build_ingest(self.settings, self.bus, flags=self.flags)
+            else:
+                parts = service_builder(name)(self.settings, self.bus)
             for component in parts.components:
                 await component.start()
             self.parts[name] = parts
@@ -66,6 +87,7 @@ class LocalPipeline(AsyncComponent):
                 continue
             for component in reversed(parts.components):
                 await component.stop()
+        await self.flags.stop()
         await self.bus.stop()
 
     def _ingest(self) -> ServiceParts:
