@@ -16,7 +16,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def die_with_parent() -> None:
-    """Runs in the child before exec: it gets SIGTERM if this process dies without stopping it."""
+    """Runs in the child before exec: it gets SIGTERM if its parent dies without stopping it.
+
+    The kernel ties this to the spawning *thread*: only start children this way from a
+    thread that lives as long as they should (not from a short-lived pool worker).
+    """
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail
+from vcf_agent.localdev._child_process import free_port, log_tail
 
 SERVICES = ("writer", "notifier", "aggregator", "router", "ingest")
 
@@ -50,7 +50,6 @@ def start_service(
             stderr=log,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=die_with_parent,
         )
     assert process.stdout is not None
     deadline = time.monotonic() + timeout_s
