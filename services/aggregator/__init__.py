@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
+from vcf_agent.control import FlagStore
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.runner import ServiceParts
 
@@ -14,7 +15,9 @@ __all__ = ["Correlator", "build", "build_write", "merge_verdict"]
 NAME = "aggregator"
 
 
-def build(settings: Settings, bus: Bus) -> ServiceParts:
+def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> ServiceParts:
+    """Flags are accepted for the common builder shape; this service reads none yet."""
+    del flags
     correlator = Correlator(bus, settings)
     processor = StreamProcessor(
         bus,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
+from vcf_agent.control import FlagStore
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.runner import ServiceParts
 
@@ -71,8 +72,17 @@ def analysis_providers(settings: Settings, bus: Bus, config: RouterSettings) -> 
     return found
 
 
-def build(settings: Settings, bus: Bus, router_settings: RouterSettings | None = None) -> ServiceParts:
-    """The router's components; LLM providers come from `router_settings` (the environment when None)."""
+def build(
+    settings: Settings,
+    bus: Bus,
+    router_settings: RouterSettings | None = None,
+    *,
+    flags: FlagStore | None = None,
+) -> ServiceParts:
+    """The router's components; LLM providers come from `router_settings` (the environment when None).
+
+    With `flags`, the ROUTING_PROVIDERS flag can override which providers a job's variants see.
+    """
     found = analysis_providers(settings, bus, router_settings or RouterSettings.from_env())
     providers = found.providers
     parts = ServiceParts(NAME)
@@ -81,7 +91,7 @@ def build(settings: Settings, bus: Bus, router_settings: RouterSettings | None =
         parts.components.append(found.pool)
         parts.state["provider_pool"] = found.pool
         parts.state["answer_cache"] = found.cache
-    router = VariantRouter(bus, settings, frozenset(p.name for p in providers))
+    router = VariantRouter(bus, settings, frozenset(p.name for p in providers), flags=flags)
     parts.components.append(
         StreamProcessor(
             bus, [settings.topology.variants], "router", router.handle, service=NAME, max_records=16

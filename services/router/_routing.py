@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
+from vcf_agent.control import FieldError, FlagNotFoundError, FlagStore
 from vcf_agent.processing import CommitOffsets, DeadLetterSink, decode_or_dead_letter
 from vcf_agent.schema import (
     ENCODING_IDENTITY,
@@ -33,6 +34,8 @@ from ._providers import AnalysisProvider
 
 log = logging.getLogger(__name__)
 
+# A string flag (or a rollout with string values): comma-separated providers, e.g. "local,claude".
+ROUTING_FLAG = "ROUTING_PROVIDERS"
 HEADER_PROVIDER = "x-provider"
 HEADER_GROUP_KEY = "x-group-key"
 
@@ -45,16 +48,38 @@ _PROVIDER_SHARE = 0.8
 class VariantRouter:
     """Consumes `vcf-variants`; fans each batch out to its providers' request queues."""
 
-    def __init__(self, bus: Bus, settings: Settings, known_providers: frozenset[str]) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        known_providers: frozenset[str],
+        *,
+        flags: FlagStore | None = None,
+    ) -> None:
         self._bus = bus
         self._settings = settings
         self._known = known_providers
+        self._flags = flags
         self._sink = DeadLetterSink(bus, settings.topology.dead_letters, "router")
 
     def providers_for(self, batch: variant_pb2.VariantBatch) -> list[str]:
-        wanted = list(batch.providers) or list(self._settings.providers)
+        """The flag's choice for this tenant/job if ROUTING_PROVIDERS is set, else the job's, else config."""
+        wanted = self._flagged(batch) or list(batch.providers) or list(self._settings.providers)
         chosen = [p for p in wanted if p in self._known]
         return chosen or ["local"]
+
+    def _flagged(self, batch: variant_pb2.VariantBatch) -> list[str]:
+        if self._flags is None or not batch.variants or self._flags.get(ROUTING_FLAG) is None:
+            return []
+        first = batch.variants[0]
+        context = {"tenant_id": first.tenant_id, "job_id": first.job_id, "file_id": first.file_id}
+        try:
+            value = self._flags.evaluate(ROUTING_FLAG, first.tenant_id, context).value
+        except (FieldError, FlagNotFoundError):
+            return []
+        if value.WhichOneof("kind") != "string_value":
+            return []
+        return [p.strip() for p in value.string_value.split(",") if p.strip()]
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
         topology = self._settings.topology

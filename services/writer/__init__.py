@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
-from vcf_agent.control import ServiceApi
+from vcf_agent.control import FlagStore, ServiceApi
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.runner import ServiceParts
 from vcf_agent.v1 import query_pb2, query_pb2_grpc
@@ -31,7 +31,9 @@ __all__ = [
 NAME = "writer"
 
 
-def build(settings: Settings, bus: Bus) -> ServiceParts:
+def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> ServiceParts:
+    """Flags are accepted for the common builder shape; this service reads none yet."""
+    del flags
     lance = LanceStore(settings.data_dir / "writer" / "lance")
     graph = GraphStore(settings.data_dir / "writer" / "graph.lbug")
     sink = StoreSink(bus, settings, lance, graph)

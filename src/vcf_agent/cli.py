@@ -52,7 +52,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # One parseable line so supervisors and tests know the service is up.
         print(json.dumps({"service": args.service, "grpc": address, "bus": settings.bus_url}), flush=True)
 
-    asyncio.run(serve(builder, settings, ready=ready))
+    asyncio.run(serve(args.service, builder, settings, ready=ready))
     return 0
 
 

@@ -21,9 +21,8 @@ from typing import cast
 
 from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import Settings
-from vcf_agent.control import FlagStore, instance_group
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.runner import ServiceBuilder, ServiceParts, ensure_topology
+from vcf_agent.runner import ServiceBuilder, ServiceParts, ensure_topology, service_flags
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
 SERVICES = ("ingest", "router", "aggregator", "writer", "notifier")
@@ -55,27 +54,15 @@ class LocalPipeline(AsyncComponent):
         self.settings = settings
         self.bus: Bus = bus if bus is not None else open_bus(settings.bus_url)
         self.parts: dict[str, ServiceParts] = {}
-        directory = settings.data_dir / "control" / "pipeline"
-        self.flags = FlagStore(
-            directory / "flags.sqlite",
-            self.bus,
-            settings.topology.control_events,
-            "pipeline",
-            group=instance_group("pipeline", directory),
-        )
+        self.flags = service_flags("pipeline", settings, self.bus)
 
     async def start(self) -> None:
-        from vcf_agent.services.ingest import build as build_ingest
-
         await self.bus.start()
         await ensure_topology(self.bus, self.settings)
         await self.flags.start()
         # Downstream first, so nothing published has to wait for its consumer to exist.
         for name in reversed(SERVICES):
-            if name == "ingest":
-                parts = build_ingest(self.settings, self.bus, flags=self.flags)
-            else:
-                parts = service_builder(name)(self.settings, self.bus)
+            parts = service_builder(name)(self.settings, self.bus, flags=self.flags)
             for component in parts.components:
                 await component.start()
             self.parts[name] = parts

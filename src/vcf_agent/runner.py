@@ -50,7 +50,22 @@ class ServiceParts:
         return [(p.group, s) for p in self.processors() for s in p.streams]
 
 
-ServiceBuilder = Callable[[Settings, Bus], ServiceParts]
+class ServiceBuilder(Protocol):
+    """A service package's `build`: its parts, given the process's bus and flag store."""
+
+    def __call__(self, settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> ServiceParts: ...
+
+
+def service_flags(service: str, settings: Settings, bus: Bus) -> FlagStore:
+    """The flag store of one service instance: data_dir/control/<service>, fed by `control-events`."""
+    directory = settings.data_dir / "control" / service
+    return FlagStore(
+        directory / "flags.sqlite",
+        bus,
+        settings.topology.control_events,
+        service,
+        group=instance_group(service, directory),
+    )
 
 
 async def ensure_topology(bus: Bus, settings: Settings) -> None:
@@ -65,19 +80,18 @@ class ServiceHost:
     """
 
     def __init__(
-        self, parts: ServiceParts, bus: Bus, settings: Settings, *, security: SecuritySettings | None = None
+        self,
+        parts: ServiceParts,
+        bus: Bus,
+        settings: Settings,
+        *,
+        flags: FlagStore | None = None,
+        security: SecuritySettings | None = None,
     ) -> None:
         self.parts = parts
         self.settings = settings
         self._bus = bus
-        directory = settings.data_dir / "control" / parts.name
-        self.flags = FlagStore(
-            directory / "flags.sqlite",
-            bus,
-            settings.topology.control_events,
-            parts.name,
-            group=instance_group(parts.name, directory),
-        )
+        self.flags = flags or service_flags(parts.name, settings, bus)
         self.control = ControlPlaneServer(
             parts.name,
             bus,
@@ -123,7 +137,7 @@ class ServiceHost:
 
 
 async def serve(
-    builder: ServiceBuilder, settings: Settings, *, ready: Callable[[str], None] | None = None
+    name: str, builder: ServiceBuilder, settings: Settings, *, ready: Callable[[str], None] | None = None
 ) -> None:
     """Run one service until SIGTERM/SIGINT, then shut down in order within the grace period."""
     stop = asyncio.Event()
@@ -134,8 +148,13 @@ async def serve(
     await bus.start()
     try:
         await ensure_topology(bus, settings)
+        flags = service_flags(name, settings, bus)
         host = ServiceHost(
-            builder(settings, bus), bus, settings, security=SecuritySettings.from_env(os.environ)
+            builder(settings, bus, flags=flags),
+            bus,
+            settings,
+            flags=flags,
+            security=SecuritySettings.from_env(os.environ),
         )
         await host.start()
         if ready is not None:

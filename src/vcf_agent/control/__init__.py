@@ -3,7 +3,13 @@
 from vcf_agent.control._auth import Principal, current_principal, may_see, tenant_scope
 from vcf_agent.control._config import SecuritySettings
 from vcf_agent.control._errors import invalid_argument
-from vcf_agent.control._flags import FlagStore, instance_group
+from vcf_agent.control._flags import (
+    FieldError,
+    FlagNotFoundError,
+    FlagStore,
+    StaleVersionError,
+    instance_group,
+)
 from vcf_agent.control._modes import JOB_RUNS, JobRun, JobRunSource, compare_modes
 from vcf_agent.control._rollout import bucket, in_rollout
 from vcf_agent.control._server import NOT_SERVING, SERVING, ControlPlaneServer, ServiceApi, StatusSource
@@ -13,12 +19,15 @@ __all__ = [
     "NOT_SERVING",
     "SERVING",
     "ControlPlaneServer",
+    "FieldError",
+    "FlagNotFoundError",
     "FlagStore",
     "JobRun",
     "JobRunSource",
     "Principal",
     "SecuritySettings",
     "ServiceApi",
+    "StaleVersionError",
     "StatusSource",
     "bucket",
     "compare_modes",
