@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import grpc
 
@@ -15,6 +16,7 @@ from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
 
 from ._jobs import TERMINAL, JobRegistry
 from ._publisher import VariantPublisher
+from ._vcf_source import header_samples
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -61,20 +63,34 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
             await invalid_argument(context, "path", "send file chunks or a path the ingest service can read")
         if upload is not None and metadata.path:
             await invalid_argument(context, "path", "send either chunks or a path, not both")
-        path = upload if upload is not None else Path(metadata.path)
-        if not path.is_file():
-            await invalid_argument(context, "path", f"no readable file at {metadata.path!r}")
+        path = upload if upload is not None else await _readable_path(metadata.path, context)
         tenant_id = metadata.tenant_id or tenant_scope() or "default"
         if not may_see(tenant_id):
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, "a tenant token submits only for its tenant"
             )
+        key = metadata.idempotency_key
+        earlier = self._registry.job_for_key(tenant_id, key) if key else None
+        if earlier is not None:
+            if upload is not None:
+                upload.unlink(missing_ok=True)
+            return jobs_pb2.SubmitVcfResponse(job=earlier.to_proto())
+        if metadata.sample_ids:
+            present = set(await asyncio.to_thread(header_samples, path))
+            missing = sorted(set(metadata.sample_ids) - present)
+            if missing:
+                await invalid_argument(
+                    context, "sample_ids", f"not samples of this file: {', '.join(missing)}"
+                )
         job = await self._publisher.submit(
             path,
             tenant_id=tenant_id,
             source_name=metadata.file_name or path.name,
             providers=list(metadata.providers) or None,
+            priority=metadata.priority,
         )
+        if key:
+            self._registry.remember_key(tenant_id, key, job.job_id)
         return jobs_pb2.SubmitVcfResponse(job=job.to_proto())
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.Job:
@@ -137,6 +153,19 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
             raise AssertionError("unreachable")
         return job.to_proto()
+
+
+async def _readable_path(location: str, context: Context) -> Path:
+    """A plain path or a file:// URI; other schemes are not readable by this service."""
+    parts = urlsplit(location)
+    if parts.scheme not in ("", "file"):
+        await invalid_argument(
+            context, "path", f"{parts.scheme}:// is not readable here; use a path or file://"
+        )
+    path = Path(unquote(parts.path) if parts.scheme == "file" else location)
+    if not await asyncio.to_thread(path.is_file):
+        await invalid_argument(context, "path", f"no readable file at {location!r}")
+    return path
 
 
 def _suffix(file_name: str) -> str:

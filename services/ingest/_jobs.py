@@ -142,6 +142,11 @@ class JobRegistry:
             " submissions INTEGER, created_at REAL, updated_at REAL)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant_id, created_at)")
+        # A LIMS retrying a submission with the same key gets the same job back, not a new run.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS idempotency_keys (tenant_id TEXT, key TEXT, job_id TEXT,"
+            " PRIMARY KEY (tenant_id, key))"
+        )
         # Registries written before stage marks existed gain the columns in place.
         present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         for mark in _MARKS:
@@ -150,6 +155,19 @@ class JobRegistry:
 
     def close(self) -> None:
         self._db.close()
+
+    def job_for_key(self, tenant_id: str, key: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT job_id FROM idempotency_keys WHERE tenant_id = ? AND key = ?", (tenant_id, key)
+            ).fetchone()
+        return self.get(row[0]) if row else None
+
+    def remember_key(self, tenant_id: str, key: str, job_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO idempotency_keys VALUES (?, ?, ?)", (tenant_id, key, job_id)
+            )
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:

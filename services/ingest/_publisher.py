@@ -110,6 +110,7 @@ class VariantPublisher:
         self._notifications = settings.topology.user_notifications
         self._dead_letters = DeadLetterSink(bus, settings.topology.dead_letters, "ingest")
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._priorities: dict[str, int] = {}
         self._records: dict[str, int] = {}
 
     async def start(self) -> None:
@@ -139,10 +140,12 @@ class VariantPublisher:
         providers: list[str] | None = None,
         region: str | None = None,
         validation: ValidationMode | None = None,
+        priority: int = 0,
     ) -> JobRecord:
         """Register the job and start publishing; returns at once with the queued job.
 
-        `validation` overrides the publisher's mode for this job.
+        `validation` overrides the publisher's mode for this job; `priority` (higher first)
+        travels on every batch to the provider queues.
         """
         mode = validation or self._validation
         if mode not in VALIDATION_MODES:
@@ -153,6 +156,7 @@ class VariantPublisher:
         )
         if self.running(job.job_id):
             return job
+        self._priorities[job.job_id] = priority
         self._tasks[job.job_id] = asyncio.create_task(
             self._run(job, path, region, mode), name=f"ingest:{job.job_id}"
         )
@@ -300,12 +304,17 @@ class VariantPublisher:
         except BusError as exc:
             raise StreamingUnavailableError(f"{self._stream} refused the job's first message: {exc}") from exc
 
+    def _batch_fields(self, job: JobRecord) -> bytes:
+        """The job-level VariantBatch fields, serialized once and appended to every batch."""
+        priority = self._priorities.get(job.job_id, 0)
+        return variant_pb2.VariantBatch(providers=job.providers, priority=priority).SerializeToString()
+
     async def _run_streaming(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
         """Publish every batch to `vcf-variants`; returns the variants published."""
         threshold = self._settings.compression_threshold
         # Appending an encoded field to a serialized message merges it in: the job's
         # providers ride on every batch without re-encoding the variants.
-        providers = variant_pb2.VariantBatch(providers=job.providers).SerializeToString()
+        providers = self._batch_fields(job)
         tenant_id = job.tenant_id
 
         def prepare(batch: EncodedBatch) -> _Encoded:
@@ -338,7 +347,7 @@ class VariantPublisher:
     async def _run_batch(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
         """Route, analyse and aggregate in this process; returns the variants read (and stored)."""
         assert self._batch is not None
-        providers = variant_pb2.VariantBatch(providers=job.providers).SerializeToString()
+        providers = self._batch_fields(job)
         read = 0
 
         def prepare(batch: EncodedBatch) -> variant_pb2.VariantBatch:

@@ -213,3 +213,13 @@ def _open_bcf(path: Path, name: str, region: str | None) -> VcfText:
             raise VcfFileError(f"{name}: the BCF data is corrupt ({exc})", "TRUNCATED_FILE") from exc
         lines = itertools.chain([first], lines)
     return VcfText("bcf", header, lines, 0, variant_file.close)
+
+
+def header_samples(path: Path) -> list[str]:
+    """Sample names from the header alone, without reading records."""
+    text = open_vcf_text(path)
+    try:
+        names = next((line for line in text.header_lines if line.startswith("#CHROM")), "").split("\t")
+    finally:
+        text.close()
+    return names[9:]

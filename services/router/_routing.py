@@ -202,6 +202,8 @@ def analysis_requests(
         request.requested_providers.extend(providers)
         request.variant.CopyFrom(variant)
         request.deadline.CopyFrom(deadline)
+        if batch.priority:
+            request.priority = batch.priority
     return request_batch
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -23,15 +24,16 @@ async def upload_requests(
             yield jobs_pb2.SubmitVcfRequest(chunk=chunk)
 
 
-async def submit_file(address: str, path: Path, *, tenant_id: str = "default", watch: bool = False) -> int:
+async def submit_file(address: str, path: Path, metadata: Mapping[str, Any], *, watch: bool = False) -> int:
+    """Upload `path` with SubmitVcfMetadata fields from `metadata`; exit code 0 when it succeeded."""
     if not await asyncio.to_thread(path.is_file):
         print(f"vcf-agent submit: no such file: {path}", file=sys.stderr)
         return 2
     async with grpc.aio.insecure_channel(address) as channel:
         stub = jobs_pb2_grpc.IngestServiceStub(channel)
-        metadata = jobs_pb2.SubmitVcfMetadata(tenant_id=tenant_id, file_name=path.name)
+        fields = jobs_pb2.SubmitVcfMetadata(file_name=path.name, **metadata)
         try:
-            response = await stub.SubmitVcf(upload_requests(path, metadata), timeout=600)
+            response = await stub.SubmitVcf(upload_requests(path, fields), timeout=600)
         except grpc.aio.AioRpcError as exc:
             print(f"vcf-agent submit: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1

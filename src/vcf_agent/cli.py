@@ -59,7 +59,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_submit(args: argparse.Namespace) -> int:
     from vcf_agent._lims_client import submit_file
 
-    return asyncio.run(submit_file(args.ingest, Path(args.file), tenant_id=args.tenant, watch=args.watch))
+    metadata = {
+        "tenant_id": args.tenant,
+        "priority": args.priority,
+        "idempotency_key": args.idempotency_key or "",
+        "providers": [p for p in (args.providers or "").split(",") if p],
+        "sample_ids": args.sample or [],
+    }
+    return asyncio.run(submit_file(args.ingest, Path(args.file), metadata, watch=args.watch))
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
@@ -119,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--ingest", required=True, help="HOST:PORT of the ingest service")
     submit.add_argument("--tenant", default="default")
     submit.add_argument("--watch", action="store_true", help="follow the job until it finishes")
+    submit.add_argument("--priority", type=int, default=0, help="higher is analysed first")
+    submit.add_argument("--idempotency-key", help="a retry with the same key returns the same job")
+    submit.add_argument("--providers", help="comma-separated providers for this job")
+    submit.add_argument("--sample", action="append", help="a sample the file must contain (repeatable)")
     submit.set_defaults(func=_cmd_submit)
 
     query = sub.add_parser("query", help="read stored results")

@@ -12,6 +12,8 @@ import asyncio
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -34,6 +36,7 @@ from vcf_agent.v1 import (
 )
 
 ONE_KG = Path(pyvcf.__file__).parent / "test" / "1kg.vcf.gz"
+EXAMPLE_VCF = Path(__file__).resolve().parents[2] / "src" / "vcf_agent" / "examples" / "gatk-multisample.vcf"
 
 
 def alt_alleles(path: Path) -> int:
@@ -170,6 +173,17 @@ async def check_pipeline(bus_url: str, data_dir: Path, tmp_path: Path) -> None:
         assert again.state == events_pb2.JOB_STATE_COMPLETE
         after = await store_stats(services, "")
         assert after == before
+
+        # The LIMS command line: upload in chunks, follow the job to the end.
+        submitted = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "vcf_agent.cli", "submit", str(EXAMPLE_VCF), "--ingest",
+             services["ingest"].grpc, "--tenant", "lab-b", "--priority", "5", "--watch"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        last = submitted.stdout.strip().splitlines()[-1]
+        assert last.startswith("complete") and f"stored {alt_alleles(EXAMPLE_VCF)}" in last, last
 
 
 async def test_five_processes_over_embedded_log(tmp_path: Path) -> None:
