@@ -314,9 +314,17 @@ class LocalAnnotator:
         self._genes = gene_index
 
     def annotate(
-        self, variant: variant_pb2.VariantMessage, context: AnnotationContext | None = None
+        self,
+        variant: variant_pb2.VariantMessage,
+        context: AnnotationContext | None = None,
+        *,
+        into: analysis_pb2.AnalysisResult | None = None,
     ) -> analysis_pb2.AnalysisResult:
-        """The provider answer: ids copied from the variant, the LocalAnnotation in `.annotation`."""
+        """The provider answer: ids copied from the variant, the LocalAnnotation in `.annotation`.
+
+        `into` (an empty message, e.g. a fresh element of a batch) is filled in place, which
+        spares copying the answer into its batch afterwards.
+        """
         # One long function on purpose: this runs for every variant, and locals are far
         # cheaper than intermediate objects or reading fields back out of the message.
         info = variant.info
@@ -376,19 +384,18 @@ class LocalAnnotator:
         classification, confidence, criteria = _classify(
             call, freq_tier, af, af_source, clinvar, clinvar_kind, info, filters if failed else ()
         )
-        result = _AnalysisResult(
-            correlation_id=variant.correlation_id,
-            job_id=variant.job_id,
-            tenant_id=variant.tenant_id,
-            provider=PROVIDER,
-            model=MODEL,
-            status=_OK,
-            classification=classification,
-            confidence=confidence,
-            criteria=criteria,
-            rationale=_rationale(
-                kind, call, genes, af, freq_tier, clinvar, quality_tier, classification, tier, reasons
-            ),
+        result = _AnalysisResult() if into is None else into
+        result.correlation_id = variant.correlation_id
+        result.job_id = variant.job_id
+        result.tenant_id = variant.tenant_id
+        result.provider = PROVIDER
+        result.model = MODEL
+        result.status = _OK
+        result.classification = classification
+        result.confidence = confidence
+        result.criteria.extend(criteria)
+        result.rationale = _rationale(
+            kind, call, genes, af, freq_tier, clinvar, quality_tier, classification, tier, reasons
         )
         # Filled in place: building a LocalAnnotation and passing it in would copy it.
         annotation = result.annotation

@@ -46,6 +46,33 @@ class LocalProvider:
         telemetry.provider_latency.labels(self.name).observe(time.perf_counter() - started)
         return results
 
+    async def analyse_batch(
+        self, requests: Sequence[analysis_pb2.AnalysisRequest]
+    ) -> analysis_pb2.AnalysisResultBatch:
+        """The answers as one batch with each variant attached: filled in place, nothing copied twice."""
+        started = time.perf_counter()
+        batch = await asyncio.to_thread(self._analyse_batch, requests)
+        telemetry.provider_requests.labels(self.name, "ok").inc(len(batch.results))
+        telemetry.provider_latency.labels(self.name).observe(time.perf_counter() - started)
+        return batch
+
+    def _analyse_batch(
+        self, requests: Sequence[analysis_pb2.AnalysisRequest]
+    ) -> analysis_pb2.AnalysisResultBatch:
+        batch = analysis_pb2.AnalysisResultBatch()
+        add = batch.results.add
+        annotate = self._annotator.annotate
+        clock = time.perf_counter
+        for request in requests:
+            started = clock()
+            item = add()
+            annotate(request.variant, into=item)
+            item.attempt = request.attempt
+            item.requested_providers.extend(request.requested_providers)
+            item.variant.CopyFrom(request.variant)
+            item.latency_ms = (clock() - started) * 1000
+        return batch
+
     def _analyse(self, requests: Sequence[analysis_pb2.AnalysisRequest]) -> list[analysis_pb2.AnalysisResult]:
         results = []
         annotate = self._annotator.annotate

@@ -146,15 +146,8 @@ class ProviderWorker:
         batch = await decode_or_dead_letter(record, analysis_pb2.AnalysisRequestBatch, self._sink)
         if batch is None or not batch.requests:
             return None, []
-        results = await self._provider.analyse(batch.requests)
-        # Providers answer without the variant; it is attached here, copied once, so the
-        # aggregator can build the stored record from the results stream alone.
-        outcome = analysis_pb2.AnalysisResultBatch()
-        add = outcome.results.add
-        for request, result in zip(batch.requests, results, strict=True):
-            item = add()
-            item.CopyFrom(result)
-            item.variant.CopyFrom(request.variant)
+        outcome = await answer_batch(self._provider, batch.requests)
+        results = outcome.results
         payload, headers = encode(
             outcome,
             tenant_id=batch.requests[0].tenant_id,
@@ -205,6 +198,26 @@ def analysis_requests(
         if batch.priority:
             request.priority = batch.priority
     return request_batch
+
+
+async def answer_batch(
+    provider: AnalysisProvider, requests: Sequence[analysis_pb2.AnalysisRequest]
+) -> analysis_pb2.AnalysisResultBatch:
+    """A provider's answers with each request's variant attached, so the aggregator can build
+    the stored record from the results stream alone. Providers that fill a batch in place
+    (the local annotator) skip the copy."""
+    fill = getattr(provider, "analyse_batch", None)
+    if fill is not None:
+        filled: analysis_pb2.AnalysisResultBatch = await fill(requests)
+        return filled
+    results = await provider.analyse(requests)
+    outcome = analysis_pb2.AnalysisResultBatch()
+    add = outcome.results.add
+    for request, result in zip(requests, results, strict=True):
+        item = add()
+        item.CopyFrom(result)
+        item.variant.CopyFrom(request.variant)
+    return outcome
 
 
 def provider_deadline(aggregator_deadline_s: float) -> Timestamp:
