@@ -189,6 +189,8 @@ class _Layout:
     # Split only as far as the last field read: long VEP entries carry dozens we ignore.
     max_split: int
     bcftools: bool
+    # Lower-cased field names in layout order, to line up ingest's per-subfield lists.
+    names: tuple[str, ...] = ()
 
     @classmethod
     def resolve(cls, tag: str, names: Sequence[str]) -> _Layout:
@@ -211,6 +213,7 @@ class _Layout:
             frequencies=frequencies,
             max_split=max([*positions.values(), *frequencies, 0]) + 1,
             bcftools=tag == "BCSQ",
+            names=tuple(name.lower() for name in names),
             **positions,
         )
 
@@ -304,6 +307,24 @@ def normalise_term(term: str, bcftools: bool) -> str:
     return f"{term}_variant"
 
 
+def _entries_by_header(info: Mapping[str, variant_pb2.InfoValue], layout: _Layout) -> list[str]:
+    """Entries rebuilt in this layout's field order from ingest's per-subfield lists (empty if none)."""
+    prefix = layout.tag + "."
+    columns = {
+        key[len(prefix) :].lower(): value.strings.values
+        for key, value in info.items()
+        if key.startswith(prefix)
+    }
+    if not columns:
+        return []
+    rows = max(len(values) for values in columns.values())
+    ordered = [columns.get(name) for name in layout.names[: layout.max_split]]
+    return [
+        "|".join(values[i] if values is not None and i < len(values) else "" for values in ordered)
+        for i in range(rows)
+    ]
+
+
 def _entries(value: variant_pb2.InfoValue) -> list[str]:
     """Annotation entries; tolerates producers that kept the comma-joined string unsplit."""
     values = value.strings.values[:]
@@ -377,7 +398,9 @@ def worst_consequence(
         value = info.get(layout.tag)
         if value is None:
             continue
-        for entry in _entries(value):
+        # Ingest splits each annotation by the file's own header into `TAG.Subfield` lists; when
+        # present they, not a guessed default field order, say which value is which.
+        for entry in _entries_by_header(info, layout) or _entries(value):
             if layout.bcftools and entry.startswith("@"):
                 # Compound change annotated at another record's position.
                 continue
