@@ -8,11 +8,13 @@ from vcf_agent.services.ingest._vcf_reader import VcfReader
 from vcf_agent.services.router._local_annotator import LocalAnnotator
 
 # Fields in an order VEP produces with custom --fields; the default CSQ layout starts with Allele.
-HEADER = """##fileformat=VCFv4.2
-##contig=<ID=chr17,length=83257441>
-##INFO=<ID=CSQ,Number=.,Type=String,Description="Consequence annotations from Ensembl VEP. Format: SYMBOL|Consequence|IMPACT|Allele|HGVSc|CANONICAL">
-#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO
-"""
+HEADER = (
+    "##fileformat=VCFv4.2\n"
+    "##contig=<ID=chr17,length=83257441>\n"
+    '##INFO=<ID=CSQ,Number=.,Type=String,Description="Consequence annotations from Ensembl VEP. '
+    'Format: SYMBOL|Consequence|IMPACT|Allele|HGVSc|CANONICAL">\n'
+    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+)
 RECORD = (
     "chr17\t43045712\t.\tG\tA\t50\tPASS\t"
     "CSQ=BRCA1|synonymous_variant|LOW|A|c.100C>T|,BRCA1|stop_gained|HIGH|A|c.5266C>T|YES\n"
