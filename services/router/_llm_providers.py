@@ -69,6 +69,11 @@ class Wire(Protocol):
     def error_message(self, data: Any) -> str: ...
 
 
+def _chat_messages(prompt: Prompt) -> list[dict[str, str]]:
+    """System and user turns, as both OpenAI-compatible servers and Ollama take them."""
+    return [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
+
+
 class OpenAIWire:
     def path(self) -> str:
         return "/chat/completions"
@@ -80,10 +85,7 @@ class OpenAIWire:
     def body(self, settings: ProviderSettings, prompt: Prompt) -> dict[str, Any]:
         return {
             "model": settings.model,
-            "messages": [
-                {"role": "system", "content": prompt.system},
-                {"role": "user", "content": prompt.user},
-            ],
+            "messages": _chat_messages(prompt),
             "response_format": {"type": "json_object"},
             "temperature": 0,
             "max_tokens": settings.max_tokens,
@@ -151,10 +153,7 @@ class OllamaWire:
     def body(self, settings: ProviderSettings, prompt: Prompt) -> dict[str, Any]:
         return {
             "model": settings.model,
-            "messages": [
-                {"role": "system", "content": prompt.system},
-                {"role": "user", "content": prompt.user},
-            ],
+            "messages": _chat_messages(prompt),
             "format": "json",
             "stream": False,
             "options": {"temperature": 0, "num_predict": settings.max_tokens},

@@ -13,12 +13,12 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from vcf_agent.bus import Bus, StreamSpec, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.control import ControlPlaneServer, FlagStore, SecuritySettings, ServiceApi, instance_group
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.processing import StreamProcessor
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ async def ensure_topology(bus: Bus, settings: Settings) -> None:
     await bus.ensure_streams([StreamSpec(name, n) for name, n in settings.topology.specs()])
 
 
-class ServiceHost:
+class ServiceHost(AsyncComponent):
     """One service with its control plane, flags and health.
 
     Health follows the bus and the lifecycle (see ControlPlaneServer); flags
@@ -122,18 +122,6 @@ class ServiceHost:
                 log.exception("%s: stopping %r failed", self.parts.name, component)
         await self.flags.stop()
         await self.control.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 async def serve(

@@ -291,16 +291,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         offset = _page(request.page_token)
         if offset is None:
             await invalid_argument(context, "page_token", "page_token is not one this service issued")
-        try:
-            entries = await read_dead_letters(
-                self._bus,
-                self._plane.topology.dead_letters,
-                job_id=request.job_id,
-                source_stream=request.source_stream,
-                timeout_s=_time_left(context),
-            )
-        except TimeoutError as exc:
-            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        entries = await self._dead_letters(request.job_id, request.source_stream, context)
         size = request.page_size or 100
         page = entries[offset : offset + size]
         if request.omit_payload:
@@ -311,21 +302,28 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
             response.next_page_token = str(offset + size)
         return response
 
+    async def _dead_letters(
+        self, job_id: str, source_stream: str, context: Context
+    ) -> list[control_pb2.DeadLetterEntry]:
+        """The retained dead letters matching the filters, read within the caller's deadline."""
+        try:
+            return await read_dead_letters(
+                self._bus,
+                self._plane.topology.dead_letters,
+                job_id=job_id,
+                source_stream=source_stream,
+                timeout_s=_time_left(context),
+            )
+        except TimeoutError as exc:
+            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+            raise
+
     async def RedriveDeadLetters(
         self, request: control_pb2.RedriveDeadLettersRequest, context: Context
     ) -> control_pb2.RedriveDeadLettersResponse:
         if not (request.refs or request.job_id or request.source_stream or request.all):
             await invalid_argument(context, "all", "name refs, a job_id or a source_stream, or set all")
-        try:
-            entries = await read_dead_letters(
-                self._bus,
-                self._plane.topology.dead_letters,
-                job_id=request.job_id,
-                source_stream=request.source_stream,
-                timeout_s=_time_left(context),
-            )
-        except TimeoutError as exc:
-            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        entries = await self._dead_letters(request.job_id, request.source_stream, context)
         if request.refs:
             wanted = {(ref.partition, ref.offset) for ref in request.refs}
             entries = [e for e in entries if (e.partition, e.offset) in wanted]
