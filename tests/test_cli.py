@@ -1,0 +1,64 @@
+"""The commands a new user types first: `vcf-agent run`, `query` and `validate`, as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pysam
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "src" / "vcf_agent" / "examples" / "gatk-multisample.vcf"
+
+
+def vcf_agent(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vcf_agent.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_run_on_the_bundled_example_then_query_it_back(tmp_path: Path) -> None:
+    with pysam.VariantFile(str(EXAMPLE)) as vcf:
+        alleles = sum(len(r.alts or ()) for r in vcf)
+        samples = len(vcf.header.samples)
+    first = vcf_agent("run", "--data-dir", str(tmp_path), "--json")
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "complete"
+    assert (summary["variants"], summary["stored"], summary["samples"]) == (alleles, alleles, samples)
+    assert sum(summary["classifications"].values()) == alleles
+    assert {"job_id", "seconds", "providers", "data_dir"} <= summary.keys()
+
+    # The same file again is the same job and stores nothing twice.
+    again = json.loads(
+        vcf_agent("run", "--data-dir", str(tmp_path), "--json").stdout.strip().splitlines()[-1]
+    )
+    assert again["job_id"] == summary["job_id"] and again["stored"] == alleles
+
+    listed = vcf_agent(
+        "query", "--data-dir", str(tmp_path), "--job", summary["job_id"], "--limit", "500", "--json"
+    )
+    assert listed.returncode == 0, listed.stderr
+    response = json.loads(listed.stdout)
+    assert int(response["total"]) == alleles and len(response["variants"]) == alleles
+    region = vcf_agent("query", "--data-dir", str(tmp_path), "--region", "chr22:42522392-42522392", "--json")
+    found = json.loads(region.stdout)["variants"]
+    assert [(v["chromosome"], int(v["position"])) for v in found] == [("chr22", 42522392)]
+
+
+def test_validate_exit_codes_and_json(tmp_path: Path) -> None:
+    ok = vcf_agent("validate", str(EXAMPLE), "--json")
+    assert ok.returncode == 0, ok.stdout
+    assert json.loads(ok.stdout)["valid"] is True
+    broken = tmp_path / "broken.vcf"
+    lines = EXAMPLE.read_text().splitlines(keepends=True)
+    header = [line for line in lines if line.startswith("#")]
+    records = [line for line in lines if not line.startswith("#")]
+    fields = records[0].split("\t")
+    fields[1] = "not-a-position"
+    broken.write_text("".join([*header, "\t".join(fields), *records[1:]]))
+    bad = vcf_agent("validate", str(broken), "--json")
+    assert bad.returncode == 1
+    errors = json.loads(bad.stdout)["errors"]
+    assert errors and errors[0]["line"] == len(header) + 1 and errors[0]["column"] == "POS"
