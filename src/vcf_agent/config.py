@@ -72,7 +72,7 @@ class Settings:
     writer_batch_rows: int = 10000
     writer_linger_ms: int = 100
     shutdown_grace_s: float = 5.0
-    log_level: str = "INFO"
+    log_level: str = "WARNING"
 
     def __post_init__(self) -> None:
         if not self.bus_url:
