@@ -40,6 +40,7 @@ from vcf_agent.services.router import (
     ProviderSet,
     VariantRouter,
     analysis_requests,
+    expanded_requests,
     provider_deadline,
 )
 from vcf_agent.v1 import events_pb2, variant_pb2
@@ -125,7 +126,9 @@ class BatchPath:
         deadline = provider_deadline(self._settings.analysis_deadline_s)
         answers = await asyncio.gather(
             *(
-                self._providers[name].analyse(analysis_requests(batch, name, names, deadline).requests)
+                self._providers[name].analyse(
+                    expanded_requests(analysis_requests(batch, name, names, deadline))
+                )
                 for name in names
             )
         )

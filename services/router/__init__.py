@@ -17,7 +17,13 @@ from ._dispatch import PoolSlot, ProviderPool
 from ._local_annotator import LocalAnnotator
 from ._prompt import PROMPT_VERSION
 from ._providers import AnalysisProvider, LocalProvider
-from ._routing import ProviderWorker, VariantRouter, analysis_requests, provider_deadline
+from ._routing import (
+    ProviderWorker,
+    VariantRouter,
+    analysis_requests,
+    expanded_requests,
+    provider_deadline,
+)
 
 __all__ = [
     "PROMPT_VERSION",
@@ -36,6 +42,7 @@ __all__ = [
     "analysis_requests",
     "bench_providers",
     "build",
+    "expanded_requests",
     "provider_deadline",
 ]
 

@@ -76,6 +76,15 @@ POPULATION_AF_KEYS: tuple[str, ...] = (
 )
 
 _TRANSITIONS = frozenset({"AG", "GA", "CT", "TC"})
+# Upper-case REF+ALT base pairs; anything else (N, IUPAC codes, REF == ALT) has no substitution type.
+_SUBSTITUTIONS = {
+    ref + alt: "transition" if ref + alt in _TRANSITIONS else "transversion"
+    for ref in "ACGT"
+    for alt in "ACGT"
+    if ref != alt
+}
+# One-character ALTs that are not a base: spanning deletion, no ALT, broken symbolic/breakend.
+_SINGLE_NON_BASES = frozenset("*.<[]")
 _SV_TYPES = frozenset({"DEL", "INS", "DUP", "INV", "CNV", "BND"})
 _LOSS_OF_FUNCTION = frozenset(
     {
@@ -96,6 +105,7 @@ _TIERS = ("", "P1", "P2", "P3", "P4")
 _ANNOTATION_TAGS = frozenset({"CSQ", "ANN", "BCSQ"})
 _RELEVANT_INFO = frozenset({*POPULATION_AF_KEYS, *_ANNOTATION_TAGS, "AF", "CLNSIG"})
 _NOTHING: frozenset[str] = frozenset()
+_PASSING = ("PASS", ".")
 
 _OK = analysis_pb2.AnalysisResult.STATUS_OK
 _AnalysisResult = analysis_pb2.AnalysisResult
@@ -103,6 +113,9 @@ _AnalysisResult = analysis_pb2.AnalysisResult
 
 def variant_class(reference: str, alternate: str, svtype_info: str = "") -> tuple[str, str, str]:
     """(variant_class, substitution, sv_type) of one ALT against REF."""
+    if len(alternate) == 1 and len(reference) == 1 and alternate not in _SINGLE_NON_BASES:
+        # Most records are SNVs: settled before the symbolic and breakend checks.
+        return "snv", _SUBSTITUTIONS.get((reference + alternate).upper(), ""), ""
     if alternate == "*":
         return "spanning_deletion", "", ""
     if not alternate or alternate == ".":
@@ -120,9 +133,6 @@ def variant_class(reference: str, alternate: str, svtype_info: str = "") -> tupl
         # VCF 4.x contig insertion such as C<ctg1>.
         return "symbolic", "", "INS"
     ref_len, alt_len = len(reference), len(alternate)
-    if ref_len == 1 and alt_len == 1:
-        pair = (reference + alternate).upper()
-        return "snv", _substitution(pair), ""
     ref, alt = reference.upper(), alternate.upper()
     shortest = min(ref_len, alt_len)
     prefix = 0
@@ -140,17 +150,9 @@ def variant_class(reference: str, alternate: str, svtype_info: str = "") -> tupl
         return "deletion", "", ""
     if ref_core == alt_core:
         if ref_core == 1:
-            return "snv", _substitution(ref[prefix] + alt[prefix]), ""
+            return "snv", _SUBSTITUTIONS.get(ref[prefix] + alt[prefix], ""), ""
         return "mnv", "", ""
     return "complex", "", ""
-
-
-def _substitution(pair: str) -> str:
-    if pair in _TRANSITIONS:
-        return "transition"
-    if pair[0] in "ACGT" and pair[1] in "ACGT" and pair[0] != pair[1]:
-        return "transversion"
-    return ""
 
 
 def zygosity(alleles: Sequence[int], allele: int) -> str:
@@ -189,7 +191,7 @@ def zygosity(alleles: Sequence[int], allele: int) -> str:
 
 
 def filter_failed(filters: Sequence[str]) -> bool:
-    return bool(filters) and not (len(filters) == 1 and filters[0] in ("PASS", "."))
+    return len(filters) > 1 or (bool(filters) and filters[0] not in _PASSING)
 
 
 def _qual_level(quality: float) -> int:
@@ -337,7 +339,8 @@ class LocalAnnotator:
             _info_text(info, "SVTYPE") if alternate[:1] == "<" and "SVTYPE" in info else "",
         )
         filters = variant.filters
-        failed = filter_failed(filters)
+        # filter_failed, inline.
+        failed = len(filters) > 1 or (bool(filters) and filters[0] not in _PASSING)
         if failed:
             record_level = 0
         elif variant.has_quality:
@@ -393,7 +396,8 @@ class LocalAnnotator:
         result.status = _OK
         result.classification = classification
         result.confidence = confidence
-        result.criteria.extend(criteria)
+        if criteria:
+            result.criteria.extend(criteria)
         result.rationale = _rationale(
             kind, call, genes, af, freq_tier, clinvar, quality_tier, classification, tier, reasons
         )
@@ -427,11 +431,11 @@ class LocalAnnotator:
         for genotype in variant.genotypes:
             # Sliced to plain lists: iterating upb repeated fields costs several times more.
             zyg = zygosity(genotype.alleles[:], allele)
+            depths = genotype.allele_depths[:]
             finding = add_sample()
             finding.sample = genotype.sample
             finding.zygosity = zyg
-            depths = genotype.allele_depths
-            finding.allele_balance = allele_balance(depths[:], allele) if depths else -1.0
+            finding.allele_balance = allele_balance(depths, allele) if depths else -1.0
             if failed or zyg == "no_call":
                 finding.call_quality = "fail"
             else:
@@ -519,7 +523,9 @@ def _classify(
     if clinvar_kind in ("pathogenic", "likely_pathogenic", "benign", "likely_benign"):
         review = _info_text(info, "CLNREVSTAT")
         classification = clinvar_kind
-        confidence = clinvar_confidence(review) - (0.1 if clinvar_kind.startswith("likely") else 0.0)
+        confidence = round(
+            clinvar_confidence(review) - (0.1 if clinvar_kind.startswith("likely") else 0.0), 3
+        )
         criteria.append(f"clinvar:{clinvar}")
         if review:
             criteria.append(f"clinvar_review:{review}")
@@ -546,9 +552,10 @@ def _classify(
         if impact:
             criteria.append(f"impact:{impact}")
     if failed_filters:
-        confidence *= 0.5
+        confidence = round(confidence * 0.5, 3)
         criteria.append(f"quality:fail:{';'.join(failed_filters)}")
-    return classification, round(confidence, 3), criteria
+    # Rounded only where arithmetic made it necessary: the other confidences are literals.
+    return classification, confidence, criteria
 
 
 def _rationale(

@@ -44,6 +44,9 @@ _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
 # Providers get this share of the aggregator's deadline, so their failures still count as answers.
 _PROVIDER_SHARE = 0.8
 
+# A failed request and the provider's answer to it, which says why.
+Failure = tuple[analysis_pb2.AnalysisRequest, analysis_pb2.AnalysisResult]
+
 
 class VariantRouter:
     """Consumes `vcf-variants`; fans each batch out to its providers' request queues."""
@@ -144,13 +147,15 @@ class ProviderWorker:
 
     async def _analyse(self, record: Record) -> tuple[OutgoingMessage | None, list[events_pb2.DeadLetter]]:
         batch = await decode_or_dead_letter(record, analysis_pb2.AnalysisRequestBatch, self._sink)
-        if batch is None or not batch.requests:
+        if batch is None:
             return None, []
-        outcome = await answer_batch(self._provider, batch.requests)
-        results = outcome.results
+        variants = [request.variant for request in batch.requests[:1]] or batch.variant_batch.variants[:1]
+        if not variants:
+            return None, []
+        outcome, failures = await answer_batch(self._provider, batch)
         payload, headers = encode(
             outcome,
-            tenant_id=batch.requests[0].tenant_id,
+            tenant_id=variants[0].tenant_id,
             compression_threshold=self._settings.compression_threshold,
         )
         headers[HEADER_PROVIDER] = self._provider.name
@@ -174,8 +179,7 @@ class ProviderWorker:
                 job_id=request.job_id,
                 tenant_id=request.tenant_id,
             )
-            for request, result in zip(batch.requests, results, strict=True)
-            if result.status == analysis_pb2.AnalysisResult.STATUS_FAILED
+            for request, result in failures
         ]
         return OutgoingMessage(payload, key, headers), letters
 
@@ -183,41 +187,68 @@ class ProviderWorker:
 def analysis_requests(
     batch: variant_pb2.VariantBatch, provider: str, providers: Sequence[str], deadline: Timestamp
 ) -> analysis_pb2.AnalysisRequestBatch:
-    """One provider's requests for a batch; shared with ingest's in-process batch path."""
-    request_batch = analysis_pb2.AnalysisRequestBatch()
-    requests = request_batch.requests
-    for variant in batch.variants:
-        request = requests.add()
-        request.correlation_id = variant.correlation_id
-        request.job_id = variant.job_id
-        request.tenant_id = variant.tenant_id
-        request.provider = provider
-        request.requested_providers.extend(providers)
-        request.variant.CopyFrom(variant)
-        request.deadline.CopyFrom(deadline)
-        if batch.priority:
-            request.priority = batch.priority
+    """One provider's requests for a batch: the variant batch whole, plus what every request
+    shares. Building a request per variant cost more than the local annotator's answer."""
+    request_batch = analysis_pb2.AnalysisRequestBatch(provider=provider, requested_providers=providers)
+    request_batch.deadline.CopyFrom(deadline)
+    request_batch.variant_batch.CopyFrom(batch)
     return request_batch
 
 
+def expanded_requests(
+    batch: analysis_pb2.AnalysisRequestBatch,
+) -> Sequence[analysis_pb2.AnalysisRequest]:
+    """The batch's requests, built in place from its variants if it has none, each given the
+    batch-level values, for providers that read them per request (deadlines, priorities,
+    requested providers, dead-lettered payloads); shared with ingest's in-process batch path."""
+    requests = batch.requests
+    if not requests:
+        priority = batch.variant_batch.priority
+        add = requests.add
+        for variant in batch.variant_batch.variants:
+            request = add()
+            request.correlation_id = variant.correlation_id
+            request.job_id = variant.job_id
+            request.tenant_id = variant.tenant_id
+            request.variant.CopyFrom(variant)
+            if priority:
+                request.priority = priority
+    has_deadline = batch.HasField("deadline")
+    for request in requests:
+        if not request.provider:
+            request.provider = batch.provider
+        if not request.requested_providers:
+            request.requested_providers.extend(batch.requested_providers)
+        if has_deadline and not request.HasField("deadline"):
+            request.deadline.CopyFrom(batch.deadline)
+    return requests
+
+
 async def answer_batch(
-    provider: AnalysisProvider, requests: Sequence[analysis_pb2.AnalysisRequest]
-) -> analysis_pb2.AnalysisResultBatch:
+    provider: AnalysisProvider, batch: analysis_pb2.AnalysisRequestBatch
+) -> tuple[analysis_pb2.AnalysisResultBatch, list[Failure]]:
     """A provider's answers with each request's variant attached, so the aggregator can build
-    the stored record from the results stream alone. Providers that fill a batch in place
-    (the local annotator) skip the copy."""
+    the stored record from the results stream alone, and the failed requests with their results.
+
+    Providers that fill a batch in place (the local annotator) skip the copy and never fail
+    a single request.
+    """
     fill = getattr(provider, "analyse_batch", None)
     if fill is not None:
-        filled: analysis_pb2.AnalysisResultBatch = await fill(requests)
-        return filled
+        filled: analysis_pb2.AnalysisResultBatch = await fill(batch)
+        return filled, []
+    requests = expanded_requests(batch)
     results = await provider.analyse(requests)
     outcome = analysis_pb2.AnalysisResultBatch()
     add = outcome.results.add
+    failures: list[Failure] = []
     for request, result in zip(requests, results, strict=True):
         item = add()
         item.CopyFrom(result)
         item.variant.CopyFrom(request.variant)
-    return outcome
+        if result.status == analysis_pb2.AnalysisResult.STATUS_FAILED:
+            failures.append((request, result))
+    return outcome, failures
 
 
 def provider_deadline(aggregator_deadline_s: float) -> Timestamp:

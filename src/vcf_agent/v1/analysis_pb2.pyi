@@ -76,16 +76,39 @@ class AnalysisRequestBatch(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REQUESTED_PROVIDERS_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    VARIANT_BATCH_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """Values shared by every request, sent once here rather than repeated per request;
+    a request's own value, when set, wins.
+    """
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalysisRequest]: ...
+    @_builtins.property
+    def requested_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def variant_batch(self) -> _variant_pb2.VariantBatch:
+        """When `requests` is empty: one request per variant here, ids from the variant and
+        priority from this VariantBatch. Forwarding the router's batch whole spares building
+        a message per variant.
+        """
+
     def __init__(
         self,
         *,
         requests: _abc.Iterable[Global___AnalysisRequest] | None = ...,
+        provider: _builtins.str = ...,
+        requested_providers: _abc.Iterable[_builtins.str] | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        variant_batch: _variant_pb2.VariantBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "variant_batch", b"variant_batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "provider", b"provider", "requested_providers", b"requested_providers", "requests", b"requests", "variant_batch", b"variant_batch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

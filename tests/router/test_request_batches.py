@@ -1,0 +1,76 @@
+"""The shapes of AnalysisRequestBatch: the router's whole-batch form and the per-request form.
+
+Both must give every provider the same requests and the local annotator the same answers,
+so batch-level values (provider, requested providers, deadline, priority) are checked to
+reach each request and each result.
+"""
+
+from __future__ import annotations
+
+from vcf_agent.benchmarks import synthetic_batch
+from vcf_agent.services.router import analysis_requests, expanded_requests, provider_deadline
+from vcf_agent.services.router._providers import LocalProvider
+from vcf_agent.services.router._routing import answer_batch
+from vcf_agent.v1 import analysis_pb2
+
+
+def _request_batch(priority: int = 0) -> analysis_pb2.AnalysisRequestBatch:
+    batch = synthetic_batch(0, 5)
+    batch.priority = priority
+    return analysis_requests(batch, "local", ["local", "claude"], provider_deadline(10))
+
+
+def test_router_sends_the_variant_batch_whole_with_shared_values_once() -> None:
+    request_batch = _request_batch()
+    assert len(request_batch.requests) == 0
+    assert len(request_batch.variant_batch.variants) == 5
+    assert request_batch.provider == "local"
+    assert list(request_batch.requested_providers) == ["local", "claude"]
+    assert request_batch.HasField("deadline")
+
+
+def test_expanded_requests_carry_ids_variant_and_batch_values() -> None:
+    request_batch = _request_batch(priority=7)
+    variants = list(request_batch.variant_batch.variants)
+    requests = expanded_requests(request_batch)
+    assert len(requests) == 5
+    for request, variant in zip(requests, variants, strict=True):
+        assert request.correlation_id == variant.correlation_id
+        assert (request.job_id, request.tenant_id) == (variant.job_id, variant.tenant_id)
+        assert request.variant == variant
+        assert request.provider == "local"
+        assert list(request.requested_providers) == ["local", "claude"]
+        assert request.deadline == request_batch.deadline
+        assert request.priority == 7
+
+
+def test_a_requests_own_values_win_over_the_batch() -> None:
+    request_batch = analysis_pb2.AnalysisRequestBatch(provider="local", requested_providers=["local"])
+    request_batch.deadline.seconds = 100
+    own = request_batch.requests.add(provider="claude", requested_providers=["claude", "local"])
+    own.deadline.seconds = 50
+    (request,) = expanded_requests(request_batch)
+    assert request.provider == "claude"
+    assert list(request.requested_providers) == ["claude", "local"]
+    assert request.deadline.seconds == 50
+
+
+async def test_local_answers_are_the_same_for_both_forms() -> None:
+    whole = _request_batch()
+    per_request = analysis_pb2.AnalysisRequestBatch()
+    per_request.requests.extend(expanded_requests(_request_batch()))
+    provider = LocalProvider()
+    (from_whole, whole_failed), (from_requests, requests_failed) = [
+        await answer_batch(provider, batch) for batch in (whole, per_request)
+    ]
+    assert whole_failed == requests_failed == []
+    assert len(from_whole.results) == len(from_requests.results) == 5
+    for a, b, variant in zip(
+        from_whole.results, from_requests.results, whole.variant_batch.variants, strict=True
+    ):
+        assert a.correlation_id == variant.correlation_id
+        assert a.variant == variant
+        assert list(a.requested_providers) == ["local", "claude"]
+        a.ClearField("latency_ms")
+        b.ClearField("latency_ms")
+        assert a == b
