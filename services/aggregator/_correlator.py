@@ -18,7 +18,7 @@ from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
 from vcf_agent.processing import CommitOffsets, DeadLetterSink, decode_or_dead_letter
-from vcf_agent.schema import encode, message_type
+from vcf_agent.schema import encode, encode_serialized, message_type
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
@@ -26,6 +26,23 @@ _PROGRESS_INTERVAL_S = 0.25
 
 # Ranked most to least severe; the merged verdict takes the most severe confident call.
 _SEVERITY = ("pathogenic", "likely_pathogenic", "uncertain", "likely_benign", "benign")
+_STATUS_OK = analysis_pb2.AnalysisResult.STATUS_OK
+_BATCH_TYPE = events_pb2.DatabaseWriteBatch.DESCRIPTOR.full_name
+# Wire tags (field number << 3 | length-delimited) of the fields serialized by hand below.
+_TAG_BATCH_WRITES = b"\x0a"
+_TAG_BATCH_MARKERS = b"\x12"
+_TAG_WRITE_CORRELATION_ID = b"\x0a"
+_TAG_WRITE_VARIANT = b"\x22"
+_TAG_WRITE_RESULTS = b"\x2a"
+
+
+@dataclass(frozen=True, slots=True)
+class _Completed:
+    """One serialized DatabaseWrite and what progress and routing need from it."""
+
+    job_id: str
+    tenant_id: str
+    payload: bytes
 
 
 @dataclass(slots=True)
@@ -82,6 +99,55 @@ def build_write(
     return write
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, data: bytes) -> bytes:
+    return tag + _varint(len(data)) + data
+
+
+# Serialized (job, tenant, classification, tier) fields of DatabaseWrite: a job has few
+# distinct combinations, and building the message per variant cost more than a lookup.
+_WRITE_TAILS: dict[tuple[str, str, str, str], bytes] = {}
+
+
+def _single_write(cid: str, result: analysis_pb2.AnalysisResult) -> tuple[str, bytes]:
+    """(classification, serialized DatabaseWrite) of a variant whose only provider answered.
+
+    Equal to build_write(cid, [result], {provider}, partial=False) serialized, but
+    spliced from the serialized variant and result instead of copying both into a
+    new message (measured: ~3x less CPU per variant). Empties the result's variant.
+    """
+    ok = result.status == _STATUS_OK and result.classification
+    classification = result.classification if ok else "uncertain"
+    key = (result.job_id, result.tenant_id, classification, result.annotation.priority_tier)
+    tail = _WRITE_TAILS.get(key)
+    if tail is None:
+        tail = events_pb2.DatabaseWrite(
+            job_id=key[0], tenant_id=key[1], classification=key[2], priority_tier=key[3]
+        ).SerializeToString()
+        if len(_WRITE_TAILS) < 4096:
+            _WRITE_TAILS[key] = tail
+    variant = result.variant.SerializeToString()
+    result.ClearField("variant")
+    answer = result.SerializeToString()
+    body = b"".join(
+        (
+            _field(_TAG_WRITE_CORRELATION_ID, cid.encode()),
+            tail,
+            _field(_TAG_WRITE_VARIANT, variant),
+            _field(_TAG_WRITE_RESULTS, answer),
+        )
+    )
+    return classification, body
+
+
 class Correlator:
     def __init__(self, bus: Bus, settings: Settings) -> None:
         self._bus = bus
@@ -98,7 +164,7 @@ class Correlator:
         return len(self._pending)
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
-        writes: list[events_pb2.DatabaseWrite] = []
+        writes: list[_Completed] = []
         markers: list[variant_pb2.JobMarker] = []
         for record in records:
             position = (record.stream, record.partition)
@@ -134,12 +200,13 @@ class Correlator:
 
     def _add(
         self, result: analysis_pb2.AnalysisResult, position: tuple[str, int], offset: int
-    ) -> events_pb2.DatabaseWrite | None:
+    ) -> _Completed | None:
         cid = result.correlation_id
         entry = self._pending.get(cid)
         if entry is None and len(result.requested_providers) <= 1:
             # The common single-provider case completes at once: no pending state to keep.
-            return self._build_write(cid, [result], frozenset({result.provider}), partial=False)
+            classification, payload = _single_write(cid, result)
+            return self._count(result.job_id, result.tenant_id, classification, payload)
         if entry is None:
             requested = frozenset(result.requested_providers) or frozenset({result.provider})
             entry = _Pending(requested, time.monotonic() + self._settings.analysis_deadline_s)
@@ -152,30 +219,23 @@ class Correlator:
             return self._complete(cid, entry, partial=False)
         return None
 
-    def _expire(self, now: float) -> list[events_pb2.DatabaseWrite]:
+    def _expire(self, now: float) -> list[_Completed]:
         expired = [cid for cid, entry in self._pending.items() if entry.deadline <= now]
         return [self._complete(cid, self._pending.pop(cid), partial=True) for cid in expired]
 
-    def _complete(self, cid: str, entry: _Pending, *, partial: bool) -> events_pb2.DatabaseWrite:
-        return self._build_write(
-            cid, [entry.results[p] for p in sorted(entry.results)], entry.requested, partial
-        )
+    def _complete(self, cid: str, entry: _Pending, *, partial: bool) -> _Completed:
+        results = [entry.results[p] for p in sorted(entry.results)]
+        write = build_write(cid, results, entry.requested, partial=partial)
+        return self._count(write.job_id, write.tenant_id, write.classification, write.SerializeToString())
 
-    def _build_write(
-        self,
-        cid: str,
-        results: list[analysis_pb2.AnalysisResult],
-        requested: frozenset[str],
-        partial: bool,
-    ) -> events_pb2.DatabaseWrite:
-        write = build_write(cid, results, requested, partial=partial)
-        job = self._jobs.get(write.job_id)
+    def _count(self, job_id: str, tenant_id: str, classification: str, payload: bytes) -> _Completed:
+        job = self._jobs.get(job_id)
         if job is None:
-            job = self._jobs[write.job_id] = _JobProgress(write.tenant_id)
+            job = self._jobs[job_id] = _JobProgress(tenant_id)
         job.analysed += 1
-        job.classifications[write.classification] += 1
+        job.classifications[classification] += 1
         job.dirty = True
-        return write
+        return _Completed(job_id, tenant_id, payload)
 
     def _watermarks(self) -> CommitOffsets:
         floors: dict[tuple[str, int], int] = {}
@@ -185,21 +245,27 @@ class Correlator:
                     floors[position] = offset
         return {position: floors.get(position, seen + 1) for position, seen in self._seen.items()}
 
-    async def _publish(
-        self, writes: list[events_pb2.DatabaseWrite], markers: list[variant_pb2.JobMarker]
-    ) -> None:
+    async def _publish(self, writes: list[_Completed], markers: list[variant_pb2.JobMarker]) -> None:
+        """One DatabaseWriteBatch per job, concatenated from serialized writes (no message copies)."""
         if not writes and not markers:
             return
-        by_job: dict[str, events_pb2.DatabaseWriteBatch] = {}
+        # job_id -> (tenant, serialized batch fields); writes come before the markers closing them.
+        by_job: dict[str, tuple[str, list[bytes]]] = {}
         for write in writes:
-            by_job.setdefault(write.job_id, events_pb2.DatabaseWriteBatch()).writes.append(write)
+            by_job.setdefault(write.job_id, (write.tenant_id, []))[1].append(
+                _field(_TAG_BATCH_WRITES, write.payload)
+            )
         for marker in markers:
-            by_job.setdefault(marker.job_id, events_pb2.DatabaseWriteBatch()).markers.append(marker)
+            by_job.setdefault(marker.job_id, (marker.tenant_id, []))[1].append(
+                _field(_TAG_BATCH_MARKERS, marker.SerializeToString())
+            )
         messages = []
-        for job_id, batch in by_job.items():
-            tenant = batch.writes[0].tenant_id if batch.writes else batch.markers[0].tenant_id
-            payload, headers = encode(
-                batch, tenant_id=tenant, compression_threshold=self._settings.compression_threshold
+        for job_id, (tenant, fields) in by_job.items():
+            payload, headers = encode_serialized(
+                b"".join(fields),
+                _BATCH_TYPE,
+                tenant_id=tenant,
+                compression_threshold=self._settings.compression_threshold,
             )
             messages.append(OutgoingMessage(payload, job_id.encode(), headers))
         await self._bus.publish(self._settings.topology.database_writes, messages)

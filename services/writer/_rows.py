@@ -8,7 +8,9 @@ content (never the wall clock), so a replayed batch yields identical rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -150,6 +152,23 @@ class WriteRows:
         return int(self.variants.num_rows)
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Building rows allocates ~100 objects per variant, none in a reference cycle.
+
+    Left on, the cyclic collector runs hundreds of times per batch and rescans
+    every object the process holds: measured ~25% of build_rows. Nothing built
+    here can leak a cycle, so it is paused and then restored as it was.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
     """Columns for both stores; duplicate correlation ids in one batch keep the last write.
 
@@ -158,6 +177,11 @@ def build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
     built one comprehension each: proto attribute access dominates, and this
     is markedly faster than appending row by row.
     """
+    with _collector_paused():
+        return _build_rows(writes)
+
+
+def _build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
     unique = list({write.correlation_id: write for write in writes}.values())
     variants = [write.variant for write in unique]
     cids = [write.correlation_id for write in unique]
@@ -166,7 +190,8 @@ def build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
     calls_per_variant = [variant.genotypes for variant in variants]
     calls = [call for variant_calls in calls_per_variant for call in variant_calls]
     call_owner = [i for i, variant_calls in enumerate(calls_per_variant) for _ in variant_calls]
-    alleles = [tuple(call.alleles) for call in calls]
+    # Slicing copies a repeated field out in C, cheaper than iterating it from Python.
+    alleles = [tuple(call.alleles[:]) for call in calls]
     genotype_text = [
         _cached_genotype(call_alleles, call.phased) for call_alleles, call in zip(alleles, calls, strict=True)
     ]
@@ -236,13 +261,13 @@ def build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
         "alt_index": [v.alt_index for v in variants],
         "variant_id": [v.id for v in variants],
         "quality": [v.quality if v.has_quality else None for v in variants],
-        "filters": [list(v.filters) for v in variants],
+        "filters": [v.filters[:] for v in variants],
         "classification": [write.classification for write in unique],
         "priority_tier": [write.priority_tier for write in unique],
         "gene": genes,
         "variant_class": classes,
         "partial": [write.partial for write in unique],
-        "missing_providers": [list(write.missing_providers) for write in unique],
+        "missing_providers": [write.missing_providers[:] for write in unique],
         "genotypes": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), genotype_structs),
         "carriers": carriers,
         "updated_at": updated,

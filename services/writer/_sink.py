@@ -27,7 +27,7 @@ from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._graph_store import GraphStore
 from ._lance_store import LanceStore
-from ._rows import build_rows
+from ._rows import WriteRows, build_rows
 
 
 @dataclass(slots=True)
@@ -92,7 +92,9 @@ class StoreSink:
         self._markers: list[variant_pb2.JobMarker] = []
         self._buffered_records: list[Record] = []
         self._first_buffered = 0.0
-        self._lock = asyncio.Lock()
+        # At most one batch is being stored while the next one buffers: decoding and
+        # building rows hold the GIL, the store engines mostly do not, so they overlap.
+        self._flushing: asyncio.Task[CommitOffsets] | None = None
 
     @property
     def buffered(self) -> int:
@@ -107,36 +109,65 @@ class StoreSink:
                 self._buffer.extend(batch.writes)
                 self._markers.extend(batch.markers)
             self._buffered_records.append(record)
+        # Offsets are released only once both stores hold their batch.
+        stored = await self._stored(wait=False)
         if not self._buffered_records:
-            return {}
+            return stored
         linger_s = self._settings.writer_linger_ms / 1000
         full = len(self._buffer) >= self._settings.writer_batch_rows
         due = time.monotonic() - self._first_buffered >= linger_s or not self._buffer
         if not (full or due or self._markers):
-            return {}
-        return await self.flush()
+            return stored
+        if self._flushing is not None:
+            # Batches are stored in order, so markers apply after the writes they close.
+            stored = await self._stored(wait=True)
+        self._start_flush()
+        return stored
 
     async def flush(self) -> CommitOffsets:
-        async with self._lock:
-            writes, self._buffer = self._buffer, []
-            markers, self._markers = self._markers, []
-            records, self._buffered_records = self._buffered_records, []
-            if writes:
-                await asyncio.to_thread(self._write_stores, writes)
-                telemetry.variants_processed.labels("writer").inc(len(writes))
-            touched = {w.job_id: w.tenant_id for w in writes}
-            for write in writes:
-                self._tally(write.job_id, write.tenant_id).classifications[write.classification] += 1
-            for marker in markers:
-                self._apply_marker(marker)
-                touched.setdefault(marker.job_id, marker.tenant_id)
-            await self._report(touched)
-            return next_offsets(records)
+        """Store everything buffered now; returns the offsets that became safe to commit."""
+        stored = await self._stored(wait=True)
+        if self._buffered_records:
+            self._start_flush()
+            stored = await self._stored(wait=True)
+        return stored
 
-    def _write_stores(self, writes: list[events_pb2.DatabaseWrite]) -> None:
-        rows = build_rows(writes)
-        self.lance.write(rows)
-        self.graph.write(rows)
+    def _start_flush(self) -> None:
+        writes, self._buffer = self._buffer, []
+        markers, self._markers = self._markers, []
+        records, self._buffered_records = self._buffered_records, []
+        self._flushing = asyncio.create_task(self._flush(writes, markers, records), name="writer-flush")
+
+    async def _stored(self, *, wait: bool) -> CommitOffsets:
+        """Offsets of the batch being stored once it is done ({} while it runs); raises its error."""
+        task = self._flushing
+        if task is None or not (wait or task.done()):
+            return {}
+        self._flushing = None
+        return await task
+
+    async def _flush(
+        self,
+        writes: list[events_pb2.DatabaseWrite],
+        markers: list[variant_pb2.JobMarker],
+        records: list[Record],
+    ) -> CommitOffsets:
+        touched: dict[str, str] = {}
+        if writes:
+            rows = await asyncio.to_thread(build_rows, writes)
+            # Both engines release the GIL while writing, so the two stores run side by side.
+            await asyncio.gather(
+                asyncio.to_thread(self.lance.write, rows), asyncio.to_thread(self.graph.write, rows)
+            )
+            telemetry.variants_processed.labels("writer").inc(len(writes))
+            for job_id, tenant_id, classification, count in _classification_counts(rows):
+                touched[job_id] = tenant_id
+                self._tally(job_id, tenant_id).classifications[classification] += count
+        for marker in markers:
+            self._apply_marker(marker)
+            touched.setdefault(marker.job_id, marker.tenant_id)
+        await self._report(touched)
+        return next_offsets(records)
 
     def _tally(self, job_id: str, tenant_id: str) -> _JobTally:
         tally = self._tallies.get(job_id)
@@ -192,6 +223,13 @@ class StoreSink:
         return None
 
     async def stop(self) -> None:
-        if self._buffered_records:
-            await self.flush()
+        await self.flush()
         self._book.close()
+
+
+def _classification_counts(rows: WriteRows) -> list[tuple[str, str, str, int]]:
+    """(job, tenant, classification, variants) of a batch, counted in Arrow, not per proto."""
+    keys = ["job_id", "tenant_id", "classification"]
+    counted = rows.variants.group_by(keys).aggregate([("correlation_id", "count")])
+    columns = [counted.column(name).to_pylist() for name in [*keys, "correlation_id_count"]]
+    return list(zip(*columns, strict=True))
