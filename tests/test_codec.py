@@ -71,3 +71,14 @@ def test_encoding_from_many_threads_at_once() -> None:
     for thread in threads:
         thread.join()
     assert not errors
+
+
+def test_every_message_carries_the_headers_the_schema_names() -> None:
+    _, headers = encode(_batch(1), tenant_id="lab-a")
+    assert headers["schema-version"] == "1"
+    assert headers["message-type"] == "vcf_agent.v1.VariantBatch"
+    assert headers["tenant-id"] == "lab-a"
+    version, trace_id, span_id, flags = headers["traceparent"].split("-")
+    assert (version, len(trace_id), len(span_id), flags) == ("00", 32, 16, "01")
+    _, child = encode(_batch(1), traceparent=headers["traceparent"])
+    assert child["traceparent"] == headers["traceparent"], "a given trace context is kept as it is"

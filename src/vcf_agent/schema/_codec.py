@@ -9,6 +9,8 @@ from typing import TypeVar
 import zstandard
 from google.protobuf.message import DecodeError, Message
 
+from vcf_agent.telemetry import new_traceparent
+
 SCHEMA_VERSION = "1"
 
 HEADER_SCHEMA_VERSION = "schema-version"
@@ -59,8 +61,8 @@ def encode_serialized(
     headers = {HEADER_SCHEMA_VERSION: SCHEMA_VERSION, HEADER_MESSAGE_TYPE: type_name}
     if tenant_id:
         headers[HEADER_TENANT] = tenant_id
-    if traceparent:
-        headers[HEADER_TRACEPARENT] = traceparent
+    # Every message carries W3C trace context; one published outside a trace starts its own.
+    headers[HEADER_TRACEPARENT] = traceparent or new_traceparent()
     if len(raw) >= compression_threshold:
         headers[HEADER_CONTENT_ENCODING] = ENCODING_ZSTD
         return _compressor().compress(raw), headers
