@@ -74,13 +74,17 @@ def _chat_messages(prompt: Prompt) -> list[dict[str, str]]:
     return [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
 
 
+def _bearer(settings: ProviderSettings) -> dict[str, str]:
+    return {"authorization": f"Bearer {settings.api_key.reveal()}"} if settings.api_key else {}
+
+
 class OpenAIWire:
     def path(self) -> str:
         return "/chat/completions"
 
     def headers(self, settings: ProviderSettings) -> dict[str, str]:
         # Local OpenAI-compatible servers need no key, so none is sent when none is set.
-        return {"authorization": f"Bearer {settings.api_key.reveal()}"} if settings.api_key else {}
+        return _bearer(settings)
 
     def body(self, settings: ProviderSettings, prompt: Prompt) -> dict[str, Any]:
         return {
@@ -148,7 +152,7 @@ class OllamaWire:
 
     def headers(self, settings: ProviderSettings) -> dict[str, str]:
         # Ollama has no auth of its own; a key is for a reverse proxy in front of it.
-        return {"authorization": f"Bearer {settings.api_key.reveal()}"} if settings.api_key else {}
+        return _bearer(settings)
 
     def body(self, settings: ProviderSettings, prompt: Prompt) -> dict[str, Any]:
         return {
