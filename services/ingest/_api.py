@@ -12,9 +12,10 @@ from urllib.parse import unquote, urlsplit
 import grpc
 
 from vcf_agent.control import invalid_argument, may_see, tenant_scope
+from vcf_agent.schema import TERMINAL_STATES
 from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
 
-from ._jobs import TERMINAL, JobRegistry
+from ._jobs import JobRegistry
 from ._publisher import VariantPublisher
 from ._vcf_source import header_samples
 
@@ -119,7 +120,7 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
             if proto != last:
                 last = proto
                 yield job.to_proto()
-            if job.state in TERMINAL:
+            if job.state in TERMINAL_STATES:
                 return
             await asyncio.sleep(_WATCH_INTERVAL_S)
 

@@ -9,7 +9,7 @@ from vcf_agent.benchmarks import RssSampler
 from vcf_agent.bus import open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ensure_topology
-from vcf_agent.v1 import events_pb2
+from vcf_agent.schema import state_name
 
 from ._jobs import JobRegistry
 from ._publisher import VariantPublisher
@@ -38,9 +38,7 @@ async def bench_ingest(path: Path, scratch_dir: Path) -> dict[str, object]:
     return {
         "benchmark": "ingest",
         "file": path.name,
-        "status": events_pb2.JobState.Name(events_pb2.JobState.ValueType(done.state))
-        .removeprefix("JOB_STATE_")
-        .lower(),
+        "status": state_name(done.state),
         "error": done.error,
         "records": publisher.records(job.job_id),
         "variants": done.total,

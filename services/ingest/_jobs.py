@@ -23,6 +23,7 @@ from typing import Literal
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent.control import JobRun
+from vcf_agent.schema import TERMINAL_STATES
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
 JobState = events_pb2.JobState
@@ -37,9 +38,7 @@ _ORDER: dict[int, int] = {
     events_pb2.JOB_STATE_FAILED: 6,
     events_pb2.JOB_STATE_CANCELLED: 6,
 }
-TERMINAL = frozenset(
-    {events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED, events_pb2.JOB_STATE_CANCELLED}
-)
+
 
 StageMark = Literal["started_at", "ingested_at", "analysed_at", "finished_at"]
 _MARKS: tuple[StageMark, ...] = ("started_at", "ingested_at", "analysed_at", "finished_at")
@@ -278,7 +277,11 @@ class JobRegistry:
         if job is None:
             return None
         at = note.timestamp.ToNanoseconds() / 1e9 if note.HasField("timestamp") else time.time()
-        if note.stage == events_pb2.STAGE_ANALYSIS and note.done > job.analysed and job.state not in TERMINAL:
+        if (
+            note.stage == events_pb2.STAGE_ANALYSIS
+            and note.done > job.analysed
+            and job.state not in TERMINAL_STATES
+        ):
             self.mark(job, "analysed_at", at)
         if note.stage == events_pb2.STAGE_INGEST:
             job.ingested = max(job.ingested, note.done)
@@ -292,11 +295,11 @@ class JobRegistry:
             job.total = note.total
         if note.state == events_pb2.JOB_STATE_FAILED and note.message:
             job.error = note.message
-        if job.state not in TERMINAL and _ORDER.get(int(note.state), 0) >= _ORDER.get(job.state, 0):
+        if job.state not in TERMINAL_STATES and _ORDER.get(int(note.state), 0) >= _ORDER.get(job.state, 0):
             job.state = note.state
-            if note.state in TERMINAL and job.started_at:
+            if note.state in TERMINAL_STATES and job.started_at:
                 self.mark(job, "finished_at", max(at, job.started_at))
-        if job.total and job.state not in TERMINAL:
+        if job.total and job.state not in TERMINAL_STATES:
             job.analysed = min(job.analysed, job.total)
         self.save(job)
         return job

@@ -10,14 +10,11 @@ from google.protobuf.json_format import MessageToDict
 
 from vcf_agent.bus import Record
 from vcf_agent.processing import CommitOffsets
-from vcf_agent.schema import PayloadError, decode
+from vcf_agent.schema import TERMINAL_STATES, PayloadError, decode, state_name
 from vcf_agent.v1 import events_pb2
 
 # A subscriber that falls this far behind is dropped rather than slowing everyone.
 _SUBSCRIBER_QUEUE = 1000
-_TERMINAL = frozenset(
-    {events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED, events_pb2.JOB_STATE_CANCELLED}
-)
 
 
 def notification_json(note: events_pb2.Notification) -> dict[str, object]:
@@ -28,7 +25,7 @@ def notification_json(note: events_pb2.Notification) -> dict[str, object]:
         body[key] = getattr(note, key)
     body["classifications"] = dict(note.classifications)
     body["stage"] = events_pb2.Stage.Name(note.stage).removeprefix("STAGE_").lower()
-    body["state"] = events_pb2.JobState.Name(note.state).removeprefix("JOB_STATE_").lower()
+    body["state"] = state_name(note.state)
     return body
 
 
@@ -90,11 +87,11 @@ class ProgressHub:
             if include_latest and job_id:
                 for note in self.latest(job_id):
                     yield note
-                    if until_terminal and note.state in _TERMINAL:
+                    if until_terminal and note.state in TERMINAL_STATES:
                         return
             while (live := await subscription.queue.get()) is not None:
                 yield live
-                if until_terminal and job_id and live.state in _TERMINAL:
+                if until_terminal and job_id and live.state in TERMINAL_STATES:
                     return
         finally:
             self._subscriptions.discard(subscription)

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from vcf_agent.schema import state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 CHUNK_BYTES = 1 << 20
@@ -42,7 +43,7 @@ async def submit_file(address: str, path: Path, metadata: Mapping[str, Any], *, 
         if not watch:
             return 0
         async for update in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.job_id)):
-            state = events_pb2.JobState.Name(update.state).removeprefix("JOB_STATE_").lower()
+            state = state_name(update.state)
             counts = update.counts
             print(
                 f"{state:<10} ingested {counts.ingested}/{counts.total or '?'} analysed {counts.analysed}"

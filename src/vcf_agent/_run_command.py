@@ -13,6 +13,7 @@ from rich.table import Table
 
 from vcf_agent.config import Settings
 from vcf_agent.pipeline import LocalPipeline
+from vcf_agent.schema import state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
 _STAGES = ("ingested", "analysed", "stored")
@@ -73,7 +74,7 @@ def _summary_json(
 ) -> dict[str, object]:
     return {
         "job_id": job.job_id,
-        "status": events_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower(),
+        "status": state_name(job.state),
         "file": job.source_name,
         "variants": job.counts.total,
         "stored": job.counts.stored,

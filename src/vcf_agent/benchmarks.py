@@ -15,8 +15,8 @@ import psutil
 
 from vcf_agent.bus import Bus, OutgoingMessage, StreamSpec, open_bus
 from vcf_agent.config import Settings
-from vcf_agent.schema import correlation_id, decode, encode
-from vcf_agent.v1 import events_pb2, variant_pb2
+from vcf_agent.schema import TERMINAL_STATES, correlation_id, decode, encode, state_name
+from vcf_agent.v1 import variant_pb2
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -153,7 +153,7 @@ async def bench_e2e(root: Path, variants: int, samples: int, bus_url: str | None
         "variants": job.counts.total,
         "samples": samples,
         "stored": stored,
-        "status": events_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower(),
+        "status": state_name(job.state),
         "seconds": round(seconds, 3),
         "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
         "job_latency_s": round(seconds, 3),
@@ -209,7 +209,7 @@ async def bench_e2e_processes(
             job = (
                 await ingest.SubmitVcf(iter([jobs_pb2.SubmitVcfRequest(metadata=metadata)]), timeout=60)
             ).job
-            while job.state not in (events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED):
+            while job.state not in TERMINAL_STATES:
                 await asyncio.sleep(0.02)
                 job = await ingest.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=10)
                 peak = max(peak, sum(p.memory_info().rss for p in processes))
@@ -221,7 +221,7 @@ async def bench_e2e_processes(
         "variants": job.counts.total,
         "samples": samples,
         "stored": job.counts.stored,
-        "status": events_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower(),
+        "status": state_name(job.state),
         "seconds": round(seconds, 3),
         "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
         "job_latency_s": round(seconds, 3),

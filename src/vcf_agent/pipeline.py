@@ -15,7 +15,6 @@ import asyncio
 import importlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -23,13 +22,10 @@ from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.runner import ServiceBuilder, ServiceParts, ensure_topology, service_flags
-from vcf_agent.v1 import events_pb2, jobs_pb2
+from vcf_agent.schema import TERMINAL_STATES
+from vcf_agent.v1 import jobs_pb2
 
 SERVICES = ("ingest", "router", "aggregator", "writer", "notifier")
-
-TERMINAL_STATES = frozenset(
-    {events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED, events_pb2.JOB_STATE_CANCELLED}
-)
 
 
 def service_builder(name: str) -> ServiceBuilder:
@@ -38,12 +34,6 @@ def service_builder(name: str) -> ServiceBuilder:
         raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
     module = importlib.import_module(f"vcf_agent.services.{name}")
     return cast(ServiceBuilder, module.build)
-
-
-@dataclass(frozen=True, slots=True)
-class JobOutcome:
-    job: jobs_pb2.Job
-    seconds: float
 
 
 class LocalPipeline(AsyncComponent):
@@ -117,9 +107,3 @@ class LocalPipeline(AsyncComponent):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} did not finish within {timeout_s}s")
             await asyncio.sleep(0.05)
-
-    async def run_file(self, path: Path, **kwargs: object) -> JobOutcome:
-        started = time.perf_counter()
-        job_id = await self.submit(path)
-        job = await self.wait(job_id, **kwargs)  # type: ignore[arg-type]
-        return JobOutcome(job, time.perf_counter() - started)

@@ -16,6 +16,7 @@ from vcf_agent.schema._codec import (
     message_type,
 )
 from vcf_agent.schema._ids import correlation_id, file_digest_hasher, variant_key
+from vcf_agent.schema._job_states import TERMINAL_STATES, state_name
 
 __all__ = [
     "ENCODING_IDENTITY",
@@ -26,6 +27,7 @@ __all__ = [
     "HEADER_TENANT",
     "HEADER_TRACEPARENT",
     "SCHEMA_VERSION",
+    "TERMINAL_STATES",
     "PayloadError",
     "correlation_id",
     "decode",
@@ -33,5 +35,6 @@ __all__ = [
     "encode_serialized",
     "file_digest_hasher",
     "message_type",
+    "state_name",
     "variant_key",
 ]
