@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import IO
 
 from apache_iggy import AutoLogin, IggyClient, TcpConfig, TcpReconnectionConfig
@@ -205,4 +206,12 @@ class LocalIggyServer(AsyncComponent):
             self._owned_dir = None
             self._data_dir = None
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Unlike stop() (which keeps data for a restart), leaving the block removes it."""
+        await self.stop()
         self.remove_data()
