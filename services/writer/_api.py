@@ -11,7 +11,7 @@ from vcf_agent.control import invalid_argument, may_see, tenant_scope
 from vcf_agent.v1 import query_pb2, query_pb2_grpc
 
 from ._graph_store import GraphStore
-from ._lance_store import LanceStore, VariantQuery
+from ._lance_store import LanceStore, VariantQuery, parse_region
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _MAX_PAGE = 1000
@@ -38,11 +38,17 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
     ) -> query_pb2.QueryVariantsResponse:
         if request.page_size < 0 or request.page_size > _MAX_PAGE:
             await invalid_argument(context, "page_size", f"page_size must be 0..{_MAX_PAGE}")
-        if request.region and not _valid_region(request.region):
-            await invalid_argument(context, "region", "region must be CHROM or CHROM:START-END")
+        if request.region:
+            # The store's own parser, so what passes here is exactly what the query accepts.
+            try:
+                parse_region(request.region)
+            except ValueError as exc:
+                await invalid_argument(context, "region", str(exc))
         try:
             offset = int(request.page_token or "0")
         except ValueError:
+            offset = -1
+        if offset < 0:
             await invalid_argument(context, "page_token", "page_token is not one this service issued")
         if not may_see(request.tenant_id or (tenant_scope() or "")):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a tenant token queries only its tenant")
@@ -84,13 +90,3 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
             graph_files=graph.files,
             graph_genes=graph.genes,
         )
-
-
-def _valid_region(region: str) -> bool:
-    chrom, _, span = region.partition(":")
-    if not chrom:
-        return False
-    if not span:
-        return True
-    start, _, end = span.replace(",", "").partition("-")
-    return start.isdigit() and (not end or end.isdigit())

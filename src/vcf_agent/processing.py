@@ -254,7 +254,8 @@ class StreamProcessor:
         """Hand records over and commit what the handler releases; False when it failed."""
         for record in records:
             self._first.setdefault((record.stream, record.partition), record.offset)
-        for tp, off in next_offsets(records).items():
+        handed = next_offsets(records)
+        for tp, off in handed.items():
             self._handed[tp] = max(off, self._handed.get(tp, 0))
         try:
             to_commit = await self._handler(records)
@@ -265,7 +266,7 @@ class StreamProcessor:
             self.in_flight = 0
             return False
         if to_commit is None:
-            to_commit = next_offsets(records)
+            to_commit = handed
         if to_commit:
             await consumer.commit(to_commit)
             self._committed.update(to_commit)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
+from tests._grpc_errors import violated_field
 from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ServiceHost, ensure_topology
@@ -38,16 +38,6 @@ async def _submit(stub: jobs_pb2_grpc.IngestServiceStub, **metadata: object) -> 
     return response.job
 
 
-def _violated_field(error: grpc.aio.AioRpcError) -> str:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            detail = error_details_pb2.BadRequest()
-            status.details[0].Unpack(detail)
-            return str(detail.field_violations[0].field)
-    raise AssertionError(f"no BadRequest detail in {error}")
-
-
 async def test_same_idempotency_key_returns_the_first_job(
     ingest_api: tuple[jobs_pb2_grpc.IngestServiceStub, Bus], tmp_path: Path
 ) -> None:
@@ -72,7 +62,7 @@ async def test_file_uris_work_and_other_schemes_name_the_path_field(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _submit(stub, tenant_id="lab", path="s3://bucket/c.vcf")
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _violated_field(caught.value) == "path"
+    assert violated_field(caught.value) == "path"
 
 
 async def test_unknown_sample_ids_are_rejected_by_name(
@@ -84,7 +74,7 @@ async def test_unknown_sample_ids_are_rejected_by_name(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _submit(stub, tenant_id="lab", path=str(path), sample_ids=["S0000", "NA12878"])
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _violated_field(caught.value) == "sample_ids"
+    assert violated_field(caught.value) == "sample_ids"
     assert "NA12878" in (caught.value.details() or "")
 
 
