@@ -190,10 +190,6 @@ def zygosity(alleles: Sequence[int], allele: int) -> str:
     return "het" if present == {0, allele} else "het_alt"
 
 
-def filter_failed(filters: Sequence[str]) -> bool:
-    return len(filters) > 1 or (bool(filters) and filters[0] not in _PASSING)
-
-
 def _qual_level(quality: float) -> int:
     return 3 if quality >= 50 else 2 if quality >= 20 else 1
 
@@ -339,7 +335,7 @@ class LocalAnnotator:
             _info_text(info, "SVTYPE") if alternate[:1] == "<" and "SVTYPE" in info else "",
         )
         filters = variant.filters
-        # filter_failed, inline.
+        # FILTER is failed when it names anything but PASS (inline: hot path).
         failed = len(filters) > 1 or (bool(filters) and filters[0] not in _PASSING)
         if failed:
             record_level = 0

@@ -25,6 +25,7 @@ from vcf_agent.schema import (
     ENCODING_IDENTITY,
     HEADER_CONTENT_ENCODING,
     HEADER_MESSAGE_TYPE,
+    HEADER_TRACEPARENT,
     encode,
     message_type,
 )
@@ -100,17 +101,17 @@ class VariantRouter:
             providers = self.providers_for(batch)
             group_key = f"{record.stream}/{record.partition}/{record.offset}"
             deadline = provider_deadline(self._settings.analysis_deadline_s)
+            tenant = batch.variants[0].tenant_id if batch.variants else ""
             for provider in providers:
                 request_batch = analysis_requests(batch, provider, providers, deadline)
-                tenant = batch.variants[0].tenant_id if batch.variants else ""
                 payload, headers = encode(
                     request_batch,
                     tenant_id=tenant,
+                    traceparent=_child_trace(record.headers),
                     compression_threshold=self._settings.compression_threshold,
                 )
                 headers[HEADER_PROVIDER] = provider
                 headers[HEADER_GROUP_KEY] = group_key
-                _carry_trace(record.headers, headers)
                 key = f"{provider}/{record.partition}".encode()
                 requests_out.append(OutgoingMessage(payload, key, headers))
             telemetry.variants_processed.labels("router").inc(len(batch.variants))
@@ -156,10 +157,10 @@ class ProviderWorker:
         payload, headers = encode(
             outcome,
             tenant_id=variants[0].tenant_id,
+            traceparent=_child_trace(record.headers),
             compression_threshold=self._settings.compression_threshold,
         )
         headers[HEADER_PROVIDER] = self._provider.name
-        _carry_trace(record.headers, headers)
         key = record.headers.get(HEADER_GROUP_KEY, "").encode() or record.key
         # A failed request is still an answer for the aggregator, and dead-lettered with its reason.
         letters = [
@@ -258,7 +259,6 @@ def provider_deadline(aggregator_deadline_s: float) -> Timestamp:
     return deadline
 
 
-def _carry_trace(source: Mapping[str, str], target: dict[str, str]) -> None:
-    parent = source.get("traceparent")
-    if parent:
-        target["traceparent"] = telemetry.child_traceparent(parent)
+def _child_trace(source: Mapping[str, str]) -> str:
+    """A span of the incoming message's trace (a new trace when it carried none)."""
+    return telemetry.child_traceparent(source.get(HEADER_TRACEPARENT, ""))

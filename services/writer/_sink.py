@@ -186,7 +186,7 @@ class StoreSink:
         elif marker.kind == variant_pb2.JobMarker.KIND_FINISHED:
             tally.finished = True
             tally.total = marker.variant_count
-        self._book.save(marker.job_id, tally)
+        # Saved by _report, which every flush with a marker reaches for the marker's job.
 
     async def _report(self, touched: dict[str, str]) -> None:
         if not touched:
