@@ -2,18 +2,18 @@
 
 Jobs run in streaming or batch mode per the flags (see `_job_mode`); the
 batch path runs the router's and aggregator's stage code in this process
-(see `_batch_path`). The flags come from the caller's FlagStore when it has
-one (`vcf-agent run`); a service started by the runner keeps its own read-only
-replica of them, converged from `control-events` like every other copy.
+(see `_batch_path`). The flags come from the caller's FlagStore (the runner and
+`vcf-agent run` pass theirs); built without one, ingest keeps its own replica,
+converged from `control-events` like every other copy.
 """
 
 from __future__ import annotations
 
 from vcf_agent.bus import Bus, Record
 from vcf_agent.config import Settings
-from vcf_agent.control import JOB_RUNS, FlagStore, ServiceApi, instance_group
+from vcf_agent.control import JOB_RUNS, FlagStore, ServiceApi
 from vcf_agent.processing import CommitOffsets, StreamProcessor
-from vcf_agent.runner import Component, ServiceParts
+from vcf_agent.runner import Component, ServiceParts, service_flags
 from vcf_agent.schema import PayloadError, decode
 from vcf_agent.services.router import RouterSettings, analysis_providers
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
@@ -64,14 +64,7 @@ def build(
     """
     components: list[Component] = []
     if flags is None:
-        directory = settings.data_dir / "control" / "ingest-modes"
-        flags = FlagStore(
-            directory / "flags.sqlite",
-            bus,
-            settings.topology.control_events,
-            NAME,
-            group=instance_group("ingest-modes", directory),
-        )
+        flags = service_flags("ingest-modes", settings, bus)
         components.append(flags)
     registry = JobRegistry(settings.data_dir / "ingest" / "jobs.sqlite")
     batch = BatchPath(

@@ -83,6 +83,8 @@ class _Progress:
     samples: list[str] = field(default_factory=list)
     dead_letters: list[events_pb2.DeadLetter] = field(default_factory=list)
     dead_lettered: int = 0
+    # The LIMS priority of this run, stamped on every batch.
+    priority: int = 0
 
 
 class VariantPublisher:
@@ -110,7 +112,6 @@ class VariantPublisher:
         self._notifications = settings.topology.user_notifications
         self._dead_letters = DeadLetterSink(bus, settings.topology.dead_letters, "ingest")
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._priorities: dict[str, int] = {}
         self._records: dict[str, int] = {}
 
     async def start(self) -> None:
@@ -156,9 +157,8 @@ class VariantPublisher:
         )
         if self.running(job.job_id):
             return job
-        self._priorities[job.job_id] = priority
         self._tasks[job.job_id] = asyncio.create_task(
-            self._run(job, path, region, mode), name=f"ingest:{job.job_id}"
+            self._run(job, path, region, mode, priority), name=f"ingest:{job.job_id}"
         )
         return job
 
@@ -182,8 +182,10 @@ class VariantPublisher:
             await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_CANCELLED, 0, "cancelled")
         return job
 
-    async def _run(self, job: JobRecord, path: Path, region: str | None, mode: ValidationMode) -> None:
-        progress = _Progress()
+    async def _run(
+        self, job: JobRecord, path: Path, region: str | None, mode: ValidationMode, priority: int
+    ) -> None:
+        progress = _Progress(priority=priority)
         job.state = events_pb2.JOB_STATE_INGESTING
         self._registry.save(job)
         self._registry.mark(job, "started_at")
@@ -304,9 +306,8 @@ class VariantPublisher:
         except BusError as exc:
             raise StreamingUnavailableError(f"{self._stream} refused the job's first message: {exc}") from exc
 
-    def _batch_fields(self, job: JobRecord) -> bytes:
+    def _batch_fields(self, job: JobRecord, priority: int) -> bytes:
         """The job-level VariantBatch fields, serialized once and appended to every batch."""
-        priority = self._priorities.get(job.job_id, 0)
         return variant_pb2.VariantBatch(providers=job.providers, priority=priority).SerializeToString()
 
     async def _run_streaming(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
@@ -314,7 +315,7 @@ class VariantPublisher:
         threshold = self._settings.compression_threshold
         # Appending an encoded field to a serialized message merges it in: the job's
         # providers ride on every batch without re-encoding the variants.
-        providers = self._batch_fields(job)
+        providers = self._batch_fields(job, progress.priority)
         tenant_id = job.tenant_id
 
         def prepare(batch: EncodedBatch) -> _Encoded:
@@ -347,7 +348,7 @@ class VariantPublisher:
     async def _run_batch(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
         """Route, analyse and aggregate in this process; returns the variants read (and stored)."""
         assert self._batch is not None
-        providers = self._batch_fields(job)
+        providers = self._batch_fields(job, progress.priority)
         read = 0
 
         def prepare(batch: EncodedBatch) -> variant_pb2.VariantBatch:

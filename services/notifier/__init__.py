@@ -38,6 +38,4 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Se
             )
         ],
     )
-    parts.state["hub"] = hub
-    parts.state["gateway"] = gateway
     return parts

@@ -121,6 +121,9 @@ _REL_TYPES = {
 }
 
 
+_CHECKPOINT_WAL_BYTES = 256 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class GraphCounts:
     """Nodes and edges per label, for verification and the stats API."""
@@ -160,13 +163,9 @@ class GraphStore(AsyncComponent):
         path: Path,
         *,
         buffer_pool_bytes: int = 1 << 30,
-        max_threads: int = 0,
-        checkpoint_wal_bytes: int = 256 << 20,
     ) -> None:
         self._path = path
         self._buffer_pool_bytes = buffer_pool_bytes
-        self._max_threads = max_threads
-        self._checkpoint_wal_bytes = checkpoint_wal_bytes
         self._lock = threading.Lock()
         self._db: ladybug.Database | None = None
         self._conn: ladybug.Connection | None = None
@@ -186,8 +185,9 @@ class GraphStore(AsyncComponent):
             db = ladybug.Database(
                 str(self._path),
                 buffer_pool_size=self._buffer_pool_bytes,
-                max_num_threads=self._max_threads,
-                checkpoint_threshold=self._checkpoint_wal_bytes,
+                # 0: all cores. Checkpoints fold the WAL into the file every 256 MiB.
+                max_num_threads=0,
+                checkpoint_threshold=_CHECKPOINT_WAL_BYTES,
             )
             conn = ladybug.Connection(db)
             for statement in _SCHEMA:

@@ -74,11 +74,9 @@ class LanceStore(AsyncComponent):
         path: Path,
         *,
         compaction: CompactionPolicy | None = None,
-        key_indices: bool = True,
     ) -> None:
         self._path = path
         self._policy = compaction or CompactionPolicy()
-        self._key_indices = key_indices
         self._lock = threading.Lock()
         self._variants: Any = None
         self._analyses: Any = None
@@ -97,10 +95,9 @@ class LanceStore(AsyncComponent):
             db = lancedb.connect(str(self._path))
             self._variants = db.create_table(_VARIANTS, schema=VARIANT_SCHEMA, exist_ok=True)
             self._analyses = db.create_table(_ANALYSES, schema=ANALYSIS_SCHEMA, exist_ok=True)
-            if self._key_indices:
-                for table, key in ((self._variants, "correlation_id"), (self._analyses, "analysis_id")):
-                    if not any(key in index.columns for index in table.list_indices()):
-                        table.create_index(key, config=BTree())
+            for table, key in ((self._variants, "correlation_id"), (self._analyses, "analysis_id")):
+                if not any(key in index.columns for index in table.list_indices()):
+                    table.create_index(key, config=BTree())
 
     def close(self) -> None:
         """Release the table handles; every write is already durable."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vcf_agent.config import ConfigError, Settings
+from vcf_agent.config import SERVICES, ConfigError, Settings
 
 EXAMPLE_VCF = Path(__file__).parent / "examples" / "gatk-multisample.vcf"
 
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run one service in this process")
     common(serve)
-    serve.add_argument("service", choices=["ingest", "router", "aggregator", "writer", "notifier"])
+    serve.add_argument("service", choices=SERVICES)
     serve.add_argument("--grpc-port", type=int, default=0)
     serve.add_argument("--grpc-host", default="127.0.0.1")
     serve.add_argument("--websocket-port", type=int, default=0)

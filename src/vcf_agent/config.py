@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+# The five services in pipeline order: each consumes what the one before it produces.
+SERVICES = ("ingest", "router", "aggregator", "writer", "notifier")
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting."""

@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import cast
 
 from vcf_agent.bus import Bus, open_bus
-from vcf_agent.config import Settings
+from vcf_agent.config import SERVICES, Settings
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.runner import ServiceBuilder, ServiceParts, ensure_topology, service_flags
 from vcf_agent.schema import TERMINAL_STATES
 from vcf_agent.v1 import jobs_pb2
-
-SERVICES = ("ingest", "router", "aggregator", "writer", "notifier")
 
 
 def service_builder(name: str) -> ServiceBuilder:

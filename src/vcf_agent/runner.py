@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,9 +45,6 @@ class ServiceParts:
 
     def in_flight(self) -> int:
         return sum(p.in_flight for p in self.processors())
-
-    def lag_groups(self) -> Sequence[tuple[str, str]]:
-        return [(p.group, s) for p in self.processors() for s in p.streams]
 
 
 class ServiceBuilder(Protocol):

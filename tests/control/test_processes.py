@@ -20,11 +20,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vcf_agent.config import SERVICES
 from vcf_agent.localdev import ServiceProcess, start_service, stop_service
 from vcf_agent.v1 import control_pb2, control_pb2_grpc
 
 GRPCURL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "grpcurl"
-SERVICES = ("ingest", "router", "aggregator", "writer", "notifier")
 OWN_APIS = {
     "ingest": ["vcf_agent.v1.IngestService"],
     "writer": ["vcf_agent.v1.QueryService"],

@@ -55,10 +55,6 @@ class StatusSource(Protocol):
 
     def in_flight(self) -> int: ...
 
-    def lag_groups(self) -> Sequence[tuple[str, str]]:
-        """(group, stream) pairs whose lag GetStatus reports."""
-        ...
-
     def processors(self) -> list[StreamProcessor]: ...
 
 
@@ -112,26 +108,18 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
             service=self._plane.service,
             version=vcf_agent.__version__,
             bus_backend=self._bus.backend,
-            bus_healthy=await self._bus.healthy(),
+            # The health watcher's probe (at most one interval old): a hung bus cannot hang this call.
+            bus_healthy=self._plane.bus_healthy,
             uptime_seconds=time.time() - self._started,
             in_flight=status.in_flight(),
             started_at=started,
             state=self._plane.state,
             health="SERVING" if self._plane.serving else "NOT_SERVING",
         )
-        for group, stream in status.lag_groups():
-            for lag in await self._bus.lag(group, stream):
-                response.lag.append(
-                    control_pb2.PartitionLag(
-                        stream=stream,
-                        group=group,
-                        partition=lag.partition,
-                        committed=lag.committed,
-                        end=lag.end,
-                        lag=lag.lag,
-                    )
-                )
-        response.groups.extend(await group_states(self._bus, status.processors()))
+        groups = await group_states(self._bus, status.processors())
+        response.groups.extend(groups)
+        # The same per-partition lags, flat, as earlier clients read them.
+        response.lag.extend(lag for group in groups for lag in group.partitions)
         return response
 
     # ---- flags ----
@@ -405,7 +393,7 @@ class ControlPlaneServer:
         self.health = HealthServicer()
         self.state = "starting"
         self.serving = False
-        self._bus_healthy = True
+        self.bus_healthy = True
         self._health_task: asyncio.Task[None] | None = None
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         control_pb2_grpc.add_ControlServiceServicer_to_server(ControlServicer(self), self._server)
@@ -458,7 +446,7 @@ class ControlPlaneServer:
         if self.flags is not None:
             processors.append(self.flags.processor)
         healthy = (
-            self._bus_healthy
+            self.bus_healthy
             and not draining
             and all(p.failed is None and p.state not in ("draining", "drained") for p in processors)
         )
@@ -480,9 +468,9 @@ class ControlPlaneServer:
         while self.state != "stopping":
             await asyncio.sleep(0.5)
             try:
-                self._bus_healthy = await asyncio.wait_for(self.bus.healthy(), timeout=2)
+                self.bus_healthy = await asyncio.wait_for(self.bus.healthy(), timeout=2)
             except Exception:
-                self._bus_healthy = False
+                self.bus_healthy = False
             await self.refresh_health()
 
     async def begin_shutdown(self) -> None:

@@ -13,9 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from vcf_agent.config import SERVICES
 from vcf_agent.localdev._child_process import free_port, log_tail
-
-SERVICES = ("writer", "notifier", "aggregator", "router", "ingest")
 
 
 @dataclass
@@ -81,7 +80,8 @@ def running_pipeline(bus_url: str, data_dir: Path) -> Iterator[dict[str, Service
     """All five services, downstream first; stopped with SIGTERM in reverse order on exit."""
     started: dict[str, ServiceProcess] = {}
     try:
-        for name in SERVICES:
+        # Downstream first, as LocalPipeline starts them.
+        for name in reversed(SERVICES):
             started[name] = start_service(name, bus_url, data_dir)
         yield started
     finally:

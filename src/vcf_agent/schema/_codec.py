@@ -27,22 +27,16 @@ DEFAULT_COMPRESSION_THRESHOLD = 4096
 
 M = TypeVar("M", bound=Message)
 
-# zstd contexts are not thread-safe and encoding runs on reader and worker threads too.
-_contexts = threading.local()
+
+class _ZstdContexts(threading.local):
+    """zstd contexts are not thread-safe, and encoding runs on reader and worker threads too."""
+
+    def __init__(self) -> None:
+        self.compressor = zstandard.ZstdCompressor(level=1)
+        self.decompressor = zstandard.ZstdDecompressor()
 
 
-def _compressor() -> zstandard.ZstdCompressor:
-    compressor: zstandard.ZstdCompressor | None = getattr(_contexts, "compressor", None)
-    if compressor is None:
-        compressor = _contexts.compressor = zstandard.ZstdCompressor(level=1)
-    return compressor
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    decompressor: zstandard.ZstdDecompressor | None = getattr(_contexts, "decompressor", None)
-    if decompressor is None:
-        decompressor = _contexts.decompressor = zstandard.ZstdDecompressor()
-    return decompressor
+_zstd = _ZstdContexts()
 
 
 class PayloadError(ValueError):
@@ -65,7 +59,7 @@ def encode_serialized(
     headers[HEADER_TRACEPARENT] = traceparent or new_traceparent()
     if len(raw) >= compression_threshold:
         headers[HEADER_CONTENT_ENCODING] = ENCODING_ZSTD
-        return _compressor().compress(raw), headers
+        return _zstd.compressor.compress(raw), headers
     headers[HEADER_CONTENT_ENCODING] = ENCODING_IDENTITY
     return raw, headers
 
@@ -103,7 +97,7 @@ def decode(payload: bytes, headers: Mapping[str, str], message_class: type[M]) -
     encoding = headers.get(HEADER_CONTENT_ENCODING, ENCODING_IDENTITY)
     try:
         if encoding == ENCODING_ZSTD:
-            payload = _decompressor().decompress(payload)
+            payload = _zstd.decompressor.decompress(payload)
         elif encoding != ENCODING_IDENTITY:
             raise PayloadError(f"unknown content encoding {encoding!r}")
     except zstandard.ZstdError as exc:
