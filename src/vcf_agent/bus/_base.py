@@ -10,6 +10,7 @@ and offsets are committed explicitly after processing (at-least-once).
 from __future__ import annotations
 
 import abc
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -85,6 +86,18 @@ TopicPartition = tuple[str, int]
 def partition_for_key(key: bytes, partitions: int) -> int:
     """Stable key-to-partition map shared by all backends (MurmurHash3, unsigned)."""
     return mmh3.hash(key, signed=False) % partitions
+
+
+class Partitioner:
+    """Where each published message goes: its key's partition, or round-robin per stream when unkeyed."""
+
+    def __init__(self) -> None:
+        self._round_robin: dict[str, itertools.count[int]] = {}
+
+    def partition(self, stream: str, key: bytes | None, partitions: int) -> int:
+        if key is not None:
+            return partition_for_key(key, partitions)
+        return next(self._round_robin.setdefault(stream, itertools.count())) % partitions
 
 
 class Consumer(AsyncComponent):

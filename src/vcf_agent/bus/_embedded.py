@@ -16,7 +16,6 @@ at the cost of an fsync per publish).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import os
@@ -40,12 +39,12 @@ from vcf_agent.bus._base import (
     BusUnavailableError,
     Consumer,
     OutgoingMessage,
+    Partitioner,
     PublishedPosition,
     Record,
     StartPosition,
     StreamSpec,
     TopicPartition,
-    partition_for_key,
 )
 
 _log = logging.getLogger(__name__)
@@ -221,7 +220,7 @@ class EmbeddedBus(Bus):
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._streams: dict[str, tuple[int, int]] = {}
-        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._partitioner = Partitioner()
         # Consumers of this bus are woken by local publishes instead of waiting out their sleep.
         self._waiters: set[asyncio.Event] = set()
 
@@ -313,10 +312,7 @@ class EmbeddedBus(Bus):
     def _publish_sync(self, stream: str, messages: list[OutgoingMessage]) -> list[PublishedPosition]:
         conn = self._db()
         sid, count = self._stream_sync(conn, stream)
-        counter = self._round_robin.setdefault(stream, itertools.count())
-        targets = [
-            next(counter) % count if m.key is None else partition_for_key(m.key, count) for m in messages
-        ]
+        targets = [self._partitioner.partition(stream, m.key, count) for m in messages]
         touched = set(targets)
         headers = [msgpack.packb(dict(m.headers)) if m.headers else None for m in messages]
 

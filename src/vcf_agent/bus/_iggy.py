@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import itertools
 import logging
 import struct
 import time
@@ -64,12 +63,12 @@ from vcf_agent.bus._base import (
     BusUnavailableError,
     Consumer,
     OutgoingMessage,
+    Partitioner,
     PublishedPosition,
     Record,
     StartPosition,
     StreamSpec,
     TopicPartition,
-    partition_for_key,
 )
 
 _log = logging.getLogger(__name__)
@@ -412,7 +411,7 @@ class IggyBus(Bus):
         self.settings = settings
         self._session = _Session(settings)
         self._partition_counts: dict[str, int] = {}
-        self._round_robin: dict[str, itertools.count[int]] = defaultdict(itertools.count)
+        self._partitioner = Partitioner()
 
     async def start(self) -> None:
         await self._session.call("ping", lambda client: client.ping())
@@ -501,11 +500,7 @@ class IggyBus(Bus):
         count = await self.partitions(stream)
         batches: dict[int, list[int]] = defaultdict(list)
         for index, message in enumerate(messages):
-            if message.key is None:
-                partition = next(self._round_robin[stream]) % count
-            else:
-                partition = partition_for_key(message.key, count)
-            batches[partition].append(index)
+            batches[self._partitioner.partition(stream, message.key, count)].append(index)
         positions: list[PublishedPosition | None] = [None] * len(messages)
         for partition, indexes in batches.items():
             batch = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 import weakref
@@ -40,12 +39,12 @@ from vcf_agent.bus._base import (
     BusUnavailableError,
     Consumer,
     OutgoingMessage,
+    Partitioner,
     PublishedPosition,
     Record,
     StartPosition,
     StreamSpec,
     TopicPartition,
-    partition_for_key,
 )
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ class KafkaBus(Bus):
         # Group-less consumer used only for ListOffsets (end, earliest, by timestamp).
         self._reader: AIOKafkaConsumer | None = None
         self._partition_counts: dict[str, int] = {}
-        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._partitioner = Partitioner()
         self._consumers: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
 
     def __repr__(self) -> str:
@@ -267,12 +266,6 @@ class KafkaBus(Bus):
         self._partition_counts[stream] = count
         return count
 
-    def _partition_for(self, stream: str, message: OutgoingMessage, count: int) -> int:
-        if message.key is not None:
-            return partition_for_key(message.key, count)
-        counter = self._round_robin.setdefault(stream, itertools.count())
-        return next(counter) % count
-
     async def publish(self, stream: str, messages: Sequence[OutgoingMessage]) -> list[PublishedPosition]:
         producer, _, _ = self._require_started()
         if not messages:
@@ -285,7 +278,7 @@ class KafkaBus(Bus):
                     stream,
                     value=message.value,
                     key=message.key,
-                    partition=self._partition_for(stream, message, count),
+                    partition=self._partitioner.partition(stream, message.key, count),
                     headers=[(name, value.encode()) for name, value in message.headers.items()],
                 )
                 for message in messages

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import itertools
 import logging
 import time
 import uuid
@@ -24,12 +23,12 @@ from vcf_agent.bus._base import (
     BusUnavailableError,
     Consumer,
     OutgoingMessage,
+    Partitioner,
     PublishedPosition,
     Record,
     StartPosition,
     StreamSpec,
     TopicPartition,
-    partition_for_key,
 )
 
 _log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class MemoryBus(Bus):
         self.name = name
         self._log = _Log()
         self._started = False
-        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._partitioner = Partitioner()
 
     async def start(self) -> None:
         if self._started:
@@ -148,14 +147,10 @@ class MemoryBus(Bus):
     async def publish(self, stream: str, messages: Sequence[OutgoingMessage]) -> list[PublishedPosition]:
         log = self._check()
         parts = log.partitions_of(stream)
-        counter = self._round_robin.setdefault(stream, itertools.count())
         now = time.time_ns() // 1_000_000
         positions = []
         for message in messages:
-            if message.key is None:
-                p = next(counter) % len(parts)
-            else:
-                p = partition_for_key(message.key, len(parts))
+            p = self._partitioner.partition(stream, message.key, len(parts))
             part = parts[p]
             ts = max(now, part.timestamps[-1]) if part.timestamps else now
             offset = len(part.records)
