@@ -18,7 +18,7 @@ from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
 from vcf_agent.processing import CommitOffsets, DeadLetterSink, decode_or_dead_letter
-from vcf_agent.schema import encode, encode_serialized, message_type
+from vcf_agent.schema import encode, encode_serialized, length_delimited, message_type
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
@@ -65,7 +65,7 @@ class _JobProgress:
 
 def merge_verdict(results: list[analysis_pb2.AnalysisResult]) -> tuple[str, str]:
     """(classification, priority tier): the most severe answer among successful providers."""
-    ok = [r for r in results if r.status == analysis_pb2.AnalysisResult.STATUS_OK and r.classification]
+    ok = [r for r in results if r.status == _STATUS_OK and r.classification]
     classification = "uncertain"
     if ok:
         ranked = sorted(
@@ -99,19 +99,6 @@ def build_write(
     return write
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: bytes, data: bytes) -> bytes:
-    return tag + _varint(len(data)) + data
-
-
 # Serialized (job, tenant, classification, tier) fields of DatabaseWrite: a job has few
 # distinct combinations, and building the message per variant cost more than a lookup.
 _WRITE_TAILS: dict[tuple[str, str, str, str], bytes] = {}
@@ -124,9 +111,8 @@ def _single_write(cid: str, result: analysis_pb2.AnalysisResult) -> tuple[str, b
     spliced from the serialized variant and result instead of copying both into a
     new message (measured: ~3x less CPU per variant). Empties the result's variant.
     """
-    ok = result.status == _STATUS_OK and result.classification
-    classification = result.classification if ok else "uncertain"
-    key = (result.job_id, result.tenant_id, classification, result.annotation.priority_tier)
+    classification, tier = merge_verdict([result])
+    key = (result.job_id, result.tenant_id, classification, tier)
     tail = _WRITE_TAILS.get(key)
     if tail is None:
         tail = events_pb2.DatabaseWrite(
@@ -139,10 +125,10 @@ def _single_write(cid: str, result: analysis_pb2.AnalysisResult) -> tuple[str, b
     answer = result.SerializeToString()
     body = b"".join(
         (
-            _field(_TAG_WRITE_CORRELATION_ID, cid.encode()),
+            length_delimited(_TAG_WRITE_CORRELATION_ID, cid.encode()),
             tail,
-            _field(_TAG_WRITE_VARIANT, variant),
-            _field(_TAG_WRITE_RESULTS, answer),
+            length_delimited(_TAG_WRITE_VARIANT, variant),
+            length_delimited(_TAG_WRITE_RESULTS, answer),
         )
     )
     return classification, body
@@ -253,11 +239,11 @@ class Correlator:
         by_job: dict[str, tuple[str, list[bytes]]] = {}
         for write in writes:
             by_job.setdefault(write.job_id, (write.tenant_id, []))[1].append(
-                _field(_TAG_BATCH_WRITES, write.payload)
+                length_delimited(_TAG_BATCH_WRITES, write.payload)
             )
         for marker in markers:
             by_job.setdefault(marker.job_id, (marker.tenant_id, []))[1].append(
-                _field(_TAG_BATCH_MARKERS, marker.SerializeToString())
+                length_delimited(_TAG_BATCH_MARKERS, marker.SerializeToString())
             )
         messages = []
         for job_id, (tenant, fields) in by_job.items():

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from vcf_agent.schema import file_digest_hasher
+from vcf_agent.schema import SMALL_VARINTS, file_digest_hasher, length_delimited, varint
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
@@ -60,39 +60,10 @@ _DIGEST_CHUNK = 1 << 20
 # Issues kept for a validation report; a file with more is summarised by count.
 ISSUE_LIMIT = 1000
 
-_MASK64 = (1 << 64) - 1
-
-# Varint bytes for every value below 2**14, and the low-14-bit prefix (both bytes
-# with the continuation bit) for composing larger ones: table lookups beat a
-# per-byte Python loop by ~5x for positions in the millions.
-_SMALL = [bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(1 << 14)]
-_CONT = [bytes([(n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80]) for n in range(1 << 14)]
-
-
-def _varint(n: int) -> bytes:
-    if 0 <= n < 16384:
-        return _SMALL[n]
-    if 0 < n < 268_435_456:
-        # Positions and record indexes: two lookups, no loop.
-        return _CONT[n & 0x3FFF] + _SMALL[n >> 14]
-    if n < 0:
-        # int32/int64 negatives are 10-byte two's-complement varints.
-        n &= _MASK64
-    parts = []
-    while n >= 16384:
-        parts.append(_CONT[n & 0x3FFF])
-        n >>= 14
-    parts.append(_SMALL[n])
-    return b"".join(parts)
-
-
-def _length_delimited(tag: bytes, body: bytes) -> bytes:
-    return tag + _varint(len(body)) + body
-
 
 def _string_field(tag: bytes, value: str) -> bytes:
     data = value.encode()
-    return tag + _varint(len(data)) + data
+    return tag + varint(len(data)) + data
 
 
 _PACK_DOUBLE = struct.Struct("<d").pack
@@ -192,9 +163,7 @@ class _Layout:
 
 
 def _ints(values: list[int]) -> bytes:
-    return _length_delimited(
-        _T_INTS, _length_delimited(_T_LIST_VALUES, b"".join([_varint(v) for v in values]))
-    )
+    return length_delimited(_T_INTS, length_delimited(_T_LIST_VALUES, b"".join([varint(v) for v in values])))
 
 
 def _info_value(typed: TypedValues) -> bytes | None:
@@ -206,16 +175,16 @@ def _info_value(typed: TypedValues) -> bytes | None:
         return _ints(values)  # type: ignore[arg-type]
     if typed.kind == "Float":
         packed = struct.pack(f"<{len(values)}d", *values)
-        return _length_delimited(_T_FLOATS, _length_delimited(_T_LIST_VALUES, packed))
+        return length_delimited(_T_FLOATS, length_delimited(_T_LIST_VALUES, packed))
     return _strings(values)  # type: ignore[arg-type]
 
 
 def _strings(values: list[str]) -> bytes:
-    return _length_delimited(_T_STRINGS, b"".join([_string_field(_T_LIST_VALUES, v) for v in values]))
+    return length_delimited(_T_STRINGS, b"".join([_string_field(_T_LIST_VALUES, v) for v in values]))
 
 
 def _map_entry(key: str, value: bytes) -> bytes:
-    return _length_delimited(_T_INFO, _string_field(_T_MAP_KEY, key) + _length_delimited(_T_MAP_VALUE, value))
+    return length_delimited(_T_INFO, _string_field(_T_MAP_KEY, key) + length_delimited(_T_MAP_VALUE, value))
 
 
 def _remember(cache: dict[str, bytes], key: str, encoded: bytes) -> bytes:
@@ -446,11 +415,11 @@ class VcfReader:
             head = b"".join(
                 (
                     _T_RECORD_INDEX,
-                    _varint(record_index),
-                    _T_LINE_NUMBER + _varint(line_number) if numbered else b"",
+                    varint(record_index),
+                    _T_LINE_NUMBER + varint(line_number) if numbered else b"",
                     fields_get(chrom) or self._chrom_field(chrom),
                     _T_POSITION,
-                    _varint(pos),
+                    varint(pos),
                     _string_field(_T_ID, vid) if vid != "." else b"",
                     ref_field,
                 )
@@ -466,7 +435,7 @@ class VcfReader:
                         job_fields,
                         head,
                         alt_fields[alt_index],
-                        _T_ALT_INDEX + _SMALL[alt_index] if alt_index else b"",
+                        _T_ALT_INDEX + SMALL_VARINTS[alt_index] if alt_index else b"",
                         tail,
                     )
                 )
@@ -474,7 +443,7 @@ class VcfReader:
                     first_index = record_index
                     first_locus = (chrom, pos)
                     batch_deadline = monotonic() + linger_s
-                chunks.append(_T_BATCH_VARIANTS + _varint(len(body)) + body)
+                chunks.append(_T_BATCH_VARIANTS + varint(len(body)) + body)
                 count += 1
                 # Linger bounds latency when records trickle in (a slow upload or pipe).
                 if count >= batch_size or monotonic() >= batch_deadline:
@@ -518,8 +487,8 @@ class VcfReader:
         """Timestamp and source_name: shared by every variant of a batch, so encoded once."""
         now = time.time_ns()
         seconds, nanos = divmod(now, 1_000_000_000)
-        stamp = b"\x08" + _varint(seconds) + (b"\x10" + _varint(nanos) if nanos else b"")
-        return _length_delimited(_T_TIMESTAMP, stamp) + self._source_field
+        stamp = b"\x08" + varint(seconds) + (b"\x10" + varint(nanos) if nanos else b"")
+        return length_delimited(_T_TIMESTAMP, stamp) + self._source_field
 
     def _text(self, tag: bytes, value: str) -> bytes:
         """A string field; undecodable bytes become U+FFFD instead of failing the encode."""
@@ -602,11 +571,11 @@ class VcfReader:
         defs = self.header.format
         absent = b""
         if "GT" not in keys:
-            absent += _length_delimited(_T_ALLELES, _varint(-1))
+            absent += length_delimited(_T_ALLELES, varint(-1))
         if "DP" not in keys:
-            absent += _T_DEPTH + _varint(-1)
+            absent += _T_DEPTH + varint(-1)
         if "GQ" not in keys:
-            absent += _T_GQ + _varint(-1)
+            absent += _T_GQ + varint(-1)
         layout = _Layout(
             keys,
             len(keys),
@@ -651,7 +620,7 @@ class VcfReader:
                 encoded = self._sample_misses(layout, caches, values, encoded, n_alt, sample_field)
             body = sample_field + b"".join(encoded) + absent  # type: ignore[arg-type]
             size = len(body)
-            parts.append(_T_GENOTYPES + (_SMALL[size] if size < 16384 else _varint(size)) + body)
+            parts.append(_T_GENOTYPES + (SMALL_VARINTS[size] if size < 16384 else varint(size)) + body)
         return b"".join(parts)
 
     def _sample_name(self, sample_field: bytes) -> str:
@@ -691,12 +660,12 @@ class VcfReader:
 
     def _gt(self, text: str, n_alt: int, sample: str) -> tuple[bytes, int]:
         if text == ".":
-            return _length_delimited(_T_ALLELES, _varint(-1)), 1
+            return length_delimited(_T_ALLELES, varint(-1)), 1
         alleles, phased = self._rules.genotype(text, n_alt, sample)
         if len(alleles) != 2:
             self._non_diploid[text] = len(alleles)
-        packed = b"".join([_varint(a) for a in alleles])
-        return _length_delimited(_T_ALLELES, packed) + (_PHASED if phased else b""), len(alleles)
+        packed = b"".join([varint(a) for a in alleles])
+        return length_delimited(_T_ALLELES, packed) + (_PHASED if phased else b""), len(alleles)
 
     def _sample_value(self, definition: FieldDef, text: str, n_alt: int, ploidy: int, sample: str) -> bytes:
         key = definition.id
@@ -707,11 +676,11 @@ class VcfReader:
             raise RecordError(exc.code, exc.column, f"sample {sample}: {exc.message}") from None
         if key in ("DP", "GQ") and definition.number == "1":
             tag = _T_DEPTH if key == "DP" else _T_GQ
-            return tag + _varint(round(float(typed.values[0])) if typed.values else -1)
+            return tag + varint(round(float(typed.values[0])) if typed.values else -1)
         if key == "AD" and typed.kind == "Integer":
             if text == ".":
                 return b""
-            return _length_delimited(
-                _T_AD, b"".join([_varint(-1 if d == "." else int(d)) for d in text.split(",")])
+            return length_delimited(
+                _T_AD, b"".join([varint(-1 if d == "." else int(d)) for d in text.split(",")])
             )
         return b""

@@ -17,6 +17,7 @@ from vcf_agent.schema._codec import (
 )
 from vcf_agent.schema._ids import correlation_id, file_digest_hasher, variant_key
 from vcf_agent.schema._job_states import TERMINAL_STATES, state_name
+from vcf_agent.schema._wire import SMALL_VARINTS, length_delimited, varint
 
 __all__ = [
     "ENCODING_IDENTITY",
@@ -27,6 +28,7 @@ __all__ = [
     "HEADER_TENANT",
     "HEADER_TRACEPARENT",
     "SCHEMA_VERSION",
+    "SMALL_VARINTS",
     "TERMINAL_STATES",
     "PayloadError",
     "correlation_id",
@@ -34,7 +36,9 @@ __all__ = [
     "encode",
     "encode_serialized",
     "file_digest_hasher",
+    "length_delimited",
     "message_type",
     "state_name",
     "variant_key",
+    "varint",
 ]
