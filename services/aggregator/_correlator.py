@@ -59,7 +59,6 @@ class _JobProgress:
     tenant_id: str
     analysed: int = 0
     classifications: Counter[str] = field(default_factory=Counter)
-    dirty: bool = False
     finished: bool = False
 
 
@@ -143,6 +142,8 @@ class Correlator:
         # Highest offset seen per partition, to commit through when nothing is pending there.
         self._seen: dict[tuple[str, int], int] = {}
         self._jobs: dict[str, _JobProgress] = {}
+        # Jobs with progress not yet reported: a tick visits these, not every job ever seen.
+        self._dirty: set[str] = set()
         self._last_progress = 0.0
 
     @property
@@ -220,7 +221,7 @@ class Correlator:
             job = self._jobs[job_id] = _JobProgress(tenant_id)
         job.analysed += 1
         job.classifications[classification] += 1
-        job.dirty = True
+        self._dirty.add(job_id)
         return _Completed(job_id, tenant_id, payload)
 
     def _watermarks(self) -> CommitOffsets:
@@ -265,10 +266,9 @@ class Correlator:
         stamp = Timestamp()
         stamp.GetCurrentTime()
         messages = []
-        for job_id, job in self._jobs.items():
-            if not job.dirty:
-                continue
-            job.dirty = False
+        dirty, self._dirty = self._dirty, set()
+        for job_id in dirty:
+            job = self._jobs[job_id]
             note = events_pb2.Notification(
                 job_id=job_id,
                 tenant_id=job.tenant_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import signal
 import socket
+import subprocess
 from pathlib import Path
 
 
@@ -30,3 +31,18 @@ def log_tail(path: Path, limit: int = 3000) -> str:
         return path.read_text(encoding="utf-8", errors="replace")[-limit:]
     except FileNotFoundError:
         return ""
+
+
+def stop_process(
+    process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s: float, sig: int = signal.SIGTERM
+) -> bool:
+    """Signal a child and wait for it; SIGKILL after timeout_s. True when it had to be killed."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
+    return False

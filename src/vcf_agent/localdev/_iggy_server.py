@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,7 @@ from typing import IO
 from apache_iggy import AutoLogin, IggyClient, TcpConfig, TcpReconnectionConfig
 
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail
+from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail, stop_process
 
 DEFAULT_USERNAME = "iggy"
 DEFAULT_PASSWORD = "iggy"
@@ -182,13 +181,8 @@ class LocalIggyServer(AsyncComponent):
     async def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after timeout_s; the data directory is kept for a restart."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(process.wait, timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait)
+        if process is not None:
+            await asyncio.to_thread(stop_process, process, timeout_s)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 # The broker accepts what KafkaBus publishes and sets on the topics it creates.
 from vcf_agent.bus._kafka import MAX_MESSAGE_BYTES
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail
+from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail, stop_process
 
 _POM_RESOURCE = "kafka-broker-pom.xml"
 _MAVEN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
@@ -359,13 +359,8 @@ class LocalKafkaBroker(AsyncComponent):
 
     def stop_sync(self, timeout_s: float = 20.0) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, timeout_s)
         if self._work_dir is not None and self._owns_work_dir:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vcf_agent.config import SERVICES
-from vcf_agent.localdev._child_process import free_port, log_tail
+from vcf_agent.localdev._child_process import free_port, log_tail, stop_process
 
 
 @dataclass
@@ -65,14 +65,9 @@ def start_service(
 
 def stop_service(service: ServiceProcess, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
     """Signal the process and wait for it; a process that ignores SIGTERM is killed and reported."""
-    if service.process.poll() is None:
-        service.process.send_signal(sig)
-    try:
-        return service.process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        service.process.kill()
-        service.process.wait(5)
-        raise AssertionError(f"{service.name} ignored {sig} for {timeout_s}s:\n{service.log()}") from None
+    if stop_process(service.process, timeout_s, sig):
+        raise AssertionError(f"{service.name} ignored {sig} for {timeout_s}s:\n{service.log()}")
+    return service.process.returncode
 
 
 @contextmanager
