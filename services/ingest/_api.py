@@ -11,11 +11,11 @@ from urllib.parse import unquote, urlsplit
 
 import grpc
 
-from vcf_agent.control import invalid_argument, may_see, tenant_scope
+from vcf_agent.control import abort, invalid_argument, may_see, page_offset, requested_tenant, tenant_scope
 from vcf_agent.schema import TERMINAL_STATES
 from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
 
-from ._jobs import JobRegistry
+from ._jobs import JobRecord, JobRegistry
 from ._publisher import VariantPublisher
 from ._vcf_source import header_samples
 
@@ -94,27 +94,24 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
             self._registry.remember_key(tenant_id, key, job.job_id)
         return jobs_pb2.SubmitVcfResponse(job=job.to_proto())
 
-    async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.Job:
-        if not request.job_id:
+    async def _visible_job(self, job_id: str, context: Context) -> JobRecord:
+        """The job, or NOT_FOUND: another tenant's job is reported as absent, so it does not leak."""
+        if not job_id:
             await invalid_argument(context, "job_id", "job_id is required")
-        job = self._registry.get(request.job_id)
-        # Another tenant's job is reported as absent, so its existence does not leak.
+        job = self._registry.get(job_id)
         if job is None or not may_see(job.tenant_id):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
-            raise AssertionError("unreachable")
-        return job.to_proto()
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no job {job_id!r}")
+        return job
+
+    async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.Job:
+        return (await self._visible_job(request.job_id, context)).to_proto()
 
     async def WatchJob(
         self, request: jobs_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[jobs_pb2.Job]:
-        if not request.job_id:
-            await invalid_argument(context, "job_id", "job_id is required")
         last = None
         while True:
-            job = self._registry.get(request.job_id)
-            if job is None or not may_see(job.tenant_id):
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
-                return
+            job = await self._visible_job(request.job_id, context)
             proto = job.to_proto()
             proto.ClearField("updated_at")
             if proto != last:
@@ -127,32 +124,24 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: Context
     ) -> jobs_pb2.ListJobsResponse:
-        if request.page_size < 0:
-            await invalid_argument(context, "page_size", "page_size must not be negative")
+        offset = await page_offset(context, request.page_size, request.page_token, max_size=None)
         size = request.page_size or 50
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError:
-            await invalid_argument(context, "page_token", "page_token is not one this service issued")
-            raise
-        if not may_see(request.tenant_id or (tenant_scope() or "")):
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, "a tenant token lists only its tenant's jobs"
+        tenant = requested_tenant(request.tenant_id)
+        if not may_see(tenant):
+            await abort(
+                context, grpc.StatusCode.PERMISSION_DENIED, "a tenant token lists only its tenant's jobs"
             )
-        jobs = self._registry.page(request.tenant_id or tenant_scope() or "", size + 1, offset)
+        jobs = self._registry.page(tenant, size + 1, offset)
         response = jobs_pb2.ListJobsResponse(jobs=[j.to_proto() for j in jobs[:size]])
         if len(jobs) > size:
             response.next_page_token = str(offset + size)
         return response
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: Context) -> jobs_pb2.Job:
-        if not request.job_id:
-            await invalid_argument(context, "job_id", "job_id is required")
-        owned = self._registry.get(request.job_id)
-        job = await self._publisher.cancel(request.job_id) if owned and may_see(owned.tenant_id) else None
+        await self._visible_job(request.job_id, context)
+        job = await self._publisher.cancel(request.job_id)
         if job is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
-            raise AssertionError("unreachable")
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
         return job.to_proto()
 
 

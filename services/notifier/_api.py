@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from vcf_agent.control import invalid_argument, may_see, tenant_scope
+from vcf_agent.control import abort, invalid_argument, may_see, requested_tenant
 from vcf_agent.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 from ._hub import ProgressHub
@@ -22,11 +22,12 @@ class NotifierApi(notifier_pb2_grpc.NotifierServiceServicer):
     ) -> AsyncIterator[events_pb2.Notification]:
         if not request.job_id and not request.tenant_id:
             await invalid_argument(context, "job_id", "watch a job_id or a tenant_id")
-        if not may_see(request.tenant_id or (tenant_scope() or "")):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a tenant token watches only its tenant")
+        tenant = requested_tenant(request.tenant_id)
+        if not may_see(tenant):
+            await abort(context, grpc.StatusCode.PERMISSION_DENIED, "a tenant token watches only its tenant")
         async for note in self._hub.subscribe(
             request.job_id,
-            request.tenant_id or tenant_scope() or "",
+            tenant,
             include_latest=request.include_latest,
             until_terminal=True,
         ):

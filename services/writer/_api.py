@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from vcf_agent.control import invalid_argument, may_see, tenant_scope
+from vcf_agent.control import abort, invalid_argument, may_see, page_offset, requested_tenant, tenant_scope
 from vcf_agent.v1 import query_pb2, query_pb2_grpc
 
 from ._graph_store import GraphStore
@@ -29,33 +29,26 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
             await invalid_argument(context, "correlation_id", "correlation_id is required")
         found = await asyncio.to_thread(self._lance.get, request.correlation_id)
         if found is None or not may_see(found.tenant_id):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no variant {request.correlation_id!r}")
-            raise AssertionError("unreachable")
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no variant {request.correlation_id!r}")
         return found
 
     async def QueryVariants(
         self, request: query_pb2.QueryVariantsRequest, context: Context
     ) -> query_pb2.QueryVariantsResponse:
-        if request.page_size < 0 or request.page_size > _MAX_PAGE:
-            await invalid_argument(context, "page_size", f"page_size must be 0..{_MAX_PAGE}")
+        offset = await page_offset(context, request.page_size, request.page_token, max_size=_MAX_PAGE)
         if request.region:
             # The store's own parser, so what passes here is exactly what the query accepts.
             try:
                 parse_region(request.region)
             except ValueError as exc:
                 await invalid_argument(context, "region", str(exc))
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError:
-            offset = -1
-        if offset < 0:
-            await invalid_argument(context, "page_token", "page_token is not one this service issued")
-        if not may_see(request.tenant_id or (tenant_scope() or "")):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a tenant token queries only its tenant")
+        tenant = requested_tenant(request.tenant_id)
+        if not may_see(tenant):
+            await abort(context, grpc.StatusCode.PERMISSION_DENIED, "a tenant token queries only its tenant")
         limit = request.page_size or 100
         query = VariantQuery(
             job_id=request.job_id,
-            tenant_id=request.tenant_id or tenant_scope() or "",
+            tenant_id=tenant,
             region=request.region,
             gene=request.gene,
             sample=request.sample,

@@ -1,8 +1,8 @@
 """Control-plane runtime shared by every service: gRPC server, health, reflection, flags, auth."""
 
-from vcf_agent.control._auth import Principal, current_principal, may_see, tenant_scope
+from vcf_agent.control._auth import Principal, current_principal, may_see, requested_tenant, tenant_scope
 from vcf_agent.control._config import SecuritySettings
-from vcf_agent.control._errors import invalid_argument
+from vcf_agent.control._errors import abort, invalid_argument, page_offset
 from vcf_agent.control._flags import (
     FieldError,
     FlagNotFoundError,
@@ -29,6 +29,7 @@ __all__ = [
     "ServiceApi",
     "StaleVersionError",
     "StatusSource",
+    "abort",
     "bucket",
     "compare_modes",
     "current_principal",
@@ -36,5 +37,7 @@ __all__ = [
     "instance_group",
     "invalid_argument",
     "may_see",
+    "page_offset",
+    "requested_tenant",
     "tenant_scope",
 ]

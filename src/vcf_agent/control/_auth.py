@@ -60,6 +60,11 @@ def tenant_scope() -> str | None:
     return principal.tenant_id if principal is not None else None
 
 
+def requested_tenant(requested: str) -> str:
+    """The tenant a LIMS call is about: the one it names, else its token's, else "" (all)."""
+    return requested or tenant_scope() or ""
+
+
 def may_see(tenant_id: str) -> bool:
     """Whether this call may read a job or result of tenant_id (LIMS servicers check every read)."""
     scope = tenant_scope()

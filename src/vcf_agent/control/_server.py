@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -29,7 +29,7 @@ from vcf_agent.control._checkpoints import (
 )
 from vcf_agent.control._config import SecuritySettings
 from vcf_agent.control._dead_letters import read_dead_letters, redrive
-from vcf_agent.control._errors import invalid_argument
+from vcf_agent.control._errors import abort, invalid_argument, page_offset
 from vcf_agent.control._flags import FieldError, FlagNotFoundError, FlagStore, StaleVersionError
 from vcf_agent.control._modes import compare_modes, job_run_source
 from vcf_agent.control._replay import JobIncompleteError, JobNotRetainedError, replay_job
@@ -66,22 +66,9 @@ class ServiceApi:
     service_names: Sequence[str]
 
 
-async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
-    await context.abort(code, message)
-    raise AssertionError("abort returned")
-
-
 def _time_left(context: Context) -> float:
     remaining = context.time_remaining()
     return _SCAN_LIMIT_S if remaining is None else max(0.0, min(remaining, _SCAN_LIMIT_S))
-
-
-def _page(token: str) -> int | None:
-    try:
-        offset = int(token or "0")
-    except ValueError:
-        return None
-    return offset if offset >= 0 else None
 
 
 class ControlServicer(control_pb2_grpc.ControlServiceServicer):
@@ -137,9 +124,9 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         except FieldError as exc:
             await invalid_argument(context, exc.field, exc.description)
         except StaleVersionError as exc:
-            await _abort(context, grpc.StatusCode.ABORTED, str(exc))
+            await abort(context, grpc.StatusCode.ABORTED, str(exc))
         except TimeoutError:
-            await _abort(
+            await abort(
                 context,
                 grpc.StatusCode.UNAVAILABLE,
                 "the change was published but not yet applied; read it back",
@@ -159,7 +146,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         try:
             return self._flags().evaluate(request.key, request.targeting_key, request.context)
         except FlagNotFoundError:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, f"no flag {request.key!r}")
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no flag {request.key!r}")
         except FieldError as exc:
             await invalid_argument(context, exc.field, exc.description)
 
@@ -172,11 +159,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
     async def ListFlagAudit(
         self, request: control_pb2.ListFlagAuditRequest, context: Context
     ) -> control_pb2.ListFlagAuditResponse:
-        if not 0 <= request.page_size <= _MAX_PAGE:
-            await invalid_argument(context, "page_size", f"page_size must be 0..{_MAX_PAGE}")
-        offset = _page(request.page_token)
-        if offset is None:
-            await invalid_argument(context, "page_token", "page_token is not one this service issued")
+        offset = await page_offset(context, request.page_size, request.page_token, max_size=_MAX_PAGE)
         size = request.page_size or 100
         entries = self._flags().audit(request.key, size + 1, offset)
         response = control_pb2.ListFlagAuditResponse(entries=entries[:size])
@@ -190,7 +173,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         try:
             return select(self._plane.status.processors(), group)
         except UnknownGroupError as exc:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
 
     async def ListCheckpoints(
         self, request: control_pb2.ListCheckpointsRequest, context: Context
@@ -206,9 +189,9 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         except FieldError as exc:
             await invalid_argument(context, exc.field, exc.description)
         except UnknownGroupError as exc:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
         except NotPausedError as exc:
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.warning("%s: checkpoint of %s reset by %s", self._plane.service, request.group, _actor(context))
         return control_pb2.ResetCheckpointResponse(checkpoints=lags)
 
@@ -255,11 +238,11 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         try:
             done = await replay_job(self._bus, stream, request.job_id, timeout_s=_time_left(context))
         except JobNotRetainedError as exc:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
         except JobIncompleteError as exc:
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except TimeoutError as exc:
-            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+            await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
         log.warning("%s: job %s replayed by %s", self._plane.service, request.job_id, _actor(context))
         return control_pb2.ReplayJobResponse(
             job_id=request.job_id,
@@ -274,11 +257,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
     async def ListDeadLetters(
         self, request: control_pb2.ListDeadLettersRequest, context: Context
     ) -> control_pb2.ListDeadLettersResponse:
-        if not 0 <= request.page_size <= _MAX_PAGE:
-            await invalid_argument(context, "page_size", f"page_size must be 0..{_MAX_PAGE}")
-        offset = _page(request.page_token)
-        if offset is None:
-            await invalid_argument(context, "page_token", "page_token is not one this service issued")
+        offset = await page_offset(context, request.page_size, request.page_token, max_size=_MAX_PAGE)
         entries = await self._dead_letters(request.job_id, request.source_stream, context)
         size = request.page_size or 100
         page = entries[offset : offset + size]
@@ -303,7 +282,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
                 timeout_s=_time_left(context),
             )
         except TimeoutError as exc:
-            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+            await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
             raise
 
     async def RedriveDeadLetters(
@@ -316,7 +295,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
             wanted = {(ref.partition, ref.offset) for ref in request.refs}
             entries = [e for e in entries if (e.partition, e.offset) in wanted]
             if len(entries) < len(wanted):
-                await _abort(context, grpc.StatusCode.NOT_FOUND, "some refs name no retained dead letter")
+                await abort(context, grpc.StatusCode.NOT_FOUND, "some refs name no retained dead letter")
         redriven, skipped = await redrive(self._bus, entries)
         log.warning("%s: %d dead letters redriven by %s", self._plane.service, redriven, _actor(context))
         return control_pb2.RedriveDeadLettersResponse(redriven=redriven, skipped=skipped)
@@ -326,7 +305,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
     ) -> control_pb2.CompareModesResponse:
         source = job_run_source(self._plane.status)
         if source is None:
-            await _abort(
+            await abort(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"the {self._plane.service} service does not track jobs; call CompareModes on ingest",
