@@ -10,25 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# Codes of problems that make the whole file unusable: ingest fails the job on
-# these in every mode, before anything is published.
-FILE_LEVEL_CODES = frozenset(
-    {
-        "EMPTY_FILE",
-        "BINARY_FILE",
-        "UNREADABLE_COMPRESSION",
-        "TRUNCATED_FILE",
-        "WRONG_FORMAT",
-        "FILEFORMAT_MISSING",
-        "FILEFORMAT_UNSUPPORTED",
-        "HEADER_LINE_MISSING",
-        "HEADER_LINE_INVALID",
-        "DUPLICATE_SAMPLE",
-        "NO_RECORDS",
-        "NOT_UTF8",
-    }
-)
-
 # Codes that describe something worth knowing but legal: they never fail a job.
 WARNING_CODES = frozenset(
     {"OLD_VERSION", "FORMAT_WITHOUT_SAMPLES", "ALT_UNDECLARED", "BLANK_LINE", "MISSING_FINAL_NEWLINE"}
@@ -69,10 +50,6 @@ class Issue:
         return {"line": self.line, "column": self.column, "code": self.code, "message": self.message}
 
     @property
-    def file_level(self) -> bool:
-        return self.code in FILE_LEVEL_CODES
-
-    @property
     def is_warning(self) -> bool:
         return self.code in WARNING_CODES
 
@@ -84,10 +61,6 @@ class FieldDef:
     id: str
     number: str
     type: str
-
-    @property
-    def fixed_count(self) -> int | None:
-        return int(self.number) if self.number.isdigit() else None
 
 
 @dataclass(slots=True)
@@ -103,7 +76,6 @@ class VcfHeader:
     samples: list[str] = field(default_factory=list)
     # Subfield names of CSQ/ANN/BCSQ, from their Description.
     annotations: dict[str, list[str]] = field(default_factory=dict)
-    line_count: int = 0
 
     @property
     def percent_encoded(self) -> bool:
@@ -205,7 +177,7 @@ def parse_header(lines: list[str]) -> tuple[VcfHeader, list[Issue]]:
 
     Raises VcfFileError for problems that make the records uninterpretable.
     """
-    header = VcfHeader(line_count=len(lines))
+    header = VcfHeader()
     issues: list[Issue] = []
     if not lines or not lines[0].startswith("##fileformat="):
         raise VcfFileError(

@@ -143,12 +143,6 @@ class EncodedBatch:
 
 
 @dataclass(frozen=True, slots=True)
-class _InfoMeta:
-    kind: str
-    split: bool
-
-
-@dataclass(frozen=True, slots=True)
 class _Layout:
     """A FORMAT string's keys, checked once, and the per-ALT-count value caches."""
 
@@ -242,7 +236,6 @@ class VcfReader:
             self._source.close()
             raise VcfFileError(f"{name}: {exc}", exc.code, exc.line) from exc
         self.header: VcfHeader = header
-        self.kind = self._source.kind
         # Header problems that leave records interpretable; strict ingest fails on them.
         self.header_issues: list[Issue] = issues
         self.record_issues: list[Issue] = []

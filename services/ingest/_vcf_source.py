@@ -81,15 +81,18 @@ def _check_gzip_complete(path: Path, name: str) -> None:
         raise VcfFileError(f"{name}: the gzip data is corrupt ({exc})", "UNREADABLE_COMPRESSION") from exc
 
 
-def _sniff(path: Path, name: str) -> tuple[bytes, str]:
-    """The first decompressed bytes and the container kind: plain, bgzf or gzip."""
+def _sniff(path: Path, name: str, *, check_complete: bool = True) -> tuple[bytes, str]:
+    """The first decompressed bytes and the container kind: plain, bgzf or gzip.
+
+    check_complete decompresses a gzip (or marker-less BGZF) file once to catch truncation;
+    a caller that only reads the header can skip that.
+    """
     if path.stat().st_size == 0:
         raise VcfFileError(f"{name}: the file is empty", "EMPTY_FILE")
     with open(path, "rb") as fh:
-        head = fh.read(18)
+        head = fh.read(max(18, _SNIFF_BYTES))
     if head[:2] != b"\x1f\x8b":
-        with open(path, "rb") as fh:
-            return fh.read(_SNIFF_BYTES), "plain"
+        return head[:_SNIFF_BYTES], "plain"
     kind = "bgzf" if _is_bgzf(head) else "gzip"
     try:
         with gzip.open(path, "rb") as fh:
@@ -101,18 +104,20 @@ def _sniff(path: Path, name: str) -> tuple[bytes, str]:
             f"{name}: the file looks gzip-compressed but cannot be decompressed ({exc})",
             "UNREADABLE_COMPRESSION",
         ) from exc
-    if kind == "gzip" or not _has_bgzf_eof(path):
+    if check_complete and (kind == "gzip" or not _has_bgzf_eof(path)):
         # Plain gzip has no end marker to check cheaply; a BGZF file without one
         # may be truncated or just old, so decompressing it all tells which.
         _check_gzip_complete(path, name)
     return start, kind
 
 
-def open_vcf_text(path: Path, *, name: str = "", region: str | None = None) -> VcfText:
+def open_vcf_text(
+    path: Path, *, name: str = "", region: str | None = None, check_complete: bool = True
+) -> VcfText:
     """Open `path` as VCF text; raises VcfFileError (with a code) when it cannot be ingested."""
     name = name or path.name
     try:
-        start, container = _sniff(path, name)
+        start, container = _sniff(path, name, check_complete=check_complete)
     except OSError as exc:
         raise VcfFileError(f"{name}: cannot read the file ({exc})", "UNREADABLE_COMPRESSION") from exc
     if start.startswith(b"BCF\x02"):
@@ -216,8 +221,8 @@ def _open_bcf(path: Path, name: str, region: str | None) -> VcfText:
 
 
 def header_samples(path: Path) -> list[str]:
-    """Sample names from the header alone, without reading records."""
-    text = open_vcf_text(path)
+    """Sample names from the header alone, without reading (or decompressing) the records."""
+    text = open_vcf_text(path, check_complete=False)
     try:
         names = next((line for line in text.header_lines if line.startswith("#CHROM")), "").split("\t")
     finally:
