@@ -18,14 +18,13 @@ from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
 from vcf_agent.processing import CommitOffsets, DeadLetterSink, decode_or_dead_letter
-from vcf_agent.schema import encode, encode_serialized, length_delimited, message_type
+from vcf_agent.schema import CLASSIFICATIONS, encode, encode_serialized, length_delimited, message_type
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
 _PROGRESS_INTERVAL_S = 0.25
 
 # Ranked most to least severe; the merged verdict takes the most severe confident call.
-_SEVERITY = ("pathogenic", "likely_pathogenic", "uncertain", "likely_benign", "benign")
 _STATUS_OK = analysis_pb2.AnalysisResult.STATUS_OK
 _BATCH_TYPE = events_pb2.DatabaseWriteBatch.DESCRIPTOR.full_name
 # Wire tags (field number << 3 | length-delimited) of the fields serialized by hand below.
@@ -68,7 +67,10 @@ def merge_verdict(results: list[analysis_pb2.AnalysisResult]) -> tuple[str, str]
     classification = "uncertain"
     if ok:
         ranked = sorted(
-            ok, key=lambda r: _SEVERITY.index(r.classification) if r.classification in _SEVERITY else 2
+            ok,
+            key=lambda r: (
+                CLASSIFICATIONS.index(r.classification) if r.classification in CLASSIFICATIONS else 2
+            ),
         )
         classification = ranked[0].classification
     tier = next((r.annotation.priority_tier for r in results if r.annotation.priority_tier), "")

@@ -12,19 +12,22 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from vcf_agent.schema import CLASSIFICATIONS
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 PROMPT_VERSION = "acmg-json/1"
 
-CLASSIFICATIONS = ("pathogenic", "likely_pathogenic", "uncertain", "likely_benign", "benign")
+_MAX_CRITERIA = 28
+_MAX_CRITERION = 300
+_MAX_RATIONALE = 4000
 
 ANSWER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["classification", "criteria", "rationale", "confidence"],
     "properties": {
         "classification": {"type": "string", "enum": list(CLASSIFICATIONS)},
-        "criteria": {"type": "array", "items": {"type": "string"}, "maxItems": 28},
-        "rationale": {"type": "string", "minLength": 1, "maxLength": 4000},
+        "criteria": {"type": "array", "items": {"type": "string"}, "maxItems": _MAX_CRITERIA},
+        "rationale": {"type": "string", "minLength": 1, "maxLength": _MAX_RATIONALE},
         "confidence": {"type": "number", "minimum": 0, "maximum": 1},
     },
 }
@@ -37,10 +40,6 @@ SYSTEM_PROMPT = (
     + json.dumps(ANSWER_SCHEMA, separators=(",", ":"))
     + '. criteria lists ACMG codes with a short justification each, e.g. "PM2: absent from gnomAD".'
 )
-
-_MAX_CRITERIA = 28
-_MAX_CRITERION = 300
-_MAX_RATIONALE = 4000
 
 
 class MalformedAnswer(ValueError):

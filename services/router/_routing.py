@@ -102,12 +102,15 @@ class VariantRouter:
             group_key = f"{record.stream}/{record.partition}/{record.offset}"
             deadline = provider_deadline(self._settings.analysis_deadline_s)
             tenant = batch.variants[0].tenant_id if batch.variants else ""
+            trace = _child_trace(record.headers)
+            # Built once: the providers' request batches differ only in `provider`.
+            request_batch = analysis_requests(batch, "", providers, deadline)
             for provider in providers:
-                request_batch = analysis_requests(batch, provider, providers, deadline)
+                request_batch.provider = provider
                 payload, headers = encode(
                     request_batch,
                     tenant_id=tenant,
-                    traceparent=_child_trace(record.headers),
+                    traceparent=trace,
                     compression_threshold=self._settings.compression_threshold,
                 )
                 headers[HEADER_PROVIDER] = provider

@@ -1,5 +1,6 @@
 """Wire schema: message codecs, headers and deterministic ids."""
 
+from vcf_agent.schema._classifications import CLASSIFICATIONS
 from vcf_agent.schema._codec import (
     ENCODING_IDENTITY,
     ENCODING_ZSTD,
@@ -20,6 +21,7 @@ from vcf_agent.schema._job_states import TERMINAL_STATES, state_name
 from vcf_agent.schema._wire import SMALL_VARINTS, length_delimited, varint
 
 __all__ = [
+    "CLASSIFICATIONS",
     "ENCODING_IDENTITY",
     "ENCODING_ZSTD",
     "HEADER_CONTENT_ENCODING",
