@@ -240,11 +240,7 @@ class VariantPublisher:
         job.state = events_pb2.JOB_STATE_ANALYSING
         self._registry.save(job)
         finished = self._job_marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, published)
-        if job_mode == "batch":
-            assert self._batch is not None
-            await self._batch.send_markers([finished])
-        else:
-            await self._publish_marker(finished)
+        await self._send_marker(finished, job_mode)
         await self._notify(
             job,
             events_pb2.STAGE_INGEST,
@@ -281,8 +277,7 @@ class VariantPublisher:
         job.mode = mode
         self._registry.save(job)
         if mode == "batch":
-            assert self._batch is not None
-            await self._batch.send_markers([started])
+            await self._send_marker(started, "batch")
         log.info("job %s runs in %s mode: %s", job.job_id, mode, reason)
         await self._notify(
             job,
@@ -447,13 +442,19 @@ class VariantPublisher:
         self._registry.mark(job, "finished_at")
         failed = self._job_marker(job, variant_pb2.JobMarker.KIND_FAILED, _Progress(), reason=reason)
         try:
-            if marker_via == "streaming":
-                await self._publish_marker(failed)
-            elif marker_via == "batch" and self._batch is not None:
-                await self._batch.send_markers([failed])
+            if marker_via == "streaming" or (marker_via == "batch" and self._batch is not None):
+                await self._send_marker(failed, marker_via)
             await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_FAILED, 0, reason)
         except BusError as exc:
             log.warning("job %s: could not publish its failure: %s", job.job_id, exc)
+
+    async def _send_marker(self, marker: variant_pb2.JobMarker, via: JobMode) -> None:
+        """A job boundary goes where the job's variants go: `vcf-variants`, or the batch path."""
+        if via == "batch":
+            assert self._batch is not None
+            await self._batch.send_markers([marker])
+        else:
+            await self._publish_marker(marker)
 
     async def _publish_marker(self, marker: variant_pb2.JobMarker) -> None:
         payload, headers = encode(marker, tenant_id=marker.tenant_id)
