@@ -207,6 +207,34 @@ def _heartbeat(
         _rebalance(conn, group)
 
 
+_UPSERT_OFFSET = (
+    "INSERT INTO offsets(grp, sid, part, committed) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(grp, sid, part) DO UPDATE SET committed = excluded.committed"
+)
+
+
+async def _on_executor(
+    executor: ThreadPoolExecutor | None,
+    not_started: str,
+    directory: Path,
+    fn: Callable[..., T],
+    *args: object,
+) -> T:
+    """Run fn on the owner's SQLite thread; SQLite errors become BusError naming the log."""
+    if executor is None:
+        raise BusUnavailableError(not_started)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+    except sqlite3.Error as exc:
+        raise BusError(f"embedded bus at {directory}: {exc}") from exc
+
+
+def _started(conn: sqlite3.Connection | None, not_started: str) -> sqlite3.Connection:
+    if conn is None:
+        raise BusUnavailableError(not_started)
+    return conn
+
+
 class EmbeddedBus(Bus):
     """One SQLite connection on a dedicated thread, shared by this bus's admin and publish calls."""
 
@@ -249,17 +277,11 @@ class EmbeddedBus(Bus):
         executor.shutdown(wait=True)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        if self._executor is None:
-            raise BusUnavailableError(f"embedded bus at {self.directory} is not started")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise BusError(f"embedded bus at {self.directory}: {exc}") from exc
+        not_started = f"embedded bus at {self.directory} is not started"
+        return await _on_executor(self._executor, not_started, self.directory, fn, *args)
 
     def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise BusUnavailableError(f"embedded bus at {self.directory} is not started")
-        return self._conn
+        return _started(self._conn, f"embedded bus at {self.directory} is not started")
 
     async def ensure_streams(self, specs: Sequence[StreamSpec]) -> None:
         for spec in specs:
@@ -384,8 +406,7 @@ class EmbeddedBus(Bus):
             _write(
                 conn,
                 lambda c: c.executemany(
-                    "INSERT INTO offsets(grp, sid, part, committed) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(grp, sid, part) DO UPDATE SET committed = excluded.committed",
+                    _UPSERT_OFFSET,
                     [(group, sid, part, off) for part, off in offsets.items()],
                 ),
             )
@@ -556,17 +577,12 @@ class EmbeddedConsumer(Consumer):
             conn.close()
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        if self._executor is None:
-            raise BusUnavailableError("embedded consumer is not started")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise BusError(f"embedded bus at {self._bus.directory}: {exc}") from exc
+        return await _on_executor(
+            self._executor, "embedded consumer is not started", self._bus.directory, fn, *args
+        )
 
     def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise BusUnavailableError("embedded consumer is not started")
-        return self._conn
+        return _started(self._conn, "embedded consumer is not started")
 
     def _fetch_sync(
         self, known_generation: int, owned: dict[TopicPartition, _Owned], limit: int, rotation: int
@@ -726,8 +742,7 @@ class EmbeddedConsumer(Consumer):
                     fenced.append(tp)
                     continue
                 conn.execute(
-                    "INSERT INTO offsets(grp, sid, part, committed) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(grp, sid, part) DO UPDATE SET committed = excluded.committed",
+                    _UPSERT_OFFSET,
                     (self._group, sid, tp[1], off),
                 )
             return fenced
