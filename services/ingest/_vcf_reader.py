@@ -38,16 +38,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from vcf_agent.schema import SMALL_VARINTS, file_digest_hasher, length_delimited, varint
 from vcf_agent.v1 import events_pb2, variant_pb2
 
+from ._record_encoder import RecordEncoder
 from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
 
 __all__ = ["ISSUE_LIMIT", "EncodedBatch", "ReadCounters", "VcfFileError", "VcfReader", "file_digest"]
 from ._vcf_source import VcfText, open_vcf_text
 from ._vcf_validator import RecordError, RecordRules, TypedValues, expected_count
+
+if TYPE_CHECKING:
+    from ._record_encoder import FastLayout
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -156,6 +160,30 @@ class _Layout:
     by_alts: dict[int, list[dict[str, bytes]]]
 
 
+def _native_format_code(definition: FieldDef) -> int:
+    """Which FORMAT values the compiled encoder checks itself (see NATIVE_* in _record_encoder.c)."""
+    if definition.type != "Integer":
+        return 0
+    if definition.number == "1" and definition.id in ("DP", "GQ"):
+        return 1 if definition.id == "DP" else 2
+    return 3 if definition.id == "AD" and definition.number == "R" else 0
+
+
+def _native_info_spec(definition: FieldDef) -> tuple[int, int, bytes] | None:
+    """(kind, Number code, map key field) of an INFO key the compiled encoder checks itself.
+
+    Kinds 1 Integer, 2 Float; Number codes: a count, -1 A, -2 R, -3 G, -4 any
+    (the INFO_* and NUMBER_* constants of _record_encoder.c).
+    """
+    kind = {"Integer": 1, "Float": 2}.get(definition.type)
+    if kind is None:
+        return None
+    number = definition.number
+    # INFO counts are checked as diploid, so P is 2; LA, LR, LG and . take any count.
+    code = int(number) if number.isdigit() else {"A": -1, "R": -2, "G": -3, "P": 2}.get(number, -4)
+    return kind, code, _string_field(_T_MAP_KEY, definition.id)
+
+
 def _ints(values: list[int]) -> bytes:
     return length_delimited(_T_INTS, length_delimited(_T_LIST_VALUES, b"".join([varint(v) for v in values])))
 
@@ -249,7 +277,7 @@ class VcfReader:
             + (_string_field(_T_TENANT, tenant_id) if tenant_id else b"")
         )
         self._source_field = _string_field(_T_SOURCE, source_name) if source_name else b""
-        self._sample_fields = [_string_field(_T_SAMPLE, n) for n in header.samples]
+        self._sample_fields = tuple(_string_field(_T_SAMPLE, n) for n in header.samples)
         # Checked encodings of recurring values, so most values cost one lookup.
         self._fields: dict[str, bytes] = {}
         self._refs: dict[str, bytes] = {}
@@ -260,6 +288,29 @@ class VcfReader:
         self._layouts: dict[str, _Layout] = {}
         self._values: dict[tuple[str, int], dict[str, bytes]] = {}
         self._non_diploid: dict[str, int] = {}
+        # FORMAT string -> (width, GT position, has G/P fields, absent, per-ALT-count caches,
+        # per-key _native_format_code), for the compiled encoder.
+        self._fast_layouts: dict[str, FastLayout] = {}
+        self._numbered = self._source.first_line_number > 0
+        self._encoder = RecordEncoder(
+            columns=self._columns,
+            numbered=self._numbered,
+            prefix=f"{file_id}:".encode(),
+            job_fields=self._job_fields,
+            sample_fields=self._sample_fields,
+            chrom_fields=self._fields,
+            refs=self._refs,
+            alts=self._alts,
+            quals=self._quals,
+            filters=self._filters,
+            info=self._info,
+            layouts=self._fast_layouts,
+            non_diploid=self._non_diploid,
+            info_natives={
+                key: spec for key, spec in ((k, _native_info_spec(d)) for k, d in header.info.items()) if spec
+            },
+        )
+        self._encoder.line_number = self._source.first_line_number - 1
         self._dead_letters: list[events_pb2.DeadLetter] = []
         self.dead_lettered = 0
         self._lock = threading.Lock()
@@ -323,132 +374,145 @@ class VcfReader:
 
     def _encode_records(self) -> Iterator[EncodedBatch]:
         counters = self.counters
+        encoder = self._encoder
         batch_size = self._batch_size
         linger_s = self._linger_s
         monotonic = time.monotonic
-        batch_deadline = 0.0
-        prefix = f"{self._file_id}:"
-        blake2b = hashlib.blake2b
-        job_fields = self._job_fields
-        columns = self._columns
-        rules = self._rules
-        fields_get = self._fields.get
-        refs_get = self._refs.get
-        alts_get = self._alts.get
-        quals_get = self._quals.get
-        filters_get = self._filters.get
-        info_caches = self._info
-        numbered = self._source.first_line_number > 0
-        line_number = self._source.first_line_number - 1
+        fast = encoder.encode
+        slow = self._encode_slow
         chunks: list[bytes] = []
-        count = 0
         first_index = -1
         first_locus = ("", 0)
-        suffix = self._batch_suffix()
-        record_index = -1
-        chrom = ""
-        last_pos = -1
+        batch_deadline = 0.0
+        encoder.suffix = self._batch_suffix()
         for line in self._source.lines:
             if self._closing:
                 break
-            line_number += 1
-            if line[-1:] == "\n":
-                line = line[:-1]
-            else:
-                self._missing_newline(line_number)
-            fields = line.split("\t")
-            if len(fields) != columns and not line.strip():
-                self.warnings.append(Issue(line_number, "CHROM", "BLANK_LINE", "a blank line was skipped"))
+            entries = fast(line)
+            if entries is None:
+                entries = slow(line)
+                if not entries:
+                    continue
+            if first_index < 0:
+                first_index = encoder.record_index
+                first_locus = (encoder.chrom, encoder.position)
+                batch_deadline = monotonic() + linger_s
+            chunks += entries
+            # Linger bounds latency when records trickle in (a slow upload or pipe).
+            if len(chunks) < batch_size and monotonic() < batch_deadline:
                 continue
-            record_index += 1
+            record_index = encoder.record_index
             counters.records = record_index + 1
-            try:
-                if len(fields) != columns:
-                    raise rules.column_count(len(fields), columns)
-                if fields[0] != chrom:
-                    rules.contig(fields[0], chrom)
-                    chrom = fields[0]
-                    last_pos = -1
-                pos = rules.position(fields[1])
-                if pos < last_pos:
-                    raise rules.unsorted(chrom, pos, last_pos)
-                last_pos = pos
-                ref_field = refs_get(fields[3]) or self._ref(fields[3])
-                alt_text = fields[4]
-                alts, alt_fields, all_alts = alts_get(alt_text) or self._alt(alt_text)
-                n_alt = len(alts)
-                vid = fields[2]
-                if vid != ".":
-                    rules.identifier(vid)
-                qual = quals_get(fields[5])
-                if qual is None:
-                    qual = self._qual(fields[5])
-                filters = filters_get(fields[6])
-                if filters is None:
-                    filters = self._filter(fields[6])
-                info = fields[7]
-                if info == ".":
-                    info_bytes = b""
-                else:
-                    cache = info_caches.get(n_alt)
-                    if cache is None:
-                        cache = info_caches[n_alt] = {}
-                    entries = info.split(";")
-                    encoded = list(map(cache.get, entries))
-                    if None in encoded:
-                        encoded = self._info_misses(entries, encoded, n_alt, cache)
-                    info_bytes = b"".join(encoded)  # type: ignore[arg-type]
-                genotypes = self._encode_genotypes(fields[8], fields, n_alt) if columns > 8 else b""
-            except RecordError as exc:
-                self._reject(record_index, line_number if numbered else 0, line, exc)
-                continue
-            if not n_alt:
-                counters.ref_only_records += 1
-                continue
-            head = b"".join(
+            while chunks:
+                # A multi-allelic record may straddle two batches, as the ALTs fill them.
+                taken = chunks[:batch_size]
+                del chunks[:batch_size]
+                counters.variants += len(taken)
+                yield EncodedBatch(b"".join(taken), len(taken), first_index, record_index, *first_locus)
+                first_index, first_locus = record_index, (encoder.chrom, encoder.position)
+                if len(chunks) < batch_size:
+                    break
+            encoder.suffix = self._batch_suffix()
+            if chunks:
+                batch_deadline = monotonic() + linger_s
+            else:
+                first_index = -1
+        counters.records = encoder.record_index + 1
+        if chunks:
+            counters.variants += len(chunks)
+            yield EncodedBatch(b"".join(chunks), len(chunks), first_index, encoder.record_index, *first_locus)
+
+    def _encode_slow(self, line: str) -> list[bytes] | None:
+        """The reference encoder: every rule check, cache fill and diagnostic; None when no variant."""
+        encoder = self._encoder
+        rules = self._rules
+        encoder.line_number += 1
+        line_number = encoder.line_number
+        if line[-1:] == "\n":
+            line = line[:-1]
+        else:
+            self._missing_newline(line_number)
+        fields = line.split("\t")
+        if len(fields) != self._columns and not line.strip():
+            self.warnings.append(Issue(line_number, "CHROM", "BLANK_LINE", "a blank line was skipped"))
+            return None
+        encoder.record_index += 1
+        record_index = encoder.record_index
+        try:
+            if len(fields) != self._columns:
+                raise rules.column_count(len(fields), self._columns)
+            chrom = fields[0]
+            if chrom != encoder.chrom:
+                rules.contig(chrom, encoder.chrom)
+                encoder.chrom = chrom
+                encoder.last_pos = -1
+            pos = rules.position(fields[1])
+            if pos < encoder.last_pos:
+                raise rules.unsorted(chrom, pos, encoder.last_pos)
+            encoder.last_pos = pos
+            ref_field = self._refs.get(fields[3]) or self._ref(fields[3])
+            alts, alt_fields, all_alts = self._alts.get(fields[4]) or self._alt(fields[4])
+            n_alt = len(alts)
+            vid = fields[2]
+            if vid != ".":
+                rules.identifier(vid)
+            qual = self._quals.get(fields[5])
+            if qual is None:
+                qual = self._qual(fields[5])
+            filters = self._filters.get(fields[6])
+            if filters is None:
+                filters = self._filter(fields[6])
+            info_bytes = self._encode_info(fields[7], n_alt)
+            genotypes = self._encode_genotypes(fields[8], fields, n_alt) if self._columns > 8 else b""
+        except RecordError as exc:
+            self._reject(record_index, line_number if self._numbered else 0, line, exc)
+            return None
+        if not n_alt:
+            self.counters.ref_only_records += 1
+            return None
+        encoder.position = pos
+        head = b"".join(
+            (
+                _T_RECORD_INDEX,
+                varint(record_index),
+                _T_LINE_NUMBER + varint(line_number) if self._numbered else b"",
+                self._fields.get(chrom) or self._chrom_field(chrom),
+                _T_POSITION,
+                varint(pos),
+                _string_field(_T_ID, vid) if vid != "." else b"",
+                ref_field,
+            )
+        )
+        tail = all_alts + qual + filters + info_bytes + genotypes + encoder.suffix
+        key = f"{self._file_id}:{record_index}:"
+        entries = []
+        for alt_index in range(n_alt):
+            body = b"".join(
                 (
-                    _T_RECORD_INDEX,
-                    varint(record_index),
-                    _T_LINE_NUMBER + varint(line_number) if numbered else b"",
-                    fields_get(chrom) or self._chrom_field(chrom),
-                    _T_POSITION,
-                    varint(pos),
-                    _string_field(_T_ID, vid) if vid != "." else b"",
-                    ref_field,
+                    _T_CORRELATION,
+                    b"\x20",
+                    hashlib.blake2b(f"{key}{alt_index}".encode(), digest_size=16).hexdigest().encode(),
+                    self._job_fields,
+                    head,
+                    alt_fields[alt_index],
+                    _T_ALT_INDEX + SMALL_VARINTS[alt_index] if alt_index else b"",
+                    tail,
                 )
             )
-            tail = all_alts + qual + filters + info_bytes + genotypes + suffix
-            key = f"{prefix}{record_index}:"
-            for alt_index in range(n_alt):
-                body = b"".join(
-                    (
-                        _T_CORRELATION,
-                        b"\x20",
-                        blake2b(f"{key}{alt_index}".encode(), digest_size=16).hexdigest().encode(),
-                        job_fields,
-                        head,
-                        alt_fields[alt_index],
-                        _T_ALT_INDEX + SMALL_VARINTS[alt_index] if alt_index else b"",
-                        tail,
-                    )
-                )
-                if first_index < 0:
-                    first_index = record_index
-                    first_locus = (chrom, pos)
-                    batch_deadline = monotonic() + linger_s
-                chunks.append(_T_BATCH_VARIANTS + varint(len(body)) + body)
-                count += 1
-                # Linger bounds latency when records trickle in (a slow upload or pipe).
-                if count >= batch_size or monotonic() >= batch_deadline:
-                    counters.variants += count
-                    yield EncodedBatch(b"".join(chunks), count, first_index, record_index, *first_locus)
-                    chunks.clear()
-                    count = 0
-                    first_index = -1
-                    suffix = self._batch_suffix()
-        if count:
-            counters.variants += count
-            yield EncodedBatch(b"".join(chunks), count, first_index, record_index, *first_locus)
+            entries.append(_T_BATCH_VARIANTS + varint(len(body)) + body)
+        return entries
+
+    def _encode_info(self, info: str, n_alt: int) -> bytes:
+        if info == ".":
+            return b""
+        cache = self._info.get(n_alt)
+        if cache is None:
+            cache = self._info[n_alt] = {}
+        entries = info.split(";")
+        encoded = list(map(cache.get, entries))
+        if None in encoded:
+            encoded = self._info_misses(entries, encoded, n_alt, cache)
+        return b"".join(encoded)  # type: ignore[arg-type]
 
     def _missing_newline(self, line_number: int) -> None:
         if self._source.first_line_number:
@@ -578,6 +642,14 @@ class VcfReader:
             {},
         )
         self._layouts[fmt] = layout
+        self._fast_layouts[fmt] = (
+            layout.width,
+            layout.gt,
+            bool(layout.ploidy_fields),
+            layout.absent,
+            layout.by_alts,
+            bytes(_native_format_code(defs[key]) for key in keys),
+        )
         return layout
 
     def _caches(self, layout: _Layout, n_alt: int) -> list[dict[str, bytes]]:

@@ -11,6 +11,7 @@ before the caller publishes anything.
 from __future__ import annotations
 
 import gzip
+import io
 import itertools
 import os
 import zlib
@@ -21,6 +22,7 @@ from typing import IO
 
 import pysam
 
+from ._background_gunzip import BackgroundGunzip
 from ._vcf_header import VcfFileError
 
 # The fixed 28-byte empty block every complete BGZF file ends with.
@@ -139,7 +141,12 @@ def open_vcf_text(
     opened: IO[str] = (
         open(path, encoding="utf-8", errors="surrogateescape", newline=None)  # noqa: SIM115
         if container == "plain"
-        else gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline=None)  # noqa: SIM115
+        else io.TextIOWrapper(
+            io.BufferedReader(BackgroundGunzip(path), _CHUNK),
+            encoding="utf-8",
+            errors="surrogateescape",
+            newline=None,
+        )
     )
     try:
         header, first = _read_header(opened, name)

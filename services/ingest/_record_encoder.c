@@ -1,0 +1,974 @@
+/*
+ * The compiled fast path of _vcf_reader: one VCF record line to serialized
+ * VariantMessages, for records whose every value is already in the reader's
+ * caches of checked encodings.
+ *
+ * Why C: the pure-Python encoder spends ~10 us per single-sample record in
+ * interpreter overhead (splits, joins, dict lookups, blake2b calls), far more
+ * than htslib-class parsing costs. This module does the same lookups and the
+ * same byte concatenation without allocating per field.
+ *
+ * Contract with _vcf_reader.VcfReader (which owns the caches and the rules):
+ * - encode(line) returns a list with one length-prefixed VariantBatch entry
+ *   per ALT, byte for byte what the Python encoder writes, and advances the
+ *   line/record counters; or None, having changed nothing, whenever any value
+ *   misses a cache or the line needs a rule decision (contig change, a blank
+ *   or unterminated line, padding, non-diploid genotypes with G/P fields, a
+ *   REF-only record). The Python path then handles that line and fills the
+ *   caches, so validation logic lives in one place (_vcf_validator).
+ * - Values that are nearly unique per record are checked here without a
+ *   cache, for the plain cases only: QUAL as a decimal (-?digits[.digits]),
+ *   Integer and Float INFO values (the spec's number grammar, int32 range and
+ *   value count), and the Integer FORMAT fields DP and GQ (Number=1) and AD
+ *   (Number=R). Floats are converted by CPython's own parser, as float() does.
+ *   Anything else about them falls back as above.
+ * - A direct-mapped memo in front of the caches saves building a str key per
+ *   value. It keeps its own references, so its entries stay valid when the
+ *   reader clears a cache to bound memory (an encoding checked once stays
+ *   right for the whole file).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+#define INT_MAX_31 2147483647LL
+/* BCF reserves the 8 lowest int32 values (missing, end of vector..). */
+#define VCF_INT_MIN (-2147483648LL + 8)
+/* More FORMAT keys or AD values than this go through the Python path. */
+#define MAX_FORMAT_KEYS 64
+#define MAX_AD_VALUES 64
+/* Codes of the layout's `natives`: FORMAT values checked and encoded here, without a cache. */
+#define NATIVE_NONE 0
+#define NATIVE_DEPTH 1
+#define NATIVE_GQ 2
+#define NATIVE_AD 3
+/* Kinds and Number codes of the `info_natives` specs (see _vcf_reader._native_info_spec). */
+#define INFO_INTEGER 1
+#define INFO_FLOAT 2
+#define NUMBER_A (-1)
+#define NUMBER_R (-2)
+#define NUMBER_G (-3)
+#define NUMBER_ANY (-4)
+#define MAX_INFO_VALUES 256
+#define MEMO_SLOTS (1 << 17)
+#define MEMO_KEY 30
+
+/* ---- BLAKE2b (RFC 7693), unkeyed, for correlation ids ---- */
+
+static const uint64_t B2B_IV[8] = {
+    0x6A09E667F3BCC908ULL, 0xBB67AE8584CAA73BULL, 0x3C6EF372FE94F82BULL, 0xA54FF53A5F1D36F1ULL,
+    0x510E527FADE682D1ULL, 0x9B05688C2B3E6C1FULL, 0x1F83D9ABFB41BD6BULL, 0x5BE0CD19137E2179ULL};
+
+static const uint8_t B2B_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+
+#define ROTR64(x, y) (((x) >> (y)) ^ ((x) << (64 - (y))))
+#define B2B_G(a, b, c, d, x, y)              \
+    do {                                     \
+        v[a] = v[a] + v[b] + (x);            \
+        v[d] = ROTR64(v[d] ^ v[a], 32);      \
+        v[c] = v[c] + v[d];                  \
+        v[b] = ROTR64(v[b] ^ v[c], 24);      \
+        v[a] = v[a] + v[b] + (y);            \
+        v[d] = ROTR64(v[d] ^ v[a], 16);      \
+        v[c] = v[c] + v[d];                  \
+        v[b] = ROTR64(v[b] ^ v[c], 63);      \
+    } while (0)
+
+static uint64_t load64(const uint8_t *p) {
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; i--) x = (x << 8) | p[i];
+    return x;
+}
+
+static void b2b_compress(uint64_t h[8], const uint8_t *block, uint64_t counter, int last) {
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = B2B_IV[i];
+    }
+    v[12] ^= counter;
+    if (last) v[14] = ~v[14];
+    for (int i = 0; i < 16; i++) m[i] = load64(block + 8 * i);
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = B2B_SIGMA[r];
+        B2B_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        B2B_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        B2B_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        B2B_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        B2B_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        B2B_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        B2B_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        B2B_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* hashlib.blake2b(data, digest_size=16).hexdigest() into out[32]. */
+static void blake2b_16_hex(const uint8_t *data, size_t n, char *out) {
+    static const char hex[] = "0123456789abcdef";
+    uint64_t h[8];
+    uint8_t block[128];
+    size_t off = 0;
+    memcpy(h, B2B_IV, sizeof h);
+    h[0] ^= 0x01010000ULL ^ 16;
+    while (n - off > 128) {
+        b2b_compress(h, data + off, off + 128, 0);
+        off += 128;
+    }
+    memset(block, 0, sizeof block);
+    memcpy(block, data + off, n - off);
+    b2b_compress(h, block, n, 1);
+    for (int i = 0; i < 16; i++) {
+        uint8_t byte = (uint8_t)(h[i / 8] >> (8 * (i % 8)));
+        out[2 * i] = hex[byte >> 4];
+        out[2 * i + 1] = hex[byte & 15];
+    }
+}
+
+/* ---- a growable byte buffer ---- */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Buf;
+
+static int buf_reserve(Buf *b, Py_ssize_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + extra) cap *= 2;
+    char *data = PyMem_Realloc(b->data, cap);
+    if (!data) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_put(Buf *b, const void *src, Py_ssize_t n) {
+    if (buf_reserve(b, n) < 0) return -1;
+    memcpy(b->data + b->len, src, n);
+    b->len += n;
+    return 0;
+}
+
+static int buf_put_bytes(Buf *b, PyObject *bytes) {
+    return buf_put(b, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
+}
+
+static Py_ssize_t varint_into(char *out, uint64_t value) {
+    Py_ssize_t n = 0;
+    while (value >= 0x80) {
+        out[n++] = (char)((value & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out[n++] = (char)value;
+    return n;
+}
+
+static Py_ssize_t varint_len(uint64_t value) {
+    Py_ssize_t n = 1;
+    while (value >= 0x80) {
+        value >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static int buf_put_varint(Buf *b, uint64_t value) {
+    if (buf_reserve(b, 10) < 0) return -1;
+    b->len += varint_into(b->data + b->len, value);
+    return 0;
+}
+
+/* ---- the encoder ---- */
+
+typedef struct {
+    PyObject *cache; /* the dict the value came from (a strong reference, so its address stays unique) */
+    PyObject *value;
+    Py_ssize_t len;
+    char key[MEMO_KEY];
+} MemoSlot;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t columns;
+    int numbered;
+    PyObject *prefix;        /* bytes: "<file_id>:" */
+    PyObject *job_fields;    /* bytes */
+    PyObject *sample_fields; /* tuple of bytes */
+    PyObject *chrom_fields;  /* dict str -> bytes */
+    PyObject *refs;          /* dict str -> bytes */
+    PyObject *alts;          /* dict str -> (list[str], list[bytes], bytes) */
+    PyObject *quals;         /* dict str -> bytes */
+    PyObject *filters;       /* dict str -> bytes */
+    PyObject *info;          /* dict int -> dict str -> bytes */
+    PyObject *layouts;       /* dict str -> (width, gt, check_ploidy, absent, by_alts) */
+    PyObject *non_diploid;   /* dict str -> int */
+    PyObject *info_natives;  /* dict str -> (kind, number code, map key field) */
+    PyObject *chrom;         /* str */
+    PyObject *suffix;        /* bytes */
+    long long line_number;
+    long long record_index;
+    long long last_pos;
+    long long position;
+    const char **field_start;
+    Py_ssize_t *field_len;
+    Buf head;
+    Buf tail;
+    Buf sample;
+    MemoSlot *memo;
+} RecordEncoder;
+
+/* A borrowed value of `dict` for the ASCII text p[0:n]; NULL on a miss or an error. */
+static PyObject *lookup(PyObject *dict, const char *p, Py_ssize_t n) {
+    PyObject *key = PyUnicode_New(n, 127);
+    if (!key) return NULL;
+    memcpy(PyUnicode_1BYTE_DATA(key), p, n);
+    PyObject *value = PyDict_GetItemWithError(dict, key);
+    Py_DECREF(key);
+    return value;
+}
+
+static uint64_t memo_hash(PyObject *cache, const char *p, Py_ssize_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL ^ ((uint64_t)(uintptr_t)cache >> 4);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= (uint8_t)p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h ^ (h >> 31);
+}
+
+/*
+ * `lookup` through the memo. The result is borrowed from the memo or the dict:
+ * use it before the next call, or take a reference, since a later call may
+ * evict the memo's entry.
+ */
+static PyObject *cached(RecordEncoder *self, PyObject *dict, const char *p, Py_ssize_t n) {
+    if (n > MEMO_KEY) return lookup(dict, p, n);
+    MemoSlot *slot = &self->memo[memo_hash(dict, p, n) & (MEMO_SLOTS - 1)];
+    if (slot->cache == dict && slot->len == n && memcmp(slot->key, p, n) == 0) return slot->value;
+    PyObject *value = lookup(dict, p, n);
+    if (value) {
+        PyObject *old_value = slot->value, *old_cache = slot->cache;
+        slot->cache = Py_NewRef(dict);
+        slot->value = Py_NewRef(value);
+        slot->len = n;
+        memcpy(slot->key, p, n);
+        Py_XDECREF(old_value);
+        Py_XDECREF(old_cache);
+    }
+    return value;
+}
+
+static PyObject *cached_bytes(RecordEncoder *self, PyObject *dict, const char *p, Py_ssize_t n) {
+    PyObject *value = cached(self, dict, p, n);
+    return value && PyBytes_CheckExact(value) ? value : NULL;
+}
+
+/* Whether a GT text is in non_diploid (-1 on error); both answers are memoized. */
+static int non_diploid(RecordEncoder *self, const char *p, Py_ssize_t n) {
+    PyObject *dict = self->non_diploid;
+    if (n > MEMO_KEY) {
+        PyObject *value = lookup(dict, p, n);
+        return value ? 1 : (PyErr_Occurred() ? -1 : 0);
+    }
+    MemoSlot *slot = &self->memo[memo_hash(dict, p, n) & (MEMO_SLOTS - 1)];
+    if (slot->cache == dict && slot->len == n && memcmp(slot->key, p, n) == 0) return slot->value == Py_True;
+    PyObject *value = lookup(dict, p, n);
+    if (!value && PyErr_Occurred()) return -1;
+    PyObject *old_value = slot->value, *old_cache = slot->cache;
+    slot->cache = Py_NewRef(dict);
+    slot->value = Py_NewRef(value ? Py_True : Py_False);
+    slot->len = n;
+    memcpy(slot->key, p, n);
+    Py_XDECREF(old_value);
+    Py_XDECREF(old_cache);
+    return value != NULL;
+}
+
+/* [+-]digits within VCF's int32 range; 0 when the text is anything else. */
+static int parse_vcf_int(const char *p, Py_ssize_t n, long long *out) {
+    Py_ssize_t i = 0;
+    int negative = 0;
+    if (n && (p[0] == '+' || p[0] == '-')) {
+        negative = p[0] == '-';
+        i = 1;
+    }
+    if (i == n) return 0;
+    long long value = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return 0;
+        value = value * 10 + (p[i] - '0');
+        if (value > INT_MAX_31 + 1) return 0;
+    }
+    if (negative) value = -value;
+    if (value < VCF_INT_MIN || value > INT_MAX_31) return 0;
+    *out = value;
+    return 1;
+}
+
+/* The validator's float grammar, [-+]?(digits[.digits]|.digits)([eE][-+]?digits)?, minus inf/nan. */
+static int parse_vcf_float(const char *p, Py_ssize_t n, double *out) {
+    char text[64];
+    Py_ssize_t i = 0;
+    if (n == 0 || n >= (Py_ssize_t)sizeof text) return 0;
+    if (p[0] == '+' || p[0] == '-') i++;
+    Py_ssize_t start = i;
+    while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+    Py_ssize_t whole = i - start;
+    Py_ssize_t fraction = 0;
+    if (i < n && p[i] == '.') {
+        i++;
+        Py_ssize_t after = i;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+        fraction = i - after;
+    }
+    if (whole == 0 && fraction == 0) return 0;
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-')) i++;
+        Py_ssize_t digits = i;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+        if (i == digits) return 0;
+    }
+    if (i != n) return 0;
+    memcpy(text, p, n);
+    text[n] = '\0';
+    double value = PyOS_string_to_double(text, NULL, NULL);
+    if (value == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = value;
+    return 1;
+}
+
+static Py_ssize_t expected_count(long number, Py_ssize_t n_alt) {
+    switch (number) {
+        case NUMBER_A: return n_alt;
+        case NUMBER_R: return n_alt + 1;
+        case NUMBER_G: return (n_alt + 1) * (n_alt + 2) / 2; /* diploid, as INFO is checked */
+        case NUMBER_ANY: return -1;
+        default: return number;
+    }
+}
+
+/* An Integer or Float INFO entry the caches missed, as the Python path encodes it; 1 done, 0 fall back. */
+static int encode_info_native(RecordEncoder *self, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
+    const char *eq = memchr(p, '=', n);
+    if (!eq) return 0;
+    PyObject *spec = cached(self, self->info_natives, p, eq - p);
+    if (!spec) return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 3) return 0;
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+    long number = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
+    if (PyErr_Occurred()) return -1;
+    PyObject *key_field = PyTuple_GET_ITEM(spec, 2);
+    if (!PyBytes_CheckExact(key_field)) return 0;
+    const char *raw = eq + 1;
+    const char *end = p + n;
+    if (end - raw == 1 && raw[0] == '.') return 1; /* no values: the entry is omitted */
+    char packed[MAX_INFO_VALUES * 10];
+    Py_ssize_t size = 0, count = 0, present = 0;
+    for (;;) {
+        const char *comma = memchr(raw, ',', end - raw);
+        const char *stop = comma ? comma : end;
+        if (count == MAX_INFO_VALUES) return 0;
+        count++;
+        if (!(stop - raw == 1 && raw[0] == '.')) {
+            if (kind == INFO_INTEGER) {
+                long long value;
+                if (!parse_vcf_int(raw, stop - raw, &value)) return 0;
+                size += varint_into(packed + size, (uint64_t)value);
+            } else if (kind == INFO_FLOAT) {
+                double value;
+                if (!parse_vcf_float(raw, stop - raw, &value)) return 0;
+                if (PyFloat_Pack8(value, packed + size, 1) < 0) return -1;
+                size += 8;
+            } else {
+                return 0;
+            }
+            present++;
+        }
+        if (!comma) break;
+        raw = comma + 1;
+    }
+    Py_ssize_t expected = expected_count(number, n_alt);
+    if (expected >= 0 && count != expected && !(count == 1 && present == 0)) return 0;
+    if (!present) return 1;
+    Py_ssize_t list = 1 + varint_len((uint64_t)size) + size;
+    Py_ssize_t info_value = 1 + varint_len((uint64_t)list) + list;
+    Py_ssize_t body = PyBytes_GET_SIZE(key_field) + 1 + varint_len((uint64_t)info_value) + info_value;
+    Buf *tail = &self->tail;
+    if (buf_put(tail, "\x8a\x01", 2) < 0 || buf_put_varint(tail, (uint64_t)body) < 0 ||
+        buf_put_bytes(tail, key_field) < 0 || buf_put(tail, "\x12", 1) < 0 ||
+        buf_put_varint(tail, (uint64_t)info_value) < 0 ||
+        buf_put(tail, kind == INFO_INTEGER ? "\x12" : "\x1a", 1) < 0 || buf_put_varint(tail, (uint64_t)list) < 0 ||
+        buf_put(tail, "\x0a", 1) < 0 || buf_put_varint(tail, (uint64_t)size) < 0 || buf_put(tail, packed, size) < 0)
+        return -1;
+    return 1;
+}
+
+/* A plain DP/GQ/AD value, as the Python path encodes it; 1 done, 0 not plain, -1 error. */
+static int encode_native(Buf *b, int code, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
+    long long value;
+    if (code == NATIVE_DEPTH || code == NATIVE_GQ) {
+        if (n == 1 && p[0] == '.') value = -1;
+        else if (!parse_vcf_int(p, n, &value)) return 0;
+        if (buf_put(b, code == NATIVE_DEPTH ? "\x20" : "\x28", 1) < 0) return -1;
+        return buf_put_varint(b, (uint64_t)value) < 0 ? -1 : 1;
+    }
+    if (code != NATIVE_AD) return 0;
+    if (n == 1 && p[0] == '.') return 1;
+    char packed[MAX_AD_VALUES * 10];
+    Py_ssize_t size = 0, count = 0;
+    const char *end = p + n;
+    for (;;) {
+        const char *comma = memchr(p, ',', end - p);
+        const char *stop = comma ? comma : end;
+        if (count == MAX_AD_VALUES) return 0;
+        if (stop - p == 1 && p[0] == '.') value = -1;
+        else if (!parse_vcf_int(p, stop - p, &value)) return 0;
+        size += varint_into(packed + size, (uint64_t)value);
+        count++;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    if (count != n_alt + 1) return 0;
+    if (buf_put(b, "\x32", 1) < 0 || buf_put_varint(b, (uint64_t)size) < 0) return -1;
+    return buf_put(b, packed, size) < 0 ? -1 : 1;
+}
+
+/* QUAL as the Python path encodes it, for plain decimals only; 0 when not handled. */
+static int encode_quality(Buf *b, const char *p, Py_ssize_t n) {
+    char text[64];
+    Py_ssize_t i = 0;
+    if (n == 0 || n >= (Py_ssize_t)sizeof text) return 0;
+    if (p[0] == '-') i++;
+    Py_ssize_t digits = i;
+    while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+    if (i == digits) return 0;
+    if (i < n && p[i] == '.') {
+        i++;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+    }
+    if (i != n) return 0;
+    memcpy(text, p, n);
+    text[n] = '\0';
+    double value = PyOS_string_to_double(text, NULL, NULL);
+    if (value == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (buf_reserve(b, 11) < 0) return -1;
+    b->data[b->len++] = '\x70';
+    b->data[b->len++] = '\x01';
+    b->data[b->len++] = '\x79';
+    if (PyFloat_Pack8(value, b->data + b->len, 1) < 0) return -1;
+    b->len += 8;
+    return 1;
+}
+
+/* Appends the GenotypeCall entries of every sample to self->tail; 1 done, 0 fall back, -1 error. */
+static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_alt) {
+    if (!PyTuple_CheckExact(layout) || PyTuple_GET_SIZE(layout) != 6) return 0;
+    Py_ssize_t width = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, 0));
+    Py_ssize_t gt = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, 1));
+    if (PyErr_Occurred()) return -1;
+    int check_ploidy = PyTuple_GET_ITEM(layout, 2) == Py_True && gt >= 0;
+    PyObject *absent = PyTuple_GET_ITEM(layout, 3);
+    PyObject *by_alts = PyTuple_GET_ITEM(layout, 4);
+    PyObject *natives = PyTuple_GET_ITEM(layout, 5);
+    if (width < 1 || width > MAX_FORMAT_KEYS || !PyBytes_CheckExact(absent) || !PyDict_CheckExact(by_alts) ||
+        !PyBytes_CheckExact(natives) || PyBytes_GET_SIZE(natives) != width)
+        return 0;
+    PyObject *alt_key = PyLong_FromSsize_t(n_alt);
+    if (!alt_key) return -1;
+    PyObject *caches = PyDict_GetItemWithError(by_alts, alt_key);
+    Py_DECREF(alt_key);
+    if (!caches) return PyErr_Occurred() ? -1 : 0;
+    if (!PyList_CheckExact(caches) || PyList_GET_SIZE(caches) != width) return 0;
+    for (Py_ssize_t i = 0; i < width; i++)
+        if (!PyDict_CheckExact(PyList_GET_ITEM(caches, i))) return 0;
+    const char *native = PyBytes_AS_STRING(natives);
+
+    const char *starts[MAX_FORMAT_KEYS];
+    Py_ssize_t lens[MAX_FORMAT_KEYS];
+    Buf *body = &self->sample;
+    Py_ssize_t samples = self->columns - 9;
+    for (Py_ssize_t s = 0; s < samples; s++) {
+        const char *p = self->field_start[9 + s];
+        const char *end = p + self->field_len[9 + s];
+        Py_ssize_t count = 0;
+        for (;;) {
+            const char *colon = memchr(p, ':', end - p);
+            const char *stop = colon ? colon : end;
+            if (count == width) return 0; /* more values than keys: the Python path reports it */
+            starts[count] = p;
+            lens[count] = stop - p;
+            count++;
+            if (!colon) break;
+            p = colon + 1;
+        }
+        if (count != width) return 0; /* dropped trailing values: padded by the Python path */
+        body->len = 0;
+        if (buf_put_bytes(body, PyTuple_GET_ITEM(self->sample_fields, s)) < 0) return -1;
+        for (Py_ssize_t i = 0; i < width; i++) {
+            /* Native values first: parsing them is cheaper than a lookup that mostly misses. */
+            int done = native[i] == NATIVE_NONE ? 0 : encode_native(body, native[i], starts[i], lens[i], n_alt);
+            if (done < 0) return -1;
+            if (!done) {
+                PyObject *value = cached_bytes(self, PyList_GET_ITEM(caches, i), starts[i], lens[i]);
+                if (!value) return PyErr_Occurred() ? -1 : 0;
+                if (buf_put_bytes(body, value) < 0) return -1;
+            }
+            if (i == gt && check_ploidy) {
+                /* A GT in a cache has been parsed, so its entry here is final: the memo may keep it. */
+                int odd = non_diploid(self, starts[i], lens[i]);
+                if (odd) return odd < 0 ? -1 : 0;
+            }
+        }
+        if (buf_put_bytes(body, absent) < 0 || buf_put(&self->tail, "\x92\x01", 2) < 0 ||
+            buf_put_varint(&self->tail, (uint64_t)body->len) < 0 || buf_put(&self->tail, body->data, body->len) < 0)
+            return -1;
+    }
+    return 1;
+}
+
+static int encode_genotypes(RecordEncoder *self, Py_ssize_t n_alt) {
+    PyObject *layout = cached(self, self->layouts, self->field_start[8], self->field_len[8]);
+    if (!layout) return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(layout);
+    int done = encode_samples(self, layout, n_alt);
+    Py_DECREF(layout);
+    return done;
+}
+
+/* Appends the INFO map entries to self->tail; 1 done, 0 fall back, -1 error. */
+static int encode_info(RecordEncoder *self, Py_ssize_t n_alt) {
+    const char *p = self->field_start[7];
+    const char *end = p + self->field_len[7];
+    if (end - p == 1 && p[0] == '.') return 1;
+    PyObject *alt_key = PyLong_FromSsize_t(n_alt);
+    if (!alt_key) return -1;
+    PyObject *cache = PyDict_GetItemWithError(self->info, alt_key);
+    Py_DECREF(alt_key);
+    if (!cache) return PyErr_Occurred() ? -1 : 0;
+    if (!PyDict_CheckExact(cache)) return 0;
+    for (;;) {
+        const char *semi = memchr(p, ';', end - p);
+        const char *stop = semi ? semi : end;
+        PyObject *entry = cached_bytes(self, cache, p, stop - p);
+        if (entry) {
+            if (buf_put_bytes(&self->tail, entry) < 0) return -1;
+        } else {
+            if (PyErr_Occurred()) return -1;
+            int done = encode_info_native(self, p, stop - p, n_alt);
+            if (done <= 0) return done;
+        }
+        if (!semi) return 1;
+        p = semi + 1;
+    }
+}
+
+/* Writes the head and tail shared by every ALT of the record; 1 done, 0 fall back, -1 error. */
+static int encode_shared(RecordEncoder *self, long long pos, PyObject *alt_entry) {
+    const char **f = self->field_start;
+    Py_ssize_t *len = self->field_len;
+    int has_id = !(len[2] == 1 && f[2][0] == '.');
+    if (has_id && (len[2] == 0 || memchr(f[2], ' ', len[2]))) return 0;
+    PyObject *chrom_field = PyDict_GetItemWithError(self->chrom_fields, self->chrom);
+    if (!chrom_field) return PyErr_Occurred() ? -1 : 0;
+    if (!PyBytes_CheckExact(chrom_field)) return 0;
+
+    Buf *head = &self->head;
+    head->len = 0;
+    if (buf_put(head, "\x28", 1) < 0 || buf_put_varint(head, (uint64_t)(self->record_index + 1)) < 0) return -1;
+    if (self->numbered &&
+        (buf_put(head, "\x30", 1) < 0 || buf_put_varint(head, (uint64_t)(self->line_number + 1)) < 0))
+        return -1;
+    if (buf_put_bytes(head, chrom_field) < 0 || buf_put(head, "\x40", 1) < 0 ||
+        buf_put_varint(head, (uint64_t)pos) < 0)
+        return -1;
+    if (has_id && (buf_put(head, "\x4a", 1) < 0 || buf_put_varint(head, (uint64_t)len[2]) < 0 ||
+                   buf_put(head, f[2], len[2]) < 0))
+        return -1;
+    PyObject *ref = cached_bytes(self, self->refs, f[3], len[3]);
+    if (!ref) return PyErr_Occurred() ? -1 : 0;
+    if (buf_put_bytes(head, ref) < 0) return -1;
+
+    Buf *tail = &self->tail;
+    tail->len = 0;
+    if (buf_put_bytes(tail, PyTuple_GET_ITEM(alt_entry, 2)) < 0) return -1;
+    PyObject *qual = cached_bytes(self, self->quals, f[5], len[5]);
+    if (qual) {
+        if (buf_put_bytes(tail, qual) < 0) return -1;
+    } else {
+        if (PyErr_Occurred()) return -1;
+        int done = encode_quality(tail, f[5], len[5]);
+        if (done <= 0) return done;
+    }
+    PyObject *filters = cached_bytes(self, self->filters, f[6], len[6]);
+    if (!filters) return PyErr_Occurred() ? -1 : 0;
+    if (buf_put_bytes(tail, filters) < 0) return -1;
+    Py_ssize_t n_alt = PyList_GET_SIZE(PyTuple_GET_ITEM(alt_entry, 1));
+    int done = encode_info(self, n_alt);
+    if (done <= 0) return done;
+    if (self->columns > 8) {
+        done = encode_genotypes(self, n_alt);
+        if (done <= 0) return done;
+    }
+    return buf_put_bytes(tail, self->suffix) < 0 ? -1 : 1;
+}
+
+/* The ALT column's cached (alleles, ALT fields, all-ALTs field), as a new reference; NULL to fall back. */
+static PyObject *alt_entry(RecordEncoder *self) {
+    PyObject *entry = cached(self, self->alts, self->field_start[4], self->field_len[4]);
+    if (!entry || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) return NULL;
+    PyObject *fields = PyTuple_GET_ITEM(entry, 1);
+    if (!PyList_CheckExact(fields) || !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 2))) return NULL;
+    /* REF-only records are counted by the Python path. */
+    if (PyList_GET_SIZE(fields) == 0) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fields); i++)
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(fields, i))) return NULL;
+    return Py_NewRef(entry);
+}
+
+/* One length-prefixed VariantMessage for ALT number alt_index. */
+static PyObject *variant_entry(RecordEncoder *self, Py_ssize_t alt_index, PyObject *alt_field) {
+    char key[256];
+    char digest[32];
+    Py_ssize_t prefix_len = PyBytes_GET_SIZE(self->prefix);
+    if (prefix_len > (Py_ssize_t)sizeof key - 48) {
+        PyErr_SetString(PyExc_ValueError, "file id too long for the correlation key");
+        return NULL;
+    }
+    memcpy(key, PyBytes_AS_STRING(self->prefix), prefix_len);
+    int written = snprintf(key + prefix_len, sizeof key - prefix_len, "%lld:%zd", self->record_index + 1, alt_index);
+    blake2b_16_hex((const uint8_t *)key, (size_t)(prefix_len + written), digest);
+
+    Py_ssize_t job_len = PyBytes_GET_SIZE(self->job_fields);
+    Py_ssize_t alt_len = PyBytes_GET_SIZE(alt_field);
+    Py_ssize_t index_len = alt_index ? 1 + varint_len((uint64_t)alt_index) : 0;
+    Py_ssize_t body = 2 + 32 + job_len + self->head.len + alt_len + index_len + self->tail.len;
+    PyObject *entry = PyBytes_FromStringAndSize(NULL, 1 + varint_len((uint64_t)body) + body);
+    if (!entry) return NULL;
+    char *out = PyBytes_AS_STRING(entry);
+    *out++ = '\x0a';
+    out += varint_into(out, (uint64_t)body);
+    *out++ = '\x0a';
+    *out++ = '\x20';
+    memcpy(out, digest, 32);
+    out += 32;
+    memcpy(out, PyBytes_AS_STRING(self->job_fields), job_len);
+    out += job_len;
+    memcpy(out, self->head.data, self->head.len);
+    out += self->head.len;
+    memcpy(out, PyBytes_AS_STRING(alt_field), alt_len);
+    out += alt_len;
+    if (alt_index) {
+        *out++ = '\x60';
+        out += varint_into(out, (uint64_t)alt_index);
+    }
+    memcpy(out, self->tail.data, self->tail.len);
+    return entry;
+}
+
+static PyObject *RecordEncoder_encode(RecordEncoder *self, PyObject *line) {
+    if (!PyUnicode_CheckExact(line) || !PyUnicode_IS_COMPACT_ASCII(line) || !PyUnicode_IS_COMPACT_ASCII(self->chrom))
+        Py_RETURN_NONE;
+    const char *s = (const char *)PyUnicode_1BYTE_DATA(line);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(line);
+    if (n == 0 || s[n - 1] != '\n') Py_RETURN_NONE;
+    n--;
+    const char *p = s;
+    const char *end = s + n;
+    Py_ssize_t count = 0;
+    for (;;) {
+        const char *tab = memchr(p, '\t', end - p);
+        const char *stop = tab ? tab : end;
+        if (count == self->columns) Py_RETURN_NONE;
+        self->field_start[count] = p;
+        self->field_len[count] = stop - p;
+        count++;
+        if (!tab) break;
+        p = tab + 1;
+    }
+    if (count != self->columns) Py_RETURN_NONE;
+
+    const char **f = self->field_start;
+    Py_ssize_t *len = self->field_len;
+    if (len[0] != PyUnicode_GET_LENGTH(self->chrom) || memcmp(f[0], PyUnicode_1BYTE_DATA(self->chrom), len[0]))
+        Py_RETURN_NONE;
+    if (len[1] == 0) Py_RETURN_NONE;
+    long long pos = 0;
+    for (Py_ssize_t i = 0; i < len[1]; i++) {
+        char c = f[1][i];
+        if (c < '0' || c > '9') Py_RETURN_NONE;
+        pos = pos * 10 + (c - '0');
+        if (pos > INT_MAX_31) Py_RETURN_NONE;
+    }
+    if (pos < self->last_pos) Py_RETURN_NONE;
+
+    /* Held across the lookups below, which may evict it from the memo. */
+    PyObject *alts = alt_entry(self);
+    if (!alts) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    int done = encode_shared(self, pos, alts);
+    if (done <= 0) {
+        Py_DECREF(alts);
+        if (done < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *alt_fields = PyTuple_GET_ITEM(alts, 1);
+    Py_ssize_t n_alt = PyList_GET_SIZE(alt_fields);
+    PyObject *entries = PyList_New(n_alt);
+    if (!entries) {
+        Py_DECREF(alts);
+        return NULL;
+    }
+    for (Py_ssize_t a = 0; a < n_alt; a++) {
+        PyObject *entry = variant_entry(self, a, PyList_GET_ITEM(alt_fields, a));
+        if (!entry) {
+            Py_DECREF(entries);
+            Py_DECREF(alts);
+            return NULL;
+        }
+        PyList_SET_ITEM(entries, a, entry);
+    }
+    Py_DECREF(alts);
+    self->line_number++;
+    self->record_index++;
+    self->last_pos = pos;
+    self->position = pos;
+    return entries;
+}
+
+static void memo_clear(RecordEncoder *self) {
+    if (!self->memo) return;
+    for (Py_ssize_t i = 0; i < MEMO_SLOTS; i++) {
+        Py_CLEAR(self->memo[i].cache);
+        Py_CLEAR(self->memo[i].value);
+        self->memo[i].len = 0;
+    }
+}
+
+static int RecordEncoder_init(RecordEncoder *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"columns", "numbered", "prefix", "job_fields", "sample_fields", "chrom_fields",
+                            "refs", "alts", "quals", "filters", "info", "layouts", "non_diploid",
+                            "info_natives", NULL};
+    Py_ssize_t columns;
+    int numbered;
+    PyObject *prefix, *job_fields, *sample_fields, *chrom_fields, *refs, *alts, *quals, *filters, *info,
+        *layouts, *non_diploid, *info_natives;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$npSSO!O!O!O!O!O!O!O!O!O!", names, &columns, &numbered,
+                                     &prefix, &job_fields, &PyTuple_Type, &sample_fields, &PyDict_Type,
+                                     &chrom_fields, &PyDict_Type, &refs, &PyDict_Type, &alts, &PyDict_Type,
+                                     &quals, &PyDict_Type, &filters, &PyDict_Type, &info, &PyDict_Type,
+                                     &layouts, &PyDict_Type, &non_diploid, &PyDict_Type, &info_natives))
+        return -1;
+    if (columns < 8 || (columns > 8 && PyTuple_GET_SIZE(sample_fields) != columns - 9)) {
+        PyErr_SetString(PyExc_ValueError, "columns must be 8, or 9 plus one per sample field");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(sample_fields); i++) {
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(sample_fields, i))) {
+            PyErr_SetString(PyExc_TypeError, "sample_fields must hold bytes");
+            return -1;
+        }
+    }
+    PyMem_Free(self->field_start);
+    PyMem_Free(self->field_len);
+    self->field_start = PyMem_New(const char *, columns);
+    self->field_len = PyMem_New(Py_ssize_t, columns);
+    if (!self->field_start || !self->field_len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memo_clear(self);
+    if (!self->memo) {
+        self->memo = PyMem_Calloc(MEMO_SLOTS, sizeof(MemoSlot));
+        if (!self->memo) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    self->columns = columns;
+    self->numbered = numbered;
+    Py_XSETREF(self->prefix, Py_NewRef(prefix));
+    Py_XSETREF(self->job_fields, Py_NewRef(job_fields));
+    Py_XSETREF(self->sample_fields, Py_NewRef(sample_fields));
+    Py_XSETREF(self->chrom_fields, Py_NewRef(chrom_fields));
+    Py_XSETREF(self->refs, Py_NewRef(refs));
+    Py_XSETREF(self->alts, Py_NewRef(alts));
+    Py_XSETREF(self->quals, Py_NewRef(quals));
+    Py_XSETREF(self->filters, Py_NewRef(filters));
+    Py_XSETREF(self->info, Py_NewRef(info));
+    Py_XSETREF(self->layouts, Py_NewRef(layouts));
+    Py_XSETREF(self->non_diploid, Py_NewRef(non_diploid));
+    Py_XSETREF(self->info_natives, Py_NewRef(info_natives));
+    Py_XSETREF(self->chrom, PyUnicode_FromString(""));
+    Py_XSETREF(self->suffix, PyBytes_FromString(""));
+    if (!self->chrom || !self->suffix) return -1;
+    self->line_number = 0;
+    self->record_index = -1;
+    self->last_pos = -1;
+    self->position = 0;
+    return 0;
+}
+
+static int RecordEncoder_traverse(RecordEncoder *self, visitproc visit, void *arg) {
+    Py_VISIT(self->prefix);
+    Py_VISIT(self->job_fields);
+    Py_VISIT(self->sample_fields);
+    Py_VISIT(self->chrom_fields);
+    Py_VISIT(self->refs);
+    Py_VISIT(self->alts);
+    Py_VISIT(self->quals);
+    Py_VISIT(self->filters);
+    Py_VISIT(self->info);
+    Py_VISIT(self->layouts);
+    Py_VISIT(self->non_diploid);
+    Py_VISIT(self->info_natives);
+    Py_VISIT(self->chrom);
+    Py_VISIT(self->suffix);
+    return 0;
+}
+
+static int RecordEncoder_clear(RecordEncoder *self) {
+    Py_CLEAR(self->prefix);
+    Py_CLEAR(self->job_fields);
+    Py_CLEAR(self->sample_fields);
+    Py_CLEAR(self->chrom_fields);
+    Py_CLEAR(self->refs);
+    Py_CLEAR(self->alts);
+    Py_CLEAR(self->quals);
+    Py_CLEAR(self->filters);
+    Py_CLEAR(self->info);
+    Py_CLEAR(self->layouts);
+    Py_CLEAR(self->non_diploid);
+    Py_CLEAR(self->info_natives);
+    Py_CLEAR(self->chrom);
+    Py_CLEAR(self->suffix);
+    return 0;
+}
+
+static void RecordEncoder_dealloc(RecordEncoder *self) {
+    PyObject_GC_UnTrack(self);
+    RecordEncoder_clear(self);
+    memo_clear(self);
+    PyMem_Free(self->memo);
+    PyMem_Free(self->sample.data);
+    PyMem_Free(self->field_start);
+    PyMem_Free(self->field_len);
+    PyMem_Free(self->head.data);
+    PyMem_Free(self->tail.data);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *RecordEncoder_get_chrom(RecordEncoder *self, void *closure) {
+    return Py_NewRef(self->chrom);
+}
+
+static int RecordEncoder_set_chrom(RecordEncoder *self, PyObject *value, void *closure) {
+    if (!value || !PyUnicode_CheckExact(value)) {
+        PyErr_SetString(PyExc_TypeError, "chrom must be a str");
+        return -1;
+    }
+    Py_SETREF(self->chrom, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *RecordEncoder_get_suffix(RecordEncoder *self, void *closure) {
+    return Py_NewRef(self->suffix);
+}
+
+static int RecordEncoder_set_suffix(RecordEncoder *self, PyObject *value, void *closure) {
+    if (!value || !PyBytes_CheckExact(value)) {
+        PyErr_SetString(PyExc_TypeError, "suffix must be bytes");
+        return -1;
+    }
+    Py_SETREF(self->suffix, Py_NewRef(value));
+    return 0;
+}
+
+static PyMethodDef RecordEncoder_methods[] = {
+    {"encode", (PyCFunction)RecordEncoder_encode, METH_O,
+     "encode(line) -> list of length-prefixed VariantMessages, or None to use the Python path"},
+    {NULL, NULL, 0, NULL}};
+
+static PyMemberDef RecordEncoder_members[] = {
+    {"line_number", T_LONGLONG, offsetof(RecordEncoder, line_number), 0, "line of the last record read"},
+    {"record_index", T_LONGLONG, offsetof(RecordEncoder, record_index), 0, "index of the last record read"},
+    {"last_pos", T_LONGLONG, offsetof(RecordEncoder, last_pos), 0, "POS of the last record of this contig"},
+    {"position", T_LONGLONG, offsetof(RecordEncoder, position), 0, "POS of the last record encoded"},
+    {NULL, 0, 0, 0, NULL}};
+
+static PyGetSetDef RecordEncoder_getset[] = {
+    {"chrom", (getter)RecordEncoder_get_chrom, (setter)RecordEncoder_set_chrom, "the current contig", NULL},
+    {"suffix", (getter)RecordEncoder_get_suffix, (setter)RecordEncoder_set_suffix,
+     "bytes ending every message of the current batch", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyTypeObject RecordEncoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vcf_agent.services.ingest._record_encoder.RecordEncoder",
+    .tp_basicsize = sizeof(RecordEncoder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Encodes VCF record lines whose values are all in the reader's caches.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)RecordEncoder_init,
+    .tp_dealloc = (destructor)RecordEncoder_dealloc,
+    .tp_traverse = (traverseproc)RecordEncoder_traverse,
+    .tp_clear = (inquiry)RecordEncoder_clear,
+    .tp_methods = RecordEncoder_methods,
+    .tp_members = RecordEncoder_members,
+    .tp_getset = RecordEncoder_getset,
+};
+
+static PyObject *blake2b_hex(PyObject *module, PyObject *data) {
+    Py_buffer view;
+    char digest[32];
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
+    blake2b_16_hex((const uint8_t *)view.buf, (size_t)view.len, digest);
+    PyBuffer_Release(&view);
+    return PyUnicode_FromStringAndSize(digest, 32);
+}
+
+static PyMethodDef module_methods[] = {
+    {"blake2b_hex", blake2b_hex, METH_O,
+     "blake2b_hex(data) -> hashlib.blake2b(data, digest_size=16).hexdigest(), as the encoder computes it"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_record_encoder", "The compiled fast path of the VCF record encoder.", -1,
+    module_methods};
+
+PyMODINIT_FUNC PyInit__record_encoder(void) {
+    if (PyType_Ready(&RecordEncoderType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (!module) return NULL;
+    if (PyModule_AddObjectRef(module, "RecordEncoder", (PyObject *)&RecordEncoderType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,33 @@
+"""Types of the compiled record encoder (_record_encoder.c)."""
+
+# (width, GT position, has G/P fields, absent, per-ALT-count caches, per-key native codes)
+FastLayout = tuple[int, int, bool, bytes, dict[int, list[dict[str, bytes]]], bytes]
+
+class RecordEncoder:
+    line_number: int
+    record_index: int
+    last_pos: int
+    position: int
+    chrom: str
+    suffix: bytes
+    def __init__(
+        self,
+        *,
+        columns: int,
+        numbered: bool,
+        prefix: bytes,
+        job_fields: bytes,
+        sample_fields: tuple[bytes, ...],
+        chrom_fields: dict[str, bytes],
+        refs: dict[str, bytes],
+        alts: dict[str, tuple[list[str], list[bytes], bytes]],
+        quals: dict[str, bytes],
+        filters: dict[str, bytes],
+        info: dict[int, dict[str, bytes]],
+        layouts: dict[str, FastLayout],
+        non_diploid: dict[str, int],
+        info_natives: dict[str, tuple[int, int, bytes]],
+    ) -> None: ...
+    def encode(self, line: str) -> list[bytes] | None: ...
+
+def blake2b_hex(data: bytes) -> str: ...

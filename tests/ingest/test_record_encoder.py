@@ -1,0 +1,237 @@
+"""The compiled record encoder against the pure-Python reference encoder, byte for byte.
+
+The Python path of VcfReader (every rule, every cache fill) is the reference.
+These tests read the same files twice, once with the compiled fast path and once
+with it turned off, and require identical batches, dead letters, warnings and
+counts, on real caller output and on files built to hit every branch of the C
+code (repeated records, so the caches are warm and the fast path really runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import pytest
+import vcf  # pyvcf3: only its bundled test files are used
+
+from vcf_agent.services.ingest._record_encoder import RecordEncoder, blake2b_hex
+from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+from vcf_agent.services.ingest._vcf_reader import VcfFileError, VcfReader
+
+from ._vcf_text import COLUMNS, HEADER, record, write_vcf
+
+PYVCF_DATA = Path(vcf.__file__).parent / "test"
+_SUFFIX = b"\x9a\x01\x02\x08\x01"
+
+
+class _PythonOnly:
+    """Stands in for the RecordEncoder with its fast path off; state goes to the real one."""
+
+    def __init__(self, encoder: RecordEncoder) -> None:
+        object.__setattr__(self, "_encoder", encoder)
+
+    def encode(self, line: str) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(object.__getattribute__(self, "_encoder"), name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        setattr(object.__getattribute__(self, "_encoder"), name, value)
+
+
+def _read(path: Path, *, fast: bool) -> tuple[list[tuple[bytes, int, int, int, str, int]], dict[str, object]]:
+    try:
+        reader = VcfReader(
+            path, file_id="f" * 64, job_id="job", tenant_id="lab", source_name=path.name, batch_size=7
+        )
+    except VcfFileError as exc:
+        # A file refused as a whole (some pyvcf3 files) must be refused the same way.
+        return [], {"letters": [(exc.code, str(exc))], "warnings": [], "counters": None, "slow_calls": 0}
+    slow_calls = 0
+    encode_slow = reader._encode_slow
+
+    def counted(line: str) -> list[bytes] | None:
+        nonlocal slow_calls
+        slow_calls += 1
+        return encode_slow(line)
+
+    reader._encode_slow = counted  # type: ignore[method-assign]
+    if not fast:
+        reader._encoder = _PythonOnly(reader._encoder)  # type: ignore[assignment]
+    with reader:
+        batches = [
+            (b.payload, b.variant_count, b.first_record_index, b.last_record_index, b.chromosome, b.position)
+            for b in reader.batches()
+        ]
+    letters = [(d.line_number, d.error_code, d.raw_line, d.reason) for d in reader.take_dead_letters()]
+    outcome = {
+        "letters": letters,
+        "warnings": reader.warnings,
+        "counters": reader.counters,
+        "slow_calls": slow_calls,
+    }
+    return batches, outcome
+
+
+def _assert_same(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """Both paths agree on `path`; returns (records, records the Python path handled with C on)."""
+    # The batch timestamp is the only thing allowed to differ between two reads.
+    monkeypatch.setattr(VcfReader, "_batch_suffix", lambda self: _SUFFIX)
+    fast_batches, fast = _read(path, fast=True)
+    slow_batches, slow = _read(path, fast=False)
+    assert fast_batches == slow_batches
+    for key in ("letters", "warnings", "counters"):
+        assert fast[key] == slow[key], key
+    records = slow["counters"].records if slow["counters"] else 0  # type: ignore[attr-defined]
+    return records, fast["slow_calls"]  # type: ignore[return-value]
+
+
+def _repeat(lines: list[str], times: int) -> list[str]:
+    """The records again and again at increasing positions, so later copies hit warm caches."""
+    out = []
+    for copy in range(times):
+        for i, line in enumerate(lines):
+            columns = line.split("\t")
+            columns[1] = str(1000 + copy * 100 + i)
+            out.append("\t".join(columns))
+    return out
+
+
+def test_blake2b_matches_hashlib() -> None:
+    rng = random.Random(7)
+    for size in [*range(0, 300), 1024, 4099]:
+        data = rng.randbytes(size)
+        assert blake2b_hex(data) == hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def test_synthetic_multi_sample_file_is_mostly_encoded_by_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = SyntheticVcfSpec(records=4000, samples=4, multi_allelic_fraction=0.3, indel_fraction=0.2, seed=3)
+    path = write_synthetic_vcf(tmp_path / "synthetic.vcf.gz", spec, bgzip=True)
+    records, slow_calls = _assert_same(path, monkeypatch)
+    assert records == 4000
+    # Only first sightings of REF/ALT strings (many here: random indels) and the like need Python.
+    assert slow_calls < records * 0.25, slow_calls
+
+
+EDGE_RECORDS = [
+    record(),
+    record(alt="G,T", info="DP=10;AF=0.5,0.25;AD2=1,2,3", s1="1/2:7:60:1,3,3:0,1,2,3,4,5", s2="0|0:.:.:.:."),
+    record(qual="1e3"),
+    record(qual=".5"),
+    record(qual="-1.5"),
+    record(qual="5."),
+    record(qual="007"),
+    record(qual="."),
+    record(qual="NaN"),
+    record(id="."),
+    record(id="rs9;rs10"),
+    record(id="rs 9"),
+    record(filter="LowQual"),
+    record(filter="Undeclared"),
+    record(info="."),
+    record(info="DP=10;DB;GENE=BRCA%3B1;CH=x"),
+    record(info="DP=2147483648"),
+    record(info="DP=-2147483640;AF=1e-5"),
+    record(info="DP=-2147483641"),
+    record(info="DP=+12;AF=.5"),
+    record(info="DP=12;AF=5."),
+    record(info="DP=12;AF=inf"),
+    record(info="DP=12;AF=1.5E+3"),
+    record(info="DP=12;AF=1e"),
+    record(info="DP=12;AF=."),
+    record(info="DP=.;AF=0.1"),
+    record(info="DP=;AF=0.1"),
+    record(info="DP=1,2"),
+    record(info="DP=12;AF=0.1,0.2"),
+    record(alt="G,T", info="AF=0.1,.;AD2=.,.,."),
+    record(alt="G,T", info="AF=.,.;AD2=1,2"),
+    record(alt="G,T", info="AD2=."),
+    record(info="DP"),
+    record(s1="0/1:-5:+7:.,.:0,10,100"),
+    record(s1="0/1:2147483647:-2147483640:3,4:0,10,100"),
+    record(s1="0/1:2147483648:1:3,4:0,10,100"),
+    record(s1="0/1:-2147483641:1:3,4:0,10,100"),
+    record(s1="0/1:1,2:1:3,4:0,10,100"),
+    record(s1="0/1:1:1:3,4,5:0,10,100"),
+    record(s1="0/1:1:1:3:0,10,100"),
+    record(s1="0/1:x:1:3,4:0,10,100"),
+    record(s1="0/1::1:3,4:0,10,100"),
+    record(s1="1:5:20:0,5:0,9"),
+    record(s1="0/1/1:5:20:0,5:0,1,2,3"),
+    record(s1="./.:.:.:.:."),
+    record(s1="."),
+    record(s1="0/1:5"),
+    record(s1="0/1:5:20:1,1:0,1,2:extra"),
+    record(s1="|0|1:5:20:1,1:0,1,2"),
+    record(s1="0/3:5:20:1,1:0,1,2"),
+    record(format="GT:AD", s1="0/1:3,4", s2="0/0:5,0"),
+    record(format="DP:GT", s1="3:0/1", s2="4:0/0"),
+    record(format="GT:GQ:DP", s1="0/1:20:3", s2="0/0:30:4"),
+    record(alt="<DEL>", info="SVTYPE=DEL"),
+    record(alt="G[chr2:500["),
+    record(alt="."),
+    record(ref="X"),
+    record(alt="A"),
+]
+
+
+def test_edge_records_agree_and_reach_the_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_vcf(tmp_path / "edges.vcf", _repeat(EDGE_RECORDS, 6))
+    records, slow_calls = _assert_same(path, monkeypatch)
+    assert records == len(EDGE_RECORDS) * 6
+    assert slow_calls < records * 0.7, slow_calls
+
+
+def test_contig_changes_crlf_and_a_missing_final_newline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = _repeat([record(), record(alt="T")], 5)
+    lines += [record(chrom="chr2", pos=str(10 + i)) for i in range(5)]
+    lines += [record(pos="5")]  # unsorted after chr2:14
+    text = HEADER + COLUMNS + "\r\n".join(lines) + "\r\n\r\n" + record(chrom="chr2", pos="99")
+    path = tmp_path / "crlf.vcf"
+    path.write_bytes(text.encode())
+    _assert_same(path, monkeypatch)
+
+
+def test_non_ascii_values_fall_back_to_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _repeat([record(info="GENE=BRCA1"), record(info="GENE=Ünïcode")], 4)
+    path = write_vcf(tmp_path / "utf8.vcf", lines)
+    _assert_same(path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        p.name
+        for p in PYVCF_DATA.iterdir()
+        if p.suffix in (".vcf", ".gz", ".bcf") and not p.name.endswith((".tbi", ".csi"))
+    ),
+)
+def test_pyvcf3_files_agree(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _assert_same(PYVCF_DATA / name, monkeypatch)
+
+
+def test_encoder_rejects_bad_construction() -> None:
+    with pytest.raises(ValueError, match="columns"):
+        RecordEncoder(
+            columns=10,
+            numbered=True,
+            prefix=b"f:",
+            job_fields=b"",
+            sample_fields=(),
+            chrom_fields={},
+            refs={},
+            alts={},
+            quals={},
+            filters={},
+            info={},
+            layouts={},
+            non_diploid={},
+            info_natives={},
+        )
