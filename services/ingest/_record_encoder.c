@@ -17,10 +17,10 @@
  *   REF-only record). The Python path then handles that line and fills the
  *   caches, so validation logic lives in one place (_vcf_validator).
  * - Values that are nearly unique per record are checked here without a
- *   cache, for the plain cases only: QUAL as a decimal (-?digits[.digits]),
- *   Integer and Float INFO values (the spec's number grammar, int32 range and
- *   value count), and the Integer FORMAT fields DP and GQ (Number=1) and AD
- *   (Number=R). Floats are converted by CPython's own parser, as float() does.
+ *   cache, for the plain cases only: QUAL, Integer and Float INFO values
+ *   (the validator's number grammar, int32 range and value count), and the
+ *   Integer FORMAT fields DP and GQ (Number=1) and AD (Number=R). Floats are
+ *   converted by CPython's own parser, as float() does.
  *   Anything else about them falls back as above.
  * - A direct-mapped memo in front of the caches saves building a str key per
  *   value. It keeps its own references, so its entries stay valid when the
@@ -456,31 +456,13 @@ static int encode_native(Buf *b, int code, const char *p, Py_ssize_t n, Py_ssize
     return buf_put(b, packed, size) < 0 ? -1 : 1;
 }
 
-/* QUAL as the Python path encodes it, for plain decimals only; 0 when not handled. */
+/* A QUAL the caches missed, as the Python path encodes it; 1 done, 0 fall back, -1 error. */
 static int encode_quality(Buf *b, const char *p, Py_ssize_t n) {
-    char text[64];
-    Py_ssize_t i = 0;
-    if (n == 0 || n >= (Py_ssize_t)sizeof text) return 0;
-    if (p[0] == '-') i++;
-    Py_ssize_t digits = i;
-    while (i < n && p[i] >= '0' && p[i] <= '9') i++;
-    if (i == digits) return 0;
-    if (i < n && p[i] == '.') {
-        i++;
-        while (i < n && p[i] >= '0' && p[i] <= '9') i++;
-    }
-    if (i != n) return 0;
-    memcpy(text, p, n);
-    text[n] = '\0';
-    double value = PyOS_string_to_double(text, NULL, NULL);
-    if (value == -1.0 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
+    double value;
+    if (!parse_vcf_float(p, n, &value)) return 0;
     if (buf_reserve(b, 11) < 0) return -1;
-    b->data[b->len++] = '\x70';
-    b->data[b->len++] = '\x01';
-    b->data[b->len++] = '\x79';
+    memcpy(b->data + b->len, "\x70\x01\x79", 3);
+    b->len += 3;
     if (PyFloat_Pack8(value, b->data + b->len, 1) < 0) return -1;
     b->len += 8;
     return 1;
