@@ -7,7 +7,13 @@ setup(
         Extension(
             "vcf_agent.services.ingest._record_encoder",
             sources=["services/ingest/_record_encoder.c"],
-            extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
+            extra_compile_args=[
+                "-O3",
+                "-Wall",
+                "-Wextra",
+                "-Wno-unused-parameter",
+                "-Wno-missing-field-initializers",
+            ],
         )
     ]
 )
