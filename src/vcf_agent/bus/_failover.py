@@ -67,9 +67,8 @@ import itertools
 import logging
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from vcf_agent.bus._base import (
@@ -102,11 +101,6 @@ _FETCH_SLICE_S = 0.25
 _RETRIED_IDS_PER_PARTITION = 10_000
 
 _log = logging.getLogger(__name__)
-_T = TypeVar("_T")
-
-
-async def _bounded(awaitable: Awaitable[_T], timeout_s: float) -> _T:
-    return await asyncio.wait_for(awaitable, timeout_s)
 
 
 @dataclass(slots=True, eq=False)
@@ -178,7 +172,7 @@ class FailoverBus(Bus):
 
     async def start(self) -> None:
         results = await asyncio.gather(
-            *(_bounded(side.bus.start(), self._publish_timeout_s * 5) for side in self._sides),
+            *(asyncio.wait_for(side.bus.start(), self._publish_timeout_s * 5) for side in self._sides),
             return_exceptions=True,
         )
         for side, result in zip(self._sides, results, strict=True):
@@ -201,16 +195,16 @@ class FailoverBus(Bus):
             self._probe_task = None
         for side in self._sides:
             try:
-                await _bounded(side.bus.stop(), self._publish_timeout_s * 5)
+                await asyncio.wait_for(side.bus.stop(), self._publish_timeout_s * 5)
             except Exception as exc:  # stopping must release the other backend regardless
                 _log.warning("failover bus: stopping %s failed: %r", side.name, exc)
 
     async def _probe_one(self, side: _BusSide) -> bool:
         try:
             if not side.started:
-                await _bounded(side.bus.start(), self.probe_timeout_s)
+                await asyncio.wait_for(side.bus.start(), self.probe_timeout_s)
                 side.started = True
-            return await _bounded(side.bus.healthy(), self.probe_timeout_s)
+            return await asyncio.wait_for(side.bus.healthy(), self.probe_timeout_s)
         except Exception:  # any failure of a probe means "not healthy", never a crash
             return False
 
@@ -266,7 +260,7 @@ class FailoverBus(Bus):
         if not side.missing_specs:
             return True
         try:
-            await _bounded(
+            await asyncio.wait_for(
                 side.bus.ensure_streams(list(side.missing_specs.values())), self._publish_timeout_s
             )
         except Exception as exc:  # still down; the next probe retries
@@ -278,7 +272,10 @@ class FailoverBus(Bus):
     async def ensure_streams(self, specs: Sequence[StreamSpec]) -> None:
         self._specs.update((spec.name, spec) for spec in specs)
         results = await asyncio.gather(
-            *(_bounded(side.bus.ensure_streams(specs), self._publish_timeout_s * 5) for side in self._sides),
+            *(
+                asyncio.wait_for(side.bus.ensure_streams(specs), self._publish_timeout_s * 5)
+                for side in self._sides
+            ),
             return_exceptions=True,
         )
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -300,9 +297,11 @@ class FailoverBus(Bus):
         if count is not None:
             return count
         try:
-            count = await _bounded(self._sides[index].bus.partitions(stream), self._publish_timeout_s)
+            count = await asyncio.wait_for(self._sides[index].bus.partitions(stream), self._publish_timeout_s)
         except (BusUnavailableError, TimeoutError):
-            count = await _bounded(self._sides[1 - index].bus.partitions(stream), self._publish_timeout_s)
+            count = await asyncio.wait_for(
+                self._sides[1 - index].bus.partitions(stream), self._publish_timeout_s
+            )
         self._partition_counts[stream] = count
         return count
 
@@ -359,7 +358,7 @@ class FailoverBus(Bus):
                 if after:
                     headers[HEADER_AFTER] = str(after)
             stamped.append(OutgoingMessage(message.value, message.key, headers))
-        positions = await _bounded(side.bus.publish(stream, stamped), self._publish_timeout_s)
+        positions = await asyncio.wait_for(side.bus.publish(stream, stamped), self._publish_timeout_s)
         for position in positions:
             tp = (stream, position.partition)
             side.acked[tp] = max(side.acked.get(tp, 0), position.offset + 1)
@@ -394,8 +393,12 @@ class FailoverBus(Bus):
         return await self._active_bus().earliest_offsets(stream)
 
     async def healthy(self) -> bool:
-        results = await asyncio.gather(*(self._probe_one(side) for side in self._sides))
-        return any(results)
+        """Whether either backend passed its latest probe (the probe loop runs every probe_interval_s).
+
+        Answered from the probes rather than by probing again, which would race
+        the probe loop in starting a backend that is coming back.
+        """
+        return any(side.up for side in self._sides)
 
     async def lag(self, group: str, stream: str) -> list[PartitionLag]:
         """Both backends summed per partition: positions in the merged log, so lag counts all unread.
@@ -403,7 +406,10 @@ class FailoverBus(Bus):
         An unreachable backend is left out (its unread records cannot be counted).
         """
         results = await asyncio.gather(
-            *(_bounded(side.bus.lag(group, stream), self.probe_timeout_s * 5) for side in self._sides),
+            *(
+                asyncio.wait_for(side.bus.lag(group, stream), self.probe_timeout_s * 5)
+                for side in self._sides
+            ),
             return_exceptions=True,
         )
         reachable = [r for r in results if not isinstance(r, BaseException)]
@@ -509,7 +515,7 @@ class FailoverConsumer(Consumer):
             consumer = side.bus.consumer(
                 self._streams, self._group, start=self._start, max_in_flight=self._max_in_flight
             )
-            await _bounded(consumer.start(), self._timeout_s)
+            await asyncio.wait_for(consumer.start(), self._timeout_s)
         except Exception as exc:  # a down backend; the other one keeps serving
             _log.warning("failover consumer %s: cannot join on %s: %r", self._group, side.name, exc)
             side.reopen_at = loop.time() + self._bus.probe_interval_s
@@ -521,9 +527,9 @@ class FailoverConsumer(Consumer):
         side.floor_read_at[stream] = asyncio.get_running_loop().time()
         try:
             committed, floor, ends = await asyncio.gather(
-                _bounded(side.bus.committed_offsets(self._group, stream), self._timeout_s),
-                _bounded(side.bus.earliest_offsets(stream), self._timeout_s),
-                _bounded(side.bus.end_offsets(stream), self._timeout_s),
+                asyncio.wait_for(side.bus.committed_offsets(self._group, stream), self._timeout_s),
+                asyncio.wait_for(side.bus.earliest_offsets(stream), self._timeout_s),
+                asyncio.wait_for(side.bus.end_offsets(stream), self._timeout_s),
             )
         except Exception:  # unknown for now; held records wait for the next read
             return
@@ -546,7 +552,7 @@ class FailoverConsumer(Consumer):
             side.opening = side.fetch = None
             if side.consumer is not None:
                 try:
-                    await _bounded(side.consumer.stop(), self._timeout_s)
+                    await asyncio.wait_for(side.consumer.stop(), self._timeout_s)
                 except Exception as exc:  # leaving must finish on the other backend regardless
                     _log.warning("failover consumer %s: leaving %s failed: %r", self._group, side.name, exc)
                 side.consumer = None
@@ -599,7 +605,7 @@ class FailoverConsumer(Consumer):
                 await self._harvest(side)
 
     async def _poll_inner(self, consumer: Consumer, limit: int, timeout_s: float) -> list[Record]:
-        return await _bounded(consumer.poll(limit, timeout_s), timeout_s + self._timeout_s)
+        return await asyncio.wait_for(consumer.poll(limit, timeout_s), timeout_s + self._timeout_s)
 
     async def _harvest(self, side: _ConsumerSide) -> None:
         task, side.fetch = side.fetch, None
@@ -633,7 +639,7 @@ class FailoverConsumer(Consumer):
         side.reopen_at = asyncio.get_running_loop().time() + self._bus.probe_interval_s
         if consumer is not None:
             with contextlib.suppress(Exception):
-                await _bounded(consumer.stop(), self._timeout_s)
+                await asyncio.wait_for(consumer.stop(), self._timeout_s)
 
     def _release(self, limit: int) -> list[Record]:
         """Hand out pending records whose happens-before edge to the other backend is satisfied."""
@@ -735,7 +741,7 @@ class FailoverConsumer(Consumer):
         if side.consumer is None:
             return
         try:
-            await _bounded(side.consumer.commit(dict(offsets)), self._timeout_s)
+            await asyncio.wait_for(side.consumer.commit(dict(offsets)), self._timeout_s)
         except Exception as exc:  # redelivery later is the at-least-once cost, not an error here
             _log.warning("failover consumer %s: commit on %s failed: %r", self._group, side.name, exc)
             return
