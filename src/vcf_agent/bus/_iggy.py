@@ -332,27 +332,38 @@ class _Session:
             lambda client: client.poll_messages(stream, topic, partition, strategy, count, False),
         )
 
+    async def create_if_missing(
+        self,
+        what: str,
+        get: Callable[[IggyClient], Awaitable[T | None]],
+        create: Callable[[IggyClient], Awaitable[object]],
+    ) -> T | None:
+        """What `get` finds, else create it; returns None when it was just created.
+
+        Losing a creation race to another process is fine when the thing exists afterwards.
+        """
+        existing = await self.call(f"get {what}", get)
+        if existing is not None:
+            return existing
+        try:
+            await self.call(f"create {what}", create)
+        except BusUnavailableError:
+            raise
+        except BusError:
+            existing = await self.call(f"get {what}", get)
+            if existing is None:
+                raise
+            return existing
+        return None
+
     # Group offsets and membership, shared by consumers and the bus's admin calls.
 
     async def ensure_group(self, stream: str, topic: str, group: str) -> None:
-        existing = await self.call(
-            f"get group {group}", lambda client: client.get_consumer_group(stream, topic, group)
+        await self.create_if_missing(
+            f"group {group}",
+            lambda client: client.get_consumer_group(stream, topic, group),
+            lambda client: client.create_consumer_group(stream, topic, group),
         )
-        if existing is None:
-            try:
-                await self.call(
-                    f"create group {group}",
-                    lambda client: client.create_consumer_group(stream, topic, group),
-                )
-            except BusUnavailableError:
-                raise
-            except BusError:
-                # Lost a creation race with another member; fine if it now exists.
-                again = await self.call(
-                    f"get group {group}", lambda client: client.get_consumer_group(stream, topic, group)
-                )
-                if again is None:
-                    raise
 
     async def join(self, stream: str, topic: str, group: str) -> None:
         await self.ensure_group(stream, topic, group)
@@ -432,52 +443,39 @@ class IggyBus(Bus):
             options["messages_required_to_save"] = "1"
         return options
 
-    async def _ensure_iggy_stream(self) -> None:
-        name = self.settings.stream_name
-        if await self._session.call(f"get stream {name}", lambda client: client.get_stream(name)) is not None:
-            return
-        try:
-            await self._session.call(f"create stream {name}", lambda client: client.create_stream(name))
-        except BusUnavailableError:
-            raise
-        except BusError:
-            if await self._session.call(f"get stream {name}", lambda client: client.get_stream(name)) is None:
-                raise
-
     async def ensure_streams(self, specs: Sequence[StreamSpec]) -> None:
-        await self._ensure_iggy_stream()
+        stream = self.settings.stream_name
+        await self._session.create_if_missing(
+            f"stream {stream}",
+            lambda client: client.get_stream(stream),
+            lambda client: client.create_stream(stream),
+        )
         options: dict[str, str] | None = None
         for spec in specs:
             existing = await self._topic_partitions(spec.name)
-            if existing is not None:
-                self._partition_counts[spec.name] = existing
-                continue
-            if options is None:
-                options = await self._durability_options()
-            await self._create_topic(spec, options)
-            self._partition_counts[spec.name] = spec.partitions
+            if existing is None:
+                if options is None:
+                    options = await self._durability_options()
+                existing = await self._create_topic(spec, options)
+            self._partition_counts[spec.name] = existing
 
-    async def _create_topic(self, spec: StreamSpec, options: dict[str, str]) -> None:
+    async def _create_topic(self, spec: StreamSpec, options: dict[str, str]) -> int:
+        """Create the topic; returns its partition count (another process's, if it won the race)."""
         stream = self.settings.stream_name
-        try:
-            await self._session.call(
-                f"create topic {spec.name}",
-                lambda client: client.create_topic(
-                    stream,
-                    spec.name,
-                    spec.partitions,
-                    # Retention is the services' business, never the log's.
-                    message_expiry=IggyExpiry.NeverExpire(),
-                    max_topic_size=MaxTopicSize.Unlimited(),
-                    options=options,
-                ),
-            )
-        except BusUnavailableError:
-            raise
-        except BusError:
-            # Another process created it between our get and create.
-            if await self._topic_partitions(spec.name) is None:
-                raise
+        details = await self._session.create_if_missing(
+            f"topic {spec.name}",
+            lambda client: client.get_topic(stream, spec.name),
+            lambda client: client.create_topic(
+                stream,
+                spec.name,
+                spec.partitions,
+                # Retention is the services' business, never the log's.
+                message_expiry=IggyExpiry.NeverExpire(),
+                max_topic_size=MaxTopicSize.Unlimited(),
+                options=options,
+            ),
+        )
+        return spec.partitions if details is None else details.partitions_count
 
     async def _topic_partitions(self, name: str) -> int | None:
         stream = self.settings.stream_name
