@@ -178,27 +178,11 @@ class LocalKafkaBroker(AsyncComponent):
         return self._work_dir / "server.log" if self._work_dir else None
 
     async def start(self) -> None:
-        """Install if needed, format a fresh log dir, launch, and wait until metadata is served."""
-        if self._process is not None:
-            return
-        java = find_java()
-        began = time.monotonic()
-        libs = await asyncio.to_thread(install_kafka, self._install_dir)
-        self.install_seconds = time.monotonic() - began
-        try:
-            jvm, config = self._prepare(java, libs)
-            await asyncio.to_thread(self._format_storage, jvm, config)
-            self._spawn(jvm, config)
-            while not await self._serves_metadata():
-                self._check_still_starting()
-                await asyncio.sleep(0.2)
-        except BaseException:
-            await self.stop()
-            raise
-        self.start_seconds = time.monotonic() - began - self.install_seconds
+        """start_sync() on a worker thread: installing and booting take seconds."""
+        await asyncio.to_thread(self.start_sync)
 
     def start_sync(self) -> None:
-        """start() for code that must not (or cannot) await; blocks until the broker serves metadata."""
+        """Install if needed, format a fresh log dir, launch, and block until metadata is served."""
         if self._process is not None:
             return
         java = find_java()
