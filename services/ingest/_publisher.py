@@ -42,6 +42,7 @@ from vcf_agent.v1 import events_pb2, variant_pb2
 from ._batch_path import BatchPath
 from ._job_mode import FALLBACK_TO_BATCH, FlagSource, JobMode, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry
+from ._validation_report import read_report
 from ._vcf_reader import EncodedBatch, VcfFileError, VcfReader, file_digest
 
 __all__ = ["VALIDATION_MODES", "ValidationMode", "VariantPublisher", "file_digest"]
@@ -520,24 +521,23 @@ class VariantPublisher:
 
 def _strict_errors(path: Path, job: JobRecord, region: str | None) -> str:
     """Strict mode's pre-pass: every error in the file, summarised; empty when there is none."""
-    with VcfReader(
-        path,
-        file_id=job.file_id,
-        job_id=job.job_id,
-        tenant_id=job.tenant_id,
-        source_name=job.source_name,
-        region=region,
-        keep_issues=True,
-    ) as reader:
-        for _ in reader.batches():
-            pass
-        errors = reader.header_issues + reader.record_issues
-    errors = [issue for issue in errors if not issue.is_warning]
-    if not errors:
+    report = read_report(
+        VcfReader(
+            path,
+            file_id=job.file_id,
+            job_id=job.job_id,
+            tenant_id=job.tenant_id,
+            source_name=job.source_name,
+            region=region,
+            keep_issues=True,
+        )
+    )
+    if report.valid:
         return ""
     quoted = "; ".join(
-        f"line {i.line}, column {i.column}: {i.message} [{i.code}]" for i in errors[:_QUOTED_ERRORS]
+        f"line {i.line}, column {i.column}: {i.message} [{i.code}]" for i in report.errors[:_QUOTED_ERRORS]
     )
-    more = f" (and {len(errors) - _QUOTED_ERRORS} more)" if len(errors) > _QUOTED_ERRORS else ""
-    summary = f"strict validation found {len(errors)} error(s), nothing was ingested"
+    count = report.error_count
+    more = f" (and {count - _QUOTED_ERRORS} more)" if count > _QUOTED_ERRORS else ""
+    summary = f"strict validation found {count} error(s), nothing was ingested"
     return f"{job.source_name}: {summary}: {quoted}{more}"

@@ -34,18 +34,29 @@ class ValidationReport:
 
 def validate_file(path: Path) -> ValidationReport:
     """Every problem ingest would see in `path`, with line numbers."""
-    report = ValidationReport()
     try:
-        with VcfReader(
-            path, file_id="", job_id="", tenant_id="", source_name=path.name, keep_issues=True
-        ) as reader:
-            for _ in reader.batches():
-                pass
+        reader = VcfReader(path, file_id="", job_id="", tenant_id="", source_name=path.name, keep_issues=True)
     except VcfFileError as exc:
         message = str(exc).removeprefix(f"{path.name}: ")
-        report.errors.append(Issue(exc.line, "FILE", exc.code, message))
-        report.error_count = len(report.errors)
-        return report
+        return ValidationReport(errors=[Issue(exc.line, "FILE", exc.code, message)], error_count=1)
+    try:
+        return read_report(reader)
+    except VcfFileError as exc:
+        message = str(exc).removeprefix(f"{path.name}: ")
+        return ValidationReport(
+            errors=[Issue(exc.line, "FILE", exc.code, message)], records=reader.records, error_count=1
+        )
+
+
+def read_report(reader: VcfReader) -> ValidationReport:
+    """Read every record of `reader` (opened with keep_issues) and report what it found.
+
+    A file that turns unreadable part way raises VcfFileError.
+    """
+    report = ValidationReport()
+    with reader:
+        for _ in reader.batches():
+            pass
     report.records = reader.records
     for issue in [*reader.header_issues, *reader.record_issues, *reader.warnings]:
         if issue.is_warning:
