@@ -39,11 +39,17 @@
 /* More FORMAT keys or AD values than this go through the Python path. */
 #define MAX_FORMAT_KEYS 64
 #define MAX_AD_VALUES 64
-/* Codes of the layout's `natives`: FORMAT values checked and encoded here, without a cache. */
+/*
+ * Codes of the layout's `natives` (see _vcf_reader._native_format_spec): FORMAT values
+ * checked here without a cache, and encoded (DP, GQ, AD) or only checked (the
+ * schema keeps no other FORMAT value).
+ */
 #define NATIVE_NONE 0
 #define NATIVE_DEPTH 1
 #define NATIVE_GQ 2
 #define NATIVE_AD 3
+#define NATIVE_CHECK_INTEGER 4
+#define NATIVE_CHECK_FLOAT 5
 /* Kinds and Number codes of the `info_natives` specs (see _vcf_reader._native_info_spec). */
 #define INFO_INTEGER 1
 #define INFO_FLOAT 2
@@ -426,9 +432,34 @@ static int encode_info_native(RecordEncoder *self, const char *p, Py_ssize_t n, 
     return 1;
 }
 
-/* A plain DP/GQ/AD value, as the Python path encodes it; 1 done, 0 not plain, -1 error. */
-static int encode_native(Buf *b, int code, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
+/* Whether an Integer or Float FORMAT value is legal for a diploid sample; 1 yes, 0 fall back. */
+static int check_native(int code, long number, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
+    if (n == 1 && p[0] == '.') return 1;
+    Py_ssize_t count = 0, present = 0;
+    const char *end = p + n;
+    for (;;) {
+        const char *comma = memchr(p, ',', end - p);
+        const char *stop = comma ? comma : end;
+        count++;
+        if (!(stop - p == 1 && p[0] == '.')) {
+            long long integer;
+            double real;
+            if (code == NATIVE_CHECK_INTEGER ? !parse_vcf_int(p, stop - p, &integer)
+                                             : !parse_vcf_float(p, stop - p, &real))
+                return 0;
+            present++;
+        }
+        if (!comma) break;
+        p = comma + 1;
+    }
+    Py_ssize_t expected = expected_count(number, n_alt);
+    return expected < 0 || count == expected || (count == 1 && present == 0);
+}
+
+/* A plain FORMAT value as the Python path encodes it (DP/GQ/AD) or checks it; 1 done, 0 not plain, -1 error. */
+static int encode_native(Buf *b, int code, long number, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
     long long value;
+    if (code == NATIVE_CHECK_INTEGER || code == NATIVE_CHECK_FLOAT) return check_native(code, number, p, n, n_alt);
     if (code == NATIVE_DEPTH || code == NATIVE_GQ) {
         if (n == 1 && p[0] == '.') value = -1;
         else if (!parse_vcf_int(p, n, &value)) return 0;
@@ -479,8 +510,17 @@ static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_al
     PyObject *by_alts = PyTuple_GET_ITEM(layout, 4);
     PyObject *natives = PyTuple_GET_ITEM(layout, 5);
     if (width < 1 || width > MAX_FORMAT_KEYS || !PyBytes_CheckExact(absent) || !PyDict_CheckExact(by_alts) ||
-        !PyBytes_CheckExact(natives) || PyBytes_GET_SIZE(natives) != width)
+        !PyTuple_CheckExact(natives) || PyTuple_GET_SIZE(natives) != width)
         return 0;
+    int codes[MAX_FORMAT_KEYS];
+    long numbers[MAX_FORMAT_KEYS];
+    for (Py_ssize_t i = 0; i < width; i++) {
+        PyObject *spec = PyTuple_GET_ITEM(natives, i);
+        if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 2) return 0;
+        codes[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+        numbers[i] = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
+    }
+    if (PyErr_Occurred()) return -1;
     PyObject *alt_key = PyLong_FromSsize_t(n_alt);
     if (!alt_key) return -1;
     PyObject *caches = PyDict_GetItemWithError(by_alts, alt_key);
@@ -489,7 +529,6 @@ static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_al
     if (!PyList_CheckExact(caches) || PyList_GET_SIZE(caches) != width) return 0;
     for (Py_ssize_t i = 0; i < width; i++)
         if (!PyDict_CheckExact(PyList_GET_ITEM(caches, i))) return 0;
-    const char *native = PyBytes_AS_STRING(natives);
 
     const char *starts[MAX_FORMAT_KEYS];
     Py_ssize_t lens[MAX_FORMAT_KEYS];
@@ -514,7 +553,9 @@ static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_al
         if (buf_put_bytes(body, PyTuple_GET_ITEM(self->sample_fields, s)) < 0) return -1;
         for (Py_ssize_t i = 0; i < width; i++) {
             /* Native values first: parsing them is cheaper than a lookup that mostly misses. */
-            int done = native[i] == NATIVE_NONE ? 0 : encode_native(body, native[i], starts[i], lens[i], n_alt);
+            int done = codes[i] == NATIVE_NONE
+                           ? 0
+                           : encode_native(body, codes[i], numbers[i], starts[i], lens[i], n_alt);
             if (done < 0) return -1;
             if (!done) {
                 PyObject *value = cached_bytes(self, PyList_GET_ITEM(caches, i), starts[i], lens[i]);

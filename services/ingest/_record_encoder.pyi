@@ -1,7 +1,7 @@
 """Types of the compiled record encoder (_record_encoder.c)."""
 
-# (width, GT position, has G/P fields, absent, per-ALT-count caches, per-key native codes)
-FastLayout = tuple[int, int, bool, bytes, dict[int, list[dict[str, bytes]]], bytes]
+# (width, GT position, has G/P fields, absent, per-ALT-count caches, per-key (native code, Number code))
+FastLayout = tuple[int, int, bool, bytes, dict[int, list[dict[str, bytes]]], tuple[tuple[int, int], ...]]
 
 class RecordEncoder:
     line_number: int

@@ -160,28 +160,42 @@ class _Layout:
     by_alts: dict[int, list[dict[str, bytes]]]
 
 
-def _native_format_code(definition: FieldDef) -> int:
-    """Which FORMAT values the compiled encoder checks itself (see NATIVE_* in _record_encoder.c)."""
-    if definition.type != "Integer":
-        return 0
-    if definition.number == "1" and definition.id in ("DP", "GQ"):
-        return 1 if definition.id == "DP" else 2
-    return 3 if definition.id == "AD" and definition.number == "R" else 0
+def _native_format_spec(definition: FieldDef) -> tuple[int, int]:
+    """(code, Number code) of a FORMAT key whose plain values the compiled encoder checks itself.
+
+    Codes are the NATIVE_* constants of _record_encoder.c: 0 none, 1 DP and 2 GQ
+    (Integer, Number=1), 3 AD (Integer, Number=R), 4 any other Integer and 5 any
+    other Float key (checked, not stored). Number codes as in _native_info_spec.
+    """
+    key, kind, number = definition.id, definition.type, definition.number
+    if key in ("DP", "GQ") and number == "1":
+        return (1 if key == "DP" else 2, 0) if kind == "Integer" else (0, 0)
+    if key == "AD":
+        return (3, 0) if kind == "Integer" and number == "R" else (0, 0)
+    if key == "GT" or kind not in ("Integer", "Float"):
+        return 0, 0
+    return (4 if kind == "Integer" else 5), _number_code(number)
+
+
+def _number_code(number: str) -> int:
+    """A Number for the compiled encoder: a count, -1 A, -2 R, -3 G, -4 any.
+
+    Counts are checked as for a diploid sample, so P is 2 (the encoder leaves
+    other ploidies to Python); LA, LR, LG and . take any count.
+    """
+    return int(number) if number.isdigit() else {"A": -1, "R": -2, "G": -3, "P": 2}.get(number, -4)
 
 
 def _native_info_spec(definition: FieldDef) -> tuple[int, int, bytes] | None:
     """(kind, Number code, map key field) of an INFO key the compiled encoder checks itself.
 
-    Kinds 1 Integer, 2 Float; Number codes: a count, -1 A, -2 R, -3 G, -4 any
-    (the INFO_* and NUMBER_* constants of _record_encoder.c).
+    Kinds are 1 Integer and 2 Float (INFO_* in _record_encoder.c); INFO counts
+    are checked as diploid, like the validator does.
     """
     kind = {"Integer": 1, "Float": 2}.get(definition.type)
     if kind is None:
         return None
-    number = definition.number
-    # INFO counts are checked as diploid, so P is 2; LA, LR, LG and . take any count.
-    code = int(number) if number.isdigit() else {"A": -1, "R": -2, "G": -3, "P": 2}.get(number, -4)
-    return kind, code, _string_field(_T_MAP_KEY, definition.id)
+    return kind, _number_code(definition.number), _string_field(_T_MAP_KEY, definition.id)
 
 
 def _ints(values: list[int]) -> bytes:
@@ -289,7 +303,7 @@ class VcfReader:
         self._values: dict[tuple[str, int], dict[str, bytes]] = {}
         self._non_diploid: dict[str, int] = {}
         # FORMAT string -> (width, GT position, has G/P fields, absent, per-ALT-count caches,
-        # per-key _native_format_code), for the compiled encoder.
+        # per-key _native_format_spec), for the compiled encoder.
         self._fast_layouts: dict[str, FastLayout] = {}
         self._numbered = self._source.first_line_number > 0
         self._encoder = RecordEncoder(
@@ -648,7 +662,7 @@ class VcfReader:
             bool(layout.ploidy_fields),
             layout.absent,
             layout.by_alts,
-            bytes(_native_format_code(defs[key]) for key in keys),
+            tuple(_native_format_spec(defs[key]) for key in keys),
         )
         return layout
 
