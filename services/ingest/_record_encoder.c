@@ -17,10 +17,10 @@
  *   REF-only record). The Python path then handles that line and fills the
  *   caches, so validation logic lives in one place (_vcf_validator).
  * - Values that are nearly unique per record are checked here without a
- *   cache, for the plain cases only: QUAL, Integer and Float INFO values
- *   (the validator's number grammar, int32 range and value count), and the
- *   Integer FORMAT fields DP and GQ (Number=1) and AD (Number=R). Floats are
- *   converted by CPython's own parser, as float() does.
+ *   cache, for the plain cases only: QUAL, and Integer and Float INFO and
+ *   FORMAT values (the validator's number grammar, int32 range and value
+ *   count, diploid), of which DP, GQ and AD are stored. Floats are converted
+ *   by CPython's own parser, as float() does.
  *   Anything else about them falls back as above.
  * - A direct-mapped memo in front of the caches saves building a str key per
  *   value. It keeps its own references, so its entries stay valid when the
@@ -30,6 +30,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -50,6 +51,8 @@
 #define NATIVE_AD 3
 #define NATIVE_CHECK_INTEGER 4
 #define NATIVE_CHECK_FLOAT 5
+#define NATIVE_DEPTH_FLOAT 6
+#define NATIVE_GQ_FLOAT 7
 /* Kinds and Number codes of the `info_natives` specs (see _vcf_reader._native_info_spec). */
 #define INFO_INTEGER 1
 #define INFO_FLOAT 2
@@ -460,10 +463,21 @@ static int check_native(int code, long number, const char *p, Py_ssize_t n, Py_s
 static int encode_native(Buf *b, int code, long number, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
     long long value;
     if (code == NATIVE_CHECK_INTEGER || code == NATIVE_CHECK_FLOAT) return check_native(code, number, p, n, n_alt);
-    if (code == NATIVE_DEPTH || code == NATIVE_GQ) {
-        if (n == 1 && p[0] == '.') value = -1;
-        else if (!parse_vcf_int(p, n, &value)) return 0;
-        if (buf_put(b, code == NATIVE_DEPTH ? "\x20" : "\x28", 1) < 0) return -1;
+    if (code == NATIVE_DEPTH || code == NATIVE_GQ || code == NATIVE_DEPTH_FLOAT || code == NATIVE_GQ_FLOAT) {
+        double real;
+        if (n == 1 && p[0] == '.') {
+            value = -1;
+        } else if (code == NATIVE_DEPTH || code == NATIVE_GQ) {
+            if (!parse_vcf_int(p, n, &value)) return 0;
+        } else {
+            /* Python's round(): ties to even, which nearbyint() does in the default rounding mode. */
+            if (!parse_vcf_float(p, n, &real) || !isfinite(real)) return 0;
+            real = nearbyint(real);
+            if (real < VCF_INT_MIN || real > INT_MAX_31) return 0;
+            value = (long long)real;
+        }
+        int depth = code == NATIVE_DEPTH || code == NATIVE_DEPTH_FLOAT;
+        if (buf_put(b, depth ? "\x20" : "\x28", 1) < 0) return -1;
         return buf_put_varint(b, (uint64_t)value) < 0 ? -1 : 1;
     }
     if (code != NATIVE_AD) return 0;
@@ -482,7 +496,8 @@ static int encode_native(Buf *b, int code, long number, const char *p, Py_ssize_
         if (!comma) break;
         p = comma + 1;
     }
-    if (count != n_alt + 1) return 0;
+    Py_ssize_t expected = expected_count(number, n_alt);
+    if (expected >= 0 && count != expected) return 0;
     if (buf_put(b, "\x32", 1) < 0 || buf_put_varint(b, (uint64_t)size) < 0) return -1;
     return buf_put(b, packed, size) < 0 ? -1 : 1;
 }

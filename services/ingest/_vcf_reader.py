@@ -30,6 +30,7 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
 import threading
@@ -48,7 +49,7 @@ from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
 
 __all__ = ["ISSUE_LIMIT", "EncodedBatch", "ReadCounters", "VcfFileError", "VcfReader", "file_digest"]
 from ._vcf_source import VcfText, open_vcf_text
-from ._vcf_validator import RecordError, RecordRules, TypedValues, expected_count
+from ._vcf_validator import INT_MAX, INT_MIN, RecordError, RecordRules, TypedValues, expected_count
 
 if TYPE_CHECKING:
     from ._record_encoder import FastLayout
@@ -163,15 +164,18 @@ class _Layout:
 def _native_format_spec(definition: FieldDef) -> tuple[int, int]:
     """(code, Number code) of a FORMAT key whose plain values the compiled encoder checks itself.
 
-    Codes are the NATIVE_* constants of _record_encoder.c: 0 none, 1 DP and 2 GQ
-    (Integer, Number=1), 3 AD (Integer, Number=R), 4 any other Integer and 5 any
-    other Float key (checked, not stored). Number codes as in _native_info_spec.
+    Codes are the NATIVE_* constants of _record_encoder.c: 0 none; DP and GQ
+    with Number=1, stored as integers, 1 and 2 when Integer, 6 and 7 when Float
+    (rounded, as older GATK writes GQ); 3 AD (Integer, stored); 4 any other
+    Integer and 5 any other Float key (checked, not stored). Number codes as in
+    _number_code.
     """
     key, kind, number = definition.id, definition.type, definition.number
     if key in ("DP", "GQ") and number == "1":
-        return (1 if key == "DP" else 2, 0) if kind == "Integer" else (0, 0)
+        codes = {"Integer": 1, "Float": 6}
+        return codes[kind] + (key == "GQ") if kind in codes else 0, 0
     if key == "AD":
-        return (3, 0) if kind == "Integer" and number == "R" else (0, 0)
+        return (3, _number_code(number)) if kind == "Integer" else (0, 0)
     if key == "GT" or kind not in ("Integer", "Float"):
         return 0, 0
     return (4 if kind == "Integer" else 5), _number_code(number)
@@ -755,7 +759,17 @@ class VcfReader:
             raise RecordError(exc.code, exc.column, f"sample {sample}: {exc.message}") from None
         if key in ("DP", "GQ") and definition.number == "1":
             tag = _T_DEPTH if key == "DP" else _T_GQ
-            return tag + varint(round(float(typed.values[0])) if typed.values else -1)
+            if not typed.values:
+                return tag + varint(-1)
+            number = float(typed.values[0])
+            rounded = round(number) if math.isfinite(number) else None
+            if rounded is None or not INT_MIN <= rounded <= INT_MAX:
+                raise RecordError(
+                    "INTEGER_OUT_OF_RANGE",
+                    "FORMAT",
+                    f"sample {sample}: {key} {text} does not round to a 32-bit integer",
+                )
+            return tag + varint(rounded)
         if key == "AD" and typed.kind == "Integer":
             if text == ".":
                 return b""

@@ -197,6 +197,41 @@ def test_edge_records_agree_and_reach_the_fast_path(tmp_path: Path, monkeypatch:
     assert slow_calls < records * 0.7, slow_calls
 
 
+def test_float_gq_and_free_count_ad_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older GATK's shapes: GQ as Float (stored rounded, ties to even), AD with Number=. and GL floats."""
+    header = (
+        HEADER.replace("ID=GQ,Number=1,Type=Integer", "ID=GQ,Number=1,Type=Float")
+        .replace("ID=AD,Number=R", "ID=AD,Number=.")
+        .replace("ID=PL,Number=G,Type=Integer", "ID=PL,Number=3,Type=Float")
+    )
+    samples = [
+        "0/1:10:19.11:5,5:-0.00,-0.60,-7.82",
+        "0/1:10:20.5:5:-1,-2,-3",
+        "0/1:10:21.5:5,5,5:.,.,.",
+        "0/1:10:-0.4:.:1e-3,2E2,.5",
+        "0/1:10:nan:5,5:0,0,0",
+        "0/1:10:inf:5,5:0,0,0",
+        "0/1:10:1e10:5,5:0,0,0",
+        "0/1:10:2147483647.4:5,5:0,0,0",
+        "0/1:10:2147483647.6:5,5:0,0,0",
+        "0/1:10:.:5,5:0,0",
+        "0/1:10:1.5.5:5,5:0,0,0",
+    ]
+    lines = _repeat([record(s1=sample) for sample in samples], 4)
+    path = tmp_path / "gatk-old.vcf"
+    path.write_text(header + COLUMNS + "".join(line + "\n" for line in lines), encoding="utf-8")
+    records, slow_calls = _assert_same(path, monkeypatch)
+    assert slow_calls < records * 0.6, slow_calls
+
+
+def test_real_1000_genomes_extract_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """629 samples of 1000 Genomes calls with Float GQ and GL (PyVCF3's extract, tests/data/vcf)."""
+    path = Path(__file__).parents[1] / "data" / "vcf" / "1kg.vcf.gz"
+    records, slow_calls = _assert_same(path, monkeypatch)
+    assert records == 381
+    assert slow_calls < records * 0.1, slow_calls
+
+
 def test_contig_changes_crlf_and_a_missing_final_newline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
