@@ -222,6 +222,11 @@ def test_float_gq_and_free_count_ad_agree(tmp_path: Path, monkeypatch: pytest.Mo
     path.write_text(header + COLUMNS + "".join(line + "\n" for line in lines), encoding="utf-8")
     records, slow_calls = _assert_same(path, monkeypatch)
     assert slow_calls < records * 0.6, slow_calls
+    _, outcome = _read(path, fast=True)
+    codes = [letter[1] for letter in outcome["letters"]]  # type: ignore[attr-defined]
+    # nan, inf, 1e10 and 2147483647.6 do not round to an int32; 1.5.5 is no number; "0,0" is 2 of 3 GLs.
+    assert codes.count("INTEGER_OUT_OF_RANGE") == 4 * 4
+    assert sorted(set(codes)) == ["FORMAT_NUMBER", "FORMAT_TYPE", "INTEGER_OUT_OF_RANGE"]
 
 
 def test_real_1000_genomes_extract_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
