@@ -203,20 +203,24 @@ class GraphStore(AsyncComponent):
                 self._db.close()
             self._db = self._conn = None
 
-    def write(self, batch: Sequence[events_pb2.DatabaseWrite] | WriteRows) -> None:
-        """Upsert a batch in one transaction; replaying it changes nothing."""
+    def write(self, batch: Sequence[events_pb2.DatabaseWrite] | WriteRows) -> pa.ChunkedArray:
+        """Upsert a batch in one transaction; replaying it changes nothing.
+
+        Returns the correlation ids the graph already held before this batch.
+        """
         rows = batch if isinstance(batch, WriteRows) else build_rows(batch)
         if not len(rows):
-            return
+            return pa.chunked_array([], pa.string())
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN TRANSACTION")
             try:
-                self._write(conn, rows)
+                old_ids = self._write(conn, rows)
             except BaseException:
                 _rollback(conn)
                 raise
             conn.execute("COMMIT")
+        return old_ids
 
     def counts(self, job_id: str | None = None) -> GraphCounts:
         """Node and edge counts, over everything or only one job's variants."""
@@ -263,10 +267,11 @@ class GraphStore(AsyncComponent):
         return self._conn
 
     @staticmethod
-    def _write(conn: ladybug.Connection, rows: WriteRows) -> None:
+    def _write(conn: ladybug.Connection, rows: WriteRows) -> pa.ChunkedArray:
         _merge_shared_nodes(conn, rows)
         old_ids = _upsert_variants(conn, rows)
         _upsert_analyses(conn, rows.analyses, old_ids)
+        return old_ids
 
 
 def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows) -> None:
@@ -290,13 +295,18 @@ def _upsert_variants(conn: ladybug.Connection, rows: WriteRows) -> pa.ChunkedArr
     """
     variants = rows.variants
     found = _query_arrow(conn, _EXISTING_VARIANTS, _ids(variants.column("correlation_id")))
-    is_old = pc.is_in(variants.column("correlation_id"), value_set=found.column(0))
-    fresh = variants.filter(pc.invert(is_old))
-    old = variants.filter(is_old)
+    calls = rows.calls
+    if found.num_rows:
+        is_old = pc.is_in(variants.column("correlation_id"), value_set=found.column(0))
+        fresh = variants.filter(pc.invert(is_old))
+        old = variants.filter(is_old)
+        fresh_ids = fresh.column("correlation_id")
+        calls = calls.filter(pc.is_in(calls.column("correlation_id"), value_set=fresh_ids))
+    else:
+        # The common case, a batch of new variants: no set lookups or copies.
+        fresh, old = variants, variants.slice(0, 0)
 
     _run(conn, _CREATE_VARIANTS, _variant_columns(fresh))
-    fresh_ids = fresh.column("correlation_id")
-    calls = rows.calls.filter(pc.is_in(rows.calls.column("correlation_id"), value_set=fresh_ids))
     carried_by = {
         "c_from": calls.column("correlation_id"),
         "c_to": calls.column("sample_id"),
@@ -337,6 +347,9 @@ def _upsert_analyses(conn: ladybug.Connection, analyses: pa.Table, old_variant_i
     An analysis is only ever created together with its edge from a stored
     variant, so only answers for variants that already existed need a lookup.
     """
+    if not len(old_variant_ids):
+        _run(conn, _CREATE_ANALYSES, _analysis_columns(analyses))
+        return
     of_old = analyses.filter(pc.is_in(analyses.column("correlation_id"), value_set=old_variant_ids))
     found = _query_arrow(conn, _EXISTING_ANALYSES, _ids(of_old.column("analysis_id")))
     is_known = pc.is_in(analyses.column("analysis_id"), value_set=found.column(0))

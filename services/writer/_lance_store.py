@@ -2,10 +2,14 @@
 
 Two tables: `variants` (one row per correlation_id) and `analyses` (one row per
 correlation_id + provider). Writes are merge_insert on those keys, so a replay
-rewrites identical rows and the counts never move. Every merge adds a small
-fragment, and scans slow down sharply as they pile up, so the store compacts
-after a configurable number of writes or fragments; compaction also folds new
-rows into the BTREE key indices that merge_insert and point lookups use.
+rewrites identical rows and the counts never move. The writer stores a batch in
+the graph first and passes along which variants the graph already had: the
+graph commits every variant before LanceDB sees it, so a variant new to the
+graph is new here too, and its rows are appended, skipping merge_insert's key
+join (whose cost grows with the table). Every write adds a small fragment, and
+scans slow down sharply as they pile up, so the store compacts after a
+configurable number of writes or fragments; compaction also folds new rows
+into the BTREE key indices that merge_insert and point lookups use.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 import lancedb
 import pyarrow as pa
+import pyarrow.compute as pc
 from google.protobuf import json_format
 from lancedb.index import BTree
 
@@ -104,16 +109,24 @@ class LanceStore(AsyncComponent):
         with self._lock:
             self._variants = self._analyses = None
 
-    def write(self, batch: Sequence[events_pb2.DatabaseWrite] | WriteRows) -> None:
-        """Upsert a batch (pass prebuilt WriteRows to share them with the graph store)."""
+    def write(
+        self,
+        batch: Sequence[events_pb2.DatabaseWrite] | WriteRows,
+        *,
+        maybe_stored: pa.ChunkedArray | None = None,
+    ) -> None:
+        """Upsert a batch (pass prebuilt WriteRows to share them with the graph store).
+
+        `maybe_stored`: the only correlation ids that may be stored already; the rows
+        of every other variant are appended. None: any row may be stored already.
+        """
         rows = batch if isinstance(batch, WriteRows) else build_rows(batch)
         if not len(rows):
             return
         with self._lock:
             variants, analyses = self._tables()
-            _upsert(variants, "correlation_id", rows.variants)
-            if rows.analyses.num_rows:
-                _upsert(analyses, "analysis_id", rows.analyses)
+            _store(variants, "correlation_id", rows.variants, maybe_stored)
+            _store(analyses, "analysis_id", rows.analyses, maybe_stored)
             self._writes_since_compaction += 1
             if self._writes_since_compaction >= self._policy.every_writes or (
                 max(_fragments(variants), _fragments(analyses)) >= self._policy.max_fragments
@@ -189,10 +202,17 @@ class LanceStore(AsyncComponent):
         return [stored[cid] for cid in ids if cid in stored]
 
 
-def _upsert(table: Any, key: str, data: pa.Table) -> None:
-    # Measured alternative: look the keys up (BTREE) and append when none exist.
-    # The 5k-key IN lookup alone cost more than this merge, so merge it is.
-    table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+def _store(table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray | None) -> None:
+    """Append the rows of variants known to be new, upsert the others on `key`."""
+    if maybe_stored is not None:
+        maybe = pc.is_in(data.column("correlation_id"), value_set=maybe_stored)
+        fresh = data.filter(pc.invert(maybe)) if len(maybe_stored) else data
+        if fresh.num_rows:
+            table.add(fresh)
+        data = data.filter(maybe) if len(maybe_stored) else data.slice(0, 0)
+    if data.num_rows:
+        # Looking keys up in LanceDB first (BTREE) cost more than this merge.
+        table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
 
 def _fragments(table: Any) -> int:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,9 @@ from vcf_agent.v1 import events_pb2, variant_pb2
 from ._graph_store import GraphStore
 from ._lance_store import LanceStore
 from ._rows import WriteRows, build_rows
+
+# Flushes in flight at once: one storing, one building rows and waiting its turn.
+_FLUSH_DEPTH = 2
 
 
 @dataclass(slots=True)
@@ -92,15 +95,18 @@ class StoreSink:
         self._markers: list[variant_pb2.JobMarker] = []
         self._buffered_records: list[Record] = []
         self._first_buffered = 0.0
-        # At most one batch is being stored while the next one buffers: decoding and
-        # building rows hold the GIL, the store engines mostly do not, so they overlap.
-        self._flushing: asyncio.Task[CommitOffsets] | None = None
+        # Flushes in flight, oldest first: one batch is stored while the next one's rows are
+        # built and a third buffers. Decoding and building rows hold the GIL and the store
+        # engines mostly do not, so the three overlap; stores still run one batch at a time,
+        # in order.
+        self._flushing: deque[asyncio.Task[CommitOffsets]] = deque()
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
+        stored: CommitOffsets = {}
         for record in records:
             batch = await decode_or_dead_letter(record, events_pb2.DatabaseWriteBatch, self._sink)
             if batch is not None:
@@ -109,56 +115,76 @@ class StoreSink:
                 self._buffer.extend(batch.writes)
                 self._markers.extend(batch.markers)
             self._buffered_records.append(record)
+            if len(self._buffer) >= self._settings.writer_batch_rows:
+                # Full batches leave one by one, so a poll of many large records still keeps
+                # batches near their target size and the last one of a job short.
+                stored |= await self._flush_buffer()
         # Offsets are released only once both stores hold their batch.
-        stored = await self._stored(wait=False)
+        stored |= await self._stored(wait=False)
         if not self._buffered_records:
             return stored
         linger_s = self._settings.writer_linger_ms / 1000
-        full = len(self._buffer) >= self._settings.writer_batch_rows
         due = time.monotonic() - self._first_buffered >= linger_s or not self._buffer
-        if not (full or due or self._markers):
-            return stored
-        if self._flushing is not None:
-            # Batches are stored in order, so markers apply after the writes they close.
-            stored = await self._stored(wait=True)
-        self._start_flush()
+        if due or self._markers:
+            stored |= await self._flush_buffer()
         return stored
 
     async def flush(self) -> CommitOffsets:
         """Store everything buffered now; returns the offsets that became safe to commit."""
-        stored = await self._stored(wait=True)
+        stored: CommitOffsets = {}
         if self._buffered_records:
-            self._start_flush()
-            stored = await self._stored(wait=True)
+            stored |= await self._flush_buffer()
+        while self._flushing:
+            stored |= await self._stored(wait=True)
         return stored
 
-    def _start_flush(self) -> None:
+    async def _flush_buffer(self) -> CommitOffsets:
+        """Start storing the buffer, after the oldest flush if too many are in flight.
+
+        Returns the offsets that waiting released.
+        """
+        stored: CommitOffsets = {}
+        if len(self._flushing) >= _FLUSH_DEPTH:
+            stored = await self._stored(wait=True)
         writes, self._buffer = self._buffer, []
         markers, self._markers = self._markers, []
         records, self._buffered_records = self._buffered_records, []
-        self._flushing = asyncio.create_task(self._flush(writes, markers, records), name="writer-flush")
+        previous = self._flushing[-1] if self._flushing else None
+        self._flushing.append(
+            asyncio.create_task(self._flush(writes, markers, records, previous), name="writer-flush")
+        )
+        return stored
 
     async def _stored(self, *, wait: bool) -> CommitOffsets:
-        """Offsets of the batch being stored once it is done ({} while it runs); raises its error."""
-        task = self._flushing
-        if task is None or not (wait or task.done()):
-            return {}
-        self._flushing = None
-        return await task
+        """Offsets of the flushes that are done (waiting for the oldest if asked); raises their error.
+
+        Later batches hold later offsets of a partition, so merging keeps the newest.
+        """
+        stored: CommitOffsets = {}
+        while self._flushing and (wait or self._flushing[0].done()):
+            stored |= await self._flushing.popleft()
+            wait = False
+        return stored
 
     async def _flush(
         self,
         writes: list[events_pb2.DatabaseWrite],
         markers: list[variant_pb2.JobMarker],
         records: list[Record],
+        previous: asyncio.Task[CommitOffsets] | None,
     ) -> CommitOffsets:
         touched: dict[str, str] = {}
-        if writes:
-            rows = await asyncio.to_thread(build_rows, writes)
-            # Both engines release the GIL while writing, so the two stores run side by side.
-            await asyncio.gather(
-                asyncio.to_thread(self.lance.write, rows), asyncio.to_thread(self.graph.write, rows)
-            )
+        rows = await asyncio.to_thread(build_rows, writes) if writes else None
+        if previous is not None:
+            # Batches are stored in order, so markers apply after the writes they close.
+            await asyncio.wait([previous])
+            if previous.cancelled() or previous.exception() is not None:
+                # Its own task reports the error; nothing after it is stored or released.
+                return {}
+        if rows is not None:
+            # The graph first: LanceDB then appends the variants the graph did not have.
+            maybe_stored = await asyncio.to_thread(self.graph.write, rows)
+            await asyncio.to_thread(self.lance.write, rows, maybe_stored=maybe_stored)
             telemetry.variants_processed.labels("writer").inc(len(writes))
             for job_id, tenant_id, classification, count in _classification_counts(rows):
                 touched[job_id] = tenant_id

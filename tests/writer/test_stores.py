@@ -152,6 +152,28 @@ def test_replay_changes_nothing_in_either_store(lance: LanceStore, graph: GraphS
     assert graph.counts() == expected
 
 
+def test_writes_in_the_writers_order_store_every_row_once(lance: LanceStore, graph: GraphStore) -> None:
+    """Graph first, then LanceDB told which variants the graph had; replays and a crash between them."""
+    first = build_rows(make_batch(range(10), providers=("local", "openai")))
+    assert graph.write(first).to_pylist() == []
+    lance.write(first, maybe_stored=pa.chunked_array([], pa.string()))
+
+    # Half of it again plus five new, the second half reaching the graph only (a crash before LanceDB).
+    retry = build_rows(make_batch(range(5, 15), providers=("local", "openai")))
+    stored_before = graph.write(retry)
+    overlap = first.variants.column("correlation_id")[5:]
+    assert sorted(stored_before.to_pylist()) == sorted(overlap.to_pylist())
+    replay = build_rows(make_batch(range(5, 15), providers=("local", "openai")))
+    stored_before = graph.write(replay)
+    assert len(stored_before) == 10
+    lance.write(replay, maybe_stored=stored_before)
+
+    assert lance.count() == 15
+    assert lance.count_analyses() == 30
+    assert graph.counts().variants == 15
+    assert graph.counts().analyses == 30
+
+
 def test_partially_overlapping_batch_adds_only_the_new_rows(lance: LanceStore, graph: GraphStore) -> None:
     first = make_batch(range(10))
     # The retry of a batch whose first half already landed, plus five new variants.
