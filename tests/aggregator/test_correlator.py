@@ -1,0 +1,50 @@
+"""The aggregator's spliced single-provider write equals the one build_write assembles."""
+
+from __future__ import annotations
+
+import pytest
+
+from vcf_agent.services.aggregator import build_write
+from vcf_agent.services.aggregator._correlator import _single_write
+from vcf_agent.v1 import analysis_pb2, events_pb2
+
+_OK = analysis_pb2.AnalysisResult.STATUS_OK
+_FAILED = analysis_pb2.AnalysisResult.STATUS_FAILED
+
+
+def _result(status: int, classification: str, tier: str) -> analysis_pb2.AnalysisResult:
+    result = analysis_pb2.AnalysisResult(
+        correlation_id="c1",
+        job_id="job-1",
+        tenant_id="tenant-1",
+        provider="local",
+        status=status,  # type: ignore[arg-type]
+        classification=classification,
+        confidence=0.4,
+        rationale="because",
+    )
+    result.annotation.priority_tier = tier
+    result.variant.correlation_id = "c1"
+    result.variant.chromosome = "chr1"
+    result.variant.position = 123
+    result.variant.genotypes.add(sample="S1", alleles=[0, 1])
+    return result
+
+
+@pytest.mark.parametrize(
+    ("status", "classification", "tier"),
+    [
+        (_OK, "likely_benign", "P4"),
+        (_OK, "", "P3"),
+        (_OK, "not-in-the-vocabulary", ""),
+        (_FAILED, "pathogenic", "P1"),
+    ],
+)
+def test_single_write_matches_build_write(status: int, classification: str, tier: str) -> None:
+    spliced = _result(status, classification, tier)
+    merged, payload = _single_write("c1", spliced)
+    expected = build_write("c1", [_result(status, classification, tier)], frozenset({"local"}), partial=False)
+
+    assert events_pb2.DatabaseWrite.FromString(payload) == expected
+    assert merged == expected.classification
+    assert not spliced.HasField("variant")
