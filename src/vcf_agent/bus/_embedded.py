@@ -509,6 +509,9 @@ class EmbeddedConsumer(Consumer):
         self._generation = 0
         self._owned: dict[TopicPartition, _Owned] = {}
         self._rotation = 0
+        # The idle back-off outlives a poll: a consumer that keeps getting nothing settles at
+        # the longest sleep instead of restarting from the shortest on every poll call.
+        self._idle_sleep = MIN_IDLE_SLEEP_S
         self._wakeup = asyncio.Event()
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
@@ -683,7 +686,6 @@ class EmbeddedConsumer(Consumer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         limit = max(1, min(max_records, self._record_cap))
-        sleep = MIN_IDLE_SLEEP_S
         while True:
             self._wakeup.clear()
             known = self._generation
@@ -696,8 +698,11 @@ class EmbeddedConsumer(Consumer):
                 self._rotation,
             )
             records = self._apply(fetch, known)
+            if records:
+                self._idle_sleep = MIN_IDLE_SLEEP_S
+                return records
             remaining = deadline - loop.time()
-            if records or remaining <= 0:
+            if remaining <= 0:
                 return records
             if not fetch.streams_current:
                 # Rebalance now rather than at the next heartbeat, so new streams are read promptly.
@@ -705,11 +710,11 @@ class EmbeddedConsumer(Consumer):
                 continue
             # Other processes cannot signal us, so sleep briefly; a local publish cuts the sleep short.
             try:
-                await asyncio.wait_for(self._wakeup.wait(), min(sleep, remaining))
+                await asyncio.wait_for(self._wakeup.wait(), min(self._idle_sleep, remaining))
             except TimeoutError:
-                sleep = min(sleep * 2, MAX_IDLE_SLEEP_S)
+                self._idle_sleep = min(self._idle_sleep * 2, MAX_IDLE_SLEEP_S)
             else:
-                sleep = MIN_IDLE_SLEEP_S
+                self._idle_sleep = MIN_IDLE_SLEEP_S
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         if offsets is None:
