@@ -20,13 +20,20 @@ from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
 from vcf_agent.control import FieldError, FlagNotFoundError, FlagStore
-from vcf_agent.processing import CommitOffsets, DeadLetterSink, decode_or_dead_letter
+from vcf_agent.processing import (
+    CommitOffsets,
+    DeadLetterSink,
+    decode_or_dead_letter,
+    decode_serialized_or_dead_letter,
+)
 from vcf_agent.schema import (
     ENCODING_IDENTITY,
     HEADER_CONTENT_ENCODING,
     HEADER_MESSAGE_TYPE,
     HEADER_TRACEPARENT,
     encode,
+    encode_serialized,
+    length_delimited,
     message_type,
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
@@ -41,6 +48,9 @@ HEADER_PROVIDER = "x-provider"
 HEADER_GROUP_KEY = "x-group-key"
 
 _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
+_REQUEST_BATCH_TYPE = analysis_pb2.AnalysisRequestBatch.DESCRIPTOR.full_name
+# Wire tag of AnalysisRequestBatch.variant_batch (field 5, length-delimited).
+_TAG_REQUEST_VARIANT_BATCH = b"\x2a"
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
 # Providers get this share of the aggregator's deadline, so their failures still count as answers.
 _PROVIDER_SHARE = 0.8
@@ -95,20 +105,25 @@ class VariantRouter:
                 # Markers pass straight to the results stream; the aggregator forwards them to the writer.
                 markers_out.append(OutgoingMessage(record.value, record.key, dict(record.headers)))
                 continue
-            batch = await decode_or_dead_letter(record, variant_pb2.VariantBatch, self._sink)
-            if batch is None:
+            decoded = await decode_serialized_or_dead_letter(record, variant_pb2.VariantBatch, self._sink)
+            if decoded is None:
                 continue
+            batch, serialized_batch = decoded
             providers = self.providers_for(batch)
             group_key = f"{record.stream}/{record.partition}/{record.offset}"
             deadline = provider_deadline(self._settings.analysis_deadline_s)
             tenant = batch.variants[0].tenant_id if batch.variants else ""
             trace = _child_trace(record.headers)
-            # Built once: the providers' request batches differ only in `provider`.
-            request_batch = analysis_requests(batch, "", providers, deadline)
+            # The variant batch goes into every provider's request as it arrived: spliced in
+            # serialized, not copied into a request message and serialized again.
+            variant_batch = length_delimited(_TAG_REQUEST_VARIANT_BATCH, serialized_batch)
             for provider in providers:
-                request_batch.provider = provider
-                payload, headers = encode(
-                    request_batch,
+                shared = analysis_pb2.AnalysisRequestBatch(
+                    provider=provider, requested_providers=providers, deadline=deadline
+                )
+                payload, headers = encode_serialized(
+                    shared.SerializeToString() + variant_batch,
+                    _REQUEST_BATCH_TYPE,
                     tenant_id=tenant,
                     traceparent=trace,
                     compression_threshold=self._settings.compression_threshold,

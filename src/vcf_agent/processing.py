@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
 from vcf_agent.bus import Bus, Consumer, OutgoingMessage, Record, StartPosition
-from vcf_agent.schema import PayloadError, decode, encode
+from vcf_agent.schema import PayloadError, decode_serialized, encode
 from vcf_agent.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,16 @@ class DeadLetterSink:
 
 async def decode_or_dead_letter(record: Record, message_class: type[M], sink: DeadLetterSink) -> M | None:
     """The decoded message, or None after dead-lettering a corrupt payload."""
+    decoded = await decode_serialized_or_dead_letter(record, message_class, sink)
+    return None if decoded is None else decoded[0]
+
+
+async def decode_serialized_or_dead_letter(
+    record: Record, message_class: type[M], sink: DeadLetterSink
+) -> tuple[M, bytes] | None:
+    """The decoded message and its serialized (decompressed) form, or None after dead-lettering."""
     try:
-        return decode(record.value, record.headers, message_class)
+        return decode_serialized(record.value, record.headers, message_class)
     except PayloadError as exc:
         log.warning("dead-lettering %s[%d]@%d: %s", record.stream, record.partition, record.offset, exc)
         await sink.send_record(record, str(exc), "corrupt_payload")

@@ -7,10 +7,16 @@ reach each request and each result.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from vcf_agent.benchmarks import synthetic_batch
+from vcf_agent.bus import Record, open_bus
+from vcf_agent.config import Settings
+from vcf_agent.runner import ensure_topology
+from vcf_agent.schema import decode, encode
 from vcf_agent.services.router import analysis_requests, expanded_requests, provider_deadline
 from vcf_agent.services.router._providers import LocalProvider
-from vcf_agent.services.router._routing import answer_batch
+from vcf_agent.services.router._routing import HEADER_PROVIDER, VariantRouter, answer_batch
 from vcf_agent.v1 import analysis_pb2
 
 
@@ -74,3 +80,30 @@ async def test_local_answers_are_the_same_for_both_forms() -> None:
         a.ClearField("latency_ms")
         b.ClearField("latency_ms")
         assert a == b
+
+
+async def test_the_router_publishes_each_provider_the_variant_batch_as_it_arrived(tmp_path: Path) -> None:
+    settings = Settings.from_env(data_dir=tmp_path, bus_url="memory://request-splice")
+    bus = open_bus(settings.bus_url)
+    await bus.start()
+    try:
+        await ensure_topology(bus, settings)
+        batch = synthetic_batch(0, 5)
+        batch.priority = 3
+        batch.providers[:] = ["local", "claude"]
+        payload, headers = encode(batch, compression_threshold=1 << 30)
+        record = Record(settings.topology.variants, 0, 0, payload, b"k", headers, 0)
+        router = VariantRouter(bus, settings, frozenset({"local", "claude"}))
+        await router.handle([record])
+        async with bus.consumer([settings.topology.analysis_requests], "probe") as consumer:
+            records = await consumer.poll(10, 2.0)
+    finally:
+        await bus.stop()
+
+    request_type = analysis_pb2.AnalysisRequestBatch
+    requests = {r.headers[HEADER_PROVIDER]: decode(r.value, r.headers, request_type) for r in records}
+    assert sorted(requests) == ["claude", "local"]
+    for provider, request_batch in requests.items():
+        expected = analysis_requests(batch, provider, ["local", "claude"], request_batch.deadline)
+        assert request_batch == expected
+        assert request_batch.HasField("deadline")

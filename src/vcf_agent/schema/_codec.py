@@ -87,6 +87,11 @@ def message_type(headers: Mapping[str, str]) -> str:
 
 def decode(payload: bytes, headers: Mapping[str, str], message_class: type[M]) -> M:
     """Parse a payload published by encode(); raises PayloadError with the reason."""
+    return decode_serialized(payload, headers, message_class)[0]
+
+
+def decode_serialized(payload: bytes, headers: Mapping[str, str], message_class: type[M]) -> tuple[M, bytes]:
+    """decode(), plus the serialized message itself, for a stage that forwards it unchanged."""
     version = headers.get(HEADER_SCHEMA_VERSION, SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise PayloadError(f"unsupported schema version {version!r} (this build reads {SCHEMA_VERSION})")
@@ -107,4 +112,4 @@ def decode(payload: bytes, headers: Mapping[str, str], message_class: type[M]) -
         message.ParseFromString(payload)
     except DecodeError as exc:
         raise PayloadError(f"corrupt {expected} payload: {exc}") from exc
-    return message
+    return message, payload
