@@ -17,8 +17,21 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
-from vcf_agent.processing import CommitOffsets, DeadLetterSink, decode_or_dead_letter
-from vcf_agent.schema import CLASSIFICATIONS, encode, encode_serialized, length_delimited, message_type
+from vcf_agent.processing import (
+    CommitOffsets,
+    DeadLetterSink,
+    decode_or_dead_letter,
+    decode_serialized_or_dead_letter,
+)
+from vcf_agent.schema import (
+    CLASSIFICATIONS,
+    encode,
+    encode_serialized,
+    length_delimited,
+    message_type,
+    read_varint,
+    repeated_messages,
+)
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
@@ -33,6 +46,9 @@ _TAG_BATCH_MARKERS = b"\x12"
 _TAG_WRITE_CORRELATION_ID = b"\x0a"
 _TAG_WRITE_VARIANT = b"\x22"
 _TAG_WRITE_RESULTS = b"\x2a"
+_TAG_BATCH_RESULTS = b"\x0a"
+# AnalysisResult.variant is field 16: its tag takes two varint bytes.
+_TAG_RESULT_VARIANT = b"\x82\x01"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +121,17 @@ def build_write(
 _WRITE_TAILS: dict[tuple[str, str, str, str], bytes] = {}
 
 
-def _single_write(cid: str, result: analysis_pb2.AnalysisResult) -> tuple[str, bytes]:
+def _single_write(
+    cid: str, result: analysis_pb2.AnalysisResult, serialized: bytes | None = None
+) -> tuple[str, bytes]:
     """(classification, serialized DatabaseWrite) of a variant whose only provider answered.
 
     Equal to build_write(cid, [result], {provider}, partial=False) serialized, but
     spliced from the serialized variant and result instead of copying both into a
-    new message (measured: ~3x less CPU per variant). Empties the result's variant.
+    new message (measured: ~3x less CPU per variant). `serialized` is the result as
+    it arrived: when it begins with its variant (the router's local worker sends them
+    so), both are sliced out of it and nothing is serialized again; otherwise the
+    result's variant is emptied.
     """
     # merge_verdict([result]), inline: this runs for every variant.
     classification = result.classification if result.status == _STATUS_OK else ""
@@ -123,9 +144,13 @@ def _single_write(cid: str, result: analysis_pb2.AnalysisResult) -> tuple[str, b
         if len(_WRITE_TAILS) < 4096:
             _WRITE_TAILS[key] = tail
     classification = key[2]
-    variant = result.variant.SerializeToString()
-    result.ClearField("variant")
-    answer = result.SerializeToString()
+    if serialized is not None and serialized.startswith(_TAG_RESULT_VARIANT):
+        size, start = read_varint(serialized, len(_TAG_RESULT_VARIANT))
+        variant, answer = serialized[start : start + size], serialized[start + size :]
+    else:
+        variant = result.variant.SerializeToString()
+        result.ClearField("variant")
+        answer = result.SerializeToString()
     body = b"".join(
         (
             length_delimited(_TAG_WRITE_CORRELATION_ID, cid.encode()),
@@ -135,6 +160,17 @@ def _single_write(cid: str, result: analysis_pb2.AnalysisResult) -> tuple[str, b
         )
     )
     return classification, body
+
+
+def _spliced_results(serialized: bytes, count: int) -> list[bytes]:
+    """The serialized results of a batch whose first result begins with its variant, else []."""
+    if not serialized.startswith(_TAG_BATCH_RESULTS):
+        return []
+    _, start = read_varint(serialized, len(_TAG_BATCH_RESULTS))
+    if not serialized.startswith(_TAG_RESULT_VARIANT, start):
+        return []
+    found = repeated_messages(serialized, _TAG_BATCH_RESULTS)
+    return found if len(found) == count else []
 
 
 class Correlator:
@@ -166,11 +202,16 @@ class Correlator:
                     markers.append(marker)
                     self._on_marker(marker)
                 continue
-            batch = await decode_or_dead_letter(record, analysis_pb2.AnalysisResultBatch, self._sink)
-            if batch is None:
+            decoded = await decode_serialized_or_dead_letter(
+                record, analysis_pb2.AnalysisResultBatch, self._sink
+            )
+            if decoded is None:
                 continue
-            for result in batch.results:
-                write = self._add(result, position, record.offset)
+            batch, serialized = decoded
+            results = batch.results
+            spliced = _spliced_results(serialized, len(results))
+            for index, result in enumerate(results):
+                write = self._add(result, position, record.offset, spliced[index] if spliced else None)
                 if write is not None:
                     writes.append(write)
         writes.extend(self._expire(time.monotonic()))
@@ -190,13 +231,17 @@ class Correlator:
             self._jobs[marker.job_id] = _JobProgress(marker.tenant_id)
 
     def _add(
-        self, result: analysis_pb2.AnalysisResult, position: tuple[str, int], offset: int
+        self,
+        result: analysis_pb2.AnalysisResult,
+        position: tuple[str, int],
+        offset: int,
+        serialized: bytes | None = None,
     ) -> _Completed | None:
         cid = result.correlation_id
         entry = self._pending.get(cid)
         if entry is None and len(result.requested_providers) <= 1:
             # The common single-provider case completes at once: no pending state to keep.
-            classification, payload = _single_write(cid, result)
+            classification, payload = _single_write(cid, result, serialized)
             return self._count(result.job_id, result.tenant_id, classification, payload)
         if entry is None:
             requested = frozenset(result.requested_providers) or frozenset({result.provider})

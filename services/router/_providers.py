@@ -47,19 +47,22 @@ class LocalProvider:
         return results
 
     async def analyse_batch(
-        self, requests: analysis_pb2.AnalysisRequestBatch
+        self, requests: analysis_pb2.AnalysisRequestBatch, *, attach_variants: bool = True
     ) -> analysis_pb2.AnalysisResultBatch:
         """The answers as one batch with each variant attached: filled in place, nothing copied twice.
 
-        The annotator never fails a single request.
+        Without `attach_variants` the caller attaches them itself (the router splices them in
+        serialized). The annotator never fails a single request.
         """
         started = time.perf_counter()
-        batch = await asyncio.to_thread(self._analyse_batch, requests)
+        batch = await asyncio.to_thread(self._analyse_batch, requests, attach_variants)
         telemetry.provider_requests.labels(self.name, "ok").inc(len(batch.results))
         telemetry.provider_latency.labels(self.name).observe(time.perf_counter() - started)
         return batch
 
-    def _analyse_batch(self, requests: analysis_pb2.AnalysisRequestBatch) -> analysis_pb2.AnalysisResultBatch:
+    def _analyse_batch(
+        self, requests: analysis_pb2.AnalysisRequestBatch, attach_variants: bool = True
+    ) -> analysis_pb2.AnalysisResultBatch:
         batch = analysis_pb2.AnalysisResultBatch()
         # A plain tuple: extending from the batch's repeated field on every result costs three times more.
         uniform = tuple(requests.requested_providers)
@@ -74,7 +77,8 @@ class LocalProvider:
             item = add()
             annotate(variant, into=item)
             item.requested_providers.extend(uniform or own[index])
-            item.variant.CopyFrom(variant)
+            if attach_variants:
+                item.variant.CopyFrom(variant)
             item.latency_ms = (clock() - started) * 1000
         return batch
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vcf_agent.schema import varint
 from vcf_agent.services.aggregator import build_write
 from vcf_agent.services.aggregator._correlator import _single_write
 from vcf_agent.v1 import analysis_pb2, events_pb2
@@ -48,3 +49,14 @@ def test_single_write_matches_build_write(status: int, classification: str, tier
     assert events_pb2.DatabaseWrite.FromString(payload) == expected
     assert merged == expected.classification
     assert not spliced.HasField("variant")
+
+    # As the router's local worker sends it: the variant first, then the rest of the answer.
+    arrived = _result(status, classification, tier)
+    variant = arrived.variant.SerializeToString()
+    rest = _result(status, classification, tier)
+    rest.ClearField("variant")
+    serialized = b"\x82\x01" + varint(len(variant)) + variant + rest.SerializeToString()
+    assert analysis_pb2.AnalysisResult.FromString(serialized) == arrived
+    merged, payload = _single_write("c1", arrived, serialized)
+    assert events_pb2.DatabaseWrite.FromString(payload) == expected
+    assert merged == expected.classification

@@ -19,7 +19,7 @@ from vcf_agent.schema._codec import (
 )
 from vcf_agent.schema._ids import correlation_id, file_digest_hasher, variant_key
 from vcf_agent.schema._job_states import TERMINAL_STATES, state_name
-from vcf_agent.schema._wire import SMALL_VARINTS, length_delimited, varint
+from vcf_agent.schema._wire import SMALL_VARINTS, length_delimited, read_varint, repeated_messages, varint
 
 __all__ = [
     "CLASSIFICATIONS",
@@ -42,6 +42,8 @@ __all__ = [
     "file_digest_hasher",
     "length_delimited",
     "message_type",
+    "read_varint",
+    "repeated_messages",
     "state_name",
     "variant_key",
     "varint",

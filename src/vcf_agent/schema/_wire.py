@@ -30,3 +30,59 @@ def varint(n: int) -> bytes:
 
 def length_delimited(tag: bytes, body: bytes) -> bytes:
     return tag + varint(len(body)) + body
+
+
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at `pos` and the position after it."""
+    value = data[pos]
+    pos += 1
+    if value < 0x80:
+        return value, pos
+    value &= 0x7F
+    shift = 7
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def repeated_messages(data: bytes, tag: bytes) -> list[bytes]:
+    """The serialized elements of one repeated message field (single-byte `tag`) of a message.
+
+    Every other field is skipped. Lets a stage forward elements it does not change without
+    serializing them again.
+    """
+    found = []
+    pos, end, wanted = 0, len(data), tag[0]
+    while pos < end:
+        if data[pos] == wanted:
+            # The common case inline: the wanted tag, a length below 2**14.
+            size = data[pos + 1]
+            pos += 2
+            if size >= 0x80:
+                size = (size & 0x7F) | (data[pos] << 7) if data[pos] < 0x80 else -1
+                pos += 1
+                if size < 0:
+                    size, pos = read_varint(data, pos - 2)
+            found.append(data[pos : pos + size])
+            pos += size
+            continue
+        key, pos = read_varint(data, pos)
+        wire_type = key & 7
+        if wire_type == 2:
+            size, pos = read_varint(data, pos)
+            if key == wanted:
+                found.append(data[pos : pos + size])
+            pos += size
+        elif wire_type == 0:
+            _, pos = read_varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire_type}")
+    return found
