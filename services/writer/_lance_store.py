@@ -205,11 +205,13 @@ class LanceStore(AsyncComponent):
 def _store(table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray | None) -> None:
     """Append the rows of variants known to be new, upsert the others on `key`."""
     if maybe_stored is not None:
-        maybe = pc.is_in(data.column("correlation_id"), value_set=maybe_stored)
-        fresh = data.filter(pc.invert(maybe)) if len(maybe_stored) else data
+        if len(maybe_stored):
+            maybe = pc.is_in(data.column("correlation_id"), value_set=maybe_stored)
+            fresh, data = data.filter(pc.invert(maybe)), data.filter(maybe)
+        else:
+            fresh, data = data, data.slice(0, 0)
         if fresh.num_rows:
             table.add(fresh)
-        data = data.filter(maybe) if len(maybe_stored) else data.slice(0, 0)
     if data.num_rows:
         # Looking keys up in LanceDB first (BTREE) cost more than this merge.
         table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
