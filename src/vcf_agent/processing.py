@@ -185,15 +185,19 @@ class StreamProcessor:
             return False
         return True
 
+    def begin_drain(self, timeout_s: float) -> None:
+        """Report draining and stop polling after the current batch; drain() waits for the rest."""
+        self._draining = True
+        self._drain_deadline = asyncio.get_running_loop().time() + timeout_s
+        self.pause()
+
     async def drain(self, timeout_s: float) -> int:
         """Finish in-flight work, commit, stop consuming; returns records left uncommitted.
 
         Buffering stages (idle_calls) are called with [] until they release every
         offset or timeout_s passes, since their buffered records count as in flight.
         """
-        self._draining = True
-        self._drain_deadline = asyncio.get_running_loop().time() + timeout_s
-        self.pause()
+        self.begin_drain(timeout_s)
         if self._task is None or self._task.done():
             self._draining = False
             self._drained = True

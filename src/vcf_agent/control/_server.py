@@ -218,11 +218,11 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         self, request: control_pb2.ConsumptionRequest, context: Context
     ) -> control_pb2.ConsumptionResponse:
         chosen = await self._chosen(context, request.group)
-        for processor in chosen:
-            # Health goes NOT_SERVING before the drain, so traffic moves away while it runs.
-            processor.pause()
-        await self._plane.refresh_health(draining=True)
         budget = _time_left(context) if context.time_remaining() is not None else self._plane.grace_s
+        for processor in chosen:
+            # Health goes NOT_SERVING before the drain runs, so traffic moves away meanwhile.
+            processor.begin_drain(budget)
+        await self._plane.refresh_health()
         left = await asyncio.gather(*(p.drain(budget) for p in chosen))
         await self._plane.refresh_health()
         return control_pb2.ConsumptionResponse(
@@ -417,7 +417,7 @@ class ControlPlaneServer:
             "%s gRPC control plane on %s (tls=%s)", self.service, self.address, self._security.tls_enabled
         )
 
-    async def refresh_health(self, *, draining: bool = False) -> None:
+    async def refresh_health(self) -> None:
         """Recompute health now rather than at the next probe of the bus."""
         if self.state == "stopping":
             return
@@ -426,7 +426,6 @@ class ControlPlaneServer:
             processors.append(self.flags.processor)
         healthy = (
             self.bus_healthy
-            and not draining
             and all(p.failed is None and p.state not in ("draining", "drained") for p in processors)
         )
         if healthy != self.serving or self.state == "starting":
