@@ -37,9 +37,9 @@
 #define INT_MAX_31 2147483647LL
 /* BCF reserves the 8 lowest int32 values (missing, end of vector..). */
 #define VCF_INT_MIN (-2147483648LL + 8)
-/* More FORMAT keys or AD values than this go through the Python path. */
+/* More FORMAT keys, or values in one list, than this go through the Python path. */
 #define MAX_FORMAT_KEYS 64
-#define MAX_AD_VALUES 64
+#define MAX_LIST_VALUES 256
 /*
  * Codes of the layout's `natives` (see _vcf_reader._native_format_spec): FORMAT values
  * checked here without a cache, and encoded (DP, GQ, AD) or only checked (the
@@ -60,7 +60,6 @@
 #define NUMBER_R (-2)
 #define NUMBER_G (-3)
 #define NUMBER_ANY (-4)
-#define MAX_INFO_VALUES 256
 #define MEMO_SLOTS (1 << 17)
 #define MEMO_KEY 30
 
@@ -264,6 +263,25 @@ static uint64_t memo_hash(PyObject *cache, const char *p, Py_ssize_t n) {
     return h ^ (h >> 31);
 }
 
+/* Remember `value` for (dict, p[0:n]) in `slot`, releasing what the slot held. */
+static void memo_put(MemoSlot *slot, PyObject *dict, const char *p, Py_ssize_t n, PyObject *value) {
+    PyObject *old_value = slot->value, *old_cache = slot->cache;
+    slot->cache = Py_NewRef(dict);
+    slot->value = Py_NewRef(value);
+    slot->len = n;
+    memcpy(slot->key, p, n);
+    Py_XDECREF(old_value);
+    Py_XDECREF(old_cache);
+}
+
+static MemoSlot *memo_slot(RecordEncoder *self, PyObject *dict, const char *p, Py_ssize_t n) {
+    return &self->memo[memo_hash(dict, p, n) & (MEMO_SLOTS - 1)];
+}
+
+static int memo_holds(MemoSlot *slot, PyObject *dict, const char *p, Py_ssize_t n) {
+    return slot->cache == dict && slot->len == n && memcmp(slot->key, p, n) == 0;
+}
+
 /*
  * `lookup` through the memo. The result is borrowed from the memo or the dict:
  * use it before the next call, or take a reference, since a later call may
@@ -271,18 +289,10 @@ static uint64_t memo_hash(PyObject *cache, const char *p, Py_ssize_t n) {
  */
 static PyObject *cached(RecordEncoder *self, PyObject *dict, const char *p, Py_ssize_t n) {
     if (n > MEMO_KEY) return lookup(dict, p, n);
-    MemoSlot *slot = &self->memo[memo_hash(dict, p, n) & (MEMO_SLOTS - 1)];
-    if (slot->cache == dict && slot->len == n && memcmp(slot->key, p, n) == 0) return slot->value;
+    MemoSlot *slot = memo_slot(self, dict, p, n);
+    if (memo_holds(slot, dict, p, n)) return slot->value;
     PyObject *value = lookup(dict, p, n);
-    if (value) {
-        PyObject *old_value = slot->value, *old_cache = slot->cache;
-        slot->cache = Py_NewRef(dict);
-        slot->value = Py_NewRef(value);
-        slot->len = n;
-        memcpy(slot->key, p, n);
-        Py_XDECREF(old_value);
-        Py_XDECREF(old_cache);
-    }
+    if (value) memo_put(slot, dict, p, n, value);
     return value;
 }
 
@@ -298,17 +308,11 @@ static int non_diploid(RecordEncoder *self, const char *p, Py_ssize_t n) {
         PyObject *value = lookup(dict, p, n);
         return value ? 1 : (PyErr_Occurred() ? -1 : 0);
     }
-    MemoSlot *slot = &self->memo[memo_hash(dict, p, n) & (MEMO_SLOTS - 1)];
-    if (slot->cache == dict && slot->len == n && memcmp(slot->key, p, n) == 0) return slot->value == Py_True;
+    MemoSlot *slot = memo_slot(self, dict, p, n);
+    if (memo_holds(slot, dict, p, n)) return slot->value == Py_True;
     PyObject *value = lookup(dict, p, n);
     if (!value && PyErr_Occurred()) return -1;
-    PyObject *old_value = slot->value, *old_cache = slot->cache;
-    slot->cache = Py_NewRef(dict);
-    slot->value = Py_NewRef(value ? Py_True : Py_False);
-    slot->len = n;
-    memcpy(slot->key, p, n);
-    Py_XDECREF(old_value);
-    Py_XDECREF(old_cache);
+    memo_put(slot, dict, p, n, value ? Py_True : Py_False);
     return value != NULL;
 }
 
@@ -379,6 +383,46 @@ static Py_ssize_t expected_count(long number, Py_ssize_t n_alt) {
     }
 }
 
+/*
+ * A comma-separated list of plain VCF numbers (integers, else floats) whose count fits
+ * `number`. Values go to `out` (when not NULL) as varints or little-endian doubles; a
+ * missing `.` is dropped, or written as -1 with `missing_as_minus_one`. Returns 1 with
+ * the bytes written in *size and the values not missing in *present, 0 when anything
+ * is not plain or the count is wrong (the Python path then decides), -1 on error.
+ */
+static int scan_numbers(int integers, long number, Py_ssize_t n_alt, const char *p, Py_ssize_t n, char *out,
+                        int missing_as_minus_one, Py_ssize_t *size, Py_ssize_t *present) {
+    const char *end = p + n;
+    Py_ssize_t count = 0;
+    *size = *present = 0;
+    for (;;) {
+        const char *comma = memchr(p, ',', end - p);
+        const char *stop = comma ? comma : end;
+        if (count == MAX_LIST_VALUES) return 0;
+        count++;
+        long long integer = -1;
+        double real;
+        if (stop - p == 1 && p[0] == '.') {
+            if (out && missing_as_minus_one) *size += varint_into(out + *size, (uint64_t)integer);
+        } else if (integers) {
+            if (!parse_vcf_int(p, stop - p, &integer)) return 0;
+            if (out) *size += varint_into(out + *size, (uint64_t)integer);
+            ++*present;
+        } else {
+            if (!parse_vcf_float(p, stop - p, &real)) return 0;
+            if (out) {
+                if (PyFloat_Pack8(real, out + *size, 1) < 0) return -1;
+                *size += 8;
+            }
+            ++*present;
+        }
+        if (!comma) break;
+        p = comma + 1;
+    }
+    Py_ssize_t expected = expected_count(number, n_alt);
+    return expected < 0 || count == expected || (count == 1 && *present == 0);
+}
+
 /* An Integer or Float INFO entry the caches missed, as the Python path encodes it; 1 done, 0 fall back. */
 static int encode_info_native(RecordEncoder *self, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
     const char *eq = memchr(p, '=', n);
@@ -391,36 +435,14 @@ static int encode_info_native(RecordEncoder *self, const char *p, Py_ssize_t n, 
     if (PyErr_Occurred()) return -1;
     PyObject *key_field = PyTuple_GET_ITEM(spec, 2);
     if (!PyBytes_CheckExact(key_field)) return 0;
+    if (kind != INFO_INTEGER && kind != INFO_FLOAT) return 0;
     const char *raw = eq + 1;
-    const char *end = p + n;
-    if (end - raw == 1 && raw[0] == '.') return 1; /* no values: the entry is omitted */
-    char packed[MAX_INFO_VALUES * 10];
-    Py_ssize_t size = 0, count = 0, present = 0;
-    for (;;) {
-        const char *comma = memchr(raw, ',', end - raw);
-        const char *stop = comma ? comma : end;
-        if (count == MAX_INFO_VALUES) return 0;
-        count++;
-        if (!(stop - raw == 1 && raw[0] == '.')) {
-            if (kind == INFO_INTEGER) {
-                long long value;
-                if (!parse_vcf_int(raw, stop - raw, &value)) return 0;
-                size += varint_into(packed + size, (uint64_t)value);
-            } else if (kind == INFO_FLOAT) {
-                double value;
-                if (!parse_vcf_float(raw, stop - raw, &value)) return 0;
-                if (PyFloat_Pack8(value, packed + size, 1) < 0) return -1;
-                size += 8;
-            } else {
-                return 0;
-            }
-            present++;
-        }
-        if (!comma) break;
-        raw = comma + 1;
-    }
-    Py_ssize_t expected = expected_count(number, n_alt);
-    if (expected >= 0 && count != expected && !(count == 1 && present == 0)) return 0;
+    Py_ssize_t raw_len = p + n - raw;
+    if (raw_len == 1 && raw[0] == '.') return 1; /* no values: the entry is omitted */
+    char packed[MAX_LIST_VALUES * 10];
+    Py_ssize_t size, present;
+    int done = scan_numbers(kind == INFO_INTEGER, number, n_alt, raw, raw_len, packed, 0, &size, &present);
+    if (done <= 0) return done;
     if (!present) return 1;
     Py_ssize_t list = 1 + varint_len((uint64_t)size) + size;
     Py_ssize_t info_value = 1 + varint_len((uint64_t)list) + list;
@@ -435,34 +457,14 @@ static int encode_info_native(RecordEncoder *self, const char *p, Py_ssize_t n, 
     return 1;
 }
 
-/* Whether an Integer or Float FORMAT value is legal for a diploid sample; 1 yes, 0 fall back. */
-static int check_native(int code, long number, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
-    if (n == 1 && p[0] == '.') return 1;
-    Py_ssize_t count = 0, present = 0;
-    const char *end = p + n;
-    for (;;) {
-        const char *comma = memchr(p, ',', end - p);
-        const char *stop = comma ? comma : end;
-        count++;
-        if (!(stop - p == 1 && p[0] == '.')) {
-            long long integer;
-            double real;
-            if (code == NATIVE_CHECK_INTEGER ? !parse_vcf_int(p, stop - p, &integer)
-                                             : !parse_vcf_float(p, stop - p, &real))
-                return 0;
-            present++;
-        }
-        if (!comma) break;
-        p = comma + 1;
-    }
-    Py_ssize_t expected = expected_count(number, n_alt);
-    return expected < 0 || count == expected || (count == 1 && present == 0);
-}
-
 /* A plain FORMAT value as the Python path encodes it (DP/GQ/AD) or checks it; 1 done, 0 not plain, -1 error. */
 static int encode_native(Buf *b, int code, long number, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
     long long value;
-    if (code == NATIVE_CHECK_INTEGER || code == NATIVE_CHECK_FLOAT) return check_native(code, number, p, n, n_alt);
+    Py_ssize_t size, present;
+    if (code == NATIVE_CHECK_INTEGER || code == NATIVE_CHECK_FLOAT) {
+        if (n == 1 && p[0] == '.') return 1;
+        return scan_numbers(code == NATIVE_CHECK_INTEGER, number, n_alt, p, n, NULL, 0, &size, &present);
+    }
     if (code == NATIVE_DEPTH || code == NATIVE_GQ || code == NATIVE_DEPTH_FLOAT || code == NATIVE_GQ_FLOAT) {
         double real;
         if (n == 1 && p[0] == '.') {
@@ -482,22 +484,9 @@ static int encode_native(Buf *b, int code, long number, const char *p, Py_ssize_
     }
     if (code != NATIVE_AD) return 0;
     if (n == 1 && p[0] == '.') return 1;
-    char packed[MAX_AD_VALUES * 10];
-    Py_ssize_t size = 0, count = 0;
-    const char *end = p + n;
-    for (;;) {
-        const char *comma = memchr(p, ',', end - p);
-        const char *stop = comma ? comma : end;
-        if (count == MAX_AD_VALUES) return 0;
-        if (stop - p == 1 && p[0] == '.') value = -1;
-        else if (!parse_vcf_int(p, stop - p, &value)) return 0;
-        size += varint_into(packed + size, (uint64_t)value);
-        count++;
-        if (!comma) break;
-        p = comma + 1;
-    }
-    Py_ssize_t expected = expected_count(number, n_alt);
-    if (expected >= 0 && count != expected) return 0;
+    char packed[MAX_LIST_VALUES * 10];
+    int done = scan_numbers(1, number, n_alt, p, n, packed, 1, &size, &present);
+    if (done <= 0) return done;
     if (buf_put(b, "\x32", 1) < 0 || buf_put_varint(b, (uint64_t)size) < 0) return -1;
     return buf_put(b, packed, size) < 0 ? -1 : 1;
 }
