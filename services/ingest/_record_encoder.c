@@ -227,7 +227,7 @@ typedef struct {
     PyObject *quals;         /* dict str -> bytes */
     PyObject *filters;       /* dict str -> bytes */
     PyObject *info;          /* dict int -> dict str -> bytes */
-    PyObject *layouts;       /* dict str -> (width, gt, check_ploidy, absent, by_alts) */
+    PyObject *layouts;       /* dict str -> (width, gt, checks_ploidy, absent, by_alts, natives, ...) */
     PyObject *non_diploid;   /* dict str -> int */
     PyObject *info_natives;  /* dict str -> (kind, number code, map key field) */
     PyObject *chrom;         /* str */
@@ -505,11 +505,12 @@ static int encode_quality(Buf *b, const char *p, Py_ssize_t n) {
 
 /* Appends the GenotypeCall entries of every sample to self->tail; 1 done, 0 fall back, -1 error. */
 static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_alt) {
-    if (!PyTuple_CheckExact(layout) || PyTuple_GET_SIZE(layout) != 6) return 0;
+    /* The reader's _Layout, a named tuple: its first six fields. */
+    if (!PyTuple_Check(layout) || PyTuple_GET_SIZE(layout) < 6) return 0;
     Py_ssize_t width = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, 0));
     Py_ssize_t gt = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, 1));
     if (PyErr_Occurred()) return -1;
-    int check_ploidy = PyTuple_GET_ITEM(layout, 2) == Py_True && gt >= 0;
+    int check_ploidy = PyTuple_GET_ITEM(layout, 2) == Py_True;
     PyObject *absent = PyTuple_GET_ITEM(layout, 3);
     PyObject *by_alts = PyTuple_GET_ITEM(layout, 4);
     PyObject *natives = PyTuple_GET_ITEM(layout, 5);

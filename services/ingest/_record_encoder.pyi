@@ -1,7 +1,12 @@
 """Types of the compiled record encoder (_record_encoder.c)."""
 
-# (width, GT position, has G/P fields, absent, per-ALT-count caches, per-key (native code, Number code))
-FastLayout = tuple[int, int, bool, bytes, dict[int, list[dict[str, bytes]]], tuple[tuple[int, int], ...]]
+from collections.abc import Mapping
+
+# A FORMAT layout as the encoder reads it: (width, GT position, checks ploidy, absent fields,
+# per-ALT-count caches, per-key (native code, Number code)), then anything the caller keeps.
+Layout = tuple[
+    int, int, bool, bytes, dict[int, list[dict[str, bytes]]], tuple[tuple[int, int], ...], *tuple[object, ...]
+]
 
 class RecordEncoder:
     line_number: int
@@ -24,7 +29,7 @@ class RecordEncoder:
         quals: dict[str, bytes],
         filters: dict[str, bytes],
         info: dict[int, dict[str, bytes]],
-        layouts: dict[str, FastLayout],
+        layouts: Mapping[str, Layout],
         non_diploid: dict[str, int],
         info_natives: dict[str, tuple[int, int, bytes]],
     ) -> None: ...

@@ -35,17 +35,12 @@ class ValidationReport:
 def validate_file(path: Path) -> ValidationReport:
     """Every problem ingest would see in `path`, with line numbers."""
     try:
-        reader = VcfReader(path, file_id="", job_id="", tenant_id="", source_name=path.name, keep_issues=True)
+        return read_report(
+            VcfReader(path, file_id="", job_id="", tenant_id="", source_name=path.name, keep_issues=True)
+        )
     except VcfFileError as exc:
         message = str(exc).removeprefix(f"{path.name}: ")
         return ValidationReport(errors=[Issue(exc.line, "FILE", exc.code, message)], error_count=1)
-    try:
-        return read_report(reader)
-    except VcfFileError as exc:
-        message = str(exc).removeprefix(f"{path.name}: ")
-        return ValidationReport(
-            errors=[Issue(exc.line, "FILE", exc.code, message)], records=reader.records, error_count=1
-        )
 
 
 def read_report(reader: VcfReader) -> ValidationReport:

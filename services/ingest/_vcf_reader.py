@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import NamedTuple, Self
 
 from vcf_agent.schema import SMALL_VARINTS, file_digest_hasher, length_delimited, varint
 from vcf_agent.v1 import events_pb2, variant_pb2
@@ -50,9 +50,6 @@ from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
 __all__ = ["ISSUE_LIMIT", "EncodedBatch", "ReadCounters", "VcfFileError", "VcfReader", "file_digest"]
 from ._vcf_source import VcfText, open_vcf_text
 from ._vcf_validator import INT_MAX, INT_MIN, RecordError, RecordRules, TypedValues, expected_count
-
-if TYPE_CHECKING:
-    from ._record_encoder import FastLayout
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -147,18 +144,29 @@ class EncodedBatch:
         return variant_pb2.VariantBatch.FromString(self.payload)
 
 
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    """A FORMAT string's keys, checked once, and the per-ALT-count value caches."""
+class _Layout(NamedTuple):
+    """A FORMAT string's keys, checked once, and the per-ALT-count value caches.
 
-    keys: list[str]
+    A tuple because the compiled encoder reads it too: its first six fields, by position.
+    """
+
     width: int
     gt: int
-    # Positions of keys whose Number depends on ploidy (G, P).
-    ploidy_fields: list[int]
+    # Whether a non-diploid GT changes what other values must hold: GT is present
+    # and some key's Number depends on ploidy (G, P).
+    checks_ploidy: bool
     # Encodings of GT/DP/GQ when the FORMAT lacks them (the schema's "missing").
     absent: bytes
     by_alts: dict[int, list[dict[str, bytes]]]
+    # Per key, what the compiled encoder checks without a cache (_native_format_spec).
+    natives: tuple[tuple[int, int], ...]
+    keys: list[str]
+    # Positions of the keys whose Number depends on ploidy.
+    ploidy_fields: list[int]
+
+
+# NATIVE_* codes of the single-valued FORMAT fields the schema stores, by key and Type.
+_STORED_SCALARS = {("DP", "Integer"): 1, ("GQ", "Integer"): 2, ("DP", "Float"): 6, ("GQ", "Float"): 7}
 
 
 def _native_format_spec(definition: FieldDef) -> tuple[int, int]:
@@ -172,8 +180,7 @@ def _native_format_spec(definition: FieldDef) -> tuple[int, int]:
     """
     key, kind, number = definition.id, definition.type, definition.number
     if key in ("DP", "GQ") and number == "1":
-        codes = {"Integer": 1, "Float": 6}
-        return codes[kind] + (key == "GQ") if kind in codes else 0, 0
+        return _STORED_SCALARS.get((key, kind), 0), 0
     if key == "AD":
         return (3, _number_code(number)) if kind == "Integer" else (0, 0)
     if key == "GT" or kind not in ("Integer", "Float"):
@@ -306,9 +313,6 @@ class VcfReader:
         self._layouts: dict[str, _Layout] = {}
         self._values: dict[tuple[str, int], dict[str, bytes]] = {}
         self._non_diploid: dict[str, int] = {}
-        # FORMAT string -> (width, GT position, has G/P fields, absent, per-ALT-count caches,
-        # per-key _native_format_spec), for the compiled encoder.
-        self._fast_layouts: dict[str, FastLayout] = {}
         self._numbered = self._source.first_line_number > 0
         self._encoder = RecordEncoder(
             columns=self._columns,
@@ -322,11 +326,9 @@ class VcfReader:
             quals=self._quals,
             filters=self._filters,
             info=self._info,
-            layouts=self._fast_layouts,
+            layouts=self._layouts,
             non_diploid=self._non_diploid,
-            info_natives={
-                key: spec for key, spec in ((k, _native_info_spec(d)) for k, d in header.info.items()) if spec
-            },
+            info_natives={key: spec for key, d in header.info.items() if (spec := _native_info_spec(d))},
         )
         self._encoder.line_number = self._source.first_line_number - 1
         self._dead_letters: list[events_pb2.DeadLetter] = []
@@ -533,7 +535,7 @@ class VcfReader:
         return b"".join(encoded)  # type: ignore[arg-type]
 
     def _missing_newline(self, line_number: int) -> None:
-        if self._source.first_line_number:
+        if self._numbered:
             self.warnings.append(
                 Issue(
                     line_number, "CHROM", "MISSING_FINAL_NEWLINE", "the last line does not end with a newline"
@@ -651,23 +653,19 @@ class VcfReader:
             absent += _T_DEPTH + varint(-1)
         if "GQ" not in keys:
             absent += _T_GQ + varint(-1)
+        gt = keys.index("GT") if "GT" in keys else -1
+        ploidy_fields = [i for i, k in enumerate(keys) if defs[k].number in ("G", "P")]
         layout = _Layout(
-            keys,
-            len(keys),
-            keys.index("GT") if "GT" in keys else -1,
-            [i for i, k in enumerate(keys) if defs[k].number in ("G", "P")],
-            absent,
-            {},
+            width=len(keys),
+            gt=gt,
+            checks_ploidy=bool(ploidy_fields) and gt >= 0,
+            absent=absent,
+            by_alts={},
+            natives=tuple(_native_format_spec(defs[key]) for key in keys),
+            keys=keys,
+            ploidy_fields=ploidy_fields,
         )
         self._layouts[fmt] = layout
-        self._fast_layouts[fmt] = (
-            layout.width,
-            layout.gt,
-            bool(layout.ploidy_fields),
-            layout.absent,
-            layout.by_alts,
-            tuple(_native_format_spec(defs[key]) for key in keys),
-        )
         return layout
 
     def _caches(self, layout: _Layout, n_alt: int) -> list[dict[str, bytes]]:
@@ -690,7 +688,7 @@ class VcfReader:
         caches = self._caches(layout, n_alt)
         width = layout.width
         absent = layout.absent
-        check_ploidy = layout.ploidy_fields and layout.gt >= 0
+        check_ploidy = layout.checks_ploidy
         non_diploid = self._non_diploid
         get = dict.get
         parts = []
