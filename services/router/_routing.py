@@ -34,7 +34,7 @@ from vcf_agent.schema import (
     length_delimited,
     message_type,
     repeated_messages,
-    varint,
+    variant_first_result,
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
@@ -51,12 +51,9 @@ _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
 _REQUEST_BATCH_TYPE = analysis_pb2.AnalysisRequestBatch.DESCRIPTOR.full_name
 _RESULT_BATCH_TYPE = analysis_pb2.AnalysisResultBatch.DESCRIPTOR.full_name
 # Wire tags (field number << 3 | length-delimited) of the fields spliced by hand:
-# AnalysisRequestBatch.variant_batch, VariantBatch.variants, AnalysisResultBatch.results and
-# AnalysisResult.variant (field 16, so two varint bytes).
+# AnalysisRequestBatch.variant_batch and VariantBatch.variants.
 _TAG_REQUEST_VARIANT_BATCH = b"\x2a"
 _TAG_BATCH_VARIANTS = b"\x0a"
-_TAG_BATCH_RESULTS = b"\x0a"
-_TAG_RESULT_VARIANT = b"\x82\x01"
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
 # Providers get this share of the aggregator's deadline, so their failures still count as answers.
 _PROVIDER_SHARE = 0.8
@@ -234,13 +231,10 @@ class ProviderWorker:
         answers: analysis_pb2.AnalysisResultBatch = await fill(batch, attach_variants=False)
         if len(raw_variants) != len(answers.results):
             return None
-        parts: list[bytes] = []
-        for raw_variant, answer in zip(raw_variants, answers.results, strict=True):
-            body = answer.SerializeToString()
-            size = varint(len(raw_variant))
-            length = len(_TAG_RESULT_VARIANT) + len(size) + len(raw_variant) + len(body)
-            parts += (_TAG_BATCH_RESULTS, varint(length), _TAG_RESULT_VARIANT, size, raw_variant, body)
-        return b"".join(parts)
+        return b"".join(
+            variant_first_result(raw_variant, answer.SerializeToString())
+            for raw_variant, answer in zip(raw_variants, answers.results, strict=True)
+        )
 
 
 def analysis_requests(

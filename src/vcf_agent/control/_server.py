@@ -424,9 +424,8 @@ class ControlPlaneServer:
         processors = list(self.status.processors())
         if self.flags is not None:
             processors.append(self.flags.processor)
-        healthy = (
-            self.bus_healthy
-            and all(p.failed is None and p.state not in ("draining", "drained") for p in processors)
+        healthy = self.bus_healthy and all(
+            p.failed is None and p.state not in ("draining", "drained") for p in processors
         )
         if healthy != self.serving or self.state == "starting":
             log.log(

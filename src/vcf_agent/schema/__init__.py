@@ -19,6 +19,7 @@ from vcf_agent.schema._codec import (
 )
 from vcf_agent.schema._ids import correlation_id, file_digest_hasher, variant_key
 from vcf_agent.schema._job_states import TERMINAL_STATES, state_name
+from vcf_agent.schema._variant_first import split_variant_first, variant_first_result, variant_first_results
 from vcf_agent.schema._wire import SMALL_VARINTS, length_delimited, read_varint, repeated_messages, varint
 
 __all__ = [
@@ -44,7 +45,10 @@ __all__ = [
     "message_type",
     "read_varint",
     "repeated_messages",
+    "split_variant_first",
     "state_name",
+    "variant_first_result",
+    "variant_first_results",
     "variant_key",
     "varint",
 ]

@@ -58,18 +58,6 @@ def repeated_messages(data: bytes, tag: bytes) -> list[bytes]:
     found = []
     pos, end, wanted = 0, len(data), tag[0]
     while pos < end:
-        if data[pos] == wanted:
-            # The common case inline: the wanted tag, a length below 2**14.
-            size = data[pos + 1]
-            pos += 2
-            if size >= 0x80:
-                size = (size & 0x7F) | (data[pos] << 7) if data[pos] < 0x80 else -1
-                pos += 1
-                if size < 0:
-                    size, pos = read_varint(data, pos - 2)
-            found.append(data[pos : pos + size])
-            pos += size
-            continue
         key, pos = read_varint(data, pos)
         wire_type = key & 7
         if wire_type == 2:

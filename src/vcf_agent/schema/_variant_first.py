@@ -1,0 +1,40 @@
+"""AnalysisResultBatch bytes whose results each begin with their variant, spliced in as it arrived.
+
+The router's local worker writes results this way, so the variant is never copied into a
+result message and serialized again; the aggregator slices variant and answer back out of
+the wire bytes without parsing either. Any other result batch is read the ordinary way.
+"""
+
+from __future__ import annotations
+
+from vcf_agent.schema._wire import read_varint, repeated_messages, varint
+
+# AnalysisResultBatch.results, and AnalysisResult.variant (field 16: two varint bytes).
+_TAG_RESULTS = b"\x0a"
+_TAG_RESULT_VARIANT = b"\x82\x01"
+
+
+def variant_first_result(variant: bytes, answer: bytes) -> bytes:
+    """One `results` entry of a batch: the serialized variant field first, then the answer."""
+    size = varint(len(variant))
+    length = len(_TAG_RESULT_VARIANT) + len(size) + len(variant) + len(answer)
+    return b"".join((_TAG_RESULTS, varint(length), _TAG_RESULT_VARIANT, size, variant, answer))
+
+
+def variant_first_results(batch: bytes, count: int) -> list[bytes]:
+    """The `count` serialized results of a batch written by variant_first_result, else []."""
+    if not batch.startswith(_TAG_RESULTS):
+        return []
+    _, start = read_varint(batch, len(_TAG_RESULTS))
+    if not batch.startswith(_TAG_RESULT_VARIANT, start):
+        return []
+    found = repeated_messages(batch, _TAG_RESULTS)
+    if len(found) != count or not all(result.startswith(_TAG_RESULT_VARIANT) for result in found):
+        return []
+    return found
+
+
+def split_variant_first(result: bytes) -> tuple[bytes, bytes]:
+    """(serialized variant, the rest of the result) of one entry of variant_first_results."""
+    size, start = read_varint(result, len(_TAG_RESULT_VARIANT))
+    return result[start : start + size], result[start + size :]
