@@ -1,21 +1,30 @@
-"""DatabaseWrite protos turned into the column batches both stores load.
+"""DatabaseWrite batches turned into the Arrow tables both stores load.
 
-Both stores are columnar bulk loaders, so the protos are walked exactly once
-per batch into plain Python column lists and handed to pyarrow; nothing
-downstream touches a proto again. Every value is derived from the message
-content (never the wall clock), so a replayed batch yields identical rows.
+Both stores are columnar bulk loaders. The compiled row builder
+(_row_builder.c) reads the serialized DatabaseWriteBatch payloads straight
+into column buffers, so no protobuf object is made per field; this module
+hands it the schema and wraps its buffers as Arrow arrays. Every value is
+derived from the message content (never the wall clock), so a replayed batch
+yields identical rows.
 """
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
+from vcf_agent.schema import PayloadError
+from vcf_agent.v1 import analysis_pb2, events_pb2
+
+from ._row_builder import Collector, configure
+
+# What the builder's take() returns: column name -> bytes (fixed-width values, offsets,
+# bitmaps) or (offsets, data) for text; "rows" -> (variants, calls, analyses).
+Buffers = dict[str, Any]
 
 GENOTYPE_TYPE = pa.struct(
     [
@@ -92,11 +101,6 @@ CALL_SCHEMA = pa.schema(
     ]
 )
 
-_STATUS_NAMES = {
-    value.number: value.name.removeprefix("STATUS_").lower()
-    for value in analysis_pb2.AnalysisResult.Status.DESCRIPTOR.values
-}
-
 
 def analysis_id(correlation_id: str, provider: str) -> str:
     """Key of one provider's answer for one variant, shared by both stores."""
@@ -106,38 +110,6 @@ def analysis_id(correlation_id: str, provider: str) -> str:
 def sample_id(tenant_id: str, sample: str) -> str:
     """Samples are scoped by tenant: the same name in two files of one tenant is one sample."""
     return f"{tenant_id}/{sample}"
-
-
-def genotype_string(alleles: Sequence[int], phased: bool) -> str:
-    """The call as VCF writes it (`0/1`, `1|0`, `./.`), `.` when no alleles were given."""
-    if not alleles:
-        return "."
-    separator = "|" if phased else "/"
-    return separator.join("." if allele < 0 else str(allele) for allele in alleles)
-
-
-# A file has few distinct genotypes, and formatting one costs more than a lookup.
-_GENOTYPE_STRINGS: dict[tuple[tuple[int, ...], bool], str] = {}
-
-
-def _cached_genotype(alleles: tuple[int, ...], phased: bool) -> str:
-    key = (alleles, phased)
-    text = _GENOTYPE_STRINGS.get(key)
-    if text is None:
-        text = genotype_string(alleles, phased)
-        if len(_GENOTYPE_STRINGS) < 4096:
-            _GENOTYPE_STRINGS[key] = text
-    return text
-
-
-def _allele_depths(calls: Sequence[variant_pb2.GenotypeCall]) -> pa.ListArray:
-    # One flat child array plus offsets, instead of a Python list per call.
-    per_call = [call.allele_depths for call in calls]
-    offsets = [0]
-    for depths in per_call:
-        offsets.append(offsets[-1] + len(depths))
-    flat = pa.array([depth for depths in per_call for depth in depths], pa.int32())
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,139 +124,185 @@ class WriteRows:
         return int(self.variants.num_rows)
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Building rows allocates ~100 objects per variant, none in a reference cycle.
+class RowCollector:
+    """DatabaseWriteBatch payloads gathered for one store batch, turned into rows at once.
 
-    Left on, the cyclic collector runs hundreds of times per batch and rescans
-    every object the process holds: measured ~25% of build_rows. Nothing built
-    here can leak a cycle, so it is paused and then restored as it was.
+    add() runs as records arrive and rejects a corrupt payload on its own;
+    take() builds the tables with the GIL released, so it belongs on a worker
+    thread. Duplicate correlation ids (at-least-once redelivery) keep the last
+    write in the place of the first, because merge_insert rejects a source
+    with two rows for one key; within a write, the last answer per provider
+    wins the same way.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+
+    def __init__(self) -> None:
+        self._native = Collector()
+
+    def __len__(self) -> int:
+        """Writes collected, duplicates included."""
+        return len(self._native)
+
+    def add(self, payload: bytes) -> list[bytes]:
+        """Collect a serialized DatabaseWriteBatch; returns its serialized JobMarkers.
+
+        A payload the protobuf runtime would reject raises PayloadError and
+        leaves the collector as it was.
+        """
+        try:
+            return self._native.add(payload)
+        except ValueError as exc:
+            raise PayloadError(f"corrupt {_BATCH.full_name} payload: {exc}") from exc
+
+    def take(self) -> WriteRows:
+        """The rows of everything collected; the collector is empty afterwards."""
+        return _tables(self._native.take())
 
 
 def build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
-    """Columns for both stores; duplicate correlation ids in one batch keep the last write.
+    """Rows for writes already decoded (tests, direct store calls); the writer collects payloads."""
+    collector = RowCollector()
+    collector.add(events_pb2.DatabaseWriteBatch(writes=writes).SerializeToString())
+    return collector.take()
 
-    Duplicates happen on at-least-once redelivery, and merge_insert rejects a
-    source with two rows for one key, so they are collapsed here. Columns are
-    built one comprehension each: proto attribute access dominates, and this
-    is markedly faster than appending row by row.
+
+_BATCH = events_pb2.DatabaseWriteBatch.DESCRIPTOR
+_FIXED64 = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
+_FIXED32 = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32}
+
+
+def _field_kind(field: FieldDescriptor) -> int:
+    """The KIND_* code of _row_builder.c: what the wire check verifies for this field."""
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return 1
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return 2
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return 0
+    if field.type in _FIXED64:
+        return 4
+    if field.type in _FIXED32:
+        return 5
+    return 3
+
+
+def _wire_schema(root: Descriptor) -> tuple[tuple[tuple[int, int, bool, int], ...], ...]:
+    """Every message type reachable from `root`, root first, as the builder's wire check reads them.
+
+    Taken from the generated descriptors, so the check follows the schema as it evolves.
     """
-    with _collector_paused():
-        return _build_rows(writes)
+    order = [root]
+    position = {root.full_name: 0}
+    messages = []
+    for message in order:
+        fields = []
+        for field in message.fields:
+            child = -1
+            nested = field.message_type
+            if nested is not None:
+                child = position.setdefault(nested.full_name, len(order))
+                if child == len(order):
+                    order.append(nested)
+            fields.append((field.number, _field_kind(field), field.is_repeated, child))
+        messages.append(tuple(fields))
+    return tuple(messages)
 
 
-def _build_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
-    unique = list({write.correlation_id: write for write in writes}.values())
-    variants = [write.variant for write in unique]
-    cids = [write.correlation_id for write in unique]
-    tenants = [write.tenant_id for write in unique]
+def _status_names() -> tuple[str, ...]:
+    """Lower-case status names indexed by number; a number without a name reads as unspecified."""
+    values = analysis_pb2.AnalysisResult.Status.DESCRIPTOR.values
+    names = ["unspecified"] * (max(value.number for value in values) + 1)
+    for value in values:
+        names[value.number] = value.name.removeprefix("STATUS_").lower()
+    return tuple(names)
 
-    calls_per_variant = [variant.genotypes for variant in variants]
-    calls = [call for variant_calls in calls_per_variant for call in variant_calls]
-    call_owner = [i for i, variant_calls in enumerate(calls_per_variant) for _ in variant_calls]
-    # Slicing copies a repeated field out in C, cheaper than iterating it from Python.
-    alleles = [tuple(call.alleles[:]) for call in calls]
-    genotype_text = [
-        _cached_genotype(call_alleles, call.phased) for call_alleles, call in zip(alleles, calls, strict=True)
-    ]
-    call_samples = [call.sample for call in calls]
-    call_depth = pa.array([call.depth for call in calls], pa.int32())
-    call_gq = pa.array([call.genotype_quality for call in calls], pa.int32())
-    offsets = [0]
-    for variant_calls in calls_per_variant:
-        offsets.append(offsets[-1] + len(variant_calls))
-    alt_alleles = [variants[i].alt_index + 1 for i in call_owner]
-    carriers: list[list[str]] = [[] for _ in unique]
-    for owner, alt, call_alleles, sample in zip(call_owner, alt_alleles, alleles, call_samples, strict=True):
-        if alt in call_alleles:
-            carriers[owner].append(sample)
 
-    genes = [""] * len(unique)
-    classes = [""] * len(unique)
-    updated = [v.timestamp.seconds * 1_000_000 + v.timestamp.nanos // 1000 for v in variants]
-    analysis: dict[str, list[object]] = {name: [] for name in ANALYSIS_SCHEMA.names}
-    for i, write in enumerate(unique):
-        # Last answer per provider wins, for the same reason as per variant.
-        by_provider = {result.provider: result for result in write.results}
-        for provider, result in by_provider.items():
-            annotation = result.annotation
-            genes[i] = genes[i] or annotation.gene
-            classes[i] = classes[i] or annotation.variant_class
-            done = result.completed_at
-            updated[i] = max(updated[i], done.seconds * 1_000_000 + done.nanos // 1000)
-            detail = result
-            if result.HasField("variant"):
-                detail = analysis_pb2.AnalysisResult()
-                detail.CopyFrom(result)
-                detail.ClearField("variant")
-            analysis["analysis_id"].append(analysis_id(cids[i], provider))
-            analysis["correlation_id"].append(cids[i])
-            analysis["job_id"].append(write.job_id)
-            analysis["tenant_id"].append(tenants[i])
-            analysis["provider"].append(provider)
-            analysis["model"].append(result.model)
-            analysis["status"].append(_STATUS_NAMES.get(result.status, "unspecified"))
-            analysis["classification"].append(result.classification)
-            analysis["confidence"].append(result.confidence)
-            analysis["error"].append(result.error)
-            analysis["detail"].append(detail.SerializeToString(deterministic=True))
+configure(_wire_schema(_BATCH), _status_names(), "unspecified")
 
-    genotype_structs = pa.StructArray.from_arrays(
-        [
-            pa.array(call_samples, pa.string()),
-            pa.array(genotype_text, pa.string()),
-            call_depth,
-            call_gq,
-            _allele_depths(calls),
-        ],
+
+def _text(parts: Buffers, name: str, rows: int, kind: pa.DataType | None = None) -> pa.Array:
+    offsets, data = parts[name]
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(kind or pa.string(), rows, buffers)
+
+
+def _fixed(
+    parts: Buffers, name: str, rows: int, kind: pa.DataType, validity: bytes | None = None
+) -> pa.Array:
+    bitmap = None if validity is None else pa.py_buffer(validity)
+    return pa.Array.from_buffers(kind, rows, [bitmap, pa.py_buffer(parts[name])])
+
+
+def _list(parts: Buffers, name: str, rows: int, values: pa.Array) -> pa.Array:
+    offsets = pa.Array.from_buffers(pa.int32(), rows + 1, [None, pa.py_buffer(parts[name + ".offsets"])])
+    return pa.ListArray.from_arrays(offsets, values)
+
+
+def _strings(parts: Buffers, name: str, rows: int) -> pa.Array:
+    """A list<string> column: per-row offsets into one flat string array."""
+    strings = len(parts[name][0]) // 4 - 1
+    return _list(parts, name, rows, _text(parts, name, strings))
+
+
+def _tables(parts: Buffers) -> WriteRows:
+    variants, calls, analyses = parts["rows"]
+    call_columns = {
+        name: _text(parts, "call." + name, calls)
+        for name in ("correlation_id", "sample_id", "sample", "tenant_id", "genotype")
+    }
+    call_columns["depth"] = _fixed(parts, "call.depth", calls, pa.int32())
+    call_columns["genotype_quality"] = _fixed(parts, "call.genotype_quality", calls, pa.int32())
+    allele_depths = parts["call.allele_depths"]
+    depths = _list(
+        parts,
+        "call.allele_depths",
+        calls,
+        _fixed(parts, "call.allele_depths", len(allele_depths) // 4, pa.int32()),
+    )
+    genotypes = pa.StructArray.from_arrays(
+        [*(call_columns[name] for name in ("sample", "genotype", "depth", "genotype_quality")), depths],
         fields=list(GENOTYPE_TYPE),
     )
-    columns: dict[str, object] = {
-        "correlation_id": cids,
-        "job_id": [write.job_id for write in unique],
-        "tenant_id": tenants,
-        "file_id": [v.file_id for v in variants],
-        "source_name": [v.source_name for v in variants],
-        "record_index": [v.record_index for v in variants],
-        "chromosome": [v.chromosome for v in variants],
-        "position": [v.position for v in variants],
-        "reference": [v.reference for v in variants],
-        "alternate": [v.alternate for v in variants],
-        "alt_index": [v.alt_index for v in variants],
-        "variant_id": [v.id for v in variants],
-        "quality": [v.quality if v.has_quality else None for v in variants],
-        "filters": [v.filters[:] for v in variants],
-        "classification": [write.classification for write in unique],
-        "priority_tier": [write.priority_tier for write in unique],
-        "gene": genes,
-        "variant_class": classes,
-        "partial": [write.partial for write in unique],
-        "missing_providers": [write.missing_providers[:] for write in unique],
-        "genotypes": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), genotype_structs),
-        "carriers": carriers,
-        "updated_at": updated,
+    variant_columns = {
+        name: _text(parts, name, variants)
+        for name in (
+            "correlation_id",
+            "job_id",
+            "tenant_id",
+            "file_id",
+            "source_name",
+            "chromosome",
+            "reference",
+            "alternate",
+            "variant_id",
+            "classification",
+            "priority_tier",
+            "gene",
+            "variant_class",
+        )
     }
-    call_columns: dict[str, object] = {
-        "correlation_id": [cids[i] for i in call_owner],
-        "sample_id": [
-            sample_id(tenants[i], sample) for i, sample in zip(call_owner, call_samples, strict=True)
-        ],
-        "sample": call_samples,
-        "tenant_id": [tenants[i] for i in call_owner],
-        "genotype": genotype_text,
-        "depth": call_depth,
-        "genotype_quality": call_gq,
+    variant_columns |= {
+        "record_index": _fixed(parts, "record_index", variants, pa.int64()),
+        "position": _fixed(parts, "position", variants, pa.int64()),
+        "alt_index": _fixed(parts, "alt_index", variants, pa.int32()),
+        "quality": _fixed(parts, "quality", variants, pa.float64(), parts["quality.valid"]),
+        "partial": _fixed(parts, "partial", variants, pa.bool_()),
+        "updated_at": _fixed(parts, "updated_at", variants, pa.timestamp("us", tz="UTC")),
+        "genotypes": _list(parts, "genotypes", variants, genotypes),
     }
+    for name in ("filters", "missing_providers", "carriers"):
+        variant_columns[name] = _strings(parts, name, variants)
+    analysis_columns = {
+        name: _text(parts, "analysis." + name, analyses, pa.binary() if name == "detail" else None)
+        for name in ANALYSIS_SCHEMA.names
+        if name != "confidence"
+    }
+    analysis_columns["confidence"] = _fixed(parts, "analysis.confidence", analyses, pa.float64())
     return WriteRows(
-        variants=pa.Table.from_pydict(columns, schema=VARIANT_SCHEMA),
-        analyses=pa.Table.from_pydict(analysis, schema=ANALYSIS_SCHEMA),
-        calls=pa.Table.from_pydict(call_columns, schema=CALL_SCHEMA),
+        variants=_table(variant_columns, VARIANT_SCHEMA),
+        analyses=_table(analysis_columns, ANALYSIS_SCHEMA),
+        calls=_table(call_columns, CALL_SCHEMA),
     )
+
+
+def _table(columns: dict[str, pa.Array], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)

@@ -21,13 +21,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from vcf_agent import telemetry
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
-from vcf_agent.processing import CommitOffsets, DeadLetterSink, decode_or_dead_letter, next_offsets
-from vcf_agent.schema import encode
+from vcf_agent.processing import CommitOffsets, DeadLetterSink, next_offsets, parse_or_dead_letter
+from vcf_agent.schema import encode, serialized_message
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._graph_store import GraphStore
 from ._lance_store import LanceStore
-from ._rows import WriteRows, build_rows
+from ._rows import RowCollector, WriteRows
 
 # Flushes in flight at once: one storing, one building rows and waiting its turn.
 _FLUSH_DEPTH = 2
@@ -91,14 +91,13 @@ class StoreSink:
         self._sink = DeadLetterSink(bus, settings.topology.dead_letters, "writer")
         self._book = _JobBook(settings.data_dir / "writer" / "jobs.sqlite")
         self._tallies: dict[str, _JobTally] = {}
-        self._buffer: list[events_pb2.DatabaseWrite] = []
+        self._buffer = RowCollector()
         self._markers: list[variant_pb2.JobMarker] = []
         self._buffered_records: list[Record] = []
         self._first_buffered = 0.0
         # Flushes in flight, oldest first: one batch is stored while the next one's rows are
-        # built and a third buffers. Decoding and building rows hold the GIL and the store
-        # engines mostly do not, so the three overlap; stores still run one batch at a time,
-        # in order.
+        # built and a third buffers. The row builder and the store engines release the GIL,
+        # so the three overlap; stores still run one batch at a time, in order.
         self._flushing: deque[asyncio.Task[CommitOffsets]] = deque()
 
     @property
@@ -108,12 +107,10 @@ class StoreSink:
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
         stored: CommitOffsets = {}
         for record in records:
-            batch = await decode_or_dead_letter(record, events_pb2.DatabaseWriteBatch, self._sink)
-            if batch is not None:
-                if not self._buffer:
-                    self._first_buffered = time.monotonic()
-                self._buffer.extend(batch.writes)
-                self._markers.extend(batch.markers)
+            if not self._buffered_records:
+                self._first_buffered = time.monotonic()
+            markers = await parse_or_dead_letter(record, self._collect, self._sink)
+            self._markers.extend(markers or ())
             self._buffered_records.append(record)
             if len(self._buffer) >= self._settings.writer_batch_rows:
                 # Full batches leave one by one, so a poll of many large records still keeps
@@ -146,7 +143,7 @@ class StoreSink:
         stored: CommitOffsets = {}
         if len(self._flushing) >= _FLUSH_DEPTH:
             stored = await self._stored(wait=True)
-        writes, self._buffer = self._buffer, []
+        writes, self._buffer = self._buffer, RowCollector()
         markers, self._markers = self._markers, []
         records, self._buffered_records = self._buffered_records, []
         previous = self._flushing[-1] if self._flushing else None
@@ -166,15 +163,22 @@ class StoreSink:
             wait = False
         return stored
 
+    def _collect(self, record: Record) -> list[variant_pb2.JobMarker]:
+        """Hand a record's writes to the row builder; returns its job markers."""
+        payload = serialized_message(record.value, record.headers, events_pb2.DatabaseWriteBatch)
+        return [variant_pb2.JobMarker.FromString(marker) for marker in self._buffer.add(payload)]
+
     async def _flush(
         self,
-        writes: list[events_pb2.DatabaseWrite],
+        writes: RowCollector,
         markers: list[variant_pb2.JobMarker],
         records: list[Record],
         previous: asyncio.Task[CommitOffsets] | None,
     ) -> CommitOffsets:
         touched: dict[str, str] = {}
-        rows = await asyncio.to_thread(build_rows, writes) if writes else None
+        # The builder releases the GIL, so the previous batch's stores keep running meanwhile.
+        collected = len(writes)
+        rows = await asyncio.to_thread(writes.take) if collected else None
         if previous is not None:
             # Batches are stored in order, so markers apply after the writes they close.
             await asyncio.wait([previous])
@@ -185,7 +189,7 @@ class StoreSink:
             # The graph first: LanceDB then appends the variants the graph did not have.
             maybe_stored = await asyncio.to_thread(self.graph.write, rows)
             await asyncio.to_thread(self.lance.write, rows, maybe_stored=maybe_stored)
-            telemetry.variants_processed.labels("writer").inc(len(writes))
+            telemetry.variants_processed.labels("writer").inc(collected)
             for job_id, tenant_id, classification, count in _classification_counts(rows):
                 touched[job_id] = tenant_id
                 self._tally(job_id, tenant_id).classifications[classification] += count

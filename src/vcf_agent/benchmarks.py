@@ -204,6 +204,9 @@ async def bench_e2e_processes(
         async with grpc.aio.insecure_channel(services["ingest"].grpc) as channel:
             ingest = jobs_pb2_grpc.IngestServiceStub(channel)
 
+            cpu_before = {
+                name: _cpu_seconds(process) for name, process in zip(services, processes, strict=True)
+            }
             began = time.perf_counter()
             metadata = jobs_pb2.SubmitVcfMetadata(file_name=path.name, path=str(path))
             job = (
@@ -214,6 +217,10 @@ async def bench_e2e_processes(
                 job = await ingest.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=10)
                 peak = max(peak, sum(p.memory_info().rss for p in processes))
             seconds = time.perf_counter() - began
+            cpu = {
+                name: round(_cpu_seconds(process) - cpu_before[name], 2)
+                for name, process in zip(services, processes, strict=True)
+            }
     return {
         "benchmark": "e2e",
         "mode": "five processes",
@@ -226,4 +233,11 @@ async def bench_e2e_processes(
         "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
         "job_latency_s": round(seconds, 3),
         "peak_rss_mb": round(peak / 2**20),
+        # Where the two cores went: CPU seconds each service used during the job.
+        "cpu_s": cpu,
     }
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)

@@ -24,6 +24,7 @@ from vcf_agent.v1 import events_pb2
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 CommitOffsets = dict[tuple[str, int], int]
 # Returns the offsets that are safe to commit now (None: everything handed over).
@@ -83,8 +84,17 @@ async def decode_serialized_or_dead_letter(
     record: Record, message_class: type[M], sink: DeadLetterSink
 ) -> tuple[M, bytes] | None:
     """The decoded message and its serialized (decompressed) form, or None after dead-lettering."""
+    return await parse_or_dead_letter(
+        record, lambda r: decode_serialized(r.value, r.headers, message_class), sink
+    )
+
+
+async def parse_or_dead_letter(
+    record: Record, parse: Callable[[Record], T], sink: DeadLetterSink
+) -> T | None:
+    """parse(record), or None after dead-lettering a record it rejects with PayloadError."""
     try:
-        return decode_serialized(record.value, record.headers, message_class)
+        return parse(record)
     except PayloadError as exc:
         log.warning("dead-lettering %s[%d]@%d: %s", record.stream, record.partition, record.offset, exc)
         await sink.send_record(record, str(exc), "corrupt_payload")

@@ -16,6 +16,7 @@ from vcf_agent.schema._codec import (
     encode,
     encode_serialized,
     message_type,
+    serialized_message,
 )
 from vcf_agent.schema._ids import correlation_id, file_digest_hasher, variant_key
 from vcf_agent.schema._job_states import TERMINAL_STATES, state_name
@@ -45,6 +46,7 @@ __all__ = [
     "message_type",
     "read_varint",
     "repeated_messages",
+    "serialized_message",
     "split_variant_first",
     "state_name",
     "variant_first_result",

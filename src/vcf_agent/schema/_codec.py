@@ -92,6 +92,20 @@ def decode(payload: bytes, headers: Mapping[str, str], message_class: type[M]) -
 
 def decode_serialized(payload: bytes, headers: Mapping[str, str], message_class: type[M]) -> tuple[M, bytes]:
     """decode(), plus the serialized message itself, for a stage that forwards it unchanged."""
+    payload = serialized_message(payload, headers, message_class)
+    message = message_class()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError as exc:
+        raise PayloadError(f"corrupt {message_class.DESCRIPTOR.full_name} payload: {exc}") from exc
+    return message, payload
+
+
+def serialized_message(payload: bytes, headers: Mapping[str, str], message_class: type[Message]) -> bytes:
+    """The serialized message in a payload, checked against its headers and decompressed but not parsed.
+
+    For a stage that reads the wire bytes itself (the writer's row builder).
+    """
     version = headers.get(HEADER_SCHEMA_VERSION, SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise PayloadError(f"unsupported schema version {version!r} (this build reads {SCHEMA_VERSION})")
@@ -107,9 +121,4 @@ def decode_serialized(payload: bytes, headers: Mapping[str, str], message_class:
             raise PayloadError(f"unknown content encoding {encoding!r}")
     except zstandard.ZstdError as exc:
         raise PayloadError(f"corrupt zstd payload: {exc}") from exc
-    message = message_class()
-    try:
-        message.ParseFromString(payload)
-    except DecodeError as exc:
-        raise PayloadError(f"corrupt {expected} payload: {exc}") from exc
-    return message, payload
+    return payload

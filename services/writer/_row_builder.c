@@ -1,0 +1,1204 @@
+/*
+ * The writer's row builder: serialized DatabaseWriteBatch payloads in, Arrow
+ * column buffers out, without a protobuf object per field.
+ *
+ * Walking the protos from Python cost about 25 us per variant and held the GIL
+ * while the graph engine, working on the previous batch, needed it back to
+ * read its Arrow input; the two stalled each other. Here a payload is checked
+ * and indexed once when it arrives (add), and the columns are written later
+ * (take) with the GIL released.
+ *
+ * add() first validates the whole payload against the schema handed over by
+ * configure(), built from the generated descriptors: every length, varint and
+ * wire type, and UTF-8 in every proto3 string field at any depth, as upb's
+ * parser does, so a payload is rejected here exactly when the Python runtime
+ * would reject it. A second walk records where each stored field lies
+ * (views into the payload, which the collector keeps alive), applying
+ * protobuf's rules: a repeated singular field keeps its last value, repeated
+ * singular messages merge, repeated int32 fields come packed or not, and a
+ * known field with the wrong wire type is an unknown field.
+ *
+ * take() keeps the last write per correlation id (in first-seen order) and the
+ * last answer per provider within a write, as tests/writer/_reference_rows.py
+ * states in Python, and returns plain bytes that _rows.py wraps as Arrow
+ * arrays.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- growable byte buffers and typed vectors on top of them ---- */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, size_t extra) {
+    if (b->len + extra <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL)
+        return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_put(Buf *b, const void *src, size_t n) {
+    if (buf_reserve(b, n))
+        return -1;
+    if (n)
+        memcpy(b->p + b->len, src, n);
+    b->len += n;
+    return 0;
+}
+
+static void buf_free(Buf *b) {
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+#define VEC_LEN(buf, type) ((Py_ssize_t)((buf).len / sizeof(type)))
+#define VEC_AT(buf, type, i) (((type *)(buf).p)[i])
+
+/* ---- the wire format ---- */
+
+enum { WIRE_VARINT = 0, WIRE_FIXED64 = 1, WIRE_LEN = 2, WIRE_FIXED32 = 5 };
+
+static int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
+    const uint8_t *p = *pp;
+    uint64_t value = 0;
+    for (int i = 0; i < 10; i++) {
+        if (p >= end)
+            return -1;
+        uint8_t byte = *p++;
+        value |= (uint64_t)(byte & 0x7f) << (7 * i);
+        if (!(byte & 0x80)) {
+            *pp = p;
+            *out = value;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static const char *g_error;
+
+/* One field's header; for length-delimited fields also its payload. */
+typedef struct {
+    uint32_t number;
+    int wire;
+    uint64_t varint;
+    const uint8_t *data;
+    size_t len;
+    const uint8_t *start; /* the first byte of the tag */
+} Field;
+
+/* Reads the next field; returns 1 on a field, 0 at the end, -1 with g_error set. */
+static int next_field(const uint8_t **pp, const uint8_t *end, Field *f) {
+    const uint8_t *p = *pp;
+    if (p >= end)
+        return 0;
+    f->start = p;
+    uint64_t tag;
+    if (read_varint(&p, end, &tag) || tag > UINT32_MAX) {
+        g_error = "malformed field tag";
+        return -1;
+    }
+    f->number = (uint32_t)(tag >> 3);
+    f->wire = (int)(tag & 7);
+    if (f->number == 0) {
+        g_error = "field number 0";
+        return -1;
+    }
+    switch (f->wire) {
+    case WIRE_VARINT:
+        if (read_varint(&p, end, &f->varint)) {
+            g_error = "truncated or overlong varint";
+            return -1;
+        }
+        break;
+    case WIRE_FIXED64:
+        if (end - p < 8) {
+            g_error = "truncated 64-bit value";
+            return -1;
+        }
+        memcpy(&f->varint, p, 8);
+        p += 8;
+        break;
+    case WIRE_LEN: {
+        uint64_t len;
+        if (read_varint(&p, end, &len)) {
+            g_error = "malformed length";
+            return -1;
+        }
+        if (len > (uint64_t)(end - p)) {
+            g_error = "length past the end of the message";
+            return -1;
+        }
+        f->data = p;
+        f->len = (size_t)len;
+        p += len;
+        break;
+    }
+    case WIRE_FIXED32: {
+        if (end - p < 4) {
+            g_error = "truncated 32-bit value";
+            return -1;
+        }
+        uint32_t v;
+        memcpy(&v, p, 4);
+        f->varint = v;
+        p += 4;
+        break;
+    }
+    case 3:
+    case 4:
+        g_error = "group wire types are not used by this schema";
+        return -1;
+    default:
+        g_error = "invalid wire type";
+        return -1;
+    }
+    *pp = p;
+    return 1;
+}
+
+/* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF), as upb checks. */
+static int utf8_valid(const uint8_t *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t need;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            need = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            need = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            need = 3;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i <= need)
+            return 0;
+        for (size_t k = 1; k <= need; k++) {
+            uint8_t cc = s[i + k];
+            if ((cc & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (cc & 0x3f);
+        }
+        if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        i += need + 1;
+    }
+    return 1;
+}
+
+/* ---- the schema, from the generated descriptors (configure) ---- */
+
+enum { KIND_BYTES = 0, KIND_STRING = 1, KIND_MESSAGE = 2, KIND_VARINT = 3, KIND_FIXED64 = 4, KIND_FIXED32 = 5 };
+
+typedef struct {
+    uint32_t number;
+    int kind;
+    int repeated;
+    int child;
+} FieldSpec;
+
+typedef struct {
+    FieldSpec *fields;
+    Py_ssize_t count;
+} MessageSpec;
+
+static MessageSpec *g_messages;
+static Py_ssize_t g_message_count;
+static PyObject *g_status_names; /* tuple of str, indexed by AnalysisResult.Status */
+static PyObject *g_unknown_status;
+
+static const FieldSpec *find_field(int message, uint32_t number) {
+    const MessageSpec *spec = &g_messages[message];
+    for (Py_ssize_t i = 0; i < spec->count; i++)
+        if (spec->fields[i].number == number)
+            return &spec->fields[i];
+    return NULL;
+}
+
+static int packed_valid(const FieldSpec *spec, const uint8_t *p, size_t n) {
+    const uint8_t *end = p + n;
+    switch (spec->kind) {
+    case KIND_VARINT:
+        while (p < end) {
+            uint64_t v;
+            if (read_varint(&p, end, &v))
+                return 0;
+        }
+        return 1;
+    case KIND_FIXED64:
+        return n % 8 == 0;
+    case KIND_FIXED32:
+        return n % 4 == 0;
+    default:
+        return 1;
+    }
+}
+
+static int validate(const uint8_t *p, const uint8_t *end, int message, int depth) {
+    if (depth > 64) {
+        g_error = "messages nested too deeply";
+        return -1;
+    }
+    Field f;
+    int more;
+    while ((more = next_field(&p, end, &f)) == 1) {
+        if (f.wire != WIRE_LEN)
+            continue;
+        const FieldSpec *spec = find_field(message, f.number);
+        if (spec == NULL)
+            continue;
+        if (spec->kind == KIND_STRING && !utf8_valid(f.data, f.len)) {
+            g_error = "invalid UTF-8 in a string field";
+            return -1;
+        }
+        if (spec->kind == KIND_MESSAGE && validate(f.data, f.data + f.len, spec->child, depth + 1))
+            return -1;
+        if (spec->repeated && !packed_valid(spec, f.data, f.len)) {
+            g_error = "malformed packed repeated field";
+            return -1;
+        }
+    }
+    return more;
+}
+
+/* ---- what add() records: views into the payloads ---- */
+
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+} View;
+
+typedef struct {
+    View sample;
+    Py_ssize_t alleles_start, alleles_count, depths_start, depths_count;
+    int phased;
+    int32_t depth, quality;
+} Call;
+
+typedef struct {
+    View whole, provider, model, classification, error, gene, variant_class;
+    int32_t status;
+    double confidence;
+    int64_t done_seconds;
+    int32_t done_nanos;
+    int64_t done_us;
+} Result;
+
+typedef struct {
+    View cid, job, tenant, classification, tier;
+    View file_id, source_name, chrom, ref, alt, variant_id;
+    int partial, has_quality;
+    int32_t alt_index;
+    int64_t record_index, position, ts_seconds, updated_us;
+    int32_t ts_nanos;
+    double quality;
+    Py_ssize_t missing_start, missing_count, filters_start, filters_count;
+    Py_ssize_t calls_start, calls_count, results_start, results_count;
+} Write;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *payloads; /* list: keeps every view's memory alive */
+    Buf writes, calls, results, missing, filters, alleles, depths;
+    int busy;
+} Collector;
+
+static View view_of(const Field *f) {
+    View v = {(const char *)f->data, (Py_ssize_t)f->len};
+    return v;
+}
+
+/* Python's floor division, so a negative nanos rounds as the reference does. */
+static int timestamp_us(int64_t seconds, int32_t nanos, int64_t *out) {
+    int64_t micros = nanos / 1000;
+    if (nanos % 1000 < 0)
+        micros -= 1;
+    int64_t scaled;
+    if (__builtin_mul_overflow(seconds, (int64_t)1000000, &scaled) ||
+        __builtin_add_overflow(scaled, micros, out)) {
+        g_error = "timestamp out of range";
+        return -1;
+    }
+    return 0;
+}
+
+static int read_timestamp(const uint8_t *p, const uint8_t *end, int64_t *seconds, int32_t *nanos) {
+    Field f;
+    int more;
+    while ((more = next_field(&p, end, &f)) == 1) {
+        if (f.wire != WIRE_VARINT)
+            continue;
+        if (f.number == 1)
+            *seconds = (int64_t)f.varint;
+        else if (f.number == 2)
+            *nanos = (int32_t)f.varint;
+    }
+    return more;
+}
+
+static int push_int32s(Buf *into, const Field *f) {
+    if (f->wire == WIRE_VARINT) {
+        int32_t v = (int32_t)f->varint;
+        return buf_put(into, &v, sizeof v);
+    }
+    const uint8_t *p = f->data, *end = f->data + f->len;
+    while (p < end) {
+        uint64_t raw;
+        if (read_varint(&p, end, &raw))
+            return -1; /* validated already */
+        int32_t v = (int32_t)raw;
+        if (buf_put(into, &v, sizeof v))
+            return -1;
+    }
+    return 0;
+}
+
+static int read_call(Collector *c, const uint8_t *p, const uint8_t *end) {
+    Call call;
+    memset(&call, 0, sizeof call);
+    call.alleles_start = VEC_LEN(c->alleles, int32_t);
+    call.depths_start = VEC_LEN(c->depths, int32_t);
+    Field f;
+    int more;
+    while ((more = next_field(&p, end, &f)) == 1) {
+        switch (f.number) {
+        case 1:
+            if (f.wire == WIRE_LEN)
+                call.sample = view_of(&f);
+            break;
+        case 2:
+        case 6:
+            if (f.wire == WIRE_VARINT || f.wire == WIRE_LEN) {
+                if (push_int32s(f.number == 2 ? &c->alleles : &c->depths, &f))
+                    return -1;
+            }
+            break;
+        case 3:
+            if (f.wire == WIRE_VARINT)
+                call.phased = f.varint != 0;
+            break;
+        case 4:
+            if (f.wire == WIRE_VARINT)
+                call.depth = (int32_t)f.varint;
+            break;
+        case 5:
+            if (f.wire == WIRE_VARINT)
+                call.quality = (int32_t)f.varint;
+            break;
+        }
+    }
+    if (more < 0)
+        return -1;
+    call.alleles_count = VEC_LEN(c->alleles, int32_t) - call.alleles_start;
+    call.depths_count = VEC_LEN(c->depths, int32_t) - call.depths_start;
+    return buf_put(&c->calls, &call, sizeof call);
+}
+
+static int read_variant(Collector *c, Write *w, const uint8_t *p, const uint8_t *end) {
+    Field f;
+    int more;
+    while ((more = next_field(&p, end, &f)) == 1) {
+        if (f.wire == WIRE_LEN) {
+            switch (f.number) {
+            case 3: w->file_id = view_of(&f); break;
+            case 7: w->chrom = view_of(&f); break;
+            case 9: w->variant_id = view_of(&f); break;
+            case 10: w->ref = view_of(&f); break;
+            case 11: w->alt = view_of(&f); break;
+            case 20: w->source_name = view_of(&f); break;
+            case 16: {
+                View v = view_of(&f);
+                if (buf_put(&c->filters, &v, sizeof v))
+                    return -1;
+                break;
+            }
+            case 18:
+                if (read_call(c, f.data, f.data + f.len))
+                    return -1;
+                break;
+            case 19:
+                if (read_timestamp(f.data, f.data + f.len, &w->ts_seconds, &w->ts_nanos))
+                    return -1;
+                break;
+            }
+        } else if (f.wire == WIRE_VARINT) {
+            switch (f.number) {
+            case 5: w->record_index = (int64_t)f.varint; break;
+            case 8: w->position = (int64_t)f.varint; break;
+            case 12: w->alt_index = (int32_t)f.varint; break;
+            case 14: w->has_quality = f.varint != 0; break;
+            }
+        } else if (f.wire == WIRE_FIXED64 && f.number == 15) {
+            memcpy(&w->quality, &f.varint, 8);
+        }
+    }
+    return more;
+}
+
+static int read_annotation(Result *r, const uint8_t *p, const uint8_t *end) {
+    Field f;
+    int more;
+    while ((more = next_field(&p, end, &f)) == 1) {
+        if (f.wire != WIRE_LEN)
+            continue;
+        if (f.number == 1)
+            r->variant_class = view_of(&f);
+        else if (f.number == 10)
+            r->gene = view_of(&f);
+    }
+    return more;
+}
+
+static int read_result(Collector *c, const uint8_t *p, const uint8_t *end) {
+    Result r;
+    memset(&r, 0, sizeof r);
+    r.whole.p = (const char *)p;
+    r.whole.n = end - p;
+    Field f;
+    int more;
+    while ((more = next_field(&p, end, &f)) == 1) {
+        if (f.wire == WIRE_LEN) {
+            switch (f.number) {
+            case 4: r.provider = view_of(&f); break;
+            case 5: r.model = view_of(&f); break;
+            case 7: r.classification = view_of(&f); break;
+            case 12: r.error = view_of(&f); break;
+            case 11:
+                if (read_annotation(&r, f.data, f.data + f.len))
+                    return -1;
+                break;
+            case 18:
+                if (read_timestamp(f.data, f.data + f.len, &r.done_seconds, &r.done_nanos))
+                    return -1;
+                break;
+            }
+        } else if (f.wire == WIRE_VARINT && f.number == 6) {
+            r.status = (int32_t)f.varint;
+        } else if (f.wire == WIRE_FIXED64 && f.number == 8) {
+            memcpy(&r.confidence, &f.varint, 8);
+        }
+    }
+    if (more < 0 || timestamp_us(r.done_seconds, r.done_nanos, &r.done_us))
+        return -1;
+    return buf_put(&c->results, &r, sizeof r);
+}
+
+static int read_write(Collector *c, const uint8_t *p, const uint8_t *end) {
+    Write w;
+    memset(&w, 0, sizeof w);
+    w.missing_start = VEC_LEN(c->missing, View);
+    w.filters_start = VEC_LEN(c->filters, View);
+    w.calls_start = VEC_LEN(c->calls, Call);
+    w.results_start = VEC_LEN(c->results, Result);
+    Field f;
+    int more;
+    while ((more = next_field(&p, end, &f)) == 1) {
+        if (f.wire == WIRE_LEN) {
+            switch (f.number) {
+            case 1: w.cid = view_of(&f); break;
+            case 2: w.job = view_of(&f); break;
+            case 3: w.tenant = view_of(&f); break;
+            case 6: w.classification = view_of(&f); break;
+            case 7: w.tier = view_of(&f); break;
+            case 4:
+                if (read_variant(c, &w, f.data, f.data + f.len))
+                    return -1;
+                break;
+            case 5:
+                if (read_result(c, f.data, f.data + f.len))
+                    return -1;
+                break;
+            case 9: {
+                View v = view_of(&f);
+                if (buf_put(&c->missing, &v, sizeof v))
+                    return -1;
+                break;
+            }
+            }
+        } else if (f.wire == WIRE_VARINT && f.number == 8) {
+            w.partial = f.varint != 0;
+        }
+    }
+    if (more < 0 || timestamp_us(w.ts_seconds, w.ts_nanos, &w.updated_us))
+        return -1;
+    w.missing_count = VEC_LEN(c->missing, View) - w.missing_start;
+    w.filters_count = VEC_LEN(c->filters, View) - w.filters_start;
+    w.calls_count = VEC_LEN(c->calls, Call) - w.calls_start;
+    w.results_count = VEC_LEN(c->results, Result) - w.results_start;
+    return buf_put(&c->writes, &w, sizeof w);
+}
+
+/* ---- take(): the columns ---- */
+
+/* An Arrow string (or binary) column: int32 offsets and the bytes. */
+typedef struct {
+    Buf offsets, data;
+} Text;
+
+typedef struct {
+    /* variants */
+    Text cid, job, tenant, file_id, source_name, chrom, ref, alt, variant_id;
+    Text classification, tier, gene, variant_class, filters, missing, carriers;
+    Buf record_index, position, alt_index, quality, quality_valid, partial, updated;
+    Buf filters_offsets, missing_offsets, calls_offsets, carriers_offsets;
+    /* calls */
+    Text call_cid, sample_id, sample, call_tenant, genotype;
+    Buf depth, genotype_quality, depths, depths_offsets;
+    /* analyses */
+    Text analysis_id, result_cid, result_job, result_tenant, provider, model, status;
+    Text result_classification, error, detail;
+    Buf confidence;
+    Py_ssize_t variants, calls, analyses;
+    int failed; /* 1: out of memory, 2: a column past 2 GiB */
+} Columns;
+
+static int put_offset(Columns *out, Buf *offsets, size_t value) {
+    if (value > INT32_MAX) {
+        out->failed = 2;
+        return -1;
+    }
+    int32_t v = (int32_t)value;
+    if (buf_put(offsets, &v, sizeof v)) {
+        out->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static int text_put(Columns *out, Text *t, const char *p, size_t n) {
+    if (buf_put(&t->data, p, n)) {
+        out->failed = 1;
+        return -1;
+    }
+    return put_offset(out, &t->offsets, t->data.len);
+}
+
+static int text_put3(Columns *out, Text *t, View a, const char *sep, View b) {
+    size_t sep_len = strlen(sep);
+    if (buf_put(&t->data, a.p, a.n) || buf_put(&t->data, sep, sep_len) || buf_put(&t->data, b.p, b.n)) {
+        out->failed = 1;
+        return -1;
+    }
+    return put_offset(out, &t->offsets, t->data.len);
+}
+
+#define TEXT(t, v) text_put(out, (t), (v).p, (size_t)(v).n)
+
+static int fixed_put(Columns *out, Buf *b, const void *v, size_t n) {
+    if (buf_put(b, v, n)) {
+        out->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static int bit_put(Columns *out, Buf *bits, Py_ssize_t index, int set) {
+    if (index % 8 == 0) {
+        uint8_t zero = 0;
+        if (fixed_put(out, bits, &zero, 1))
+            return -1;
+    }
+    if (set)
+        bits->p[index / 8] |= (char)(1 << (index % 8));
+    return 0;
+}
+
+static int view_eq(View a, View b) {
+    return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, (size_t)a.n) == 0);
+}
+
+static int genotype_text(Columns *out, const Collector *c, const Call *call) {
+    if (call->alleles_count == 0)
+        return text_put(out, &out->genotype, ".", 1);
+    char digits[16];
+    const int32_t *alleles = &VEC_AT(c->alleles, int32_t, call->alleles_start);
+    for (Py_ssize_t i = 0; i < call->alleles_count; i++) {
+        if (i && buf_put(&out->genotype.data, call->phased ? "|" : "/", 1))
+            goto oom;
+        if (alleles[i] < 0) {
+            if (buf_put(&out->genotype.data, ".", 1))
+                goto oom;
+        } else {
+            int n = snprintf(digits, sizeof digits, "%d", alleles[i]);
+            if (buf_put(&out->genotype.data, digits, (size_t)n))
+                goto oom;
+        }
+    }
+    return put_offset(out, &out->genotype.offsets, out->genotype.data.len);
+oom:
+    out->failed = 1;
+    return -1;
+}
+
+static int emit_call(Columns *out, const Collector *c, const Write *w, const Call *call) {
+    if (TEXT(&out->call_cid, w->cid) || text_put3(out, &out->sample_id, w->tenant, "/", call->sample) ||
+        TEXT(&out->sample, call->sample) || TEXT(&out->call_tenant, w->tenant) || genotype_text(out, c, call) ||
+        fixed_put(out, &out->depth, &call->depth, 4) ||
+        fixed_put(out, &out->genotype_quality, &call->quality, 4) ||
+        fixed_put(out, &out->depths, &VEC_AT(c->depths, int32_t, call->depths_start),
+                  (size_t)call->depths_count * 4) ||
+        put_offset(out, &out->depths_offsets, out->depths.len / 4))
+        return -1;
+    out->calls++;
+    /* A carrier holds this ALT allele (alt_index + 1) in its genotype. */
+    const int32_t *alleles = &VEC_AT(c->alleles, int32_t, call->alleles_start);
+    for (Py_ssize_t i = 0; i < call->alleles_count; i++) {
+        if ((int64_t)alleles[i] == (int64_t)w->alt_index + 1)
+            return TEXT(&out->carriers, call->sample);
+    }
+    return 0;
+}
+
+/* The result's bytes without its echoed variant (field 16), as the analyses table stores them. */
+static int detail_put(Columns *out, const Result *r) {
+    const uint8_t *p = (const uint8_t *)r->whole.p, *end = p + r->whole.n;
+    Field f;
+    while (next_field(&p, end, &f) == 1) {
+        if (f.number == 16 && f.wire == WIRE_LEN)
+            continue;
+        if (buf_put(&out->detail.data, f.start, (size_t)(p - f.start))) {
+            out->failed = 1;
+            return -1;
+        }
+    }
+    return put_offset(out, &out->detail.offsets, out->detail.data.len);
+}
+
+static int emit_result(Columns *out, const Write *w, const Result *r, const char *status, size_t status_len) {
+    if (text_put3(out, &out->analysis_id, w->cid, ":", r->provider) || TEXT(&out->result_cid, w->cid) ||
+        TEXT(&out->result_job, w->job) || TEXT(&out->result_tenant, w->tenant) ||
+        TEXT(&out->provider, r->provider) || TEXT(&out->model, r->model) ||
+        text_put(out, &out->status, status, status_len) || TEXT(&out->result_classification, r->classification) ||
+        fixed_put(out, &out->confidence, &r->confidence, 8) || TEXT(&out->error, r->error) ||
+        detail_put(out, r))
+        return -1;
+    out->analyses++;
+    return 0;
+}
+
+typedef struct {
+    const char *text;
+    Py_ssize_t len;
+} Name;
+
+static int emit_write(Columns *out, const Collector *c, const Write *w, const Name *statuses,
+                      Py_ssize_t status_count, Name unknown) {
+    const Result *results = &VEC_AT(c->results, Result, w->results_start);
+    View gene = {"", 0}, variant_class = {"", 0};
+    int64_t updated = w->updated_us;
+    for (Py_ssize_t i = 0; i < w->results_count; i++) {
+        int seen = 0;
+        for (Py_ssize_t k = 0; k < i && !seen; k++)
+            seen = view_eq(results[k].provider, results[i].provider);
+        if (seen)
+            continue;
+        /* First appearance of a provider: its last answer is the one kept. */
+        const Result *r = &results[i];
+        for (Py_ssize_t k = w->results_count - 1; k > i; k--) {
+            if (view_eq(results[k].provider, results[i].provider)) {
+                r = &results[k];
+                break;
+            }
+        }
+        if (gene.n == 0)
+            gene = r->gene;
+        if (variant_class.n == 0)
+            variant_class = r->variant_class;
+        if (r->done_us > updated)
+            updated = r->done_us;
+        Name status = (r->status >= 0 && r->status < status_count) ? statuses[r->status] : unknown;
+        if (emit_result(out, w, r, status.text, (size_t)status.len))
+            return -1;
+    }
+
+    Py_ssize_t row = out->variants;
+    if (TEXT(&out->cid, w->cid) || TEXT(&out->job, w->job) || TEXT(&out->tenant, w->tenant) ||
+        TEXT(&out->file_id, w->file_id) || TEXT(&out->source_name, w->source_name) ||
+        fixed_put(out, &out->record_index, &w->record_index, 8) || TEXT(&out->chrom, w->chrom) ||
+        fixed_put(out, &out->position, &w->position, 8) || TEXT(&out->ref, w->ref) || TEXT(&out->alt, w->alt) ||
+        fixed_put(out, &out->alt_index, &w->alt_index, 4) || TEXT(&out->variant_id, w->variant_id))
+        return -1;
+    double quality = w->has_quality ? w->quality : 0.0;
+    if (fixed_put(out, &out->quality, &quality, 8) || bit_put(out, &out->quality_valid, row, w->has_quality))
+        return -1;
+    for (Py_ssize_t i = 0; i < w->filters_count; i++)
+        if (TEXT(&out->filters, VEC_AT(c->filters, View, w->filters_start + i)))
+            return -1;
+    if (put_offset(out, &out->filters_offsets, (size_t)VEC_LEN(out->filters.offsets, int32_t) - 1) ||
+        TEXT(&out->classification, w->classification) || TEXT(&out->tier, w->tier) || TEXT(&out->gene, gene) ||
+        TEXT(&out->variant_class, variant_class) || bit_put(out, &out->partial, row, w->partial))
+        return -1;
+    for (Py_ssize_t i = 0; i < w->missing_count; i++)
+        if (TEXT(&out->missing, VEC_AT(c->missing, View, w->missing_start + i)))
+            return -1;
+    if (put_offset(out, &out->missing_offsets, (size_t)VEC_LEN(out->missing.offsets, int32_t) - 1))
+        return -1;
+    for (Py_ssize_t i = 0; i < w->calls_count; i++)
+        if (emit_call(out, c, w, &VEC_AT(c->calls, Call, w->calls_start + i)))
+            return -1;
+    if (put_offset(out, &out->calls_offsets, (size_t)out->calls) ||
+        put_offset(out, &out->carriers_offsets, (size_t)VEC_LEN(out->carriers.offsets, int32_t) - 1) ||
+        fixed_put(out, &out->updated, &updated, 8))
+        return -1;
+    out->variants++;
+    return 0;
+}
+
+static uint64_t view_hash(View v) {
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < v.n; i++) {
+        h ^= (uint8_t)v.p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* Every write once per correlation id: the last one, where the first one stood. */
+static int emit_all(Columns *out, const Collector *c, const Name *statuses, Py_ssize_t status_count,
+                    Name unknown) {
+    Py_ssize_t n = VEC_LEN(c->writes, Write);
+    size_t slots = 16;
+    while (slots < (size_t)n * 2)
+        slots *= 2;
+    /* Per slot: index + 1 of the first write with that id (0 = empty); per write: its last twin. */
+    Py_ssize_t *table = calloc(slots, sizeof *table);
+    Py_ssize_t *last = malloc(((size_t)n + 1) * sizeof *last);
+    int rc = -1;
+    if (table == NULL || last == NULL) {
+        out->failed = 1;
+        goto done;
+    }
+    const Write *writes = (const Write *)c->writes.p;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        size_t slot = (size_t)view_hash(writes[i].cid) & (slots - 1);
+        while (table[slot] && !view_eq(writes[table[slot] - 1].cid, writes[i].cid))
+            slot = (slot + 1) & (slots - 1);
+        if (table[slot] == 0) {
+            table[slot] = i + 1;
+            last[i] = i;
+        } else {
+            last[table[slot] - 1] = i;
+            last[i] = -1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (last[i] >= 0 && emit_write(out, c, &writes[last[i]], statuses, status_count, unknown))
+            goto done;
+    rc = 0;
+done:
+    free(table);
+    free(last);
+    return rc;
+}
+
+/* ---- the Python type ---- */
+
+static void collector_clear(Collector *c) {
+    buf_free(&c->writes);
+    buf_free(&c->calls);
+    buf_free(&c->results);
+    buf_free(&c->missing);
+    buf_free(&c->filters);
+    buf_free(&c->alleles);
+    buf_free(&c->depths);
+}
+
+static int collector_init(Collector *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, ":Collector", keywords))
+        return -1;
+    collector_clear(self);
+    Py_XSETREF(self->payloads, PyList_New(0));
+    return self->payloads == NULL ? -1 : 0;
+}
+
+static void collector_dealloc(Collector *self) {
+    collector_clear(self);
+    Py_XDECREF(self->payloads);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t collector_len(Collector *self) {
+    return VEC_LEN(self->writes, Write);
+}
+
+static PyObject *collector_add(Collector *self, PyObject *payload) {
+    if (!PyBytes_Check(payload)) {
+        PyErr_SetString(PyExc_TypeError, "payload must be bytes");
+        return NULL;
+    }
+    if (g_messages == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() was not called");
+        return NULL;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "collector in use by take()");
+        return NULL;
+    }
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(payload);
+    const uint8_t *end = p + PyBytes_GET_SIZE(payload);
+    g_error = NULL;
+    if (validate(p, end, 0, 0)) {
+        PyErr_Format(PyExc_ValueError, "%s", g_error);
+        return NULL;
+    }
+    PyObject *markers = PyList_New(0);
+    if (markers == NULL)
+        return NULL;
+    size_t marks[7] = {self->writes.len,  self->calls.len,  self->results.len, self->missing.len,
+                       self->filters.len, self->alleles.len, self->depths.len};
+    Field f;
+    int more;
+    while ((more = next_field(&p, end, &f)) == 1) {
+        if (f.wire != WIRE_LEN)
+            continue;
+        if (f.number == 1) {
+            if (read_write(self, f.data, f.data + f.len)) {
+                more = -1;
+                break;
+            }
+        } else if (f.number == 2) {
+            PyObject *marker = PyBytes_FromStringAndSize((const char *)f.data, (Py_ssize_t)f.len);
+            if (marker == NULL || PyList_Append(markers, marker)) {
+                Py_XDECREF(marker);
+                goto fail;
+            }
+            Py_DECREF(marker);
+        }
+    }
+    if (more < 0) {
+        if (g_error == NULL)
+            PyErr_NoMemory();
+        else
+            PyErr_Format(PyExc_ValueError, "%s", g_error);
+        goto fail;
+    }
+    if (PyList_Append(self->payloads, payload))
+        goto fail;
+    return markers;
+fail:
+    /* Nothing of a rejected payload stays. */
+    self->writes.len = marks[0];
+    self->calls.len = marks[1];
+    self->results.len = marks[2];
+    self->missing.len = marks[3];
+    self->filters.len = marks[4];
+    self->alleles.len = marks[5];
+    self->depths.len = marks[6];
+    Py_DECREF(markers);
+    return NULL;
+}
+
+static void columns_free(Columns *out) {
+    Text *texts[] = {&out->cid, &out->job, &out->tenant, &out->file_id, &out->source_name, &out->chrom,
+                     &out->ref, &out->alt, &out->variant_id, &out->classification, &out->tier, &out->gene,
+                     &out->variant_class, &out->filters, &out->missing, &out->carriers, &out->call_cid,
+                     &out->sample_id, &out->sample, &out->call_tenant, &out->genotype, &out->analysis_id,
+                     &out->result_cid, &out->result_job, &out->result_tenant, &out->provider, &out->model,
+                     &out->status, &out->result_classification, &out->error, &out->detail};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        buf_free(&texts[i]->offsets);
+        buf_free(&texts[i]->data);
+    }
+    Buf *bufs[] = {&out->record_index, &out->position, &out->alt_index, &out->quality, &out->quality_valid,
+                   &out->partial, &out->updated, &out->filters_offsets, &out->missing_offsets,
+                   &out->calls_offsets, &out->carriers_offsets, &out->depth, &out->genotype_quality,
+                   &out->depths, &out->depths_offsets, &out->confidence};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        buf_free(bufs[i]);
+}
+
+static int columns_start(Columns *out) {
+    Text *texts[] = {&out->cid, &out->job, &out->tenant, &out->file_id, &out->source_name, &out->chrom,
+                     &out->ref, &out->alt, &out->variant_id, &out->classification, &out->tier, &out->gene,
+                     &out->variant_class, &out->filters, &out->missing, &out->carriers, &out->call_cid,
+                     &out->sample_id, &out->sample, &out->call_tenant, &out->genotype, &out->analysis_id,
+                     &out->result_cid, &out->result_job, &out->result_tenant, &out->provider, &out->model,
+                     &out->status, &out->result_classification, &out->error, &out->detail};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+        if (put_offset(out, &texts[i]->offsets, 0))
+            return -1;
+    Buf *offsets[] = {&out->filters_offsets, &out->missing_offsets, &out->calls_offsets, &out->carriers_offsets,
+                      &out->depths_offsets};
+    for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; i++)
+        if (put_offset(out, offsets[i], 0))
+            return -1;
+    return 0;
+}
+
+static PyObject *bytes_of(const Buf *b) {
+    return PyBytes_FromStringAndSize(b->len ? b->p : "", (Py_ssize_t)b->len);
+}
+
+static int set_bytes(PyObject *dict, const char *name, const Buf *b) {
+    PyObject *value = bytes_of(b);
+    if (value == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(dict, name, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static int set_text(PyObject *dict, const char *name, const Text *t) {
+    PyObject *offsets = bytes_of(&t->offsets), *data = bytes_of(&t->data);
+    PyObject *pair = (offsets && data) ? PyTuple_Pack(2, offsets, data) : NULL;
+    Py_XDECREF(offsets);
+    Py_XDECREF(data);
+    if (pair == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(dict, name, pair);
+    Py_DECREF(pair);
+    return rc;
+}
+
+static PyObject *columns_dict(const Columns *out) {
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    struct {
+        const char *name;
+        const Text *text;
+    } texts[] = {
+        {"correlation_id", &out->cid},
+        {"job_id", &out->job},
+        {"tenant_id", &out->tenant},
+        {"file_id", &out->file_id},
+        {"source_name", &out->source_name},
+        {"chromosome", &out->chrom},
+        {"reference", &out->ref},
+        {"alternate", &out->alt},
+        {"variant_id", &out->variant_id},
+        {"classification", &out->classification},
+        {"priority_tier", &out->tier},
+        {"gene", &out->gene},
+        {"variant_class", &out->variant_class},
+        {"filters", &out->filters},
+        {"missing_providers", &out->missing},
+        {"carriers", &out->carriers},
+        {"call.correlation_id", &out->call_cid},
+        {"call.sample_id", &out->sample_id},
+        {"call.sample", &out->sample},
+        {"call.tenant_id", &out->call_tenant},
+        {"call.genotype", &out->genotype},
+        {"analysis.analysis_id", &out->analysis_id},
+        {"analysis.correlation_id", &out->result_cid},
+        {"analysis.job_id", &out->result_job},
+        {"analysis.tenant_id", &out->result_tenant},
+        {"analysis.provider", &out->provider},
+        {"analysis.model", &out->model},
+        {"analysis.status", &out->status},
+        {"analysis.classification", &out->result_classification},
+        {"analysis.error", &out->error},
+        {"analysis.detail", &out->detail},
+    };
+    struct {
+        const char *name;
+        const Buf *buf;
+    } bufs[] = {
+        {"record_index", &out->record_index},
+        {"position", &out->position},
+        {"alt_index", &out->alt_index},
+        {"quality", &out->quality},
+        {"quality.valid", &out->quality_valid},
+        {"partial", &out->partial},
+        {"updated_at", &out->updated},
+        {"filters.offsets", &out->filters_offsets},
+        {"missing_providers.offsets", &out->missing_offsets},
+        {"genotypes.offsets", &out->calls_offsets},
+        {"carriers.offsets", &out->carriers_offsets},
+        {"call.depth", &out->depth},
+        {"call.genotype_quality", &out->genotype_quality},
+        {"call.allele_depths", &out->depths},
+        {"call.allele_depths.offsets", &out->depths_offsets},
+        {"analysis.confidence", &out->confidence},
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+        if (set_text(d, texts[i].name, texts[i].text))
+            goto fail;
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (set_bytes(d, bufs[i].name, bufs[i].buf))
+            goto fail;
+    PyObject *counts = Py_BuildValue("(nnn)", out->variants, out->calls, out->analyses);
+    if (counts == NULL || PyDict_SetItemString(d, "rows", counts)) {
+        Py_XDECREF(counts);
+        goto fail;
+    }
+    Py_DECREF(counts);
+    return d;
+fail:
+    Py_DECREF(d);
+    return NULL;
+}
+
+static PyObject *collector_take(Collector *self, PyObject *unused) {
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "collector in use by take()");
+        return NULL;
+    }
+    Py_ssize_t status_count = PyTuple_GET_SIZE(g_status_names);
+    Name *statuses = PyMem_Malloc(((size_t)status_count + 1) * sizeof *statuses);
+    if (statuses == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < status_count; i++)
+        statuses[i].text = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(g_status_names, i), &statuses[i].len);
+    Name unknown;
+    unknown.text = PyUnicode_AsUTF8AndSize(g_unknown_status, &unknown.len);
+
+    Columns out;
+    memset(&out, 0, sizeof out);
+    int rc;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    rc = columns_start(&out) || emit_all(&out, self, statuses, status_count, unknown);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    PyMem_Free(statuses);
+    PyObject *result = NULL;
+    if (rc) {
+        if (out.failed == 2)
+            PyErr_SetString(PyExc_OverflowError, "a column of this batch exceeds 2 GiB");
+        else
+            PyErr_NoMemory();
+    } else {
+        result = columns_dict(&out);
+    }
+    columns_free(&out);
+    if (result != NULL) {
+        collector_clear(self);
+        Py_SETREF(self->payloads, PyList_New(0));
+        if (self->payloads == NULL)
+            Py_CLEAR(result);
+    }
+    return result;
+}
+
+static PyMethodDef collector_methods[] = {
+    {"add", (PyCFunction)collector_add, METH_O,
+     "Check and index one serialized DatabaseWriteBatch; returns its serialized JobMarkers."},
+    {"take", (PyCFunction)collector_take, METH_NOARGS,
+     "Column buffers of everything collected; the collector is then empty."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods collector_sequence = {.sq_length = (lenfunc)collector_len};
+
+static PyTypeObject CollectorType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vcf_agent.services.writer._row_builder.Collector",
+    .tp_basicsize = sizeof(Collector),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "DatabaseWriteBatch payloads collected for one store batch.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)collector_init,
+    .tp_dealloc = (destructor)collector_dealloc,
+    .tp_methods = collector_methods,
+    .tp_as_sequence = &collector_sequence,
+};
+
+/* configure(messages, status_names, unknown_status): messages[0] is DatabaseWriteBatch; each entry is a
+ * tuple of (field number, kind, repeated, child message index or -1). */
+static PyObject *configure(PyObject *module, PyObject *args) {
+    PyObject *messages, *status_names, *unknown;
+    if (!PyArg_ParseTuple(args, "O!O!U:configure", &PyTuple_Type, &messages, &PyTuple_Type, &status_names,
+                          &unknown))
+        return NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(messages);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(status_names); i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(status_names, i))) {
+            PyErr_SetString(PyExc_TypeError, "status names must be str");
+            return NULL;
+        }
+    MessageSpec *specs = PyMem_Calloc((size_t)count, sizeof *specs);
+    if (specs == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t m = 0; m < count; m++) {
+        PyObject *fields = PyTuple_GET_ITEM(messages, m);
+        if (!PyTuple_Check(fields)) {
+            PyErr_SetString(PyExc_TypeError, "each message must be a tuple of fields");
+            goto fail;
+        }
+        specs[m].count = PyTuple_GET_SIZE(fields);
+        specs[m].fields = PyMem_Calloc((size_t)specs[m].count + 1, sizeof(FieldSpec));
+        if (specs[m].fields == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        for (Py_ssize_t i = 0; i < specs[m].count; i++) {
+            FieldSpec *spec = &specs[m].fields[i];
+            unsigned int number;
+            if (!PyArg_ParseTuple(PyTuple_GET_ITEM(fields, i), "Iipi", &number, &spec->kind, &spec->repeated,
+                                  &spec->child))
+                goto fail;
+            spec->number = number;
+            if (spec->kind == KIND_MESSAGE && (spec->child < 0 || spec->child >= count)) {
+                PyErr_SetString(PyExc_ValueError, "message field refers to an unknown message");
+                goto fail;
+            }
+        }
+    }
+    if (g_messages != NULL) {
+        for (Py_ssize_t m = 0; m < g_message_count; m++)
+            PyMem_Free(g_messages[m].fields);
+        PyMem_Free(g_messages);
+    }
+    g_messages = specs;
+    g_message_count = count;
+    Py_INCREF(status_names);
+    Py_XSETREF(g_status_names, status_names);
+    Py_INCREF(unknown);
+    Py_XSETREF(g_unknown_status, unknown);
+    Py_RETURN_NONE;
+fail:
+    for (Py_ssize_t m = 0; m < count; m++)
+        PyMem_Free(specs[m].fields);
+    PyMem_Free(specs);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS, "Hand over the message schema and the status names."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_row_builder", "Arrow column buffers from DatabaseWriteBatch wire bytes.", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__row_builder(void) {
+    if (PyType_Ready(&CollectorType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&CollectorType);
+    if (PyModule_AddObject(module, "Collector", (PyObject *)&CollectorType) < 0) {
+        Py_DECREF(&CollectorType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,16 @@
+"""Types of the compiled row builder (_row_builder.c)."""
+
+from typing import Any
+
+class Collector:
+    def __init__(self) -> None: ...
+    def __len__(self) -> int: ...
+    def add(self, payload: bytes, /) -> list[bytes]: ...
+    def take(self) -> dict[str, Any]: ...
+
+def configure(
+    messages: tuple[tuple[tuple[int, int, bool, int], ...], ...],
+    status_names: tuple[str, ...],
+    unknown_status: str,
+    /,
+) -> None: ...
