@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -31,6 +33,7 @@ from vcf_agent.schema import (
     message_type,
     split_variant_first,
     variant_first_results,
+    varint,
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
@@ -48,9 +51,11 @@ _TAG_WRITE_VARIANT = b"\x22"
 _TAG_WRITE_RESULTS = b"\x2a"
 
 
-@dataclass(frozen=True, slots=True)
-class _Completed:
-    """One serialized DatabaseWrite and what progress and routing need from it."""
+class _Completed(NamedTuple):
+    """One serialized DatabaseWrite and what progress and routing need from it.
+
+    A named tuple: one is built per variant, and a frozen dataclass costs several times more.
+    """
 
     job_id: str
     tenant_id: str
@@ -130,31 +135,49 @@ def _single_write(
     sliced out of it and nothing is serialized again. Without it the result's
     variant is emptied.
     """
+    return _spliced_write(cid, result.job_id, result.tenant_id, result, serialized)
+
+
+def _spliced_write(
+    cid: str, job_id: str, tenant_id: str, result: analysis_pb2.AnalysisResult, serialized: bytes | None
+) -> tuple[str, bytes]:
+    """_single_write with the ids its caller already read (each read of a field costs)."""
     # merge_verdict([result]), inline: this runs for every variant.
     classification = (result.classification if result.status == _STATUS_OK else "") or "uncertain"
-    key = (result.job_id, result.tenant_id, classification, result.annotation.priority_tier)
+    key = (job_id, tenant_id, classification, result.annotation.priority_tier)
     tail = _WRITE_TAILS.get(key)
     if tail is None:
         tail = events_pb2.DatabaseWrite(
-            job_id=key[0], tenant_id=key[1], classification=key[2], priority_tier=key[3]
+            job_id=job_id, tenant_id=tenant_id, classification=classification, priority_tier=key[3]
         ).SerializeToString()
         if len(_WRITE_TAILS) < 4096:
             _WRITE_TAILS[key] = tail
+    raw_cid = cid.encode()
     if serialized is not None:
         variant, answer = split_variant_first(serialized)
-    else:
-        variant = result.variant.SerializeToString()
-        result.ClearField("variant")
-        answer = result.SerializeToString()
-    body = b"".join(
+        return classification, b"".join(
+            (
+                _TAG_WRITE_CORRELATION_ID,
+                varint(len(raw_cid)),
+                raw_cid,
+                tail,
+                _TAG_WRITE_VARIANT,
+                variant,
+                _TAG_WRITE_RESULTS,
+                varint(len(answer)),
+                answer,
+            )
+        )
+    variant = result.variant.SerializeToString()
+    result.ClearField("variant")
+    return classification, b"".join(
         (
-            length_delimited(_TAG_WRITE_CORRELATION_ID, cid.encode()),
+            length_delimited(_TAG_WRITE_CORRELATION_ID, raw_cid),
             tail,
             length_delimited(_TAG_WRITE_VARIANT, variant),
-            length_delimited(_TAG_WRITE_RESULTS, answer),
+            length_delimited(_TAG_WRITE_RESULTS, result.SerializeToString()),
         )
     )
-    return classification, body
 
 
 class Correlator:
@@ -192,12 +215,7 @@ class Correlator:
             if decoded is None:
                 continue
             batch, serialized = decoded
-            results = batch.results
-            spliced = variant_first_results(serialized, len(results))
-            for index, result in enumerate(results):
-                write = self._add(result, position, record.offset, spliced[index] if spliced else None)
-                if write is not None:
-                    writes.append(write)
+            self._add_batch(batch.results, serialized, position, record.offset, writes)
         writes.extend(self._expire(time.monotonic()))
         await self._publish(writes, markers)
         await self._progress()
@@ -214,19 +232,42 @@ class Correlator:
             # first run's results (markers skip the provider hop) must not reset it.
             self._jobs[marker.job_id] = _JobProgress(marker.tenant_id)
 
-    def _add(
+    def _add_batch(
         self,
-        result: analysis_pb2.AnalysisResult,
+        results: Sequence[analysis_pb2.AnalysisResult],
+        serialized: bytes,
         position: tuple[str, int],
         offset: int,
-        serialized: bytes | None = None,
-    ) -> _Completed | None:
+        writes: list[_Completed],
+    ) -> None:
+        """Adds one result batch's answers, appending the variants they complete to `writes`."""
+        spliced = variant_first_results(serialized, len(results))
+        pending = self._pending
+        # The common single-provider case completes at once, with no pending state to keep;
+        # a job's progress is counted once per batch, not per variant (nothing reads it between).
+        counted: Counter[tuple[str, str, str]] = Counter()
+        for index, result in enumerate(results):
+            cid = result.correlation_id
+            if len(result.requested_providers) <= 1 and cid not in pending:
+                job_id, tenant_id = result.job_id, result.tenant_id
+                classification, payload = _spliced_write(
+                    cid, job_id, tenant_id, result, spliced[index] if spliced else None
+                )
+                counted[job_id, tenant_id, classification] += 1
+                writes.append(_Completed(job_id, tenant_id, payload))
+            else:
+                write = self._add(result, position, offset)
+                if write is not None:
+                    counted[write.job_id, write.tenant_id, write.classification] += 1
+                    writes.append(_Completed(write.job_id, write.tenant_id, write.SerializeToString()))
+        self._count(counted)
+
+    def _add(
+        self, result: analysis_pb2.AnalysisResult, position: tuple[str, int], offset: int
+    ) -> events_pb2.DatabaseWrite | None:
+        """Holds an answer for a variant with several providers; the write once all answered."""
         cid = result.correlation_id
         entry = self._pending.get(cid)
-        if entry is None and len(result.requested_providers) <= 1:
-            # The common single-provider case completes at once: no pending state to keep.
-            classification, payload = _single_write(cid, result, serialized)
-            return self._count(result.job_id, result.tenant_id, classification, payload)
         if entry is None:
             requested = frozenset(result.requested_providers) or frozenset({result.provider})
             entry = _Pending(requested, time.monotonic() + self._settings.analysis_deadline_s)
@@ -241,21 +282,23 @@ class Correlator:
 
     def _expire(self, now: float) -> list[_Completed]:
         expired = [cid for cid, entry in self._pending.items() if entry.deadline <= now]
-        return [self._complete(cid, self._pending.pop(cid), partial=True) for cid in expired]
+        writes = [self._complete(cid, self._pending.pop(cid), partial=True) for cid in expired]
+        self._count(Counter((w.job_id, w.tenant_id, w.classification) for w in writes))
+        return [_Completed(w.job_id, w.tenant_id, w.SerializeToString()) for w in writes]
 
-    def _complete(self, cid: str, entry: _Pending, *, partial: bool) -> _Completed:
+    def _complete(self, cid: str, entry: _Pending, *, partial: bool) -> events_pb2.DatabaseWrite:
         results = [entry.results[p] for p in sorted(entry.results)]
-        write = build_write(cid, results, entry.requested, partial=partial)
-        return self._count(write.job_id, write.tenant_id, write.classification, write.SerializeToString())
+        return build_write(cid, results, entry.requested, partial=partial)
 
-    def _count(self, job_id: str, tenant_id: str, classification: str, payload: bytes) -> _Completed:
-        job = self._jobs.get(job_id)
-        if job is None:
-            job = self._jobs[job_id] = _JobProgress(tenant_id)
-        job.analysed += 1
-        job.classifications[classification] += 1
-        self._dirty.add(job_id)
-        return _Completed(job_id, tenant_id, payload)
+    def _count(self, counted: Counter[tuple[str, str, str]]) -> None:
+        """Adds completed variants to their jobs' progress: (job, tenant, classification) -> count."""
+        for (job_id, tenant_id, classification), count in counted.items():
+            job = self._jobs.get(job_id)
+            if job is None:
+                job = self._jobs[job_id] = _JobProgress(tenant_id)
+            job.analysed += count
+            job.classifications[classification] += count
+            self._dirty.add(job_id)
 
     def _watermarks(self) -> CommitOffsets:
         floors: dict[tuple[str, int], int] = {}
@@ -271,10 +314,12 @@ class Correlator:
             return
         # job_id -> (tenant, serialized batch fields); writes come before the markers closing them.
         by_job: dict[str, tuple[str, list[bytes]]] = {}
-        for write in writes:
-            by_job.setdefault(write.job_id, (write.tenant_id, []))[1].append(
-                length_delimited(_TAG_BATCH_WRITES, write.payload)
-            )
+        for job_id, tenant_id, payload in writes:
+            job = by_job.get(job_id)
+            if job is None:
+                job = by_job[job_id] = (tenant_id, [])
+            # Tag, length and write as separate pieces: prefixing the write would copy it once more.
+            job[1].extend((_TAG_BATCH_WRITES, varint(len(payload)), payload))
         for marker in markers:
             by_job.setdefault(marker.job_id, (marker.tenant_id, []))[1].append(
                 length_delimited(_TAG_BATCH_MARKERS, marker.SerializeToString())

@@ -35,6 +35,8 @@ def variant_first_results(batch: bytes, count: int) -> list[bytes]:
 
 
 def split_variant_first(result: bytes) -> tuple[bytes, bytes]:
-    """(serialized variant, the rest of the result) of one entry of variant_first_results."""
+    """(serialized variant with its length prefix, the rest of the result) of one entry of
+    variant_first_results: a message embedding the variant under another tag needs only its tag."""
     size, start = read_varint(result, len(_TAG_RESULT_VARIANT))
-    return result[start : start + size], result[start + size :]
+    end = start + size
+    return result[len(_TAG_RESULT_VARIANT) : end], result[end:]
