@@ -89,7 +89,29 @@ static int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
     return -1;
 }
 
+/* Tags and lengths are 32-bit varints of at most 5 bytes, as upb reads them. */
+static int read_varint32(const uint8_t **pp, const uint8_t *end, uint64_t max, uint64_t *out) {
+    const uint8_t *p = *pp;
+    uint64_t value = 0;
+    for (int i = 0; i < 5; i++) {
+        if (p >= end)
+            return -1;
+        uint8_t byte = *p++;
+        value |= (uint64_t)(byte & 0x7f) << (7 * i);
+        if (!(byte & 0x80)) {
+            if (value > max)
+                return -1;
+            *pp = p;
+            *out = value;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Why the last add() failed; static because add() runs with the GIL held. */
 static const char *g_error;
+static char g_error_text[200];
 
 /* One field's header; for length-delimited fields also its payload. */
 typedef struct {
@@ -108,7 +130,7 @@ static int next_field(const uint8_t **pp, const uint8_t *end, Field *f) {
         return 0;
     f->start = p;
     uint64_t tag;
-    if (read_varint(&p, end, &tag) || tag > UINT32_MAX) {
+    if (read_varint32(&p, end, UINT32_MAX, &tag)) {
         g_error = "malformed field tag";
         return -1;
     }
@@ -135,7 +157,7 @@ static int next_field(const uint8_t **pp, const uint8_t *end, Field *f) {
         break;
     case WIRE_LEN: {
         uint64_t len;
-        if (read_varint(&p, end, &len)) {
+        if (read_varint32(&p, end, INT32_MAX, &len)) {
             g_error = "malformed length";
             return -1;
         }
@@ -224,6 +246,7 @@ typedef struct {
 typedef struct {
     FieldSpec *fields;
     Py_ssize_t count;
+    char *name;
 } MessageSpec;
 
 static MessageSpec *g_messages;
@@ -272,13 +295,17 @@ static int validate(const uint8_t *p, const uint8_t *end, int message, int depth
         if (spec == NULL)
             continue;
         if (spec->kind == KIND_STRING && !utf8_valid(f.data, f.len)) {
-            g_error = "invalid UTF-8 in a string field";
+            snprintf(g_error_text, sizeof g_error_text, "invalid UTF-8 in field %u of %s", f.number,
+                     g_messages[message].name);
+            g_error = g_error_text;
             return -1;
         }
         if (spec->kind == KIND_MESSAGE && validate(f.data, f.data + f.len, spec->child, depth + 1))
             return -1;
         if (spec->repeated && !packed_valid(spec, f.data, f.len)) {
-            g_error = "malformed packed repeated field";
+            snprintf(g_error_text, sizeof g_error_text, "malformed packed field %u of %s", f.number,
+                     g_messages[message].name);
+            g_error = g_error_text;
             return -1;
         }
     }
@@ -299,13 +326,19 @@ typedef struct {
     int32_t depth, quality;
 } Call;
 
+/* A timestamp in microseconds; `overflow` when it does not fit in int64 (then saturated). */
+typedef struct {
+    int64_t us;
+    int overflow;
+} Micros;
+
 typedef struct {
     View whole, provider, model, classification, error, gene, variant_class;
     int32_t status;
     double confidence;
     int64_t done_seconds;
     int32_t done_nanos;
-    int64_t done_us;
+    Micros done;
 } Result;
 
 typedef struct {
@@ -313,8 +346,9 @@ typedef struct {
     View file_id, source_name, chrom, ref, alt, variant_id;
     int partial, has_quality;
     int32_t alt_index;
-    int64_t record_index, position, ts_seconds, updated_us;
+    int64_t record_index, position, ts_seconds;
     int32_t ts_nanos;
+    Micros stamped;
     double quality;
     Py_ssize_t missing_start, missing_count, filters_start, filters_count;
     Py_ssize_t calls_start, calls_count, results_start, results_count;
@@ -332,18 +366,51 @@ static View view_of(const Field *f) {
     return v;
 }
 
-/* Python's floor division, so a negative nanos rounds as the reference does. */
-static int timestamp_us(int64_t seconds, int32_t nanos, int64_t *out) {
+/* Nanos floor-divided as Python does, so a negative value rounds as the reference does. */
+static Micros timestamp_us(int64_t seconds, int32_t nanos) {
+    Micros m = {0, 0};
     int64_t micros = nanos / 1000;
     if (nanos % 1000 < 0)
         micros -= 1;
     int64_t scaled;
     if (__builtin_mul_overflow(seconds, (int64_t)1000000, &scaled) ||
-        __builtin_add_overflow(scaled, micros, out)) {
-        g_error = "timestamp out of range";
-        return -1;
+        __builtin_add_overflow(scaled, micros, &m.us)) {
+        m.overflow = 1;
+        m.us = seconds < 0 ? INT64_MIN : INT64_MAX;
     }
-    return 0;
+    return m;
+}
+
+static int later(Micros a, Micros b) {
+    /* On a saturated tie the overflowed value is the larger one. */
+    return a.us > b.us || (a.us == b.us && a.overflow && !b.overflow && a.us > 0);
+}
+
+static int view_eq(View a, View b) {
+    return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, (size_t)a.n) == 0);
+}
+
+/* The answer kept for the provider first seen at i (its last one); NULL when i is not a first sighting. */
+static const Result *kept_result(const Result *results, Py_ssize_t count, Py_ssize_t i) {
+    for (Py_ssize_t k = 0; k < i; k++)
+        if (view_eq(results[k].provider, results[i].provider))
+            return NULL;
+    for (Py_ssize_t k = count - 1; k > i; k--)
+        if (view_eq(results[k].provider, results[i].provider))
+            return &results[k];
+    return &results[i];
+}
+
+/* updated_at: the latest of the variant's timestamp and its kept answers' completion. */
+static Micros write_updated(const Buf *results_arena, const Write *w) {
+    const Result *results = &VEC_AT(*results_arena, Result, w->results_start);
+    Micros latest = w->stamped;
+    for (Py_ssize_t i = 0; i < w->results_count; i++) {
+        const Result *r = kept_result(results, w->results_count, i);
+        if (r != NULL && later(r->done, latest))
+            latest = r->done;
+    }
+    return latest;
 }
 
 static int read_timestamp(const uint8_t *p, const uint8_t *end, int64_t *seconds, int32_t *nanos) {
@@ -502,8 +569,9 @@ static int read_result(Collector *c, const uint8_t *p, const uint8_t *end) {
             memcpy(&r.confidence, &f.varint, 8);
         }
     }
-    if (more < 0 || timestamp_us(r.done_seconds, r.done_nanos, &r.done_us))
+    if (more < 0)
         return -1;
+    r.done = timestamp_us(r.done_seconds, r.done_nanos);
     return buf_put(&c->results, &r, sizeof r);
 }
 
@@ -543,12 +611,19 @@ static int read_write(Collector *c, const uint8_t *p, const uint8_t *end) {
             w.partial = f.varint != 0;
         }
     }
-    if (more < 0 || timestamp_us(w.ts_seconds, w.ts_nanos, &w.updated_us))
+    if (more < 0)
         return -1;
+    w.stamped = timestamp_us(w.ts_seconds, w.ts_nanos);
     w.missing_count = VEC_LEN(c->missing, View) - w.missing_start;
     w.filters_count = VEC_LEN(c->filters, View) - w.filters_start;
     w.calls_count = VEC_LEN(c->calls, Call) - w.calls_start;
     w.results_count = VEC_LEN(c->results, Result) - w.results_start;
+    /* Arrow's timestamp column cannot hold it: the one value a write is refused for, before it is kept.
+     * (A later duplicate of the write might have replaced it; the payload is refused regardless.) */
+    if (write_updated(&c->results, &w).overflow) {
+        g_error = "updated_at (the latest timestamp of a write) is out of the int64 microsecond range";
+        return -1;
+    }
     return buf_put(&c->writes, &w, sizeof w);
 }
 
@@ -625,10 +700,6 @@ static int bit_put(Columns *out, Buf *bits, Py_ssize_t index, int set) {
     if (set)
         bits->p[index / 8] |= (char)(1 << (index % 8));
     return 0;
-}
-
-static int view_eq(View a, View b) {
-    return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, (size_t)a.n) == 0);
 }
 
 static int genotype_text(Columns *out, const Collector *c, const Call *call) {
@@ -709,27 +780,14 @@ static int emit_write(Columns *out, const Collector *c, const Write *w, const Na
                       Py_ssize_t status_count, Name unknown) {
     const Result *results = &VEC_AT(c->results, Result, w->results_start);
     View gene = {"", 0}, variant_class = {"", 0};
-    int64_t updated = w->updated_us;
     for (Py_ssize_t i = 0; i < w->results_count; i++) {
-        int seen = 0;
-        for (Py_ssize_t k = 0; k < i && !seen; k++)
-            seen = view_eq(results[k].provider, results[i].provider);
-        if (seen)
+        const Result *r = kept_result(results, w->results_count, i);
+        if (r == NULL)
             continue;
-        /* First appearance of a provider: its last answer is the one kept. */
-        const Result *r = &results[i];
-        for (Py_ssize_t k = w->results_count - 1; k > i; k--) {
-            if (view_eq(results[k].provider, results[i].provider)) {
-                r = &results[k];
-                break;
-            }
-        }
         if (gene.n == 0)
             gene = r->gene;
         if (variant_class.n == 0)
             variant_class = r->variant_class;
-        if (r->done_us > updated)
-            updated = r->done_us;
         Name status = (r->status >= 0 && r->status < status_count) ? statuses[r->status] : unknown;
         if (emit_result(out, w, r, status.text, (size_t)status.len))
             return -1;
@@ -760,9 +818,10 @@ static int emit_write(Columns *out, const Collector *c, const Write *w, const Na
     for (Py_ssize_t i = 0; i < w->calls_count; i++)
         if (emit_call(out, c, w, &VEC_AT(c->calls, Call, w->calls_start + i)))
             return -1;
+    Micros updated = write_updated(&c->results, w);
     if (put_offset(out, &out->calls_offsets, (size_t)out->calls) ||
         put_offset(out, &out->carriers_offsets, (size_t)VEC_LEN(out->carriers.offsets, int32_t) - 1) ||
-        fixed_put(out, &out->updated, &updated, 8))
+        fixed_put(out, &out->updated, &updated.us, 8))
         return -1;
     out->variants++;
     return 0;
@@ -1118,8 +1177,8 @@ static PyTypeObject CollectorType = {
     .tp_as_sequence = &collector_sequence,
 };
 
-/* configure(messages, status_names, unknown_status): messages[0] is DatabaseWriteBatch; each entry is a
- * tuple of (field number, kind, repeated, child message index or -1). */
+/* configure(messages, status_names, unknown_status): messages[0] is DatabaseWriteBatch; each entry is
+ * (full name, fields), a field being (number, kind, repeated, child message index or -1). */
 static PyObject *configure(PyObject *module, PyObject *args) {
     PyObject *messages, *status_names, *unknown;
     if (!PyArg_ParseTuple(args, "O!O!U:configure", &PyTuple_Type, &messages, &PyTuple_Type, &status_names,
@@ -1135,11 +1194,16 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     if (specs == NULL)
         return PyErr_NoMemory();
     for (Py_ssize_t m = 0; m < count; m++) {
-        PyObject *fields = PyTuple_GET_ITEM(messages, m);
-        if (!PyTuple_Check(fields)) {
-            PyErr_SetString(PyExc_TypeError, "each message must be a tuple of fields");
+        const char *name;
+        PyObject *fields;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(messages, m), "sO!", &name, &PyTuple_Type, &fields))
+            goto fail;
+        specs[m].name = PyMem_Malloc(strlen(name) + 1);
+        if (specs[m].name == NULL) {
+            PyErr_NoMemory();
             goto fail;
         }
+        strcpy(specs[m].name, name);
         specs[m].count = PyTuple_GET_SIZE(fields);
         specs[m].fields = PyMem_Calloc((size_t)specs[m].count + 1, sizeof(FieldSpec));
         if (specs[m].fields == NULL) {
@@ -1160,8 +1224,10 @@ static PyObject *configure(PyObject *module, PyObject *args) {
         }
     }
     if (g_messages != NULL) {
-        for (Py_ssize_t m = 0; m < g_message_count; m++)
+        for (Py_ssize_t m = 0; m < g_message_count; m++) {
             PyMem_Free(g_messages[m].fields);
+            PyMem_Free(g_messages[m].name);
+        }
         PyMem_Free(g_messages);
     }
     g_messages = specs;
@@ -1172,8 +1238,10 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     Py_XSETREF(g_unknown_status, unknown);
     Py_RETURN_NONE;
 fail:
-    for (Py_ssize_t m = 0; m < count; m++)
+    for (Py_ssize_t m = 0; m < count; m++) {
         PyMem_Free(specs[m].fields);
+        PyMem_Free(specs[m].name);
+    }
     PyMem_Free(specs);
     return NULL;
 }

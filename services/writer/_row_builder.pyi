@@ -9,7 +9,7 @@ class Collector:
     def take(self) -> dict[str, Any]: ...
 
 def configure(
-    messages: tuple[tuple[tuple[int, int, bool, int], ...], ...],
+    messages: tuple[tuple[str, tuple[tuple[int, int, bool, int], ...]], ...],
     status_names: tuple[str, ...],
     unknown_status: str,
     /,

@@ -185,7 +185,7 @@ def _field_kind(field: FieldDescriptor) -> int:
     return 3
 
 
-def _wire_schema(root: Descriptor) -> tuple[tuple[tuple[int, int, bool, int], ...], ...]:
+def _wire_schema(root: Descriptor) -> tuple[tuple[str, tuple[tuple[int, int, bool, int], ...]], ...]:
     """Every message type reachable from `root`, root first, as the builder's wire check reads them.
 
     Taken from the generated descriptors, so the check follows the schema as it evolves.
@@ -203,7 +203,7 @@ def _wire_schema(root: Descriptor) -> tuple[tuple[tuple[int, int, bool, int], ..
                 if child == len(order):
                     order.append(nested)
             fields.append((field.number, _field_kind(field), field.is_repeated, child))
-        messages.append(tuple(fields))
+        messages.append((message.full_name, tuple(fields)))
     return tuple(messages)
 
 
