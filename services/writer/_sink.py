@@ -121,7 +121,9 @@ class StoreSink:
         if not self._buffered_records:
             return stored
         linger_s = self._settings.writer_linger_ms / 1000
-        due = time.monotonic() - self._first_buffered >= linger_s or not self._buffer
+        # With the stores idle, lingering only adds latency: what is buffered goes now, and
+        # batches grow by themselves while a store is busy (group commit).
+        due = time.monotonic() - self._first_buffered >= linger_s or not self._buffer or not self._flushing
         if due or self._markers:
             stored |= await self._flush_buffer()
         return stored
