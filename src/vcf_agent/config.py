@@ -74,7 +74,8 @@ class Settings:
     # Rows the writer buffers before one store transaction.
     writer_batch_rows: int = 10000
     # Fixed per-transaction store costs dominate small batches (measured: ~75 us/variant
-    # at 1,000 rows, ~30 at 10,000), and job markers flush at once, so linger is long.
+    # at 1,000 rows, ~30 at 10,000), so while a store is busy the next batch lingers this
+    # long to grow; with the stores idle it leaves at once, and job markers flush at once.
     writer_linger_ms: int = 500
     shutdown_grace_s: float = 5.0
     log_level: str = "WARNING"
