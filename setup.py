@@ -1,4 +1,5 @@
-"""Builds the compiled ingest encoder and writer row builder; everything else is in pyproject.toml."""
+"""Builds the compiled ingest encoder, writer row builder and router variant reader; everything else is
+in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -14,6 +15,11 @@ setup(
         Extension(
             "vcf_agent.services.writer._row_builder",
             sources=["services/writer/_row_builder.c"],
+            extra_compile_args=_FLAGS,
+        ),
+        Extension(
+            "vcf_agent.services.router._variant_reader",
+            sources=["services/router/_variant_reader.c"],
             extra_compile_args=_FLAGS,
         ),
     ]

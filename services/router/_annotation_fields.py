@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from vcf_agent.v1 import variant_pb2
+if TYPE_CHECKING:
+    # Types of the stub only: this module is handed the reader's values, never calls it.
+    from ._variant_reader import InfoValues, VariantFields
 
 # Most severe first. Ensembl VEP's consequence table with SnpEff-only terms slotted in
 # next to their VEP equivalents; the impact is the one both tools report for the term.
@@ -307,11 +309,17 @@ def normalise_term(term: str, bcftools: bool) -> str:
     return f"{term}_variant"
 
 
-def _entries_by_header(info: Mapping[str, variant_pb2.InfoValue], layout: _Layout) -> list[str]:
+def info_strings(value: InfoValues) -> tuple[str, ...]:
+    """The strings of a String INFO value; () for any other type."""
+    # The items of a value share one type, so the first tells.
+    return value if value and isinstance(value[0], str) else ()
+
+
+def _entries_by_header(info: Mapping[str, InfoValues], layout: _Layout) -> list[str]:
     """Entries rebuilt in this layout's field order from ingest's per-subfield lists (empty if none)."""
     prefix = layout.tag + "."
     columns = {
-        key[len(prefix) :].lower(): value.strings.values
+        key[len(prefix) :].lower(): info_strings(value)
         for key, value in info.items()
         if key.startswith(prefix)
     }
@@ -325,9 +333,9 @@ def _entries_by_header(info: Mapping[str, variant_pb2.InfoValue], layout: _Layou
     ]
 
 
-def _entries(value: variant_pb2.InfoValue) -> list[str]:
+def _entries(value: InfoValues) -> Sequence[str]:
     """Annotation entries; tolerates producers that kept the comma-joined string unsplit."""
-    values = value.strings.values[:]
+    values = info_strings(value)
     if len(values) == 1 and "," in values[0]:
         return values[0].split(",")
     return values
@@ -353,7 +361,7 @@ class _AlleleMatcher:
 
     __slots__ = ("alternate", "dna_change", "number", "vep_form")
 
-    def __init__(self, variant: variant_pb2.VariantMessage) -> None:
+    def __init__(self, variant: VariantFields) -> None:
         self.alternate = variant.alternate
         self.vep_form = vep_allele(variant.reference, variant.alternate, variant.all_alternates)
         self.number = str(variant.alt_index + 1)
@@ -377,7 +385,7 @@ class _AlleleMatcher:
 
 
 def worst_consequence(
-    variant: variant_pb2.VariantMessage, context: AnnotationContext = DEFAULT_CONTEXT
+    variant: VariantFields, context: AnnotationContext = DEFAULT_CONTEXT
 ) -> ConsequenceCall | None:
     """Most severe entry for this ALT across CSQ, ANN and BCSQ (earlier tag wins ties); None if unannotated.
 

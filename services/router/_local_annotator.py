@@ -48,11 +48,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from math import isnan
+from typing import TYPE_CHECKING, cast
 
+from vcf_agent.schema import varint
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
-from ._annotation_fields import DEFAULT_CONTEXT, AnnotationContext, ConsequenceCall, worst_consequence
+from ._annotation_fields import (
+    DEFAULT_CONTEXT,
+    AnnotationContext,
+    ConsequenceCall,
+    info_strings,
+    worst_consequence,
+)
+from ._answer_encoding import double_field, element, text_field, vocabulary
 from ._gene_index import GeneLookup
+from ._variant_reader import VariantFields
+
+if TYPE_CHECKING:
+    # A type alias of the stub only.
+    from ._variant_reader import InfoValues
 
 PROVIDER = "local"
 MODEL = "local-annotator/1"
@@ -107,8 +121,45 @@ _RELEVANT_INFO = frozenset({*POPULATION_AF_KEYS, *_ANNOTATION_TAGS, "AF", "CLNSI
 _NOTHING: frozenset[str] = frozenset()
 _PASSING = ("PASS", ".")
 
-_OK = analysis_pb2.AnalysisResult.STATUS_OK
-_AnalysisResult = analysis_pb2.AnalysisResult
+# The answer's fields whose values come from a fixed set, encoded once (tags: analysis.proto).
+_VARIANT_CLASSES = vocabulary(
+    b"\x0a",
+    (
+        "snv",
+        "mnv",
+        "insertion",
+        "deletion",
+        "complex",
+        "symbolic",
+        "breakend",
+        "spanning_deletion",
+        "no_alternate",
+    ),
+)
+_SUBSTITUTION_FIELDS = vocabulary(b"\x12", ("transition", "transversion"))
+_MULTI_ALLELIC = b"\x18\x01"
+_ALLELE_COUNT = b"\x20"
+_QUALITY_TIERS = vocabulary(b"\x2a", _TIER_NAMES)
+_FREQUENCY_TIERS = vocabulary(b"\x32", ("common", "low_frequency", "rare", "ultra_rare", "unknown"))
+_PRIORITY_TIERS = vocabulary(b"\x7a", _TIERS[1:])
+_SAMPLE_FINDING = b"\x8a\x01"
+_ZYGOSITIES = vocabulary(
+    b"\x12", ("hom_ref", "het", "hom_alt", "het_alt", "other_alt", "hemizygous", "no_call")
+)
+_NO_BALANCE = double_field(b"\x19", -1.0)
+_CALL_QUALITIES = tuple(vocabulary(b"\x22", _TIER_NAMES).values())
+_PROVIDER_MODEL_STATUS = b"".join(
+    (
+        text_field(b"\x22", PROVIDER),
+        text_field(b"\x2a", MODEL),
+        b"\x30",
+        varint(analysis_pb2.AnalysisResult.STATUS_OK),
+    )
+)
+_CLASSIFICATIONS = vocabulary(
+    b"\x3a", ("pathogenic", "likely_pathogenic", "uncertain", "likely_benign", "benign")
+)
+_ANNOTATION = b"\x5a"
 
 
 def variant_class(reference: str, alternate: str, svtype_info: str = "") -> tuple[str, str, str]:
@@ -194,13 +245,11 @@ def _qual_level(quality: float) -> int:
     return 3 if quality >= 50 else 2 if quality >= 20 else 1
 
 
-def call_quality(call: variant_pb2.GenotypeCall, record_level: int) -> int:
+def call_quality(gq: int, dp: int, record_level: int) -> int:
     """Level 0..3: the weaker of GQ (>= 30, >= 15) and DP (>= 20, >= 10); the record's level if neither."""
     level = 4
-    gq = call.genotype_quality
     if gq >= 0:
         level = 3 if gq >= 30 else 2 if gq >= 15 else 1
-    dp = call.depth
     if dp >= 0:
         dp_level = 3 if dp >= 20 else 2 if dp >= 10 else 1
         if dp_level < level:
@@ -222,12 +271,13 @@ def allele_balance(depths: Sequence[int], allele: int) -> float:
     return alt / total
 
 
-def allele_value(value: variant_pb2.InfoValue, alt_index: int, alt_count: int) -> float:
+def allele_value(value: InfoValues, alt_index: int, alt_count: int) -> float:
     """This ALT's number from an INFO value (Number=A, =R or =1); -1 when absent or unparsable."""
-    values: Sequence[float] = value.floats.values or value.ints.values
-    if not values and value.strings.values:
+    values = cast("Sequence[float]", value)
+    strings = info_strings(value)
+    if strings:
         parsed: list[float] = []
-        for text in value.strings.values:
+        for text in strings:
             try:
                 parsed.append(float(text))
             except ValueError:
@@ -290,9 +340,47 @@ def clinvar_confidence(review_status: str) -> float:
     return 0.8
 
 
-def _info_text(info: Mapping[str, variant_pb2.InfoValue], key: str) -> str:
+def _info_text(info: Mapping[str, InfoValues], key: str) -> str:
     value = info.get(key)
-    return ",".join(value.strings.values) if value is not None else ""
+    return ",".join(info_strings(value)) if value is not None else ""
+
+
+def _info_ints(info: Mapping[str, InfoValues], key: str) -> tuple[int, ...]:
+    """The numbers of an Integer INFO value; () when absent or of another type."""
+    value = info.get(key)
+    # The items of a value share one type, so the first tells.
+    return cast("tuple[int, ...]", value) if value and type(value[0]) is int else ()
+
+
+def variant_fields(variant: variant_pb2.VariantMessage) -> VariantFields:
+    """What the compiled reader returns for a variant, read through protobuf: for single requests
+    and for the payloads the reader leaves to upb."""
+    return VariantFields(
+        (
+            variant.correlation_id,
+            variant.job_id,
+            variant.tenant_id,
+            variant.chromosome,
+            variant.position,
+            variant.reference,
+            variant.alternate,
+            variant.alt_index,
+            tuple(variant.all_alternates),
+            variant.has_quality,
+            variant.quality,
+            tuple(variant.filters),
+            {key: _info_values(value) for key, value in variant.info.items()},
+            tuple(
+                (c.sample, tuple(c.alleles), c.depth, c.genotype_quality, tuple(c.allele_depths))
+                for c in variant.genotypes
+            ),
+        )
+    )
+
+
+def _info_values(value: variant_pb2.InfoValue) -> InfoValues:
+    # One of the lists at most is set (a oneof); a flag has none.
+    return tuple(value.strings.values) or tuple(value.ints.values) or tuple(value.floats.values)
 
 
 class LocalAnnotator:
@@ -312,19 +400,16 @@ class LocalAnnotator:
         self._genes = gene_index
 
     def annotate(
-        self,
-        variant: variant_pb2.VariantMessage,
-        context: AnnotationContext | None = None,
-        *,
-        into: analysis_pb2.AnalysisResult | None = None,
+        self, variant: variant_pb2.VariantMessage, context: AnnotationContext | None = None
     ) -> analysis_pb2.AnalysisResult:
-        """The provider answer: ids copied from the variant, the LocalAnnotation in `.annotation`.
+        """The provider answer for one variant message (`answer` is the batch path's)."""
+        return analysis_pb2.AnalysisResult.FromString(self.answer(variant_fields(variant), context))
 
-        `into` (an empty message, e.g. a fresh element of a batch) is filled in place, which
-        spares copying the answer into its batch afterwards.
-        """
+    def answer(self, variant: VariantFields, context: AnnotationContext | None = None) -> bytes:
+        """The serialized AnalysisResult: ids copied from the variant, the LocalAnnotation in
+        `annotation`; no latency, requested providers or variant, which the caller appends."""
         # One long function on purpose: this runs for every variant, and locals are far
-        # cheaper than intermediate objects or reading fields back out of the message.
+        # cheaper than intermediate objects or messages.
         info = variant.info
         alt_index = variant.alt_index
         alt_count = len(variant.all_alternates) or 1
@@ -383,71 +468,75 @@ class LocalAnnotator:
         classification, confidence, criteria = _classify(
             call, freq_tier, af, af_source, clinvar, clinvar_kind, info, filters if failed else ()
         )
-        result = _AnalysisResult() if into is None else into
-        result.correlation_id = variant.correlation_id
-        result.job_id = variant.job_id
-        result.tenant_id = variant.tenant_id
-        result.provider = PROVIDER
-        result.model = MODEL
-        result.status = _OK
-        result.classification = classification
-        result.confidence = confidence
-        if criteria:
-            result.criteria.extend(criteria)
-        result.rationale = _rationale(
+        rationale = _rationale(
             kind, call, genes, af, freq_tier, clinvar, quality_tier, classification, tier, reasons
         )
-        # Filled in place: building a LocalAnnotation and passing it in would copy it.
-        annotation = result.annotation
-        annotation.variant_class = kind
+        annotation = [_VARIANT_CLASSES[kind]]
         if substitution:
-            annotation.substitution = substitution
-        if sv_type:
-            annotation.sv_type = sv_type
-        annotation.multi_allelic = alt_count > 1
-        annotation.allele_count = alt_count
-        annotation.quality_tier = quality_tier
-        annotation.frequency_tier = freq_tier
-        annotation.population_af = af
+            annotation.append(_SUBSTITUTION_FIELDS[substitution])
+        if alt_count > 1:
+            annotation.append(_MULTI_ALLELIC)
+        annotation += (
+            _ALLELE_COUNT + varint(alt_count),
+            _QUALITY_TIERS[quality_tier],
+            _FREQUENCY_TIERS[freq_tier],
+            double_field(b"\x39", af),
+        )
         if call is not None:
-            annotation.consequence = call.consequence
-            annotation.impact = call.impact
-            annotation.gene = call.gene
-            annotation.hgvs_c = call.hgvs_c
-            annotation.hgvs_p = call.hgvs_p
+            annotation += (
+                text_field(b"\x42", call.consequence),
+                text_field(b"\x4a", call.impact),
+                text_field(b"\x52", call.gene),
+                text_field(b"\x5a", call.hgvs_c),
+                text_field(b"\x62", call.hgvs_p),
+            )
         if clinvar:
-            annotation.clinvar_significance = clinvar
-        if genes:
-            annotation.overlapping_genes.extend(genes)
-        annotation.priority_tier = tier
-        annotation.priority_reasons.extend(reasons)
-
+            annotation.append(text_field(b"\x6a", clinvar))
+        annotation += [element(b"\x72", gene) for gene in genes]
+        annotation.append(_PRIORITY_TIERS[tier])
+        annotation += [element(b"\x82\x01", reason) for reason in reasons]
         allele = alt_index + 1
-        add_sample = annotation.samples.add
-        for genotype in variant.genotypes:
-            # Sliced to plain lists: iterating upb repeated fields costs several times more.
-            zyg = zygosity(genotype.alleles[:], allele)
-            depths = genotype.allele_depths[:]
-            finding = add_sample()
-            finding.sample = genotype.sample
-            finding.zygosity = zyg
-            finding.allele_balance = allele_balance(depths, allele) if depths else -1.0
-            if failed or zyg == "no_call":
-                finding.call_quality = "fail"
-            else:
-                finding.call_quality = _TIER_NAMES[call_quality(genotype, record_level)]
-        return result
+        for sample, alleles, depth, genotype_quality, depths in variant.genotypes:
+            zyg = zygosity(alleles, allele)
+            level = 0 if failed or zyg == "no_call" else call_quality(genotype_quality, depth, record_level)
+            finding = b"".join(
+                (
+                    text_field(b"\x0a", sample),
+                    _ZYGOSITIES[zyg],
+                    double_field(b"\x19", allele_balance(depths, allele)) if depths else _NO_BALANCE,
+                    _CALL_QUALITIES[level],
+                )
+            )
+            annotation += (_SAMPLE_FINDING, varint(len(finding)), finding)
+        if sv_type:
+            annotation.append(text_field(b"\x92\x01", sv_type))
+        encoded = b"".join(annotation)
+        return b"".join(
+            (
+                text_field(b"\x0a", variant.correlation_id),
+                text_field(b"\x12", variant.job_id),
+                text_field(b"\x1a", variant.tenant_id),
+                _PROVIDER_MODEL_STATUS,
+                _CLASSIFICATIONS[classification],
+                double_field(b"\x41", confidence),
+                *[element(b"\x4a", criterion) for criterion in criteria],
+                text_field(b"\x52", rationale),
+                _ANNOTATION,
+                varint(len(encoded)),
+                encoded,
+            )
+        )
 
 
-def _span_end(variant: variant_pb2.VariantMessage, kind: str, start: int) -> int:
+def _span_end(variant: VariantFields, kind: str, start: int) -> int:
     """0-based exclusive end of the reference bases a variant touches, for gene overlap."""
     if kind == "symbolic":
-        end = variant.info.get("END")
-        if end is not None and end.ints.values and end.ints.values[0] > start:
-            return int(end.ints.values[0])
-        svlen = variant.info.get("SVLEN")
-        if svlen is not None and svlen.ints.values:
-            return start + 1 + abs(int(svlen.ints.values[0]))
+        end = _info_ints(variant.info, "END")
+        if end and end[0] > start:
+            return end[0]
+        svlen = _info_ints(variant.info, "SVLEN")
+        if svlen:
+            return start + 1 + abs(svlen[0])
     return start + max(len(variant.reference), 1)
 
 
@@ -511,7 +600,7 @@ def _classify(
     af_source: str,
     clinvar: str,
     clinvar_kind: str,
-    info: Mapping[str, variant_pb2.InfoValue],
+    info: Mapping[str, InfoValues],
     failed_filters: Sequence[str],
 ) -> tuple[str, float, list[str]]:
     criteria: list[str] = []

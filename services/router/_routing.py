@@ -221,19 +221,19 @@ class ProviderWorker:
 
         Only for a provider that fills a whole variant batch (the local annotator); None otherwise.
         """
-        fill = getattr(self._provider, "analyse_batch", None)
-        if fill is None or batch.requests:
+        answer_all = getattr(self._provider, "serialized_answers", None)
+        if answer_all is None or batch.requests:
             return None
         variant_batches = repeated_messages(serialized, _TAG_REQUEST_VARIANT_BATCH)
         if len(variant_batches) != 1:
             return None
         raw_variants = repeated_messages(variant_batches[0], _TAG_BATCH_VARIANTS)
-        answers: analysis_pb2.AnalysisResultBatch = await fill(batch, attach_variants=False)
-        if len(raw_variants) != len(answers.results):
+        answers: list[bytes] = await answer_all(batch, variant_batches[0])
+        if len(raw_variants) != len(answers):
             return None
         return b"".join(
-            variant_first_result(raw_variant, answer.SerializeToString())
-            for raw_variant, answer in zip(raw_variants, answers.results, strict=True)
+            variant_first_result(raw_variant, answer)
+            for raw_variant, answer in zip(raw_variants, answers, strict=True)
         )
 
 
