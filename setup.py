@@ -1,4 +1,4 @@
-"""Builds the compiled ingest encoder, writer row builder and router variant reader; everything else is
+"""Builds the compiled ingest encoder, writer row builder and router wire format; everything else is
 in pyproject.toml."""
 
 from setuptools import Extension, setup
@@ -18,8 +18,8 @@ setup(
             extra_compile_args=_FLAGS,
         ),
         Extension(
-            "vcf_agent.services.router._variant_reader",
-            sources=["services/router/_variant_reader.c"],
+            "vcf_agent.services.router._local_wire",
+            sources=["services/router/_local_wire.c"],
             extra_compile_args=_FLAGS,
         ),
     ]

@@ -1,14 +1,12 @@
-"""Protobuf wire encoding of the local provider's answers, field by field.
-
-Setting each field of an AnalysisResult through upb and serializing it cost twice as much
-as writing the bytes directly; the fields are written in field-number order, as upb does,
-so the bytes are the same (tests/router/test_answer_encoding.py checks it against upb).
+"""Protobuf wire encoding of the few AnalysisResult fields the local provider writes in Python:
+the fixed provider, model and status, and the per-answer latency and requested providers that
+follow what _local_wire.encode_answer wrote. As upb does, proto3 defaults are left out, so the
+bytes are the same (tests/router/test_variant_reader.py compares them with upb's).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
 from math import copysign
 
 from vcf_agent.schema import varint
@@ -32,8 +30,3 @@ def double_field(tag: bytes, number: float) -> bytes:
     if number == 0.0 and copysign(1.0, number) > 0:
         return b""
     return tag + _pack_double(number)
-
-
-def vocabulary(tag: bytes, names: Iterable[str]) -> dict[str, bytes]:
-    """Each name's encoded field, for fields whose values come from a fixed set."""
-    return {name: text_field(tag, name) for name in names}

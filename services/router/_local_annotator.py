@@ -60,13 +60,13 @@ from ._annotation_fields import (
     info_strings,
     worst_consequence,
 )
-from ._answer_encoding import double_field, element, text_field, vocabulary
+from ._answer_encoding import text_field
 from ._gene_index import GeneLookup
-from ._variant_reader import VariantFields
+from ._local_wire import VariantFields, encode_answer
 
 if TYPE_CHECKING:
     # A type alias of the stub only.
-    from ._variant_reader import InfoValues
+    from ._local_wire import InfoValues
 
 PROVIDER = "local"
 MODEL = "local-annotator/1"
@@ -121,33 +121,7 @@ _RELEVANT_INFO = frozenset({*POPULATION_AF_KEYS, *_ANNOTATION_TAGS, "AF", "CLNSI
 _NOTHING: frozenset[str] = frozenset()
 _PASSING = ("PASS", ".")
 
-# The answer's fields whose values come from a fixed set, encoded once (tags: analysis.proto).
-_VARIANT_CLASSES = vocabulary(
-    b"\x0a",
-    (
-        "snv",
-        "mnv",
-        "insertion",
-        "deletion",
-        "complex",
-        "symbolic",
-        "breakend",
-        "spanning_deletion",
-        "no_alternate",
-    ),
-)
-_SUBSTITUTION_FIELDS = vocabulary(b"\x12", ("transition", "transversion"))
-_MULTI_ALLELIC = b"\x18\x01"
-_ALLELE_COUNT = b"\x20"
-_QUALITY_TIERS = vocabulary(b"\x2a", _TIER_NAMES)
-_FREQUENCY_TIERS = vocabulary(b"\x32", ("common", "low_frequency", "rare", "ultra_rare", "unknown"))
-_PRIORITY_TIERS = vocabulary(b"\x7a", _TIERS[1:])
-_SAMPLE_FINDING = b"\x8a\x01"
-_ZYGOSITIES = vocabulary(
-    b"\x12", ("hom_ref", "het", "hom_alt", "het_alt", "other_alt", "hemizygous", "no_call")
-)
-_NO_BALANCE = double_field(b"\x19", -1.0)
-_CALL_QUALITIES = tuple(vocabulary(b"\x22", _TIER_NAMES).values())
+# AnalysisResult's provider, model and status, the same in every answer (tags: analysis.proto).
 _PROVIDER_MODEL_STATUS = b"".join(
     (
         text_field(b"\x22", PROVIDER),
@@ -156,10 +130,7 @@ _PROVIDER_MODEL_STATUS = b"".join(
         varint(analysis_pb2.AnalysisResult.STATUS_OK),
     )
 )
-_CLASSIFICATIONS = vocabulary(
-    b"\x3a", ("pathogenic", "likely_pathogenic", "uncertain", "likely_benign", "benign")
-)
-_ANNOTATION = b"\x5a"
+_NO_CONSEQUENCE = ("", "", "", "", "")
 
 
 def variant_class(reference: str, alternate: str, svtype_info: str = "") -> tuple[str, str, str]:
@@ -471,60 +442,41 @@ class LocalAnnotator:
         rationale = _rationale(
             kind, call, genes, af, freq_tier, clinvar, quality_tier, classification, tier, reasons
         )
-        annotation = [_VARIANT_CLASSES[kind]]
-        if substitution:
-            annotation.append(_SUBSTITUTION_FIELDS[substitution])
-        if alt_count > 1:
-            annotation.append(_MULTI_ALLELIC)
-        annotation += (
-            _ALLELE_COUNT + varint(alt_count),
-            _QUALITY_TIERS[quality_tier],
-            _FREQUENCY_TIERS[freq_tier],
-            double_field(b"\x39", af),
-        )
-        if call is not None:
-            annotation += (
-                text_field(b"\x42", call.consequence),
-                text_field(b"\x4a", call.impact),
-                text_field(b"\x52", call.gene),
-                text_field(b"\x5a", call.hgvs_c),
-                text_field(b"\x62", call.hgvs_p),
-            )
-        if clinvar:
-            annotation.append(text_field(b"\x6a", clinvar))
-        annotation += [element(b"\x72", gene) for gene in genes]
-        annotation.append(_PRIORITY_TIERS[tier])
-        annotation += [element(b"\x82\x01", reason) for reason in reasons]
+        consequence, impact, gene, hgvs_c, hgvs_p = call[1:6] if call is not None else _NO_CONSEQUENCE
         allele = alt_index + 1
+        findings = []
         for sample, alleles, depth, genotype_quality, depths in variant.genotypes:
             zyg = zygosity(alleles, allele)
             level = 0 if failed or zyg == "no_call" else call_quality(genotype_quality, depth, record_level)
-            finding = b"".join(
-                (
-                    text_field(b"\x0a", sample),
-                    _ZYGOSITIES[zyg],
-                    double_field(b"\x19", allele_balance(depths, allele)) if depths else _NO_BALANCE,
-                    _CALL_QUALITIES[level],
-                )
-            )
-            annotation += (_SAMPLE_FINDING, varint(len(finding)), finding)
-        if sv_type:
-            annotation.append(text_field(b"\x92\x01", sv_type))
-        encoded = b"".join(annotation)
-        return b"".join(
-            (
-                text_field(b"\x0a", variant.correlation_id),
-                text_field(b"\x12", variant.job_id),
-                text_field(b"\x1a", variant.tenant_id),
-                _PROVIDER_MODEL_STATUS,
-                _CLASSIFICATIONS[classification],
-                double_field(b"\x41", confidence),
-                *[element(b"\x4a", criterion) for criterion in criteria],
-                text_field(b"\x52", rationale),
-                _ANNOTATION,
-                varint(len(encoded)),
-                encoded,
-            )
+            balance = allele_balance(depths, allele) if depths else -1.0
+            findings.append((sample, zyg, balance, _TIER_NAMES[level]))
+        return encode_answer(
+            variant.correlation_id,
+            variant.job_id,
+            variant.tenant_id,
+            _PROVIDER_MODEL_STATUS,
+            classification,
+            confidence,
+            criteria,
+            rationale,
+            kind,
+            substitution,
+            alt_count > 1,
+            alt_count,
+            quality_tier,
+            freq_tier,
+            af,
+            consequence,
+            impact,
+            gene,
+            hgvs_c,
+            hgvs_p,
+            clinvar,
+            genes,
+            tier,
+            reasons,
+            findings,
+            sv_type,
         )
 
 

@@ -15,7 +15,7 @@ from vcf_agent.v1 import analysis_pb2
 from ._answer_encoding import double_field, element
 from ._gene_index import GeneIndex
 from ._local_annotator import LocalAnnotator, variant_fields
-from ._variant_reader import read_variants
+from ._local_wire import read_variants
 
 # AnalysisResult.latency_ms and .requested_providers, with their wire types.
 _TAG_LATENCY_MS = b"\x71"
@@ -95,7 +95,7 @@ class LocalProvider:
             b"".join(element(_TAG_REQUESTED_PROVIDERS, p) for p in request.requested_providers)
             for request in requests.requests
         ]
-        # None when the reader leaves the payload to protobuf (see _variant_reader.c).
+        # None when the reader leaves the payload to protobuf (see _local_wire.c).
         variants = read_variants(variant_batch) if variant_batch is not None and not own else None
         if variants is None:
             messages = [request.variant for request in requests.requests] or requests.variant_batch.variants

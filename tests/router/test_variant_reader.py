@@ -1,4 +1,4 @@
-"""Differential tests of the local provider's compiled path (_variant_reader.c reading the variant
+"""Differential tests of the local provider's compiled path (_local_wire.c reading the variant
 batch, answers encoded field by field) against the protobuf path it replaced (_protobuf_annotator).
 
 Inputs are real files read by the real ingest reader (tests/data, every PyVCF3 test file), the
@@ -30,9 +30,9 @@ from vcf_agent.services.router import analysis_requests, provider_deadline
 from vcf_agent.services.router._annotation_fields import AnnotationContext
 from vcf_agent.services.router._gene_index import GeneIndex
 from vcf_agent.services.router._local_annotator import LocalAnnotator, variant_fields
+from vcf_agent.services.router._local_wire import encode_answer, read_variants
 from vcf_agent.services.router._providers import LocalProvider
 from vcf_agent.services.router._routing import HEADER_PROVIDER, ProviderWorker
-from vcf_agent.services.router._variant_reader import read_variants
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 from . import _protobuf_annotator as oracle
@@ -364,6 +364,91 @@ async def test_the_worker_publishes_what_the_protobuf_path_answered(tmp_path: Pa
         want.requested_providers.extend(PROVIDERS)
         want.variant.CopyFrom(message)
         assert result == want
+
+
+# --- encode_answer at its edges -----------------------------------------------------------------
+
+
+def _answer_args(**changes: Any) -> list[Any]:
+    values: dict[str, Any] = {
+        "correlation_id": "c",
+        "job_id": "",
+        "tenant_id": "ü",
+        "fixed": b"\x22\x05local",
+        "classification": "",
+        "confidence": -0.0,
+        "criteria": ["", "x"],
+        "rationale": "r" * 20000,
+        "variant_class": "snv",
+        "substitution": "",
+        "multi_allelic": False,
+        "allele_count": 2**31 - 1,
+        "quality_tier": "",
+        "frequency_tier": "rare",
+        "population_af": 0.0,
+        "consequence": "",
+        "impact": "HIGH",
+        "gene": "",
+        "hgvs_c": "",
+        "hgvs_p": "p.=",
+        "clinvar_significance": "",
+        "overlapping_genes": ("", "G"),
+        "priority_tier": "P1",
+        "priority_reasons": [],
+        "samples": [("", "", 0.0, ""), ("S", "het", -0.0, "high"), ("T", "het", float("inf"), "low")],
+        "sv_type": "DEL",
+    }
+    values.update(changes)
+    return list(values.values())
+
+
+def test_encode_answer_writes_what_upb_serializes_at_the_edges() -> None:
+    args = _answer_args()
+    want = analysis_pb2.AnalysisResult(
+        correlation_id="c",
+        tenant_id="ü",
+        provider="local",
+        confidence=-0.0,
+        criteria=["", "x"],
+        rationale="r" * 20000,
+    )
+    annotation = want.annotation
+    annotation.variant_class, annotation.allele_count, annotation.frequency_tier = "snv", 2**31 - 1, "rare"
+    annotation.impact, annotation.hgvs_p, annotation.priority_tier, annotation.sv_type = (
+        "HIGH",
+        "p.=",
+        "P1",
+        "DEL",
+    )
+    annotation.overlapping_genes.extend(("", "G"))
+    annotation.samples.add()
+    annotation.samples.add(sample="S", zygosity="het", allele_balance=-0.0, call_quality="high")
+    annotation.samples.add(sample="T", zygosity="het", allele_balance=float("inf"), call_quality="low")
+    assert encode_answer(*args) == want.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"rationale": b"bytes"}, TypeError),
+        ({"rationale": "\ud800"}, UnicodeEncodeError),
+        ({"criteria": None}, TypeError),
+        ({"criteria": [1]}, TypeError),
+        ({"confidence": "x"}, TypeError),
+        ({"allele_count": -1}, ValueError),
+        ({"allele_count": 2**31}, ValueError),
+        ({"allele_count": 2**70}, OverflowError),
+        ({"fixed": "str"}, TypeError),
+        ({"samples": [("S", "het", 0.5)]}, TypeError),
+        ({"samples": [["S", "het", 0.5, "high"]]}, TypeError),
+        ({"samples": [("S", "het", None, "high")]}, TypeError),
+    ],
+)
+def test_encode_answer_refuses_what_is_not_an_answer(changes: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        encode_answer(*_answer_args(**changes))
+    with pytest.raises(TypeError):
+        encode_answer(*_answer_args()[:-1])
 
 
 # --- the wire format ---------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 /*
- * The local annotator's view of a serialized VariantBatch: the fields it reads,
- * as plain Python values (one VariantFields struct sequence per variant).
+ * The local provider's wire format: what the annotator reads of a serialized
+ * VariantBatch, as plain Python values (read_variants), and its answer, a
+ * serialized AnalysisResult, written from plain values (encode_answer).
  *
  * Why C: reading a variant through upb's Python wrappers cost about 6 us, as
  * every attribute, map value and repeated field is a Python object of its own;
- * reading the wire bytes once costs about half that.
+ * reading the wire bytes once costs a fraction of that. Setting the answer's
+ * fields through upb and serializing them cost about as much again, and
+ * writing the fields in Python a third of the annotator's time.
  *
  * Contract with _local_annotator: read_variants(batch) returns what upb would
  * report, or None whenever the payload is anything but the plain case; the
@@ -18,9 +21,14 @@
  *
  * Repeated values come as tuples: INFO values are the strings, ints or floats
  * of the list the InfoValue holds, () for a flag or an empty value.
+ *
+ * encode_answer writes the fields in field-number order and leaves out proto3
+ * defaults, as upb's serializer does, so the bytes are the same
+ * (tests/router/test_variant_reader.py compares them with upb's).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -238,7 +246,7 @@ static int list_values(PyObject *values, uint32_t kind, const uint8_t *p, const 
 static PyObject *info_value(const uint8_t *p, const uint8_t *end) {
     PyObject *values = PyList_New(0);
     Field f;
-    int more, seen = 0;
+    int more = -1, seen = 0;
     while (values != NULL && (more = next_field(&p, end, &f)) == 1) {
         if (f.number > 4)
             continue;
@@ -543,18 +551,229 @@ static PyObject *read_variants(PyObject *module, PyObject *arg) {
     return variants;
 }
 
+/* ---- AnalysisResult ---- */
+
+/* A growable output buffer; `failed` is set once anything could not be written. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int failed;
+} Out;
+
+static void put(Out *out, const void *src, size_t n) {
+    /* An empty message's body may have no buffer at all: memcpy must not see its NULL. */
+    if (out->failed || n == 0)
+        return;
+    if (out->len + n > out->cap) {
+        size_t cap = out->cap ? out->cap : 512;
+        while (cap < out->len + n)
+            cap *= 2;
+        char *p = PyMem_Realloc(out->p, cap);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            out->failed = 1;
+            return;
+        }
+        out->p = p;
+        out->cap = cap;
+    }
+    memcpy(out->p + out->len, src, n);
+    out->len += n;
+}
+
+static void put_varint(Out *out, uint64_t value) {
+    uint8_t bytes[10];
+    size_t n = 0;
+    do {
+        bytes[n++] = (uint8_t)(value & 0x7f) | (value > 0x7f ? 0x80 : 0);
+        value >>= 7;
+    } while (value);
+    put(out, bytes, n);
+}
+
+static void put_tag(Out *out, uint32_t number, int wire) { put_varint(out, (uint64_t)number << 3 | wire); }
+
+/* A string field; `keep_empty` for an element of a repeated field, which keeps "" unlike proto3 singulars. */
+static void put_text(Out *out, uint32_t number, PyObject *text, int keep_empty) {
+    Py_ssize_t size;
+    const char *data = out->failed ? NULL : PyUnicode_AsUTF8AndSize(text, &size);
+    if (data == NULL) {
+        out->failed = 1;
+        return;
+    }
+    if (size == 0 && !keep_empty)
+        return;
+    put_tag(out, number, WIRE_LEN);
+    put_varint(out, (uint64_t)size);
+    put(out, data, (size_t)size);
+}
+
+/* Every element of a list or tuple of strings. */
+static void put_texts(Out *out, uint32_t number, PyObject *texts) {
+    PyObject *items = out->failed ? NULL : PySequence_Fast(texts, "a list of strings");
+    if (items == NULL) {
+        out->failed = 1;
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); i++)
+        put_text(out, number, PySequence_Fast_ITEMS(items)[i], 1);
+    Py_DECREF(items);
+}
+
+/* A double field; proto3 leaves out +0.0 only (the default, bit for bit), not -0.0. */
+static void put_double(Out *out, uint32_t number, PyObject *value) {
+    double number_value = out->failed ? 0.0 : PyFloat_AsDouble(value);
+    if (out->failed || (number_value == -1.0 && PyErr_Occurred())) {
+        out->failed = 1;
+        return;
+    }
+    if (number_value == 0.0 && !signbit(number_value))
+        return;
+    put_tag(out, number, WIRE_FIXED64);
+    put(out, &number_value, 8); /* little-endian, as the wire format and every supported host */
+}
+
+/* A varint field of a non-negative int (bool and int32 here); proto3 leaves out 0. */
+static void put_count(Out *out, uint32_t number, PyObject *value) {
+    long count = out->failed ? 0 : PyLong_AsLong(value);
+    if (out->failed || (count == -1 && PyErr_Occurred()) || count < 0 || count > INT32_MAX) {
+        if (!out->failed && !PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "a count out of int32 range");
+        out->failed = 1;
+        return;
+    }
+    if (count == 0)
+        return;
+    put_tag(out, number, WIRE_VARINT);
+    put_varint(out, (uint64_t)count);
+}
+
+/* A message field from the bytes written into `body`. */
+static void put_message(Out *out, uint32_t number, const Out *body) {
+    if (body->failed) {
+        out->failed = 1;
+        return;
+    }
+    put_tag(out, number, WIRE_LEN);
+    put_varint(out, body->len);
+    put(out, body->p, body->len);
+}
+
+/* SampleFinding from (sample, zygosity, allele_balance, call_quality). */
+static void put_findings(Out *out, PyObject *findings) {
+    PyObject *items = out->failed ? NULL : PySequence_Fast(findings, "a list of findings");
+    Out body = {NULL, 0, 0, 0};
+    if (items == NULL) {
+        out->failed = 1;
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items) && !out->failed; i++) {
+        PyObject *finding = PySequence_Fast_ITEMS(items)[i];
+        if (!PyTuple_Check(finding) || PyTuple_GET_SIZE(finding) != 4) {
+            PyErr_SetString(PyExc_TypeError, "a finding is a 4-tuple");
+            out->failed = 1;
+            break;
+        }
+        body.len = 0;
+        put_text(&body, 1, PyTuple_GET_ITEM(finding, 0), 0);
+        put_text(&body, 2, PyTuple_GET_ITEM(finding, 1), 0);
+        put_double(&body, 3, PyTuple_GET_ITEM(finding, 2));
+        put_text(&body, 4, PyTuple_GET_ITEM(finding, 3), 0);
+        put_message(out, 17, &body);
+    }
+    PyMem_Free(body.p);
+    Py_DECREF(items);
+}
+
+/* The arguments of encode_answer, in its order: each field's number, or what else it is. */
+enum {
+    A_CORRELATION_ID,
+    A_JOB_ID,
+    A_TENANT_ID,
+    A_FIXED, /* fields 4 to 6, the same bytes in every answer */
+    A_CLASSIFICATION,
+    A_CONFIDENCE,
+    A_CRITERIA,
+    A_RATIONALE,
+    A_VARIANT_CLASS,
+    A_SUBSTITUTION,
+    A_MULTI_ALLELIC,
+    A_ALLELE_COUNT,
+    A_QUALITY_TIER,
+    A_FREQUENCY_TIER,
+    A_POPULATION_AF,
+    A_CONSEQUENCE,
+    A_IMPACT,
+    A_GENE,
+    A_HGVS_C,
+    A_HGVS_P,
+    A_CLINVAR_SIGNIFICANCE,
+    A_OVERLAPPING_GENES,
+    A_PRIORITY_TIER,
+    A_PRIORITY_REASONS,
+    A_SAMPLES,
+    A_SV_TYPE,
+    A_COUNT
+};
+
+/* LocalAnnotation, fields 1 to 18. */
+static void put_annotation(Out *out, PyObject *const *args) {
+    for (int arg = A_VARIANT_CLASS; arg <= A_SV_TYPE; arg++) {
+        uint32_t number = (uint32_t)(arg - A_VARIANT_CLASS + 1);
+        if (arg == A_MULTI_ALLELIC || arg == A_ALLELE_COUNT)
+            put_count(out, number, args[arg]);
+        else if (arg == A_POPULATION_AF)
+            put_double(out, number, args[arg]);
+        else if (arg == A_OVERLAPPING_GENES || arg == A_PRIORITY_REASONS)
+            put_texts(out, number, args[arg]);
+        else if (arg == A_SAMPLES)
+            put_findings(out, args[arg]);
+        else
+            put_text(out, number, args[arg], 0);
+    }
+}
+
+static PyObject *encode_answer(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != A_COUNT) {
+        PyErr_Format(PyExc_TypeError, "encode_answer takes %d arguments", A_COUNT);
+        return NULL;
+    }
+    Out out = {NULL, 0, 0, 0}, annotation = {NULL, 0, 0, 0};
+    char *fixed;
+    Py_ssize_t fixed_len;
+    put_text(&out, 1, args[A_CORRELATION_ID], 0);
+    put_text(&out, 2, args[A_JOB_ID], 0);
+    put_text(&out, 3, args[A_TENANT_ID], 0);
+    if (PyBytes_AsStringAndSize(args[A_FIXED], &fixed, &fixed_len) < 0)
+        out.failed = 1;
+    else
+        put(&out, fixed, (size_t)fixed_len);
+    put_text(&out, 7, args[A_CLASSIFICATION], 0);
+    put_double(&out, 8, args[A_CONFIDENCE]);
+    put_texts(&out, 9, args[A_CRITERIA]);
+    put_text(&out, 10, args[A_RATIONALE], 0);
+    put_annotation(&annotation, args);
+    put_message(&out, 11, &annotation);
+    PyObject *answer = out.failed ? NULL : PyBytes_FromStringAndSize(out.p, (Py_ssize_t)out.len);
+    PyMem_Free(out.p);
+    PyMem_Free(annotation.p);
+    return answer;
+}
+
 static PyMethodDef module_methods[] = {
     {"read_variants", read_variants, METH_O,
      "VariantFields of each variant of a serialized VariantBatch; None unless it is the plain case."},
+    {"encode_answer", (PyCFunction)(void (*)(void))encode_answer, METH_FASTCALL,
+     "A serialized AnalysisResult from its fields' values, in field-number order (see _local_wire.pyi)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_variant_reader", "The local annotator's fields of VariantBatch wire bytes.", -1,
+    PyModuleDef_HEAD_INIT, "_local_wire", "The local provider's wire format: variants in, answers out.", -1,
     module_methods,
 };
 
-PyMODINIT_FUNC PyInit__variant_reader(void) {
+PyMODINIT_FUNC PyInit__local_wire(void) {
     if (VariantFieldsType.tp_name == NULL && PyStructSequence_InitType2(&VariantFieldsType, &variant_desc) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);

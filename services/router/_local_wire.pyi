@@ -1,5 +1,6 @@
-"""Types of the compiled variant reader (_variant_reader.c)."""
+"""Types of the local provider's compiled wire format (_local_wire.c)."""
 
+from collections.abc import Sequence
 from typing import final
 
 from _typeshed import structseq
@@ -59,3 +60,35 @@ class VariantFields(
     def genotypes(self) -> tuple[Genotype, ...]: ...
 
 def read_variants(batch: bytes, /) -> list[VariantFields] | None: ...
+def encode_answer(
+    correlation_id: str,
+    job_id: str,
+    tenant_id: str,
+    fixed: bytes,
+    classification: str,
+    confidence: float,
+    criteria: Sequence[str],
+    rationale: str,
+    variant_class: str,
+    substitution: str,
+    multi_allelic: bool,
+    allele_count: int,
+    quality_tier: str,
+    frequency_tier: str,
+    population_af: float,
+    consequence: str,
+    impact: str,
+    gene: str,
+    hgvs_c: str,
+    hgvs_p: str,
+    clinvar_significance: str,
+    overlapping_genes: Sequence[str],
+    priority_tier: str,
+    priority_reasons: Sequence[str],
+    samples: Sequence[tuple[str, str, float, str]],
+    sv_type: str,
+    /,
+) -> bytes:
+    """A serialized AnalysisResult: the arguments are its fields in field-number order, `fixed` the
+    encoded fields 4 to 6 and the rest from `variant_class` on its LocalAnnotation's, samples as
+    (sample, zygosity, allele_balance, call_quality)."""
