@@ -100,15 +100,17 @@ class LocalProvider:
         if variants is None:
             messages = [request.variant for request in requests.requests] or requests.variant_batch.variants
             variants = [variant_fields(message) for message in messages]
+        # The batch's list wins; a batch that has none and no requests of its own lists none.
+        listed = [uniform] * len(variants) if uniform or not own else own
         answer = self._annotator.answer
         clock = time.perf_counter
         answers = []
-        for index, variant in enumerate(variants):
+        for variant, providers in zip(variants, listed, strict=True):
             started = clock()
             encoded = answer(variant)
             latency = double_field(_TAG_LATENCY_MS, (clock() - started) * 1000)
             # Fields 14 and 15 follow the answer's 1..11, so the bytes stay in field-number order.
-            answers.append(b"".join((encoded, latency, uniform or own[index])))
+            answers.append(b"".join((encoded, latency, providers)))
         return answers
 
     def _analyse(self, requests: Sequence[analysis_pb2.AnalysisRequest]) -> list[analysis_pb2.AnalysisResult]:

@@ -219,7 +219,8 @@ class ProviderWorker:
         """A serialized AnalysisResultBatch whose results each begin with their variant, spliced
         in as it arrived, so neither this worker nor the aggregator serializes the variant again.
 
-        Only for a provider that fills a whole variant batch (the local annotator); None otherwise.
+        Only for a provider that answers a whole variant batch serialized (the local annotator);
+        None otherwise.
         """
         answer_all = getattr(self._provider, "serialized_answers", None)
         if answer_all is None or batch.requests:
@@ -283,13 +284,13 @@ async def answer_batch(
     """A provider's answers with each request's variant attached, so the aggregator can build
     the stored record from the results stream alone, and the failed requests with their results.
 
-    Providers that fill a batch in place (the local annotator) skip the copy and never fail
-    a single request.
+    Providers that answer a whole batch at once (the local annotator) attach the variants
+    themselves and never fail a single request.
     """
-    fill = getattr(provider, "analyse_batch", None)
-    if fill is not None:
-        filled: analysis_pb2.AnalysisResultBatch = await fill(batch)
-        return filled, []
+    analyse_batch = getattr(provider, "analyse_batch", None)
+    if analyse_batch is not None:
+        answered: analysis_pb2.AnalysisResultBatch = await analyse_batch(batch)
+        return answered, []
     requests = expanded_requests(batch)
     results = await provider.analyse(requests)
     outcome = analysis_pb2.AnalysisResultBatch()

@@ -566,6 +566,19 @@ def test_a_payload_left_to_protobuf_gets_the_same_answers() -> None:
     assert result == want
 
 
+def test_a_batch_without_requested_providers_is_answered_listing_none() -> None:
+    messages = random_variants(6, 3)
+    payload = serialized(messages)
+    request = analysis_pb2.AnalysisRequestBatch(
+        provider="local", variant_batch=variant_pb2.VariantBatch.FromString(payload)
+    )
+    for answers in (LocalProvider()._answers(request, payload), LocalProvider()._answers(request, None)):
+        for answer, message in zip(answers, messages, strict=True):
+            result = analysis_pb2.AnalysisResult.FromString(answer)
+            result.ClearField("latency_ms")
+            assert result == oracle.LocalAnnotator().annotate(message)
+
+
 def mutations(payload: bytes, rng: random.Random) -> Iterator[bytes]:
     for _ in range(400):
         data = bytearray(payload)
