@@ -5,8 +5,8 @@ COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 COPY services ./services
 COPY proto ./proto
-# The ingest record encoder and the writer row builder are C extensions: a compiler for the build,
-# removed after it.
+# Three hot paths are C extensions (ingest's record encoder, the router's local-provider wire
+# reader and writer, the writer's row builder): a compiler for the build, removed after it.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install --no-cache-dir . \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*

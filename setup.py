@@ -1,8 +1,9 @@
 """Builds the compiled ingest encoder, writer row builder and router wire format; everything else is
-in pyproject.toml."""
+in pyproject.toml. The two wire readers share src/vcf_agent/schema/_wire.h."""
 
 from setuptools import Extension, setup
 
+_WIRE = ["src/vcf_agent/schema"]
 _FLAGS = ["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
 
 setup(
@@ -15,11 +16,13 @@ setup(
         Extension(
             "vcf_agent.services.writer._row_builder",
             sources=["services/writer/_row_builder.c"],
+            include_dirs=_WIRE,
             extra_compile_args=_FLAGS,
         ),
         Extension(
             "vcf_agent.services.router._local_wire",
             sources=["services/router/_local_wire.c"],
+            include_dirs=_WIRE,
             extra_compile_args=_FLAGS,
         ),
     ]

@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_wire.h"
+
 /* ---- growable byte buffers and typed vectors on top of them ---- */
 
 typedef struct {
@@ -68,168 +70,14 @@ static void buf_free(Buf *b) {
 #define VEC_LEN(buf, type) ((Py_ssize_t)((buf).len / sizeof(type)))
 #define VEC_AT(buf, type, i) (((type *)(buf).p)[i])
 
-/* ---- the wire format ---- */
-
-enum { WIRE_VARINT = 0, WIRE_FIXED64 = 1, WIRE_LEN = 2, WIRE_FIXED32 = 5 };
-
-static int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
-    const uint8_t *p = *pp;
-    uint64_t value = 0;
-    for (int i = 0; i < 10; i++) {
-        if (p >= end)
-            return -1;
-        uint8_t byte = *p++;
-        value |= (uint64_t)(byte & 0x7f) << (7 * i);
-        if (!(byte & 0x80)) {
-            *pp = p;
-            *out = value;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* Tags and lengths are 32-bit varints of at most 5 bytes, as upb reads them. */
-static int read_varint32(const uint8_t **pp, const uint8_t *end, uint64_t max, uint64_t *out) {
-    const uint8_t *p = *pp;
-    uint64_t value = 0;
-    for (int i = 0; i < 5; i++) {
-        if (p >= end)
-            return -1;
-        uint8_t byte = *p++;
-        value |= (uint64_t)(byte & 0x7f) << (7 * i);
-        if (!(byte & 0x80)) {
-            if (value > max)
-                return -1;
-            *pp = p;
-            *out = value;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* Why the last add() failed; static because add() runs with the GIL held. */
 static const char *g_error;
 static char g_error_text[200];
 
-/* One field's header; for length-delimited fields also its payload. */
-typedef struct {
-    uint32_t number;
-    int wire;
-    uint64_t varint;
-    const uint8_t *data;
-    size_t len;
-    const uint8_t *start; /* the first byte of the tag */
-} Field;
-
-/* Reads the next field; returns 1 on a field, 0 at the end, -1 with g_error set. */
-static int next_field(const uint8_t **pp, const uint8_t *end, Field *f) {
-    const uint8_t *p = *pp;
-    if (p >= end)
-        return 0;
-    f->start = p;
-    uint64_t tag;
-    if (read_varint32(&p, end, UINT32_MAX, &tag)) {
-        g_error = "malformed field tag";
-        return -1;
-    }
-    f->number = (uint32_t)(tag >> 3);
-    f->wire = (int)(tag & 7);
-    if (f->number == 0) {
-        g_error = "field number 0";
-        return -1;
-    }
-    switch (f->wire) {
-    case WIRE_VARINT:
-        if (read_varint(&p, end, &f->varint)) {
-            g_error = "truncated or overlong varint";
-            return -1;
-        }
-        break;
-    case WIRE_FIXED64:
-        if (end - p < 8) {
-            g_error = "truncated 64-bit value";
-            return -1;
-        }
-        memcpy(&f->varint, p, 8);
-        p += 8;
-        break;
-    case WIRE_LEN: {
-        uint64_t len;
-        if (read_varint32(&p, end, INT32_MAX, &len)) {
-            g_error = "malformed length";
-            return -1;
-        }
-        if (len > (uint64_t)(end - p)) {
-            g_error = "length past the end of the message";
-            return -1;
-        }
-        f->data = p;
-        f->len = (size_t)len;
-        p += len;
-        break;
-    }
-    case WIRE_FIXED32: {
-        if (end - p < 4) {
-            g_error = "truncated 32-bit value";
-            return -1;
-        }
-        uint32_t v;
-        memcpy(&v, p, 4);
-        f->varint = v;
-        p += 4;
-        break;
-    }
-    case 3:
-    case 4:
-        g_error = "group wire types are not used by this schema";
-        return -1;
-    default:
-        g_error = "invalid wire type";
-        return -1;
-    }
-    *pp = p;
-    return 1;
-}
-
-/* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF), as upb checks. */
-static int utf8_valid(const uint8_t *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (n - i <= need)
-            return 0;
-        for (size_t k = 1; k <= need; k++) {
-            uint8_t cc = s[i + k];
-            if ((cc & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (cc & 0x3f);
-        }
-        if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-            return 0;
-        i += need + 1;
-    }
-    return 1;
+/* Records why the field walk stopped; returns -1 for the caller to pass on. */
+static int walk_failed(const Field *f) {
+    g_error = f->error;
+    return -1;
 }
 
 /* ---- the schema, from the generated descriptors (configure) ---- */
@@ -268,7 +116,7 @@ static int packed_valid(const FieldSpec *spec, const uint8_t *p, size_t n) {
     case KIND_VARINT:
         while (p < end) {
             uint64_t v;
-            if (read_varint(&p, end, &v))
+            if (read_varint(&p, end, 10, &v))
                 return 0;
         }
         return 1;
@@ -309,7 +157,7 @@ static int validate(const uint8_t *p, const uint8_t *end, int message, int depth
             return -1;
         }
     }
-    return more;
+    return more < 0 ? walk_failed(&f) : more;
 }
 
 /* ---- what add() records: views into the payloads ---- */
@@ -420,22 +268,22 @@ static int read_timestamp(const uint8_t *p, const uint8_t *end, int64_t *seconds
         if (f.wire != WIRE_VARINT)
             continue;
         if (f.number == 1)
-            *seconds = (int64_t)f.varint;
+            *seconds = (int64_t)f.value;
         else if (f.number == 2)
-            *nanos = (int32_t)f.varint;
+            *nanos = (int32_t)f.value;
     }
-    return more;
+    return more < 0 ? walk_failed(&f) : more;
 }
 
 static int push_int32s(Buf *into, const Field *f) {
     if (f->wire == WIRE_VARINT) {
-        int32_t v = (int32_t)f->varint;
+        int32_t v = (int32_t)f->value;
         return buf_put(into, &v, sizeof v);
     }
     const uint8_t *p = f->data, *end = f->data + f->len;
     while (p < end) {
         uint64_t raw;
-        if (read_varint(&p, end, &raw))
+        if (read_varint(&p, end, 10, &raw))
             return -1; /* validated already */
         int32_t v = (int32_t)raw;
         if (buf_put(into, &v, sizeof v))
@@ -466,20 +314,20 @@ static int read_call(Collector *c, const uint8_t *p, const uint8_t *end) {
             break;
         case 3:
             if (f.wire == WIRE_VARINT)
-                call.phased = f.varint != 0;
+                call.phased = f.value != 0;
             break;
         case 4:
             if (f.wire == WIRE_VARINT)
-                call.depth = (int32_t)f.varint;
+                call.depth = (int32_t)f.value;
             break;
         case 5:
             if (f.wire == WIRE_VARINT)
-                call.quality = (int32_t)f.varint;
+                call.quality = (int32_t)f.value;
             break;
         }
     }
     if (more < 0)
-        return -1;
+        return walk_failed(&f);
     call.alleles_count = VEC_LEN(c->alleles, int32_t) - call.alleles_start;
     call.depths_count = VEC_LEN(c->depths, int32_t) - call.depths_start;
     return buf_put(&c->calls, &call, sizeof call);
@@ -514,16 +362,16 @@ static int read_variant(Collector *c, Write *w, const uint8_t *p, const uint8_t 
             }
         } else if (f.wire == WIRE_VARINT) {
             switch (f.number) {
-            case 5: w->record_index = (int64_t)f.varint; break;
-            case 8: w->position = (int64_t)f.varint; break;
-            case 12: w->alt_index = (int32_t)f.varint; break;
-            case 14: w->has_quality = f.varint != 0; break;
+            case 5: w->record_index = (int64_t)f.value; break;
+            case 8: w->position = (int64_t)f.value; break;
+            case 12: w->alt_index = (int32_t)f.value; break;
+            case 14: w->has_quality = f.value != 0; break;
             }
         } else if (f.wire == WIRE_FIXED64 && f.number == 15) {
-            memcpy(&w->quality, &f.varint, 8);
+            memcpy(&w->quality, &f.value, 8);
         }
     }
-    return more;
+    return more < 0 ? walk_failed(&f) : more;
 }
 
 static int read_annotation(Result *r, const uint8_t *p, const uint8_t *end) {
@@ -537,7 +385,7 @@ static int read_annotation(Result *r, const uint8_t *p, const uint8_t *end) {
         else if (f.number == 10)
             r->gene = view_of(&f);
     }
-    return more;
+    return more < 0 ? walk_failed(&f) : more;
 }
 
 static int read_result(Collector *c, const uint8_t *p, const uint8_t *end) {
@@ -564,13 +412,13 @@ static int read_result(Collector *c, const uint8_t *p, const uint8_t *end) {
                 break;
             }
         } else if (f.wire == WIRE_VARINT && f.number == 6) {
-            r.status = (int32_t)f.varint;
+            r.status = (int32_t)f.value;
         } else if (f.wire == WIRE_FIXED64 && f.number == 8) {
-            memcpy(&r.confidence, &f.varint, 8);
+            memcpy(&r.confidence, &f.value, 8);
         }
     }
     if (more < 0)
-        return -1;
+        return walk_failed(&f);
     r.done = timestamp_us(r.done_seconds, r.done_nanos);
     return buf_put(&c->results, &r, sizeof r);
 }
@@ -608,11 +456,11 @@ static int read_write(Collector *c, const uint8_t *p, const uint8_t *end) {
             }
             }
         } else if (f.wire == WIRE_VARINT && f.number == 8) {
-            w.partial = f.varint != 0;
+            w.partial = f.value != 0;
         }
     }
     if (more < 0)
-        return -1;
+        return walk_failed(&f);
     w.stamped = timestamp_us(w.ts_seconds, w.ts_nanos);
     w.missing_count = VEC_LEN(c->missing, View) - w.missing_start;
     w.filters_count = VEC_LEN(c->filters, View) - w.filters_start;
@@ -936,10 +784,8 @@ static PyObject *collector_add(Collector *self, PyObject *payload) {
         if (f.wire != WIRE_LEN)
             continue;
         if (f.number == 1) {
-            if (read_write(self, f.data, f.data + f.len)) {
-                more = -1;
-                break;
-            }
+            if (read_write(self, f.data, f.data + f.len))
+                goto refused;
         } else if (f.number == 2) {
             PyObject *marker = PyBytes_FromStringAndSize((const char *)f.data, (Py_ssize_t)f.len);
             if (marker == NULL || PyList_Append(markers, marker)) {
@@ -950,15 +796,18 @@ static PyObject *collector_add(Collector *self, PyObject *payload) {
         }
     }
     if (more < 0) {
-        if (g_error == NULL)
-            PyErr_NoMemory();
-        else
-            PyErr_Format(PyExc_ValueError, "%s", g_error);
-        goto fail;
+        walk_failed(&f);
+        goto refused;
     }
     if (PyList_Append(self->payloads, payload))
         goto fail;
     return markers;
+refused:
+    /* g_error is NULL only when memory ran out. */
+    if (g_error == NULL)
+        PyErr_NoMemory();
+    else
+        PyErr_Format(PyExc_ValueError, "%s", g_error);
 fail:
     /* Nothing of a rejected payload stays. */
     self->writes.len = marks[0];
@@ -972,14 +821,25 @@ fail:
     return NULL;
 }
 
+enum { TEXT_COLUMNS = 31 };
+
+/* Every text column, to start or free them all alike. */
+static void text_columns(Columns *out, Text *texts[TEXT_COLUMNS]) {
+    Text *all[TEXT_COLUMNS] = {
+        &out->cid, &out->job, &out->tenant, &out->file_id, &out->source_name, &out->chrom, &out->ref,
+        &out->alt, &out->variant_id, &out->classification, &out->tier, &out->gene, &out->variant_class,
+        &out->filters, &out->missing, &out->carriers, &out->call_cid, &out->sample_id, &out->sample,
+        &out->call_tenant, &out->genotype, &out->analysis_id, &out->result_cid, &out->result_job,
+        &out->result_tenant, &out->provider, &out->model, &out->status, &out->result_classification,
+        &out->error, &out->detail,
+    };
+    memcpy(texts, all, sizeof all);
+}
+
 static void columns_free(Columns *out) {
-    Text *texts[] = {&out->cid, &out->job, &out->tenant, &out->file_id, &out->source_name, &out->chrom,
-                     &out->ref, &out->alt, &out->variant_id, &out->classification, &out->tier, &out->gene,
-                     &out->variant_class, &out->filters, &out->missing, &out->carriers, &out->call_cid,
-                     &out->sample_id, &out->sample, &out->call_tenant, &out->genotype, &out->analysis_id,
-                     &out->result_cid, &out->result_job, &out->result_tenant, &out->provider, &out->model,
-                     &out->status, &out->result_classification, &out->error, &out->detail};
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    Text *texts[TEXT_COLUMNS];
+    text_columns(out, texts);
+    for (size_t i = 0; i < TEXT_COLUMNS; i++) {
         buf_free(&texts[i]->offsets);
         buf_free(&texts[i]->data);
     }
@@ -992,13 +852,9 @@ static void columns_free(Columns *out) {
 }
 
 static int columns_start(Columns *out) {
-    Text *texts[] = {&out->cid, &out->job, &out->tenant, &out->file_id, &out->source_name, &out->chrom,
-                     &out->ref, &out->alt, &out->variant_id, &out->classification, &out->tier, &out->gene,
-                     &out->variant_class, &out->filters, &out->missing, &out->carriers, &out->call_cid,
-                     &out->sample_id, &out->sample, &out->call_tenant, &out->genotype, &out->analysis_id,
-                     &out->result_cid, &out->result_job, &out->result_tenant, &out->provider, &out->model,
-                     &out->status, &out->result_classification, &out->error, &out->detail};
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+    Text *texts[TEXT_COLUMNS];
+    text_columns(out, texts);
+    for (size_t i = 0; i < TEXT_COLUMNS; i++)
         if (put_offset(out, &texts[i]->offsets, 0))
             return -1;
     Buf *offsets[] = {&out->filters_offsets, &out->missing_offsets, &out->calls_offsets, &out->carriers_offsets,
