@@ -29,8 +29,16 @@ from ._graph_store import GraphStore
 from ._lance_store import LanceStore
 from ._rows import RowCollector, WriteRows
 
-# Flushes in flight at once: one storing, one building rows and waiting its turn.
-_FLUSH_DEPTH = 2
+# Flushes in flight at once: one in LanceDB, one in the graph, one building rows.
+_FLUSH_DEPTH = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Flush:
+    """A batch on its way into the stores; `in_graph` resolves True once the graph holds it."""
+
+    done: asyncio.Task[CommitOffsets]
+    in_graph: asyncio.Future[bool]
 
 
 @dataclass(slots=True)
@@ -95,10 +103,10 @@ class StoreSink:
         self._markers: list[variant_pb2.JobMarker] = []
         self._buffered_records: list[Record] = []
         self._first_buffered = 0.0
-        # Flushes in flight, oldest first: one batch is stored while the next one's rows are
-        # built and a third buffers. The row builder and the store engines release the GIL,
-        # so the three overlap; stores still run one batch at a time, in order.
-        self._flushing: deque[asyncio.Task[CommitOffsets]] = deque()
+        # Flushes in flight, oldest first: one batch goes into LanceDB while the next goes
+        # into the graph and a third has its rows built. The row builder and the store
+        # engines release the GIL, so they overlap; each store takes the batches in order.
+        self._flushing: deque[_Flush] = deque()
 
     @property
     def buffered(self) -> int:
@@ -149,9 +157,11 @@ class StoreSink:
         markers, self._markers = self._markers, []
         records, self._buffered_records = self._buffered_records, []
         previous = self._flushing[-1] if self._flushing else None
-        self._flushing.append(
-            asyncio.create_task(self._flush(writes, markers, records, previous), name="writer-flush")
+        in_graph: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done = asyncio.create_task(
+            self._flush(writes, markers, records, previous, in_graph), name="writer-flush"
         )
+        self._flushing.append(_Flush(done, in_graph))
         return stored
 
     async def _stored(self, *, wait: bool) -> CommitOffsets:
@@ -160,8 +170,8 @@ class StoreSink:
         Later batches hold later offsets of a partition, so merging keeps the newest.
         """
         stored: CommitOffsets = {}
-        while self._flushing and (wait or self._flushing[0].done()):
-            stored |= await self._flushing.popleft()
+        while self._flushing and (wait or self._flushing[0].done.done()):
+            stored |= await self._flushing.popleft().done
             wait = False
         return stored
 
@@ -175,21 +185,31 @@ class StoreSink:
         writes: RowCollector,
         markers: list[variant_pb2.JobMarker],
         records: list[Record],
-        previous: asyncio.Task[CommitOffsets] | None,
+        previous: _Flush | None,
+        in_graph: asyncio.Future[bool],
     ) -> CommitOffsets:
         touched: dict[str, str] = {}
-        # The builder releases the GIL, so the previous batch's stores keep running meanwhile.
-        collected = len(writes)
-        rows = await asyncio.to_thread(writes.take) if collected else None
-        if previous is not None:
-            # Batches are stored in order, so markers apply after the writes they close.
-            await asyncio.wait([previous])
-            if previous.cancelled() or previous.exception() is not None:
+        stored_in_graph = False
+        try:
+            # The builder releases the GIL, so the earlier batches' stores keep running meanwhile.
+            collected = len(writes)
+            rows = await asyncio.to_thread(writes.take) if collected else None
+            if previous is not None and not await previous.in_graph:
                 # Its own task reports the error; nothing after it is stored or released.
                 return {}
+            # The graph first: LanceDB then appends the variants the graph did not have. This
+            # batch enters the graph while the previous one may still be going into LanceDB.
+            maybe_stored = await asyncio.to_thread(self.graph.write, rows) if rows is not None else None
+            stored_in_graph = True
+        finally:
+            in_graph.set_result(stored_in_graph)
+        if previous is not None:
+            # LanceDB takes batches in order too: a variant in two batches is appended by the
+            # first and merged by the second. Markers apply after the writes they close.
+            await asyncio.wait([previous.done])
+            if previous.done.cancelled() or previous.done.exception() is not None:
+                return {}
         if rows is not None:
-            # The graph first: LanceDB then appends the variants the graph did not have.
-            maybe_stored = await asyncio.to_thread(self.graph.write, rows)
             await asyncio.to_thread(self.lance.write, rows, maybe_stored=maybe_stored)
             telemetry.variants_processed.labels("writer").inc(collected)
             for job_id, tenant_id, classification, count in _classification_counts(rows):
