@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import socket
@@ -23,7 +24,14 @@ from vcf_agent.bus import (
     open_bus,
 )
 from vcf_agent.bus._kafka import MAX_MESSAGE_BYTES, KafkaBus, from_url
-from vcf_agent.localdev._kafka_broker import KafkaToolMissingError, LocalKafkaBroker
+from vcf_agent.localdev._kafka_broker import KafkaToolMissingError, LocalKafkaBroker, _cluster_id
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    """One random id in 64 would; the storage tool then reads it as an option and formatting fails."""
+    ids = [_cluster_id() for _ in range(3000)]
+    assert [cluster_id for cluster_id in ids if cluster_id.startswith("-")] == []
+    assert all(len(base64.urlsafe_b64decode(cluster_id + "==")) == 16 for cluster_id in ids)
 
 
 def _name(kind: str) -> str:

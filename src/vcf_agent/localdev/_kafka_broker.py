@@ -264,7 +264,7 @@ class LocalKafkaBroker(AsyncComponent):
         return "".join(f"{key}={value}\n" for key, value in properties.items())
 
     def _format_storage(self, jvm: list[str], config: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         result = subprocess.run(
             [
                 *jvm,
@@ -360,3 +360,15 @@ class LocalKafkaBroker(AsyncComponent):
         tb: TracebackType | None,
     ) -> None:
         self.stop_sync()
+
+
+def _cluster_id() -> str:
+    """A random id as Kafka's Uuid.randomUuid() makes them: URL-safe base64, never starting with '-'.
+
+    One in 64 random ids starts with '-', which the storage tool's argument parser reads as an
+    option (it failed a CI run that way), so Kafka itself draws again; so does this.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
