@@ -35,10 +35,21 @@ _FLUSH_DEPTH = 3
 
 @dataclass(frozen=True, slots=True)
 class _Flush:
-    """A batch on its way into the stores; `in_graph` resolves True once the graph holds it."""
+    """A batch on its way into the stores.
+
+    `in_graph` resolves True once the graph holds the batch, `finished` once LanceDB holds it
+    too and its progress is reported; either resolves False when the flush ends any other way
+    (an error, a failed predecessor, cancellation), so every later batch stops as well.
+    """
 
     done: asyncio.Task[CommitOffsets]
     in_graph: asyncio.Future[bool]
+    finished: asyncio.Future[bool]
+
+    def settle(self, _: object = None) -> None:
+        for step in (self.in_graph, self.finished):
+            if not step.done():
+                step.set_result(False)
 
 
 @dataclass(slots=True)
@@ -157,11 +168,15 @@ class StoreSink:
         markers, self._markers = self._markers, []
         records, self._buffered_records = self._buffered_records, []
         previous = self._flushing[-1] if self._flushing else None
-        in_graph: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        in_graph: asyncio.Future[bool] = loop.create_future()
+        finished: asyncio.Future[bool] = loop.create_future()
         done = asyncio.create_task(
-            self._flush(writes, markers, records, previous, in_graph), name="writer-flush"
+            self._flush(writes, markers, records, previous, in_graph, finished), name="writer-flush"
         )
-        self._flushing.append(_Flush(done, in_graph))
+        flush = _Flush(done, in_graph, finished)
+        done.add_done_callback(flush.settle)
+        self._flushing.append(flush)
         return stored
 
     async def _stored(self, *, wait: bool) -> CommitOffsets:
@@ -187,28 +202,27 @@ class StoreSink:
         records: list[Record],
         previous: _Flush | None,
         in_graph: asyncio.Future[bool],
+        finished: asyncio.Future[bool],
     ) -> CommitOffsets:
+        """Store one batch: the graph in turn, then LanceDB in turn, then markers and progress.
+
+        A predecessor that did not get as far stops this batch too; its own task reports why.
+        Waits are shielded, so cancelling this flush never cancels a predecessor's step.
+        """
         touched: dict[str, str] = {}
-        stored_in_graph = False
-        try:
-            # The builder releases the GIL, so the earlier batches' stores keep running meanwhile.
-            collected = len(writes)
-            rows = await asyncio.to_thread(writes.take) if collected else None
-            if previous is not None and not await previous.in_graph:
-                # Its own task reports the error; nothing after it is stored or released.
-                return {}
-            # The graph first: LanceDB then appends the variants the graph did not have. This
-            # batch enters the graph while the previous one may still be going into LanceDB.
-            maybe_stored = await asyncio.to_thread(self.graph.write, rows) if rows is not None else None
-            stored_in_graph = True
-        finally:
-            in_graph.set_result(stored_in_graph)
-        if previous is not None:
-            # LanceDB takes batches in order too: a variant in two batches is appended by the
-            # first and merged by the second. Markers apply after the writes they close.
-            await asyncio.wait([previous.done])
-            if previous.done.cancelled() or previous.done.exception() is not None:
-                return {}
+        # The builder releases the GIL, so the earlier batches' stores keep running meanwhile.
+        collected = len(writes)
+        rows = await asyncio.to_thread(writes.take) if collected else None
+        if previous is not None and not await asyncio.shield(previous.in_graph):
+            return {}
+        # The graph first: LanceDB then appends the variants the graph did not have. This
+        # batch enters the graph while the previous one may still be going into LanceDB.
+        maybe_stored = await asyncio.to_thread(self.graph.write, rows) if rows is not None else None
+        in_graph.set_result(True)
+        # LanceDB takes batches in order too (a variant in two batches is appended by the first
+        # and merged by the second), and markers apply after the writes they close.
+        if previous is not None and not await asyncio.shield(previous.finished):
+            return {}
         if rows is not None:
             await asyncio.to_thread(self.lance.write, rows, maybe_stored=maybe_stored)
             telemetry.variants_processed.labels("writer").inc(collected)
@@ -219,6 +233,7 @@ class StoreSink:
             self._apply_marker(marker)
             touched.setdefault(marker.job_id, marker.tenant_id)
         await self._report(touched)
+        finished.set_result(True)
         return next_offsets(records)
 
     def _tally(self, job_id: str, tenant_id: str) -> _JobTally:

@@ -1,0 +1,119 @@
+"""The writer's StoreSink on real stores and a real embedded bus: batches in flight fail and stop in order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from vcf_agent.bus import Bus, Record, open_bus
+from vcf_agent.config import Settings
+from vcf_agent.runner import ensure_topology
+from vcf_agent.schema import encode
+from vcf_agent.services.writer import GraphStore, LanceStore, StoreSink
+from vcf_agent.services.writer._rows import WriteRows
+from vcf_agent.v1 import events_pb2
+
+from .test_stores import make_write
+
+BATCH = 5
+
+
+class GatedLance(LanceStore):
+    """A real LanceStore whose writes wait for a gate, and whose chosen write fails."""
+
+    def __init__(self, path: Path, fail_write: int | None = None) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.writes = 0
+        self._fail_write = fail_write
+
+    def write(
+        self,
+        batch: Sequence[events_pb2.DatabaseWrite] | WriteRows,
+        *,
+        maybe_stored: pa.ChunkedArray | None = None,
+    ) -> None:
+        self.gate.wait(timeout=30)
+        self.writes += 1
+        if self.writes == self._fail_write:
+            raise RuntimeError("LanceDB unavailable")
+        super().write(batch, maybe_stored=maybe_stored)
+
+
+@pytest.fixture
+async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
+    bus = open_bus(f"embedded://{tmp_path / 'bus'}")
+    await bus.start()
+    yield bus
+    await bus.stop()
+
+
+def _sink(tmp_path: Path, bus: Bus, lance: LanceStore) -> tuple[StoreSink, GraphStore]:
+    settings = Settings.from_env({}, data_dir=tmp_path, bus_url="embedded://unused", writer_batch_rows=BATCH)
+    graph = GraphStore(tmp_path / "graph.lbug")
+    graph.open()
+    lance.open()
+    return StoreSink(bus, settings, lance, graph), graph
+
+
+def _record(offset: int) -> Record:
+    writes = [make_write(offset * BATCH + i) for i in range(BATCH)]
+    payload, headers = encode(events_pb2.DatabaseWriteBatch(writes=writes))
+    return Record("database-writes", 0, offset, payload, None, headers, 0)
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """The graph is read from outside the sink, so there is nothing to wait on but the condition."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+async def test_a_failed_lancedb_write_stops_every_later_batch(tmp_path: Path, bus: Bus) -> None:
+    await ensure_topology(bus, Settings.from_env({}, data_dir=tmp_path))
+    lance = GatedLance(tmp_path / "lance", fail_write=1)
+    sink, graph = _sink(tmp_path, bus, lance)
+    # Three batches in flight: the first held at LanceDB, the second and third behind it.
+    released: dict[tuple[str, int], int] = {}
+    for offset in range(3):
+        released |= await sink.handle([_record(offset)]) or {}
+    await _until(lambda: graph.counts().variants == 2 * BATCH)
+    flushes = [flush.done for flush in sink._flushing]
+    lance.gate.set()
+    with pytest.raises(RuntimeError, match="LanceDB unavailable"):
+        await sink.flush()
+    await asyncio.wait(flushes)
+    # Nothing reached LanceDB after the failed batch and no offset was released, although the
+    # graph took the next batch meanwhile (a replay merges it).
+    assert lance.writes == 1
+    assert lance.count() == 0
+    assert released == {}
+    assert graph.counts().variants <= 3 * BATCH
+    graph.close()
+
+
+async def test_cancelling_a_later_flush_leaves_the_earlier_one_to_finish(tmp_path: Path, bus: Bus) -> None:
+    await ensure_topology(bus, Settings.from_env({}, data_dir=tmp_path))
+    lance = GatedLance(tmp_path / "lance")
+    sink, graph = _sink(tmp_path, bus, lance)
+    await sink.handle([_record(0)])
+    await sink.handle([_record(1)])
+    await _until(lambda: graph.counts().variants == BATCH)
+    later = sink._flushing[-1].done
+    later.cancel()
+    lance.gate.set()
+    earlier = sink._flushing[0].done
+    assert await earlier == {("database-writes", 0): 1}
+    assert lance.count() == BATCH
+    with pytest.raises(asyncio.CancelledError):
+        await later
+    graph.close()
