@@ -9,7 +9,7 @@
  * fields through upb and serializing them cost about as much again, and
  * writing the fields in Python a third of the annotator's time.
  *
- * Contract with _local_annotator: read_variants(batch) returns what upb would
+ * Contract with its caller (_providers): read_variants(batch) returns what upb would
  * report, or None whenever the payload is anything but the plain case; the
  * caller then reads the batch through protobuf (variant_fields), so protobuf's
  * rules for the rare shapes live in one place. The plain case is well-formed
@@ -642,7 +642,9 @@ static PyObject *encode_answer(PyObject *module, PyObject *const *args, Py_ssize
     put_double(&out, 8, args[A_CONFIDENCE]);
     put_texts(&out, 9, args[A_CRITERIA]);
     put_text(&out, 10, args[A_RATIONALE], 0);
-    put_annotation(&annotation, args);
+    /* After a failure an exception is pending, and no further Python call may run. */
+    if (!out.failed)
+        put_annotation(&annotation, args);
     put_message(&out, 11, &annotation);
     PyObject *answer = out.failed ? NULL : PyBytes_FromStringAndSize(out.p, (Py_ssize_t)out.len);
     PyMem_Free(out.p);

@@ -574,6 +574,8 @@ oom:
 }
 
 static int emit_call(Columns *out, const Collector *c, const Write *w, const Call *call) {
+    /* sample_id is tenant + '/' + sample: samples are scoped by tenant, the same name in two files
+     * of one tenant being one sample (the graph's Sample key). */
     if (TEXT(&out->call_cid, w->cid) || text_put3(out, &out->sample_id, w->tenant, "/", call->sample) ||
         TEXT(&out->sample, call->sample) || TEXT(&out->call_tenant, w->tenant) || genotype_text(out, c, call) ||
         fixed_put(out, &out->depth, &call->depth, 4) ||
@@ -608,6 +610,8 @@ static int detail_put(Columns *out, const Result *r) {
 }
 
 static int emit_result(Columns *out, const Write *w, const Result *r, const char *status, size_t status_len) {
+    /* analysis_id is correlation_id + ':' + provider: one provider's answer for one variant, the
+     * key of both stores. */
     if (text_put3(out, &out->analysis_id, w->cid, ":", r->provider) || TEXT(&out->result_cid, w->cid) ||
         TEXT(&out->result_job, w->job) || TEXT(&out->result_tenant, w->tenant) ||
         TEXT(&out->provider, r->provider) || TEXT(&out->model, r->model) ||
@@ -974,14 +978,25 @@ static PyObject *collector_take(Collector *self, PyObject *unused) {
         PyErr_SetString(PyExc_RuntimeError, "collector in use by take()");
         return NULL;
     }
+    if (g_status_names == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() was not called");
+        return NULL;
+    }
     Py_ssize_t status_count = PyTuple_GET_SIZE(g_status_names);
     Name *statuses = PyMem_Malloc(((size_t)status_count + 1) * sizeof *statuses);
     if (statuses == NULL)
         return PyErr_NoMemory();
-    for (Py_ssize_t i = 0; i < status_count; i++)
-        statuses[i].text = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(g_status_names, i), &statuses[i].len);
     Name unknown;
     unknown.text = PyUnicode_AsUTF8AndSize(g_unknown_status, &unknown.len);
+    for (Py_ssize_t i = 0; i < status_count && unknown.text != NULL; i++) {
+        statuses[i].text = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(g_status_names, i), &statuses[i].len);
+        if (statuses[i].text == NULL)
+            unknown.text = NULL;
+    }
+    if (unknown.text == NULL) {
+        PyMem_Free(statuses);
+        return NULL;
+    }
 
     Columns out;
     memset(&out, 0, sizeof out);

@@ -102,16 +102,6 @@ CALL_SCHEMA = pa.schema(
 )
 
 
-def analysis_id(correlation_id: str, provider: str) -> str:
-    """Key of one provider's answer for one variant, shared by both stores."""
-    return f"{correlation_id}:{provider}"
-
-
-def sample_id(tenant_id: str, sample: str) -> str:
-    """Samples are scoped by tenant: the same name in two files of one tenant is one sample."""
-    return f"{tenant_id}/{sample}"
-
-
 @dataclass(frozen=True, slots=True)
 class WriteRows:
     """One batch of writes as Arrow tables, one row per key (last write wins)."""
@@ -128,11 +118,12 @@ class RowCollector:
     """DatabaseWriteBatch payloads gathered for one store batch, turned into rows at once.
 
     add() runs as records arrive and rejects a corrupt payload on its own;
-    take() builds the tables with the GIL released, so it belongs on a worker
-    thread. Duplicate correlation ids (at-least-once redelivery) keep the last
-    write in the place of the first, because merge_insert rejects a source
-    with two rows for one key; within a write, the last answer per provider
-    wins the same way.
+    take() fills the column buffers with the GIL released (only wrapping them
+    as Arrow arrays holds it), so it belongs on a worker thread. Duplicate
+    correlation ids (at-least-once redelivery) keep the last write in the
+    place of the first, because merge_insert rejects a source with two rows
+    for one key; within a write, the last answer per provider wins the same
+    way.
     """
 
     def __init__(self) -> None:

@@ -15,12 +15,21 @@ from vcf_agent.services.writer._rows import (
     CALL_SCHEMA,
     VARIANT_SCHEMA,
     WriteRows,
-    analysis_id,
-    sample_id,
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
 GENOTYPE_TYPE = VARIANT_SCHEMA.field("genotypes").type.value_type
+
+
+def analysis_id(correlation_id: str, provider: str) -> str:
+    """Key of one provider's answer for one variant, shared by both stores (built in C as cid:provider)."""
+    return f"{correlation_id}:{provider}"
+
+
+def sample_id(tenant_id: str, sample: str) -> str:
+    """Samples are scoped by tenant: the same name in two files of one tenant is one sample."""
+    return f"{tenant_id}/{sample}"
+
 
 STATUS_NAMES = {
     value.number: value.name.removeprefix("STATUS_").lower()
