@@ -25,6 +25,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -825,46 +826,93 @@ fail:
     return NULL;
 }
 
-enum { TEXT_COLUMNS = 31 };
+/* Every output column once, by name as _rows.py reads it: starting, freeing and handing them
+ * over all walk these tables, so a new column cannot be half wired. */
+typedef struct {
+    const char *name;
+    size_t offset;
+} Slot;
 
-/* Every text column, to start or free them all alike. */
-static void text_columns(Columns *out, Text *texts[TEXT_COLUMNS]) {
-    Text *all[TEXT_COLUMNS] = {
-        &out->cid, &out->job, &out->tenant, &out->file_id, &out->source_name, &out->chrom, &out->ref,
-        &out->alt, &out->variant_id, &out->classification, &out->tier, &out->gene, &out->variant_class,
-        &out->filters, &out->missing, &out->carriers, &out->call_cid, &out->sample_id, &out->sample,
-        &out->call_tenant, &out->genotype, &out->analysis_id, &out->result_cid, &out->result_job,
-        &out->result_tenant, &out->provider, &out->model, &out->status, &out->result_classification,
-        &out->error, &out->detail,
-    };
-    memcpy(texts, all, sizeof all);
-}
+#define SLOT(name, field) {name, offsetof(Columns, field)}
+static const Slot TEXT_SLOTS[] = {
+    SLOT("correlation_id", cid),
+    SLOT("job_id", job),
+    SLOT("tenant_id", tenant),
+    SLOT("file_id", file_id),
+    SLOT("source_name", source_name),
+    SLOT("chromosome", chrom),
+    SLOT("reference", ref),
+    SLOT("alternate", alt),
+    SLOT("variant_id", variant_id),
+    SLOT("classification", classification),
+    SLOT("priority_tier", tier),
+    SLOT("gene", gene),
+    SLOT("variant_class", variant_class),
+    SLOT("filters", filters),
+    SLOT("missing_providers", missing),
+    SLOT("carriers", carriers),
+    SLOT("call.correlation_id", call_cid),
+    SLOT("call.sample_id", sample_id),
+    SLOT("call.sample", sample),
+    SLOT("call.tenant_id", call_tenant),
+    SLOT("call.genotype", genotype),
+    SLOT("analysis.analysis_id", analysis_id),
+    SLOT("analysis.correlation_id", result_cid),
+    SLOT("analysis.job_id", result_job),
+    SLOT("analysis.tenant_id", result_tenant),
+    SLOT("analysis.provider", provider),
+    SLOT("analysis.model", model),
+    SLOT("analysis.status", status),
+    SLOT("analysis.classification", result_classification),
+    SLOT("analysis.error", error),
+    SLOT("analysis.detail", detail),
+};
+
+/* Fixed-width values and bitmaps. */
+static const Slot VALUE_SLOTS[] = {
+    SLOT("record_index", record_index),
+    SLOT("position", position),
+    SLOT("alt_index", alt_index),
+    SLOT("quality", quality),
+    SLOT("quality.valid", quality_valid),
+    SLOT("partial", partial),
+    SLOT("updated_at", updated),
+    SLOT("call.depth", depth),
+    SLOT("call.genotype_quality", genotype_quality),
+    SLOT("call.allele_depths", depths),
+    SLOT("analysis.confidence", confidence),
+};
+
+/* List offsets, which start at 0 like a text column's. */
+static const Slot OFFSET_SLOTS[] = {
+    SLOT("filters.offsets", filters_offsets),
+    SLOT("missing_providers.offsets", missing_offsets),
+    SLOT("genotypes.offsets", calls_offsets),
+    SLOT("carriers.offsets", carriers_offsets),
+    SLOT("call.allele_depths.offsets", depths_offsets),
+};
+#undef SLOT
+
+#define SLOTS(table) (sizeof(table) / sizeof((table)[0]))
+#define SLOT_AT(out, type, slot) ((type *)((char *)(out) + (slot).offset))
 
 static void columns_free(Columns *out) {
-    Text *texts[TEXT_COLUMNS];
-    text_columns(out, texts);
-    for (size_t i = 0; i < TEXT_COLUMNS; i++) {
-        buf_free(&texts[i]->offsets);
-        buf_free(&texts[i]->data);
+    for (size_t i = 0; i < SLOTS(TEXT_SLOTS); i++) {
+        buf_free(&SLOT_AT(out, Text, TEXT_SLOTS[i])->offsets);
+        buf_free(&SLOT_AT(out, Text, TEXT_SLOTS[i])->data);
     }
-    Buf *bufs[] = {&out->record_index, &out->position, &out->alt_index, &out->quality, &out->quality_valid,
-                   &out->partial, &out->updated, &out->filters_offsets, &out->missing_offsets,
-                   &out->calls_offsets, &out->carriers_offsets, &out->depth, &out->genotype_quality,
-                   &out->depths, &out->depths_offsets, &out->confidence};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        buf_free(bufs[i]);
+    for (size_t i = 0; i < SLOTS(VALUE_SLOTS); i++)
+        buf_free(SLOT_AT(out, Buf, VALUE_SLOTS[i]));
+    for (size_t i = 0; i < SLOTS(OFFSET_SLOTS); i++)
+        buf_free(SLOT_AT(out, Buf, OFFSET_SLOTS[i]));
 }
 
 static int columns_start(Columns *out) {
-    Text *texts[TEXT_COLUMNS];
-    text_columns(out, texts);
-    for (size_t i = 0; i < TEXT_COLUMNS; i++)
-        if (put_offset(out, &texts[i]->offsets, 0))
+    for (size_t i = 0; i < SLOTS(TEXT_SLOTS); i++)
+        if (put_offset(out, &SLOT_AT(out, Text, TEXT_SLOTS[i])->offsets, 0))
             return -1;
-    Buf *offsets[] = {&out->filters_offsets, &out->missing_offsets, &out->calls_offsets, &out->carriers_offsets,
-                      &out->depths_offsets};
-    for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; i++)
-        if (put_offset(out, offsets[i], 0))
+    for (size_t i = 0; i < SLOTS(OFFSET_SLOTS); i++)
+        if (put_offset(out, SLOT_AT(out, Buf, OFFSET_SLOTS[i]), 0))
             return -1;
     return 0;
 }
@@ -894,72 +942,18 @@ static int set_text(PyObject *dict, const char *name, const Text *t) {
     return rc;
 }
 
-static PyObject *columns_dict(const Columns *out) {
+static PyObject *columns_dict(Columns *out) {
     PyObject *d = PyDict_New();
     if (d == NULL)
         return NULL;
-    struct {
-        const char *name;
-        const Text *text;
-    } texts[] = {
-        {"correlation_id", &out->cid},
-        {"job_id", &out->job},
-        {"tenant_id", &out->tenant},
-        {"file_id", &out->file_id},
-        {"source_name", &out->source_name},
-        {"chromosome", &out->chrom},
-        {"reference", &out->ref},
-        {"alternate", &out->alt},
-        {"variant_id", &out->variant_id},
-        {"classification", &out->classification},
-        {"priority_tier", &out->tier},
-        {"gene", &out->gene},
-        {"variant_class", &out->variant_class},
-        {"filters", &out->filters},
-        {"missing_providers", &out->missing},
-        {"carriers", &out->carriers},
-        {"call.correlation_id", &out->call_cid},
-        {"call.sample_id", &out->sample_id},
-        {"call.sample", &out->sample},
-        {"call.tenant_id", &out->call_tenant},
-        {"call.genotype", &out->genotype},
-        {"analysis.analysis_id", &out->analysis_id},
-        {"analysis.correlation_id", &out->result_cid},
-        {"analysis.job_id", &out->result_job},
-        {"analysis.tenant_id", &out->result_tenant},
-        {"analysis.provider", &out->provider},
-        {"analysis.model", &out->model},
-        {"analysis.status", &out->status},
-        {"analysis.classification", &out->result_classification},
-        {"analysis.error", &out->error},
-        {"analysis.detail", &out->detail},
-    };
-    struct {
-        const char *name;
-        const Buf *buf;
-    } bufs[] = {
-        {"record_index", &out->record_index},
-        {"position", &out->position},
-        {"alt_index", &out->alt_index},
-        {"quality", &out->quality},
-        {"quality.valid", &out->quality_valid},
-        {"partial", &out->partial},
-        {"updated_at", &out->updated},
-        {"filters.offsets", &out->filters_offsets},
-        {"missing_providers.offsets", &out->missing_offsets},
-        {"genotypes.offsets", &out->calls_offsets},
-        {"carriers.offsets", &out->carriers_offsets},
-        {"call.depth", &out->depth},
-        {"call.genotype_quality", &out->genotype_quality},
-        {"call.allele_depths", &out->depths},
-        {"call.allele_depths.offsets", &out->depths_offsets},
-        {"analysis.confidence", &out->confidence},
-    };
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
-        if (set_text(d, texts[i].name, texts[i].text))
+    for (size_t i = 0; i < SLOTS(TEXT_SLOTS); i++)
+        if (set_text(d, TEXT_SLOTS[i].name, SLOT_AT(out, Text, TEXT_SLOTS[i])))
             goto fail;
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (set_bytes(d, bufs[i].name, bufs[i].buf))
+    for (size_t i = 0; i < SLOTS(VALUE_SLOTS); i++)
+        if (set_bytes(d, VALUE_SLOTS[i].name, SLOT_AT(out, Buf, VALUE_SLOTS[i])))
+            goto fail;
+    for (size_t i = 0; i < SLOTS(OFFSET_SLOTS); i++)
+        if (set_bytes(d, OFFSET_SLOTS[i].name, SLOT_AT(out, Buf, OFFSET_SLOTS[i])))
             goto fail;
     PyObject *counts = Py_BuildValue("(nnn)", out->variants, out->calls, out->analyses);
     if (counts == NULL || PyDict_SetItemString(d, "rows", counts)) {
