@@ -121,12 +121,16 @@ _RELEVANT_INFO = frozenset({*POPULATION_AF_KEYS, *_ANNOTATION_TAGS, "AF", "CLNSI
 _NOTHING: frozenset[str] = frozenset()
 _PASSING = ("PASS", ".")
 
-# AnalysisResult's provider, model and status, the same in every answer (tags: analysis.proto).
+# Wire tags (field number << 3 | wire type) of AnalysisResult's provider, model and status.
+_TAG_PROVIDER = b"\x22"
+_TAG_MODEL = b"\x2a"
+_TAG_STATUS = b"\x30"
+# Those three fields are the same in every answer, so they are encoded once.
 _PROVIDER_MODEL_STATUS = b"".join(
     (
-        text_field(b"\x22", PROVIDER),
-        text_field(b"\x2a", MODEL),
-        b"\x30",
+        text_field(_TAG_PROVIDER, PROVIDER),
+        text_field(_TAG_MODEL, MODEL),
+        _TAG_STATUS,
         varint(analysis_pb2.AnalysisResult.STATUS_OK),
     )
 )

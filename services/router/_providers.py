@@ -10,7 +10,7 @@ from typing import Protocol
 
 from vcf_agent import telemetry
 from vcf_agent.schema import variant_first_result
-from vcf_agent.v1 import analysis_pb2
+from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 from ._answer_encoding import double_field, element
 from ._gene_index import GeneIndex
@@ -76,7 +76,7 @@ class LocalProvider:
         return answers
 
     def _analyse_batch(self, requests: analysis_pb2.AnalysisRequestBatch) -> analysis_pb2.AnalysisResultBatch:
-        messages = [request.variant for request in requests.requests] or requests.variant_batch.variants
+        messages = _variant_messages(requests)
         answers = self._answers(requests, None)
         return analysis_pb2.AnalysisResultBatch.FromString(
             b"".join(
@@ -98,8 +98,7 @@ class LocalProvider:
         # None when the reader leaves the payload to protobuf (see _local_wire.c).
         variants = read_variants(variant_batch) if variant_batch is not None and not own else None
         if variants is None:
-            messages = [request.variant for request in requests.requests] or requests.variant_batch.variants
-            variants = [variant_fields(message) for message in messages]
+            variants = [variant_fields(message) for message in _variant_messages(requests)]
         # The batch's list wins; a batch that has none and no requests of its own lists none.
         listed = [uniform] * len(variants) if uniform or not own else own
         answer = self._annotator.answer
@@ -126,3 +125,10 @@ class LocalProvider:
             result.latency_ms = (time.perf_counter() - started) * 1000
             results.append(result)
         return results
+
+
+def _variant_messages(
+    requests: analysis_pb2.AnalysisRequestBatch,
+) -> Sequence[variant_pb2.VariantMessage]:
+    """The variants a batch asks about: one per request, or its variant batch's when it has none."""
+    return [request.variant for request in requests.requests] or requests.variant_batch.variants

@@ -161,19 +161,22 @@ _FIXED64 = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FIXED64, FieldDesc
 _FIXED32 = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32}
 
 
+# The KIND_* codes of _row_builder.c: what its wire check verifies for a field.
+_KIND_BYTES, _KIND_STRING, _KIND_MESSAGE, _KIND_VARINT, _KIND_FIXED64, _KIND_FIXED32 = range(6)
+
+
 def _field_kind(field: FieldDescriptor) -> int:
-    """The KIND_* code of _row_builder.c: what the wire check verifies for this field."""
     if field.type == FieldDescriptor.TYPE_STRING:
-        return 1
+        return _KIND_STRING
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return 2
+        return _KIND_MESSAGE
     if field.type == FieldDescriptor.TYPE_BYTES:
-        return 0
+        return _KIND_BYTES
     if field.type in _FIXED64:
-        return 4
+        return _KIND_FIXED64
     if field.type in _FIXED32:
-        return 5
-    return 3
+        return _KIND_FIXED32
+    return _KIND_VARINT
 
 
 def _wire_schema(root: Descriptor) -> tuple[tuple[str, tuple[tuple[int, int, bool, int], ...]], ...]:

@@ -43,7 +43,7 @@ def _result(status: int, classification: str, tier: str) -> analysis_pb2.Analysi
 )
 def test_single_write_matches_build_write(status: int, classification: str, tier: str) -> None:
     spliced = _result(status, classification, tier)
-    merged, payload = _single_write("c1", spliced)
+    merged, payload = _single_write("c1", spliced.job_id, spliced.tenant_id, spliced, None)
     expected = build_write("c1", [_result(status, classification, tier)], frozenset({"local"}), partial=False)
 
     assert events_pb2.DatabaseWrite.FromString(payload) == expected
@@ -57,6 +57,6 @@ def test_single_write_matches_build_write(status: int, classification: str, tier
     rest.ClearField("variant")
     serialized = b"\x82\x01" + varint(len(variant)) + variant + rest.SerializeToString()
     assert analysis_pb2.AnalysisResult.FromString(serialized) == arrived
-    merged, payload = _single_write("c1", arrived, serialized)
+    merged, payload = _single_write("c1", arrived.job_id, arrived.tenant_id, arrived, serialized)
     assert events_pb2.DatabaseWrite.FromString(payload) == expected
     assert merged == expected.classification
