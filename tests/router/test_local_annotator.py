@@ -24,7 +24,13 @@ from vcf_agent.services.router._annotation_fields import (
     worst_consequence,
 )
 from vcf_agent.services.router._gene_index import GeneIndex, TabixGeneIndex, detect_format
-from vcf_agent.services.router._local_annotator import MODEL, PROVIDER, LocalAnnotator, zygosity
+from vcf_agent.services.router._local_annotator import (
+    MODEL,
+    PROVIDER,
+    LocalAnnotator,
+    variant_fields,
+    zygosity,
+)
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 PYVCF_FILES = Path(vcf.__file__).parent / "test"
@@ -621,7 +627,7 @@ def test_header_descriptions_parse_for_all_three_tools() -> None:
 
 
 def test_unannotated_record_has_no_consequence() -> None:
-    assert worst_consequence(msg(info={"DP": 3})) is None
+    assert worst_consequence(variant_fields(msg(info={"DP": 3}))) is None
     annotation = annotate(msg()).annotation
     assert (annotation.consequence, annotation.impact, annotation.gene) == ("", "", "")
 
