@@ -46,16 +46,7 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
         if not may_see(tenant):
             await abort(context, grpc.StatusCode.PERMISSION_DENIED, "a tenant token queries only its tenant")
         limit = request.page_size or 100
-        query = VariantQuery(
-            job_id=request.job_id,
-            tenant_id=tenant,
-            region=request.region,
-            gene=request.gene,
-            sample=request.sample,
-            classification=request.classification,
-            limit=limit,
-            offset=offset,
-        )
+        query = VariantQuery.of_request(request, tenant_id=tenant, limit=limit, offset=offset)
         variants, total = await asyncio.to_thread(self._lance.query, query)
         response = query_pb2.QueryVariantsResponse(variants=variants, total=total)
         if offset + len(variants) < total:

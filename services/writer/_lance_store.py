@@ -64,6 +64,25 @@ class VariantQuery:
     limit: int = 100
     offset: int = 0
 
+    @classmethod
+    def of_request(
+        cls, request: query_pb2.QueryVariantsRequest, *, tenant_id: str, limit: int, offset: int = 0
+    ) -> VariantQuery:
+        """A QueryVariants request's filters, so a filter added to the request is read in one place.
+
+        Tenant scope and paging are the caller's: the API enforces them, a local read does not.
+        """
+        return cls(
+            job_id=request.job_id,
+            tenant_id=tenant_id,
+            region=request.region,
+            gene=request.gene,
+            sample=request.sample,
+            classification=request.classification,
+            limit=limit,
+            offset=offset,
+        )
+
 
 class LanceStore(AsyncComponent):
     """The writer's LanceDB tables.

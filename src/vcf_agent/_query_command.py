@@ -43,16 +43,7 @@ def _from_data_dir(
     store = LanceStore(data_dir / "writer" / "lance")
     store.open()
     try:
-        variants, total = store.query(
-            VariantQuery(
-                job_id=request.job_id,
-                region=request.region,
-                gene=request.gene,
-                sample=request.sample,
-                classification=request.classification,
-                limit=request.page_size,
-            )
-        )
+        variants, total = store.query(VariantQuery.of_request(request, tenant_id="", limit=request.page_size))
     finally:
         store.close()
     return query_pb2.QueryVariantsResponse(variants=variants, total=total)
