@@ -16,8 +16,10 @@ from vcf_agent.runner import ensure_topology
 from vcf_agent.schema import decode, decode_serialized, encode, repeated_messages
 from vcf_agent.services.router import analysis_requests, expanded_requests, provider_deadline
 from vcf_agent.services.router._providers import LocalProvider
-from vcf_agent.services.router._routing import HEADER_PROVIDER, ProviderWorker, VariantRouter, answer_batch
+from vcf_agent.services.router._routing import HEADER_PROVIDER, VariantRouter, answer_batch
 from vcf_agent.v1 import analysis_pb2
+
+from ._local_worker import published_answers
 
 
 def _request_batch(priority: int = 0) -> analysis_pb2.AnalysisRequestBatch:
@@ -111,19 +113,8 @@ async def test_the_router_publishes_each_provider_the_variant_batch_as_it_arrive
 
 async def test_the_local_worker_sends_the_same_answers_with_variants_spliced_first(tmp_path: Path) -> None:
     settings = Settings.from_env(data_dir=tmp_path, bus_url="memory://result-splice")
-    bus = open_bus(settings.bus_url)
-    await bus.start()
-    try:
-        await ensure_topology(bus, settings)
-        request_batch = _request_batch(priority=2)
-        payload, headers = encode(request_batch)
-        headers[HEADER_PROVIDER] = "local"
-        record = Record(settings.topology.analysis_requests, 0, 0, payload, b"local/0", headers, 0)
-        await ProviderWorker(bus, settings, LocalProvider()).handle([record])
-        async with bus.consumer([settings.topology.analysis_results], "probe") as consumer:
-            (published,) = await consumer.poll(10, 2.0)
-    finally:
-        await bus.stop()
+    request_batch = _request_batch(priority=2)
+    published = await published_answers(settings, request_batch)
 
     serialized = decode_serialized(published.value, published.headers, analysis_pb2.AnalysisResultBatch)[1]
     assert all(raw.startswith(b"\x82\x01") for raw in repeated_messages(serialized, b"\x0a"))

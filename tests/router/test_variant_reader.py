@@ -20,10 +20,8 @@ import pytest
 import vcf  # pyvcf3: only its bundled test files are used
 from google.protobuf.message import DecodeError
 
-from vcf_agent.bus import Record, open_bus
 from vcf_agent.config import Settings
-from vcf_agent.runner import ensure_topology
-from vcf_agent.schema import decode_serialized, encode
+from vcf_agent.schema import decode_serialized
 from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.services.ingest._vcf_reader import VcfFileError, VcfReader
 from vcf_agent.services.router import analysis_requests, provider_deadline
@@ -32,10 +30,10 @@ from vcf_agent.services.router._gene_index import GeneIndex
 from vcf_agent.services.router._local_annotator import LocalAnnotator, variant_fields
 from vcf_agent.services.router._local_wire import encode_answer, read_variants
 from vcf_agent.services.router._providers import LocalProvider
-from vcf_agent.services.router._routing import HEADER_PROVIDER, ProviderWorker
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 from . import _protobuf_annotator as oracle
+from ._local_worker import published_answers
 
 DATA = Path(__file__).parent / "data"
 GENES_FILE = DATA / "ensembl_excerpt.gtf"
@@ -344,18 +342,7 @@ async def test_the_worker_publishes_what_the_protobuf_path_answered(tmp_path: Pa
     request = analysis_requests(
         variant_pb2.VariantBatch(variants=messages), "local", PROVIDERS, provider_deadline(10)
     )
-    bus = open_bus(settings.bus_url)
-    await bus.start()
-    try:
-        await ensure_topology(bus, settings)
-        payload, headers = encode(request)
-        headers[HEADER_PROVIDER] = "local"
-        record = Record(settings.topology.analysis_requests, 0, 0, payload, b"local/0", headers, 0)
-        await ProviderWorker(bus, settings, LocalProvider()).handle([record])
-        async with bus.consumer([settings.topology.analysis_results], "probe") as consumer:
-            (published,) = await consumer.poll(10, 2.0)
-    finally:
-        await bus.stop()
+    published = await published_answers(settings, request)
     batch = decode_serialized(published.value, published.headers, analysis_pb2.AnalysisResultBatch)[0]
     assert len(batch.results) == len(messages)
     for result, message in zip(batch.results, messages, strict=True):
