@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import pytest
@@ -21,7 +22,9 @@ from vcf_agent.v1 import variant_pb2
 def _batch(n: int) -> variant_pb2.VariantBatch:
     batch = variant_pb2.VariantBatch()
     for i in range(n):
-        batch.variants.add(correlation_id=correlation_id("f", i, 0), chromosome="chr1", position=i + 1)
+        batch.variants.add(
+            correlation_id=correlation_id("lab-a", "f", i, 0), chromosome="chr1", position=i + 1
+        )
     return batch
 
 
@@ -46,10 +49,23 @@ def test_corrupt_and_mistyped_payloads_raise_payload_error() -> None:
 
 
 def test_correlation_ids_are_deterministic_and_distinct() -> None:
-    assert correlation_id("abc", 1, 0) == correlation_id("abc", 1, 0)
-    ids = {correlation_id("abc", record, alt) for record in range(100) for alt in range(3)}
+    assert correlation_id("lab-a", "abc", 1, 0) == correlation_id("lab-a", "abc", 1, 0)
+    ids = {correlation_id("lab-a", "abc", record, alt) for record in range(100) for alt in range(3)}
     assert len(ids) == 300
-    assert correlation_id("abc", 1, 0) != correlation_id("abd", 1, 0)
+    assert correlation_id("lab-a", "abc", 1, 0) != correlation_id("lab-a", "abd", 1, 0)
+
+
+def test_correlation_ids_are_scoped_by_tenant() -> None:
+    """The same file content of two tenants: no id in common, so neither store row overwrites the other."""
+    first = {correlation_id("lab-a", "abc", record, 0) for record in range(100)}
+    second = {correlation_id("lab-b", "abc", record, 0) for record in range(100)}
+    assert not first & second
+    # The tenant and file are kept apart: moving characters between them changes the id.
+    assert correlation_id("lab-a", "bc", 1, 0) != correlation_id("lab-ab", "c", 1, 0)
+    # The documented derivation, so the compiled encoder and other readers can recompute it.
+    assert (
+        correlation_id("lab-a", "abc", 7, 2) == hashlib.blake2b(b"lab-a\0abc:7:2", digest_size=16).hexdigest()
+    )
 
 
 def test_encoding_from_many_threads_at_once() -> None:

@@ -218,7 +218,7 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t columns;
     int numbered;
-    PyObject *prefix;        /* bytes: "<file_id>:" */
+    PyObject *prefix;        /* bytes: correlation_prefix(tenant, file_id) */
     PyObject *job_fields;    /* bytes */
     PyObject *sample_fields; /* tuple of bytes */
     PyObject *chrom_fields;  /* dict str -> bytes */
@@ -685,7 +685,7 @@ static PyObject *variant_entry(RecordEncoder *self, Py_ssize_t alt_index, PyObje
     char digest[32];
     Py_ssize_t prefix_len = PyBytes_GET_SIZE(self->prefix);
     if (prefix_len > (Py_ssize_t)sizeof key - 48) {
-        PyErr_SetString(PyExc_ValueError, "file id too long for the correlation key");
+        PyErr_SetString(PyExc_ValueError, "tenant and file id too long for the correlation key");
         return NULL;
     }
     memcpy(key, PyBytes_AS_STRING(self->prefix), prefix_len);

@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple, Self
 
-from vcf_agent.schema import SMALL_VARINTS, file_digest_hasher, length_delimited, varint
+from vcf_agent.schema import SMALL_VARINTS, correlation_prefix, file_digest_hasher, length_delimited, varint
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._record_encoder import RecordEncoder
@@ -275,7 +275,8 @@ class VcfReader:
             raise ValueError("batch_size must be at least 1")
         self._linger_s = linger_ms / 1000
         self._path = Path(path)
-        self._file_id = file_id
+        # Correlation ids are hashed from this (tenant and file) plus `record:alt`, here and in C.
+        self._id_prefix = correlation_prefix(tenant_id, file_id)
         self._job_id = job_id
         self._tenant_id = tenant_id
         self._source_name = source_name
@@ -317,7 +318,7 @@ class VcfReader:
         self._encoder = RecordEncoder(
             columns=self._columns,
             numbered=self._numbered,
-            prefix=f"{file_id}:".encode(),
+            prefix=self._id_prefix,
             job_fields=self._job_fields,
             sample_fields=self._sample_fields,
             chrom_fields=self._fields,
@@ -504,14 +505,14 @@ class VcfReader:
             )
         )
         tail = all_alts + qual + filters + info_bytes + genotypes + encoder.suffix
-        key = f"{self._file_id}:{record_index}:"
+        key = self._id_prefix + f"{record_index}:".encode()
         entries = []
         for alt_index in range(n_alt):
             body = b"".join(
                 (
                     _T_CORRELATION,
                     b"\x20",
-                    hashlib.blake2b(f"{key}{alt_index}".encode(), digest_size=16).hexdigest().encode(),
+                    hashlib.blake2b(b"%s%d" % (key, alt_index), digest_size=16).hexdigest().encode(),
                     self._job_fields,
                     head,
                     alt_fields[alt_index],

@@ -15,6 +15,7 @@ from vcf_agent.v1 import query_pb2, query_pb2_grpc
 
 from ._api import QueryApi
 from ._graph_store import GraphCounts, GraphStore
+from ._key_stamp import check_key_stamp
 from ._lance_store import LanceStore, VariantQuery
 from ._sink import StoreSink
 
@@ -34,8 +35,10 @@ NAME = "writer"
 def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> ServiceParts:
     """Flags are accepted for the common builder shape; this service reads none yet."""
     del flags
-    lance = LanceStore(settings.data_dir / "writer" / "lance")
-    graph = GraphStore(settings.data_dir / "writer" / "graph.lbug")
+    directory = settings.data_dir / "writer"
+    check_key_stamp(directory)
+    lance = LanceStore(directory / "lance")
+    graph = GraphStore(directory / "graph.lbug")
     sink = StoreSink(bus, settings, lance, graph)
     processor = StreamProcessor(
         bus,

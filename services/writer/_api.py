@@ -27,7 +27,8 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
     ) -> query_pb2.StoredVariant:
         if not request.correlation_id:
             await invalid_argument(context, "correlation_id", "correlation_id is required")
-        found = await asyncio.to_thread(self._lance.get, request.correlation_id)
+        # A tenant's read is confined in the store's own filter; another tenant's id is simply absent.
+        found = await asyncio.to_thread(self._lance.get, request.correlation_id, tenant_scope() or "")
         if found is None or not may_see(found.tenant_id):
             await abort(context, grpc.StatusCode.NOT_FOUND, f"no variant {request.correlation_id!r}")
         return found

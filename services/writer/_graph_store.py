@@ -1,12 +1,13 @@
 """The variant graph in LadybugDB (the maintained Kuzu fork); every graph call lives here.
 
 Schema (node id in brackets):
-    File[content digest] (name, tenant_id)
+    File[tenant_id + '/' + content digest] (name, tenant_id) -- two tenants
+        sending the same file own two File nodes.
     Sample[tenant_id + '/' + sample name] (name, tenant_id) -- samples are scoped
         by tenant, so the same sample across a tenant's files is one node and
         two tenants never share one.
-    Variant[correlation_id] (job_id, file_id, tenant_id, chrom, pos, ref, alt,
-        classification, priority_tier, gene)
+    Variant[correlation_id: tenant, file digest, record, allele] (job_id,
+        file_id, tenant_id, chrom, pos, ref, alt, classification, priority_tier, gene)
     Gene[symbol]
     Analysis[correlation_id + ':' + provider] (provider, model, classification,
         confidence, status)
@@ -86,7 +87,7 @@ _EXISTING_VARIANTS = "LOAD FROM $rows MATCH (v:Variant {id: c_id}) RETURN v.id, 
 _EXISTING_ANALYSES = "LOAD FROM $rows MATCH (a:Analysis {id: c_id}) RETURN a.id"
 # A new variant and its file edge are one statement, so neither exists without the other.
 _CREATE_VARIANTS = (
-    "LOAD FROM $rows MATCH (f:File {id: c_file}) CREATE (v:Variant {id: c_id, job_id: c_job,"
+    "LOAD FROM $rows MATCH (f:File {id: c_file_key}) CREATE (v:Variant {id: c_id, job_id: c_job,"
     " file_id: c_file, tenant_id: c_tenant, chrom: c_chrom, pos: c_pos, ref: c_ref, alt: c_alt,"
     " classification: c_class, priority_tier: c_tier, gene: c_gene})-[:IN_FILE]->(f)"
 )
@@ -249,14 +250,14 @@ class GraphStore(AsyncComponent):
                 nodes = [files, samples, variants, genes, analyses]
         return GraphCounts(*nodes, *rels)
 
-    def genotypes(self, correlation_id: str) -> list[GraphGenotype]:
-        """Every sample's call at one variant, ordered by sample name."""
+    def genotypes(self, correlation_id: str, tenant_id: str) -> list[GraphGenotype]:
+        """Every sample's call at one of the tenant's variants, ordered by sample name."""
         with self._lock:
             result = _single(
                 self._connection().execute(
-                    "MATCH (v:Variant {id: $id})-[c:CARRIED_BY]->(s:Sample)"
+                    "MATCH (v:Variant {id: $id})-[c:CARRIED_BY]->(s:Sample) WHERE v.tenant_id = $tenant"
                     " RETURN s.name, c.genotype, c.depth, c.gq ORDER BY s.name",
-                    {"id": correlation_id},
+                    {"id": correlation_id, "tenant": tenant_id},
                 )
             )
             return [GraphGenotype(*row) for row in result.get_all() if isinstance(row, list)]
@@ -276,8 +277,9 @@ class GraphStore(AsyncComponent):
 
 def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows) -> None:
     """Files, samples and genes: few per batch and shared across batches, so MERGE."""
+    keyed = rows.variants.append_column("file_key", _file_keys(rows.variants))
     files = _distinct(
-        rows.variants, "file_id", {"c_id": "file_id", "c_name": "source_name", "c_tenant": "tenant_id"}
+        keyed, "file_key", {"c_id": "file_key", "c_name": "source_name", "c_tenant": "tenant_id"}
     )
     _run(conn, _MERGE_FILES, files)
     samples = _distinct(
@@ -324,7 +326,7 @@ def _upsert_variants(conn: ladybug.Connection, rows: WriteRows) -> pa.ChunkedArr
     _run(
         conn, _UPDATE_VARIANTS, _variant_columns(old).select(["c_id", "c_job", "c_class", "c_tier", "c_gene"])
     )
-    # Genotypes and file are fixed by the correlation id (a digest of file content,
+    # Genotypes and file are fixed by the correlation id (a digest of tenant, file content,
     # record and allele), but the annotation may name another gene on a replay.
     stored_gene = dict(zip(found.column(0).to_pylist(), found.column(1).to_pylist(), strict=True))
     moved = [
@@ -432,6 +434,7 @@ def _variant_columns(variants: pa.Table) -> pa.Table:
             "c_id": variants.column("correlation_id"),
             "c_job": variants.column("job_id"),
             "c_file": variants.column("file_id"),
+            "c_file_key": _file_keys(variants),
             "c_tenant": variants.column("tenant_id"),
             "c_chrom": variants.column("chromosome"),
             "c_pos": variants.column("position"),
@@ -442,6 +445,11 @@ def _variant_columns(variants: pa.Table) -> pa.Table:
             "c_gene": variants.column("gene"),
         }
     )
+
+
+def _file_keys(variants: pa.Table) -> pa.ChunkedArray:
+    """File node keys, tenant_key(tenant_id, file_id), computed on the whole column at once."""
+    return pc.binary_join_element_wise(variants.column("tenant_id"), variants.column("file_id"), "/")
 
 
 def _analysis_columns(analyses: pa.Table) -> pa.Table:

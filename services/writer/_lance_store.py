@@ -37,8 +37,14 @@ from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, build_rows
 _VARIANTS = "variants"
 _ANALYSES = "analyses"
 _REGION = re.compile(r"^(?P<chrom>[^:\s]+)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?)?$")
-# File order: the natural order of a VCF, stable across compactions.
-_ORDER = [("file_id", "ascending"), ("record_index", "ascending"), ("alt_index", "ascending")]
+# File order: the natural order of a VCF, stable across compactions; tenants apart, so that
+# two tenants' copies of one file never tie and pages stay stable.
+_ORDER = [
+    ("tenant_id", "ascending"),
+    ("file_id", "ascending"),
+    ("record_index", "ascending"),
+    ("alt_index", "ascending"),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,21 +185,21 @@ class LanceStore(AsyncComponent):
         counted = column.to_arrow().column("classification").value_counts()
         return {str(entry["values"]): int(entry["counts"]) for entry in counted.to_pylist()}
 
-    def get(self, correlation_id: str) -> query_pb2.StoredVariant | None:
-        """One variant with its genotypes and every provider's answer."""
-        found = self._fetch([correlation_id])
+    def get(self, correlation_id: str, tenant_id: str = "") -> query_pb2.StoredVariant | None:
+        """One variant with its genotypes and every provider's answer; of `tenant_id` only, if given."""
+        found = self._fetch([correlation_id], tenant_id)
         return found[0] if found else None
 
     def query(self, request: VariantQuery) -> tuple[list[query_pb2.StoredVariant], int]:
         """Variants matching every given filter in file order, one page, and the total."""
         variants, _ = self._tables()
         where = _where(request)
-        keys = variants.search().select(["correlation_id", "file_id", "record_index", "alt_index"])
+        keys = variants.search().select(["correlation_id", *(column for column, _ in _ORDER)])
         if where:
             keys = keys.where(where)
         matched: pa.Table = keys.limit(None).to_arrow()
         page = matched.sort_by(_ORDER).slice(request.offset, request.limit)
-        return self._fetch(page.column("correlation_id").to_pylist()), matched.num_rows
+        return self._fetch(page.column("correlation_id").to_pylist(), request.tenant_id), matched.num_rows
 
     def _tables(self) -> tuple[Any, Any]:
         if self._variants is None:
@@ -206,11 +212,14 @@ class LanceStore(AsyncComponent):
             table.optimize(cleanup_older_than=self._policy.keep_versions)
         self._writes_since_compaction = 0
 
-    def _fetch(self, ids: list[str]) -> list[query_pb2.StoredVariant]:
+    def _fetch(self, ids: list[str], tenant_id: str) -> list[query_pb2.StoredVariant]:
+        """The variants with these ids, in this order; of `tenant_id` only (a store filter) if given."""
         if not ids:
             return []
         variants, analyses = self._tables()
         key_set = _in("correlation_id", ids)
+        if tenant_id:
+            key_set = f"{key_set} AND {_eq('tenant_id', tenant_id)}"
         rows = variants.search().where(key_set).limit(None).to_arrow()
         answers = analyses.search().where(key_set).limit(None).to_arrow()
         answers = answers.sort_by([("correlation_id", "ascending"), ("provider", "ascending")])

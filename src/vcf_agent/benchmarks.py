@@ -58,7 +58,7 @@ def synthetic_batch(start: int, size: int, samples: int = 1) -> variant_pb2.Vari
     batch = variant_pb2.VariantBatch(providers=["local"])
     for index in range(start, start + size):
         variant = batch.variants.add(
-            correlation_id=correlation_id("bench", index, 0),
+            correlation_id=correlation_id("bench", "bench", index, 0),
             job_id="bench",
             file_id="bench",
             tenant_id="bench",

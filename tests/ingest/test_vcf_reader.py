@@ -229,7 +229,7 @@ def test_correlation_ids_are_deterministic_and_unique() -> None:
     assert ids == [v.correlation_id for v in second]
     assert len(set(ids)) == len(ids)
     digest = file_digest(GATK)
-    assert ids[0] == correlation_id(digest, 0, 0)
+    assert ids[0] == correlation_id("tenant-a", digest, 0, 0)
 
 
 def test_timestamp_is_shared_within_a_batch(tmp_path: Path) -> None:

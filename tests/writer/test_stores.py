@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from vcf_agent.schema._ids import correlation_id
+from vcf_agent.schema import correlation_id, tenant_key
 from vcf_agent.services.writer import _graph_store
 from vcf_agent.services.writer._graph_store import GraphCounts, GraphGenotype, GraphStore
 from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore, VariantQuery, parse_region
@@ -41,7 +41,7 @@ def make_write(
     providers: Sequence[str] = ("local",),
 ) -> events_pb2.DatabaseWrite:
     """One stored variant; every unspecified field is derived from record_index."""
-    cid = correlation_id(file_id, record_index, alt_index)
+    cid = correlation_id(tenant_id, file_id, record_index, alt_index)
     klass = classification if classification is not None else CLASSES[record_index % len(CLASSES)]
     write = events_pb2.DatabaseWrite(
         correlation_id=cid,
@@ -257,7 +257,7 @@ def test_genotypes_of_a_hand_checked_multiallelic_variant(lance: LanceStore, gra
         ("NA00002", "1|2", 27, [10, 10]),
         ("NA00003", "./.", 27, [10, 10]),
     ]
-    assert graph.genotypes(write.correlation_id) == [
+    assert graph.genotypes(write.correlation_id, "tenant-1") == [
         GraphGenotype("NA00001", "0/2", 27, 60),
         GraphGenotype("NA00002", "1|2", 27, 60),
         GraphGenotype("NA00003", "./.", 27, 60),
@@ -268,6 +268,41 @@ def test_genotypes_of_a_hand_checked_multiallelic_variant(lance: LanceStore, gra
     detail = json.loads(stored.analyses[0].detail_json)
     assert detail["rationale"] == "derived in the test"
     assert "variant" not in detail  # the echoed variant is not stored twice
+
+
+def test_the_same_file_of_two_tenants_is_stored_twice_and_read_apart(
+    lance: LanceStore, graph: GraphStore
+) -> None:
+    first = make_batch(range(6))
+    second = make_batch(range(6), job_id="job-2", tenant_id="tenant-2")
+    for batch in (first, second):
+        graph.write(batch)
+        lance.write(batch)
+    assert lance.count() == 12 and lance.count_analyses() == 12
+    both = graph.counts()
+    # One file node and one node per sample for each tenant; nothing of the first overwritten.
+    assert (both.files, both.samples, both.variants, both.in_file, both.analyses) == (2, 6, 12, 12, 12)
+    files = graph._connection().execute("MATCH (f:File) RETURN f.id ORDER BY f.id")
+    assert [row[0] for row in files.get_all()] == [
+        tenant_key("tenant-1", FILE_A),
+        tenant_key("tenant-2", FILE_A),
+    ]
+
+    own, other = first[0].correlation_id, second[0].correlation_id
+    assert own != other
+    assert lance.get(own, "tenant-1") is not None and lance.get(own, "tenant-2") is None
+    found = lance.get(other, "tenant-2")
+    assert found is not None and (found.tenant_id, found.job_id) == ("tenant-2", "job-2")
+    assert graph.genotypes(own, "tenant-2") == [] and len(graph.genotypes(own, "tenant-1")) == 3
+    rows, total = lance.query(VariantQuery(tenant_id="tenant-2", limit=100))
+    assert total == 6 and {row.tenant_id for row in rows} == {"tenant-2"}
+
+    # The first tenant sending its file again changes neither store.
+    before = lance.query(VariantQuery(limit=100))
+    graph.write(first)
+    lance.write(first)
+    assert graph.counts() == both
+    assert lance.query(VariantQuery(limit=100)) == before
 
 
 def test_query_filters(lance: LanceStore) -> None:
@@ -369,7 +404,7 @@ def test_graph_batch_statements_use_primary_key_lookups(graph: GraphStore) -> No
     batch_statements = [s for s in statements if s.startswith("LOAD FROM") and "MATCH" in s]
     assert len(batch_statements) >= 8
     for statement in batch_statements:
-        columns = dict.fromkeys(re.findall(r"\bc_[a-z]+\b", statement))
+        columns = dict.fromkeys(re.findall(r"\bc_[a-z_]+\b", statement))
         probe = pa.table(
             {c: pa.array([1] if c in PROBE_TYPES else ["x"], PROBE_TYPES.get(c)) for c in columns}
         )

@@ -18,7 +18,14 @@ from vcf_agent.schema._codec import (
     message_type,
     serialized_message,
 )
-from vcf_agent.schema._ids import correlation_id, file_digest_hasher, variant_key
+from vcf_agent.schema._ids import (
+    STORE_KEY_VERSION,
+    correlation_id,
+    correlation_prefix,
+    file_digest_hasher,
+    tenant_key,
+    variant_key,
+)
 from vcf_agent.schema._job_states import TERMINAL_STATES, state_name
 from vcf_agent.schema._variant_first import split_variant_first, variant_first_result, variant_first_results
 from vcf_agent.schema._wire import SMALL_VARINTS, length_delimited, read_varint, repeated_messages, varint
@@ -34,9 +41,11 @@ __all__ = [
     "HEADER_TRACEPARENT",
     "SCHEMA_VERSION",
     "SMALL_VARINTS",
+    "STORE_KEY_VERSION",
     "TERMINAL_STATES",
     "PayloadError",
     "correlation_id",
+    "correlation_prefix",
     "decode",
     "decode_serialized",
     "encode",
@@ -49,6 +58,7 @@ __all__ = [
     "serialized_message",
     "split_variant_first",
     "state_name",
+    "tenant_key",
     "variant_first_result",
     "variant_first_results",
     "variant_key",

@@ -1,22 +1,49 @@
-"""Deterministic identifiers: the same input always yields the same id, on any replay."""
+"""Deterministic identifiers: the same input always yields the same id, on any replay.
+
+Every stored key is scoped by tenant: two tenants sending the same file get
+independent results, while one tenant resending it gets the same ids, so
+every store upsert is a no-op. STORE_KEY_VERSION names this scheme; data
+written under another one is refused at start (see the writer's stamp).
+"""
 
 from __future__ import annotations
 
 import hashlib
 
+# 1: ids from the file content only (two tenants' results collided); 2: tenant-scoped.
+STORE_KEY_VERSION = 2
 
-def correlation_id(file_id: str, record_index: int, alt_index: int) -> str:
-    """Id of one ALT allele of one record of one file's content.
 
-    Built from the content digest, not the job, so resubmitting the same file
-    produces the same ids and every store upsert is a no-op.
+def correlation_prefix(tenant_id: str, file_id: str) -> bytes:
+    """The bytes every correlation id of one tenant's file is hashed from, before `record:alt`.
+
+    NUL cannot occur in a tenant id (request limits) nor in a hex digest, so
+    no two (tenant, file) pairs share a prefix. The compiled encoder hashes
+    this prefix followed by `record_index:alt_index` exactly as correlation_id does.
     """
-    digest = hashlib.blake2b(f"{file_id}:{record_index}:{alt_index}".encode(), digest_size=16).hexdigest()
-    return digest
+    return f"{tenant_id}\0{file_id}:".encode()
+
+
+def correlation_id(tenant_id: str, file_id: str, record_index: int, alt_index: int) -> str:
+    """Id of one ALT allele of one record of one tenant's file content.
+
+    Built from the tenant and the content digest, not the job, so the same
+    tenant resubmitting the same file produces the same ids.
+    """
+    key = correlation_prefix(tenant_id, file_id) + f"{record_index}:{alt_index}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+def tenant_key(tenant_id: str, name: str) -> str:
+    """Key of a node a tenant owns by name (a sample, a file digest): `tenant/name`.
+
+    Unambiguous because a tenant id cannot contain '/' (request limits).
+    """
+    return f"{tenant_id}/{name}"
 
 
 def variant_key(chromosome: str, position: int, reference: str, alternate: str) -> str:
-    """Locus-and-allele key, shared across files (caching, graph Variant identity)."""
+    """Locus-and-allele key, shared across files and tenants: the router's answer cache, not a store key."""
     return f"{chromosome}:{position}:{reference}:{alternate}"
 
 
