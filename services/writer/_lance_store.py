@@ -15,7 +15,6 @@ into the BTREE key indices that merge_insert and point lookups use.
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,13 +29,13 @@ from google.protobuf import json_format
 from lancedb.index import BTree
 
 from vcf_agent.lifecycle import AsyncComponent
+from vcf_agent.schema import parse_region
 from vcf_agent.v1 import analysis_pb2, events_pb2, query_pb2
 
 from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, build_rows
 
 _VARIANTS = "variants"
 _ANALYSES = "analyses"
-_REGION = re.compile(r"^(?P<chrom>[^:\s]+)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?)?$")
 # File order: the natural order of a VCF, stable across compactions; tenants apart, so that
 # two tenants' copies of one file never tie and pages stay stable.
 _ORDER = [
@@ -261,20 +260,6 @@ def _eq(column: str, value: str) -> str:
 
 def _in(column: str, values: Sequence[str]) -> str:
     return f"{column} IN ({', '.join(_literal(v) for v in values)})"
-
-
-def parse_region(region: str) -> tuple[str, int | None, int | None]:
-    """`chr`, `chr:pos` or `chr:start-end` (1-based, inclusive; commas allowed)."""
-    match = _REGION.match(region.strip())
-    if match is None:
-        raise ValueError(f"bad region {region!r}: expected chr, chr:pos or chr:start-end")
-    start = match["start"]
-    end = match["end"] or start
-    first = int(start.replace(",", "")) if start else None
-    last = int(end.replace(",", "")) if end else None
-    if first is not None and last is not None and last < first:
-        raise ValueError(f"bad region {region!r}: end before start")
-    return match["chrom"], first, last
 
 
 def _where(request: VariantQuery) -> str:

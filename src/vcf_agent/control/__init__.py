@@ -10,20 +10,34 @@ from vcf_agent.control._flags import (
     StaleVersionError,
     instance_group,
 )
+from vcf_agent.control._limits import (
+    MAX_PAGE_BYTES,
+    MAX_PAGE_ROWS,
+    REQUEST_LIMITS,
+    Bound,
+    LimitViolation,
+    request_fields,
+    request_violation,
+)
 from vcf_agent.control._modes import JOB_RUNS, JobRun, JobRunSource, compare_modes
 from vcf_agent.control._rollout import bucket, in_rollout
 from vcf_agent.control._server import NOT_SERVING, SERVING, ControlPlaneServer, ServiceApi, StatusSource
 
 __all__ = [
     "JOB_RUNS",
+    "MAX_PAGE_BYTES",
+    "MAX_PAGE_ROWS",
     "NOT_SERVING",
+    "REQUEST_LIMITS",
     "SERVING",
+    "Bound",
     "ControlPlaneServer",
     "FieldError",
     "FlagNotFoundError",
     "FlagStore",
     "JobRun",
     "JobRunSource",
+    "LimitViolation",
     "Principal",
     "SecuritySettings",
     "ServiceApi",
@@ -38,6 +52,8 @@ __all__ = [
     "invalid_argument",
     "may_see",
     "page_offset",
+    "request_fields",
+    "request_violation",
     "requested_tenant",
     "tenant_scope",
 ]

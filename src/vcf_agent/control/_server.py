@@ -31,6 +31,7 @@ from vcf_agent.control._config import SecuritySettings
 from vcf_agent.control._dead_letters import read_dead_letters, redrive
 from vcf_agent.control._errors import abort, invalid_argument, page_offset
 from vcf_agent.control._flags import FieldError, FlagNotFoundError, FlagStore, StaleVersionError
+from vcf_agent.control._limits import MAX_PAGE_ROWS, RequestLimitInterceptor
 from vcf_agent.control._modes import compare_modes, job_run_source
 from vcf_agent.control._replay import JobIncompleteError, JobNotRetainedError, replay_job
 from vcf_agent.processing import StreamProcessor
@@ -45,7 +46,6 @@ CONTROL_SERVICE = control_pb2.DESCRIPTOR.services_by_name["ControlService"].full
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_MAX_PAGE = 1000
 # Long scans of the log stop here even without a client deadline.
 _SCAN_LIMIT_S = 120.0
 
@@ -159,7 +159,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
     async def ListFlagAudit(
         self, request: control_pb2.ListFlagAuditRequest, context: Context
     ) -> control_pb2.ListFlagAuditResponse:
-        offset = await page_offset(context, request.page_size, request.page_token, max_size=_MAX_PAGE)
+        offset = await page_offset(context, request.page_size, request.page_token, max_size=MAX_PAGE_ROWS)
         size = request.page_size or 100
         entries = self._flags().audit(request.key, size + 1, offset)
         response = control_pb2.ListFlagAuditResponse(entries=entries[:size])
@@ -257,7 +257,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
     async def ListDeadLetters(
         self, request: control_pb2.ListDeadLettersRequest, context: Context
     ) -> control_pb2.ListDeadLettersResponse:
-        offset = await page_offset(context, request.page_size, request.page_token, max_size=_MAX_PAGE)
+        offset = await page_offset(context, request.page_size, request.page_token, max_size=MAX_PAGE_ROWS)
         entries = await self._dead_letters(request.job_id, request.source_stream, context)
         size = request.page_size or 100
         page = entries[offset : offset + size]
@@ -357,11 +357,13 @@ class ControlPlaneServer:
         self._security = security or SecuritySettings()
         self._host = host
         self._requested_port = port
-        interceptors = (
+        interceptors: list[grpc.aio.ServerInterceptor] = (  # type: ignore[type-arg]
             [TokenAuthInterceptor(self._security, admin_services=[CONTROL_SERVICE])]
             if self._security.auth_enabled
             else []
         )
+        # After authentication, so an unauthenticated caller learns nothing about the bounds.
+        interceptors.append(RequestLimitInterceptor())
         self._server = grpc.aio.server(
             interceptors=interceptors,
             options=[

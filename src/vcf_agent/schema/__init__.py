@@ -27,6 +27,7 @@ from vcf_agent.schema._ids import (
     variant_key,
 )
 from vcf_agent.schema._job_states import TERMINAL_STATES, state_name
+from vcf_agent.schema._regions import INT64_MAX, parse_region
 from vcf_agent.schema._variant_first import split_variant_first, variant_first_result, variant_first_results
 from vcf_agent.schema._wire import SMALL_VARINTS, length_delimited, read_varint, repeated_messages, varint
 
@@ -39,6 +40,7 @@ __all__ = [
     "HEADER_SCHEMA_VERSION",
     "HEADER_TENANT",
     "HEADER_TRACEPARENT",
+    "INT64_MAX",
     "SCHEMA_VERSION",
     "SMALL_VARINTS",
     "STORE_KEY_VERSION",
@@ -53,6 +55,7 @@ __all__ = [
     "file_digest_hasher",
     "length_delimited",
     "message_type",
+    "parse_region",
     "read_varint",
     "repeated_messages",
     "serialized_message",
