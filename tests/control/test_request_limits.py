@@ -24,8 +24,15 @@ from google.protobuf.message import Message
 
 from tests._grpc_errors import violated_field
 from vcf_agent.bus import open_bus
-from vcf_agent.config import Settings
-from vcf_agent.control import MAX_PAGE_BYTES, REQUEST_LIMITS, Bound, request_fields, request_violation
+from vcf_agent.config import ConfigError, Settings
+from vcf_agent.control import (
+    MAX_PAGE_BYTES,
+    REQUEST_LIMITS,
+    Bound,
+    SecuritySettings,
+    request_fields,
+    request_violation,
+)
 from vcf_agent.runner import ServiceHost, ensure_topology
 from vcf_agent.schema import INT64_MAX
 from vcf_agent.services import ingest, notifier, writer
@@ -356,3 +363,11 @@ async def test_query_pages_are_bounded_by_bytes_as_well_as_rows(tmp_path: Path) 
     assert len(seen) == len(set(seen)) == expected
     assert all(len(page.variants) < 1000 for page in pages)
     assert all(len(v.genotypes) == 629 for page in pages for v in page.variants)
+
+
+def test_a_token_file_cannot_name_a_tenant_that_breaks_stored_keys() -> None:
+    """The token, not the request, decides a tenant-token caller's tenant: the same bound applies."""
+    assert SecuritySettings(tenant_tokens={"t1": "lab-a.2"}).auth_enabled
+    for tenant in ("lab/a", "lab:a", "", "t" * 64):
+        with pytest.raises(ConfigError, match="tenant id"):
+            SecuritySettings(tenant_tokens={"t1": tenant})

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcf_agent.config import ConfigError
+from vcf_agent.schema import TENANT_ID_PATTERN
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,13 @@ class SecuritySettings:
         shared = set(self.admin_tokens) & set(self.tenant_tokens)
         if shared:
             raise ConfigError("a token cannot be both an admin token and a tenant token")
+        # A token decides its caller's tenant, which becomes part of every stored key.
+        for tenant in sorted(set(self.tenant_tokens.values())):
+            if not TENANT_ID_PATTERN.fullmatch(tenant):
+                raise ConfigError(
+                    f"tenant id {tenant[:63]!r}: use 1-63 letters, digits, '.', '_' or '-', starting with"
+                    " a letter or digit"
+                )
 
     @property
     def auth_enabled(self) -> bool:

@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 
 from vcf_agent.control._auth import OPEN_SERVICES, Behavior, Handler, _rebuild
 from vcf_agent.control._errors import invalid_argument
-from vcf_agent.schema import INT64_MAX, parse_region
+from vcf_agent.schema import INT64_MAX, TENANT_ID_PATTERN, parse_region
 
 INT32_MAX = (1 << 31) - 1
 # Largest page any list RPC serves, in rows.
@@ -103,10 +103,10 @@ def _name(max_chars: int, what: str, *, items: int = 0) -> Bound:
 
 
 # No '/', ':' or NUL: tenant ids are joined into stored keys with those (see vcf_agent.schema._ids).
-TENANT_ID = text(
-    63,
+TENANT_ID = Bound(
     "a tenant id: 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
-    pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}",
+    max_chars=63,
+    pattern=TENANT_ID_PATTERN,
 )
 ID = _name(128, "an id")
 STREAM_OR_GROUP = _name(128, "a stream or consumer group name")

@@ -20,6 +20,7 @@ from vcf_agent.schema._codec import (
 )
 from vcf_agent.schema._ids import (
     STORE_KEY_VERSION,
+    TENANT_ID_PATTERN,
     correlation_id,
     correlation_prefix,
     file_digest_hasher,
@@ -44,6 +45,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SMALL_VARINTS",
     "STORE_KEY_VERSION",
+    "TENANT_ID_PATTERN",
     "TERMINAL_STATES",
     "PayloadError",
     "correlation_id",

@@ -9,15 +9,19 @@ written under another one is refused at start (see the writer's stamp).
 from __future__ import annotations
 
 import hashlib
+import re
 
 # 1: ids from the file content only (two tenants' results collided); 2: tenant-scoped.
 STORE_KEY_VERSION = 2
+# What a tenant id may be, wherever it comes from (a request, a token file): no '/', ':' or NUL,
+# which join it into the keys below, and at most 63 characters.
+TENANT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 def correlation_prefix(tenant_id: str, file_id: str) -> bytes:
     """The bytes every correlation id of one tenant's file is hashed from, before `record:alt`.
 
-    NUL cannot occur in a tenant id (request limits) nor in a hex digest, so
+    NUL cannot occur in a tenant id (TENANT_ID_PATTERN) nor in a hex digest, so
     no two (tenant, file) pairs share a prefix. The compiled encoder hashes
     this prefix followed by `record_index:alt_index` exactly as correlation_id does.
     """
@@ -37,7 +41,7 @@ def correlation_id(tenant_id: str, file_id: str, record_index: int, alt_index: i
 def tenant_key(tenant_id: str, name: str) -> str:
     """Key of a node a tenant owns by name (a sample, a file digest): `tenant/name`.
 
-    Unambiguous because a tenant id cannot contain '/' (request limits).
+    Unambiguous because a tenant id cannot contain '/' (TENANT_ID_PATTERN).
     """
     return f"{tenant_id}/{name}"
 
