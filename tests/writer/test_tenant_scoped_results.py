@@ -88,6 +88,8 @@ async def test_two_tenants_sending_one_file_get_independent_results_and_a_resend
         assert job.state == events_pb2.JOB_STATE_COMPLETE, job
         assert (job.counts.total, job.counts.stored) == (7, 7)
     assert job_a.file_id == job_b.file_id and job_a.job_id != job_b.job_id
+    # Nothing tells lab-b that lab-a sent this file before.
+    assert not job_b.duplicate_of_earlier
 
     async with grpc.aio.insecure_channel(pipeline["writer"]) as channel:
         query = query_pb2_grpc.QueryServiceStub(channel)
@@ -135,6 +137,7 @@ async def test_two_tenants_sending_one_file_get_independent_results_and_a_resend
 
         again = await submit_and_finish(pipeline["ingest"], "token-a")
         assert again.job_id == job_a.job_id and again.state == events_pb2.JOB_STATE_COMPLETE
+        assert again.duplicate_of_earlier
         assert (again.counts.total, again.counts.stored) == (7, 7)
         assert (
             await query.GetStoreStats(query_pb2.GetStoreStatsRequest(), metadata=admin, timeout=30) == stats
