@@ -88,10 +88,10 @@ def text(max_chars: int, rule: str = "", *, pattern: str | None = None, items: i
     )
 
 
-def number(minimum: float, maximum: float, *, items: int = 0) -> Bound:
+def number(minimum: float, maximum: float) -> Bound:
     low = f"{minimum:g}" if isinstance(minimum, float) else str(minimum)
     high = f"{maximum:g}" if isinstance(maximum, float) else str(maximum)
-    return Bound(f"from {low} to {high}", minimum=minimum, maximum=maximum, max_items=items)
+    return Bound(f"from {low} to {high}", minimum=minimum, maximum=maximum)
 
 
 def _name(max_chars: int, what: str, *, items: int = 0) -> Bound:
