@@ -11,15 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 import grpc
 
-from vcf_agent.control import (
-    MAX_PAGE_ROWS,
-    abort,
-    invalid_argument,
-    may_see,
-    page_offset,
-    requested_tenant,
-    tenant_scope,
-)
+from vcf_agent.control import abort, invalid_argument, may_see, page_offset, requested_tenant, tenant_scope
 from vcf_agent.schema import TERMINAL_STATES
 from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -132,7 +124,7 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: Context
     ) -> jobs_pb2.ListJobsResponse:
-        offset = await page_offset(context, request.page_size, request.page_token, max_size=MAX_PAGE_ROWS)
+        offset = await page_offset(context, request.page_size, request.page_token, max_size=None)
         size = request.page_size or 50
         tenant = requested_tenant(request.tenant_id)
         if not may_see(tenant):
