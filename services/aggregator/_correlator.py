@@ -82,7 +82,8 @@ class _JobProgress:
 def merge_verdict(results: list[analysis_pb2.AnalysisResult]) -> tuple[str, str]:
     """(classification, priority tier): the most severe answer among successful providers."""
     ok = [r for r in results if r.status == _STATUS_OK and r.classification]
-    classification = "uncertain"
+    # No provider answered: nothing was assessed.
+    classification = "not_classified"
     if ok:
         ranked = sorted(
             ok,
@@ -137,7 +138,7 @@ def _single_write(
     read them already, and each read of a field costs.
     """
     # merge_verdict([result]), inline: this runs for every variant.
-    classification = (result.classification if result.status == _STATUS_OK else "") or "uncertain"
+    classification = (result.classification if result.status == _STATUS_OK else "") or "not_classified"
     key = (job_id, tenant_id, classification, result.annotation.priority_tier)
     tail = _WRITE_TAILS.get(key)
     if tail is None:

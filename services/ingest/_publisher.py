@@ -39,6 +39,7 @@ from vcf_agent.processing import DeadLetterSink
 from vcf_agent.schema import encode, encode_serialized
 from vcf_agent.v1 import events_pb2, variant_pb2
 
+from ._annotation_context import DEFAULT_POPULATION_PATTERN, annotation_context
 from ._batch_path import BatchPath
 from ._job_mode import FALLBACK_TO_BATCH, FlagSource, JobMode, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry
@@ -302,16 +303,22 @@ class VariantPublisher:
         except BusError as exc:
             raise StreamingUnavailableError(f"{self._stream} refused the job's first message: {exc}") from exc
 
-    def _batch_fields(self, job: JobRecord, priority: int) -> bytes:
-        """The job-level VariantBatch fields, serialized once and appended to every batch."""
-        return variant_pb2.VariantBatch(providers=job.providers, priority=priority).SerializeToString()
+    def _batch_fields(self, job: JobRecord, priority: int, reader: VcfReader) -> bytes:
+        """The job-level VariantBatch fields, serialized once and appended to every batch: the
+        providers, the priority and the job's annotation context, built from its own header."""
+        context = annotation_context(
+            reader.header_lines, self._settings.population_af_pattern or DEFAULT_POPULATION_PATTERN
+        )
+        return variant_pb2.VariantBatch(
+            providers=job.providers, priority=priority, annotation_context=context
+        ).SerializeToString()
 
     async def _run_streaming(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
         """Publish every batch to `vcf-variants`; returns the variants published."""
         threshold = self._settings.compression_threshold
         # Appending an encoded field to a serialized message merges it in: the job's
         # providers ride on every batch without re-encoding the variants.
-        providers = self._batch_fields(job, progress.priority)
+        providers = self._batch_fields(job, progress.priority, reader)
         tenant_id = job.tenant_id
 
         def prepare(batch: EncodedBatch) -> _Encoded:
@@ -344,7 +351,7 @@ class VariantPublisher:
     async def _run_batch(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
         """Route, analyse and aggregate in this process; returns the variants read (and stored)."""
         assert self._batch is not None
-        providers = self._batch_fields(job, progress.priority)
+        providers = self._batch_fields(job, progress.priority, reader)
         read = 0
 
         def prepare(batch: EncodedBatch) -> variant_pb2.VariantBatch:

@@ -290,6 +290,8 @@ class VcfReader:
             self._source.close()
             raise VcfFileError(f"{name}: {exc}", exc.code, exc.line) from exc
         self.header: VcfHeader = header
+        # The header as written, for what is read from it beyond validation (annotation context).
+        self.header_lines: list[str] = self._source.header_lines
         # Header problems that leave records interpretable; strict ingest fails on them.
         self.header_issues: list[Issue] = issues
         self.record_issues: list[Issue] = []

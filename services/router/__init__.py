@@ -14,7 +14,6 @@ from ._bench import bench_providers
 from ._cache import AnswerCache, CacheSync
 from ._config import ProviderSettings, RouterSettings, Secret
 from ._dispatch import PoolSlot, ProviderPool
-from ._local_annotator import LocalAnnotator
 from ._prompt import PROMPT_VERSION
 from ._providers import AnalysisProvider, LocalProvider
 from ._routing import (
@@ -63,7 +62,7 @@ def analysis_providers(settings: Settings, bus: Bus, config: RouterSettings) -> 
 
     Shared by the router and ingest's in-process batch path, so both call the same providers.
     """
-    local = LocalProvider(settings.genes_file)
+    local = LocalProvider(settings.genes_file, bs1_af=settings.acmg_bs1_af, pm2_af=settings.acmg_pm2_af)
     slots = {p for p in (*settings.providers, *config.pools) if p != local.name and config.members(p)}
     found = ProviderSet([local])
     if slots:
@@ -72,7 +71,7 @@ def analysis_providers(settings: Settings, bus: Bus, config: RouterSettings) -> 
             config,
             slots,
             cache=found.cache,
-            annotator=LocalAnnotator(gene_index=local.gene_index),
+            annotator=local.annotator,
             default_deadline_s=settings.analysis_deadline_s,
         )
         found.providers.extend(PoolSlot(found.pool, slot) for slot in sorted(slots))

@@ -2,23 +2,31 @@
 
 Each tool packs one transcript-level prediction per comma-separated entry and one
 field per `|`; which field sits where is only stated in the header's INFO
-Description, so the layout is resolved once per header (`AnnotationContext`) and
-the per-variant code indexes into split entries without any name lookups.
+Description. Ingest reads each job's header into an AnnotationContext message that
+rides on every batch of the job (VariantBatch.annotation_context); its layout is
+resolved once per distinct context and the per-variant code indexes into split
+entries without any name lookups.
 
-Of the entries that belong to the message's ALT allele, the one with the most
-severe Sequence Ontology term wins (Ensembl's ranking, extended with the SnpEff
-and bcftools-csq vocabularies); a canonical-transcript flag breaks ties.
+Of the entries that belong to the message's ALT allele (VEP: by ALLELE_NUM, else by
+VEP's allele notation, which drops a first base shared by all alleles and writes
+'-' for a deletion), the transcript is chosen as clinical reporting does: VEP's
+PICK flag, else the MANE Select transcript, else the canonical one, else any; among
+equals the most severe Sequence Ontology term wins (Ensembl's ranking, extended
+with the SnpEff and bcftools-csq vocabularies).
+
+Population frequencies are read from every entry of the allele (they describe the
+allele, not the transcript), ClinVar's CLIN_SIG likewise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    # Types of the stub only: this module is handed the reader's values, never calls it.
-    from ._local_wire import InfoValues, VariantFields
+from vcf_agent.v1 import variant_pb2
+
+from ._variant_fields import InfoValues, VariantFields
 
 # Most severe first. Ensembl VEP's consequence table with SnpEff-only terms slotted in
 # next to their VEP equivalents; the impact is the one both tools report for the term.
@@ -155,6 +163,31 @@ DEFAULT_BCSQ_FIELDS: tuple[str, ...] = (
 )
 
 _MISSING = -1
+# Sequence Ontology terms of a predicted null (loss-of-function) variant, ACMG/AMP 2015 PVS1.
+LOSS_OF_FUNCTION = frozenset(
+    {
+        "transcript_ablation",
+        "exon_loss_variant",
+        "exon_loss",
+        "splice_acceptor_variant",
+        "splice_donor_variant",
+        "stop_gained",
+        "frameshift_variant",
+        "start_lost",
+    }
+)
+# Terms that put a prediction outside a protein-coding transcript whatever its biotype field says.
+_NON_CODING_TERMS = frozenset(
+    {
+        "non_coding_transcript_variant",
+        "non_coding_transcript_exon_variant",
+        "nc_transcript_variant",
+        "non_coding_exon_variant",
+        "NMD_transcript_variant",
+    }
+)
+# Transcript preference, best first: VEP's PICK flag, the MANE Select transcript, the canonical one.
+_CHOICES = ("PICK", "MANE_SELECT", "CANONICAL", "most_severe")
 
 
 def _index_of(names: Sequence[str], *candidates: str) -> int:
@@ -166,9 +199,20 @@ def _index_of(names: Sequence[str], *candidates: str) -> int:
     return _MISSING
 
 
-def _is_frequency_field(name: str) -> bool:
+# 1000 Genomes and ESP population prefixes VEP writes (AFR_AF, EUR_MAF, AA_AF, EA_AF...).
+_POPULATION_PREFIXES = frozenset({"afr", "amr", "eas", "eur", "sas", "asn", "aa", "ea"})
+
+
+def is_frequency_field(name: str) -> bool:
+    """Whether an annotation subfield holds a population allele frequency: VEP's AF (1000 Genomes),
+    MAX_AF, gnomAD*/ExAC* AF fields and per-population AF/MAF fields (old VEP: GMAF, EUR_MAF...)."""
     lowered = name.lower()
-    return lowered in ("af", "max_af") or (lowered.startswith("gnomad") and lowered.endswith("_af"))
+    if lowered in ("af", "max_af", "gmaf", "minor_allele_freq"):
+        return True
+    parts = lowered.split("_")
+    if lowered.startswith(("gnomad", "exac")):
+        return "af" in parts[1:] or lowered.endswith("af")
+    return len(parts) == 2 and parts[0] in _POPULATION_PREFIXES and parts[1] in ("af", "maf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +226,12 @@ class _Layout:
     impact: int
     gene: int
     gene_id: int
+    feature: int
+    biotype: int
     hgvs_c: int
     hgvs_p: int
+    pick: int
+    mane_select: int
     canonical: int
     clin_sig: int
     dna_change: int
@@ -191,7 +239,7 @@ class _Layout:
     # Split only as far as the last field read: long VEP entries carry dozens we ignore.
     max_split: int
     bcftools: bool
-    # Lower-cased field names in layout order, to line up ingest's per-subfield lists.
+    # Field names as the header spells them, in layout order.
     names: tuple[str, ...] = ()
 
     @classmethod
@@ -203,34 +251,41 @@ class _Layout:
             "impact": _index_of(names, "impact", "annotation_impact"),
             "gene": _index_of(names, "symbol", "gene_name", "gene"),
             "gene_id": _index_of(names, "gene_id", "gene"),
+            "feature": _index_of(names, "feature", "feature_id", "transcript"),
+            "biotype": _index_of(names, "biotype", "transcript_biotype"),
             "hgvs_c": _index_of(names, "hgvsc", "hgvs.c"),
             "hgvs_p": _index_of(names, "hgvsp", "hgvs.p"),
+            "pick": _index_of(names, "pick"),
+            "mane_select": _index_of(names, "mane_select"),
             "canonical": _index_of(names, "canonical"),
             "clin_sig": _index_of(names, "clin_sig"),
             "dna_change": _index_of(names, "dna_change"),
         }
-        frequencies = tuple(i for i, name in enumerate(names) if _is_frequency_field(name))
+        frequencies = tuple(i for i, name in enumerate(names) if is_frequency_field(name))
         return cls(
             tag=tag,
             frequencies=frequencies,
             max_split=max([*positions.values(), *frequencies, 0]) + 1,
             bcftools=tag == "BCSQ",
-            names=tuple(name.lower() for name in names),
+            names=tuple(names),
             **positions,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class AnnotationContext:
-    """Header-derived field lists of the CSQ/ANN/BCSQ tags; build once per VCF header.
+    """A job's header-derived annotation layout (see VariantBatch.annotation_context).
 
-    Empty tuples fall back to each tool's default layout, so a message is still
-    readable when the router never saw the header.
+    Empty field lists fall back to each tool's default layout, so a message is still
+    readable when no header travelled with it; `population_keys` are the INFO keys the
+    header declares as population frequencies, `clinvar_keys` the ClinVar keys it declares.
     """
 
     csq_fields: tuple[str, ...] = ()
     ann_fields: tuple[str, ...] = ()
     bcsq_fields: tuple[str, ...] = ()
+    population_keys: tuple[str, ...] = ()
+    clinvar_keys: tuple[str, ...] = ()
     layouts: tuple[_Layout, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -242,37 +297,44 @@ class AnnotationContext:
         object.__setattr__(self, "layouts", layouts)
 
     @classmethod
+    def from_message(cls, message: variant_pb2.AnnotationContext) -> AnnotationContext:
+        return cls(
+            csq_fields=tuple(message.csq_fields),
+            ann_fields=tuple(message.ann_fields),
+            bcsq_fields=tuple(message.bcsq_fields),
+            population_keys=tuple(message.population_keys),
+            clinvar_keys=tuple(message.clinvar_keys),
+        )
+
+    @classmethod
     def from_info_descriptions(cls, descriptions: Mapping[str, str]) -> AnnotationContext:
-        """From INFO ID -> Description (e.g. `{k: v.description for k, v in pysam_header.info.items()}`)."""
+        """From INFO ID -> Description, annotation layouts only (e.g. from a pysam header)."""
 
         def fields(tag: str) -> tuple[str, ...]:
             return parse_format_description(descriptions.get(tag) or "")
 
         return cls(csq_fields=fields("CSQ"), ann_fields=fields("ANN"), bcsq_fields=fields("BCSQ"))
 
-    @classmethod
-    def from_header_lines(cls, lines: Iterable[str]) -> AnnotationContext:
-        """From raw `##INFO=<...>` meta lines; other lines are ignored."""
-        descriptions: dict[str, str] = {}
-        for line in lines:
-            if not line.startswith("##INFO=<ID="):
-                continue
-            tag = line[len("##INFO=<ID=") :].split(",", 1)[0]
-            start = line.find('Description="')
-            if start < 0:
-                continue
-            start += len('Description="')
-            end = line.find('"', start)
-            # SnpEff quotes its field list with ' inside the "..." so a plain find is enough.
-            descriptions[tag] = line[start:end] if end >= 0 else line[start:]
-        return cls.from_info_descriptions(descriptions)
-
 
 DEFAULT_CONTEXT = AnnotationContext()
+_CONTEXTS: dict[bytes, AnnotationContext] = {}
+
+
+def context_of(message: variant_pb2.AnnotationContext) -> AnnotationContext:
+    """The resolved context of a batch's message; a job's batches share one, resolved once."""
+    key = message.SerializeToString(deterministic=True)
+    if not key:
+        return DEFAULT_CONTEXT
+    context = _CONTEXTS.get(key)
+    if context is None:
+        if len(_CONTEXTS) >= 256:
+            _CONTEXTS.clear()
+        context = _CONTEXTS[key] = AnnotationContext.from_message(message)
+    return context
 
 
 class ConsequenceCall(NamedTuple):
-    """The most severe prediction for one ALT allele, plus population AF and ClinVar from any tag."""
+    """The chosen transcript-level prediction for one ALT allele."""
 
     source: str
     consequence: str
@@ -280,9 +342,32 @@ class ConsequenceCall(NamedTuple):
     gene: str
     hgvs_c: str
     hgvs_p: str
-    # Highest population AF found in this allele's entries; -1 when none.
+    transcript: str
+    biotype: str
+    # PICK, MANE_SELECT, CANONICAL or most_severe: why this transcript.
+    choice: str
+    # A predicted null variant in a protein-coding transcript (ACMG PVS1's first condition).
+    null_in_coding: bool
+    # The whole '&'-joined term list of the entry, as written.
+    terms: str
+
+
+class AnnotationReading(NamedTuple):
+    """What one ALT's annotation entries say: the chosen call and the allele-level evidence."""
+
+    call: ConsequenceCall | None
+    # Highest population AF over the allele's entries and the field it came from; -1, "" if none.
     max_af: float
+    af_field: str
+    # Whether any entry of this allele came from a layout that has population fields: then a
+    # missing value means "absent from those databases", not "unknown".
+    frequencies_assessed: bool
     clin_sig: str
+    # bcftools csq compound links ("@POS") found instead of a consequence of this record's own.
+    compound_links: tuple[int, ...]
+
+
+_NOTHING_READ = AnnotationReading(None, -1.0, "", False, "", ())
 
 
 def vep_allele(reference: str, alternate: str, all_alternates: Sequence[str]) -> str:
@@ -315,24 +400,6 @@ def info_strings(value: InfoValues) -> tuple[str, ...]:
     return value if value and isinstance(value[0], str) else ()
 
 
-def _entries_by_header(info: Mapping[str, InfoValues], layout: _Layout) -> list[str]:
-    """Entries rebuilt in this layout's field order from ingest's per-subfield lists (empty if none)."""
-    prefix = layout.tag + "."
-    columns = {
-        key[len(prefix) :].lower(): info_strings(value)
-        for key, value in info.items()
-        if key.startswith(prefix)
-    }
-    if not columns:
-        return []
-    rows = max(len(values) for values in columns.values())
-    ordered = [columns.get(name) for name in layout.names[: layout.max_split]]
-    return [
-        "|".join(values[i] if values is not None and i < len(values) else "" for values in ordered)
-        for i in range(rows)
-    ]
-
-
 def _entries(value: InfoValues) -> Sequence[str]:
     """Annotation entries; tolerates producers that kept the comma-joined string unsplit."""
     values = info_strings(value)
@@ -341,14 +408,19 @@ def _entries(value: InfoValues) -> Sequence[str]:
     return values
 
 
-def _parse_float(text: str) -> float:
-    """Largest of '&'-joined numbers (VEP joins one per co-located known variant); -1 when none parse."""
+def parse_frequency(text: str, allele: str) -> float:
+    """Largest of '&'-joined frequencies (VEP joins one per co-located known variant); -1 when
+    none parse. Old VEP writes "ALLELE:FREQ" (GMAF=A:0.348): only this allele's value counts,
+    as the named allele may be another one (the minor allele can be the reference)."""
     best = -1.0
     for part in text.split("&"):
         if not part or part == ".":
             continue
+        named, colon, number_text = part.rpartition(":")
+        if colon and named != allele:
+            continue
         try:
-            number = float(part)
+            number = float(number_text)
         except ValueError:
             continue
         if number > best:
@@ -384,12 +456,29 @@ class _AlleleMatcher:
         return True
 
 
-def worst_consequence(
-    variant: VariantFields, context: AnnotationContext = DEFAULT_CONTEXT
-) -> ConsequenceCall | None:
-    """Most severe entry for this ALT across CSQ, ANN and BCSQ (earlier tag wins ties); None if unannotated.
+def _compound_links(entry: str) -> list[int]:
+    """Positions an '@POS' BCSQ entry points at (bcftools csq: "@123" says that the consequence
+    of the compound change this record takes part in is annotated at position 123)."""
+    links = []
+    for text in entry.split("@")[1:]:
+        digits = text.split(",", 1)[0].strip()
+        if digits.isdigit():
+            links.append(int(digits))
+    return links
 
-    Population AF and ClinVar significance are gathered from every tag, not only the winner's.
+
+def read_annotations(
+    variant: VariantFields,
+    context: AnnotationContext = DEFAULT_CONTEXT,
+    linked: Mapping[int, VariantFields] | None = None,
+) -> AnnotationReading:
+    """The chosen prediction for this ALT across CSQ, ANN and BCSQ (earlier tag wins ties), with
+    population AF and ClinVar significance gathered from every entry of the allele.
+
+    `linked` maps positions of the same chromosome to other records of the same batch, so a
+    bcftools csq compound link ('@POS') is followed to the record that carries the haplotype's
+    consequence; the entries taken from there are those whose dna_change names this record's
+    own change (bcftools joins the compound's changes with '+').
     """
     info = variant.info
     # Entries of a single-ALT record all describe that ALT, whatever allele spelling the tool chose
@@ -398,29 +487,35 @@ def worst_consequence(
     chosen: list[str] | None = None
     chosen_layout: _Layout | None = None
     chosen_term = ""
-    # rank * 2 + (0 if canonical else 1): one int compare orders by severity, then canonical first.
-    chosen_key = (_UNKNOWN_RANK + 1) * 2
+    chosen_choice = ""
+    # choice * (ranks + 1) + rank: one int compare orders by transcript preference, then severity.
+    width = _UNKNOWN_RANK + 1
+    chosen_key = len(_CHOICES) * width
     max_af = -1.0
+    af_field = ""
+    assessed = False
     clin_sig = ""
+    links: list[int] = []
     for layout in context.layouts:
         value = info.get(layout.tag)
         if value is None:
             continue
-        # Ingest splits each annotation by the file's own header into `TAG.Subfield` lists; when
-        # present they, not a guessed default field order, say which value is which.
-        for entry in _entries_by_header(info, layout) or _entries(value):
-            if layout.bcftools and entry.startswith("@"):
-                # Compound change annotated at another record's position.
-                continue
+        entries: Iterable[str] = _entries(value)
+        if layout.bcftools:
+            entries, links = _bcsq_entries(variant, entries, layout, linked)
+        for entry in entries:
             parts = entry.split("|", layout.max_split)
             if len(parts) < layout.max_split:
                 parts.extend([""] * (layout.max_split - len(parts)))
             if matcher is not None and not matcher.matches(parts, layout):
                 continue
-            for index in layout.frequencies:
-                af = _parse_float(parts[index])
-                if af > max_af:
-                    max_af = af
+            if layout.frequencies:
+                assessed = True
+                allele = parts[layout.allele] if layout.allele >= 0 else ""
+                for index in layout.frequencies:
+                    af = parse_frequency(parts[index], allele)
+                    if af > max_af:
+                        max_af, af_field = af, f"{layout.tag}:{layout.names[index]}"
             if layout.clin_sig >= 0 and not clin_sig:
                 clin_sig = parts[layout.clin_sig]
             term = parts[layout.consequence]
@@ -428,26 +523,91 @@ def worst_consequence(
                 term, rank = _most_severe(term, layout.bcftools)
             else:
                 rank = SO_RANK.get(term, _UNKNOWN_RANK)
-            key = rank * 2 + (0 if layout.canonical >= 0 and parts[layout.canonical] == "YES" else 1)
+            choice = _choice(parts, layout)
+            key = choice * width + rank
             if key < chosen_key:
                 chosen, chosen_layout, chosen_term, chosen_key = parts, layout, term, key
+                chosen_choice = _CHOICES[choice]
     if chosen is None or chosen_layout is None:
-        return None
-    layout = chosen_layout
-    impact = chosen[layout.impact].upper() if layout.impact >= 0 else ""
-    gene = chosen[layout.gene] if layout.gene >= 0 else ""
+        if not (assessed or clin_sig or links):
+            return _NOTHING_READ
+        return AnnotationReading(None, max_af, af_field, assessed, clin_sig, tuple(links))
+    return AnnotationReading(
+        _call(chosen, chosen_layout, chosen_term, chosen_choice),
+        max_af,
+        af_field,
+        assessed,
+        clin_sig,
+        tuple(links),
+    )
+
+
+def _bcsq_entries(
+    variant: VariantFields,
+    entries: Iterable[str],
+    layout: _Layout,
+    linked: Mapping[int, VariantFields] | None,
+) -> tuple[list[str], list[int]]:
+    """This record's own BCSQ entries plus, for each '@POS' link, the linked record's entries that
+    describe this record's change; and the links that could not be followed within the batch."""
+    own: list[str] = []
+    unresolved: list[int] = []
+    for entry in entries:
+        if not entry.startswith("@"):
+            own.append(entry)
+            continue
+        for position in _compound_links(entry):
+            target = linked.get(position) if linked else None
+            value = target.info.get("BCSQ") if target is not None else None
+            if value is None:
+                unresolved.append(position)
+                continue
+            mine = f"{variant.position}{variant.reference}>{variant.alternate}"
+            for candidate in _entries(value):
+                if candidate.startswith("@"):
+                    continue
+                change = candidate.split("|", layout.max_split)
+                if layout.dna_change < 0 or (
+                    layout.dna_change < len(change) and mine in change[layout.dna_change].split("+")
+                ):
+                    own.append(candidate)
+    return own, unresolved
+
+
+def _choice(parts: list[str], layout: _Layout) -> int:
+    if layout.pick >= 0 and parts[layout.pick] == "1":
+        return 0
+    if layout.mane_select >= 0 and parts[layout.mane_select]:
+        return 1
+    if layout.canonical >= 0 and parts[layout.canonical] == "YES":
+        return 2
+    return 3
+
+
+def _call(parts: list[str], layout: _Layout, term: str, choice: str) -> ConsequenceCall:
+    impact = parts[layout.impact].upper() if layout.impact >= 0 else ""
+    gene = parts[layout.gene] if layout.gene >= 0 else ""
     if not gene and layout.gene_id >= 0:
-        gene = chosen[layout.gene_id]
+        gene = parts[layout.gene_id]
+    biotype = parts[layout.biotype] if layout.biotype >= 0 else ""
+    raw_terms = parts[layout.consequence]
+    terms = {normalise_term(t, layout.bcftools) for t in raw_terms.split("&")}
+    # Only a protein-coding transcript can carry a null variant in ACMG's sense; bcftools csq
+    # and SnpEff name the biotype "protein_coding" as VEP does.
+    coding = (not biotype or biotype == "protein_coding") and terms.isdisjoint(_NON_CODING_TERMS)
     return ConsequenceCall(
         layout.tag,
-        chosen_term,
-        impact or SO_IMPACT.get(chosen_term, "MODIFIER"),
+        term,
+        impact or SO_IMPACT.get(term, "MODIFIER"),
         gene,
-        chosen[layout.hgvs_c] if layout.hgvs_c >= 0 else "",
+        parts[layout.hgvs_c] if layout.hgvs_c >= 0 else "",
         # VEP URL-escapes '=' in synonymous protein changes (p.Ser60%3D).
-        chosen[layout.hgvs_p].replace("%3D", "=") if layout.hgvs_p >= 0 else "",
-        max_af,
-        clin_sig,
+        parts[layout.hgvs_p].replace("%3D", "=") if layout.hgvs_p >= 0 else "",
+        parts[layout.feature] if layout.feature >= 0 else "",
+        biotype,
+        choice,
+        coding and not terms.isdisjoint(LOSS_OF_FUNCTION),
+        raw_terms,
     )
 
 

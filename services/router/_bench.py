@@ -29,7 +29,7 @@ _BATCH = 1000
 
 _ANSWER = json.dumps(
     {
-        "classification": "uncertain",
+        "classification": "uncertain_significance",
         "criteria": ["PM2: absent from population databases"],
         "rationale": "Simulated answer.",
         "confidence": 0.5,

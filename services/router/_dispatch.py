@@ -28,6 +28,7 @@ from vcf_agent import telemetry
 from vcf_agent.schema import variant_key
 from vcf_agent.v1 import analysis_pb2
 
+from ._annotation_fields import context_of
 from ._breaker import CircuitBreaker
 from ._cache import CachedAnswer, CacheSync, cache_key
 from ._config import RouterSettings
@@ -328,7 +329,9 @@ class ProviderPool:
         return [result for result, _ in done]
 
     def _prepare(self, request: analysis_pb2.AnalysisRequest) -> tuple[analysis_pb2.LocalAnnotation, int]:
-        annotation = self._annotator.annotate(request.variant).annotation
+        annotation = self._annotator.annotate(
+            request.variant, context_of(request.annotation_context)
+        ).annotation
         priority = request.priority or _TIER_PRIORITY.get(annotation.priority_tier, 0)
         return annotation, priority
 

@@ -1,7 +1,8 @@
 """The router's built-in, offline analysis provider.
 
-Everything it reports is derived from the VariantMessage itself (plus an optional
-gene file), deterministically, so it is always available, costs nothing, and is
+Everything it reports is derived from the VariantMessage and the job's annotation context
+(built from the job's own VCF header, see VariantBatch.annotation_context), plus an
+optional gene file, deterministically, so it is always available, costs nothing, and is
 fast enough to run on every variant of every job before any remote model is asked.
 
 Quality — the record is "fail" when FILTER is anything but PASS or empty, else
@@ -14,80 +15,71 @@ Zygosity is relative to the message's ALT: het_alt carries it with another ALT
 (1/2), other_alt carries only other ALTs (0/2 seen from ALT 1), haploid calls of
 it are hemizygous, and a partly missing call that shows it (./1) counts as het.
 
-Frequency tier — from the highest population AF found (gnomAD-style INFO keys,
-AF_popmax/grpmax, ClinVar's AF_ESP/AF_EXAC/AF_TGP, and MAX_AF/gnomAD*_AF/AF inside
-CSQ); the record's own INFO AF (this ALT's value) is used only when no population
-source exists: common >= 5%, low_frequency 1-5%, rare 0.1-1%, ultra_rare < 0.1%,
-unknown when no AF at all.
+Population frequency — only from population databases: the frequency fields of the
+job's CSQ (AF, MAX_AF, gnomAD*/ExAC* AF fields, per-population AF/MAF) and the INFO
+keys its header declares as population frequencies (gnomAD, ExAC, ESP, 1000 Genomes,
+TOPMed...; see services/ingest/_annotation_context.py). Never the file's own AF/AC/AN:
+a cohort of ten samples cannot show an allele rarer than 5%. The highest value over
+the sources wins (ClinGen SVI: BA1 in any continental population) and the field it came
+from is reported. Tiers: common > 5%, low_frequency 1-5%, rare 0.1-1%, ultra_rare
+< 0.1%, absent (the file was annotated with population data and none lists the
+allele), unknown (no population data in the file).
 
-Classification — the first rule that applies:
-  1. ClinVar (CLNSIG, else CSQ CLIN_SIG) pathogenic / likely_pathogenic / benign /
-     likely_benign is taken as is, confidence from the review status; a ClinVar
-     conflict stays "uncertain".
-  2. AF >= 5% -> benign (ACMG BA1).
-  3. AF 1-5% and LOW/MODIFIER (or no) predicted impact -> likely_benign (BS1-like).
-  4. Otherwise "uncertain". A rare HIGH-impact loss-of-function call is listed as
-     a PVS1 candidate in the criteria but not promoted: whether loss of function
-     causes disease depends on the gene, which nothing offline knows.
-  A failed FILTER halves the confidence.
+Classification — ACMG/AMP 2015 criteria the file's evidence supports (BA1, BS1,
+PM2_Supporting; PVS1 assessed but not applied: see _acmg), combined by the guideline's
+Table 5. not_classified when nothing could be assessed (no population data, no
+consequence, no ClinVar) or the allele is no variant (`*`, `<*>`, `<NON_REF>`). Every
+assessed criterion is stored with its value and source field (LocalAnnotation.acmg_criteria);
+`criteria` lists the codes of those met. ClinVar's assertion (CLNSIG/CLNREVSTAT/CLNSIGCONF
+from INFO, else CLIN_SIG from CSQ) is reported with its review status and source and
+drives the priority, but is not ACMG evidence (PP5/BP6 retired by ClinGen SVI 2018); a
+conflicting interpretation is reported as conflicting, never resolved. A failed FILTER
+halves the confidence.
 
 Priority — the lowest-numbered tier any rule reaches; its reasons are the rules
 that reached it:
-  P1: ClinVar pathogenic/likely_pathogenic; HIGH impact and rare/ultra_rare.
-  P2: HIGH impact with unknown frequency; MODERATE impact and rare/ultra_rare;
+  P1: ClinVar pathogenic/likely_pathogenic; HIGH impact and rare/absent.
+  P2: HIGH impact with unknown frequency; MODERATE impact and rare/absent;
       ClinVar uncertain or conflicting; a structural variant (symbolic or
       breakend) that overlaps a gene.
   P3: MODERATE impact with unknown frequency; LOW/MODIFIER impact and
-      rare/ultra_rare; no consequence annotation but rare/unknown frequency
+      rare/absent; no consequence annotation but rare/unknown frequency
       inside a gene from the gene index.
   P4: everything else (common or low-frequency, ClinVar benign, no evidence).
-  ClinVar benign/likely_benign forces P4; a failed FILTER demotes one tier.
+  HIGH impact counts only in a protein-coding transcript (a splice_donor_variant in a
+  pseudogene is not a null variant). ClinVar benign/likely_benign forces P4 unless ClinVar
+  also says pathogenic; a failed FILTER demotes one tier.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from math import isnan
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from vcf_agent.schema import varint
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
+from ._acmg import (
+    NOT_CLASSIFIED,
+    UNCERTAIN,
+    Criterion,
+    combine,
+    frequency_criteria,
+    null_variant_criterion,
+)
 from ._annotation_fields import (
     DEFAULT_CONTEXT,
     AnnotationContext,
+    AnnotationReading,
     ConsequenceCall,
     info_strings,
-    worst_consequence,
+    read_annotations,
 )
-from ._answer_encoding import text_field
 from ._gene_index import GeneLookup
-from ._local_wire import VariantFields, encode_answer
-
-if TYPE_CHECKING:
-    # A type alias of the stub only.
-    from ._local_wire import InfoValues
+from ._variant_fields import InfoValues, VariantFields, variant_fields
 
 PROVIDER = "local"
-MODEL = "local-annotator/1"
-
-# Population databases, as VEP/vcfanno/gnomAD/ClinVar name them in INFO.
-POPULATION_AF_KEYS: tuple[str, ...] = (
-    "gnomAD_AF",
-    "gnomADe_AF",
-    "gnomADg_AF",
-    "gnomad_AF",
-    "gnomAD_exomes_AF",
-    "gnomAD_genomes_AF",
-    "gnomAD_AF_popmax",
-    "AF_popmax",
-    "AF_grpmax",
-    "MAX_AF",
-    "ExAC_AF",
-    "AF_EXAC",
-    "AF_ESP",
-    "AF_TGP",
-)
+MODEL = "local-annotator/2"
 
 _TRANSITIONS = frozenset({"AG", "GA", "CT", "TC"})
 # Upper-case REF+ALT base pairs; anything else (N, IUPAC codes, REF == ALT) has no substitution type.
@@ -100,41 +92,32 @@ _SUBSTITUTIONS = {
 # One-character ALTs that are not a base: spanning deletion, no ALT, broken symbolic/breakend.
 _SINGLE_NON_BASES = frozenset("*.<[]")
 _SV_TYPES = frozenset({"DEL", "INS", "DUP", "INV", "CNV", "BND"})
-_LOSS_OF_FUNCTION = frozenset(
-    {
-        "transcript_ablation",
-        "exon_loss_variant",
-        "splice_acceptor_variant",
-        "splice_donor_variant",
-        "stop_gained",
-        "frameshift_variant",
-        "start_lost",
-    }
-)
+# Alleles that are no variant of their own: nothing to classify.
+_NOT_VARIANTS = frozenset({"spanning_deletion", "no_alternate"})
 _CLINVAR_SEPARATORS = str.maketrans({"/": " ", "|": " ", ",": " ", "&": " ", ";": " "})
+# ClinVar's numeric CLNSIG of its VCFs before 2017.
+_CLINVAR_CODES = {
+    "0": "uncertain_significance",
+    "2": "benign",
+    "3": "likely_benign",
+    "4": "likely_pathogenic",
+    "5": "pathogenic",
+}
 
-_RARE = frozenset({"rare", "ultra_rare"})
+_RARE = frozenset({"rare", "ultra_rare", "absent"})
 _TIER_NAMES = ("fail", "low", "medium", "high")
 _TIERS = ("", "P1", "P2", "P3", "P4")
-_ANNOTATION_TAGS = frozenset({"CSQ", "ANN", "BCSQ"})
-_RELEVANT_INFO = frozenset({*POPULATION_AF_KEYS, *_ANNOTATION_TAGS, "AF", "CLNSIG"})
-_NOTHING: frozenset[str] = frozenset()
+_ANNOTATION_TAGS = ("CSQ", "ANN", "BCSQ")
 _PASSING = ("PASS", ".")
-
-# Wire tags (field number << 3 | wire type) of AnalysisResult's provider, model and status.
-_TAG_PROVIDER = b"\x22"
-_TAG_MODEL = b"\x2a"
-_TAG_STATUS = b"\x30"
-# Those three fields are the same in every answer, so they are encoded once.
-_PROVIDER_MODEL_STATUS = b"".join(
-    (
-        text_field(_TAG_PROVIDER, PROVIDER),
-        text_field(_TAG_MODEL, MODEL),
-        _TAG_STATUS,
-        varint(analysis_pb2.AnalysisResult.STATUS_OK),
-    )
-)
-_NO_CONSEQUENCE = ("", "", "", "", "")
+_CONFIDENCE = {
+    "pathogenic": 0.9,
+    "likely_pathogenic": 0.7,
+    UNCERTAIN: 0.3,
+    "likely_benign": 0.7,
+    "benign": 0.9,
+    NOT_CLASSIFIED: 0.1,
+}
+_OK = analysis_pb2.AnalysisResult.STATUS_OK
 
 
 def variant_class(reference: str, alternate: str, svtype_info: str = "") -> tuple[str, str, str]:
@@ -270,10 +253,11 @@ def allele_value(value: InfoValues, alt_index: int, alt_count: int) -> float:
     return -1.0 if isnan(number) else float(number)
 
 
-def frequency_tier(af: float) -> str:
+def frequency_tier(af: float, assessed: bool) -> str:
+    """Tier of a population AF; `assessed` says the file carried population data at all."""
     if af < 0:
-        return "unknown"
-    if af >= 0.05:
+        return "absent" if assessed else "unknown"
+    if af > 0.05:
         return "common"
     if af >= 0.01:
         return "low_frequency"
@@ -283,13 +267,17 @@ def frequency_tier(af: float) -> str:
 
 
 def clinvar_class(significance: str) -> str:
-    """pathogenic, likely_pathogenic, benign, likely_benign, uncertain, conflicting, or "" if none applies.
+    """pathogenic, likely_pathogenic, benign, likely_benign, uncertain_significance, conflicting,
+    or "" if none applies (drug_response, risk_factor, not_provided...).
 
-    Combined calls resolve to the weaker class (Pathogenic/Likely_pathogenic -> likely_pathogenic).
+    Combined calls resolve to the weaker class (Pathogenic/Likely_pathogenic -> likely_pathogenic);
+    pathogenic together with benign, or ClinVar's "Conflicting interpretations/classifications of
+    pathogenicity", is conflicting: reported as such, never resolved.
     """
     if not significance:
         return ""
     tokens = {token.strip("_") for token in significance.lower().translate(_CLINVAR_SEPARATORS).split()}
+    tokens = {_CLINVAR_CODES.get(token, token) for token in tokens}
     pathogenic = bool(tokens & {"pathogenic", "likely_pathogenic"})
     benign = bool(tokens & {"benign", "likely_benign"})
     if (pathogenic and benign) or any(token.startswith("conflicting") for token in tokens):
@@ -299,20 +287,8 @@ def clinvar_class(significance: str) -> str:
     if benign:
         return "likely_benign" if "likely_benign" in tokens else "benign"
     if "uncertain_significance" in tokens:
-        return "uncertain"
+        return "uncertain_significance"
     return ""
-
-
-def clinvar_confidence(review_status: str) -> float:
-    """Confidence in a ClinVar assertion from its CLNREVSTAT (the star rating)."""
-    status = review_status.lower()
-    if "practice_guideline" in status or "expert_panel" in status:
-        return 0.95
-    if "multiple_submitters" in status:
-        return 0.9
-    if "no_assertion" in status or "no_classification" in status or "no_interpretation" in status:
-        return 0.6
-    return 0.8
 
 
 def _info_text(info: Mapping[str, InfoValues], key: str) -> str:
@@ -327,64 +303,45 @@ def _info_ints(info: Mapping[str, InfoValues], key: str) -> tuple[int, ...]:
     return cast("tuple[int, ...]", value) if value and type(value[0]) is int else ()
 
 
-def variant_fields(variant: variant_pb2.VariantMessage) -> VariantFields:
-    """What the compiled reader returns for a variant, read through protobuf: for single requests
-    and for the payloads the reader leaves to upb."""
-    return VariantFields(
-        (
-            variant.correlation_id,
-            variant.job_id,
-            variant.tenant_id,
-            variant.chromosome,
-            variant.position,
-            variant.reference,
-            variant.alternate,
-            variant.alt_index,
-            tuple(variant.all_alternates),
-            variant.has_quality,
-            variant.quality,
-            tuple(variant.filters),
-            {key: _info_values(value) for key, value in variant.info.items()},
-            tuple(
-                (c.sample, tuple(c.alleles), c.depth, c.genotype_quality, tuple(c.allele_depths))
-                for c in variant.genotypes
-            ),
-        )
-    )
-
-
-def _info_values(value: variant_pb2.InfoValue) -> InfoValues:
-    # One of the lists at most is set (a oneof); a flag has none.
-    return tuple(value.strings.values) or tuple(value.ints.values) or tuple(value.floats.values)
-
-
 class LocalAnnotator:
     """Derives an AnalysisResult carrying a LocalAnnotation from a VariantMessage, offline.
 
-    `context` is the default header layout; pass a per-job one to `annotate` when
-    files differ. The optional gene index adds overlapping genes.
+    `context` is the layout used when a batch brings none; the optional gene index adds
+    overlapping genes. `bs1_af` and `pm2_af` are the ACMG BS1 and PM2 thresholds (see _acmg).
     """
 
     provider = PROVIDER
     model = MODEL
 
     def __init__(
-        self, context: AnnotationContext | None = None, gene_index: GeneLookup | None = None
+        self,
+        context: AnnotationContext | None = None,
+        gene_index: GeneLookup | None = None,
+        *,
+        bs1_af: float = 0.01,
+        pm2_af: float = 0.0,
     ) -> None:
         self._context = context or DEFAULT_CONTEXT
         self._genes = gene_index
+        self._bs1_af = bs1_af
+        self._pm2_af = pm2_af
 
     def annotate(
         self, variant: variant_pb2.VariantMessage, context: AnnotationContext | None = None
     ) -> analysis_pb2.AnalysisResult:
-        """The provider answer for one variant message (`answer` is the batch path's)."""
-        return analysis_pb2.AnalysisResult.FromString(self.answer(variant_fields(variant), context))
+        """The provider answer for one variant message."""
+        return self.answer(variant_fields(variant), context)
 
-    def answer(self, variant: VariantFields, context: AnnotationContext | None = None) -> bytes:
-        """The serialized AnalysisResult: ids copied from the variant, the LocalAnnotation in
-        `annotation`; no latency, requested providers or variant, which the caller appends."""
-        # One long function on purpose: this runs for every variant, and locals are far
-        # cheaper than intermediate objects or messages.
+    def answer(
+        self,
+        variant: VariantFields,
+        context: AnnotationContext | None = None,
+        linked: Mapping[int, VariantFields] | None = None,
+    ) -> analysis_pb2.AnalysisResult:
+        """The AnalysisResult: ids copied from the variant, the LocalAnnotation in `annotation`;
+        no latency, requested providers or variant, which the caller adds. `linked` holds the
+        batch's other records of the same chromosome by position, for bcftools csq '@' links."""
+        context = context or self._context
         info = variant.info
         alt_index = variant.alt_index
         alt_count = len(variant.all_alternates) or 1
@@ -395,7 +352,6 @@ class LocalAnnotator:
             _info_text(info, "SVTYPE") if alternate[:1] == "<" and "SVTYPE" in info else "",
         )
         filters = variant.filters
-        # FILTER is failed when it names anything but PASS (inline: hot path).
         failed = len(filters) > 1 or (bool(filters) and filters[0] not in _PASSING)
         if failed:
             record_level = 0
@@ -404,32 +360,27 @@ class LocalAnnotator:
         else:
             record_level = 2
 
-        # Which of the keys we read are present, in one C-level pass over the map.
-        present = _RELEVANT_INFO.intersection(info) if info else _NOTHING
-        call = None
-        af = -1.0
-        af_source = ""
-        clinvar = ""
-        if present:
-            if not present.isdisjoint(_ANNOTATION_TAGS):
-                call = worst_consequence(variant, context or self._context)
-                if call is not None:
-                    af, clinvar = call.max_af, call.clin_sig
-                    if af >= 0:
-                        af_source = call.source
-            if not present.isdisjoint(POPULATION_AF_KEYS):
-                for key in POPULATION_AF_KEYS:
-                    if key in present:
-                        number = allele_value(info[key], alt_index, alt_count)
-                        if number > af:
-                            af, af_source = number, key
-            if af < 0 and "AF" in present:
-                af = allele_value(info["AF"], alt_index, alt_count)
-                af_source = "AF" if af >= 0 else ""
-            if "CLNSIG" in present:
-                clinvar = _info_text(info, "CLNSIG")
-        freq_tier = frequency_tier(af)
+        reading = _NO_READING
+        if any(tag in info for tag in _ANNOTATION_TAGS):
+            reading = read_annotations(variant, context, linked)
+        call = reading.call
+        af, af_source = reading.max_af, reading.af_field
+        assessed = reading.frequencies_assessed
+        for key in context.population_keys:
+            value = info.get(key)
+            # A declared population key missing from a record: the database does not list it.
+            assessed = True
+            if value:
+                number = allele_value(value, alt_index, alt_count)
+                if number > af:
+                    af, af_source = number, f"INFO:{key}"
+        clinvar, clinvar_source = _info_text(info, "CLNSIG"), "INFO:CLNSIG"
+        if not clinvar and reading.clin_sig:
+            clinvar, clinvar_source = reading.clin_sig, f"{call.source if call else 'CSQ'}:CLIN_SIG"
+        if not clinvar:
+            clinvar_source = ""
         clinvar_kind = clinvar_class(clinvar)
+        freq_tier = frequency_tier(af, assessed)
 
         genes: list[str] = []
         if self._genes is not None:
@@ -439,49 +390,103 @@ class LocalAnnotator:
         tier, reasons = _priority(
             call, freq_tier, af, clinvar_kind, kind, sv_type, genes, filters if failed else ()
         )
+        criteria: list[Criterion] = []
+        if kind not in _NOT_VARIANTS and sv_type != "NON_REF":
+            if assessed:
+                criteria = frequency_criteria(af, af_source or _sources(context), self._bs1_af, self._pm2_af)
+            if call is not None and call.null_in_coding:
+                criteria.append(
+                    null_variant_criterion(call.terms, call.biotype, f"{call.source}:Consequence")
+                )
+            nothing_assessed = not assessed and call is None and not clinvar
+            classification = NOT_CLASSIFIED if nothing_assessed else combine(criteria)
+        else:
+            classification = NOT_CLASSIFIED
+        confidence = _CONFIDENCE[classification]
+        if failed:
+            confidence = round(confidence * 0.5, 3)
         quality_tier = _TIER_NAMES[record_level]
-        classification, confidence, criteria = _classify(
-            call, freq_tier, af, af_source, clinvar, clinvar_kind, info, filters if failed else ()
+        result = analysis_pb2.AnalysisResult(
+            correlation_id=variant.correlation_id,
+            job_id=variant.job_id,
+            tenant_id=variant.tenant_id,
+            provider=PROVIDER,
+            model=MODEL,
+            status=_OK,
+            classification=classification,
+            confidence=confidence,
+            criteria=[c.code for c in criteria if c.met],
+            rationale=_rationale(
+                kind,
+                call,
+                genes,
+                af,
+                af_source,
+                freq_tier,
+                clinvar,
+                clinvar_kind,
+                quality_tier,
+                classification,
+                criteria,
+                tier,
+                reasons,
+                reading.compound_links,
+            ),
         )
-        rationale = _rationale(
-            kind, call, genes, af, freq_tier, clinvar, quality_tier, classification, tier, reasons
-        )
-        consequence, impact, gene, hgvs_c, hgvs_p = call[1:6] if call is not None else _NO_CONSEQUENCE
+        annotation = result.annotation
+        annotation.variant_class = kind
+        annotation.substitution = substitution
+        annotation.multi_allelic = alt_count > 1
+        annotation.allele_count = alt_count
+        annotation.quality_tier = quality_tier
+        annotation.frequency_tier = freq_tier
+        annotation.population_af = af
+        annotation.population_af_source = af_source
+        if call is not None:
+            annotation.consequence = call.consequence
+            annotation.impact = call.impact
+            annotation.gene = call.gene
+            annotation.hgvs_c = call.hgvs_c
+            annotation.hgvs_p = call.hgvs_p
+            annotation.transcript = call.transcript
+            annotation.biotype = call.biotype
+            annotation.transcript_choice = call.choice
+        annotation.clinvar_significance = clinvar
+        annotation.clinvar_source = clinvar_source
+        if clinvar_source == "INFO:CLNSIG":
+            annotation.clinvar_review_status = _info_text(info, "CLNREVSTAT")
+            annotation.clinvar_conflicts = _info_text(info, "CLNSIGCONF")
+        annotation.overlapping_genes.extend(genes)
+        annotation.priority_tier = tier
+        annotation.priority_reasons.extend(reasons)
+        annotation.sv_type = sv_type
+        for criterion in criteria:
+            annotation.acmg_criteria.add(
+                code=criterion.code,
+                strength=criterion.strength,
+                met=criterion.met,
+                value=criterion.value,
+                source=criterion.source,
+                rule=criterion.rule,
+            )
         allele = alt_index + 1
-        findings = []
+        add_sample = annotation.samples.add
         for sample, alleles, depth, genotype_quality, depths in variant.genotypes:
             zyg = zygosity(alleles, allele)
             level = 0 if failed or zyg == "no_call" else call_quality(genotype_quality, depth, record_level)
             balance = allele_balance(depths, allele) if depths else -1.0
-            findings.append((sample, zyg, balance, _TIER_NAMES[level]))
-        return encode_answer(
-            variant.correlation_id,
-            variant.job_id,
-            variant.tenant_id,
-            _PROVIDER_MODEL_STATUS,
-            classification,
-            confidence,
-            criteria,
-            rationale,
-            kind,
-            substitution,
-            alt_count > 1,
-            alt_count,
-            quality_tier,
-            freq_tier,
-            af,
-            consequence,
-            impact,
-            gene,
-            hgvs_c,
-            hgvs_p,
-            clinvar,
-            genes,
-            tier,
-            reasons,
-            findings,
-            sv_type,
-        )
+            add_sample(sample=sample, zygosity=zyg, allele_balance=balance, call_quality=_TIER_NAMES[level])
+        return result
+
+
+_NO_READING = AnnotationReading(None, -1.0, "", False, "", ())
+
+
+def _sources(context: AnnotationContext) -> str:
+    """The population fields a variant absent from all of them was looked up in."""
+    fields = [f"{layout.tag}:{layout.names[i]}" for layout in context.layouts for i in layout.frequencies]
+    fields.extend(f"INFO:{key}" for key in context.population_keys)
+    return ",".join(fields)
 
 
 def _span_end(variant: VariantFields, kind: str, start: int) -> int:
@@ -496,6 +501,16 @@ def _span_end(variant: VariantFields, kind: str, start: int) -> int:
     return start + max(len(variant.reference), 1)
 
 
+def _effective_impact(call: ConsequenceCall) -> str:
+    """The call's impact, except that a null-variant term outside a protein-coding transcript
+    (a splice_donor_variant in a pseudogene) is no HIGH-impact finding."""
+    if call.impact == "HIGH" and not call.null_in_coding and call.biotype not in ("", "protein_coding"):
+        return "MODIFIER"
+    if call.impact == "HIGH" and not call.null_in_coding and "non_coding" in call.terms:
+        return "MODIFIER"
+    return call.impact
+
+
 def _priority(
     call: ConsequenceCall | None,
     freq_tier: str,
@@ -508,24 +523,27 @@ def _priority(
 ) -> tuple[str, list[str]]:
     hits: list[tuple[int, str]] = []
     rare = freq_tier in _RARE
+    frequency = "absent from population databases" if freq_tier == "absent" else f"{freq_tier} (AF {af:.4g})"
     if clinvar_kind in ("pathogenic", "likely_pathogenic"):
         hits.append((1, f"ClinVar {clinvar_kind}"))
     if call is not None:
-        impact = call.impact
+        impact = _effective_impact(call)
         if impact == "HIGH":
             if rare:
-                hits.append((1, f"HIGH impact {call.consequence} and {freq_tier} (AF {af:.4g})"))
+                hits.append((1, f"HIGH impact {call.consequence} and {frequency}"))
             elif freq_tier == "unknown":
                 hits.append((2, f"HIGH impact {call.consequence}, frequency unknown"))
         elif impact == "MODERATE":
             if rare:
-                hits.append((2, f"MODERATE impact {call.consequence} and {freq_tier} (AF {af:.4g})"))
+                hits.append((2, f"MODERATE impact {call.consequence} and {frequency}"))
             elif freq_tier == "unknown":
                 hits.append((3, f"MODERATE impact {call.consequence}, frequency unknown"))
         elif rare:
-            hits.append((3, f"{impact} impact {call.consequence} but {freq_tier} (AF {af:.4g})"))
-    if clinvar_kind in ("uncertain", "conflicting"):
-        hits.append((2, f"ClinVar {clinvar_kind}"))
+            hits.append((3, f"{impact} impact {call.consequence} but {frequency}"))
+    if clinvar_kind == "uncertain_significance":
+        hits.append((2, "ClinVar uncertain significance"))
+    elif clinvar_kind == "conflicting":
+        hits.append((2, "ClinVar conflicting interpretations of pathogenicity"))
     if genes and sv_type in _SV_TYPES:
         hits.append((2, f"structural variant {sv_type} overlaps {', '.join(genes)}"))
     elif genes and call is None and (rare or freq_tier == "unknown"):
@@ -549,74 +567,40 @@ def _priority(
     return _TIERS[level], reasons
 
 
-def _classify(
-    call: ConsequenceCall | None,
-    freq_tier: str,
-    af: float,
-    af_source: str,
-    clinvar: str,
-    clinvar_kind: str,
-    info: Mapping[str, InfoValues],
-    failed_filters: Sequence[str],
-) -> tuple[str, float, list[str]]:
-    criteria: list[str] = []
-    impact = call.impact if call is not None else ""
-    if clinvar_kind in ("pathogenic", "likely_pathogenic", "benign", "likely_benign"):
-        review = _info_text(info, "CLNREVSTAT")
-        classification = clinvar_kind
-        confidence = round(
-            clinvar_confidence(review) - (0.1 if clinvar_kind.startswith("likely") else 0.0), 3
-        )
-        criteria.append(f"clinvar:{clinvar}")
-        if review:
-            criteria.append(f"clinvar_review:{review}")
-    elif clinvar_kind == "conflicting":
-        classification, confidence = "uncertain", 0.5
-        criteria.append(f"clinvar:{clinvar}")
-    elif freq_tier == "common":
-        classification = "benign"
-        # A cohort's own AF says less about the population than a database does.
-        confidence = 0.6 if af_source == "AF" else 0.8
-        criteria.append(f"BA1:{af_source}={af:.4g}")
-    elif freq_tier == "low_frequency" and impact in ("", "LOW", "MODIFIER"):
-        classification = "likely_benign"
-        confidence = 0.5 if af_source == "AF" else 0.6
-        criteria.append(f"BS1:{af_source}={af:.4g}")
-        criteria.append(f"impact:{impact or 'none'}")
-    else:
-        classification = "uncertain"
-        confidence = 0.4 if call is not None or freq_tier != "unknown" else 0.3
-        if call is not None and call.consequence in _LOSS_OF_FUNCTION:
-            criteria.append(f"PVS1_candidate:{call.consequence}")
-        if freq_tier == "ultra_rare":
-            criteria.append(f"PM2:{af_source}={af:.4g}")
-        if impact:
-            criteria.append(f"impact:{impact}")
-    if failed_filters:
-        confidence = round(confidence * 0.5, 3)
-        criteria.append(f"quality:fail:{';'.join(failed_filters)}")
-    # Rounded only where arithmetic made it necessary: the other confidences are literals.
-    return classification, confidence, criteria
-
-
 def _rationale(
     kind: str,
     call: ConsequenceCall | None,
     genes: list[str],
     af: float,
+    af_source: str,
     freq_tier: str,
     clinvar: str,
+    clinvar_kind: str,
     quality_tier: str,
     classification: str,
+    criteria: list[Criterion],
     tier: str,
     reasons: list[str],
+    compound_links: Sequence[int],
 ) -> str:
     if call is not None:
         what = f"{call.gene or ', '.join(genes) or 'no gene'}: {call.consequence} ({call.impact})"
+        if call.transcript:
+            what += f" on {call.transcript} [{call.choice}]"
+    elif compound_links:
+        what = f"compound change annotated at position {', '.join(map(str, compound_links))} (bcftools csq)"
     else:
         what = f"{', '.join(genes) or 'no gene'}: no consequence annotation"
-    frequency = f"AF {af:.4g} ({freq_tier})" if af >= 0 else "frequency unknown"
+    if af >= 0:
+        frequency = f"population AF {af:.4g} from {af_source} ({freq_tier})"
+    elif freq_tier == "absent":
+        frequency = "absent from the population databases annotated"
+    else:
+        frequency = "no population frequency in the file"
+    met = [f"{c.code} ({c.source}={c.value})" for c in criteria if c.met]
+    clinvar_text = f"ClinVar {clinvar} ({clinvar_kind or 'other'})" if clinvar else "ClinVar none"
     return (
-        f"{kind} in {what}; {frequency}; ClinVar {clinvar or 'none'}; quality {quality_tier}"
-        f" -> {classification}, {tier}: {'; '.join(reasons)}"
+        f"{kind} in {what}; {frequency}; {clinvar_text}; quality {quality_tier}"
+        f" -> {classification} by ACMG/AMP 2015 Table 5 from {', '.join(met) or 'no criterion met'};"
+        f" {tier}: {'; '.join(reasons)}"
     )

@@ -107,8 +107,8 @@ def parse_answer(text: str) -> Answer:
         raise MalformedAnswer("classification must be a string")
     # Models write "Likely pathogenic" or "likely-benign" as often as the enum value.
     normalised = classification.strip().lower().replace("-", "_").replace(" ", "_")
-    if normalised == "uncertain_significance":
-        normalised = "uncertain"
+    if normalised in ("uncertain", "vus"):
+        normalised = "uncertain_significance"
     if normalised not in CLASSIFICATIONS:
         raise MalformedAnswer(f"classification {classification!r} is not one of {', '.join(CLASSIFICATIONS)}")
     confidence = data["confidence"]

@@ -12,10 +12,11 @@ from vcf_agent import telemetry
 from vcf_agent.schema import variant_first_result
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
+from ._annotation_fields import context_of, info_strings
 from ._answer_encoding import double_field, element
 from ._gene_index import GeneIndex
-from ._local_annotator import LocalAnnotator, variant_fields
-from ._local_wire import read_variants
+from ._local_annotator import LocalAnnotator
+from ._variant_fields import VariantFields, variant_fields
 
 # AnalysisResult.latency_ms and .requested_providers, with their wire types.
 _TAG_LATENCY_MS = b"\x71"
@@ -40,9 +41,13 @@ class LocalProvider:
 
     name = "local"
 
-    def __init__(self, genes_file: Path | None = None) -> None:
+    def __init__(self, genes_file: Path | None = None, *, bs1_af: float = 0.01, pm2_af: float = 0.0) -> None:
         self.gene_index = GeneIndex.from_file(genes_file) if genes_file is not None else None
-        self._annotator = LocalAnnotator(gene_index=self.gene_index)
+        self._annotator = LocalAnnotator(gene_index=self.gene_index, bs1_af=bs1_af, pm2_af=pm2_af)
+
+    @property
+    def annotator(self) -> LocalAnnotator:
+        return self._annotator
 
     async def analyse(
         self, requests: Sequence[analysis_pb2.AnalysisRequest]
@@ -67,17 +72,16 @@ class LocalProvider:
         self, requests: analysis_pb2.AnalysisRequestBatch, variant_batch: bytes
     ) -> list[bytes]:
         """Each variant's serialized AnalysisResult, without the variant (the router splices it in
-        as it arrived). `variant_batch` is `requests.variant_batch` serialized, which the compiled
-        reader reads instead of protobuf."""
+        as it arrived); `variant_batch` is `requests.variant_batch` serialized."""
         started = time.perf_counter()
-        answers = await asyncio.to_thread(self._answers, requests, variant_batch)
+        answers = await asyncio.to_thread(self._answers, requests)
         telemetry.provider_requests.labels(self.name, "ok").inc(len(answers))
         telemetry.provider_latency.labels(self.name).observe(time.perf_counter() - started)
         return answers
 
     def _analyse_batch(self, requests: analysis_pb2.AnalysisRequestBatch) -> analysis_pb2.AnalysisResultBatch:
         messages = _variant_messages(requests)
-        answers = self._answers(requests, None)
+        answers = self._answers(requests)
         return analysis_pb2.AnalysisResultBatch.FromString(
             b"".join(
                 variant_first_result(message.SerializeToString(), answer)
@@ -85,9 +89,7 @@ class LocalProvider:
             )
         )
 
-    def _answers(
-        self, requests: analysis_pb2.AnalysisRequestBatch, variant_batch: bytes | None
-    ) -> list[bytes]:
+    def _answers(self, requests: analysis_pb2.AnalysisRequestBatch) -> list[bytes]:
         # Encoded once: every result of a batch built from a variant batch lists the same providers.
         uniform = b"".join(element(_TAG_REQUESTED_PROVIDERS, p) for p in requests.requested_providers)
         # Requests built one per variant may list their own requested providers.
@@ -95,18 +97,21 @@ class LocalProvider:
             b"".join(element(_TAG_REQUESTED_PROVIDERS, p) for p in request.requested_providers)
             for request in requests.requests
         ]
-        # None when the reader leaves the payload to protobuf (see _local_wire.c).
-        variants = read_variants(variant_batch) if variant_batch is not None and not own else None
-        if variants is None:
-            variants = [variant_fields(message) for message in _variant_messages(requests)]
+        if requests.requests:
+            variants = [variant_fields(request.variant) for request in requests.requests]
+            contexts = [context_of(request.annotation_context) for request in requests.requests]
+        else:
+            variants = [variant_fields(message) for message in requests.variant_batch.variants]
+            contexts = [context_of(requests.variant_batch.annotation_context)] * len(variants)
         # The batch's list wins; a batch that has none and no requests of its own lists none.
         listed = [uniform] * len(variants) if uniform or not own else own
+        linked = compound_targets(variants)
         answer = self._annotator.answer
         clock = time.perf_counter
         answers = []
-        for variant, providers in zip(variants, listed, strict=True):
+        for variant, context, providers in zip(variants, contexts, listed, strict=True):
             started = clock()
-            encoded = answer(variant)
+            encoded = answer(variant, context, linked.get(variant.chromosome)).SerializeToString()
             latency = double_field(_TAG_LATENCY_MS, (clock() - started) * 1000)
             # Fields 14 and 15 follow the answer's 1..11, so the bytes stay in field-number order.
             answers.append(b"".join((encoded, latency, providers)))
@@ -117,7 +122,7 @@ class LocalProvider:
         annotate = self._annotator.annotate
         for request in requests:
             started = time.perf_counter()
-            result = annotate(request.variant)
+            result = annotate(request.variant, context_of(request.annotation_context))
             result.job_id = request.job_id
             result.tenant_id = request.tenant_id
             result.attempt = request.attempt
@@ -125,6 +130,28 @@ class LocalProvider:
             result.latency_ms = (time.perf_counter() - started) * 1000
             results.append(result)
         return results
+
+
+def compound_targets(variants: Sequence[VariantFields]) -> dict[str, dict[int, VariantFields]]:
+    """The records of a batch that a bcftools csq compound link ('@POS') can point at, by
+    chromosome and position; empty when no record of the batch has such a link.
+
+    bcftools csq annotates a compound change (several variants of one haplotype changing one
+    codon or reading frame) once, at one of its records, and marks the others '@POS'. The
+    linked record is another record of the same file, near this one; ingest keeps records in
+    file order and batches hold consecutive records, so the link is followed within the batch.
+    A link to a record in another batch is reported as a link (the rationale names the
+    position) rather than guessed.
+    """
+    if not any(
+        any(entry.startswith("@") for entry in info_strings(v.info.get("BCSQ", ()))) for v in variants
+    ):
+        return {}
+    targets: dict[str, dict[int, VariantFields]] = {}
+    for variant in variants:
+        if "BCSQ" in variant.info:
+            targets.setdefault(variant.chromosome, {}).setdefault(variant.position, variant)
+    return targets
 
 
 def _variant_messages(

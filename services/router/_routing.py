@@ -258,6 +258,8 @@ def expanded_requests(
     requests = batch.requests
     if not requests:
         priority = batch.variant_batch.priority
+        context = batch.variant_batch.annotation_context
+        has_context = batch.variant_batch.HasField("annotation_context")
         add = requests.add
         for variant in batch.variant_batch.variants:
             request = add()
@@ -267,6 +269,8 @@ def expanded_requests(
             request.variant.CopyFrom(variant)
             if priority:
                 request.priority = priority
+            if has_context:
+                request.annotation_context.CopyFrom(context)
     has_deadline = batch.HasField("deadline")
     for request in requests:
         if not request.provider:

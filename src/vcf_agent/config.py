@@ -7,6 +7,7 @@ the environment by passing keyword overrides to `Settings.from_env`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -68,6 +69,13 @@ class Settings:
     # The aggregator marks a variant partial once this has passed without every answer.
     analysis_deadline_s: float = 30.0
     genes_file: Path | None = None
+    # INFO keys (or their Description) matching this regex hold population allele frequencies
+    # (ACMG BA1/BS1/PM2 evidence); empty: the built-in list of databases.
+    population_af_pattern: str = ""
+    # ACMG/AMP BS1 "allele frequency greater than expected for the disorder": disorder-specific,
+    # so configurable; PM2_Supporting applies at or below pm2 (0: only when absent, ClinGen SVI).
+    acmg_bs1_af: float = 0.01
+    acmg_pm2_af: float = 0.0
     # lenient: bad records go to the dead-letter stream; strict: any error fails the job first.
     ingest_validation: Literal["strict", "lenient"] = "lenient"
     compression_threshold: int = 4096
@@ -92,6 +100,13 @@ class Settings:
             raise ConfigError("analysis_deadline_s must be positive")
         if self.ingest_validation not in ("strict", "lenient"):
             raise ConfigError(f"ingest_validation must be strict or lenient, got {self.ingest_validation!r}")
+        if not (0 <= self.acmg_pm2_af <= self.acmg_bs1_af <= 0.05):
+            raise ConfigError("ACMG thresholds must satisfy 0 <= acmg_pm2_af <= acmg_bs1_af <= 0.05 (BA1)")
+        if self.population_af_pattern:
+            try:
+                re.compile(self.population_af_pattern)
+            except re.error as exc:
+                raise ConfigError(f"population_af_pattern is not a regular expression: {exc}") from exc
         if not self.providers:
             raise ConfigError("providers must name at least one provider")
 
@@ -126,6 +141,14 @@ class Settings:
             values["analysis_deadline_s"] = float(env["VCF_AGENT_ANALYSIS_DEADLINE_S"])
         if "VCF_AGENT_GENES_FILE" in env:
             values["genes_file"] = Path(env["VCF_AGENT_GENES_FILE"])
+        if "VCF_AGENT_POPULATION_AF_PATTERN" in env:
+            values["population_af_pattern"] = env["VCF_AGENT_POPULATION_AF_PATTERN"]
+        for var, name in (("VCF_AGENT_ACMG_BS1_AF", "acmg_bs1_af"), ("VCF_AGENT_ACMG_PM2_AF", "acmg_pm2_af")):
+            if var in env:
+                try:
+                    values[name] = float(env[var])
+                except ValueError as exc:
+                    raise ConfigError(f"{var} must be a number, got {env[var]!r}") from exc
         if "VCF_AGENT_INGEST_VALIDATION" in env:
             values["ingest_validation"] = env["VCF_AGENT_INGEST_VALIDATION"].strip().lower()
         if "VCF_AGENT_LOG_LEVEL" in env:

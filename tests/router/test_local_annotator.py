@@ -18,19 +18,20 @@ import pysam
 import pytest
 import vcf  # pyvcf3: only its bundled test files are used
 
+from vcf_agent.services.ingest._annotation_context import annotation_context
 from vcf_agent.services.router._annotation_fields import (
     AnnotationContext,
     parse_format_description,
-    worst_consequence,
+    read_annotations,
 )
 from vcf_agent.services.router._gene_index import GeneIndex, TabixGeneIndex, detect_format
 from vcf_agent.services.router._local_annotator import (
     MODEL,
     PROVIDER,
     LocalAnnotator,
-    variant_fields,
     zygosity,
 )
+from vcf_agent.services.router._variant_fields import variant_fields
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 PYVCF_FILES = Path(vcf.__file__).parent / "test"
@@ -106,11 +107,27 @@ ALLOWED = {
         "no_alternate",
     },
     "quality": {"high", "medium", "low", "fail"},
-    "frequency": {"common", "low_frequency", "rare", "ultra_rare", "unknown"},
+    "frequency": {"common", "low_frequency", "rare", "ultra_rare", "absent", "unknown"},
     "zygosity": {"hom_ref", "het", "hom_alt", "hemizygous", "no_call", "het_alt", "other_alt"},
-    "classification": {"pathogenic", "likely_pathogenic", "uncertain", "likely_benign", "benign"},
+    "classification": {
+        "pathogenic",
+        "likely_pathogenic",
+        "uncertain_significance",
+        "likely_benign",
+        "benign",
+        "not_classified",
+    },
     "priority": {"P1", "P2", "P3", "P4"},
 }
+
+
+# A job whose header declares gnomAD frequencies in INFO (as vcfanno or VEP --custom add them).
+GNOMAD = AnnotationContext(population_keys=("gnomAD_AF", "gnomADe_AF", "gnomADg_AF"))
+
+
+def context_from_header(lines: Iterable[str]) -> AnnotationContext:
+    """The router's context of a header, built as ingest builds it for a job."""
+    return AnnotationContext.from_message(annotation_context(lines))
 
 
 # --- building VariantMessages -------------------------------------------------------------
@@ -462,7 +479,8 @@ def test_record_quality_tier_on_real_records(example40: list[variant_pb2.Variant
     ("af", "tier"),
     [
         (0.2, "common"),
-        (0.05, "common"),
+        # BA1 is AF > 0.05 (ACMG/AMP 2015 Table 4; ClinGen SVI 2018): 5% itself is not common.
+        (0.05, "low_frequency"),
         (0.03, "low_frequency"),
         (0.01, "low_frequency"),
         (0.005, "rare"),
@@ -472,7 +490,7 @@ def test_record_quality_tier_on_real_records(example40: list[variant_pb2.Variant
     ],
 )
 def test_frequency_tier_thresholds(af: float, tier: str) -> None:
-    annotation = annotate(msg(info={"gnomAD_AF": af})).annotation
+    annotation = annotate(msg(info={"gnomAD_AF": af}), GNOMAD).annotation
     assert annotation.frequency_tier == tier
     assert annotation.population_af == pytest.approx(af)
 
@@ -482,12 +500,18 @@ def test_frequency_unknown_without_any_af() -> None:
     assert (annotation.frequency_tier, annotation.population_af) == ("unknown", -1.0)
 
 
-def test_number_a_af_is_taken_for_this_alt(example40: list[variant_pb2.VariantMessage]) -> None:
-    # AF=0.333,0.667 on a real multi-allelic record.
-    assert annotate(find(example40, 1110696, "G")).annotation.population_af == pytest.approx(0.333)
-    assert annotate(find(example40, 1110696, "T")).annotation.population_af == pytest.approx(0.667)
-    freebayes = messages_from_vcf(PYVCF_FILES / "freebayes.vcf")
-    assert annotate(find(freebayes, 42523562, "GGG")).annotation.population_af == pytest.approx(0.285714)
+def test_declared_population_key_missing_from_a_record_means_absent() -> None:
+    annotation = annotate(msg(info={"DP": 10}), GNOMAD).annotation
+    assert (annotation.frequency_tier, annotation.population_af) == ("absent", -1.0)
+
+
+def test_acmg_ba1_never_from_the_files_own_cohort_af(example40: list[variant_pb2.VariantMessage]) -> None:
+    # example-4.0.vcf: 1 110696 A G,T AF=0.333,0.667 from its 3 samples; no population source.
+    for alt in ("G", "T"):
+        result = annotate(find(example40, 1110696, alt))
+        assert (result.annotation.frequency_tier, result.annotation.population_af) == ("unknown", -1.0)
+        assert result.classification == "not_classified"
+        assert list(result.criteria) == []
 
 
 def test_population_database_beats_cohort_af_and_takes_the_highest() -> None:
@@ -495,8 +519,9 @@ def test_population_database_beats_cohort_af_and_takes_the_highest() -> None:
         alts=["G", "T"],
         info={"AF": [0.5, 0.5], "gnomADe_AF": [0.0002, 0.3], "gnomADg_AF": [0.0004, 0.2]},
     )
-    annotation = annotate(message).annotation
+    annotation = annotate(message, GNOMAD).annotation
     assert annotation.population_af == pytest.approx(0.0004)
+    assert annotation.population_af_source == "INFO:gnomADg_AF"
     assert annotation.frequency_tier == "ultra_rare"
 
 
@@ -505,6 +530,7 @@ def test_max_af_inside_csq_counts_as_population_frequency() -> None:
     message = msg(info={"CSQ": ["G|missense_variant|MODERATE|OR4F5|0.0123&0.02"]})
     annotation = annotate(message, context).annotation
     assert annotation.population_af == pytest.approx(0.02)
+    assert annotation.population_af_source == "CSQ:MAX_AF"
     assert annotation.frequency_tier == "low_frequency"
 
 
@@ -514,7 +540,7 @@ def test_max_af_inside_csq_counts_as_population_frequency() -> None:
 def test_snpeff_ann_picks_this_alleles_worst_entry() -> None:
     # Real ANN entries for two different ALTs, assembled into one multi-allelic record.
     info = {"ANN": [ANN_SEQUENCE_FEATURE, ANN_SYNONYMOUS, ANN_STOP_GAINED]}
-    context = AnnotationContext.from_header_lines([SNPEFF_HEADER])
+    context = context_from_header([SNPEFF_HEADER])
     g = annotate(msg("C", "G", alts=["G", "A"], alt_index=0, info=info), context).annotation
     assert (g.consequence, g.impact, g.gene, g.hgvs_c, g.hgvs_p) == (
         "synonymous_variant",
@@ -538,7 +564,7 @@ def test_worst_term_of_ampersand_joined_consequences() -> None:
 
 
 def test_old_vep_csq_layout_comes_from_the_header() -> None:
-    context = AnnotationContext.from_header_lines([OLD_VEP_HEADER])
+    context = context_from_header([OLD_VEP_HEADER])
     annotation = annotate(msg("T", "G", info={"CSQ": CSQ_OLD}), context).annotation
     # No IMPACT column: derived from the SO term. SYMBOL is preferred to the Ensembl gene id.
     assert (annotation.consequence, annotation.impact, annotation.gene) == (
@@ -573,8 +599,10 @@ def test_vep_csq_allele_matching_canonical_tie_break_and_clin_sig() -> None:
         "ENSP2:p.Lys3fs",
     )
     assert d.population_af == pytest.approx(0.0001)
-    assert (d.clinvar_significance, d.priority_tier) == ("pathogenic", "P1")
-    assert deletion.classification == "pathogenic"
+    assert (d.clinvar_significance, d.clinvar_source, d.priority_tier) == ("pathogenic", "CSQ:CLIN_SIG", "P1")
+    assert d.transcript_choice == "CANONICAL"
+    # ClinVar is reported, not ACMG evidence (PP5 retired, ClinGen SVI 2018); 0.0001 > PM2's 0.
+    assert deletion.classification == "uncertain_significance"
     insertion = annotate(msg("GT", "GTT", alts=alts, alt_index=1, info={"CSQ": csq}), context)
     i = insertion.annotation
     assert (i.consequence, i.hgvs_p, i.frequency_tier) == (
@@ -582,19 +610,26 @@ def test_vep_csq_allele_matching_canonical_tie_break_and_clin_sig() -> None:
         "ENSP2:p.Lys3=",
         "low_frequency",
     )
-    assert (insertion.classification, i.priority_tier) == ("likely_benign", "P4")
+    # BS1 alone (AF 0.02 > 0.01) is not likely benign (ACMG/AMP 2015 Table 5 needs BS + BP).
+    assert (insertion.classification, list(insertion.criteria), i.priority_tier) == (
+        "uncertain_significance",
+        ["BS1"],
+        "P4",
+    )
 
 
 def test_bcftools_bcsq_real_strings() -> None:
-    context = AnnotationContext.from_header_lines([BCSQ_HEADER])
+    context = context_from_header([BCSQ_HEADER])
     annotation = annotate(msg("T", "G", pos=69428, info={"BCSQ": [BCSQ_MISSENSE]}), context).annotation
     assert (annotation.consequence, annotation.impact, annotation.gene) == (
         "missense_variant",
         "MODERATE",
         "OR4F5",
     )
-    # A compound change annotated at another position describes nothing here.
-    assert annotate(msg("C", "T", info={"BCSQ": [BCSQ_COMPOUND]}), context).annotation.consequence == ""
+    # A compound change annotated at a record outside the batch: reported as the link.
+    linked = annotate(msg("C", "T", info={"BCSQ": [BCSQ_COMPOUND]}), context)
+    assert linked.annotation.consequence == ""
+    assert "compound change annotated at position 874816" in linked.rationale
     spliced = annotate(msg(info={"BCSQ": [BCSQ_SPLICE_UTR]}), context).annotation
     assert (spliced.consequence, spliced.impact) == ("splice_region_variant", "LOW")
     # '*' marks a consequence downstream of a stop; the term itself still counts.
@@ -617,17 +652,18 @@ def test_bcsq_dna_change_selects_the_allele_of_multi_allelic_records() -> None:
 def test_header_descriptions_parse_for_all_three_tools() -> None:
     ann = parse_format_description(SNPEFF_HEADER.split('Description="', 1)[1].removesuffix('">'))
     assert len(ann) == 16 and ann[:3] == ("Allele", "Annotation", "Annotation_Impact") and "HGVS.p" in ann
-    context = AnnotationContext.from_header_lines(
-        ["##fileformat=VCFv4.2", SNPEFF_HEADER, OLD_VEP_HEADER, BCSQ_HEADER]
-    )
+    context = context_from_header(["##fileformat=VCFv4.2", SNPEFF_HEADER, OLD_VEP_HEADER, BCSQ_HEADER])
     assert context.csq_fields[0] == "Consequence" and context.csq_fields[-1] == "BIOTYPE"
     assert context.bcsq_fields[-1] == "dna_change"
     assert context.ann_fields == ann
     assert AnnotationContext.from_info_descriptions({"DP": "Total depth"}) == AnnotationContext()
+    assert context_from_header(['##INFO=<ID=DP,Number=1,Type=Integer,Description="Depth">']) == (
+        AnnotationContext()
+    )
 
 
 def test_unannotated_record_has_no_consequence() -> None:
-    assert worst_consequence(variant_fields(msg(info={"DP": 3}))) is None
+    assert read_annotations(variant_fields(msg(info={"DP": 3}))).call is None
     annotation = annotate(msg()).annotation
     assert (annotation.consequence, annotation.impact, annotation.gene) == ("", "", "")
 
@@ -636,60 +672,84 @@ def test_unannotated_record_has_no_consequence() -> None:
 
 
 @pytest.mark.parametrize(
-    ("clnsig", "classification", "confidence", "tier"),
+    ("clnsig", "kind", "tier"),
     [
-        ("Pathogenic", "pathogenic", 0.9, "P1"),
-        ("Pathogenic/Likely_pathogenic", "likely_pathogenic", 0.8, "P1"),
-        ("Likely_benign", "likely_benign", 0.8, "P4"),
-        ("Benign", "benign", 0.9, "P4"),
-        ("Conflicting_interpretations_of_pathogenicity", "uncertain", 0.5, "P2"),
-        ("Uncertain_significance", "uncertain", 0.4, "P2"),
+        ("Pathogenic", "pathogenic", "P1"),
+        ("Pathogenic/Likely_pathogenic", "likely_pathogenic", "P1"),
+        ("Likely_benign", "likely_benign", "P4"),
+        ("Benign", "benign", "P4"),
+        ("Conflicting_interpretations_of_pathogenicity", "conflicting", "P2"),
+        ("Uncertain_significance", "uncertain_significance", "P2"),
+        # ClinVar VCFs before 2017 coded CLNSIG as numbers: 5 pathogenic, 2 benign.
+        ("5", "pathogenic", "P1"),
     ],
 )
-def test_clinvar_significance_drives_classification(
-    clnsig: str, classification: str, confidence: float, tier: str
+def test_clinvar_assertion_is_carried_with_review_status_and_sets_the_priority(
+    clnsig: str, kind: str, tier: str
 ) -> None:
     # ClinVar's own VCF splits CLNREVSTAT on its commas (Number=.).
     info = {
         "CLNSIG": [clnsig],
         "CLNREVSTAT": ["criteria_provided", "_multiple_submitters", "_no_conflicts"],
-        "ANN": [ANN_STOP_GAINED],
+        "ANN": [ANN_MISSENSE],
     }
-    result = annotate(msg("G", "A", info=info))
-    assert result.annotation.clinvar_significance == clnsig
-    assert (result.classification, result.annotation.priority_tier) == (classification, tier)
-    assert result.confidence == pytest.approx(confidence)
+    result = annotate(msg("T", "G", info=info))
+    annotation = result.annotation
+    assert (annotation.clinvar_significance, annotation.clinvar_source) == (clnsig, "INFO:CLNSIG")
+    assert annotation.clinvar_review_status == "criteria_provided,_multiple_submitters,_no_conflicts"
+    assert annotation.priority_tier == tier
+    assert f"ClinVar {clnsig} ({kind})" in result.rationale
+    # Not ACMG evidence (PP5/BP6 retired, ClinGen SVI 2018): no frequency data, no criterion met.
+    assert (result.classification, list(result.criteria)) == ("uncertain_significance", [])
+
+
+def test_clinvar_conflicting_interpretations_are_reported_never_resolved() -> None:
+    info = {
+        "CLNSIG": ["Conflicting_interpretations_of_pathogenicity"],
+        "CLNSIGCONF": ["Pathogenic(1)", "Uncertain_significance(2)"],
+        "CLNREVSTAT": ["criteria_provided", "_conflicting_interpretations"],
+    }
+    result = annotate(msg(info=info))
+    assert result.annotation.clinvar_conflicts == "Pathogenic(1),Uncertain_significance(2)"
+    assert result.annotation.priority_reasons[0] == "ClinVar conflicting interpretations of pathogenicity"
+    assert result.classification == "uncertain_significance"
 
 
 def test_clinvar_from_csq_when_clnsig_is_absent() -> None:
     context = AnnotationContext(csq_fields=("Allele", "Consequence", "CLIN_SIG"))
     result = annotate(msg(info={"CSQ": ["G|intron_variant|likely_pathogenic"]}), context)
-    assert (result.annotation.clinvar_significance, result.classification) == (
+    annotation = result.annotation
+    assert (annotation.clinvar_significance, annotation.clinvar_source, annotation.priority_tier) == (
         "likely_pathogenic",
-        "likely_pathogenic",
+        "CSQ:CLIN_SIG",
+        "P1",
     )
 
 
-def test_frequency_and_impact_rules_classify_without_clinvar() -> None:
-    common = annotate(msg(info={"gnomAD_AF": 0.12}))
-    assert (common.classification, common.confidence, list(common.criteria)) == (
-        "benign",
-        0.8,
-        ["BA1:gnomAD_AF=0.12"],
+def test_acmg_criteria_from_population_frequency_and_null_variants() -> None:
+    common = annotate(msg(info={"gnomAD_AF": 0.12}), GNOMAD)
+    assert (common.classification, common.confidence, list(common.criteria)) == ("benign", 0.9, ["BA1"])
+    (ba1,) = common.annotation.acmg_criteria
+    assert (ba1.code, ba1.strength, ba1.met, ba1.value, ba1.source) == (
+        "BA1",
+        "stand_alone",
+        True,
+        "0.12",
+        "INFO:gnomAD_AF",
     )
+    # The file's own AF is never population evidence.
     cohort = annotate(msg(info={"AF": 0.3}))
-    assert (cohort.classification, cohort.confidence) == ("benign", 0.6)
-    low = annotate(msg("C", "G", info={"gnomAD_AF": 0.02, "ANN": [ANN_SYNONYMOUS]}))
-    assert (low.classification, list(low.criteria)) == ("likely_benign", ["BS1:gnomAD_AF=0.02", "impact:LOW"])
-    lof = annotate(msg("G", "A", info={"gnomAD_AF": 0.00001, "ANN": [ANN_STOP_GAINED]}))
-    assert lof.classification == "uncertain"
-    assert list(lof.criteria) == ["PVS1_candidate:stop_gained", "PM2:gnomAD_AF=1e-05", "impact:HIGH"]
-    failed = annotate(
-        msg("G", "A", filters=["LowQual"], info={"gnomAD_AF": 0.00001, "ANN": [ANN_STOP_GAINED]})
-    )
-    assert failed.confidence == pytest.approx(lof.confidence / 2)
-    assert failed.criteria[-1] == "quality:fail:LowQual"
-    assert annotate(msg()).classification == "uncertain"
+    assert (cohort.classification, list(cohort.criteria)) == ("not_classified", [])
+    low = annotate(msg("C", "G", info={"gnomAD_AF": 0.02, "ANN": [ANN_SYNONYMOUS]}), GNOMAD)
+    assert (low.classification, list(low.criteria)) == ("uncertain_significance", ["BS1"])
+    absent = annotate(msg("G", "A", info={"ANN": [ANN_STOP_GAINED]}), GNOMAD)
+    assert list(absent.criteria) == ["PM2_Supporting"]
+    codes = [(c.code, c.met) for c in absent.annotation.acmg_criteria]
+    assert codes == [("PM2_Supporting", True), ("PVS1", False)]
+    assert absent.classification == "uncertain_significance"
+    failed = annotate(msg("G", "A", filters=["LowQual"], info={"ANN": [ANN_STOP_GAINED]}), GNOMAD)
+    assert failed.confidence == pytest.approx(absent.confidence / 2)
+    assert annotate(msg()).classification == "not_classified"
 
 
 # --- priority --------------------------------------------------------------------------------
@@ -699,6 +759,7 @@ def test_frequency_and_impact_rules_classify_without_clinvar() -> None:
     ("ann", "af", "filters", "tier", "reason"),
     [
         (ANN_STOP_GAINED, 0.0001, ["PASS"], "P1", "HIGH impact stop_gained and ultra_rare (AF 0.0001)"),
+        (ANN_STOP_GAINED, -1, ["PASS"], "P1", "HIGH impact stop_gained and absent from population databases"),
         (ANN_STOP_GAINED, None, ["PASS"], "P2", "HIGH impact stop_gained, frequency unknown"),
         (ANN_MISSENSE, 0.005, ["PASS"], "P2", "MODERATE impact missense_variant and rare (AF 0.005)"),
         (ANN_MISSENSE, None, ["PASS"], "P3", "MODERATE impact missense_variant, frequency unknown"),
@@ -714,10 +775,11 @@ def test_priority_tiers_and_reasons(
     info: dict[str, Any] = {}
     if ann is not None:
         info["ANN"] = [ann]
-    if af is not None:
+    if af is not None and af >= 0:
         info["gnomAD_AF"] = af
     annotation = annotate(
-        msg("T", ann.split("|", 1)[0] if ann else "G", info=info, filters=filters)
+        msg("T", ann.split("|", 1)[0] if ann else "G", info=info, filters=filters),
+        GNOMAD if af is not None else None,
     ).annotation
     assert annotation.priority_tier == tier
     assert annotation.priority_reasons[-1] == reason
@@ -808,19 +870,20 @@ def test_annotator_reports_overlapping_genes_over_the_variant_span(gene_index: G
 
 def test_analysis_result_envelope_and_determinism() -> None:
     message = msg("G", "A", info={"ANN": [ANN_STOP_GAINED], "gnomAD_AF": 0.0001}, genotypes=[call([0, 1])])
-    result = annotate(message)
+    result = annotate(message, GNOMAD)
     assert (result.provider, result.model, result.status) == (
         PROVIDER,
         MODEL,
         analysis_pb2.AnalysisResult.STATUS_OK,
     )
-    assert (result.provider, result.model) == ("local", "local-annotator/1")
+    assert (result.provider, result.model) == ("local", "local-annotator/2")
     assert (result.correlation_id, result.job_id, result.tenant_id) == ("corr-1", "job-1", "tenant-1")
     assert result.rationale == (
-        "snv in OR4F5: stop_gained (HIGH); AF 0.0001 (ultra_rare); ClinVar none; quality high"
-        " -> uncertain, P1: HIGH impact stop_gained and ultra_rare (AF 0.0001)"
+        "snv in OR4F5: stop_gained (HIGH) on ENST00000335137 [most_severe]; population AF 0.0001 from"
+        " INFO:gnomAD_AF (ultra_rare); ClinVar none; quality high -> uncertain_significance by ACMG/AMP"
+        " 2015 Table 5 from no criterion met; P1: HIGH impact stop_gained and ultra_rare (AF 0.0001)"
     )
-    assert annotate(message).SerializeToString(deterministic=True) == result.SerializeToString(
+    assert annotate(message, GNOMAD).SerializeToString(deterministic=True) == result.SerializeToString(
         deterministic=True
     )
 
@@ -848,6 +911,8 @@ def test_every_real_record_annotates_within_the_vocabularies(name: str) -> None:
         assert annotation.priority_tier in ALLOWED["priority"] and annotation.priority_reasons
         assert result.classification in ALLOWED["classification"]
         assert 0 < result.confidence <= 1
+        # None of these files carries population data: nothing may be called benign (ACMG BA1/BS1).
+        assert result.classification not in ("benign", "likely_benign")
         for finding in annotation.samples:
             assert finding.zygosity in ALLOWED["zygosity"]
             assert finding.call_quality in ALLOWED["quality"]

@@ -241,7 +241,18 @@ def test_parse_answer_accepts_the_schema_and_fences() -> None:
     assert parse_answer(VALID_ANSWER.replace("likely_pathogenic", "Likely pathogenic")).classification == (
         "likely_pathogenic"
     )
-    assert set(CLASSIFICATIONS) == {"pathogenic", "likely_pathogenic", "uncertain", "likely_benign", "benign"}
+    assert set(CLASSIFICATIONS) == {
+        "pathogenic",
+        "likely_pathogenic",
+        "uncertain_significance",
+        "likely_benign",
+        "benign",
+        "not_classified",
+    }
+    # Models often answer ACMG's short form; it means the same term.
+    assert parse_answer(VALID_ANSWER.replace("likely_pathogenic", "uncertain")).classification == (
+        "uncertain_significance"
+    )
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from vcf_agent.v1 import analysis_pb2, events_pb2
 FILE_A = "a" * 64
 FILE_B = "b" * 64
 SAMPLES = ("NA00001", "NA00002", "NA00003")
-CLASSES = ("benign", "likely_benign", "uncertain", "likely_pathogenic", "pathogenic")
+CLASSES = ("benign", "likely_benign", "uncertain_significance", "likely_pathogenic", "pathogenic")
 
 Call = tuple[str, Sequence[int], bool]
 

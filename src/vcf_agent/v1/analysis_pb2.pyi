@@ -34,6 +34,7 @@ class AnalysisRequest(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
+    ANNOTATION_CONTEXT_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.str
     job_id: _builtins.str
     tenant_id: _builtins.str
@@ -50,6 +51,10 @@ class AnalysisRequest(_message.Message):
     def variant(self) -> _variant_pb2.VariantMessage: ...
     @_builtins.property
     def deadline(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def annotation_context(self) -> _variant_pb2.AnnotationContext:
+        """The job's annotation layout (see VariantBatch), for providers that read annotations."""
+
     def __init__(
         self,
         *,
@@ -62,10 +67,11 @@ class AnalysisRequest(_message.Message):
         attempt: _builtins.int = ...,
         priority: _builtins.int = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
+        annotation_context: _variant_pb2.AnnotationContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "variant", b"variant"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotation_context", b"annotation_context", "deadline", b"deadline", "variant", b"variant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "correlation_id", b"correlation_id", "deadline", b"deadline", "job_id", b"job_id", "priority", b"priority", "provider", b"provider", "requested_providers", b"requested_providers", "tenant_id", b"tenant_id", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation_context", b"annotation_context", "attempt", b"attempt", "correlation_id", b"correlation_id", "deadline", b"deadline", "job_id", b"job_id", "priority", b"priority", "provider", b"provider", "requested_providers", b"requested_providers", "tenant_id", b"tenant_id", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -148,6 +154,50 @@ class SampleFinding(_message.Message):
 Global___SampleFinding: _TypeAlias = SampleFinding  # noqa: Y015
 
 @_typing.final
+class AcmgCriterion(_message.Message):
+    """One ACMG/AMP 2015 criterion the local annotator assessed, and where its evidence came from,
+    so a reviewer can trace a verdict to the annotation field that produced it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    MET_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """BA1, BS1, PM2_Supporting, PVS1, ... as Richards et al. 2015 and ClinGen SVI name them."""
+    strength: _builtins.str
+    """stand_alone, very_strong, strong, moderate, supporting"""
+    met: _builtins.bool
+    """False: assessed but not applied (e.g. PVS1, which needs the gene's disease mechanism)."""
+    value: _builtins.str
+    """The value the rule looked at, e.g. "0.652"."""
+    source: _builtins.str
+    """Where it came from: "CSQ:gnomADe_AF", "INFO:AF_EXAC", "ANN:Annotation"..."""
+    rule: _builtins.str
+    """The rule, with its citation."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        strength: _builtins.str = ...,
+        met: _builtins.bool = ...,
+        value: _builtins.str = ...,
+        source: _builtins.str = ...,
+        rule: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "met", b"met", "rule", b"rule", "source", b"source", "strength", b"strength", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcmgCriterion: _TypeAlias = AcmgCriterion  # noqa: Y015
+
+@_typing.final
 class LocalAnnotation(_message.Message):
     """What the built-in annotator derives offline from the record alone."""
 
@@ -171,6 +221,14 @@ class LocalAnnotation(_message.Message):
     PRIORITY_REASONS_FIELD_NUMBER: _builtins.int
     SAMPLES_FIELD_NUMBER: _builtins.int
     SV_TYPE_FIELD_NUMBER: _builtins.int
+    ACMG_CRITERIA_FIELD_NUMBER: _builtins.int
+    POPULATION_AF_SOURCE_FIELD_NUMBER: _builtins.int
+    CLINVAR_REVIEW_STATUS_FIELD_NUMBER: _builtins.int
+    CLINVAR_CONFLICTS_FIELD_NUMBER: _builtins.int
+    CLINVAR_SOURCE_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    BIOTYPE_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_CHOICE_FIELD_NUMBER: _builtins.int
     variant_class: _builtins.str
     """snv, mnv, insertion, deletion, complex, symbolic, breakend, spanning_deletion"""
     substitution: _builtins.str
@@ -192,12 +250,30 @@ class LocalAnnotation(_message.Message):
     """P1 (review first) .. P4"""
     sv_type: _builtins.str
     """For symbolic alleles: DEL, DUP, INV, INS, CNV, BND..."""
+    population_af_source: _builtins.str
+    """The field population_af came from ("CSQ:MAX_AF", "INFO:gnomAD_AF"); empty when none."""
+    clinvar_review_status: _builtins.str
+    """ClinVar's review status (CLNREVSTAT) and, for conflicting interpretations, the
+    submitted classifications (CLNSIGCONF), as the file states them.
+    """
+    clinvar_conflicts: _builtins.str
+    clinvar_source: _builtins.str
+    """The field the ClinVar assertion came from ("INFO:CLNSIG", "CSQ:CLIN_SIG")."""
+    transcript: _builtins.str
+    """The transcript the consequence was taken from, and its biotype."""
+    biotype: _builtins.str
+    transcript_choice: _builtins.str
+    """Why this transcript: PICK, MANE_SELECT, CANONICAL or most_severe."""
     @_builtins.property
     def overlapping_genes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def priority_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def samples(self) -> _containers.RepeatedCompositeFieldContainer[Global___SampleFinding]: ...
+    @_builtins.property
+    def acmg_criteria(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcmgCriterion]:
+        """Every ACMG/AMP criterion assessed, met or not, with its evidence."""
+
     def __init__(
         self,
         *,
@@ -219,10 +295,18 @@ class LocalAnnotation(_message.Message):
         priority_reasons: _abc.Iterable[_builtins.str] | None = ...,
         samples: _abc.Iterable[Global___SampleFinding] | None = ...,
         sv_type: _builtins.str = ...,
+        acmg_criteria: _abc.Iterable[Global___AcmgCriterion] | None = ...,
+        population_af_source: _builtins.str = ...,
+        clinvar_review_status: _builtins.str = ...,
+        clinvar_conflicts: _builtins.str = ...,
+        clinvar_source: _builtins.str = ...,
+        transcript: _builtins.str = ...,
+        biotype: _builtins.str = ...,
+        transcript_choice: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allele_count", b"allele_count", "clinvar_significance", b"clinvar_significance", "consequence", b"consequence", "frequency_tier", b"frequency_tier", "gene", b"gene", "hgvs_c", b"hgvs_c", "hgvs_p", b"hgvs_p", "impact", b"impact", "multi_allelic", b"multi_allelic", "overlapping_genes", b"overlapping_genes", "population_af", b"population_af", "priority_reasons", b"priority_reasons", "priority_tier", b"priority_tier", "quality_tier", b"quality_tier", "samples", b"samples", "substitution", b"substitution", "sv_type", b"sv_type", "variant_class", b"variant_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acmg_criteria", b"acmg_criteria", "allele_count", b"allele_count", "biotype", b"biotype", "clinvar_conflicts", b"clinvar_conflicts", "clinvar_review_status", b"clinvar_review_status", "clinvar_significance", b"clinvar_significance", "clinvar_source", b"clinvar_source", "consequence", b"consequence", "frequency_tier", b"frequency_tier", "gene", b"gene", "hgvs_c", b"hgvs_c", "hgvs_p", b"hgvs_p", "impact", b"impact", "multi_allelic", b"multi_allelic", "overlapping_genes", b"overlapping_genes", "population_af", b"population_af", "population_af_source", b"population_af_source", "priority_reasons", b"priority_reasons", "priority_tier", b"priority_tier", "quality_tier", b"quality_tier", "samples", b"samples", "substitution", b"substitution", "sv_type", b"sv_type", "transcript", b"transcript", "transcript_choice", b"transcript_choice", "variant_class", b"variant_class"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -274,7 +358,7 @@ class AnalysisResult(_message.Message):
     model: _builtins.str
     status: Global___AnalysisResult.Status.ValueType
     classification: _builtins.str
-    """pathogenic, likely_pathogenic, uncertain, likely_benign, benign"""
+    """pathogenic, likely_pathogenic, uncertain_significance, likely_benign, benign, not_classified"""
     confidence: _builtins.float
     rationale: _builtins.str
     error: _builtins.str

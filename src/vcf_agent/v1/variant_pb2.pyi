@@ -280,6 +280,7 @@ class VariantBatch(_message.Message):
     VARIANTS_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    ANNOTATION_CONTEXT_FIELD_NUMBER: _builtins.int
     priority: _builtins.int
     """The job's priority from the LIMS (higher first); provider queues honour it."""
     @_builtins.property
@@ -288,20 +289,73 @@ class VariantBatch(_message.Message):
     def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Providers every variant in the batch is routed to (the job's choice)."""
 
+    @_builtins.property
+    def annotation_context(self) -> Global___AnnotationContext:
+        """How this job's annotations are read: built once from the job's VCF header by ingest and
+        carried on every batch, since batches of one job may reach different router instances.
+        """
+
     def __init__(
         self,
         *,
         variants: _abc.Iterable[Global___VariantMessage] | None = ...,
         providers: _abc.Iterable[_builtins.str] | None = ...,
         priority: _builtins.int = ...,
+        annotation_context: Global___AnnotationContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotation_context", b"annotation_context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["priority", b"priority", "providers", b"providers", "variants", b"variants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation_context", b"annotation_context", "priority", b"priority", "providers", b"providers", "variants", b"variants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VariantBatch: _TypeAlias = VariantBatch  # noqa: Y015
+
+@_typing.final
+class AnnotationContext(_message.Message):
+    """What a job's VCF header says about its annotations, so each file is read by its own header."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CSQ_FIELDS_FIELD_NUMBER: _builtins.int
+    ANN_FIELDS_FIELD_NUMBER: _builtins.int
+    BCSQ_FIELDS_FIELD_NUMBER: _builtins.int
+    POPULATION_KEYS_FIELD_NUMBER: _builtins.int
+    CLINVAR_KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def csq_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Subfield names of VEP CSQ, SnpEff ANN and bcftools csq BCSQ, in the header's order."""
+
+    @_builtins.property
+    def ann_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def bcsq_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def population_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """INFO keys the header declares as population allele frequencies (gnomAD, ExAC, ESP,
+        1000 Genomes, TOPMed, ...); never the file's own AC/AN/AF.
+        """
+
+    @_builtins.property
+    def clinvar_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ClinVar INFO keys the header declares (CLNSIG, CLNREVSTAT, CLNSIGCONF)."""
+
+    def __init__(
+        self,
+        *,
+        csq_fields: _abc.Iterable[_builtins.str] | None = ...,
+        ann_fields: _abc.Iterable[_builtins.str] | None = ...,
+        bcsq_fields: _abc.Iterable[_builtins.str] | None = ...,
+        population_keys: _abc.Iterable[_builtins.str] | None = ...,
+        clinvar_keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ann_fields", b"ann_fields", "bcsq_fields", b"bcsq_fields", "clinvar_keys", b"clinvar_keys", "csq_fields", b"csq_fields", "population_keys", b"population_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnnotationContext: _TypeAlias = AnnotationContext  # noqa: Y015
 
 @_typing.final
 class JobMarker(_message.Message):
