@@ -1,5 +1,5 @@
-"""Builds the compiled ingest encoder and writer row builder; everything else is in pyproject.toml.
-The row builder reads the wire format through src/vcf_agent/schema/_wire.h."""
+"""Builds the compiled ingest encoder, writer row builder and router wire format; everything else is
+in pyproject.toml. The two wire readers share src/vcf_agent/schema/_wire.h."""
 
 from setuptools import Extension, setup
 
@@ -16,6 +16,12 @@ setup(
         Extension(
             "vcf_agent.services.writer._row_builder",
             sources=["services/writer/_row_builder.c"],
+            include_dirs=_WIRE,
+            extra_compile_args=_FLAGS,
+        ),
+        Extension(
+            "vcf_agent.services.router._local_wire",
+            sources=["services/router/_local_wire.c"],
             include_dirs=_WIRE,
             extra_compile_args=_FLAGS,
         ),

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from vcf_agent.v1 import variant_pb2
 
-from ._variant_fields import InfoValues, VariantFields
+if TYPE_CHECKING:
+    # Types of the stub only: this module is handed the reader's values, never calls it.
+    from ._local_wire import InfoValues, VariantFields
 
 # Most severe first. Ensembl VEP's consequence table with SnpEff-only terms slotted in
 # next to their VEP equivalents; the impact is the one both tools report for the term.

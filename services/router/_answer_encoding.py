@@ -1,6 +1,7 @@
-"""Protobuf wire encoding of the per-answer fields the local provider appends to a serialized
-answer: its latency and requested providers. As upb does, proto3 defaults are left out, so the
-bytes are the ones upb would write.
+"""Protobuf wire encoding of the few AnalysisResult fields the local provider writes in Python:
+the fixed provider, model and status, and the per-answer latency and requested providers that
+follow what _local_wire.encode_answer wrote. As upb does, proto3 defaults are left out, so the
+bytes are the same (tests/router/test_variant_reader.py compares them with upb's).
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ def element(tag: bytes, text: str) -> bytes:
     """One element of a repeated string field (`tag` includes the wire type); kept even when empty."""
     data = text.encode()
     return tag + varint(len(data)) + data
+
+
+def text_field(tag: bytes, text: str) -> bytes:
+    """A singular string field; proto3 leaves out the empty string, its default."""
+    return element(tag, text) if text else b""
 
 
 def double_field(tag: bytes, number: float) -> bytes:

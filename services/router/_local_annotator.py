@@ -54,9 +54,11 @@ that reached it:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from math import isnan
-from typing import cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
+from vcf_agent.schema import varint
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 from ._acmg import (
@@ -75,8 +77,14 @@ from ._annotation_fields import (
     info_strings,
     read_annotations,
 )
+from ._answer_encoding import text_field
 from ._gene_index import GeneLookup
-from ._variant_fields import InfoValues, VariantFields, variant_fields
+from ._local_wire import VariantFields, encode_answer
+from ._variant_fields import variant_fields
+
+if TYPE_CHECKING:
+    # A type alias of the stub only.
+    from ._local_wire import InfoValues
 
 PROVIDER = "local"
 MODEL = "local-annotator/2"
@@ -107,7 +115,7 @@ _CLINVAR_CODES = {
 _RARE = frozenset({"rare", "ultra_rare", "absent"})
 _TIER_NAMES = ("fail", "low", "medium", "high")
 _TIERS = ("", "P1", "P2", "P3", "P4")
-_ANNOTATION_TAGS = ("CSQ", "ANN", "BCSQ")
+_ANNOTATION_TAGS = frozenset({"CSQ", "ANN", "BCSQ"})
 _PASSING = ("PASS", ".")
 _CONFIDENCE = {
     "pathogenic": 0.9,
@@ -118,6 +126,49 @@ _CONFIDENCE = {
     NOT_CLASSIFIED: 0.1,
 }
 _OK = analysis_pb2.AnalysisResult.STATUS_OK
+# Wire tags (field number << 3 | wire type) of AnalysisResult's provider, model and status.
+_TAG_PROVIDER = b"\x22"
+_TAG_MODEL = b"\x2a"
+_TAG_STATUS = b"\x30"
+# Those three fields are the same in every answer, so they are encoded once.
+_PROVIDER_MODEL_STATUS = b"".join(
+    (text_field(_TAG_PROVIDER, PROVIDER), text_field(_TAG_MODEL, MODEL), _TAG_STATUS, varint(_OK))
+)
+
+
+class _Answer(NamedTuple):
+    """An answer's values, in encode_answer's order from `classification` on."""
+
+    classification: str
+    confidence: float
+    criteria: list[str]
+    rationale: str
+    variant_class: str
+    substitution: str
+    multi_allelic: bool
+    allele_count: int
+    quality_tier: str
+    frequency_tier: str
+    population_af: float
+    consequence: str
+    impact: str
+    gene: str
+    hgvs_c: str
+    hgvs_p: str
+    clinvar_significance: str
+    overlapping_genes: list[str]
+    priority_tier: str
+    priority_reasons: list[str]
+    samples: list[tuple[str, str, float, str]]
+    sv_type: str
+    acmg_criteria: list[tuple[str, str, bool, str, str, str]]
+    population_af_source: str
+    clinvar_review_status: str
+    clinvar_conflicts: str
+    clinvar_source: str
+    transcript: str
+    biotype: str
+    transcript_choice: str
 
 
 def variant_class(reference: str, alternate: str, svtype_info: str = "") -> tuple[str, str, str]:
@@ -329,18 +380,60 @@ class LocalAnnotator:
     def annotate(
         self, variant: variant_pb2.VariantMessage, context: AnnotationContext | None = None
     ) -> analysis_pb2.AnalysisResult:
-        """The provider answer for one variant message."""
-        return self.answer(variant_fields(variant), context)
+        """The provider answer for one variant message, read and built through protobuf (`answer`
+        is the batch path's, compiled; tests/router/test_variant_reader.py requires equal bytes)."""
+        fields = variant_fields(variant)
+        values = self._evaluate(fields, context, None)
+        result = analysis_pb2.AnalysisResult(
+            correlation_id=fields.correlation_id,
+            job_id=fields.job_id,
+            tenant_id=fields.tenant_id,
+            provider=PROVIDER,
+            model=MODEL,
+            status=_OK,
+            classification=values.classification,
+            confidence=values.confidence,
+            criteria=values.criteria,
+            rationale=values.rationale,
+        )
+        annotation = result.annotation
+        for name in _SCALARS:
+            setattr(annotation, name, getattr(values, name))
+        annotation.overlapping_genes.extend(values.overlapping_genes)
+        annotation.priority_reasons.extend(values.priority_reasons)
+        for sample, zyg, balance, quality in values.samples:
+            annotation.samples.add(sample=sample, zygosity=zyg, allele_balance=balance, call_quality=quality)
+        for code, strength, met, value, source, rule in values.acmg_criteria:
+            annotation.acmg_criteria.add(
+                code=code, strength=strength, met=met, value=value, source=source, rule=rule
+            )
+        return result
 
     def answer(
         self,
         variant: VariantFields,
         context: AnnotationContext | None = None,
         linked: Mapping[int, VariantFields] | None = None,
-    ) -> analysis_pb2.AnalysisResult:
-        """The AnalysisResult: ids copied from the variant, the LocalAnnotation in `annotation`;
-        no latency, requested providers or variant, which the caller adds. `linked` holds the
-        batch's other records of the same chromosome by position, for bcftools csq '@' links."""
+    ) -> bytes:
+        """The serialized AnalysisResult: ids copied from the variant, the LocalAnnotation in
+        `annotation`; no latency, requested providers or variant, which the caller appends.
+        `linked` holds the batch's other records of the same chromosome by position, for
+        bcftools csq '@' links."""
+        return encode_answer(
+            variant.correlation_id,
+            variant.job_id,
+            variant.tenant_id,
+            _PROVIDER_MODEL_STATUS,
+            *self._evaluate(variant, context, linked),
+        )
+
+    def _evaluate(
+        self,
+        variant: VariantFields,
+        context: AnnotationContext | None,
+        linked: Mapping[int, VariantFields] | None,
+    ) -> _Answer:
+        """Every value of the answer; one long function on purpose: it runs for every variant."""
         context = context or self._context
         info = variant.info
         alt_index = variant.alt_index
@@ -361,7 +454,7 @@ class LocalAnnotator:
             record_level = 2
 
         reading = _NO_READING
-        if any(tag in info for tag in _ANNOTATION_TAGS):
+        if not _ANNOTATION_TAGS.isdisjoint(info):
             reading = read_annotations(variant, context, linked)
         call = reading.call
         af, af_source = reading.max_af, reading.af_field
@@ -374,11 +467,11 @@ class LocalAnnotator:
                 number = allele_value(value, alt_index, alt_count)
                 if number > af:
                     af, af_source = number, f"INFO:{key}"
-        clinvar, clinvar_source = _info_text(info, "CLNSIG"), "INFO:CLNSIG"
+        clinvar = _info_text(info, "CLNSIG") if "CLNSIG" in info else ""
+        clinvar_source = "INFO:CLNSIG" if clinvar else ""
         if not clinvar and reading.clin_sig:
-            clinvar, clinvar_source = reading.clin_sig, f"{call.source if call else 'CSQ'}:CLIN_SIG"
-        if not clinvar:
-            clinvar_source = ""
+            # Only VEP's CSQ has a CLIN_SIG field.
+            clinvar, clinvar_source = reading.clin_sig, "CSQ:CLIN_SIG"
         clinvar_kind = clinvar_class(clinvar)
         freq_tier = frequency_tier(af, assessed)
 
@@ -406,17 +499,18 @@ class LocalAnnotator:
         if failed:
             confidence = round(confidence * 0.5, 3)
         quality_tier = _TIER_NAMES[record_level]
-        result = analysis_pb2.AnalysisResult(
-            correlation_id=variant.correlation_id,
-            job_id=variant.job_id,
-            tenant_id=variant.tenant_id,
-            provider=PROVIDER,
-            model=MODEL,
-            status=_OK,
-            classification=classification,
-            confidence=confidence,
-            criteria=[c.code for c in criteria if c.met],
-            rationale=_rationale(
+        allele = alt_index + 1
+        findings = []
+        for sample, alleles, depth, genotype_quality, depths in variant.genotypes:
+            zyg = zygosity(alleles, allele)
+            level = 0 if failed or zyg == "no_call" else call_quality(genotype_quality, depth, record_level)
+            balance = allele_balance(depths, allele) if depths else -1.0
+            findings.append((sample, zyg, balance, _TIER_NAMES[level]))
+        return _Answer(
+            classification,
+            confidence,
+            [c.code for c in criteria if c.met],
+            _rationale(
                 kind,
                 call,
                 genes,
@@ -432,56 +526,64 @@ class LocalAnnotator:
                 reasons,
                 reading.compound_links,
             ),
+            kind,
+            substitution,
+            alt_count > 1,
+            alt_count,
+            quality_tier,
+            freq_tier,
+            af,
+            call.consequence if call else "",
+            call.impact if call else "",
+            call.gene if call else "",
+            call.hgvs_c if call else "",
+            call.hgvs_p if call else "",
+            clinvar,
+            genes,
+            tier,
+            reasons,
+            findings,
+            sv_type,
+            [(c.code, c.strength, c.met, c.value, c.source, c.rule) for c in criteria],
+            af_source,
+            _info_text(info, "CLNREVSTAT") if clinvar_source == "INFO:CLNSIG" else "",
+            _info_text(info, "CLNSIGCONF") if clinvar_source == "INFO:CLNSIG" else "",
+            clinvar_source,
+            call.transcript if call else "",
+            call.biotype if call else "",
+            call.choice if call else "",
         )
-        annotation = result.annotation
-        annotation.variant_class = kind
-        annotation.substitution = substitution
-        annotation.multi_allelic = alt_count > 1
-        annotation.allele_count = alt_count
-        annotation.quality_tier = quality_tier
-        annotation.frequency_tier = freq_tier
-        annotation.population_af = af
-        annotation.population_af_source = af_source
-        if call is not None:
-            annotation.consequence = call.consequence
-            annotation.impact = call.impact
-            annotation.gene = call.gene
-            annotation.hgvs_c = call.hgvs_c
-            annotation.hgvs_p = call.hgvs_p
-            annotation.transcript = call.transcript
-            annotation.biotype = call.biotype
-            annotation.transcript_choice = call.choice
-        annotation.clinvar_significance = clinvar
-        annotation.clinvar_source = clinvar_source
-        if clinvar_source == "INFO:CLNSIG":
-            annotation.clinvar_review_status = _info_text(info, "CLNREVSTAT")
-            annotation.clinvar_conflicts = _info_text(info, "CLNSIGCONF")
-        annotation.overlapping_genes.extend(genes)
-        annotation.priority_tier = tier
-        annotation.priority_reasons.extend(reasons)
-        annotation.sv_type = sv_type
-        for criterion in criteria:
-            annotation.acmg_criteria.add(
-                code=criterion.code,
-                strength=criterion.strength,
-                met=criterion.met,
-                value=criterion.value,
-                source=criterion.source,
-                rule=criterion.rule,
-            )
-        allele = alt_index + 1
-        add_sample = annotation.samples.add
-        for sample, alleles, depth, genotype_quality, depths in variant.genotypes:
-            zyg = zygosity(alleles, allele)
-            level = 0 if failed or zyg == "no_call" else call_quality(genotype_quality, depth, record_level)
-            balance = allele_balance(depths, allele) if depths else -1.0
-            add_sample(sample=sample, zygosity=zyg, allele_balance=balance, call_quality=_TIER_NAMES[level])
-        return result
 
 
 _NO_READING = AnnotationReading(None, -1.0, "", False, "", ())
+# LocalAnnotation's singular fields, set by name on the protobuf path.
+_SCALARS = (
+    "variant_class",
+    "substitution",
+    "multi_allelic",
+    "allele_count",
+    "quality_tier",
+    "frequency_tier",
+    "population_af",
+    "consequence",
+    "impact",
+    "gene",
+    "hgvs_c",
+    "hgvs_p",
+    "clinvar_significance",
+    "priority_tier",
+    "sv_type",
+    "population_af_source",
+    "clinvar_review_status",
+    "clinvar_conflicts",
+    "clinvar_source",
+    "transcript",
+    "biotype",
+    "transcript_choice",
+)
 
 
+@lru_cache(maxsize=64)
 def _sources(context: AnnotationContext) -> str:
     """The population fields a variant absent from all of them was looked up in."""
     fields = [f"{layout.tag}:{layout.names[i]}" for layout in context.layouts for i in layout.frequencies]

@@ -16,7 +16,8 @@ from ._annotation_fields import context_of, info_strings
 from ._answer_encoding import double_field, element
 from ._gene_index import GeneIndex
 from ._local_annotator import LocalAnnotator
-from ._variant_fields import VariantFields, variant_fields
+from ._local_wire import VariantFields, read_variants
+from ._variant_fields import variant_fields
 
 # AnalysisResult.latency_ms and .requested_providers, with their wire types.
 _TAG_LATENCY_MS = b"\x71"
@@ -72,16 +73,17 @@ class LocalProvider:
         self, requests: analysis_pb2.AnalysisRequestBatch, variant_batch: bytes
     ) -> list[bytes]:
         """Each variant's serialized AnalysisResult, without the variant (the router splices it in
-        as it arrived); `variant_batch` is `requests.variant_batch` serialized."""
+        as it arrived). `variant_batch` is `requests.variant_batch` serialized, which the compiled
+        reader reads instead of protobuf."""
         started = time.perf_counter()
-        answers = await asyncio.to_thread(self._answers, requests)
+        answers = await asyncio.to_thread(self._answers, requests, variant_batch)
         telemetry.provider_requests.labels(self.name, "ok").inc(len(answers))
         telemetry.provider_latency.labels(self.name).observe(time.perf_counter() - started)
         return answers
 
     def _analyse_batch(self, requests: analysis_pb2.AnalysisRequestBatch) -> analysis_pb2.AnalysisResultBatch:
         messages = _variant_messages(requests)
-        answers = self._answers(requests)
+        answers = self._answers(requests, None)
         return analysis_pb2.AnalysisResultBatch.FromString(
             b"".join(
                 variant_first_result(message.SerializeToString(), answer)
@@ -89,7 +91,9 @@ class LocalProvider:
             )
         )
 
-    def _answers(self, requests: analysis_pb2.AnalysisRequestBatch) -> list[bytes]:
+    def _answers(
+        self, requests: analysis_pb2.AnalysisRequestBatch, variant_batch: bytes | None
+    ) -> list[bytes]:
         # Encoded once: every result of a batch built from a variant batch lists the same providers.
         uniform = b"".join(element(_TAG_REQUESTED_PROVIDERS, p) for p in requests.requested_providers)
         # Requests built one per variant may list their own requested providers.
@@ -101,7 +105,11 @@ class LocalProvider:
             variants = [variant_fields(request.variant) for request in requests.requests]
             contexts = [context_of(request.annotation_context) for request in requests.requests]
         else:
-            variants = [variant_fields(message) for message in requests.variant_batch.variants]
+            # None when the reader leaves the payload to protobuf (see _local_wire.c).
+            read = read_variants(variant_batch) if variant_batch is not None else None
+            variants = (
+                read if read is not None else [variant_fields(m) for m in requests.variant_batch.variants]
+            )
             contexts = [context_of(requests.variant_batch.annotation_context)] * len(variants)
         # The batch's list wins; a batch that has none and no requests of its own lists none.
         listed = [uniform] * len(variants) if uniform or not own else own
@@ -111,7 +119,7 @@ class LocalProvider:
         answers = []
         for variant, context, providers in zip(variants, contexts, listed, strict=True):
             started = clock()
-            encoded = answer(variant, context, linked.get(variant.chromosome)).SerializeToString()
+            encoded = answer(variant, context, linked.get(variant.chromosome))
             latency = double_field(_TAG_LATENCY_MS, (clock() - started) * 1000)
             # Fields 14 and 15 follow the answer's 1..11, so the bytes stay in field-number order.
             answers.append(b"".join((encoded, latency, providers)))
@@ -143,14 +151,12 @@ def compound_targets(variants: Sequence[VariantFields]) -> dict[str, dict[int, V
     A link to a record in another batch is reported as a link (the rationale names the
     position) rather than guessed.
     """
-    if not any(
-        any(entry.startswith("@") for entry in info_strings(v.info.get("BCSQ", ()))) for v in variants
-    ):
+    annotated = [v for v in variants if "BCSQ" in v.info]
+    if not any(entry.startswith("@") for v in annotated for entry in info_strings(v.info["BCSQ"])):
         return {}
     targets: dict[str, dict[int, VariantFields]] = {}
-    for variant in variants:
-        if "BCSQ" in variant.info:
-            targets.setdefault(variant.chromosome, {}).setdefault(variant.position, variant)
+    for variant in annotated:
+        targets.setdefault(variant.chromosome, {}).setdefault(variant.position, variant)
     return targets
 
 

@@ -1,0 +1,103 @@
+"""Types of the local provider's compiled wire format (_local_wire.c)."""
+
+from collections.abc import Sequence
+from typing import final
+
+from _typeshed import structseq
+
+# An INFO value's list; its items share one type. () for a flag or an empty value.
+InfoValues = tuple[str, ...] | tuple[int, ...] | tuple[float, ...]
+# (sample, alleles, depth, genotype_quality, allele_depths)
+Genotype = tuple[str, tuple[int, ...], int, int, tuple[int, ...]]
+
+@final
+class VariantFields(
+    structseq[object],
+    tuple[
+        str,
+        str,
+        str,
+        str,
+        int,
+        str,
+        str,
+        int,
+        tuple[str, ...],
+        bool,
+        float,
+        tuple[str, ...],
+        dict[str, InfoValues],
+        tuple[Genotype, ...],
+    ],
+):
+    @property
+    def correlation_id(self) -> str: ...
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def chromosome(self) -> str: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def reference(self) -> str: ...
+    @property
+    def alternate(self) -> str: ...
+    @property
+    def alt_index(self) -> int: ...
+    @property
+    def all_alternates(self) -> tuple[str, ...]: ...
+    @property
+    def has_quality(self) -> bool: ...
+    @property
+    def quality(self) -> float: ...
+    @property
+    def filters(self) -> tuple[str, ...]: ...
+    @property
+    def info(self) -> dict[str, InfoValues]: ...
+    @property
+    def genotypes(self) -> tuple[Genotype, ...]: ...
+
+def read_variants(batch: bytes, /) -> list[VariantFields] | None: ...
+def encode_answer(
+    correlation_id: str,
+    job_id: str,
+    tenant_id: str,
+    fixed: bytes,
+    classification: str,
+    confidence: float,
+    criteria: Sequence[str],
+    rationale: str,
+    variant_class: str,
+    substitution: str,
+    multi_allelic: bool,
+    allele_count: int,
+    quality_tier: str,
+    frequency_tier: str,
+    population_af: float,
+    consequence: str,
+    impact: str,
+    gene: str,
+    hgvs_c: str,
+    hgvs_p: str,
+    clinvar_significance: str,
+    overlapping_genes: Sequence[str],
+    priority_tier: str,
+    priority_reasons: Sequence[str],
+    samples: Sequence[tuple[str, str, float, str]],
+    sv_type: str,
+    acmg_criteria: Sequence[tuple[str, str, bool, str, str, str]],
+    population_af_source: str,
+    clinvar_review_status: str,
+    clinvar_conflicts: str,
+    clinvar_source: str,
+    transcript: str,
+    biotype: str,
+    transcript_choice: str,
+    /,
+) -> bytes:
+    """A serialized AnalysisResult: the arguments are its fields in field-number order, `fixed` the
+    encoded fields 4 to 6 and the rest from `variant_class` on its LocalAnnotation's, samples as
+    (sample, zygosity, allele_balance, call_quality), criteria as (code, strength, met, value, source,
+    rule)."""
