@@ -8,7 +8,6 @@ bcftools BCSQ), and gene rows from pyranges 0.1.7's Ensembl GTF (tests/router/da
 from __future__ import annotations
 
 import gzip
-import math
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +32,8 @@ from vcf_agent.services.router._local_annotator import (
 )
 from vcf_agent.services.router._variant_fields import variant_fields
 from vcf_agent.v1 import analysis_pb2, variant_pb2
+
+from ._file_analysis import info_value, messages_from_vcf
 
 PYVCF_FILES = Path(vcf.__file__).parent / "test"
 DATA = Path(__file__).parent / "data"
@@ -133,19 +134,6 @@ def context_from_header(lines: Iterable[str]) -> AnnotationContext:
 # --- building VariantMessages -------------------------------------------------------------
 
 
-def info_value(value: Any) -> variant_pb2.InfoValue:
-    """Typed INFO value from a Python value (as pysam returns it, or a test literal)."""
-    if value is True:
-        return variant_pb2.InfoValue(flag=True)
-    items = list(value) if isinstance(value, (tuple, list)) else [value]
-    if all(isinstance(item, int) and not isinstance(item, bool) for item in items):
-        return variant_pb2.InfoValue(ints=variant_pb2.IntList(values=items))
-    if all(isinstance(item, (int, float)) or item is None for item in items):
-        floats = [math.nan if item is None else float(item) for item in items]
-        return variant_pb2.InfoValue(floats=variant_pb2.FloatList(values=floats))
-    return variant_pb2.InfoValue(strings=variant_pb2.StringList(values=[str(item) for item in items]))
-
-
 def msg(
     ref: str = "C",
     alt: str = "G",
@@ -185,52 +173,6 @@ def call(
     return variant_pb2.GenotypeCall(
         sample=sample, alleles=list(alleles), depth=dp, genotype_quality=gq, allele_depths=list(ad)
     )
-
-
-def messages_from_vcf(path: Path) -> list[variant_pb2.VariantMessage]:
-    """One message per ALT allele, shaped as ingest publishes them."""
-    messages = []
-    with pysam.VariantFile(str(path)) as source:
-        for index, record in enumerate(source):
-            alts = [str(alt) for alt in record.alts or ()]
-            genotypes = []
-            for name, sample in record.samples.items():
-                name = str(name)
-                keys = set(sample.keys())
-                gt = sample.get("GT") or ()
-                ad = sample.get("AD") if "AD" in keys else None
-                genotypes.append(
-                    variant_pb2.GenotypeCall(
-                        sample=name,
-                        alleles=[-1 if allele is None else allele for allele in gt],
-                        phased=sample.phased,
-                        depth=sample.get("DP") if "DP" in keys and sample.get("DP") is not None else -1,
-                        genotype_quality=round(sample.get("GQ"))
-                        if "GQ" in keys and sample.get("GQ") is not None
-                        else -1,
-                        allele_depths=list(ad) if ad and None not in ad else [],
-                    )
-                )
-            for alt_index, alt in enumerate(alts):
-                message = variant_pb2.VariantMessage(
-                    correlation_id=f"{path.name}:{index}:{alt_index}",
-                    record_index=index,
-                    chromosome=record.chrom,
-                    position=record.pos,
-                    id=record.id or "",
-                    reference=record.ref or "",
-                    alternate=alt,
-                    alt_index=alt_index,
-                    all_alternates=alts,
-                    has_quality=record.qual is not None,
-                    quality=record.qual or 0.0,
-                    filters=[str(name) for name in record.filter],
-                    genotypes=genotypes,
-                )
-                for key, value in record.info.items():
-                    message.info[key].CopyFrom(info_value(value))
-                messages.append(message)
-    return messages
 
 
 def find(messages: list[variant_pb2.VariantMessage], pos: int, alt: str) -> variant_pb2.VariantMessage:
