@@ -48,3 +48,23 @@ def test_stream_names_and_partitions_are_configurable() -> None:
 def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(env)
+
+
+def test_acmg_thresholds_and_population_pattern_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "VCF_AGENT_ACMG_BS1_AF": "0.005",
+            "VCF_AGENT_ACMG_PM2_AF": "0.0001",
+            "VCF_AGENT_POPULATION_AF_PATTERN": "labdb",
+        }
+    )
+    assert (settings.acmg_bs1_af, settings.acmg_pm2_af, settings.population_af_pattern) == (
+        0.005,
+        0.0001,
+        "labdb",
+    )
+    # BS1 above BA1's 5% (ACMG/AMP 2015 Table 4) or a broken pattern is refused.
+    with pytest.raises(ConfigError, match="ACMG thresholds"):
+        Settings.from_env({"VCF_AGENT_ACMG_BS1_AF": "0.2"})
+    with pytest.raises(ConfigError, match="population_af_pattern"):
+        Settings.from_env({"VCF_AGENT_POPULATION_AF_PATTERN": "("})

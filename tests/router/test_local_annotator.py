@@ -859,3 +859,64 @@ def test_every_real_record_annotates_within_the_vocabularies(name: str) -> None:
             assert finding.zygosity in ALLOWED["zygosity"]
             assert finding.call_quality in ALLOWED["quality"]
             assert finding.allele_balance == -1 or 0 <= finding.allele_balance <= 1
+
+
+# --- transcript choice, VEP alleles, the job's context -----------------------------------------
+
+VEP_FIELDS = ("Allele", "Consequence", "IMPACT", "SYMBOL", "Feature", "BIOTYPE", "PICK", "MANE_SELECT")
+
+
+@pytest.mark.parametrize(
+    ("flags", "transcript", "choice"),
+    [
+        # (PICK, MANE_SELECT) per entry of ENST1 (missense), ENST2 (stop_gained), ENST3 (synonymous).
+        ((("", ""), ("", ""), ("1", "")), "ENST3", "PICK"),
+        ((("", "NM_1.1"), ("", ""), ("", "")), "ENST1", "MANE_SELECT"),
+        ((("", "NM_1.1"), ("", ""), ("1", "")), "ENST3", "PICK"),
+        ((("", ""), ("", ""), ("", "")), "ENST2", "most_severe"),
+    ],
+)
+def test_transcript_choice_prefers_pick_then_mane_select_then_canonical(
+    flags: tuple[tuple[str, str], ...], transcript: str, choice: str
+) -> None:
+    context = AnnotationContext(csq_fields=VEP_FIELDS)
+    terms = (("missense_variant", "MODERATE"), ("stop_gained", "HIGH"), ("synonymous_variant", "LOW"))
+    csq = [
+        f"A|{term}|{impact}|GENE|ENST{i + 1}|protein_coding|{pick}|{mane}"
+        for i, ((term, impact), (pick, mane)) in enumerate(zip(terms, flags, strict=True))
+    ]
+    annotation = annotate(msg("G", "A", info={"CSQ": csq}), context).annotation
+    assert (annotation.transcript, annotation.transcript_choice) == (transcript, choice)
+
+
+def test_vep_allele_num_picks_this_alts_entries() -> None:
+    # VEP --allele_number: ALLELE_NUM says which ALT an entry describes, whatever its allele text.
+    context = AnnotationContext(
+        csq_fields=("Allele", "Consequence", "IMPACT", "SYMBOL", "ALLELE_NUM", "MAX_AF")
+    )
+    csq = ["-|frameshift_variant|HIGH|G1|1|", "T|missense_variant|MODERATE|G1|2|0.3"]
+    first = annotate(msg("CA", "C", alts=["C", "CT"], info={"CSQ": csq}), context).annotation
+    second = annotate(msg("CA", "CT", alts=["C", "CT"], alt_index=1, info={"CSQ": csq}), context).annotation
+    assert (first.consequence, first.frequency_tier) == ("frameshift_variant", "absent")
+    assert (second.consequence, second.population_af) == ("missense_variant", pytest.approx(0.3))
+
+
+def test_old_vep_allele_prefixed_frequencies_count_only_for_this_allele() -> None:
+    # VEP before release 90 wrote GMAF=A:0.348 (the minor allele, possibly REF, and its frequency).
+    context = AnnotationContext(csq_fields=("Allele", "Consequence", "GMAF", "EUR_MAF"))
+    annotation = annotate(
+        msg("A", "G", info={"CSQ": ["G|missense_variant|A:0.348|G:0.70"]}), context
+    ).annotation
+    assert (annotation.population_af, annotation.population_af_source) == (pytest.approx(0.7), "CSQ:EUR_MAF")
+
+
+def test_population_key_pattern_is_configurable() -> None:
+    header = [
+        '##INFO=<ID=cohortdb_af,Number=A,Type=Float,Description="Allele frequency in our lab cohort DB">',
+        '##INFO=<ID=gnomAD_AF,Number=A,Type=Float,Description="Alternate allele frequency in gnomAD">',
+        '##INFO=<ID=AF,Number=A,Type=Float,Description="Allele frequency in gnomAD, this file">',
+        '##INFO=<ID=CLNSIG,Number=.,Type=String,Description="Clinical significance">',
+    ]
+    assert list(annotation_context(header).population_keys) == ["gnomAD_AF"]
+    assert list(annotation_context(header).clinvar_keys) == ["CLNSIG"]
+    assert list(annotation_context(header, r"cohortdb").population_keys) == ["cohortdb_af"]
