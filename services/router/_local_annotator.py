@@ -525,6 +525,7 @@ class LocalAnnotator:
                 tier,
                 reasons,
                 reading.compound_links,
+                "CLNSIG" in context.clinvar_keys,
             ),
             kind,
             substitution,
@@ -684,6 +685,7 @@ def _rationale(
     tier: str,
     reasons: list[str],
     compound_links: Sequence[int],
+    clinvar_annotated: bool,
 ) -> str:
     if call is not None:
         what = f"{call.gene or ', '.join(genes) or 'no gene'}: {call.consequence} ({call.impact})"
@@ -699,10 +701,17 @@ def _rationale(
         frequency = "absent from the population databases annotated"
     else:
         frequency = "no population frequency in the file"
-    met = [f"{c.code} ({c.source}={c.value})" for c in criteria if c.met]
-    clinvar_text = f"ClinVar {clinvar} ({clinvar_kind or 'other'})" if clinvar else "ClinVar none"
+    if clinvar:
+        clinvar_text = f"ClinVar {clinvar} ({clinvar_kind or 'other'})"
+    else:
+        # A ClinVar-annotated file without CLNSIG on this record: ClinVar does not list it.
+        clinvar_text = "ClinVar: not listed" if clinvar_annotated else "ClinVar none"
+    if classification == NOT_CLASSIFIED:
+        verdict = f"{classification}: nothing to assess"
+    else:
+        met = [f"{c.code} ({c.source}={c.value})" for c in criteria if c.met]
+        verdict = f"{classification} by ACMG/AMP 2015 Table 5 from {', '.join(met) or 'no criterion met'}"
     return (
-        f"{kind} in {what}; {frequency}; {clinvar_text}; quality {quality_tier}"
-        f" -> {classification} by ACMG/AMP 2015 Table 5 from {', '.join(met) or 'no criterion met'};"
+        f"{kind} in {what}; {frequency}; {clinvar_text}; quality {quality_tier} -> {verdict};"
         f" {tier}: {'; '.join(reasons)}"
     )

@@ -920,3 +920,9 @@ def test_population_key_pattern_is_configurable() -> None:
     assert list(annotation_context(header).population_keys) == ["gnomAD_AF"]
     assert list(annotation_context(header).clinvar_keys) == ["CLNSIG"]
     assert list(annotation_context(header, r"cohortdb").population_keys) == ["cohortdb_af"]
+
+
+def test_a_clinvar_annotated_file_without_clnsig_on_a_record_says_not_listed() -> None:
+    annotated = annotate(msg(info={"DP": 3}), AnnotationContext(clinvar_keys=("CLNSIG", "CLNREVSTAT")))
+    assert "; ClinVar: not listed;" in annotated.rationale
+    assert "; ClinVar none;" in annotate(msg(info={"DP": 3})).rationale
