@@ -15,7 +15,9 @@ from typing import Any
 from vcf_agent.schema import CLASSIFICATIONS
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
-PROMPT_VERSION = "acmg-json/1"
+# 2: classification vocabulary uncertain_significance/not_classified; population AF only from
+# population databases, with its source, ClinVar review status and the ACMG criteria assessed.
+PROMPT_VERSION = "acmg-json/2"
 
 _MAX_CRITERIA = 28
 _MAX_CRITERION = 300
@@ -76,9 +78,13 @@ def build_prompt(variant: variant_pb2.VariantMessage, annotation: analysis_pb2.L
         "impact": annotation.impact or None,
         "hgvs_c": annotation.hgvs_c or None,
         "hgvs_p": annotation.hgvs_p or None,
-        "population_af": annotation.population_af if annotation.frequency_tier != "unknown" else None,
+        "population_af": annotation.population_af if annotation.population_af >= 0 else None,
+        "population_af_source": annotation.population_af_source or None,
         "frequency_tier": annotation.frequency_tier,
         "clinvar": annotation.clinvar_significance or None,
+        "clinvar_review_status": annotation.clinvar_review_status or None,
+        "clinvar_conflicts": annotation.clinvar_conflicts or None,
+        "acmg_criteria": [_criterion(c) for c in annotation.acmg_criteria] or None,
         "quality_tier": annotation.quality_tier,
         "filters": list(variant.filters) or None,
         "zygosity": sorted({s.zygosity for s in annotation.samples if s.zygosity}) or None,
@@ -88,6 +94,11 @@ def build_prompt(variant: variant_pb2.VariantMessage, annotation: analysis_pb2.L
     compact = {k: v for k, v in facts.items() if v is not None}
     user = "Classify this variant.\nEvidence (JSON): " + json.dumps(compact, sort_keys=True)
     return Prompt(SYSTEM_PROMPT, user)
+
+
+def _criterion(criterion: analysis_pb2.AcmgCriterion) -> str:
+    state = "met" if criterion.met else "not met"
+    return f"{criterion.code} ({state}): {criterion.source}={criterion.value}"
 
 
 def parse_answer(text: str) -> Answer:
