@@ -732,7 +732,7 @@ WIRE_CASES: dict[str, bytes] = {
         _result(
             unknown_fields(21),
             sfield(4, "p"),
-            lfield(11, unknown_fields(19) + sfield(10, "G")),
+            lfield(11, unknown_fields(40) + sfield(10, "G")),  # LocalAnnotation ends at field 26
             lfield(18, unknown_fields(3) + vfield(1, 60)),
             lfield(16, unknown_fields(21)),
         ),
