@@ -235,6 +235,7 @@ typedef struct {
     long long line_number;
     long long record_index;
     long long last_pos;
+    long long placeholder_alleles;
     long long position;
     const char **field_start;
     Py_ssize_t *field_len;
@@ -672,10 +673,15 @@ static PyObject *alt_entry(RecordEncoder *self) {
     if (!entry || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) return NULL;
     PyObject *fields = PyTuple_GET_ITEM(entry, 1);
     if (!PyList_CheckExact(fields) || !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 2))) return NULL;
-    /* REF-only records are counted by the Python path. */
-    if (PyList_GET_SIZE(fields) == 0) return NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fields); i++)
-        if (!PyBytes_CheckExact(PyList_GET_ITEM(fields, i))) return NULL;
+    /* REF-only records and gVCF reference blocks (every ALT field empty: <*>/<NON_REF>)
+       are counted by the Python path. */
+    Py_ssize_t variants = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fields); i++) {
+        PyObject *field = PyList_GET_ITEM(fields, i);
+        if (!PyBytes_CheckExact(field)) return NULL;
+        if (PyBytes_GET_SIZE(field)) variants++;
+    }
+    if (variants == 0) return NULL;
     return Py_NewRef(entry);
 }
 
@@ -769,19 +775,26 @@ static PyObject *RecordEncoder_encode(RecordEncoder *self, PyObject *line) {
     }
     PyObject *alt_fields = PyTuple_GET_ITEM(alts, 1);
     Py_ssize_t n_alt = PyList_GET_SIZE(alt_fields);
-    PyObject *entries = PyList_New(n_alt);
+    PyObject *entries = PyList_New(0);
     if (!entries) {
         Py_DECREF(alts);
         return NULL;
     }
     for (Py_ssize_t a = 0; a < n_alt; a++) {
-        PyObject *entry = variant_entry(self, a, PyList_GET_ITEM(alt_fields, a));
-        if (!entry) {
+        PyObject *alt_field = PyList_GET_ITEM(alt_fields, a);
+        /* An empty field is a gVCF placeholder (<*>, <NON_REF>): no variant, the others keep their index. */
+        if (PyBytes_GET_SIZE(alt_field) == 0) {
+            self->placeholder_alleles++;
+            continue;
+        }
+        PyObject *entry = variant_entry(self, a, alt_field);
+        if (!entry || PyList_Append(entries, entry) < 0) {
+            Py_XDECREF(entry);
             Py_DECREF(entries);
             Py_DECREF(alts);
             return NULL;
         }
-        PyList_SET_ITEM(entries, a, entry);
+        Py_DECREF(entry);
     }
     Py_DECREF(alts);
     self->line_number++;
@@ -860,6 +873,7 @@ static int RecordEncoder_init(RecordEncoder *self, PyObject *args, PyObject *kwa
     self->line_number = 0;
     self->record_index = -1;
     self->last_pos = -1;
+    self->placeholder_alleles = 0;
     self->position = 0;
     return 0;
 }
@@ -948,6 +962,8 @@ static PyMemberDef RecordEncoder_members[] = {
     {"line_number", T_LONGLONG, offsetof(RecordEncoder, line_number), 0, "line of the last record read"},
     {"record_index", T_LONGLONG, offsetof(RecordEncoder, record_index), 0, "index of the last record read"},
     {"last_pos", T_LONGLONG, offsetof(RecordEncoder, last_pos), 0, "POS of the last record of this contig"},
+    {"placeholder_alleles", T_LONGLONG, offsetof(RecordEncoder, placeholder_alleles), 0,
+     "gVCF <*>/<NON_REF> ALTs skipped in records that also have a real ALT"},
     {"position", T_LONGLONG, offsetof(RecordEncoder, position), 0, "POS of the last record encoded"},
     {NULL, 0, 0, 0, NULL}};
 

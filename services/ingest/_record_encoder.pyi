@@ -12,6 +12,7 @@ class RecordEncoder:
     line_number: int
     record_index: int
     last_pos: int
+    placeholder_alleles: int
     position: int
     chrom: str
     suffix: bytes

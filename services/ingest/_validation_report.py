@@ -53,7 +53,7 @@ def read_report(reader: VcfReader) -> ValidationReport:
         for _ in reader.batches():
             pass
     report.records = reader.records
-    for issue in [*reader.header_issues, *reader.record_issues, *reader.warnings]:
+    for issue in [*reader.header_issues, *reader.record_issues, *reader.file_issues, *reader.warnings]:
         if issue.is_warning:
             report.warnings.append(issue)
         else:
