@@ -27,4 +27,21 @@ fi
 
 if [ "${1:-}" = "--test-servers" ]; then
     .venv/bin/python -c 'from vcf_agent.localdev import install_kafka; print("kafka broker jars in", install_kafka())'
+    # Real VCFs for the ingest tests from Debian's htslib-test package (a bcftools gVCF, 64-bit
+    # positions, htslib's own edge cases), unpacked without root; tests needing them skip without.
+    htslib_test="${VCF_AGENT_HTSLIB_TEST:-$HOME/.cache/vcf-agent/htslib-test}"
+    if [ ! -d "$htslib_test/usr/share/htslib-test/test" ]; then
+        if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then
+            deb_dir=$(mktemp -d)
+            if (cd "$deb_dir" && apt-get download -q htslib-test >/dev/null 2>&1); then
+                mkdir -p "$htslib_test" && dpkg-deb -x "$deb_dir"/htslib-test_*.deb "$htslib_test"
+                echo "htslib-test data in $htslib_test"
+            else
+                echo "install.sh: could not download Debian's htslib-test; tests using it will skip" >&2
+            fi
+            rm -rf "$deb_dir"
+        else
+            echo "install.sh: no apt-get/dpkg-deb for Debian's htslib-test; tests using it will skip" >&2
+        fi
+    fi
 fi
