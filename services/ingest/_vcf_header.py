@@ -395,7 +395,9 @@ def _meta_line(line: str, number: int, header: VcfHeader, issues: list[Issue]) -
             )
         return
     if key not in ("INFO", "FORMAT", "FILTER", "ALT", "contig") and key not in _OTHER_STRUCTURED:
-        if value.startswith("<") and parse_structured_line(value) is None:
+        # 4.3+ §1.4: a value starting with '<' is a structured line and must be well-formed;
+        # 4.1/4.2 give lines they do not define no syntax beyond ##key=value.
+        if value.startswith("<") and version >= (4, 3) and parse_structured_line(value) is None:
             issues.append(
                 Issue(
                     number,
