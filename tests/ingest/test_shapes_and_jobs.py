@@ -304,6 +304,20 @@ async def test_strict_mode_fails_before_publishing(tmp_path: Path) -> None:
         assert _store(pipeline).count(job.job_id) == 0
 
 
+async def test_strict_mode_passes_shoulds_and_stores_the_records(tmp_path: Path) -> None:
+    # An undeclared INFO key and FILTER (SHOULDs, VCF 4.3 §1.6.1 and §1.4) and unsorted positions
+    # are warnings: a strict job completes and stores all three records.
+    records = [GOOD, record(pos="300", info="XX=1", filter="q10"), record(pos="200")]
+    path = write_vcf(tmp_path / "shoulds.vcf", records)
+    async with LocalPipeline(_settings(tmp_path)) as pipeline:
+        publisher = cast(VariantPublisher, pipeline.parts["ingest"].state["publisher"])
+        job = await publisher.submit(path, validation="strict")
+        done = await pipeline.wait(job.job_id, timeout_s=60)
+        assert events_pb2.JobState.Name(done.state) == "JOB_STATE_COMPLETE", done.error
+        assert (done.counts.total, done.counts.dead_lettered) == (3, 0)
+        assert _store(pipeline).count(job.job_id) == 3
+
+
 @pytest.mark.parametrize(("make", "code", "words"), UNUSABLE, ids=[u[1] for u in UNUSABLE])
 async def test_unusable_files_fail_the_job_and_store_nothing(
     tmp_path: Path, make: Callable[[Path], Path], code: str, words: str
