@@ -10,7 +10,9 @@
  *
  * Contract with _vcf_reader.VcfReader (which owns the caches and the rules):
  * - encode(line) returns a list with one length-prefixed VariantBatch entry
- *   per ALT, byte for byte what the Python encoder writes, and advances the
+ *   per ALT that is not a gVCF placeholder (<*>, <NON_REF>: an empty ALT
+ *   field in the cache; a record of only those is an empty list, counted in
+ *   reference_blocks), byte for byte what the Python encoder writes, and advances the
  *   line/record counters; or None, having changed nothing, whenever any value
  *   misses a cache or the line needs a rule decision (contig change, a blank
  *   or unterminated line, padding, non-diploid genotypes with G/P fields, a
@@ -236,6 +238,7 @@ typedef struct {
     long long record_index;
     long long last_pos;
     long long placeholder_alleles;
+    long long reference_blocks;
     long long position;
     const char **field_start;
     Py_ssize_t *field_len;
@@ -673,15 +676,10 @@ static PyObject *alt_entry(RecordEncoder *self) {
     if (!entry || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) return NULL;
     PyObject *fields = PyTuple_GET_ITEM(entry, 1);
     if (!PyList_CheckExact(fields) || !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 2))) return NULL;
-    /* REF-only records and gVCF reference blocks (every ALT field empty: <*>/<NON_REF>)
-       are counted by the Python path. */
-    Py_ssize_t variants = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fields); i++) {
-        PyObject *field = PyList_GET_ITEM(fields, i);
-        if (!PyBytes_CheckExact(field)) return NULL;
-        if (PyBytes_GET_SIZE(field)) variants++;
-    }
-    if (variants == 0) return NULL;
+    /* REF-only records are counted by the Python path. An empty field is a gVCF placeholder. */
+    if (PyList_GET_SIZE(fields) == 0) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fields); i++)
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(fields, i))) return NULL;
     return Py_NewRef(entry);
 }
 
@@ -780,11 +778,12 @@ static PyObject *RecordEncoder_encode(RecordEncoder *self, PyObject *line) {
         Py_DECREF(alts);
         return NULL;
     }
+    long long placeholders = 0;
     for (Py_ssize_t a = 0; a < n_alt; a++) {
         PyObject *alt_field = PyList_GET_ITEM(alt_fields, a);
         /* An empty field is a gVCF placeholder (<*>, <NON_REF>): no variant, the others keep their index. */
         if (PyBytes_GET_SIZE(alt_field) == 0) {
-            self->placeholder_alleles++;
+            placeholders++;
             continue;
         }
         PyObject *entry = variant_entry(self, a, alt_field);
@@ -797,6 +796,11 @@ static PyObject *RecordEncoder_encode(RecordEncoder *self, PyObject *line) {
         Py_DECREF(entry);
     }
     Py_DECREF(alts);
+    /* Only <*>/<NON_REF>: a gVCF reference block, checked like any record and not a variant. */
+    if (PyList_GET_SIZE(entries) == 0)
+        self->reference_blocks++;
+    else
+        self->placeholder_alleles += placeholders;
     self->line_number++;
     self->record_index++;
     self->last_pos = pos;
@@ -874,6 +878,7 @@ static int RecordEncoder_init(RecordEncoder *self, PyObject *args, PyObject *kwa
     self->record_index = -1;
     self->last_pos = -1;
     self->placeholder_alleles = 0;
+    self->reference_blocks = 0;
     self->position = 0;
     return 0;
 }
@@ -964,6 +969,8 @@ static PyMemberDef RecordEncoder_members[] = {
     {"last_pos", T_LONGLONG, offsetof(RecordEncoder, last_pos), 0, "POS of the last record of this contig"},
     {"placeholder_alleles", T_LONGLONG, offsetof(RecordEncoder, placeholder_alleles), 0,
      "gVCF <*>/<NON_REF> ALTs skipped in records that also have a real ALT"},
+    {"reference_blocks", T_LONGLONG, offsetof(RecordEncoder, reference_blocks), 0,
+     "gVCF records whose only ALTs are <*>/<NON_REF>"},
     {"position", T_LONGLONG, offsetof(RecordEncoder, position), 0, "POS of the last record encoded"},
     {NULL, 0, 0, 0, NULL}};
 

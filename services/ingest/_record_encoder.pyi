@@ -13,6 +13,7 @@ class RecordEncoder:
     record_index: int
     last_pos: int
     placeholder_alleles: int
+    reference_blocks: int
     position: int
     chrom: str
     suffix: bytes

@@ -428,8 +428,10 @@ class VcfReader:
             if self._closing:
                 break
             entries = fast(line)
-            if entries is None:
-                entries = slow(line)
+            if not entries:
+                # None: the Python path decides; []: a gVCF reference block the C path counted.
+                if entries is None:
+                    entries = slow(line)
                 if not entries:
                     continue
             if first_index < 0:
@@ -442,6 +444,7 @@ class VcfReader:
                 continue
             record_index = encoder.record_index
             counters.records = record_index + 1
+            counters.reference_blocks = encoder.reference_blocks
             counters.placeholder_alleles = encoder.placeholder_alleles
             while chunks:
                 # A multi-allelic record may straddle two batches, as the ALTs fill them.
@@ -458,6 +461,7 @@ class VcfReader:
             else:
                 first_index = -1
         counters.records = encoder.record_index + 1
+        counters.reference_blocks = encoder.reference_blocks
         counters.placeholder_alleles = encoder.placeholder_alleles
         if counters.records == 0 and not self._closing:
             self.warnings.append(
@@ -526,7 +530,7 @@ class VcfReader:
             return None
         if not any(alt_fields):
             # Every ALT is gVCF's <*>/<NON_REF>: a reference block, not a variant.
-            self.counters.reference_blocks += 1
+            encoder.reference_blocks += 1
             return None
         encoder.position = pos
         head = b"".join(

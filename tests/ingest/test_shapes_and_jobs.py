@@ -103,6 +103,25 @@ def test_sites_only_crlf_and_utf8_header(tmp_path: Path) -> None:
     assert list(variant.info["DP"].ints.values) == [10]
 
 
+def test_gvcf_placeholders_are_not_variants_and_real_alts_keep_their_index(tmp_path: Path) -> None:
+    # VCF 4.3 §5.5: <*> (or GATK's <NON_REF>) is "any other allele", a reference block when alone.
+    records = [
+        record(alt="<*>", info="DP=3", s1="0/0", s2="0/0"),
+        record(pos="200", alt="<NON_REF>", s1="0/0", s2="0/0"),
+        record(pos="300", alt="<NON_REF>,T", info="AF=0.1,0.2", s1="0/2", s2="0/0"),
+        record(pos="400", alt="G,<*>", info="AF=0.5,0", s1="0/1", s2="0/0"),
+    ]
+    path = write_vcf(tmp_path / "gvcf.vcf", records)
+    assert validate_file(path).valid
+    with VcfReader(path, file_id="f", job_id="j", tenant_id="t", source_name=path.name) as reader:
+        variants = [v for batch in reader for v in batch.variants]
+    assert [(v.position, v.alternate, v.alt_index, list(v.all_alternates)) for v in variants] == [
+        (300, "T", 1, ["<NON_REF>", "T"]),
+        (400, "G", 0, ["G", "<*>"]),
+    ]
+    assert (reader.counters.reference_blocks, reader.counters.placeholder_alleles) == (2, 2)
+
+
 def test_alleles_ploidy_phasing_and_symbolic_shapes(tmp_path: Path) -> None:
     records = [
         record(
