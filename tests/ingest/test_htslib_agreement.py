@@ -197,6 +197,8 @@ def test_bcftools_gvcf_reference_blocks_are_counted_not_published() -> None:
     counters = reader.counters
     assert (counters.records, counters.reference_blocks, counters.placeholder_alleles) == (621, 619, 2)
     assert reader.take_dead_letters() == []
+    report = validate_file(path)
+    assert (report.valid, report.records, report.reference_blocks) == (True, 621, 619)
 
 
 @needs_htslib_test
