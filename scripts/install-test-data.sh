@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Annotated VCFs that tests read (tests/router/test_annotated_files.py), unpacked from pinned
+# Real VCFs that tests read (tests/router/test_annotated_files.py, tests/ingest/test_htslib_agreement.py), unpacked from pinned
 # Debian packages into .venv/test-data/debian (no package is installed):
 #   python3-cyvcf2  cyvcf2's test files: VEP CSQ, SnpEff ANN and vcfanno population keys
 #   vcfanno-examples  vcfanno's examples: an ExAC r0.3 sites extract with VEP CSQ population fields
+#   htslib-test       htslib's own test VCFs (a bcftools gVCF, 64-bit positions, edge cases)
 # Needs apt-get and dpkg-deb (Debian/Ubuntu); elsewhere the tests that need the files skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target=.venv/test-data/debian
-packages=(python3-cyvcf2=0.30.18-1+b2 vcfanno-examples=0.3.5+ds-1)
+packages=(python3-cyvcf2=0.30.18-1+b2 vcfanno-examples=0.3.5+ds-1 htslib-test=1.16+ds-3)
 stamp="$target/.installed-$(printf '%s\n' "${packages[@]}" | sha256sum | cut -c1-16)"
 [ -f "$stamp" ] && exit 0
 if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then

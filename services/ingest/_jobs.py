@@ -72,6 +72,9 @@ class JobRecord:
     ingested_at: float = 0.0
     analysed_at: float = 0.0
     finished_at: float = 0.0
+    # gVCF <*>/<NON_REF> records and ALTs ingest read and did not publish (see `record_gvcf`).
+    reference_blocks: int = 0
+    placeholder_alleles: int = 0
 
     def stage_seconds(self) -> dict[str, float]:
         """Ingest, analysis and storage durations of a finished run; they add up to its latency.
@@ -103,6 +106,8 @@ class JobRecord:
                 stored=self.stored,
                 dead_lettered=self.dead_lettered,
                 total=self.total,
+                reference_blocks=self.reference_blocks,
+                placeholder_alleles=self.placeholder_alleles,
             ),
             error=self.error,
             created_at=created,
@@ -118,7 +123,8 @@ _BASE_COLUMNS = (
     "job_id, tenant_id, file_id, source_name, state, ingested, analysed, stored, dead_lettered, total,"
     " samples, providers, error, mode, submissions, created_at, updated_at"
 )
-_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_MARKS)
+_GVCF_COUNTS = ("reference_blocks", "placeholder_alleles")
+_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_MARKS) + ", " + ", ".join(_GVCF_COUNTS)
 _UPSERT = (
     f"INSERT INTO jobs ({_BASE_COLUMNS}) VALUES ({','.join('?' * 17)}) ON CONFLICT(job_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _BASE_COLUMNS.replace(" ", "").split(",")[1:])
@@ -151,6 +157,9 @@ class JobRegistry:
         for mark in _MARKS:
             if mark not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {mark} REAL NOT NULL DEFAULT 0")
+        for count in _GVCF_COUNTS:
+            if count not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {count} INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -219,6 +228,15 @@ class JobRegistry:
                 f"UPDATE jobs SET {', '.join(f'{m} = 0' for m in _MARKS)} WHERE job_id = ?", (job_id,)
             )
         return job
+
+    def record_gvcf(self, job: JobRecord, reference_blocks: int, placeholder_alleles: int) -> None:
+        """The gVCF records and ALTs the job's ingest read and did not publish."""
+        job.reference_blocks, job.placeholder_alleles = reference_blocks, placeholder_alleles
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET reference_blocks = ?, placeholder_alleles = ? WHERE job_id = ?",
+                (reference_blocks, placeholder_alleles, job.job_id),
+            )
 
     def mark(self, job: JobRecord, stage: StageMark, at: float | None = None) -> None:
         """Record that a stage of the job's current run ended (or, for started_at, began)."""
@@ -330,4 +348,6 @@ def _from_row(row: tuple[object, ...]) -> JobRecord:
         ingested_at=float(values[18]),  # type: ignore[arg-type]
         analysed_at=float(values[19]),  # type: ignore[arg-type]
         finished_at=float(values[20]),  # type: ignore[arg-type]
+        reference_blocks=int(values[21]),  # type: ignore[call-overload]
+        placeholder_alleles=int(values[22]),  # type: ignore[call-overload]
     )

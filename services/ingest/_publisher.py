@@ -87,6 +87,8 @@ class _Progress:
     dead_lettered: int = 0
     # The LIMS priority of this run, stamped on every batch.
     priority: int = 0
+    reference_blocks: int = 0
+    placeholder_alleles: int = 0
 
 
 class VariantPublisher:
@@ -239,6 +241,11 @@ class VariantPublisher:
         job.samples = len(progress.samples)
         job.dead_lettered = progress.dead_lettered = reader.dead_lettered
         self._records[job.job_id] = progress.records = reader.records
+        for issue in [*reader.file_issues, *reader.warnings]:
+            log.warning("job %s: %s line %d: %s", job.job_id, job.source_name, issue.line, issue.message)
+        progress.reference_blocks = reader.counters.reference_blocks
+        progress.placeholder_alleles = reader.counters.placeholder_alleles
+        self._registry.record_gvcf(job, progress.reference_blocks, progress.placeholder_alleles)
         job.state = events_pb2.JOB_STATE_ANALYSING
         self._registry.save(job)
         finished = self._job_marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, published)
@@ -248,7 +255,7 @@ class VariantPublisher:
             events_pb2.STAGE_INGEST,
             events_pb2.JOB_STATE_ANALYSING,
             published,
-            "ingest finished",
+            _finished_message(progress),
             progress,
             total=published,
         )
@@ -491,6 +498,8 @@ class VariantPublisher:
             reason=reason,
             dead_lettered=progress.dead_lettered,
             timestamp=now,
+            reference_blocks=progress.reference_blocks,
+            placeholder_alleles=progress.placeholder_alleles,
         )
 
     async def _notify(
@@ -524,6 +533,15 @@ class VariantPublisher:
         )
         payload, headers = encode(note, tenant_id=job.tenant_id)
         await self._bus.publish(self._notifications, [OutgoingMessage(payload, job.job_id.encode(), headers)])
+
+
+def _finished_message(progress: _Progress) -> str:
+    skipped = []
+    if progress.reference_blocks:
+        skipped.append(f"{progress.reference_blocks} gVCF reference block(s)")
+    if progress.placeholder_alleles:
+        skipped.append(f"{progress.placeholder_alleles} <*>/<NON_REF> allele(s)")
+    return "ingest finished" + (f" ({' and '.join(skipped)} read, not variants)" if skipped else "")
 
 
 def _strict_errors(path: Path, job: JobRecord, region: str | None) -> str:

@@ -10,7 +10,9 @@
  *
  * Contract with _vcf_reader.VcfReader (which owns the caches and the rules):
  * - encode(line) returns a list with one length-prefixed VariantBatch entry
- *   per ALT, byte for byte what the Python encoder writes, and advances the
+ *   per ALT that is not a gVCF placeholder (<*>, <NON_REF>: an empty ALT
+ *   field in the cache; a record of only those is an empty list, counted in
+ *   reference_blocks), byte for byte what the Python encoder writes, and advances the
  *   line/record counters; or None, having changed nothing, whenever any value
  *   misses a cache or the line needs a rule decision (contig change, a blank
  *   or unterminated line, padding, non-diploid genotypes with G/P fields, a
@@ -235,6 +237,8 @@ typedef struct {
     long long line_number;
     long long record_index;
     long long last_pos;
+    long long placeholder_alleles;
+    long long reference_blocks;
     long long position;
     const char **field_start;
     Py_ssize_t *field_len;
@@ -672,7 +676,7 @@ static PyObject *alt_entry(RecordEncoder *self) {
     if (!entry || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) return NULL;
     PyObject *fields = PyTuple_GET_ITEM(entry, 1);
     if (!PyList_CheckExact(fields) || !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 2))) return NULL;
-    /* REF-only records are counted by the Python path. */
+    /* REF-only records are counted by the Python path. An empty field is a gVCF placeholder. */
     if (PyList_GET_SIZE(fields) == 0) return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fields); i++)
         if (!PyBytes_CheckExact(PyList_GET_ITEM(fields, i))) return NULL;
@@ -769,21 +773,34 @@ static PyObject *RecordEncoder_encode(RecordEncoder *self, PyObject *line) {
     }
     PyObject *alt_fields = PyTuple_GET_ITEM(alts, 1);
     Py_ssize_t n_alt = PyList_GET_SIZE(alt_fields);
-    PyObject *entries = PyList_New(n_alt);
+    PyObject *entries = PyList_New(0);
     if (!entries) {
         Py_DECREF(alts);
         return NULL;
     }
+    long long placeholders = 0;
     for (Py_ssize_t a = 0; a < n_alt; a++) {
-        PyObject *entry = variant_entry(self, a, PyList_GET_ITEM(alt_fields, a));
-        if (!entry) {
+        PyObject *alt_field = PyList_GET_ITEM(alt_fields, a);
+        /* An empty field is a gVCF placeholder (<*>, <NON_REF>): no variant, the others keep their index. */
+        if (PyBytes_GET_SIZE(alt_field) == 0) {
+            placeholders++;
+            continue;
+        }
+        PyObject *entry = variant_entry(self, a, alt_field);
+        if (!entry || PyList_Append(entries, entry) < 0) {
+            Py_XDECREF(entry);
             Py_DECREF(entries);
             Py_DECREF(alts);
             return NULL;
         }
-        PyList_SET_ITEM(entries, a, entry);
+        Py_DECREF(entry);
     }
     Py_DECREF(alts);
+    /* Only <*>/<NON_REF>: a gVCF reference block, checked like any record and not a variant. */
+    if (PyList_GET_SIZE(entries) == 0)
+        self->reference_blocks++;
+    else
+        self->placeholder_alleles += placeholders;
     self->line_number++;
     self->record_index++;
     self->last_pos = pos;
@@ -860,6 +877,8 @@ static int RecordEncoder_init(RecordEncoder *self, PyObject *args, PyObject *kwa
     self->line_number = 0;
     self->record_index = -1;
     self->last_pos = -1;
+    self->placeholder_alleles = 0;
+    self->reference_blocks = 0;
     self->position = 0;
     return 0;
 }
@@ -948,6 +967,10 @@ static PyMemberDef RecordEncoder_members[] = {
     {"line_number", T_LONGLONG, offsetof(RecordEncoder, line_number), 0, "line of the last record read"},
     {"record_index", T_LONGLONG, offsetof(RecordEncoder, record_index), 0, "index of the last record read"},
     {"last_pos", T_LONGLONG, offsetof(RecordEncoder, last_pos), 0, "POS of the last record of this contig"},
+    {"placeholder_alleles", T_LONGLONG, offsetof(RecordEncoder, placeholder_alleles), 0,
+     "gVCF <*>/<NON_REF> ALTs skipped in records that also have a real ALT"},
+    {"reference_blocks", T_LONGLONG, offsetof(RecordEncoder, reference_blocks), 0,
+     "gVCF records whose only ALTs are <*>/<NON_REF>"},
     {"position", T_LONGLONG, offsetof(RecordEncoder, position), 0, "POS of the last record encoded"},
     {NULL, 0, 0, 0, NULL}};
 

@@ -12,6 +12,8 @@ class RecordEncoder:
     line_number: int
     record_index: int
     last_pos: int
+    placeholder_alleles: int
+    reference_blocks: int
     position: int
     chrom: str
     suffix: bytes

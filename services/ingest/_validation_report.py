@@ -17,6 +17,8 @@ class ValidationReport:
     errors: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     records: int = 0
+    # gVCF records of only <*>/<NON_REF>: read and valid, not variants.
+    reference_blocks: int = 0
     # Errors beyond ISSUE_LIMIT are counted, not listed.
     error_count: int = 0
 
@@ -53,7 +55,8 @@ def read_report(reader: VcfReader) -> ValidationReport:
         for _ in reader.batches():
             pass
     report.records = reader.records
-    for issue in [*reader.header_issues, *reader.record_issues, *reader.warnings]:
+    report.reference_blocks = reader.counters.reference_blocks
+    for issue in [*reader.header_issues, *reader.record_issues, *reader.file_issues, *reader.warnings]:
         if issue.is_warning:
             report.warnings.append(issue)
         else:
@@ -64,9 +67,10 @@ def read_report(reader: VcfReader) -> ValidationReport:
 
 
 def render_report(path: Path, report: ValidationReport) -> str:
+    blocks = f", {report.reference_blocks} gVCF reference block(s)" if report.reference_blocks else ""
     lines = [
-        f"{path}: {'valid' if report.valid else 'INVALID'}"
-        f" ({report.records} records, {report.error_count} error(s), {len(report.warnings)} warning(s))"
+        f"{path}: {'valid' if report.valid else 'INVALID'} ({report.records} records{blocks},"
+        f" {report.error_count} error(s), {len(report.warnings)} warning(s))"
     ]
     for label, issues in (("error", report.errors), ("warning", report.warnings)):
         for issue in issues:

@@ -10,9 +10,26 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ._spec_levels import cite, is_must, reserved
+
 # Codes that describe something worth knowing but legal: they never fail a job.
+# The undeclared-key, sorting, contig-line and no-records codes are SHOULDs of
+# every version (see the messages for the sections); rules whose level depends
+# on the version are raised with `warning=True` where they are SHOULD.
 WARNING_CODES = frozenset(
-    {"OLD_VERSION", "FORMAT_WITHOUT_SAMPLES", "ALT_UNDECLARED", "BLANK_LINE", "MISSING_FINAL_NEWLINE"}
+    {
+        "OLD_VERSION",
+        "FORMAT_WITHOUT_SAMPLES",
+        "ALT_UNDECLARED",
+        "BLANK_LINE",
+        "MISSING_FINAL_NEWLINE",
+        "INFO_UNDECLARED",
+        "FORMAT_UNDECLARED",
+        "FILTER_UNDECLARED",
+        "CHROM_UNDECLARED",
+        "POS_UNSORTED",
+        "NO_RECORDS",
+    }
 )
 
 FIXED_COLUMNS = ("#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
@@ -45,13 +62,15 @@ class Issue:
     column: str
     code: str
     message: str
+    # A SHOULD of the file's version for a rule that is MUST in others.
+    warning: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {"line": self.line, "column": self.column, "code": self.code, "message": self.message}
 
     @property
     def is_warning(self) -> bool:
-        return self.code in WARNING_CODES
+        return self.warning or self.code in WARNING_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +95,30 @@ class VcfHeader:
     samples: list[str] = field(default_factory=list)
     # Subfield names of CSQ/ANN/BCSQ, from their Description.
     annotations: dict[str, list[str]] = field(default_factory=dict)
+    # INFO keys the records use without a ##INFO line, declared as htslib does.
+    undeclared_info: set[str] = field(default_factory=set)
+
+    def declare_info(self, key: str) -> FieldDef:
+        """An INFO key the records use without a ##INFO line, typed from then on.
+
+        A key the spec reserves takes its reserved Number and Type (the tables
+        of VCF 4.3+, which wrote down what 4.1/4.2 reserve in prose). Any other
+        key is typed as htslib types it (vcf.c, vcf_parse_info): it adds
+        `##INFO=<ID=key,Number=1,Type=String,Description="Dummy">` and reads
+        the record, a use without a value staying a flag (see info_entry).
+        """
+        spec = reserved("INFO", (4, 3)).get(key)
+        if spec is None:
+            self.undeclared_info.add(key)
+            spec = ("1", "String")
+        definition = self.info[key] = FieldDef(key, *spec)
+        return definition
+
+    def declare_format(self, key: str) -> FieldDef:
+        """A FORMAT key without a ##FORMAT line: reserved Number/Type, else htslib's Number=1,Type=String."""
+        spec = reserved("FORMAT", max(self.version, (4, 3))).get(key, ("1", "String"))
+        definition = self.format[key] = FieldDef(key, *spec)
+        return definition
 
     @property
     def percent_encoded(self) -> bool:
@@ -83,12 +126,31 @@ class VcfHeader:
         return self.version >= (4, 3)
 
 
+@dataclass(frozen=True, slots=True)
+class StructuredLine:
+    """A `<key=value,...>` meta value: its fields in order, and which values were quoted."""
+
+    fields: dict[str, str]
+    quoted: frozenset[str]
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.fields)
+
+
 def parse_structured(text: str) -> dict[str, str] | None:
     """`<ID=x,Number=1,Description="a, b">` to a dict; None when the syntax is broken."""
+    parsed = parse_structured_line(text)
+    return None if parsed is None else parsed.fields
+
+
+def parse_structured_line(text: str) -> StructuredLine | None:
+    """A structured meta value; `[a, b]` (##META Values) is one value. None when broken."""
     if not (text.startswith("<") and text.endswith(">")):
         return None
     body = text[1:-1]
     result: dict[str, str] = {}
+    quoted: set[str] = set()
     i, n = 0, len(body)
     while i < n:
         eq = body.find("=", i)
@@ -109,9 +171,15 @@ def parse_structured(text: str) -> dict[str, str] | None:
             if j >= n:
                 return None
             result[key] = "".join(chars)
+            quoted.add(key)
             i = j + 1
         else:
-            j = body.find(",", i)
+            stop = "]" if i < n and body[i] == "[" else ","
+            j = body.find(stop, i)
+            if stop == "]":
+                if j < 0:
+                    return None
+                j += 1
             j = n if j < 0 else j
             result[key] = body[i:j].strip()
             i = j
@@ -119,19 +187,29 @@ def parse_structured(text: str) -> dict[str, str] | None:
             if body[i] != ",":
                 return None
             i += 1
-    return result
+    return StructuredLine(result, frozenset(quoted))
 
 
 def _field_def(
-    kind: str, attrs: dict[str, str], line: int, version: tuple[int, int], issues: list[Issue]
+    kind: str, parsed: StructuredLine, line: int, version: tuple[int, int], issues: list[Issue]
 ) -> FieldDef | None:
+    attrs = parsed.fields
+    section = cite(version, kind.lower())
     missing = [k for k in ("ID", "Number", "Type", "Description") if k not in attrs]
     if missing:
         issues.append(
-            Issue(line, kind, "META_MISSING_KEY", f"the {kind} definition lacks {', '.join(missing)}")
+            Issue(
+                line,
+                kind,
+                "META_MISSING_KEY",
+                f"the {kind} definition lacks {', '.join(missing)} (required, {section})",
+            )
         )
         if "ID" not in attrs or "Type" not in attrs:
             return None
+    ident = attrs["ID"]
+    _check_order(kind, parsed, ("ID", "Number", "Type", "Description"), line, version, issues)
+    _check_quoted(kind, parsed, line, version, issues)
     number = attrs.get("Number", ".")
     type_ = attrs["Type"]
     allowed = _INFO_TYPES if kind == "INFO" else _FORMAT_TYPES
@@ -141,7 +219,7 @@ def _field_def(
                 line,
                 kind,
                 "META_INVALID_TYPE",
-                f"{kind} {attrs['ID']} has Type={type_}; allowed: {', '.join(sorted(allowed))}",
+                f"{kind} {ident} has Type={type_}; allowed: {', '.join(sorted(allowed))} ({section})",
             )
         )
         type_ = "String"
@@ -151,18 +229,81 @@ def _field_def(
                 line,
                 kind,
                 "META_INVALID_NUMBER",
-                f"{kind} {attrs['ID']} has Number={number}; use an integer, A, R, G or .",
+                f"{kind} {ident} has Number={number}; use an integer, A, R, G or . ({section})",
             )
         )
         number = "."
     if type_ == "Flag" and number != "0":
+        must = is_must("FLAG_NUMBER", version)
         issues.append(
-            Issue(line, kind, "META_INVALID_NUMBER", f"INFO {attrs['ID']} is a Flag, so its Number must be 0")
+            Issue(
+                line,
+                kind,
+                "META_INVALID_NUMBER",
+                f"INFO {ident} is a Flag, so its Number {'must' if must else 'should'} be 0 ({section});"
+                " it is read as a flag",
+                warning=not must,
+            )
         )
         number = "0"
     if number in ("LA", "LR", "LG") and version < (4, 5):
         issues.append(Issue(line, kind, "META_INVALID_NUMBER", f"Number={number} needs VCF 4.5 or later"))
-    return FieldDef(attrs["ID"], number, type_)
+    expected = reserved(kind, version).get(ident)
+    if expected is not None and expected != (attrs.get("Number", number), attrs["Type"]):
+        table = "Reserved INFO keys" if kind == "INFO" else "Reserved genotype keys"
+        issues.append(
+            Issue(
+                line,
+                kind,
+                "META_RESERVED_KEY",
+                f"{kind} {ident} is reserved as Number={expected[0]}, Type={expected[1]}"
+                f" (table '{table}', {cite(version, 'fixed' if kind == 'INFO' else 'genotype')});"
+                f" this header declares Number={attrs.get('Number', '?')}, Type={attrs['Type']}",
+            )
+        )
+    return FieldDef(ident, number, type_)
+
+
+def _check_order(
+    kind: str,
+    parsed: StructuredLine,
+    order: tuple[str, ...],
+    line: int,
+    version: tuple[int, int],
+    issues: list[Issue],
+) -> None:
+    """The spec's own fields come first and in its order (extra fields may follow)."""
+    present = [key for key in parsed.keys if key in order]
+    wanted = [key for key in order if key in parsed.fields]
+    if present == wanted and parsed.keys[: len(wanted)] == wanted:
+        return
+    must = is_must("META_FIELD_ORDER", version)
+    issues.append(
+        Issue(
+            line,
+            kind,
+            "META_FIELD_ORDER",
+            f"the ##{kind} line {'must' if must else 'should'} list {', '.join(order)} first and in that"
+            f" order ({cite(version, 'meta')}); found {', '.join(parsed.keys)}",
+            warning=not must,
+        )
+    )
+
+
+def _check_quoted(
+    kind: str, parsed: StructuredLine, line: int, version: tuple[int, int], issues: list[Issue]
+) -> None:
+    if "Description" in parsed.fields and "Description" not in parsed.quoted:
+        topic = kind.lower() if kind in ("INFO", "FORMAT", "FILTER", "ALT") else "meta"
+        issues.append(
+            Issue(
+                line,
+                kind,
+                "META_UNQUOTED",
+                f"the Description of a ##{kind} line must be surrounded by double quotes"
+                f" ({cite(version, topic if topic != 'filter' and topic != 'alt' else 'info')})",
+            )
+        )
 
 
 def _annotation_fields(description: str) -> list[str]:
@@ -212,28 +353,81 @@ def parse_header(lines: list[str]) -> tuple[VcfHeader, list[Issue]]:
     return header, issues
 
 
+# Unstructured meta lines this specification defines; their value is not `<...>`.
+_UNSTRUCTURED = frozenset(
+    {"fileformat", "fileDate", "source", "reference", "assembly", "pedigreeDB", "phasing"}
+)
+# Structured lines the spec defines beyond INFO/FORMAT/FILTER/ALT/contig.
+_OTHER_STRUCTURED = {"SAMPLE": "sample", "PEDIGREE": "pedigree", "META": "sample"}
+# Contig names as SAM reference names (VCF 4.3+ §1.4.7).
+_CONTIG_NAME = re.compile(r"[0-9A-Za-z!#$%&+./:;?@^_|~-][0-9A-Za-z!#$%&*+./:;=?@^_|~-]*")
+
+
 def _meta_line(line: str, number: int, header: VcfHeader, issues: list[Issue]) -> None:
+    version = header.version
     if not line.startswith("##"):
         issues.append(Issue(number, "HEADER", "META_SYNTAX", "a header line must start with ##"))
         return
     key, eq, value = line[2:].partition("=")
     if not eq or not key:
-        issues.append(Issue(number, "HEADER", "META_SYNTAX", "a meta line must be ##key=value"))
-        return
-    if key not in ("INFO", "FORMAT", "FILTER", "ALT", "contig"):
-        return
-    attrs = parse_structured(value)
-    if attrs is None:
         issues.append(
-            Issue(number, key, "META_SYNTAX", f"the ##{key} line is not of the form <ID=...,key=value,...>")
+            Issue(
+                number, "HEADER", "META_SYNTAX", f"a meta line must be ##key=value ({cite(version, 'meta')})"
+            )
         )
+        return
+    if not value:
+        # 4.1/4.2 §1.2: "must be key=value pairs"; 4.3+ §1.4: the value "may not be empty".
+        issues.append(
+            Issue(number, key, "META_EMPTY_VALUE", f"##{key}= has no value ({cite(version, 'meta')})")
+        )
+        return
+    if key in _UNSTRUCTURED:
+        if value.startswith("<") and version >= (4, 3):
+            issues.append(
+                Issue(
+                    number,
+                    key,
+                    "META_SYNTAX",
+                    f"##{key} is an unstructured line, its value must not start with '<'"
+                    f" ({cite(version, 'meta')})",
+                )
+            )
+        return
+    if key not in ("INFO", "FORMAT", "FILTER", "ALT", "contig") and key not in _OTHER_STRUCTURED:
+        # 4.3+ §1.4: a value starting with '<' is a structured line and must be well-formed;
+        # 4.1/4.2 give lines they do not define no syntax beyond ##key=value.
+        if value.startswith("<") and version >= (4, 3) and parse_structured_line(value) is None:
+            issues.append(
+                Issue(
+                    number,
+                    key,
+                    "META_SYNTAX",
+                    f"the ##{key} line is not of the form <key=value,...> ({cite(version, 'meta')})",
+                )
+            )
+        return
+    parsed = parse_structured_line(value)
+    if parsed is None:
+        issues.append(
+            Issue(
+                number,
+                key,
+                "META_SYNTAX",
+                f"the ##{key} line is not of the form <ID=...,key=value,...> ({cite(version, 'meta')})",
+            )
+        )
+        return
+    attrs = parsed.fields
+    if key in _OTHER_STRUCTURED:
+        _other_structured(key, parsed, number, version, issues)
         return
     if "ID" not in attrs:
         issues.append(Issue(number, key, "META_MISSING_KEY", f"the ##{key} line has no ID"))
         return
     ident = attrs["ID"]
     if key in ("INFO", "FORMAT"):
-        definition = _field_def(key, attrs, number, header.version, issues)
+        definition = _field_def(key, parsed, number, version, issues)
         if definition is None:
             return
         table = header.info if key == "INFO" else header.format
@@ -244,18 +438,83 @@ def _meta_line(line: str, number: int, header: VcfHeader, issues: list[Issue]) -
             names = _annotation_fields(attrs.get("Description", ""))
             if names:
                 header.annotations[ident] = names
-    elif key == "FILTER":
+    elif key in ("FILTER", "ALT"):
+        section = cite(version, key.lower())
         if "Description" not in attrs:
-            issues.append(Issue(number, key, "META_MISSING_KEY", f"FILTER {ident} has no Description"))
-        header.filters.add(ident)
-    elif key == "ALT":
-        if "Description" not in attrs:
-            issues.append(Issue(number, key, "META_MISSING_KEY", f"ALT {ident} has no Description"))
-        header.alts.add(ident)
+            issues.append(
+                Issue(number, key, "META_MISSING_KEY", f"{key} {ident} has no Description ({section})")
+            )
+        _check_order(key, parsed, ("ID", "Description"), number, version, issues)
+        _check_quoted(key, parsed, number, version, issues)
+        if key == "FILTER":
+            header.filters.add(ident)
+        else:
+            if not ident or any(c in ident for c in " \t,<>"):
+                issues.append(
+                    Issue(
+                        number,
+                        key,
+                        "META_SYNTAX",
+                        f"ALT ID {ident!r} must not contain whitespace, commas or angle brackets ({section})",
+                    )
+                )
+            header.alts.add(ident)
     else:
-        if not ident or any(c in ident for c in " \t,<>[]*=") or ident.startswith("*"):
-            issues.append(Issue(number, key, "META_SYNTAX", f"contig name {ident!r} is not allowed"))
-        header.contigs.add(ident)
+        _contig(ident, attrs, number, header, issues)
+
+
+def _contig(ident: str, attrs: dict[str, str], number: int, header: VcfHeader, issues: list[Issue]) -> None:
+    version = header.version
+    section = cite(version, "contig")
+    if version >= (4, 3):
+        allowed = bool(_CONTIG_NAME.fullmatch(ident))
+    else:
+        # 4.1/4.2 name no character set; whitespace and commas break the line itself.
+        allowed = bool(ident) and not any(c in ident for c in " \t,")
+    if not allowed:
+        issues.append(
+            Issue(number, "contig", "META_SYNTAX", f"contig name {ident!r} is not allowed ({section})")
+        )
+    length = attrs.get("length")
+    if length is not None and not (length.isascii() and length.isdigit()):
+        issues.append(
+            Issue(
+                number,
+                "contig",
+                "META_SYNTAX",
+                f"contig {ident} has length={length!r}, not an integer ({section})",
+            )
+        )
+    header.contigs.add(ident)
+
+
+def _other_structured(
+    key: str, parsed: StructuredLine, number: int, version: tuple[int, int], issues: list[Issue]
+) -> None:
+    """##SAMPLE, ##PEDIGREE and ##META: from 4.3 every structured line needs an ID, given first."""
+    if version < (4, 3):
+        return
+    section = cite(version, _OTHER_STRUCTURED[key])
+    if "ID" not in parsed.fields:
+        issues.append(
+            Issue(
+                number,
+                key,
+                "META_MISSING_KEY",
+                f"the ##{key} line has no ID; all structured lines require one ({cite(version, 'meta')})",
+            )
+        )
+        return
+    _check_order(key, parsed, ("ID",), number, version, issues)
+    _check_quoted(key, parsed, number, version, issues)
+    if key == "META":
+        values = parsed.fields.get("Values")
+        if values is not None and not (values.startswith("[") and values.endswith("]")):
+            issues.append(
+                Issue(
+                    number, key, "META_SYNTAX", f"##META Values must be a list in square brackets ({section})"
+                )
+            )
 
 
 def _header_line(line: str, number: int, header: VcfHeader, issues: list[Issue]) -> None:

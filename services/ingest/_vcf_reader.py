@@ -12,6 +12,14 @@ The bus publishes the bytes as they are; `EncodedBatch.decode()` parses them.
 Decisions:
 - A record whose ALT is `.` (REF-only) yields no variant; it still consumes a
   record_index and is counted in `ReadCounters.ref_only_records`.
+- gVCF's `<*>` and `<NON_REF>` stand for "any allele not listed" (VCF 4.3+
+  §5.5): they are not variants. A record whose only ALTs they are (a
+  reference block) yields none and is counted in `reference_blocks`; in a
+  record with real ALTs they are skipped (counted in `placeholder_alleles`)
+  and the real ALTs keep their `alt_index`.
+- A SHOULD not followed (undeclared INFO/FORMAT/FILTER key, unsorted POS,
+  contig without a ##contig line) is a warning and the record flows; an
+  undeclared key is typed as htslib types it (see VcfHeader.declare_info).
 - A record that breaks the spec yields no variant either: it consumes a
   record_index and becomes a DeadLetter with its line, raw text and reason.
 - INFO values with Number=A/R/G keep the full list on every ALT's message; the
@@ -45,6 +53,7 @@ from vcf_agent.schema import SMALL_VARINTS, correlation_prefix, file_digest_hash
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._record_encoder import RecordEncoder
+from ._spec_levels import cite
 from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
 
 __all__ = ["ISSUE_LIMIT", "EncodedBatch", "ReadCounters", "VcfFileError", "VcfReader", "file_digest"]
@@ -61,6 +70,9 @@ _DIGEST_CHUNK = 1 << 20
 
 # Issues kept for a validation report; a file with more is summarised by count.
 ISSUE_LIMIT = 1000
+
+# gVCF's "any other allele": `<*>` (VCF 4.3+ §5.5, preferred) or GATK's `<NON_REF>`.
+GVCF_PLACEHOLDERS = frozenset({"<*>", "<NON_REF>"})
 
 
 def _string_field(tag: bytes, value: str) -> bytes:
@@ -126,6 +138,10 @@ class ReadCounters:
     records: int = 0
     variants: int = 0
     ref_only_records: int = 0
+    # gVCF records whose every ALT is <*>/<NON_REF> (VCF 4.3+ §5.5): counted, not published.
+    reference_blocks: int = 0
+    # <*>/<NON_REF> ALTs of records that also have a real ALT, likewise skipped.
+    placeholder_alleles: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +311,8 @@ class VcfReader:
         # Header problems that leave records interpretable; strict ingest fails on them.
         self.header_issues: list[Issue] = issues
         self.record_issues: list[Issue] = []
+        # Errors of the file as a whole found among the records; they reject no record.
+        self.file_issues: list[Issue] = []
         self.warnings: list[Issue] = []
         self._rules = RecordRules(header)
         self.counters = ReadCounters(samples=list(header.samples))
@@ -412,8 +430,10 @@ class VcfReader:
             if self._closing:
                 break
             entries = fast(line)
-            if entries is None:
-                entries = slow(line)
+            if not entries:
+                # None: the Python path decides; []: a gVCF reference block the C path counted.
+                if entries is None:
+                    entries = slow(line)
                 if not entries:
                     continue
             if first_index < 0:
@@ -426,6 +446,8 @@ class VcfReader:
                 continue
             record_index = encoder.record_index
             counters.records = record_index + 1
+            counters.reference_blocks = encoder.reference_blocks
+            counters.placeholder_alleles = encoder.placeholder_alleles
             while chunks:
                 # A multi-allelic record may straddle two batches, as the ALTs fill them.
                 taken = chunks[:batch_size]
@@ -441,6 +463,18 @@ class VcfReader:
             else:
                 first_index = -1
         counters.records = encoder.record_index + 1
+        counters.reference_blocks = encoder.reference_blocks
+        counters.placeholder_alleles = encoder.placeholder_alleles
+        if counters.records == 0 and not self._closing:
+            self.warnings.append(
+                Issue(
+                    0,
+                    "FILE",
+                    "NO_RECORDS",
+                    "the file has a header and no records: valid, and nothing to analyse",
+                    warning=True,
+                )
+            )
         if chunks:
             counters.variants += len(chunks)
             yield EncodedBatch(b"".join(chunks), len(chunks), first_index, encoder.record_index, *first_locus)
@@ -471,7 +505,7 @@ class VcfReader:
                 encoder.last_pos = -1
             pos = rules.position(fields[1])
             if pos < encoder.last_pos:
-                raise rules.unsorted(chrom, pos, encoder.last_pos)
+                rules.unsorted(chrom, pos, encoder.last_pos)
             encoder.last_pos = pos
             ref_field = self._refs.get(fields[3]) or self._ref(fields[3])
             alts, alt_fields, all_alts = self._alts.get(fields[4]) or self._alt(fields[4])
@@ -490,8 +524,15 @@ class VcfReader:
         except RecordError as exc:
             self._reject(record_index, line_number if self._numbered else 0, line, exc)
             return None
+        finally:
+            if rules.pending:
+                self._warn(line_number if self._numbered else 0)
         if not n_alt:
             self.counters.ref_only_records += 1
+            return None
+        if not any(alt_fields):
+            # Every ALT is gVCF's <*>/<NON_REF>: a reference block, not a variant.
+            encoder.reference_blocks += 1
             return None
         encoder.position = pos
         head = b"".join(
@@ -510,6 +551,9 @@ class VcfReader:
         key = self._id_prefix + f"{record_index}:".encode()
         entries = []
         for alt_index in range(n_alt):
+            if not alt_fields[alt_index]:
+                encoder.placeholder_alleles += 1
+                continue
             body = b"".join(
                 (
                     _T_CORRELATION,
@@ -537,6 +581,14 @@ class VcfReader:
             encoded = self._info_misses(entries, encoded, n_alt, cache)
         return b"".join(encoded)  # type: ignore[arg-type]
 
+    def _warn(self, line_number: int) -> None:
+        """What the record's checks noted without rejecting it, as issues at its line."""
+        for column, code, message, warning in self._rules.pending:
+            issues = self.warnings if warning else self.file_issues
+            if len(issues) < ISSUE_LIMIT:
+                issues.append(Issue(line_number, column, code, message, warning=warning))
+        self._rules.pending.clear()
+
     def _missing_newline(self, line_number: int) -> None:
         if self._numbered:
             self.warnings.append(
@@ -547,11 +599,15 @@ class VcfReader:
 
     def _reject(self, record_index: int, line_number: int, line: str, exc: RecordError) -> None:
         self.dead_lettered += 1
+        message = exc.message
+        if "§" not in message:
+            # The MUST broken is in the section on the record's fixed fields or on genotype fields.
+            message += f" ({cite(self.header.version, 'genotype' if exc.column == 'FORMAT' else 'fixed')})"
         if self._keep_issues and len(self.record_issues) < ISSUE_LIMIT:
-            self.record_issues.append(Issue(line_number, exc.column, exc.code, exc.message))
+            self.record_issues.append(Issue(line_number, exc.column, exc.code, message))
         where = f"line {line_number}" if line_number else f"record {record_index + 1}"
         letter = events_pb2.DeadLetter(
-            reason=f"{where}, column {exc.column}: {exc.message}",
+            reason=f"{where}, column {exc.column}: {message}",
             job_id=self._job_id,
             tenant_id=self._tenant_id,
             file_name=self._source_name,
@@ -595,7 +651,8 @@ class VcfReader:
             )
         entry = (
             alts,
-            [_string_field(_T_ALTERNATE, a) for a in alts],
+            # gVCF's unobserved-allele placeholders are no variant: an empty field skips them.
+            [b"" if a in GVCF_PLACEHOLDERS else _string_field(_T_ALTERNATE, a) for a in alts],
             b"".join([_string_field(_T_ALL_ALTERNATES, a) for a in alts]),
         )
         if len(self._alts) >= _CACHE_LIMIT:

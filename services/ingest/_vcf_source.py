@@ -4,7 +4,7 @@ Plain and (b)gzipped VCF are read as text here, not through htslib: htslib
 would parse every record into binary and format it back to text, which costs
 more than the rest of ingest, and it cannot seek in gzip that is not BGZF.
 BCF and indexed region queries go through pysam. Everything that makes a file
-unusable (empty, binary, truncated, wrong format, no records) is detected here,
+unusable (empty, binary, truncated, wrong format) is detected here,
 before the caller publishes anything.
 """
 
@@ -154,11 +154,16 @@ def open_vcf_text(
         opened.close()
         raise
     kind = {"plain": "vcf", "bgzf": "vcf.gz", "gzip": "gzip"}[container]
-    return VcfText(kind, header, itertools.chain([first], opened), len(header) + 1, opened.close)
+    lines: Iterator[str] = itertools.chain([first], opened) if first is not None else iter(())
+    return VcfText(kind, header, lines, len(header) + 1, opened.close)
 
 
-def _read_header(fh: IO[str], name: str) -> tuple[list[str], str]:
-    """Header lines and the first record line; a file without records fails here."""
+def _read_header(fh: IO[str], name: str) -> tuple[list[str], str | None]:
+    """Header lines and the first record line (None when the file has a header and no records).
+
+    A header without records is a valid VCF (no version requires a record);
+    the reader reports it as a warning and the job completes with 0 variants.
+    """
     header: list[str] = []
     for line in fh:
         if line.startswith("#"):
@@ -179,11 +184,7 @@ def _read_header(fh: IO[str], name: str) -> tuple[list[str], str]:
         raise VcfFileError(f"{name}: the file is empty", "EMPTY_FILE")
     if not header[-1].startswith("#CHROM"):
         raise VcfFileError(f"{name}: the header has no #CHROM line", "HEADER_LINE_MISSING", len(header))
-    raise VcfFileError(
-        f"{name}: the file has a header but no variant records, so there is nothing to ingest",
-        "NO_RECORDS",
-        len(header),
-    )
+    return header, None
 
 
 def _open_region(path: Path, name: str, region: str) -> VcfText:
@@ -216,14 +217,12 @@ def _open_bcf(path: Path, name: str, region: str | None) -> VcfText:
         try:
             first = next(lines)
         except StopIteration:
-            variant_file.close()
-            raise VcfFileError(
-                f"{name}: the file has a header but no variant records", "NO_RECORDS"
-            ) from None
+            lines = iter(())
         except (OSError, ValueError) as exc:
             variant_file.close()
             raise VcfFileError(f"{name}: the BCF data is corrupt ({exc})", "TRUNCATED_FILE") from exc
-        lines = itertools.chain([first], lines)
+        else:
+            lines = itertools.chain([first], lines)
     return VcfText("bcf", header, lines, 0, variant_file.close)
 
 

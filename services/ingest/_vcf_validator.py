@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from ._spec_levels import cite, is_must
 from ._vcf_header import FieldDef, VcfHeader
 
 INT_MAX = 2**31 - 1
@@ -35,6 +36,8 @@ _ALLELE = re.compile(
 _FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:inf|infinity|nan)", re.IGNORECASE)
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _GT_SPLIT = re.compile(r"[/|]")
+# CHROM as a contig name (VCF 4.3+ §1.4.7) or an angle-bracketed ID of the ##assembly file (every version).
+_CHROM_NAME = re.compile(r"[0-9A-Za-z!#$%&+./:;?@^_|~-][0-9A-Za-z!#$%&*+./:;=?@^_|~-]*|<[^<>,\s]+>")
 _RESERVED_SYMBOLIC = frozenset(
     {"DEL", "INS", "DUP", "INV", "CNV", "BND", "*", "NON_REF", "CNV:TR", "DUP:TANDEM"}
 )
@@ -81,30 +84,57 @@ def expected_count(definition: FieldDef, alt_count: int, ploidy: int = 2) -> int
 
 
 class RecordRules:
-    """The spec's per-record rules, bound to one file's header."""
+    """The spec's per-record rules, bound to one file's header.
+
+    A MUST broken by the record raises RecordError; a SHOULD not followed is
+    appended to `pending` as (column, code, message, is_warning) and the record
+    flows. So is a MUST about the file as a whole (one block per CHROM): which
+    record breaks it is a matter of viewpoint, so none is rejected for it, but
+    it is an error of the file (strict jobs fail, `validate` says invalid). Each SHOULD is
+    reported once per key or contig, so a file's warnings stay few.
+    """
 
     def __init__(self, header: VcfHeader) -> None:
         self.header = header
+        self.pending: list[tuple[str, str, str, bool]] = []
         self._seen_contigs: set[str] = set()
+        self._unsorted_contigs: set[str] = set()
+        self._undeclared_contigs: set[str] = set()
+        self._fixed = cite(header.version, "fixed")
+        self._genotype = cite(header.version, "genotype")
 
     def contig(self, chrom: str, previous: str) -> None:
-        """Called when CHROM changes: declared, and not a second block of the same contig."""
-        if not chrom or any(c in chrom for c in " <>[]*=,"):
+        """Called when CHROM changes: a legal name, declared, and not a second block of the same contig."""
+        if not chrom or not (_CHROM_NAME.fullmatch(chrom) or self._old_chrom(chrom)):
             raise RecordError(
-                "CHROM_INVALID", "CHROM", f"chromosome name {chrom!r} is empty or has forbidden characters"
-            )
-        if self.header.contigs and chrom not in self.header.contigs:
-            raise RecordError(
-                "CHROM_UNDECLARED", "CHROM", f"chromosome {chrom} is not among the header's ##contig lines"
-            )
-        if chrom in self._seen_contigs:
-            raise RecordError(
-                "POS_UNSORTED",
+                "CHROM_INVALID",
                 "CHROM",
-                f"records of chromosome {chrom} appear again after {previous}; the file is not sorted",
+                f"chromosome name {chrom!r} is empty or has forbidden characters ({self._fixed})",
+            )
+        if self.header.contigs and chrom not in self.header.contigs and chrom not in self._undeclared_contigs:
+            self._undeclared_contigs.add(chrom)
+            self.pending.append(
+                (
+                    "CHROM",
+                    "CHROM_UNDECLARED",
+                    f"chromosome {chrom} is not among the header's ##contig lines, which are"
+                    f" recommended, not required ({cite(self.header.version, 'contig')})",
+                    True,
+                )
             )
         if previous:
             self._seen_contigs.add(previous)
+        if chrom in self._seen_contigs:
+            must = is_must("CHROM_NOT_CONTIGUOUS", self.header.version)
+            message = (
+                f"records of chromosome {chrom} appear again after {previous}; all records of a CHROM"
+                f" {'must' if must else 'should'} form one contiguous block ({self._fixed})"
+            )
+            self.pending.append(("CHROM", "CHROM_NOT_CONTIGUOUS", message, not must))
+
+    def _old_chrom(self, chrom: str) -> bool:
+        """VCF 4.1/4.2 give CHROM no character set beyond "no whitespace permitted" (§1.4.1)."""
+        return self.header.version < (4, 3) and not any(c.isspace() for c in chrom)
 
     @staticmethod
     def position(text: str) -> int:
@@ -115,12 +145,20 @@ class RecordRules:
             raise RecordError("POS_INVALID", "POS", f"position {text} is larger than 2^31-1")
         return value
 
-    @staticmethod
-    def unsorted(chrom: str, pos: int, previous: int) -> RecordError:
-        return RecordError(
-            "POS_UNSORTED",
-            "POS",
-            f"position {chrom}:{pos} comes after {chrom}:{previous}; the file is not sorted",
+    def unsorted(self, chrom: str, pos: int, previous: int) -> None:
+        """POS going back within a CHROM: the spec describes positions as sorted but does not
+        require it with a MUST or SHOULD (§1.6.1 of 4.3+, §1.4.1 of 4.1/4.2), so a warning."""
+        if chrom in self._unsorted_contigs:
+            return
+        self._unsorted_contigs.add(chrom)
+        self.pending.append(
+            (
+                "POS",
+                "POS_UNSORTED",
+                f"position {chrom}:{pos} comes after {chrom}:{previous}; positions are described as sorted"
+                f" ({self._fixed}); later unsorted records of {chrom} are not reported again",
+                True,
+            )
         )
 
     @staticmethod
@@ -179,10 +217,16 @@ class RecordRules:
                     raise RecordError(
                         "FILTER_INVALID", "FILTER", f"FILTER {text!r} has an empty or spaced name"
                     )
-                raise RecordError(
-                    "FILTER_UNDECLARED",
-                    "FILTER",
-                    f"filter {name} is not declared with a ##FILTER header line",
+                # htslib adds ##FILTER=<ID=name,Description="Dummy"> and reads on (vcf_parse_filter).
+                self.header.filters.add(name)
+                self.pending.append(
+                    (
+                        "FILTER",
+                        "FILTER_UNDECLARED",
+                        f"filter {name} is not declared with a ##FILTER header line, which it should be"
+                        f" ({cite(self.header.version, 'meta')})",
+                        True,
+                    )
                 )
         if "PASS" in names and len(names) > 1:
             raise RecordError("FILTER_INVALID", "FILTER", "PASS cannot be combined with failed filters")
@@ -195,9 +239,21 @@ class RecordRules:
         if definition is None:
             if not key:
                 raise RecordError("INFO_INVALID", "INFO", "the INFO column has an empty entry (';;')")
-            raise RecordError(
-                "INFO_UNDECLARED", "INFO", f"INFO key {key} is not declared with a ##INFO header line"
+            definition = self.header.declare_info(key)
+            typed_as = "as htslib does" if key in self.header.undeclared_info else "as the spec reserves it"
+            self.pending.append(
+                (
+                    "INFO",
+                    "INFO_UNDECLARED",
+                    f"INFO key {key} is not declared with a ##INFO header line, which it should be"
+                    f" ({self._fixed}); read as Number={definition.number}, Type={definition.type},"
+                    f" {typed_as}",
+                    True,
+                )
             )
+        if not has_value and key in self.header.undeclared_info:
+            # htslib stores a value-less undeclared key as a flag.
+            return definition, key, None
         if definition.type == "Flag":
             if has_value:
                 raise RecordError("INFO_TYPE", "INFO", f"INFO {key} is a Flag and must not have a value")
@@ -272,10 +328,22 @@ class RecordRules:
         keys = text.split(":")
         for key in keys:
             if key not in self.header.format:
-                raise RecordError(
-                    "FORMAT_UNDECLARED",
-                    "FORMAT",
-                    f"FORMAT key {key or '(empty)'} is not declared with ##FORMAT",
+                if not key or key == ".":
+                    raise RecordError(
+                        "FORMAT_INVALID",
+                        "FORMAT",
+                        f"FORMAT {text!r} has an empty or '.' key ({self._genotype})",
+                    )
+                definition = self.header.declare_format(key)
+                self.pending.append(
+                    (
+                        "FORMAT",
+                        "FORMAT_UNDECLARED",
+                        f"FORMAT key {key} is not declared with a ##FORMAT header line, which it should be"
+                        f" ({cite(self.header.version, 'meta')}); read as Number={definition.number},"
+                        f" Type={definition.type}",
+                        True,
+                    )
                 )
         if len(set(keys)) != len(keys):
             raise RecordError("FORMAT_INVALID", "FORMAT", f"FORMAT {text} lists a key twice")

@@ -79,6 +79,7 @@ def _summary_json(
         "variants": job.counts.total,
         "stored": job.counts.stored,
         "dead_lettered": job.counts.dead_lettered,
+        "gvcf_reference_blocks": job.counts.reference_blocks,
         "samples": job.samples,
         "providers": list(job.providers),
         "seconds": round(seconds, 3),

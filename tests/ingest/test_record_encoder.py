@@ -56,7 +56,13 @@ def _read(path: Path, *, fast: bool) -> tuple[list[tuple[bytes, int, int, int, s
         )
     except VcfFileError as exc:
         # A file refused as a whole (some pyvcf3 files) must be refused the same way.
-        return [], {"letters": [(exc.code, str(exc))], "warnings": [], "counters": None, "slow_calls": 0}
+        return [], {
+            "letters": [(exc.code, str(exc))],
+            "warnings": [],
+            "file_issues": [],
+            "counters": None,
+            "slow_calls": 0,
+        }
     slow_calls = 0
     encode_slow = reader._encode_slow
 
@@ -77,6 +83,7 @@ def _read(path: Path, *, fast: bool) -> tuple[list[tuple[bytes, int, int, int, s
     outcome = {
         "letters": letters,
         "warnings": reader.warnings,
+        "file_issues": reader.file_issues,
         "counters": reader.counters,
         "slow_calls": slow_calls,
     }
@@ -90,7 +97,7 @@ def _assert_same(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]
     fast_batches, fast = _read(path, fast=True)
     slow_batches, slow = _read(path, fast=False)
     assert fast_batches == slow_batches
-    for key in ("letters", "warnings", "counters"):
+    for key in ("letters", "warnings", "file_issues", "counters"):
         assert fast[key] == slow[key], key
     records = slow["counters"].records if slow["counters"] else 0  # type: ignore[attr-defined]
     return records, fast["slow_calls"]  # type: ignore[return-value]
@@ -290,7 +297,21 @@ def _random_sample(rng: random.Random, fmt: str, n_alt: int) -> str:
 _RANDOM_COLUMNS = {
     "id": [".", "rs1", "rs 2", "", "a;b"],
     "ref": ["A", "C", "AT", "N", "X", "", "a"],
-    "alt": ["G", "T", "G,T", "<DEL>", "*", ".", "A", "G,G", "G[chr2:5[", "<*>", "GT,C,A"],
+    "alt": [
+        "G",
+        "T",
+        "G,T",
+        "<DEL>",
+        "*",
+        ".",
+        "A",
+        "G,G",
+        "G[chr2:5[",
+        "<*>",
+        "GT,C,A",
+        "G,<*>",
+        "<NON_REF>,T",
+    ],
     "qual": ["50", "1e3", ".", "-1", "+2.5", "nan", "", "9" * 70, "0.000001", "1e400"],
     "filter": ["PASS", "LowQual", ".", "Bad", "PASS;LowQual", ""],
     "format": ["GT:DP:GQ:AD:PL", "GT:AD", "DP:GT", "GT", "GT:DP:GQ:AD:PL:XX", "GT:GT"],

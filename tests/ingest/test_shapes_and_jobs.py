@@ -75,9 +75,18 @@ def test_real_caller_outputs_are_valid_and_ingest(name: str) -> None:
 
 
 def test_real_malformed_files_are_flagged_where_they_break() -> None:
-    # mixed-filtering.vcf line 24 uses FILTER q50, which its header never declares.
+    # mixed-filtering.vcf line 24 uses FILTER q50, which its header never declares: a SHOULD
+    # (VCF 4.1 §1.2: lines describing the FILTERs used are "strongly encouraged"), so a warning,
+    # and the record is ingested with its filter, as htslib reads it.
     report = validate_file(PYVCF_DATA / "mixed-filtering.vcf")
-    assert [(e.line, e.code) for e in report.errors] == [(24, "FILTER_UNDECLARED")]
+    assert report.valid, report.errors
+    assert [(w.line, w.code) for w in report.warnings] == [(24, "FILTER_UNDECLARED")]
+    at_24 = [v for v in _variants(PYVCF_DATA / "mixed-filtering.vcf") if v.line_number == 24]
+    # 20 1234567 microsat1 GTC G,GTCT 50 q10;q50: one variant per ALT, both filters kept.
+    assert [(v.position, v.alternate, list(v.filters)) for v in at_24] == [
+        (1234567, "G", ["q10", "q50"]),
+        (1234567, "GTCT", ["q10", "q50"]),
+    ]
     # issue-214.vcf line 32 has REF '*'.
     assert [(e.line, e.code) for e in validate_file(PYVCF_DATA / "issue-214.vcf").errors] == [
         (32, "REF_INVALID")
@@ -94,6 +103,25 @@ def test_sites_only_crlf_and_utf8_header(tmp_path: Path) -> None:
     assert list(variant.info["DP"].ints.values) == [10]
 
 
+def test_gvcf_placeholders_are_not_variants_and_real_alts_keep_their_index(tmp_path: Path) -> None:
+    # VCF 4.3 §5.5: <*> (or GATK's <NON_REF>) is "any other allele", a reference block when alone.
+    records = [
+        record(alt="<*>", info="DP=3", s1="0/0", s2="0/0"),
+        record(pos="200", alt="<NON_REF>", s1="0/0", s2="0/0"),
+        record(pos="300", alt="<NON_REF>,T", info="AF=0.1,0.2", s1="0/2", s2="0/0"),
+        record(pos="400", alt="G,<*>", info="AF=0.5,0", s1="0/1", s2="0/0"),
+    ]
+    path = write_vcf(tmp_path / "gvcf.vcf", records)
+    assert validate_file(path).valid
+    with VcfReader(path, file_id="f", job_id="j", tenant_id="t", source_name=path.name) as reader:
+        variants = [v for batch in reader for v in batch.variants]
+    assert [(v.position, v.alternate, v.alt_index, list(v.all_alternates)) for v in variants] == [
+        (300, "T", 1, ["<NON_REF>", "T"]),
+        (400, "G", 0, ["G", "<*>"]),
+    ]
+    assert (reader.counters.reference_blocks, reader.counters.placeholder_alleles) == (2, 2)
+
+
 def test_alleles_ploidy_phasing_and_symbolic_shapes(tmp_path: Path) -> None:
     records = [
         record(
@@ -106,8 +134,6 @@ def test_alleles_ploidy_phasing_and_symbolic_shapes(tmp_path: Path) -> None:
         record(pos="300", alt="G[chr2:500[", s1="0|1", s2="./."),
         record(pos="400", alt="]chr2:600]A", s1=".", s2="0/1:.:."),
         record(pos="500", alt="A.,.A", info="DP=1", s1="0/1", s2="1/2"),
-        record(pos="600", alt="<*>", s1="0/0", s2="0/0"),
-        record(pos="700", alt="<NON_REF>", s1="0/0", s2="0/0"),
     ]
     path = write_vcf(tmp_path / "shapes.vcf", records)
     assert validate_file(path).valid, validate_file(path).errors
@@ -121,8 +147,6 @@ def test_alleles_ploidy_phasing_and_symbolic_shapes(tmp_path: Path) -> None:
         "]chr2:600]A",
         "A.",
         ".A",
-        "<*>",
-        "<NON_REF>",
     ]
     multi = variants[0]
     assert [list(g.alleles) for g in multi.genotypes] == [[1, 3], [2, 1]]
@@ -219,15 +243,10 @@ def _empty(tmp_path: Path) -> Path:
     return path
 
 
-def _header_only(tmp_path: Path) -> Path:
-    return write_vcf(tmp_path / "header-only.vcf", [])
-
-
 UNUSABLE = [
     (_truncated_bgzip, "TRUNCATED_FILE", "truncated"),
     (_binary, "BINARY_FILE", "binary"),
     (_empty, "EMPTY_FILE", "empty"),
-    (_header_only, "NO_RECORDS", "no variant records"),
 ]
 
 
@@ -304,6 +323,20 @@ async def test_strict_mode_fails_before_publishing(tmp_path: Path) -> None:
         assert _store(pipeline).count(job.job_id) == 0
 
 
+async def test_strict_mode_passes_shoulds_and_stores_the_records(tmp_path: Path) -> None:
+    # An undeclared INFO key and FILTER (SHOULDs, VCF 4.3 §1.6.1 and §1.4) and unsorted positions
+    # are warnings: a strict job completes and stores all three records.
+    records = [GOOD, record(pos="300", info="XX=1", filter="q10"), record(pos="200")]
+    path = write_vcf(tmp_path / "shoulds.vcf", records)
+    async with LocalPipeline(_settings(tmp_path)) as pipeline:
+        publisher = cast(VariantPublisher, pipeline.parts["ingest"].state["publisher"])
+        job = await publisher.submit(path, validation="strict")
+        done = await pipeline.wait(job.job_id, timeout_s=60)
+        assert events_pb2.JobState.Name(done.state) == "JOB_STATE_COMPLETE", done.error
+        assert (done.counts.total, done.counts.dead_lettered) == (3, 0)
+        assert _store(pipeline).count(job.job_id) == 3
+
+
 @pytest.mark.parametrize(("make", "code", "words"), UNUSABLE, ids=[u[1] for u in UNUSABLE])
 async def test_unusable_files_fail_the_job_and_store_nothing(
     tmp_path: Path, make: Callable[[Path], Path], code: str, words: str
@@ -316,6 +349,20 @@ async def test_unusable_files_fail_the_job_and_store_nothing(
         assert words in job.error
         assert _store(pipeline).count(job_id) == 0
         assert job.counts.ingested == 0
+
+
+async def test_header_without_records_is_valid_and_its_job_completes_empty(tmp_path: Path) -> None:
+    # No version of the spec requires a record (VCF 4.3 §1.6: data lines follow the header).
+    path = write_vcf(tmp_path / "header-only.vcf", [])
+    report = validate_file(path)
+    assert report.valid and report.records == 0
+    assert [w.code for w in report.warnings] == ["NO_RECORDS"]
+    async with LocalPipeline(_settings(tmp_path)) as pipeline:
+        job_id = await pipeline.submit(path)
+        job = await pipeline.wait(job_id, timeout_s=60)
+        assert events_pb2.JobState.Name(job.state) == "JOB_STATE_COMPLETE", job.error
+        assert (job.counts.total, job.counts.ingested, job.counts.dead_lettered) == (0, 0, 0)
+        assert _store(pipeline).count(job_id) == 0
 
 
 def test_fixture_copies_match_their_origin() -> None:

@@ -29,12 +29,17 @@ class StageCounts(_message.Message):
     STORED_FIELD_NUMBER: _builtins.int
     DEAD_LETTERED_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    REFERENCE_BLOCKS_FIELD_NUMBER: _builtins.int
+    PLACEHOLDER_ALLELES_FIELD_NUMBER: _builtins.int
     ingested: _builtins.int
     analysed: _builtins.int
     stored: _builtins.int
     dead_lettered: _builtins.int
     total: _builtins.int
     """Exact number of variants once ingest has finished; 0 before."""
+    reference_blocks: _builtins.int
+    """gVCF reference blocks and <*>/<NON_REF> ALTs read by ingest: not variants, not stored."""
+    placeholder_alleles: _builtins.int
     def __init__(
         self,
         *,
@@ -43,10 +48,12 @@ class StageCounts(_message.Message):
         stored: _builtins.int = ...,
         dead_lettered: _builtins.int = ...,
         total: _builtins.int = ...,
+        reference_blocks: _builtins.int = ...,
+        placeholder_alleles: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysed", b"analysed", "dead_lettered", b"dead_lettered", "ingested", b"ingested", "stored", b"stored", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysed", b"analysed", "dead_lettered", b"dead_lettered", "ingested", b"ingested", "placeholder_alleles", b"placeholder_alleles", "reference_blocks", b"reference_blocks", "stored", b"stored", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -392,6 +392,8 @@ class JobMarker(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     DEAD_LETTERED_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    REFERENCE_BLOCKS_FIELD_NUMBER: _builtins.int
+    PLACEHOLDER_ALLELES_FIELD_NUMBER: _builtins.int
     kind: Global___JobMarker.Kind.ValueType
     job_id: _builtins.str
     file_id: _builtins.str
@@ -402,6 +404,11 @@ class JobMarker(_message.Message):
     record_count: _builtins.int
     reason: _builtins.str
     dead_lettered: _builtins.int
+    reference_blocks: _builtins.int
+    """gVCF (VCF 4.3+ section 5.5): records whose only ALTs are <*>/<NON_REF> (reference
+    blocks), and such ALTs in records with a real ALT. Read, counted, not published.
+    """
+    placeholder_alleles: _builtins.int
     @_builtins.property
     def samples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -425,10 +432,12 @@ class JobMarker(_message.Message):
         reason: _builtins.str = ...,
         dead_lettered: _builtins.int = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        reference_blocks: _builtins.int = ...,
+        placeholder_alleles: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_lettered", b"dead_lettered", "file_id", b"file_id", "job_id", b"job_id", "kind", b"kind", "providers", b"providers", "reason", b"reason", "record_count", b"record_count", "samples", b"samples", "source_name", b"source_name", "tenant_id", b"tenant_id", "timestamp", b"timestamp", "variant_count", b"variant_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_lettered", b"dead_lettered", "file_id", b"file_id", "job_id", b"job_id", "kind", b"kind", "placeholder_alleles", b"placeholder_alleles", "providers", b"providers", "reason", b"reason", "record_count", b"record_count", "reference_blocks", b"reference_blocks", "samples", b"samples", "source_name", b"source_name", "tenant_id", b"tenant_id", "timestamp", b"timestamp", "variant_count", b"variant_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
