@@ -40,11 +40,13 @@ RUN pip install --no-index --no-deps --no-build-isolation . \
     && python -c 'import vcf_agent.services.ingest._record_encoder, vcf_agent.services.router._local_wire, vcf_agent.services.writer._row_builder'
 
 FROM ${BASE_IMAGE}
+# Set by the release build: the version, the commit and the repository it was built from.
 ARG VERSION=0.1.0
 ARG REVISION=unknown
+ARG SOURCE=unknown
 LABEL org.opencontainers.image.title="vcf-analysis-agent" \
       org.opencontainers.image.description="Streaming VCF analysis: ingest, router, aggregator, writer, notifier" \
-      org.opencontainers.image.source="https://github.com/vcf-analysis-agent/vcf-analysis-agent" \
+      org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"

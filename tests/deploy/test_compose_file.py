@@ -35,6 +35,12 @@ def test_each_profile_loads_with_five_services_from_one_image(
     prefix = SERVICE_PROFILE_PREFIX[profile]
     assert sorted(services) == sorted(prefix + name for name in SERVICES)
     assert len({s["image"] for s in services.values()}) == 1
+    # One build of the one image: the other services run the tag it produces.
+    builds = [name for name, s in services.items() if "build" in s]
+    assert builds == [prefix + "ingest"]
+    assert Path(services[builds[0]]["build"]["context"]) / services[builds[0]]["build"]["dockerfile"] == (
+        COMPOSE_FILE.parents[1] / "Dockerfile"
+    )
     others = set(project["services"]) - set(services)
     tools = {"prometheus", "grafana", "jaeger"} if observability else set()
     assert others == BROKERS[profile] | tools
