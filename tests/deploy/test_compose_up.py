@@ -36,7 +36,7 @@ def _host_network_override(services: dict[str, dict[str, Any]]) -> tuple[dict[st
             "networks": _Reset(),
             "ports": _Reset(),
             "command": command,
-            "healthcheck": {"test": check},
+            "healthcheck": {"test": _Override(check)},
         }
         addresses[name] = f"127.0.0.1:{grpc_port}"
     return override, addresses
@@ -46,7 +46,14 @@ class _Reset:
     """Compose's `!reset` tag: drop the shipped value (here: networks and published ports)."""
 
 
+class _Override(list[str]):
+    """Compose's `!override` tag: replace a sequence instead of merging into it."""
+
+
 yaml.SafeDumper.add_representer(_Reset, lambda dumper, _: dumper.represent_scalar("!reset", "null"))
+yaml.SafeDumper.add_representer(
+    _Override, lambda dumper, value: dumper.represent_sequence("!override", list(value))
+)
 
 
 @pytest.fixture
