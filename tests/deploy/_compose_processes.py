@@ -85,29 +85,33 @@ class RunningService:
 
 
 def start(name: str, service: dict[str, Any], where: Endpoints, extra_env: dict[str, str]) -> RunningService:
+    """Start the service as compose would, including its restart policy: a process that exits
+    before it is up (a broker join timing out on a busy machine) is started again, twice at most."""
     command, grpc_port, _ = local_command(service)
     env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
     env.update(local_environment(service, where))
     env.update(extra_env)
     env["PYTHONUNBUFFERED"] = "1"
-    log_path = where.data_dir / f"{name}.log"
     where.data_dir.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "vcf_agent.cli", *command],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
-        )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("{"):
+    attempts = 3 if service.get("restart") in ("always", "unless-stopped", "on-failure") else 1
+    for attempt in range(attempts):
+        log_path = where.data_dir / f"{name}.{attempt}.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "vcf_agent.cli", *command],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+            )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if line.startswith("{"):
+            address = json.loads(line)["grpc"]
+            assert address == f"127.0.0.1:{grpc_port}"
+            return RunningService(name, process, address, log_path)
         process.wait(timeout=30)
-        raise AssertionError(f"{name} did not start ({process.returncode}):\n{log_path.read_text()[-3000:]}")
-    address = json.loads(line)["grpc"]
-    assert address == f"127.0.0.1:{grpc_port}"
-    return RunningService(name, process, address, log_path)
+    raise AssertionError(f"{name} did not start ({process.returncode}):\n{log_path.read_text()[-3000:]}")
 
 
 def stop(service: RunningService) -> int:
