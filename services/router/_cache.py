@@ -1,8 +1,15 @@
-"""The answer cache: a variant seen before is not sent to a paid model again.
+"""The answer cache: a prompt answered before is not sent to a paid model again.
 
-Keys are (prompt version, provider, model, variant key), so a new prompt or
-model never reuses an old answer. Entries are msgpack, bounded by total bytes
-with least-recently-used eviction. Every put, invalidation and clear is also
+Keys are (prompt version, provider, model, tenant, digest of the exact prompt
+sent). The prompt carries one submission's evidence (its samples' zygosity,
+its file's annotation), so keying by the variant alone would serve one
+tenant an answer derived from another tenant's data, and a variant seen
+again with other genotypes or annotation an answer to a different question.
+Keying by the tenant keeps tenants apart even when their prompts are equal
+(nothing is shared across tenants); keying by the prompt's digest means an
+answer is reused only for the very question it answered; and a new prompt
+version or model never reuses an old answer. Entries are msgpack, bounded by
+total bytes with least-recently-used eviction. Every put, invalidation and clear is also
 published on `cache-events`; each replica applies the others' events (and,
 starting from the earliest retained event, warms up on start), so all
 replicas converge on the same contents.
@@ -10,6 +17,7 @@ replicas converge on the same contents.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections import OrderedDict
@@ -24,14 +32,31 @@ from vcf_agent.schema import PayloadError, decode, encode
 from vcf_agent.v1 import events_pb2
 
 from ._metrics import cache_bytes, cache_hit_ratio, cache_lookups
+from ._prompt import Prompt
 
 log = logging.getLogger(__name__)
 
 _SEP = "|"
 
 
-def cache_key(variant_key: str, provider: str, model: str, prompt_version: str) -> str:
-    return _SEP.join((prompt_version, provider, model, variant_key))
+def cache_key(tenant_id: str, prompt: Prompt, provider: str, model: str) -> str:
+    """The entry for `prompt` sent by `tenant_id` to `provider`'s `model`.
+
+    The provider stays the second field, which `clear(provider)` and the
+    `cache-events` stream's provider field read back.
+    """
+    return _SEP.join((prompt.version, provider, model, tenant_id, prompt_digest(prompt)))
+
+
+def prompt_digest(prompt: Prompt) -> str:
+    """SHA-256 of the exact prompt sent (version, system and user message), each part
+    length-prefixed so no other split of the same characters gives the same digest."""
+    digest = hashlib.sha256()
+    for part in (prompt.version, prompt.system, prompt.user):
+        data = part.encode()
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def _provider_of(key: str) -> str:

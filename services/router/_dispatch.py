@@ -25,7 +25,6 @@ import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
-from vcf_agent.schema import variant_key
 from vcf_agent.v1 import analysis_pb2
 
 from ._annotation_fields import context_of
@@ -342,17 +341,17 @@ class ProviderPool:
         annotation: analysis_pb2.LocalAnnotation,
         priority: int,
     ) -> tuple[analysis_pb2.AnalysisResult, tuple[str, bytes] | None]:
-        variant = request.variant
-        vkey = variant_key(variant.chromosome, variant.position, variant.reference, variant.alternate)
+        prompt = build_prompt(request.variant, annotation)
         chain = self.order(slot)
-        keys = {name: cache_key(vkey, name, self.lanes[name].model, PROMPT_VERSION) for name in chain}
+        # The request's tenant and the exact prompt: an answer is never served to another tenant,
+        # nor for the same locus asked about with other genotypes or annotation.
+        keys = {name: cache_key(request.tenant_id, prompt, name, self.lanes[name].model) for name in chain}
         if self._cache is not None:
             hit = self._cache.cache.lookup([keys[name] for name in chain])
             if hit is not None:
                 index, cached = hit
                 model = _model_label(slot, chain[index], cached.model)
                 return _result(request, slot, annotation, cached, model, latency_ms=0.0, calls=0), None
-        prompt = build_prompt(variant, annotation)
         loop = asyncio.get_running_loop()
         deadline = _deadline(request, loop.time(), self._default_deadline_s)
         reasons: list[str] = []
