@@ -24,9 +24,11 @@ from ._vcf_header import parse_structured
 
 # Population databases as annotators name them in INFO keys and Descriptions (vcfanno,
 # SnpSift dbNSFP, ClinVar's AF_ESP/AF_EXAC/AF_TGP, gnomAD's popmax/grpmax, dbSNP's TOPMED).
+# gnomAD, ExAC and 1000G prefix keys without a separator too (MIP's GNOMADAF, EXACAF, EXACMAX_AF),
+# as does SweGen, the Swedish population's 1,000 genomes (MIP's SWEGENAF).
 DEFAULT_POPULATION_PATTERN = (
-    r"(?<![a-z0-9])(gnomad[a-z0-9]*|exac|esp[0-9]*|go-esp|exome sequencing project|1000g[a-z0-9]*"
-    r"|1000 ?genomes|1kg|tgp|topmed|popmax|grpmax|dbnsfp)(?![a-z0-9])"
+    r"(?<![a-z0-9])(gnomad[a-z0-9]*|exac[a-z0-9]*|swegen[a-z0-9]*|esp[0-9]*|go-esp"
+    r"|exome sequencing project|1000g[a-z0-9]*|1000 ?genomes|1kg|tgp|topmed|popmax|grpmax|dbnsfp)(?![a-z0-9])"
 )
 # The file's own cohort statistics: never population evidence.
 OWN_COHORT_KEYS = frozenset({"AF", "AC", "AN", "MLEAF", "MLEAC", "NS", "DP"})

@@ -317,21 +317,26 @@ def frequency_tier(af: float, assessed: bool) -> str:
     return "ultra_rare"
 
 
-def clinvar_class(significance: str) -> str:
+def clinvar_class(significance: str, review_status: str = "") -> str:
     """pathogenic, likely_pathogenic, benign, likely_benign, uncertain_significance, conflicting,
     or "" if none applies (drug_response, risk_factor, not_provided...).
 
     Combined calls resolve to the weaker class (Pathogenic/Likely_pathogenic -> likely_pathogenic);
-    pathogenic together with benign, or ClinVar's "Conflicting interpretations/classifications of
-    pathogenicity", is conflicting: reported as such, never resolved.
+    pathogenic together with benign, ClinVar's "Conflicting interpretations/classifications of
+    pathogenicity", or a review status saying the submissions conflict (CLNREVSTAT
+    "criteria_provided,_conflicting_interpretations", or "conf" in ClinVar's VCFs before 2017,
+    whose CLNSIG then often reads 255, "other") is conflicting: reported as such, never resolved.
     """
     if not significance:
         return ""
-    tokens = {token.strip("_") for token in significance.lower().translate(_CLINVAR_SEPARATORS).split()}
+    tokens = _clinvar_tokens(significance)
     tokens = {_CLINVAR_CODES.get(token, token) for token in tokens}
     pathogenic = bool(tokens & {"pathogenic", "likely_pathogenic"})
     benign = bool(tokens & {"benign", "likely_benign"})
-    if (pathogenic and benign) or any(token.startswith("conflicting") for token in tokens):
+    conflicting_review = any(
+        token == "conf" or token.startswith("conflicting") for token in _clinvar_tokens(review_status)
+    )
+    if (pathogenic and benign) or conflicting_review or any(t.startswith("conflicting") for t in tokens):
         return "conflicting"
     if pathogenic:
         return "likely_pathogenic" if "likely_pathogenic" in tokens else "pathogenic"
@@ -340,6 +345,12 @@ def clinvar_class(significance: str) -> str:
     if "uncertain_significance" in tokens:
         return "uncertain_significance"
     return ""
+
+
+def _clinvar_tokens(text: str) -> set[str]:
+    """The terms of a CLNSIG or CLNREVSTAT value, split at ClinVar's separators (',' between
+    alleles or terms, '|' between its pre-2017 per-condition records, '/' within combined terms)."""
+    return {token.strip("_") for token in text.lower().translate(_CLINVAR_SEPARATORS).split()}
 
 
 def _info_text(info: Mapping[str, InfoValues], key: str) -> str:
@@ -469,10 +480,11 @@ class LocalAnnotator:
                     af, af_source = number, f"INFO:{key}"
         clinvar = _info_text(info, "CLNSIG") if "CLNSIG" in info else ""
         clinvar_source = "INFO:CLNSIG" if clinvar else ""
+        review_status = _info_text(info, "CLNREVSTAT") if clinvar else ""
         if not clinvar and reading.clin_sig:
             # Only VEP's CSQ has a CLIN_SIG field.
             clinvar, clinvar_source = reading.clin_sig, "CSQ:CLIN_SIG"
-        clinvar_kind = clinvar_class(clinvar)
+        clinvar_kind = clinvar_class(clinvar, review_status)
         freq_tier = frequency_tier(af, assessed)
 
         genes: list[str] = []
@@ -547,7 +559,7 @@ class LocalAnnotator:
             sv_type,
             [(c.code, c.strength, c.met, c.value, c.source, c.rule) for c in criteria],
             af_source,
-            _info_text(info, "CLNREVSTAT") if clinvar_source == "INFO:CLNSIG" else "",
+            review_status,
             _info_text(info, "CLNSIGCONF") if clinvar_source == "INFO:CLNSIG" else "",
             clinvar_source,
             call.transcript if call else "",

@@ -117,7 +117,13 @@ def messages_from_vcf(path: Path) -> list[variant_pb2.VariantMessage]:
                     filters=[str(name) for name in record.filter],
                     genotypes=genotypes,
                 )
-                for key, value in record.info.items():
+                for key in record.info:
+                    try:
+                        value = record.info[key]
+                    except ValueError:
+                        # htslib cannot size an INFO value declared Number=G (a FORMAT-only
+                        # number, VCF 4.2 section 1.4.2), e.g. MIP's INFO/PG: left out.
+                        continue
                     message.info[key].CopyFrom(info_value(value))
                 messages.append(message)
     return messages

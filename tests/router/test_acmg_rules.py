@@ -15,6 +15,7 @@ from vcf_agent.services.router._acmg import (
     combine,
     frequency_criteria,
 )
+from vcf_agent.services.router._local_annotator import clinvar_class
 
 
 def met(*codes: tuple[str, str]) -> list[Criterion]:
@@ -101,3 +102,30 @@ def test_ba1_bs1_pm2_supporting_thresholds(af: float, codes: list[str]) -> None:
 def test_pm2_threshold_is_configurable_for_recessive_disorders() -> None:
     (pm2,) = frequency_criteria(0.00005, "INFO:gnomAD_AF", bs1_af=0.01, pm2_af=0.0001)
     assert (pm2.code, pm2.strength, pm2.value) == ("PM2_Supporting", "supporting", "5e-05")
+
+
+@pytest.mark.parametrize(
+    ("significance", "review_status", "kind"),
+    [
+        # ClinVar's VCF since 2017 (README_VCF: CLNSIG, CLNREVSTAT).
+        ("Pathogenic", "criteria_provided,_multiple_submitters,_no_conflicts", "pathogenic"),
+        ("Pathogenic/Likely_pathogenic", "criteria_provided,_single_submitter", "likely_pathogenic"),
+        (
+            "Conflicting_interpretations_of_pathogenicity",
+            "criteria_provided,_conflicting_interpretations",
+            "conflicting",
+        ),
+        ("Uncertain_significance", "criteria_provided,_conflicting_classifications", "conflicting"),
+        ("Benign", "reviewed_by_expert_panel", "benign"),
+        # Before 2017: numeric codes, '|' between per-condition records, review "conf" for conflicts.
+        ("5", "no_criteria", "pathogenic"),
+        ("5|2", "no_criteria|mult", "conflicting"),
+        ("255", "conf", "conflicting"),
+        ("255", "single", ""),
+        ("0,0", "single,single", "uncertain_significance"),
+    ],
+)
+def test_clinvar_assertion_and_conflicts_from_significance_and_review_status(
+    significance: str, review_status: str, kind: str
+) -> None:
+    assert clinvar_class(significance, review_status) == kind

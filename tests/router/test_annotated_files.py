@@ -8,13 +8,24 @@ Files (installed by scripts/install-test-data.sh from pinned Debian packages):
   column), SnpEff ANN and vcfanno INFO keys holding 1000 Genomes and ExAC frequencies
   (aaf_1kg_*_float, aaf_adj_exac_*_float: "calculated by max of overlapping values in field
   EUR_AF from ...ALL.wgs.phase3...", so population data).
+- vcfanno-examples 0.3.5: tests/testVA/test-gnomad.vcf.gz, a gnomAD r2.0 genomes sites extract
+  whose record 1:15274 A>T,G,ATT carries VEP CSQ entries for all three ALTs told apart by
+  ALLELE_NUM, and gnomAD's per-allele AF_POPMAX.
+- scout-browser 4.115.2 (PyPI wheel): scout/demo/643594.clinical.vcf.gz, a MIP rare-disease trio
+  VCF annotated with ClinVar (CLNSIG/CLNREVSTAT in ClinVar's numeric format of before 2017:
+  "0 - Uncertain significance, ... 5 - Pathogenic, 255 - other", '|' between its per-condition
+  records), VEP CSQ, SnpEff ANN and 1000G/ExAC/SweGen frequencies.
+- bcftools 1.16 (Debian binary package) run at test time as `bcftools csq` on its own test inputs
+  from the Debian source package (test/csq/ENST00000379416: an XDH GFF3, a FASTA and VCFs of
+  compound changes), so the BCSQ records, '@POS' links included, are the tool's real output.
 - pyvcf3 1.0.4 (dev dependency) and the bundled example: caller output without population data.
 - geneimpacts 0.3.8 (PyPI): real bcftools csq strings (tests/bcfts.txt.gz), incl. a compound
   frameshift at 874816 and the '@874816' links of the records it spans.
 
 The ExAC file's records break a VCF MUST rule elsewhere (DP_HIST is Number=A with two values),
-so ingest dead-letters them; they are read here through htslib (analyse_records), with the
-context built from the file's header exactly as ingest builds it.
+and so do most of the scout demo's (INFO CADD is declared Integer and holds 21.0), so ingest
+dead-letters them; they are read here through htslib (analyse_records), with the context built
+from the file's header exactly as ingest builds it.
 
 Criteria, as the annotator applies them: BA1 AF > 0.05 (Richards 2015 Table 4; ClinGen SVI
 2018), BS1 AF > 0.01 (the configured disorder threshold), PM2_Supporting when absent from every
@@ -25,6 +36,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,8 +51,14 @@ from vcf_agent.v1 import analysis_pb2, events_pb2
 
 from ._file_analysis import analyse_file, analyse_records, at
 
-DEBIAN = Path(__file__).parents[2] / ".venv" / "test-data" / "debian"
+TEST_DATA = Path(__file__).parents[2] / ".venv" / "test-data"
+DEBIAN = TEST_DATA / "debian"
 EXAC = DEBIAN / "usr/share/doc/vcfanno-examples/example/exac.vcf.gz"
+GNOMAD = DEBIAN / "usr/share/doc/vcfanno-examples/tests/testVA/test-gnomad.vcf.gz"
+SCOUT = TEST_DATA / "pypi/scout-browser-4.115.2/scout/demo/643594.clinical.vcf.gz"
+BCFTOOLS = DEBIAN / "usr/bin/bcftools"
+BCFTOOLS_LIBRARIES = DEBIAN / "usr/lib/x86_64-linux-gnu"
+CSQ_INPUTS = TEST_DATA / "debian-source/bcftools-1.16/test/csq/ENST00000379416"
 CYVCF2 = DEBIAN / "usr/lib/python3/dist-packages/cyvcf2/tests/test.vcf.gz"
 PYVCF_FILES = Path(vcf.__file__).parent / "test"
 EXAMPLE = Path(__file__).parents[2] / "src" / "vcf_agent" / "examples" / "gatk-multisample.vcf"
@@ -49,6 +68,17 @@ needs_exac = pytest.mark.skipif(
 )
 needs_cyvcf2 = pytest.mark.skipif(
     not CYVCF2.exists(), reason="Debian package python3-cyvcf2 not unpacked (scripts/install-test-data.sh)"
+)
+needs_gnomad = pytest.mark.skipif(
+    not GNOMAD.exists(), reason="Debian package vcfanno-examples not unpacked (scripts/install-test-data.sh)"
+)
+needs_scout = pytest.mark.skipif(
+    not SCOUT.exists(), reason="PyPI wheel scout-browser 4.115.2 not unpacked (scripts/install-test-data.sh)"
+)
+needs_bcftools = pytest.mark.skipif(
+    not (BCFTOOLS.exists() and CSQ_INPUTS.exists()),
+    reason="Debian packages bcftools 1.16 (binary, with libhts3 and libhtscodecs2) and its source package"
+    " not unpacked (scripts/install-test-data.sh)",
 )
 
 
@@ -302,6 +332,323 @@ def test_bcsq_compound_link_to_a_record_in_another_batch_is_reported(tmp_path: P
     linked = at(analyse_file(compound_file(tmp_path), batch_size=1), 874817, "T")
     assert linked.annotation.consequence == ""
     assert "compound change annotated at position 874816 (bcftools csq)" in linked.rationale
+
+
+# --- ClinVar in INFO (scout-browser's MIP demo: ClinVar's numeric CLNSIG of before 2017) -------
+
+
+@pytest.fixture(scope="module")
+def scout() -> list[analysis_pb2.AnalysisResult]:
+    return analyse_records(SCOUT)
+
+
+def scout_at(
+    results: list[analysis_pb2.AnalysisResult], chromosome: str, position: int, alternate: str
+) -> analysis_pb2.AnalysisResult:
+    (found,) = [
+        r
+        for r in results
+        if (r.variant.chromosome, r.variant.position, r.variant.alternate)
+        == (chromosome, position, alternate)
+    ]
+    return found
+
+
+@needs_scout
+def test_clinvar_and_population_keys_are_read_from_the_mip_header() -> None:
+    with gzip.open(SCOUT, "rt") as text:
+        header = [line.rstrip("\n") for line in text if line.startswith("##")]
+    context = annotation_context(header)
+    # ##INFO 1000GAF "Frequency in the 1000G database.", 1000G_MAX_AF "The max af for thousand genomes
+    # populations.", EXACAF (Description only "Allele Frequency, for each ALT allele": the key names
+    # ExAC), EXACMAXAF "... in Exac", EXACMAX_AF, SWEGENAF (SweGen, 1,000 Swedish genomes). Not the
+    # trio's own AF/MLEAF/MTAF, not SWEREFAF (no database named), not SnpSift_AF (a String
+    # "Estimated max allele frequency" naming no database).
+    assert list(context.population_keys) == [
+        "1000GAF",
+        "1000G_MAX_AF",
+        "EXACAF",
+        "EXACMAXAF",
+        "EXACMAX_AF",
+        "SWEGENAF",
+    ]
+    assert list(context.clinvar_keys) == ["CLNREVSTAT", "CLNSIG"]
+
+
+@needs_scout
+def test_clinvar_pathogenic_is_p1_though_acmg_ba1_says_benign_scout_21_46931109(
+    scout: list[analysis_pb2.AnalysisResult],
+) -> None:
+    # 21 46931109 rs12483377 G A PASS; CLNSIG=5 ("5 - Pathogenic" by the header), CLNREVSTAT=no_criteria,
+    # CLNACC=RCV000018655.28; 1000GAF=0.0443291 1000G_MAX_AF=0.0835 EXACAF=0.059
+    # EXACMAX_AF=0.149018484023499. CSQ: missense_variant in five protein_coding COL18A1 transcripts,
+    # CANONICAL=YES on ENST00000355480 (ENSP00000347665.5:p.Asp1440Asn).
+    # Highest population value 0.149 (EXACMAX_AF) > 0.05: BA1, benign by Table 5 Benign (i). ClinVar's
+    # assertion is no ACMG evidence (PP5 retired) but makes the variant P1.
+    result = scout_at(scout, "21", 46931109, "A")
+    annotation = result.annotation
+    assert (annotation.clinvar_significance, annotation.clinvar_review_status, annotation.clinvar_source) == (
+        "5",
+        "no_criteria",
+        "INFO:CLNSIG",
+    )
+    assert (annotation.priority_tier, list(annotation.priority_reasons)) == ("P1", ["ClinVar pathogenic"])
+    assert annotation.population_af == pytest.approx(0.149018484023499)
+    assert criteria(result) == [("BA1", True, "0.149", "INFO:EXACMAX_AF")]
+    assert (result.classification, list(result.criteria)) == ("benign", ["BA1"])
+    assert (annotation.consequence, annotation.gene, annotation.transcript, annotation.hgvs_p) == (
+        "missense_variant",
+        "COL18A1",
+        "ENST00000355480",
+        "ENSP00000347665.5:p.Asp1440Asn",
+    )
+    assert "ClinVar 5 (pathogenic)" in result.rationale
+
+
+@needs_scout
+def test_clinvar_likely_pathogenic_is_p1_and_swegen_frequency_is_ba1_scout_mt_15326(
+    scout: list[analysis_pb2.AnalysisResult],
+) -> None:
+    # MT 15326 rs2853508 A G PASS; CLNSIG=4 ("4 - Likely pathogenic"), CLNREVSTAT=no_criteria;
+    # no 1000G/ExAC key, SWEGENAF=0.985 (SWEGENAC_Hom=1970). CSQ missense_variant MT-CYB
+    # ENST00000361789 (CANONICAL) p.Thr194Ala. Read before SweGen was declared a population source,
+    # this allele, carried by 98.5% of Swedish genomes, came out "absent" (PM2_Supporting).
+    result = scout_at(scout, "MT", 15326, "G")
+    annotation = result.annotation
+    assert (annotation.clinvar_significance, annotation.priority_tier) == ("4", "P1")
+    assert list(annotation.priority_reasons) == ["ClinVar likely_pathogenic"]
+    assert criteria(result) == [("BA1", True, "0.985", "INFO:SWEGENAF")]
+    assert result.classification == "benign"
+    assert (annotation.consequence, annotation.gene, annotation.hgvs_p) == (
+        "missense_variant",
+        "MT-CYB",
+        "ENSP00000354554.2:p.Thr194Ala",
+    )
+
+
+@needs_scout
+def test_clinvar_pathogenic_and_benign_records_are_conflicting_scout_1_156146640(
+    scout: list[analysis_pb2.AnalysisResult],
+) -> None:
+    # 1 156146640 rs41265017 G A; CLNSIG=5|2 CLNREVSTAT=no_criteria|mult CLNACC=RCV000003528.4|
+    # RCV000174949.1: one ClinVar record pathogenic (no criteria), another benign (multiple
+    # submitters): conflicting, reported as such (P2), never resolved to either.
+    # 1000G_MAX_AF=0.0636 > EXACMAX_AF=0.0517621 > EXACAF=0.035 > 1000GAF=0.0217652: BA1 from 0.0636.
+    result = scout_at(scout, "1", 156146640, "A")
+    annotation = result.annotation
+    assert (annotation.clinvar_significance, annotation.clinvar_review_status) == ("5|2", "no_criteria|mult")
+    assert annotation.priority_tier == "P2"
+    assert list(annotation.priority_reasons) == ["ClinVar conflicting interpretations of pathogenicity"]
+    assert "ClinVar 5|2 (conflicting)" in result.rationale
+    assert criteria(result) == [("BA1", True, "0.0636", "INFO:1000G_MAX_AF")]
+    assert (annotation.consequence, annotation.gene, annotation.transcript) == (
+        "missense_variant",
+        "SEMA4A",
+        "ENST00000368285",
+    )
+
+
+@needs_scout
+def test_clinvar_review_status_conf_is_conflicting_scout_8_141262869(
+    scout: list[analysis_pb2.AnalysisResult],
+) -> None:
+    # 8 141262869 rs11166964 C T; CLNSIG=255 ("255 - other") CLNREVSTAT=conf ("conf - Criteria
+    # provided conflicting interpretations" by the header): ClinVar says the submissions conflict,
+    # so conflicting (P2), not "other". EXACMAX_AF=0.260502 is the highest frequency: BA1.
+    # CSQ splice_region_variant&intron_variant (LOW) in TRAPPC9, canonical ENST00000389328.
+    result = scout_at(scout, "8", 141262869, "T")
+    annotation = result.annotation
+    assert (annotation.clinvar_significance, annotation.clinvar_review_status) == ("255", "conf")
+    assert (annotation.priority_tier, list(annotation.priority_reasons)) == (
+        "P2",
+        ["ClinVar conflicting interpretations of pathogenicity"],
+    )
+    assert criteria(result) == [("BA1", True, "0.2605", "INFO:EXACMAX_AF")]
+    assert (annotation.consequence, annotation.impact, annotation.transcript) == (
+        "splice_region_variant",
+        "LOW",
+        "ENST00000389328",
+    )
+
+
+@needs_scout
+def test_clinvar_benign_and_exac_frequency_without_separator_scout_12_65146532(
+    scout: list[analysis_pb2.AnalysisResult],
+) -> None:
+    # 12 65146532 rs1147096 C T; CLNSIG=2 ("2 - Benign") CLNREVSTAT=mult; no 1000G key, EXACAF=0.648
+    # EXACMAX_AF=0.906893561673531: BA1 from EXACMAX_AF, benign, P4. Before ExAC keys written without a
+    # separator were recognised this common allele read as absent (PM2_Supporting).
+    result = scout_at(scout, "12", 65146532, "T")
+    assert criteria(result) == [("BA1", True, "0.9069", "INFO:EXACMAX_AF")]
+    assert (result.classification, result.annotation.priority_tier) == ("benign", "P4")
+    assert list(result.annotation.priority_reasons) == ["ClinVar benign"]
+    assert (result.annotation.consequence, result.annotation.gene) == ("synonymous_variant", "GNS")
+
+
+@needs_scout
+def test_every_clinvar_pathogenic_record_of_the_scout_demo_is_p1(
+    scout: list[analysis_pb2.AnalysisResult],
+) -> None:
+    # CLNSIG values in the file (zgrep): 4 and 5 alone only at MT 15326 and 21 46931109; 5 appears
+    # otherwise only with 2 or 255 beside it (1 156146640 "5|2", 19 11210912 "5,255,2"): conflicting,
+    # as are the two CLNSIG=255 records whose CLNREVSTAT is "conf" (8 141262869, 8 141263015).
+    p1 = sorted(
+        (r.variant.chromosome, r.variant.position)
+        for r in scout
+        if r.annotation.priority_reasons
+        and r.annotation.priority_reasons[0].startswith("ClinVar")
+        and r.annotation.priority_tier == "P1"
+    )
+    assert p1 == [("21", 46931109), ("MT", 15326)]
+    conflicting = sorted(
+        (r.variant.chromosome, r.variant.position)
+        for r in scout
+        if "ClinVar conflicting interpretations of pathogenicity" in r.annotation.priority_reasons
+    )
+    assert conflicting == [("1", 156146640), ("19", 11210912), ("8", 141262869), ("8", 141263015)]
+
+
+# --- VEP ALLELE_NUM in a multi-allelic record (vcfanno's gnomAD r2.0 genomes extract) ----------
+
+
+@needs_gnomad
+def test_vep_allele_num_assigns_each_alts_entries_gnomad_15274() -> None:
+    # 1 15274 rs62636497 A T,G,ATT PASS; AF_POPMAX=7.18391e-01,5.23401e-01,1.07643e-04 (POPMAX=ASJ,EAS,
+    # NFE). CSQ (Format ...|Existing_variation|ALLELE_NUM|...): 9 entries per ALT, Allele "T"/"G"/"TT"
+    # (VEP drops the shared first base of ATT) with ALLELE_NUM 1/2/3; WASH7P intron_variant&
+    # non_coding_transcript_variant on the canonical ENST00000438504 (unprocessed_pseudogene) beats
+    # DDX11L1's downstream_gene_variant (also canonical); the HGVSc tells the alleles apart:
+    # n.1248-236T>A, n.1248-236T>C, n.1248-237_1248-236insAA. GMAF=G:0.3472 names G only.
+    # T: 0.718391 > 0.05, BA1; G: 0.523401 (above GMAF's 0.3472), BA1; ATT: 0.000107643, present so
+    # not PM2_Supporting (threshold 0), below BS1: no criterion, uncertain significance.
+    # (AF_POPMAX is gnomAD's; the ASJ maximum behind T's value rests on 174 alleles, below ClinGen
+    # SVI's 2,000 for BA1, though T's AFR frequency 0.568 over 6,626 alleles meets BA1 as well.)
+    results = analyse_file(GNOMAD)
+    expected = {
+        "T": (
+            "ENST00000438504.2:n.1248-236T>A",
+            0.718391,
+            [("BA1", True, "0.7184", "INFO:AF_POPMAX")],
+            "benign",
+        ),
+        "G": (
+            "ENST00000438504.2:n.1248-236T>C",
+            0.523401,
+            [("BA1", True, "0.5234", "INFO:AF_POPMAX")],
+            "benign",
+        ),
+        "ATT": ("ENST00000438504.2:n.1248-237_1248-236insAA", 0.000107643, [], "uncertain_significance"),
+    }
+    for alternate, (hgvs_c, af, assessed, verdict) in expected.items():
+        result = at(results, 15274, alternate)
+        annotation = result.annotation
+        assert (annotation.multi_allelic, annotation.allele_count) == (True, 3)
+        assert (annotation.consequence, annotation.gene, annotation.transcript, annotation.biotype) == (
+            "intron_variant",
+            "WASH7P",
+            "ENST00000438504",
+            "unprocessed_pseudogene",
+        ), alternate
+        assert annotation.hgvs_c == hgvs_c, alternate
+        assert annotation.population_af == pytest.approx(af), alternate
+        assert criteria(result) == assessed, alternate
+        assert result.classification == verdict, alternate
+    assert at(results, 15274, "ATT").annotation.frequency_tier == "ultra_rare"
+
+
+# --- bcftools csq run on its own test inputs (Debian bcftools 1.16) -------------------------------
+
+
+def bcftools_csq(name: str, tmp_path: Path) -> Path:
+    """`bcftools csq` (trimming protein sequences to 3 residues, as its own test does) on one of the
+    VCFs of test/csq/ENST00000379416 with that directory's XDH GFF3 and FASTA."""
+    out = tmp_path / f"{name}.bcsq.vcf"
+    subprocess.run(
+        [
+            str(BCFTOOLS),
+            "csq",
+            "-B",
+            "3",
+            "-f",
+            str(CSQ_INPUTS / "ENST00000379416.fa"),
+            "-g",
+            str(CSQ_INPUTS / "ENST00000379416.gff"),
+            "-o",
+            str(out),
+            str(CSQ_INPUTS / f"{name}.vcf"),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "LD_LIBRARY_PATH": str(BCFTOOLS_LIBRARIES)},
+    )
+    return out
+
+
+def bcsq_values(path: Path) -> list[tuple[int, str]]:
+    records = [line.split("\t") for line in path.read_text().splitlines() if not line.startswith("#")]
+    return [(int(fields[1]), fields[7].removeprefix("BCSQ=")) for fields in records]
+
+
+@needs_bcftools
+def test_bcftools_csq_output_matches_its_own_expectation(tmp_path: Path) -> None:
+    # compound.cmd.out is bcftools' expected output for these inputs (POS REF ALT BCSQ per line).
+    expected = [
+        line.split("\t")
+        for line in (CSQ_INPUTS / "compound.cmd.out").read_text().splitlines()
+        if line.strip()
+    ]
+    made = bcsq_values(bcftools_csq("compound.del-snp", tmp_path)) + bcsq_values(
+        bcftools_csq("compound.ins-del", tmp_path)
+    )
+    assert made == [(int(pos), bcsq) for pos, _ref, _alt, bcsq in expected[:4]]
+
+
+@needs_bcftools
+def test_bcsq_compound_deletion_and_snv_make_a_frameshift_pvs1_assessed_xdh_53592(tmp_path: Path) -> None:
+    # bcftools csq output: 2 53592 GC G BCSQ=@53595 and 2 53595 A T BCSQ=frameshift|XDH|ENST00000379416|
+    # protein_coding|-|216LLR..1334>216I*|53592GC>G+53595A>T. Alone the 1-base deletion would be a
+    # frameshift too; with the SNV on the same haplotype the compound is the frameshift reported at
+    # 53595, which the '@53595' link points to. A null variant in a protein-coding transcript: PVS1
+    # assessed, not met (the gene's disease mechanism is not in the file); no population data.
+    results = analyse_file(bcftools_csq("compound.del-snp", tmp_path))
+    for position, ref, alt in ((53592, "GC", "G"), (53595, "A", "T")):
+        result = at(results, position, alt)
+        annotation = result.annotation
+        assert result.variant.reference == ref
+        assert (annotation.consequence, annotation.impact, annotation.gene, annotation.transcript) == (
+            "frameshift_variant",
+            "HIGH",
+            "XDH",
+            "ENST00000379416",
+        )
+        assert annotation.biotype == "protein_coding"
+        assert criteria(result) == [("PVS1", False, "frameshift in protein_coding", "BCSQ:Consequence")]
+        assert (result.classification, annotation.frequency_tier) == ("uncertain_significance", "unknown")
+        assert list(annotation.priority_reasons) == ["HIGH impact frameshift_variant, frequency unknown"]
+
+
+@needs_bcftools
+def test_bcsq_compound_insertion_and_deletion_stay_in_frame_xdh_53594(tmp_path: Path) -> None:
+    # 2 53594 A AGC BCSQ=@53595; 2 53595 ACT A BCSQ=missense&inframe_altering|XDH|...|215EL>215VL|
+    # 53594A>AGC+53595ACT>A: a 2-base insertion and a 2-base deletion, each a frameshift alone, are in
+    # frame together: missense (the most severe of the two terms), MODERATE, no null variant.
+    results = analyse_file(bcftools_csq("compound.ins-del", tmp_path))
+    linked = at(results, 53594, "AGC")
+    assert (linked.annotation.consequence, linked.annotation.impact, linked.annotation.gene) == (
+        "missense_variant",
+        "MODERATE",
+        "XDH",
+    )
+    assert criteria(linked) == []
+    assert linked.annotation.priority_tier == "P3"
+    assert at(results, 53595, "A").annotation.consequence == "missense_variant"
+
+
+@needs_bcftools
+def test_bcsq_compound_link_across_batches_is_reported_xdh_53592(tmp_path: Path) -> None:
+    linked = at(analyse_file(bcftools_csq("compound.del-snp", tmp_path), batch_size=1), 53592, "G")
+    assert linked.annotation.consequence == ""
+    assert "compound change annotated at position 53595 (bcftools csq)" in linked.rationale
 
 
 # --- files without population data: nothing benign ---------------------------------------------
