@@ -97,6 +97,8 @@ class ProviderLane:
         self._opened: asyncio.Event | None = None
         self._workers: list[asyncio.Task[None]] = []
         self.outstanding = 0
+        # The latest call failure: what "circuit open" reports as its cause.
+        self._last_error = ""
 
     async def start(self) -> None:
         self._ready = asyncio.Semaphore(0)
@@ -134,7 +136,7 @@ class ProviderLane:
         if self._opened is not None:
             self._opened.set()
             self._opened = asyncio.Event()
-        self._resolve_queued(f"{self.name}: circuit open")
+        self._resolve_queued(self._circuit_open())
 
     def _resolve_queued(self, reason: str) -> None:
         queued, self._queue = self._queue, []
@@ -172,7 +174,7 @@ class ProviderLane:
         calls = errors = malformed = 0
         while True:
             if not self.breaker.allow():
-                return Failed(f"{self.name}: circuit open", calls)
+                return Failed(self._circuit_open(), calls)
             try:
                 await self.bucket.acquire()
                 calls += 1
@@ -191,10 +193,12 @@ class ProviderLane:
                 if malformed == 1:
                     self.breaker.release()
                     continue
+                self._last_error = f"{self.name}: malformed answer after a retry: {exc}"
                 self.breaker.record_failure()
-                return Failed(f"{self.name}: malformed answer after a retry: {exc}", calls)
+                return Failed(self._last_error, calls)
             except CallError as exc:
                 telemetry.provider_requests.labels(self.name, exc.code).inc()
+                self._last_error = str(exc)
                 self.breaker.record_failure()
                 errors += 1
                 if not exc.retryable or errors >= settings.max_attempts:
@@ -218,6 +222,11 @@ class ProviderLane:
                 completion.output_tokens,
                 calls,
             )
+
+    def _circuit_open(self) -> str:
+        """Why a request was not sent: the breaker, and the failure that last counted towards it."""
+        cause = f" (last error: {self._last_error})" if self._last_error else ""
+        return f"{self.name}: circuit open{cause}"
 
     def _backoff(self, failures: int) -> float:
         """Exponential with equal jitter: half the step fixed, half random, so retries spread out."""
