@@ -13,6 +13,7 @@ failed). Those marks are written only by `mark` and `apply`, never by
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -35,10 +36,14 @@ _ORDER: dict[int, int] = {
     events_pb2.JOB_STATE_ANALYSING: 3,
     events_pb2.JOB_STATE_STORING: 4,
     events_pb2.JOB_STATE_COMPLETE: 5,
+    events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS: 5,
     events_pb2.JOB_STATE_FAILED: 6,
     events_pb2.JOB_STATE_CANCELLED: 6,
 }
 
+
+# Final states whose notification's message says what went wrong.
+_ENDED_WITH_ERRORS = frozenset({events_pb2.JOB_STATE_FAILED, events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS})
 
 StageMark = Literal["started_at", "ingested_at", "analysed_at", "finished_at"]
 _MARKS: tuple[StageMark, ...] = ("started_at", "ingested_at", "analysed_at", "finished_at")
@@ -63,6 +68,8 @@ class JobRecord:
     samples: int = 0
     providers: list[str] = field(default_factory=list)
     error: str = ""
+    # provider -> (ok, failed, missing) answers over the stored variants, as the writer counts them.
+    provider_counts: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     mode: str = "streaming"
     submissions: int = 1
     created_at: float = 0.0
@@ -108,6 +115,10 @@ class JobRecord:
                 total=self.total,
                 reference_blocks=self.reference_blocks,
                 placeholder_alleles=self.placeholder_alleles,
+                provider_counts={
+                    name: events_pb2.ProviderCounts(ok=ok, failed=failed, missing=missing)
+                    for name, (ok, failed, missing) in self.provider_counts.items()
+                },
             ),
             error=self.error,
             created_at=created,
@@ -121,12 +132,12 @@ class JobRecord:
 
 _BASE_COLUMNS = (
     "job_id, tenant_id, file_id, source_name, state, ingested, analysed, stored, dead_lettered, total,"
-    " samples, providers, error, mode, submissions, created_at, updated_at"
+    " samples, providers, error, mode, submissions, created_at, updated_at, provider_counts"
 )
 _GVCF_COUNTS = ("reference_blocks", "placeholder_alleles")
 _COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_MARKS) + ", " + ", ".join(_GVCF_COUNTS)
 _UPSERT = (
-    f"INSERT INTO jobs ({_BASE_COLUMNS}) VALUES ({','.join('?' * 17)}) ON CONFLICT(job_id) DO UPDATE SET "
+    f"INSERT INTO jobs ({_BASE_COLUMNS}) VALUES ({','.join('?' * 18)}) ON CONFLICT(job_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _BASE_COLUMNS.replace(" ", "").split(",")[1:])
 )
 
@@ -152,8 +163,10 @@ class JobRegistry:
             "CREATE TABLE IF NOT EXISTS idempotency_keys (tenant_id TEXT, key TEXT, job_id TEXT,"
             " PRIMARY KEY (tenant_id, key))"
         )
-        # Registries written before stage marks existed gain the columns in place.
+        # Registries written before stage marks or provider counts existed gain the columns in place.
         present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "provider_counts" not in present:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN provider_counts TEXT NOT NULL DEFAULT '{}'")
         for mark in _MARKS:
             if mark not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {mark} REAL NOT NULL DEFAULT 0")
@@ -215,6 +228,7 @@ class JobRegistry:
                 source_name=source_name,
                 providers=providers,
                 error="",
+                provider_counts={},
                 updated_at=now,
                 started_at=0.0,
                 ingested_at=0.0,
@@ -286,6 +300,7 @@ class JobRegistry:
                     job.submissions,
                     job.created_at,
                     job.updated_at,
+                    json.dumps(job.provider_counts),
                 ),
             )
 
@@ -309,9 +324,14 @@ class JobRegistry:
             job.analysed = max(job.analysed, note.done)
         elif note.stage == events_pb2.STAGE_STORAGE:
             job.stored = max(job.stored, note.done)
+            if note.provider_counts and job.state not in TERMINAL_STATES:
+                # Cumulative from the writer: the latest replaces, and the final one is exact.
+                job.provider_counts = {
+                    name: (c.ok, c.failed, c.missing) for name, c in note.provider_counts.items()
+                }
         if note.total:
             job.total = note.total
-        if note.state == events_pb2.JOB_STATE_FAILED and note.message:
+        if note.state in _ENDED_WITH_ERRORS and note.message:
             job.error = note.message
         if job.state not in TERMINAL_STATES and _ORDER.get(int(note.state), 0) >= _ORDER.get(job.state, 0):
             job.state = note.state
@@ -344,10 +364,11 @@ def _from_row(row: tuple[object, ...]) -> JobRecord:
         submissions=int(values[14]),  # type: ignore[call-overload]
         created_at=float(values[15]),  # type: ignore[arg-type]
         updated_at=float(values[16]),  # type: ignore[arg-type]
-        started_at=float(values[17]),  # type: ignore[arg-type]
-        ingested_at=float(values[18]),  # type: ignore[arg-type]
-        analysed_at=float(values[19]),  # type: ignore[arg-type]
-        finished_at=float(values[20]),  # type: ignore[arg-type]
-        reference_blocks=int(values[21]),  # type: ignore[call-overload]
-        placeholder_alleles=int(values[22]),  # type: ignore[call-overload]
+        provider_counts={name: (c[0], c[1], c[2]) for name, c in json.loads(str(values[17])).items()},
+        started_at=float(values[18]),  # type: ignore[arg-type]
+        ingested_at=float(values[19]),  # type: ignore[arg-type]
+        analysed_at=float(values[20]),  # type: ignore[arg-type]
+        finished_at=float(values[21]),  # type: ignore[arg-type]
+        reference_blocks=int(values[22]),  # type: ignore[call-overload]
+        placeholder_alleles=int(values[23]),  # type: ignore[call-overload]
     )

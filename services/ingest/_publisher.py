@@ -60,6 +60,11 @@ _QUOTED_ERRORS = 3
 # How long the bus may take to show it is healthy before streaming counts as not starting.
 _STREAM_START_TIMEOUT_S = 5.0
 
+# A job in one of these states is past cancelling (a cancelled one may be cancelled again).
+_ENDED = frozenset(
+    {events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS, events_pb2.JOB_STATE_FAILED}
+)
+
 ValidationMode = Literal["strict", "lenient"]
 VALIDATION_MODES: tuple[ValidationMode, ...] = ("strict", "lenient")
 
@@ -179,7 +184,7 @@ class VariantPublisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         job = self._registry.get(job_id)
-        if job is not None and job.state not in (events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED):
+        if job is not None and job.state not in _ENDED:
             job.state = events_pb2.JOB_STATE_CANCELLED
             self._registry.save(job)
             self._registry.mark(job, "finished_at")

@@ -24,6 +24,10 @@ def notification_json(note: events_pb2.Notification) -> dict[str, object]:
     for key in ("done", "total", "dead_lettered", "samples"):
         body[key] = getattr(note, key)
     body["classifications"] = dict(note.classifications)
+    body["provider_counts"] = {
+        name: {"ok": answers.ok, "failed": answers.failed, "missing": answers.missing}
+        for name, answers in note.provider_counts.items()
+    }
     body["stage"] = events_pb2.Stage.Name(note.stage).removeprefix("STAGE_").lower()
     body["state"] = state_name(note.state)
     return body

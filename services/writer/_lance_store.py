@@ -184,6 +184,40 @@ class LanceStore(AsyncComponent):
         counted = column.to_arrow().column("classification").value_counts()
         return {str(entry["values"]): int(entry["counts"]) for entry in counted.to_pylist()}
 
+    def provider_counts(self, job_id: str) -> dict[str, events_pb2.ProviderCounts]:
+        """Each provider's answers over one job's stored variants: ok, failed, and missing.
+
+        Counted on the keyed rows (one per variant and provider), so replays never inflate
+        them. A provider is missing for a variant stored partial without its answer.
+        """
+        variants, analyses = self._tables()
+        job = _eq("job_id", job_id)
+        answers = analyses.search().where(job).select(["provider", "status"]).limit(None).to_arrow()
+        counts: dict[str, events_pb2.ProviderCounts] = {}
+        grouped = answers.group_by(["provider", "status"]).aggregate([("status", "count")])
+        for row in grouped.to_pylist():
+            entry = counts.setdefault(row["provider"], events_pb2.ProviderCounts())
+            if row["status"] == "ok":
+                entry.ok += row["status_count"]
+            else:
+                entry.failed += row["status_count"]
+        partial = variants.search().where(f"{job} AND partial").select(["missing_providers"]).limit(None)
+        missing = pc.list_flatten(partial.to_arrow().column("missing_providers"))
+        for entry in missing.value_counts().to_pylist():
+            counts.setdefault(entry["values"], events_pb2.ProviderCounts()).missing += entry["counts"]
+        return counts
+
+    def failure_reasons(self, job_id: str, provider: str, limit: int = 3) -> list[tuple[str, int]]:
+        """The most frequent errors of one provider's failed answers in a job, with their counts."""
+        _, analyses = self._tables()
+        where = f"{_eq('job_id', job_id)} AND {_eq('provider', provider)} AND status <> 'ok'"
+        errors = analyses.search().where(where).select(["error"]).limit(None).to_arrow().column("error")
+        counted = sorted(
+            ((str(e["values"]), int(e["counts"])) for e in errors.value_counts().to_pylist()),
+            key=lambda reason: (-reason[1], reason[0]),
+        )
+        return counted[:limit]
+
     def get(self, correlation_id: str, tenant_id: str = "") -> query_pb2.StoredVariant | None:
         """One variant with its genotypes and every provider's answer; of `tenant_id` only, if given."""
         found = self._fetch([correlation_id], tenant_id)

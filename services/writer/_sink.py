@@ -15,7 +15,10 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
@@ -26,6 +29,7 @@ from vcf_agent.schema import encode, serialized_message
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._graph_store import GraphStore
+from ._job_outcome import job_outcome
 from ._lance_store import LanceStore
 from ._rows import RowCollector, WriteRows
 
@@ -57,8 +61,23 @@ class _JobTally:
     tenant_id: str
     total: int = 0
     finished: bool = False
+    # Every variant is stored and the final state below is decided.
     complete: bool = False
     classifications: Counter[str] = field(default_factory=Counter)
+    # provider -> [ok, failed, missing]: counted per batch while the job runs, then
+    # replaced by the store's exact counts when it ends.
+    providers: dict[str, list[int]] = field(default_factory=dict)
+    state: int = events_pb2.JOB_STATE_STORING
+    error: str = ""
+
+    def provider_counts(self) -> dict[str, events_pb2.ProviderCounts]:
+        return {
+            name: events_pb2.ProviderCounts(ok=ok, failed=failed, missing=missing)
+            for name, (ok, failed, missing) in self.providers.items()
+        }
+
+
+_BOOK_COLUMNS = "job_id, tenant_id, total, finished, complete, classifications, providers, state, error"
 
 
 class _JobBook:
@@ -72,19 +91,30 @@ class _JobBook:
             "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, tenant_id TEXT, total INTEGER,"
             " finished INTEGER, complete INTEGER, classifications TEXT)"
         )
+        # Books written before final states were decided here gain the columns in place; a job
+        # they hold as complete keeps `complete` (its answers were never counted).
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in (
+            ("providers", "TEXT NOT NULL DEFAULT '{}'"),
+            ("state", f"INTEGER NOT NULL DEFAULT {events_pb2.JOB_STATE_COMPLETE}"),
+            ("error", "TEXT NOT NULL DEFAULT ''"),
+        ):
+            if column not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     def load(self, job_id: str) -> _JobTally | None:
-        row = self._db.execute(
-            "SELECT tenant_id, total, finished, complete, classifications FROM jobs WHERE job_id = ?",
-            (job_id,),
-        ).fetchone()
+        row = self._db.execute(f"SELECT {_BOOK_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             return None
-        return _JobTally(row[0], row[1], bool(row[2]), bool(row[3]), Counter(json.loads(row[4] or "{}")))
+        tally = _JobTally(row[1], row[2], bool(row[3]), bool(row[4]), Counter(json.loads(row[5] or "{}")))
+        tally.providers = json.loads(row[6] or "{}")
+        tally.state = row[7] if tally.complete else events_pb2.JOB_STATE_STORING
+        tally.error = row[8]
+        return tally
 
     def save(self, job_id: str, tally: _JobTally) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO jobs ({_BOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 tally.tenant_id,
@@ -92,6 +122,9 @@ class _JobBook:
                 int(tally.finished),
                 int(tally.complete),
                 json.dumps(dict(tally.classifications)),
+                json.dumps(tally.providers),
+                tally.state,
+                tally.error,
             ),
         )
 
@@ -229,6 +262,10 @@ class StoreSink:
             for job_id, tenant_id, classification, count in _classification_counts(rows):
                 touched[job_id] = tenant_id
                 self._tally(job_id, tenant_id).classifications[classification] += count
+            for job_id, provider, slot, count in _answer_counts(rows):
+                tally = self._tallies[job_id]
+                if not tally.complete:
+                    tally.providers.setdefault(provider, [0, 0, 0])[slot] += count
         for marker in markers:
             self._apply_marker(marker)
             touched.setdefault(marker.job_id, marker.tenant_id)
@@ -250,6 +287,8 @@ class StoreSink:
             tally.finished = tally.complete = False
             tally.total = 0
             tally.classifications.clear()
+            tally.providers.clear()
+            tally.state, tally.error = events_pb2.JOB_STATE_STORING, ""
         elif marker.kind == variant_pb2.JobMarker.KIND_FINISHED:
             tally.finished = True
             tally.total = marker.variant_count
@@ -264,27 +303,32 @@ class StoreSink:
         for job_id, tenant_id in touched.items():
             tally = self._tally(job_id, tenant_id)
             stored = await asyncio.to_thread(self.lance.count, job_id)
-            state = events_pb2.JOB_STATE_STORING
             if tally.finished and stored >= tally.total and not tally.complete:
-                tally.complete = True
-                state = events_pb2.JOB_STATE_COMPLETE
-            elif tally.complete:
-                state = events_pb2.JOB_STATE_COMPLETE
+                await asyncio.to_thread(self._decide, job_id, tally, stored)
             self._book.save(job_id, tally)
             note = events_pb2.Notification(
                 job_id=job_id,
                 tenant_id=tenant_id or tally.tenant_id,
                 stage=events_pb2.STAGE_STORAGE,
-                state=state,
+                state=cast(events_pb2.JobState.ValueType, tally.state),
                 done=stored,
                 total=tally.total,
                 timestamp=stamp,
                 classifications=dict(tally.classifications),
-                message="complete" if state == events_pb2.JOB_STATE_COMPLETE else "",
+                message=_state_message(tally),
+                provider_counts=tally.provider_counts(),
             )
             payload, headers = encode(note, tenant_id=note.tenant_id)
             messages.append(OutgoingMessage(payload, job_id.encode(), headers))
         await self._bus.publish(self._settings.topology.user_notifications, messages)
+
+    def _decide(self, job_id: str, tally: _JobTally, stored: int) -> None:
+        """Every variant is stored: the final state, from the store's exact answer counts."""
+        counts = self.lance.provider_counts(job_id)
+        outcome = job_outcome(stored, counts, lambda provider: self.lance.failure_reasons(job_id, provider))
+        tally.providers = {name: [c.ok, c.failed, c.missing] for name, c in counts.items()}
+        tally.complete = True
+        tally.state, tally.error = outcome
 
     async def start(self) -> None:
         return None
@@ -292,6 +336,51 @@ class StoreSink:
     async def stop(self) -> None:
         await self.flush()
         self._book.close()
+
+
+def _state_message(tally: _JobTally) -> str:
+    if tally.state == events_pb2.JOB_STATE_COMPLETE:
+        return "complete"
+    return tally.error
+
+
+def _answer_counts(rows: WriteRows) -> list[tuple[str, str, int, int]]:
+    """(job, provider, slot, answers) of a batch; slot 0 ok, 1 failed, 2 missing (as in _JobTally)."""
+    answers = rows.analyses
+    ok = pc.equal(answers.column("status"), "ok")
+    counted = (
+        pa.table({"job_id": answers.column("job_id"), "provider": answers.column("provider"), "ok": ok})
+        .group_by(["job_id", "provider", "ok"])
+        .aggregate([("ok", "count")])
+    )
+    found = [
+        (job_id, provider, 0 if answered_ok else 1, count)
+        for job_id, provider, answered_ok, count in zip(
+            *(counted.column(name).to_pylist() for name in ("job_id", "provider", "ok", "ok_count")),
+            strict=True,
+        )
+    ]
+    partial = rows.variants.filter(rows.variants.column("partial"))
+    if partial.num_rows:
+        missing = partial.column("missing_providers")
+        flat = (
+            pa.table(
+                {
+                    "job_id": pc.take(partial.column("job_id"), pc.list_parent_indices(missing)),
+                    "provider": pc.list_flatten(missing),
+                }
+            )
+            .group_by(["job_id", "provider"])
+            .aggregate([("provider", "count")])
+        )
+        found.extend(
+            (job_id, provider, 2, count)
+            for job_id, provider, count in zip(
+                *(flat.column(name).to_pylist() for name in ("job_id", "provider", "provider_count")),
+                strict=True,
+            )
+        )
+    return found
 
 
 def _classification_counts(rows: WriteRows) -> list[tuple[str, str, str, int]]:

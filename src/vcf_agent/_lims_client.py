@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from vcf_agent.schema import state_name
+from vcf_agent.schema import ended_badly, exit_code, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 CHUNK_BYTES = 1 << 20
@@ -45,10 +45,17 @@ async def submit_file(address: str, path: Path, metadata: Mapping[str, Any], *, 
         async for update in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.job_id)):
             state = state_name(update.state)
             counts = update.counts
+            failures = "".join(
+                f" {name}-failed {answers.failed + answers.missing}"
+                for name, answers in sorted(counts.provider_counts.items())
+                if answers.failed or answers.missing
+            )
             print(
                 f"{state:<10} ingested {counts.ingested}/{counts.total or '?'} analysed {counts.analysed}"
-                f" stored {counts.stored} dead-lettered {counts.dead_lettered}",
+                f" stored {counts.stored} dead-lettered {counts.dead_lettered}{failures}",
                 flush=True,
             )
             job = update
-        return 0 if job.state == events_pb2.JOB_STATE_COMPLETE else 1
+        if job.state != events_pb2.JOB_STATE_COMPLETE:
+            print(f"vcf-agent submit: {ended_badly(job)}", file=sys.stderr, flush=True)
+        return exit_code(job.state)

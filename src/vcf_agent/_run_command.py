@@ -13,15 +13,16 @@ from rich.table import Table
 
 from vcf_agent.config import Settings
 from vcf_agent.pipeline import LocalPipeline
-from vcf_agent.schema import state_name
+from vcf_agent.schema import ended_badly, exit_code, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
 _STAGES = ("ingested", "analysed", "stored")
 
 
 async def run_files(settings: Settings, files: list[Path], *, as_json: bool, tenant_id: str) -> int:
+    """Analyse each file in turn; exits with the worst job's code (see schema.exit_code)."""
     console = Console(stderr=True)
-    failed = False
+    code = 0
     async with LocalPipeline(settings) as pipeline:
         for path in files:
             started = time.perf_counter()
@@ -31,13 +32,16 @@ async def run_files(settings: Settings, files: list[Path], *, as_json: bool, ten
             else:
                 job = await _with_progress(pipeline, job_id, path, console)
             seconds = time.perf_counter() - started
-            failed |= job.state != events_pb2.JOB_STATE_COMPLETE
             stats = await pipeline_stats(pipeline, job_id)
             if as_json:
                 print(json.dumps(_summary_json(job, seconds, settings, stats)), flush=True)
             else:
                 _print_summary(Console(), job, seconds, settings, stats)
-    return 1 if failed else 0
+            if job.state != events_pb2.JOB_STATE_COMPLETE:
+                # Whatever the output format, a job that did not end complete says why on stderr.
+                print(ended_badly(job), file=sys.stderr, flush=True)
+            code = max(code, exit_code(job.state))
+    return code
 
 
 async def pipeline_stats(pipeline: LocalPipeline, job_id: str) -> dict[str, object]:
@@ -84,6 +88,10 @@ def _summary_json(
         "providers": list(job.providers),
         "seconds": round(seconds, 3),
         "error": job.error,
+        "provider_counts": {
+            name: {"ok": c.ok, "failed": c.failed, "missing": c.missing}
+            for name, c in sorted(job.counts.provider_counts.items())
+        },
         "data_dir": str(settings.data_dir.resolve()),
         **stats,
     }
@@ -107,11 +115,11 @@ def _print_summary(
     ):
         table.add_row(key, str(summary[key]))
     table.add_row("providers", ", ".join(job.providers))
+    for name, answers in sorted(job.counts.provider_counts.items()):
+        table.add_row(f"  {name}", f"ok {answers.ok}, failed {answers.failed}, no answer {answers.missing}")
     classes = summary.get("classifications") or {}
     if isinstance(classes, dict):
         table.add_row("classes", ", ".join(f"{k}: {v}" for k, v in sorted(classes.items())))
     if job.error:
         table.add_row("error", job.error)
     console.print(table)
-    if job.state != events_pb2.JOB_STATE_COMPLETE:
-        print(f"job {job.job_id} ended {summary['status']}: {job.error}", file=sys.stderr)

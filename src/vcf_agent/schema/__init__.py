@@ -27,7 +27,7 @@ from vcf_agent.schema._ids import (
     tenant_key,
     variant_key,
 )
-from vcf_agent.schema._job_states import TERMINAL_STATES, state_name
+from vcf_agent.schema._job_states import TERMINAL_STATES, ended_badly, exit_code, state_name
 from vcf_agent.schema._regions import INT64_MAX, parse_region
 from vcf_agent.schema._variant_first import split_variant_first, variant_first_result, variant_first_results
 from vcf_agent.schema._wire import SMALL_VARINTS, length_delimited, read_varint, repeated_messages, varint
@@ -54,6 +54,8 @@ __all__ = [
     "decode_serialized",
     "encode",
     "encode_serialized",
+    "ended_badly",
+    "exit_code",
     "file_digest_hasher",
     "length_delimited",
     "message_type",

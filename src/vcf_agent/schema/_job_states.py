@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from vcf_agent.v1 import events_pb2
+from vcf_agent.v1 import events_pb2, jobs_pb2
 
 TERMINAL_STATES = frozenset(
-    {events_pb2.JOB_STATE_COMPLETE, events_pb2.JOB_STATE_FAILED, events_pb2.JOB_STATE_CANCELLED}
+    {
+        events_pb2.JOB_STATE_COMPLETE,
+        events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS,
+        events_pb2.JOB_STATE_FAILED,
+        events_pb2.JOB_STATE_CANCELLED,
+    }
 )
 
 
 def state_name(state: int) -> str:
     """`JOB_STATE_COMPLETE` -> `complete`: the short form in JSON, logs and the CLI."""
     return events_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()  # type: ignore[arg-type]
+
+
+def exit_code(state: int) -> int:
+    """What `vcf-agent run` and `submit --watch` exit with for a job that ended in `state`.
+
+    0 complete; 3 complete_with_errors (every variant stored, some analyses failed: the
+    results exist but are not whole); 1 anything else (failed, cancelled, or not ended).
+    """
+    if state == events_pb2.JOB_STATE_COMPLETE:
+        return 0
+    if state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS:
+        return 3
+    return 1
+
+
+def ended_badly(job: jobs_pb2.Job) -> str:
+    """The line a client prints on stderr for a job that did not end complete: its state and why."""
+    return f"job {job.job_id} ended {state_name(job.state)}: {job.error or 'no reason was recorded'}"

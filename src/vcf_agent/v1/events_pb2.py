@@ -27,7 +27,7 @@ from vcf_agent.v1 import analysis_pb2 as vcf__agent_dot_v1_dot_analysis__pb2
 from vcf_agent.v1 import variant_pb2 as vcf__agent_dot_v1_dot_variant__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19vcf_agent/v1/events.proto\x12\x0cvcf_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bvcf_agent/v1/analysis.proto\x1a\x1avcf_agent/v1/variant.proto\"\x83\x02\n\rDatabaseWrite\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12-\n\x07variant\x18\x04 \x01(\x0b\x32\x1c.vcf_agent.v1.VariantMessage\x12-\n\x07results\x18\x05 \x03(\x0b\x32\x1c.vcf_agent.v1.AnalysisResult\x12\x16\n\x0e\x63lassification\x18\x06 \x01(\t\x12\x15\n\rpriority_tier\x18\x07 \x01(\t\x12\x0f\n\x07partial\x18\x08 \x01(\x08\x12\x19\n\x11missing_providers\x18\t \x03(\t\"k\n\x12\x44\x61tabaseWriteBatch\x12+\n\x06writes\x18\x01 \x03(\x0b\x32\x1b.vcf_agent.v1.DatabaseWrite\x12(\n\x07markers\x18\x02 \x03(\x0b\x32\x17.vcf_agent.v1.JobMarker\"\xcd\x03\n\x0cNotification\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\"\n\x05stage\x18\x04 \x01(\x0e\x32\x13.vcf_agent.v1.Stage\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.vcf_agent.v1.JobState\x12\x0c\n\x04\x64one\x18\x06 \x01(\x03\x12\r\n\x05total\x18\x07 \x01(\x03\x12\x0f\n\x07message\x18\x08 \x01(\t\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12H\n\x0f\x63lassifications\x18\n \x03(\x0b\x32/.vcf_agent.v1.Notification.ClassificationsEntry\x12\x15\n\rdead_lettered\x18\x0b \x01(\x03\x12\x0f\n\x07\x66ile_id\x18\x0c \x01(\t\x12\x13\n\x0bsource_name\x18\r \x01(\t\x12\x0f\n\x07samples\x18\x0e \x01(\x03\x12\x11\n\tproviders\x18\x0f \x03(\t\x1a\x36\n\x14\x43lassificationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xce\x01\n\nCacheEvent\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.vcf_agent.v1.CacheEvent.Kind\x12\x11\n\tcache_key\x18\x02 \x01(\t\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0e\n\x06origin\x18\x05 \x01(\t\"O\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08KIND_PUT\x10\x01\x12\x13\n\x0fKIND_INVALIDATE\x10\x02\x12\x0e\n\nKIND_CLEAR\x10\x03\"\xc7\x01\n\x0c\x43ontrolEvent\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12/\n\x0b\x66lag_change\x18\x03 \x01(\x0b\x32\x18.vcf_agent.v1.FlagChangeH\x00\x12-\n\x07\x63ommand\x18\x04 \x01(\x0b\x32\x1a.vcf_agent.v1.CommandEventH\x00\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05\x65vent\"R\n\nFlagChange\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0f\x64\x65\x66inition_json\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"\x8c\x01\n\x0c\x43ommandEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12<\n\targuments\x18\x02 \x03(\x0b\x32).vcf_agent.v1.CommandEvent.ArgumentsEntry\x1a\x30\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc7\x03\n\nDeadLetter\x12\x18\n\x10original_payload\x18\x01 \x01(\x0c\x12G\n\x10original_headers\x18\x02 \x03(\x0b\x32-.vcf_agent.v1.DeadLetter.OriginalHeadersEntry\x12\x15\n\rsource_stream\x18\x03 \x01(\t\x12\x18\n\x10source_partition\x18\x04 \x01(\x05\x12\x15\n\rsource_offset\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\rattempt_count\x18\x07 \x01(\x05\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x11\n\ttenant_id\x18\t \x01(\t\x12\x11\n\tfile_name\x18\n \x01(\t\x12\x13\n\x0bline_number\x18\x0b \x01(\x03\x12\x10\n\x08raw_line\x18\x0c \x01(\t\x12\x12\n\nerror_code\x18\r \x01(\t\x12-\n\ttimestamp\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x0f \x01(\t\x1a\x36\n\x14OriginalHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*W\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_INGEST\x10\x01\x12\x12\n\x0eSTAGE_ANALYSIS\x10\x02\x12\x11\n\rSTAGE_STORAGE\x10\x03*\xcb\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x17\n\x13JOB_STATE_INGESTING\x10\x02\x12\x17\n\x13JOB_STATE_ANALYSING\x10\x03\x12\x15\n\x11JOB_STATE_STORING\x10\x04\x12\x16\n\x12JOB_STATE_COMPLETE\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19vcf_agent/v1/events.proto\x12\x0cvcf_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bvcf_agent/v1/analysis.proto\x1a\x1avcf_agent/v1/variant.proto\"\x83\x02\n\rDatabaseWrite\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12-\n\x07variant\x18\x04 \x01(\x0b\x32\x1c.vcf_agent.v1.VariantMessage\x12-\n\x07results\x18\x05 \x03(\x0b\x32\x1c.vcf_agent.v1.AnalysisResult\x12\x16\n\x0e\x63lassification\x18\x06 \x01(\t\x12\x15\n\rpriority_tier\x18\x07 \x01(\t\x12\x0f\n\x07partial\x18\x08 \x01(\x08\x12\x19\n\x11missing_providers\x18\t \x03(\t\"k\n\x12\x44\x61tabaseWriteBatch\x12+\n\x06writes\x18\x01 \x03(\x0b\x32\x1b.vcf_agent.v1.DatabaseWrite\x12(\n\x07markers\x18\x02 \x03(\x0b\x32\x17.vcf_agent.v1.JobMarker\"=\n\x0eProviderCounts\x12\n\n\x02ok\x18\x01 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x03\x12\x0f\n\x07missing\x18\x03 \x01(\x03\"\xeb\x04\n\x0cNotification\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\"\n\x05stage\x18\x04 \x01(\x0e\x32\x13.vcf_agent.v1.Stage\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.vcf_agent.v1.JobState\x12\x0c\n\x04\x64one\x18\x06 \x01(\x03\x12\r\n\x05total\x18\x07 \x01(\x03\x12\x0f\n\x07message\x18\x08 \x01(\t\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12H\n\x0f\x63lassifications\x18\n \x03(\x0b\x32/.vcf_agent.v1.Notification.ClassificationsEntry\x12\x15\n\rdead_lettered\x18\x0b \x01(\x03\x12\x0f\n\x07\x66ile_id\x18\x0c \x01(\t\x12\x13\n\x0bsource_name\x18\r \x01(\t\x12\x0f\n\x07samples\x18\x0e \x01(\x03\x12\x11\n\tproviders\x18\x0f \x03(\t\x12G\n\x0fprovider_counts\x18\x10 \x03(\x0b\x32..vcf_agent.v1.Notification.ProviderCountsEntry\x1a\x36\n\x14\x43lassificationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1aS\n\x13ProviderCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.vcf_agent.v1.ProviderCounts:\x02\x38\x01\"\xce\x01\n\nCacheEvent\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.vcf_agent.v1.CacheEvent.Kind\x12\x11\n\tcache_key\x18\x02 \x01(\t\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0e\n\x06origin\x18\x05 \x01(\t\"O\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08KIND_PUT\x10\x01\x12\x13\n\x0fKIND_INVALIDATE\x10\x02\x12\x0e\n\nKIND_CLEAR\x10\x03\"\xc7\x01\n\x0c\x43ontrolEvent\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12/\n\x0b\x66lag_change\x18\x03 \x01(\x0b\x32\x18.vcf_agent.v1.FlagChangeH\x00\x12-\n\x07\x63ommand\x18\x04 \x01(\x0b\x32\x1a.vcf_agent.v1.CommandEventH\x00\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05\x65vent\"R\n\nFlagChange\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0f\x64\x65\x66inition_json\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"\x8c\x01\n\x0c\x43ommandEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12<\n\targuments\x18\x02 \x03(\x0b\x32).vcf_agent.v1.CommandEvent.ArgumentsEntry\x1a\x30\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc7\x03\n\nDeadLetter\x12\x18\n\x10original_payload\x18\x01 \x01(\x0c\x12G\n\x10original_headers\x18\x02 \x03(\x0b\x32-.vcf_agent.v1.DeadLetter.OriginalHeadersEntry\x12\x15\n\rsource_stream\x18\x03 \x01(\t\x12\x18\n\x10source_partition\x18\x04 \x01(\x05\x12\x15\n\rsource_offset\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\rattempt_count\x18\x07 \x01(\x05\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x11\n\ttenant_id\x18\t \x01(\t\x12\x11\n\tfile_name\x18\n \x01(\t\x12\x13\n\x0bline_number\x18\x0b \x01(\x03\x12\x10\n\x08raw_line\x18\x0c \x01(\t\x12\x12\n\nerror_code\x18\r \x01(\t\x12-\n\ttimestamp\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x0f \x01(\t\x1a\x36\n\x14OriginalHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*W\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_INGEST\x10\x01\x12\x12\n\x0eSTAGE_ANALYSIS\x10\x02\x12\x11\n\rSTAGE_STORAGE\x10\x03*\xef\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x17\n\x13JOB_STATE_INGESTING\x10\x02\x12\x17\n\x13JOB_STATE_ANALYSING\x10\x03\x12\x15\n\x11JOB_STATE_STORING\x10\x04\x12\x16\n\x12JOB_STATE_COMPLETE\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07\x12\"\n\x1eJOB_STATE_COMPLETE_WITH_ERRORS\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,36 +36,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NOTIFICATION_CLASSIFICATIONSENTRY']._loaded_options = None
   _globals['_NOTIFICATION_CLASSIFICATIONSENTRY']._serialized_options = b'8\001'
+  _globals['_NOTIFICATION_PROVIDERCOUNTSENTRY']._loaded_options = None
+  _globals['_NOTIFICATION_PROVIDERCOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_COMMANDEVENT_ARGUMENTSENTRY']._loaded_options = None
   _globals['_COMMANDEVENT_ARGUMENTSENTRY']._serialized_options = b'8\001'
   _globals['_DEADLETTER_ORIGINALHEADERSENTRY']._loaded_options = None
   _globals['_DEADLETTER_ORIGINALHEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_STAGE']._serialized_start=2064
-  _globals['_STAGE']._serialized_end=2151
-  _globals['_JOBSTATE']._serialized_start=2154
-  _globals['_JOBSTATE']._serialized_end=2357
+  _globals['_STAGE']._serialized_start=2285
+  _globals['_STAGE']._serialized_end=2372
+  _globals['_JOBSTATE']._serialized_start=2375
+  _globals['_JOBSTATE']._serialized_end=2614
   _globals['_DATABASEWRITE']._serialized_start=134
   _globals['_DATABASEWRITE']._serialized_end=393
   _globals['_DATABASEWRITEBATCH']._serialized_start=395
   _globals['_DATABASEWRITEBATCH']._serialized_end=502
-  _globals['_NOTIFICATION']._serialized_start=505
-  _globals['_NOTIFICATION']._serialized_end=966
-  _globals['_NOTIFICATION_CLASSIFICATIONSENTRY']._serialized_start=912
-  _globals['_NOTIFICATION_CLASSIFICATIONSENTRY']._serialized_end=966
-  _globals['_CACHEEVENT']._serialized_start=969
-  _globals['_CACHEEVENT']._serialized_end=1175
-  _globals['_CACHEEVENT_KIND']._serialized_start=1096
-  _globals['_CACHEEVENT_KIND']._serialized_end=1175
-  _globals['_CONTROLEVENT']._serialized_start=1178
-  _globals['_CONTROLEVENT']._serialized_end=1377
-  _globals['_FLAGCHANGE']._serialized_start=1379
-  _globals['_FLAGCHANGE']._serialized_end=1461
-  _globals['_COMMANDEVENT']._serialized_start=1464
-  _globals['_COMMANDEVENT']._serialized_end=1604
-  _globals['_COMMANDEVENT_ARGUMENTSENTRY']._serialized_start=1556
-  _globals['_COMMANDEVENT_ARGUMENTSENTRY']._serialized_end=1604
-  _globals['_DEADLETTER']._serialized_start=1607
-  _globals['_DEADLETTER']._serialized_end=2062
-  _globals['_DEADLETTER_ORIGINALHEADERSENTRY']._serialized_start=2008
-  _globals['_DEADLETTER_ORIGINALHEADERSENTRY']._serialized_end=2062
+  _globals['_PROVIDERCOUNTS']._serialized_start=504
+  _globals['_PROVIDERCOUNTS']._serialized_end=565
+  _globals['_NOTIFICATION']._serialized_start=568
+  _globals['_NOTIFICATION']._serialized_end=1187
+  _globals['_NOTIFICATION_CLASSIFICATIONSENTRY']._serialized_start=1048
+  _globals['_NOTIFICATION_CLASSIFICATIONSENTRY']._serialized_end=1102
+  _globals['_NOTIFICATION_PROVIDERCOUNTSENTRY']._serialized_start=1104
+  _globals['_NOTIFICATION_PROVIDERCOUNTSENTRY']._serialized_end=1187
+  _globals['_CACHEEVENT']._serialized_start=1190
+  _globals['_CACHEEVENT']._serialized_end=1396
+  _globals['_CACHEEVENT_KIND']._serialized_start=1317
+  _globals['_CACHEEVENT_KIND']._serialized_end=1396
+  _globals['_CONTROLEVENT']._serialized_start=1399
+  _globals['_CONTROLEVENT']._serialized_end=1598
+  _globals['_FLAGCHANGE']._serialized_start=1600
+  _globals['_FLAGCHANGE']._serialized_end=1682
+  _globals['_COMMANDEVENT']._serialized_start=1685
+  _globals['_COMMANDEVENT']._serialized_end=1825
+  _globals['_COMMANDEVENT_ARGUMENTSENTRY']._serialized_start=1777
+  _globals['_COMMANDEVENT_ARGUMENTSENTRY']._serialized_end=1825
+  _globals['_DEADLETTER']._serialized_start=1828
+  _globals['_DEADLETTER']._serialized_end=2283
+  _globals['_DEADLETTER_ORIGINALHEADERSENTRY']._serialized_start=2229
+  _globals['_DEADLETTER_ORIGINALHEADERSENTRY']._serialized_end=2283
 # @@protoc_insertion_point(module_scope)

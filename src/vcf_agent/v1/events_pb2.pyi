@@ -55,6 +55,10 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     JOB_STATE_COMPLETE: _JobState.ValueType  # 5
     JOB_STATE_FAILED: _JobState.ValueType  # 6
     JOB_STATE_CANCELLED: _JobState.ValueType  # 7
+    JOB_STATE_COMPLETE_WITH_ERRORS: _JobState.ValueType  # 8
+    """Every variant is stored, but some analyses failed (or never answered): see the
+    per-provider counts and the job's error.
+    """
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper): ...
 
@@ -66,6 +70,10 @@ JOB_STATE_STORING: JobState.ValueType  # 4
 JOB_STATE_COMPLETE: JobState.ValueType  # 5
 JOB_STATE_FAILED: JobState.ValueType  # 6
 JOB_STATE_CANCELLED: JobState.ValueType  # 7
+JOB_STATE_COMPLETE_WITH_ERRORS: JobState.ValueType  # 8
+"""Every variant is stored, but some analyses failed (or never answered): see the
+per-provider counts and the job's error.
+"""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 @_typing.final
@@ -144,6 +152,35 @@ class DatabaseWriteBatch(_message.Message):
 Global___DatabaseWriteBatch: _TypeAlias = DatabaseWriteBatch  # noqa: Y015
 
 @_typing.final
+class ProviderCounts(_message.Message):
+    """One provider's answers for one job's stored variants, counted in the store."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    ok: _builtins.int
+    failed: _builtins.int
+    """Answered with an error (after the provider's last retry)."""
+    missing: _builtins.int
+    """No answer before the aggregator's deadline (the variant was stored partial)."""
+    def __init__(
+        self,
+        *,
+        ok: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        missing: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "missing", b"missing", "ok", b"ok"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderCounts: _TypeAlias = ProviderCounts  # noqa: Y015
+
+@_typing.final
 class Notification(_message.Message):
     """Progress for users; each stage reports its own cumulative counts."""
 
@@ -169,6 +206,27 @@ class Notification(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ProviderCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___ProviderCounts: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___ProviderCounts | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JOB_ID_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
@@ -184,6 +242,7 @@ class Notification(_message.Message):
     SOURCE_NAME_FIELD_NUMBER: _builtins.int
     SAMPLES_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
+    PROVIDER_COUNTS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     tenant_id: _builtins.str
     user_id: _builtins.str
@@ -206,6 +265,10 @@ class Notification(_message.Message):
 
     @_builtins.property
     def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def provider_counts(self) -> _containers.MessageMap[_builtins.str, Global___ProviderCounts]:
+        """Storage stage: each provider's answers for the stored variants so far."""
+
     def __init__(
         self,
         *,
@@ -224,10 +287,11 @@ class Notification(_message.Message):
         source_name: _builtins.str = ...,
         samples: _builtins.int = ...,
         providers: _abc.Iterable[_builtins.str] | None = ...,
+        provider_counts: _abc.Mapping[_builtins.str, Global___ProviderCounts] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["classifications", b"classifications", "dead_lettered", b"dead_lettered", "done", b"done", "file_id", b"file_id", "job_id", b"job_id", "message", b"message", "providers", b"providers", "samples", b"samples", "source_name", b"source_name", "stage", b"stage", "state", b"state", "tenant_id", b"tenant_id", "timestamp", b"timestamp", "total", b"total", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classifications", b"classifications", "dead_lettered", b"dead_lettered", "done", b"done", "file_id", b"file_id", "job_id", b"job_id", "message", b"message", "provider_counts", b"provider_counts", "providers", b"providers", "samples", b"samples", "source_name", b"source_name", "stage", b"stage", "state", b"state", "tenant_id", b"tenant_id", "timestamp", b"timestamp", "total", b"total", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,6 +24,27 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class StageCounts(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ProviderCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _events_pb2.ProviderCounts: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _events_pb2.ProviderCounts | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     INGESTED_FIELD_NUMBER: _builtins.int
     ANALYSED_FIELD_NUMBER: _builtins.int
     STORED_FIELD_NUMBER: _builtins.int
@@ -31,6 +52,7 @@ class StageCounts(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     REFERENCE_BLOCKS_FIELD_NUMBER: _builtins.int
     PLACEHOLDER_ALLELES_FIELD_NUMBER: _builtins.int
+    PROVIDER_COUNTS_FIELD_NUMBER: _builtins.int
     ingested: _builtins.int
     analysed: _builtins.int
     stored: _builtins.int
@@ -40,6 +62,10 @@ class StageCounts(_message.Message):
     reference_blocks: _builtins.int
     """gVCF reference blocks and <*>/<NON_REF> ALTs read by ingest: not variants, not stored."""
     placeholder_alleles: _builtins.int
+    @_builtins.property
+    def provider_counts(self) -> _containers.MessageMap[_builtins.str, _events_pb2.ProviderCounts]:
+        """provider -> its answers for the stored variants (exact once the job has ended)."""
+
     def __init__(
         self,
         *,
@@ -50,10 +76,11 @@ class StageCounts(_message.Message):
         total: _builtins.int = ...,
         reference_blocks: _builtins.int = ...,
         placeholder_alleles: _builtins.int = ...,
+        provider_counts: _abc.Mapping[_builtins.str, _events_pb2.ProviderCounts] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysed", b"analysed", "dead_lettered", b"dead_lettered", "ingested", b"ingested", "placeholder_alleles", b"placeholder_alleles", "reference_blocks", b"reference_blocks", "stored", b"stored", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysed", b"analysed", "dead_lettered", b"dead_lettered", "ingested", b"ingested", "placeholder_alleles", b"placeholder_alleles", "provider_counts", b"provider_counts", "reference_blocks", b"reference_blocks", "stored", b"stored", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,55 @@
+"""How a job whose every variant is stored ends: complete, complete_with_errors or failed.
+
+Storing every variant is not the same as analysing it: a provider that failed
+(after its last retry) or never answered still leaves a stored variant with a
+failed or missing answer. The writer decides the final state from the counts in
+the store, so a job never reads `complete` while its analyses say otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+from vcf_agent.v1 import events_pb2
+
+# (error, how many answers carried it), most frequent first.
+FailureReasons = Callable[[str], list[tuple[str, int]]]
+
+
+class JobOutcome(NamedTuple):
+    state: events_pb2.JobState.ValueType
+    # Why the job did not end `complete`; empty when it did.
+    reason: str
+
+
+def job_outcome(
+    stored: int, counts: Mapping[str, events_pb2.ProviderCounts], reasons: FailureReasons
+) -> JobOutcome:
+    """The final state of a job with `stored` variants and these per-provider answer counts.
+
+    complete: every answer of every requested provider succeeded (or there was nothing to
+    analyse). failed: variants were stored but not one analysis succeeded. Otherwise
+    complete_with_errors, naming each provider that failed or missed answers.
+    """
+    problems = [
+        _problem(provider, answers, reasons)
+        for provider, answers in sorted(counts.items())
+        if answers.failed or answers.missing
+    ]
+    if not problems:
+        return JobOutcome(events_pb2.JOB_STATE_COMPLETE, "")
+    if stored and not any(answers.ok for answers in counts.values()):
+        return JobOutcome(events_pb2.JOB_STATE_FAILED, f"no variant was analysed: {'; '.join(problems)}")
+    return JobOutcome(events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS, "; ".join(problems))
+
+
+def _problem(provider: str, answers: events_pb2.ProviderCounts, reasons: FailureReasons) -> str:
+    asked = answers.ok + answers.failed + answers.missing
+    parts = []
+    if answers.failed:
+        quoted = ", ".join(f"{count} x {error!r}" for error, count in reasons(provider))
+        parts.append(f"{answers.failed} of {asked} analyses failed" + (f" ({quoted})" if quoted else ""))
+    if answers.missing:
+        parts.append(f"{answers.missing} of {asked} got no answer before the deadline")
+    return f"{provider}: {' and '.join(parts)}"
