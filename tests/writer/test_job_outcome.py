@@ -1,0 +1,162 @@
+"""The writer decides how a job ends from the answers it stored, once every variant is stored.
+
+Real StoreSink, LanceDB, graph and embedded bus; the writes are DatabaseWrites as the
+aggregator sends them, including partial ones whose provider missed the deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from vcf_agent.bus import Bus, Record, open_bus
+from vcf_agent.config import Settings
+from vcf_agent.runner import ensure_topology
+from vcf_agent.schema import decode, encode
+from vcf_agent.services.writer import GraphStore, LanceStore, StoreSink
+from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
+
+from .test_stores import make_write
+
+JOB = "job-1"
+TENANT = "tenant-1"
+_READERS = itertools.count()
+CLAUDE_DOWN = "claude: HTTP 529 overloaded_error: Overloaded (attempt 3)"
+
+
+@pytest.fixture
+async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
+    bus = open_bus(f"embedded://{tmp_path / 'bus'}")
+    await bus.start()
+    await ensure_topology(bus, Settings.from_env({}, data_dir=tmp_path))
+    yield bus
+    await bus.stop()
+
+
+@pytest.fixture
+async def sink(tmp_path: Path, bus: Bus) -> AsyncIterator[StoreSink]:
+    settings = Settings.from_env({}, data_dir=tmp_path, bus_url="embedded://unused")
+    lance, graph = LanceStore(tmp_path / "lance"), GraphStore(tmp_path / "graph.lbug")
+    lance.open()
+    graph.open()
+    sink = StoreSink(bus, settings, lance, graph)
+    yield sink
+    await sink.stop()
+    graph.close()
+
+
+def marker(
+    kind: variant_pb2.JobMarker.Kind.ValueType, count: int = 0, job_id: str = JOB
+) -> variant_pb2.JobMarker:
+    return variant_pb2.JobMarker(kind=kind, job_id=job_id, tenant_id=TENANT, variant_count=count)
+
+
+def answered(index: int) -> events_pb2.DatabaseWrite:
+    """Both providers answered."""
+    return make_write(index, job_id=JOB, tenant_id=TENANT, providers=("claude", "local"))
+
+
+def claude_failed(index: int) -> events_pb2.DatabaseWrite:
+    write = answered(index)
+    failed = next(r for r in write.results if r.provider == "claude")
+    failed.status = analysis_pb2.AnalysisResult.STATUS_FAILED
+    failed.error = CLAUDE_DOWN
+    failed.classification = ""
+    return write
+
+
+def claude_missing(index: int) -> events_pb2.DatabaseWrite:
+    """Stored at the aggregator's deadline with local's answer only."""
+    write = make_write(index, job_id=JOB, tenant_id=TENANT, providers=("local",))
+    write.partial = True
+    write.missing_providers.append("claude")
+    return write
+
+
+class Feed:
+    """Hands batches to the sink as consecutive records of `database-writes`."""
+
+    def __init__(self, sink: StoreSink) -> None:
+        self._sink = sink
+        self._offset = 0
+
+    async def __call__(
+        self, writes: list[events_pb2.DatabaseWrite], markers: Sequence[variant_pb2.JobMarker] = ()
+    ) -> None:
+        payload, headers = encode(events_pb2.DatabaseWriteBatch(writes=writes, markers=markers))
+        await self._sink.handle([Record("database-writes", 0, self._offset, payload, None, headers, 0)])
+        await self._sink.flush()
+        self._offset += 1
+
+
+async def storage_notes(bus: Bus) -> list[events_pb2.Notification]:
+    # A fresh group each time: every notification from the start.
+    consumer = bus.consumer([Settings().topology.user_notifications], f"reader-{next(_READERS)}")
+    await consumer.start()
+    try:
+        notes = []
+        while records := await consumer.poll(timeout_s=0.5):
+            notes.extend(decode(r.value, r.headers, events_pb2.Notification) for r in records)
+        return [n for n in notes if n.stage == events_pb2.STAGE_STORAGE]
+    finally:
+        await consumer.stop()
+
+
+def counted(note: events_pb2.Notification) -> dict[str, tuple[int, int, int]]:
+    return {name: (c.ok, c.failed, c.missing) for name, c in note.provider_counts.items()}
+
+
+async def test_failed_and_missing_answers_end_the_job_complete_with_errors_once_all_are_stored(
+    sink: StoreSink, bus: Bus
+) -> None:
+    feed = Feed(sink)
+    await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED)])
+    await feed([answered(0), answered(1), answered(2)])
+    # FINISHED says 6 while 3 are stored: the job is not decided yet, whatever the answers.
+    await feed([claude_failed(3)], [marker(variant_pb2.JobMarker.KIND_FINISHED, 6)])
+    notes = await storage_notes(bus)
+    assert notes[-1].state == events_pb2.JOB_STATE_STORING and notes[-1].done == 4
+    # Progress counts are reported as the batches are stored.
+    assert counted(notes[-1]) == {"claude": (3, 1, 0), "local": (4, 0, 0)}
+
+    await feed([claude_missing(4), claude_missing(5)])
+    final = (await storage_notes(bus))[-1]
+    assert final.state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS
+    assert (final.done, final.total) == (6, 6)
+    assert counted(final) == {"claude": (3, 1, 2), "local": (6, 0, 0)}
+    assert final.message == (
+        f"claude: 1 of 6 analyses failed (1 x {CLAUDE_DOWN!r}) and 2 of 6 got no answer before the deadline"
+    )
+
+    # A replay of stored batches changes neither the counts nor the state.
+    await feed([answered(0), answered(1), claude_failed(3)])
+    replayed = (await storage_notes(bus))[-1]
+    assert replayed.state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS
+    assert counted(replayed) == {"claude": (3, 1, 2), "local": (6, 0, 0)}
+
+
+async def test_every_answer_ok_is_complete_and_no_answer_ok_is_failed(sink: StoreSink, bus: Bus) -> None:
+    feed = Feed(sink)
+    await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED)])
+    await feed([answered(0), answered(1)], [marker(variant_pb2.JobMarker.KIND_FINISHED, 2)])
+    done = (await storage_notes(bus))[-1]
+    assert (done.state, done.message) == (events_pb2.JOB_STATE_COMPLETE, "complete")
+    assert counted(done) == {"claude": (2, 0, 0), "local": (2, 0, 0)}
+
+    # Another file, with claude alone, failing on both variants: stored, but nothing analysed.
+    writes = [
+        make_write(i, file_id="f" * 64, job_id="job-2", tenant_id=TENANT, providers=("claude",))
+        for i in (0, 1)
+    ]
+    for write in writes:
+        write.results[0].status = analysis_pb2.AnalysisResult.STATUS_FAILED
+        write.results[0].error = CLAUDE_DOWN
+    await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED, job_id="job-2")])
+    await feed(writes, [marker(variant_pb2.JobMarker.KIND_FINISHED, 2, job_id="job-2")])
+    failed = (await storage_notes(bus))[-1]
+    assert failed.job_id == "job-2" and failed.state == events_pb2.JOB_STATE_FAILED
+    assert counted(failed) == {"claude": (0, 2, 0)}
+    assert failed.message == f"no variant was analysed: claude: 2 of 2 analyses failed (2 x {CLAUDE_DOWN!r})"
