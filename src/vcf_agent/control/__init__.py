@@ -21,10 +21,18 @@ from vcf_agent.control._limits import (
 )
 from vcf_agent.control._modes import JOB_RUNS, JobRun, JobRunSource, compare_modes
 from vcf_agent.control._rollout import bucket, in_rollout
-from vcf_agent.control._server import NOT_SERVING, SERVING, ControlPlaneServer, ServiceApi, StatusSource
+from vcf_agent.control._server import (
+    LIVENESS,
+    NOT_SERVING,
+    SERVING,
+    ControlPlaneServer,
+    ServiceApi,
+    StatusSource,
+)
 
 __all__ = [
     "JOB_RUNS",
+    "LIVENESS",
     "MAX_PAGE_BYTES",
     "MAX_PAGE_ROWS",
     "NOT_SERVING",

@@ -44,6 +44,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 CONTROL_SERVICE = control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name
 
+# The grpc.health.v1 name for liveness (the Kubernetes livenessProbe's `service`): the process
+# works. Readiness is the overall name "" and the per-service names, which also follow the bus.
+LIVENESS = "liveness"
+
 Context = grpc.aio.ServicerContext[Any, Any]
 
 # Long scans of the log stop here even without a client deadline.
@@ -325,13 +329,42 @@ def _actor(context: Context) -> str:
     return f"unauthenticated:{context.peer()}"
 
 
+class _ProbeHealth(HealthServicer):  # type: ignore[misc]  # grpc_health ships no type hints
+    """grpc.health.v1 whose shutdown ends readiness for good but leaves liveness to its owner.
+
+    The stock enter_graceful_shutdown turns every name NOT_SERVING, liveness included,
+    which would tell a kubelet to kill a process that is draining as it should.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._closed = False
+
+    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        if self._closed and service != LIVENESS:
+            return
+        await super().set(service, status)
+
+    async def close_readiness(self, names: Sequence[str]) -> None:
+        """NOT_SERVING for `names` from now on; later set() calls for them are ignored."""
+        self._closed = True
+        for name in names:
+            await super().set(name, NOT_SERVING)
+
+
 class ControlPlaneServer:
     """grpc.aio server with grpc.health.v1, reflection and ControlService.
 
-    Health has an overall entry ("") and one per service name; all go
+    Readiness: an overall entry ("") and one per service name; all go
     NOT_SERVING while the bus is unreachable, a consumer has failed or is
     draining, and from the first moment of shutdown, so probes stop routing
     traffic before anything stops.
+
+    Liveness (the name LIVENESS): SERVING while the process works, whatever the
+    bus or the stores do. It is answered on the event loop, so a loop that
+    does not run answers nothing and the probe times out; it goes NOT_SERVING
+    only when a stage's consumer has stopped for good (its handler raised),
+    which nothing but a restart brings back. It stays SERVING while draining.
     """
 
     def __init__(
@@ -371,9 +404,10 @@ class ControlPlaneServer:
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ],
         )
-        self.health = HealthServicer()
+        self.health = _ProbeHealth()
         self.state = "starting"
         self.serving = False
+        self.alive = True
         self.bus_healthy = True
         self._health_task: asyncio.Task[None] | None = None
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -426,8 +460,9 @@ class ControlPlaneServer:
         processors = list(self.status.processors())
         if self.flags is not None:
             processors.append(self.flags.processor)
-        healthy = self.bus_healthy and all(
-            p.failed is None and p.state not in ("draining", "drained") for p in processors
+        alive = all(p.failed is None for p in processors)
+        healthy = (
+            alive and self.bus_healthy and all(p.state not in ("draining", "drained") for p in processors)
         )
         if healthy != self.serving or self.state == "starting":
             log.log(
@@ -436,12 +471,16 @@ class ControlPlaneServer:
                 self.service,
                 "SERVING" if healthy else "NOT_SERVING",
             )
-        await self._set(healthy)
+        if not alive and self.alive:
+            log.warning("%s: liveness now NOT_SERVING: a consumer stopped for good", self.service)
+        await self._set(healthy, alive)
 
-    async def _set(self, serving: bool) -> None:
+    async def _set(self, serving: bool, alive: bool) -> None:
         self.serving = serving
+        self.alive = alive
         for name in self._health_names:
             await self.health.set(name, SERVING if serving else NOT_SERVING)
+        await self.health.set(LIVENESS, SERVING if alive else NOT_SERVING)
 
     async def _watch_health(self) -> None:
         while self.state != "stopping":
@@ -458,7 +497,7 @@ class ControlPlaneServer:
             return
         self.state = "stopping"
         self.serving = False
-        await self.health.enter_graceful_shutdown()
+        await self.health.close_readiness(self._health_names)
         if self.flags is not None:
             self.flags.close_watchers()
         if self._health_task is not None:
