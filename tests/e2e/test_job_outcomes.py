@@ -119,7 +119,7 @@ async def test_run_where_every_openai_analysis_fails_ends_failed_exit_1_saying_w
     assert f"job {summary['job_id']} ended failed: {reason}" in err
 
 
-async def test_run_where_some_openai_analyses_fail_ends_complete_with_errors_exit_3(tmp_path: Path) -> None:
+async def test_run_where_some_openai_analyses_fail_ends_complete_with_errors_exit_4(tmp_path: Path) -> None:
     variants, with_id = alleles(GATK_VCF)
     without_id = variants - with_id
     assert without_id > 0 and with_id > 0
@@ -132,7 +132,7 @@ async def test_run_where_some_openai_analyses_fail_ends_complete_with_errors_exi
             env=openai_at(fake, **env_fields),
         )  # fmt: skip
     summary = summary_of(out)
-    assert code == 3, err
+    assert code == 4, err
     assert summary["status"] == "complete_with_errors"
     assert (summary["variants"], summary["stored"]) == (variants, variants)
     assert summary["provider_counts"] == {
@@ -240,7 +240,7 @@ async def test_submit_watch_getjob_and_notifications_report_complete_with_errors
             "--providers", "local,openai", "--watch",
             env=without_provider_config(),
         )  # fmt: skip
-        assert code == 3, (out, err)
+        assert code == 4, (out, err)
         reason = f"openai: {variants} of {variants} analyses failed ("
         assert f"vcf-agent submit: job {job_id} ended complete_with_errors: {reason}" in err
         last = out.strip().splitlines()[-1]

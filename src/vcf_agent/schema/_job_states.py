@@ -22,13 +22,14 @@ def state_name(state: int) -> str:
 def exit_code(state: int) -> int:
     """What `vcf-agent run` and `submit --watch` exit with for a job that ended in `state`.
 
-    0 complete; 3 complete_with_errors (every variant stored, some analyses failed: the
+    0 complete; 4 complete_with_errors (every variant stored, some analyses failed: the
     results exist but are not whole); 1 anything else (failed, cancelled, or not ended).
+    2 stays the command-line error and 3 the Java client's "a call failed".
     """
     if state == events_pb2.JOB_STATE_COMPLETE:
         return 0
     if state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS:
-        return 3
+        return 4
     return 1
 
 
