@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -184,23 +184,34 @@ class LanceStore(AsyncComponent):
         counted = column.to_arrow().column("classification").value_counts()
         return {str(entry["values"]): int(entry["counts"]) for entry in counted.to_pylist()}
 
-    def provider_counts(self, job_id: str) -> dict[str, events_pb2.ProviderCounts]:
+    def provider_counts(
+        self, job_id: str, providers: Iterable[str] = ()
+    ) -> dict[str, events_pb2.ProviderCounts]:
         """Each provider's answers over one job's stored variants: ok, failed, and missing.
 
         Counted on the keyed rows (one per variant and provider), so replays never inflate
         them. A provider is missing for a variant stored partial without its answer.
+        `providers`, the names expected, lets the store count rows instead of reading them
+        (~10x faster); an answer from a provider not named is found and everything is read.
         """
         variants, analyses = self._tables()
         job = _eq("job_id", job_id)
-        answers = analyses.search().where(job).select(["provider", "status"]).limit(None).to_arrow()
         counts: dict[str, events_pb2.ProviderCounts] = {}
-        grouped = answers.group_by(["provider", "status"]).aggregate([("status", "count")])
-        for row in grouped.to_pylist():
-            entry = counts.setdefault(row["provider"], events_pb2.ProviderCounts())
-            if row["status"] == "ok":
-                entry.ok += row["status_count"]
-            else:
-                entry.failed += row["status_count"]
+        for provider in providers:
+            answers = f"{job} AND {_eq('provider', provider)}"
+            ok = analyses.count_rows(f"{answers} AND status = 'ok'")
+            counts[provider] = events_pb2.ProviderCounts(ok=ok, failed=analyses.count_rows(answers) - ok)
+        if sum(c.ok + c.failed for c in counts.values()) != analyses.count_rows(job):
+            counts = {}
+            answers = analyses.search().where(job).select(["provider", "status"]).limit(None).to_arrow()
+            grouped = answers.group_by(["provider", "status"]).aggregate([("status", "count")])
+            for row in grouped.to_pylist():
+                entry = counts.setdefault(row["provider"], events_pb2.ProviderCounts())
+                if row["status"] == "ok":
+                    entry.ok += row["status_count"]
+                else:
+                    entry.failed += row["status_count"]
+        counts = {name: answers for name, answers in counts.items() if answers.ok or answers.failed}
         partial = variants.search().where(f"{job} AND partial").select(["missing_providers"]).limit(None)
         missing = pc.list_flatten(partial.to_arrow().column("missing_providers"))
         for entry in missing.value_counts().to_pylist():

@@ -324,7 +324,7 @@ class StoreSink:
 
     def _decide(self, job_id: str, tally: _JobTally, stored: int) -> None:
         """Every variant is stored: the final state, from the store's exact answer counts."""
-        counts = self.lance.provider_counts(job_id)
+        counts = self.lance.provider_counts(job_id, tally.providers)
         outcome = job_outcome(stored, counts, lambda provider: self.lance.failure_reasons(job_id, provider))
         tally.providers = {name: [c.ok, c.failed, c.missing] for name, c in counts.items()}
         tally.complete = True

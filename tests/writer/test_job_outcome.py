@@ -131,6 +131,12 @@ async def test_failed_and_missing_answers_end_the_job_complete_with_errors_once_
         f"claude: 1 of 6 analyses failed (1 x {CLAUDE_DOWN!r}) and 2 of 6 got no answer before the deadline"
     )
 
+    # The store counts the same whichever providers it is told to expect: named ones are
+    # counted row by row, and an answer from one not named makes it read them all.
+    for expected in (["claude", "local"], ["local"], [], ["local", "openai"]):
+        found = sink.lance.provider_counts(JOB, expected)
+        assert {n: (c.ok, c.failed, c.missing) for n, c in found.items()} == counted(final), expected
+
     # A replay of stored batches changes neither the counts nor the state.
     await feed([answered(0), answered(1), claude_failed(3)])
     replayed = (await storage_notes(bus))[-1]
