@@ -58,4 +58,4 @@ async def submit_file(address: str, path: Path, metadata: Mapping[str, Any], *, 
             job = update
         if job.state != events_pb2.JOB_STATE_COMPLETE:
             print(f"vcf-agent submit: {ended_badly(job)}", file=sys.stderr, flush=True)
-        return exit_code(job.state)
+        return exit_code([job.state])

@@ -22,7 +22,7 @@ _STAGES = ("ingested", "analysed", "stored")
 async def run_files(settings: Settings, files: list[Path], *, as_json: bool, tenant_id: str) -> int:
     """Analyse each file in turn; exits with the worst job's code (see schema.exit_code)."""
     console = Console(stderr=True)
-    code = 0
+    ended: list[int] = []
     async with LocalPipeline(settings) as pipeline:
         for path in files:
             started = time.perf_counter()
@@ -40,8 +40,8 @@ async def run_files(settings: Settings, files: list[Path], *, as_json: bool, ten
             if job.state != events_pb2.JOB_STATE_COMPLETE:
                 # Whatever the output format, a job that did not end complete says why on stderr.
                 print(ended_badly(job), file=sys.stderr, flush=True)
-            code = max(code, exit_code(job.state))
-    return code
+            ended.append(job.state)
+    return exit_code(ended)
 
 
 async def pipeline_stats(pipeline: LocalPipeline, job_id: str) -> dict[str, object]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
 TERMINAL_STATES = frozenset(
@@ -19,18 +21,20 @@ def state_name(state: int) -> str:
     return events_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()  # type: ignore[arg-type]
 
 
-def exit_code(state: int) -> int:
-    """What `vcf-agent run` and `submit --watch` exit with for a job that ended in `state`.
+def exit_code(states: Iterable[int]) -> int:
+    """What `vcf-agent run` and `submit --watch` exit with for jobs that ended in `states`: the worst.
 
     0 complete; 4 complete_with_errors (every variant stored, some analyses failed: the
     results exist but are not whole); 1 anything else (failed, cancelled, or not ended).
     2 stays the command-line error and 3 the Java client's "a call failed".
     """
-    if state == events_pb2.JOB_STATE_COMPLETE:
-        return 0
-    if state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS:
-        return 4
-    return 1
+    worst = max((_SEVERITY.get(state, len(_EXIT_CODES) - 1) for state in states), default=0)
+    return _EXIT_CODES[worst]
+
+
+# Severity of an ending (anything not listed is the worst) and the exit code of each severity.
+_SEVERITY: dict[int, int] = {events_pb2.JOB_STATE_COMPLETE: 0, events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS: 1}
+_EXIT_CODES = (0, 4, 1)
 
 
 def ended_badly(job: jobs_pb2.Job) -> str:
