@@ -193,6 +193,13 @@ class LocalIggyServer(AsyncComponent):
             self._process.kill()
         await self.stop()
 
+    def use_data_dir(self, data_dir: Path) -> None:
+        """The next start() runs on data_dir, same port: an empty one is a server that lost its disk."""
+        if self.running():
+            raise IggyServerError("stop the server before changing its data directory")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._data_dir = data_dir
+
     def remove_data(self) -> None:
         """Delete the data directory if this object created it."""
         if self._owned_dir is not None:
