@@ -3,7 +3,8 @@
 Each scenario starts a real iggy-server and a real Kafka broker, the five
 services as `vcf-agent serve` processes on `failover://?primary=iggy…&fallback=kafka…`,
 submits one synthetic job, injects its fault once a quarter of the job is
-stored, and waits for the job to finish. It measures what an operator would:
+stored (`healthy` injects none: any switch there is flapping), and waits for
+the job to finish. It measures what an operator would:
 when each service switched backends (from its GetStatus), the longest time the
 stored count did not grow while a backend was up (stall), and how long the job
 took; and it checks what must hold afterwards: stored == expected with no
@@ -33,11 +34,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+HEALTHY = "healthy"
 PRIMARY_KILLED = "primary-killed"
 PRIMARY_BACK_FRESH = "primary-back-fresh"
 FALLBACK_KILLED = "fallback-killed"
 BOTH_DOWN = "both-down"
-SCENARIOS = (PRIMARY_KILLED, PRIMARY_BACK_FRESH, FALLBACK_KILLED, BOTH_DOWN)
+SCENARIOS = (HEALTHY, PRIMARY_KILLED, PRIMARY_BACK_FRESH, FALLBACK_KILLED, BOTH_DOWN)
 TENANT = "chaos-lab"
 # Share of the job stored before the fault is injected.
 _FAULT_AT = 0.25
@@ -316,6 +318,8 @@ async def _inject(
 ) -> None:
     from grpc_health.v1 import health_pb2
 
+    if scenario == HEALTHY:
+        return  # the measurement of flapping: no fault, so any switch is a false alarm
     if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH):
         await servers.iggy.kill()
         await asyncio.sleep(outage_s)

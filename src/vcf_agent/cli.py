@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         "chaos", help="failover bus (Iggy primary, Kafka fallback) through outages, five processes"
     )
     chaos.add_argument(
-        "scenarios", nargs="*", help="primary-killed, primary-back-fresh, fallback-killed, both-down"
+        "scenarios",
+        nargs="*",
+        help="healthy, primary-killed, primary-back-fresh, fallback-killed, both-down (default: all)",
     )
     chaos.add_argument("--variants", type=int, default=500_000)
     chaos.add_argument("--outage-s", type=float, default=20.0, help="how long a killed server stays down")

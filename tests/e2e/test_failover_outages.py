@@ -18,6 +18,7 @@ import pytest
 from vcf_agent.chaos import (
     BOTH_DOWN,
     FALLBACK_KILLED,
+    HEALTHY,
     PRIMARY_BACK_FRESH,
     PRIMARY_KILLED,
     ScenarioResult,
@@ -50,6 +51,13 @@ async def _run(scenario: str, tmp_path: Path) -> ScenarioResult:
     )
     print("\n" + render([result]))
     return result
+
+
+async def test_healthy_backends_never_switch_under_a_job(tmp_path: Path) -> None:
+    result = await _run(HEALTHY, tmp_path)
+    assert result.problems == []
+    assert (result.stored, result.state) == (result.expected, "complete")
+    assert result.switches == []
 
 
 async def test_primary_killed_mid_job_then_back_with_its_data(tmp_path: Path) -> None:

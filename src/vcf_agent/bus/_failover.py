@@ -240,6 +240,10 @@ class FailoverBus(Bus):
             for index, side in enumerate(self._sides)
         ]
 
+    def answering(self, index: int) -> bool:
+        """Passed its latest probe."""
+        return self._sides[index].up
+
     def declared_down(self, index: int) -> bool:
         """Failed `failures_to_switch` probes or publishes in a row."""
         return self._sides[index].failed_streak >= self.failures_to_switch
@@ -613,6 +617,7 @@ class FailoverConsumer(Consumer):
         self._retried_ids: dict[TopicPartition, OrderedDict[str, None]] = {}
         # (side index, stream) whose progress a held-back record is waiting for.
         self._waiting_on: set[tuple[int, str]] = set()
+        self._leaving: set[asyncio.Task[None]] = set()
         self._started = False
 
     @property
@@ -706,6 +711,8 @@ class FailoverConsumer(Consumer):
                     _log.warning("failover consumer %s: leaving %s failed: %r", self._group, side.name, exc)
                 side.consumer = None
             side.pending.clear()
+        if self._leaving:
+            await asyncio.gather(*self._leaving, return_exceptions=True)
 
     async def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Record]:
         if not self._started:
@@ -787,8 +794,14 @@ class FailoverConsumer(Consumer):
         consumer, side.consumer = side.consumer, None
         side.reopen_at = asyncio.get_running_loop().time() + self._bus.probe_interval_s
         if consumer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.stop(), self._timeout_s)
+            # Aside: leaving a backend that hangs must not hold up delivery from the other one.
+            task = asyncio.create_task(self._leave_quietly(consumer))
+            self._leaving.add(task)
+            task.add_done_callback(self._leaving.discard)
+
+    async def _leave_quietly(self, consumer: Consumer) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), self._timeout_s)
 
     def _release(self, limit: int) -> list[Record]:
         """Hand out pending records whose happens-before edge to the other backend is satisfied."""
@@ -909,6 +922,10 @@ class FailoverConsumer(Consumer):
         await self._commit_side(side, offsets)
 
     async def _commit_side(self, side: _ConsumerSide, offsets: Mapping[TopicPartition, int]) -> None:
+        # A backend failing its probes is not waited on: the stage's commit must stay prompt.
+        if not self._bus.answering(self._sides.index(side)):
+            side.owed.update(offsets)
+            return
         # The inner consumer is not shared between concurrent calls.
         if side.consumer is not None and side.fetch is not None:
             await self._harvest(side)
