@@ -268,12 +268,12 @@ async def _members(backend: str, url: str, live: dict[str, list[str]]) -> dict[t
     admin = AIOKafkaAdminClient(bootstrap_servers=url.removeprefix("kafka://"))
     await admin.start()
     try:
-        for response in await admin.describe_consumer_groups(list(live)):
-            for group in response.groups:
-                # (error_code, group_id, state, protocol_type, protocol, members, ...)
-                group_id, members = group[1], group[5]
-                if members:
-                    counts[group_id, ",".join(live.get(group_id, []))] = len(members)
+        # One group per request: aiokafka 0.14 fails to decode some multi-group replies.
+        for group_id, streams in live.items():
+            for response in await admin.describe_consumer_groups([group_id]):
+                for group in response.groups:
+                    # (error_code, group_id, state, protocol_type, protocol, members, ...)
+                    counts[group_id, ",".join(streams)] = len(group[5])
     finally:
         await admin.close()
     return counts

@@ -152,6 +152,7 @@ class LocalIggyServer(AsyncComponent):
         await self._wait_ready()
 
     def _spawn(self, binary: str, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = (run_dir / "iggy-server.log").open("ab")
         self._process = subprocess.Popen(
             [binary],
