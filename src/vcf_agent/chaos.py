@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from vcf_agent.localdev import LocalIggyServer, LocalKafkaBroker, ServiceProcess, running_pipeline
+from vcf_agent.localdev import (
+    IggyServerError,
+    LocalIggyServer,
+    LocalKafkaBroker,
+    ServiceProcess,
+    running_pipeline,
+)
 
 if TYPE_CHECKING:
     from vcf_agent.v1 import control_pb2
@@ -59,10 +65,16 @@ class ScenarioResult:
     switches: list[str] = field(default_factory=list)
     stall_s: float = 0.0
     outage_s: float = 0.0
+    # Stored between the fault and the first server's return: progress through the fallback alone.
+    stored_during_outage: int = 0
+    # Seconds after the fault until every service published to Iggy again (0: never left or not asked).
+    back_on_primary_s: float = 0.0
     completion_s: float = 0.0
     # Members per (backend, group, topic) for groups some live service runs.
     members: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    # Things that went wrong around the system under test (a server slow to restart).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def switch_times(self) -> list[float]:
@@ -75,6 +87,7 @@ class ChaosServers:
     def __init__(self, root: Path, iggy_binary: str) -> None:
         self._root = root
         self.iggy = LocalIggyServer(iggy_binary, data_dir=root / "iggy")
+        self.notes: list[str] = []
         self.kafka = LocalKafkaBroker(data_dir=root / "kafka")
 
     @property
@@ -91,8 +104,19 @@ class ChaosServers:
         )
 
     async def start(self) -> None:
-        await self.iggy.start()
+        await self.start_iggy()
         await self.start_kafka()
+
+    async def start_iggy(self) -> None:
+        """Start (or restart on the same data and port); a restart the server itself fails is retried."""
+        for attempt in range(3):
+            try:
+                await self.iggy.start()
+                return
+            except IggyServerError as exc:
+                self.notes.append(f"iggy-server failed to start (attempt {attempt + 1}): {str(exc)[-300:]}")
+                await asyncio.sleep(1)
+        await self.iggy.start()
 
     async def start_kafka(self) -> None:
         # On this thread: the JVM is tied to the thread that spawned it (see LocalKafkaBroker).
@@ -106,7 +130,7 @@ class ChaosServers:
         await self.iggy.kill()
         fresh = self._root / f"iggy-fresh-{time.monotonic_ns()}"
         self.iggy.use_data_dir(fresh)
-        await self.iggy.start()
+        await self.start_iggy()
 
     async def stop(self) -> None:
         await self.iggy.stop()
@@ -161,6 +185,8 @@ class _Watch:
         self.state = 0
         self.state_name = ""
         self.fault_at: float | None = None
+        self.stored_at_fault = 0
+        self.stored_at_return = 0
         self.switches: list[str] = []
         self._active: dict[str, str] = {}
         # Intervals (start, end) when no backend was up: a stall there is not the bus's fault.
@@ -194,6 +220,9 @@ class _Watch:
         if self._active.get(name) not in (None, active) and self.fault_at is not None:
             self.switches.append(f"{name} {active}@{time.monotonic() - self.fault_at:.1f}")
         self._active[name] = active
+
+    def all_on(self, backend: str) -> bool:
+        return len(self._active) == len(self._services) and set(self._active.values()) == {backend}
 
     def stall_s(self, since: float, until: float) -> float:
         """Longest time the stored count did not grow between since and until, outside both-down spans."""
@@ -323,13 +352,15 @@ async def _inject(
     if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH):
         await servers.iggy.kill()
         await asyncio.sleep(outage_s)
+        watch.stored_at_return = watch.stored
         if scenario == PRIMARY_KILLED:
-            await servers.iggy.start()
+            await servers.start_iggy()
         else:
             await servers.restart_iggy_fresh()
     elif scenario == FALLBACK_KILLED:
         await servers.kill_kafka()
         await asyncio.sleep(outage_s)
+        watch.stored_at_return = watch.stored
         await servers.start_kafka()
     elif scenario == BOTH_DOWN:
         down_from = time.monotonic()
@@ -343,10 +374,11 @@ async def _inject(
             await asyncio.sleep(0.2)
         await asyncio.sleep(outage_s / 2)
         # The fallback returns first; the primary later.
+        watch.stored_at_return = watch.stored
         await servers.start_kafka()
         watch.both_down.append((down_from, time.monotonic()))
         await asyncio.sleep(outage_s / 2)
-        await servers.iggy.start()
+        await servers.start_iggy()
     else:
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
 
@@ -392,6 +424,7 @@ async def run_scenario(
                 if watch.state in TERMINAL_STATES:
                     raise _ScenarioProblem("the job finished before the fault; use more variants")
                 watch.fault_at = fault_at = time.monotonic()
+                watch.stored_at_fault = watch.stored
                 say(f"{scenario}: fault at {watch.stored}/{result.expected} stored")
                 await _inject(scenario, servers, services, watch, outage_s)
                 result.outage_s = time.monotonic() - fault_at
@@ -407,6 +440,17 @@ async def run_scenario(
                 finished = time.monotonic()
                 result.completion_s = finished - began
                 result.stall_s = watch.stall_s(fault_at, finished)
+                result.stored_during_outage = max(0, watch.stored_at_return - watch.stored_at_fault)
+                if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH, BOTH_DOWN):
+                    # Clean return: publishing goes back to Iggy after its stable period.
+                    back_by = time.monotonic() + 90
+                    while not watch.all_on("iggy"):
+                        if time.monotonic() > back_by:
+                            raise _ScenarioProblem(
+                                "publishing did not return to iggy within 90 s of the job's end"
+                            )
+                        await asyncio.sleep(0.2)
+                    result.back_on_primary_s = time.monotonic() - fault_at
             except _ScenarioProblem as problem:
                 result.problems.append(str(problem))
             finally:
@@ -421,6 +465,7 @@ async def run_scenario(
             await _check_groups(servers, services, result)
     finally:
         await servers.stop()
+        result.notes.extend(servers.notes)
     if result.stored != result.expected:
         result.problems.append(f"stored {result.stored} of {result.expected}")
     if result.store_variants != result.stored or result.store_analyses != result.stored:
@@ -438,8 +483,10 @@ def render(results: list[ScenarioResult]) -> str:
         "stored",
         "state",
         "switches (s after fault)",
-        "stall s",
         "outage s",
+        "stored in outage",
+        "stall s",
+        "back on iggy s",
         "done s",
         "problems",
     )
@@ -452,16 +499,18 @@ def render(results: list[ScenarioResult]) -> str:
                 str(r.stored),
                 r.state,
                 ", ".join(r.switches) or "none",
-                f"{r.stall_s:.1f}",
                 f"{r.outage_s:.1f}",
+                str(r.stored_during_outage),
+                f"{r.stall_s:.1f}",
+                f"{r.back_on_primary_s:.1f}" if r.back_on_primary_s else "-",
                 f"{r.completion_s:.1f}",
                 "; ".join(r.problems) or "none",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows
-    )
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines.extend(f"note ({r.scenario}): {note}" for r in results for note in r.notes)
+    return "\n".join(lines)
 
 
 async def run(scenarios: list[str], variants: int, outage_s: float, iggy_binary: str) -> list[ScenarioResult]:

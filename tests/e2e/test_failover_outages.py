@@ -64,9 +64,9 @@ async def test_primary_killed_mid_job_then_back_with_its_data(tmp_path: Path) ->
     result = await _run(PRIMARY_KILLED, tmp_path)
     assert result.problems == []
     assert (result.stored, result.state) == (result.expected, "complete")
-    # Every service that publishes left Iggy within the failure threshold and came back.
+    # Services left Iggy within the failure threshold, and all came back after its stable period.
     assert any("kafka@" in s for s in result.switches), result.switches
-    assert any("iggy@" in s for s in result.switches), result.switches
+    assert result.back_on_primary_s > result.outage_s
     # No stall beyond the outage: whatever was stranded on Iggy is read as soon as it returns.
     assert result.stall_s < result.outage_s + 30
 
