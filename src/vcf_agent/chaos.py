@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from vcf_agent.localdev import (
     ServiceProcess,
     running_pipeline,
 )
+from vcf_agent.schema import TERMINAL_STATES
 
 if TYPE_CHECKING:
     from vcf_agent.v1 import control_pb2
@@ -88,6 +90,7 @@ class ChaosServers:
         self._root = root
         self.iggy = LocalIggyServer(iggy_binary, data_dir=root / "iggy")
         self.notes: list[str] = []
+        self._kafka_released = threading.Event()
         self.kafka = LocalKafkaBroker(data_dir=root / "kafka")
 
     @property
@@ -119,11 +122,32 @@ class ChaosServers:
         await self.iggy.start()
 
     async def start_kafka(self) -> None:
-        # On this thread: the JVM is tied to the thread that spawned it (see LocalKafkaBroker).
-        self.kafka.start_sync()
+        """Start (or restart) the broker from a thread that lives as long as it does.
+
+        Booting takes seconds and must not block the event loop (the scenario keeps
+        measuring meanwhile); the JVM gets SIGTERM when its spawning thread ends,
+        so that thread waits until the broker is killed or stopped.
+        """
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        released = threading.Event()
+
+        def keep() -> None:
+            try:
+                self.kafka.start_sync()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(ready.set_exception, exc)
+                return
+            loop.call_soon_threadsafe(ready.set_result, None)
+            released.wait()
+
+        self._kafka_released = released
+        threading.Thread(target=keep, name="chaos-kafka", daemon=True).start()
+        await ready
 
     async def kill_kafka(self) -> None:
         self.kafka.kill_sync()
+        self._kafka_released.set()
 
     async def restart_iggy_fresh(self) -> None:
         """Bring Iggy back on its port with an empty data directory: everything on it is lost."""
@@ -186,6 +210,8 @@ class _Watch:
         self.state_name = ""
         self.fault_at: float | None = None
         self.stored_at_fault = 0
+        # When the job reached a final state, as sampled (the fault may still be in progress then).
+        self.finished_at: float | None = None
         self.stored_at_return = 0
         self.switches: list[str] = []
         self._active: dict[str, str] = {}
@@ -206,6 +232,8 @@ class _Watch:
                     self._gaps.append((self._last_growth, now))
                     self._last_growth = now
                     self.stored = stored
+                if self.state in TERMINAL_STATES and self.finished_at is None:
+                    self.finished_at = now
             if now >= next_status:
                 next_status = now + 0.5
                 await asyncio.gather(*(self._sample_backend(name) for name in self._services))
@@ -398,7 +426,6 @@ async def run_scenario(
     on_progress: Callable[[str], None] | None = None,
 ) -> ScenarioResult:
     """One scenario end to end in `root`; problems are collected in the result, not raised."""
-    from vcf_agent.schema import TERMINAL_STATES
     from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
 
     say = on_progress or (lambda _text: None)
@@ -430,14 +457,14 @@ async def run_scenario(
                 result.outage_s = time.monotonic() - fault_at
                 # After the fresh restart the stranded records are gone: the job can only stop growing.
                 quiet_limit = 60.0 if scenario == PRIMARY_BACK_FRESH else None
-                while watch.state not in TERMINAL_STATES:
+                while watch.finished_at is None:
                     now = time.monotonic()
                     if now > deadline:
                         raise _ScenarioProblem(f"job not finished after {timeout_s:.0f}s")
                     if quiet_limit is not None and watch.stall_s(fault_at, now) > quiet_limit:
                         break
                     await asyncio.sleep(0.1)
-                finished = time.monotonic()
+                finished = watch.finished_at or time.monotonic()
                 result.completion_s = finished - began
                 result.stall_s = watch.stall_s(fault_at, finished)
                 result.stored_during_outage = max(0, watch.stored_at_return - watch.stored_at_fault)
