@@ -484,19 +484,31 @@ async def test_both_down_is_unhealthy_and_publishing_resumes_when_one_returns(tm
         failures_to_switch=FAILURES_TO_SWITCH,
         stable_period_s=STABLE_PERIOD_S,
         publish_timeout_s=0.3,
+        both_down_wait_s=3.0,
     )
     async with MemoryBus(name), bus:
         await bus.ensure_streams([StreamSpec("s", 1)])
         primary.broken = fallback.broken = True
         await asyncio.sleep(PROBE_INTERVAL_S * (FAILURES_TO_SWITCH + 2))
         assert not await bus.healthy()
-        with pytest.raises(BusUnavailableError):
-            await bus.publish("s", [OutgoingMessage(b"nowhere")])
         # Lag is a partial answer, never an error.
         assert [lag.stale for lag in await bus.backend_lags("g", "s")] == [True, True]
+        # A publish waits for either backend (a stage that raised would stop for good)...
+        waiting = asyncio.create_task(bus.publish("s", [OutgoingMessage(b"resumed")]))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
 
         fallback.broken = False
-        await wait_until_active(bus, bus.backend_names[1])
-        assert await bus.healthy()
-        await bus.publish("s", [OutgoingMessage(b"resumed")])
+        await asyncio.wait_for(waiting, 2.0)
         assert await fallback.end_offsets("s") == {0: 1}
+        await wait_until_active(bus, bus.backend_names[1])
+        # healthy() answers from the probes: the next one sees the fallback back.
+        await asyncio.sleep(PROBE_INTERVAL_S * 2)
+        assert await bus.healthy()
+
+        # ...for a bounded time only.
+        fallback.broken = True
+        started = time.monotonic()
+        with pytest.raises(BusUnavailableError):
+            await bus.publish("s", [OutgoingMessage(b"nowhere")])
+        assert 2.5 < time.monotonic() - started < 5.0

@@ -2,7 +2,8 @@
 
 Both URLs are percent-encoded bus URLs. Optional query parameters:
 `probe_interval_ms` (500), `probe_timeout_ms` (min(3 x interval, 2000)),
-`failures_to_switch` (3), `stable_period_ms` (10000) and `publish_timeout_ms` (2000).
+`failures_to_switch` (3), `stable_period_ms` (10000), `publish_timeout_ms` (2000) and
+`both_down_wait_ms` (600000: how long a publish waits for either backend when both are down).
 
 Switching. A probe task calls `healthy()` on both backends every interval, each
 bounded by the probe timeout. Publishing leaves the primary only after
@@ -113,12 +114,17 @@ DEFAULT_PROBE_INTERVAL_S = 0.5
 DEFAULT_FAILURES_TO_SWITCH = 3
 DEFAULT_STABLE_PERIOD_S = 10.0
 DEFAULT_PUBLISH_TIMEOUT_S = 2.0
+DEFAULT_BOTH_DOWN_WAIT_S = 600.0
 # Bounds an inner poll so a switch, commit or seek never waits long on the idle backend.
 _FETCH_SLICE_S = 0.25
 # Ids of re-published batches remembered per partition, to drop their late twins.
 _RETRIED_IDS_PER_PARTITION = 10_000
 
 _log = logging.getLogger(__name__)
+
+
+class _BothDownError(BusUnavailableError):
+    """Neither backend took a publish because neither could be reached."""
 
 
 @dataclass(slots=True, eq=False)
@@ -181,6 +187,7 @@ class FailoverBus(Bus):
         failures_to_switch: int = DEFAULT_FAILURES_TO_SWITCH,
         stable_period_s: float = DEFAULT_STABLE_PERIOD_S,
         publish_timeout_s: float = DEFAULT_PUBLISH_TIMEOUT_S,
+        both_down_wait_s: float = DEFAULT_BOTH_DOWN_WAIT_S,
     ) -> None:
         names = [primary.backend, fallback.backend]
         if names[0] == names[1]:
@@ -191,6 +198,7 @@ class FailoverBus(Bus):
         self.failures_to_switch = max(1, failures_to_switch)
         self.stable_period_s = max(0.0, stable_period_s)
         self._publish_timeout_s = publish_timeout_s
+        self.both_down_wait_s = both_down_wait_s
         self._active = PRIMARY
         self._switches = 0
         self._last_switch_at: float | None = None
@@ -405,9 +413,31 @@ class FailoverBus(Bus):
         return count
 
     async def publish(self, stream: str, messages: Sequence[OutgoingMessage]) -> list[PublishedPosition]:
+        """On the active backend, else at once on the other one; with both down, again until one returns.
+
+        Waiting (up to `both_down_wait_s`) rather than raising is what lets every
+        stage resume by itself after an outage of both: a stage whose publish
+        raised would stop consuming for good.
+        """
         if not messages:
             return []
         ids = [f"{self._publisher_id}-{next(self._sequence)}" for _ in messages]
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.both_down_wait_s
+        while True:
+            try:
+                return await self._publish_either(stream, messages, ids)
+            except _BothDownError as exc:
+                if loop.time() >= give_up_at:
+                    raise BusUnavailableError(
+                        f"{exc} (still, after waiting {self.both_down_wait_s:.0f}s for either to return)"
+                    ) from exc
+                _log.warning("failover bus: %s; publishing again when either returns", exc)
+                await asyncio.sleep(self.probe_interval_s)
+
+    async def _publish_either(
+        self, stream: str, messages: Sequence[OutgoingMessage], ids: list[str]
+    ) -> list[PublishedPosition]:
         first = self._active
         try:
             return await self._publish_on(first, stream, messages, ids, retry=False)
@@ -423,10 +453,14 @@ class FailoverBus(Bus):
             try:
                 positions = await self._publish_on(second, stream, messages, ids, retry=True)
             except Exception as second_error:
-                raise BusUnavailableError(
+                message = (
                     f"failover bus: publish to {stream!r} failed on {self._sides[first].name} "
                     f"({first_error!r}) and on {self._sides[second].name} ({second_error!r})"
-                ) from second_error
+                )
+                if isinstance(second_error, BusUnavailableError | TimeoutError):
+                    self._count_failure(first)
+                    raise _BothDownError(message) from second_error
+                raise BusError(message) from second_error
             self._count_failure(first)
             return positions
 
@@ -1010,4 +1044,5 @@ def from_url(url: str) -> FailoverBus:
         failures_to_switch=int(number("failures_to_switch", DEFAULT_FAILURES_TO_SWITCH)),
         stable_period_s=number("stable_period_ms", DEFAULT_STABLE_PERIOD_S * 1000) / 1000,
         publish_timeout_s=number("publish_timeout_ms", DEFAULT_PUBLISH_TIMEOUT_S * 1000) / 1000,
+        both_down_wait_s=number("both_down_wait_ms", DEFAULT_BOTH_DOWN_WAIT_S * 1000) / 1000,
     )
