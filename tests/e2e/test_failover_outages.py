@@ -28,7 +28,7 @@ from vcf_agent.chaos import (
 from vcf_agent.localdev import find_iggy_server
 from vcf_agent.localdev._kafka_broker import KafkaToolMissingError, find_java
 
-VARIANTS = 6_000
+VARIANTS = 20_000
 OUTAGE_S = 6.0
 
 # Five processes, two servers and a Kafka restart take longer than the suite's default 300 s limit.

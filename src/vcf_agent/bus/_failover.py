@@ -353,11 +353,15 @@ class FailoverBus(Bus):
         bus_backend_switches.labels(source=previous, target=self._sides[index].name).inc()
         self._set_active(index)
 
-    def _count_failure(self, index: int) -> None:
-        """A failed publish counts as a failed probe: a dead backend is left without waiting for probes."""
+    def _count_failure(self, index: int, *, other_took_it: bool) -> None:
+        """A failed publish counts as a failed probe: a dead backend is left without waiting for probes.
+
+        Only for a backend that just took the batch: with both down, switching
+        on every failed publish would flap between two dead backends.
+        """
         side = self._sides[index]
         side.failed_streak += 1
-        if index == self._active and self.declared_down(index):
+        if other_took_it and index == self._active and self.declared_down(index):
             side.up = False
             side.healthy_since = None
             platform_health_status.labels(backend=side.name).set(0)
@@ -458,10 +462,10 @@ class FailoverBus(Bus):
                     f"({first_error!r}) and on {self._sides[second].name} ({second_error!r})"
                 )
                 if isinstance(second_error, BusUnavailableError | TimeoutError):
-                    self._count_failure(first)
+                    self._count_failure(first, other_took_it=False)
                     raise _BothDownError(message) from second_error
                 raise BusError(message) from second_error
-            self._count_failure(first)
+            self._count_failure(first, other_took_it=True)
             return positions
 
     async def _publish_on(
