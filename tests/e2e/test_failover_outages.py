@@ -1,6 +1,6 @@
 """Failover bus (real iggy-server primary, real Kafka 3.9 fallback) under outages, five service processes.
 
-Each test is one `vcf-agent chaos` scenario at CI size (a few thousand variants;
+Each test is one `vcf-agent chaos` scenario at CI size (20,000 variants;
 the command runs 500,000). The scenario itself checks stored == expected (ALT
 alleles counted by pysam), the store's variant and analysis rows equal to it
 (no duplicates), one member per live consumer in every group on both backends,
