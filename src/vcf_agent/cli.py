@@ -87,6 +87,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return validate_command(Path(args.file), as_json=args.json)
 
 
+def _cmd_chaos(args: argparse.Namespace) -> int:
+    from vcf_agent import chaos
+    from vcf_agent.localdev import find_iggy_server
+
+    binary = find_iggy_server()
+    if binary is None:
+        print(
+            "vcf-agent chaos: no iggy-server binary (set IGGY_SERVER_BIN or put it on PATH)", file=sys.stderr
+        )
+        return 2
+    scenarios = args.scenarios or list(chaos.SCENARIOS)
+    results = asyncio.run(chaos.run(scenarios, args.variants, args.outage_s, binary))
+    print(chaos.render(results))
+    return 0 if all(not r.problems for r in results) else 1
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from vcf_agent import benchmarks
 
@@ -155,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print {valid, errors, warnings} as JSON")
     validate.set_defaults(func=_cmd_validate)
 
+    chaos = sub.add_parser(
+        "chaos", help="failover bus (Iggy primary, Kafka fallback) through outages, five processes"
+    )
+    chaos.add_argument(
+        "scenarios",
+        nargs="*",
+        help="healthy, primary-killed, primary-back-fresh, fallback-killed, both-down (default: all)",
+    )
+    chaos.add_argument("--variants", type=int, default=500_000)
+    chaos.add_argument("--outage-s", type=float, default=20.0, help="how long a killed server stays down")
+    chaos.set_defaults(func=_cmd_chaos)
     bench = sub.add_parser("bench", help="measure throughput")
     bench.add_argument("target", choices=["bus", "e2e", "ingest", "providers"])
     bench.add_argument("file", nargs="?", help="VCF file (ingest benchmark)")

@@ -21,6 +21,11 @@ bus_active_backend = Gauge(
     "1 for the backend a failover bus currently publishes to.",
     ["backend"],
 )
+bus_backend_switches = Counter(
+    "bus_backend_switches_total",
+    "Times a failover bus moved publishing from one backend to the other.",
+    ["source", "target"],
+)
 messages_published = Counter("bus_messages_published_total", "Messages published to a stream.", ["stream"])
 messages_consumed = Counter(
     "bus_messages_consumed_total", "Messages consumed from a stream.", ["stream", "group"]

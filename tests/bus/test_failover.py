@@ -26,6 +26,7 @@ from vcf_agent.bus import (
     Bus,
     BusUnavailableError,
     OutgoingMessage,
+    PartitionLag,
     PublishedPosition,
     Record,
     StreamSpec,
@@ -34,9 +35,11 @@ from vcf_agent.bus import (
 )
 from vcf_agent.bus._failover import FailoverBus, FailoverConsumer, FailoverRecord
 from vcf_agent.bus._memory import MemoryBus
+from vcf_agent.processing import next_offsets
 
 PROBE_INTERVAL_S = 0.1
-RECOVER_AFTER = 3
+FAILURES_TO_SWITCH = 3
+STABLE_PERIOD_S = 0.5
 
 
 class FaultyMemoryBus(MemoryBus):
@@ -44,15 +47,24 @@ class FaultyMemoryBus(MemoryBus):
 
     `broken`: the probe reports unhealthy and publish raises. `store_then_hang`:
     publish stores the messages, then never acknowledges (an ambiguous timeout).
+    `hang`: the probe and lag reads never answer (a stalled server).
     """
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.broken = False
         self.store_then_hang = False
+        self.hang = False
 
     async def healthy(self) -> bool:
+        if self.hang:
+            await asyncio.Event().wait()
         return not self.broken and await super().healthy()
+
+    async def lag(self, group: str, stream: str) -> list[PartitionLag]:
+        if self.hang:
+            await asyncio.Event().wait()
+        return await super().lag(group, stream)
 
     async def publish(self, stream: str, messages: Sequence[OutgoingMessage]) -> list[PublishedPosition]:
         if self.broken:
@@ -74,7 +86,11 @@ def memory_name() -> str:
 def plain_failover(tmp_path: Path, name: str) -> tuple[FailoverBus, MemoryBus]:
     primary = MemoryBus(name)
     bus = FailoverBus(
-        primary, embedded(tmp_path), probe_interval_s=PROBE_INTERVAL_S, recover_after=RECOVER_AFTER
+        primary,
+        embedded(tmp_path),
+        probe_interval_s=PROBE_INTERVAL_S,
+        failures_to_switch=FAILURES_TO_SWITCH,
+        stable_period_s=STABLE_PERIOD_S,
     )
     return bus, primary
 
@@ -87,7 +103,8 @@ async def faulty(tmp_path: Path) -> AsyncIterator[tuple[FailoverBus, FaultyMemor
         primary,
         embedded(tmp_path),
         probe_interval_s=PROBE_INTERVAL_S,
-        recover_after=RECOVER_AFTER,
+        failures_to_switch=FAILURES_TO_SWITCH,
+        stable_period_s=STABLE_PERIOD_S,
         publish_timeout_s=0.3,
     )
     async with MemoryBus(name), bus:
@@ -96,6 +113,11 @@ async def faulty(tmp_path: Path) -> AsyncIterator[tuple[FailoverBus, FaultyMemor
 
 def gauge(name: str, backend: str) -> float | None:
     return REGISTRY.get_sample_value(name, {"backend": backend})
+
+
+def switches(source: str, target: str) -> float:
+    labels = {"source": source, "target": target}
+    return REGISTRY.get_sample_value("bus_backend_switches_total", labels) or 0.0
 
 
 async def wait_until_active(bus: FailoverBus, backend: str, timeout_s: float = 5.0) -> float:
@@ -127,9 +149,14 @@ def source(record: Record) -> str:
 async def test_url_builds_both_backends_and_sets_gauges(tmp_path: Path) -> None:
     primary = quote(f"memory://url-{uuid.uuid4().hex[:12]}", safe="")
     fallback = quote(f"embedded://{tmp_path / 'fb'}", safe="")
-    bus = open_bus(f"failover://?primary={primary}&fallback={fallback}&probe_interval_ms=150&recover_after=5")
+    bus = open_bus(
+        f"failover://?primary={primary}&fallback={fallback}"
+        "&probe_interval_ms=150&failures_to_switch=5&stable_period_ms=2500"
+    )
     assert isinstance(bus, FailoverBus)
     assert bus.probe_interval_s == pytest.approx(0.15)
+    assert bus.failures_to_switch == 5
+    assert bus.stable_period_s == pytest.approx(2.5)
     async with bus:
         assert bus.backend_names == ("memory", "embedded")
         assert bus.active_backend == "memory"
@@ -143,17 +170,22 @@ async def test_url_builds_both_backends_and_sets_gauges(tmp_path: Path) -> None:
         assert await bus.fallback.partitions("s") == 2
 
 
-async def test_probe_switches_within_a_second_and_back_after_recovery(
+async def test_probe_switches_after_consecutive_failures_and_back_after_a_stable_period(
     faulty: tuple[FailoverBus, FaultyMemoryBus],
 ) -> None:
     bus, primary = faulty
     primary_name, fallback_name = bus.backend_names
     assert bus.active_backend == primary_name
+    switches_before = switches(primary_name, fallback_name)
 
     # No publishes: only the health probe can notice.
     primary.broken = True
     switch_s = await wait_until_active(bus, fallback_name)
+    # Not on the first failed probe: FAILURES_TO_SWITCH of them in a row.
+    assert switch_s >= 0.9 * (FAILURES_TO_SWITCH - 1) * PROBE_INTERVAL_S
     assert switch_s < 1.0
+    assert bus.switches == 1 and bus.last_switch_at is not None
+    assert switches(primary_name, fallback_name) == switches_before + 1
     assert gauge("platform_health_status", primary_name) == 0
     assert gauge("bus_active_backend", primary_name) == 0
     assert gauge("bus_active_backend", fallback_name) == 1
@@ -161,15 +193,16 @@ async def test_probe_switches_within_a_second_and_back_after_recovery(
 
     primary.broken = False
     recover_s = await wait_until_active(bus, primary_name)
-    # It waits for RECOVER_AFTER consecutive good probes, not the first one.
-    assert recover_s >= 0.9 * (RECOVER_AFTER - 1) * PROBE_INTERVAL_S
-    assert recover_s < (RECOVER_AFTER + 3) * PROBE_INTERVAL_S + 0.5
+    # It waits for a stable period of good probes, not the first one.
+    assert recover_s >= STABLE_PERIOD_S
+    assert recover_s < STABLE_PERIOD_S + 3 * PROBE_INTERVAL_S + 0.5
+    assert bus.switches == 2
     assert gauge("platform_health_status", primary_name) == 1
     assert gauge("bus_active_backend", primary_name) == 1
     assert gauge("bus_active_backend", fallback_name) == 0
 
 
-async def test_failed_publish_switches_at_once_and_republishes_the_batch(
+async def test_a_failed_publish_is_republished_at_once_and_consecutive_failures_switch(
     faulty: tuple[FailoverBus, FaultyMemoryBus],
 ) -> None:
     bus, primary = faulty
@@ -182,23 +215,29 @@ async def test_failed_publish_switches_at_once_and_republishes_the_batch(
         stream, [OutgoingMessage(b"during-1", key=b"k"), OutgoingMessage(b"during-2", key=b"k")]
     )
     elapsed = time.monotonic() - started
-    assert bus.active_backend == bus.backend_names[1]
     assert elapsed < 0.5
     assert [p.offset for p in positions] == [0, 1], "the batch landed on the fresh fallback log"
     assert sum((await bus.fallback.end_offsets(stream)).values()) == 2
+    # Each failed publish counts as a failed probe; the switch waits for enough in a row.
+    for n in range(3, 3 + FAILURES_TO_SWITCH):
+        await bus.publish(stream, [OutgoingMessage(b"during-%d" % n, key=b"k")])
+    assert bus.active_backend == bus.backend_names[1]
 
     async with bus.consumer([stream], "g") as consumer:
-        records = await drain(consumer, 3)
-    assert values(records) == ["before", "during-1", "during-2"]
-    assert [source(r) for r in records] == list(bus.backend_names[:1] + bus.backend_names[1:] * 2)
+        records = await drain(consumer, 3 + FAILURES_TO_SWITCH)
+    assert values(records) == ["before"] + [f"during-{n}" for n in range(1, 3 + FAILURES_TO_SWITCH)]
+    assert [source(r) for r in records] == [bus.backend_names[0]] + [bus.backend_names[1]] * (
+        2 + FAILURES_TO_SWITCH
+    )
 
 
-async def test_stop_primary_mid_stream_loses_nothing_and_keeps_key_order(tmp_path: Path) -> None:
+async def test_stop_primary_mid_stream_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
     name = memory_name()
     bus, primary = plain_failover(tmp_path, name)
     stream, keys = "variants", 8
     published: dict[bytes, list[int]] = defaultdict(list)
     received: dict[bytes, list[int]] = defaultdict(list)
+    received_from: dict[tuple[str, bytes], list[int]] = defaultdict(list)
     sources: Counter[str] = Counter()
     publishing = True
     target: int | None = None
@@ -220,6 +259,7 @@ async def test_stop_primary_mid_stream_loses_nothing_and_keeps_key_order(tmp_pat
             for record in await consumer.poll(timeout_s=0.1):
                 assert record.key is not None
                 received[record.key].append(int(record.value))
+                received_from[source(record), record.key].append(int(record.value))
                 sources[source(record)] += 1
                 count += 1
             await consumer.commit()
@@ -250,17 +290,21 @@ async def test_stop_primary_mid_stream_loses_nothing_and_keeps_key_order(tmp_pat
             f"\nfailover: {total} messages, switch {switch_s * 1000:.0f} ms, back {recover_s * 1000:.0f} ms"
         )
         assert switch_s < 1.0
-        assert recover_s < 2.0
+        assert recover_s < STABLE_PERIOD_S + 2.0
         assert sources[primary_name] > 0 and sources[fallback_name] > 0, sources
-        # Every message exactly once, in publish order per key, across both switches.
-        assert dict(received) == dict(published)
+        # Every message exactly once across both switches.
+        assert {k: sorted(v) for k, v in received.items()} == dict(published)
+        # Per backend, per key, in publish order (across backends only while both are readable).
+        assert all(v == sorted(v) for v in received_from.values())
         # Each record was committed on the backend it came from.
         lags = await bus.lag("readers", stream)
         assert sum(lag.lag for lag in lags) == 0
         assert sum(lag.end for lag in lags) == total
 
 
-async def test_unread_primary_records_hold_back_the_fallback_ones(tmp_path: Path) -> None:
+async def test_fallback_records_flow_while_primary_records_are_stranded_then_both_commit_home(
+    tmp_path: Path,
+) -> None:
     name = memory_name()
     bus, primary = plain_failover(tmp_path, name)
     stream, key = "calls", b"sample-1"
@@ -269,21 +313,38 @@ async def test_unread_primary_records_hold_back_the_fallback_ones(tmp_path: Path
         primary_name, fallback_name = bus.backend_names
         await bus.publish(stream, [OutgoingMessage(b"p%d" % i, key=key) for i in range(5)])
         await primary.stop()
+        await wait_until_active(bus, fallback_name)
         await bus.publish(stream, [OutgoingMessage(b"f%d" % i, key=key) for i in range(5)])
-        assert bus.active_backend == fallback_name
 
         async with bus.consumer([stream], "late") as consumer:
-            # p0..p4 sit unread on the dead primary, so f0.. must not overtake them.
-            assert await drain(consumer, 1, timeout_s=0.8) == []
+            # p0..p4 sit unread on the dead primary; availability first: f0.. are not held for them.
+            started = time.monotonic()
+            fallback_records = await drain(consumer, 5, timeout_s=5)
+            stall_s = time.monotonic() - started
+            assert values(fallback_records) == [f"f{i}" for i in range(5)]
+            assert stall_s < 1.0
+            # What a stage does: commit the next offsets of the records it handled.
+            await consumer.commit(next_offsets(fallback_records))
+            # The primary's records are stranded there, and status says so.
+            primary_lag, fallback_lag = await bus.backend_lags("late", stream)
+            assert (primary_lag.backend, primary_lag.stale) == (primary_name, True)
+            assert (fallback_lag.lag, fallback_lag.stale) == (0, False)
+
             await primary.start()
-            records = await drain(consumer, 10)
-            assert values(records) == [f"p{i}" for i in range(5)] + [f"f{i}" for i in range(5)]
-            assert [source(r) for r in records] == [primary_name] * 5 + [fallback_name] * 5
-            await consumer.commit()
+            stranded = await drain(consumer, 5)
+            assert values(stranded) == [f"p{i}" for i in range(5)]
+            assert [source(r) for r in stranded] == [primary_name] * 5
+            # Merged offsets keep growing across backends, so "highest + 1" commits still work.
+            merged = [r.offset for r in fallback_records + stranded]
+            assert merged == sorted(set(merged))
+            await consumer.commit(next_offsets(stranded))
 
         partition = partition_for_key(key, 3)
+        # Each backend holds the offset of what it delivered, inside its own log.
         assert (await bus.primary.committed_offsets("late", stream))[partition] == 5
         assert (await bus.fallback.committed_offsets("late", stream))[partition] == 5
+        assert (await bus.primary.end_offsets(stream))[partition] == 5
+        assert (await bus.fallback.end_offsets(stream))[partition] == 5
 
 
 async def test_switch_back_orders_new_primary_records_after_the_fallback_ones(
@@ -315,7 +376,7 @@ async def test_a_timed_out_batch_that_landed_is_not_redelivered_stale(
     # The primary stored a0..a2 but never acknowledged, then died.
     primary.store_then_hang = False
     await primary.stop()
-    assert bus.active_backend == bus.backend_names[1]
+    await wait_until_active(bus, bus.backend_names[1])
     await bus.publish(stream, [OutgoingMessage(b"b0", key=key)])
 
     async with bus.consumer([stream], "dedupe") as consumer:
@@ -336,6 +397,7 @@ async def test_streams_missing_on_a_down_backend_are_created_when_it_returns(
 ) -> None:
     bus, primary = faulty
     await primary.stop()
+    await wait_until_active(bus, bus.backend_names[1])
     await bus.ensure_streams([StreamSpec("late-stream", 2)])
     await bus.publish("late-stream", [OutgoingMessage(b"x", key=b"k")])
     await primary.start()
@@ -345,17 +407,110 @@ async def test_streams_missing_on_a_down_backend_are_created_when_it_returns(
     assert (await primary.end_offsets("late-stream"))[positions[0].partition] == 1
 
 
-async def test_a_primary_that_returns_empty_does_not_stall_the_fallback_records(tmp_path: Path) -> None:
+async def test_a_primary_that_returns_empty_is_read_from_its_new_start(tmp_path: Path) -> None:
     bus, primary = plain_failover(tmp_path, memory_name())
     stream, key = "calls", b"sample-2"
+    partition = partition_for_key(key, 2)
     async with bus:
         await bus.ensure_streams([StreamSpec(stream, 2)])
-        await bus.publish(stream, [OutgoingMessage(b"lost", key=key)])
-        # The only bus on its memory log: stopping it discards the log, as a broker losing its disk.
-        await primary.stop()
-        await bus.publish(stream, [OutgoingMessage(b"f%d" % i, key=key) for i in range(3)])
+        await bus.publish(stream, [OutgoingMessage(b"p%d" % i, key=key) for i in range(4)])
         async with bus.consumer([stream], "survivors") as consumer:
-            assert await drain(consumer, 1, timeout_s=0.5) == [], "held while the primary is unknown"
+            assert values(await drain(consumer, 4)) == [f"p{i}" for i in range(4)]
+            await consumer.commit()
+            await bus.publish(stream, [OutgoingMessage(b"lost", key=key)])
+            # The only bus on its memory log: stopping it discards the log, as a broker losing its disk.
+            await primary.stop()
+            await wait_until_active(bus, bus.backend_names[1])
+            await bus.publish(stream, [OutgoingMessage(b"f%d" % i, key=key) for i in range(3)])
+            assert values(await drain(consumer, 3, timeout_s=2)) == ["f0", "f1", "f2"]
+            await consumer.commit()
+
             await primary.start()
-            records = await drain(consumer, 3)
-    assert values(records) == ["f0", "f1", "f2"]
+            await wait_until_active(bus, bus.backend_names[0])
+            await bus.publish(stream, [OutgoingMessage(b"n%d" % i, key=key) for i in range(2)])
+            # The new log starts at 0 again: the member forgets offsets 0..4 of the old one.
+            assert values(await drain(consumer, 2)) == ["n0", "n1"]
+            await consumer.commit()
+        assert (await bus.primary.committed_offsets("survivors", stream))[partition] == 2
+        assert (await bus.primary.end_offsets(stream))[partition] == 2
+
+
+async def test_probe_failures_short_of_the_threshold_never_switch(
+    faulty: tuple[FailoverBus, FaultyMemoryBus],
+) -> None:
+    bus, primary = faulty
+    # A loaded machine: every other probe fails (fewer than FAILURES_TO_SWITCH in a row).
+    for _ in range(10):
+        primary.broken = True
+        await asyncio.sleep(PROBE_INTERVAL_S * (FAILURES_TO_SWITCH - 1.5))
+        primary.broken = False
+        await asyncio.sleep(PROBE_INTERVAL_S * 1.5)
+    assert bus.switches == 0
+    assert bus.active_backend == bus.backend_names[0]
+
+
+async def test_status_reads_of_a_stalled_backend_return_the_last_known_lag_in_bounded_time(
+    faulty: tuple[FailoverBus, FaultyMemoryBus],
+) -> None:
+    bus, primary = faulty
+    stream = "status"
+    await bus.ensure_streams([StreamSpec(stream, 2)])
+    await bus.publish(stream, [OutgoingMessage(b"x%d" % i, key=b"k%d" % i) for i in range(6)])
+    first = await bus.backend_lags("nobody", stream)
+    assert [(lag.backend, lag.lag, lag.stale) for lag in first] == [
+        (bus.backend_names[0], 6, False),
+        (bus.backend_names[1], 0, False),
+    ]
+    primary.hang = True
+    started = time.monotonic()
+    second = await bus.backend_lags("nobody", stream)
+    elapsed = time.monotonic() - started
+    assert elapsed < bus.probe_timeout_s + 0.5
+    assert [(lag.lag, lag.stale) for lag in second] == [(6, True), (0, False)]
+    assert second[0].read_at == first[0].read_at
+    # The merged lag keeps counting what the stalled backend holds.
+    assert sum(item.lag for item in await bus.lag("nobody", stream)) == 6
+    primary.hang = False
+
+
+async def test_both_down_is_unhealthy_and_publishing_resumes_when_one_returns(tmp_path: Path) -> None:
+    name = memory_name()
+    primary = FaultyMemoryBus(name)
+    fallback = FaultyMemoryBus(memory_name())
+    bus = FailoverBus(
+        primary,
+        fallback,
+        probe_interval_s=PROBE_INTERVAL_S,
+        failures_to_switch=FAILURES_TO_SWITCH,
+        stable_period_s=STABLE_PERIOD_S,
+        publish_timeout_s=0.3,
+        both_down_wait_s=3.0,
+    )
+    async with MemoryBus(name), bus:
+        await bus.ensure_streams([StreamSpec("s", 1)])
+        primary.broken = fallback.broken = True
+        await asyncio.sleep(PROBE_INTERVAL_S * (FAILURES_TO_SWITCH + 2))
+        assert not await bus.healthy()
+        # Lag is a partial answer, never an error.
+        assert [lag.stale for lag in await bus.backend_lags("g", "s")] == [True, True]
+        # A publish waits for either backend (a stage that raised would stop for good)...
+        waiting = asyncio.create_task(bus.publish("s", [OutgoingMessage(b"resumed")]))
+        await asyncio.sleep(1.0)
+        assert not waiting.done()
+        # Failed publishes on two dead backends do not move publishing back and forth.
+        assert bus.switches == 0
+
+        fallback.broken = False
+        await asyncio.wait_for(waiting, 2.0)
+        assert await fallback.end_offsets("s") == {0: 1}
+        await wait_until_active(bus, bus.backend_names[1])
+        # healthy() answers from the probes: the next one sees the fallback back.
+        await asyncio.sleep(PROBE_INTERVAL_S * 2)
+        assert await bus.healthy()
+
+        # ...for a bounded time only.
+        fallback.broken = True
+        started = time.monotonic()
+        with pytest.raises(BusUnavailableError):
+            await bus.publish("s", [OutgoingMessage(b"nowhere")])
+        assert 2.5 < time.monotonic() - started < 5.0

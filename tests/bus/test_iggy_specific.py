@@ -163,11 +163,12 @@ async def test_bus_and_consumer_recover_after_a_restart(private_server: LocalIgg
             assert await bus.healthy() is True
             assert await bus.committed_offsets("g", "s") == committed
             # This server snapshot restores the pre-restart membership, whose
-            # client is gone, and never evicts it: it keeps its partitions.
-            # The consumer must still rejoin and read what it is given.
+            # client is gone, and never evicts it. The consumer recreates the
+            # group on rejoining, so it is the only member and holds every partition.
             await consumer.poll(timeout_s=0.5)
             assigned = consumer.assignment()
-            assert assigned
+            assert assigned == {("s", 0), ("s", 1)}
+            assert await bus.committed_offsets("g", "s") == committed
             for partition in range(2):
                 await bus.publish(
                     "s", [OutgoingMessage(f"after-{partition}".encode(), _key_for(partition, 2))]
@@ -208,3 +209,52 @@ async def _drain(consumer: Consumer, count: int, timeout_s: float = 10.0) -> lis
     while len(records) < count and time.monotonic() < deadline:
         records.extend(await consumer.poll(timeout_s=0.5))
     return records
+
+
+async def _members(bus: IggyBus, topic: str, group: str) -> int:
+    details = await bus._session.call(
+        "get group", lambda client: client.get_consumer_group(bus.settings.stream_name, topic, group)
+    )
+    assert details is not None
+    return details.members_count
+
+
+async def test_after_a_crash_with_data_each_live_consumer_is_one_member_and_offsets_stay(
+    private_server: LocalIggyServer,
+) -> None:
+    partitions, messages = 4, 40
+    async with open_bus(private_server.url) as bus:
+        assert isinstance(bus, IggyBus)
+        await bus.ensure_streams([StreamSpec("s", partitions)])
+        await bus.publish("s", [OutgoingMessage(f"m{i}".encode(), f"k{i}".encode()) for i in range(messages)])
+        before = [bus.consumer(["s"], "crew") for _ in range(2)]
+        for consumer in before:
+            await consumer.start()
+        assert await _members(bus, "s", "crew") == 2
+        for consumer in before:
+            await _drain(consumer, 10, timeout_s=2.0)
+            await consumer.commit()
+        committed = await bus.committed_offsets("crew", "s")
+        assert sum(committed.values()) > 0
+
+        # SIGKILL: no member leaves; the server restores both memberships, with no client behind them.
+        await private_server.kill()
+        await private_server.start()
+        assert await _members(bus, "s", "crew") == 2
+        after = [bus.consumer(["s"], "crew") for _ in range(2)]
+        for consumer in after:
+            await consumer.start()
+        for consumer in after:
+            await consumer.poll(timeout_s=1.5)
+        assert await _members(bus, "s", "crew") == 2, "one member per live consumer, none left over"
+        assert set().union(*(c.assignment() for c in after)) == {("s", p) for p in range(partitions)}
+        assert await bus.committed_offsets("crew", "s") == committed
+        # Everything not committed before the crash is read, and nothing committed is read again.
+        records = []
+        deadline = time.monotonic() + 10
+        while len(records) < messages - sum(committed.values()) and time.monotonic() < deadline:
+            for consumer in after:
+                records.extend(await consumer.poll(timeout_s=0.2))
+        assert len(records) == messages - sum(committed.values())
+        for consumer in after:
+            await consumer.stop()

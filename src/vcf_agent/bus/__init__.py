@@ -15,13 +15,18 @@ from vcf_agent.bus._base import (
     TopicPartition,
     partition_for_key,
 )
+from vcf_agent.bus._failover import BackendLag, BackendState, FailoverBus, FailoverRecord
 from vcf_agent.bus._url import open_bus
 
 __all__ = [
+    "BackendLag",
+    "BackendState",
     "Bus",
     "BusError",
     "BusUnavailableError",
     "Consumer",
+    "FailoverBus",
+    "FailoverRecord",
     "OutgoingMessage",
     "PartitionLag",
     "Partitioner",

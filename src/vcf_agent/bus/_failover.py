@@ -1,62 +1,78 @@
 """Failover bus: `failover://?primary=URL&fallback=URL` (the design's Iggy primary, Kafka fallback).
 
 Both URLs are percent-encoded bus URLs. Optional query parameters:
-`probe_interval_ms` (200), `probe_timeout_ms` (min(interval, 500)), `recover_after`
-(3 consecutive healthy probes before switching back) and `publish_timeout_ms` (1000).
+`probe_interval_ms` (500), `probe_timeout_ms` (min(3 x interval, 2000)),
+`failures_to_switch` (3), `stable_period_ms` (10000), `publish_timeout_ms` (2000) and
+`both_down_wait_ms` (600000: how long a publish waits for either backend when both are down).
 
 Switching. A probe task calls `healthy()` on both backends every interval, each
-bounded by the probe timeout. One failed probe of the active primary switches
-publishing to the fallback, so a dead primary is left within interval + timeout
-(~0.4 s by default). A publish that fails or times out switches at once and the
-same batch is re-published on the other backend, so an acknowledged publish is
-never lost. Publishing returns to the primary after `recover_after` consecutive
-healthy probes (at once if the fallback fails too). Every stream ever ensured
-is re-created on a backend that comes back (it may have restarted empty)
-before it is published to again.
+bounded by the probe timeout. Publishing leaves the primary only after
+`failures_to_switch` failed probes in a row (a failed publish counts as one),
+so a slow answer on a loaded machine never switches by itself: a dead primary
+is left within about failures x interval (1.5 s by default). Until then each
+publish that fails on the primary is re-published at once on the fallback, so
+publishing never waits for the decision and an acknowledged publish is never
+lost. Publishing returns to the primary once it has answered every probe for
+`stable_period_ms` (at once if the fallback is declared down too). Every
+stream ever ensured is re-created on a backend that comes back (it may have
+restarted empty) before it is published to again. Switches are counted in
+`bus_backend_switches_total{source,target}`; `bus_active_backend{backend}` is 1
+for the active one.
+
+The defaults: with the probe interval at 200 ms and one failure switching, a
+200,000-variant job on this project's 2-core machine switched to the fallback
+and back twice within 4 s with a healthy primary (issue 18): probes of a busy
+process's event loop are late, not failed backends. Three failures in a row at
+500 ms, each allowed 1.5 s, need a stall of over 2.5 s before a switch; the
+`vcf-agent chaos healthy` run of a 500,000-variant job through the five
+services on that machine (shared) made 0 switches, and a killed Iggy was left
+by every service within 1.2-4.5 s (README, Failover).
+
+Availability first. The FailoverConsumer reads both backends at once, so
+whatever reaches a stage through the fallback is processed at once while the
+primary is down. Records published on the primary and not yet read when it
+died are stranded there: they are read when it returns (its log is durable),
+and until then the bus reports them as the primary's last known lag
+(`backend_lags`, GetStatus). A primary that returns without them (its log was
+lost) is read from its new start, and the loss is logged with its size.
 
 Ordering. Every message carries an id header, and each keyed message published
 on backend X carries `x-bus-after: N`, where N is the next offset after the last
 record this publisher had acknowledged on the *other* backend for the same
-stream partition (keys map to the same partition on both, see `_base`). The
-FailoverConsumer reads both backends and releases a record from X only once the
-group is known to be at or past N on the other backend (records this consumer
-handed out, or the group's committed offset, retention start, or start
-position there). This is an exact happens-before edge, so per publisher and per
-key the consumer sees messages in publish order across any number of switches
-and in either direction, and the edges cannot form a cycle (no deadlock).
-Guarantee: for messages of one key from one publisher process, where each
-publish returned before the next began, delivery order equals publish order.
-Concurrent publishes and unkeyed messages have no order, as on any backend.
-
-The price is availability for lagging partitions only: if the primary dies
-while a consumer still had unread records on a partition, that partition's
-fallback records are held back until the primary returns and those records are
-read (they are durable there, and reading past them would reorder the key).
-Partitions whose consumers were caught up keep flowing without a pause. If the
-primary comes back without those records (its log was lost), its end offset
-shows they are gone and the held records are released: nothing is left to
-order them against.
+stream partition (keys map to the same partition on both, see `_base`). While
+the other backend can be read, the consumer releases a record from X only once
+the group is known to be at or past N there (records it handed out, the
+group's committed offset, retention start, or start position), so per publisher
+and per key, delivery follows publish order across a planned or finished
+switch. While the other backend cannot be read, nothing is held: availability
+beats order there. The pipeline's stored effects do not depend on order
+(writes are upserts keyed by variant, and completion is counted: stored
+>= the FINISHED marker's count); the one place order matters is a job's markers
+(a resubmission's STARTED resets the writer's count), which is why a marker
+stranded on a dead primary for the whole of a job's run is a known gap.
 
 Delivery is at-least-once. A batch whose primary publish timed out may have
 landed there as well; its fallback copy is marked `x-bus-retry`. If the primary
 copy is read first, the retry copy follows it as a plain duplicate; if it is
-read later, the consumer drops it by id, so a stale copy cannot overtake newer
-values. The one exception: a consumer restarted before the primary returns has
-forgotten those ids and delivers the primary copy once more, after newer values
-(a stale duplicate, never a loss). Commits to a backend that is down are kept
-and retried on the next commit(); its records may be redelivered meanwhile.
+read later, the consumer drops it by id. A consumer restarted before the
+primary returns has forgotten those ids and delivers the primary copy once
+more (a duplicate that the stages' upserts absorb, never a loss). Commits to a
+backend that is down are kept and retried with the next commit().
 
-Offsets are per backend. Consumed records are `FailoverRecord`s whose
-`backend` field names their source ("iggy"/"kafka"; "memory-primary" and
-"memory-fallback" when both are the same kind). It is a field, not a header,
-so headers round-trip exactly as published. `commit()` with no argument
-commits exactly what was handed out, to the backend each record came from;
-explicit offsets go to the backend whose handed-out, uncommitted range
-contains them, else to the one that delivered that partition last. `seek()`
-follows the same rule; `commit_backend`/`seek_backend` name the backend.
-The bus's committed/end/earliest/timestamp offsets, `set_committed_offsets`
-and a consumer's `assignment()` address the active backend; `lag()` adds up
-both backends, so it counts every unread record.
+Offsets belong to the backend that delivered the record. Consumed records are
+`FailoverRecord`s: `backend` names their source ("iggy"/"kafka";
+"memory-primary" and "memory-fallback" when both are the same kind) and
+`source_offset` is the offset in that backend's log. `offset` is a merged
+offset per partition, max(next merged, own offset): a partition read from one
+backend keeps its own offsets, and one read from both still grows in hand-out
+order, so a stage's "highest offset + 1" or watermark is meaningful. commit()
+maps merged offsets back: committing M commits, on each backend, the offset
+after its last record handed out below M. `seek()` takes a real offset on the
+backend that delivered the partition last; `commit_backend`/`seek_backend`
+name the backend. The bus's committed/end/earliest/timestamp offsets,
+`set_committed_offsets` and a consumer's `assignment()` address the active
+backend; `lag()` adds up both backends (a down one by its last known lag), so
+it counts every unread record, and never raises.
 """
 
 from __future__ import annotations
@@ -66,6 +82,7 @@ import contextlib
 import itertools
 import logging
 import secrets
+import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +103,7 @@ from vcf_agent.bus._base import (
     partition_for_key,
 )
 from vcf_agent.bus._url import open_bus
-from vcf_agent.telemetry import bus_active_backend, platform_health_status
+from vcf_agent.telemetry import bus_active_backend, bus_backend_switches, platform_health_status
 
 HEADER_AFTER = "x-bus-after"
 HEADER_ID = "x-bus-id"
@@ -95,6 +112,12 @@ HEADER_RETRY = "x-bus-retry"
 _INTERNAL_HEADERS = frozenset({HEADER_AFTER, HEADER_ID, HEADER_RETRY})
 
 PRIMARY, FALLBACK = 0, 1
+# Switching defaults; see the module docstring for how they were chosen.
+DEFAULT_PROBE_INTERVAL_S = 0.5
+DEFAULT_FAILURES_TO_SWITCH = 3
+DEFAULT_STABLE_PERIOD_S = 10.0
+DEFAULT_PUBLISH_TIMEOUT_S = 2.0
+DEFAULT_BOTH_DOWN_WAIT_S = 600.0
 # Bounds an inner poll so a switch, commit or seek never waits long on the idle backend.
 _FETCH_SLICE_S = 0.25
 # Ids of re-published batches remembered per partition, to drop their late twins.
@@ -103,19 +126,53 @@ _RETRIED_IDS_PER_PARTITION = 10_000
 _log = logging.getLogger(__name__)
 
 
+class _BothDownError(BusUnavailableError):
+    """Neither backend took a publish because neither could be reached."""
+
+
 @dataclass(slots=True, eq=False)
 class _BusSide:
     """One backend as the publisher sees it."""
 
     name: str
+    role: str
     bus: Bus
     started: bool = False
+    # The latest probe passed (what status reports as this backend's health).
     up: bool = False
-    healthy_streak: int = 0
+    healthy_since: float | None = None
+    # Probes and publishes failed in a row; `failures_to_switch` of them declare it down.
+    failed_streak: int = 0
     # Streams to create once the backend is reachable again.
     missing_specs: dict[str, StreamSpec] = field(default_factory=dict)
     # Next offset after this publisher's last acknowledged record, per partition.
     acked: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendState:
+    """One backend of a failover bus, as GetStatus reports it."""
+
+    name: str
+    role: str
+    active: bool
+    healthy: bool
+    failed_probes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackendLag:
+    """One backend's lag of a group on a stream: read now, or the last known when it did not answer."""
+
+    backend: str
+    partitions: tuple[PartitionLag, ...]
+    # Wall-clock time of the read; 0 when it was never read.
+    read_at: float
+    stale: bool
+
+    @property
+    def lag(self) -> int:
+        return sum(item.lag for item in self.partitions)
 
 
 class FailoverBus(Bus):
@@ -128,25 +185,33 @@ class FailoverBus(Bus):
         primary: Bus,
         fallback: Bus,
         *,
-        probe_interval_s: float = 0.2,
+        probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
         probe_timeout_s: float | None = None,
-        recover_after: int = 3,
-        publish_timeout_s: float = 1.0,
+        failures_to_switch: int = DEFAULT_FAILURES_TO_SWITCH,
+        stable_period_s: float = DEFAULT_STABLE_PERIOD_S,
+        publish_timeout_s: float = DEFAULT_PUBLISH_TIMEOUT_S,
+        both_down_wait_s: float = DEFAULT_BOTH_DOWN_WAIT_S,
     ) -> None:
         names = [primary.backend, fallback.backend]
         if names[0] == names[1]:
             names = [f"{names[0]}-primary", f"{names[1]}-fallback"]
-        self._sides = (_BusSide(names[0], primary), _BusSide(names[1], fallback))
+        self._sides = (_BusSide(names[0], "primary", primary), _BusSide(names[1], "fallback", fallback))
         self.probe_interval_s = probe_interval_s
-        self.probe_timeout_s = probe_timeout_s or max(0.05, min(probe_interval_s, 0.5))
-        self._recover_after = max(1, recover_after)
+        self.probe_timeout_s = probe_timeout_s or max(0.05, min(3 * probe_interval_s, 2.0))
+        self.failures_to_switch = max(1, failures_to_switch)
+        self.stable_period_s = max(0.0, stable_period_s)
         self._publish_timeout_s = publish_timeout_s
+        self.both_down_wait_s = both_down_wait_s
         self._active = PRIMARY
+        self._switches = 0
+        self._last_switch_at: float | None = None
         self._partition_counts: dict[str, int] = {}
         self._specs: dict[str, StreamSpec] = {}
         self._publisher_id = secrets.token_hex(6)
         self._sequence = itertools.count()
         self._probe_task: asyncio.Task[None] | None = None
+        # Last lag read per (backend, group, stream): what a backend that stopped answering left unread.
+        self._known_lag: dict[tuple[int, str, str], BackendLag] = {}
 
     @property
     def primary(self) -> Bus:
@@ -170,6 +235,30 @@ class FailoverBus(Bus):
     def active_index(self) -> int:
         return self._active
 
+    @property
+    def switches(self) -> int:
+        """Switches of the active backend since start (the first choice at start is not one)."""
+        return self._switches
+
+    @property
+    def last_switch_at(self) -> float | None:
+        """Wall-clock time of the last switch, None before the first."""
+        return self._last_switch_at
+
+    def backend_states(self) -> list[BackendState]:
+        return [
+            BackendState(side.name, side.role, index == self._active, side.up, side.failed_streak)
+            for index, side in enumerate(self._sides)
+        ]
+
+    def answering(self, index: int) -> bool:
+        """Passed its latest probe."""
+        return self._sides[index].up
+
+    def declared_down(self, index: int) -> bool:
+        """Failed `failures_to_switch` probes or publishes in a row."""
+        return self._sides[index].failed_streak >= self.failures_to_switch
+
     async def start(self) -> None:
         results = await asyncio.gather(
             *(asyncio.wait_for(side.bus.start(), self._publish_timeout_s * 5) for side in self._sides),
@@ -184,7 +273,7 @@ class FailoverBus(Bus):
         await self._probe()
         if not any(side.up for side in self._sides):
             raise BusUnavailableError(f"failover bus: neither {' nor '.join(self.backend_names)} is up")
-        self._switch(PRIMARY if self._sides[PRIMARY].up else FALLBACK, "start")
+        self._set_active(PRIMARY if self._sides[PRIMARY].up else FALLBACK)
         self._probe_task = asyncio.create_task(self._probe_forever(), name="failover-bus-probe")
 
     async def stop(self) -> None:
@@ -210,51 +299,76 @@ class FailoverBus(Bus):
 
     async def _probe(self) -> None:
         results = await asyncio.gather(*(self._probe_one(side) for side in self._sides))
+        now = asyncio.get_running_loop().time()
         for side, up in zip(self._sides, results, strict=True):
             if up and not side.up:
                 # A backend that comes back may have lost its streams (an empty restart).
                 side.missing_specs.update(self._specs)
+                side.healthy_since = now
             side.up = up
-            side.healthy_streak = side.healthy_streak + 1 if up else 0
+            if up:
+                side.failed_streak = 0
+            else:
+                side.failed_streak += 1
+                side.healthy_since = None
             platform_health_status.labels(backend=side.name).set(1 if up else 0)
             if up and side.missing_specs:
                 await self._create_missing(side)
 
     async def _probe_forever(self) -> None:
-        primary, fallback = self._sides
         while True:
             await asyncio.sleep(self.probe_interval_s)
             try:
                 await self._probe()
-                if self._active == PRIMARY and not primary.up and fallback.up:
-                    self._switch(FALLBACK, "primary failed its health probe")
-                elif (
-                    self._active == FALLBACK
-                    and primary.up
-                    and not primary.missing_specs
-                    and (primary.healthy_streak >= self._recover_after or not fallback.up)
-                ):
-                    self._switch(PRIMARY, f"primary healthy for {primary.healthy_streak} probes")
+                self._decide()
             except Exception:  # the prober must outlive any single bad round
                 _log.exception("failover bus: probe round failed")
 
-    def _switch(self, index: int, reason: str) -> None:
-        if index != self._active:
-            _log.warning(
-                "failover bus: publishing to %s instead of %s (%s)",
-                self._sides[index].name,
-                self._sides[self._active].name,
-                reason,
-            )
+    def _decide(self) -> None:
+        """Leave a backend declared down; return to the primary once it was healthy a stable period."""
+        primary, fallback = self._sides
+        if self._active == PRIMARY:
+            if self.declared_down(PRIMARY) and fallback.up:
+                self._switch(FALLBACK, f"primary failed {primary.failed_streak} probes in a row")
+            return
+        if not primary.up or primary.missing_specs or primary.healthy_since is None:
+            return
+        stable_s = asyncio.get_running_loop().time() - primary.healthy_since
+        if stable_s >= self.stable_period_s:
+            self._switch(PRIMARY, f"primary healthy for {stable_s:.1f}s")
+        elif self.declared_down(FALLBACK):
+            self._switch(PRIMARY, "the fallback is down too")
+
+    def _set_active(self, index: int) -> None:
         self._active = index
         for i, side in enumerate(self._sides):
             bus_active_backend.labels(backend=side.name).set(1 if i == index else 0)
 
-    def _mark_failed(self, index: int) -> None:
+    def _switch(self, index: int, reason: str) -> None:
+        if index == self._active:
+            return
+        previous = self._sides[self._active].name
+        _log.warning(
+            "failover bus: publishing to %s instead of %s (%s)", self._sides[index].name, previous, reason
+        )
+        self._switches += 1
+        self._last_switch_at = time.time()
+        bus_backend_switches.labels(source=previous, target=self._sides[index].name).inc()
+        self._set_active(index)
+
+    def _count_failure(self, index: int, *, other_took_it: bool) -> None:
+        """A failed publish counts as a failed probe: a dead backend is left without waiting for probes.
+
+        Only for a backend that just took the batch: with both down, switching
+        on every failed publish would flap between two dead backends.
+        """
         side = self._sides[index]
-        side.up = False
-        side.healthy_streak = 0
-        platform_health_status.labels(backend=side.name).set(0)
+        side.failed_streak += 1
+        if other_took_it and index == self._active and self.declared_down(index):
+            side.up = False
+            side.healthy_since = None
+            platform_health_status.labels(backend=side.name).set(0)
+            self._switch(1 - index, f"{side.failed_streak} failures in a row, the last a publish")
 
     async def _create_missing(self, side: _BusSide) -> bool:
         if not side.missing_specs:
@@ -306,9 +420,31 @@ class FailoverBus(Bus):
         return count
 
     async def publish(self, stream: str, messages: Sequence[OutgoingMessage]) -> list[PublishedPosition]:
+        """On the active backend, else at once on the other one; with both down, again until one returns.
+
+        Waiting (up to `both_down_wait_s`) rather than raising is what lets every
+        stage resume by itself after an outage of both: a stage whose publish
+        raised would stop consuming for good.
+        """
         if not messages:
             return []
         ids = [f"{self._publisher_id}-{next(self._sequence)}" for _ in messages]
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.both_down_wait_s
+        while True:
+            try:
+                return await self._publish_either(stream, messages, ids)
+            except _BothDownError as exc:
+                if loop.time() >= give_up_at:
+                    raise BusUnavailableError(
+                        f"{exc} (still, after waiting {self.both_down_wait_s:.0f}s for either to return)"
+                    ) from exc
+                _log.warning("failover bus: %s; publishing again when either returns", exc)
+                await asyncio.sleep(self.probe_interval_s)
+
+    async def _publish_either(
+        self, stream: str, messages: Sequence[OutgoingMessage], ids: list[str]
+    ) -> list[PublishedPosition]:
         first = self._active
         try:
             return await self._publish_on(first, stream, messages, ids, retry=False)
@@ -324,12 +460,15 @@ class FailoverBus(Bus):
             try:
                 positions = await self._publish_on(second, stream, messages, ids, retry=True)
             except Exception as second_error:
-                raise BusUnavailableError(
+                message = (
                     f"failover bus: publish to {stream!r} failed on {self._sides[first].name} "
                     f"({first_error!r}) and on {self._sides[second].name} ({second_error!r})"
-                ) from second_error
-            self._mark_failed(first)
-            self._switch(second, f"publish failed: {first_error!r}")
+                )
+                if isinstance(second_error, BusUnavailableError | TimeoutError):
+                    self._count_failure(first, other_took_it=False)
+                    raise _BothDownError(message) from second_error
+                raise BusError(message) from second_error
+            self._count_failure(first, other_took_it=True)
             return positions
 
     async def _publish_on(
@@ -400,25 +539,42 @@ class FailoverBus(Bus):
         """
         return any(side.up for side in self._sides)
 
+    async def backend_lags(self, group: str, stream: str, timeout_s: float | None = None) -> list[BackendLag]:
+        """Each backend's lag, read at once; within timeout_s (default the probe timeout) or the last known.
+
+        A backend that failed its latest probe is not asked: its last known lag is
+        what it holds unread (stranded) until it returns. Never raises.
+        """
+        timeout = self.probe_timeout_s if timeout_s is None else timeout_s
+
+        async def read(index: int) -> BackendLag:
+            side = self._sides[index]
+            known = self._known_lag.get((index, group, stream))
+            if side.up:
+                try:
+                    lags = await asyncio.wait_for(side.bus.lag(group, stream), timeout)
+                except Exception as exc:  # a slow or dead backend gives a partial answer, not an error
+                    _log.info("failover bus: lag of %s on %s unavailable: %r", stream, side.name, exc)
+                else:
+                    fresh = BackendLag(side.name, tuple(lags), time.time(), stale=False)
+                    self._known_lag[index, group, stream] = fresh
+                    return fresh
+            if known is None:
+                return BackendLag(side.name, (), 0.0, stale=True)
+            return BackendLag(side.name, known.partitions, known.read_at, stale=True)
+
+        return list(await asyncio.gather(*(read(index) for index in range(len(self._sides)))))
+
     async def lag(self, group: str, stream: str) -> list[PartitionLag]:
         """Both backends summed per partition: positions in the merged log, so lag counts all unread.
 
-        An unreachable backend is left out (its unread records cannot be counted).
+        A backend that does not answer contributes its last known lag (what is
+        stranded on it); one never read is left out. Never raises.
         """
-        results = await asyncio.gather(
-            *(
-                asyncio.wait_for(side.bus.lag(group, stream), self.probe_timeout_s * 5)
-                for side in self._sides
-            ),
-            return_exceptions=True,
-        )
-        reachable = [r for r in results if not isinstance(r, BaseException)]
-        if not reachable:
-            raise BusUnavailableError(f"failover bus: lag of {stream!r} unavailable on both backends")
         committed: dict[int, int] = {}
         end: dict[int, int] = {}
-        for lags in reachable:
-            for item in lags:
+        for backend in await self.backend_lags(group, stream):
+            for item in backend.partitions:
                 committed[item.partition] = committed.get(item.partition, 0) + item.committed
                 end[item.partition] = end.get(item.partition, 0) + item.end
         return [PartitionLag(stream, p, committed[p], end[p]) for p in sorted(end)]
@@ -429,6 +585,8 @@ class FailoverRecord(Record):
     """A record plus the backend it was read from (its offset is only meaningful there)."""
 
     backend: str = ""
+    # The offset in that backend's log (`offset` is the consumer's merged offset).
+    source_offset: int = -1
 
 
 @dataclass(slots=True, eq=False)
@@ -452,6 +610,8 @@ class _ConsumerSide:
     # End offsets read after the other backend's pending records were fetched.
     ends: dict[TopicPartition, int] = field(default_factory=dict)
     floor_read_at: dict[str, float] = field(default_factory=dict)
+    # Commits this backend could not take yet (it was down); retried with the next commit.
+    owed: dict[TopicPartition, int] = field(default_factory=dict)
 
     def position(self, tp: TopicPartition) -> int:
         return max(self.delivered.get(tp, 0), self.floor.get(tp, 0))
@@ -491,9 +651,14 @@ class FailoverConsumer(Consumer):
             _ConsumerSide(names[FALLBACK], bus.fallback),
         )
         self._last_side: dict[TopicPartition, int] = {}
+        # Handed-out records not yet committed, per partition: (merged offset, side, next real offset).
+        self._handed: dict[TopicPartition, deque[tuple[int, int, int]]] = {}
+        # Next merged offset per partition (see `_public`).
+        self._merged_next: dict[TopicPartition, int] = {}
         self._retried_ids: dict[TopicPartition, OrderedDict[str, None]] = {}
         # (side index, stream) whose progress a held-back record is waiting for.
         self._waiting_on: set[tuple[int, str]] = set()
+        self._leaving: set[asyncio.Task[None]] = set()
         self._started = False
 
     @property
@@ -521,7 +686,37 @@ class FailoverConsumer(Consumer):
             side.reopen_at = loop.time() + self._bus.probe_interval_s
             return False
         side.consumer = consumer
+        await self._forget_lost(side)
         return True
+
+    async def _forget_lost(self, side: _ConsumerSide) -> None:
+        """After a rejoin: partitions whose log now ends before what this member read came back empty.
+
+        Their records are gone from this backend (they are counted as lost in
+        the log); remembering positions past the new end would skip the records
+        published there from now on, and committing them would leave the log's range.
+        """
+        for stream in self._streams:
+            try:
+                ends = await asyncio.wait_for(side.bus.end_offsets(stream), self._timeout_s)
+            except Exception:  # unknown now; the positions stay until the next rejoin
+                continue
+            for partition, end in ends.items():
+                tp = (stream, partition)
+                known = max(side.delivered.get(tp, 0), side.committed.get(tp, 0), side.owed.get(tp, 0))
+                if known <= end:
+                    continue
+                _log.warning(
+                    "failover consumer %s: %s[%d] on %s ends at %d, but %d were read there: "
+                    "the backend came back without %d records",
+                    self._group, stream, partition, side.name, end, known, known - end,
+                )  # fmt: skip
+                for offsets in (side.delivered, side.committed, side.owed, side.floor):
+                    offsets.pop(tp, None)
+                side.pending.pop(tp, None)
+                handed = self._handed.get(tp)
+                if handed:
+                    self._handed[tp] = deque(entry for entry in handed if entry[1] != self._sides.index(side))
 
     async def _read_floor(self, side: _ConsumerSide, stream: str, *, with_start: bool) -> None:
         side.floor_read_at[stream] = asyncio.get_running_loop().time()
@@ -557,6 +752,8 @@ class FailoverConsumer(Consumer):
                     _log.warning("failover consumer %s: leaving %s failed: %r", self._group, side.name, exc)
                 side.consumer = None
             side.pending.clear()
+        if self._leaving:
+            await asyncio.gather(*self._leaving, return_exceptions=True)
 
     async def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Record]:
         if not self._started:
@@ -638,8 +835,14 @@ class FailoverConsumer(Consumer):
         consumer, side.consumer = side.consumer, None
         side.reopen_at = asyncio.get_running_loop().time() + self._bus.probe_interval_s
         if consumer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.stop(), self._timeout_s)
+            # Aside: leaving a backend that hangs must not hold up delivery from the other one.
+            task = asyncio.create_task(self._leave_quietly(consumer))
+            self._leaving.add(task)
+            task.add_done_callback(self._leaving.discard)
+
+    async def _leave_quietly(self, consumer: Consumer) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), self._timeout_s)
 
     def _release(self, limit: int) -> list[Record]:
         """Hand out pending records whose happens-before edge to the other backend is satisfied."""
@@ -650,11 +853,13 @@ class FailoverConsumer(Consumer):
             progress = False
             for index, side in enumerate(self._sides):
                 other = self._sides[1 - index]
+                # Availability first: order is kept only against a backend that can be read now.
+                other_readable = other.consumer is not None and not self._bus.declared_down(1 - index)
                 for tp, queue in side.pending.items():
                     while queue and len(out) < limit:
                         record = queue[0]
                         after = record.headers.get(HEADER_AFTER)
-                        if after is not None and other.must_wait(tp, int(after)):
+                        if after is not None and other_readable and other.must_wait(tp, int(after)):
                             self._waiting_on.add((1 - index, tp[0]))
                             break
                         queue.popleft()
@@ -662,7 +867,7 @@ class FailoverConsumer(Consumer):
                         self._last_side[tp] = index
                         progress = True
                         if not self._is_late_twin(tp, record):
-                            out.append(self._public(record, side.name))
+                            out.append(self._public(record, index))
         return out
 
     def _is_late_twin(self, tp: TopicPartition, record: Record) -> bool:
@@ -681,17 +886,27 @@ class FailoverConsumer(Consumer):
                 seen.popitem(last=False)
         return False
 
-    @staticmethod
-    def _public(record: Record, backend: str) -> FailoverRecord:
+    def _public(self, record: Record, index: int) -> FailoverRecord:
+        """The record at its merged offset: max(next merged, own offset), so one backend alone keeps its own.
+
+        Stages compare and commit offsets per partition (watermarks, "highest
+        seen + 1"); in the merged space those comparisons follow hand-out order
+        whichever backend a record came from, and `commit` maps them back.
+        """
+        tp = (record.stream, record.partition)
+        merged = max(self._merged_next.get(tp, 0), record.offset)
+        self._merged_next[tp] = merged + 1
+        self._handed.setdefault(tp, deque()).append((merged, index, record.offset + 1))
         return FailoverRecord(
             stream=record.stream,
             partition=record.partition,
-            offset=record.offset,
+            offset=merged,
             value=record.value,
             key=record.key,
             headers={k: v for k, v in record.headers.items() if k not in _INTERNAL_HEADERS},
             timestamp_ms=record.timestamp_ms,
-            backend=backend,
+            backend=self._sides[index].name,
+            source_offset=record.offset,
         )
 
     def _side_index(self, backend: str) -> int:
@@ -700,15 +915,25 @@ class FailoverConsumer(Consumer):
                 return index
         raise BusError(f"failover consumer: no backend named {backend!r}, only {self._bus.backend_names}")
 
-    def _route(self, tp: TopicPartition, offset: int) -> int:
-        owners = [
-            index
-            for index, side in enumerate(self._sides)
-            if side.committed.get(tp, -1) < offset <= side.delivered.get(tp, -1)
-        ]
-        if len(owners) == 1:
-            return owners[0]
-        return self._last_side.get(tp, self._bus.active_index)
+    def _real_offsets(self, offsets: Mapping[TopicPartition, int]) -> list[dict[TopicPartition, int]]:
+        """Merged commit offsets mapped to next real offsets, per side.
+
+        Committing merged offset M means every record handed out below M is
+        done; per side, that is up to its last such record (each side's records
+        are handed out in its log order). An offset beyond anything handed out
+        was chosen by the caller, not read: it is taken as real, for the side
+        that delivered the partition last.
+        """
+        per_side: list[dict[TopicPartition, int]] = [{} for _ in self._sides]
+        for tp, merged in offsets.items():
+            handed = self._handed.get(tp)
+            if handed and handed[0][0] < merged:
+                while handed and handed[0][0] < merged:
+                    _, index, real_next = handed.popleft()
+                    per_side[index][tp] = real_next
+            elif merged > self._merged_next.get(tp, 0):
+                per_side[self._last_side.get(tp, self._bus.active_index)][tp] = merged
+        return per_side
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         """Per backend, exactly what was handed out (None) or the routed explicit offsets.
@@ -716,11 +941,17 @@ class FailoverConsumer(Consumer):
         A backend that is down keeps its uncommitted offsets for the next commit; its
         records may be redelivered (at-least-once), so this does not raise for it.
         """
-        for index, side in enumerate(self._sides):
-            if offsets is None:
-                wanted = {tp: off for tp, off in side.delivered.items() if side.committed.get(tp) != off}
-            else:
-                wanted = {tp: off for tp, off in offsets.items() if self._route(tp, off) == index}
+        if offsets is None:
+            self._handed.clear()
+            per_side = [
+                {tp: off for tp, off in side.delivered.items() if side.committed.get(tp) != off}
+                for side in self._sides
+            ]
+        else:
+            per_side = self._real_offsets(offsets)
+        for side, wanted in zip(self._sides, per_side, strict=True):
+            if side.owed:
+                wanted = {**side.owed, **wanted}
             if wanted:
                 await self._commit_side(side, wanted)
 
@@ -732,19 +963,25 @@ class FailoverConsumer(Consumer):
         await self._commit_side(side, offsets)
 
     async def _commit_side(self, side: _ConsumerSide, offsets: Mapping[TopicPartition, int]) -> None:
-        if side.consumer is None:
-            _log.warning("failover consumer %s: %s is down, commit deferred", self._group, side.name)
+        # A backend failing its probes is not waited on: the stage's commit must stay prompt.
+        if not self._bus.answering(self._sides.index(side)):
+            side.owed.update(offsets)
             return
         # The inner consumer is not shared between concurrent calls.
-        if side.fetch is not None:
+        if side.consumer is not None and side.fetch is not None:
             await self._harvest(side)
         if side.consumer is None:
+            side.owed.update(offsets)
+            _log.info("failover consumer %s: %s is down, commit deferred", self._group, side.name)
             return
         try:
             await asyncio.wait_for(side.consumer.commit(dict(offsets)), self._timeout_s)
         except Exception as exc:  # redelivery later is the at-least-once cost, not an error here
+            side.owed.update(offsets)
             _log.warning("failover consumer %s: commit on %s failed: %r", self._group, side.name, exc)
             return
+        for tp in offsets:
+            side.owed.pop(tp, None)
         side.committed.update(offsets)
 
     async def seek(self, stream: str, partition: int, offset: int) -> None:
@@ -762,6 +999,9 @@ class FailoverConsumer(Consumer):
         await side.consumer.seek(stream, partition, offset)
         side.pending.pop(tp, None)
         side.delivered[tp] = offset
+        # A replay starts the merged offsets afresh, as a seek does on one backend.
+        self._handed.pop(tp, None)
+        self._merged_next.pop(tp, None)
         # A replay must deliver re-published batches again.
         self._retried_ids.pop(tp, None)
 
@@ -802,13 +1042,14 @@ def from_url(url: str) -> FailoverBus:
     primary, fallback = text("primary"), text("fallback")
     if not primary or not fallback:
         raise BusError(f"failover URL needs primary= and fallback= bus URLs: {url!r}")
-    interval_s = number("probe_interval_ms", 200) / 1000
     timeout_ms = text("probe_timeout_ms")
     return FailoverBus(
         open_bus(primary),
         open_bus(fallback),
-        probe_interval_s=interval_s,
+        probe_interval_s=number("probe_interval_ms", DEFAULT_PROBE_INTERVAL_S * 1000) / 1000,
         probe_timeout_s=None if timeout_ms is None else number("probe_timeout_ms", 0) / 1000,
-        recover_after=int(number("recover_after", 3)),
-        publish_timeout_s=number("publish_timeout_ms", 1000) / 1000,
+        failures_to_switch=int(number("failures_to_switch", DEFAULT_FAILURES_TO_SWITCH)),
+        stable_period_s=number("stable_period_ms", DEFAULT_STABLE_PERIOD_S * 1000) / 1000,
+        publish_timeout_s=number("publish_timeout_ms", DEFAULT_PUBLISH_TIMEOUT_S * 1000) / 1000,
+        both_down_wait_s=number("both_down_wait_ms", DEFAULT_BOTH_DOWN_WAIT_S * 1000) / 1000,
     )

@@ -85,6 +85,8 @@ _MAX_HEADER_BYTES = 255
 
 # Command codes of the server's binary protocol (core/binary_protocol/src/codes.rs).
 _GET_ME = 20
+_GET_CLIENT = 21
+_GET_CLIENTS = 22
 _GET_CONSUMER_OFFSET = 120
 _STORE_CONSUMER_OFFSET = 121
 _DELETE_CONSUMER_OFFSET = 122
@@ -215,6 +217,24 @@ class _ConnectionLostError(BusUnavailableError):
     """An established connection failed a request; worth one retry on a new one."""
 
 
+def _client_header(reply: bytes, position: int) -> tuple[int, int, int]:
+    """(client id, consumer-group count, position after) of one client record in a reply.
+
+    Layout (core/binary_protocol responses/clients): client id u32, user id u32,
+    transport u8, address length u32, address, consumer-group count u32.
+    """
+    client_id, _user, _transport, address_length = struct.unpack_from("<IIBI", reply, position)
+    position += 13 + address_length
+    (count,) = struct.unpack_from("<I", reply, position)
+    return client_id, count, position + 4
+
+
+def _memberships(reply: bytes) -> list[tuple[int, int, int]]:
+    """(stream id, topic id, group id) of each group a GET_CLIENT/GET_ME reply's client belongs to."""
+    _client, count, position = _client_header(reply, 0)
+    return [struct.unpack_from("<III", reply, position + 12 * i) for i in range(count)]
+
+
 async def _leave_inherited_groups(client: IggyClient) -> None:
     """Leave group memberships a brand-new session inherited.
 
@@ -224,13 +244,7 @@ async def _leave_inherited_groups(client: IggyClient) -> None:
     that has joined nothing yet owns no membership of its own.
     """
     reply = await client.send_binary_request(_GET_ME, b"")
-    (address_length,) = struct.unpack_from("<I", reply, 9)
-    position = 13 + address_length
-    (count,) = struct.unpack_from("<I", reply, position)
-    position += 4
-    for _ in range(count):
-        stream_id, topic_id, group_id = struct.unpack_from("<III", reply, position)
-        position += 12
+    for stream_id, topic_id, group_id in _memberships(reply):
         _log.info("iggy: leaving inherited membership of group %d on topic %d", group_id, topic_id)
         await client.leave_consumer_group(stream_id, topic_id, group_id)
 
@@ -368,6 +382,75 @@ class _Session:
     async def join(self, stream: str, topic: str, group: str) -> None:
         await self.ensure_group(stream, topic, group)
         await self.call(f"join {group}", lambda client: client.join_consumer_group(stream, topic, group))
+
+    async def live_members(self, stream: str, topic: str, group: str) -> tuple[int, int] | None:
+        """(members the group lists, members that are connected clients), None without the group.
+
+        The server keeps memberships in its replicated metadata: a client that
+        died with the server (SIGKILL) is still listed after a restart, holding
+        its partitions, and no heartbeat ever evicts it because no session of
+        its exists any more. Connected clients report their memberships.
+        """
+        details = await self.call(
+            f"get group {group}", lambda client: client.get_consumer_group(stream, topic, group)
+        )
+        if details is None:
+            return None
+        topic_details = await self.call(f"get topic {topic}", lambda client: client.get_topic(stream, topic))
+        stream_details = await self.call(f"get stream {stream}", lambda client: client.get_stream(stream))
+        if topic_details is None or stream_details is None:
+            return None
+        key = (stream_details.id, topic_details.id, details.id)
+        clients = await self.raw("get clients", _GET_CLIENTS, b"")
+        connected = 0
+        position = 0
+        while position < len(clients):
+            client_id, count, position = _client_header(clients, position)
+            if not count:
+                continue
+            try:
+                reply = await self.raw(f"get client {client_id}", _GET_CLIENT, struct.pack("<I", client_id))
+            except BusUnavailableError:
+                raise
+            except BusError:  # it disconnected meanwhile
+                continue
+            if reply:
+                connected += _memberships(reply).count(key)
+        return details.members_count, connected
+
+    async def reset_group_without_ghosts(self, stream: str, topic: str, group: str) -> dict[int, int] | None:
+        """Recreate the group if it lists members that are not connected; returns its offsets then.
+
+        Deleting the group is the only way to drop such members; live members
+        notice the lost membership at their next sync and rejoin. The caller
+        stores the returned offsets back once it owns the partitions.
+        """
+        counts = await self.live_members(stream, topic, group)
+        if counts is None or counts[0] <= counts[1]:
+            return None
+        listed, connected = counts
+        topic_details = await self.call(f"get topic {topic}", lambda client: client.get_topic(stream, topic))
+        partitions = topic_details.partitions_count if topic_details is not None else 0
+        offsets: dict[int, int] = {}
+        for partition in range(partitions):
+            committed = await self.committed(stream, topic, group, partition)
+            if committed is not None:
+                offsets[partition] = committed
+        _log.warning(
+            "iggy: group %s on %s lists %d members but %d are connected (left over from before a restart); "
+            "recreating it with its offsets %s",
+            group, topic, listed, connected, offsets,
+        )  # fmt: skip
+        try:
+            await self.call(
+                f"delete group {group}", lambda client: client.delete_consumer_group(stream, topic, group)
+            )
+        except BusUnavailableError:
+            raise
+        except BusError as exc:  # another member recreated it first
+            _log.info("iggy: group %s on %s was reset by another member: %s", group, topic, exc)
+        await self.ensure_group(stream, topic, group)
+        return offsets
 
     async def leave(self, stream: str, topic: str, group: str) -> None:
         await self.call(f"leave {group}", lambda client: client.leave_consumer_group(stream, topic, group))
@@ -627,8 +710,24 @@ class IggyGroupConsumer(Consumer):
     async def start(self) -> None:
         for stream in self._streams:
             await self._bus.partitions(stream)
-            await self._session.join(self._iggy_stream, stream, self._group)
+            await self._join(stream)
         await self._sync()
+
+    async def _join(self, stream: str) -> list[int]:
+        """Join (dropping members left over from a server restart first); returns our partitions."""
+        saved = await self._session.reset_group_without_ghosts(self._iggy_stream, stream, self._group)
+        await self._session.join(self._iggy_stream, stream, self._group)
+        partitions = await self._session.assigned(self._iggy_stream, stream, self._group) or []
+        for partition, next_offset in (saved or {}).items():
+            if partition in partitions:
+                await self._session.store(self._iggy_stream, stream, self._group, partition, next_offset)
+            else:
+                # Its new owner starts from the group's start position: a replay, never a loss.
+                _log.warning(
+                    "iggy %s: %s[%d] went to another member before its offset %d was restored",
+                    self._group, stream, partition, next_offset,
+                )  # fmt: skip
+        return partitions
 
     async def stop(self) -> None:
         try:
@@ -647,8 +746,7 @@ class IggyGroupConsumer(Consumer):
         for stream in self._streams:
             partitions = await self._session.assigned(self._iggy_stream, stream, self._group)
             if partitions is None:
-                await self._session.join(self._iggy_stream, stream, self._group)
-                partitions = await self._session.assigned(self._iggy_stream, stream, self._group) or []
+                partitions = await self._join(stream)
             assigned.extend((stream, p) for p in sorted(partitions))
         for tp in set(self._assigned) - set(assigned):
             self._positions.pop(tp, None)

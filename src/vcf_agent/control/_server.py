@@ -20,6 +20,7 @@ import vcf_agent
 from vcf_agent.bus import Bus
 from vcf_agent.config import Topology
 from vcf_agent.control._auth import TokenAuthInterceptor, current_principal
+from vcf_agent.control._bus_status import fill_bus_status
 from vcf_agent.control._checkpoints import (
     NotPausedError,
     UnknownGroupError,
@@ -107,10 +108,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
             state=self._plane.state,
             health="SERVING" if self._plane.serving else "NOT_SERVING",
         )
-        groups = await group_states(self._bus, status.processors())
-        response.groups.extend(groups)
-        # The same per-partition lags, flat, as earlier clients read them.
-        response.lag.extend(lag for group in groups for lag in group.partitions)
+        await fill_bus_status(response, self._bus, status.processors(), bus_healthy=self._plane.bus_healthy)
         return response
 
     # ---- flags ----

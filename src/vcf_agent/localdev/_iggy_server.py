@@ -152,6 +152,7 @@ class LocalIggyServer(AsyncComponent):
         await self._wait_ready()
 
     def _spawn(self, binary: str, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = (run_dir / "iggy-server.log").open("ab")
         self._process = subprocess.Popen(
             [binary],
@@ -192,6 +193,13 @@ class LocalIggyServer(AsyncComponent):
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
         await self.stop()
+
+    def use_data_dir(self, data_dir: Path) -> None:
+        """The next start() runs on data_dir, same port: an empty one is a server that lost its disk."""
+        if self.running():
+            raise IggyServerError("stop the server before changing its data directory")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._data_dir = data_dir
 
     def remove_data(self) -> None:
         """Delete the data directory if this object created it."""

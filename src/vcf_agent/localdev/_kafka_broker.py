@@ -15,6 +15,7 @@ import fcntl
 import importlib.resources
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -191,7 +192,9 @@ class LocalKafkaBroker(AsyncComponent):
         self.install_seconds = time.monotonic() - began
         try:
             jvm, config = self._prepare(java, libs)
-            self._format_storage(jvm, config)
+            # A restart keeps its formatted log (formatting again would give it a new cluster id).
+            if not (config.parent / "data" / "meta.properties").exists():
+                self._format_storage(jvm, config)
             self._spawn(jvm, config)
             # The probe is async; a private loop in a worker thread works even inside a running loop.
             with concurrent.futures.ThreadPoolExecutor(1) as probe:
@@ -205,15 +208,17 @@ class LocalKafkaBroker(AsyncComponent):
 
     def _prepare(self, java: str, libs: Path) -> tuple[list[str], Path]:
         """Pick ports, write server and logging config; returns the JVM command prefix and config path."""
-        if self._data_dir is None:
+        if self._work_dir is not None:
+            pass  # a restart after kill_sync(): same log, same ports
+        elif self._data_dir is None:
             self._work_dir = Path(tempfile.mkdtemp(prefix="vcf-agent-kafka-"))
             self._owns_work_dir = True
         else:
             self._work_dir = self._data_dir
             self._work_dir.mkdir(parents=True, exist_ok=True)
         work = self._work_dir
-        self.port = self._requested_port or free_port(self.host)
-        self.controller_port = free_port(self.host)
+        self.port = self.port or self._requested_port or free_port(self.host)
+        self.controller_port = self.controller_port or free_port(self.host)
         config = work / "server.properties"
         config.write_text(self._properties(work / "data"), encoding="utf-8")
         log4j = work / "log4j.properties"
@@ -348,6 +353,12 @@ class LocalKafkaBroker(AsyncComponent):
         if self._work_dir is not None and self._owns_work_dir:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
+
+    def kill_sync(self) -> None:
+        """SIGKILL, as a crash would; the log and ports are kept, so start_sync() again is a restart."""
+        process, self._process = self._process, None
+        if process is not None:
+            stop_process(process, 10, signal.SIGKILL)
 
     def __enter__(self) -> Self:
         self.start_sync()

@@ -145,6 +145,11 @@ class GetStatusResponse(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     GROUPS_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
+    ACTIVE_BACKEND_FIELD_NUMBER: _builtins.int
+    BACKENDS_FIELD_NUMBER: _builtins.int
+    LAST_SWITCH_AT_FIELD_NUMBER: _builtins.int
+    BACKEND_SWITCHES_FIELD_NUMBER: _builtins.int
+    STRANDED_RECORDS_FIELD_NUMBER: _builtins.int
     service: _builtins.str
     version: _builtins.str
     bus_backend: _builtins.str
@@ -154,12 +159,31 @@ class GetStatusResponse(_message.Message):
     state: _builtins.str
     health: _builtins.str
     """SERVING or NOT_SERVING, as grpc.health.v1 reports it for ""."""
+    active_backend: _builtins.str
+    """The backend new messages are published to: bus_backend itself, or for a
+    failover bus the one of its two backends that is active now.
+    """
+    backend_switches: _builtins.int
+    stranded_records: _builtins.int
+    """Records of this service's groups published on a backend that is not
+    answering now and not yet read: they wait for it to return.
+    """
     @_builtins.property
     def lag(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionLag]: ...
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumerGroupState]: ...
+    @_builtins.property
+    def backends(self) -> _containers.RepeatedCompositeFieldContainer[Global___BusBackendStatus]:
+        """Each backend separately (two for a failover bus, one otherwise)."""
+
+    @_builtins.property
+    def last_switch_at(self) -> _timestamp_pb2.Timestamp:
+        """Failover bus only: when publishing last moved between backends (unset
+        before the first switch), and how many times it did since start.
+        """
+
     def __init__(
         self,
         *,
@@ -174,14 +198,76 @@ class GetStatusResponse(_message.Message):
         state: _builtins.str = ...,
         groups: _abc.Iterable[Global___ConsumerGroupState] | None = ...,
         health: _builtins.str = ...,
+        active_backend: _builtins.str = ...,
+        backends: _abc.Iterable[Global___BusBackendStatus] | None = ...,
+        last_switch_at: _timestamp_pb2.Timestamp | None = ...,
+        backend_switches: _builtins.int = ...,
+        stranded_records: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_switch_at", b"last_switch_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bus_backend", b"bus_backend", "bus_healthy", b"bus_healthy", "groups", b"groups", "health", b"health", "in_flight", b"in_flight", "lag", b"lag", "service", b"service", "started_at", b"started_at", "state", b"state", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_backend", b"active_backend", "backend_switches", b"backend_switches", "backends", b"backends", "bus_backend", b"bus_backend", "bus_healthy", b"bus_healthy", "groups", b"groups", "health", b"health", "in_flight", b"in_flight", "lag", b"lag", "last_switch_at", b"last_switch_at", "service", b"service", "started_at", b"started_at", "state", b"state", "stranded_records", b"stranded_records", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class BusBackendStatus(_message.Message):
+    """One bus backend as this service sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    LAG_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    LAG_STALE_FIELD_NUMBER: _builtins.int
+    LAG_READ_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """iggy, kafka, embedded, ... as in the bus_active_backend metric label."""
+    role: _builtins.str
+    """primary or fallback for a failover bus; empty for a single backend."""
+    active: _builtins.bool
+    healthy: _builtins.bool
+    """Whether it passed its latest health probe."""
+    consecutive_failures: _builtins.int
+    """Failed probes (and publishes) in a row; the failover bus switches at its threshold."""
+    lag: _builtins.int
+    """Unread records of this service's groups on this backend, summed over partitions."""
+    lag_stale: _builtins.bool
+    """The lag was not read now (the backend did not answer within the status
+    deadline): it is the last known value, read at lag_read_at (unset if never).
+    """
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionLag]:
+        """Per partition, as in GetStatusResponse.lag."""
+
+    @_builtins.property
+    def lag_read_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        healthy: _builtins.bool = ...,
+        consecutive_failures: _builtins.int = ...,
+        lag: _builtins.int = ...,
+        partitions: _abc.Iterable[Global___PartitionLag] | None = ...,
+        lag_stale: _builtins.bool = ...,
+        lag_read_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lag_read_at", b"lag_read_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "consecutive_failures", b"consecutive_failures", "healthy", b"healthy", "lag", b"lag", "lag_read_at", b"lag_read_at", "lag_stale", b"lag_stale", "name", b"name", "partitions", b"partitions", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BusBackendStatus: _TypeAlias = BusBackendStatus  # noqa: Y015
 
 @_typing.final
 class FlagValue(_message.Message):

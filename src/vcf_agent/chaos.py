@@ -1,0 +1,556 @@
+"""`vcf-agent chaos`: the failover bus (Iggy primary, Kafka fallback) through outages, five processes.
+
+Each scenario starts a real iggy-server and a real Kafka broker, the five
+services as `vcf-agent serve` processes on `failover://?primary=iggy…&fallback=kafka…`,
+submits one synthetic job, injects its fault as soon as the first variants
+are stored (`healthy` injects none: any switch there is flapping), and waits for
+the job to finish. It measures what an operator would:
+when each service switched backends (from its GetStatus), the longest time the
+stored count did not grow while a backend was up (stall), and how long the job
+took; and it checks what must hold afterwards: stored == expected with no
+duplicate rows, one member per live consumer in every group on each backend,
+and every committed offset inside its backend's log.
+
+The same code runs the CI tests (a few thousand variants) and the command (500,000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from vcf_agent.localdev import (
+    IggyServerError,
+    LocalIggyServer,
+    LocalKafkaBroker,
+    ServiceProcess,
+    running_pipeline,
+)
+from vcf_agent.schema import TERMINAL_STATES
+
+if TYPE_CHECKING:
+    from vcf_agent.v1 import control_pb2
+
+log = logging.getLogger(__name__)
+
+HEALTHY = "healthy"
+PRIMARY_KILLED = "primary-killed"
+PRIMARY_BACK_FRESH = "primary-back-fresh"
+FALLBACK_KILLED = "fallback-killed"
+BOTH_DOWN = "both-down"
+SCENARIOS = (HEALTHY, PRIMARY_KILLED, PRIMARY_BACK_FRESH, FALLBACK_KILLED, BOTH_DOWN)
+TENANT = "chaos-lab"
+
+
+@dataclass
+class ScenarioResult:
+    """What one scenario measured and the problems it found (empty when everything held)."""
+
+    scenario: str
+    expected: int
+    stored: int = 0
+    store_variants: int = 0
+    store_analyses: int = 0
+    state: str = ""
+    # Seconds after the fault at which each service's active backend changed: "router kafka@1.6".
+    switches: list[str] = field(default_factory=list)
+    stall_s: float = 0.0
+    outage_s: float = 0.0
+    # Stored between the fault and the first server's return: progress through the fallback alone.
+    stored_during_outage: int = 0
+    # Seconds after the fault until every service published to Iggy again (0: never left or not asked).
+    back_on_primary_s: float = 0.0
+    completion_s: float = 0.0
+    # Members per (backend, group, topic) for groups some live service runs.
+    members: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    # Things that went wrong around the system under test (a server slow to restart).
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def switch_times(self) -> list[float]:
+        return [float(entry.rsplit("@", 1)[1]) for entry in self.switches]
+
+
+class ChaosServers:
+    """An iggy-server and a Kafka broker that can be killed and brought back on the same ports."""
+
+    def __init__(self, root: Path, iggy_binary: str) -> None:
+        self._root = root
+        self.iggy = LocalIggyServer(iggy_binary, data_dir=root / "iggy")
+        self.notes: list[str] = []
+        self._kafka_released = threading.Event()
+        self.kafka = LocalKafkaBroker(data_dir=root / "kafka")
+
+    @property
+    def iggy_url(self) -> str:
+        return self.iggy.url
+
+    @property
+    def kafka_url(self) -> str:
+        return f"kafka://{self.kafka.host}:{self.kafka.port}"
+
+    def failover_url(self) -> str:
+        return (
+            f"failover://?primary={quote(self.iggy_url, safe='')}&fallback={quote(self.kafka_url, safe='')}"
+        )
+
+    async def start(self) -> None:
+        await self.start_iggy()
+        await self.start_kafka()
+
+    async def start_iggy(self) -> None:
+        """Start (or restart on the same data and port); a restart the server itself fails is retried."""
+        for attempt in range(3):
+            try:
+                await self.iggy.start()
+                return
+            except IggyServerError as exc:
+                self.notes.append(f"iggy-server failed to start (attempt {attempt + 1}): {str(exc)[-300:]}")
+                await asyncio.sleep(1)
+        await self.iggy.start()
+
+    async def start_kafka(self) -> None:
+        """Start (or restart) the broker from a thread that lives as long as it does.
+
+        Booting takes seconds and must not block the event loop (the scenario keeps
+        measuring meanwhile); the JVM gets SIGTERM when its spawning thread ends,
+        so that thread waits until the broker is killed or stopped.
+        """
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        released = threading.Event()
+
+        def keep() -> None:
+            try:
+                self.kafka.start_sync()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(ready.set_exception, exc)
+                return
+            loop.call_soon_threadsafe(ready.set_result, None)
+            released.wait()
+
+        self._kafka_released = released
+        threading.Thread(target=keep, name="chaos-kafka", daemon=True).start()
+        await ready
+
+    async def kill_kafka(self) -> None:
+        self.kafka.kill_sync()
+        self._kafka_released.set()
+
+    async def restart_iggy_fresh(self) -> None:
+        """Bring Iggy back on its port with an empty data directory: everything on it is lost."""
+        await self.iggy.kill()
+        fresh = self._root / f"iggy-fresh-{time.monotonic_ns()}"
+        self.iggy.use_data_dir(fresh)
+        await self.start_iggy()
+
+    async def stop(self) -> None:
+        await self.iggy.stop()
+        await self.kill_kafka()
+
+
+async def _stored(ingest: str, job_id: str) -> tuple[int, int, str]:
+    import grpc
+
+    from vcf_agent.schema import state_name
+    from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
+
+    async with grpc.aio.insecure_channel(ingest) as channel:
+        job = await jobs_pb2_grpc.IngestServiceStub(channel).GetJob(
+            jobs_pb2.GetJobRequest(job_id=job_id), timeout=10
+        )
+    return job.counts.stored, job.state, state_name(job.state)
+
+
+async def _status(address: str) -> control_pb2.GetStatusResponse:
+    import grpc
+
+    from vcf_agent.v1 import control_pb2, control_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await control_pb2_grpc.ControlServiceStub(channel).GetStatus(
+            control_pb2.GetStatusRequest(), timeout=10
+        )
+
+
+async def _submit(ingest: str, path: Path) -> str:
+    import grpc
+
+    from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
+
+    async def upload() -> AsyncIterator[jobs_pb2.SubmitVcfRequest]:
+        meta = jobs_pb2.SubmitVcfMetadata(tenant_id=TENANT, file_name=path.name, path=str(path))
+        yield jobs_pb2.SubmitVcfRequest(metadata=meta)
+
+    async with grpc.aio.insecure_channel(ingest) as channel:
+        reply = await jobs_pb2_grpc.IngestServiceStub(channel).SubmitVcf(upload(), timeout=60)
+    return str(reply.job.job_id)
+
+
+class _Watch:
+    """Samples the job's stored count and every service's active backend until stopped."""
+
+    def __init__(self, services: dict[str, ServiceProcess], job_id: str) -> None:
+        self._services = services
+        self._job_id = job_id
+        self.stored = 0
+        self.state = 0
+        self.state_name = ""
+        self.fault_at: float | None = None
+        self.stored_at_fault = 0
+        # When the job reached a final state, as sampled (the fault may still be in progress then).
+        self.finished_at: float | None = None
+        self.stored_at_return = 0
+        self.switches: list[str] = []
+        self._active: dict[str, str] = {}
+        # Intervals (start, end) when no backend was up: a stall there is not the bus's fault.
+        self.both_down: list[tuple[float, float]] = []
+        self._last_growth = time.monotonic()
+        self._gaps: list[tuple[float, float]] = []
+
+    async def run(self) -> None:
+        next_status = 0.0
+        while True:
+            now = time.monotonic()
+            with contextlib.suppress(Exception):  # a service busy restarting a client; sample again
+                stored, self.state, self.state_name = await _stored(
+                    self._services["ingest"].grpc, self._job_id
+                )
+                if stored > self.stored:
+                    self._gaps.append((self._last_growth, now))
+                    self._last_growth = now
+                    self.stored = stored
+                if self.state in TERMINAL_STATES and self.finished_at is None:
+                    self.finished_at = now
+            if now >= next_status:
+                next_status = now + 0.5
+                await asyncio.gather(*(self._sample_backend(name) for name in self._services))
+            await asyncio.sleep(0.1)
+
+    async def _sample_backend(self, name: str) -> None:
+        try:
+            status = await _status(self._services[name].grpc)
+        except Exception:  # a slow answer is sampled again
+            return
+        active = status.active_backend
+        if self._active.get(name) not in (None, active) and self.fault_at is not None:
+            self.switches.append(f"{name} {active}@{time.monotonic() - self.fault_at:.1f}")
+        self._active[name] = active
+
+    def all_on(self, backend: str) -> bool:
+        return len(self._active) == len(self._services) and set(self._active.values()) == {backend}
+
+    def stall_s(self, since: float, until: float) -> float:
+        """Longest time the stored count did not grow between since and until, outside both-down spans."""
+        gaps = [*self._gaps, (self._last_growth, until)]
+        longest = 0.0
+        for start, end in gaps:
+            start, end = max(start, since), min(end, until)
+            for down_start, down_end in self.both_down:
+                # Time with no backend up does not count as a stall.
+                overlap = max(0.0, min(end, down_end) - max(start, down_start))
+                end -= overlap
+            longest = max(longest, end - start)
+        return longest
+
+
+async def _check_groups(
+    servers: ChaosServers, services: dict[str, ServiceProcess], result: ScenarioResult
+) -> None:
+    """One member per live consumer and committed offsets inside each backend's log."""
+    from vcf_agent.bus import Bus, open_bus
+
+    live: dict[str, list[str]] = {}
+    for service in services.values():
+        status = await _status(service.grpc)
+        for state in status.groups:
+            live[state.group] = list(state.streams)
+    for name, url in (("iggy", servers.iggy_url), ("kafka", servers.kafka_url)):
+        bus: Bus = open_bus(url)
+        await bus.start()
+        try:
+            members = await _members(name, url, live)
+            for (group, topic), count in members.items():
+                result.members[f"{name} {group}/{topic}"] = count
+                if count != 1:
+                    result.problems.append(
+                        f"{name}: group {group} on {topic} has {count} members, 1 consumer"
+                    )
+            for group, streams in live.items():
+                for stream in streams:
+                    committed = await bus.committed_offsets(group, stream)
+                    ends = await bus.end_offsets(stream)
+                    for partition, offset in committed.items():
+                        if not 0 <= offset <= ends.get(partition, 0):
+                            result.problems.append(
+                                f"{name}: {group} committed {stream}[{partition}]={offset}, "
+                                f"outside 0..{ends.get(partition, 0)}"
+                            )
+        finally:
+            await bus.stop()
+
+
+async def _members(backend: str, url: str, live: dict[str, list[str]]) -> dict[tuple[str, str], int]:
+    """Members per (group, topic) for the live groups, as the backend's own admin API reports them."""
+    counts: dict[tuple[str, str], int] = {}
+    if backend == "iggy":
+        from apache_iggy import IggyClient
+
+        from vcf_agent.bus._iggy import parse_url
+
+        settings = parse_url(url)
+        client = IggyClient(settings.address)
+        await client.connect()
+        await client.login_user(settings.username, settings.password)
+        for group, streams in live.items():
+            for stream in streams:
+                for details in await client.get_consumer_groups(settings.stream_name, stream):
+                    if details.name == group:
+                        counts[group, stream] = details.members_count
+        return counts
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=url.removeprefix("kafka://"))
+    await admin.start()
+    try:
+        # One group per request: aiokafka 0.14 fails to decode some multi-group replies.
+        for group_id, streams in live.items():
+            for response in await admin.describe_consumer_groups([group_id]):
+                for group in response.groups:
+                    # (error_code, group_id, state, protocol_type, protocol, members, ...)
+                    counts[group_id, ",".join(streams)] = len(group[5])
+    finally:
+        await admin.close()
+    return counts
+
+
+async def _store_stats(writer: str, job_id: str) -> tuple[int, int]:
+    import grpc
+
+    from vcf_agent.v1 import query_pb2, query_pb2_grpc
+
+    async with grpc.aio.insecure_channel(writer) as channel:
+        stats = await query_pb2_grpc.QueryServiceStub(channel).GetStoreStats(
+            query_pb2.GetStoreStatsRequest(job_id=job_id), timeout=60
+        )
+    return stats.variants, stats.analyses
+
+
+def expected_variants(path: Path) -> int:
+    """ALT alleles in the file, counted by pysam (not by this project's reader): one stored row each."""
+    import pysam
+
+    with pysam.VariantFile(str(path)) as vcf:
+        return sum(len(record.alts or ()) for record in vcf)
+
+
+async def _all_health(services: dict[str, ServiceProcess]) -> set[int]:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    states = set()
+    for service in services.values():
+        async with grpc.aio.insecure_channel(service.grpc) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5
+            )
+            states.add(int(reply.status))
+    return states
+
+
+async def _inject(
+    scenario: str, servers: ChaosServers, services: dict[str, ServiceProcess], watch: _Watch, outage_s: float
+) -> None:
+    from grpc_health.v1 import health_pb2
+
+    if scenario == HEALTHY:
+        return  # the measurement of flapping: no fault, so any switch is a false alarm
+    if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH):
+        await servers.iggy.kill()
+        await asyncio.sleep(outage_s)
+        watch.stored_at_return = watch.stored
+        if scenario == PRIMARY_KILLED:
+            await servers.start_iggy()
+        else:
+            await servers.restart_iggy_fresh()
+    elif scenario == FALLBACK_KILLED:
+        await servers.kill_kafka()
+        await asyncio.sleep(outage_s)
+        watch.stored_at_return = watch.stored
+        await servers.start_kafka()
+    elif scenario == BOTH_DOWN:
+        down_from = time.monotonic()
+        await servers.iggy.kill()
+        await servers.kill_kafka()
+        deadline = time.monotonic() + max(outage_s, 15.0)
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        while await _all_health(services) != {not_serving}:
+            if time.monotonic() > deadline:
+                raise _ScenarioProblem("with both backends down, not every service reported NOT_SERVING")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(outage_s / 2)
+        # The fallback returns first; the primary later.
+        watch.stored_at_return = watch.stored
+        await servers.start_kafka()
+        watch.both_down.append((down_from, time.monotonic()))
+        await asyncio.sleep(outage_s / 2)
+        await servers.start_iggy()
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
+
+
+class _ScenarioProblem(Exception):
+    pass
+
+
+async def run_scenario(
+    scenario: str,
+    root: Path,
+    *,
+    iggy_binary: str,
+    variants: int,
+    outage_s: float = 10.0,
+    timeout_s: float = 600.0,
+    on_progress: Callable[[str], None] | None = None,
+) -> ScenarioResult:
+    """One scenario end to end in `root`; problems are collected in the result, not raised."""
+    from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+
+    say = on_progress or (lambda _text: None)
+    path = write_synthetic_vcf(
+        root / "chaos.vcf.gz", SyntheticVcfSpec(records=variants, samples=1, seed=18), bgzip=True
+    )
+    result = ScenarioResult(scenario, expected_variants(path))
+    servers = ChaosServers(root, iggy_binary)
+    await servers.start()
+    try:
+        with running_pipeline(servers.failover_url(), root / "services") as services:
+            say(f"{scenario}: five services up on {servers.failover_url()}")
+            began = time.monotonic()
+            job_id = await _submit(services["ingest"].grpc, path)
+            watch = _Watch(services, job_id)
+            watcher = asyncio.create_task(watch.run())
+            try:
+                deadline = began + timeout_s
+                while watch.stored == 0 and watch.state not in TERMINAL_STATES:
+                    if time.monotonic() > deadline:
+                        raise _ScenarioProblem("nothing was stored before the fault")
+                    await asyncio.sleep(0.05)
+                if watch.state in TERMINAL_STATES:
+                    raise _ScenarioProblem("the job finished before the fault; use more variants")
+                watch.fault_at = fault_at = time.monotonic()
+                watch.stored_at_fault = watch.stored
+                say(f"{scenario}: fault at {watch.stored}/{result.expected} stored")
+                await _inject(scenario, servers, services, watch, outage_s)
+                result.outage_s = time.monotonic() - fault_at
+                # After the fresh restart the stranded records are gone: the job can only stop growing.
+                quiet_limit = 60.0 if scenario == PRIMARY_BACK_FRESH else None
+                while watch.finished_at is None:
+                    now = time.monotonic()
+                    if now > deadline:
+                        raise _ScenarioProblem(f"job not finished after {timeout_s:.0f}s")
+                    if quiet_limit is not None and watch.stall_s(fault_at, now) > quiet_limit:
+                        break
+                    await asyncio.sleep(0.1)
+                finished = watch.finished_at or time.monotonic()
+                result.completion_s = finished - began
+                result.stall_s = watch.stall_s(fault_at, finished)
+                result.stored_during_outage = max(0, watch.stored_at_return - watch.stored_at_fault)
+                if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH, BOTH_DOWN):
+                    # Clean return: publishing goes back to Iggy after its stable period.
+                    back_by = time.monotonic() + 90
+                    while not watch.all_on("iggy"):
+                        if time.monotonic() > back_by:
+                            raise _ScenarioProblem(
+                                "publishing did not return to iggy within 90 s of the job's end"
+                            )
+                        await asyncio.sleep(0.2)
+                    result.back_on_primary_s = time.monotonic() - fault_at
+            except _ScenarioProblem as problem:
+                result.problems.append(str(problem))
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            result.stored, _, result.state = await _stored(services["ingest"].grpc, job_id)
+            result.switches = watch.switches
+            # Consumers rejoin within a few probe intervals and heartbeats; give them that.
+            await asyncio.sleep(5)
+            result.store_variants, result.store_analyses = await _store_stats(services["writer"].grpc, job_id)
+            await _check_groups(servers, services, result)
+    finally:
+        await servers.stop()
+        result.notes.extend(servers.notes)
+    if result.stored != result.expected:
+        result.problems.append(f"stored {result.stored} of {result.expected}")
+    if result.store_variants != result.stored or result.store_analyses != result.stored:
+        result.problems.append(
+            f"store holds {result.store_variants} variants and {result.store_analyses} analyses "
+            f"for {result.stored} stored (duplicates or losses)"
+        )
+    return result
+
+
+def render(results: list[ScenarioResult]) -> str:
+    header = (
+        "scenario",
+        "expected",
+        "stored",
+        "state",
+        "switches (s after fault)",
+        "outage s",
+        "stored in outage",
+        "stall s",
+        "back on iggy s",
+        "done s",
+        "problems",
+    )
+    rows = [header]
+    for r in results:
+        rows.append(
+            (
+                r.scenario,
+                str(r.expected),
+                str(r.stored),
+                r.state,
+                ", ".join(r.switches) or "none",
+                f"{r.outage_s:.1f}",
+                str(r.stored_during_outage),
+                f"{r.stall_s:.1f}",
+                f"{r.back_on_primary_s:.1f}" if r.back_on_primary_s else "-",
+                f"{r.completion_s:.1f}",
+                "; ".join(r.problems) or "none",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines.extend(f"note ({r.scenario}): {note}" for r in results for note in r.notes)
+    return "\n".join(lines)
+
+
+async def run(scenarios: list[str], variants: int, outage_s: float, iggy_binary: str) -> list[ScenarioResult]:
+    results = []
+    for scenario in scenarios:
+        with tempfile.TemporaryDirectory(prefix=f"vcf-agent-chaos-{scenario}-") as scratch:
+            results.append(
+                await run_scenario(
+                    scenario,
+                    Path(scratch),
+                    iggy_binary=iggy_binary,
+                    variants=variants,
+                    outage_s=outage_s,
+                    timeout_s=max(600.0, variants / 200),
+                    on_progress=lambda text: print(text, flush=True),
+                )
+            )
+    return results
