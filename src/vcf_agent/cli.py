@@ -44,7 +44,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from vcf_agent.runner import serve
 
     settings = _settings(
-        args, grpc_port=args.grpc_port, grpc_host=args.grpc_host, websocket_port=args.websocket_port
+        args,
+        grpc_port=args.grpc_port,
+        grpc_host=args.grpc_host,
+        websocket_port=args.websocket_port,
+        insecure=args.insecure or None,
     )
     builder = service_builder(args.service)
 
@@ -135,8 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     common(serve)
     serve.add_argument("service", choices=SERVICES)
     serve.add_argument("--grpc-port", type=int, default=0)
-    serve.add_argument("--grpc-host", default="127.0.0.1")
+    serve.add_argument(
+        "--grpc-host",
+        help="address the gRPC and WebSocket servers bind (default: VCF_AGENT_GRPC_HOST or 127.0.0.1)",
+    )
     serve.add_argument("--websocket-port", type=int, default=0)
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow binding a non-loopback address with no tokens configured (anyone who can connect"
+        " may read and change every tenant's data)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     submit = sub.add_parser("submit", help="upload a VCF to a running ingest service")

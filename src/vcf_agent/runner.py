@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from vcf_agent.bus import Bus, StreamSpec, open_bus
-from vcf_agent.config import Settings
+from vcf_agent.config import Settings, is_loopback
 from vcf_agent.control import ControlPlaneServer, FlagStore, SecuritySettings, ServiceApi, instance_group
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.processing import StreamProcessor
@@ -85,9 +84,11 @@ class ServiceHost(AsyncComponent):
         flags: FlagStore | None = None,
         security: SecuritySettings | None = None,
     ) -> None:
+        settings.check_bind()
         self.parts = parts
         self.settings = settings
         self._bus = bus
+        self._security = security or settings.security
         self.flags = flags or service_flags(parts.name, settings, bus)
         self.control = ControlPlaneServer(
             parts.name,
@@ -98,7 +99,7 @@ class ServiceHost(AsyncComponent):
             apis=parts.apis,
             flags=self.flags,
             topology=settings.topology,
-            security=security,
+            security=self._security,
             grace_s=settings.shutdown_grace_s,
         )
 
@@ -108,6 +109,14 @@ class ServiceHost(AsyncComponent):
         for component in self.parts.components:
             await component.start()
         await self.control.start()
+        if not self._security.auth_enabled:
+            # WARNING, the default level: whoever starts a service sees that anyone local may call it.
+            log.warning(
+                "%s: no tokens configured, authentication is off; listening on %s only%s",
+                self.parts.name,
+                self.settings.grpc_host,
+                "" if is_loopback(self.settings.grpc_host) else " (--insecure)",
+            )
 
     async def stop(self) -> None:
         """NOT_SERVING first, then consumption stops and commits, then the server within its grace."""
@@ -139,7 +148,6 @@ async def serve(
             bus,
             settings,
             flags=flags,
-            security=SecuritySettings.from_env(os.environ),
         )
         await host.start()
         if ready is not None:

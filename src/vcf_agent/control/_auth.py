@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from vcf_agent.control._config import SecuritySettings
+from vcf_agent.config import SecuritySettings
 
 OPEN_SERVICES = frozenset(
     {

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 import vcf_agent
 from vcf_agent.bus import Bus
-from vcf_agent.config import Topology
+from vcf_agent.config import SecuritySettings, Topology
 from vcf_agent.control._auth import TokenAuthInterceptor, current_principal
 from vcf_agent.control._bus_status import fill_bus_status
 from vcf_agent.control._checkpoints import (
@@ -28,7 +28,6 @@ from vcf_agent.control._checkpoints import (
     reset_checkpoint,
     select,
 )
-from vcf_agent.control._config import SecuritySettings
 from vcf_agent.control._dead_letters import read_dead_letters, redrive
 from vcf_agent.control._errors import abort, invalid_argument, page_offset
 from vcf_agent.control._flags import FieldError, FlagNotFoundError, FlagStore, StaleVersionError
@@ -400,6 +399,9 @@ class ControlPlaneServer:
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                # gRPC sets SO_REUSEPORT by default, so a second process on a busy port would
+                # silently share it and take half the calls; binding must fail instead.
+                ("grpc.so_reuseport", 0),
             ],
         )
         self.health = _ProbeHealth()
@@ -438,11 +440,11 @@ class ControlPlaneServer:
             credentials = grpc.ssl_server_credentials(
                 [(self._security.tls_key.read_bytes(), self._security.tls_cert.read_bytes())]
             )
-            self.port = self._server.add_secure_port(address, credentials)
+            self.port = self._bind(address, credentials)
         else:
-            self.port = self._server.add_insecure_port(address)
+            self.port = self._bind(address, None)
         if self.port == 0:
-            raise OSError(f"cannot bind gRPC port {address}")
+            raise OSError(f"cannot bind gRPC port {address} (in use by another process?)")
         await self._server.start()
         self.state = "serving"
         await self.refresh_health()
@@ -450,6 +452,15 @@ class ControlPlaneServer:
         log.info(
             "%s gRPC control plane on %s (tls=%s)", self.service, self.address, self._security.tls_enabled
         )
+
+    def _bind(self, address: str, credentials: grpc.ServerCredentials | None) -> int:
+        """The bound port, or 0; grpcio raises on some failures and returns 0 on others."""
+        try:
+            if credentials is None:
+                return self._server.add_insecure_port(address)
+            return self._server.add_secure_port(address, credentials)
+        except RuntimeError as exc:
+            raise OSError(f"cannot bind gRPC port {address} (in use by another process?): {exc}") from exc
 
     async def refresh_health(self) -> None:
         """Recompute health now rather than at the next probe of the bus."""
