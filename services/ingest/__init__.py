@@ -24,6 +24,8 @@ from ._bench import bench_ingest
 from ._job_mode import ENABLE_STREAMING, FALLBACK_TO_BATCH, STREAMING_ROLLOUT, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry, job_id_for
 from ._publisher import VALIDATION_MODES, ValidationMode, VariantPublisher, file_digest
+from ._submitted_paths import SubmittedPathPolicy
+from ._uploads import UploadArea
 from ._validation_report import ValidationReport, validate_command, validate_file
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "JobRecord",
     "JobRegistry",
     "ModeChoice",
+    "SubmittedPathPolicy",
+    "UploadArea",
     "ValidationMode",
     "ValidationReport",
     "VariantPublisher",
@@ -91,11 +95,20 @@ def build(
         service=NAME,
         max_records=500,
     )
-    api = IngestApi(publisher, registry, settings.data_dir / "ingest" / "uploads")
+    uploads = UploadArea(
+        settings.data_dir / "ingest" / "uploads",
+        registry,
+        publisher.running,
+        max_bytes=settings.upload_max_bytes,
+        retention_s=settings.upload_retention_s,
+    )
+    # The service's own files (uploads, stores, job tables) are never readable by path.
+    paths = SubmittedPathPolicy(settings.ingest_allowed_dirs, [settings.data_dir])
+    api = IngestApi(publisher, registry, uploads, paths)
     parts = ServiceParts(
         NAME,
         # Flags and the batch path's providers are ready before the first job starts.
-        components=[*components, batch, publisher, tracker],
+        components=[*components, batch, publisher, tracker, uploads],
         apis=[
             ServiceApi(
                 lambda server: jobs_pb2_grpc.add_IngestServiceServicer_to_server(api, server),
@@ -106,6 +119,7 @@ def build(
     parts.state["publisher"] = publisher
     parts.state["registry"] = registry
     parts.state["flags"] = flags
+    parts.state["uploads"] = uploads
     # What ControlService.CompareModes answers from.
     parts.state[JOB_RUNS] = registry
     return parts

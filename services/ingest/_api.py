@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import grpc
 
@@ -17,6 +15,8 @@ from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
 
 from ._jobs import JobRecord, JobRegistry
 from ._publisher import VariantPublisher
+from ._submitted_paths import PathRefusedError, SubmittedPathPolicy
+from ._uploads import Upload, UploadArea, UploadTooLargeError
 from ._vcf_source import header_samples
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -25,57 +25,101 @@ _WATCH_INTERVAL_S = 0.2
 
 
 class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
-    def __init__(self, publisher: VariantPublisher, registry: JobRegistry, upload_dir: Path) -> None:
+    def __init__(
+        self,
+        publisher: VariantPublisher,
+        registry: JobRegistry,
+        uploads: UploadArea,
+        paths: SubmittedPathPolicy,
+    ) -> None:
         self._publisher = publisher
         self._registry = registry
-        self._upload_dir = upload_dir
+        self._uploads = uploads
+        self._paths = paths
 
     async def SubmitVcf(
         self, request_iterator: AsyncIterator[jobs_pb2.SubmitVcfRequest], context: Context
     ) -> jobs_pb2.SubmitVcfResponse:
+        upload: Upload | None = None
+        try:
+            metadata, tenant_id, upload = await self._receive(request_iterator, context)
+            if upload is None:
+                path = await self._server_path(metadata.path, tenant_id, context)
+            else:
+                path = upload.path
+            job = await self._submit(metadata, tenant_id, path, context)
+            if upload is not None:
+                if self._publisher.reads(job.job_id, path):
+                    self._uploads.attach(upload, job.job_id)
+                else:
+                    # Same content while that job still runs, or an idempotent retry: not needed.
+                    upload.discard()
+                upload = None
+            return jobs_pb2.SubmitVcfResponse(job=job.to_proto())
+        finally:
+            # Refused, failed or cancelled before a job took it: nothing of it is kept.
+            if upload is not None:
+                upload.discard()
+
+    async def _receive(
+        self, request_iterator: AsyncIterator[jobs_pb2.SubmitVcfRequest], context: Context
+    ) -> tuple[jobs_pb2.SubmitVcfMetadata, str, Upload | None]:
+        """The metadata (checked before any chunk is stored), its tenant and the upload, if chunks came."""
         metadata: jobs_pb2.SubmitVcfMetadata | None = None
-        upload: Path | None = None
-        handle = None
+        tenant_id = ""
+        upload: Upload | None = None
         try:
             async for part in request_iterator:
                 if part.HasField("metadata"):
                     if metadata is not None:
                         await invalid_argument(context, "metadata", "metadata must be sent once, first")
                     metadata = part.metadata
+                    tenant_id = metadata.tenant_id or tenant_scope() or "default"
+                    if not may_see(tenant_id):
+                        await abort(
+                            context,
+                            grpc.StatusCode.PERMISSION_DENIED,
+                            "a tenant token submits only for its tenant",
+                        )
                 elif part.HasField("chunk"):
                     if metadata is None:
                         await invalid_argument(context, "metadata", "the first message must carry metadata")
-                    if handle is None:
-                        self._upload_dir.mkdir(parents=True, exist_ok=True)
-                        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finally
-                            dir=self._upload_dir,
-                            suffix=_suffix(metadata.file_name if metadata else ""),
-                            delete=False,
-                        )
-                        upload = Path(handle.name)
-                    handle.write(part.chunk)
-        finally:
-            if handle is not None:
-                handle.close()
+                    if metadata.path:
+                        await invalid_argument(context, "path", "send either chunks or a path, not both")
+                    if upload is None:
+                        upload = self._uploads.receive(tenant_id, _suffix(metadata.file_name))
+                    try:
+                        upload.write(part.chunk)
+                    except UploadTooLargeError as exc:
+                        upload = None
+                        await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except BaseException:
+            if upload is not None:
+                upload.discard()
+            raise
+        if upload is not None:
+            upload.finish()
         if metadata is None:
             await invalid_argument(context, "metadata", "a SubmitVcf stream must start with metadata")
-            raise AssertionError("unreachable")
         if upload is None and not metadata.path:
-            await invalid_argument(context, "path", "send file chunks or a path the ingest service can read")
-        if upload is not None and metadata.path:
-            await invalid_argument(context, "path", "send either chunks or a path, not both")
-        path = upload if upload is not None else await _readable_path(metadata.path, context)
-        tenant_id = metadata.tenant_id or tenant_scope() or "default"
-        if not may_see(tenant_id):
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, "a tenant token submits only for its tenant"
-            )
+            await invalid_argument(context, "path", "send file chunks or a path the ingest service may read")
+        return metadata, tenant_id, upload
+
+    async def _server_path(self, location: str, tenant_id: str, context: Context) -> Path:
+        try:
+            return await asyncio.to_thread(self._paths.resolve, location, tenant_id)
+        except PathRefusedError as exc:
+            if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                await invalid_argument(context, "path", exc.message)
+            await abort(context, exc.code, f"path: {exc.message}")
+
+    async def _submit(
+        self, metadata: jobs_pb2.SubmitVcfMetadata, tenant_id: str, path: Path, context: Context
+    ) -> JobRecord:
         key = metadata.idempotency_key
         earlier = self._registry.job_for_key(tenant_id, key) if key else None
         if earlier is not None:
-            if upload is not None:
-                upload.unlink(missing_ok=True)
-            return jobs_pb2.SubmitVcfResponse(job=earlier.to_proto())
+            return earlier
         if metadata.sample_ids:
             present = set(await asyncio.to_thread(header_samples, path))
             missing = sorted(set(metadata.sample_ids) - present)
@@ -92,7 +136,7 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
         )
         if key:
             self._registry.remember_key(tenant_id, key, job.job_id)
-        return jobs_pb2.SubmitVcfResponse(job=job.to_proto())
+        return job
 
     async def _visible_job(self, job_id: str, context: Context) -> JobRecord:
         """The job, or NOT_FOUND: another tenant's job is reported as absent, so it does not leak."""
@@ -143,19 +187,6 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
         if job is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
         return job.to_proto()
-
-
-async def _readable_path(location: str, context: Context) -> Path:
-    """A plain path or a file:// URI; other schemes are not readable by this service."""
-    parts = urlsplit(location)
-    if parts.scheme not in ("", "file"):
-        await invalid_argument(
-            context, "path", f"{parts.scheme}:// is not readable here; use a path or file://"
-        )
-    path = Path(unquote(parts.path) if parts.scheme == "file" else location)
-    if not await asyncio.to_thread(path.is_file):
-        await invalid_argument(context, "path", f"no readable file at {location!r}")
-    return path
 
 
 def _suffix(file_name: str) -> str:

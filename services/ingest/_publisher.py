@@ -121,6 +121,8 @@ class VariantPublisher:
         self._notifications = settings.topology.user_notifications
         self._dead_letters = DeadLetterSink(bus, settings.topology.dead_letters, "ingest")
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # The file each job's latest run reads.
+        self._paths: dict[str, Path] = {}
         self._records: dict[str, int] = {}
 
     async def start(self) -> None:
@@ -140,6 +142,10 @@ class VariantPublisher:
     def running(self, job_id: str) -> bool:
         task = self._tasks.get(job_id)
         return task is not None and not task.done()
+
+    def reads(self, job_id: str, path: Path) -> bool:
+        """Whether the job's running run reads this file (a submission may join a run already going)."""
+        return self._paths.get(job_id) == path
 
     async def submit(
         self,
@@ -166,9 +172,10 @@ class VariantPublisher:
         )
         if self.running(job.job_id):
             return job
-        self._tasks[job.job_id] = asyncio.create_task(
-            self._run(job, path, region, mode, priority), name=f"ingest:{job.job_id}"
-        )
+        self._paths[job.job_id] = path
+        task = asyncio.create_task(self._run(job, path, region, mode, priority), name=f"ingest:{job.job_id}")
+        self._tasks[job.job_id] = task
+        task.add_done_callback(lambda _: self._paths.pop(job.job_id, None))
         return job
 
     async def wait(self, job_id: str) -> None:

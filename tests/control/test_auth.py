@@ -47,7 +47,11 @@ def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
 async def test_a_tenant_token_cannot_read_another_tenants_job(
     bus: Bus, run_host: HostFactory, tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "ingest", bus_url=f"embedded://{tmp_path / 'bus'}")
+    settings = Settings(
+        data_dir=tmp_path / "ingest",
+        bus_url=f"embedded://{tmp_path / 'bus'}",
+        ingest_allowed_dirs={"*": (EXAMPLE_VCF.parent,)},
+    )
     async with (
         run_host(ingest.build(settings, bus), security=SECURITY) as host,
         grpc.aio.insecure_channel(host.control.address) as channel,

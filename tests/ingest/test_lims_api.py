@@ -20,7 +20,12 @@ from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc, variant_pb2
 
 @pytest.fixture
 async def ingest_api(tmp_path: Path) -> AsyncIterator[tuple[jobs_pb2_grpc.IngestServiceStub, Bus]]:
-    settings = Settings(data_dir=tmp_path, bus_url=f"embedded://{tmp_path / 'bus'}")
+    # The tests' VCFs are written in tmp_path, which the service may read by path; its own data is below.
+    settings = Settings(
+        data_dir=tmp_path / "service",
+        bus_url=f"embedded://{tmp_path / 'bus'}",
+        ingest_allowed_dirs={"*": (tmp_path,)},
+    )
     bus = open_bus(settings.bus_url)
     await bus.start()
     await ensure_topology(bus, settings)
