@@ -11,9 +11,10 @@ from vcf_agent.v1 import notifier_pb2, notifier_pb2_grpc
 
 from ._api import NotifierApi
 from ._hub import ProgressHub, notification_json
+from ._tickets import TicketBook
 from ._websocket import WebSocketGateway
 
-__all__ = ["ProgressHub", "WebSocketGateway", "build", "notification_json"]
+__all__ = ["ProgressHub", "TicketBook", "WebSocketGateway", "build", "notification_json"]
 
 NAME = "notifier"
 
@@ -26,8 +27,16 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Se
     processor = StreamProcessor(
         bus, [settings.topology.user_notifications], "notifier", hub.handle, service=NAME, max_records=500
     )
-    gateway = WebSocketGateway(hub, settings.grpc_host, settings.websocket_port)
-    api = NotifierApi(hub)
+    tickets = TicketBook(settings.websocket_ticket_ttl_s)
+    gateway = WebSocketGateway(
+        hub,
+        settings.grpc_host,
+        settings.websocket_port,
+        security=settings.security,
+        tickets=tickets,
+        job_wait_s=settings.notifier_job_wait_s,
+    )
+    api = NotifierApi(hub, tickets, settings.notifier_job_wait_s)
     parts = ServiceParts(
         NAME,
         components=[gateway, processor],

@@ -40,8 +40,9 @@ class _Subscription:
         self.queue: asyncio.Queue[events_pb2.Notification | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
 
     def wants(self, note: events_pb2.Notification) -> bool:
-        if self.job_id:
-            return note.job_id == self.job_id
+        if self.job_id and note.job_id != self.job_id:
+            return False
+        # A tenant's subscriber never gets another tenant's event, whatever job id it names.
         return not self.tenant_id or note.tenant_id == self.tenant_id
 
 
@@ -52,6 +53,11 @@ class ProgressHub:
         self._subscriptions: set[_Subscription] = set()
         # Latest event per (job, stage): what a late subscriber is shown first.
         self._latest: dict[str, dict[int, events_pb2.Notification]] = {}
+        # Each job's tenant, from its first event; and an event set whenever a new job appears.
+        self._tenants: dict[str, str] = {}
+        self._new_job = asyncio.Event()
+        # Set when the service stops: subscribers then end because of shutdown, not for falling behind.
+        self.closed = False
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
         for record in records:
@@ -64,6 +70,10 @@ class ProgressHub:
 
     def publish(self, note: events_pb2.Notification) -> None:
         self._latest.setdefault(note.job_id, {})[note.stage] = note
+        if note.job_id not in self._tenants:
+            self._tenants[note.job_id] = note.tenant_id
+            self._new_job.set()
+            self._new_job = asyncio.Event()
         for subscription in list(self._subscriptions):
             if subscription.wants(note):
                 try:
@@ -72,6 +82,22 @@ class ProgressHub:
                     self._subscriptions.discard(subscription)
                     with contextlib.suppress(asyncio.QueueFull):
                         subscription.queue.put_nowait(None)
+
+    async def job_visible(self, job_id: str, tenant_id: str, wait_s: float) -> bool:
+        """Whether the job is tenant_id's, waiting up to wait_s for a job not seen yet (just submitted).
+
+        Another tenant's job and an unknown one take the same full wait before False,
+        so the answer's timing tells nothing about other tenants' jobs.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while self._tenants.get(job_id) != tenant_id:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_job.wait(), remaining)
+        return True
 
     def latest(self, job_id: str) -> list[events_pb2.Notification]:
         return [n for _, n in sorted(self._latest.get(job_id, {}).items())]
@@ -84,12 +110,12 @@ class ProgressHub:
         include_latest: bool = True,
         until_terminal: bool = False,
     ) -> AsyncIterator[events_pb2.Notification]:
-        """Events for one job (or one tenant's jobs), live; ends when the subscriber is dropped."""
+        """Events for one job (or one tenant's jobs, or both), live; ends when the subscriber is dropped."""
         subscription = _Subscription(job_id, tenant_id)
         self._subscriptions.add(subscription)
         try:
             if include_latest and job_id:
-                for note in self.latest(job_id):
+                for note in filter(subscription.wants, self.latest(job_id)):
                     yield note
                     if until_terminal and note.state in TERMINAL_STATES:
                         return
@@ -101,6 +127,7 @@ class ProgressHub:
             self._subscriptions.discard(subscription)
 
     async def close(self) -> None:
+        self.closed = True
         for subscription in list(self._subscriptions):
             with contextlib.suppress(asyncio.QueueFull):
                 subscription.queue.put_nowait(None)

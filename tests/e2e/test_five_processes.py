@@ -73,9 +73,11 @@ async def submit_and_watch(
         ingest = jobs_pb2_grpc.IngestServiceStub(channel)
 
         async def requests():  # type: ignore[no-untyped-def]
+            # Uploaded: server-side paths are off unless VCF_AGENT_INGEST_ALLOWED_DIRS allows them.
             yield jobs_pb2.SubmitVcfRequest(
-                metadata=jobs_pb2.SubmitVcfMetadata(tenant_id="lab-a", file_name=path.name, path=str(path))
+                metadata=jobs_pb2.SubmitVcfMetadata(tenant_id="lab-a", file_name=path.name)
             )
+            yield jobs_pb2.SubmitVcfRequest(chunk=path.read_bytes())
 
         response = await ingest.SubmitVcf(requests(), timeout=30)
         assert response.job.job_id == job_id

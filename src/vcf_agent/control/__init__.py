@@ -1,7 +1,14 @@
 """Control-plane runtime shared by every service: gRPC server, health, reflection, flags, auth."""
 
 from vcf_agent.config import SecuritySettings
-from vcf_agent.control._auth import Principal, current_principal, may_see, requested_tenant, tenant_scope
+from vcf_agent.control._auth import (
+    Principal,
+    TokenTable,
+    current_principal,
+    may_see,
+    requested_tenant,
+    tenant_scope,
+)
 from vcf_agent.control._errors import abort, invalid_argument, page_offset
 from vcf_agent.control._flags import (
     FieldError,
@@ -51,6 +58,7 @@ __all__ = [
     "ServiceApi",
     "StaleVersionError",
     "StatusSource",
+    "TokenTable",
     "abort",
     "bucket",
     "compare_modes",

@@ -75,10 +75,10 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Checks `authorization: Bearer TOKEN` and binds the caller for the servicer."""
+class TokenTable:
+    """The configured tokens and whom each stands for; shared by gRPC and the notifier's WebSocket."""
 
-    def __init__(self, security: SecuritySettings, *, admin_services: Collection[str]) -> None:
+    def __init__(self, security: SecuritySettings) -> None:
         # Looked up by digest and compared in constant time, so timing reveals nothing of a token.
         self._principals = {
             _digest(token): (token, Principal(name)) for token, name in security.admin_tokens.items()
@@ -87,18 +87,30 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
             (_digest(token), (token, Principal(tenant, tenant)))
             for token, tenant in security.tenant_tokens.items()
         )
+
+    def from_authorization(self, value: str) -> Principal | None:
+        """The caller an `authorization: Bearer TOKEN` value names, or None."""
+        scheme, _, token = value.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None
+        found = self._principals.get(_digest(token))
+        if found is not None and hmac.compare_digest(found[0], token):
+            return found[1]
+        return None
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Checks `authorization: Bearer TOKEN` and binds the caller for the servicer."""
+
+    def __init__(self, security: SecuritySettings, *, admin_services: Collection[str]) -> None:
+        self._tokens = TokenTable(security)
         self._admin_services = frozenset(admin_services)
 
     def _authenticate(self, metadata: Any) -> Principal | None:
         for key, value in metadata or ():
             if key == "authorization" and isinstance(value, str):
-                scheme, _, token = value.partition(" ")
-                if scheme.lower() != "bearer" or not token:
-                    return None
-                found = self._principals.get(_digest(token.strip()))
-                if found is not None and hmac.compare_digest(found[0], token.strip()):
-                    return found[1]
-                return None
+                return self._tokens.from_authorization(value)
         return None
 
     async def intercept_service(

@@ -22,18 +22,23 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from vcf_agent.v1 import events_pb2 as vcf__agent_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvcf_agent/v1/notifier.proto\x12\x0cvcf_agent.v1\x1a\x19vcf_agent/v1/events.proto\"I\n\x0cWatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x16\n\x0einclude_latest\x18\x03 \x01(\x08\x32T\n\x0fNotifierService\x12\x41\n\x05Watch\x12\x1a.vcf_agent.v1.WatchRequest\x1a\x1a.vcf_agent.v1.Notification0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvcf_agent/v1/notifier.proto\x12\x0cvcf_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19vcf_agent/v1/events.proto\"I\n\x0cWatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x16\n\x0einclude_latest\x18\x03 \x01(\x08\"A\n\x1c\x43reateWebSocketTicketRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"_\n\x0fWebSocketTicket\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04path\x18\x03 \x01(\t2\xb8\x01\n\x0fNotifierService\x12\x41\n\x05Watch\x12\x1a.vcf_agent.v1.WatchRequest\x1a\x1a.vcf_agent.v1.Notification0\x01\x12\x62\n\x15\x43reateWebSocketTicket\x12*.vcf_agent.v1.CreateWebSocketTicketRequest\x1a\x1d.vcf_agent.v1.WebSocketTicketb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vcf_agent.v1.notifier_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WATCHREQUEST']._serialized_start=72
-  _globals['_WATCHREQUEST']._serialized_end=145
-  _globals['_NOTIFIERSERVICE']._serialized_start=147
-  _globals['_NOTIFIERSERVICE']._serialized_end=231
+  _globals['_WATCHREQUEST']._serialized_start=105
+  _globals['_WATCHREQUEST']._serialized_end=178
+  _globals['_CREATEWEBSOCKETTICKETREQUEST']._serialized_start=180
+  _globals['_CREATEWEBSOCKETTICKETREQUEST']._serialized_end=245
+  _globals['_WEBSOCKETTICKET']._serialized_start=247
+  _globals['_WEBSOCKETTICKET']._serialized_end=342
+  _globals['_NOTIFIERSERVICE']._serialized_start=345
+  _globals['_NOTIFIERSERVICE']._serialized_end=529
 # @@protoc_insertion_point(module_scope)

@@ -40,12 +40,23 @@ class NotifierServiceStub:
                 request_serializer=vcf__agent_dot_v1_dot_notifier__pb2.WatchRequest.SerializeToString,
                 response_deserializer=vcf__agent_dot_v1_dot_events__pb2.Notification.FromString,
                 _registered_method=True)
+        self.CreateWebSocketTicket = channel.unary_unary(
+                '/vcf_agent.v1.NotifierService/CreateWebSocketTicket',
+                request_serializer=vcf__agent_dot_v1_dot_notifier__pb2.CreateWebSocketTicketRequest.SerializeToString,
+                response_deserializer=vcf__agent_dot_v1_dot_notifier__pb2.WebSocketTicket.FromString,
+                _registered_method=True)
 
 
 class NotifierServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateWebSocketTicket(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -58,6 +69,11 @@ def add_NotifierServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=vcf__agent_dot_v1_dot_notifier__pb2.WatchRequest.FromString,
                     response_serializer=vcf__agent_dot_v1_dot_events__pb2.Notification.SerializeToString,
+            ),
+            'CreateWebSocketTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebSocketTicket,
+                    request_deserializer=vcf__agent_dot_v1_dot_notifier__pb2.CreateWebSocketTicketRequest.FromString,
+                    response_serializer=vcf__agent_dot_v1_dot_notifier__pb2.WebSocketTicket.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +103,33 @@ class NotifierService:
             '/vcf_agent.v1.NotifierService/Watch',
             vcf__agent_dot_v1_dot_notifier__pb2.WatchRequest.SerializeToString,
             vcf__agent_dot_v1_dot_events__pb2.Notification.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebSocketTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcf_agent.v1.NotifierService/CreateWebSocketTicket',
+            vcf__agent_dot_v1_dot_notifier__pb2.CreateWebSocketTicketRequest.SerializeToString,
+            vcf__agent_dot_v1_dot_notifier__pb2.WebSocketTicket.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,11 +33,13 @@ class NotifierServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NotifierServiceAsyncStub: ...
     Watch: _grpc.UnaryStreamMultiCallable[_notifier_pb2.WatchRequest, _events_pb2.Notification]
+    CreateWebSocketTicket: _grpc.UnaryUnaryMultiCallable[_notifier_pb2.CreateWebSocketTicketRequest, _notifier_pb2.WebSocketTicket]
 
 @_typing.type_check_only
 class NotifierServiceAsyncStub(NotifierServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Watch: _aio.UnaryStreamMultiCallable[_notifier_pb2.WatchRequest, _events_pb2.Notification]  # type: ignore[assignment]
+    CreateWebSocketTicket: _aio.UnaryUnaryMultiCallable[_notifier_pb2.CreateWebSocketTicketRequest, _notifier_pb2.WebSocketTicket]  # type: ignore[assignment]
 
 class NotifierServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -46,5 +48,12 @@ class NotifierServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _notifier_pb2.WatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_events_pb2.Notification], _abc.AsyncIterator[_events_pb2.Notification]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateWebSocketTicket(
+        self,
+        request: _notifier_pb2.CreateWebSocketTicketRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notifier_pb2.WebSocketTicket, _abc.Awaitable[_notifier_pb2.WebSocketTicket]]: ...
 
 def add_NotifierServiceServicer_to_server(servicer: NotifierServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
