@@ -10,6 +10,8 @@ from typing import Any
 
 import grpc
 
+from vcf_agent._client_channel import call_metadata, open_channel
+from vcf_agent.config import ClientSettings
 from vcf_agent.schema import ended_badly, exit_code, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
@@ -25,16 +27,25 @@ async def upload_requests(
             yield jobs_pb2.SubmitVcfRequest(chunk=chunk)
 
 
-async def submit_file(address: str, path: Path, metadata: Mapping[str, Any], *, watch: bool = False) -> int:
+async def submit_file(
+    address: str,
+    path: Path,
+    metadata: Mapping[str, Any],
+    *,
+    watch: bool = False,
+    client: ClientSettings | None = None,
+) -> int:
     """Upload `path` with SubmitVcfMetadata fields from `metadata`; exit code 0 when it succeeded."""
     if not await asyncio.to_thread(path.is_file):
         print(f"vcf-agent submit: no such file: {path}", file=sys.stderr)
         return 2
-    async with grpc.aio.insecure_channel(address) as channel:
+    client = client or ClientSettings()
+    auth = call_metadata(client)
+    async with open_channel(address, client) as channel:
         stub = jobs_pb2_grpc.IngestServiceStub(channel)
         fields = jobs_pb2.SubmitVcfMetadata(file_name=path.name, **metadata)
         try:
-            response = await stub.SubmitVcf(upload_requests(path, fields), timeout=600)
+            response = await stub.SubmitVcf(upload_requests(path, fields), timeout=600, metadata=auth)
         except grpc.aio.AioRpcError as exc:
             print(f"vcf-agent submit: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
@@ -42,7 +53,7 @@ async def submit_file(address: str, path: Path, metadata: Mapping[str, Any], *, 
         print(f"submitted {path.name} as job {job.job_id}")
         if not watch:
             return 0
-        async for update in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.job_id)):
+        async for update in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.job_id), metadata=auth):
             state = state_name(update.state)
             counts = update.counts
             failures = "".join(

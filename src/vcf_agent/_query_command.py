@@ -13,6 +13,8 @@ from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.table import Table
 
+from vcf_agent._client_channel import call_metadata, open_channel
+from vcf_agent.config import ClientSettings
 from vcf_agent.v1 import query_pb2, query_pb2_grpc
 
 
@@ -28,10 +30,12 @@ def _request(args: argparse.Namespace) -> query_pb2.QueryVariantsRequest:
 
 
 async def _from_writer(
-    address: str, request: query_pb2.QueryVariantsRequest
+    address: str, request: query_pb2.QueryVariantsRequest, client: ClientSettings
 ) -> query_pb2.QueryVariantsResponse:
-    async with grpc.aio.insecure_channel(address) as channel:
-        return await query_pb2_grpc.QueryServiceStub(channel).QueryVariants(request, timeout=60)
+    async with open_channel(address, client) as channel:
+        return await query_pb2_grpc.QueryServiceStub(channel).QueryVariants(
+            request, timeout=60, metadata=call_metadata(client)
+        )
 
 
 def _from_data_dir(
@@ -49,11 +53,11 @@ def _from_data_dir(
     return query_pb2.QueryVariantsResponse(variants=variants, total=total)
 
 
-async def query(args: argparse.Namespace) -> int:
+async def query(args: argparse.Namespace, client: ClientSettings | None = None) -> int:
     request = _request(args)
     try:
         if args.writer:
-            response = await _from_writer(args.writer, request)
+            response = await _from_writer(args.writer, request, client or ClientSettings())
         else:
             data_dir = Path(args.data_dir or "vcf-agent-data")
             if not (data_dir / "writer" / "lance").exists():

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vcf_agent.config import SERVICES, ConfigError, Settings
+from vcf_agent.config import SERVICES, ClientSettings, ConfigError, Settings
 
 EXAMPLE_VCF = Path(__file__).parent / "examples" / "gatk-multisample.vcf"
 
@@ -70,13 +70,15 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         "providers": [p for p in (args.providers or "").split(",") if p],
         "sample_ids": args.sample or [],
     }
-    return asyncio.run(submit_file(args.ingest, Path(args.file), metadata, watch=args.watch))
+    client = ClientSettings.from_env(token=args.token, tls_ca=args.tls_ca, tls=args.tls)
+    return asyncio.run(submit_file(args.ingest, Path(args.file), metadata, watch=args.watch, client=client))
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
     from vcf_agent._query_command import query
 
-    return asyncio.run(query(args))
+    client = ClientSettings.from_env(token=args.token, tls_ca=args.tls_ca, tls=args.tls)
+    return asyncio.run(query(args, client))
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
@@ -128,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--providers", help="comma-separated analysis providers (default: local)")
         p.add_argument("--genes", help="GTF/GFF3/BED file for gene overlap")
 
+    def credentials(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--token", help="bearer token sent on every call (default: VCF_AGENT_TOKEN)")
+        p.add_argument(
+            "--tls-ca",
+            help="PEM file of the CA that signed the service's certificate (default: VCF_AGENT_TLS_CA)",
+        )
+        p.add_argument("--tls", action="store_true", help="use TLS trusting the system's roots")
+
     run = sub.add_parser("run", help="run all five services in this process on VCF files")
     common(run)
     run.add_argument("files", nargs="*", help="VCF/BCF files (default: the bundled example)")
@@ -161,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--idempotency-key", help="a retry with the same key returns the same job")
     submit.add_argument("--providers", help="comma-separated providers for this job")
     submit.add_argument("--sample", action="append", help="a sample the file must contain (repeatable)")
+    credentials(submit)
     submit.set_defaults(func=_cmd_submit)
 
     query = sub.add_parser("query", help="read stored results")
@@ -173,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--classification")
     query.add_argument("--limit", type=int, default=50)
     query.add_argument("--json", action="store_true")
+    credentials(query)
     query.set_defaults(func=_cmd_query)
 
     dev = sub.add_parser("dev", help="start a local broker for development and benchmarks")

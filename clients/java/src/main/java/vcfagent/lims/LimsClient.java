@@ -1,12 +1,15 @@
 package vcfagent.lims;
 
 import io.grpc.Channel;
+import io.grpc.ChannelCredentials;
 import io.grpc.ClientInterceptors;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
 import io.grpc.Metadata;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import io.grpc.TlsChannelCredentials;
 import io.grpc.stub.MetadataUtils;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -55,8 +58,17 @@ public final class LimsClient {
       err.println("error: no readable file at " + args.file());
       return EXIT_USAGE;
     }
-    // Plaintext: the services serve insecure gRPC inside the deployment's network.
-    ManagedChannel channel = ManagedChannelBuilder.forTarget(args.ingestTarget()).usePlaintext().build();
+    ChannelCredentials credentials;
+    try {
+      credentials = credentials(args);
+    } catch (IOException | IllegalArgumentException e) {
+      err.println("error: reading the TLS CA certificate " + args.tlsCa().orElse(null) + ": " + e.getMessage());
+      return EXIT_USAGE;
+    }
+    if (!args.tls() && args.token().isPresent()) {
+      err.println("warning: sending the token without TLS; use --tls-ca unless the network is trusted");
+    }
+    ManagedChannel channel = Grpc.newChannelBuilder(args.ingestTarget(), credentials).build();
     try {
       return submitAndWatch(withToken(channel, args), args, out, err);
     } catch (StatusRuntimeException e) {
@@ -70,6 +82,17 @@ public final class LimsClient {
       channel.shutdownNow();
       channel.awaitTermination(5, TimeUnit.SECONDS);
     }
+  }
+
+  /** TLS trusting the given CA (or the system's roots), else plaintext. */
+  private static ChannelCredentials credentials(Arguments args) throws IOException {
+    if (!args.tls()) {
+      return InsecureChannelCredentials.create();
+    }
+    if (args.tlsCa().isEmpty()) {
+      return TlsChannelCredentials.create();
+    }
+    return TlsChannelCredentials.newBuilder().trustManager(args.tlsCa().get().toFile()).build();
   }
 
   private static Channel withToken(ManagedChannel channel, Arguments args) {
