@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +31,18 @@ class ServiceProcess:
 
 
 def start_service(
-    name: str, bus_url: str, data_dir: Path, *, timeout_s: float = 60, extra_args: Sequence[str] = ()
+    name: str,
+    bus_url: str,
+    data_dir: Path,
+    *,
+    timeout_s: float = 60,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> ServiceProcess:
-    """`vcf-agent serve NAME` in a child process; returns once it reports its gRPC address."""
+    """`vcf-agent serve NAME` in a child process; returns once it reports its gRPC address.
+
+    `env` adds variables (tokens, TLS files, allowed directories) to this process's environment.
+    """
     log_path = data_dir / f"{name}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     websocket_port = free_port() if name == "notifier" else 0
@@ -48,7 +57,7 @@ def start_service(
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )
     assert process.stdout is not None
     deadline = time.monotonic() + timeout_s
@@ -71,13 +80,15 @@ def stop_service(service: ServiceProcess, sig: int = signal.SIGTERM, timeout_s: 
 
 
 @contextmanager
-def running_pipeline(bus_url: str, data_dir: Path) -> Iterator[dict[str, ServiceProcess]]:
+def running_pipeline(
+    bus_url: str, data_dir: Path, *, env: Mapping[str, str] | None = None
+) -> Iterator[dict[str, ServiceProcess]]:
     """All five services, downstream first; stopped with SIGTERM in reverse order on exit."""
     started: dict[str, ServiceProcess] = {}
     try:
         # Downstream first, as LocalPipeline starts them.
         for name in reversed(SERVICES):
-            started[name] = start_service(name, bus_url, data_dir)
+            started[name] = start_service(name, bus_url, data_dir, env=env)
         yield started
     finally:
         for service in reversed(list(started.values())):
