@@ -24,13 +24,14 @@ from ._bench import bench_ingest
 from ._job_mode import ENABLE_STREAMING, FALLBACK_TO_BATCH, STREAMING_ROLLOUT, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry, job_id_for
 from ._publisher import VALIDATION_MODES, ValidationMode, VariantPublisher, file_digest
-from ._submitted_paths import SubmittedPathPolicy
+from ._submitted_paths import NOT_ALLOWED, SubmittedPathPolicy
 from ._uploads import UploadArea
 from ._validation_report import ValidationReport, validate_command, validate_file
 
 __all__ = [
     "ENABLE_STREAMING",
     "FALLBACK_TO_BATCH",
+    "NOT_ALLOWED",
     "STREAMING_ROLLOUT",
     "VALIDATION_MODES",
     "BatchPath",
