@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from ._vcf_source import header_samples
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _WATCH_INTERVAL_S = 0.2
+# How long a refused upload's remaining chunks are read (and dropped) before the refusal is sent.
+_DRAIN_S = 10.0
 
 
 class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
@@ -91,7 +94,8 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
                     try:
                         upload.write(part.chunk)
                     except UploadTooLargeError as exc:
-                        upload = None
+                        upload = None  # already deleted
+                        await _drain(request_iterator)
                         await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except BaseException:
             if upload is not None:
@@ -187,6 +191,18 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
         if job is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
         return job.to_proto()
+
+
+async def _drain(request_iterator: AsyncIterator[jobs_pb2.SubmitVcfRequest]) -> None:
+    """Read and drop what the client still sends, for a bounded time, before refusing.
+
+    A client still writing when the call ends sees its own write fail ("Internal error"),
+    not the refusal; letting it finish (within the budget) lets it read why.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_DRAIN_S):
+            async for _ in request_iterator:
+                pass
 
 
 def _suffix(file_name: str) -> str:

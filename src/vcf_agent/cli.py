@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="upload a VCF to a running ingest service")
     submit.add_argument("file")
     submit.add_argument("--ingest", required=True, help="HOST:PORT of the ingest service")
-    submit.add_argument("--tenant", default="default")
+    submit.add_argument("--tenant", default="", help="default: the token's tenant, else 'default'")
     submit.add_argument("--watch", action="store_true", help="follow the job until it finishes")
     submit.add_argument("--priority", type=int, default=0, help="higher is analysed first")
     submit.add_argument("--idempotency-key", help="a retry with the same key returns the same job")
