@@ -111,12 +111,14 @@ class ServiceHost(AsyncComponent):
         await self.control.start()
         if not self._security.auth_enabled:
             # WARNING, the default level: whoever starts a service sees that anyone local may call it.
-            log.warning(
-                "%s: no tokens configured, authentication is off; listening on %s only%s",
-                self.parts.name,
-                self.settings.grpc_host,
-                "" if is_loopback(self.settings.grpc_host) else " (--insecure)",
+            host = self.settings.grpc_host
+            where = (
+                f"listening on {host} only"
+                if is_loopback(host)
+                else f"listening on {host} because of --insecure: anyone who can connect may read and"
+                " change every tenant's data"
             )
+            log.warning("%s: no tokens configured, authentication is off; %s", self.parts.name, where)
 
     async def stop(self) -> None:
         """NOT_SERVING first, then consumption stops and commits, then the server within its grace."""
