@@ -9,10 +9,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+import vcf
 
 from tests._grpc_errors import violated_field
 from vcf_agent.bus import open_bus
 from vcf_agent.config import Settings
+from vcf_agent.pipeline import service_builder
 from vcf_agent.runner import ServiceHost, ensure_topology
 from vcf_agent.services import ingest
 from vcf_agent.services.ingest import JobRegistry, UploadArea
@@ -149,3 +151,42 @@ def test_retention_keeps_a_completed_job_s_upload_for_its_time_then_deletes_it(t
     area.sweep(now=2000.0)
     assert area.held() == []  # retention is for completed jobs; a failed job's file goes at once
     registry.close()
+
+
+async def test_a_completed_job_s_upload_is_deleted_once_the_job_is_final(tmp_path: Path) -> None:
+    """Ingest's API with the router, aggregator and writer on one bus, so the job really completes."""
+    source = Path(vcf.__file__).parent / "test" / "gatk.vcf"  # a real GATK output from the PyVCF3 wheel
+    settings = Settings(data_dir=tmp_path / "service", bus_url=f"embedded://{tmp_path / 'bus'}")
+    bus = open_bus(settings.bus_url)
+    await bus.start()
+    await ensure_topology(bus, settings)
+    downstream = [
+        component
+        for name in ("writer", "aggregator", "router")
+        for component in service_builder(name)(settings, bus).components
+    ]
+    for component in downstream:
+        await component.start()
+    parts = ingest.build(settings, bus)
+    uploads = parts.state["uploads"]
+    assert isinstance(uploads, UploadArea)
+    try:
+        async with (
+            ServiceHost(parts, bus, settings) as host,
+            grpc.aio.insecure_channel(host.control.address) as channel,
+        ):
+            stub = jobs_pb2_grpc.IngestServiceStub(channel)
+            job = await upload(stub, await asyncio.to_thread(source.read_bytes), tenant_id="lab")
+            assert len(uploads.held()) == 1
+            deadline = time.monotonic() + 120
+            while job.state != events_pb2.JOB_STATE_COMPLETE:
+                assert time.monotonic() < deadline, job
+                await asyncio.sleep(0.2)
+                job = await stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id))
+            assert job.counts.stored == 37  # 37 records, one ALT each, in the file's text
+            # The sweep runs every second: the file goes soon after the job is final.
+            await eventually(lambda: uploads.held() == [], timeout_s=5)
+    finally:
+        for component in reversed(downstream):
+            await component.stop()
+        await bus.stop()
