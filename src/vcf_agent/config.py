@@ -298,9 +298,13 @@ class Settings:
             values["bus_url"] = default_bus_url(Path(values["data_dir"]))
         return cls(**values)
 
-    def check_bind(self) -> None:
-        """Refuse to serve every tenant's data to the network with authentication off."""
-        if not self.security.auth_enabled and not self.insecure and not is_loopback(self.grpc_host):
+    def check_bind(self, security: SecuritySettings | None = None) -> None:
+        """Refuse to serve every tenant's data to the network with authentication off.
+
+        `security` is what the server actually uses when a caller passes its own.
+        """
+        security = security or self.security
+        if not security.auth_enabled and not self.insecure and not is_loopback(self.grpc_host):
             raise ConfigError(
                 f"no tokens are configured, so binding {self.grpc_host} would let anyone on the network"
                 " read and change every tenant's data: configure tokens (VCF_AGENT_TENANT_TOKENS,"

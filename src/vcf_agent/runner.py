@@ -84,11 +84,11 @@ class ServiceHost(AsyncComponent):
         flags: FlagStore | None = None,
         security: SecuritySettings | None = None,
     ) -> None:
-        settings.check_bind()
+        self._security = security or settings.security
+        settings.check_bind(self._security)
         self.parts = parts
         self.settings = settings
         self._bus = bus
-        self._security = security or settings.security
         self.flags = flags or service_flags(parts.name, settings, bus)
         self.control = ControlPlaneServer(
             parts.name,
