@@ -40,7 +40,9 @@ async def test_killing_router_aggregator_and_writer_mid_job_loses_and_doubles_no
     job_id = job_id_for("lab-k", file_digest(path))
     bus_url = f"embedded://{tmp_path / 'bus'}?session_timeout_ms=2000"
     data_dir = tmp_path / "services"
-    with running_pipeline(bus_url, data_dir) as services:
+    # Ingest reads the generated file by path, which must be allowed (the data dir stays unreachable).
+    allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(tmp_path)}
+    with running_pipeline(bus_url, data_dir, env=allowed) as services:
         async with grpc.aio.insecure_channel(services["ingest"].grpc) as channel:
 
             async def upload():  # type: ignore[no-untyped-def]

@@ -69,6 +69,7 @@ async def submit_and_watch(
     watcher = asyncio.create_task(watch_until_done(services["notifier"].websocket_port, job_id, seen))
     grpc_watcher = asyncio.create_task(grpc_watch_until_done(services["notifier"].grpc, job_id, watched))
     await asyncio.sleep(0.2)  # subscribed before the first event is published
+    content = await asyncio.to_thread(path.read_bytes)
     async with grpc.aio.insecure_channel(services["ingest"].grpc) as channel:
         ingest = jobs_pb2_grpc.IngestServiceStub(channel)
 
@@ -77,7 +78,7 @@ async def submit_and_watch(
             yield jobs_pb2.SubmitVcfRequest(
                 metadata=jobs_pb2.SubmitVcfMetadata(tenant_id="lab-a", file_name=path.name)
             )
-            yield jobs_pb2.SubmitVcfRequest(chunk=path.read_bytes())
+            yield jobs_pb2.SubmitVcfRequest(chunk=content)
 
         response = await ingest.SubmitVcf(requests(), timeout=30)
         assert response.job.job_id == job_id
