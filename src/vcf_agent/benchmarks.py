@@ -198,7 +198,9 @@ async def bench_e2e_processes(
         root / "bench.vcf", SyntheticVcfSpec(records=variants, samples=samples, seed=7)
     )
     url = bus_url or f"embedded://{root / 'bus'}"
-    with running_pipeline(url, root / "services") as services:
+    # Read by path (no upload in the measurement): allowed from root, the services' data dir excluded.
+    allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root)}
+    with running_pipeline(url, root / "services", env=allowed) as services:
         processes = [psutil.Process(s.process.pid) for s in services.values()]
         peak = 0
         async with grpc.aio.insecure_channel(services["ingest"].grpc) as channel:
