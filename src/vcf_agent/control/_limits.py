@@ -194,6 +194,8 @@ REQUEST_LIMITS: Mapping[str, Bound] = {
     # NotifierService
     "vcf_agent.v1.WatchRequest.job_id": ID,
     "vcf_agent.v1.WatchRequest.tenant_id": TENANT_ID,
+    "vcf_agent.v1.CreateWebSocketTicketRequest.job_id": ID,
+    "vcf_agent.v1.CreateWebSocketTicketRequest.tenant_id": TENANT_ID,
 }
 
 
