@@ -19,7 +19,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from tests.security.conftest import Deployment, TwoTenants, bearer
+from tests.security.conftest import PYVCF_TESTS, Deployment, TwoTenants, bearer, upload, wait_final
 from vcf_agent.v1 import (
     control_pb2,
     events_pb2,
@@ -257,3 +257,75 @@ async def test_plaintext_calls_to_a_tls_deployment_fail(deployment: Deployment) 
                 jobs_pb2.ListJobsRequest(), metadata=bearer(deployment.tokens["lab-a"]), timeout=3
             )
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_oversized_fields_of_every_lims_rpc_are_refused_without_being_echoed(
+    deployment: Deployment,
+) -> None:
+    huge = "x" * (1 << 20)
+    token = bearer(deployment.tokens["lab-a"])
+    tried = 0
+    for service, process in LIMS.items():
+        for method in service.methods:
+            request_type = GetMessageClass(method.input_type)
+            target, holder = (request_type(), None)
+            if method.input_type.full_name == "vcf_agent.v1.SubmitVcfRequest":
+                holder = jobs_pb2.SubmitVcfRequest()
+                target = holder.metadata
+            for field in target.DESCRIPTOR.fields:
+                if field.type != field.TYPE_STRING or field.is_repeated:
+                    continue
+                request = request_type() if holder is None else jobs_pb2.SubmitVcfRequest()
+                carrier = request if holder is None else request.metadata
+                setattr(carrier, field.name, huge)
+                answer = await call(deployment, Rpc(process, method), request, token)
+                assert answer.code == grpc.StatusCode.INVALID_ARGUMENT, (method.name, field.name, answer.code)
+                assert field.name in answer.text and len(answer.text) < 1000, (method.name, field.name)
+                tried += 1
+    assert tried >= 20
+    query = Rpc(
+        "writer", query_pb2.DESCRIPTOR.services_by_name["QueryService"].methods_by_name["QueryVariants"]
+    )
+    overflow = await call(
+        deployment, query, query_pb2.QueryVariantsRequest(region="chr1:1-99999999999999999999"), token
+    )
+    assert overflow.code == grpc.StatusCode.INVALID_ARGUMENT and "region" in overflow.text
+
+
+async def test_the_same_file_from_two_tenants_gives_each_its_own_complete_results(
+    deployment: Deployment,
+) -> None:
+    source = PYVCF_TESTS / "walk_left.vcf"
+    expected = 7  # six records: two with two ALTs, one REF-only (ALT "."), as counted in the text
+    jobs = {}
+    async with deployment.channel("ingest") as channel:
+        stub = jobs_pb2_grpc.IngestServiceStub(channel)
+        for tenant in ("lab-a", "lab-b"):
+            jobs[tenant] = await upload(stub, deployment.tokens[tenant], source)
+    assert jobs["lab-a"].job_id != jobs["lab-b"].job_id
+    stored: dict[str, set[str]] = {}
+    for tenant, job in jobs.items():
+        final = await wait_final(deployment, job.job_id)
+        assert (final.state, final.counts.total, final.counts.stored) == (
+            events_pb2.JOB_STATE_COMPLETE,
+            expected,
+            expected,
+        )
+        async with deployment.channel("writer") as channel:
+            rows = await query_pb2_grpc.QueryServiceStub(channel).QueryVariants(
+                query_pb2.QueryVariantsRequest(job_id=job.job_id), metadata=bearer(deployment.tokens[tenant])
+            )
+        assert rows.total == expected and {v.tenant_id for v in rows.variants} == {tenant}
+        stored[tenant] = {v.correlation_id for v in rows.variants}
+    assert not stored["lab-a"] & stored["lab-b"]
+    get_variant = Rpc(
+        "writer", query_pb2.DESCRIPTOR.services_by_name["QueryService"].methods_by_name["GetVariant"]
+    )
+    for variant_id in stored["lab-b"]:
+        answer = await call(
+            deployment,
+            get_variant,
+            query_pb2.GetVariantRequest(correlation_id=variant_id),
+            bearer(deployment.tokens["lab-a"]),
+        )
+        assert answer.code == grpc.StatusCode.NOT_FOUND
