@@ -30,7 +30,8 @@ from vcf_agent.control import SecuritySettings
 
 # The modules that read the environment (config.py says it is the only place, plus the control
 # plane's security settings).
-_READERS = (ROOT / "src" / "vcf_agent" / "config.py", ROOT / "src" / "vcf_agent" / "control" / "_config.py")
+# Tokens and TLS (SecuritySettings) are read there too.
+_READERS = (ROOT / "src" / "vcf_agent" / "config.py",)
 
 
 def variables_the_settings_read() -> set[str]:
