@@ -434,7 +434,9 @@ async def run_scenario(
     servers = ChaosServers(root, iggy_binary)
     await servers.start()
     try:
-        with running_pipeline(servers.failover_url(), root / "services") as services:
+        # The job is read by path, allowed from root (the services' data dir stays unreachable).
+        allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root)}
+        with running_pipeline(servers.failover_url(), root / "services", env=allowed) as services:
             say(f"{scenario}: five services up on {servers.failover_url()}")
             began = time.monotonic()
             job_id = await _submit(services["ingest"].grpc, path)
