@@ -19,6 +19,8 @@ from vcf_agent.bus import BackendLag, Bus, FailoverBus, PartitionLag
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.v1 import control_pb2
 
+from ._checkpoints import group_state
+
 log = logging.getLogger(__name__)
 
 # How long a single-backend lag read may take before GetStatus answers without it.
@@ -90,12 +92,7 @@ async def fill_bus_status(
     reads = await asyncio.gather(*(_read(bus, p.group, stream) for p, stream in pairs))
     by_pair = {(r.group, r.stream): r for r in reads}
     for processor in processors:
-        state = control_pb2.ConsumerGroupState(
-            group=processor.group,
-            streams=processor.streams,
-            state=processor.state,
-            in_flight=processor.in_flight,
-        )
+        state = group_state(processor)
         for stream in processor.streams:
             read = by_pair[processor.group, stream]
             state.partitions.extend(_lag_messages(processor.group, _merged(stream, read.backends)))

@@ -27,17 +27,22 @@ def select(processors: Sequence[StreamProcessor], group: str) -> list[StreamProc
     return chosen
 
 
+def group_state(processor: StreamProcessor) -> control_pb2.ConsumerGroupState:
+    """A processor's group as the control API shows it, before its partitions' lags are added."""
+    return control_pb2.ConsumerGroupState(
+        group=processor.group,
+        streams=processor.streams,
+        state=processor.state,
+        in_flight=processor.in_flight,
+    )
+
+
 async def group_states(
     bus: Bus, processors: Sequence[StreamProcessor]
 ) -> list[control_pb2.ConsumerGroupState]:
     states = []
     for processor in processors:
-        state = control_pb2.ConsumerGroupState(
-            group=processor.group,
-            streams=processor.streams,
-            state=processor.state,
-            in_flight=processor.in_flight,
-        )
+        state = group_state(processor)
         for stream in processor.streams:
             state.partitions.extend(await _lags(bus, processor.group, stream))
         states.append(state)
