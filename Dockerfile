@@ -33,7 +33,6 @@ RUN --mount=type=secret,id=pip-ca \
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY proto ./proto
-COPY services ./services
 COPY src ./src
 # No index and no build isolation: every dependency and the build backend are already installed.
 RUN pip install --no-index --no-deps --no-build-isolation . \

@@ -10,18 +10,18 @@ setup(
     ext_modules=[
         Extension(
             "vcf_agent.services.ingest._record_encoder",
-            sources=["services/ingest/_record_encoder.c"],
+            sources=["src/vcf_agent/services/ingest/_record_encoder.c"],
             extra_compile_args=_FLAGS,
         ),
         Extension(
             "vcf_agent.services.writer._row_builder",
-            sources=["services/writer/_row_builder.c"],
+            sources=["src/vcf_agent/services/writer/_row_builder.c"],
             include_dirs=_WIRE,
             extra_compile_args=_FLAGS,
         ),
         Extension(
             "vcf_agent.services.router._local_wire",
-            sources=["services/router/_local_wire.c"],
+            sources=["src/vcf_agent/services/router/_local_wire.c"],
             include_dirs=_WIRE,
             extra_compile_args=_FLAGS,
         ),
