@@ -36,7 +36,7 @@ COPY proto ./proto
 COPY src ./src
 # No index and no build isolation: every dependency and the build backend are already installed.
 RUN pip install --no-index --no-deps --no-build-isolation . \
-    && python -c 'import vcf_agent.services.ingest._record_encoder, vcf_agent.services.router._local_wire, vcf_agent.services.writer._row_builder'
+    && python -c 'import vcf_agent.services.ingest._record_encoder, vcf_agent.analysis._local_wire, vcf_agent.services.writer._row_builder'
 
 FROM ${BASE_IMAGE}
 # Set by the release build: the version, the commit and the repository it was built from.

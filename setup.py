@@ -20,8 +20,8 @@ setup(
             extra_compile_args=_FLAGS,
         ),
         Extension(
-            "vcf_agent.services.router._local_wire",
-            sources=["src/vcf_agent/services/router/_local_wire.c"],
+            "vcf_agent.analysis._local_wire",
+            sources=["src/vcf_agent/analysis/_local_wire.c"],
             include_dirs=_WIRE,
             extra_compile_args=_FLAGS,
         ),

@@ -19,7 +19,7 @@ fi
 # The stamp skips pip when neither the dependencies nor the compiled extensions
 # (src/vcf_agent/services/*/_*.c and the header they share, built by setup.py with the machine's
 # C compiler) have changed since the last install.
-stamp=.venv/.installed-$(cat pyproject.toml setup.py src/vcf_agent/services/*/_*.c src/vcf_agent/schema/_wire.h | sha256sum | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml setup.py src/vcf_agent/services/*/_*.c src/vcf_agent/analysis/_*.c src/vcf_agent/schema/_wire.h | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e '.[dev]'

@@ -14,7 +14,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "src" / "vcf_agent" / "examples"
 
 def vcf_agent(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "vcf_agent.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "vcf_agent", *args], capture_output=True, text=True, timeout=300
     )
 
 

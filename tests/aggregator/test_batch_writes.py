@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from vcf_agent.benchmarks import synthetic_batch
+from vcf_agent.analysis import LocalProvider, build_write
+from vcf_agent.app.benchmarks import synthetic_batch
 from vcf_agent.bus import OutgoingMessage, Record
 from vcf_agent.config import Settings
 from vcf_agent.schema import decode, encode, encode_serialized, message_type, variant_first_result
-from vcf_agent.services.aggregator import Correlator, build_write
-from vcf_agent.services.router import LocalProvider
+from vcf_agent.services.aggregator import Correlator
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from vcf_agent.analysis import build_write
 from vcf_agent.schema import varint
-from vcf_agent.services.aggregator import build_write
 from vcf_agent.services.aggregator._correlator import _single_write
 from vcf_agent.v1 import analysis_pb2, events_pb2
 

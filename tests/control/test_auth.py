@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.control.conftest import HostFactory, probe_service
+from vcf_agent.app.cli import EXAMPLE_VCF
 from vcf_agent.bus import Bus
-from vcf_agent.cli import EXAMPLE_VCF
 from vcf_agent.config import ConfigError, Settings
 from vcf_agent.control import SecuritySettings
 from vcf_agent.services import ingest

@@ -14,14 +14,14 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from vcf_agent.analysis import RouterSettings
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
 from vcf_agent.control import FlagStore, JobRun, compare_modes
 from vcf_agent.runner import ServiceHost
 from vcf_agent.services import aggregator, ingest, router, writer
 from vcf_agent.services.ingest import JobRegistry, VariantPublisher
-from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
-from vcf_agent.services.router import RouterSettings
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import control_pb2, events_pb2
 
 from .conftest import HostFactory, control_stub

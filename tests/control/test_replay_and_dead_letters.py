@@ -10,8 +10,8 @@ import pytest
 from tests.control.conftest import PROBE_STREAM, HostFactory, control_stub, probe_service
 from tests.control.test_checkpoints import until
 from tests.control.test_flags import bad_request_fields
+from vcf_agent.app.cli import EXAMPLE_VCF
 from vcf_agent.bus import Bus
-from vcf_agent.cli import EXAMPLE_VCF
 from vcf_agent.config import Settings
 from vcf_agent.control._scan import scan_stream
 from vcf_agent.processing import DeadLetterSink

@@ -98,7 +98,7 @@ def start(name: str, service: dict[str, Any], where: Endpoints, extra_env: dict[
         log_path = where.data_dir / f"{name}.{attempt}.log"
         with log_path.open("w") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "vcf_agent.cli", *command],
+                [sys.executable, "-m", "vcf_agent", *command],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,

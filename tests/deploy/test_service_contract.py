@@ -24,7 +24,7 @@ from tests.deploy._deploy_files import (
     render_overlay,
     service_workloads,
 )
-from vcf_agent.cli import build_parser
+from vcf_agent.app.cli import build_parser
 from vcf_agent.config import SERVICES, Settings
 from vcf_agent.control import SecuritySettings
 

@@ -12,7 +12,7 @@ import pysam
 
 from vcf_agent.localdev import running_pipeline, start_service, stop_service
 from vcf_agent.services.ingest import file_digest, job_id_for
-from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, query_pb2, query_pb2_grpc
 
 

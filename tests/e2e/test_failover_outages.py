@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vcf_agent.chaos import (
+from vcf_agent.app.chaos import (
     BOTH_DOWN,
     FALLBACK_KILLED,
     HEALTHY,

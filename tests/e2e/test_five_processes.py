@@ -24,7 +24,7 @@ import websockets
 
 from vcf_agent.localdev import ServiceProcess, running_pipeline
 from vcf_agent.services.ingest import file_digest, job_id_for
-from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import (
     events_pb2,
     jobs_pb2,
@@ -180,7 +180,7 @@ async def check_pipeline(bus_url: str, data_dir: Path, tmp_path: Path) -> None:
         # The LIMS command line: upload in chunks, follow the job to the end.
         submitted = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "vcf_agent.cli", "submit", str(EXAMPLE_VCF), "--ingest",
+            [sys.executable, "-m", "vcf_agent", "submit", str(EXAMPLE_VCF), "--ingest",
              services["ingest"].grpc, "--tenant", "lab-b", "--priority", "5", "--watch"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip

@@ -25,13 +25,13 @@ import vcf as pyvcf
 import websockets
 
 from tests.router._fake_vendors import API_KEY, FakeVendor, Reply, Seen
+from vcf_agent.analysis import ProviderSettings, RouterSettings, Secret
 from vcf_agent.bus import open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ServiceHost, ensure_topology
 from vcf_agent.services import aggregator, ingest, notifier, router, writer
 from vcf_agent.services.ingest import file_digest, job_id_for
 from vcf_agent.services.notifier import WebSocketGateway
-from vcf_agent.services.router import ProviderSettings, RouterSettings, Secret
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, notifier_pb2, notifier_pb2_grpc
 
 GATK_VCF = Path(pyvcf.__file__).parent / "test" / "gatk.vcf"
@@ -85,7 +85,7 @@ def openai_at(fake: FakeVendor, **fields: str) -> dict[str, str]:
 async def vcf_agent(*args: str, env: Mapping[str, str]) -> tuple[int, str, str]:
     """The CLI in a child process while this loop keeps serving the fake provider."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vcf_agent.cli", *args,
+        sys.executable, "-m", "vcf_agent", *args,
         env=dict(env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(child.communicate(), timeout=300)

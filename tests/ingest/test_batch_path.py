@@ -11,6 +11,7 @@ from typing import cast
 import pytest
 from google.protobuf import json_format
 
+from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.bus import (
     Bus,
     BusUnavailableError,
@@ -23,10 +24,9 @@ from vcf_agent.bus import (
 )
 from vcf_agent.config import Settings
 from vcf_agent.control import FlagStore
-from vcf_agent.pipeline import LocalPipeline
 from vcf_agent.services.ingest import JobRecord, JobRegistry, choose_mode
-from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.services.writer import GraphStore, LanceStore, VariantQuery
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import analysis_pb2, control_pb2, events_pb2, jobs_pb2, query_pb2
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.services.ingest._vcf_reader import VcfReader
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 
 
 def _sizes(path: Path, **kwargs: int) -> list[int]:

@@ -19,8 +19,8 @@ import pysam
 import pytest
 import vcf
 
+from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
-from vcf_agent.pipeline import LocalPipeline
 from vcf_agent.services.ingest import validate_file
 from vcf_agent.services.ingest._vcf_header import WARNING_CODES
 from vcf_agent.services.ingest._vcf_reader import GVCF_PLACEHOLDERS, VcfReader

@@ -14,7 +14,7 @@ from vcf_agent.config import Settings
 from vcf_agent.runner import ServiceHost, ensure_topology
 from vcf_agent.schema import decode, message_type
 from vcf_agent.services import ingest
-from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc, variant_pb2
 
 

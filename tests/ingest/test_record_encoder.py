@@ -17,8 +17,8 @@ import pytest
 import vcf  # pyvcf3: only its bundled test files are used
 
 from vcf_agent.services.ingest._record_encoder import RecordEncoder, blake2b_hex
-from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.services.ingest._vcf_reader import VcfFileError, VcfReader
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 
 from ._vcf_text import COLUMNS, HEADER, record, write_vcf
 

@@ -13,15 +13,15 @@ import pytest
 import vcf
 from pysam import bcftools
 
+from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
-from vcf_agent.pipeline import LocalPipeline
 from vcf_agent.schema import decode
 from vcf_agent.services.ingest import VariantPublisher, validate_file
-from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.services.ingest._vcf_header import VcfFileError
 from vcf_agent.services.ingest._vcf_reader import VcfReader
 from vcf_agent.services.writer import LanceStore
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._vcf_text import GOOD, HEADER, record, write_vcf

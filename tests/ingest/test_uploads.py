@@ -12,13 +12,13 @@ import pytest
 import vcf
 
 from tests._grpc_errors import violated_field
+from vcf_agent.app.pipeline import service_builder
 from vcf_agent.bus import open_bus
 from vcf_agent.config import Settings
-from vcf_agent.pipeline import service_builder
 from vcf_agent.runner import ServiceHost, ensure_topology
 from vcf_agent.services import ingest
 from vcf_agent.services.ingest import JobRegistry, UploadArea
-from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 LIMIT = 64 * 1024

@@ -12,12 +12,12 @@ import pytest
 import vcf
 
 from vcf_agent.schema import correlation_id
-from vcf_agent.services.ingest._vcf_generator import (
+from vcf_agent.services.ingest._vcf_reader import VcfFileError, VcfReader, file_digest
+from vcf_agent.synthetic_vcf import (
     SyntheticVcfSpec,
     expected_variant_count,
     write_synthetic_vcf,
 )
-from vcf_agent.services.ingest._vcf_reader import VcfFileError, VcfReader, file_digest
 from vcf_agent.v1 import variant_pb2
 
 PYVCF_DATA = Path(vcf.__file__).parent / "test"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pysam
 
+from vcf_agent.analysis import LocalProvider
 from vcf_agent.services.ingest._annotation_context import DEFAULT_POPULATION_PATTERN, annotation_context
 from vcf_agent.services.ingest._vcf_reader import VcfReader
-from vcf_agent.services.router import LocalProvider
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from vcf_agent.analysis._providers import LocalProvider
+from vcf_agent.analysis._routing import HEADER_PROVIDER, ProviderWorker
 from vcf_agent.bus import Record, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ensure_topology
 from vcf_agent.schema import encode
-from vcf_agent.services.router._providers import LocalProvider
-from vcf_agent.services.router._routing import HEADER_PROVIDER, ProviderWorker
 from vcf_agent.v1 import analysis_pb2
 
 

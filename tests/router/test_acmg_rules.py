@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vcf_agent.services.router._acmg import (
+from vcf_agent.analysis._acmg import (
     MODERATE,
     STAND_ALONE,
     STRONG,
@@ -15,7 +15,7 @@ from vcf_agent.services.router._acmg import (
     combine,
     frequency_criteria,
 )
-from vcf_agent.services.router._local_annotator import clinvar_class
+from vcf_agent.analysis._local_annotator import clinvar_class
 
 
 def met(*codes: tuple[str, str]) -> list[Criterion]:

@@ -43,8 +43,8 @@ from pathlib import Path
 import pytest
 import vcf  # pyvcf3: only its bundled test files are used
 
+from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
-from vcf_agent.pipeline import LocalPipeline
 from vcf_agent.services.ingest._annotation_context import annotation_context
 from vcf_agent.services.writer._lance_store import LanceStore, VariantQuery
 from vcf_agent.v1 import analysis_pb2, events_pb2

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 import msgpack
 
-from vcf_agent.benchmarks import synthetic_batch
+from vcf_agent.analysis import AnswerCache, CacheSync, ProviderPool
+from vcf_agent.analysis._cache import CachedAnswer, cache_key, prompt_digest
+from vcf_agent.analysis._config import ProviderSettings, RouterSettings, Secret
+from vcf_agent.analysis._prompt import PROMPT_VERSION, Prompt
+from vcf_agent.app.benchmarks import synthetic_batch
 from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ensure_topology
-from vcf_agent.services.router import AnswerCache, CacheSync, ProviderPool
-from vcf_agent.services.router._cache import CachedAnswer, cache_key, prompt_digest
-from vcf_agent.services.router._config import ProviderSettings, RouterSettings, Secret
-from vcf_agent.services.router._prompt import PROMPT_VERSION, Prompt
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 from ._fake_vendors import API_KEY, FakeVendor

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vcf_agent.analysis import VariantRouter
 from vcf_agent.bus import StreamSpec, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.control import FlagStore
-from vcf_agent.services.router import VariantRouter
 from vcf_agent.v1 import control_pb2, variant_pb2
 
 

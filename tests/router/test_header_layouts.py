@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vcf_agent.services.router._local_annotator import LocalAnnotator
+from vcf_agent.analysis._local_annotator import LocalAnnotator
 
 from ._file_analysis import analyse_file
 

@@ -17,20 +17,20 @@ import pysam
 import pytest
 import vcf  # pyvcf3: only its bundled test files are used
 
-from vcf_agent.services.ingest._annotation_context import annotation_context
-from vcf_agent.services.router._annotation_fields import (
+from vcf_agent.analysis._annotation_fields import (
     AnnotationContext,
     parse_format_description,
     read_annotations,
 )
-from vcf_agent.services.router._gene_index import GeneIndex, TabixGeneIndex, detect_format
-from vcf_agent.services.router._local_annotator import (
+from vcf_agent.analysis._gene_index import GeneIndex, TabixGeneIndex, detect_format
+from vcf_agent.analysis._local_annotator import (
     MODEL,
     PROVIDER,
     LocalAnnotator,
     zygosity,
 )
-from vcf_agent.services.router._variant_fields import variant_fields
+from vcf_agent.analysis._variant_fields import variant_fields
+from vcf_agent.services.ingest._annotation_context import annotation_context
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 from ._file_analysis import info_value, messages_from_vcf

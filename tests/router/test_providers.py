@@ -12,18 +12,17 @@ from typing import Any
 
 import pytest
 
-from vcf_agent.config import ConfigError
-from vcf_agent.services.router._config import ProviderSettings, RouterSettings, Secret
-from vcf_agent.services.router._dispatch import Answered, Failed, ProviderLane
-from vcf_agent.services.router._llm_providers import (
+from vcf_agent.analysis._config import ProviderSettings, RouterSettings, Secret
+from vcf_agent.analysis._dispatch import Answered, Failed, ProviderLane
+from vcf_agent.analysis._llm_providers import (
     ANTHROPIC_VERSION,
     CallError,
     Completion,
     LLMProvider,
     RateLimited,
 )
-from vcf_agent.services.router._local_annotator import LocalAnnotator
-from vcf_agent.services.router._prompt import (
+from vcf_agent.analysis._local_annotator import LocalAnnotator
+from vcf_agent.analysis._prompt import (
     CLASSIFICATIONS,
     PROMPT_VERSION,
     MalformedAnswer,
@@ -31,6 +30,7 @@ from vcf_agent.services.router._prompt import (
     build_prompt,
     parse_answer,
 )
+from vcf_agent.config import ConfigError
 from vcf_agent.v1 import variant_pb2
 
 from ._fake_vendors import API_KEY, VALID_ANSWER, FakeVendor, Reply, Seen, Vendor

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vcf_agent.benchmarks import synthetic_batch
+from vcf_agent.analysis import analysis_requests, expanded_requests, provider_deadline
+from vcf_agent.analysis._providers import LocalProvider
+from vcf_agent.analysis._routing import HEADER_PROVIDER, VariantRouter, answer_batch
+from vcf_agent.app.benchmarks import synthetic_batch
 from vcf_agent.bus import Record, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ensure_topology
 from vcf_agent.schema import decode, decode_serialized, encode, repeated_messages
-from vcf_agent.services.router import analysis_requests, expanded_requests, provider_deadline
-from vcf_agent.services.router._providers import LocalProvider
-from vcf_agent.services.router._routing import HEADER_PROVIDER, VariantRouter, answer_batch
 from vcf_agent.v1 import analysis_pb2
 
 from ._local_worker import published_answers

@@ -15,13 +15,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vcf_agent.benchmarks import synthetic_batch
+from vcf_agent.analysis import AnswerCache, CacheSync, ProviderPool
+from vcf_agent.analysis._config import ProviderSettings, RouterSettings, Secret, Strategy
+from vcf_agent.app.benchmarks import synthetic_batch
 from vcf_agent.bus import Bus, OutgoingMessage, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ServiceParts, ensure_topology
 from vcf_agent.schema import decode, encode
-from vcf_agent.services.router import AnswerCache, CacheSync, ProviderPool, build
-from vcf_agent.services.router._config import ProviderSettings, RouterSettings, Secret, Strategy
+from vcf_agent.services.router import build
 from vcf_agent.v1 import analysis_pb2, events_pb2
 
 from ._fake_vendors import API_KEY, VALID_ANSWER, FakeVendor, Reply, Seen

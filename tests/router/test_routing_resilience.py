@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from vcf_agent.services.router._breaker import CircuitBreaker
-from vcf_agent.services.router._rate_limit import TokenBucket
+from vcf_agent.analysis._breaker import CircuitBreaker
+from vcf_agent.analysis._rate_limit import TokenBucket
 
 
 def state(breaker: CircuitBreaker) -> str:

@@ -22,17 +22,17 @@ import pytest
 import vcf  # pyvcf3: only its bundled test files are used
 from google.protobuf.message import DecodeError
 
+from vcf_agent.analysis import analysis_requests, provider_deadline
+from vcf_agent.analysis._annotation_fields import AnnotationContext
+from vcf_agent.analysis._gene_index import GeneIndex
+from vcf_agent.analysis._local_annotator import LocalAnnotator
+from vcf_agent.analysis._local_wire import encode_answer, read_variants
+from vcf_agent.analysis._providers import LocalProvider
+from vcf_agent.analysis._variant_fields import variant_fields
 from vcf_agent.config import Settings
 from vcf_agent.schema import decode_serialized
-from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.services.ingest._vcf_reader import VcfFileError, VcfReader
-from vcf_agent.services.router import analysis_requests, provider_deadline
-from vcf_agent.services.router._annotation_fields import AnnotationContext
-from vcf_agent.services.router._gene_index import GeneIndex
-from vcf_agent.services.router._local_annotator import LocalAnnotator
-from vcf_agent.services.router._local_wire import encode_answer, read_variants
-from vcf_agent.services.router._providers import LocalProvider
-from vcf_agent.services.router._variant_fields import variant_fields
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 from ._local_worker import published_answers

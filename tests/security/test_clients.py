@@ -37,7 +37,7 @@ def grpcurl(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[s
 
 
 def vcf_agent(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "vcf_agent.cli", *args], env)
+    return run([sys.executable, "-m", "vcf_agent", *args], env)
 
 
 def alt_alleles(path: Path) -> int:

@@ -24,7 +24,7 @@ def clean_env() -> dict[str, str]:
 
 
 def serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "vcf_agent.cli", "serve", "router", "--data-dir", str(tmp_path), *args]
+    command = [sys.executable, "-m", "vcf_agent", "serve", "router", "--data-dir", str(tmp_path), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, env=clean_env(), check=False)
 
 

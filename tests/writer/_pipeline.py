@@ -9,13 +9,13 @@ from pathlib import Path
 
 import grpc
 
+from vcf_agent.analysis import RouterSettings
 from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.control import SecuritySettings
 from vcf_agent.runner import ServiceHost, ensure_topology
 from vcf_agent.schema import TERMINAL_STATES
 from vcf_agent.services import aggregator, ingest, router, writer
-from vcf_agent.services.router import RouterSettings
 from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
 
 

@@ -47,7 +47,7 @@ def start_service(
     data_dir.mkdir(parents=True, exist_ok=True)
     websocket_port = free_port() if name == "notifier" else 0
     command = [
-        sys.executable, "-m", "vcf_agent.cli", "--log-level", "INFO", "serve", name,
+        sys.executable, "-m", "vcf_agent", "--log-level", "INFO", "serve", name,
         "--bus", bus_url, "--data-dir", str(data_dir / name), "--grpc-port", "0",
         "--websocket-port", str(websocket_port), *extra_args,
     ]  # fmt: skip

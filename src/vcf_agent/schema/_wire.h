@@ -1,6 +1,6 @@
 /*
  * Reading protobuf wire bytes as upb does, for the compiled readers
- * (services/writer/_row_builder.c, services/router/_local_wire.c under src/vcf_agent). Their input
+ * (services/writer/_row_builder.c, analysis/_local_wire.c under src/vcf_agent). Their input
  * comes off the bus, so every varint, length and wire type is checked against
  * the end of the buffer, and a payload upb would reject is never read as if it
  * were valid.

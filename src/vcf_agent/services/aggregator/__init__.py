@@ -8,9 +8,9 @@ from vcf_agent.control import FlagStore
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.runner import ServiceParts
 
-from ._correlator import Correlator, build_write, merge_verdict
+from ._correlator import Correlator
 
-__all__ = ["Correlator", "build", "build_write", "merge_verdict"]
+__all__ = ["Correlator", "build"]
 
 NAME = "aggregator"
 

@@ -17,6 +17,7 @@ from typing import NamedTuple
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
+from vcf_agent.analysis import build_write
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
 from vcf_agent.processing import (
@@ -26,7 +27,6 @@ from vcf_agent.processing import (
     decode_serialized_or_dead_letter,
 )
 from vcf_agent.schema import (
-    CLASSIFICATIONS,
     encode,
     encode_serialized,
     length_delimited,
@@ -77,46 +77,6 @@ class _JobProgress:
     analysed: int = 0
     classifications: Counter[str] = field(default_factory=Counter)
     finished: bool = False
-
-
-def merge_verdict(results: list[analysis_pb2.AnalysisResult]) -> tuple[str, str]:
-    """(classification, priority tier): the most severe answer among successful providers."""
-    ok = [r for r in results if r.status == _STATUS_OK and r.classification]
-    # No provider answered: nothing was assessed.
-    classification = "not_classified"
-    if ok:
-        ranked = sorted(
-            ok,
-            key=lambda r: (
-                CLASSIFICATIONS.index(r.classification) if r.classification in CLASSIFICATIONS else 2
-            ),
-        )
-        classification = ranked[0].classification
-    tier = next((r.annotation.priority_tier for r in results if r.annotation.priority_tier), "")
-    return classification, tier
-
-
-def build_write(
-    cid: str, results: list[analysis_pb2.AnalysisResult], requested: frozenset[str], *, partial: bool
-) -> events_pb2.DatabaseWrite:
-    """The stored form of one variant's answers (results ordered by provider); empties their variants."""
-    first = results[0]
-    classification, tier = merge_verdict(results)
-    write = events_pb2.DatabaseWrite(
-        correlation_id=cid,
-        job_id=first.job_id,
-        tenant_id=first.tenant_id,
-        classification=classification,
-        priority_tier=tier,
-        partial=partial,
-        missing_providers=sorted(requested - {r.provider for r in results}),
-    )
-    write.variant.CopyFrom(first.variant)
-    for result in results:
-        # Drop the embedded variant before copying: the write carries it once.
-        result.ClearField("variant")
-    write.results.extend(results)
-    return write
 
 
 # Serialized (job, tenant, classification, tier) fields of DatabaseWrite: a job has few

@@ -9,13 +9,13 @@ converged from `control-events` like every other copy.
 
 from __future__ import annotations
 
+from vcf_agent.analysis import RouterSettings, analysis_providers
 from vcf_agent.bus import Bus, Record
 from vcf_agent.config import Settings
 from vcf_agent.control import JOB_RUNS, FlagStore, ServiceApi
 from vcf_agent.processing import CommitOffsets, StreamProcessor
 from vcf_agent.runner import Component, ServiceParts, service_flags
 from vcf_agent.schema import PayloadError, decode
-from vcf_agent.services.router import RouterSettings, analysis_providers
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 from ._api import IngestApi

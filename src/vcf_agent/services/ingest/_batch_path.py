@@ -32,17 +32,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from vcf_agent import telemetry
-from vcf_agent.bus import Bus, OutgoingMessage
-from vcf_agent.config import Settings
-from vcf_agent.schema import encode
-from vcf_agent.services.aggregator import build_write
-from vcf_agent.services.router import (
+from vcf_agent.analysis import (
     ProviderSet,
     VariantRouter,
     analysis_requests,
+    build_write,
     expanded_requests,
     provider_deadline,
 )
+from vcf_agent.bus import Bus, OutgoingMessage
+from vcf_agent.config import Settings
+from vcf_agent.schema import encode
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 _PROGRESS_INTERVAL_S = 0.25

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from vcf_agent.benchmarks import RssSampler
+from vcf_agent.app.benchmarks import RssSampler
 from vcf_agent.bus import open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ensure_topology

@@ -13,7 +13,7 @@ from typing import Any
 
 from vcf_agent.config import SERVICES, ClientSettings, ConfigError, Settings
 
-EXAMPLE_VCF = Path(__file__).parent / "examples" / "gatk-multisample.vcf"
+EXAMPLE_VCF = Path(__file__).parent.parent / "examples" / "gatk-multisample.vcf"
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -28,7 +28,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from vcf_agent._run_command import run_files
+    from vcf_agent.app._run_command import run_files
 
     files = [Path(f) for f in args.files] or [EXAMPLE_VCF]
     for path in files:
@@ -40,7 +40,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from vcf_agent.pipeline import service_builder
+    from vcf_agent.app.pipeline import service_builder
     from vcf_agent.runner import serve
 
     settings = _settings(
@@ -75,14 +75,14 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from vcf_agent._query_command import query
+    from vcf_agent.app._query_command import query
 
     client = ClientSettings.from_env(token=args.token, tls_ca=args.tls_ca, tls=args.tls)
     return asyncio.run(query(args, client))
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from vcf_agent._dev_command import run_dev_server
+    from vcf_agent.app._dev_command import run_dev_server
 
     return run_dev_server(args.server)
 
@@ -94,7 +94,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_chaos(args: argparse.Namespace) -> int:
-    from vcf_agent import chaos
+    from vcf_agent.app import chaos
     from vcf_agent.localdev import find_iggy_server
 
     binary = find_iggy_server()
@@ -110,7 +110,7 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from vcf_agent import benchmarks
+    from vcf_agent.app import benchmarks
 
     result = asyncio.run(benchmarks.run(args))
     print(json.dumps(result) if args.json else benchmarks.render(result))
@@ -235,6 +235,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     return result
 
-
-if __name__ == "__main__":
-    sys.exit(main())

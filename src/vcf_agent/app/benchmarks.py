@@ -32,7 +32,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 raise SystemExit("vcf-agent bench ingest FILE: a VCF file is required")
             result = await bench_ingest(Path(args.file), root)
         elif args.target == "providers":
-            from vcf_agent.services.router import bench_providers
+            from vcf_agent.app._provider_bench import bench_providers
 
             result = await bench_providers(args.variants)
         elif args.processes:
@@ -130,8 +130,8 @@ async def bench_bus(url: str, variants: int, batch_size: int) -> dict[str, objec
 
 async def bench_e2e(root: Path, variants: int, samples: int, bus_url: str | None) -> dict[str, object]:
     """Generate a VCF, run all five services in-process, time it to completion."""
-    from vcf_agent.pipeline import LocalPipeline
-    from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+    from vcf_agent.app.pipeline import LocalPipeline
+    from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 
     path = write_synthetic_vcf(
         root / "bench.vcf", SyntheticVcfSpec(records=variants, samples=samples, seed=7)
@@ -191,7 +191,7 @@ async def bench_e2e_processes(
     import grpc
 
     from vcf_agent.localdev import running_pipeline
-    from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+    from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
     from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
 
     path = write_synthetic_vcf(

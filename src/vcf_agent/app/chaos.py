@@ -424,7 +424,7 @@ async def run_scenario(
     on_progress: Callable[[str], None] | None = None,
 ) -> ScenarioResult:
     """One scenario end to end in `root`; problems are collected in the result, not raised."""
-    from vcf_agent.services.ingest._vcf_generator import SyntheticVcfSpec, write_synthetic_vcf
+    from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 
     say = on_progress or (lambda _text: None)
     path = write_synthetic_vcf(

@@ -14,12 +14,11 @@ import json
 import time
 import uuid
 
+from vcf_agent.analysis import ProviderSettings, RouterSettings
 from vcf_agent.bus import Bus, OutgoingMessage, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ensure_topology
 from vcf_agent.schema import encode
-
-from ._config import ProviderSettings, RouterSettings
 
 LLM_LATENCY_S = 0.2
 LLM_CONCURRENCY = 64
@@ -140,9 +139,8 @@ async def bench_providers(variants: int) -> dict[str, object]:
 async def _through_router(variants: int, providers: tuple[str, ...], config: RouterSettings) -> float:
     """Start the router, publish `variants`, and time until every provider's results are out."""
     # Imported here: the ingest benchmark helpers live in the core's benchmarks module.
-    from vcf_agent.benchmarks import synthetic_batch
-
-    from . import build
+    from vcf_agent.app.benchmarks import synthetic_batch
+    from vcf_agent.services.router import build
 
     settings = Settings(
         bus_url=f"memory://bench-providers-{uuid.uuid4().hex[:8]}",

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
-from vcf_agent.pipeline import LocalPipeline
 from vcf_agent.schema import ended_badly, exit_code, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
