@@ -62,7 +62,7 @@ def test_lock_pins_every_runtime_dependency_at_the_version_pyproject_pins() -> N
 def test_dependencies_are_installed_before_the_source_is_copied() -> None:
     text = DOCKERFILE.read_text()
     lock_install = text.index("--require-hashes")
-    for source in ("COPY src", "COPY services", "COPY proto"):
+    for source in ("COPY src", "COPY proto"):
         assert text.index(source) > lock_install, f"{source} comes before the locked dependency install"
 
 
