@@ -26,8 +26,8 @@ from vcf_agent.processing import (
     decode_or_dead_letter,
     decode_serialized_or_dead_letter,
 )
+from vcf_agent.progress import progress_notification
 from vcf_agent.schema import (
-    encode,
     encode_serialized,
     length_delimited,
     message_type,
@@ -306,16 +306,16 @@ class Correlator:
         dirty, self._dirty = self._dirty, set()
         for job_id in dirty:
             job = self._jobs[job_id]
-            note = events_pb2.Notification(
-                job_id=job_id,
-                tenant_id=job.tenant_id,
-                stage=events_pb2.STAGE_ANALYSIS,
-                state=events_pb2.JOB_STATE_ANALYSING,
-                done=job.analysed,
-                timestamp=stamp,
-                classifications=dict(job.classifications),
+            messages.append(
+                progress_notification(
+                    job_id,
+                    job.tenant_id,
+                    events_pb2.STAGE_ANALYSIS,
+                    events_pb2.JOB_STATE_ANALYSING,
+                    done=job.analysed,
+                    timestamp=stamp,
+                    classifications=job.classifications,
+                )
             )
-            payload, headers = encode(note, tenant_id=job.tenant_id)
-            messages.append(OutgoingMessage(payload, job_id.encode(), headers))
         if messages:
             await self._bus.publish(self._settings.topology.user_notifications, messages)

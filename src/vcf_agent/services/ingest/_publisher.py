@@ -35,7 +35,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from vcf_agent import telemetry
 from vcf_agent.bus import Bus, BusError, OutgoingMessage
 from vcf_agent.config import Settings
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.processing import DeadLetterSink
+from vcf_agent.progress import progress_notification
 from vcf_agent.schema import encode, encode_serialized
 from vcf_agent.v1 import events_pb2, variant_pb2
 
@@ -96,7 +98,7 @@ class _Progress:
     placeholder_alleles: int = 0
 
 
-class VariantPublisher:
+class VariantPublisher(AsyncComponent):
     """Runs ingest jobs; one asyncio task per job."""
 
     def __init__(
@@ -525,26 +527,22 @@ class VariantPublisher:
         total: int = 0,
         classifications: Counter[str] | None = None,
     ) -> None:
-        now = Timestamp()
-        now.GetCurrentTime()
-        note = events_pb2.Notification(
-            job_id=job.job_id,
-            tenant_id=job.tenant_id,
-            stage=stage,
-            state=state,
+        note = progress_notification(
+            job.job_id,
+            job.tenant_id,
+            stage,
+            state,
             done=done,
             total=total,
             message=message,
-            timestamp=now,
             file_id=job.file_id,
             source_name=job.source_name,
             samples=len(progress.samples) if progress else 0,
             dead_lettered=progress.dead_lettered if progress else 0,
             providers=job.providers,
-            classifications=dict(classifications or {}),
+            classifications=classifications,
         )
-        payload, headers = encode(note, tenant_id=job.tenant_id)
-        await self._bus.publish(self._notifications, [OutgoingMessage(payload, job.job_id.encode(), headers)])
+        await self._bus.publish(self._notifications, [note])
 
 
 def _finished_message(progress: _Progress) -> str:

@@ -22,10 +22,12 @@ import pyarrow.compute as pc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
-from vcf_agent.bus import Bus, OutgoingMessage, Record
+from vcf_agent.bus import Bus, Record
 from vcf_agent.config import Settings
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.processing import CommitOffsets, DeadLetterSink, next_offsets, parse_or_dead_letter
-from vcf_agent.schema import encode, serialized_message
+from vcf_agent.progress import progress_notification
+from vcf_agent.schema import serialized_message
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._graph_store import GraphStore
@@ -132,7 +134,7 @@ class _JobBook:
         self._db.close()
 
 
-class StoreSink:
+class StoreSink(AsyncComponent):
     """The writer's consumer handler: buffer, write both stores, then report progress."""
 
     def __init__(self, bus: Bus, settings: Settings, lance: LanceStore, graph: GraphStore) -> None:
@@ -306,20 +308,20 @@ class StoreSink:
             if tally.finished and stored >= tally.total and not tally.complete:
                 await asyncio.to_thread(self._decide, job_id, tally, stored)
             self._book.save(job_id, tally)
-            note = events_pb2.Notification(
-                job_id=job_id,
-                tenant_id=tenant_id or tally.tenant_id,
-                stage=events_pb2.STAGE_STORAGE,
-                state=cast(events_pb2.JobState.ValueType, tally.state),
-                done=stored,
-                total=tally.total,
-                timestamp=stamp,
-                classifications=dict(tally.classifications),
-                message=_state_message(tally),
-                provider_counts=tally.provider_counts(),
+            messages.append(
+                progress_notification(
+                    job_id,
+                    tenant_id or tally.tenant_id,
+                    events_pb2.STAGE_STORAGE,
+                    cast(events_pb2.JobState.ValueType, tally.state),
+                    done=stored,
+                    total=tally.total,
+                    timestamp=stamp,
+                    classifications=tally.classifications,
+                    message=_state_message(tally),
+                    provider_counts=tally.provider_counts(),
+                )
             )
-            payload, headers = encode(note, tenant_id=note.tenant_id)
-            messages.append(OutgoingMessage(payload, job_id.encode(), headers))
         await self._bus.publish(self._settings.topology.user_notifications, messages)
 
     def _decide(self, job_id: str, tally: _JobTally, stored: int) -> None:
