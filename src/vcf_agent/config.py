@@ -23,7 +23,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -311,9 +311,6 @@ class Settings:
                 " VCF_AGENT_ADMIN_TOKENS or VCF_AGENT_TOKENS_FILE), bind 127.0.0.1, or pass --insecure"
                 " (VCF_AGENT_INSECURE=1)"
             )
-
-    def with_overrides(self, **overrides: Any) -> Settings:
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def is_loopback(host: str) -> bool:

@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
 from vcf_agent.bus import Bus, Consumer, OutgoingMessage, Record, StartPosition
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.schema import PayloadError, decode_serialized, encode
 from vcf_agent.v1 import events_pb2
 
@@ -101,7 +102,7 @@ async def parse_or_dead_letter(
         return None
 
 
-class StreamProcessor:
+class StreamProcessor(AsyncComponent):
     """Runs one consumer: poll, hand records to the handler, commit.
 
     Pausing stops polling but keeps group membership, so checkpoints can be

@@ -1,8 +1,9 @@
 """Running services: the one place that handles signals and ordered shutdown.
 
-A service is a list of components (objects with async start()/stop()) plus
-the gRPC APIs it adds to its control plane. `serve` runs one service in its
-own process; `run_in_process` runs several in one process (``vcf-agent run``).
+A service is a list of components (AsyncComponents) plus the gRPC APIs it adds
+to its control plane. `serve` runs one service in its own process; the app's
+LocalPipeline runs all five in one process (``vcf-agent run``). Both start and
+stop components through lifecycle.ComponentStack.
 """
 
 from __future__ import annotations
@@ -16,28 +17,33 @@ from typing import Protocol
 
 from vcf_agent.bus import Bus, StreamSpec, open_bus
 from vcf_agent.config import Settings, is_loopback
-from vcf_agent.control import ControlPlaneServer, FlagStore, SecuritySettings, ServiceApi, instance_group
-from vcf_agent.lifecycle import AsyncComponent
+from vcf_agent.control import (
+    ControlPlaneServer,
+    FlagStore,
+    JobRunSource,
+    SecuritySettings,
+    ServiceApi,
+    instance_group,
+)
+from vcf_agent.lifecycle import AsyncComponent, ComponentStack
 from vcf_agent.processing import StreamProcessor
 
 log = logging.getLogger(__name__)
 
 
-class Component(Protocol):
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
 @dataclass(slots=True)
 class ServiceParts:
-    """What a service contributes: components started in order, stopped in reverse."""
+    """What a service contributes: components started in order, stopped in reverse.
+
+    A service whose in-process callers (the `run` command, tests) need its handles returns a
+    subclass with them as typed fields (ingest's IngestParts, the writer's WriterParts, ...).
+    """
 
     name: str
-    components: list[Component] = field(default_factory=list)
+    components: list[AsyncComponent] = field(default_factory=list)
     apis: list[ServiceApi] = field(default_factory=list)
-    # Named handles for in-process callers (the `run` command, tests).
-    state: dict[str, object] = field(default_factory=dict)
+    # What ControlService.CompareModes answers from: only ingest knows jobs.
+    job_runs: JobRunSource | None = None
 
     def processors(self) -> list[StreamProcessor]:
         return [c for c in self.components if isinstance(c, StreamProcessor)]
@@ -90,6 +96,8 @@ class ServiceHost(AsyncComponent):
         self.settings = settings
         self._bus = bus
         self.flags = flags or service_flags(parts.name, settings, bus)
+        # Flags first: components may evaluate them as soon as they start.
+        self._running = ComponentStack(parts.name, [self.flags, *parts.components])
         self.control = ControlPlaneServer(
             parts.name,
             bus,
@@ -104,11 +112,9 @@ class ServiceHost(AsyncComponent):
         )
 
     async def start(self) -> None:
-        # Flags first: components may evaluate them as soon as they start.
-        await self.flags.start()
-        for component in self.parts.components:
-            await component.start()
-        await self.control.start()
+        await self._running.start()
+        async with self._running.starting():
+            await self.control.start()
         if not self._security.auth_enabled:
             # WARNING, the default level: whoever starts a service sees that anyone local may call it.
             host = self.settings.grpc_host
@@ -123,12 +129,7 @@ class ServiceHost(AsyncComponent):
     async def stop(self) -> None:
         """NOT_SERVING first, then consumption stops and commits, then the server within its grace."""
         await self.control.begin_shutdown()
-        for component in reversed(self.parts.components):
-            try:
-                await component.stop()
-            except Exception:
-                log.exception("%s: stopping %r failed", self.parts.name, component)
-        await self.flags.stop()
+        await self._running.stop()
         await self.control.stop()
 
 
@@ -140,22 +141,14 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    bus = open_bus(settings.bus_url)
-    await bus.start()
-    try:
+    # The bus outlives the host: the host's components commit through it while they stop.
+    async with ComponentStack(name) as running:
+        bus = await running.enter(open_bus(settings.bus_url))
         await ensure_topology(bus, settings)
         flags = service_flags(name, settings, bus)
-        host = ServiceHost(
-            builder(settings, bus, flags=flags),
-            bus,
-            settings,
-            flags=flags,
-        )
-        await host.start()
+        parts = builder(settings, bus, flags=flags)
+        host = await running.enter(ServiceHost(parts, bus, settings, flags=flags))
         if ready is not None:
             ready(host.control.address)
         await stop.wait()
-        log.info("%s: shutting down", host.parts.name)
-        await host.stop()
-    finally:
-        await bus.stop()
+        log.info("%s: shutting down", name)

@@ -8,7 +8,6 @@ import subprocess
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import cast
 
 import grpc
 import pytest
@@ -20,7 +19,7 @@ from vcf_agent.config import Settings
 from vcf_agent.control import FlagStore, JobRun, compare_modes
 from vcf_agent.runner import ServiceHost
 from vcf_agent.services import aggregator, ingest, router, writer
-from vcf_agent.services.ingest import JobRegistry, VariantPublisher
+from vcf_agent.services.ingest import JobRegistry
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import control_pb2, events_pb2
 
@@ -85,8 +84,8 @@ async def test_compare_modes_after_one_job_each(bus: Bus, run_host: HostFactory,
         ):
             hosts[parts.name] = await stack.enter_async_context(run_host(parts))
         stub = await stack.enter_async_context(control_stub(hosts["ingest"].control.address))
-        publisher = cast(VariantPublisher, ingest_parts.state["publisher"])
-        registry = cast(JobRegistry, ingest_parts.state["registry"])
+        publisher = ingest_parts.publisher
+        registry = ingest_parts.registry
         totals = {}
         for mode, seed in (("streaming", 1), ("batch", 2)):
             if mode == "batch":
@@ -100,7 +99,7 @@ async def test_compare_modes_after_one_job_each(bus: Bus, run_host: HostFactory,
                         )
                     )
                 )
-                await _has_version(cast(FlagStore, ingest_parts.state["flags"]), "ENABLE_IGGY_STREAMING", 1)
+                await _has_version(ingest_parts.flags, "ENABLE_IGGY_STREAMING", 1)
             path = write_synthetic_vcf(tmp_path / f"{mode}.vcf", SyntheticVcfSpec(records=1500, seed=seed))
             job = await publisher.submit(path)
             await _finished(registry, job.job_id)

@@ -45,7 +45,7 @@ async def test_replay_job_republishes_the_jobs_variants_without_the_file(
     async with run_host(parts, batch_size=3) as host, control_stub(host.control.address) as stub:
         copy = tmp_path / "copy.vcf"
         copy.write_bytes(EXAMPLE_VCF.read_bytes())
-        publisher: ingest.VariantPublisher = parts.state["publisher"]  # type: ignore[assignment]
+        publisher = parts.publisher
         job = await publisher.submit(copy, tenant_id="lab-a")
         await publisher.wait(job.job_id)
         first = await job_batches(bus, job.job_id)

@@ -209,7 +209,7 @@ async def test_streaming_that_cannot_start_falls_back_to_batch(tmp_path: Path, f
         job = await _run(pipeline, path)
         assert events_pb2.JobState.Name(job.state) == "JOB_STATE_COMPLETE", job.error
         assert job.mode == "batch"
-        lance = cast(LanceStore, pipeline.parts["writer"].state["lance"])
+        lance = pipeline.writer.lance
         assert await asyncio.to_thread(lance.count, job.job_id) == job.counts.total > 0
 
 
@@ -220,7 +220,7 @@ async def test_without_fallback_a_job_whose_stream_cannot_start_fails_clearly(tm
     async with LocalPipeline(settings, bus=bus) as pipeline:
         await pipeline.flags.set(_flag("FALLBACK_TO_BATCH", False), None, "test")
         job = await _run(pipeline, path)
-        lance = cast(LanceStore, pipeline.parts["writer"].state["lance"])
+        lance = pipeline.writer.lance
         stored = await asyncio.to_thread(lance.count, job.job_id)
     assert events_pb2.JobState.Name(job.state) == "JOB_STATE_FAILED"
     assert "streaming could not start" in job.error

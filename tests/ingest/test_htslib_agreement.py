@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import cast
 
 import pysam
 import pytest
@@ -24,7 +23,6 @@ from vcf_agent.config import Settings
 from vcf_agent.services.ingest import validate_file
 from vcf_agent.services.ingest._vcf_header import WARNING_CODES
 from vcf_agent.services.ingest._vcf_reader import GVCF_PLACEHOLDERS, VcfReader
-from vcf_agent.services.writer import LanceStore
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 PYVCF_DATA = Path(vcf.__file__).parent / "test"
@@ -213,5 +211,5 @@ async def test_gvcf_job_stores_and_analyses_only_real_alleles_and_counts_the_res
         assert events_pb2.JobState.Name(job.state) == "JOB_STATE_COMPLETE", job.error
         assert (job.counts.total, job.counts.stored) == (2, 2)
         assert (job.counts.reference_blocks, job.counts.placeholder_alleles) == (619, 2)
-        store = cast(LanceStore, pipeline.parts["writer"].state["lance"])
+        store = pipeline.writer.lance
         assert store.count(job_id) == 2

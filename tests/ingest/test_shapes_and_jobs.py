@@ -6,7 +6,6 @@ import gzip
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 import pysam
 import pytest
@@ -17,7 +16,7 @@ from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
 from vcf_agent.schema import decode
-from vcf_agent.services.ingest import VariantPublisher, validate_file
+from vcf_agent.services.ingest import validate_file
 from vcf_agent.services.ingest._vcf_header import VcfFileError
 from vcf_agent.services.ingest._vcf_reader import VcfReader
 from vcf_agent.services.writer import LanceStore
@@ -272,7 +271,7 @@ async def _dead_letters(bus: Bus, stream: str) -> list[events_pb2.DeadLetter]:
 
 
 def _store(pipeline: LocalPipeline) -> LanceStore:
-    return cast(LanceStore, pipeline.parts["writer"].state["lance"])
+    return pipeline.writer.lance
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -315,7 +314,7 @@ async def test_lenient_run_stores_good_records_and_dead_letters_the_bad(tmp_path
 async def test_strict_mode_fails_before_publishing(tmp_path: Path) -> None:
     path = write_vcf(tmp_path / "strict.vcf", [GOOD, record(pos="200", info="DP=x")])
     async with LocalPipeline(_settings(tmp_path)) as pipeline:
-        publisher = cast(VariantPublisher, pipeline.parts["ingest"].state["publisher"])
+        publisher = pipeline.ingest.publisher
         job = await publisher.submit(path, validation="strict")
         done = await pipeline.wait(job.job_id, timeout_s=60)
         assert events_pb2.JobState.Name(done.state) == "JOB_STATE_FAILED"
@@ -329,7 +328,7 @@ async def test_strict_mode_passes_shoulds_and_stores_the_records(tmp_path: Path)
     records = [GOOD, record(pos="300", info="XX=1", filter="q10"), record(pos="200")]
     path = write_vcf(tmp_path / "shoulds.vcf", records)
     async with LocalPipeline(_settings(tmp_path)) as pipeline:
-        publisher = cast(VariantPublisher, pipeline.parts["ingest"].state["publisher"])
+        publisher = pipeline.ingest.publisher
         job = await publisher.submit(path, validation="strict")
         done = await pipeline.wait(job.job_id, timeout_s=60)
         assert events_pb2.JobState.Name(done.state) == "JOB_STATE_COMPLETE", done.error

@@ -33,8 +33,7 @@ async def ingest_host(tmp_path: Path) -> AsyncIterator[tuple[jobs_pb2_grpc.Inges
     await bus.start()
     await ensure_topology(bus, settings)
     parts = ingest.build(settings, bus)
-    uploads = parts.state["uploads"]
-    assert isinstance(uploads, UploadArea)
+    uploads = parts.uploads
     async with (
         ServiceHost(parts, bus, settings) as host,
         grpc.aio.insecure_channel(host.control.address) as channel,
@@ -168,8 +167,7 @@ async def test_a_completed_job_s_upload_is_deleted_once_the_job_is_final(tmp_pat
     for component in downstream:
         await component.start()
     parts = ingest.build(settings, bus)
-    uploads = parts.state["uploads"]
-    assert isinstance(uploads, UploadArea)
+    uploads = parts.uploads
     try:
         async with (
             ServiceHost(parts, bus, settings) as host,

@@ -46,7 +46,7 @@ import vcf  # pyvcf3: only its bundled test files are used
 from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
 from vcf_agent.services.ingest._annotation_context import annotation_context
-from vcf_agent.services.writer._lance_store import LanceStore, VariantQuery
+from vcf_agent.services.writer._lance_store import VariantQuery
 from vcf_agent.v1 import analysis_pb2, events_pb2
 
 from ._file_analysis import analyse_file, analyse_records, at
@@ -275,8 +275,7 @@ async def test_the_jobs_context_travels_to_the_router_and_the_evidence_is_stored
         job_id = await pipeline.submit(CYVCF2)
         job = await pipeline.wait(job_id, timeout_s=120)
         assert events_pb2.JobState.Name(job.state) == "JOB_STATE_COMPLETE", job.error
-        store = pipeline.parts["writer"].state["lance"]
-        assert isinstance(store, LanceStore)
+        store = pipeline.writer.lance
         found, _ = store.query(VariantQuery(job_id=job_id, region="1:15274-15274"))
     (variant,) = [v for v in found if v.alternate == "G"]
     assert variant.classification == "benign"

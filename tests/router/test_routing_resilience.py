@@ -82,7 +82,6 @@ async def test_token_bucket_limits_rate_after_the_burst() -> None:
 async def test_token_bucket_defer_holds_every_caller() -> None:
     bucket = TokenBucket(rate=0, burst=1)
     bucket.defer(0.2)
-    assert bucket.paused_for > 0.15
     started = time.perf_counter()
     await bucket.acquire()
     assert time.perf_counter() - started >= 0.19

@@ -12,7 +12,7 @@ from ._cache import AnswerCache, CacheSync
 from ._config import ProviderSettings, RouterSettings, Secret
 from ._dispatch import PoolSlot, ProviderPool
 from ._prompt import PROMPT_VERSION
-from ._providers import AnalysisProvider, LocalProvider
+from ._providers import AnalysisProvider, LocalProvider, WholeBatchProvider
 from ._routing import (
     ProviderWorker,
     VariantRouter,
@@ -35,6 +35,7 @@ __all__ = [
     "RouterSettings",
     "Secret",
     "VariantRouter",
+    "WholeBatchProvider",
     "analysis_providers",
     "analysis_requests",
     "build_write",

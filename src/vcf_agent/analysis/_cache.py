@@ -99,10 +99,6 @@ class AnswerCache:
         return len(self._entries)
 
     @property
-    def size_bytes(self) -> int:
-        return self._bytes
-
-    @property
     def hit_ratio(self) -> float:
         lookups = self.hits + self.misses
         return self.hits / lookups if lookups else 0.0

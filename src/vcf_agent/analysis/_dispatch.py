@@ -25,6 +25,7 @@ import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.v1 import analysis_pb2
 
 from ._annotation_fields import context_of
@@ -255,7 +256,7 @@ class ProviderLane:
             provider_cost.labels(self.name).inc(cost)
 
 
-class ProviderPool:
+class ProviderPool(AsyncComponent):
     """Answers requests addressed to LLM provider names or configured pools of them."""
 
     def __init__(

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from vcf_agent import telemetry
 from vcf_agent.schema import variant_first_result
@@ -34,6 +34,25 @@ class AnalysisProvider(Protocol):
 
         Failures are results with STATUS_FAILED.
         """
+        ...
+
+
+@runtime_checkable
+class WholeBatchProvider(AnalysisProvider, Protocol):
+    """A provider that answers a whole request batch at once and never fails a single request
+    (the local annotator); the router's workers use these calls instead of `analyse`."""
+
+    async def analyse_batch(
+        self, requests: analysis_pb2.AnalysisRequestBatch
+    ) -> analysis_pb2.AnalysisResultBatch:
+        """The answers as one batch, each with its variant attached."""
+        ...
+
+    async def serialized_answers(
+        self, requests: analysis_pb2.AnalysisRequestBatch, variant_batch: bytes
+    ) -> list[bytes]:
+        """Each variant's serialized AnalysisResult without the variant; `variant_batch` is
+        `requests.variant_batch` serialized."""
         ...
 
 

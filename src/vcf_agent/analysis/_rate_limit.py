@@ -22,10 +22,6 @@ class TokenBucket:
         self._updated = clock()
         self._paused_until = 0.0
 
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._paused_until - self._clock())
-
     def defer(self, seconds: float) -> None:
         """Hold every caller for at least `seconds` from now."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)

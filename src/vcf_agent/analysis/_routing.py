@@ -38,7 +38,7 @@ from vcf_agent.schema import (
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
-from ._providers import AnalysisProvider
+from ._providers import AnalysisProvider, WholeBatchProvider
 
 log = logging.getLogger(__name__)
 
@@ -222,14 +222,14 @@ class ProviderWorker:
         Only for a provider that answers a whole variant batch serialized (the local annotator);
         None otherwise.
         """
-        answer_all = getattr(self._provider, "serialized_answers", None)
-        if answer_all is None or batch.requests:
+        provider = self._provider
+        if not isinstance(provider, WholeBatchProvider) or batch.requests:
             return None
         variant_batches = repeated_messages(serialized, _TAG_REQUEST_VARIANT_BATCH)
         if len(variant_batches) != 1:
             return None
         raw_variants = repeated_messages(variant_batches[0], _TAG_BATCH_VARIANTS)
-        answers: list[bytes] = await answer_all(batch, variant_batches[0])
+        answers = await provider.serialized_answers(batch, variant_batches[0])
         if len(raw_variants) != len(answers):
             return None
         return b"".join(
@@ -291,10 +291,8 @@ async def answer_batch(
     Providers that answer a whole batch at once (the local annotator) attach the variants
     themselves and never fail a single request.
     """
-    analyse_batch = getattr(provider, "analyse_batch", None)
-    if analyse_batch is not None:
-        answered: analysis_pb2.AnalysisResultBatch = await analyse_batch(batch)
-        return answered, []
+    if isinstance(provider, WholeBatchProvider):
+        return await provider.analyse_batch(batch), []
     requests = expanded_requests(batch)
     results = await provider.analyse(requests)
     outcome = analysis_pb2.AnalysisResultBatch()

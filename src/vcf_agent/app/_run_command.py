@@ -45,9 +45,8 @@ async def run_files(settings: Settings, files: list[Path], *, as_json: bool, ten
 
 
 async def pipeline_stats(pipeline: LocalPipeline, job_id: str) -> dict[str, object]:
-    from vcf_agent.services.writer import classification_counts
-
-    return {"classifications": classification_counts(pipeline.parts["writer"], job_id)}
+    # Counted in the store, so exact on replays.
+    return {"classifications": pipeline.writer.lance.classifications(job_id)}
 
 
 async def _with_progress(pipeline: LocalPipeline, job_id: str, path: Path, console: Console) -> jobs_pb2.Job:

@@ -16,14 +16,18 @@ import importlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import SERVICES, Settings
-from vcf_agent.lifecycle import AsyncComponent
+from vcf_agent.lifecycle import AsyncComponent, ComponentStack
 from vcf_agent.runner import ServiceBuilder, ServiceParts, ensure_topology, service_flags
 from vcf_agent.schema import TERMINAL_STATES
 from vcf_agent.v1 import jobs_pb2
+
+if TYPE_CHECKING:
+    from vcf_agent.services.ingest import IngestParts
+    from vcf_agent.services.writer import WriterParts
 
 
 def service_builder(name: str) -> ServiceBuilder:
@@ -43,43 +47,47 @@ class LocalPipeline(AsyncComponent):
         self.bus: Bus = bus if bus is not None else open_bus(settings.bus_url)
         self.parts: dict[str, ServiceParts] = {}
         self.flags = service_flags("pipeline", settings, self.bus)
+        self._running = ComponentStack("pipeline")
 
     async def start(self) -> None:
-        await self.bus.start()
-        await ensure_topology(self.bus, self.settings)
-        await self.flags.start()
-        # Downstream first, so nothing published has to wait for its consumer to exist.
-        for name in reversed(SERVICES):
-            parts = service_builder(name)(self.settings, self.bus, flags=self.flags)
-            for component in parts.components:
-                await component.start()
-            self.parts[name] = parts
+        async with self._running.starting():
+            await self._running.enter(self.bus)
+            await ensure_topology(self.bus, self.settings)
+            await self._running.enter(self.flags)
+            # Downstream first, so nothing published has to wait for its consumer to exist.
+            for name in reversed(SERVICES):
+                parts = service_builder(name)(self.settings, self.bus, flags=self.flags)
+                self.parts[name] = parts
+                for component in parts.components:
+                    await self._running.enter(component)
 
     async def stop(self) -> None:
-        for name in SERVICES:
-            parts = self.parts.pop(name, None)
-            if parts is None:
-                continue
-            for component in reversed(parts.components):
-                await component.stop()
-        await self.flags.stop()
-        await self.bus.stop()
+        """Ingest first, the bus last: the reverse of start."""
+        await self._running.stop()
+        self.parts.clear()
 
-    def _ingest(self) -> ServiceParts:
-        return self.parts["ingest"]
+    @property
+    def ingest(self) -> IngestParts:
+        from vcf_agent.services.ingest import IngestParts
+
+        parts = self.parts["ingest"]
+        assert isinstance(parts, IngestParts)
+        return parts
+
+    @property
+    def writer(self) -> WriterParts:
+        from vcf_agent.services.writer import WriterParts
+
+        parts = self.parts["writer"]
+        assert isinstance(parts, WriterParts)
+        return parts
 
     def job(self, job_id: str) -> jobs_pb2.Job | None:
-        from vcf_agent.services.ingest import JobRegistry
-
-        registry = cast(JobRegistry, self._ingest().state["registry"])
-        record = registry.get(job_id)
+        record = self.ingest.registry.get(job_id)
         return record.to_proto() if record else None
 
     async def submit(self, path: Path, *, tenant_id: str = "default", region: str | None = None) -> str:
-        from vcf_agent.services.ingest import VariantPublisher
-
-        publisher = cast(VariantPublisher, self._ingest().state["publisher"])
-        job = await publisher.submit(path, tenant_id=tenant_id, region=region)
+        job = await self.ingest.publisher.submit(path, tenant_id=tenant_id, region=region)
         return job.job_id
 
     async def wait(

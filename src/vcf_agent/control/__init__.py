@@ -26,7 +26,7 @@ from vcf_agent.control._limits import (
     request_fields,
     request_violation,
 )
-from vcf_agent.control._modes import JOB_RUNS, JobRun, JobRunSource, compare_modes
+from vcf_agent.control._modes import JobRun, JobRunSource, compare_modes
 from vcf_agent.control._rollout import bucket, in_rollout
 from vcf_agent.control._server import (
     LIVENESS,
@@ -38,7 +38,6 @@ from vcf_agent.control._server import (
 )
 
 __all__ = [
-    "JOB_RUNS",
     "LIVENESS",
     "MAX_PAGE_BYTES",
     "MAX_PAGE_ROWS",

@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.control._rollout import in_rollout
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.processing import CommitOffsets, StreamProcessor
 from vcf_agent.schema import PayloadError, decode, encode
 from vcf_agent.v1 import control_pb2, events_pb2
@@ -104,7 +105,7 @@ def instance_group(service: str, directory: Path) -> str:
     return f"control-{service}-{marker.read_text().strip()}"
 
 
-class FlagStore:
+class FlagStore(AsyncComponent):
     """Flags of one service instance; start() replays `control-events` on top of the SQLite copy."""
 
     def __init__(self, path: Path, bus: Bus, stream: str, service: str, *, group: str) -> None:

@@ -1,13 +1,12 @@
 """The streaming-versus-batch comparison behind ControlService.CompareModes.
 
-Only the ingest service knows jobs, so it offers its completed runs under
-`JOB_RUNS` in its ServiceParts.state; other services answer that they cannot
-compare. Per mode: how many jobs and variants, job latency (mean, p50, p95,
-from the run's start to its completion), throughput as variants over the
-summed job latencies (what one job at a time would achieve), and the mean
-seconds each stage added to a job's latency. The proto has no field for the
-mean latency, so it is reported as stage_seconds["total"] (also the sum of
-the stage means).
+Only the ingest service knows jobs, so it offers its completed runs as its
+ServiceParts.job_runs; other services answer that they cannot compare. Per
+mode: how many jobs and variants, job latency (mean, p50, p95, from the run's
+start to its completion), throughput as variants over the summed job
+latencies (what one job at a time would achieve), and the mean seconds each
+stage added to a job's latency. The proto has no field for the mean latency,
+so it is reported as stage_seconds["total"] (also the sum of the stage means).
 """
 
 from __future__ import annotations
@@ -15,12 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from vcf_agent.v1 import control_pb2
 
 MODES = ("streaming", "batch")
-JOB_RUNS = "job_runs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +31,8 @@ class JobRun:
     stage_seconds: Mapping[str, float]
 
 
-@runtime_checkable
 class JobRunSource(Protocol):
     def job_runs(self, since: float = 0.0, tenant_id: str = "") -> list[JobRun]: ...
-
-
-def job_run_source(status: object) -> JobRunSource | None:
-    """The job registry a service offers in its state, if it is the one that knows jobs."""
-    state = getattr(status, "state", None)
-    source = state.get(JOB_RUNS) if isinstance(state, Mapping) else None
-    return source if isinstance(source, JobRunSource) else None
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:

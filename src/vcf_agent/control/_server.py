@@ -32,7 +32,7 @@ from vcf_agent.control._dead_letters import read_dead_letters, redrive
 from vcf_agent.control._errors import abort, invalid_argument, page_offset
 from vcf_agent.control._flags import FieldError, FlagNotFoundError, FlagStore, StaleVersionError
 from vcf_agent.control._limits import MAX_PAGE_ROWS, RequestLimitInterceptor
-from vcf_agent.control._modes import compare_modes, job_run_source
+from vcf_agent.control._modes import JobRunSource, compare_modes
 from vcf_agent.control._replay import JobIncompleteError, JobNotRetainedError, replay_job
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.v1 import control_pb2, control_pb2_grpc
@@ -60,6 +60,11 @@ class StatusSource(Protocol):
     def in_flight(self) -> int: ...
 
     def processors(self) -> list[StreamProcessor]: ...
+
+    @property
+    def job_runs(self) -> JobRunSource | None:
+        """The service's completed job runs, if it is the one that knows jobs (CompareModes)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +309,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
     async def CompareModes(
         self, request: control_pb2.CompareModesRequest, context: Context
     ) -> control_pb2.CompareModesResponse:
-        source = job_run_source(self._plane.status)
+        source = self._plane.status.job_runs
         if source is None:
             await abort(
                 context,

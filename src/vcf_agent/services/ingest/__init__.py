@@ -9,18 +9,20 @@ converged from `control-events` like every other copy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from vcf_agent.analysis import RouterSettings, analysis_providers
 from vcf_agent.bus import Bus, Record
 from vcf_agent.config import Settings
-from vcf_agent.control import JOB_RUNS, FlagStore, ServiceApi
+from vcf_agent.control import FlagStore, ServiceApi
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.processing import CommitOffsets, StreamProcessor
-from vcf_agent.runner import Component, ServiceParts, service_flags
+from vcf_agent.runner import ServiceParts, service_flags
 from vcf_agent.schema import PayloadError, decode
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 from ._api import IngestApi
 from ._batch_path import BatchPath
-from ._bench import bench_ingest
 from ._job_mode import ENABLE_STREAMING, FALLBACK_TO_BATCH, STREAMING_ROLLOUT, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry, job_id_for
 from ._publisher import VALIDATION_MODES, ValidationMode, VariantPublisher, file_digest
@@ -35,6 +37,7 @@ __all__ = [
     "STREAMING_ROLLOUT",
     "VALIDATION_MODES",
     "BatchPath",
+    "IngestParts",
     "JobRecord",
     "JobRegistry",
     "ModeChoice",
@@ -43,7 +46,6 @@ __all__ = [
     "ValidationMode",
     "ValidationReport",
     "VariantPublisher",
-    "bench_ingest",
     "build",
     "choose_mode",
     "file_digest",
@@ -55,19 +57,29 @@ __all__ = [
 NAME = "ingest"
 
 
+@dataclass(slots=True, kw_only=True)
+class IngestParts(ServiceParts):
+    """Ingest's parts with the handles in-process callers use (`vcf-agent run`, tests)."""
+
+    publisher: VariantPublisher = field()
+    registry: JobRegistry = field()
+    flags: FlagStore = field()
+    uploads: UploadArea = field()
+
+
 def build(
     settings: Settings,
     bus: Bus,
     *,
     flags: FlagStore | None = None,
     router_settings: RouterSettings | None = None,
-) -> ServiceParts:
+) -> IngestParts:
     """The ingest service: publisher, batch path, job tracker fed by `user-notifications`, and its API.
 
     `flags` is a running FlagStore to read modes from (else a replica is built);
     `router_settings` configures the batch path's LLM providers (the environment when None).
     """
-    components: list[Component] = []
+    components: list[AsyncComponent] = []
     if flags is None:
         flags = service_flags("ingest-modes", settings, bus)
         components.append(flags)
@@ -106,8 +118,8 @@ def build(
     # The service's own files (uploads, stores, job tables) are never readable by path.
     paths = SubmittedPathPolicy(settings.ingest_allowed_dirs, [settings.data_dir])
     api = IngestApi(publisher, registry, uploads, paths)
-    parts = ServiceParts(
-        NAME,
+    return IngestParts(
+        name=NAME,
         # Flags and the batch path's providers are ready before the first job starts.
         components=[*components, batch, publisher, tracker, uploads],
         apis=[
@@ -116,11 +128,10 @@ def build(
                 [jobs_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name],
             )
         ],
+        # What ControlService.CompareModes answers from.
+        job_runs=registry,
+        publisher=publisher,
+        registry=registry,
+        flags=flags,
+        uploads=uploads,
     )
-    parts.state["publisher"] = publisher
-    parts.state["registry"] = registry
-    parts.state["flags"] = flags
-    parts.state["uploads"] = uploads
-    # What ControlService.CompareModes answers from.
-    parts.state[JOB_RUNS] = registry
-    return parts

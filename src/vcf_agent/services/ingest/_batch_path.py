@@ -42,6 +42,7 @@ from vcf_agent.analysis import (
 )
 from vcf_agent.bus import Bus, OutgoingMessage
 from vcf_agent.config import Settings
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.schema import encode
 from vcf_agent.v1 import events_pb2, variant_pb2
 
@@ -58,7 +59,7 @@ class BatchOutcome:
     classifications: Counter[str] = field(default_factory=Counter)
 
 
-class BatchPath:
+class BatchPath(AsyncComponent):
     """Route, analyse and aggregate in-process; publish only `database-writes`."""
 
     def __init__(self, bus: Bus, settings: Settings, providers: ProviderSet) -> None:

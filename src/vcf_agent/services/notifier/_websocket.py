@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from vcf_agent.config import SecuritySettings
 from vcf_agent.control import Principal, TokenTable
+from vcf_agent.lifecycle import AsyncComponent
 
 from ._hub import ProgressHub, notification_json
 from ._tickets import TicketBook
@@ -45,7 +46,7 @@ class _Refusal(Exception):
         self.reason = reason
 
 
-class WebSocketGateway:
+class WebSocketGateway(AsyncComponent):
     def __init__(
         self,
         hub: ProgressHub,

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
-from vcf_agent.analysis import ProviderWorker, RouterSettings, VariantRouter, analysis_providers
+from dataclasses import dataclass
+
+from vcf_agent.analysis import (
+    CacheSync,
+    ProviderPool,
+    ProviderWorker,
+    RouterSettings,
+    VariantRouter,
+    analysis_providers,
+)
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
 from vcf_agent.control import FlagStore
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.runner import ServiceParts
 
-__all__ = ["build"]
+__all__ = ["RouterParts", "build"]
 
 NAME = "router"
+
+
+@dataclass(slots=True, kw_only=True)
+class RouterParts(ServiceParts):
+    """The router's parts with its LLM provider pool and answer cache (None without LLM providers)."""
+
+    provider_pool: ProviderPool | None = None
+    answer_cache: CacheSync | None = None
 
 
 def build(
@@ -20,19 +37,17 @@ def build(
     router_settings: RouterSettings | None = None,
     *,
     flags: FlagStore | None = None,
-) -> ServiceParts:
+) -> RouterParts:
     """The router's components; LLM providers come from `router_settings` (the environment when None).
 
     With `flags`, the ROUTING_PROVIDERS flag can override which providers a job's variants see.
     """
     found = analysis_providers(settings, bus, router_settings or RouterSettings.from_env())
     providers = found.providers
-    parts = ServiceParts(NAME)
+    parts = RouterParts(name=NAME, provider_pool=found.pool, answer_cache=found.cache)
     if found.pool is not None:
         # Started before the workers that call it, stopped after them.
         parts.components.append(found.pool)
-        parts.state["provider_pool"] = found.pool
-        parts.state["answer_cache"] = found.cache
     router = VariantRouter(bus, settings, frozenset(p.name for p in providers), flags=flags)
     parts.components.append(
         StreamProcessor(

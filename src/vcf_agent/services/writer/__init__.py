@@ -6,6 +6,8 @@ stores and every other component reads results through its QueryService.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
 from vcf_agent.control import FlagStore, ServiceApi
@@ -25,14 +27,22 @@ __all__ = [
     "LanceStore",
     "StoreSink",
     "VariantQuery",
+    "WriterParts",
     "build",
-    "classification_counts",
 ]
 
 NAME = "writer"
 
 
-def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> ServiceParts:
+@dataclass(slots=True, kw_only=True)
+class WriterParts(ServiceParts):
+    """The writer's parts with its stores, for in-process callers (`vcf-agent run`, tests)."""
+
+    lance: LanceStore = field()
+    graph: GraphStore = field()
+
+
+def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> WriterParts:
     """Flags are accepted for the common builder shape; this service reads none yet."""
     del flags
     directory = settings.data_dir / "writer"
@@ -51,8 +61,8 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Se
         max_in_flight=512,
     )
     api = QueryApi(lance, graph)
-    parts = ServiceParts(
-        NAME,
+    return WriterParts(
+        name=NAME,
         # Stores open before the consumer starts and close after it stops.
         components=[lance, graph, sink, processor],
         apis=[
@@ -61,14 +71,6 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Se
                 [query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name],
             )
         ],
+        lance=lance,
+        graph=graph,
     )
-    parts.state["lance"] = lance
-    parts.state["graph"] = graph
-    return parts
-
-
-def classification_counts(parts: ServiceParts, job_id: str) -> dict[str, int]:
-    """Classifications of a job's stored variants, counted in the store (exact on replays)."""
-    lance = parts.state["lance"]
-    assert isinstance(lance, LanceStore)
-    return lance.classifications(job_id)
