@@ -24,10 +24,10 @@ import pysam
 import vcf as pyvcf
 import websockets
 
-from tests.router._fake_vendors import API_KEY, FakeVendor, Reply, Seen
 from vcf_agent.analysis import ProviderSettings, RouterSettings, Secret
 from vcf_agent.bus import open_bus
 from vcf_agent.config import Settings
+from vcf_agent.localdev import SIMULATED_API_KEY, Reply, Seen, SimulatedVendor
 from vcf_agent.runner import ServiceHost, ensure_topology
 from vcf_agent.services import aggregator, ingest, notifier, router, writer
 from vcf_agent.services.ingest import file_digest, job_id_for
@@ -52,11 +52,11 @@ def variant_id(seen: Seen) -> str | None:
     return facts.get("id")
 
 
-def failing_every_request(vendor: FakeVendor, seen: Seen) -> Reply:
+def failing_every_request(vendor: SimulatedVendor, seen: Seen) -> Reply:
     return vendor.error(500, "The server had an error while processing your request.")
 
 
-def failing_variants_without_an_id(vendor: FakeVendor, seen: Seen) -> Reply:
+def failing_variants_without_an_id(vendor: SimulatedVendor, seen: Seen) -> Reply:
     if variant_id(seen) is None:
         return vendor.error(400, "Invalid 'messages': variant has no identifier.")
     return vendor.success(
@@ -75,9 +75,9 @@ def without_provider_config() -> dict[str, str]:
     }
 
 
-def openai_at(fake: FakeVendor, **fields: str) -> dict[str, str]:
+def openai_at(fake: SimulatedVendor, **fields: str) -> dict[str, str]:
     env = without_provider_config()
-    env |= {"VCF_AGENT_PROVIDER_OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": API_KEY}
+    env |= {"VCF_AGENT_PROVIDER_OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": SIMULATED_API_KEY}
     env |= {f"VCF_AGENT_PROVIDER_OPENAI_{name.upper()}": value for name, value in fields.items()}
     return env
 
@@ -100,7 +100,7 @@ def summary_of(stdout: str) -> dict[str, Any]:
 
 async def test_run_where_every_openai_analysis_fails_ends_failed_exit_1_saying_why(tmp_path: Path) -> None:
     variants, _ = alleles(GATK_VCF)
-    async with FakeVendor("openai", failing_every_request) as fake:
+    async with SimulatedVendor("openai", failing_every_request) as fake:
         code, out, err = await vcf_agent(
             "run", str(GATK_VCF), "--data-dir", str(tmp_path), "--providers", "openai", "--json",
             env=openai_at(fake, backoff_base_s="0.01"),
@@ -126,7 +126,7 @@ async def test_run_where_some_openai_analyses_fail_ends_complete_with_errors_exi
     # One call per request and a breaker that never opens: exactly the variants the server
     # rejects fail, so the counts are known from the file.
     env_fields = {"max_attempts": "1", "breaker_failures": "100000"}
-    async with FakeVendor("openai", failing_variants_without_an_id) as fake:
+    async with SimulatedVendor("openai", failing_variants_without_an_id) as fake:
         code, out, err = await vcf_agent(
             "run", str(GATK_VCF), "--data-dir", str(tmp_path), "--providers", "local,openai", "--json",
             env=openai_at(fake, **env_fields),
@@ -209,9 +209,14 @@ async def test_submit_watch_getjob_and_notifications_report_complete_with_errors
     variants, _ = alleles(GATK_VCF)
     job_id = job_id_for("lab-a", file_digest(GATK_VCF))
     async with AsyncExitStack() as stack:
-        fake = await stack.enter_async_context(FakeVendor("openai", failing_every_request))
+        fake = await stack.enter_async_context(SimulatedVendor("openai", failing_every_request))
         openai = ProviderSettings(
-            "openai", "openai", fake.base_url, "gpt-test", api_key=Secret(API_KEY), backoff_base_s=0.01
+            "openai",
+            "openai",
+            fake.base_url,
+            "gpt-test",
+            api_key=Secret(SIMULATED_API_KEY),
+            backoff_base_s=0.01,
         )
         hosts = await _services(stack, tmp_path, openai)
         gateway = hosts["notifier"].parts.components[0]

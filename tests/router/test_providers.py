@@ -31,9 +31,8 @@ from vcf_agent.analysis._prompt import (
     parse_answer,
 )
 from vcf_agent.config import ConfigError
+from vcf_agent.localdev import SIMULATED_ANSWER, SIMULATED_API_KEY, Reply, Seen, SimulatedVendor, Vendor
 from vcf_agent.v1 import variant_pb2
-
-from ._fake_vendors import API_KEY, VALID_ANSWER, FakeVendor, Reply, Seen, Vendor
 
 VENDORS: tuple[Vendor, ...] = ("openai", "claude", "ollama")
 
@@ -62,13 +61,13 @@ def prompt() -> Prompt:
     return build_prompt(v, LocalAnnotator().annotate(v).annotation)
 
 
-def settings_for(server: FakeVendor, **overrides: Any) -> ProviderSettings:
+def settings_for(server: SimulatedVendor, **overrides: Any) -> ProviderSettings:
     settings = ProviderSettings(
         server.vendor,
         server.vendor,
         server.base_url,
         f"{server.vendor}-model",
-        api_key=Secret(API_KEY),
+        api_key=Secret(SIMULATED_API_KEY),
         timeout_s=2.0,
         max_concurrency=2,
         rate_per_s=0,
@@ -78,7 +77,7 @@ def settings_for(server: FakeVendor, **overrides: Any) -> ProviderSettings:
     return replace(settings, **overrides)
 
 
-async def complete(server: FakeVendor, **overrides: Any) -> Completion:
+async def complete(server: SimulatedVendor, **overrides: Any) -> Completion:
     provider = LLMProvider(settings_for(server, **overrides))
     await provider.start()
     try:
@@ -89,9 +88,9 @@ async def complete(server: FakeVendor, **overrides: Any) -> Completion:
 
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_request_shape_auth_and_usage(vendor: Vendor) -> None:
-    async with FakeVendor(vendor) as server:
+    async with SimulatedVendor(vendor) as server:
         completion = await complete(server)
-    assert json.loads(completion.text) == json.loads(VALID_ANSWER)
+    assert json.loads(completion.text) == json.loads(SIMULATED_ANSWER)
     assert (completion.input_tokens, completion.output_tokens) == (120, 45)
     [seen] = server.requests
     body = seen.body
@@ -99,13 +98,13 @@ async def test_request_shape_auth_and_usage(vendor: Vendor) -> None:
     assert seen.headers["content-type"] == "application/json"
     if vendor == "openai":
         assert seen.path == "/v1/chat/completions"
-        assert seen.headers["authorization"] == f"Bearer {API_KEY}"
+        assert seen.headers["authorization"] == f"Bearer {SIMULATED_API_KEY}"
         assert body["response_format"] == {"type": "json_object"}
         assert [m["role"] for m in body["messages"]] == ["system", "user"]
         assert body["stream"] is False
     elif vendor == "claude":
         assert seen.path == "/v1/messages"
-        assert seen.headers["x-api-key"] == API_KEY
+        assert seen.headers["x-api-key"] == SIMULATED_API_KEY
         assert seen.headers["anthropic-version"] == ANTHROPIC_VERSION
         assert "authorization" not in seen.headers
         assert "JSON" in body["system"]
@@ -125,19 +124,20 @@ async def test_wrong_key_is_a_non_retryable_error_that_never_shows_the_key(
     vendor: Vendor, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with FakeVendor(vendor, api_key="the-right-key") as server:
+    async with SimulatedVendor(vendor, api_key="the-right-key") as server:
         with pytest.raises(CallError) as raised:
             await complete(server)
     assert raised.value.code == "http_401"
     assert not raised.value.retryable
-    assert API_KEY not in str(raised.value)
-    assert API_KEY not in caplog.text
-    assert API_KEY not in repr(settings_for(server))
+    assert SIMULATED_API_KEY not in str(raised.value)
+    assert SIMULATED_API_KEY not in caplog.text
+    assert SIMULATED_API_KEY not in repr(settings_for(server))
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_error_body_message_is_reported(vendor: Vendor) -> None:
-    async with FakeVendor(vendor, lambda v, s: v.error(400, "prompt is too long: 300000 tokens")) as server:
+    too_long = "prompt is too long: 300000 tokens"
+    async with SimulatedVendor(vendor, lambda v, s: v.error(400, too_long)) as server:
         with pytest.raises(CallError) as raised:
             await complete(server)
     assert raised.value.code == "http_400"
@@ -148,7 +148,7 @@ async def test_error_body_message_is_reported(vendor: Vendor) -> None:
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_429_carries_retry_after(vendor: Vendor) -> None:
     script = lambda v, s: v.error(429, "slow down", {"retry-after": "2"})  # noqa: E731
-    async with FakeVendor(vendor, script) as server:
+    async with SimulatedVendor(vendor, script) as server:
         with pytest.raises(RateLimited) as raised:
             await complete(server)
     assert raised.value.retry_after == 2.0
@@ -157,7 +157,7 @@ async def test_429_carries_retry_after(vendor: Vendor) -> None:
 
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_500_is_retryable(vendor: Vendor) -> None:
-    async with FakeVendor(vendor, lambda v, s: v.error(500, "internal failure")) as server:
+    async with SimulatedVendor(vendor, lambda v, s: v.error(500, "internal failure")) as server:
         with pytest.raises(CallError) as raised:
             await complete(server)
     assert raised.value.retryable
@@ -166,7 +166,7 @@ async def test_500_is_retryable(vendor: Vendor) -> None:
 
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_timeout_is_retryable(vendor: Vendor) -> None:
-    async with FakeVendor(vendor, lambda v, s: Reply(hang=True)) as server:
+    async with SimulatedVendor(vendor, lambda v, s: Reply(hang=True)) as server:
         started = time.perf_counter()
         with pytest.raises(CallError) as raised:
             await complete(server, timeout_s=0.3)
@@ -178,12 +178,12 @@ async def test_timeout_is_retryable(vendor: Vendor) -> None:
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_invalid_json_body_is_malformed(vendor: Vendor) -> None:
     reply = Reply(200, b"{'not': json", {"content-type": "application/json"})
-    async with FakeVendor(vendor, lambda v, s: reply) as server:
+    async with SimulatedVendor(vendor, lambda v, s: reply) as server:
         with pytest.raises(MalformedAnswer):
             await complete(server)
 
 
-async def lane_outcome(server: FakeVendor, **overrides: Any) -> Answered | Failed:
+async def lane_outcome(server: SimulatedVendor, **overrides: Any) -> Answered | Failed:
     lane = ProviderLane(LLMProvider(settings_for(server, **overrides)))
     await lane.start()
     try:
@@ -195,7 +195,7 @@ async def lane_outcome(server: FakeVendor, **overrides: Any) -> Answered | Faile
 
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_malformed_answer_is_retried_once_then_a_failure(vendor: Vendor) -> None:
-    async with FakeVendor(vendor, lambda v, s: v.success("I think it is pathogenic.")) as server:
+    async with SimulatedVendor(vendor, lambda v, s: v.success("I think it is pathogenic.")) as server:
         outcome = await lane_outcome(server)
     assert isinstance(outcome, Failed)
     assert "malformed" in outcome.reason
@@ -203,8 +203,8 @@ async def test_malformed_answer_is_retried_once_then_a_failure(vendor: Vendor) -
 
 
 async def test_malformed_answer_then_valid_one_is_answered() -> None:
-    replies = iter(['{"classification": "bad"}', VALID_ANSWER])
-    async with FakeVendor("openai", lambda v, s: v.success(next(replies))) as server:
+    replies = iter(['{"classification": "bad"}', SIMULATED_ANSWER])
+    async with SimulatedVendor("openai", lambda v, s: v.success(next(replies))) as server:
         outcome = await lane_outcome(server)
     assert isinstance(outcome, Answered)
     assert outcome.answer.classification == "likely_pathogenic"
@@ -212,7 +212,7 @@ async def test_malformed_answer_then_valid_one_is_answered() -> None:
 
 
 async def test_500s_are_retried_with_backoff_up_to_max_attempts() -> None:
-    async with FakeVendor("claude", lambda v, s: v.error(529, "overloaded")) as server:
+    async with SimulatedVendor("claude", lambda v, s: v.error(529, "overloaded")) as server:
         outcome = await lane_outcome(server, max_attempts=3)
     assert isinstance(outcome, Failed)
     assert "529" in outcome.reason
@@ -220,12 +220,12 @@ async def test_500s_are_retried_with_backoff_up_to_max_attempts() -> None:
 
 
 async def test_429_waits_retry_after_without_using_attempts() -> None:
-    def script(vendor: FakeVendor, seen: Seen) -> Reply:
+    def script(vendor: SimulatedVendor, seen: Seen) -> Reply:
         if len(vendor.requests) <= 3:
             return vendor.error(429, "rate limited", {"retry-after": "0.2"})
-        return vendor.success(VALID_ANSWER)
+        return vendor.success(SIMULATED_ANSWER)
 
-    async with FakeVendor("openai", script) as server:
+    async with SimulatedVendor("openai", script) as server:
         started = time.perf_counter()
         outcome = await lane_outcome(server, max_attempts=1)
     assert isinstance(outcome, Answered)
@@ -234,13 +234,12 @@ async def test_429_waits_retry_after_without_using_attempts() -> None:
 
 
 def test_parse_answer_accepts_the_schema_and_fences() -> None:
-    answer = parse_answer("```json\n" + VALID_ANSWER + "\n```")
+    answer = parse_answer("```json\n" + SIMULATED_ANSWER + "\n```")
     assert answer.classification == "likely_pathogenic"
     assert answer.confidence == 0.8
     assert answer.criteria[0].startswith("PVS1")
-    assert parse_answer(VALID_ANSWER.replace("likely_pathogenic", "Likely pathogenic")).classification == (
-        "likely_pathogenic"
-    )
+    spelled_out = SIMULATED_ANSWER.replace("likely_pathogenic", "Likely pathogenic")
+    assert parse_answer(spelled_out).classification == "likely_pathogenic"
     assert set(CLASSIFICATIONS) == {
         "pathogenic",
         "likely_pathogenic",
@@ -250,7 +249,7 @@ def test_parse_answer_accepts_the_schema_and_fences() -> None:
         "not_classified",
     }
     # Models often answer ACMG's short form; it means the same term.
-    assert parse_answer(VALID_ANSWER.replace("likely_pathogenic", "uncertain")).classification == (
+    assert parse_answer(SIMULATED_ANSWER.replace("likely_pathogenic", "uncertain")).classification == (
         "uncertain_significance"
     )
 
@@ -267,7 +266,7 @@ def test_parse_answer_accepts_the_schema_and_fences() -> None:
     ],
 )
 def test_parse_answer_rejects_schema_violations(change: dict[str, object], message: str) -> None:
-    data = {**json.loads(VALID_ANSWER), **change}
+    data = {**json.loads(SIMULATED_ANSWER), **change}
     with pytest.raises(MalformedAnswer, match=message):
         parse_answer(json.dumps(data))
     with pytest.raises(MalformedAnswer, match="lacks rationale"):

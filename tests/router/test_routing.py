@@ -20,24 +20,23 @@ from vcf_agent.analysis._config import ProviderSettings, RouterSettings, Secret,
 from vcf_agent.app.benchmarks import synthetic_batch
 from vcf_agent.bus import Bus, OutgoingMessage, open_bus
 from vcf_agent.config import Settings
-from vcf_agent.runner import ServiceParts, ensure_topology
+from vcf_agent.localdev import SIMULATED_ANSWER, SIMULATED_API_KEY, Reply, Seen, SimulatedVendor
+from vcf_agent.runner import ensure_topology
 from vcf_agent.schema import decode, encode
-from vcf_agent.services.router import build
+from vcf_agent.services.router import RouterParts, build
 from vcf_agent.v1 import analysis_pb2, events_pb2
-
-from ._fake_vendors import API_KEY, VALID_ANSWER, FakeVendor, Reply, Seen
 
 OK = analysis_pb2.AnalysisResult.STATUS_OK
 FAILED = analysis_pb2.AnalysisResult.STATUS_FAILED
 
 
-def provider(server: FakeVendor, **overrides: Any) -> ProviderSettings:
+def provider(server: SimulatedVendor, **overrides: Any) -> ProviderSettings:
     settings = ProviderSettings(
         server.vendor,
         server.vendor,
         server.base_url,
         f"{server.vendor}-model",
-        api_key=Secret(API_KEY),
+        api_key=Secret(SIMULATED_API_KEY),
         timeout_s=5.0,
         max_concurrency=8,
         rate_per_s=0,
@@ -58,19 +57,19 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
 class Harness:
     bus: Bus
     settings: Settings
-    parts: ServiceParts
+    parts: RouterParts
     results: list[analysis_pb2.AnalysisResult] = field(default_factory=list)
     letters: list[events_pb2.DeadLetter] = field(default_factory=list)
 
     @property
     def pool(self) -> ProviderPool:
-        pool = self.parts.state["provider_pool"]
+        pool = self.parts.provider_pool
         assert isinstance(pool, ProviderPool)
         return pool
 
     @property
     def cache(self) -> CacheSync:
-        cache = self.parts.state["answer_cache"]
+        cache = self.parts.answer_cache
         assert isinstance(cache, CacheSync)
         return cache
 
@@ -140,8 +139,8 @@ async def router(
 
 async def test_failover_when_a_provider_returns_500s() -> None:
     async with (
-        FakeVendor("openai", lambda v, s: v.error(500, "upstream exploded")) as broken,
-        FakeVendor("claude") as healthy,
+        SimulatedVendor("openai", lambda v, s: v.error(500, "upstream exploded")) as broken,
+        SimulatedVendor("claude") as healthy,
     ):
         config = RouterSettings(
             providers={
@@ -185,7 +184,7 @@ async def test_failover_when_a_provider_returns_500s() -> None:
 
 
 async def test_hanging_provider_hits_the_deadline_and_is_dead_lettered() -> None:
-    async with FakeVendor("ollama", lambda v, s: Reply(hang=True)) as hanging:
+    async with SimulatedVendor("ollama", lambda v, s: Reply(hang=True)) as hanging:
         config = RouterSettings(providers={"ollama": provider(hanging, breaker_failures=100)})
         async with router(config, ("local", "ollama"), deadline_s=2.0) as harness:
             published = time.time()
@@ -207,12 +206,12 @@ async def test_hanging_provider_hits_the_deadline_and_is_dead_lettered() -> None
 
 
 async def test_429_storm_slows_down_without_failing() -> None:
-    def storm(vendor: FakeVendor, seen: Seen) -> Reply:
+    def storm(vendor: SimulatedVendor, seen: Seen) -> Reply:
         if len(vendor.requests) <= 20:
             return vendor.error(429, "Rate limit reached", {"retry-after": "0.3"})
-        return vendor.success(VALID_ANSWER)
+        return vendor.success(SIMULATED_ANSWER)
 
-    async with FakeVendor("claude", storm) as limited:
+    async with SimulatedVendor("claude", storm) as limited:
         config = RouterSettings(providers={"claude": provider(limited, breaker_failures=2, max_attempts=1)})
         async with router(config, ("local", "claude")) as harness:
             started = time.monotonic()
@@ -228,7 +227,7 @@ async def test_429_storm_slows_down_without_failing() -> None:
 
 
 async def test_second_analysis_hits_the_cache_and_replicas_agree() -> None:
-    async with FakeVendor("openai") as server:
+    async with SimulatedVendor("openai") as server:
         config = RouterSettings(providers={"openai": provider(server)})
         async with router(config, ("local", "openai")) as harness:
             replica = CacheSync(harness.bus, harness.settings.topology.cache_events, AnswerCache(2**20))
@@ -293,7 +292,7 @@ def test_least_outstanding_and_open_breakers_are_skipped() -> None:
 
 
 async def test_high_priority_requests_are_sent_first() -> None:
-    async with FakeVendor("openai") as server:
+    async with SimulatedVendor("openai") as server:
         config = RouterSettings(providers={"openai": provider(server, max_concurrency=1)})
         pool = ProviderPool(config, ["openai"])
         await pool.start()

@@ -1,8 +1,19 @@
-"""Local development servers (Kafka broker, Iggy server) for tests, benchmarks and `vcf-agent dev`."""
+"""Local development servers (Kafka broker, Iggy server, simulated LLM vendors) for tests, benchmarks
+and `vcf-agent dev`."""
 
 from vcf_agent.localdev._child_process import free_port
 from vcf_agent.localdev._iggy_server import IggyServerError, LocalIggyServer, find_iggy_server
 from vcf_agent.localdev._kafka_broker import KafkaInstallError, LocalKafkaBroker, install_kafka
+from vcf_agent.localdev._llm_vendors import (
+    SIMULATED_ANSWER,
+    SIMULATED_API_KEY,
+    Reply,
+    Script,
+    Seen,
+    SimulatedVendor,
+    Vendor,
+    answering,
+)
 from vcf_agent.localdev._service_processes import (
     ServiceProcess,
     running_pipeline,
@@ -11,11 +22,19 @@ from vcf_agent.localdev._service_processes import (
 )
 
 __all__ = [
+    "SIMULATED_ANSWER",
+    "SIMULATED_API_KEY",
     "IggyServerError",
     "KafkaInstallError",
     "LocalIggyServer",
     "LocalKafkaBroker",
+    "Reply",
+    "Script",
+    "Seen",
     "ServiceProcess",
+    "SimulatedVendor",
+    "Vendor",
+    "answering",
     "find_iggy_server",
     "free_port",
     "install_kafka",

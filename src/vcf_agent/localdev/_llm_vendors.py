@@ -1,9 +1,9 @@
-"""Loopback HTTP servers that speak each LLM vendor's documented wire format.
+"""Simulated LLM vendors: loopback HTTP servers that speak each vendor's documented wire format.
 
-The only fakes in the router tests: they check requests the way the real APIs
-do (path, auth header, required fields, streaming off) and answer with the
-vendors' success and error envelopes, so the client code under test is the
-code that would talk to OpenAI, Anthropic or Ollama.
+The one simulation of the third-party LLM APIs (OpenAI, Anthropic, Ollama), used by the router
+tests and by `vcf-agent bench providers`. They check requests the way the real APIs do (path,
+auth header, required fields, streaming off) and answer with the vendors' success and error
+envelopes, so the client code under test is the code that would talk to the real vendors.
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
+
+from vcf_agent.lifecycle import AsyncComponent
 
 Vendor = Literal["openai", "claude", "ollama"]
 
-API_KEY = "sk-test-4f1c9e0a-do-not-log"
+# The key a simulated vendor expects unless given another; never a real key.
+SIMULATED_API_KEY = "sk-test-4f1c9e0a-do-not-log"
 
-VALID_ANSWER = json.dumps(
+# A well-formed classification answer, what a vendor's model returns as the message content.
+SIMULATED_ANSWER = json.dumps(
     {
         "classification": "likely_pathogenic",
         "criteria": ["PVS1: stop gained in a loss-of-function gene", "PM2: absent from gnomAD"],
@@ -52,17 +55,29 @@ class Reply:
     delay_s: float = 0.0
 
 
-Script = Callable[["FakeVendor", Seen], Reply]
+Script = Callable[["SimulatedVendor", Seen], Reply]
 
 
-def answering(content: str = VALID_ANSWER) -> Script:
-    return lambda vendor, seen: vendor.success(content)
+def answering(content: str = SIMULATED_ANSWER, *, delay_s: float = 0.0) -> Script:
+    """Every valid request succeeds with `content`, after `delay_s` (a model's latency)."""
+
+    def reply(vendor: SimulatedVendor, seen: Seen) -> Reply:
+        success = vendor.success(content)
+        success.delay_s = delay_s
+        return success
+
+    return reply
 
 
-class FakeVendor:
-    """An HTTP/1.1 server on 127.0.0.1 for one vendor; `script` decides each reply."""
+class SimulatedVendor(AsyncComponent):
+    """An HTTP/1.1 server on 127.0.0.1 for one vendor; `script` decides each reply.
 
-    def __init__(self, vendor: Vendor, script: Script | None = None, *, api_key: str = API_KEY) -> None:
+    Every request is kept in `requests` (the tests read what the client sent).
+    """
+
+    def __init__(
+        self, vendor: Vendor, script: Script | None = None, *, api_key: str = SIMULATED_API_KEY
+    ) -> None:
         self.vendor = vendor
         self.script = script or answering()
         self.api_key = api_key
@@ -88,15 +103,6 @@ class FakeVendor:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._server.wait_closed()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def success(self, content: str, input_tokens: int = 120, output_tokens: int = 45) -> Reply:
         """The vendor's non-streaming success envelope around `content`."""
@@ -192,7 +198,7 @@ class FakeVendor:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
                 request_line, *lines = head.rstrip("\r\n").split("\r\n")
                 method, path, _ = request_line.split(" ", 2)
-                headers = {}
+                headers: dict[str, str] = {}
                 for line in lines:
                     name, _, value = line.partition(":")
                     headers[name.strip().lower()] = value.strip()
@@ -209,9 +215,9 @@ class FakeVendor:
                 if reply.delay_s:
                     await asyncio.sleep(reply.delay_s)
                 reason = _REASONS.get(reply.status, "Error")
-                lines = [f"HTTP/1.1 {reply.status} {reason}", f"content-length: {len(reply.body)}"]
-                lines.extend(f"{k}: {v}" for k, v in reply.headers.items())
-                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + reply.body)
+                status = [f"HTTP/1.1 {reply.status} {reason}", f"content-length: {len(reply.body)}"]
+                status.extend(f"{k}: {v}" for k, v in reply.headers.items())
+                writer.write(("\r\n".join(status) + "\r\n\r\n").encode() + reply.body)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
