@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pysam
@@ -62,3 +64,27 @@ def test_validate_exit_codes_and_json(tmp_path: Path) -> None:
     assert bad.returncode == 1
     errors = json.loads(bad.stdout)["errors"]
     assert errors and errors[0]["line"] == len(header) + 1 and errors[0]["column"] == "POS"
+
+
+def test_version_is_the_installed_package_s_from_both_entry_points() -> None:
+    with (Path(__file__).resolve().parents[1] / "pyproject.toml").open("rb") as f:
+        declared = tomllib.load(f)["project"]["version"]
+    assert importlib.metadata.version("vcf-analysis-agent") == declared
+    script = Path(sys.executable).parent / "vcf-agent"
+    console = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    module = vcf_agent("--version")
+    for ran in (console, module):
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == f"vcf-agent {declared}\n"
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    usage = vcf_agent()
+    # No subcommand: argparse's usage error, from the same parser as the console script.
+    assert usage.returncode == 2
+    assert usage.stderr.startswith("usage: vcf-agent ")
+    assert "the following arguments are required: command" in usage.stderr
+    listed = vcf_agent("--help")
+    assert listed.returncode == 0
+    for command in ("run", "serve", "submit", "query", "validate", "bench"):
+        assert f"    {command} " in listed.stdout

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import vcf_agent
 from vcf_agent.config import SERVICES, ClientSettings, ConfigError, Settings
 
 EXAMPLE_VCF = Path(__file__).parent.parent / "examples" / "gatk-multisample.vcf"
@@ -119,6 +120,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vcf-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {vcf_agent.__version__}")
     parser.add_argument(
         "--log-level", help="DEBUG, INFO, WARNING... (default: VCF_AGENT_LOG_LEVEL or WARNING)"
     )
