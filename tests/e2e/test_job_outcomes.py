@@ -1,7 +1,7 @@
 """No silent failures: a job whose analyses failed says so in its state, its counts, its exit code.
 
 The provider is a loopback server speaking OpenAI's chat-completions wire format
-(tests/router/_fake_vendors.py); everything else is real: `vcf-agent run` and
+(vcf_agent.localdev.SimulatedVendor); everything else is real: `vcf-agent run` and
 `vcf-agent submit --watch` as subprocesses, the five services on an embedded log,
 LanceDB, the notifier's WebSocket and gRPC streams. The input is PyVCF3's
 `gatk.vcf` (real GATK output, 37 records, one ALT allele each, 29 with an rsID:
