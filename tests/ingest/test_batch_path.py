@@ -6,7 +6,6 @@ import asyncio
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import cast
 
 import pytest
 from google.protobuf import json_format
@@ -25,7 +24,7 @@ from vcf_agent.bus import (
 from vcf_agent.config import Settings
 from vcf_agent.control import FlagStore
 from vcf_agent.services.ingest import JobRecord, JobRegistry, choose_mode
-from vcf_agent.services.writer import GraphStore, LanceStore, VariantQuery
+from vcf_agent.services.writer import VariantQuery
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import analysis_pb2, control_pb2, events_pb2, jobs_pb2, query_pb2
 
@@ -170,8 +169,7 @@ def _normalised(variants: list[query_pb2.StoredVariant]) -> list[bytes]:
 
 
 async def _stored(pipeline: LocalPipeline, job_id: str) -> tuple[list[bytes], int, object]:
-    writer = pipeline.parts["writer"].state
-    lance, graph = cast(LanceStore, writer["lance"]), cast(GraphStore, writer["graph"])
+    lance, graph = pipeline.writer.lance, pipeline.writer.graph
     variants, total = await asyncio.to_thread(lance.query, VariantQuery(job_id=job_id, limit=1_000_000))
     assert total == len(variants)
     analyses = await asyncio.to_thread(lance.count_analyses, job_id)
