@@ -1,32 +1,22 @@
-"""The one place environment variables are read.
+"""What every service and client is given: frozen, validated settings, and no environment.
 
-Everything else receives a frozen, validated `Settings`; CLI flags override
-the environment by passing keyword overrides to `Settings.from_env`.
+The settings are read once, at the edge (`vcf_agent.app.settings_tree`: defaults, an optional TOML
+file, VCF_AGENT_* variables, command-line flags) and passed down as these dataclasses; nothing
+below the command line reads the environment. Constructing one checks it, so a test or an embedder
+building `Settings(...)` by hand gets the same one-line `ConfigError` as the command line.
 
-Who may call and how traffic is encrypted (`SecuritySettings`) is parsed here
-too, when a service starts (never at import), from a JSON token file or
-variables, so one container image serves any deployment:
-
-- VCF_AGENT_TOKENS_FILE: {"admins": {"alice": "TOKEN"}, "tenants": {"lab-a": "TOKEN" or ["T1", "T2"]}}
-- VCF_AGENT_ADMIN_TOKENS: "alice:TOKEN,bob:TOKEN"   (name:token; the name is the audit actor)
-- VCF_AGENT_TENANT_TOKENS: "lab-a:TOKEN,lab-b:TOKEN" (tenant:token)
-- VCF_AGENT_TLS_CERT, VCF_AGENT_TLS_KEY: PEM files; both or neither.
-
-No tokens at all means authentication is off (local development), and then
-the services bind only a loopback address unless told `--insecure`.
+No tokens at all means authentication is off (local development), and then the services bind
+only a loopback address unless told `--insecure`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import Literal, get_args
 
 from vcf_agent.schema import TENANT_ID_PATTERN
 
@@ -96,52 +86,112 @@ class SecuritySettings:
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SecuritySettings:
-        env = os.environ if env is None else env
-        admins: dict[str, str] = {}
-        tenants: dict[str, str] = {}
-        if env.get("VCF_AGENT_TOKENS_FILE"):
-            file_admins, file_tenants = _read_token_file(Path(env["VCF_AGENT_TOKENS_FILE"]))
-            admins.update(file_admins)
-            tenants.update(file_tenants)
-        admins.update(_pairs("VCF_AGENT_ADMIN_TOKENS", env.get("VCF_AGENT_ADMIN_TOKENS", "")))
-        tenants.update(_pairs("VCF_AGENT_TENANT_TOKENS", env.get("VCF_AGENT_TENANT_TOKENS", "")))
-        cert, key = env.get("VCF_AGENT_TLS_CERT"), env.get("VCF_AGENT_TLS_KEY")
-        return cls(admins, tenants, Path(cert) if cert else None, Path(key) if key else None)
+
+Kind = Literal["openai", "claude", "ollama"]
+Strategy = Literal["round_robin", "weighted", "least_outstanding"]
 
 
-def _pairs(variable: str, text: str) -> dict[str, str]:
-    """token -> name from "name:token,name:token"."""
-    tokens: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, token = item.partition(":")
-        if not sep or not name or not token:
-            raise ConfigError(f"{variable} entries must be NAME:TOKEN, got {item.split(':')[0]!r}...")
-        tokens[token] = name
-    return tokens
+class Secret:
+    """A credential that never appears in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
-def _read_token_file(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"VCF_AGENT_TOKENS_FILE {path}: {exc}") from exc
-    if not isinstance(document, dict):
-        raise ConfigError(f"VCF_AGENT_TOKENS_FILE {path}: expected a JSON object")
-    result: list[dict[str, str]] = []
-    for section in ("admins", "tenants"):
-        entries = document.get(section, {})
-        if not isinstance(entries, dict):
-            raise ConfigError(f"VCF_AGENT_TOKENS_FILE {path}: {section!r} must map names to tokens")
-        tokens: dict[str, str] = {}
-        for name, value in entries.items():
-            for token in [value] if isinstance(value, str) else value:
-                if not isinstance(token, str) or not token:
-                    raise ConfigError(f"VCF_AGENT_TOKENS_FILE {path}: bad token for {section}.{name}")
-                tokens[token] = name
-        result.append(tokens)
-    return result[0], result[1]
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """One LLM endpoint: where it is, how hard it may be driven, when to give up on it."""
+
+    name: str
+    kind: Kind
+    base_url: str
+    model: str
+    api_key: Secret | None = None
+    timeout_s: float = 30.0
+    max_concurrency: int = 8
+    # Requests per second through the token bucket; 0 disables the limit.
+    rate_per_s: float = 10.0
+    burst: int = 10
+    # Share of a pool's traffic under the weighted strategy.
+    weight: float = 1.0
+    # Calls per request on this provider before failing over (429s do not count).
+    max_attempts: int = 3
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 8.0
+    breaker_failures: int = 5
+    breaker_reset_s: float = 10.0
+    max_tokens: int = 512
+    # USD per million tokens, to turn reported usage into a cost metric.
+    input_cost_per_mtok: float = 0.0
+    output_cost_per_mtok: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(Kind):
+            raise ConfigError(
+                f"provider {self.name}: kind must be one of {get_args(Kind)}, got {self.kind!r}"
+            )
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"provider {self.name}: base_url must be http(s), got {self.base_url!r}")
+        for name in ("timeout_s", "max_concurrency", "burst", "max_attempts", "breaker_failures"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"provider {self.name}: {name} must be positive")
+        for name in ("rate_per_s", "weight", "backoff_base_s", "breaker_reset_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"provider {self.name}: {name} must not be negative")
+
+
+BUILTIN_PROVIDERS: dict[str, ProviderSettings] = {
+    "openai": ProviderSettings("openai", "openai", "https://api.openai.com/v1", "gpt-4o-mini"),
+    "claude": ProviderSettings("claude", "claude", "https://api.anthropic.com", "claude-3-5-haiku-latest"),
+    "ollama": ProviderSettings(
+        "ollama", "ollama", "http://127.0.0.1:11434", "llama3.1", rate_per_s=0, max_concurrency=2
+    ),
+}
+DEFAULT_API_KEY_ENV: dict[str, str] = {"openai": "OPENAI_API_KEY", "claude": "ANTHROPIC_API_KEY"}
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """Every LLM provider, the pools requests may name, the balancing strategy, the cache bound."""
+
+    providers: Mapping[str, ProviderSettings] = field(default_factory=lambda: dict(BUILTIN_PROVIDERS))
+    pools: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    strategy: Strategy = "round_robin"
+    cache_max_bytes: int = 64 * 2**20
+
+    def __post_init__(self) -> None:
+        if self.strategy not in get_args(Strategy):
+            raise ConfigError(f"strategy must be one of {get_args(Strategy)}, got {self.strategy!r}")
+        if self.cache_max_bytes < 0:
+            raise ConfigError("cache_max_bytes must not be negative")
+        for pool, members in self.pools.items():
+            if pool in self.providers or pool == "local":
+                raise ConfigError(f"pool {pool!r} has the name of a provider")
+            missing = [m for m in members if m not in self.providers]
+            if missing or not members:
+                raise ConfigError(f"pool {pool!r} names unknown providers {missing or '(none)'}")
+
+    def members(self, slot: str) -> tuple[str, ...]:
+        """The providers that may answer for a requested name, in failover order."""
+        if slot in self.pools:
+            return self.pools[slot]
+        return (slot,) if slot in self.providers else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +211,8 @@ class Settings:
     # Batches in flight between the VCF reader thread and the publisher.
     max_pending_batches: int = 8
     providers: tuple[str, ...] = ("local",)
+    # The LLM endpoints, pools and balancing those providers may name (the router and ingest's batch path).
+    router: RouterSettings = field(default_factory=RouterSettings)
     # The aggregator marks a variant partial once this has passed without every answer.
     analysis_deadline_s: float = 30.0
     genes_file: Path | None = None
@@ -231,73 +283,6 @@ class Settings:
                         f"VCF_AGENT_INGEST_ALLOWED_DIRS: {tenant}={directory} must be an absolute path"
                     )
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from VCF_AGENT_* (and the design's KAFKA_/IGGY_) variables, then overrides."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if "VCF_AGENT_DATA_DIR" in env:
-            values["data_dir"] = Path(env["VCF_AGENT_DATA_DIR"])
-        bus = env.get("VCF_AGENT_BUS") or _bus_from_design_env(env)
-        if bus:
-            values["bus_url"] = bus
-        ints = {
-            "VCF_AGENT_GRPC_PORT": "grpc_port",
-            "VCF_AGENT_WEBSOCKET_PORT": "websocket_port",
-            "VCF_AGENT_BATCH_SIZE": "batch_size",
-            "VCF_AGENT_BATCH_LINGER_MS": "batch_linger_ms",
-            "VCF_AGENT_WRITER_BATCH_ROWS": "writer_batch_rows",
-            "VCF_AGENT_UPLOAD_MAX_BYTES": "upload_max_bytes",
-        }
-        for var, name in ints.items():
-            if var in env:
-                try:
-                    values[name] = int(env[var])
-                except ValueError as exc:
-                    raise ConfigError(f"{var} must be an integer, got {env[var]!r}") from exc
-        if "VCF_AGENT_GRPC_HOST" in env:
-            values["grpc_host"] = env["VCF_AGENT_GRPC_HOST"]
-        if "VCF_AGENT_PROVIDERS" in env:
-            values["providers"] = tuple(p.strip() for p in env["VCF_AGENT_PROVIDERS"].split(",") if p.strip())
-        seconds = {
-            "VCF_AGENT_ANALYSIS_DEADLINE_S": "analysis_deadline_s",
-            "VCF_AGENT_UPLOAD_RETENTION_S": "upload_retention_s",
-            "VCF_AGENT_WEBSOCKET_TICKET_TTL_S": "websocket_ticket_ttl_s",
-            "VCF_AGENT_NOTIFIER_JOB_WAIT_S": "notifier_job_wait_s",
-        }
-        for var, name in seconds.items():
-            if var in env:
-                try:
-                    values[name] = float(env[var])
-                except ValueError as exc:
-                    raise ConfigError(f"{var} must be a number of seconds, got {env[var]!r}") from exc
-        if env.get("VCF_AGENT_INGEST_ALLOWED_DIRS"):
-            values["ingest_allowed_dirs"] = allowed_dirs(env["VCF_AGENT_INGEST_ALLOWED_DIRS"])
-        if env.get("VCF_AGENT_INSECURE", "").strip().lower() in ("1", "true", "yes"):
-            values["insecure"] = True
-        values["security"] = SecuritySettings.from_env(env)
-        if "VCF_AGENT_GENES_FILE" in env:
-            values["genes_file"] = Path(env["VCF_AGENT_GENES_FILE"])
-        if "VCF_AGENT_POPULATION_AF_PATTERN" in env:
-            values["population_af_pattern"] = env["VCF_AGENT_POPULATION_AF_PATTERN"]
-        for var, name in (("VCF_AGENT_ACMG_BS1_AF", "acmg_bs1_af"), ("VCF_AGENT_ACMG_PM2_AF", "acmg_pm2_af")):
-            if var in env:
-                try:
-                    values[name] = float(env[var])
-                except ValueError as exc:
-                    raise ConfigError(f"{var} must be a number, got {env[var]!r}") from exc
-        if "VCF_AGENT_INGEST_VALIDATION" in env:
-            values["ingest_validation"] = env["VCF_AGENT_INGEST_VALIDATION"].strip().lower()
-        if "VCF_AGENT_LOG_LEVEL" in env:
-            values["log_level"] = env["VCF_AGENT_LOG_LEVEL"]
-        topology = _topology_from_env(env)
-        if topology is not None:
-            values["topology"] = topology
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "data_dir" in values and "bus_url" not in values:
-            values["bus_url"] = default_bus_url(Path(values["data_dir"]))
-        return cls(**values)
-
     def check_bind(self, security: SecuritySettings | None = None) -> None:
         """Refuse to serve every tenant's data to the network with authentication off.
 
@@ -352,60 +337,7 @@ class ClientSettings:
     tls_ca: Path | None = None
     tls: bool = False
 
-    @classmethod
-    def from_env(
-        cls,
-        environ: Mapping[str, str] | None = None,
-        *,
-        token: str | None = None,
-        tls_ca: str | None = None,
-        tls: bool = False,
-    ) -> ClientSettings:
-        env = os.environ if environ is None else environ
-        token = token if token is not None else env.get("VCF_AGENT_TOKEN", "")
-        ca = tls_ca if tls_ca is not None else env.get("VCF_AGENT_TLS_CA", "")
-        if ca and not Path(ca).is_file():
-            raise ConfigError(f"--tls-ca / VCF_AGENT_TLS_CA: no file at {ca}")
-        return cls(token.strip(), Path(ca) if ca else None, tls or bool(ca))
-
-
-def _topology_from_env(env: Mapping[str, str]) -> Topology | None:
-    """VCF_AGENT_STREAM_<ROLE>=name and VCF_AGENT_PARTITIONS_<ROLE>=n, e.g. ROLE=VARIANTS."""
-    changes: dict[str, Any] = {}
-    for f in fields(Topology):
-        if f.name.endswith("_partitions"):
-            var = f"VCF_AGENT_PARTITIONS_{f.name.removesuffix('_partitions').upper()}"
-            if var in env:
-                try:
-                    changes[f.name] = int(env[var])
-                except ValueError as exc:
-                    raise ConfigError(f"{var} must be an integer, got {env[var]!r}") from exc
-                if changes[f.name] < 1:
-                    raise ConfigError(f"{var} must be at least 1")
-        else:
-            var = f"VCF_AGENT_STREAM_{f.name.upper()}"
-            if env.get(var):
-                changes[f.name] = env[var]
-    return Topology(**changes) if changes else None
-
 
 def default_bus_url(data_dir: Path) -> str:
     """The embedded log under the data directory: the no-server default."""
     return f"embedded://{(data_dir / 'bus').resolve()}"
-
-
-def _bus_from_design_env(env: Mapping[str, str]) -> str:
-    """The design's variables: Iggy primary with Kafka fallback when both are set."""
-    kafka = env.get("KAFKA_BOOTSTRAP_SERVERS", "")
-    iggy_host = env.get("IGGY_HOST", "")
-    kafka_url = f"kafka://{kafka}" if kafka else ""
-    iggy_url = ""
-    if iggy_host:
-        port = env.get("IGGY_PORT", "8090")
-        user = env.get("IGGY_USERNAME", "iggy")
-        password = env.get("IGGY_PASSWORD", "iggy")
-        stream = env.get("IGGY_STREAM_NAME", "vcf-agent")
-        iggy_url = f"iggy://{quote(user)}:{quote(password)}@{iggy_host}:{port}?stream={quote(stream)}"
-    if iggy_url and kafka_url:
-        return f"failover://?primary={quote(iggy_url, safe='')}&fallback={quote(kafka_url, safe='')}"
-    return iggy_url or kafka_url

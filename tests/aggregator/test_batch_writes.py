@@ -98,7 +98,7 @@ async def test_batch_writes_equal_build_write(seed: int, tmp_path: Path) -> None
     records.insert(len(records) // 2, _record(len(records), *encode(marker)))
 
     bus = _Published()
-    settings = Settings.from_env(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path)
     correlator = Correlator(bus, settings)  # type: ignore[arg-type]
     for start in range(0, len(records), 4):
         await correlator.handle(records[start : start + 4])

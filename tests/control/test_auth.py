@@ -13,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.control.conftest import HostFactory, probe_service
+from vcf_agent.app._settings_tree import load_settings
 from vcf_agent.app.cli import EXAMPLE_VCF
 from vcf_agent.bus import Bus
 from vcf_agent.config import ConfigError, Settings
@@ -129,21 +130,21 @@ async def test_a_tenant_token_cannot_read_another_tenants_job(
 def test_tokens_come_from_a_file_and_variables(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"admins": {"alice": "a1"}, "tenants": {"lab-a": ["t1", "t2"]}}))
-    security = SecuritySettings.from_env(
+    security = load_settings(
         {
             "VCF_AGENT_TOKENS_FILE": str(tokens),
             "VCF_AGENT_TENANT_TOKENS": "lab-b:t3",
             "VCF_AGENT_ADMIN_TOKENS": "",
         }
-    )
+    ).service.security
     assert security.admin_tokens == {"a1": "alice"}
     assert security.tenant_tokens == {"t1": "lab-a", "t2": "lab-a", "t3": "lab-b"}
     assert security.auth_enabled and not security.tls_enabled
-    assert not SecuritySettings.from_env({}).auth_enabled
+    assert not load_settings({}).service.security.auth_enabled
     with pytest.raises(ConfigError, match="NAME:TOKEN"):
-        SecuritySettings.from_env({"VCF_AGENT_ADMIN_TOKENS": "no-colon"})
+        load_settings({"VCF_AGENT_ADMIN_TOKENS": "no-colon"})
     with pytest.raises(ConfigError, match="both"):
-        SecuritySettings.from_env({"VCF_AGENT_TLS_CERT": "/x.pem"})
+        load_settings({"VCF_AGENT_TLS_CERT": "/x.pem"})
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

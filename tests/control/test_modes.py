@@ -72,7 +72,7 @@ async def _has_version(flags: FlagStore, key: str, version: int) -> None:
 
 async def test_compare_modes_after_one_job_each(bus: Bus, run_host: HostFactory, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", bus_url=f"embedded://{tmp_path / 'bus'}", batch_size=400)
-    offline = RouterSettings.from_env({})
+    offline = RouterSettings()
     ingest_parts = ingest.build(settings, bus, router_settings=offline)
     async with AsyncExitStack() as stack:
         hosts: dict[str, ServiceHost] = {}

@@ -24,21 +24,34 @@ from tests.deploy._deploy_files import (
     render_overlay,
     service_workloads,
 )
+from vcf_agent.app._settings_tree import environment_variables, is_provider_variable, load_settings
 from vcf_agent.app.cli import build_parser
 from vcf_agent.config import SERVICES, Settings
-from vcf_agent.control import SecuritySettings
 
-# The modules that read the environment (config.py says it is the only place, plus the control
-# plane's security settings).
-# Tokens and TLS (SecuritySettings) are read there too.
-_READERS = (ROOT / "src" / "vcf_agent" / "config.py",)
+# Only the command line reads the environment, through the settings tree: no other module may name
+# a variable (so the tree's list below is every variable anything reads).
+_SOURCE = ROOT / "src" / "vcf_agent"
+_TREE = _SOURCE / "app" / "_settings_tree.py"
 
 
 def variables_the_settings_read() -> set[str]:
-    names: set[str] = set()
-    for path in _READERS:
-        names |= set(re.findall(r"\"((?:VCF_AGENT|IGGY|KAFKA)_[A-Z_]+)\"", path.read_text()))
-    return names
+    return set(environment_variables())
+
+
+def test_nothing_below_the_command_line_reads_the_environment() -> None:
+    readers = []
+    for path in sorted(_SOURCE.rglob("*.py")):
+        text = path.read_text()
+        # localdev starts brokers and service processes for tests and passes its environment on;
+        # it configures no service.
+        if path == _TREE or "localdev" in path.parts or "/v1/" in str(path):
+            continue
+        # OpenTelemetry's own OTEL_* variables are read by its SDK's conventions, outside the tree.
+        lines = [line for line in text.splitlines() if re.search(r"os\.environ|getenv\(", line)]
+        if any("OTEL_" not in line for line in lines):
+            readers.append(str(path.relative_to(_SOURCE)))
+    # The command line passes os.environ to the tree once; it is the only other reader.
+    assert readers == ["app/cli.py"]
 
 
 def _role(name: str) -> str:
@@ -85,11 +98,14 @@ def test_compose_commands_and_environment_are_what_the_services_accept(profile: 
         if args.service == "notifier":
             assert args.websocket_port in published and str(args.websocket_port) in service["expose"]
         env: dict[str, str] = service["environment"]
-        assert set(env) - known == set(), f"{name} sets variables nothing reads: {set(env) - known}"
-        settings = Settings.from_env(env, grpc_port=args.grpc_port, grpc_host=args.grpc_host)
+        unknown = {v for v in set(env) - known if not is_provider_variable(v)}
+        assert unknown == set(), f"{name} sets variables nothing reads: {unknown}"
+        settings = load_settings(
+            env, flags={"grpc_port": args.grpc_port, "grpc_host": args.grpc_host}
+        ).service
         assert settings.data_dir == Path("/data")
         _check_bus(profile, settings, "iggy", "kafka:9092")
-        security = SecuritySettings.from_env(env)
+        security = settings.security
         assert security.auth_enabled
         assert security.admin_tokens == {"deploy-test-admin-token": "ops"}
         assert security.tenant_tokens == {"deploy-test-tenant-token": "lab-a"}
@@ -132,15 +148,18 @@ def test_kubernetes_args_and_environment_are_what_the_services_accept(overlay: s
         if name == "notifier":
             assert ports["websocket"] == args.websocket_port
         env = _pod_environment(objects, container)
-        assert set(env) - known == set(), f"{name} sets variables nothing reads: {set(env) - known}"
-        settings = Settings.from_env(env, grpc_port=args.grpc_port, grpc_host=args.grpc_host)
+        unknown = {v for v in set(env) - known if not is_provider_variable(v)}
+        assert unknown == set(), f"{name} sets variables nothing reads: {unknown}"
+        settings = load_settings(
+            env, flags={"grpc_port": args.grpc_port, "grpc_host": args.grpc_host}
+        ).service
         assert settings.data_dir == Path("/data")
         _check_bus("k8s", settings, settings_map["IGGY_HOST"], settings_map["KAFKA_BOOTSTRAP_SERVERS"])
-        assert SecuritySettings.from_env(env).auth_enabled
+        assert settings.security.auth_enabled
 
 
 def test_the_variables_check_knows_the_settings_variables() -> None:
-    """The reader scan finds what Settings really reads (so a typo in a file would be caught)."""
+    """The tree's list is what it really reads (so a typo in a file would be caught)."""
     known = variables_the_settings_read()
     assert {"VCF_AGENT_DATA_DIR", "VCF_AGENT_BUS", "KAFKA_BOOTSTRAP_SERVERS", "IGGY_HOST"} <= known
     assert {"VCF_AGENT_ADMIN_TOKENS", "VCF_AGENT_TENANT_TOKENS", "VCF_AGENT_TLS_CERT"} <= known

@@ -204,7 +204,7 @@ def test_bcftools_gvcf_reference_blocks_are_counted_not_published() -> None:
 
 @needs_htslib_test
 async def test_gvcf_job_stores_and_analyses_only_real_alleles_and_counts_the_rest(tmp_path: Path) -> None:
-    settings = Settings.from_env(data_dir=tmp_path / "data", bus_url=f"memory://gvcf-{tmp_path.name}")
+    settings = Settings(data_dir=tmp_path / "data", bus_url=f"memory://gvcf-{tmp_path.name}")
     async with LocalPipeline(settings) as pipeline:
         job_id = await pipeline.submit(HTSLIB_TEST / "index.vcf")
         job = await pipeline.wait(job_id, timeout_s=120)

@@ -270,7 +270,7 @@ def test_snpeff_ann_alleles_of_split_records_at_one_position_gemini_15484(
 async def test_the_jobs_context_travels_to_the_router_and_the_evidence_is_stored(tmp_path: Path) -> None:
     """End to end: ingest builds the context from the header, every batch carries it on the bus, the
     router's local provider reads the population keys by it, the writer stores the criteria."""
-    settings = Settings.from_env(data_dir=tmp_path / "data", bus_url=f"memory://acmg-{tmp_path.name}")
+    settings = Settings(data_dir=tmp_path / "data", bus_url=f"memory://acmg-{tmp_path.name}")
     async with LocalPipeline(settings) as pipeline:
         job_id = await pipeline.submit(CYVCF2)
         job = await pipeline.wait(job_id, timeout_s=120)

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import msgpack
 
-from vcf_agent.analysis import AnswerCache, CacheSync, ProviderPool
+from vcf_agent.analysis import AnswerCache, CacheSync, ProviderPool, ProviderSettings, RouterSettings, Secret
 from vcf_agent.analysis._cache import CachedAnswer, cache_key, prompt_digest
-from vcf_agent.analysis._config import ProviderSettings, RouterSettings, Secret
 from vcf_agent.analysis._prompt import PROMPT_VERSION, Prompt
 from vcf_agent.app.benchmarks import synthetic_batch
 from vcf_agent.bus import Bus, open_bus

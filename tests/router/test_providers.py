@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from vcf_agent.analysis._config import ProviderSettings, RouterSettings, Secret
+from vcf_agent.analysis import ProviderSettings, Secret
 from vcf_agent.analysis._dispatch import Answered, Failed, ProviderLane
 from vcf_agent.analysis._llm_providers import (
     ANTHROPIC_VERSION,
@@ -30,6 +30,7 @@ from vcf_agent.analysis._prompt import (
     build_prompt,
     parse_answer,
 )
+from vcf_agent.app._settings_tree import load_settings
 from vcf_agent.config import ConfigError
 from vcf_agent.localdev import SIMULATED_ANSWER, SIMULATED_API_KEY, Reply, Seen, SimulatedVendor, Vendor
 from vcf_agent.v1 import variant_pb2
@@ -280,10 +281,10 @@ def test_prompt_is_deterministic_and_versioned() -> None:
     assert prompt().version == PROMPT_VERSION
 
 
-def test_router_settings_from_env(tmp_path: Path) -> None:
+def test_router_settings_from_the_environment(tmp_path: Path) -> None:
     key_file = tmp_path / "claude.key"
     key_file.write_text("from-file\n")
-    config = RouterSettings.from_env(
+    config = load_settings(
         {
             "VCF_AGENT_PROVIDER_OPENAI_BASE_URL": "http://127.0.0.1:8000/v1",
             "VCF_AGENT_PROVIDER_OPENAI_MAX_CONCURRENCY": "16",
@@ -297,7 +298,7 @@ def test_router_settings_from_env(tmp_path: Path) -> None:
             "VCF_AGENT_PROVIDER_STRATEGY": "least-outstanding",
             "VCF_AGENT_PROVIDER_CACHE_MAX_BYTES": "1024",
         }
-    )
+    ).service.router
     openai = config.providers["openai"]
     assert (openai.base_url, openai.max_concurrency, openai.rate_per_s) == (
         "http://127.0.0.1:8000/v1",
@@ -314,6 +315,6 @@ def test_router_settings_from_env(tmp_path: Path) -> None:
     assert config.cache_max_bytes == 1024
     assert "from-env" not in repr(config)
     with pytest.raises(ConfigError, match="MAX_CONCURRENCY"):
-        RouterSettings.from_env({"VCF_AGENT_PROVIDER_OPENAI_MAX_CONCURRENCY": "many"})
+        load_settings({"VCF_AGENT_PROVIDER_OPENAI_MAX_CONCURRENCY": "many"})
     with pytest.raises(ConfigError, match="unknown providers"):
-        RouterSettings.from_env({"VCF_AGENT_PROVIDER_POOLS": "llm=openai,nope"})
+        load_settings({"VCF_AGENT_PROVIDER_POOLS": "llm=openai,nope"})

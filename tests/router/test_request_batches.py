@@ -85,7 +85,7 @@ async def test_local_answers_are_the_same_for_both_forms() -> None:
 
 
 async def test_the_router_publishes_each_provider_the_variant_batch_as_it_arrived(tmp_path: Path) -> None:
-    settings = Settings.from_env(data_dir=tmp_path, bus_url="memory://request-splice")
+    settings = Settings(data_dir=tmp_path, bus_url="memory://request-splice")
     bus = open_bus(settings.bus_url)
     await bus.start()
     try:
@@ -112,7 +112,7 @@ async def test_the_router_publishes_each_provider_the_variant_batch_as_it_arrive
 
 
 async def test_the_local_worker_sends_the_same_answers_with_variants_spliced_first(tmp_path: Path) -> None:
-    settings = Settings.from_env(data_dir=tmp_path, bus_url="memory://result-splice")
+    settings = Settings(data_dir=tmp_path, bus_url="memory://result-splice")
     request_batch = _request_batch(priority=2)
     published = await published_answers(settings, request_batch)
 

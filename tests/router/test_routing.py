@@ -15,11 +15,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vcf_agent.analysis import AnswerCache, CacheSync, ProviderPool
-from vcf_agent.analysis._config import ProviderSettings, RouterSettings, Secret, Strategy
+from vcf_agent.analysis import AnswerCache, CacheSync, ProviderPool, ProviderSettings, RouterSettings, Secret
 from vcf_agent.app.benchmarks import synthetic_batch
 from vcf_agent.bus import Bus, OutgoingMessage, open_bus
-from vcf_agent.config import Settings
+from vcf_agent.config import Settings, Strategy
 from vcf_agent.localdev import SIMULATED_ANSWER, SIMULATED_API_KEY, Reply, Seen, SimulatedVendor
 from vcf_agent.runner import ensure_topology
 from vcf_agent.schema import decode, encode

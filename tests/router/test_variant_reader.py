@@ -346,7 +346,7 @@ def test_random_variants_cover_what_they_are_for(genes: GeneIndex) -> None:
 
 
 async def test_the_worker_publishes_what_the_protobuf_path_answered(tmp_path: Path) -> None:
-    settings = Settings.from_env(data_dir=tmp_path, bus_url="memory://compiled-answers")
+    settings = Settings(data_dir=tmp_path, bus_url="memory://compiled-answers")
     messages = random_variants(99, 40)
     request = analysis_requests(
         variant_pb2.VariantBatch(variants=messages), "local", PROVIDERS, provider_deadline(10)

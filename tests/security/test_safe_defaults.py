@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from vcf_agent.app._settings_tree import load_settings
 from vcf_agent.bus import open_bus
 from vcf_agent.config import ConfigError, SecuritySettings, Settings, allowed_dirs
 from vcf_agent.control import ControlPlaneServer
@@ -36,7 +37,7 @@ def test_without_tokens_only_loopback_addresses_may_be_bound() -> None:
             Settings(grpc_host=host).check_bind()
         Settings(grpc_host=host, insecure=True).check_bind()
         Settings(grpc_host=host, security=SecuritySettings(tenant_tokens={"t": "lab-a"})).check_bind()
-    assert Settings.from_env({"VCF_AGENT_GRPC_HOST": "0.0.0.0", "VCF_AGENT_INSECURE": "1"}).insecure
+    assert load_settings({"VCF_AGENT_GRPC_HOST": "0.0.0.0", "VCF_AGENT_INSECURE": "1"}).service.insecure
 
 
 def test_allowed_directories_are_read_per_tenant() -> None:
@@ -48,7 +49,7 @@ def test_allowed_directories_are_read_per_tenant() -> None:
         allowed_dirs("lab-a=data/a")
     with pytest.raises(ConfigError, match="TENANT=DIR"):
         allowed_dirs("=/data")
-    assert Settings.from_env({}).ingest_allowed_dirs == {}
+    assert load_settings({}).service.ingest_allowed_dirs == {}
 
 
 def test_serving_every_address_without_tokens_needs_insecure(tmp_path: Path) -> None:

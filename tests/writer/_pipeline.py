@@ -28,7 +28,7 @@ async def running_services(
     bus: Bus = open_bus(settings.bus_url)
     await bus.start()
     await ensure_topology(bus, settings)
-    offline = RouterSettings.from_env({})
+    offline = RouterSettings()
     try:
         async with AsyncExitStack() as stack:
             addresses = {}

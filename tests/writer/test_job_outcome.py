@@ -31,14 +31,14 @@ CLAUDE_DOWN = "claude: HTTP 529 overloaded_error: Overloaded (attempt 3)"
 async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
     bus = open_bus(f"embedded://{tmp_path / 'bus'}")
     await bus.start()
-    await ensure_topology(bus, Settings.from_env({}, data_dir=tmp_path))
+    await ensure_topology(bus, Settings(data_dir=tmp_path))
     yield bus
     await bus.stop()
 
 
 @pytest.fixture
 async def sink(tmp_path: Path, bus: Bus) -> AsyncIterator[StoreSink]:
-    settings = Settings.from_env({}, data_dir=tmp_path, bus_url="embedded://unused")
+    settings = Settings(data_dir=tmp_path, bus_url="embedded://unused")
     lance, graph = LanceStore(tmp_path / "lance"), GraphStore(tmp_path / "graph.lbug")
     lance.open()
     graph.open()

@@ -55,7 +55,7 @@ async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
 
 
 def _sink(tmp_path: Path, bus: Bus, lance: LanceStore) -> tuple[StoreSink, GraphStore]:
-    settings = Settings.from_env({}, data_dir=tmp_path, bus_url="embedded://unused", writer_batch_rows=BATCH)
+    settings = Settings(data_dir=tmp_path, bus_url="embedded://unused", writer_batch_rows=BATCH)
     graph = GraphStore(tmp_path / "graph.lbug")
     graph.open()
     lance.open()
@@ -79,7 +79,7 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None
 
 
 async def test_a_failed_lancedb_write_stops_every_later_batch(tmp_path: Path, bus: Bus) -> None:
-    await ensure_topology(bus, Settings.from_env({}, data_dir=tmp_path))
+    await ensure_topology(bus, Settings(data_dir=tmp_path))
     lance = GatedLance(tmp_path / "lance", fail_write=1)
     sink, graph = _sink(tmp_path, bus, lance)
     # Three batches in flight: the first held at LanceDB, the second and third behind it.
@@ -102,7 +102,7 @@ async def test_a_failed_lancedb_write_stops_every_later_batch(tmp_path: Path, bu
 
 
 async def test_cancelling_a_later_flush_leaves_the_earlier_one_to_finish(tmp_path: Path, bus: Bus) -> None:
-    await ensure_topology(bus, Settings.from_env({}, data_dir=tmp_path))
+    await ensure_topology(bus, Settings(data_dir=tmp_path))
     lance = GatedLance(tmp_path / "lance")
     sink, graph = _sink(tmp_path, bus, lance)
     await sink.handle([_record(0)])

@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vcf_agent.bus import Bus
-from vcf_agent.config import Settings
+from vcf_agent.config import ProviderSettings, RouterSettings, Secret, Settings
 
 from ._cache import AnswerCache, CacheSync
-from ._config import ProviderSettings, RouterSettings, Secret
 from ._dispatch import PoolSlot, ProviderPool
 from ._prompt import PROMPT_VERSION
 from ._providers import AnalysisProvider, LocalProvider, WholeBatchProvider
@@ -43,7 +42,6 @@ __all__ = [
     "merge_verdict",
     "provider_deadline",
 ]
-
 
 
 @dataclass(slots=True)

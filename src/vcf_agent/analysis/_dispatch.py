@@ -26,12 +26,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
 from vcf_agent.lifecycle import AsyncComponent
+from vcf_agent.config import RouterSettings
 from vcf_agent.v1 import analysis_pb2
 
 from ._annotation_fields import context_of
 from ._breaker import CircuitBreaker
 from ._cache import CachedAnswer, CacheSync, cache_key
-from ._config import RouterSettings
 from ._llm_providers import CallError, LLMProvider, RateLimited
 from ._local_annotator import LocalAnnotator
 from ._metrics import provider_cost, provider_failovers, provider_outstanding, provider_tokens

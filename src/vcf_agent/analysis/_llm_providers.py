@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from ._config import ProviderSettings
+from vcf_agent.config import ProviderSettings
+
 from ._prompt import MalformedAnswer, Prompt
 
 ANTHROPIC_VERSION = "2023-06-01"

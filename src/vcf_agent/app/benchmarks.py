@@ -134,7 +134,7 @@ async def bench_e2e(root: Path, variants: int, samples: int, bus_url: str | None
     path = write_synthetic_vcf(
         root / "bench.vcf", SyntheticVcfSpec(records=variants, samples=samples, seed=7)
     )
-    settings = Settings.from_env(data_dir=root / "data", bus_url=bus_url)
+    settings = Settings(data_dir=root / "data", bus_url=bus_url or "")
     sampler = RssSampler()
     async with LocalPipeline(settings) as pipeline:
         await sampler.start()
@@ -165,7 +165,7 @@ async def bench_ingest(path: Path, scratch_dir: Path) -> dict[str, object]:
     from vcf_agent.runner import ensure_topology
     from vcf_agent.services.ingest import JobRegistry, VariantPublisher
 
-    settings = Settings.from_env(data_dir=scratch_dir / "data")
+    settings = Settings(data_dir=scratch_dir / "data")
     registry = JobRegistry(scratch_dir / "jobs.sqlite")
     sampler = RssSampler()
     try:

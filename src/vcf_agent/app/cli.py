@@ -6,29 +6,48 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import vcf_agent
-from vcf_agent.config import SERVICES, ClientSettings, ConfigError, Settings
+from vcf_agent.app._settings_tree import LoadedSettings, load_settings
+from vcf_agent.config import SERVICES, ConfigError
 
 EXAMPLE_VCF = Path(__file__).parent.parent / "examples" / "gatk-multisample.vcf"
 
+# Command-line flags that set a setting: argparse dest -> the setting's name in the tree.
+SETTING_FLAGS = {
+    "log_level": "log_level",
+    "bus": "bus",
+    "data_dir": "data_dir",
+    "providers": "providers",
+    "genes": "genes_file",
+    "grpc_host": "grpc_host",
+    "grpc_port": "grpc_port",
+    "websocket_port": "websocket_port",
+    "insecure": "insecure",
+    "token": "token",
+    "tls_ca": "tls_ca",
+    "tls": "tls",
+}
 
-def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    overrides: dict[str, Any] = {"bus_url": getattr(args, "bus", None), **extra}
-    if getattr(args, "data_dir", None):
-        overrides["data_dir"] = Path(args.data_dir)
-    if getattr(args, "providers", None):
-        overrides["providers"] = tuple(p for p in args.providers.split(",") if p)
-    if getattr(args, "genes", None):
-        overrides["genes_file"] = Path(args.genes)
-    return Settings.from_env(**overrides)
+
+def load(args: argparse.Namespace, environ: Mapping[str, str]) -> LoadedSettings:
+    """The settings tree, read once: defaults, --config/VCF_AGENT_CONFIG, the environment, the flags."""
+    flags: dict[str, Any] = {}
+    for dest, name in SETTING_FLAGS.items():
+        value = getattr(args, dest, None)
+        # A store_true flag left off says nothing; it must not override the file or the environment.
+        if value is not None and value is not False:
+            flags[name] = value
+    config = getattr(args, "config", None)
+    return load_settings(environ, config_file=Path(config) if config else None, flags=flags)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent.app._run_command import run_files
 
     files = [Path(f) for f in args.files] or [EXAMPLE_VCF]
@@ -36,21 +55,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"vcf-agent run: no such file: {path}", file=sys.stderr)
             return 2
-    settings = _settings(args)
-    return asyncio.run(run_files(settings, files, as_json=args.json, tenant_id=args.tenant))
+    return asyncio.run(run_files(loaded.service, files, as_json=args.json, tenant_id=args.tenant))
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _cmd_serve(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent.app.pipeline import service_builder
     from vcf_agent.runner import serve
 
-    settings = _settings(
-        args,
-        grpc_port=args.grpc_port,
-        grpc_host=args.grpc_host,
-        websocket_port=args.websocket_port,
-        insecure=args.insecure or None,
-    )
+    settings = loaded.service
     builder = service_builder(args.service)
 
     def ready(address: str) -> None:
@@ -61,40 +73,40 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_submit(args: argparse.Namespace) -> int:
+def _cmd_submit(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent._lims_client import submit_file
 
     metadata = {
         "tenant_id": args.tenant,
         "priority": args.priority,
         "idempotency_key": args.idempotency_key or "",
-        "providers": [p for p in (args.providers or "").split(",") if p],
+        "providers": [p for p in (args.job_providers or "").split(",") if p],
         "sample_ids": args.sample or [],
     }
-    client = ClientSettings.from_env(token=args.token, tls_ca=args.tls_ca, tls=args.tls)
-    return asyncio.run(submit_file(args.ingest, Path(args.file), metadata, watch=args.watch, client=client))
+    return asyncio.run(
+        submit_file(args.ingest, Path(args.file), metadata, watch=args.watch, client=loaded.client)
+    )
 
 
-def _cmd_query(args: argparse.Namespace) -> int:
+def _cmd_query(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent.app._query_command import query
 
-    client = ClientSettings.from_env(token=args.token, tls_ca=args.tls_ca, tls=args.tls)
-    return asyncio.run(query(args, client))
+    return asyncio.run(query(args, loaded.client))
 
 
-def _cmd_dev(args: argparse.Namespace) -> int:
+def _cmd_dev(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent.app._dev_command import run_dev_server
 
     return run_dev_server(args.server)
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
+def _cmd_validate(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent.services.ingest import validate_command
 
     return validate_command(Path(args.file), as_json=args.json)
 
 
-def _cmd_chaos(args: argparse.Namespace) -> int:
+def _cmd_chaos(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent.app import chaos
     from vcf_agent.localdev import find_iggy_server
 
@@ -110,7 +122,7 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
     return 0 if all(not r.problems for r in results) else 1
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _cmd_bench(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent.app import benchmarks
 
     result = asyncio.run(benchmarks.run(args))
@@ -118,21 +130,38 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_show(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from vcf_agent.app._settings_tree import render_settings
+
+    print(render_settings(loaded, as_json=args.json), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vcf-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {vcf_agent.__version__}")
     parser.add_argument(
-        "--log-level", help="DEBUG, INFO, WARNING... (default: VCF_AGENT_LOG_LEVEL or WARNING)"
+        "--log-level",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: VCF_AGENT_LOG_LEVEL or WARNING)",
+    )
+    parser.add_argument(
+        "--config", help="TOML settings file (default: VCF_AGENT_CONFIG); see README's settings"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def config_file(p: argparse.ArgumentParser) -> None:
+        # Also after the subcommand; SUPPRESS keeps a value given before it.
+        p.add_argument("--config", default=argparse.SUPPRESS, help="TOML settings file")
+
     def common(p: argparse.ArgumentParser) -> None:
+        config_file(p)
         p.add_argument("--bus", help="bus URL (default: embedded log under --data-dir)")
         p.add_argument("--data-dir", help="where stores and the embedded log live (default ./vcf-agent-data)")
         p.add_argument("--providers", help="comma-separated analysis providers (default: local)")
         p.add_argument("--genes", help="GTF/GFF3/BED file for gene overlap")
 
     def credentials(p: argparse.ArgumentParser) -> None:
+        config_file(p)
         p.add_argument("--token", help="bearer token sent on every call (default: VCF_AGENT_TOKEN)")
         p.add_argument(
             "--tls-ca",
@@ -150,12 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run one service in this process")
     common(serve)
     serve.add_argument("service", choices=SERVICES)
-    serve.add_argument("--grpc-port", type=int, default=0)
+    serve.add_argument("--grpc-port", type=int, help="default: VCF_AGENT_GRPC_PORT or any free port")
     serve.add_argument(
         "--grpc-host",
         help="address the gRPC and WebSocket servers bind (default: VCF_AGENT_GRPC_HOST or 127.0.0.1)",
     )
-    serve.add_argument("--websocket-port", type=int, default=0)
+    serve.add_argument(
+        "--websocket-port", type=int, help="default: VCF_AGENT_WEBSOCKET_PORT or any free port"
+    )
     serve.add_argument(
         "--insecure",
         action="store_true",
@@ -171,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--watch", action="store_true", help="follow the job until it finishes")
     submit.add_argument("--priority", type=int, default=0, help="higher is analysed first")
     submit.add_argument("--idempotency-key", help="a retry with the same key returns the same job")
-    submit.add_argument("--providers", help="comma-separated providers for this job")
+    submit.add_argument("--providers", dest="job_providers", help="comma-separated providers for this job")
     submit.add_argument("--sample", action="append", help="a sample the file must contain (repeatable)")
     credentials(submit)
     submit.set_defaults(func=_cmd_submit)
@@ -209,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--variants", type=int, default=500_000)
     chaos.add_argument("--outage-s", type=float, default=20.0, help="how long a killed server stays down")
     chaos.set_defaults(func=_cmd_chaos)
+    config = sub.add_parser("config", help="the settings")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print the effective settings (secrets masked)")
+    common(show)
+    show.add_argument("--json", action="store_true", help="JSON instead of TOML")
+    show.set_defaults(func=_cmd_config_show)
+
     bench = sub.add_parser("bench", help="measure throughput")
     bench.add_argument("target", choices=["bus", "e2e", "ingest", "providers"])
     bench.add_argument("file", nargs="?", help="VCF file (ingest benchmark)")
@@ -227,13 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        level = (args.log_level or Settings.from_env().log_level).upper()
+        # The one place the environment is read; everything below is given what it needs.
+        loaded = load(args, os.environ)
+        level = loaded.tree.log_level
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        result = int(args.func(args))
+        result = int(args.func(args, loaded))
     except ConfigError as exc:
-        print(f"vcf-agent: {exc}", file=sys.stderr)
+        # One line per bad value, each naming the setting and what is allowed; never a traceback.
+        for line in str(exc).splitlines():
+            print(f"vcf-agent: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return result
-

@@ -16,9 +16,10 @@ from vcf_agent.bus._base import (
     partition_for_key,
 )
 from vcf_agent.bus._failover import BackendLag, BackendState, FailoverBus, FailoverRecord
-from vcf_agent.bus._url import open_bus
+from vcf_agent.bus._url import BUS_SCHEMES, open_bus
 
 __all__ = [
+    "BUS_SCHEMES",
     "BackendLag",
     "BackendState",
     "Bus",

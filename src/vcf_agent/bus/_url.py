@@ -15,6 +15,8 @@ _BACKENDS = {
     "iggy": "vcf_agent.bus._iggy",
     "failover": "vcf_agent.bus._failover",
 }
+# What a bus URL may start with, for checking settings before anything is opened.
+BUS_SCHEMES = tuple(sorted(_BACKENDS))
 
 
 def open_bus(url: str) -> Bus:

@@ -77,16 +77,14 @@ def build(
     """The ingest service: publisher, batch path, job tracker fed by `user-notifications`, and its API.
 
     `flags` is a running FlagStore to read modes from (else a replica is built);
-    `router_settings` configures the batch path's LLM providers (the environment when None).
+    `router_settings` configures the batch path's LLM providers (`settings.router` when None).
     """
     components: list[AsyncComponent] = []
     if flags is None:
         flags = service_flags("ingest-modes", settings, bus)
         components.append(flags)
     registry = JobRegistry(settings.data_dir / "ingest" / "jobs.sqlite")
-    batch = BatchPath(
-        bus, settings, analysis_providers(settings, bus, router_settings or RouterSettings.from_env())
-    )
+    batch = BatchPath(bus, settings, analysis_providers(settings, bus, router_settings or settings.router))
     publisher = VariantPublisher(
         bus, settings, registry, validation=settings.ingest_validation, flags=flags, batch=batch
     )

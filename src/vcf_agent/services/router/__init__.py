@@ -38,11 +38,11 @@ def build(
     *,
     flags: FlagStore | None = None,
 ) -> RouterParts:
-    """The router's components; LLM providers come from `router_settings` (the environment when None).
+    """The router's components; LLM providers come from `router_settings` (`settings.router` when None).
 
     With `flags`, the ROUTING_PROVIDERS flag can override which providers a job's variants see.
     """
-    found = analysis_providers(settings, bus, router_settings or RouterSettings.from_env())
+    found = analysis_providers(settings, bus, router_settings or settings.router)
     providers = found.providers
     parts = RouterParts(name=NAME, provider_pool=found.pool, answer_cache=found.cache)
     if found.pool is not None:
