@@ -18,19 +18,27 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from vcf_agent.config import SERVICES
 from vcf_agent.localdev import ServiceProcess, start_service, stop_service
 from vcf_agent.v1 import control_pb2, control_pb2_grpc
 
-GRPCURL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "grpcurl"
+ROOT = Path(__file__).resolve().parents[2]
+GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
 OWN_APIS = {
     "ingest": ["vcf_agent.v1.IngestService"],
     "writer": ["vcf_agent.v1.QueryService"],
     "notifier": ["vcf_agent.v1.NotifierService"],
 }
-COMMON = ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "vcf_agent.v1.ControlService"]
+COMMON = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "vcf_agent.v1.ControlService",
+]
 CONTROL_RPCS = (
     *("GetStatus", "SetFlag", "ListFlags", "EvaluateFlag", "WatchFlags", "ListFlagAudit"),
     *("ListCheckpoints", "ResetCheckpoint", "Pause", "Resume", "Drain", "ReplayJob"),
@@ -80,6 +88,62 @@ def test_every_service_lists_and_describes_its_apis_through_reflection(
         assert f"rpc {rpc} (" in rpcs
     message = grpcurl(services["router"].grpc, "describe", "vcf_agent.v1.EvaluateFlagResponse").stdout
     assert all(field in message for field in ("value", "variant", "reason", "version"))
+
+
+def test_grpcurl_describe_explains_rpcs_messages_and_fields(services: dict[str, ServiceProcess]) -> None:
+    """Reflection serves the .proto comments (descriptors.binpb, built with source info)."""
+    ingest = grpcurl(services["ingest"].grpc, "describe", "vcf_agent.v1.IngestService")
+    assert ingest.returncode == 0, ingest.stderr
+    for declaration in ("service IngestService", "  rpc WatchJob(", "  rpc SubmitVcf("):
+        comment = _proto_comment("jobs.proto", declaration)
+        assert comment and all(f"// {line}" in ingest.stdout for line in comment), declaration
+    field = grpcurl(services["ingest"].grpc, "describe", "vcf_agent.v1.SubmitVcfMetadata.idempotency_key")
+    assert field.returncode == 0, field.stderr
+    comment = _proto_comment("jobs.proto", "  string idempotency_key = ")
+    assert comment and all(f"// {line}" in field.stdout for line in comment)
+    # The reflection service's own v1 descriptor is served too.
+    v1 = grpcurl(services["ingest"].grpc, "describe", "grpc.reflection.v1.ServerReflection")
+    assert "rpc ServerReflectionInfo ( stream .grpc.reflection.v1.ServerReflectionRequest )" in v1.stdout
+
+
+def _proto_comment(file_name: str, declaration: str) -> list[str]:
+    """The `//` comment lines right above a declaration in proto/vcf_agent/v1/<file_name>."""
+    lines = (ROOT / "proto" / "vcf_agent" / "v1" / file_name).read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith(declaration))
+    comment: list[str] = []
+    while lines[index - 1].strip().startswith("//"):
+        index -= 1
+        comment.insert(0, lines[index].strip().removeprefix("//").strip())
+    return comment
+
+
+async def test_reflection_v1_answers_like_v1alpha(services: dict[str, ServiceProcess]) -> None:
+    """A client speaking grpc.reflection.v1 (grpcurl >= 1.8.8 tries it first) gets the same files."""
+    answers = {}
+    async with grpc.aio.insecure_channel(services["writer"].grpc) as channel:
+        for version in ("v1", "v1alpha"):
+            call = channel.stream_stream(
+                f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+            )
+            requests = [
+                reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="vcf_agent.v1.QueryService"),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="vcf_agent.v1.NoSuchThing"),
+            ]
+            answers[version] = [response async for response in call(iter(requests))]
+    assert answers["v1"] == answers["v1alpha"]
+    listed, files, missing = answers["v1"]
+    assert "vcf_agent.v1.QueryService" in {s.name for s in listed.list_services_response.service}
+    first = descriptor_pb2.FileDescriptorProto.FromString(
+        files.file_descriptor_response.file_descriptor_proto[0]
+    )
+    assert first.name == "vcf_agent/v1/query.proto"
+    # With source info: the comments travel with the descriptor.
+    comments = {" ".join(location.leading_comments.split()) for location in first.source_code_info.location}
+    assert " ".join(_proto_comment("query.proto", "service QueryService")) in comments
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 async def test_set_flag_with_grpcurl_then_evaluate_on_another_service_within_a_second(

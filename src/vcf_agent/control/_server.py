@@ -14,7 +14,6 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 import vcf_agent
 from vcf_agent.bus import Bus
@@ -33,6 +32,7 @@ from vcf_agent.control._errors import abort, invalid_argument, page_offset
 from vcf_agent.control._flags import FieldError, FlagNotFoundError, FlagStore, StaleVersionError
 from vcf_agent.control._limits import MAX_PAGE_ROWS, RequestLimitInterceptor
 from vcf_agent.control._modes import JobRunSource, compare_modes
+from vcf_agent.control._reflection import enable_reflection
 from vcf_agent.control._replay import JobIncompleteError, JobNotRetainedError, replay_job
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.v1 import control_pb2, control_pb2_grpc
@@ -417,11 +417,7 @@ class ControlPlaneServer:
         self._health_task: asyncio.Task[None] | None = None
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         control_pb2_grpc.add_ControlServiceServicer_to_server(ControlServicer(self), self._server)
-        names = [
-            CONTROL_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ]
+        names = [CONTROL_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         for api in apis:
             api.register(self._server)
             names.extend(api.service_names)
@@ -431,7 +427,7 @@ class ControlPlaneServer:
             CONTROL_SERVICE,
             *[a for api in apis for a in api.service_names],
         ]
-        reflection.enable_server_reflection(names, self._server)
+        enable_reflection(names, self._server)
         self.port = 0
 
     @property
