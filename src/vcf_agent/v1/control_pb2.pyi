@@ -28,25 +28,38 @@ class _FlagType:
 class _FlagTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlagType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FLAG_TYPE_UNSPECIFIED: _FlagType.ValueType  # 0
+    """Not set (refused by SetFlag)."""
     FLAG_TYPE_BOOLEAN: _FlagType.ValueType  # 1
+    """value.bool_value."""
     FLAG_TYPE_STRING: _FlagType.ValueType  # 2
+    """value.string_value."""
     FLAG_TYPE_NUMBER: _FlagType.ValueType  # 3
+    """value.number_value."""
     FLAG_TYPE_PERCENTAGE_ROLLOUT: _FlagType.ValueType  # 4
     """`on_value` for units whose bucket falls inside `percentage`, `off_value` for the rest."""
 
 class FlagType(_FlagType, metaclass=_FlagTypeEnumTypeWrapper):
-    """---- Feature flags ----"""
+    """---- Feature flags ----
+
+    What a feature flag serves.
+    """
 
 FLAG_TYPE_UNSPECIFIED: FlagType.ValueType  # 0
+"""Not set (refused by SetFlag)."""
 FLAG_TYPE_BOOLEAN: FlagType.ValueType  # 1
+"""value.bool_value."""
 FLAG_TYPE_STRING: FlagType.ValueType  # 2
+"""value.string_value."""
 FLAG_TYPE_NUMBER: FlagType.ValueType  # 3
+"""value.number_value."""
 FLAG_TYPE_PERCENTAGE_ROLLOUT: FlagType.ValueType  # 4
 """`on_value` for units whose bucket falls inside `percentage`, `off_value` for the rest."""
 Global___FlagType: _TypeAlias = FlagType  # noqa: Y015
 
 @_typing.final
 class GetStatusRequest(_message.Message):
+    """GetStatus's question (no parameters)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -62,6 +75,8 @@ Global___GetStatusRequest: _TypeAlias = GetStatusRequest  # noqa: Y015
 
 @_typing.final
 class PartitionLag(_message.Message):
+    """One consumer group's position in one partition of one stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STREAM_FIELD_NUMBER: _builtins.int
@@ -71,11 +86,17 @@ class PartitionLag(_message.Message):
     END_FIELD_NUMBER: _builtins.int
     LAG_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
+    """The stream."""
     group: _builtins.str
+    """The consumer group."""
     partition: _builtins.int
+    """The partition."""
     committed: _builtins.int
+    """The group's committed offset (the next record it will read)."""
     end: _builtins.int
+    """The partition's end offset (the next record to be written)."""
     lag: _builtins.int
+    """end - committed: records not yet processed."""
     def __init__(
         self,
         *,
@@ -106,13 +127,19 @@ class ConsumerGroupState(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     PARTITIONS_FIELD_NUMBER: _builtins.int
     group: _builtins.str
+    """The group's name."""
     state: _builtins.str
     """running, paused, draining, drained or failed"""
     in_flight: _builtins.int
+    """Records handed to the group's handler and not yet committed."""
     @_builtins.property
-    def streams(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def streams(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The streams it reads."""
+
     @_builtins.property
-    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionLag]: ...
+    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionLag]:
+        """Its position in each partition."""
+
     def __init__(
         self,
         *,
@@ -132,6 +159,8 @@ Global___ConsumerGroupState: _TypeAlias = ConsumerGroupState  # noqa: Y015
 
 @_typing.final
 class GetStatusResponse(_message.Message):
+    """What one service instance is doing."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
@@ -151,12 +180,19 @@ class GetStatusResponse(_message.Message):
     BACKEND_SWITCHES_FIELD_NUMBER: _builtins.int
     STRANDED_RECORDS_FIELD_NUMBER: _builtins.int
     service: _builtins.str
+    """ingest, router, aggregator, writer or notifier."""
     version: _builtins.str
+    """The package version it runs."""
     bus_backend: _builtins.str
+    """The bus it uses (embedded, kafka, iggy, failover, memory)."""
     bus_healthy: _builtins.bool
+    """Whether the bus answered its latest health probe."""
     uptime_seconds: _builtins.float
+    """Seconds since the service started."""
     in_flight: _builtins.int
+    """Records handed to its handlers and not yet committed, over every group."""
     state: _builtins.str
+    """starting, serving or stopping"""
     health: _builtins.str
     """SERVING or NOT_SERVING, as grpc.health.v1 reports it for ""."""
     active_backend: _builtins.str
@@ -164,16 +200,23 @@ class GetStatusResponse(_message.Message):
     failover bus the one of its two backends that is active now.
     """
     backend_switches: _builtins.int
+    """Failover bus only: how many times publishing moved between backends since start."""
     stranded_records: _builtins.int
     """Records of this service's groups published on a backend that is not
     answering now and not yet read: they wait for it to return.
     """
     @_builtins.property
-    def lag(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionLag]: ...
+    def lag(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionLag]:
+        """Every group's position in every partition it reads."""
+
     @_builtins.property
-    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When it started."""
+
     @_builtins.property
-    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumerGroupState]: ...
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumerGroupState]:
+        """Each consumer group it runs."""
+
     @_builtins.property
     def backends(self) -> _containers.RepeatedCompositeFieldContainer[Global___BusBackendStatus]:
         """Each backend separately (two for a failover bus, one otherwise)."""
@@ -232,6 +275,7 @@ class BusBackendStatus(_message.Message):
     role: _builtins.str
     """primary or fallback for a failover bus; empty for a single backend."""
     active: _builtins.bool
+    """Whether new messages are published to it now."""
     healthy: _builtins.bool
     """Whether it passed its latest health probe."""
     consecutive_failures: _builtins.int
@@ -247,7 +291,9 @@ class BusBackendStatus(_message.Message):
         """Per partition, as in GetStatusResponse.lag."""
 
     @_builtins.property
-    def lag_read_at(self) -> _timestamp_pb2.Timestamp: ...
+    def lag_read_at(self) -> _timestamp_pb2.Timestamp:
+        """When lag was read."""
+
     def __init__(
         self,
         *,
@@ -271,14 +317,19 @@ Global___BusBackendStatus: _TypeAlias = BusBackendStatus  # noqa: Y015
 
 @_typing.final
 class FlagValue(_message.Message):
+    """A flag's value, of its type."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BOOL_VALUE_FIELD_NUMBER: _builtins.int
     STRING_VALUE_FIELD_NUMBER: _builtins.int
     NUMBER_VALUE_FIELD_NUMBER: _builtins.int
     bool_value: _builtins.bool
+    """For FLAG_TYPE_BOOLEAN (and rollouts of booleans)."""
     string_value: _builtins.str
+    """For FLAG_TYPE_STRING."""
     number_value: _builtins.float
+    """For FLAG_TYPE_NUMBER."""
     def __init__(
         self,
         *,
@@ -298,6 +349,8 @@ Global___FlagValue: _TypeAlias = FlagValue  # noqa: Y015
 
 @_typing.final
 class Flag(_message.Message):
+    """A feature flag, the same on every service (converged through `control-events`)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
@@ -312,7 +365,9 @@ class Flag(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The flag's name, e.g. ENABLE_IGGY_STREAMING."""
     type: Global___FlagType.ValueType
+    """What it serves."""
     percentage: _builtins.float
     """Rollout: share of units (0-100) that get on_value; raising it only adds units."""
     bucket_by: _builtins.str
@@ -320,9 +375,11 @@ class Flag(_message.Message):
     empty means EvaluateFlagRequest.targeting_key.
     """
     description: _builtins.str
+    """What the flag is for."""
     version: _builtins.int
     """Set by the service: per-flag, starts at 1, +1 per change."""
     updated_by: _builtins.str
+    """Set by the service: the admin token's name that changed it."""
     @_builtins.property
     def value(self) -> Global___FlagValue:
         """The value served by boolean, string and number flags."""
@@ -332,9 +389,13 @@ class Flag(_message.Message):
         """Rollout values; default to true and false."""
 
     @_builtins.property
-    def off_value(self) -> Global___FlagValue: ...
+    def off_value(self) -> Global___FlagValue:
+        """Rollout value for units outside the percentage."""
+
     @_builtins.property
-    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """Set by the service: when the flag last changed."""
+
     def __init__(
         self,
         *,
@@ -360,6 +421,8 @@ Global___Flag: _TypeAlias = Flag  # noqa: Y015
 
 @_typing.final
 class SetFlagRequest(_message.Message):
+    """SetFlag's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FLAG_FIELD_NUMBER: _builtins.int
@@ -369,7 +432,9 @@ class SetFlagRequest(_message.Message):
     Absent: write whatever the current version is.
     """
     @_builtins.property
-    def flag(self) -> Global___Flag: ...
+    def flag(self) -> Global___Flag:
+        """The flag as it should be (version, updated_at and updated_by are ignored)."""
+
     def __init__(
         self,
         *,
@@ -388,11 +453,15 @@ Global___SetFlagRequest: _TypeAlias = SetFlagRequest  # noqa: Y015
 
 @_typing.final
 class SetFlagResponse(_message.Message):
+    """SetFlag's answer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FLAG_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def flag(self) -> Global___Flag: ...
+    def flag(self) -> Global___Flag:
+        """The flag as stored, with its new version."""
+
     def __init__(
         self,
         *,
@@ -408,6 +477,8 @@ Global___SetFlagResponse: _TypeAlias = SetFlagResponse  # noqa: Y015
 
 @_typing.final
 class ListFlagsRequest(_message.Message):
+    """ListFlags's question (no parameters)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -423,11 +494,15 @@ Global___ListFlagsRequest: _TypeAlias = ListFlagsRequest  # noqa: Y015
 
 @_typing.final
 class ListFlagsResponse(_message.Message):
+    """Every flag."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FLAGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def flags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Flag]: ...
+    def flags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Flag]:
+        """The flags, by key."""
+
     def __init__(
         self,
         *,
@@ -443,6 +518,8 @@ Global___ListFlagsResponse: _TypeAlias = ListFlagsResponse  # noqa: Y015
 
 @_typing.final
 class EvaluateFlagRequest(_message.Message):
+    """EvaluateFlag's question: the value a flag gives one unit."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -469,10 +546,13 @@ class EvaluateFlagRequest(_message.Message):
     TARGETING_KEY_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The flag."""
     targeting_key: _builtins.str
     """The unit a rollout buckets, unless the flag buckets by a context attribute."""
     @_builtins.property
-    def context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Attributes a rollout may bucket by (tenant_id, user_id, file_id, ...)."""
+
     def __init__(
         self,
         *,
@@ -490,6 +570,8 @@ Global___EvaluateFlagRequest: _TypeAlias = EvaluateFlagRequest  # noqa: Y015
 
 @_typing.final
 class EvaluateFlagResponse(_message.Message):
+    """What the flag gives the unit."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
@@ -499,14 +581,19 @@ class EvaluateFlagResponse(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The flag."""
     variant: _builtins.str
     """on or off for rollouts, default for plain flags"""
     reason: _builtins.str
     """STATIC (plain flag) or SPLIT (percentage rollout)"""
     version: _builtins.int
+    """The flag version evaluated."""
     type: Global___FlagType.ValueType
+    """The flag's type."""
     @_builtins.property
-    def value(self) -> Global___FlagValue: ...
+    def value(self) -> Global___FlagValue:
+        """Its value for the unit."""
+
     def __init__(
         self,
         *,
@@ -527,6 +614,8 @@ Global___EvaluateFlagResponse: _TypeAlias = EvaluateFlagResponse  # noqa: Y015
 
 @_typing.final
 class WatchFlagsRequest(_message.Message):
+    """WatchFlags's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEYS_FIELD_NUMBER: _builtins.int
@@ -549,6 +638,8 @@ Global___WatchFlagsRequest: _TypeAlias = WatchFlagsRequest  # noqa: Y015
 
 @_typing.final
 class FlagUpdate(_message.Message):
+    """One message of WatchFlags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FLAG_FIELD_NUMBER: _builtins.int
@@ -559,7 +650,9 @@ class FlagUpdate(_message.Message):
     synced: _builtins.bool
     """Sent once, after the initial state (flag unset), so clients know they are current."""
     @_builtins.property
-    def flag(self) -> Global___Flag: ...
+    def flag(self) -> Global___Flag:
+        """The flag's state (unset on the `synced` message)."""
+
     def __init__(
         self,
         *,
@@ -577,6 +670,8 @@ Global___FlagUpdate: _TypeAlias = FlagUpdate  # noqa: Y015
 
 @_typing.final
 class FlagAuditEntry(_message.Message):
+    """One accepted flag write."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
@@ -587,16 +682,25 @@ class FlagAuditEntry(_message.Message):
     FLAG_FIELD_NUMBER: _builtins.int
     PREVIOUS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The flag."""
     version: _builtins.int
+    """The version the write made."""
     actor: _builtins.str
+    """Who wrote it (the admin token's name)."""
     origin: _builtins.str
     """The service that accepted the write."""
     @_builtins.property
-    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
     @_builtins.property
-    def flag(self) -> Global___Flag: ...
+    def flag(self) -> Global___Flag:
+        """The flag after the write."""
+
     @_builtins.property
-    def previous(self) -> Global___Flag: ...
+    def previous(self) -> Global___Flag:
+        """The flag before it (unset for a new flag)."""
+
     def __init__(
         self,
         *,
@@ -618,6 +722,8 @@ Global___FlagAuditEntry: _TypeAlias = FlagAuditEntry  # noqa: Y015
 
 @_typing.final
 class ListFlagAuditRequest(_message.Message):
+    """ListFlagAudit's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
@@ -626,7 +732,9 @@ class ListFlagAuditRequest(_message.Message):
     key: _builtins.str
     """Empty: every flag."""
     page_size: _builtins.int
+    """Entries per page; 0: the service's default."""
     page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first."""
     def __init__(
         self,
         *,
@@ -644,13 +752,18 @@ Global___ListFlagAuditRequest: _TypeAlias = ListFlagAuditRequest  # noqa: Y015
 
 @_typing.final
 class ListFlagAuditResponse(_message.Message):
+    """One page of the flag audit log."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     @_builtins.property
-    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___FlagAuditEntry]: ...
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___FlagAuditEntry]:
+        """The entries on this page."""
+
     def __init__(
         self,
         *,
@@ -667,7 +780,10 @@ Global___ListFlagAuditResponse: _TypeAlias = ListFlagAuditResponse  # noqa: Y015
 
 @_typing.final
 class ListCheckpointsRequest(_message.Message):
-    """---- Checkpoints and consumption ----"""
+    """---- Checkpoints and consumption ----
+
+    ListCheckpoints's question.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -689,11 +805,15 @@ Global___ListCheckpointsRequest: _TypeAlias = ListCheckpointsRequest  # noqa: Y0
 
 @_typing.final
 class ListCheckpointsResponse(_message.Message):
+    """The service's consumer groups and their positions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUPS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumerGroupState]: ...
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumerGroupState]:
+        """One entry per group."""
+
     def __init__(
         self,
         *,
@@ -709,6 +829,8 @@ Global___ListCheckpointsResponse: _TypeAlias = ListCheckpointsResponse  # noqa: 
 
 @_typing.final
 class ResetCheckpointRequest(_message.Message):
+    """ResetCheckpoint's question: move a paused group's committed position."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUP_FIELD_NUMBER: _builtins.int
@@ -719,15 +841,21 @@ class ResetCheckpointRequest(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     group: _builtins.str
+    """The group to move."""
     stream: _builtins.str
     """Empty: every stream the group reads."""
     partition: _builtins.int
     """Absent: every partition."""
     earliest: _builtins.bool
+    """The oldest retained record (reprocess everything retained)."""
     latest: _builtins.bool
+    """The end (skip everything not yet read)."""
     offset: _builtins.int
+    """This offset."""
     @_builtins.property
-    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """The first record at or after this time."""
+
     def __init__(
         self,
         *,
@@ -756,11 +884,15 @@ Global___ResetCheckpointRequest: _TypeAlias = ResetCheckpointRequest  # noqa: Y0
 
 @_typing.final
 class ResetCheckpointResponse(_message.Message):
+    """ResetCheckpoint's answer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHECKPOINTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionLag]: ...
+    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionLag]:
+        """The new positions."""
+
     def __init__(
         self,
         *,
@@ -776,6 +908,8 @@ Global___ResetCheckpointResponse: _TypeAlias = ResetCheckpointResponse  # noqa: 
 
 @_typing.final
 class ConsumptionRequest(_message.Message):
+    """Pause's, Resume's and Drain's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUP_FIELD_NUMBER: _builtins.int
@@ -796,6 +930,8 @@ Global___ConsumptionRequest: _TypeAlias = ConsumptionRequest  # noqa: Y015
 
 @_typing.final
 class ConsumptionResponse(_message.Message):
+    """The groups after Pause, Resume or Drain."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUPS_FIELD_NUMBER: _builtins.int
@@ -803,7 +939,9 @@ class ConsumptionResponse(_message.Message):
     uncommitted: _builtins.int
     """Drain: records handed over but not committed when the drain gave up (0 when clean)."""
     @_builtins.property
-    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumerGroupState]: ...
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumerGroupState]:
+        """Each group acted on."""
+
     def __init__(
         self,
         *,
@@ -820,10 +958,13 @@ Global___ConsumptionResponse: _TypeAlias = ConsumptionResponse  # noqa: Y015
 
 @_typing.final
 class ReplayJobRequest(_message.Message):
+    """ReplayJob's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """The job whose retained run on `vcf-variants` is published again."""
     def __init__(
         self,
         *,
@@ -839,6 +980,8 @@ Global___ReplayJobRequest: _TypeAlias = ReplayJobRequest  # noqa: Y015
 
 @_typing.final
 class ReplayJobResponse(_message.Message):
+    """What ReplayJob published again."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
@@ -847,10 +990,15 @@ class ReplayJobResponse(_message.Message):
     VARIANTS_FIELD_NUMBER: _builtins.int
     MARKERS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """The job."""
     stream: _builtins.str
+    """The stream it was replayed on."""
     batches: _builtins.int
+    """Variant batches published again."""
     variants: _builtins.int
+    """Variants in them."""
     markers: _builtins.int
+    """Job markers published again (started and finished)."""
     def __init__(
         self,
         *,
@@ -870,7 +1018,10 @@ Global___ReplayJobResponse: _TypeAlias = ReplayJobResponse  # noqa: Y015
 
 @_typing.final
 class DeadLetterEntry(_message.Message):
-    """---- Dead letters ----"""
+    """---- Dead letters ----
+
+    One record of the dead-letter stream.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -878,9 +1029,13 @@ class DeadLetterEntry(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     LETTER_FIELD_NUMBER: _builtins.int
     partition: _builtins.int
+    """Its partition on the dead-letter stream."""
     offset: _builtins.int
+    """Its offset there (with partition, what RedriveDeadLetters names)."""
     @_builtins.property
-    def letter(self) -> _events_pb2.DeadLetter: ...
+    def letter(self) -> _events_pb2.DeadLetter:
+        """The letter."""
+
     def __init__(
         self,
         *,
@@ -898,6 +1053,8 @@ Global___DeadLetterEntry: _TypeAlias = DeadLetterEntry  # noqa: Y015
 
 @_typing.final
 class ListDeadLettersRequest(_message.Message):
+    """ListDeadLetters's question; empty filters match all."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
@@ -906,9 +1063,13 @@ class ListDeadLettersRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     OMIT_PAYLOAD_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Only this job's letters."""
     source_stream: _builtins.str
+    """Only letters read from this stream."""
     page_size: _builtins.int
+    """Letters per page; 0: the service's default."""
     page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first."""
     omit_payload: _builtins.bool
     """Leave out the payload bytes (they can be large)."""
     def __init__(
@@ -930,13 +1091,18 @@ Global___ListDeadLettersRequest: _TypeAlias = ListDeadLettersRequest  # noqa: Y0
 
 @_typing.final
 class ListDeadLettersResponse(_message.Message):
+    """One page of dead letters."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     @_builtins.property
-    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetterEntry]: ...
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetterEntry]:
+        """The letters on this page."""
+
     def __init__(
         self,
         *,
@@ -953,12 +1119,16 @@ Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: 
 
 @_typing.final
 class DeadLetterRef(_message.Message):
+    """One dead letter by position."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PARTITION_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     partition: _builtins.int
+    """Partition on the dead-letter stream."""
     offset: _builtins.int
+    """Offset in that partition."""
     def __init__(
         self,
         *,
@@ -975,6 +1145,8 @@ Global___DeadLetterRef: _TypeAlias = DeadLetterRef  # noqa: Y015
 
 @_typing.final
 class RedriveDeadLettersRequest(_message.Message):
+    """RedriveDeadLetters's question: which letters to send back to where they were read."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFS_FIELD_NUMBER: _builtins.int
@@ -982,7 +1154,9 @@ class RedriveDeadLettersRequest(_message.Message):
     SOURCE_STREAM_FIELD_NUMBER: _builtins.int
     ALL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Letters of this job."""
     source_stream: _builtins.str
+    """Letters read from this stream."""
     all: _builtins.bool
     """Required when neither refs nor filters are given, so nobody redrives everything by accident."""
     @_builtins.property
@@ -1007,11 +1181,14 @@ Global___RedriveDeadLettersRequest: _TypeAlias = RedriveDeadLettersRequest  # no
 
 @_typing.final
 class RedriveDeadLettersResponse(_message.Message):
+    """What RedriveDeadLetters did."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REDRIVEN_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
     redriven: _builtins.int
+    """Letters published back to their source stream."""
     skipped: _builtins.int
     """Letters without a source stream or payload to send back (for example unparsable VCF lines)."""
     def __init__(
@@ -1030,13 +1207,17 @@ Global___RedriveDeadLettersResponse: _TypeAlias = RedriveDeadLettersResponse  # 
 
 @_typing.final
 class CompareModesRequest(_message.Message):
-    """---- Streaming versus batch (A/B) ----"""
+    """---- Streaming versus batch (A/B) ----
+
+    CompareModes's question (ingest only: it tracks jobs).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SINCE_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
+    """Only this tenant's jobs; empty: every tenant."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Only jobs created at or after this time; unset: all."""
@@ -1057,6 +1238,8 @@ Global___CompareModesRequest: _TypeAlias = CompareModesRequest  # noqa: Y015
 
 @_typing.final
 class ModeStats(_message.Message):
+    """Finished jobs of one mode, summarised."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1089,13 +1272,18 @@ class ModeStats(_message.Message):
     mode: _builtins.str
     """streaming or batch"""
     jobs: _builtins.int
+    """Jobs counted."""
     variants: _builtins.int
+    """Their variants."""
     variants_per_second: _builtins.float
+    """Variants over the summed job latencies (what one job at a time would achieve)."""
     latency_p50_seconds: _builtins.float
+    """Median seconds from a job's start to its completion."""
     latency_p95_seconds: _builtins.float
+    """95th percentile of the same."""
     @_builtins.property
     def stage_seconds(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """Mean seconds per stage (ingest, analysis, storage)."""
+        """Mean seconds per stage (ingest, analysis, storage), and "total": the mean latency."""
 
     def __init__(
         self,
@@ -1118,11 +1306,15 @@ Global___ModeStats: _TypeAlias = ModeStats  # noqa: Y015
 
 @_typing.final
 class CompareModesResponse(_message.Message):
+    """Streaming and batch jobs compared."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def modes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModeStats]: ...
+    def modes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModeStats]:
+        """Both modes, streaming first (all zeros for a mode with no runs)."""
+
     def __init__(
         self,
         *,

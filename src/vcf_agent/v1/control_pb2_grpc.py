@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class ControlServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Operating one service instance: status, feature flags, consumer groups, dead letters.
+    Admin tokens only (when authentication is on).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -112,94 +114,111 @@ class ControlServiceStub:
 
 
 class ControlServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Operating one service instance: status, feature flags, consumer groups, dead letters.
+    Admin tokens only (when authentication is on).
+    """
 
     def GetStatus(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """What the instance is doing: bus, groups, lag, health.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SetFlag(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Create or change a flag (optimistic: expected_version); every service sees it within a second.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListFlags(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every flag.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EvaluateFlag(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The value a flag gives one unit (tenant, user, file...).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchFlags(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The flags now, then each change as it happens.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListFlagAudit(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every accepted flag write, oldest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCheckpoints(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The consumer groups and their committed positions.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResetCheckpoint(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Move a paused group's committed position (to reprocess or skip records).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Pause(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stop consuming (after in-flight records are committed); returns once parked.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Resume(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Consume again after Pause or Drain.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Drain(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Go NOT_SERVING, finish and commit what is in flight, then stop consuming.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReplayJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Publish a job's retained run on `vcf-variants` again; stores keep one copy per variant.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDeadLetters(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Dead letters, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RedriveDeadLetters(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Send dead letters back to the stream they were read from.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CompareModes(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Streaming versus batch jobs: throughput and latency per mode (ingest only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -291,7 +310,9 @@ def add_ControlServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ControlService:
-    """Missing associated documentation comment in .proto file."""
+    """Operating one service instance: status, feature flags, consumer groups, dead letters.
+    Admin tokens only (when authentication is on).
+    """
 
     @staticmethod
     def GetStatus(request,

@@ -27,149 +27,206 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ControlServiceStub:
+    """Operating one service instance: status, feature flags, consumer groups, dead letters.
+    Admin tokens only (when authentication is on).
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ControlServiceAsyncStub: ...
     GetStatus: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetStatusRequest, _control_pb2.GetStatusResponse]
+    """What the instance is doing: bus, groups, lag, health."""
     SetFlag: _grpc.UnaryUnaryMultiCallable[_control_pb2.SetFlagRequest, _control_pb2.SetFlagResponse]
+    """Create or change a flag (optimistic: expected_version); every service sees it within a second."""
     ListFlags: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListFlagsRequest, _control_pb2.ListFlagsResponse]
+    """Every flag."""
     EvaluateFlag: _grpc.UnaryUnaryMultiCallable[_control_pb2.EvaluateFlagRequest, _control_pb2.EvaluateFlagResponse]
+    """The value a flag gives one unit (tenant, user, file...)."""
     WatchFlags: _grpc.UnaryStreamMultiCallable[_control_pb2.WatchFlagsRequest, _control_pb2.FlagUpdate]
+    """The flags now, then each change as it happens."""
     ListFlagAudit: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListFlagAuditRequest, _control_pb2.ListFlagAuditResponse]
+    """Every accepted flag write, oldest first."""
     ListCheckpoints: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListCheckpointsRequest, _control_pb2.ListCheckpointsResponse]
+    """The consumer groups and their committed positions."""
     ResetCheckpoint: _grpc.UnaryUnaryMultiCallable[_control_pb2.ResetCheckpointRequest, _control_pb2.ResetCheckpointResponse]
+    """Move a paused group's committed position (to reprocess or skip records)."""
     Pause: _grpc.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]
+    """Stop consuming (after in-flight records are committed); returns once parked."""
     Resume: _grpc.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]
+    """Consume again after Pause or Drain."""
     Drain: _grpc.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]
+    """Go NOT_SERVING, finish and commit what is in flight, then stop consuming."""
     ReplayJob: _grpc.UnaryUnaryMultiCallable[_control_pb2.ReplayJobRequest, _control_pb2.ReplayJobResponse]
+    """Publish a job's retained run on `vcf-variants` again; stores keep one copy per variant."""
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListDeadLettersRequest, _control_pb2.ListDeadLettersResponse]
+    """Dead letters, a page at a time."""
     RedriveDeadLetters: _grpc.UnaryUnaryMultiCallable[_control_pb2.RedriveDeadLettersRequest, _control_pb2.RedriveDeadLettersResponse]
+    """Send dead letters back to the stream they were read from."""
     CompareModes: _grpc.UnaryUnaryMultiCallable[_control_pb2.CompareModesRequest, _control_pb2.CompareModesResponse]
+    """Streaming versus batch jobs: throughput and latency per mode (ingest only)."""
 
 @_typing.type_check_only
 class ControlServiceAsyncStub(ControlServiceStub):
+    """Operating one service instance: status, feature flags, consumer groups, dead letters.
+    Admin tokens only (when authentication is on).
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetStatus: _aio.UnaryUnaryMultiCallable[_control_pb2.GetStatusRequest, _control_pb2.GetStatusResponse]  # type: ignore[assignment]
+    """What the instance is doing: bus, groups, lag, health."""
     SetFlag: _aio.UnaryUnaryMultiCallable[_control_pb2.SetFlagRequest, _control_pb2.SetFlagResponse]  # type: ignore[assignment]
+    """Create or change a flag (optimistic: expected_version); every service sees it within a second."""
     ListFlags: _aio.UnaryUnaryMultiCallable[_control_pb2.ListFlagsRequest, _control_pb2.ListFlagsResponse]  # type: ignore[assignment]
+    """Every flag."""
     EvaluateFlag: _aio.UnaryUnaryMultiCallable[_control_pb2.EvaluateFlagRequest, _control_pb2.EvaluateFlagResponse]  # type: ignore[assignment]
+    """The value a flag gives one unit (tenant, user, file...)."""
     WatchFlags: _aio.UnaryStreamMultiCallable[_control_pb2.WatchFlagsRequest, _control_pb2.FlagUpdate]  # type: ignore[assignment]
+    """The flags now, then each change as it happens."""
     ListFlagAudit: _aio.UnaryUnaryMultiCallable[_control_pb2.ListFlagAuditRequest, _control_pb2.ListFlagAuditResponse]  # type: ignore[assignment]
+    """Every accepted flag write, oldest first."""
     ListCheckpoints: _aio.UnaryUnaryMultiCallable[_control_pb2.ListCheckpointsRequest, _control_pb2.ListCheckpointsResponse]  # type: ignore[assignment]
+    """The consumer groups and their committed positions."""
     ResetCheckpoint: _aio.UnaryUnaryMultiCallable[_control_pb2.ResetCheckpointRequest, _control_pb2.ResetCheckpointResponse]  # type: ignore[assignment]
+    """Move a paused group's committed position (to reprocess or skip records)."""
     Pause: _aio.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]  # type: ignore[assignment]
+    """Stop consuming (after in-flight records are committed); returns once parked."""
     Resume: _aio.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]  # type: ignore[assignment]
+    """Consume again after Pause or Drain."""
     Drain: _aio.UnaryUnaryMultiCallable[_control_pb2.ConsumptionRequest, _control_pb2.ConsumptionResponse]  # type: ignore[assignment]
+    """Go NOT_SERVING, finish and commit what is in flight, then stop consuming."""
     ReplayJob: _aio.UnaryUnaryMultiCallable[_control_pb2.ReplayJobRequest, _control_pb2.ReplayJobResponse]  # type: ignore[assignment]
+    """Publish a job's retained run on `vcf-variants` again; stores keep one copy per variant."""
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_control_pb2.ListDeadLettersRequest, _control_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Dead letters, a page at a time."""
     RedriveDeadLetters: _aio.UnaryUnaryMultiCallable[_control_pb2.RedriveDeadLettersRequest, _control_pb2.RedriveDeadLettersResponse]  # type: ignore[assignment]
+    """Send dead letters back to the stream they were read from."""
     CompareModes: _aio.UnaryUnaryMultiCallable[_control_pb2.CompareModesRequest, _control_pb2.CompareModesResponse]  # type: ignore[assignment]
+    """Streaming versus batch jobs: throughput and latency per mode (ingest only)."""
 
 class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Operating one service instance: status, feature flags, consumer groups, dead letters.
+    Admin tokens only (when authentication is on).
+    """
+
     @_abc_1.abstractmethod
     def GetStatus(
         self,
         request: _control_pb2.GetStatusRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.GetStatusResponse, _abc.Awaitable[_control_pb2.GetStatusResponse]]: ...
+    ) -> _typing.Union[_control_pb2.GetStatusResponse, _abc.Awaitable[_control_pb2.GetStatusResponse]]:
+        """What the instance is doing: bus, groups, lag, health."""
 
     @_abc_1.abstractmethod
     def SetFlag(
         self,
         request: _control_pb2.SetFlagRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.SetFlagResponse, _abc.Awaitable[_control_pb2.SetFlagResponse]]: ...
+    ) -> _typing.Union[_control_pb2.SetFlagResponse, _abc.Awaitable[_control_pb2.SetFlagResponse]]:
+        """Create or change a flag (optimistic: expected_version); every service sees it within a second."""
 
     @_abc_1.abstractmethod
     def ListFlags(
         self,
         request: _control_pb2.ListFlagsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.ListFlagsResponse, _abc.Awaitable[_control_pb2.ListFlagsResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ListFlagsResponse, _abc.Awaitable[_control_pb2.ListFlagsResponse]]:
+        """Every flag."""
 
     @_abc_1.abstractmethod
     def EvaluateFlag(
         self,
         request: _control_pb2.EvaluateFlagRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.EvaluateFlagResponse, _abc.Awaitable[_control_pb2.EvaluateFlagResponse]]: ...
+    ) -> _typing.Union[_control_pb2.EvaluateFlagResponse, _abc.Awaitable[_control_pb2.EvaluateFlagResponse]]:
+        """The value a flag gives one unit (tenant, user, file...)."""
 
     @_abc_1.abstractmethod
     def WatchFlags(
         self,
         request: _control_pb2.WatchFlagsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_control_pb2.FlagUpdate], _abc.AsyncIterator[_control_pb2.FlagUpdate]]: ...
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.FlagUpdate], _abc.AsyncIterator[_control_pb2.FlagUpdate]]:
+        """The flags now, then each change as it happens."""
 
     @_abc_1.abstractmethod
     def ListFlagAudit(
         self,
         request: _control_pb2.ListFlagAuditRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.ListFlagAuditResponse, _abc.Awaitable[_control_pb2.ListFlagAuditResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ListFlagAuditResponse, _abc.Awaitable[_control_pb2.ListFlagAuditResponse]]:
+        """Every accepted flag write, oldest first."""
 
     @_abc_1.abstractmethod
     def ListCheckpoints(
         self,
         request: _control_pb2.ListCheckpointsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.ListCheckpointsResponse, _abc.Awaitable[_control_pb2.ListCheckpointsResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ListCheckpointsResponse, _abc.Awaitable[_control_pb2.ListCheckpointsResponse]]:
+        """The consumer groups and their committed positions."""
 
     @_abc_1.abstractmethod
     def ResetCheckpoint(
         self,
         request: _control_pb2.ResetCheckpointRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.ResetCheckpointResponse, _abc.Awaitable[_control_pb2.ResetCheckpointResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ResetCheckpointResponse, _abc.Awaitable[_control_pb2.ResetCheckpointResponse]]:
+        """Move a paused group's committed position (to reprocess or skip records)."""
 
     @_abc_1.abstractmethod
     def Pause(
         self,
         request: _control_pb2.ConsumptionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.ConsumptionResponse, _abc.Awaitable[_control_pb2.ConsumptionResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ConsumptionResponse, _abc.Awaitable[_control_pb2.ConsumptionResponse]]:
+        """Stop consuming (after in-flight records are committed); returns once parked."""
 
     @_abc_1.abstractmethod
     def Resume(
         self,
         request: _control_pb2.ConsumptionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.ConsumptionResponse, _abc.Awaitable[_control_pb2.ConsumptionResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ConsumptionResponse, _abc.Awaitable[_control_pb2.ConsumptionResponse]]:
+        """Consume again after Pause or Drain."""
 
     @_abc_1.abstractmethod
     def Drain(
         self,
         request: _control_pb2.ConsumptionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.ConsumptionResponse, _abc.Awaitable[_control_pb2.ConsumptionResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ConsumptionResponse, _abc.Awaitable[_control_pb2.ConsumptionResponse]]:
+        """Go NOT_SERVING, finish and commit what is in flight, then stop consuming."""
 
     @_abc_1.abstractmethod
     def ReplayJob(
         self,
         request: _control_pb2.ReplayJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.ReplayJobResponse, _abc.Awaitable[_control_pb2.ReplayJobResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ReplayJobResponse, _abc.Awaitable[_control_pb2.ReplayJobResponse]]:
+        """Publish a job's retained run on `vcf-variants` again; stores keep one copy per variant."""
 
     @_abc_1.abstractmethod
     def ListDeadLetters(
         self,
         request: _control_pb2.ListDeadLettersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.ListDeadLettersResponse, _abc.Awaitable[_control_pb2.ListDeadLettersResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ListDeadLettersResponse, _abc.Awaitable[_control_pb2.ListDeadLettersResponse]]:
+        """Dead letters, a page at a time."""
 
     @_abc_1.abstractmethod
     def RedriveDeadLetters(
         self,
         request: _control_pb2.RedriveDeadLettersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.RedriveDeadLettersResponse, _abc.Awaitable[_control_pb2.RedriveDeadLettersResponse]]: ...
+    ) -> _typing.Union[_control_pb2.RedriveDeadLettersResponse, _abc.Awaitable[_control_pb2.RedriveDeadLettersResponse]]:
+        """Send dead letters back to the stream they were read from."""
 
     @_abc_1.abstractmethod
     def CompareModes(
         self,
         request: _control_pb2.CompareModesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.CompareModesResponse, _abc.Awaitable[_control_pb2.CompareModesResponse]]: ...
+    ) -> _typing.Union[_control_pb2.CompareModesResponse, _abc.Awaitable[_control_pb2.CompareModesResponse]]:
+        """Streaming versus batch jobs: throughput and latency per mode (ingest only)."""
 
 def add_ControlServiceServicer_to_server(servicer: ControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

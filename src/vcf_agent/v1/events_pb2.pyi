@@ -29,16 +29,25 @@ class _Stage:
 class _StageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Stage.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     STAGE_UNSPECIFIED: _Stage.ValueType  # 0
+    """Not set."""
     STAGE_INGEST: _Stage.ValueType  # 1
+    """Reading the file and publishing its variants (the ingest service)."""
     STAGE_ANALYSIS: _Stage.ValueType  # 2
+    """Routing variants to providers and merging their answers (router and aggregator)."""
     STAGE_STORAGE: _Stage.ValueType  # 3
+    """Writing the results to the stores (the writer)."""
 
-class Stage(_Stage, metaclass=_StageEnumTypeWrapper): ...
+class Stage(_Stage, metaclass=_StageEnumTypeWrapper):
+    """The pipeline stage a notification reports on."""
 
 STAGE_UNSPECIFIED: Stage.ValueType  # 0
+"""Not set."""
 STAGE_INGEST: Stage.ValueType  # 1
+"""Reading the file and publishing its variants (the ingest service)."""
 STAGE_ANALYSIS: Stage.ValueType  # 2
+"""Routing variants to providers and merging their answers (router and aggregator)."""
 STAGE_STORAGE: Stage.ValueType  # 3
+"""Writing the results to the stores (the writer)."""
 Global___Stage: _TypeAlias = Stage  # noqa: Y015
 
 class _JobState:
@@ -48,31 +57,48 @@ class _JobState:
 class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
+    """Not set."""
     JOB_STATE_QUEUED: _JobState.ValueType  # 1
+    """Accepted, not started yet."""
     JOB_STATE_INGESTING: _JobState.ValueType  # 2
+    """Ingest is reading the file."""
     JOB_STATE_ANALYSING: _JobState.ValueType  # 3
+    """Variants are being analysed."""
     JOB_STATE_STORING: _JobState.ValueType  # 4
+    """Results are being stored."""
     JOB_STATE_COMPLETE: _JobState.ValueType  # 5
+    """Every variant is stored with every requested analysis. Final."""
     JOB_STATE_FAILED: _JobState.ValueType  # 6
+    """The job stopped on an error (see Job.error); what was stored stays. Final."""
     JOB_STATE_CANCELLED: _JobState.ValueType  # 7
+    """Cancelled by CancelJob. Final."""
     JOB_STATE_COMPLETE_WITH_ERRORS: _JobState.ValueType  # 8
     """Every variant is stored, but some analyses failed (or never answered): see the
-    per-provider counts and the job's error.
+    per-provider counts and the job's error. Final.
     """
 
-class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper): ...
+class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
+    """Where a job is; COMPLETE, COMPLETE_WITH_ERRORS, FAILED and CANCELLED are final."""
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
+"""Not set."""
 JOB_STATE_QUEUED: JobState.ValueType  # 1
+"""Accepted, not started yet."""
 JOB_STATE_INGESTING: JobState.ValueType  # 2
+"""Ingest is reading the file."""
 JOB_STATE_ANALYSING: JobState.ValueType  # 3
+"""Variants are being analysed."""
 JOB_STATE_STORING: JobState.ValueType  # 4
+"""Results are being stored."""
 JOB_STATE_COMPLETE: JobState.ValueType  # 5
+"""Every variant is stored with every requested analysis. Final."""
 JOB_STATE_FAILED: JobState.ValueType  # 6
+"""The job stopped on an error (see Job.error); what was stored stays. Final."""
 JOB_STATE_CANCELLED: JobState.ValueType  # 7
+"""Cancelled by CancelJob. Final."""
 JOB_STATE_COMPLETE_WITH_ERRORS: JobState.ValueType  # 8
 """Every variant is stored, but some analyses failed (or never answered): see the
-per-provider counts and the job's error.
+per-provider counts and the job's error. Final.
 """
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
@@ -92,18 +118,29 @@ class DatabaseWrite(_message.Message):
     PARTIAL_FIELD_NUMBER: _builtins.int
     MISSING_PROVIDERS_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.str
+    """The variant's deterministic id (VariantMessage.correlation_id)."""
     job_id: _builtins.str
+    """The job the variant belongs to."""
     tenant_id: _builtins.str
+    """The owning tenant; part of every stored key."""
     classification: _builtins.str
+    """The merged verdict of the results."""
     priority_tier: _builtins.str
+    """P1 (review first) .. P4, from the local annotation."""
     partial: _builtins.bool
     """True when the deadline passed before every requested provider answered."""
     @_builtins.property
-    def variant(self) -> _variant_pb2.VariantMessage: ...
+    def variant(self) -> _variant_pb2.VariantMessage:
+        """The variant as ingest read it."""
+
     @_builtins.property
-    def results(self) -> _containers.RepeatedCompositeFieldContainer[_analysis_pb2.AnalysisResult]: ...
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_analysis_pb2.AnalysisResult]:
+        """Every provider's answer that arrived before the deadline."""
+
     @_builtins.property
-    def missing_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def missing_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The requested providers that had not answered by then."""
+
     def __init__(
         self,
         *,
@@ -127,12 +164,16 @@ Global___DatabaseWrite: _TypeAlias = DatabaseWrite  # noqa: Y015
 
 @_typing.final
 class DatabaseWriteBatch(_message.Message):
+    """What the aggregator sends the writer on `database-writes`: many writes in one message."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WRITES_FIELD_NUMBER: _builtins.int
     MARKERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def writes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatabaseWrite]: ...
+    def writes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatabaseWrite]:
+        """The completed variants."""
+
     @_builtins.property
     def markers(self) -> _containers.RepeatedCompositeFieldContainer[_variant_pb2.JobMarker]:
         """Job boundaries travel in order with the writes they close."""
@@ -161,6 +202,7 @@ class ProviderCounts(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     MISSING_FIELD_NUMBER: _builtins.int
     ok: _builtins.int
+    """Answered successfully."""
     failed: _builtins.int
     """Answered with an error (after the provider's last retry)."""
     missing: _builtins.int
@@ -244,27 +286,41 @@ class Notification(_message.Message):
     PROVIDERS_FIELD_NUMBER: _builtins.int
     PROVIDER_COUNTS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """The job this is about."""
     tenant_id: _builtins.str
+    """The job's tenant; only its tokens (and admins) receive it."""
     user_id: _builtins.str
+    """The LIMS user who submitted the job (SubmitVcfMetadata.user_id)."""
     stage: Global___Stage.ValueType
+    """The stage reporting."""
     state: Global___JobState.ValueType
+    """The job's state as of this event."""
     done: _builtins.int
     """Cumulative count done in `stage` for this job."""
     total: _builtins.int
     """Exact total when known (after ingest finished), else 0."""
     message: _builtins.str
+    """A human-readable line (e.g. why the job failed)."""
     dead_lettered: _builtins.int
+    """Records of this job sent to the dead-letter stream so far."""
     file_id: _builtins.str
+    """Content digest of the source file."""
     source_name: _builtins.str
+    """The submitted file's name."""
     samples: _builtins.int
+    """Number of samples in the file."""
     @_builtins.property
-    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When the stage reported."""
+
     @_builtins.property
     def classifications(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Classification counts so far (storage stage)."""
 
     @_builtins.property
-    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The providers the job's variants are sent to."""
+
     @_builtins.property
     def provider_counts(self) -> _containers.MessageMap[_builtins.str, Global___ProviderCounts]:
         """Storage stage: each provider's answers for the stored variants so far."""
@@ -299,6 +355,8 @@ Global___Notification: _TypeAlias = Notification  # noqa: Y015
 
 @_typing.final
 class CacheEvent(_message.Message):
+    """A change to the LLM answer cache on `cache-events`, so every router instance's cache converges."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     class _Kind:
@@ -308,15 +366,25 @@ class CacheEvent(_message.Message):
     class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[CacheEvent._Kind.ValueType], _builtins.type):
         DESCRIPTOR: _descriptor.EnumDescriptor
         KIND_UNSPECIFIED: CacheEvent._Kind.ValueType  # 0
+        """Not set."""
         KIND_PUT: CacheEvent._Kind.ValueType  # 1
+        """An answer was added."""
         KIND_INVALIDATE: CacheEvent._Kind.ValueType  # 2
+        """One answer was removed."""
         KIND_CLEAR: CacheEvent._Kind.ValueType  # 3
+        """Every answer (of `provider`, when set) was removed."""
 
-    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
+        """What happened to the cache."""
+
     KIND_UNSPECIFIED: CacheEvent.Kind.ValueType  # 0
+    """Not set."""
     KIND_PUT: CacheEvent.Kind.ValueType  # 1
+    """An answer was added."""
     KIND_INVALIDATE: CacheEvent.Kind.ValueType  # 2
+    """One answer was removed."""
     KIND_CLEAR: CacheEvent.Kind.ValueType  # 3
+    """Every answer (of `provider`, when set) was removed."""
 
     KIND_FIELD_NUMBER: _builtins.int
     CACHE_KEY_FIELD_NUMBER: _builtins.int
@@ -324,10 +392,15 @@ class CacheEvent(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
     kind: Global___CacheEvent.Kind.ValueType
+    """What happened."""
     cache_key: _builtins.str
+    """The answer's key (tenant, prompt, provider and model)."""
     entry: _builtins.bytes
+    """The cached answer (KIND_PUT)."""
     provider: _builtins.str
+    """The provider the answer came from."""
     origin: _builtins.str
+    """The instance that made the change, so it skips its own event."""
     def __init__(
         self,
         *,
@@ -347,6 +420,10 @@ Global___CacheEvent: _TypeAlias = CacheEvent  # noqa: Y015
 
 @_typing.final
 class ControlEvent(_message.Message):
+    """A flag change or command on `control-events`; every service instance applies every event in
+    log order, so all reach the same state without calling each other.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
@@ -355,13 +432,21 @@ class ControlEvent(_message.Message):
     COMMAND_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     service: _builtins.str
+    """The service whose control API accepted the write."""
     origin: _builtins.str
+    """The write's unique origin (service/uuid): the writer waits until its own consumer applied it."""
     @_builtins.property
-    def flag_change(self) -> Global___FlagChange: ...
+    def flag_change(self) -> Global___FlagChange:
+        """A feature flag was written or deleted."""
+
     @_builtins.property
-    def command(self) -> Global___CommandEvent: ...
+    def command(self) -> Global___CommandEvent:
+        """An operator command (reserved: no service publishes one yet)."""
+
     @_builtins.property
-    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When it was published."""
+
     def __init__(
         self,
         *,
@@ -383,6 +468,8 @@ Global___ControlEvent: _TypeAlias = ControlEvent  # noqa: Y015
 
 @_typing.final
 class FlagChange(_message.Message):
+    """One feature flag write (or deletion)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
@@ -390,10 +477,13 @@ class FlagChange(_message.Message):
     DEFINITION_JSON_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The flag."""
     version: _builtins.int
+    """Its version after the change."""
     definition_json: _builtins.str
     """JSON-encoded flag definition; empty when the flag was deleted."""
     actor: _builtins.str
+    """Who made the change (the admin token's name)."""
     def __init__(
         self,
         *,
@@ -412,6 +502,8 @@ Global___FlagChange: _TypeAlias = FlagChange  # noqa: Y015
 
 @_typing.final
 class CommandEvent(_message.Message):
+    """An operator command for the services (reserved)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -437,8 +529,11 @@ class CommandEvent(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The command."""
     @_builtins.property
-    def arguments(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def arguments(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Its arguments."""
+
     def __init__(
         self,
         *,
@@ -495,23 +590,39 @@ class DeadLetter(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     SERVICE_FIELD_NUMBER: _builtins.int
     original_payload: _builtins.bytes
+    """The record's value as it was read (empty for a VCF line, see raw_line)."""
     source_stream: _builtins.str
+    """Where it was read from, so a redrive can send it back."""
     source_partition: _builtins.int
+    """Partition it was read from."""
     source_offset: _builtins.int
+    """Offset it had there."""
     reason: _builtins.str
+    """Why it could not be processed."""
     attempt_count: _builtins.int
+    """How many times processing was tried."""
     job_id: _builtins.str
+    """The job it belongs to, when known."""
     tenant_id: _builtins.str
+    """The tenant it belongs to, when known."""
     file_name: _builtins.str
     """For VCF records: the file, 1-based line number and raw line."""
     line_number: _builtins.int
+    """For VCF records: the 1-based line number in the (decompressed) file."""
     raw_line: _builtins.str
+    """For VCF records: the line as read."""
     error_code: _builtins.str
+    """A stable code for the kind of error (for counting and filtering)."""
     service: _builtins.str
+    """The service that dead-lettered it."""
     @_builtins.property
-    def original_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def original_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The record's headers as they were read."""
+
     @_builtins.property
-    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When it was dead-lettered."""
+
     def __init__(
         self,
         *,

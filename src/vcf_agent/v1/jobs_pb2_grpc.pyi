@@ -34,10 +34,17 @@ class IngestServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> IngestServiceAsyncStub: ...
     SubmitVcf: _grpc.StreamUnaryMultiCallable[_jobs_pb2.SubmitVcfRequest, _jobs_pb2.SubmitVcfResponse]
+    """Upload a VCF or BCF file (metadata first, then chunks), or name a path the service may read;
+    returns the job it started. Refused while streaming once it exceeds the upload limit.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.Job]
+    """The job as it is now (NOT_FOUND for another tenant's job)."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.Job]
+    """The job now and each time it changes; the stream ends after a final state."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]
+    """The tenant's jobs, newest first, a page at a time."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.Job]
+    """Stop a job; it ends CANCELLED (a job already final is returned unchanged)."""
 
 @_typing.type_check_only
 class IngestServiceAsyncStub(IngestServiceStub):
@@ -45,10 +52,17 @@ class IngestServiceAsyncStub(IngestServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitVcf: _aio.StreamUnaryMultiCallable[_jobs_pb2.SubmitVcfRequest, _jobs_pb2.SubmitVcfResponse]  # type: ignore[assignment]
+    """Upload a VCF or BCF file (metadata first, then chunks), or name a path the service may read;
+    returns the job it started. Refused while streaming once it exceeds the upload limit.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
+    """The job as it is now (NOT_FOUND for another tenant's job)."""
     WatchJob: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
+    """The job now and each time it changes; the stream ends after a final state."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]  # type: ignore[assignment]
+    """The tenant's jobs, newest first, a page at a time."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
+    """Stop a job; it ends CANCELLED (a job already final is returned unchanged)."""
 
 class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
     """LIMS-facing API of the ingest service."""
@@ -58,34 +72,41 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request_iterator: _MaybeAsyncIterator[_jobs_pb2.SubmitVcfRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_jobs_pb2.SubmitVcfResponse, _abc.Awaitable[_jobs_pb2.SubmitVcfResponse]]: ...
+    ) -> _typing.Union[_jobs_pb2.SubmitVcfResponse, _abc.Awaitable[_jobs_pb2.SubmitVcfResponse]]:
+        """Upload a VCF or BCF file (metadata first, then chunks), or name a path the service may read;
+        returns the job it started. Refused while streaming once it exceeds the upload limit.
+        """
 
     @_abc_1.abstractmethod
     def GetJob(
         self,
         request: _jobs_pb2.GetJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]: ...
+    ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
+        """The job as it is now (NOT_FOUND for another tenant's job)."""
 
     @_abc_1.abstractmethod
     def WatchJob(
         self,
         request: _jobs_pb2.WatchJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_jobs_pb2.Job], _abc.AsyncIterator[_jobs_pb2.Job]]: ...
+    ) -> _typing.Union[_abc.Iterator[_jobs_pb2.Job], _abc.AsyncIterator[_jobs_pb2.Job]]:
+        """The job now and each time it changes; the stream ends after a final state."""
 
     @_abc_1.abstractmethod
     def ListJobs(
         self,
         request: _jobs_pb2.ListJobsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_jobs_pb2.ListJobsResponse, _abc.Awaitable[_jobs_pb2.ListJobsResponse]]: ...
+    ) -> _typing.Union[_jobs_pb2.ListJobsResponse, _abc.Awaitable[_jobs_pb2.ListJobsResponse]]:
+        """The tenant's jobs, newest first, a page at a time."""
 
     @_abc_1.abstractmethod
     def CancelJob(
         self,
         request: _jobs_pb2.CancelJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]: ...
+    ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
+        """Stop a job; it ends CANCELLED (a job already final is returned unchanged)."""
 
 def add_IngestServiceServicer_to_server(servicer: IngestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,6 +19,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class WatchRequest(_message.Message):
+    """Watch's question: one job, or every job of a tenant."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
@@ -27,6 +29,7 @@ class WatchRequest(_message.Message):
     job_id: _builtins.str
     """Empty job_id watches every job of the tenant."""
     tenant_id: _builtins.str
+    """Empty: the caller token's tenant. A tenant token may name only its own tenant."""
     include_latest: _builtins.bool
     """Replay the latest known event of the job first."""
     def __init__(
@@ -56,7 +59,9 @@ class CreateWebSocketTicketRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """The job channel (/jobs/<job_id>) to open."""
     tenant_id: _builtins.str
+    """Or the tenant channel (/tenants/<tenant_id>), every job of the tenant."""
     def __init__(
         self,
         *,
@@ -73,6 +78,8 @@ Global___CreateWebSocketTicketRequest: _TypeAlias = CreateWebSocketTicketRequest
 
 @_typing.final
 class WebSocketTicket(_message.Message):
+    """A single-use ticket for one WebSocket channel."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TICKET_FIELD_NUMBER: _builtins.int
@@ -83,7 +90,9 @@ class WebSocketTicket(_message.Message):
     path: _builtins.str
     """The WebSocket path the ticket is for: /jobs/<job_id> or /tenants/<tenant_id>."""
     @_builtins.property
-    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """After this the ticket is refused (VCF_AGENT_WEBSOCKET_TICKET_TTL_S after it was issued)."""
+
     def __init__(
         self,
         *,

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class NotifierServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Live progress notifications, for LIMS and browsers.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -48,16 +49,19 @@ class NotifierServiceStub:
 
 
 class NotifierServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Live progress notifications, for LIMS and browsers.
+    """
 
     def Watch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Progress events as they happen, for one job or every job of a tenant.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateWebSocketTicket(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A single-use, short-lived ticket to open a WebSocket channel without putting a token in a URL.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -84,7 +88,8 @@ def add_NotifierServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class NotifierService:
-    """Missing associated documentation comment in .proto file."""
+    """Live progress notifications, for LIMS and browsers.
+    """
 
     @staticmethod
     def Watch(request,

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class QueryServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Reading results from the writer's stores; a tenant token sees only its tenant's variants.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,22 +53,26 @@ class QueryServiceStub:
 
 
 class QueryServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Reading results from the writer's stores; a tenant token sees only its tenant's variants.
+    """
 
     def GetVariant(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One stored variant by correlation_id (NOT_FOUND for another tenant's).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def QueryVariants(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stored variants matching the filters, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetStoreStats(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Row and node counts of the stores (admin tokens only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -99,7 +104,8 @@ def add_QueryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class QueryService:
-    """Missing associated documentation comment in .proto file."""
+    """Reading results from the writer's stores; a tenant token sees only its tenant's variants.
+    """
 
     @staticmethod
     def GetVariant(request,

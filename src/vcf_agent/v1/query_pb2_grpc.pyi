@@ -27,41 +27,56 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class QueryServiceStub:
+    """Reading results from the writer's stores; a tenant token sees only its tenant's variants."""
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> QueryServiceAsyncStub: ...
     GetVariant: _grpc.UnaryUnaryMultiCallable[_query_pb2.GetVariantRequest, _query_pb2.StoredVariant]
+    """One stored variant by correlation_id (NOT_FOUND for another tenant's)."""
     QueryVariants: _grpc.UnaryUnaryMultiCallable[_query_pb2.QueryVariantsRequest, _query_pb2.QueryVariantsResponse]
+    """Stored variants matching the filters, a page at a time."""
     GetStoreStats: _grpc.UnaryUnaryMultiCallable[_query_pb2.GetStoreStatsRequest, _query_pb2.GetStoreStatsResponse]
+    """Row and node counts of the stores (admin tokens only)."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
+    """Reading results from the writer's stores; a tenant token sees only its tenant's variants."""
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetVariant: _aio.UnaryUnaryMultiCallable[_query_pb2.GetVariantRequest, _query_pb2.StoredVariant]  # type: ignore[assignment]
+    """One stored variant by correlation_id (NOT_FOUND for another tenant's)."""
     QueryVariants: _aio.UnaryUnaryMultiCallable[_query_pb2.QueryVariantsRequest, _query_pb2.QueryVariantsResponse]  # type: ignore[assignment]
+    """Stored variants matching the filters, a page at a time."""
     GetStoreStats: _aio.UnaryUnaryMultiCallable[_query_pb2.GetStoreStatsRequest, _query_pb2.GetStoreStatsResponse]  # type: ignore[assignment]
+    """Row and node counts of the stores (admin tokens only)."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Reading results from the writer's stores; a tenant token sees only its tenant's variants."""
+
     @_abc_1.abstractmethod
     def GetVariant(
         self,
         request: _query_pb2.GetVariantRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_query_pb2.StoredVariant, _abc.Awaitable[_query_pb2.StoredVariant]]: ...
+    ) -> _typing.Union[_query_pb2.StoredVariant, _abc.Awaitable[_query_pb2.StoredVariant]]:
+        """One stored variant by correlation_id (NOT_FOUND for another tenant's)."""
 
     @_abc_1.abstractmethod
     def QueryVariants(
         self,
         request: _query_pb2.QueryVariantsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_query_pb2.QueryVariantsResponse, _abc.Awaitable[_query_pb2.QueryVariantsResponse]]: ...
+    ) -> _typing.Union[_query_pb2.QueryVariantsResponse, _abc.Awaitable[_query_pb2.QueryVariantsResponse]]:
+        """Stored variants matching the filters, a page at a time."""
 
     @_abc_1.abstractmethod
     def GetStoreStats(
         self,
         request: _query_pb2.GetStoreStatsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_query_pb2.GetStoreStatsResponse, _abc.Awaitable[_query_pb2.GetStoreStatsResponse]]: ...
+    ) -> _typing.Union[_query_pb2.GetStoreStatsResponse, _abc.Awaitable[_query_pb2.GetStoreStatsResponse]]:
+        """Row and node counts of the stores (admin tokens only)."""
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -31,12 +31,19 @@ class InfoValue(_message.Message):
     FLOATS_FIELD_NUMBER: _builtins.int
     STRINGS_FIELD_NUMBER: _builtins.int
     flag: _builtins.bool
+    """Type=Flag: present."""
     @_builtins.property
-    def ints(self) -> Global___IntList: ...
+    def ints(self) -> Global___IntList:
+        """Type=Integer."""
+
     @_builtins.property
-    def floats(self) -> Global___FloatList: ...
+    def floats(self) -> Global___FloatList:
+        """Type=Float."""
+
     @_builtins.property
-    def strings(self) -> Global___StringList: ...
+    def strings(self) -> Global___StringList:
+        """Type=String or Character."""
+
     def __init__(
         self,
         *,
@@ -57,11 +64,15 @@ Global___InfoValue: _TypeAlias = InfoValue  # noqa: Y015
 
 @_typing.final
 class IntList(_message.Message):
+    """Integer values of one INFO or FORMAT key."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """In the file's order."""
+
     def __init__(
         self,
         *,
@@ -77,11 +88,15 @@ Global___IntList: _TypeAlias = IntList  # noqa: Y015
 
 @_typing.final
 class FloatList(_message.Message):
+    """Float values of one INFO or FORMAT key."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """In the file's order."""
+
     def __init__(
         self,
         *,
@@ -97,11 +112,15 @@ Global___FloatList: _TypeAlias = FloatList  # noqa: Y015
 
 @_typing.final
 class StringList(_message.Message):
+    """String values of one INFO or FORMAT key."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """In the file's order."""
+
     def __init__(
         self,
         *,
@@ -128,10 +147,13 @@ class GenotypeCall(_message.Message):
     GENOTYPE_QUALITY_FIELD_NUMBER: _builtins.int
     ALLELE_DEPTHS_FIELD_NUMBER: _builtins.int
     sample: _builtins.str
+    """Sample name from the header."""
     phased: _builtins.bool
+    """True for `|`, false for `/`."""
     depth: _builtins.int
     """-1 when the field is absent or missing."""
     genotype_quality: _builtins.int
+    """GQ; -1 when the field is absent or missing."""
     @_builtins.property
     def alleles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Allele indices as in the VCF (0 = REF); -1 marks a missing allele (`.`)."""
@@ -208,37 +230,53 @@ class VariantMessage(_message.Message):
     correlation_id: _builtins.str
     """Deterministic: digest(file_id, record_index, alt_index), stable across replays."""
     job_id: _builtins.str
+    """The job that read it."""
     file_id: _builtins.str
     """Content digest of the submitted file."""
     tenant_id: _builtins.str
+    """The owning tenant."""
     record_index: _builtins.int
     """0-based index of the record among the file's data lines."""
     line_number: _builtins.int
     """1-based physical line number in the (decompressed) source; 0 for BCF."""
     chromosome: _builtins.str
+    """CHROM."""
     position: _builtins.int
     """1-based, as in the VCF."""
     id: _builtins.str
+    """The ID column; empty for `.`."""
     reference: _builtins.str
+    """REF."""
     alternate: _builtins.str
+    """This ALT allele."""
     alt_index: _builtins.int
     """0-based index of `alternate` in the record's ALT list."""
     has_quality: _builtins.bool
     """NaN-free: has_quality is false for `.`."""
     quality: _builtins.float
+    """QUAL when has_quality."""
     source_name: _builtins.str
+    """The submitted file's name."""
     @_builtins.property
     def all_alternates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """All ALT alleles of the record, so multi-allelic context is never lost."""
 
     @_builtins.property
-    def filters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def filters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """FILTER values; empty for `.`."""
+
     @_builtins.property
-    def info(self) -> _containers.MessageMap[_builtins.str, Global___InfoValue]: ...
+    def info(self) -> _containers.MessageMap[_builtins.str, Global___InfoValue]:
+        """INFO key -> typed value."""
+
     @_builtins.property
-    def genotypes(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenotypeCall]: ...
+    def genotypes(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenotypeCall]:
+        """Every sample's call at this record, in the header's sample order."""
+
     @_builtins.property
-    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When ingest read it."""
+
     def __init__(
         self,
         *,
@@ -284,7 +322,9 @@ class VariantBatch(_message.Message):
     priority: _builtins.int
     """The job's priority from the LIMS (higher first); provider queues honour it."""
     @_builtins.property
-    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariantMessage]: ...
+    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariantMessage]:
+        """Variants of one job, in file order."""
+
     @_builtins.property
     def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Providers every variant in the batch is routed to (the job's choice)."""
@@ -327,9 +367,13 @@ class AnnotationContext(_message.Message):
         """Subfield names of VEP CSQ, SnpEff ANN and bcftools csq BCSQ, in the header's order."""
 
     @_builtins.property
-    def ann_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def ann_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SnpEff ANN subfield names."""
+
     @_builtins.property
-    def bcsq_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def bcsq_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """bcftools csq BCSQ subfield names."""
+
     @_builtins.property
     def population_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """INFO keys the header declares as population allele frequencies (gnomAD, ExAC, ESP,
@@ -370,15 +414,25 @@ class JobMarker(_message.Message):
     class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[JobMarker._Kind.ValueType], _builtins.type):
         DESCRIPTOR: _descriptor.EnumDescriptor
         KIND_UNSPECIFIED: JobMarker._Kind.ValueType  # 0
+        """Not set."""
         KIND_STARTED: JobMarker._Kind.ValueType  # 1
+        """Before the job's first variant."""
         KIND_FINISHED: JobMarker._Kind.ValueType  # 2
+        """After its last variant: every variant is published."""
         KIND_FAILED: JobMarker._Kind.ValueType  # 3
+        """Ingest stopped on an error; no more variants follow."""
 
-    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
+        """Which boundary."""
+
     KIND_UNSPECIFIED: JobMarker.Kind.ValueType  # 0
+    """Not set."""
     KIND_STARTED: JobMarker.Kind.ValueType  # 1
+    """Before the job's first variant."""
     KIND_FINISHED: JobMarker.Kind.ValueType  # 2
+    """After its last variant: every variant is published."""
     KIND_FAILED: JobMarker.Kind.ValueType  # 3
+    """Ingest stopped on an error; no more variants follow."""
 
     KIND_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
@@ -395,28 +449,41 @@ class JobMarker(_message.Message):
     REFERENCE_BLOCKS_FIELD_NUMBER: _builtins.int
     PLACEHOLDER_ALLELES_FIELD_NUMBER: _builtins.int
     kind: Global___JobMarker.Kind.ValueType
+    """Which boundary this is."""
     job_id: _builtins.str
+    """The job."""
     file_id: _builtins.str
+    """Content digest of the job's file."""
     tenant_id: _builtins.str
+    """The owning tenant."""
     source_name: _builtins.str
+    """The submitted file's name."""
     variant_count: _builtins.int
     """On KIND_FINISHED: the exact number of VariantMessages published."""
     record_count: _builtins.int
+    """On KIND_FINISHED: the number of VCF records read."""
     reason: _builtins.str
+    """On KIND_FAILED: why."""
     dead_lettered: _builtins.int
+    """Records sent to the dead-letter stream instead of published."""
     reference_blocks: _builtins.int
     """gVCF (VCF 4.3+ section 5.5): records whose only ALTs are <*>/<NON_REF> (reference
     blocks), and such ALTs in records with a real ALT. Read, counted, not published.
     """
     placeholder_alleles: _builtins.int
+    """<*>/<NON_REF> ALTs in records that also have a real ALT."""
     @_builtins.property
-    def samples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def samples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The file's samples, in header order."""
+
     @_builtins.property
     def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Providers each variant of this job is sent to."""
 
     @_builtins.property
-    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When the marker was published."""
+
     def __init__(
         self,
         *,

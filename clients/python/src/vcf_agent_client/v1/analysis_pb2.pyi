@@ -23,6 +23,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class AnalysisRequest(_message.Message):
+    """One variant for one provider, on `ai-analysis-requests`."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
@@ -36,11 +38,15 @@ class AnalysisRequest(_message.Message):
     DEADLINE_FIELD_NUMBER: _builtins.int
     ANNOTATION_CONTEXT_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.str
+    """The variant's deterministic id."""
     job_id: _builtins.str
+    """The job it belongs to."""
     tenant_id: _builtins.str
+    """The owning tenant."""
     provider: _builtins.str
     """Provider this request is addressed to."""
     attempt: _builtins.int
+    """Redeliveries of this request before this one (0: the first)."""
     priority: _builtins.int
     """Higher is analysed first."""
     @_builtins.property
@@ -48,9 +54,13 @@ class AnalysisRequest(_message.Message):
         """Every provider asked for this variant; the aggregator waits for all of them."""
 
     @_builtins.property
-    def variant(self) -> _variant_pb2.VariantMessage: ...
+    def variant(self) -> _variant_pb2.VariantMessage:
+        """The variant to analyse."""
+
     @_builtins.property
-    def deadline(self) -> _timestamp_pb2.Timestamp: ...
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """After this the aggregator stores the variant without this answer (partial)."""
+
     @_builtins.property
     def annotation_context(self) -> _variant_pb2.AnnotationContext:
         """The job's annotation layout (see VariantBatch), for providers that read annotations."""
@@ -79,6 +89,8 @@ Global___AnalysisRequest: _TypeAlias = AnalysisRequest  # noqa: Y015
 
 @_typing.final
 class AnalysisRequestBatch(_message.Message):
+    """Many analysis requests in one message."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
@@ -91,11 +103,17 @@ class AnalysisRequestBatch(_message.Message):
     a request's own value, when set, wins.
     """
     @_builtins.property
-    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalysisRequest]: ...
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalysisRequest]:
+        """The requests (see variant_batch for the compact form)."""
+
     @_builtins.property
-    def requested_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def requested_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Shared AnalysisRequest.requested_providers."""
+
     @_builtins.property
-    def deadline(self) -> _timestamp_pb2.Timestamp: ...
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """Shared AnalysisRequest.deadline."""
+
     @_builtins.property
     def variant_batch(self) -> _variant_pb2.VariantBatch:
         """When `requests` is empty: one request per variant here, ids from the variant and
@@ -131,6 +149,7 @@ class SampleFinding(_message.Message):
     ALLELE_BALANCE_FIELD_NUMBER: _builtins.int
     CALL_QUALITY_FIELD_NUMBER: _builtins.int
     sample: _builtins.str
+    """Sample name from the header."""
     zygosity: _builtins.str
     """hom_ref, het, hom_alt, hemizygous, no_call, ..."""
     allele_balance: _builtins.float
@@ -234,18 +253,27 @@ class LocalAnnotation(_message.Message):
     substitution: _builtins.str
     """transition, transversion, or empty for non-SNVs"""
     multi_allelic: _builtins.bool
+    """True when the record has more than one ALT allele."""
     allele_count: _builtins.int
+    """Number of ALT alleles in the record."""
     quality_tier: _builtins.str
     """high, medium, low, fail"""
     frequency_tier: _builtins.str
     """common, low_frequency, rare, ultra_rare, unknown"""
     population_af: _builtins.float
+    """The population allele frequency the rules used (see population_af_source); 0 when none."""
     consequence: _builtins.str
+    """Sequence Ontology consequence of the chosen transcript (e.g. missense_variant)."""
     impact: _builtins.str
+    """HIGH, MODERATE, LOW or MODIFIER, as the annotation states it."""
     gene: _builtins.str
+    """The gene of the chosen transcript."""
     hgvs_c: _builtins.str
+    """HGVS coding change, as annotated."""
     hgvs_p: _builtins.str
+    """HGVS protein change, as annotated."""
     clinvar_significance: _builtins.str
+    """ClinVar's clinical significance (CLNSIG), as the file states it."""
     priority_tier: _builtins.str
     """P1 (review first) .. P4"""
     sv_type: _builtins.str
@@ -257,19 +285,27 @@ class LocalAnnotation(_message.Message):
     submitted classifications (CLNSIGCONF), as the file states them.
     """
     clinvar_conflicts: _builtins.str
+    """CLNSIGCONF: the conflicting submitted classifications."""
     clinvar_source: _builtins.str
     """The field the ClinVar assertion came from ("INFO:CLNSIG", "CSQ:CLIN_SIG")."""
     transcript: _builtins.str
     """The transcript the consequence was taken from, and its biotype."""
     biotype: _builtins.str
+    """The transcript's biotype (e.g. protein_coding)."""
     transcript_choice: _builtins.str
     """Why this transcript: PICK, MANE_SELECT, CANONICAL or most_severe."""
     @_builtins.property
-    def overlapping_genes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def overlapping_genes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Genes of the configured genes file the variant overlaps."""
+
     @_builtins.property
-    def priority_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def priority_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why that tier."""
+
     @_builtins.property
-    def samples(self) -> _containers.RepeatedCompositeFieldContainer[Global___SampleFinding]: ...
+    def samples(self) -> _containers.RepeatedCompositeFieldContainer[Global___SampleFinding]:
+        """Per-sample findings."""
+
     @_builtins.property
     def acmg_criteria(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcmgCriterion]:
         """Every ACMG/AMP criterion assessed, met or not, with its evidence."""
@@ -314,6 +350,8 @@ Global___LocalAnnotation: _TypeAlias = LocalAnnotation  # noqa: Y015
 
 @_typing.final
 class AnalysisResult(_message.Message):
+    """One provider's answer for one variant, on `ai-analysis-results`."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     class _Status:
@@ -323,13 +361,21 @@ class AnalysisResult(_message.Message):
     class _StatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[AnalysisResult._Status.ValueType], _builtins.type):
         DESCRIPTOR: _descriptor.EnumDescriptor
         STATUS_UNSPECIFIED: AnalysisResult._Status.ValueType  # 0
+        """Not set."""
         STATUS_OK: AnalysisResult._Status.ValueType  # 1
+        """Answered; classification and the rest are set."""
         STATUS_FAILED: AnalysisResult._Status.ValueType  # 2
+        """No valid answer after the provider's retries; see error."""
 
-    class Status(_Status, metaclass=_StatusEnumTypeWrapper): ...
+    class Status(_Status, metaclass=_StatusEnumTypeWrapper):
+        """Whether the provider answered."""
+
     STATUS_UNSPECIFIED: AnalysisResult.Status.ValueType  # 0
+    """Not set."""
     STATUS_OK: AnalysisResult.Status.ValueType  # 1
+    """Answered; classification and the rest are set."""
     STATUS_FAILED: AnalysisResult.Status.ValueType  # 2
+    """No valid answer after the provider's retries; see error."""
 
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
@@ -352,31 +398,55 @@ class AnalysisResult(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.str
+    """The variant's deterministic id."""
     job_id: _builtins.str
+    """The job it belongs to."""
     tenant_id: _builtins.str
+    """The owning tenant."""
     provider: _builtins.str
+    """The provider that answered."""
     model: _builtins.str
+    """The model that answered (empty for the local annotator)."""
     status: Global___AnalysisResult.Status.ValueType
+    """Whether it answered."""
     classification: _builtins.str
     """pathogenic, likely_pathogenic, uncertain_significance, likely_benign, benign, not_classified"""
     confidence: _builtins.float
+    """The provider's confidence in the classification, 0 to 1."""
     rationale: _builtins.str
+    """The provider's explanation."""
     error: _builtins.str
+    """Why it failed (STATUS_FAILED)."""
     attempt: _builtins.int
+    """The request's attempt this answers."""
     latency_ms: _builtins.float
+    """How long the provider took."""
     prompt_version: _builtins.str
+    """The prompt's version (part of the cache key)."""
     input_tokens: _builtins.int
+    """Tokens the LLM counted in the prompt (0 for the local annotator)."""
     output_tokens: _builtins.int
+    """Tokens the LLM counted in its answer."""
     @_builtins.property
-    def criteria(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def criteria(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ACMG/AMP criteria codes the provider cites (met ones)."""
+
     @_builtins.property
-    def annotation(self) -> Global___LocalAnnotation: ...
+    def annotation(self) -> Global___LocalAnnotation:
+        """The local annotator's findings (provider `local`)."""
+
     @_builtins.property
-    def requested_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def requested_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every provider asked for this variant (from the request)."""
+
     @_builtins.property
-    def variant(self) -> _variant_pb2.VariantMessage: ...
+    def variant(self) -> _variant_pb2.VariantMessage:
+        """The variant, carried through for the aggregator."""
+
     @_builtins.property
-    def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def completed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the answer arrived."""
+
     def __init__(
         self,
         *,
@@ -411,11 +481,15 @@ Global___AnalysisResult: _TypeAlias = AnalysisResult  # noqa: Y015
 
 @_typing.final
 class AnalysisResultBatch(_message.Message):
+    """Many answers in one message."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalysisResult]: ...
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalysisResult]:
+        """The answers."""
+
     def __init__(
         self,
         *,

@@ -22,6 +22,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class StageCounts(_message.Message):
+    """How far a job has come, stage by stage (cumulative counts of variants: one per ALT allele)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -54,14 +56,19 @@ class StageCounts(_message.Message):
     PLACEHOLDER_ALLELES_FIELD_NUMBER: _builtins.int
     PROVIDER_COUNTS_FIELD_NUMBER: _builtins.int
     ingested: _builtins.int
+    """Variants ingest has read and published."""
     analysed: _builtins.int
+    """Variants whose analysis (every requested provider answered, or the deadline passed) is done."""
     stored: _builtins.int
+    """Variants the writer has stored."""
     dead_lettered: _builtins.int
+    """Records that could not be processed and went to the dead-letter stream."""
     total: _builtins.int
     """Exact number of variants once ingest has finished; 0 before."""
     reference_blocks: _builtins.int
     """gVCF reference blocks and <*>/<NON_REF> ALTs read by ingest: not variants, not stored."""
     placeholder_alleles: _builtins.int
+    """<*>/<NON_REF> ALTs read in records that also have a real ALT: counted, not stored."""
     @_builtins.property
     def provider_counts(self) -> _containers.MessageMap[_builtins.str, _events_pb2.ProviderCounts]:
         """provider -> its answers for the stored variants (exact once the job has ended)."""
@@ -88,6 +95,8 @@ Global___StageCounts: _TypeAlias = StageCounts  # noqa: Y015
 
 @_typing.final
 class Job(_message.Message):
+    """One submitted file and where it is now."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
@@ -104,24 +113,39 @@ class Job(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     DUPLICATE_OF_EARLIER_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Identifies the job in every other call and on every stream."""
     tenant_id: _builtins.str
+    """The tenant that owns the job (from the caller's token); no other tenant can see it."""
     file_id: _builtins.str
+    """Content digest of the submitted file."""
     source_name: _builtins.str
+    """The file name the client gave (SubmitVcfMetadata.file_name) or the path's last part."""
     state: _events_pb2.JobState.ValueType
+    """Where the job is; COMPLETE, COMPLETE_WITH_ERRORS, FAILED and CANCELLED are final."""
     error: _builtins.str
+    """Why the job failed, or which analyses failed; empty when there is nothing to say."""
     samples: _builtins.int
+    """Number of samples in the file."""
     mode: _builtins.str
     """streaming or batch"""
     duplicate_of_earlier: _builtins.bool
     """True when this submission matched an earlier file's content digest."""
     @_builtins.property
-    def counts(self) -> Global___StageCounts: ...
+    def counts(self) -> Global___StageCounts:
+        """Progress per stage."""
+
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the job was accepted."""
+
     @_builtins.property
-    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the job last changed."""
+
     @_builtins.property
-    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Analysis providers (or pools) each variant of the job is sent to."""
+
     def __init__(
         self,
         *,
@@ -149,6 +173,8 @@ Global___Job: _TypeAlias = Job  # noqa: Y015
 
 @_typing.final
 class SubmitVcfMetadata(_message.Message):
+    """The first message of a SubmitVcf call: what the file is and how to run it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
@@ -160,16 +186,27 @@ class SubmitVcfMetadata(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
+    """Empty: the caller token's tenant. A tenant token may name only its own tenant."""
     file_name: _builtins.str
+    """Shown as the job's source_name; the service never uses it as a path."""
     priority: _builtins.int
+    """Higher is analysed first."""
     idempotency_key: _builtins.str
+    """A retry with the same key (for the same tenant) returns the first call's job instead of
+    starting another.
+    """
     path: _builtins.str
     """Instead of uploading chunks: a path the ingest service can read."""
     user_id: _builtins.str
+    """Who submitted the file in the LIMS; carried to the job's notifications."""
     @_builtins.property
-    def sample_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def sample_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Samples the file must contain; the call is refused (INVALID_ARGUMENT) if one is missing."""
+
     @_builtins.property
-    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Analysis providers or pools for this job; empty: the service's default."""
+
     def __init__(
         self,
         *,
@@ -192,13 +229,18 @@ Global___SubmitVcfMetadata: _TypeAlias = SubmitVcfMetadata  # noqa: Y015
 
 @_typing.final
 class SubmitVcfRequest(_message.Message):
+    """One message of the SubmitVcf stream: the metadata first, then the file's bytes in chunks."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     METADATA_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
+    """The next bytes of the file (VCF, bgzipped VCF or BCF), in order."""
     @_builtins.property
-    def metadata(self) -> Global___SubmitVcfMetadata: ...
+    def metadata(self) -> Global___SubmitVcfMetadata:
+        """Sent once, first."""
+
     def __init__(
         self,
         *,
@@ -217,11 +259,15 @@ Global___SubmitVcfRequest: _TypeAlias = SubmitVcfRequest  # noqa: Y015
 
 @_typing.final
 class SubmitVcfResponse(_message.Message):
+    """SubmitVcf's answer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> Global___Job: ...
+    def job(self) -> Global___Job:
+        """The job the file started (or, for a repeated idempotency_key, the earlier one)."""
+
     def __init__(
         self,
         *,
@@ -237,10 +283,13 @@ Global___SubmitVcfResponse: _TypeAlias = SubmitVcfResponse  # noqa: Y015
 
 @_typing.final
 class GetJobRequest(_message.Message):
+    """GetJob's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """The job to read."""
     def __init__(
         self,
         *,
@@ -256,10 +305,13 @@ Global___GetJobRequest: _TypeAlias = GetJobRequest  # noqa: Y015
 
 @_typing.final
 class WatchJobRequest(_message.Message):
+    """WatchJob's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """The job to follow."""
     def __init__(
         self,
         *,
@@ -275,14 +327,19 @@ Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
 
 @_typing.final
 class ListJobsRequest(_message.Message):
+    """ListJobs's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
+    """Empty: the caller token's tenant (an admin token: every tenant)."""
     page_size: _builtins.int
+    """Jobs per page; 0: the service's default."""
     page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first."""
     def __init__(
         self,
         *,
@@ -300,13 +357,18 @@ Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
 
 @_typing.final
 class ListJobsResponse(_message.Message):
+    """One page of jobs."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     @_builtins.property
-    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """The jobs on this page."""
+
     def __init__(
         self,
         *,
@@ -323,10 +385,13 @@ Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
 
 @_typing.final
 class CancelJobRequest(_message.Message):
+    """CancelJob's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """The job to cancel."""
     def __init__(
         self,
         *,

@@ -28,32 +28,44 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class NotifierServiceStub:
+    """Live progress notifications, for LIMS and browsers."""
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NotifierServiceAsyncStub: ...
     Watch: _grpc.UnaryStreamMultiCallable[_notifier_pb2.WatchRequest, _events_pb2.Notification]
+    """Progress events as they happen, for one job or every job of a tenant."""
     CreateWebSocketTicket: _grpc.UnaryUnaryMultiCallable[_notifier_pb2.CreateWebSocketTicketRequest, _notifier_pb2.WebSocketTicket]
+    """A single-use, short-lived ticket to open a WebSocket channel without putting a token in a URL."""
 
 @_typing.type_check_only
 class NotifierServiceAsyncStub(NotifierServiceStub):
+    """Live progress notifications, for LIMS and browsers."""
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Watch: _aio.UnaryStreamMultiCallable[_notifier_pb2.WatchRequest, _events_pb2.Notification]  # type: ignore[assignment]
+    """Progress events as they happen, for one job or every job of a tenant."""
     CreateWebSocketTicket: _aio.UnaryUnaryMultiCallable[_notifier_pb2.CreateWebSocketTicketRequest, _notifier_pb2.WebSocketTicket]  # type: ignore[assignment]
+    """A single-use, short-lived ticket to open a WebSocket channel without putting a token in a URL."""
 
 class NotifierServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Live progress notifications, for LIMS and browsers."""
+
     @_abc_1.abstractmethod
     def Watch(
         self,
         request: _notifier_pb2.WatchRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_events_pb2.Notification], _abc.AsyncIterator[_events_pb2.Notification]]: ...
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.Notification], _abc.AsyncIterator[_events_pb2.Notification]]:
+        """Progress events as they happen, for one job or every job of a tenant."""
 
     @_abc_1.abstractmethod
     def CreateWebSocketTicket(
         self,
         request: _notifier_pb2.CreateWebSocketTicketRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_notifier_pb2.WebSocketTicket, _abc.Awaitable[_notifier_pb2.WebSocketTicket]]: ...
+    ) -> _typing.Union[_notifier_pb2.WebSocketTicket, _abc.Awaitable[_notifier_pb2.WebSocketTicket]]:
+        """A single-use, short-lived ticket to open a WebSocket channel without putting a token in a URL."""
 
 def add_NotifierServiceServicer_to_server(servicer: NotifierServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

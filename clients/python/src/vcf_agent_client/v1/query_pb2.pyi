@@ -20,6 +20,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class StoredGenotype(_message.Message):
+    """One sample's genotype as stored."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SAMPLE_FIELD_NUMBER: _builtins.int
@@ -28,11 +30,17 @@ class StoredGenotype(_message.Message):
     GENOTYPE_QUALITY_FIELD_NUMBER: _builtins.int
     ALLELE_DEPTHS_FIELD_NUMBER: _builtins.int
     sample: _builtins.str
+    """Sample name from the VCF header."""
     genotype: _builtins.str
+    """The GT as text, e.g. 0/1, 1|1, ./."""
     depth: _builtins.int
+    """DP; -1 when absent."""
     genotype_quality: _builtins.int
+    """GQ; -1 when absent."""
     @_builtins.property
-    def allele_depths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def allele_depths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """AD in REF, ALT1, ALT2... order; empty when absent."""
+
     def __init__(
         self,
         *,
@@ -52,6 +60,8 @@ Global___StoredGenotype: _TypeAlias = StoredGenotype  # noqa: Y015
 
 @_typing.final
 class StoredAnalysis(_message.Message):
+    """One provider's stored answer for a variant."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROVIDER_FIELD_NUMBER: _builtins.int
@@ -61,10 +71,15 @@ class StoredAnalysis(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _builtins.int
     DETAIL_JSON_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
+    """local, openai, claude, ... (the provider that answered)."""
     model: _builtins.str
+    """The model that answered (empty for the local annotator's rules)."""
     status: _builtins.str
+    """ok or failed"""
     classification: _builtins.str
+    """pathogenic, likely_pathogenic, uncertain_significance, likely_benign, benign or not_classified"""
     confidence: _builtins.float
+    """The provider's confidence in the classification, 0 to 1."""
     detail_json: _builtins.str
     """The provider's full answer as JSON."""
     def __init__(
@@ -87,6 +102,8 @@ Global___StoredAnalysis: _TypeAlias = StoredAnalysis  # noqa: Y015
 
 @_typing.final
 class StoredVariant(_message.Message):
+    """One stored variant (one ALT allele of one VCF record) with its merged verdict and analyses."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
@@ -109,27 +126,49 @@ class StoredVariant(_message.Message):
     ANALYSES_FIELD_NUMBER: _builtins.int
     RECORD_INDEX_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.str
+    """Deterministic id of the variant: stable across replays of the same file."""
     job_id: _builtins.str
+    """The job that stored it."""
     tenant_id: _builtins.str
+    """The owning tenant."""
     file_id: _builtins.str
+    """Content digest of the source file."""
     chromosome: _builtins.str
+    """CHROM as in the VCF."""
     position: _builtins.int
+    """POS, 1-based as in the VCF."""
     reference: _builtins.str
+    """REF allele."""
     alternate: _builtins.str
+    """This ALT allele."""
     variant_id: _builtins.str
+    """The record's ID column (rs number etc.), empty for `.`."""
     quality: _builtins.float
+    """QUAL; 0 when `.`."""
     classification: _builtins.str
+    """The merged verdict of every provider's answer."""
     priority_tier: _builtins.str
+    """P1 (review first) .. P4"""
     gene: _builtins.str
+    """The gene it overlaps (from the annotations or the configured genes file), if any."""
     variant_class: _builtins.str
+    """snv, mnv, insertion, deletion, complex, symbolic, breakend, spanning_deletion"""
     partial: _builtins.bool
+    """True when the analysis deadline passed before every requested provider answered."""
     record_index: _builtins.int
+    """0-based index of the record among the file's data lines."""
     @_builtins.property
-    def filters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def filters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """FILTER values; empty when `.`."""
+
     @_builtins.property
-    def genotypes(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredGenotype]: ...
+    def genotypes(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredGenotype]:
+        """Every sample's genotype at this record."""
+
     @_builtins.property
-    def analyses(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredAnalysis]: ...
+    def analyses(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredAnalysis]:
+        """Every provider's answer."""
+
     def __init__(
         self,
         *,
@@ -163,10 +202,13 @@ Global___StoredVariant: _TypeAlias = StoredVariant  # noqa: Y015
 
 @_typing.final
 class GetVariantRequest(_message.Message):
+    """GetVariant's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.str
+    """The variant's correlation_id."""
     def __init__(
         self,
         *,
@@ -182,6 +224,8 @@ Global___GetVariantRequest: _TypeAlias = GetVariantRequest  # noqa: Y015
 
 @_typing.final
 class QueryVariantsRequest(_message.Message):
+    """QueryVariants's question: every filter set must match (AND); empty filters match all."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
@@ -193,14 +237,21 @@ class QueryVariantsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Only this job's variants."""
     region: _builtins.str
     """chr, chr:start-end (1-based, inclusive)"""
     gene: _builtins.str
+    """Only variants overlapping this gene."""
     sample: _builtins.str
+    """Only variants this sample carries (a genotype with an ALT allele)."""
     classification: _builtins.str
+    """Only variants with this merged classification."""
     page_size: _builtins.int
+    """Variants per page; 0: 100."""
     page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first."""
     tenant_id: _builtins.str
+    """Empty: the caller token's tenant (an admin token: every tenant)."""
     def __init__(
         self,
         *,
@@ -223,15 +274,21 @@ Global___QueryVariantsRequest: _TypeAlias = QueryVariantsRequest  # noqa: Y015
 
 @_typing.final
 class QueryVariantsResponse(_message.Message):
+    """One page of stored variants."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VARIANTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     total: _builtins.int
+    """How many variants match in all pages."""
     @_builtins.property
-    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredVariant]: ...
+    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredVariant]:
+        """The variants on this page."""
+
     def __init__(
         self,
         *,
@@ -249,10 +306,13 @@ Global___QueryVariantsResponse: _TypeAlias = QueryVariantsResponse  # noqa: Y015
 
 @_typing.final
 class GetStoreStatsRequest(_message.Message):
+    """GetStoreStats's question."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Only this job; empty: everything stored."""
     def __init__(
         self,
         *,
@@ -268,6 +328,8 @@ Global___GetStoreStatsRequest: _TypeAlias = GetStoreStatsRequest  # noqa: Y015
 
 @_typing.final
 class GetStoreStatsResponse(_message.Message):
+    """What the writer's two stores hold (admin only: the counts span tenants)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VARIANTS_FIELD_NUMBER: _builtins.int
@@ -279,13 +341,21 @@ class GetStoreStatsResponse(_message.Message):
     GRAPH_FILES_FIELD_NUMBER: _builtins.int
     GRAPH_GENES_FIELD_NUMBER: _builtins.int
     variants: _builtins.int
+    """Variant rows in the LanceDB table."""
     analyses: _builtins.int
+    """Analysis rows in the LanceDB table."""
     graph_variants: _builtins.int
+    """Variant nodes in the graph."""
     graph_samples: _builtins.int
+    """Sample nodes in the graph."""
     graph_carries: _builtins.int
+    """Sample-carries-variant edges in the graph."""
     graph_analyses: _builtins.int
+    """Analysis nodes in the graph."""
     graph_files: _builtins.int
+    """File nodes in the graph."""
     graph_genes: _builtins.int
+    """Gene nodes in the graph."""
     def __init__(
         self,
         *,
