@@ -1,6 +1,6 @@
 """What every service and client is given: frozen, validated settings, and no environment.
 
-The settings are read once, at the edge (`vcf_agent.app.settings_tree`: defaults, an optional TOML
+The settings are read once, at the edge (`vcf_agent.app._settings_tree`: defaults, an optional TOML
 file, VCF_AGENT_* variables, command-line flags) and passed down as these dataclasses; nothing
 below the command line reads the environment. Constructing one checks it, so a test or an embedder
 building `Settings(...)` by hand gets the same one-line `ConfigError` as the command line.

@@ -463,8 +463,9 @@ class LoadedSettings:
     tree: SettingsTree
     service: Settings
     client: ClientSettings
-    # Where each provider's API key came from, for `config show` (never the key).
-    api_key_sources: Mapping[str, str]
+    # provider -> ("api_key_env", variable) or ("api_key_file", path): where its API key comes
+    # from, for `config show` (which never shows the key).
+    api_key_sources: Mapping[str, tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -718,10 +719,10 @@ def _provider_variables(environ: Mapping[str, str]) -> dict[str, dict[str, tuple
 
 def _router(
     tree: SettingsTree, environ: Mapping[str, str], origins: _Origins
-) -> tuple[RouterSettings, dict[str, str]]:
+) -> tuple[RouterSettings, dict[str, tuple[str, str]]]:
     variables = _provider_variables(environ)
     providers = dict(BUILTIN_PROVIDERS)
-    key_sources: dict[str, str] = {}
+    key_sources: dict[str, tuple[str, str]] = {}
     for name in sorted(set(BUILTIN_PROVIDERS) | set(tree.provider) | set(variables)):
         from_file = tree.provider.get(name, ProviderTable()).model_dump(exclude_none=True)
         from_env = {field: value for field, (_, value) in variables.get(name, {}).items()}
@@ -759,7 +760,9 @@ def _router(
     return router, key_sources
 
 
-def _provider(name: str, table: ProviderTable, environ: Mapping[str, str]) -> tuple[ProviderSettings, str]:
+def _provider(
+    name: str, table: ProviderTable, environ: Mapping[str, str]
+) -> tuple[ProviderSettings, tuple[str, str]]:
     builtin = BUILTIN_PROVIDERS.get(name)
     kind = table.kind or (builtin.kind if builtin is not None else None)
     if kind is None:
@@ -781,11 +784,11 @@ def _provider(name: str, table: ProviderTable, environ: Mapping[str, str]) -> tu
                 f"{PROVIDER_PREFIX}{name.upper()}_API_KEY_FILE: cannot read {table.api_key_file}:"
                 f" {exc.strerror}"
             ) from None
-        key, source = (Secret(text) if text else None), f"file {table.api_key_file}"
+        key, source = (Secret(text) if text else None), ("api_key_file", str(table.api_key_file))
     else:
         variable = table.api_key_env or DEFAULT_API_KEY_ENV.get(kind, "")
         value = environ.get(variable, "").strip() if variable else ""
-        key, source = (Secret(value) if value else None), (f"${variable}" if variable else "")
+        key, source = (Secret(value) if value else None), ("api_key_env", variable)
     return replace(base, name=name, kind=kind, api_key=key, **values), source
 
 
@@ -830,11 +833,9 @@ def shown_settings(loaded: LoadedSettings) -> dict[str, Any]:
             for f in fields(ProviderSettings)
             if f.name not in ("name", "api_key")
         }
-        source = loaded.api_key_sources.get(name, "")
-        if source.startswith("$"):
-            table["api_key_env"] = source[1:]
-        elif source.startswith("file "):
-            table["api_key_file"] = source.removeprefix("file ")
+        kind, where = loaded.api_key_sources.get(name, ("", ""))
+        if where:
+            table[kind] = where
         providers[name] = table
     shown["provider"] = providers
     return shown
