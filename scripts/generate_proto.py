@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from grpc_tools import protoc
@@ -81,10 +82,33 @@ def generate(out_dir: Path) -> list[Path]:
         "--include_source_info",
         "--include_imports",
     )
+    _without_json_names(target / DESCRIPTOR_SET)
     init = target / "__init__.py"
     if not init.exists():
         init.write_text('"""Generated protobuf and gRPC code for vcf_agent.v1 (do not edit)."""\n')
     return protos
+
+
+def _without_json_names(path: Path) -> None:
+    """Drop protoc's json_name from every field of the descriptor set.
+
+    The descriptors Python's generated code registers carry none, so grpcurl has always printed
+    the proto's own field names (job_id, not jobId), and scripts and tests read them; serving
+    json_name through reflection would switch its JSON to lowerCamelCase under them.
+    """
+    from google.protobuf import descriptor_pb2
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+
+    def clear(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
+        for message in messages:
+            for field in (*message.field, *message.extension):
+                field.ClearField("json_name")
+            clear(message.nested_type)
+
+    for file in files.file:
+        clear(file.message_type)
+    path.write_bytes(files.SerializeToString(deterministic=True))
 
 
 def generate_client(out_dir: Path) -> list[str]:

@@ -57,6 +57,10 @@ def test_the_descriptor_set_keeps_the_comments() -> None:
     jobs = ours["vcf_agent/v1/jobs.proto"]
     comments = " ".join(location.leading_comments for location in jobs.source_code_info.location)
     assert "LIMS" in comments
+    # Without json_name, as Python's own descriptors: grpcurl keeps printing the proto field names.
+    assert not any(
+        field.HasField("json_name") for f in ours.values() for m in f.message_type for field in m.field
+    )
 
 
 def test_the_client_holds_only_the_public_apis_and_the_same_descriptors() -> None:
