@@ -25,8 +25,8 @@ import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
-from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.config import RouterSettings
+from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.v1 import analysis_pb2
 
 from ._annotation_fields import context_of
