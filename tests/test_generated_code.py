@@ -15,10 +15,10 @@ def test_regenerating_changes_nothing(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "generate_proto.py"), str(tmp_path)], check=True)
     fresh = tmp_path / "vcf_agent" / "v1"
     generated = sorted(
-        p.name for p in fresh.iterdir() if p.suffix in (".py", ".pyi") and p.name != "__init__.py"
+        p.name for p in fresh.iterdir() if p.suffix in (".py", ".pyi", ".h") and p.name != "__init__.py"
     )
     committed = sorted(
-        p.name for p in COMMITTED.iterdir() if p.suffix in (".py", ".pyi") and p.name != "__init__.py"
+        p.name for p in COMMITTED.iterdir() if p.suffix in (".py", ".pyi", ".h") and p.name != "__init__.py"
     )
     assert generated == committed, (
         "generated files differ from the committed set; run scripts/generate_proto.py"

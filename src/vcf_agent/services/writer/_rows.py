@@ -19,6 +19,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from vcf_agent.schema import PayloadError
 from vcf_agent.v1 import analysis_pb2, events_pb2
+from vcf_agent.v1 import wire_numbers as wire
 
 from ._row_builder import Collector, configure
 
@@ -161,22 +162,19 @@ _FIXED64 = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FIXED64, FieldDesc
 _FIXED32 = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32}
 
 
-# The KIND_* codes of _row_builder.c: what its wire check verifies for a field.
-_KIND_BYTES, _KIND_STRING, _KIND_MESSAGE, _KIND_VARINT, _KIND_FIXED64, _KIND_FIXED32 = range(6)
-
-
 def _field_kind(field: FieldDescriptor) -> int:
+    """The generated WIRE_CHECK code: what the builder's wire check verifies for a field."""
     if field.type == FieldDescriptor.TYPE_STRING:
-        return _KIND_STRING
+        return wire.WIRE_CHECK_STRING
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return _KIND_MESSAGE
+        return wire.WIRE_CHECK_MESSAGE
     if field.type == FieldDescriptor.TYPE_BYTES:
-        return _KIND_BYTES
+        return wire.WIRE_CHECK_BYTES
     if field.type in _FIXED64:
-        return _KIND_FIXED64
+        return wire.WIRE_CHECK_FIXED64
     if field.type in _FIXED32:
-        return _KIND_FIXED32
-    return _KIND_VARINT
+        return wire.WIRE_CHECK_FIXED32
+    return wire.WIRE_CHECK_VARINT
 
 
 def _wire_schema(root: Descriptor) -> tuple[tuple[str, tuple[tuple[int, int, bool, int], ...]], ...]:
