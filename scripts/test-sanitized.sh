@@ -42,8 +42,9 @@ print("sanitized build:", ", ".join(names))
 EOF
 # The tests that reach the C paths; the row builder's under its compiled variant only, the local
 # wire format's without the real-file runs (the same C paths as the random and fuzz cases, and
-# slow under the sanitizers). The timeout allows for the sanitizers' slowdown.
-run() { "$PYTHON" -m pytest -q -p no:cacheprovider --timeout=900 "$@"; }
+# slow under the sanitizers). The timeout allows for the sanitizers' slowdown; --capture=sys
+# leaves file descriptor 2 alone, so a sanitizer's report reaches the log before it aborts.
+run() { "$PYTHON" -m pytest -q -p no:cacheprovider --capture=sys --timeout=900 "$@"; }
 run tests/ingest/test_record_encoder.py "$@"
 run tests/writer/test_row_builder.py -k compiled "$@"
 run tests/router/test_variant_reader.py -k "not real_files and not 1000_genomes" "$@"
