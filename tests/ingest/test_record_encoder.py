@@ -1,10 +1,12 @@
 """The compiled record encoder against the pure-Python reference encoder, byte for byte.
 
-The Python path of VcfReader (every rule, every cache fill) is the reference.
+The Python path of VcfReader (every rule, every cache fill) is the reference, and with the
+encoder's pure-Python twin (which leaves every line to it) the whole reader.
 These tests read the same files twice, once with the compiled fast path and once
 with it turned off, and require identical batches, dead letters, warnings and
 counts, on real caller output and on files built to hit every branch of the C
 code (repeated records, so the caches are warm and the fast path really runs).
+They skip when the extension was not built or VCF_AGENT_NO_EXTENSIONS=1.
 """
 
 from __future__ import annotations
@@ -16,11 +18,20 @@ from pathlib import Path
 import pytest
 import vcf  # pyvcf3: only its bundled test files are used
 
-from vcf_agent.services.ingest._record_encoder import RecordEncoder, blake2b_hex
+from vcf_agent.compiled import compiled_module
+from vcf_agent.schema import correlation_prefix
 from vcf_agent.services.ingest._vcf_reader import VcfFileError, VcfReader
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
+from vcf_agent.v1 import variant_pb2
 
 from ._vcf_text import COLUMNS, HEADER, record, write_vcf
+
+_COMPILED = compiled_module("vcf_agent.services.ingest._record_encoder")
+if _COMPILED is None:
+    pytest.skip(
+        "the compiled record encoder is not built or VCF_AGENT_NO_EXTENSIONS=1", allow_module_level=True
+    )
+RecordEncoder = _COMPILED.RecordEncoder
 
 PYVCF_DATA = Path(vcf.__file__).parent / "test"
 _SUFFIX = b"\x9a\x01\x02\x08\x01"
@@ -29,7 +40,7 @@ _SUFFIX = b"\x9a\x01\x02\x08\x01"
 class _PythonOnly:
     """Stands in for the RecordEncoder with its fast path off; state goes to the real one."""
 
-    def __init__(self, encoder: RecordEncoder) -> None:
+    def __init__(self, encoder: object) -> None:
         object.__setattr__(self, "_encoder", encoder)
 
     def encode(self, line: str) -> None:
@@ -114,11 +125,17 @@ def _repeat(lines: list[str], times: int) -> list[str]:
     return out
 
 
-def test_blake2b_matches_hashlib() -> None:
-    rng = random.Random(7)
-    for size in [*range(0, 300), 1024, 4099]:
-        data = rng.randbytes(size)
-        assert blake2b_hex(data) == hashlib.blake2b(data, digest_size=16).hexdigest()
+def test_the_fast_path_hashes_correlation_ids_with_hashlib(tmp_path: Path) -> None:
+    multi_allelic = record(alt="G,T", info="DP=10", format="GT:DP", s1="1/2:5", s2="0/1:3")
+    path = write_vcf(tmp_path / "ids.vcf", _repeat([record(), multi_allelic], 20))
+    batches, outcome = _read(path, fast=True)
+    assert outcome["slow_calls"] < 40, "the fast path did not run"
+    prefix = correlation_prefix("lab", "f" * 64)
+    variants = [v for batch in batches for v in variant_pb2.VariantBatch.FromString(batch[0]).variants]
+    assert len(variants) == 60
+    for variant in variants:
+        key = prefix + f"{variant.record_index}:{variant.alt_index}".encode()
+        assert variant.correlation_id == hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 def test_synthetic_multi_sample_file_is_mostly_encoded_by_the_fast_path(

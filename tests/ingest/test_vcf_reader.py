@@ -36,6 +36,9 @@ def _read(
         tenant_id="tenant-a",
         source_name=path.name,
         batch_size=batch_size,
+        # Batches close on size only: a linger deadline would cut them by timing (the pure-Python
+        # encoder, VCF_AGENT_NO_EXTENSIONS=1, on a busy machine), not content.
+        linger_ms=3_600_000,
         region=region,
     )
     with reader:

@@ -1,8 +1,10 @@
-"""The compiled row builder against the pure-Python oracle, on protos and on raw wire bytes.
+"""The row builder against the pure-Python oracle, on protos and on raw wire bytes.
 
 RowCollector parses DatabaseWriteBatch bytes itself instead of going through upb, so
 every rule upb applies (merging, last-wins, unknown fields, UTF-8 checks, rejection of
-corrupt input) is checked here against upb plus the old pure-Python builder.
+corrupt input) is checked here against upb plus the old pure-Python builder. Every test
+runs twice: with the compiled builder (skipped when it is not built or
+VCF_AGENT_NO_EXTENSIONS=1) and with its pure-Python twin (_row_builder_py.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from tests.writer._reference_rows import reference_rows
+from vcf_agent.compiled import NO_EXTENSIONS_VARIABLE, compiled_module
 from vcf_agent.schema import PayloadError
 from vcf_agent.services.writer._rows import (
     ANALYSIS_SCHEMA,
@@ -28,6 +31,17 @@ from vcf_agent.services.writer._rows import (
     build_rows,
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def builder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which row builder RowCollector uses in this test."""
+    if request.param == "python":
+        monkeypatch.setenv(NO_EXTENSIONS_VARIABLE, "1")
+    elif compiled_module("vcf_agent.services.writer._row_builder") is None:
+        pytest.skip("the compiled row builder is not built or VCF_AGENT_NO_EXTENSIONS=1")
+    return str(request.param)
+
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from vcf_agent.v1 import variant_pb2
 
 if TYPE_CHECKING:
-    # Types of the stub only: this module is handed the reader's values, never calls it.
-    from ._local_wire import InfoValues, VariantFields
+    from ._variant_fields import InfoValues, VariantFields
 
 # Most severe first. Ensembl VEP's consequence table with SnpEff-only terms slotted in
 # next to their VEP equivalents; the impact is the one both tools report for the term.

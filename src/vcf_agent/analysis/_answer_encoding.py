@@ -1,7 +1,8 @@
 """Protobuf wire encoding of the few AnalysisResult fields the local provider writes in Python:
 the fixed provider, model and status, and the per-answer latency and requested providers that
-follow what _local_wire.encode_answer wrote. As upb does, proto3 defaults are left out, so the
-bytes are the same (tests/router/test_variant_reader.py compares them with upb's).
+follow what the answer encoder wrote. As upb does, proto3 defaults are left out, so the bytes are
+the same (tests/router/test_variant_reader.py compares them with upb's). Tags come from the
+generated vcf_agent.v1.wire_numbers.
 """
 
 from __future__ import annotations

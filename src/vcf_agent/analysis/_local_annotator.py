@@ -53,13 +53,15 @@ that reached it:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from math import isnan
 from typing import TYPE_CHECKING, NamedTuple, cast
 
+from vcf_agent.compiled import compiled_module
 from vcf_agent.schema import varint
 from vcf_agent.v1 import analysis_pb2, variant_pb2
+from vcf_agent.v1 import wire_numbers as wire
 
 from ._acmg import (
     NOT_CLASSIFIED,
@@ -79,12 +81,10 @@ from ._annotation_fields import (
 )
 from ._answer_encoding import text_field
 from ._gene_index import GeneLookup
-from ._local_wire import VariantFields, encode_answer
-from ._variant_fields import variant_fields
+from ._variant_fields import VariantFields, variant_fields
 
 if TYPE_CHECKING:
-    # A type alias of the stub only.
-    from ._local_wire import InfoValues
+    from ._variant_fields import InfoValues
 
 PROVIDER = "local"
 MODEL = "local-annotator/2"
@@ -126,18 +126,24 @@ _CONFIDENCE = {
     NOT_CLASSIFIED: 0.1,
 }
 _OK = analysis_pb2.AnalysisResult.STATUS_OK
-# Wire tags (field number << 3 | wire type) of AnalysisResult's provider, model and status.
-_TAG_PROVIDER = b"\x22"
-_TAG_MODEL = b"\x2a"
-_TAG_STATUS = b"\x30"
-# Those three fields are the same in every answer, so they are encoded once.
+# AnalysisResult's provider, model and status are the same in every answer, so they are encoded
+# once, for the compiled encoder.
 _PROVIDER_MODEL_STATUS = b"".join(
-    (text_field(_TAG_PROVIDER, PROVIDER), text_field(_TAG_MODEL, MODEL), _TAG_STATUS, varint(_OK))
+    (
+        text_field(wire.ANALYSIS_RESULT_PROVIDER_TAG, PROVIDER),
+        text_field(wire.ANALYSIS_RESULT_MODEL_TAG, MODEL),
+        wire.ANALYSIS_RESULT_STATUS_TAG,
+        varint(wire.ANALYSIS_RESULT_STATUS_OK),
+    )
 )
+_COMPILED = compiled_module("vcf_agent.analysis._local_wire")
+# The compiled answer encoder (see _local_wire.pyi), or None to build the answer through protobuf.
+_encode_answer: Callable[..., bytes] | None = None if _COMPILED is None else _COMPILED.encode_answer
 
 
 class _Answer(NamedTuple):
-    """An answer's values, in encode_answer's order from `classification` on."""
+    """An answer's values: AnalysisResult's from `classification` on, then its LocalAnnotation's
+    (encode_answer's order)."""
 
     classification: str
     confidence: float
@@ -392,33 +398,10 @@ class LocalAnnotator:
         self, variant: variant_pb2.VariantMessage, context: AnnotationContext | None = None
     ) -> analysis_pb2.AnalysisResult:
         """The provider answer for one variant message, read and built through protobuf (`answer`
-        is the batch path's, compiled; tests/router/test_variant_reader.py requires equal bytes)."""
+        is the batch path's, compiled when built; tests/router/test_variant_reader.py requires
+        equal bytes)."""
         fields = variant_fields(variant)
-        values = self._evaluate(fields, context, None)
-        result = analysis_pb2.AnalysisResult(
-            correlation_id=fields.correlation_id,
-            job_id=fields.job_id,
-            tenant_id=fields.tenant_id,
-            provider=PROVIDER,
-            model=MODEL,
-            status=_OK,
-            classification=values.classification,
-            confidence=values.confidence,
-            criteria=values.criteria,
-            rationale=values.rationale,
-        )
-        annotation = result.annotation
-        for name in _SCALARS:
-            setattr(annotation, name, getattr(values, name))
-        annotation.overlapping_genes.extend(values.overlapping_genes)
-        annotation.priority_reasons.extend(values.priority_reasons)
-        for sample, zyg, balance, quality in values.samples:
-            annotation.samples.add(sample=sample, zygosity=zyg, allele_balance=balance, call_quality=quality)
-        for code, strength, met, value, source, rule in values.acmg_criteria:
-            annotation.acmg_criteria.add(
-                code=code, strength=strength, met=met, value=value, source=source, rule=rule
-            )
-        return result
+        return _result(fields, self._evaluate(fields, context, None))
 
     def answer(
         self,
@@ -430,12 +413,12 @@ class LocalAnnotator:
         `annotation`; no latency, requested providers or variant, which the caller appends.
         `linked` holds the batch's other records of the same chromosome by position, for
         bcftools csq '@' links."""
-        return encode_answer(
-            variant.correlation_id,
-            variant.job_id,
-            variant.tenant_id,
-            _PROVIDER_MODEL_STATUS,
-            *self._evaluate(variant, context, linked),
+        values = self._evaluate(variant, context, linked)
+        if _encode_answer is None:
+            # The pure-Python twin of the compiled encoder: the same bytes, through protobuf.
+            return _result(variant, values).SerializeToString()
+        return _encode_answer(
+            variant.correlation_id, variant.job_id, variant.tenant_id, _PROVIDER_MODEL_STATUS, *values
         )
 
     def _evaluate(
@@ -569,7 +552,7 @@ class LocalAnnotator:
 
 
 _NO_READING = AnnotationReading(None, -1.0, "", False, "", ())
-# LocalAnnotation's singular fields, set by name on the protobuf path.
+# LocalAnnotation's singular fields, set by name.
 _SCALARS = (
     "variant_class",
     "substitution",
@@ -594,6 +577,33 @@ _SCALARS = (
     "biotype",
     "transcript_choice",
 )
+
+
+def _result(variant: VariantFields, values: _Answer) -> analysis_pb2.AnalysisResult:
+    result = analysis_pb2.AnalysisResult(
+        correlation_id=variant.correlation_id,
+        job_id=variant.job_id,
+        tenant_id=variant.tenant_id,
+        provider=PROVIDER,
+        model=MODEL,
+        status=_OK,
+        classification=values.classification,
+        confidence=values.confidence,
+        criteria=values.criteria,
+        rationale=values.rationale,
+    )
+    annotation = result.annotation
+    for name in _SCALARS:
+        setattr(annotation, name, getattr(values, name))
+    annotation.overlapping_genes.extend(values.overlapping_genes)
+    annotation.priority_reasons.extend(values.priority_reasons)
+    for sample, zyg, balance, quality in values.samples:
+        annotation.samples.add(sample=sample, zygosity=zyg, allele_balance=balance, call_quality=quality)
+    for code, strength, met, value, source, rule in values.acmg_criteria:
+        annotation.acmg_criteria.add(
+            code=code, strength=strength, met=met, value=value, source=source, rule=rule
+        )
+    return result
 
 
 @lru_cache(maxsize=64)

@@ -25,6 +25,10 @@
  * encode_answer writes the fields in field-number order and leaves out proto3
  * defaults, as upb's serializer does, so the bytes are the same
  * (tests/router/test_variant_reader.py compares them with upb's).
+ *
+ * Field numbers come from the generated wire_numbers.h (scripts/generate_proto.py), never by
+ * hand. The extension is optional: without it the provider reads and answers through protobuf
+ * (analysis/_variant_fields.py and _local_annotator.py hold that twin).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -33,6 +37,7 @@
 #include <string.h>
 
 #include "_wire.h"
+#include "wire_numbers.h"
 
 /* ---- the wire format: read as upb does (schema/_wire.h), values as Python objects ---- */
 
@@ -116,16 +121,19 @@ static int append_numbers(PyObject *list, const Field *f, int wire, Convert conv
 
 /* ---- INFO: map<string, InfoValue> ---- */
 
-/* Appends the values of an IntList (2), FloatList (3) or StringList (4), InfoValue's `kind`. */
+/* Appends the values of an IntList, FloatList or StringList, by InfoValue's field `kind`. */
 static int list_values(PyObject *values, uint32_t kind, const uint8_t *p, const uint8_t *end) {
+    uint32_t number = kind == INFO_VALUE_STRINGS ? STRING_LIST_VALUES
+                      : kind == INFO_VALUE_INTS  ? INT_LIST_VALUES
+                                                 : FLOAT_LIST_VALUES;
     Field f;
     int more;
     while ((more = next_field(&p, end, &f)) == 1) {
-        if (f.number != 1)
+        if (f.number != number)
             continue;
-        int failed = kind == 4   ? append(values, text(&f))
-                     : kind == 2 ? append_numbers(values, &f, WIRE_VARINT, int64_value)
-                                 : append_numbers(values, &f, WIRE_FIXED64, double_value);
+        int failed = kind == INFO_VALUE_STRINGS ? append(values, text(&f))
+                     : kind == INFO_VALUE_INTS  ? append_numbers(values, &f, WIRE_VARINT, int64_value)
+                                                : append_numbers(values, &f, WIRE_FIXED64, double_value);
         if (failed)
             return -1;
     }
@@ -138,10 +146,11 @@ static PyObject *info_value(const uint8_t *p, const uint8_t *end) {
     Field f;
     int more = -1, seen = 0;
     while (values != NULL && (more = next_field(&p, end, &f)) == 1) {
-        if (f.number > 4)
+        int flag = f.number == INFO_VALUE_FLAG;
+        if (!flag && f.number != INFO_VALUE_INTS && f.number != INFO_VALUE_FLOATS && f.number != INFO_VALUE_STRINGS)
             continue;
-        if (seen++ || f.wire != (f.number == 1 ? WIRE_VARINT : WIRE_LEN) ||
-            (f.number > 1 && list_values(values, f.number, f.data, f.data + f.len) < 0))
+        if (seen++ || f.wire != (flag ? WIRE_VARINT : WIRE_LEN) ||
+            (!flag && list_values(values, f.number, f.data, f.data + f.len) < 0))
             Py_CLEAR(values);
     }
     if (values != NULL && more < 0)
@@ -155,9 +164,9 @@ static int info_entry(PyObject *info, const uint8_t *p, const uint8_t *end) {
     Field f;
     int more = -1, failed = 0;
     while (!failed && (more = next_field(&p, end, &f)) == 1) {
-        if (f.number == 1)
+        if (f.number == VARIANT_MESSAGE_INFO_ENTRY_KEY)
             failed = set_text(&key, &f);
-        else if (f.number == 2)
+        else if (f.number == VARIANT_MESSAGE_INFO_ENTRY_VALUE)
             failed = values != NULL || f.wire != WIRE_LEN || (values = info_value(f.data, f.data + f.len)) == NULL;
         else
             failed = 1; /* upb keeps an entry with unknown fields out of the map, among the unknown fields */
@@ -181,19 +190,19 @@ enum { G_SAMPLE, G_ALLELES, G_DEPTH, G_QUALITY, G_ALLELE_DEPTHS, G_COUNT };
 /* Reads one field of a GenotypeCall into `items`; depth and quality are kept as ints meanwhile. */
 static int genotype_field(PyObject **items, int32_t *numbers, const Field *f) {
     switch (f->number) {
-    case 1:
+    case GENOTYPE_CALL_SAMPLE:
         return set_text(&items[G_SAMPLE], f);
-    case 2:
+    case GENOTYPE_CALL_ALLELES:
         return append_numbers(items[G_ALLELES], f, WIRE_VARINT, int32_value);
-    case 3:
+    case GENOTYPE_CALL_PHASED:
         return f->wire == WIRE_VARINT ? 0 : -1;
-    case 4:
-    case 5:
+    case GENOTYPE_CALL_DEPTH:
+    case GENOTYPE_CALL_GENOTYPE_QUALITY:
         if (f->wire != WIRE_VARINT)
             return -1;
-        numbers[f->number - 4] = (int32_t)f->value;
+        numbers[f->number == GENOTYPE_CALL_DEPTH ? 0 : 1] = (int32_t)f->value;
         return 0;
-    case 6:
+    case GENOTYPE_CALL_ALLELE_DEPTHS:
         return append_numbers(items[G_ALLELE_DEPTHS], f, WIRE_VARINT, int32_value);
     default:
         return 0;
@@ -289,17 +298,17 @@ typedef struct {
 /* Where each string field that is returned goes; -1 for the rest. */
 static int string_slot(uint32_t number) {
     switch (number) {
-    case 1:
+    case VARIANT_MESSAGE_CORRELATION_ID:
         return V_CORRELATION_ID;
-    case 2:
+    case VARIANT_MESSAGE_JOB_ID:
         return V_JOB_ID;
-    case 4:
+    case VARIANT_MESSAGE_TENANT_ID:
         return V_TENANT_ID;
-    case 7:
+    case VARIANT_MESSAGE_CHROMOSOME:
         return V_CHROMOSOME;
-    case 10:
+    case VARIANT_MESSAGE_REFERENCE:
         return V_REFERENCE;
-    case 11:
+    case VARIANT_MESSAGE_ALTERNATE:
         return V_ALTERNATE;
     default:
         return -1;
@@ -311,7 +320,7 @@ static int timestamp_valid(const uint8_t *p, const uint8_t *end) {
     Field f;
     int more;
     while ((more = next_field(&p, end, &f)) == 1) {
-        if (f.number <= 2 && f.wire != WIRE_VARINT)
+        if ((f.number == TIMESTAMP_SECONDS || f.number == TIMESTAMP_NANOS) && f.wire != WIRE_VARINT)
             return -1;
     }
     return more;
@@ -323,39 +332,39 @@ static int variant_field(PyObject **items, Scalars *scalars, const Field *f) {
     if (slot >= 0)
         return set_text(&items[slot], f);
     switch (f->number) {
-    case 3:
-    case 9:
-    case 20: /* file_id, id, source_name: not read, but upb checks them */
+    case VARIANT_MESSAGE_FILE_ID:
+    case VARIANT_MESSAGE_ID:
+    case VARIANT_MESSAGE_SOURCE_NAME: /* not read, but upb checks them */
         return f->wire == WIRE_LEN && utf8_valid(f->data, f->len) ? 0 : -1;
-    case 5:
-    case 6:
+    case VARIANT_MESSAGE_RECORD_INDEX:
+    case VARIANT_MESSAGE_LINE_NUMBER:
         return f->wire == WIRE_VARINT ? 0 : -1;
-    case 8:
-    case 12:
-    case 14:
+    case VARIANT_MESSAGE_POSITION:
+    case VARIANT_MESSAGE_ALT_INDEX:
+    case VARIANT_MESSAGE_HAS_QUALITY:
         if (f->wire != WIRE_VARINT)
             return -1;
-        if (f->number == 8)
+        if (f->number == VARIANT_MESSAGE_POSITION)
             scalars->position = (int64_t)f->value;
-        else if (f->number == 12)
+        else if (f->number == VARIANT_MESSAGE_ALT_INDEX)
             scalars->alt_index = (int32_t)f->value;
         else
             scalars->has_quality = f->value != 0;
         return 0;
-    case 15:
+    case VARIANT_MESSAGE_QUALITY:
         if (f->wire != WIRE_FIXED64)
             return -1;
         memcpy(&scalars->quality, &f->value, 8);
         return 0;
-    case 13:
+    case VARIANT_MESSAGE_ALL_ALTERNATES:
         return append(items[V_ALL_ALTERNATES], text(f));
-    case 16:
+    case VARIANT_MESSAGE_FILTERS:
         return append(items[V_FILTERS], text(f));
-    case 17:
+    case VARIANT_MESSAGE_INFO:
         return f->wire == WIRE_LEN ? info_entry(items[V_INFO], f->data, f->data + f->len) : -1;
-    case 18:
+    case VARIANT_MESSAGE_GENOTYPES:
         return f->wire == WIRE_LEN ? append(items[V_GENOTYPES], genotype(f->data, f->data + f->len)) : -1;
-    case 19:
+    case VARIANT_MESSAGE_TIMESTAMP:
         return f->wire == WIRE_LEN ? timestamp_valid(f->data, f->data + f->len) : -1;
     default:
         return 0;
@@ -417,11 +426,11 @@ static PyObject *batch_variants(const uint8_t *p, const uint8_t *end) {
     Field f;
     int more = -1, failed = variants == NULL;
     while (!failed && (more = next_field(&p, end, &f)) == 1) {
-        if (f.number == 1)
+        if (f.number == VARIANT_BATCH_VARIANTS)
             failed = f.wire != WIRE_LEN || append(variants, variant(f.data, f.data + f.len));
-        else if (f.number == 2)
+        else if (f.number == VARIANT_BATCH_PROVIDERS)
             failed = f.wire != WIRE_LEN || !utf8_valid(f.data, f.len);
-        else if (f.number == 3)
+        else if (f.number == VARIANT_BATCH_PRIORITY)
             failed = f.wire != WIRE_VARINT;
     }
     if (failed || more < 0)
@@ -565,11 +574,11 @@ static void put_findings(Out *out, PyObject *findings) {
             break;
         }
         body.len = 0;
-        put_text(&body, 1, PyTuple_GET_ITEM(finding, 0), 0);
-        put_text(&body, 2, PyTuple_GET_ITEM(finding, 1), 0);
-        put_double(&body, 3, PyTuple_GET_ITEM(finding, 2));
-        put_text(&body, 4, PyTuple_GET_ITEM(finding, 3), 0);
-        put_message(out, 17, &body);
+        put_text(&body, SAMPLE_FINDING_SAMPLE, PyTuple_GET_ITEM(finding, 0), 0);
+        put_text(&body, SAMPLE_FINDING_ZYGOSITY, PyTuple_GET_ITEM(finding, 1), 0);
+        put_double(&body, SAMPLE_FINDING_ALLELE_BALANCE, PyTuple_GET_ITEM(finding, 2));
+        put_text(&body, SAMPLE_FINDING_CALL_QUALITY, PyTuple_GET_ITEM(finding, 3), 0);
+        put_message(out, LOCAL_ANNOTATION_SAMPLES, &body);
     }
     PyMem_Free(body.p);
     Py_DECREF(items);
@@ -591,13 +600,13 @@ static void put_criteria(Out *out, PyObject *criteria) {
             break;
         }
         body.len = 0;
-        put_text(&body, 1, PyTuple_GET_ITEM(criterion, 0), 0);
-        put_text(&body, 2, PyTuple_GET_ITEM(criterion, 1), 0);
-        put_count(&body, 3, PyTuple_GET_ITEM(criterion, 2));
-        put_text(&body, 4, PyTuple_GET_ITEM(criterion, 3), 0);
-        put_text(&body, 5, PyTuple_GET_ITEM(criterion, 4), 0);
-        put_text(&body, 6, PyTuple_GET_ITEM(criterion, 5), 0);
-        put_message(out, 19, &body);
+        put_text(&body, ACMG_CRITERION_CODE, PyTuple_GET_ITEM(criterion, 0), 0);
+        put_text(&body, ACMG_CRITERION_STRENGTH, PyTuple_GET_ITEM(criterion, 1), 0);
+        put_count(&body, ACMG_CRITERION_MET, PyTuple_GET_ITEM(criterion, 2));
+        put_text(&body, ACMG_CRITERION_VALUE, PyTuple_GET_ITEM(criterion, 3), 0);
+        put_text(&body, ACMG_CRITERION_SOURCE, PyTuple_GET_ITEM(criterion, 4), 0);
+        put_text(&body, ACMG_CRITERION_RULE, PyTuple_GET_ITEM(criterion, 5), 0);
+        put_message(out, LOCAL_ANNOTATION_ACMG_CRITERIA, &body);
     }
     PyMem_Free(body.p);
     Py_DECREF(items);
@@ -642,10 +651,40 @@ enum {
     A_COUNT
 };
 
-/* LocalAnnotation, fields 1 to 26. */
+/* LocalAnnotation's field of each argument from A_VARIANT_CLASS on. */
+static const uint32_t ANNOTATION_FIELDS[A_COUNT - A_VARIANT_CLASS] = {
+    LOCAL_ANNOTATION_VARIANT_CLASS,
+    LOCAL_ANNOTATION_SUBSTITUTION,
+    LOCAL_ANNOTATION_MULTI_ALLELIC,
+    LOCAL_ANNOTATION_ALLELE_COUNT,
+    LOCAL_ANNOTATION_QUALITY_TIER,
+    LOCAL_ANNOTATION_FREQUENCY_TIER,
+    LOCAL_ANNOTATION_POPULATION_AF,
+    LOCAL_ANNOTATION_CONSEQUENCE,
+    LOCAL_ANNOTATION_IMPACT,
+    LOCAL_ANNOTATION_GENE,
+    LOCAL_ANNOTATION_HGVS_C,
+    LOCAL_ANNOTATION_HGVS_P,
+    LOCAL_ANNOTATION_CLINVAR_SIGNIFICANCE,
+    LOCAL_ANNOTATION_OVERLAPPING_GENES,
+    LOCAL_ANNOTATION_PRIORITY_TIER,
+    LOCAL_ANNOTATION_PRIORITY_REASONS,
+    LOCAL_ANNOTATION_SAMPLES,
+    LOCAL_ANNOTATION_SV_TYPE,
+    LOCAL_ANNOTATION_ACMG_CRITERIA,
+    LOCAL_ANNOTATION_POPULATION_AF_SOURCE,
+    LOCAL_ANNOTATION_CLINVAR_REVIEW_STATUS,
+    LOCAL_ANNOTATION_CLINVAR_CONFLICTS,
+    LOCAL_ANNOTATION_CLINVAR_SOURCE,
+    LOCAL_ANNOTATION_TRANSCRIPT,
+    LOCAL_ANNOTATION_BIOTYPE,
+    LOCAL_ANNOTATION_TRANSCRIPT_CHOICE,
+};
+
+/* LocalAnnotation, in field-number order (the arguments' order). */
 static void put_annotation(Out *out, PyObject *const *args) {
     for (int arg = A_VARIANT_CLASS; arg <= A_TRANSCRIPT_CHOICE; arg++) {
-        uint32_t number = (uint32_t)(arg - A_VARIANT_CLASS + 1);
+        uint32_t number = ANNOTATION_FIELDS[arg - A_VARIANT_CLASS];
         if (arg == A_MULTI_ALLELIC || arg == A_ALLELE_COUNT)
             put_count(out, number, args[arg]);
         else if (arg == A_POPULATION_AF)
@@ -669,21 +708,21 @@ static PyObject *encode_answer(PyObject *module, PyObject *const *args, Py_ssize
     Out out = {NULL, 0, 0, 0}, annotation = {NULL, 0, 0, 0};
     char *fixed;
     Py_ssize_t fixed_len;
-    put_text(&out, 1, args[A_CORRELATION_ID], 0);
-    put_text(&out, 2, args[A_JOB_ID], 0);
-    put_text(&out, 3, args[A_TENANT_ID], 0);
+    put_text(&out, ANALYSIS_RESULT_CORRELATION_ID, args[A_CORRELATION_ID], 0);
+    put_text(&out, ANALYSIS_RESULT_JOB_ID, args[A_JOB_ID], 0);
+    put_text(&out, ANALYSIS_RESULT_TENANT_ID, args[A_TENANT_ID], 0);
     if (PyBytes_AsStringAndSize(args[A_FIXED], &fixed, &fixed_len) < 0)
         out.failed = 1;
     else
         put(&out, fixed, (size_t)fixed_len);
-    put_text(&out, 7, args[A_CLASSIFICATION], 0);
-    put_double(&out, 8, args[A_CONFIDENCE]);
-    put_texts(&out, 9, args[A_CRITERIA]);
-    put_text(&out, 10, args[A_RATIONALE], 0);
+    put_text(&out, ANALYSIS_RESULT_CLASSIFICATION, args[A_CLASSIFICATION], 0);
+    put_double(&out, ANALYSIS_RESULT_CONFIDENCE, args[A_CONFIDENCE]);
+    put_texts(&out, ANALYSIS_RESULT_CRITERIA, args[A_CRITERIA]);
+    put_text(&out, ANALYSIS_RESULT_RATIONALE, args[A_RATIONALE], 0);
     /* After a failure an exception is pending, and no further Python call may run. */
     if (!out.failed)
         put_annotation(&annotation, args);
-    put_message(&out, 11, &annotation);
+    put_message(&out, ANALYSIS_RESULT_ANNOTATION, &annotation);
     PyObject *answer = out.failed ? NULL : PyBytes_FromStringAndSize(out.p, (Py_ssize_t)out.len);
     PyMem_Free(out.p);
     PyMem_Free(annotation.p);

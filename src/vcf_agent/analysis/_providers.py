@@ -11,17 +11,16 @@ from typing import Protocol, runtime_checkable
 from vcf_agent import telemetry
 from vcf_agent.schema import variant_first_result
 from vcf_agent.v1 import analysis_pb2, variant_pb2
+from vcf_agent.v1 import wire_numbers as wire
 
 from ._annotation_fields import context_of, info_strings
 from ._answer_encoding import double_field, element
 from ._gene_index import GeneIndex
 from ._local_annotator import LocalAnnotator
-from ._local_wire import VariantFields, read_variants
-from ._variant_fields import variant_fields
+from ._variant_fields import VariantFields, read_variants, variant_fields
 
-# AnalysisResult.latency_ms and .requested_providers, with their wire types.
-_TAG_LATENCY_MS = b"\x71"
-_TAG_REQUESTED_PROVIDERS = b"\x7a"
+_TAG_LATENCY_MS = wire.ANALYSIS_RESULT_LATENCY_MS_TAG
+_TAG_REQUESTED_PROVIDERS = wire.ANALYSIS_RESULT_REQUESTED_PROVIDERS_TAG
 
 
 class AnalysisProvider(Protocol):
@@ -93,7 +92,7 @@ class LocalProvider:
     ) -> list[bytes]:
         """Each variant's serialized AnalysisResult, without the variant (the router splices it in
         as it arrived). `variant_batch` is `requests.variant_batch` serialized, which the compiled
-        reader reads instead of protobuf."""
+        reader reads instead of protobuf when it is built."""
         started = time.perf_counter()
         answers = await asyncio.to_thread(self._answers, requests, variant_batch)
         telemetry.provider_requests.labels(self.name, "ok").inc(len(answers))
@@ -124,7 +123,7 @@ class LocalProvider:
             variants = [variant_fields(request.variant) for request in requests.requests]
             contexts = [context_of(request.annotation_context) for request in requests.requests]
         else:
-            # None when the reader leaves the payload to protobuf (see _local_wire.c).
+            # None when the reader leaves the payload to protobuf (see _local_wire.c), or is not built.
             read = read_variants(variant_batch) if variant_batch is not None else None
             variants = (
                 read if read is not None else [variant_fields(m) for m in requests.variant_batch.variants]

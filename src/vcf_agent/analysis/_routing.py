@@ -37,6 +37,7 @@ from vcf_agent.schema import (
     variant_first_result,
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
+from vcf_agent.v1 import wire_numbers as wire
 
 from ._providers import AnalysisProvider, WholeBatchProvider
 
@@ -50,10 +51,9 @@ HEADER_GROUP_KEY = "x-group-key"
 _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
 _REQUEST_BATCH_TYPE = analysis_pb2.AnalysisRequestBatch.DESCRIPTOR.full_name
 _RESULT_BATCH_TYPE = analysis_pb2.AnalysisResultBatch.DESCRIPTOR.full_name
-# Wire tags (field number << 3 | length-delimited) of the fields spliced by hand:
-# AnalysisRequestBatch.variant_batch and VariantBatch.variants.
-_TAG_REQUEST_VARIANT_BATCH = b"\x2a"
-_TAG_BATCH_VARIANTS = b"\x0a"
+# Tags of the fields spliced by hand.
+_TAG_REQUEST_VARIANT_BATCH = wire.ANALYSIS_REQUEST_BATCH_VARIANT_BATCH_TAG
+_TAG_BATCH_VARIANTS = wire.VARIANT_BATCH_VARIANTS_TAG
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
 # Providers get this share of the aggregator's deadline, so their failures still count as answers.
 _PROVIDER_SHARE = 0.8

@@ -8,6 +8,9 @@ from urllib.parse import urlsplit
 
 from vcf_agent.bus._base import Bus, BusError
 
+# The optional dependency (and the package extra that installs it) of a backend that needs one.
+_EXTRAS = {"kafka": ("aiokafka", "kafka"), "iggy": ("apache_iggy", "iggy")}
+
 _BACKENDS = {
     "memory": "vcf_agent.bus._memory",
     "embedded": "vcf_agent.bus._embedded",
@@ -25,6 +28,15 @@ def open_bus(url: str) -> Bus:
     module_name = _BACKENDS.get(scheme)
     if module_name is None:
         raise BusError(f"unknown bus URL scheme {scheme!r} in {url!r}; use one of {sorted(_BACKENDS)}")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        dependency, extra = _EXTRAS.get(scheme, ("", ""))
+        if not dependency or exc.name != dependency:
+            raise
+        raise BusError(
+            f"{scheme}:// needs the {extra!r} extra ({dependency} is not installed):"
+            f" pip install 'vcf-analysis-agent[{extra}]'"
+        ) from exc
     bus: Bus = module.from_url(url)
     return bus

@@ -18,8 +18,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from apache_iggy import AutoLogin, IggyClient, TcpConfig, TcpReconnectionConfig
-
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail, stop_process
 
@@ -41,6 +39,9 @@ def find_iggy_server() -> str | None:
 
 
 async def _accepts_login(address: str, username: str, password: str, timeout_s: float) -> bool:
+    # Imported here: the Iggy SDK is the `iggy` extra, and this package serves the default install too.
+    from apache_iggy import AutoLogin, IggyClient, TcpConfig, TcpReconnectionConfig
+
     # No retries inside the SDK: this probe is itself the retry loop.
     client = IggyClient(
         TcpConfig(

@@ -25,11 +25,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-
-# The broker accepts what KafkaBus publishes and sets on the topics it creates.
-from vcf_agent.bus._kafka import MAX_MESSAGE_BYTES
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail, stop_process
 
@@ -45,6 +40,13 @@ log4j.appender.file.layout=org.apache.log4j.PatternLayout
 log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 """
 
+
+
+def _max_message_bytes() -> int:
+    """The broker accepts what KafkaBus publishes and sets on the topics it creates."""
+    from vcf_agent.bus._kafka import MAX_MESSAGE_BYTES
+
+    return MAX_MESSAGE_BYTES
 
 class KafkaInstallError(RuntimeError):
     """Kafka's jars could not be installed or the broker could not be started."""
@@ -257,8 +259,8 @@ class LocalKafkaBroker(AsyncComponent):
             "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
-            "message.max.bytes": str(MAX_MESSAGE_BYTES),
-            "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
+            "message.max.bytes": str(_max_message_bytes()),
+            "replica.fetch.max.bytes": str(_max_message_bytes()),
             "num.network.threads": "2",
             "num.io.threads": "4",
             # Small segments and indexes keep per-topic disk use low when tests create many topics.
@@ -316,6 +318,10 @@ class LocalKafkaBroker(AsyncComponent):
             )
 
     async def _serves_metadata(self) -> bool:
+        # Imported here: aiokafka is the `kafka` extra, and this package serves the default install too.
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.errors import KafkaError
+
         # A bare TCP probe first: aiokafka logs every refused connection as an error.
         try:
             async with asyncio.timeout(2):

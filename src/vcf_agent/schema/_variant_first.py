@@ -8,10 +8,10 @@ the wire bytes without parsing either. Any other result batch is read the ordina
 from __future__ import annotations
 
 from vcf_agent.schema._wire import read_varint, repeated_messages, varint
+from vcf_agent.v1 import wire_numbers as wire
 
-# AnalysisResultBatch.results, and AnalysisResult.variant (field 16: two varint bytes).
-_TAG_RESULTS = b"\x0a"
-_TAG_RESULT_VARIANT = b"\x82\x01"
+_TAG_RESULTS = wire.ANALYSIS_RESULT_BATCH_RESULTS_TAG
+_TAG_RESULT_VARIANT = wire.ANALYSIS_RESULT_VARIANT_TAG
 
 
 def variant_first_result(variant: bytes, answer: bytes) -> bytes:

@@ -36,6 +36,7 @@ from vcf_agent.schema import (
     varint,
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
+from vcf_agent.v1 import wire_numbers as wire
 
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
 _PROGRESS_INTERVAL_S = 0.25
@@ -43,12 +44,12 @@ _PROGRESS_INTERVAL_S = 0.25
 # Ranked most to least severe; the merged verdict takes the most severe confident call.
 _STATUS_OK = analysis_pb2.AnalysisResult.STATUS_OK
 _BATCH_TYPE = events_pb2.DatabaseWriteBatch.DESCRIPTOR.full_name
-# Wire tags (field number << 3 | length-delimited) of the fields serialized by hand below.
-_TAG_BATCH_WRITES = b"\x0a"
-_TAG_BATCH_MARKERS = b"\x12"
-_TAG_WRITE_CORRELATION_ID = b"\x0a"
-_TAG_WRITE_VARIANT = b"\x22"
-_TAG_WRITE_RESULTS = b"\x2a"
+# Tags of the fields serialized by hand below.
+_TAG_BATCH_WRITES = wire.DATABASE_WRITE_BATCH_WRITES_TAG
+_TAG_BATCH_MARKERS = wire.DATABASE_WRITE_BATCH_MARKERS_TAG
+_TAG_WRITE_CORRELATION_ID = wire.DATABASE_WRITE_CORRELATION_ID_TAG
+_TAG_WRITE_VARIANT = wire.DATABASE_WRITE_VARIANT_TAG
+_TAG_WRITE_RESULTS = wire.DATABASE_WRITE_RESULTS_TAG
 
 
 class _Completed(NamedTuple):

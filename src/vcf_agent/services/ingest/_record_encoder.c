@@ -28,6 +28,9 @@
  *   value. It keeps its own references, so its entries stay valid when the
  *   reader clears a cache to bound memory (an encoding checked once stays
  *   right for the whole file).
+ * - Correlation ids are hashlib's BLAKE2b, called through Python as the Python
+ *   path calls it. Field tags and the codes of the reader's specs come from
+ *   the generated wire_numbers.h (scripts/generate_proto.py), never by hand.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -36,118 +39,16 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "wire_numbers.h"
+
 #define INT_MAX_31 2147483647LL
 /* BCF reserves the 8 lowest int32 values (missing, end of vector..). */
 #define VCF_INT_MIN (-2147483648LL + 8)
 /* More FORMAT keys, or values in one list, than this go through the Python path. */
 #define MAX_FORMAT_KEYS 64
 #define MAX_LIST_VALUES 256
-/*
- * Codes of the layout's `natives` (see _vcf_reader._native_format_spec): FORMAT values
- * checked here without a cache, and encoded (DP, GQ, AD) or only checked (the
- * schema keeps no other FORMAT value).
- */
-#define NATIVE_NONE 0
-#define NATIVE_DEPTH 1
-#define NATIVE_GQ 2
-#define NATIVE_AD 3
-#define NATIVE_CHECK_INTEGER 4
-#define NATIVE_CHECK_FLOAT 5
-#define NATIVE_DEPTH_FLOAT 6
-#define NATIVE_GQ_FLOAT 7
-/* Kinds and Number codes of the `info_natives` specs (see _vcf_reader._native_info_spec). */
-#define INFO_INTEGER 1
-#define INFO_FLOAT 2
-#define NUMBER_A (-1)
-#define NUMBER_R (-2)
-#define NUMBER_G (-3)
-#define NUMBER_ANY (-4)
 #define MEMO_SLOTS (1 << 17)
 #define MEMO_KEY 30
-
-/* ---- BLAKE2b (RFC 7693), unkeyed, for correlation ids ---- */
-
-static const uint64_t B2B_IV[8] = {
-    0x6A09E667F3BCC908ULL, 0xBB67AE8584CAA73BULL, 0x3C6EF372FE94F82BULL, 0xA54FF53A5F1D36F1ULL,
-    0x510E527FADE682D1ULL, 0x9B05688C2B3E6C1FULL, 0x1F83D9ABFB41BD6BULL, 0x5BE0CD19137E2179ULL};
-
-static const uint8_t B2B_SIGMA[12][16] = {
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
-    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
-    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
-    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
-    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
-    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
-    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
-    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
-
-#define ROTR64(x, y) (((x) >> (y)) ^ ((x) << (64 - (y))))
-#define B2B_G(a, b, c, d, x, y)              \
-    do {                                     \
-        v[a] = v[a] + v[b] + (x);            \
-        v[d] = ROTR64(v[d] ^ v[a], 32);      \
-        v[c] = v[c] + v[d];                  \
-        v[b] = ROTR64(v[b] ^ v[c], 24);      \
-        v[a] = v[a] + v[b] + (y);            \
-        v[d] = ROTR64(v[d] ^ v[a], 16);      \
-        v[c] = v[c] + v[d];                  \
-        v[b] = ROTR64(v[b] ^ v[c], 63);      \
-    } while (0)
-
-static uint64_t load64(const uint8_t *p) {
-    uint64_t x = 0;
-    for (int i = 7; i >= 0; i--) x = (x << 8) | p[i];
-    return x;
-}
-
-static void b2b_compress(uint64_t h[8], const uint8_t *block, uint64_t counter, int last) {
-    uint64_t v[16], m[16];
-    for (int i = 0; i < 8; i++) {
-        v[i] = h[i];
-        v[i + 8] = B2B_IV[i];
-    }
-    v[12] ^= counter;
-    if (last) v[14] = ~v[14];
-    for (int i = 0; i < 16; i++) m[i] = load64(block + 8 * i);
-    for (int r = 0; r < 12; r++) {
-        const uint8_t *s = B2B_SIGMA[r];
-        B2B_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
-        B2B_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
-        B2B_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
-        B2B_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
-        B2B_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
-        B2B_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
-        B2B_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
-        B2B_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
-    }
-    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
-}
-
-/* hashlib.blake2b(data, digest_size=16).hexdigest() into out[32]. */
-static void blake2b_16_hex(const uint8_t *data, size_t n, char *out) {
-    static const char hex[] = "0123456789abcdef";
-    uint64_t h[8];
-    uint8_t block[128];
-    size_t off = 0;
-    memcpy(h, B2B_IV, sizeof h);
-    h[0] ^= 0x01010000ULL ^ 16;
-    while (n - off > 128) {
-        b2b_compress(h, data + off, off + 128, 0);
-        off += 128;
-    }
-    memset(block, 0, sizeof block);
-    memcpy(block, data + off, n - off);
-    b2b_compress(h, block, n, 1);
-    for (int i = 0; i < 16; i++) {
-        uint8_t byte = (uint8_t)(h[i / 8] >> (8 * (i % 8)));
-        out[2 * i] = hex[byte >> 4];
-        out[2 * i + 1] = hex[byte & 15];
-    }
-}
 
 /* ---- a growable byte buffer ---- */
 
@@ -234,6 +135,10 @@ typedef struct {
     PyObject *info_natives;  /* dict str -> (kind, number code, map key field) */
     PyObject *chrom;         /* str */
     PyObject *suffix;        /* bytes */
+    PyObject *blake2b;       /* hashlib.blake2b, its keyword names ("digest_size",), 16 and "digest" */
+    PyObject *digest_keywords;
+    PyObject *digest_size;
+    PyObject *digest_method;
     long long line_number;
     long long record_index;
     long long last_pos;
@@ -439,24 +344,29 @@ static int encode_info_native(RecordEncoder *self, const char *p, Py_ssize_t n, 
     if (PyErr_Occurred()) return -1;
     PyObject *key_field = PyTuple_GET_ITEM(spec, 2);
     if (!PyBytes_CheckExact(key_field)) return 0;
-    if (kind != INFO_INTEGER && kind != INFO_FLOAT) return 0;
+    if (kind != INFO_KIND_INTEGER && kind != INFO_KIND_FLOAT) return 0;
     const char *raw = eq + 1;
     Py_ssize_t raw_len = p + n - raw;
     if (raw_len == 1 && raw[0] == '.') return 1; /* no values: the entry is omitted */
     char packed[MAX_LIST_VALUES * 10];
     Py_ssize_t size, present;
-    int done = scan_numbers(kind == INFO_INTEGER, number, n_alt, raw, raw_len, packed, 0, &size, &present);
+    int done = scan_numbers(kind == INFO_KIND_INTEGER, number, n_alt, raw, raw_len, packed, 0, &size, &present);
     if (done <= 0) return done;
     if (!present) return 1;
-    Py_ssize_t list = 1 + varint_len((uint64_t)size) + size;
-    Py_ssize_t info_value = 1 + varint_len((uint64_t)list) + list;
-    Py_ssize_t body = PyBytes_GET_SIZE(key_field) + 1 + varint_len((uint64_t)info_value) + info_value;
+    /* InfoValue.ints or .floats holding an IntList or FloatList, whose values tags are alike. */
+    const char *list_tag = kind == INFO_KIND_INTEGER ? INFO_VALUE_INTS_TAG : INFO_VALUE_FLOATS_TAG;
+    const char *values_tag = kind == INFO_KIND_INTEGER ? INT_LIST_VALUES_TAG : FLOAT_LIST_VALUES_TAG;
+    Py_ssize_t list = (Py_ssize_t)TAG_LEN(INT_LIST_VALUES_TAG) + varint_len((uint64_t)size) + size;
+    Py_ssize_t info_value = (Py_ssize_t)TAG_LEN(INFO_VALUE_INTS_TAG) + varint_len((uint64_t)list) + list;
+    Py_ssize_t body = PyBytes_GET_SIZE(key_field) + (Py_ssize_t)TAG_LEN(VARIANT_MESSAGE_INFO_ENTRY_VALUE_TAG) +
+                      varint_len((uint64_t)info_value) + info_value;
     Buf *tail = &self->tail;
-    if (buf_put(tail, "\x8a\x01", 2) < 0 || buf_put_varint(tail, (uint64_t)body) < 0 ||
-        buf_put_bytes(tail, key_field) < 0 || buf_put(tail, "\x12", 1) < 0 ||
-        buf_put_varint(tail, (uint64_t)info_value) < 0 ||
-        buf_put(tail, kind == INFO_INTEGER ? "\x12" : "\x1a", 1) < 0 || buf_put_varint(tail, (uint64_t)list) < 0 ||
-        buf_put(tail, "\x0a", 1) < 0 || buf_put_varint(tail, (uint64_t)size) < 0 || buf_put(tail, packed, size) < 0)
+    if (buf_put(tail, VARIANT_MESSAGE_INFO_TAG, TAG_LEN(VARIANT_MESSAGE_INFO_TAG)) < 0 ||
+        buf_put_varint(tail, (uint64_t)body) < 0 || buf_put_bytes(tail, key_field) < 0 ||
+        buf_put(tail, VARIANT_MESSAGE_INFO_ENTRY_VALUE_TAG, TAG_LEN(VARIANT_MESSAGE_INFO_ENTRY_VALUE_TAG)) < 0 ||
+        buf_put_varint(tail, (uint64_t)info_value) < 0 || buf_put(tail, list_tag, TAG_LEN(INFO_VALUE_INTS_TAG)) < 0 ||
+        buf_put_varint(tail, (uint64_t)list) < 0 || buf_put(tail, values_tag, TAG_LEN(INT_LIST_VALUES_TAG)) < 0 ||
+        buf_put_varint(tail, (uint64_t)size) < 0 || buf_put(tail, packed, size) < 0)
         return -1;
     return 1;
 }
@@ -465,15 +375,15 @@ static int encode_info_native(RecordEncoder *self, const char *p, Py_ssize_t n, 
 static int encode_native(Buf *b, int code, long number, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
     long long value;
     Py_ssize_t size, present;
-    if (code == NATIVE_CHECK_INTEGER || code == NATIVE_CHECK_FLOAT) {
+    if (code == FORMAT_NATIVE_CHECK_INTEGER || code == FORMAT_NATIVE_CHECK_FLOAT) {
         if (n == 1 && p[0] == '.') return 1;
-        return scan_numbers(code == NATIVE_CHECK_INTEGER, number, n_alt, p, n, NULL, 0, &size, &present);
+        return scan_numbers(code == FORMAT_NATIVE_CHECK_INTEGER, number, n_alt, p, n, NULL, 0, &size, &present);
     }
-    if (code == NATIVE_DEPTH || code == NATIVE_GQ || code == NATIVE_DEPTH_FLOAT || code == NATIVE_GQ_FLOAT) {
+    if (code == FORMAT_NATIVE_DEPTH || code == FORMAT_NATIVE_GQ || code == FORMAT_NATIVE_DEPTH_FLOAT || code == FORMAT_NATIVE_GQ_FLOAT) {
         double real;
         if (n == 1 && p[0] == '.') {
             value = -1;
-        } else if (code == NATIVE_DEPTH || code == NATIVE_GQ) {
+        } else if (code == FORMAT_NATIVE_DEPTH || code == FORMAT_NATIVE_GQ) {
             if (!parse_vcf_int(p, n, &value)) return 0;
         } else {
             /* Python's round(): ties to even, which nearbyint() does in the default rounding mode. */
@@ -482,16 +392,20 @@ static int encode_native(Buf *b, int code, long number, const char *p, Py_ssize_
             if (real < VCF_INT_MIN || real > INT_MAX_31) return 0;
             value = (long long)real;
         }
-        int depth = code == NATIVE_DEPTH || code == NATIVE_DEPTH_FLOAT;
-        if (buf_put(b, depth ? "\x20" : "\x28", 1) < 0) return -1;
+        int depth = code == FORMAT_NATIVE_DEPTH || code == FORMAT_NATIVE_DEPTH_FLOAT;
+        if (depth ? buf_put(b, GENOTYPE_CALL_DEPTH_TAG, TAG_LEN(GENOTYPE_CALL_DEPTH_TAG)) < 0
+                  : buf_put(b, GENOTYPE_CALL_GENOTYPE_QUALITY_TAG, TAG_LEN(GENOTYPE_CALL_GENOTYPE_QUALITY_TAG)) < 0)
+            return -1;
         return buf_put_varint(b, (uint64_t)value) < 0 ? -1 : 1;
     }
-    if (code != NATIVE_AD) return 0;
+    if (code != FORMAT_NATIVE_AD) return 0;
     if (n == 1 && p[0] == '.') return 1;
     char packed[MAX_LIST_VALUES * 10];
     int done = scan_numbers(1, number, n_alt, p, n, packed, 1, &size, &present);
     if (done <= 0) return done;
-    if (buf_put(b, "\x32", 1) < 0 || buf_put_varint(b, (uint64_t)size) < 0) return -1;
+    if (buf_put(b, GENOTYPE_CALL_ALLELE_DEPTHS_TAG, TAG_LEN(GENOTYPE_CALL_ALLELE_DEPTHS_TAG)) < 0 ||
+        buf_put_varint(b, (uint64_t)size) < 0)
+        return -1;
     return buf_put(b, packed, size) < 0 ? -1 : 1;
 }
 
@@ -499,9 +413,11 @@ static int encode_native(Buf *b, int code, long number, const char *p, Py_ssize_
 static int encode_quality(Buf *b, const char *p, Py_ssize_t n) {
     double value;
     if (!parse_vcf_float(p, n, &value)) return 0;
-    if (buf_reserve(b, 11) < 0) return -1;
-    memcpy(b->data + b->len, "\x70\x01\x79", 3);
-    b->len += 3;
+    /* has_quality = true, then the double. */
+    static const char head[] = VARIANT_MESSAGE_HAS_QUALITY_TAG "\x01" VARIANT_MESSAGE_QUALITY_TAG;
+    if (buf_reserve(b, (Py_ssize_t)sizeof head - 1 + 8) < 0) return -1;
+    memcpy(b->data + b->len, head, sizeof head - 1);
+    b->len += (Py_ssize_t)sizeof head - 1;
     if (PyFloat_Pack8(value, b->data + b->len, 1) < 0) return -1;
     b->len += 8;
     return 1;
@@ -562,7 +478,7 @@ static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_al
         if (buf_put_bytes(body, PyTuple_GET_ITEM(self->sample_fields, s)) < 0) return -1;
         for (Py_ssize_t i = 0; i < width; i++) {
             /* Native values first: parsing them is cheaper than a lookup that mostly misses. */
-            int done = codes[i] == NATIVE_NONE
+            int done = codes[i] == FORMAT_NATIVE_NONE
                            ? 0
                            : encode_native(body, codes[i], numbers[i], starts[i], lens[i], n_alt);
             if (done < 0) return -1;
@@ -577,7 +493,8 @@ static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_al
                 if (odd) return odd < 0 ? -1 : 0;
             }
         }
-        if (buf_put_bytes(body, absent) < 0 || buf_put(&self->tail, "\x92\x01", 2) < 0 ||
+        if (buf_put_bytes(body, absent) < 0 ||
+            buf_put(&self->tail, VARIANT_MESSAGE_GENOTYPES_TAG, TAG_LEN(VARIANT_MESSAGE_GENOTYPES_TAG)) < 0 ||
             buf_put_varint(&self->tail, (uint64_t)body->len) < 0 || buf_put(&self->tail, body->data, body->len) < 0)
             return -1;
     }
@@ -632,15 +549,19 @@ static int encode_shared(RecordEncoder *self, long long pos, PyObject *alt_entry
 
     Buf *head = &self->head;
     head->len = 0;
-    if (buf_put(head, "\x28", 1) < 0 || buf_put_varint(head, (uint64_t)(self->record_index + 1)) < 0) return -1;
-    if (self->numbered &&
-        (buf_put(head, "\x30", 1) < 0 || buf_put_varint(head, (uint64_t)(self->line_number + 1)) < 0))
+    if (buf_put(head, VARIANT_MESSAGE_RECORD_INDEX_TAG, TAG_LEN(VARIANT_MESSAGE_RECORD_INDEX_TAG)) < 0 ||
+        buf_put_varint(head, (uint64_t)(self->record_index + 1)) < 0)
         return -1;
-    if (buf_put_bytes(head, chrom_field) < 0 || buf_put(head, "\x40", 1) < 0 ||
+    if (self->numbered &&
+        (buf_put(head, VARIANT_MESSAGE_LINE_NUMBER_TAG, TAG_LEN(VARIANT_MESSAGE_LINE_NUMBER_TAG)) < 0 ||
+         buf_put_varint(head, (uint64_t)(self->line_number + 1)) < 0))
+        return -1;
+    if (buf_put_bytes(head, chrom_field) < 0 ||
+        buf_put(head, VARIANT_MESSAGE_POSITION_TAG, TAG_LEN(VARIANT_MESSAGE_POSITION_TAG)) < 0 ||
         buf_put_varint(head, (uint64_t)pos) < 0)
         return -1;
-    if (has_id && (buf_put(head, "\x4a", 1) < 0 || buf_put_varint(head, (uint64_t)len[2]) < 0 ||
-                   buf_put(head, f[2], len[2]) < 0))
+    if (has_id && (buf_put(head, VARIANT_MESSAGE_ID_TAG, TAG_LEN(VARIANT_MESSAGE_ID_TAG)) < 0 ||
+                   buf_put_varint(head, (uint64_t)len[2]) < 0 || buf_put(head, f[2], len[2]) < 0))
         return -1;
     PyObject *ref = cached_bytes(self, self->refs, f[3], len[3]);
     if (!ref) return PyErr_Occurred() ? -1 : 0;
@@ -683,6 +604,32 @@ static PyObject *alt_entry(RecordEncoder *self) {
     return Py_NewRef(entry);
 }
 
+/* hashlib.blake2b(key, digest_size=16).hexdigest() into out[32], by hashlib itself. */
+static int correlation_digest(RecordEncoder *self, const char *key, Py_ssize_t n, char *out) {
+    static const char hex[] = "0123456789abcdef";
+    PyObject *data = PyBytes_FromStringAndSize(key, n);
+    if (!data) return -1;
+    PyObject *args[2] = {data, self->digest_size};
+    PyObject *hasher = PyObject_Vectorcall(self->blake2b, args, 1, self->digest_keywords);
+    Py_DECREF(data);
+    if (!hasher) return -1;
+    PyObject *digest = PyObject_CallMethodNoArgs(hasher, self->digest_method);
+    Py_DECREF(hasher);
+    if (!digest) return -1;
+    if (!PyBytes_CheckExact(digest) || PyBytes_GET_SIZE(digest) != 16) {
+        Py_DECREF(digest);
+        PyErr_SetString(PyExc_RuntimeError, "blake2b gave a digest of an unexpected size");
+        return -1;
+    }
+    const uint8_t *bytes = (const uint8_t *)PyBytes_AS_STRING(digest);
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[bytes[i] >> 4];
+        out[2 * i + 1] = hex[bytes[i] & 15];
+    }
+    Py_DECREF(digest);
+    return 0;
+}
+
 /* One length-prefixed VariantMessage for ALT number alt_index. */
 static PyObject *variant_entry(RecordEncoder *self, Py_ssize_t alt_index, PyObject *alt_field) {
     char key[256];
@@ -694,19 +641,23 @@ static PyObject *variant_entry(RecordEncoder *self, Py_ssize_t alt_index, PyObje
     }
     memcpy(key, PyBytes_AS_STRING(self->prefix), prefix_len);
     int written = snprintf(key + prefix_len, sizeof key - prefix_len, "%lld:%zd", self->record_index + 1, alt_index);
-    blake2b_16_hex((const uint8_t *)key, (size_t)(prefix_len + written), digest);
+    if (correlation_digest(self, key, prefix_len + written, digest) < 0) return NULL;
 
     Py_ssize_t job_len = PyBytes_GET_SIZE(self->job_fields);
     Py_ssize_t alt_len = PyBytes_GET_SIZE(alt_field);
-    Py_ssize_t index_len = alt_index ? 1 + varint_len((uint64_t)alt_index) : 0;
-    Py_ssize_t body = 2 + 32 + job_len + self->head.len + alt_len + index_len + self->tail.len;
-    PyObject *entry = PyBytes_FromStringAndSize(NULL, 1 + varint_len((uint64_t)body) + body);
+    Py_ssize_t index_len = alt_index ? (Py_ssize_t)TAG_LEN(VARIANT_MESSAGE_ALT_INDEX_TAG) + varint_len((uint64_t)alt_index) : 0;
+    Py_ssize_t cid_len = (Py_ssize_t)TAG_LEN(VARIANT_MESSAGE_CORRELATION_ID_TAG) + 1 + 32;
+    Py_ssize_t body = cid_len + job_len + self->head.len + alt_len + index_len + self->tail.len;
+    PyObject *entry = PyBytes_FromStringAndSize(
+        NULL, (Py_ssize_t)TAG_LEN(VARIANT_BATCH_VARIANTS_TAG) + varint_len((uint64_t)body) + body);
     if (!entry) return NULL;
     char *out = PyBytes_AS_STRING(entry);
-    *out++ = '\x0a';
+    memcpy(out, VARIANT_BATCH_VARIANTS_TAG, TAG_LEN(VARIANT_BATCH_VARIANTS_TAG));
+    out += TAG_LEN(VARIANT_BATCH_VARIANTS_TAG);
     out += varint_into(out, (uint64_t)body);
-    *out++ = '\x0a';
-    *out++ = '\x20';
+    memcpy(out, VARIANT_MESSAGE_CORRELATION_ID_TAG, TAG_LEN(VARIANT_MESSAGE_CORRELATION_ID_TAG));
+    out += TAG_LEN(VARIANT_MESSAGE_CORRELATION_ID_TAG);
+    *out++ = 32; /* the length of 32 hex digits, a one-byte varint */
     memcpy(out, digest, 32);
     out += 32;
     memcpy(out, PyBytes_AS_STRING(self->job_fields), job_len);
@@ -716,7 +667,8 @@ static PyObject *variant_entry(RecordEncoder *self, Py_ssize_t alt_index, PyObje
     memcpy(out, PyBytes_AS_STRING(alt_field), alt_len);
     out += alt_len;
     if (alt_index) {
-        *out++ = '\x60';
+        memcpy(out, VARIANT_MESSAGE_ALT_INDEX_TAG, TAG_LEN(VARIANT_MESSAGE_ALT_INDEX_TAG));
+        out += TAG_LEN(VARIANT_MESSAGE_ALT_INDEX_TAG);
         out += varint_into(out, (uint64_t)alt_index);
     }
     memcpy(out, self->tail.data, self->tail.len);
@@ -874,6 +826,14 @@ static int RecordEncoder_init(RecordEncoder *self, PyObject *args, PyObject *kwa
     Py_XSETREF(self->chrom, PyUnicode_FromString(""));
     Py_XSETREF(self->suffix, PyBytes_FromString(""));
     if (!self->chrom || !self->suffix) return -1;
+    PyObject *hashlib = PyImport_ImportModule("hashlib");
+    if (!hashlib) return -1;
+    Py_XSETREF(self->blake2b, PyObject_GetAttrString(hashlib, "blake2b"));
+    Py_DECREF(hashlib);
+    Py_XSETREF(self->digest_keywords, Py_BuildValue("(s)", "digest_size"));
+    Py_XSETREF(self->digest_size, PyLong_FromLong(16));
+    Py_XSETREF(self->digest_method, PyUnicode_InternFromString("digest"));
+    if (!self->blake2b || !self->digest_keywords || !self->digest_size || !self->digest_method) return -1;
     self->line_number = 0;
     self->record_index = -1;
     self->last_pos = -1;
@@ -898,6 +858,10 @@ static int RecordEncoder_traverse(RecordEncoder *self, visitproc visit, void *ar
     Py_VISIT(self->info_natives);
     Py_VISIT(self->chrom);
     Py_VISIT(self->suffix);
+    Py_VISIT(self->blake2b);
+    Py_VISIT(self->digest_keywords);
+    Py_VISIT(self->digest_size);
+    Py_VISIT(self->digest_method);
     return 0;
 }
 
@@ -916,6 +880,10 @@ static int RecordEncoder_clear(RecordEncoder *self) {
     Py_CLEAR(self->info_natives);
     Py_CLEAR(self->chrom);
     Py_CLEAR(self->suffix);
+    Py_CLEAR(self->blake2b);
+    Py_CLEAR(self->digest_keywords);
+    Py_CLEAR(self->digest_size);
+    Py_CLEAR(self->digest_method);
     return 0;
 }
 
@@ -995,19 +963,7 @@ static PyTypeObject RecordEncoderType = {
     .tp_getset = RecordEncoder_getset,
 };
 
-static PyObject *blake2b_hex(PyObject *module, PyObject *data) {
-    Py_buffer view;
-    char digest[32];
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
-    blake2b_16_hex((const uint8_t *)view.buf, (size_t)view.len, digest);
-    PyBuffer_Release(&view);
-    return PyUnicode_FromStringAndSize(digest, 32);
-}
-
-static PyMethodDef module_methods[] = {
-    {"blake2b_hex", blake2b_hex, METH_O,
-     "blake2b_hex(data) -> hashlib.blake2b(data, digest_size=16).hexdigest(), as the encoder computes it"},
-    {NULL, NULL, 0, NULL}};
+static PyMethodDef module_methods[] = {{NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_record_encoder", "The compiled fast path of the VCF record encoder.", -1,

@@ -47,12 +47,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import NamedTuple, Self, cast
 
+from vcf_agent.compiled import compiled_module
 from vcf_agent.schema import SMALL_VARINTS, correlation_prefix, file_digest_hasher, length_delimited, varint
 from vcf_agent.v1 import events_pb2, variant_pb2
+from vcf_agent.v1 import wire_numbers as wire
 
-from ._record_encoder import RecordEncoder
+from ._record_encoder_py import RecordEncoder as PythonRecordEncoder
 from ._spec_levels import cite
 from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
 
@@ -82,43 +84,53 @@ def _string_field(tag: bytes, value: str) -> bytes:
 
 _PACK_DOUBLE = struct.Struct("<d").pack
 
-# Tags (field number << 3 | wire type) of the fields written below.
-_T_BATCH_VARIANTS = b"\x0a"
-_T_CORRELATION = b"\x0a"
-_T_JOB = b"\x12"
-_T_FILE = b"\x1a"
-_T_TENANT = b"\x22"
-_T_RECORD_INDEX = b"\x28"
-_T_LINE_NUMBER = b"\x30"
-_T_CHROMOSOME = b"\x3a"
-_T_POSITION = b"\x40"
-_T_ID = b"\x4a"
-_T_REFERENCE = b"\x52"
-_T_ALTERNATE = b"\x5a"
-_T_ALT_INDEX = b"\x60"
-_T_ALL_ALTERNATES = b"\x6a"
-_HAS_QUALITY = b"\x70\x01"
-_T_QUALITY = b"\x79"
-_T_FILTERS = b"\x82\x01"
-_T_INFO = b"\x8a\x01"
-_T_GENOTYPES = b"\x92\x01"
-_T_TIMESTAMP = b"\x9a\x01"
-_T_SOURCE = b"\xa2\x01"
-# GenotypeCall fields.
-_T_SAMPLE = b"\x0a"
-_T_ALLELES = b"\x12"
-_PHASED = b"\x18\x01"
-_T_DEPTH = b"\x20"
-_T_GQ = b"\x28"
-_T_AD = b"\x32"
-# InfoValue / map entry fields.
-_FLAG_VALUE = b"\x08\x01"
-_T_INTS = b"\x12"
-_T_FLOATS = b"\x1a"
-_T_STRINGS = b"\x22"
-_T_LIST_VALUES = b"\x0a"
-_T_MAP_KEY = b"\x0a"
-_T_MAP_VALUE = b"\x12"
+# Tags of the fields written below (generated from the .proto files).
+_T_BATCH_VARIANTS = wire.VARIANT_BATCH_VARIANTS_TAG
+_T_CORRELATION = wire.VARIANT_MESSAGE_CORRELATION_ID_TAG
+_T_JOB = wire.VARIANT_MESSAGE_JOB_ID_TAG
+_T_FILE = wire.VARIANT_MESSAGE_FILE_ID_TAG
+_T_TENANT = wire.VARIANT_MESSAGE_TENANT_ID_TAG
+_T_RECORD_INDEX = wire.VARIANT_MESSAGE_RECORD_INDEX_TAG
+_T_LINE_NUMBER = wire.VARIANT_MESSAGE_LINE_NUMBER_TAG
+_T_CHROMOSOME = wire.VARIANT_MESSAGE_CHROMOSOME_TAG
+_T_POSITION = wire.VARIANT_MESSAGE_POSITION_TAG
+_T_ID = wire.VARIANT_MESSAGE_ID_TAG
+_T_REFERENCE = wire.VARIANT_MESSAGE_REFERENCE_TAG
+_T_ALTERNATE = wire.VARIANT_MESSAGE_ALTERNATE_TAG
+_T_ALT_INDEX = wire.VARIANT_MESSAGE_ALT_INDEX_TAG
+_T_ALL_ALTERNATES = wire.VARIANT_MESSAGE_ALL_ALTERNATES_TAG
+_HAS_QUALITY = wire.VARIANT_MESSAGE_HAS_QUALITY_TAG + varint(1)
+_T_QUALITY = wire.VARIANT_MESSAGE_QUALITY_TAG
+_T_FILTERS = wire.VARIANT_MESSAGE_FILTERS_TAG
+_T_INFO = wire.VARIANT_MESSAGE_INFO_TAG
+_T_GENOTYPES = wire.VARIANT_MESSAGE_GENOTYPES_TAG
+_T_TIMESTAMP = wire.VARIANT_MESSAGE_TIMESTAMP_TAG
+_T_SOURCE = wire.VARIANT_MESSAGE_SOURCE_NAME_TAG
+_T_SAMPLE = wire.GENOTYPE_CALL_SAMPLE_TAG
+_T_ALLELES = wire.GENOTYPE_CALL_ALLELES_TAG
+_PHASED = wire.GENOTYPE_CALL_PHASED_TAG + varint(1)
+_T_DEPTH = wire.GENOTYPE_CALL_DEPTH_TAG
+_T_GQ = wire.GENOTYPE_CALL_GENOTYPE_QUALITY_TAG
+_T_AD = wire.GENOTYPE_CALL_ALLELE_DEPTHS_TAG
+_FLAG_VALUE = wire.INFO_VALUE_FLAG_TAG + varint(1)
+_T_INTS = wire.INFO_VALUE_INTS_TAG
+_T_FLOATS = wire.INFO_VALUE_FLOATS_TAG
+_T_STRINGS = wire.INFO_VALUE_STRINGS_TAG
+_T_INT_VALUES = wire.INT_LIST_VALUES_TAG
+_T_FLOAT_VALUES = wire.FLOAT_LIST_VALUES_TAG
+_T_STRING_VALUES = wire.STRING_LIST_VALUES_TAG
+_T_MAP_KEY = wire.VARIANT_MESSAGE_INFO_ENTRY_KEY_TAG
+_T_MAP_VALUE = wire.VARIANT_MESSAGE_INFO_ENTRY_VALUE_TAG
+# Correlation ids are 32 hex digits: their length prefix is fixed.
+_CORRELATION_ID_LENGTH = varint(32)
+
+
+def record_encoder_class() -> type[PythonRecordEncoder]:
+    """The compiled record encoder, or its pure-Python twin (same interface, every line to Python)."""
+    compiled = compiled_module(f"{__package__}._record_encoder")
+    if compiled is None:
+        return PythonRecordEncoder
+    return cast("type[PythonRecordEncoder]", compiled.RecordEncoder)
 
 
 def file_digest(path: str | os.PathLike[str], chunk_size: int = _DIGEST_CHUNK) -> str:
@@ -181,52 +193,60 @@ class _Layout(NamedTuple):
     ploidy_fields: list[int]
 
 
-# NATIVE_* codes of the single-valued FORMAT fields the schema stores, by key and Type.
-_STORED_SCALARS = {("DP", "Integer"): 1, ("GQ", "Integer"): 2, ("DP", "Float"): 6, ("GQ", "Float"): 7}
+# FORMAT_NATIVE codes of the single-valued FORMAT fields the schema stores, by key and Type.
+_STORED_SCALARS = {
+    ("DP", "Integer"): wire.FORMAT_NATIVE_DEPTH,
+    ("GQ", "Integer"): wire.FORMAT_NATIVE_GQ,
+    ("DP", "Float"): wire.FORMAT_NATIVE_DEPTH_FLOAT,
+    ("GQ", "Float"): wire.FORMAT_NATIVE_GQ_FLOAT,
+}
 
 
 def _native_format_spec(definition: FieldDef) -> tuple[int, int]:
     """(code, Number code) of a FORMAT key whose plain values the compiled encoder checks itself.
 
-    Codes are the NATIVE_* constants of _record_encoder.c: 0 none; DP and GQ
-    with Number=1, stored as integers, 1 and 2 when Integer, 6 and 7 when Float
-    (rounded, as older GATK writes GQ); 3 AD (Integer, stored); 4 any other
-    Integer and 5 any other Float key (checked, not stored). Number codes as in
-    _number_code.
+    Codes are the generated FORMAT_NATIVE_* (wire_numbers): DP and GQ with Number=1 are stored
+    as integers (rounded when Float, as older GATK writes GQ); AD (Integer) is stored; any other
+    Integer or Float key is only checked. Number codes as in _number_code.
     """
     key, kind, number = definition.id, definition.type, definition.number
     if key in ("DP", "GQ") and number == "1":
-        return _STORED_SCALARS.get((key, kind), 0), 0
+        return _STORED_SCALARS.get((key, kind), wire.FORMAT_NATIVE_NONE), 0
     if key == "AD":
-        return (3, _number_code(number)) if kind == "Integer" else (0, 0)
+        if kind != "Integer":
+            return wire.FORMAT_NATIVE_NONE, 0
+        return wire.FORMAT_NATIVE_AD, _number_code(number)
     if key == "GT" or kind not in ("Integer", "Float"):
-        return 0, 0
-    return (4 if kind == "Integer" else 5), _number_code(number)
+        return wire.FORMAT_NATIVE_NONE, 0
+    check = wire.FORMAT_NATIVE_CHECK_INTEGER if kind == "Integer" else wire.FORMAT_NATIVE_CHECK_FLOAT
+    return check, _number_code(number)
+
+
+_NUMBER_CODES = {"A": wire.NUMBER_A, "R": wire.NUMBER_R, "G": wire.NUMBER_G, "P": 2}
 
 
 def _number_code(number: str) -> int:
-    """A Number for the compiled encoder: a count, -1 A, -2 R, -3 G, -4 any.
+    """A Number for the compiled encoder: a count, or a generated NUMBER_* code.
 
     Counts are checked as for a diploid sample, so P is 2 (the encoder leaves
     other ploidies to Python); LA, LR, LG and . take any count.
     """
-    return int(number) if number.isdigit() else {"A": -1, "R": -2, "G": -3, "P": 2}.get(number, -4)
+    return int(number) if number.isdigit() else _NUMBER_CODES.get(number, wire.NUMBER_ANY)
 
 
 def _native_info_spec(definition: FieldDef) -> tuple[int, int, bytes] | None:
     """(kind, Number code, map key field) of an INFO key the compiled encoder checks itself.
 
-    Kinds are 1 Integer and 2 Float (INFO_* in _record_encoder.c); INFO counts
-    are checked as diploid, like the validator does.
+    Kinds are the generated INFO_KIND_*; INFO counts are checked as diploid, like the validator does.
     """
-    kind = {"Integer": 1, "Float": 2}.get(definition.type)
+    kind = {"Integer": wire.INFO_KIND_INTEGER, "Float": wire.INFO_KIND_FLOAT}.get(definition.type)
     if kind is None:
         return None
     return kind, _number_code(definition.number), _string_field(_T_MAP_KEY, definition.id)
 
 
 def _ints(values: list[int]) -> bytes:
-    return length_delimited(_T_INTS, length_delimited(_T_LIST_VALUES, b"".join([varint(v) for v in values])))
+    return length_delimited(_T_INTS, length_delimited(_T_INT_VALUES, b"".join([varint(v) for v in values])))
 
 
 def _info_value(typed: TypedValues) -> bytes | None:
@@ -238,12 +258,12 @@ def _info_value(typed: TypedValues) -> bytes | None:
         return _ints(values)  # type: ignore[arg-type]
     if typed.kind == "Float":
         packed = struct.pack(f"<{len(values)}d", *values)
-        return length_delimited(_T_FLOATS, length_delimited(_T_LIST_VALUES, packed))
+        return length_delimited(_T_FLOATS, length_delimited(_T_FLOAT_VALUES, packed))
     return _strings(values)  # type: ignore[arg-type]
 
 
 def _strings(values: list[str]) -> bytes:
-    return length_delimited(_T_STRINGS, b"".join([_string_field(_T_LIST_VALUES, v) for v in values]))
+    return length_delimited(_T_STRINGS, b"".join([_string_field(_T_STRING_VALUES, v) for v in values]))
 
 
 def _map_entry(key: str, value: bytes) -> bytes:
@@ -335,7 +355,7 @@ class VcfReader:
         self._values: dict[tuple[str, int], dict[str, bytes]] = {}
         self._non_diploid: dict[str, int] = {}
         self._numbered = self._source.first_line_number > 0
-        self._encoder = RecordEncoder(
+        self._encoder = record_encoder_class()(
             columns=self._columns,
             numbered=self._numbered,
             prefix=self._id_prefix,
@@ -557,7 +577,7 @@ class VcfReader:
             body = b"".join(
                 (
                     _T_CORRELATION,
-                    b"\x20",
+                    _CORRELATION_ID_LENGTH,
                     hashlib.blake2b(b"%s%d" % (key, alt_index), digest_size=16).hexdigest().encode(),
                     self._job_fields,
                     head,
@@ -623,7 +643,9 @@ class VcfReader:
         """Timestamp and source_name: shared by every variant of a batch, so encoded once."""
         now = time.time_ns()
         seconds, nanos = divmod(now, 1_000_000_000)
-        stamp = b"\x08" + varint(seconds) + (b"\x10" + varint(nanos) if nanos else b"")
+        stamp = wire.TIMESTAMP_SECONDS_TAG + varint(seconds)
+        if nanos:
+            stamp += wire.TIMESTAMP_NANOS_TAG + varint(nanos)
         return length_delimited(_T_TIMESTAMP, stamp) + self._source_field
 
     def _text(self, tag: bytes, value: str) -> bytes:

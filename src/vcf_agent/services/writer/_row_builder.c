@@ -8,8 +8,8 @@
  * and indexed once when it arrives (add), and the columns are written later
  * (take) with the GIL released.
  *
- * add() first validates the whole payload against the schema handed over by
- * configure(), built from the generated descriptors: every length, varint and
+ * add() first validates the whole payload against the schema handed to the
+ * Collector when it is made, built from the generated descriptors: every length, varint and
  * wire type, and UTF-8 in every proto3 string field at any depth, as upb's
  * parser does, so a payload is rejected here exactly when the Python runtime
  * would reject it. A second walk records where each stored field lies
@@ -22,6 +22,12 @@
  * last answer per provider within a write, as tests/writer/_reference_rows.py
  * states in Python, and returns plain bytes that _rows.py wraps as Arrow
  * arrays.
+ *
+ * Each Collector owns everything it reads: its schema and status names are
+ * copied into it at construction and the reason of a failed add() is kept in
+ * it, so there is no module state, and take() with the GIL released touches
+ * nothing Python may change. Field numbers come from the generated
+ * wire_numbers.h. The extension is optional: _row_builder_py.py is its twin.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,6 +37,7 @@
 #include <string.h>
 
 #include "_wire.h"
+#include "wire_numbers.h"
 
 /* ---- growable byte buffers and typed vectors on top of them ---- */
 
@@ -71,19 +78,7 @@ static void buf_free(Buf *b) {
 #define VEC_LEN(buf, type) ((Py_ssize_t)((buf).len / sizeof(type)))
 #define VEC_AT(buf, type, i) (((type *)(buf).p)[i])
 
-/* Why the last add() failed; static because add() runs with the GIL held. */
-static const char *g_error;
-static char g_error_text[200];
-
-/* Records why the field walk stopped; returns -1 for the caller to pass on. */
-static int walk_failed(const Field *f) {
-    g_error = f->error;
-    return -1;
-}
-
-/* ---- the schema, from the generated descriptors (configure) ---- */
-
-enum { KIND_BYTES = 0, KIND_STRING = 1, KIND_MESSAGE = 2, KIND_VARINT = 3, KIND_FIXED64 = 4, KIND_FIXED32 = 5 };
+/* ---- the schema, from the generated descriptors (the Collector's arguments) ---- */
 
 typedef struct {
     uint32_t number;
@@ -98,67 +93,18 @@ typedef struct {
     char *name;
 } MessageSpec;
 
-static MessageSpec *g_messages;
-static Py_ssize_t g_message_count;
-static PyObject *g_status_names; /* tuple of str, indexed by AnalysisResult.Status */
-static PyObject *g_unknown_status;
+/* A status name, copied out of its Python string. */
+typedef struct {
+    const char *text;
+    Py_ssize_t len;
+} Name;
 
-static const FieldSpec *find_field(int message, uint32_t number) {
-    const MessageSpec *spec = &g_messages[message];
-    for (Py_ssize_t i = 0; i < spec->count; i++)
-        if (spec->fields[i].number == number)
-            return &spec->fields[i];
-    return NULL;
-}
-
-static int packed_valid(const FieldSpec *spec, const uint8_t *p, size_t n) {
-    const uint8_t *end = p + n;
-    switch (spec->kind) {
-    case KIND_VARINT:
-        while (p < end) {
-            uint64_t v;
-            if (read_varint(&p, end, 10, &v))
-                return 0;
-        }
-        return 1;
-    case KIND_FIXED64:
-        return n % 8 == 0;
-    case KIND_FIXED32:
-        return n % 4 == 0;
-    default:
-        return 1;
+static void free_messages(MessageSpec *specs, Py_ssize_t count) {
+    for (Py_ssize_t m = 0; specs != NULL && m < count; m++) {
+        PyMem_Free(specs[m].fields);
+        PyMem_Free(specs[m].name);
     }
-}
-
-static int validate(const uint8_t *p, const uint8_t *end, int message, int depth) {
-    if (depth > 64) {
-        g_error = "messages nested too deeply";
-        return -1;
-    }
-    Field f;
-    int more;
-    while ((more = next_field(&p, end, &f)) == 1) {
-        if (f.wire != WIRE_LEN)
-            continue;
-        const FieldSpec *spec = find_field(message, f.number);
-        if (spec == NULL)
-            continue;
-        if (spec->kind == KIND_STRING && !utf8_valid(f.data, f.len)) {
-            snprintf(g_error_text, sizeof g_error_text, "invalid UTF-8 in field %u of %s", f.number,
-                     g_messages[message].name);
-            g_error = g_error_text;
-            return -1;
-        }
-        if (spec->kind == KIND_MESSAGE && validate(f.data, f.data + f.len, spec->child, depth + 1))
-            return -1;
-        if (spec->repeated && !packed_valid(spec, f.data, f.len)) {
-            snprintf(g_error_text, sizeof g_error_text, "malformed packed field %u of %s", f.number,
-                     g_messages[message].name);
-            g_error = g_error_text;
-            return -1;
-        }
-    }
-    return more < 0 ? walk_failed(&f) : more;
+    PyMem_Free(specs);
 }
 
 /* ---- what add() records: views into the payloads ---- */
@@ -208,7 +154,81 @@ typedef struct {
     PyObject *payloads; /* list: keeps every view's memory alive */
     Buf writes, calls, results, missing, filters, alleles, depths;
     int busy;
+    /* The schema (messages[0] is DatabaseWriteBatch) and the status names, indexed by
+     * AnalysisResult.Status, owned by this collector. */
+    MessageSpec *messages;
+    Py_ssize_t message_count;
+    Name *statuses;
+    Py_ssize_t status_count;
+    Name unknown;
+    /* Why the last add() failed. */
+    const char *error;
+    char error_text[200];
 } Collector;
+
+/* Records why the field walk stopped; returns -1 for the caller to pass on. */
+static int walk_failed(Collector *c, const Field *f) {
+    c->error = f->error;
+    return -1;
+}
+
+static const FieldSpec *find_field(const Collector *c, int message, uint32_t number) {
+    const MessageSpec *spec = &c->messages[message];
+    for (Py_ssize_t i = 0; i < spec->count; i++)
+        if (spec->fields[i].number == number)
+            return &spec->fields[i];
+    return NULL;
+}
+
+static int packed_valid(const FieldSpec *spec, const uint8_t *p, size_t n) {
+    const uint8_t *end = p + n;
+    switch (spec->kind) {
+    case WIRE_CHECK_VARINT:
+        while (p < end) {
+            uint64_t v;
+            if (read_varint(&p, end, 10, &v))
+                return 0;
+        }
+        return 1;
+    case WIRE_CHECK_FIXED64:
+        return n % 8 == 0;
+    case WIRE_CHECK_FIXED32:
+        return n % 4 == 0;
+    default:
+        return 1;
+    }
+}
+
+static int validate(Collector *c, const uint8_t *p, const uint8_t *end, int message, int depth) {
+    if (depth > 64) {
+        c->error = "messages nested too deeply";
+        return -1;
+    }
+    Field f;
+    int more;
+    while ((more = next_field(&p, end, &f)) == 1) {
+        if (f.wire != WIRE_LEN)
+            continue;
+        const FieldSpec *spec = find_field(c, message, f.number);
+        if (spec == NULL)
+            continue;
+        if (spec->kind == WIRE_CHECK_STRING && !utf8_valid(f.data, f.len)) {
+            snprintf(c->error_text, sizeof c->error_text, "invalid UTF-8 in field %u of %s", f.number,
+                     c->messages[message].name);
+            c->error = c->error_text;
+            return -1;
+        }
+        if (spec->kind == WIRE_CHECK_MESSAGE && validate(c, f.data, f.data + f.len, spec->child, depth + 1))
+            return -1;
+        if (spec->repeated && !packed_valid(spec, f.data, f.len)) {
+            snprintf(c->error_text, sizeof c->error_text, "malformed packed field %u of %s", f.number,
+                     c->messages[message].name);
+            c->error = c->error_text;
+            return -1;
+        }
+    }
+    return more < 0 ? walk_failed(c, &f) : more;
+}
 
 static View view_of(const Field *f) {
     View v = {(const char *)f->data, (Py_ssize_t)f->len};
@@ -262,18 +282,18 @@ static Micros write_updated(const Buf *results_arena, const Write *w) {
     return latest;
 }
 
-static int read_timestamp(const uint8_t *p, const uint8_t *end, int64_t *seconds, int32_t *nanos) {
+static int read_timestamp(Collector *c, const uint8_t *p, const uint8_t *end, int64_t *seconds, int32_t *nanos) {
     Field f;
     int more;
     while ((more = next_field(&p, end, &f)) == 1) {
         if (f.wire != WIRE_VARINT)
             continue;
-        if (f.number == 1)
+        if (f.number == TIMESTAMP_SECONDS)
             *seconds = (int64_t)f.value;
-        else if (f.number == 2)
+        else if (f.number == TIMESTAMP_NANOS)
             *nanos = (int32_t)f.value;
     }
-    return more < 0 ? walk_failed(&f) : more;
+    return more < 0 ? walk_failed(c, &f) : more;
 }
 
 static int push_int32s(Buf *into, const Field *f) {
@@ -302,33 +322,33 @@ static int read_call(Collector *c, const uint8_t *p, const uint8_t *end) {
     int more;
     while ((more = next_field(&p, end, &f)) == 1) {
         switch (f.number) {
-        case 1:
+        case GENOTYPE_CALL_SAMPLE:
             if (f.wire == WIRE_LEN)
                 call.sample = view_of(&f);
             break;
-        case 2:
-        case 6:
+        case GENOTYPE_CALL_ALLELES:
+        case GENOTYPE_CALL_ALLELE_DEPTHS:
             if (f.wire == WIRE_VARINT || f.wire == WIRE_LEN) {
-                if (push_int32s(f.number == 2 ? &c->alleles : &c->depths, &f))
+                if (push_int32s(f.number == GENOTYPE_CALL_ALLELES ? &c->alleles : &c->depths, &f))
                     return -1;
             }
             break;
-        case 3:
+        case GENOTYPE_CALL_PHASED:
             if (f.wire == WIRE_VARINT)
                 call.phased = f.value != 0;
             break;
-        case 4:
+        case GENOTYPE_CALL_DEPTH:
             if (f.wire == WIRE_VARINT)
                 call.depth = (int32_t)f.value;
             break;
-        case 5:
+        case GENOTYPE_CALL_GENOTYPE_QUALITY:
             if (f.wire == WIRE_VARINT)
                 call.quality = (int32_t)f.value;
             break;
         }
     }
     if (more < 0)
-        return walk_failed(&f);
+        return walk_failed(c, &f);
     call.alleles_count = VEC_LEN(c->alleles, int32_t) - call.alleles_start;
     call.depths_count = VEC_LEN(c->depths, int32_t) - call.depths_start;
     return buf_put(&c->calls, &call, sizeof call);
@@ -340,53 +360,53 @@ static int read_variant(Collector *c, Write *w, const uint8_t *p, const uint8_t 
     while ((more = next_field(&p, end, &f)) == 1) {
         if (f.wire == WIRE_LEN) {
             switch (f.number) {
-            case 3: w->file_id = view_of(&f); break;
-            case 7: w->chrom = view_of(&f); break;
-            case 9: w->variant_id = view_of(&f); break;
-            case 10: w->ref = view_of(&f); break;
-            case 11: w->alt = view_of(&f); break;
-            case 20: w->source_name = view_of(&f); break;
-            case 16: {
+            case VARIANT_MESSAGE_FILE_ID: w->file_id = view_of(&f); break;
+            case VARIANT_MESSAGE_CHROMOSOME: w->chrom = view_of(&f); break;
+            case VARIANT_MESSAGE_ID: w->variant_id = view_of(&f); break;
+            case VARIANT_MESSAGE_REFERENCE: w->ref = view_of(&f); break;
+            case VARIANT_MESSAGE_ALTERNATE: w->alt = view_of(&f); break;
+            case VARIANT_MESSAGE_SOURCE_NAME: w->source_name = view_of(&f); break;
+            case VARIANT_MESSAGE_FILTERS: {
                 View v = view_of(&f);
                 if (buf_put(&c->filters, &v, sizeof v))
                     return -1;
                 break;
             }
-            case 18:
+            case VARIANT_MESSAGE_GENOTYPES:
                 if (read_call(c, f.data, f.data + f.len))
                     return -1;
                 break;
-            case 19:
-                if (read_timestamp(f.data, f.data + f.len, &w->ts_seconds, &w->ts_nanos))
+            case VARIANT_MESSAGE_TIMESTAMP:
+                if (read_timestamp(c, f.data, f.data + f.len, &w->ts_seconds, &w->ts_nanos))
                     return -1;
                 break;
             }
         } else if (f.wire == WIRE_VARINT) {
             switch (f.number) {
-            case 5: w->record_index = (int64_t)f.value; break;
-            case 8: w->position = (int64_t)f.value; break;
-            case 12: w->alt_index = (int32_t)f.value; break;
-            case 14: w->has_quality = f.value != 0; break;
+            case VARIANT_MESSAGE_RECORD_INDEX: w->record_index = (int64_t)f.value; break;
+            case VARIANT_MESSAGE_POSITION: w->position = (int64_t)f.value; break;
+            case VARIANT_MESSAGE_ALT_INDEX: w->alt_index = (int32_t)f.value; break;
+            case VARIANT_MESSAGE_HAS_QUALITY: w->has_quality = f.value != 0; break;
             }
-        } else if (f.wire == WIRE_FIXED64 && f.number == 15) {
+        } else if (f.wire == WIRE_FIXED64 && f.number == VARIANT_MESSAGE_QUALITY) {
             memcpy(&w->quality, &f.value, 8);
         }
     }
-    return more < 0 ? walk_failed(&f) : more;
+    return more < 0 ? walk_failed(c, &f) : more;
 }
 
-static int read_annotation(Result *r, const uint8_t *p, const uint8_t *end) {
+static int read_annotation(Collector *c, Result *r, const uint8_t *p, const uint8_t *end) {
     Field f;
     int more;
     while ((more = next_field(&p, end, &f)) == 1) {
         if (f.wire != WIRE_LEN)
             continue;
-        if (f.number == 1)
+        if (f.number == LOCAL_ANNOTATION_VARIANT_CLASS)
             r->variant_class = view_of(&f);
-        else if (f.number == 10)
+        else if (f.number == LOCAL_ANNOTATION_GENE)
             r->gene = view_of(&f);
     }
-    return more < 0 ? walk_failed(&f) : more;
+    return more < 0 ? walk_failed(c, &f) : more;
 }
 
 static int read_result(Collector *c, const uint8_t *p, const uint8_t *end) {
@@ -399,27 +419,27 @@ static int read_result(Collector *c, const uint8_t *p, const uint8_t *end) {
     while ((more = next_field(&p, end, &f)) == 1) {
         if (f.wire == WIRE_LEN) {
             switch (f.number) {
-            case 4: r.provider = view_of(&f); break;
-            case 5: r.model = view_of(&f); break;
-            case 7: r.classification = view_of(&f); break;
-            case 12: r.error = view_of(&f); break;
-            case 11:
-                if (read_annotation(&r, f.data, f.data + f.len))
+            case ANALYSIS_RESULT_PROVIDER: r.provider = view_of(&f); break;
+            case ANALYSIS_RESULT_MODEL: r.model = view_of(&f); break;
+            case ANALYSIS_RESULT_CLASSIFICATION: r.classification = view_of(&f); break;
+            case ANALYSIS_RESULT_ERROR: r.error = view_of(&f); break;
+            case ANALYSIS_RESULT_ANNOTATION:
+                if (read_annotation(c, &r, f.data, f.data + f.len))
                     return -1;
                 break;
-            case 18:
-                if (read_timestamp(f.data, f.data + f.len, &r.done_seconds, &r.done_nanos))
+            case ANALYSIS_RESULT_COMPLETED_AT:
+                if (read_timestamp(c, f.data, f.data + f.len, &r.done_seconds, &r.done_nanos))
                     return -1;
                 break;
             }
-        } else if (f.wire == WIRE_VARINT && f.number == 6) {
+        } else if (f.wire == WIRE_VARINT && f.number == ANALYSIS_RESULT_STATUS) {
             r.status = (int32_t)f.value;
-        } else if (f.wire == WIRE_FIXED64 && f.number == 8) {
+        } else if (f.wire == WIRE_FIXED64 && f.number == ANALYSIS_RESULT_CONFIDENCE) {
             memcpy(&r.confidence, &f.value, 8);
         }
     }
     if (more < 0)
-        return walk_failed(&f);
+        return walk_failed(c, &f);
     r.done = timestamp_us(r.done_seconds, r.done_nanos);
     return buf_put(&c->results, &r, sizeof r);
 }
@@ -436,32 +456,32 @@ static int read_write(Collector *c, const uint8_t *p, const uint8_t *end) {
     while ((more = next_field(&p, end, &f)) == 1) {
         if (f.wire == WIRE_LEN) {
             switch (f.number) {
-            case 1: w.cid = view_of(&f); break;
-            case 2: w.job = view_of(&f); break;
-            case 3: w.tenant = view_of(&f); break;
-            case 6: w.classification = view_of(&f); break;
-            case 7: w.tier = view_of(&f); break;
-            case 4:
+            case DATABASE_WRITE_CORRELATION_ID: w.cid = view_of(&f); break;
+            case DATABASE_WRITE_JOB_ID: w.job = view_of(&f); break;
+            case DATABASE_WRITE_TENANT_ID: w.tenant = view_of(&f); break;
+            case DATABASE_WRITE_CLASSIFICATION: w.classification = view_of(&f); break;
+            case DATABASE_WRITE_PRIORITY_TIER: w.tier = view_of(&f); break;
+            case DATABASE_WRITE_VARIANT:
                 if (read_variant(c, &w, f.data, f.data + f.len))
                     return -1;
                 break;
-            case 5:
+            case DATABASE_WRITE_RESULTS:
                 if (read_result(c, f.data, f.data + f.len))
                     return -1;
                 break;
-            case 9: {
+            case DATABASE_WRITE_MISSING_PROVIDERS: {
                 View v = view_of(&f);
                 if (buf_put(&c->missing, &v, sizeof v))
                     return -1;
                 break;
             }
             }
-        } else if (f.wire == WIRE_VARINT && f.number == 8) {
+        } else if (f.wire == WIRE_VARINT && f.number == DATABASE_WRITE_PARTIAL) {
             w.partial = f.value != 0;
         }
     }
     if (more < 0)
-        return walk_failed(&f);
+        return walk_failed(c, &f);
     w.stamped = timestamp_us(w.ts_seconds, w.ts_nanos);
     w.missing_count = VEC_LEN(c->missing, View) - w.missing_start;
     w.filters_count = VEC_LEN(c->filters, View) - w.filters_start;
@@ -470,7 +490,7 @@ static int read_write(Collector *c, const uint8_t *p, const uint8_t *end) {
     /* Arrow's timestamp column cannot hold it: the one value a write is refused for, before it is kept.
      * (A later duplicate of the write might have replaced it; the payload is refused regardless.) */
     if (write_updated(&c->results, &w).overflow) {
-        g_error = "updated_at (the latest timestamp of a write) is out of the int64 microsecond range";
+        c->error = "updated_at (the latest timestamp of a write) is out of the int64 microsecond range";
         return -1;
     }
     return buf_put(&c->writes, &w, sizeof w);
@@ -600,7 +620,7 @@ static int detail_put(Columns *out, const Result *r) {
     const uint8_t *p = (const uint8_t *)r->whole.p, *end = p + r->whole.n;
     Field f;
     while (next_field(&p, end, &f) == 1) {
-        if (f.number == 16 && f.wire == WIRE_LEN)
+        if (f.number == ANALYSIS_RESULT_VARIANT && f.wire == WIRE_LEN)
             continue;
         if (buf_put(&out->detail.data, f.start, (size_t)(p - f.start))) {
             out->failed = 1;
@@ -623,11 +643,6 @@ static int emit_result(Columns *out, const Write *w, const Result *r, const char
     out->analyses++;
     return 0;
 }
-
-typedef struct {
-    const char *text;
-    Py_ssize_t len;
-} Name;
 
 static int emit_write(Columns *out, const Collector *c, const Write *w, const Name *statuses,
                       Py_ssize_t status_count, Name unknown) {
@@ -739,17 +754,125 @@ static void collector_clear(Collector *c) {
     buf_free(&c->depths);
 }
 
-static int collector_init(Collector *self, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, ":Collector", keywords))
+/* The schema: a tuple of (full name, fields), a field being (number, WIRE_CHECK kind, repeated,
+ * child message index or -1); NULL with an exception set when it is not one. */
+static MessageSpec *read_schema(PyObject *messages, Py_ssize_t *count_out) {
+    Py_ssize_t count = PyTuple_GET_SIZE(messages);
+    if (count == 0) {
+        PyErr_SetString(PyExc_ValueError, "the schema has no message");
+        return NULL;
+    }
+    MessageSpec *specs = PyMem_Calloc((size_t)count, sizeof *specs);
+    if (specs == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t m = 0; m < count; m++) {
+        const char *name;
+        PyObject *fields;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(messages, m), "sO!", &name, &PyTuple_Type, &fields))
+            goto fail;
+        specs[m].name = PyMem_Malloc(strlen(name) + 1);
+        if (specs[m].name == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        strcpy(specs[m].name, name);
+        specs[m].count = PyTuple_GET_SIZE(fields);
+        specs[m].fields = PyMem_Calloc((size_t)specs[m].count + 1, sizeof(FieldSpec));
+        if (specs[m].fields == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        for (Py_ssize_t i = 0; i < specs[m].count; i++) {
+            FieldSpec *spec = &specs[m].fields[i];
+            unsigned int number;
+            if (!PyArg_ParseTuple(PyTuple_GET_ITEM(fields, i), "Iipi", &number, &spec->kind, &spec->repeated,
+                                  &spec->child))
+                goto fail;
+            spec->number = number;
+            if (spec->kind == WIRE_CHECK_MESSAGE && (spec->child < 0 || spec->child >= count)) {
+                PyErr_SetString(PyExc_ValueError, "message field refers to an unknown message");
+                goto fail;
+            }
+        }
+    }
+    *count_out = count;
+    return specs;
+fail:
+    free_messages(specs, count);
+    return NULL;
+}
+
+/* A copy of a str's UTF-8, owned by the collector; 0 or -1 with an exception set. */
+static int copy_name(Name *name, PyObject *text) {
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &len);
+    if (utf8 == NULL)
         return -1;
+    char *copy = PyMem_Malloc((size_t)len + 1);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(copy, utf8, (size_t)len + 1);
+    name->text = copy;
+    name->len = len;
+    return 0;
+}
+
+static void free_names(Collector *c) {
+    for (Py_ssize_t i = 0; c->statuses != NULL && i < c->status_count; i++)
+        PyMem_Free((void *)c->statuses[i].text);
+    PyMem_Free(c->statuses);
+    PyMem_Free((void *)c->unknown.text);
+    c->statuses = NULL;
+    c->status_count = 0;
+    c->unknown.text = NULL;
+    free_messages(c->messages, c->message_count);
+    c->messages = NULL;
+    c->message_count = 0;
+}
+
+static int collector_init(Collector *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"schema", "status_names", "unknown_status", NULL};
+    PyObject *messages, *status_names, *unknown;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!U:Collector", keywords, &PyTuple_Type, &messages,
+                                     &PyTuple_Type, &status_names, &unknown))
+        return -1;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "collector in use by take()");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(status_names); i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(status_names, i))) {
+            PyErr_SetString(PyExc_TypeError, "status names must be str");
+            return -1;
+        }
     collector_clear(self);
+    free_names(self);
+    self->messages = read_schema(messages, &self->message_count);
+    if (self->messages == NULL)
+        return -1;
+    self->statuses = PyMem_Calloc((size_t)PyTuple_GET_SIZE(status_names) + 1, sizeof(Name));
+    if (self->statuses == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(status_names); i++) {
+        if (copy_name(&self->statuses[i], PyTuple_GET_ITEM(status_names, i)))
+            return -1;
+        self->status_count = i + 1;
+    }
+    if (copy_name(&self->unknown, unknown))
+        return -1;
     Py_XSETREF(self->payloads, PyList_New(0));
     return self->payloads == NULL ? -1 : 0;
 }
 
 static void collector_dealloc(Collector *self) {
     collector_clear(self);
+    free_names(self);
     Py_XDECREF(self->payloads);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -763,8 +886,8 @@ static PyObject *collector_add(Collector *self, PyObject *payload) {
         PyErr_SetString(PyExc_TypeError, "payload must be bytes");
         return NULL;
     }
-    if (g_messages == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "configure() was not called");
+    if (self->messages == NULL || self->unknown.text == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the collector was not initialised");
         return NULL;
     }
     if (self->busy) {
@@ -773,9 +896,9 @@ static PyObject *collector_add(Collector *self, PyObject *payload) {
     }
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(payload);
     const uint8_t *end = p + PyBytes_GET_SIZE(payload);
-    g_error = NULL;
-    if (validate(p, end, 0, 0)) {
-        PyErr_Format(PyExc_ValueError, "%s", g_error);
+    self->error = NULL;
+    if (validate(self, p, end, 0, 0)) {
+        PyErr_Format(PyExc_ValueError, "%s", self->error);
         return NULL;
     }
     PyObject *markers = PyList_New(0);
@@ -801,18 +924,18 @@ static PyObject *collector_add(Collector *self, PyObject *payload) {
         }
     }
     if (more < 0) {
-        walk_failed(&f);
+        walk_failed(self, &f);
         goto refused;
     }
     if (PyList_Append(self->payloads, payload))
         goto fail;
     return markers;
 refused:
-    /* g_error is NULL only when memory ran out. */
-    if (g_error == NULL)
+    /* error is NULL only when memory ran out. */
+    if (self->error == NULL)
         PyErr_NoMemory();
     else
-        PyErr_Format(PyExc_ValueError, "%s", g_error);
+        PyErr_Format(PyExc_ValueError, "%s", self->error);
 fail:
     /* Nothing of a rejected payload stays. */
     self->writes.len = marks[0];
@@ -972,23 +1095,8 @@ static PyObject *collector_take(Collector *self, PyObject *unused) {
         PyErr_SetString(PyExc_RuntimeError, "collector in use by take()");
         return NULL;
     }
-    if (g_status_names == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "configure() was not called");
-        return NULL;
-    }
-    Py_ssize_t status_count = PyTuple_GET_SIZE(g_status_names);
-    Name *statuses = PyMem_Malloc(((size_t)status_count + 1) * sizeof *statuses);
-    if (statuses == NULL)
-        return PyErr_NoMemory();
-    Name unknown;
-    unknown.text = PyUnicode_AsUTF8AndSize(g_unknown_status, &unknown.len);
-    for (Py_ssize_t i = 0; i < status_count && unknown.text != NULL; i++) {
-        statuses[i].text = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(g_status_names, i), &statuses[i].len);
-        if (statuses[i].text == NULL)
-            unknown.text = NULL;
-    }
-    if (unknown.text == NULL) {
-        PyMem_Free(statuses);
+    if (self->messages == NULL || self->unknown.text == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the collector was not initialised");
         return NULL;
     }
 
@@ -997,10 +1105,10 @@ static PyObject *collector_take(Collector *self, PyObject *unused) {
     int rc;
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    rc = columns_start(&out) || emit_all(&out, self, statuses, status_count, unknown);
+    /* Only the collector's own memory and the payloads it holds are read without the GIL. */
+    rc = columns_start(&out) || emit_all(&out, self, self->statuses, self->status_count, self->unknown);
     Py_END_ALLOW_THREADS
     self->busy = 0;
-    PyMem_Free(statuses);
     PyObject *result = NULL;
     if (rc) {
         if (out.failed == 2)
@@ -1034,7 +1142,8 @@ static PyTypeObject CollectorType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vcf_agent.services.writer._row_builder.Collector",
     .tp_basicsize = sizeof(Collector),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "DatabaseWriteBatch payloads collected for one store batch.",
+    .tp_doc = "Collector(schema, status_names, unknown_status): DatabaseWriteBatch payloads collected for "
+              "one store batch.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)collector_init,
     .tp_dealloc = (destructor)collector_dealloc,
@@ -1042,79 +1151,7 @@ static PyTypeObject CollectorType = {
     .tp_as_sequence = &collector_sequence,
 };
 
-/* configure(messages, status_names, unknown_status): messages[0] is DatabaseWriteBatch; each entry is
- * (full name, fields), a field being (number, kind, repeated, child message index or -1). */
-static PyObject *configure(PyObject *module, PyObject *args) {
-    PyObject *messages, *status_names, *unknown;
-    if (!PyArg_ParseTuple(args, "O!O!U:configure", &PyTuple_Type, &messages, &PyTuple_Type, &status_names,
-                          &unknown))
-        return NULL;
-    Py_ssize_t count = PyTuple_GET_SIZE(messages);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(status_names); i++)
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(status_names, i))) {
-            PyErr_SetString(PyExc_TypeError, "status names must be str");
-            return NULL;
-        }
-    MessageSpec *specs = PyMem_Calloc((size_t)count, sizeof *specs);
-    if (specs == NULL)
-        return PyErr_NoMemory();
-    for (Py_ssize_t m = 0; m < count; m++) {
-        const char *name;
-        PyObject *fields;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(messages, m), "sO!", &name, &PyTuple_Type, &fields))
-            goto fail;
-        specs[m].name = PyMem_Malloc(strlen(name) + 1);
-        if (specs[m].name == NULL) {
-            PyErr_NoMemory();
-            goto fail;
-        }
-        strcpy(specs[m].name, name);
-        specs[m].count = PyTuple_GET_SIZE(fields);
-        specs[m].fields = PyMem_Calloc((size_t)specs[m].count + 1, sizeof(FieldSpec));
-        if (specs[m].fields == NULL) {
-            PyErr_NoMemory();
-            goto fail;
-        }
-        for (Py_ssize_t i = 0; i < specs[m].count; i++) {
-            FieldSpec *spec = &specs[m].fields[i];
-            unsigned int number;
-            if (!PyArg_ParseTuple(PyTuple_GET_ITEM(fields, i), "Iipi", &number, &spec->kind, &spec->repeated,
-                                  &spec->child))
-                goto fail;
-            spec->number = number;
-            if (spec->kind == KIND_MESSAGE && (spec->child < 0 || spec->child >= count)) {
-                PyErr_SetString(PyExc_ValueError, "message field refers to an unknown message");
-                goto fail;
-            }
-        }
-    }
-    if (g_messages != NULL) {
-        for (Py_ssize_t m = 0; m < g_message_count; m++) {
-            PyMem_Free(g_messages[m].fields);
-            PyMem_Free(g_messages[m].name);
-        }
-        PyMem_Free(g_messages);
-    }
-    g_messages = specs;
-    g_message_count = count;
-    Py_INCREF(status_names);
-    Py_XSETREF(g_status_names, status_names);
-    Py_INCREF(unknown);
-    Py_XSETREF(g_unknown_status, unknown);
-    Py_RETURN_NONE;
-fail:
-    for (Py_ssize_t m = 0; m < count; m++) {
-        PyMem_Free(specs[m].fields);
-        PyMem_Free(specs[m].name);
-    }
-    PyMem_Free(specs);
-    return NULL;
-}
-
-static PyMethodDef module_methods[] = {
-    {"configure", configure, METH_VARARGS, "Hand over the message schema and the status names."},
-    {NULL, NULL, 0, NULL},
-};
+static PyMethodDef module_methods[] = {{NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_row_builder", "Arrow column buffers from DatabaseWriteBatch wire bytes.", -1,

@@ -3,7 +3,9 @@
 Both stores are columnar bulk loaders. The compiled row builder
 (_row_builder.c) reads the serialized DatabaseWriteBatch payloads straight
 into column buffers, so no protobuf object is made per field; this module
-hands it the schema and wraps its buffers as Arrow arrays. Every value is
+hands it the schema and wraps its buffers as Arrow arrays. Without the
+extension (or with VCF_AGENT_NO_EXTENSIONS=1) its pure-Python twin
+(_row_builder_py.py) fills the same buffers through protobuf. Every value is
 derived from the message content (never the wall clock), so a replayed batch
 yields identical rows.
 """
@@ -12,15 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from vcf_agent.compiled import compiled_module
 from vcf_agent.schema import PayloadError
 from vcf_agent.v1 import analysis_pb2, events_pb2
+from vcf_agent.v1 import wire_numbers as wire
 
-from ._row_builder import Collector, configure
+from ._row_builder_py import Collector as PythonCollector
 
 # What the builder's take() returns: column name -> bytes (fixed-width values, offsets,
 # bitmaps) or (offsets, data) for text; "rows" -> (variants, calls, analyses).
@@ -127,7 +131,9 @@ class RowCollector:
     """
 
     def __init__(self) -> None:
-        self._native = Collector()
+        compiled = compiled_module(f"{__package__}._row_builder")
+        collector = PythonCollector if compiled is None else cast("type[PythonCollector]", compiled.Collector)
+        self._native = collector(_WIRE_SCHEMA, _STATUS_NAMES, "unspecified")
 
     def __len__(self) -> int:
         """Writes collected, duplicates included."""
@@ -161,22 +167,19 @@ _FIXED64 = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FIXED64, FieldDesc
 _FIXED32 = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32}
 
 
-# The KIND_* codes of _row_builder.c: what its wire check verifies for a field.
-_KIND_BYTES, _KIND_STRING, _KIND_MESSAGE, _KIND_VARINT, _KIND_FIXED64, _KIND_FIXED32 = range(6)
-
-
 def _field_kind(field: FieldDescriptor) -> int:
+    """The generated WIRE_CHECK code: what the builder's wire check verifies for a field."""
     if field.type == FieldDescriptor.TYPE_STRING:
-        return _KIND_STRING
+        return wire.WIRE_CHECK_STRING
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return _KIND_MESSAGE
+        return wire.WIRE_CHECK_MESSAGE
     if field.type == FieldDescriptor.TYPE_BYTES:
-        return _KIND_BYTES
+        return wire.WIRE_CHECK_BYTES
     if field.type in _FIXED64:
-        return _KIND_FIXED64
+        return wire.WIRE_CHECK_FIXED64
     if field.type in _FIXED32:
-        return _KIND_FIXED32
-    return _KIND_VARINT
+        return wire.WIRE_CHECK_FIXED32
+    return wire.WIRE_CHECK_VARINT
 
 
 def _wire_schema(root: Descriptor) -> tuple[tuple[str, tuple[tuple[int, int, bool, int], ...]], ...]:
@@ -210,7 +213,8 @@ def _status_names() -> tuple[str, ...]:
     return tuple(names)
 
 
-configure(_wire_schema(_BATCH), _status_names(), "unspecified")
+_WIRE_SCHEMA = _wire_schema(_BATCH)
+_STATUS_NAMES = _status_names()
 
 
 def _text(parts: Buffers, name: str, rows: int, kind: pa.DataType | None = None) -> pa.Array:
