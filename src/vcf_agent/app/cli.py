@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,19 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return Settings.from_env(**overrides)
 
 
+DEFAULT_METRICS_PORT = 9464
+
+
+def _port_or_off(value: str | None) -> int | None:
+    """--metrics-port: a port number (0: any free port) or `off`."""
+    if value is None or value == "off":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--metrics-port must be a port number or off, got {value!r}") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from vcf_agent.app._run_command import run_files
 
@@ -36,13 +50,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"vcf-agent run: no such file: {path}", file=sys.stderr)
             return 2
-    settings = _settings(args)
+    settings = _settings(args, metrics_port=_port_or_off(args.metrics_port))
     return asyncio.run(run_files(settings, files, as_json=args.json, tenant_id=args.tenant))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from vcf_agent.app.pipeline import service_builder
-    from vcf_agent.runner import serve
+    from vcf_agent.runner import ServiceHost, serve
 
     settings = _settings(
         args,
@@ -51,11 +65,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         websocket_port=args.websocket_port,
         insecure=args.insecure or None,
     )
+    # /metrics is on by default for a served service: the flag, else VCF_AGENT_METRICS_PORT, else 9464.
+    if args.metrics_port is not None:
+        settings = replace(settings, metrics_port=_port_or_off(args.metrics_port))
+    elif "VCF_AGENT_METRICS_PORT" not in os.environ:
+        settings = replace(settings, metrics_port=DEFAULT_METRICS_PORT)
     builder = service_builder(args.service)
 
-    def ready(address: str) -> None:
+    def ready(host: ServiceHost) -> None:
         # One parseable line so supervisors and tests know the service is up.
-        print(json.dumps({"service": args.service, "grpc": address, "bus": settings.bus_url}), flush=True)
+        metrics = host.metrics.address if host.metrics is not None else ""
+        line = {"service": args.service, "grpc": host.control.address, "bus": settings.bus_url}
+        print(json.dumps({**line, "metrics": metrics}), flush=True)
 
     asyncio.run(serve(args.service, builder, settings, ready=ready))
     return 0
@@ -124,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", help="DEBUG, INFO, WARNING... (default: VCF_AGENT_LOG_LEVEL or WARNING)"
     )
+    parser.add_argument(
+        "--log-format",
+        help="text, or json: one object per line with trace and job ids (default: VCF_AGENT_LOG_FORMAT"
+        " or text)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -145,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("files", nargs="*", help="VCF/BCF files (default: the bundled example)")
     run.add_argument("--json", action="store_true", help="print one JSON object per job")
     run.add_argument("--tenant", default="default")
+    run.add_argument(
+        "--metrics-port",
+        help="serve Prometheus /metrics on this port (default: VCF_AGENT_METRICS_PORT or off)",
+    )
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run one service in this process")
@@ -156,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="address the gRPC and WebSocket servers bind (default: VCF_AGENT_GRPC_HOST or 127.0.0.1)",
     )
     serve.add_argument("--websocket-port", type=int, default=0)
+    serve.add_argument(
+        "--metrics-port",
+        help=f"port of Prometheus /metrics on --grpc-host, 0 for any free port, or off (default:"
+        f" VCF_AGENT_METRICS_PORT or {DEFAULT_METRICS_PORT})",
+    )
     serve.add_argument(
         "--insecure",
         action="store_true",
@@ -227,13 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        level = (args.log_level or Settings.from_env().log_level).upper()
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        result = int(args.func(args))
+        from vcf_agent import tracing
+        from vcf_agent.observability import configure_logging
+
+        defaults = Settings.from_env()
+        service = getattr(args, "service", None) or "vcf-agent"
+        configure_logging(
+            args.log_level or defaults.log_level, (args.log_format or defaults.log_format).lower(), service
+        )
+        # OTEL_EXPORTER_OTLP_ENDPOINT turns tracing on; `run` traces all five services in one process.
+        tracing.configure(service if args.command == "serve" else args.command)
+        try:
+            result = int(args.func(args))
+        finally:
+            tracing.shutdown()
     except ConfigError as exc:
         print(f"vcf-agent: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return result
-
