@@ -22,6 +22,7 @@ Spans carry ids, counts and stage names only: never sample names or genotypes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,9 +32,22 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, Span, SpanKind
 
+log = logging.getLogger(__name__)
+
 # Milliseconds since the epoch at which ingest published the variants a message is about; carried
 # from stage to stage so the writer can measure ingest-to-stored latency per batch.
 HEADER_INGESTED_AT = "ingested-at-ms"
+
+# The sampling and resource settings the SDK reads itself, logged when tracing starts (exporter
+# headers are left out: they may hold credentials).
+SDK_SETTINGS = (
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_PROPAGATORS",
+    "OTEL_BSP_SCHEDULE_DELAY",
+)
 
 _enabled = False
 _provider: Any = None
@@ -74,6 +88,8 @@ def configure(service: str, *, exporter: Any = None) -> bool:
         trace.set_tracer_provider(provider)
     _provider = provider
     _enabled = True
+    settings = {name: os.environ[name] for name in SDK_SETTINGS if name in os.environ}
+    log.info("tracing on: OTLP to %s %s", endpoint or "a test exporter", settings)
     return True
 
 

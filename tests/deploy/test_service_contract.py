@@ -31,13 +31,14 @@ from vcf_agent.control import SecuritySettings
 # The modules that read the environment (config.py says it is the only place, plus the control
 # plane's security settings).
 # Tokens and TLS (SecuritySettings) are read there too.
-_READERS = (ROOT / "src" / "vcf_agent" / "config.py",)
+# config.py reads the project's settings; tracing.py names the OTEL_* ones the OpenTelemetry SDK reads.
+_READERS = (ROOT / "src" / "vcf_agent" / "config.py", ROOT / "src" / "vcf_agent" / "tracing.py")
 
 
 def variables_the_settings_read() -> set[str]:
     names: set[str] = set()
     for path in _READERS:
-        names |= set(re.findall(r"\"((?:VCF_AGENT|IGGY|KAFKA)_[A-Z_]+)\"", path.read_text()))
+        names |= set(re.findall(r"\"((?:VCF_AGENT|IGGY|KAFKA|OTEL)_[A-Z_]+)\"", path.read_text()))
     return names
 
 
