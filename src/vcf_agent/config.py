@@ -234,6 +234,10 @@ class Settings:
     writer_linger_ms: int = 500
     shutdown_grace_s: float = 5.0
     log_level: str = "WARNING"
+    # text, or json (one object per line with trace and job ids; see vcf_agent.observability).
+    log_format: Literal["text", "json"] = "text"
+    # Port of the Prometheus /metrics endpoint on grpc_host; None: not served (0: any free port).
+    metrics_port: int | None = None
     security: SecuritySettings = field(default_factory=SecuritySettings)
     # Binding a non-loopback address with authentication off needs this, said explicitly.
     insecure: bool = False
@@ -256,6 +260,10 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.grpc_port <= 65535:
             raise ConfigError(f"grpc_port must be 0..65535, got {self.grpc_port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be 0..65535, got {self.metrics_port}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be text or json, got {self.log_format!r}")
         if self.analysis_deadline_s <= 0:
             raise ConfigError("analysis_deadline_s must be positive")
         if self.ingest_validation not in ("strict", "lenient"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -55,7 +56,9 @@ class DeadLetterSink:
             messages.append(
                 OutgoingMessage(payload, (letter.job_id or letter.source_stream).encode(), headers)
             )
-            telemetry.dead_letters.labels(self._service, letter.error_code or "unknown").inc()
+            telemetry.dead_letters.labels(
+                self._service, letter.source_stream or "input", letter.error_code or "unknown"
+            ).inc()
         await self._bus.publish(self._stream, messages)
 
     async def send_record(self, record: Record, reason: str, code: str) -> None:
@@ -152,6 +155,9 @@ class StreamProcessor(AsyncComponent):
         self._committed: CommitOffsets = {}
         self.in_flight = 0
         self.failed: BaseException | None = None
+        # Present at 0 from the start, so rates and alerts see the series before the first failure.
+        for reason in ("handler", "poll"):
+            telemetry.stage_failures.labels(service, reason)
 
     @property
     def paused(self) -> bool:
@@ -250,6 +256,7 @@ class StreamProcessor(AsyncComponent):
         assert self._consumer is not None
         consumer = self._consumer
         consumed = telemetry.messages_consumed
+        latency = telemetry.processing_latency.labels(self._service).observe
         while not self._stopping:
             if not self._running.is_set():
                 if self._draining:
@@ -261,6 +268,7 @@ class StreamProcessor(AsyncComponent):
             try:
                 records = await consumer.poll(self._max_records, self._poll_timeout_s)
             except Exception:
+                telemetry.stage_failures.labels(self._service, "poll").inc()
                 log.exception("%s: poll on %s failed; retrying", self._service, self.streams)
                 await asyncio.sleep(0.5)
                 continue
@@ -269,8 +277,11 @@ class StreamProcessor(AsyncComponent):
             self.in_flight = len(records)
             if not await self._handle(consumer, records):
                 return
+            now_ms = time.time_ns() // 1_000_000
             for record in records:
-                consumed.labels(record.stream, self.group).inc()
+                consumed.labels(self._service, record.stream, self.group).inc()
+                # Publication to handled: the stage's latency (queueing included).
+                latency(max(0, now_ms - record.timestamp_ms) / 1000)
             self.in_flight = 0
 
     async def _handle(self, consumer: Consumer, records: list[Record]) -> bool:
@@ -284,6 +295,7 @@ class StreamProcessor(AsyncComponent):
             to_commit = await self._handler(records)
         except Exception as exc:
             # Not committing means the group redelivers these records after restart.
+            telemetry.stage_failures.labels(self._service, "handler").inc()
             log.exception("%s: handler failed on %d records; stopping consumer", self._service, len(records))
             self.failed = exc
             self.in_flight = 0

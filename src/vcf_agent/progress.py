@@ -33,8 +33,10 @@ def progress_notification(
     dead_lettered: int = 0,
     providers: Sequence[str] = (),
     provider_counts: Mapping[str, events_pb2.ProviderCounts] | None = None,
+    trace_headers: Mapping[str, str] | None = None,
 ) -> OutgoingMessage:
-    """A Notification ready to publish; `timestamp` defaults to now."""
+    """A Notification ready to publish; `timestamp` defaults to now; `trace_headers` continue the
+    job's trace (vcf_agent.tracing)."""
     if timestamp is None:
         timestamp = Timestamp()
         timestamp.GetCurrentTime()
@@ -55,5 +57,5 @@ def progress_notification(
         providers=providers,
         provider_counts=provider_counts,
     )
-    payload, headers = encode(note, tenant_id=tenant_id)
+    payload, headers = encode(note, tenant_id=tenant_id, trace_headers=trace_headers)
     return OutgoingMessage(payload, job_id.encode(), headers)

@@ -26,6 +26,7 @@ from vcf_agent.control import (
     instance_group,
 )
 from vcf_agent.lifecycle import AsyncComponent, ComponentStack
+from vcf_agent.observability import BusSampler, MetricsEndpoint
 from vcf_agent.processing import StreamProcessor
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class ServiceParts:
     apis: list[ServiceApi] = field(default_factory=list)
     # What ControlService.CompareModes answers from: only ingest knows jobs.
     job_runs: JobRunSource | None = None
+    # Gauges the service samples for /metrics (started only when metrics are served).
+    samplers: list[AsyncComponent] = field(default_factory=list)
 
     def processors(self) -> list[StreamProcessor]:
         return [c for c in self.components if isinstance(c, StreamProcessor)]
@@ -110,11 +113,19 @@ class ServiceHost(AsyncComponent):
             security=self._security,
             grace_s=settings.shutdown_grace_s,
         )
+        # /metrics, and the lag and bus health it shows, when a metrics port is configured.
+        self.metrics: MetricsEndpoint | None = None
+        observed: list[AsyncComponent] = []
+        if settings.metrics_port is not None:
+            self.metrics = MetricsEndpoint(settings.grpc_host, settings.metrics_port)
+            observed = [BusSampler(bus, parts.processors), *parts.samplers, self.metrics]
+        self._observed = ComponentStack(f"{parts.name} metrics", observed)
 
     async def start(self) -> None:
         await self._running.start()
         async with self._running.starting():
             await self.control.start()
+            await self._observed.start()
         if not self._security.auth_enabled:
             # WARNING, the default level: whoever starts a service sees that anyone local may call it.
             host = self.settings.grpc_host
@@ -131,10 +142,15 @@ class ServiceHost(AsyncComponent):
         await self.control.begin_shutdown()
         await self._running.stop()
         await self.control.stop()
+        await self._observed.stop()
 
 
 async def serve(
-    name: str, builder: ServiceBuilder, settings: Settings, *, ready: Callable[[str], None] | None = None
+    name: str,
+    builder: ServiceBuilder,
+    settings: Settings,
+    *,
+    ready: Callable[[ServiceHost], None] | None = None,
 ) -> None:
     """Run one service until SIGTERM/SIGINT, then shut down in order within the grace period."""
     stop = asyncio.Event()
@@ -149,6 +165,6 @@ async def serve(
         parts = builder(settings, bus, flags=flags)
         host = await running.enter(ServiceHost(parts, bus, settings, flags=flags))
         if ready is not None:
-            ready(host.control.address)
+            ready(host)
         await stop.wait()
         log.info("%s: shutting down", name)

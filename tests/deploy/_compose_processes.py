@@ -61,6 +61,9 @@ def local_environment(service: dict[str, Any], where: Endpoints) -> dict[str, st
     env = dict(service["environment"])
     assert env["VCF_AGENT_DATA_DIR"] == "/data"
     env["VCF_AGENT_DATA_DIR"] = str(where.data_dir)
+    # Every container has 9464 to itself; processes on one host take any free port each.
+    assert env["VCF_AGENT_METRICS_PORT"] == "9464"
+    env["VCF_AGENT_METRICS_PORT"] = "0"
     if "VCF_AGENT_BUS" in env:
         assert env["VCF_AGENT_BUS"] == "embedded:///data/bus"
         env["VCF_AGENT_BUS"] = f"embedded://{where.data_dir / 'bus'}"

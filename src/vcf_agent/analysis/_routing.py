@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vcf_agent import telemetry
+from vcf_agent import telemetry, tracing
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
 from vcf_agent.control import FieldError, FlagNotFoundError, FlagStore
@@ -29,7 +29,6 @@ from vcf_agent.schema import (
     ENCODING_IDENTITY,
     HEADER_CONTENT_ENCODING,
     HEADER_MESSAGE_TYPE,
-    HEADER_TRACEPARENT,
     encode_serialized,
     length_delimited,
     message_type,
@@ -116,7 +115,9 @@ class VariantRouter:
             group_key = f"{record.stream}/{record.partition}/{record.offset}"
             deadline = provider_deadline(self._settings.analysis_deadline_s)
             tenant = batch.variants[0].tenant_id if batch.variants else ""
-            trace = _child_trace(record.headers)
+            trace = tracing.stage_headers(
+                "router.route", "router", record.headers, variants=len(batch.variants), stream=record.stream
+            )
             # The variant batch goes into every provider's request as it arrived: spliced in
             # serialized, not copied into a request message and serialized again.
             variant_batch = length_delimited(_TAG_REQUEST_VARIANT_BATCH, serialized_batch)
@@ -128,14 +129,14 @@ class VariantRouter:
                     shared.SerializeToString() + variant_batch,
                     _REQUEST_BATCH_TYPE,
                     tenant_id=tenant,
-                    traceparent=trace,
+                    trace_headers=trace,
                     compression_threshold=self._settings.compression_threshold,
                 )
                 headers[HEADER_PROVIDER] = provider
                 headers[HEADER_GROUP_KEY] = group_key
                 key = f"{provider}/{record.partition}".encode()
                 requests_out.append(OutgoingMessage(payload, key, headers))
-            telemetry.variants_processed.labels("router").inc(len(batch.variants))
+            telemetry.variants_processed.labels("router", "routed").inc(len(batch.variants))
         if requests_out:
             await self._bus.publish(topology.analysis_requests, requests_out)
         if markers_out:
@@ -177,6 +178,7 @@ class ProviderWorker:
         variants = [request.variant for request in batch.requests[:1]] or batch.variant_batch.variants[:1]
         if not variants:
             return None, []
+        started_ns = time.time_ns()
         results = await self._spliced_answers(batch, serialized)
         failures: list[Failure] = []
         if results is None:
@@ -186,7 +188,9 @@ class ProviderWorker:
             results,
             _RESULT_BATCH_TYPE,
             tenant_id=variants[0].tenant_id,
-            traceparent=_child_trace(record.headers),
+            trace_headers=tracing.stage_headers(
+                "router.analyse", "router", record.headers, start_ns=started_ns, provider=self._provider.name
+            ),
             compression_threshold=self._settings.compression_threshold,
         )
         headers[HEADER_PROVIDER] = self._provider.name
@@ -313,7 +317,3 @@ def provider_deadline(aggregator_deadline_s: float) -> Timestamp:
     deadline.FromNanoseconds(time.time_ns() + int(aggregator_deadline_s * _PROVIDER_SHARE * 1e9))
     return deadline
 
-
-def _child_trace(source: Mapping[str, str]) -> str:
-    """A span of the incoming message's trace (a new trace when it carried none)."""
-    return telemetry.child_traceparent(source.get(HEADER_TRACEPARENT, ""))

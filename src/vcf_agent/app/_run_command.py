@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
+from vcf_agent.observability import MetricsEndpoint
 from vcf_agent.schema import ended_badly, exit_code, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
@@ -23,7 +25,10 @@ async def run_files(settings: Settings, files: list[Path], *, as_json: bool, ten
     """Analyse each file in turn; exits with the worst job's code (see schema.exit_code)."""
     console = Console(stderr=True)
     ended: list[int] = []
-    async with LocalPipeline(settings) as pipeline:
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.metrics_port is not None:
+            await stack.enter_async_context(MetricsEndpoint(settings.grpc_host, settings.metrics_port))
+        pipeline = await stack.enter_async_context(LocalPipeline(settings))
         for path in files:
             started = time.perf_counter()
             job_id = await pipeline.submit(path, tenant_id=tenant_id)

@@ -207,6 +207,18 @@ class SettingsTree(BaseSettings):
     log_level: LogLevel = Field(
         "WARNING", description="logging threshold", json_schema_extra={"flag": "--log-level"}
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text, or json: one object per line with trace and job ids",
+        json_schema_extra={"flag": "--log-format"},
+    )
+    # A port, or off; unset: off for `vcf-agent run`, 9464 for `vcf-agent serve`.
+    metrics_port: str | None = Field(
+        None,
+        description="port of Prometheus /metrics on grpc_host (0: any free port), or off (unset: off for"
+        " run, 9464 for serve)",
+        json_schema_extra={"flag": "--metrics-port"},
+    )
     shutdown_grace_s: NonNegativeFloat = Field(
         _settings_default("shutdown_grace_s"), description="how long in-flight calls may finish at shutdown"
     )
@@ -375,7 +387,15 @@ class SettingsTree(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("ingest_validation", "provider_strategy", mode="before")
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _port_or_off(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        if text != "off" and not (text.isdigit() and 0 <= int(text) <= 65535):
+            raise ValueError("must be a port number 0..65535 or off")
+        return text
+
+    @field_validator("ingest_validation", "provider_strategy", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower().replace("-", "_") if isinstance(value, str) else value
@@ -558,6 +578,8 @@ def load_settings(
         writer_linger_ms=tree.writer_linger_ms,
         shutdown_grace_s=tree.shutdown_grace_s,
         log_level=tree.log_level,
+        log_format=tree.log_format,
+        metrics_port=None if tree.metrics_port in (None, "off") else int(tree.metrics_port),
         security=_security(tree),
         insecure=tree.insecure,
         ingest_allowed_dirs=allowed_dirs(tree.ingest_allowed_dirs),

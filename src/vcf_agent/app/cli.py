@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ EXAMPLE_VCF = Path(__file__).parent.parent / "examples" / "gatk-multisample.vcf"
 # Command-line flags that set a setting: argparse dest -> the setting's name in the tree.
 SETTING_FLAGS = {
     "log_level": "log_level",
+    "log_format": "log_format",
+    "metrics_port": "metrics_port",
     "bus": "bus",
     "data_dir": "data_dir",
     "providers": "providers",
@@ -33,6 +35,10 @@ SETTING_FLAGS = {
     "tls_ca": "tls_ca",
     "tls": "tls",
 }
+
+
+# /metrics of a served service when neither the flag, the file nor the environment says otherwise.
+DEFAULT_METRICS_PORT = 9464
 
 
 def load(args: argparse.Namespace, environ: Mapping[str, str]) -> LoadedSettings:
@@ -60,14 +66,19 @@ def _cmd_run(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 def _cmd_serve(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent.app.pipeline import service_builder
-    from vcf_agent.runner import serve
+    from vcf_agent.runner import ServiceHost, serve
 
     settings = loaded.service
+    # /metrics is on by default for a served service (`run` leaves it off unless asked).
+    if loaded.tree.metrics_port is None:
+        settings = replace(settings, metrics_port=DEFAULT_METRICS_PORT)
     builder = service_builder(args.service)
 
-    def ready(address: str) -> None:
+    def ready(host: ServiceHost) -> None:
         # One parseable line so supervisors and tests know the service is up.
-        print(json.dumps({"service": args.service, "grpc": address, "bus": settings.bus_url}), flush=True)
+        metrics = host.metrics.address if host.metrics is not None else ""
+        line = {"service": args.service, "grpc": host.control.address, "bus": settings.bus_url}
+        print(json.dumps({**line, "metrics": metrics}), flush=True)
 
     asyncio.run(serve(args.service, builder, settings, ready=ready))
     return 0
@@ -147,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", help="TOML settings file (default: VCF_AGENT_CONFIG); see README's settings"
     )
+    parser.add_argument(
+        "--log-format",
+        help="text, or json: one object per line with trace and job ids (default: VCF_AGENT_LOG_FORMAT"
+        " or text)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def config_file(p: argparse.ArgumentParser) -> None:
@@ -174,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("files", nargs="*", help="VCF/BCF files (default: the bundled example)")
     run.add_argument("--json", action="store_true", help="print one JSON object per job")
     run.add_argument("--tenant", default="default")
+    run.add_argument(
+        "--metrics-port",
+        help="serve Prometheus /metrics on this port, 0 for any free port (default: VCF_AGENT_METRICS_PORT"
+        " or off)",
+    )
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run one service in this process")
@@ -186,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--websocket-port", type=int, help="default: VCF_AGENT_WEBSOCKET_PORT or any free port"
+    )
+    serve.add_argument(
+        "--metrics-port",
+        help=f"port of Prometheus /metrics on --grpc-host, 0 for any free port, or off (default:"
+        f" VCF_AGENT_METRICS_PORT or {DEFAULT_METRICS_PORT})",
     )
     serve.add_argument(
         "--insecure",
@@ -267,9 +293,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # The one place the environment is read; everything below is given what it needs.
         loaded = load(args, os.environ)
-        level = loaded.tree.log_level
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        result = int(args.func(args, loaded))
+        from vcf_agent import tracing
+        from vcf_agent.observability import configure_logging
+
+        service = getattr(args, "service", None) or "vcf-agent"
+        configure_logging(loaded.tree.log_level, loaded.tree.log_format, service)
+        # OTEL_EXPORTER_OTLP_ENDPOINT turns tracing on; `run` traces all five services in one process.
+        tracing.configure(service if args.command == "serve" else args.command)
+        try:
+            result = int(args.func(args, loaded))
+        finally:
+            tracing.shutdown()
     except ConfigError as exc:
         # One line per bad value, each naming the setting and what is allowed; never a traceback.
         for line in str(exc).splitlines():

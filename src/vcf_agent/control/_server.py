@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 import vcf_agent
+from vcf_agent import tracing
 from vcf_agent.bus import Bus
 from vcf_agent.config import SecuritySettings, Topology
 from vcf_agent.control._auth import TokenAuthInterceptor, current_principal
@@ -399,6 +400,8 @@ class ControlPlaneServer:
         )
         # After authentication, so an unauthenticated caller learns nothing about the bounds.
         interceptors.append(RequestLimitInterceptor())
+        # Outermost: every call (health probes excluded) is a span, refused ones too.
+        interceptors[:0] = tracing.grpc_server_interceptors()
         self._server = grpc.aio.server(
             interceptors=interceptors,
             options=[

@@ -24,6 +24,8 @@ class ServiceProcess:
     grpc: str
     log_path: Path
     websocket_port: int = 0
+    # host:port of its Prometheus /metrics endpoint ("" when not served).
+    metrics: str = ""
 
     def log(self) -> str:
         """The tail of the service's log, for failure messages."""
@@ -41,6 +43,8 @@ def start_service(
 ) -> ServiceProcess:
     """`vcf-agent serve NAME` in a child process; returns once it reports its gRPC address.
 
+    Its /metrics is on a free port (`metrics`); `--metrics-port off` in extra_args turns it off.
+
     `env` adds variables (tokens, TLS files, allowed directories) to this process's environment.
     """
     log_path = data_dir / f"{name}.log"
@@ -49,7 +53,7 @@ def start_service(
     command = [
         sys.executable, "-m", "vcf_agent", "--log-level", "INFO", "serve", name,
         "--bus", bus_url, "--data-dir", str(data_dir / name), "--grpc-port", "0",
-        "--websocket-port", str(websocket_port), *extra_args,
+        "--websocket-port", str(websocket_port), "--metrics-port", "0", *extra_args,
     ]  # fmt: skip
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -69,7 +73,7 @@ def start_service(
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode}: {log_path.read_text()[-3000:]}")
     ready = json.loads(line)
-    return ServiceProcess(name, process, ready["grpc"], log_path, websocket_port)
+    return ServiceProcess(name, process, ready["grpc"], log_path, websocket_port, ready.get("metrics", ""))
 
 
 def stop_service(service: ServiceProcess, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:

@@ -9,7 +9,7 @@ from typing import TypeVar
 import zstandard
 from google.protobuf.message import DecodeError, Message
 
-from vcf_agent.telemetry import new_traceparent
+from vcf_agent import tracing
 
 SCHEMA_VERSION = "1"
 
@@ -17,7 +17,6 @@ HEADER_SCHEMA_VERSION = "schema-version"
 HEADER_CONTENT_ENCODING = "content-encoding"
 HEADER_MESSAGE_TYPE = "message-type"
 HEADER_TENANT = "tenant-id"
-HEADER_TRACEPARENT = "traceparent"
 
 ENCODING_IDENTITY = "identity"
 ENCODING_ZSTD = "zstd"
@@ -48,15 +47,21 @@ def encode_serialized(
     type_name: str,
     *,
     tenant_id: str = "",
-    traceparent: str = "",
+    trace_headers: Mapping[str, str] | None = None,
     compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD,
 ) -> tuple[bytes, dict[str, str]]:
-    """Like encode(), for a message the caller already serialized (the ingest hot path)."""
+    """Like encode(), for a message the caller already serialized (the ingest hot path).
+
+    `trace_headers` (vcf_agent.tracing) carry the trace context and ingest time to the next stage.
+    """
     headers = {HEADER_SCHEMA_VERSION: SCHEMA_VERSION, HEADER_MESSAGE_TYPE: type_name}
     if tenant_id:
         headers[HEADER_TENANT] = tenant_id
-    # Every message carries W3C trace context; one published outside a trace starts its own.
-    headers[HEADER_TRACEPARENT] = traceparent or new_traceparent()
+    if trace_headers:
+        headers.update(trace_headers)
+    elif tracing.enabled():
+        # Published inside a stage's span (ingest's job span, a stage's batch span): its context.
+        headers.update(tracing.current_headers())
     if len(raw) >= compression_threshold:
         headers[HEADER_CONTENT_ENCODING] = ENCODING_ZSTD
         return _zstd.compressor.compress(raw), headers
@@ -68,7 +73,7 @@ def encode(
     message: Message,
     *,
     tenant_id: str = "",
-    traceparent: str = "",
+    trace_headers: Mapping[str, str] | None = None,
     compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD,
 ) -> tuple[bytes, dict[str, str]]:
     """Serialize, compressing with zstd above the threshold; returns (payload, headers)."""
@@ -76,7 +81,7 @@ def encode(
         message.SerializeToString(),
         message.DESCRIPTOR.full_name,
         tenant_id=tenant_id,
-        traceparent=traceparent,
+        trace_headers=trace_headers,
         compression_threshold=compression_threshold,
     )
 

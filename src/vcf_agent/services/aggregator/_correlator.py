@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vcf_agent import telemetry
+from vcf_agent import telemetry, tracing
 from vcf_agent.analysis import build_write
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
@@ -40,6 +40,7 @@ from vcf_agent.v1 import wire_numbers as wire
 
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
 _PROGRESS_INTERVAL_S = 0.25
+_JOB_TRACES_KEPT = 1024
 
 # Ranked most to least severe; the merged verdict takes the most severe confident call.
 _STATUS_OK = analysis_pb2.AnalysisResult.STATUS_OK
@@ -150,12 +151,16 @@ class Correlator:
         # Jobs with progress not yet reported: a tick visits these, not every job ever seen.
         self._dirty: set[str] = set()
         self._last_progress = 0.0
+        # job -> headers of its latest message (trace context, ingest time): a job is one trace,
+        # so what the aggregator publishes for a job continues from there. Bounded: oldest first out.
+        self._job_traces: dict[str, Mapping[str, str]] = {}
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
+        started_ns = time.time_ns()
         writes: list[_Completed] = []
         markers: list[variant_pb2.JobMarker] = []
         for record in records:
@@ -166,6 +171,9 @@ class Correlator:
                 if marker is not None:
                     markers.append(marker)
                     self._on_marker(marker)
+                    # A job's markers carry its root context: the parent until its results arrive.
+                    if marker.job_id not in self._job_traces:
+                        self._remember_trace(marker.job_id, record.headers)
                 continue
             decoded = await decode_serialized_or_dead_letter(
                 record, analysis_pb2.AnalysisResultBatch, self._sink
@@ -173,11 +181,20 @@ class Correlator:
             if decoded is None:
                 continue
             batch, serialized = decoded
+            if batch.results:
+                self._remember_trace(batch.results[0].job_id, record.headers)
             self._add_batch(batch.results, serialized, position, record.offset, writes)
         writes.extend(self._expire(time.monotonic()))
-        await self._publish(writes, markers)
+        await self._publish(writes, markers, started_ns)
         await self._progress()
         return self._watermarks()
+
+    def _remember_trace(self, job_id: str, headers: Mapping[str, str]) -> None:
+        traces = self._job_traces
+        traces.pop(job_id, None)
+        traces[job_id] = headers
+        if len(traces) > _JOB_TRACES_KEPT:
+            del traces[next(iter(traces))]
 
     def _on_marker(self, marker: variant_pb2.JobMarker) -> None:
         job = self._jobs.get(marker.job_id)
@@ -268,7 +285,9 @@ class Correlator:
                     floors[position] = offset
         return {position: floors.get(position, seen + 1) for position, seen in self._seen.items()}
 
-    async def _publish(self, writes: list[_Completed], markers: list[variant_pb2.JobMarker]) -> None:
+    async def _publish(
+        self, writes: list[_Completed], markers: list[variant_pb2.JobMarker], started_ns: int
+    ) -> None:
         """One DatabaseWriteBatch per job, concatenated from serialized writes (no message copies)."""
         if not writes and not markers:
             return
@@ -286,15 +305,26 @@ class Correlator:
             )
         messages = []
         for job_id, (tenant, fields) in by_job.items():
+            parent = self._job_traces.get(job_id)
+            trace = (
+                tracing.stage_headers("aggregator.aggregate", "aggregator", parent, start_ns=started_ns)
+                if parent is not None
+                else None
+            )
             payload, headers = encode_serialized(
                 b"".join(fields),
                 _BATCH_TYPE,
                 tenant_id=tenant,
+                trace_headers=trace,
                 compression_threshold=self._settings.compression_threshold,
             )
             messages.append(OutgoingMessage(payload, job_id.encode(), headers))
         await self._bus.publish(self._settings.topology.database_writes, messages)
-        telemetry.variants_processed.labels("aggregator").inc(len(writes))
+        telemetry.variants_processed.labels("aggregator", "aggregated").inc(len(writes))
+
+    def _progress_trace(self, job_id: str) -> dict[str, str] | None:
+        parent = self._job_traces.get(job_id)
+        return tracing.stage_headers("aggregator.progress", "aggregator", parent) if parent else None
 
     async def _progress(self) -> None:
         now = time.monotonic()
@@ -316,6 +346,7 @@ class Correlator:
                     done=job.analysed,
                     timestamp=stamp,
                     classifications=job.classifications,
+                    trace_headers=self._progress_trace(job_id),
                 )
             )
         if messages:

@@ -16,6 +16,7 @@ from vcf_agent.bus import Bus, Record
 from vcf_agent.config import Settings
 from vcf_agent.control import FlagStore, ServiceApi
 from vcf_agent.lifecycle import AsyncComponent
+from vcf_agent.observability import SAMPLE_INTERVAL_S, PeriodicSampler
 from vcf_agent.processing import CommitOffsets, StreamProcessor
 from vcf_agent.runner import ServiceParts, service_flags
 from vcf_agent.schema import PayloadError, decode
@@ -24,7 +25,7 @@ from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 from ._api import IngestApi
 from ._batch_path import BatchPath
 from ._job_mode import ENABLE_STREAMING, FALLBACK_TO_BATCH, STREAMING_ROLLOUT, ModeChoice, choose_mode
-from ._jobs import JobRecord, JobRegistry, job_id_for
+from ._jobs import JobRecord, JobRegistry, job_id_for, sample_jobs
 from ._publisher import VALIDATION_MODES, ValidationMode, VariantPublisher, file_digest
 from ._submitted_paths import NOT_ALLOWED, SubmittedPathPolicy
 from ._uploads import UploadArea
@@ -128,6 +129,7 @@ def build(
         ],
         # What ControlService.CompareModes answers from.
         job_runs=registry,
+        samplers=[PeriodicSampler("jobs", lambda: sample_jobs(registry), SAMPLE_INTERVAL_S)],
         publisher=publisher,
         registry=registry,
         flags=flags,

@@ -105,7 +105,7 @@ class BatchPath(AsyncComponent):
                 slots.release()
             outcome.analysed += len(writes.writes)
             outcome.classifications.update(w.classification for w in writes.writes)
-            telemetry.variants_processed.labels("aggregator").inc(len(writes.writes))
+            telemetry.variants_processed.labels("ingest", "aggregated").inc(len(writes.writes))
             if time.monotonic() - last_note >= _PROGRESS_INTERVAL_S:
                 last_note = time.monotonic()
                 await on_progress(outcome.analysed, outcome.classifications)
@@ -133,7 +133,7 @@ class BatchPath(AsyncComponent):
                 for name in names
             )
         )
-        telemetry.variants_processed.labels("router").inc(len(batch.variants))
+        telemetry.variants_processed.labels("ingest", "routed").inc(len(batch.variants))
         requested = frozenset(names)
         out = events_pb2.DatabaseWriteBatch()
         for index, variant in enumerate(batch.variants):

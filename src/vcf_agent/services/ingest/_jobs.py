@@ -12,6 +12,7 @@ failed). Those marks are written only by `mark` and `apply`, never by
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -23,8 +24,9 @@ from typing import Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from vcf_agent import telemetry
 from vcf_agent.control import JobRun
-from vcf_agent.schema import TERMINAL_STATES
+from vcf_agent.schema import TERMINAL_STATES, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
 JobState = events_pb2.JobState
@@ -194,6 +196,17 @@ class JobRegistry:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _from_row(row) if row else None
+
+    def state_counts(self) -> tuple[dict[int, int], float]:
+        """Jobs per state, and the oldest last-update time of an unfinished job (0.0: none)."""
+        terminal = tuple(int(state) for state in TERMINAL_STATES)
+        marks = ",".join("?" * len(terminal))
+        with self._lock:
+            counts = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+            (oldest,) = self._db.execute(
+                f"SELECT MIN(updated_at) FROM jobs WHERE state NOT IN ({marks})", terminal
+            ).fetchone()
+        return counts, float(oldest or 0.0)
 
     def page(self, tenant_id: str = "", limit: int = 100, offset: int = 0) -> list[JobRecord]:
         query = f"SELECT {_COLUMNS} FROM jobs"
@@ -372,3 +385,12 @@ def _from_row(row: tuple[object, ...]) -> JobRecord:
         reference_blocks=int(values[22]),  # type: ignore[call-overload]
         placeholder_alleles=int(values[23]),  # type: ignore[call-overload]
     )
+
+
+async def sample_jobs(registry: JobRegistry) -> None:
+    """vcf_jobs by state, and how long the stalest unfinished job has gone without progress."""
+    counts, oldest_update = await asyncio.to_thread(registry.state_counts)
+    for state in events_pb2.JobState.values():
+        if state != events_pb2.JOB_STATE_UNSPECIFIED:
+            telemetry.jobs_by_state.labels(state_name(state)).set(counts.get(state, 0))
+    telemetry.job_oldest_progress_age.set(max(0.0, time.time() - oldest_update) if oldest_update else 0.0)

@@ -32,10 +32,11 @@ from typing import Literal, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vcf_agent import telemetry
+from vcf_agent import telemetry, tracing
 from vcf_agent.bus import Bus, BusError, OutgoingMessage
 from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
+from vcf_agent.observability import current_job_id
 from vcf_agent.processing import DeadLetterSink
 from vcf_agent.progress import progress_notification
 from vcf_agent.schema import encode, encode_serialized
@@ -174,6 +175,7 @@ class VariantPublisher(AsyncComponent):
         )
         if self.running(job.job_id):
             return job
+        telemetry.jobs_submitted.labels(telemetry.tenant_label(tenant_id)).inc()
         self._paths[job.job_id] = path
         task = asyncio.create_task(self._run(job, path, region, mode, priority), name=f"ingest:{job.job_id}")
         self._tasks[job.job_id] = task
@@ -201,6 +203,15 @@ class VariantPublisher(AsyncComponent):
         return job
 
     async def _run(
+        self, job: JobRecord, path: Path, region: str | None, mode: ValidationMode, priority: int
+    ) -> None:
+        # The root of the job's trace (under the SubmitVcf call's span when the client traces):
+        # every message the job sends, at every stage, descends from it.
+        current_job_id.set(job.job_id)  # this task's log lines name the job
+        with tracing.current_span("ingest.job", "ingest", job_id=job.job_id, tenant_id=job.tenant_id):
+            await self._run_job(job, path, region, mode, priority)
+
+    async def _run_job(
         self, job: JobRecord, path: Path, region: str | None, mode: ValidationMode, priority: int
     ) -> None:
         progress = _Progress(priority=priority)
@@ -341,14 +352,22 @@ class VariantPublisher(AsyncComponent):
         # providers ride on every batch without re-encoding the variants.
         providers = self._batch_fields(job, progress.priority, reader)
         tenant_id = job.tenant_id
+        job_trace = tracing.current_headers()
 
         def prepare(batch: EncodedBatch) -> _Encoded:
             key = f"{batch.chromosome}:{batch.position // _KEY_BIN}".encode()
+            trace_headers = tracing.ingested_now()
+            if job_trace:
+                trace_headers.update(
+                    tracing.stage_headers(
+                        "ingest.publish_batch", "ingest", job_trace, variants=batch.variant_count
+                    )
+                )
             payload, headers = encode_serialized(
                 batch.payload + providers,
                 _BATCH_TYPE,
                 tenant_id=tenant_id,
-                traceparent=telemetry.new_traceparent(),
+                trace_headers=trace_headers,
                 compression_threshold=threshold,
             )
             return _Encoded(key, payload, headers, batch.variant_count)
@@ -359,7 +378,7 @@ class VariantPublisher(AsyncComponent):
             async for item in items:
                 await self._bus.publish(self._stream, [OutgoingMessage(item.payload, item.key, item.headers)])
                 published += item.variants
-                telemetry.variants_processed.labels("ingest").inc(item.variants)
+                telemetry.variants_processed.labels("ingest", "published").inc(item.variants)
                 if time.monotonic() - last_note >= _PROGRESS_INTERVAL_S:
                     last_note = time.monotonic()
                     await self._flush_dead_letters(progress)
@@ -383,7 +402,7 @@ class VariantPublisher(AsyncComponent):
             async with contextlib.aclosing(self._read(reader, progress, prepare)) as items:
                 async for item in items:
                     read += len(item.variants)
-                    telemetry.variants_processed.labels("ingest").inc(len(item.variants))
+                    telemetry.variants_processed.labels("ingest", "read").inc(len(item.variants))
                     yield item
             self._registry.mark(job, "ingested_at")
 

@@ -787,7 +787,10 @@ class VcfReader:
         return b"".join(parts)
 
     def _sample_name(self, sample_field: bytes) -> str:
-        return self.counters.samples[self._sample_fields.index(sample_field)]
+        """The sample as errors name it: by position, never by name, since error messages become
+        dead-letter reasons and log lines, and sample names identify people."""
+        index = self._sample_fields.index(sample_field)
+        return f"{index + 1} (column {index + 10})"
 
     def _pad(self, values: list[str], width: int, sample_field: bytes) -> list[str]:
         if len(values) > width:

@@ -365,14 +365,14 @@ class RecordRules:
                 continue
             if not (allele.isascii() and allele.isdigit()):
                 raise RecordError(
-                    "GT_INVALID", "FORMAT", f"sample {sample}: genotype {text!r} is not like 0/1 or 0|1"
+                    "GT_INVALID", "FORMAT", f"sample {sample}: the genotype is not like 0/1 or 0|1"
                 )
             index = int(allele)
             if index > alt_count:
                 raise RecordError(
                     "GT_ALLELE_RANGE",
                     "FORMAT",
-                    f"sample {sample}: genotype {text} uses allele {index}"
+                    f"sample {sample}: the genotype uses allele {index}"
                     f" but the record has {alt_count} ALT(s)",
                 )
             indexes.append(index)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from google.protobuf.json_format import MessageToDict
 
+from vcf_agent import telemetry, tracing
 from vcf_agent.bus import Record
 from vcf_agent.processing import CommitOffsets
 from vcf_agent.schema import TERMINAL_STATES, PayloadError, decode, state_name
@@ -34,9 +36,11 @@ def notification_json(note: events_pb2.Notification) -> dict[str, object]:
 
 
 class _Subscription:
-    def __init__(self, job_id: str, tenant_id: str) -> None:
+    def __init__(self, job_id: str, tenant_id: str, kind: str) -> None:
         self.job_id = job_id
         self.tenant_id = tenant_id
+        # websocket or watch: the label of the connection and delivery series.
+        self.kind = kind
         self.queue: asyncio.Queue[events_pb2.Notification | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
 
     def wants(self, note: events_pb2.Notification) -> bool:
@@ -61,14 +65,28 @@ class ProgressHub:
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
         for record in records:
+            started_ns = time.time_ns()
             try:
                 note = decode(record.value, record.headers, events_pb2.Notification)
             except PayloadError:
                 continue
-            self.publish(note)
+            delivered = self.publish(note)
+            if tracing.enabled():
+                tracing.stage_headers(
+                    "notifier.deliver",
+                    "notifier",
+                    record.headers,
+                    start_ns=started_ns,
+                    job_id=note.job_id,
+                    stage=events_pb2.Stage.Name(note.stage),
+                    state=state_name(note.state),
+                    subscribers=delivered,
+                )
         return None
 
-    def publish(self, note: events_pb2.Notification) -> None:
+    def publish(self, note: events_pb2.Notification) -> int:
+        """Hands the event to every subscriber that wants it; returns how many did."""
+        delivered = 0
         self._latest.setdefault(note.job_id, {})[note.stage] = note
         if note.job_id not in self._tenants:
             self._tenants[note.job_id] = note.tenant_id
@@ -78,10 +96,13 @@ class ProgressHub:
             if subscription.wants(note):
                 try:
                     subscription.queue.put_nowait(note)
+                    delivered += 1
+                    telemetry.notifications_delivered.labels(subscription.kind).inc()
                 except asyncio.QueueFull:
                     self._subscriptions.discard(subscription)
                     with contextlib.suppress(asyncio.QueueFull):
                         subscription.queue.put_nowait(None)
+        return delivered
 
     async def job_visible(self, job_id: str, tenant_id: str, wait_s: float) -> bool:
         """Whether the job is tenant_id's, waiting up to wait_s for a job not seen yet (just submitted).
@@ -109,10 +130,13 @@ class ProgressHub:
         *,
         include_latest: bool = True,
         until_terminal: bool = False,
+        kind: str = "watch",
     ) -> AsyncIterator[events_pb2.Notification]:
         """Events for one job (or one tenant's jobs, or both), live; ends when the subscriber is dropped."""
-        subscription = _Subscription(job_id, tenant_id)
+        subscription = _Subscription(job_id, tenant_id, kind)
         self._subscriptions.add(subscription)
+        connections = telemetry.notifier_connections.labels(kind)
+        connections.inc()
         try:
             if include_latest and job_id:
                 for note in filter(subscription.wants, self.latest(job_id)):
@@ -124,6 +148,7 @@ class ProgressHub:
                 if until_terminal and job_id and live.state in TERMINAL_STATES:
                     return
         finally:
+            connections.dec()
             self._subscriptions.discard(subscription)
 
     async def close(self) -> None:

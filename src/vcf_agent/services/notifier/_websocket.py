@@ -100,7 +100,7 @@ class WebSocketGateway(AsyncComponent):
             await connection.close(code=refusal.code, reason=refusal.reason)
             return
         try:
-            async for note in self._hub.subscribe(job_id, tenant_id, include_latest=True):
+            async for note in self._hub.subscribe(job_id, tenant_id, include_latest=True, kind="websocket"):
                 await connection.send(json.dumps(notification_json(note)))
         except ConnectionClosed:
             return

@@ -13,15 +13,16 @@ import json
 import sqlite3
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vcf_agent import telemetry
+from vcf_agent import telemetry, tracing
 from vcf_agent.bus import Bus, Record
 from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
@@ -34,6 +35,8 @@ from ._graph_store import GraphStore
 from ._job_outcome import job_outcome
 from ._lance_store import LanceStore
 from ._rows import RowCollector, WriteRows
+
+T = TypeVar("T")
 
 # Flushes in flight at once: one in LanceDB, one in the graph, one building rows.
 _FLUSH_DEPTH = 3
@@ -245,6 +248,7 @@ class StoreSink(AsyncComponent):
         Waits are shielded, so cancelling this flush never cancels a predecessor's step.
         """
         touched: dict[str, str] = {}
+        started_ns = time.time_ns()
         # The builder releases the GIL, so the earlier batches' stores keep running meanwhile.
         collected = len(writes)
         rows = await asyncio.to_thread(writes.take) if collected else None
@@ -252,15 +256,15 @@ class StoreSink(AsyncComponent):
             return {}
         # The graph first: LanceDB then appends the variants the graph did not have. This
         # batch enters the graph while the previous one may still be going into LanceDB.
-        maybe_stored = await asyncio.to_thread(self.graph.write, rows) if rows is not None else None
+        maybe_stored = await _timed("graph", self.graph.write, rows) if rows is not None else None
         in_graph.set_result(True)
         # LanceDB takes batches in order too (a variant in two batches is appended by the first
         # and merged by the second), and markers apply after the writes they close.
         if previous is not None and not await asyncio.shield(previous.finished):
             return {}
         if rows is not None:
-            await asyncio.to_thread(self.lance.write, rows, maybe_stored=maybe_stored)
-            telemetry.variants_processed.labels("writer").inc(collected)
+            await _timed("lancedb", self.lance.write, rows, maybe_stored=maybe_stored)
+            telemetry.variants_processed.labels("writer", "stored").inc(collected)
             for job_id, tenant_id, classification, count in _classification_counts(rows):
                 touched[job_id] = tenant_id
                 self._tally(job_id, tenant_id).classifications[classification] += count
@@ -271,7 +275,7 @@ class StoreSink(AsyncComponent):
         for marker in markers:
             self._apply_marker(marker)
             touched.setdefault(marker.job_id, marker.tenant_id)
-        await self._report(touched)
+        await self._report(touched, _stored_traces(records, started_ns))
         finished.set_result(True)
         return next_offsets(records)
 
@@ -296,7 +300,7 @@ class StoreSink(AsyncComponent):
             tally.total = marker.variant_count
         # Saved by _report, which every flush with a marker reaches for the marker's job.
 
-    async def _report(self, touched: dict[str, str]) -> None:
+    async def _report(self, touched: dict[str, str], traces: dict[str, dict[str, str]]) -> None:
         if not touched:
             return
         stamp = Timestamp()
@@ -320,6 +324,7 @@ class StoreSink(AsyncComponent):
                     classifications=tally.classifications,
                     message=_state_message(tally),
                     provider_counts=tally.provider_counts(),
+                    trace_headers=traces.get(job_id),
                 )
             )
         await self._bus.publish(self._settings.topology.user_notifications, messages)
@@ -338,6 +343,45 @@ class StoreSink(AsyncComponent):
     async def stop(self) -> None:
         await self.flush()
         self._book.close()
+
+
+async def _timed(store: str, write: Callable[..., T], rows: WriteRows, **kwargs: Any) -> T:
+    """One store transaction on a worker thread, measured."""
+    started = time.perf_counter()
+    try:
+        return await asyncio.to_thread(write, rows, **kwargs)
+    except Exception:
+        telemetry.stage_failures.labels("writer", f"{store}_write").inc()
+        raise
+    finally:
+        telemetry.store_write_latency.labels(store).observe(time.perf_counter() - started)
+        telemetry.store_write_rows.labels(store).observe(len(rows))
+
+
+def _stored_traces(records: list[Record], started_ns: int) -> dict[str, dict[str, str]]:
+    """Ingest-to-stored latency of each stored message; with tracing on, one span per job stored
+    (under its first message's context, linking the rest) and the headers continuing its trace."""
+    now_ms = time.time_ns() // 1_000_000
+    observe = telemetry.processing_latency.labels("end_to_end").observe
+    by_job: dict[str, list[Mapping[str, str]]] = {}
+    on = tracing.enabled()
+    for record in records:
+        ingested = record.headers.get(tracing.HEADER_INGESTED_AT)
+        if ingested is not None and ingested.isdigit():
+            observe(max(0, now_ms - int(ingested)) / 1000)
+        if on and record.key and "traceparent" in record.headers:
+            by_job.setdefault(record.key.decode(errors="replace"), []).append(record.headers)
+    return {
+        job_id: tracing.stage_headers(
+            "writer.store",
+            "writer",
+            parents[0],
+            start_ns=started_ns,
+            links=parents[1:33],
+            messages=len(parents),
+        )
+        for job_id, parents in by_job.items()
+    }
 
 
 def _state_message(tally: _JobTally) -> str:

@@ -1,0 +1,71 @@
+"""Log set-up for every command: text for people, or one JSON object per line for collectors.
+
+A JSON line has timestamp, level, service, logger, message, the current trace and span ids
+(with tracing on), the job id (from `current_job_id` or the call's `extra`) and the
+correlation id a call passes in `extra`, e.g. log.info("...", extra={"correlation_id": cid}).
+Messages carry ids and counts, never sample names or genotypes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from vcf_agent import tracing
+from vcf_agent.config import ConfigError
+
+_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+# The job the current task works on (set by ingest for a job's whole run): every log line it
+# writes names the job without each call passing it.
+current_job_id: contextvars.ContextVar[str] = contextvars.ContextVar("current_job_id", default="")
+
+
+class JsonLogFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        trace_id, span_id = tracing.current_ids()
+        entry: dict[str, object] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "service": self._service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if trace_id:
+            entry["trace_id"] = trace_id
+            entry["span_id"] = span_id
+        job_id = getattr(record, "job_id", None) or current_job_id.get()
+        if job_id:
+            entry["job_id"] = job_id
+        correlation_id = getattr(record, "correlation_id", None)
+        if correlation_id:
+            entry["correlation_id"] = correlation_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, log_format: str, service: str) -> None:
+    """Root logging for this process; a bad level or format is a ConfigError naming it."""
+    level = level.strip().upper()
+    if level not in _LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(_LEVELS)}, got {level!r}")
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"log format must be text or json, got {log_format!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter(service))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
