@@ -23,6 +23,8 @@ from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 from ._api import IngestApi
 from ._batch_path import BatchPath
+from ._checkpoints import Checkpoint, CheckpointBook
+from ._input_limits import InputLimitError, InputLimits
 from ._job_mode import ENABLE_STREAMING, FALLBACK_TO_BATCH, STREAMING_ROLLOUT, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry, job_id_for
 from ._publisher import VALIDATION_MODES, ValidationMode, VariantPublisher, file_digest
@@ -37,7 +39,11 @@ __all__ = [
     "STREAMING_ROLLOUT",
     "VALIDATION_MODES",
     "BatchPath",
+    "Checkpoint",
+    "CheckpointBook",
     "IngestParts",
+    "InputLimitError",
+    "InputLimits",
     "JobRecord",
     "JobRegistry",
     "ModeChoice",
@@ -84,11 +90,18 @@ def build(
         flags = service_flags("ingest-modes", settings, bus)
         components.append(flags)
     registry = JobRegistry(settings.data_dir / "ingest" / "jobs.sqlite")
+    checkpoints = CheckpointBook(settings.data_dir / "ingest" / "jobs.sqlite")
     batch = BatchPath(
         bus, settings, analysis_providers(settings, bus, router_settings or RouterSettings.from_env())
     )
     publisher = VariantPublisher(
-        bus, settings, registry, validation=settings.ingest_validation, flags=flags, batch=batch
+        bus,
+        settings,
+        registry,
+        validation=settings.ingest_validation,
+        flags=flags,
+        batch=batch,
+        checkpoints=checkpoints,
     )
 
     async def track(records: list[Record]) -> CommitOffsets | None:

@@ -337,8 +337,13 @@ class JobRegistry:
             job.state = note.state
             if note.state in TERMINAL_STATES and job.started_at:
                 self.mark(job, "finished_at", max(at, job.started_at))
-        if job.total and job.state not in TERMINAL_STATES:
-            job.analysed = min(job.analysed, job.total)
+        # Downstream counts never pass what ingest read: stages count a record again when a
+        # crash makes them (or ingest, resuming from its checkpoint) replay it, and ingest's
+        # own count reaches the tracker later than the records reach the stages.
+        ceiling = job.total or job.ingested
+        if job.state not in TERMINAL_STATES:
+            job.analysed = min(job.analysed, ceiling)
+            job.stored = min(job.stored, ceiling)
         self.save(job)
         return job
 

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -43,10 +43,12 @@ from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._annotation_context import DEFAULT_POPULATION_PATTERN, annotation_context
 from ._batch_path import BatchPath
+from ._checkpoints import Checkpoint, CheckpointBook
+from ._input_limits import InputLimits
 from ._job_mode import FALLBACK_TO_BATCH, FlagSource, JobMode, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry
 from ._validation_report import read_report
-from ._vcf_reader import EncodedBatch, VcfFileError, VcfReader, file_digest
+from ._vcf_reader import EncodedBatch, ReadPosition, VcfFileError, VcfReader, file_digest
 
 __all__ = ["VALIDATION_MODES", "ValidationMode", "VariantPublisher", "file_digest"]
 
@@ -83,6 +85,7 @@ class _Encoded:
     payload: bytes
     headers: dict[str, str]
     variants: int
+    resume_at: ReadPosition | None
 
 
 @dataclass(slots=True)
@@ -110,6 +113,7 @@ class VariantPublisher(AsyncComponent):
         validation: ValidationMode = "lenient",
         flags: FlagSource | None = None,
         batch: BatchPath | None = None,
+        checkpoints: CheckpointBook | None = None,
     ) -> None:
         if validation not in VALIDATION_MODES:
             raise ValueError(f"validation must be one of {VALIDATION_MODES}, got {validation!r}")
@@ -119,6 +123,9 @@ class VariantPublisher(AsyncComponent):
         self._bus = bus
         self._settings = settings
         self._registry = registry
+        # Without a book (the ingest-only benchmark) nothing is resumed after a crash.
+        self._checkpoints = checkpoints
+        self._limits = InputLimits.from_settings(settings)
         self._stream = settings.topology.variants
         self._notifications = settings.topology.user_notifications
         self._dead_letters = DeadLetterSink(bus, settings.topology.dead_letters, "ingest")
@@ -128,7 +135,59 @@ class VariantPublisher(AsyncComponent):
         self._records: dict[str, int] = {}
 
     async def start(self) -> None:
-        return None
+        """Resume every job whose reading a crash or a stop interrupted."""
+        if self._checkpoints is None:
+            return
+        for checkpoint in self._checkpoints.unfinished():
+            job = self._registry.get(checkpoint.job_id)
+            if job is None or job.state in _ENDED or job.state == events_pb2.JOB_STATE_CANCELLED:
+                self._checkpoints.drop(checkpoint.job_id)
+                continue
+            self._start_task(job, checkpoint.path, self._resume(job, checkpoint))
+
+    def _start_task(self, job: JobRecord, path: Path, run: Coroutine[object, object, None]) -> None:
+        self._paths[job.job_id] = path
+        task = asyncio.create_task(run, name=f"ingest:{job.job_id}")
+        self._tasks[job.job_id] = task
+        task.add_done_callback(lambda _: self._paths.pop(job.job_id, None))
+
+    async def _resume(self, job: JobRecord, checkpoint: Checkpoint) -> None:
+        """Carry on an interrupted job: from its checkpoint when it streamed, else from the start.
+
+        A file that is gone or whose content changed fails the job, saying so.
+        """
+        path = checkpoint.path
+        try:
+            digest = await asyncio.to_thread(file_digest, path)
+        except FileNotFoundError:
+            reason = f"{job.source_name}: the file {path} disappeared before ingest finished reading it"
+        except OSError as exc:
+            reason = f"{job.source_name}: the file {path} cannot be read to resume the job ({exc})"
+        else:
+            reason = ""
+            if digest != checkpoint.file_id:
+                reason = (
+                    f"{job.source_name}: the file {path} changed since the job started (its SHA-256"
+                    f" is now {digest[:16]}..., was {checkpoint.file_id[:16]}...)"
+                )
+        if reason:
+            via: JobMode | None = "streaming" if checkpoint.mode == "streaming" else None
+            await self._fail(job, reason, marker_via=via)
+            return
+        validation: ValidationMode = "strict" if checkpoint.validation == "strict" else "lenient"
+        region = checkpoint.region or None
+        if checkpoint.mode != "streaming":
+            # Not yet streaming, or in batch mode (whose analyses live in this process): run again.
+            log.warning("job %s: ingest was interrupted; running it again from the start", job.job_id)
+            await self._run(job, path, region, validation, checkpoint.priority)
+            return
+        log.warning(
+            "job %s: ingest was interrupted; resuming after %d variants (%d data lines)",
+            job.job_id,
+            checkpoint.at.variants,
+            checkpoint.at.lines,
+        )
+        await self._run(job, path, region, validation, checkpoint.priority, resume=checkpoint)
 
     async def stop(self) -> None:
         for task in list(self._tasks.values()):
@@ -174,10 +233,7 @@ class VariantPublisher(AsyncComponent):
         )
         if self.running(job.job_id):
             return job
-        self._paths[job.job_id] = path
-        task = asyncio.create_task(self._run(job, path, region, mode, priority), name=f"ingest:{job.job_id}")
-        self._tasks[job.job_id] = task
-        task.add_done_callback(lambda _: self._paths.pop(job.job_id, None))
+        self._start_task(job, path, self._run(job, path, region, mode, priority))
         return job
 
     async def wait(self, job_id: str) -> None:
@@ -193,6 +249,8 @@ class VariantPublisher(AsyncComponent):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         job = self._registry.get(job_id)
+        if self._checkpoints is not None:
+            self._checkpoints.drop(job_id)
         if job is not None and job.state not in _ENDED:
             job.state = events_pb2.JOB_STATE_CANCELLED
             self._registry.save(job)
@@ -201,14 +259,25 @@ class VariantPublisher(AsyncComponent):
         return job
 
     async def _run(
-        self, job: JobRecord, path: Path, region: str | None, mode: ValidationMode, priority: int
+        self,
+        job: JobRecord,
+        path: Path,
+        region: str | None,
+        mode: ValidationMode,
+        priority: int,
+        *,
+        resume: Checkpoint | None = None,
     ) -> None:
+        """One run of a job; `resume` carries on a streaming run from its checkpoint."""
         progress = _Progress(priority=priority)
         job.state = events_pb2.JOB_STATE_INGESTING
         self._registry.save(job)
-        self._registry.mark(job, "started_at")
+        checkpoint = resume or Checkpoint(job.job_id, path, job.file_id, "", mode, priority, region or "")
+        if resume is None:
+            self._registry.mark(job, "started_at")
+            self._save_checkpoint(checkpoint)
         try:
-            if mode == "strict":
+            if mode == "strict" and resume is None:
                 errors = await asyncio.to_thread(_strict_errors, path, job, region)
                 if errors:
                     await self._fail(job, errors)
@@ -223,6 +292,8 @@ class VariantPublisher(AsyncComponent):
                 batch_size=self._settings.batch_size,
                 linger_ms=self._settings.batch_linger_ms,
                 region=region,
+                limits=self._limits,
+                resume_at=resume.at if resume is not None else None,
             )
         except VcfFileError as exc:
             await self._fail(job, str(exc))
@@ -232,13 +303,25 @@ class VariantPublisher(AsyncComponent):
         progress.samples = list(reader.samples)
         job_mode: JobMode | None = None
         try:
-            job_mode = await self._start_mode(job, progress)
-            if job_mode is None:
-                return
+            if resume is None:
+                job_mode = await self._start_mode(job, progress)
+                if job_mode is None:
+                    return
+                checkpoint.mode = job_mode
+                self._save_checkpoint(checkpoint)
+            else:
+                job_mode = "streaming"
+                await self._notify(
+                    job,
+                    events_pb2.STAGE_INGEST,
+                    events_pb2.JOB_STATE_INGESTING,
+                    resume.at.variants,
+                    f"ingest resumed after {resume.at.variants} variants ({resume.at.lines} data lines)",
+                )
             if job_mode == "batch":
                 published = await self._run_batch(job, reader, progress)
             else:
-                published = await self._run_streaming(job, reader, progress)
+                published = await self._run_streaming(job, reader, progress, checkpoint)
         except VcfFileError as exc:
             await self._fail(job, str(exc), marker_via=job_mode)
             return
@@ -264,6 +347,8 @@ class VariantPublisher(AsyncComponent):
         self._registry.save(job)
         finished = self._job_marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, published)
         await self._send_marker(finished, job_mode)
+        if self._checkpoints is not None:
+            self._checkpoints.drop(job.job_id)
         await self._notify(
             job,
             events_pb2.STAGE_INGEST,
@@ -334,8 +419,17 @@ class VariantPublisher(AsyncComponent):
             providers=job.providers, priority=priority, annotation_context=context
         ).SerializeToString()
 
-    async def _run_streaming(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
-        """Publish every batch to `vcf-variants`; returns the variants published."""
+    def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.save(checkpoint)
+
+    async def _run_streaming(
+        self, job: JobRecord, reader: VcfReader, progress: _Progress, checkpoint: Checkpoint
+    ) -> int:
+        """Publish every batch to `vcf-variants`; returns the variants in the file.
+
+        After a resume that counts the variants before the checkpoint too: the file's total.
+        """
         threshold = self._settings.compression_threshold
         # Appending an encoded field to a serialized message merges it in: the job's
         # providers ride on every batch without re-encoding the variants.
@@ -351,18 +445,22 @@ class VariantPublisher(AsyncComponent):
                 traceparent=telemetry.new_traceparent(),
                 compression_threshold=threshold,
             )
-            return _Encoded(key, payload, headers, batch.variant_count)
+            return _Encoded(key, payload, headers, batch.variant_count, batch.resume_at)
 
-        published = 0
+        published = checkpoint.at.variants
         last_note = time.monotonic()
         async with contextlib.aclosing(self._read(reader, progress, prepare)) as items:
             async for item in items:
                 await self._bus.publish(self._stream, [OutgoingMessage(item.payload, item.key, item.headers)])
                 published += item.variants
                 telemetry.variants_processed.labels("ingest").inc(item.variants)
+                if item.resume_at is not None:
+                    checkpoint.at = item.resume_at
                 if time.monotonic() - last_note >= _PROGRESS_INTERVAL_S:
                     last_note = time.monotonic()
+                    # Records before the checkpoint are never read again: their dead letters go first.
                     await self._flush_dead_letters(progress)
+                    self._save_checkpoint(checkpoint)
                     await self._notify(
                         job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, published, "", progress
                     )
@@ -444,11 +542,12 @@ class VariantPublisher(AsyncComponent):
         """Reader thread: parse, prepare, hand over; blocks when the consumer is behind."""
         try:
             for batch in reader.batches():
+                # Before the batch is handed over: a checkpoint past it finds its dead letters queued.
+                progress.dead_letters.extend(reader.take_dead_letters())
+                progress.dead_lettered = reader.dead_lettered
                 put(prepare(batch))
                 progress.records = reader.records
                 progress.variants += batch.variant_count
-                progress.dead_letters.extend(reader.take_dead_letters())
-                progress.dead_lettered = reader.dead_lettered
             progress.dead_letters.extend(reader.take_dead_letters())
             progress.dead_lettered = reader.dead_lettered
         finally:
@@ -469,6 +568,8 @@ class VariantPublisher(AsyncComponent):
         job.error = reason
         self._registry.save(job)
         self._registry.mark(job, "finished_at")
+        if self._checkpoints is not None:
+            self._checkpoints.drop(job.job_id)
         failed = self._job_marker(job, variant_pb2.JobMarker.KIND_FAILED, _Progress(), reason=reason)
         try:
             if marker_via == "streaming" or (marker_via == "batch" and self._batch is not None):
