@@ -298,6 +298,11 @@ class VariantPublisher(AsyncComponent):
         except VcfFileError as exc:
             await self._fail(job, str(exc))
             return
+        except Exception as exc:
+            # Whatever went wrong opening the file, the job must end, not stay `ingesting`.
+            log.exception("job %s: opening %s failed", job.job_id, path)
+            await self._fail(job, f"{job.source_name}: the file could not be opened: {exc}")
+            return
         for issue in reader.header_issues:
             log.warning("job %s: %s line %d: %s", job.job_id, job.source_name, issue.line, issue.message)
         progress.samples = list(reader.samples)

@@ -594,7 +594,9 @@ class VcfReader:
             self._missing_newline(line_number)
         fields = line.split("\t")
         if len(fields) != self._columns and not line.strip():
-            self.warnings.append(Issue(line_number, "CHROM", "BLANK_LINE", "a blank line was skipped"))
+            # Capped like every issue list: a gzip bomb of newlines must not grow memory.
+            if len(self.warnings) < ISSUE_LIMIT:
+                self.warnings.append(Issue(line_number, "CHROM", "BLANK_LINE", "a blank line was skipped"))
             return None
         encoder.record_index += 1
         record_index = encoder.record_index
@@ -614,8 +616,10 @@ class VcfReader:
             alts, alt_fields, all_alts = self._alts.get(fields[4]) or self._alt(fields[4])
             n_alt = len(alts)
             vid = fields[2]
+            id_field = b""
             if vid != ".":
                 rules.identifier(vid)
+                id_field = _string_field(_T_ID, vid)
             qual = self._quals.get(fields[5])
             if qual is None:
                 qual = self._qual(fields[5])
@@ -626,6 +630,13 @@ class VcfReader:
             genotypes = self._encode_genotypes(fields[8], fields, n_alt) if self._columns > 8 else b""
         except RecordError as exc:
             self._reject(record_index, line_number if self._numbered else 0, line, exc)
+            return None
+        except UnicodeEncodeError:
+            # Bytes the text decoder kept as surrogates reached a field that is stored as text.
+            not_utf8 = RecordError(
+                "NOT_UTF8", "CHROM", "the record holds bytes that are not UTF-8 (VCF 4.3+ §1.2: UTF-8)"
+            )
+            self._reject(record_index, line_number if self._numbered else 0, line, not_utf8)
             return None
         finally:
             if rules.pending:
@@ -646,7 +657,7 @@ class VcfReader:
                 self._fields.get(chrom) or self._chrom_field(chrom),
                 _T_POSITION,
                 varint(pos),
-                _string_field(_T_ID, vid) if vid != "." else b"",
+                id_field,
                 ref_field,
             )
         )
@@ -757,7 +768,7 @@ class VcfReader:
     def _alt(self, text: str) -> tuple[list[str], list[bytes], bytes]:
         alts = self._rules.alternates(text)
         unknown = self._rules.symbolic_warnings(alts)
-        if unknown:
+        if unknown and len(self.warnings) < ISSUE_LIMIT:
             self.warnings.append(
                 Issue(
                     0, "ALT", "ALT_UNDECLARED", f"symbolic allele(s) {', '.join(unknown)} have no ##ALT line"

@@ -193,6 +193,14 @@ def _read_header(fh: IO[str], name: str, limits: InputLimits) -> tuple[list[str]
                 raise InputLimitError(
                     "max_samples", limits.max_samples, f"{name}: the header names {samples} samples"
                 )
+            try:
+                line.encode()
+            except UnicodeEncodeError:
+                raise VcfFileError(
+                    f"{name}: header line {len(header) + 1} holds bytes that are not UTF-8",
+                    "NOT_UTF8",
+                    len(header) + 1,
+                ) from None
             header.append(line.rstrip("\n"))
             continue
         if not line.strip() and header and not header[-1].startswith("#CHROM"):
