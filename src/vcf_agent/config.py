@@ -186,6 +186,9 @@ class Settings:
     ingest_max_record_bytes: int = 16 * 1024**2
     # A job whose counts have not moved for this long is reported `stalled` (0: never).
     job_stall_s: float = 300.0
+    # On a failover bus, a job idle this long after a backend switch during its run is
+    # published again from its file: records stranded on the dead backend (0: never).
+    republish_grace_s: float = 60.0
     # Rows the writer buffers before one store transaction.
     writer_batch_rows: int = 10000
     # Fixed per-transaction store costs dominate small batches (measured: ~75 us/variant
@@ -239,7 +242,7 @@ class Settings:
             raise ConfigError("providers must name at least one provider")
         if self.upload_max_bytes <= 0:
             raise ConfigError(f"upload_max_bytes must be positive, got {self.upload_max_bytes}")
-        for name in ("upload_retention_s", "notifier_job_wait_s", "job_stall_s"):
+        for name in ("upload_retention_s", "notifier_job_wait_s", "job_stall_s", "republish_grace_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.websocket_ticket_ttl_s <= 0:
@@ -289,6 +292,7 @@ class Settings:
             "VCF_AGENT_WEBSOCKET_TICKET_TTL_S": "websocket_ticket_ttl_s",
             "VCF_AGENT_NOTIFIER_JOB_WAIT_S": "notifier_job_wait_s",
             "VCF_AGENT_JOB_STALL_S": "job_stall_s",
+            "VCF_AGENT_REPUBLISH_GRACE_S": "republish_grace_s",
         }
         for var, name in seconds.items():
             if var in env:

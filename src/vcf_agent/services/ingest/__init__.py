@@ -26,6 +26,7 @@ from ._batch_path import BatchPath
 from ._checkpoints import Checkpoint, CheckpointBook
 from ._input_limits import InputLimitError, InputLimits
 from ._job_mode import ENABLE_STREAMING, FALLBACK_TO_BATCH, STREAMING_ROLLOUT, ModeChoice, choose_mode
+from ._job_watchdog import JobWatchdog
 from ._jobs import JobRecord, JobRegistry, job_id_for
 from ._publisher import VALIDATION_MODES, ValidationMode, VariantPublisher, file_digest
 from ._submitted_paths import NOT_ALLOWED, SubmittedPathPolicy
@@ -46,6 +47,7 @@ __all__ = [
     "InputLimits",
     "JobRecord",
     "JobRegistry",
+    "JobWatchdog",
     "ModeChoice",
     "SubmittedPathPolicy",
     "UploadArea",
@@ -121,6 +123,7 @@ def build(
         service=NAME,
         max_records=500,
     )
+    watchdog = JobWatchdog(registry, publisher, bus, settings)
     uploads = UploadArea(
         settings.data_dir / "ingest" / "uploads",
         registry,
@@ -134,7 +137,7 @@ def build(
     return IngestParts(
         name=NAME,
         # Flags and the batch path's providers are ready before the first job starts.
-        components=[*components, batch, publisher, tracker, uploads],
+        components=[*components, batch, publisher, tracker, watchdog, uploads],
         apis=[
             ServiceApi(
                 lambda server: jobs_pb2_grpc.add_IngestServiceServicer_to_server(api, server),

@@ -2,9 +2,11 @@
 
 A checkpoint is written when a job starts reading and moved forward after
 batches are published (never before: what it says is on the bus), at most
-every `_CHECKPOINT_INTERVAL_S`, and deleted once the job's FINISHED (or
-FAILED) marker is out. A restarted ingest resumes every job that still has
-one from its position: records after it may be published twice (the window
+every 0.25 s; once the job's FINISHED marker is out it is marked finished and
+kept until the job ends, so records stranded on a failover bus's dead backend
+can be published again from the file (see `_job_watchdog`). A failed or
+cancelled job's checkpoint is deleted. A restarted ingest resumes every job
+with an unfinished one from its position: records after it may be published twice (the window
 between the last checkpoint and the crash), which is harmless because every
 stored effect is an upsert by correlation id and completion is counted from
 the store; the FINISHED marker still carries the file's exact variant count,
@@ -36,6 +38,8 @@ class Checkpoint:
     priority: int = 0
     region: str = ""
     at: ReadPosition = field(default_factory=ReadPosition)
+    # The FINISHED marker is out: nothing to resume, kept to publish the job again if needed.
+    finished: bool = False
     updated_at: float = 0.0
 
 
@@ -50,7 +54,8 @@ class CheckpointBook:
         self._lock = threading.Lock()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS checkpoints (job_id TEXT PRIMARY KEY, path TEXT, file_id TEXT,"
-            " mode TEXT, validation TEXT, priority INTEGER, region TEXT, position TEXT, updated_at REAL)"
+            " mode TEXT, validation TEXT, priority INTEGER, region TEXT, position TEXT, finished INTEGER,"
+            " updated_at REAL)"
         )
 
     def close(self) -> None:
@@ -60,7 +65,7 @@ class CheckpointBook:
         checkpoint.updated_at = time.time()
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     checkpoint.job_id,
                     str(checkpoint.path),
@@ -70,6 +75,7 @@ class CheckpointBook:
                     checkpoint.priority,
                     checkpoint.region,
                     json.dumps(asdict(checkpoint.at)),
+                    int(checkpoint.finished),
                     checkpoint.updated_at,
                 ),
             )
@@ -83,15 +89,15 @@ class CheckpointBook:
             row = self._db.execute("SELECT * FROM checkpoints WHERE job_id = ?", (job_id,)).fetchone()
         return _from_row(row) if row else None
 
-    def unfinished(self) -> list[Checkpoint]:
-        """Every job whose reading had not ended when the process stopped, oldest first."""
+    def all(self) -> list[Checkpoint]:
+        """Every checkpoint, oldest first (a job whose reading had not ended is `not finished`)."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM checkpoints ORDER BY updated_at").fetchall()
         return [_from_row(row) for row in rows]
 
 
 def _from_row(row: tuple[object, ...]) -> Checkpoint:
-    job_id, path, file_id, mode, validation, priority, region, position, updated_at = row
+    job_id, path, file_id, mode, validation, priority, region, position, finished, updated_at = row
     return Checkpoint(
         str(job_id),
         Path(str(path)),
@@ -101,5 +107,6 @@ def _from_row(row: tuple[object, ...]) -> Checkpoint:
         int(priority),  # type: ignore[call-overload]
         str(region),
         ReadPosition(**json.loads(str(position))),
+        bool(finished),
         float(updated_at),  # type: ignore[arg-type]
     )

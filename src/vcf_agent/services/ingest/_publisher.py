@@ -26,7 +26,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -38,7 +38,7 @@ from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.processing import DeadLetterSink
 from vcf_agent.progress import progress_notification
-from vcf_agent.schema import encode, encode_serialized
+from vcf_agent.schema import TERMINAL_STATES, encode, encode_serialized
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._annotation_context import DEFAULT_POPULATION_PATTERN, annotation_context
@@ -138,12 +138,46 @@ class VariantPublisher(AsyncComponent):
         """Resume every job whose reading a crash or a stop interrupted."""
         if self._checkpoints is None:
             return
-        for checkpoint in self._checkpoints.unfinished():
+        for checkpoint in self._checkpoints.all():
             job = self._registry.get(checkpoint.job_id)
-            if job is None or job.state in _ENDED or job.state == events_pb2.JOB_STATE_CANCELLED:
+            if job is None or job.state in TERMINAL_STATES:
                 self._checkpoints.drop(checkpoint.job_id)
-                continue
-            self._start_task(job, checkpoint.path, self._resume(job, checkpoint))
+            elif not checkpoint.finished:
+                self._start_task(job, checkpoint.path, self._resume(job, checkpoint))
+
+    def republish(self, job_id: str, why: str) -> bool:
+        """Publish a job whose reading finished again from its file, whole; False when it cannot.
+
+        For records stranded on a failover bus's dead (or emptied) backend: every stored
+        effect is an upsert and completion is counted from the store, so what reaches the
+        stages twice changes nothing, and what was lost arrives. No STARTED marker is sent
+        (it would reset the writer's tally); the FINISHED marker is, with the same count.
+        """
+        checkpoint = self._checkpoints.get(job_id) if self._checkpoints is not None else None
+        job = self._registry.get(job_id)
+        if checkpoint is None or not checkpoint.finished or job is None or self.running(job_id):
+            return False
+        if checkpoint.mode != "streaming" or job.state in TERMINAL_STATES:
+            return False
+        log.warning("job %s: publishing it again from %s: %s", job_id, checkpoint.path, why)
+        again = replace(checkpoint, at=ReadPosition(), finished=False)
+        self._start_task(job, checkpoint.path, self._resume(job, again, why=why))
+        return True
+
+    async def announce(self, job_id: str, state: events_pb2.JobState.ValueType, message: str) -> None:
+        """Tell `user-notifications` something about a job that no stage reports (it stalled)."""
+        job = self._registry.get(job_id)
+        if job is None:
+            return
+        try:
+            await self._notify(job, events_pb2.STAGE_UNSPECIFIED, state, 0, message)
+        except BusError as exc:
+            log.warning("job %s: could not announce %s: %s", job_id, message, exc)
+
+    def forget(self, job_id: str) -> None:
+        """The job has ended: its checkpoint is no longer needed."""
+        if self._checkpoints is not None:
+            self._checkpoints.drop(job_id)
 
     def _start_task(self, job: JobRecord, path: Path, run: Coroutine[object, object, None]) -> None:
         self._paths[job.job_id] = path
@@ -151,7 +185,7 @@ class VariantPublisher(AsyncComponent):
         self._tasks[job.job_id] = task
         task.add_done_callback(lambda _: self._paths.pop(job.job_id, None))
 
-    async def _resume(self, job: JobRecord, checkpoint: Checkpoint) -> None:
+    async def _resume(self, job: JobRecord, checkpoint: Checkpoint, why: str = "") -> None:
         """Carry on an interrupted job: from its checkpoint when it streamed, else from the start.
 
         A file that is gone or whose content changed fails the job, saying so.
@@ -181,13 +215,16 @@ class VariantPublisher(AsyncComponent):
             log.warning("job %s: ingest was interrupted; running it again from the start", job.job_id)
             await self._run(job, path, region, validation, checkpoint.priority)
             return
+        if why:
+            telemetry.job_republishes.inc()
         log.warning(
-            "job %s: ingest was interrupted; resuming after %d variants (%d data lines)",
+            "job %s: %s; resuming after %d variants (%d data lines)",
             job.job_id,
+            why or "ingest was interrupted",
             checkpoint.at.variants,
             checkpoint.at.lines,
         )
-        await self._run(job, path, region, validation, checkpoint.priority, resume=checkpoint)
+        await self._run(job, path, region, validation, checkpoint.priority, resume=checkpoint, why=why)
 
     async def stop(self) -> None:
         for task in list(self._tasks.values()):
@@ -267,8 +304,10 @@ class VariantPublisher(AsyncComponent):
         priority: int,
         *,
         resume: Checkpoint | None = None,
+        why: str = "",
     ) -> None:
-        """One run of a job; `resume` carries on a streaming run from its checkpoint."""
+        """One run of a job; `resume` carries on a streaming run from its checkpoint (`why` says
+        why when it is published again from the start)."""
         progress = _Progress(priority=priority)
         job.state = events_pb2.JOB_STATE_INGESTING
         self._registry.save(job)
@@ -321,7 +360,9 @@ class VariantPublisher(AsyncComponent):
                     events_pb2.STAGE_INGEST,
                     events_pb2.JOB_STATE_INGESTING,
                     resume.at.variants,
-                    f"ingest resumed after {resume.at.variants} variants ({resume.at.lines} data lines)",
+                    f"ingest publishes the job again from its file: {why}"
+                    if why
+                    else f"ingest resumed after {resume.at.variants} variants ({resume.at.lines} data lines)",
                 )
             if job_mode == "batch":
                 published = await self._run_batch(job, reader, progress)
@@ -352,8 +393,8 @@ class VariantPublisher(AsyncComponent):
         self._registry.save(job)
         finished = self._job_marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, published)
         await self._send_marker(finished, job_mode)
-        if self._checkpoints is not None:
-            self._checkpoints.drop(job.job_id)
+        checkpoint.finished = True
+        self._save_checkpoint(checkpoint)
         await self._notify(
             job,
             events_pb2.STAGE_INGEST,

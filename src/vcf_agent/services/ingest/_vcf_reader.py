@@ -508,7 +508,8 @@ class VcfReader:
         first_locus = ("", 0)
         batch_deadline = 0.0
         lines = 0
-        if self._resume_at is not None:
+        if self._resume_at is not None and self._resume_at.lines:
+            # (At line 0 there is nothing to skip, and the encoder's start state is the right one.)
             self._skip_to(self._resume_at)
             lines = self._resume_at.lines
         encoder.suffix = self._batch_suffix()
