@@ -72,6 +72,8 @@ class ScenarioResult:
     completion_s: float = 0.0
     # Times ingest published the job again from its file (records stranded on a lost backend).
     republished: int = 0
+    # What GetJob said while records were stranded (its stall detail), empty if it never did.
+    stranded: str = ""
     # Members per (backend, group, topic) for groups some live service runs.
     members: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -161,7 +163,8 @@ class ChaosServers:
         await self.kill_kafka()
 
 
-async def _stored(ingest: str, job_id: str) -> tuple[int, int, str]:
+async def _stored(ingest: str, job_id: str) -> tuple[int, int, str, str]:
+    """(stored, state, state name, why it is stalled) of the job, from GetJob."""
     import grpc
 
     from vcf_agent.schema import state_name
@@ -171,7 +174,7 @@ async def _stored(ingest: str, job_id: str) -> tuple[int, int, str]:
         job = await jobs_pb2_grpc.IngestServiceStub(channel).GetJob(
             jobs_pb2.GetJobRequest(job_id=job_id), timeout=10
         )
-    return job.counts.stored, job.state, state_name(job.state)
+    return job.counts.stored, job.state, state_name(job.state), job.stall_detail
 
 
 async def _status(address: str) -> control_pb2.GetStatusResponse:
@@ -214,6 +217,8 @@ class _Watch:
         self.finished_at: float | None = None
         self.stored_at_return = 0
         self.switches: list[str] = []
+        # The first stall detail of the job that named records stranded on a backend.
+        self.stranded = ""
         self._active: dict[str, str] = {}
         # Intervals (start, end) when no backend was up: a stall there is not the bus's fault.
         self.both_down: list[tuple[float, float]] = []
@@ -225,9 +230,11 @@ class _Watch:
         while True:
             now = time.monotonic()
             with contextlib.suppress(Exception):  # a service busy restarting a client; sample again
-                stored, self.state, self.state_name = await _stored(
+                stored, self.state, self.state_name, detail = await _stored(
                     self._services["ingest"].grpc, self._job_id
                 )
+                if "stranded" in detail and not self.stranded:
+                    self.stranded = detail
                 if stored > self.stored:
                     self._gaps.append((self._last_growth, now))
                     self._last_growth = now
@@ -486,8 +493,9 @@ async def run_scenario(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            result.stored, _, result.state = await _stored(services["ingest"].grpc, job_id)
+            result.stored, _, result.state, _ = await _stored(services["ingest"].grpc, job_id)
             result.switches = watch.switches
+            result.stranded = watch.stranded
             # Consumers rejoin within a few probe intervals and heartbeats; give them that.
             await asyncio.sleep(5)
             result.store_variants, result.store_analyses = await _store_stats(services["writer"].grpc, job_id)

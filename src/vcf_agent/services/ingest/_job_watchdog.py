@@ -7,8 +7,11 @@ it leaves the state as soon as a count moves (see JobRegistry.apply).
 
 On a failover bus, records published to the primary and not yet read when it
 died are stranded there: delivered when it returns with its log, lost when it
-returns empty. The watchdog names them (how many, on which stream and
-backend) in the stall detail, and once a job has been idle for
+returns empty. While jobs run the watchdog reads each stage's lag on both
+backends every tick (a dead backend's is its last known: what is stranded on
+it), and a job idle for `_STRANDED_STALL_S` while records are stranded is
+stalled at once, the detail naming them (how many, on which stream and
+backend). Once a job has been idle for
 `republish_grace_s` after a backend switch during its run, it has ingest
 publish the job again from its file onto the active backend (once per
 switch). Stored effects are upserts by correlation id and completion is
@@ -37,6 +40,8 @@ __all__ = ["JobWatchdog"]
 log = logging.getLogger(__name__)
 
 _TICK_S = 1.0
+# A job idle this long while records are stranded on an unreachable backend waits for them.
+_STRANDED_STALL_S = 5.0
 # The consumer group that reads each stream a job's records pass through, as each
 # stage names its group: where a record stranded on a dead backend waits.
 _STAGE_GROUPS = (("router", "variants"), ("aggregator", "analysis_results"), ("writer", "database_writes"))
@@ -85,7 +90,8 @@ class JobWatchdog(AsyncComponent):
                 ended = self._registry.get(job_id)
                 if ended is None or ended.state in TERMINAL_STATES:
                     self._publisher.forget(job_id)
-        stranded: str | None = None
+        # Read while the backends answer, so a dead one's last known lag is fresh.
+        stranded = await self._stranded() if active else ""
         stalled = 0
         for job in active.values():
             counts = (job.ingested, job.analysed, job.stored, job.total, job.dead_lettered)
@@ -94,10 +100,9 @@ class JobWatchdog(AsyncComponent):
                 self._progress[job.job_id] = (counts, now)
                 continue
             idle = now - last[1]
-            if self._stall_s and idle >= self._stall_s:
+            waiting = bool(stranded) and idle >= min(self._stall_s or _STRANDED_STALL_S, _STRANDED_STALL_S)
+            if waiting or (self._stall_s and idle >= self._stall_s):
                 stalled += 1
-                if stranded is None:
-                    stranded = await self._stranded()
                 await self._stall(job, idle, stranded)
             if self._grace_s and idle >= self._grace_s:
                 self._republish_if_stranded(job, idle)
