@@ -23,6 +23,8 @@ import pysam
 import pytest
 
 from vcf_agent.localdev import ServiceProcess, start_service, stop_service
+from vcf_agent.services.ingest import InputLimitError, InputLimits
+from vcf_agent.services.ingest._vcf_source import open_vcf_text
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, notifier_pb2, notifier_pb2_grpc
 
 HEADER = (
@@ -258,3 +260,22 @@ async def test_two_million_tiny_records_and_broken_files_end_within_bounded_memo
         f" {peak / 1024**2:.0f} MB at the end"
     )
     assert peak < MAX_PEAK_RSS
+
+
+HTSLIB_BCF = (
+    Path(__file__).resolve().parents[2]
+    / ".venv/test-data/debian/usr/share/htslib-test/test/tabix/vcf_file.bcf"
+)
+
+
+@pytest.mark.skipif(
+    not HTSLIB_BCF.is_file(),
+    reason=f"Debian's htslib-test data is not at {HTSLIB_BCF} (install.sh --test-servers)",
+)
+def test_the_sample_limit_holds_for_bcf_too() -> None:
+    # htslib-test's BCF names two samples: one over a limit of 1, and within the default.
+    with pytest.raises(InputLimitError, match="names 2 samples, over the input limit max_samples=1"):
+        open_vcf_text(HTSLIB_BCF, limits=InputLimits(max_samples=1))
+    text = open_vcf_text(HTSLIB_BCF)
+    text.close()
+    assert text.kind == "bcf"

@@ -61,6 +61,8 @@ _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
 # How many errors a strict-mode failure reason quotes.
 _QUOTED_ERRORS = 3
 
+# How long a notice about a job (it stalled) may wait for the bus; GetJob says it anyway.
+_ANNOUNCE_TIMEOUT_S = 10.0
 # How long the bus may take to show it is healthy before streaming counts as not starting.
 _STREAM_START_TIMEOUT_S = 5.0
 
@@ -170,9 +172,12 @@ class VariantPublisher(AsyncComponent):
         if job is None:
             return
         try:
-            await self._notify(job, events_pb2.STAGE_UNSPECIFIED, state, 0, message)
-        except BusError as exc:
-            log.warning("job %s: could not announce %s: %s", job_id, message, exc)
+            # Bounded: with the bus down a publish waits for it, and the caller has other jobs.
+            await asyncio.wait_for(
+                self._notify(job, events_pb2.STAGE_UNSPECIFIED, state, 0, message), _ANNOUNCE_TIMEOUT_S
+            )
+        except (BusError, TimeoutError) as exc:
+            log.warning("job %s: could not announce %r: %r", job_id, message, exc)
 
     def forget(self, job_id: str) -> None:
         """The job has ended: its checkpoint is no longer needed."""

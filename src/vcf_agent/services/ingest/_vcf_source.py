@@ -138,7 +138,7 @@ def open_vcf_text(
     except OSError as exc:
         raise VcfFileError(f"{name}: cannot read the file ({exc})", "UNREADABLE_COMPRESSION") from exc
     if start.startswith(b"BCF\x02"):
-        return _open_bcf(path, name, region)
+        return _open_bcf(path, name, region, limits)
     for magic, what in _OTHER_FORMATS.items():
         if start.startswith(magic):
             raise VcfFileError(f"{name}: this is {what}, not a VCF", "WRONG_FORMAT")
@@ -235,11 +235,16 @@ def _open_region(path: Path, name: str, region: str) -> VcfText:
     return VcfText("vcf.gz", header, (row + "\n" for row in rows), 0, tabix.close)
 
 
-def _open_bcf(path: Path, name: str, region: str | None) -> VcfText:
+def _open_bcf(path: Path, name: str, region: str | None, limits: InputLimits) -> VcfText:
     try:
         variant_file = pysam.VariantFile(os.fspath(path))
     except (OSError, ValueError) as exc:
         raise VcfFileError(f"{name}: not a readable BCF file ({exc})", "WRONG_FORMAT") from exc
+    samples = len(variant_file.header.samples)
+    if samples > limits.max_samples:
+        variant_file.close()
+        what = f"{name}: the header names {samples} samples"
+        raise InputLimitError("max_samples", limits.max_samples, what)
     header = str(variant_file.header).rstrip("\n").split("\n")
     try:
         records = variant_file.fetch(region=region) if region else variant_file
