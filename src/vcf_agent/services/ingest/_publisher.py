@@ -63,6 +63,7 @@ _QUOTED_ERRORS = 3
 
 # How long a notice about a job (it stalled) may wait for the bus; GetJob says it anyway.
 _ANNOUNCE_TIMEOUT_S = 10.0
+
 # How long the bus may take to show it is healthy before streaming counts as not starting.
 _STREAM_START_TIMEOUT_S = 5.0
 
