@@ -27,7 +27,7 @@ TABIXED = PYVCF_DATA / "tb.vcf.gz"
 
 
 def _read(
-    path: Path, *, batch_size: int = 1000, region: str | None = None
+    path: Path, *, batch_size: int = 1000, region: str | None = None, linger_ms: int = 50
 ) -> tuple[list[variant_pb2.VariantMessage], VcfReader]:
     reader = VcfReader(
         path,
@@ -36,6 +36,7 @@ def _read(
         tenant_id="tenant-a",
         source_name=path.name,
         batch_size=batch_size,
+        linger_ms=linger_ms,
         region=region,
     )
     with reader:
@@ -233,7 +234,8 @@ def test_correlation_ids_are_deterministic_and_unique() -> None:
 
 
 def test_timestamp_is_shared_within_a_batch(tmp_path: Path) -> None:
-    variants, _ = _read(GATK, batch_size=1000)
+    # One batch whatever the machine's load: the linger would cut it after 50 ms.
+    variants, _ = _read(GATK, batch_size=1000, linger_ms=60_000)
     assert variants[0].timestamp.seconds > 0
     assert len({(v.timestamp.seconds, v.timestamp.nanos) for v in variants}) == 1
 
