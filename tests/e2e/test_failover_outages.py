@@ -79,7 +79,7 @@ async def test_primary_back_fresh_completes_from_ingests_checkpoint(tmp_path: Pa
     assert result.problems == []
     assert (result.stored, result.state) == (result.expected, "complete")
     assert result.store_variants == result.store_analyses == result.expected
-    # Whether anything was stranded depends on the moment of the kill (2 of 4 runs here
+    # Whether anything was stranded depends on the moment of the kill (3 of 4 runs here
     # re-published, the others had nothing stranded); a run with losses completes only by it.
     print(f"ingest re-published the job {result.republished} time(s)")
     # When the job idled while Iggy was down (not when the fallback kept it moving until Iggy
