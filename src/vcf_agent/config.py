@@ -226,6 +226,21 @@ class Settings:
     # lenient: bad records go to the dead-letter stream; strict: any error fails the job first.
     ingest_validation: Literal["strict", "lenient"] = "lenient"
     compression_threshold: int = 4096
+    # Bounds on what one input file may hold; over any of them a job fails at once, naming it.
+    # They keep ingest's memory bounded (well under 1 GB) whatever a file's size or shape:
+    # a VCF line or header is held whole while parsed, one record becomes one message per ALT
+    # each carrying every sample's call, and the sample count multiplies everything downstream.
+    # 1000 Genomes' 2,504-sample lines are ~1 MB; raise these for larger cohorts.
+    ingest_max_line_bytes: int = 16 * 1024**2
+    ingest_max_header_bytes: int = 16 * 1024**2
+    ingest_max_samples: int = 20_000
+    # Encoded size of one record's variant messages (ALT count x every sample's call).
+    ingest_max_record_bytes: int = 16 * 1024**2
+    # A job whose counts have not moved for this long is reported `stalled` (0: never).
+    job_stall_s: float = 300.0
+    # On a failover bus, a job idle this long after a backend switch during its run is
+    # published again from its file: records stranded on the dead backend (0: never).
+    republish_grace_s: float = 60.0
     # Rows the writer buffers before one store transaction.
     writer_batch_rows: int = 10000
     # Fixed per-transaction store costs dominate small batches (measured: ~75 us/variant
@@ -255,7 +270,15 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.bus_url:
             object.__setattr__(self, "bus_url", default_bus_url(self.data_dir))
-        for name in ("batch_size", "max_pending_batches", "writer_batch_rows"):
+        for name in (
+            "batch_size",
+            "max_pending_batches",
+            "writer_batch_rows",
+            "ingest_max_line_bytes",
+            "ingest_max_header_bytes",
+            "ingest_max_samples",
+            "ingest_max_record_bytes",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.grpc_port <= 65535:
@@ -279,7 +302,7 @@ class Settings:
             raise ConfigError("providers must name at least one provider")
         if self.upload_max_bytes <= 0:
             raise ConfigError(f"upload_max_bytes must be positive, got {self.upload_max_bytes}")
-        for name in ("upload_retention_s", "notifier_job_wait_s"):
+        for name in ("upload_retention_s", "notifier_job_wait_s", "job_stall_s", "republish_grace_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.websocket_ticket_ttl_s <= 0:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import grpc
+import lancedb
 import pysam
 
 from vcf_agent.localdev import running_pipeline, start_service, stop_service
@@ -79,3 +80,82 @@ async def test_killing_router_aggregator_and_writer_mid_job_loses_and_doubles_no
         assert stats.graph_variants == expected
         assert stats.graph_carries == expected * samples
         assert stats.graph_analyses == expected
+
+
+def _lance_rows(data_dir: Path, job_id: str) -> tuple[int, int]:
+    """(rows, distinct correlation ids) of the job in the writer's LanceDB, read from its files."""
+    table = lancedb.connect(str(data_dir / "writer" / "writer" / "lance")).open_table("variants")
+    ids = table.search().where(f"job_id = '{job_id}'").select(["correlation_id"]).limit(None).to_arrow()
+    return ids.num_rows, len(set(ids.column("correlation_id").to_pylist()))
+
+
+async def _submit_path(address: str, path: Path, tenant: str) -> str:
+    async with grpc.aio.insecure_channel(address) as channel:
+
+        async def request():  # type: ignore[no-untyped-def]
+            meta = jobs_pb2.SubmitVcfMetadata(tenant_id=tenant, file_name=path.name, path=str(path))
+            yield jobs_pb2.SubmitVcfRequest(metadata=meta)
+
+        response = await jobs_pb2_grpc.IngestServiceStub(channel).SubmitVcf(request(), timeout=30)
+    return response.job.job_id
+
+
+async def test_killing_ingest_mid_file_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL ingest while it reads two files; on restart one resumes, the other's file is gone.
+
+    The kept file's job completes with every variant stored once (rows and distinct ids in
+    LanceDB), ingest's total still exact; the deleted file's job fails saying so; no count
+    ever passes the ingested count while it runs.
+    """
+    kept = write_synthetic_vcf(
+        tmp_path / "kept.vcf.gz",
+        SyntheticVcfSpec(records=60_000, samples=2, seed=21, multi_allelic_fraction=0.05),
+        bgzip=True,
+    )
+    deleted = write_synthetic_vcf(
+        tmp_path / "deleted.vcf.gz", SyntheticVcfSpec(records=60_000, samples=2, seed=22), bgzip=True
+    )
+    with pysam.VariantFile(str(kept)) as vcf:
+        expected = sum(len(r.alts or ()) for r in vcf)
+    bus_url = f"embedded://{tmp_path / 'bus'}?session_timeout_ms=2000"
+    data_dir = tmp_path / "services"
+    # Small batches slow ingest down enough to be caught mid-file.
+    env = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(tmp_path), "VCF_AGENT_BATCH_SIZE": "50"}
+    with running_pipeline(bus_url, data_dir, env=env) as services:
+        kept_id = await _submit_path(services["ingest"].grpc, kept, "lab-k")
+        deleted_id = await _submit_path(services["ingest"].grpc, deleted, "lab-k")
+        deadline = time.monotonic() + 120
+        while True:
+            job = await _job(services["ingest"].grpc, kept_id)
+            assert not job.counts.total, f"ingest finished before the crash; slow it down: {job}"
+            if job.counts.ingested >= 3_000:
+                break
+            assert time.monotonic() < deadline, "ingest made no progress"
+            await asyncio.sleep(0.05)
+        stop_service(services["ingest"], signal.SIGKILL)
+        deleted.unlink()
+        services["ingest"] = start_service("ingest", bus_url, data_dir, env=env)
+
+        deadline = time.monotonic() + 300
+        while True:
+            job = await _job(services["ingest"].grpc, kept_id)
+            ceiling = job.counts.total or job.counts.ingested
+            assert job.counts.analysed <= ceiling and job.counts.stored <= ceiling, job.counts
+            if job.state == events_pb2.JOB_STATE_COMPLETE:
+                break
+            assert job.state != events_pb2.JOB_STATE_FAILED, job.error
+            assert time.monotonic() < deadline, f"job stuck after ingest's restart: {job}"
+            await asyncio.sleep(0.2)
+        assert (job.counts.total, job.counts.ingested, job.counts.stored) == (expected, expected, expected)
+        assert "resuming after" in services["ingest"].log_path.read_text()
+
+        gone = await _job(services["ingest"].grpc, deleted_id)
+        assert gone.state == events_pb2.JOB_STATE_FAILED
+        assert "disappeared" in gone.error and str(deleted) in gone.error, gone.error
+
+        stats = await _stats(services["writer"].grpc, kept_id)
+        assert stats.variants == expected
+        assert stats.analyses == expected
+        assert stats.graph_variants == expected
+    rows, distinct = _lance_rows(data_dir, kept_id)
+    assert (rows, distinct) == (expected, expected)

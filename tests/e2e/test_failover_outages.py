@@ -72,14 +72,20 @@ async def test_primary_killed_mid_job_then_back_with_its_data(tmp_path: Path) ->
     assert result.stall_s < result.outage_s + 30
 
 
-async def test_primary_back_fresh_loses_only_what_was_stranded_on_it(tmp_path: Path) -> None:
+async def test_primary_back_fresh_completes_from_ingests_checkpoint(tmp_path: Path) -> None:
     result = await _run(PRIMARY_BACK_FRESH, tmp_path)
-    # Records stranded on the lost Iggy log are gone (re-publishing from ingest's
-    # checkpoint is not built), so the job may stop short; nothing is doubled and
-    # groups and offsets are clean either way.
-    assert all(p.startswith("stored ") for p in result.problems), result.problems
-    assert result.store_variants == result.stored and result.store_analyses == result.stored
-    assert result.stored <= result.expected
+    # Records stranded on the lost Iggy log are published again from ingest's checkpoint
+    # (the file) once the job idles after the switch: every variant stored exactly once.
+    assert result.problems == []
+    assert (result.stored, result.state) == (result.expected, "complete")
+    assert result.store_variants == result.store_analyses == result.expected
+    # Whether anything was stranded depends on the moment of the kill (3 of 4 runs here
+    # re-published, the others had nothing stranded); a run with losses completes only by it.
+    print(f"ingest re-published the job {result.republished} time(s)")
+    # When the job idled while Iggy was down (not when the fallback kept it moving until Iggy
+    # came back empty), GetJob said how many records were stranded there.
+    if result.stranded:
+        assert "records stranded:" in result.stranded and "(iggy, unreachable)" in result.stranded, result
 
 
 async def test_fallback_killed_while_primary_healthy_changes_nothing(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ TABIXED = PYVCF_DATA / "tb.vcf.gz"
 
 
 def _read(
-    path: Path, *, batch_size: int = 1000, region: str | None = None
+    path: Path, *, batch_size: int = 1000, region: str | None = None, linger_ms: int = 3_600_000
 ) -> tuple[list[variant_pb2.VariantMessage], VcfReader]:
     reader = VcfReader(
         path,
@@ -36,9 +36,9 @@ def _read(
         tenant_id="tenant-a",
         source_name=path.name,
         batch_size=batch_size,
-        # Batches close on size only: a linger deadline would cut them by timing (the pure-Python
-        # encoder, VCF_AGENT_NO_EXTENSIONS=1, on a busy machine), not content.
-        linger_ms=3_600_000,
+        # Batches close on size only by default: a linger deadline would cut them by timing (the
+        # pure-Python encoder, VCF_AGENT_NO_EXTENSIONS=1, on a busy machine), not content.
+        linger_ms=linger_ms,
         region=region,
     )
     with reader:
@@ -236,7 +236,8 @@ def test_correlation_ids_are_deterministic_and_unique() -> None:
 
 
 def test_timestamp_is_shared_within_a_batch(tmp_path: Path) -> None:
-    variants, _ = _read(GATK, batch_size=1000)
+    # One batch whatever the machine's load: the linger would cut it after 50 ms.
+    variants, _ = _read(GATK, batch_size=1000, linger_ms=60_000)
     assert variants[0].timestamp.seconds > 0
     assert len({(v.timestamp.seconds, v.timestamp.nanos) for v in variants}) == 1
 

@@ -124,7 +124,7 @@ async def test_one_job_is_one_trace_with_no_personal_data(tmp_path: Path, json_l
     exporter = InMemorySpanExporter()
     assert tracing.configure("pipeline", exporter=exporter)
     try:
-        settings = Settings.from_env(data_dir=tmp_path / "data")
+        settings = Settings(data_dir=tmp_path / "data")
         async with LocalPipeline(settings) as pipeline:
             job = await pipeline.wait(await pipeline.submit(vcf, tenant_id="lab-a"), timeout_s=180)
             assert job.state == events_pb2.JOB_STATE_COMPLETE, job.error

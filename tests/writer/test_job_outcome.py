@@ -166,3 +166,29 @@ async def test_every_answer_ok_is_complete_and_no_answer_ok_is_failed(sink: Stor
     assert failed.job_id == "job-2" and failed.state == events_pb2.JOB_STATE_FAILED
     assert counted(failed) == {"claude": (0, 2, 0)}
     assert failed.message == f"no variant was analysed: claude: 2 of 2 analyses failed (2 x {CLAUDE_DOWN!r})"
+
+
+def _stamped(marker: variant_pb2.JobMarker, seconds: int) -> variant_pb2.JobMarker:
+    marker.timestamp.FromSeconds(seconds)
+    return marker
+
+
+async def test_a_stale_started_marker_delivered_late_does_not_reset_the_count(
+    sink: StoreSink, bus: Bus
+) -> None:
+    """A STARTED held on a failover bus's dead backend arrives after its run's FINISHED (issue 18)."""
+    feed = Feed(sink)
+    started = _stamped(marker(variant_pb2.JobMarker.KIND_STARTED), 1_000)
+    await feed([], [started])
+    finished = _stamped(marker(variant_pb2.JobMarker.KIND_FINISHED, 2), 1_010)
+    await feed([answered(0), answered(1)], [finished])
+    assert (await storage_notes(bus))[-1].state == events_pb2.JOB_STATE_COMPLETE
+
+    await feed([], [_stamped(marker(variant_pb2.JobMarker.KIND_STARTED), 1_000)])
+    late = (await storage_notes(bus))[-1]
+    assert (late.state, late.done, late.total) == (events_pb2.JOB_STATE_COMPLETE, 2, 2)
+
+    # A resubmission's STARTED is newer than everything applied: it starts counting afresh.
+    await feed([], [_stamped(marker(variant_pb2.JobMarker.KIND_STARTED), 2_000)])
+    again = (await storage_notes(bus))[-1]
+    assert (again.state, again.total) == (events_pb2.JOB_STATE_STORING, 0)

@@ -272,6 +272,28 @@ class SettingsTree(BaseSettings):
     upload_max_bytes: PositiveInt = Field(
         _settings_default("upload_max_bytes"), description="largest upload accepted"
     )
+    ingest_max_line_bytes: PositiveInt = Field(
+        _settings_default("ingest_max_line_bytes"), description="longest VCF line; a job over it fails"
+    )
+    ingest_max_header_bytes: PositiveInt = Field(
+        _settings_default("ingest_max_header_bytes"), description="largest VCF header; a job over it fails"
+    )
+    ingest_max_samples: PositiveInt = Field(
+        _settings_default("ingest_max_samples"), description="most samples in a file; a job over it fails"
+    )
+    ingest_max_record_bytes: PositiveInt = Field(
+        _settings_default("ingest_max_record_bytes"),
+        description="largest encoded record (ALTs x every sample's call); a job over it fails",
+    )
+    job_stall_s: NonNegativeFloat = Field(
+        _settings_default("job_stall_s"),
+        description="a job whose counts have not moved for this long is reported stalled (0: never)",
+    )
+    republish_grace_s: NonNegativeFloat = Field(
+        _settings_default("republish_grace_s"),
+        description="failover bus: a job idle this long after a backend switch is published again from"
+        " its file (0: never)",
+    )
     upload_retention_s: NonNegativeFloat = Field(
         _settings_default("upload_retention_s"), description="how long a finished job's upload is kept"
     )
@@ -587,6 +609,12 @@ def load_settings(
         upload_retention_s=tree.upload_retention_s,
         websocket_ticket_ttl_s=tree.websocket_ticket_ttl_s,
         notifier_job_wait_s=tree.notifier_job_wait_s,
+        ingest_max_line_bytes=tree.ingest_max_line_bytes,
+        ingest_max_header_bytes=tree.ingest_max_header_bytes,
+        ingest_max_samples=tree.ingest_max_samples,
+        ingest_max_record_bytes=tree.ingest_max_record_bytes,
+        job_stall_s=tree.job_stall_s,
+        republish_grace_s=tree.republish_grace_s,
     )
     if tree.tls_ca is not None and not tree.tls_ca.is_file():
         raise SettingsError(f"{origins.name('tls_ca')}: no file at {tree.tls_ca}")

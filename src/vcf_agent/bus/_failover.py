@@ -34,7 +34,8 @@ primary is down. Records published on the primary and not yet read when it
 died are stranded there: they are read when it returns (its log is durable),
 and until then the bus reports them as the primary's last known lag
 (`backend_lags`, GetStatus). A primary that returns without them (its log was
-lost) is read from its new start, and the loss is logged with its size.
+lost) is read from its new start, and the loss is logged with its size; ingest
+then publishes the affected jobs again from their files.
 
 Ordering. Every message carries an id header, and each keyed message published
 on backend X carries `x-bus-after: N`, where N is the next offset after the last
@@ -48,8 +49,11 @@ switch. While the other backend cannot be read, nothing is held: availability
 beats order there. The pipeline's stored effects do not depend on order
 (writes are upserts keyed by variant, and completion is counted: stored
 >= the FINISHED marker's count); the one place order matters is a job's markers
-(a resubmission's STARTED resets the writer's count), which is why a marker
-stranded on a dead primary for the whole of a job's run is a known gap.
+(a resubmission's STARTED resets the writer's count), so the writer ignores a
+marker older than one it applied: a STARTED stranded on a dead primary and
+delivered after its run's FINISHED is not a new run. Records stranded on a
+primary that returns empty are published again from ingest's checkpoint
+(see vcf_agent.services.ingest's job watchdog).
 
 Delivery is at-least-once. A batch whose primary publish timed out may have
 landed there as well; its fallback copy is marked `x-bus-retry`. If the primary

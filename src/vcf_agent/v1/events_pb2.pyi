@@ -76,6 +76,10 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     """Every variant is stored, but some analyses failed (or never answered): see the
     per-provider counts and the job's error. Final.
     """
+    JOB_STATE_STALLED: _JobState.ValueType  # 9
+    """Not final: no stage reported progress for the configured time (VCF_AGENT_JOB_STALL_S).
+    The job leaves this state as soon as any count moves again.
+    """
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """Where a job is; COMPLETE, COMPLETE_WITH_ERRORS, FAILED and CANCELLED are final."""
@@ -99,6 +103,10 @@ JOB_STATE_CANCELLED: JobState.ValueType  # 7
 JOB_STATE_COMPLETE_WITH_ERRORS: JobState.ValueType  # 8
 """Every variant is stored, but some analyses failed (or never answered): see the
 per-provider counts and the job's error. Final.
+"""
+JOB_STATE_STALLED: JobState.ValueType  # 9
+"""Not final: no stage reported progress for the configured time (VCF_AGENT_JOB_STALL_S).
+The job leaves this state as soon as any count moves again.
 """
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 

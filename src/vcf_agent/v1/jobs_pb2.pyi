@@ -112,6 +112,7 @@ class Job(_message.Message):
     SAMPLES_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     DUPLICATE_OF_EARLIER_FIELD_NUMBER: _builtins.int
+    STALL_DETAIL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Identifies the job in every other call and on every stream."""
     tenant_id: _builtins.str
@@ -130,6 +131,10 @@ class Job(_message.Message):
     """streaming or batch"""
     duplicate_of_earlier: _builtins.bool
     """True when this submission matched an earlier file's content digest."""
+    stall_detail: _builtins.str
+    """Why a JOB_STATE_STALLED job waits: how long without progress and, on a failover bus,
+    how many records are stranded on which backend. Empty in every other state.
+    """
     @_builtins.property
     def counts(self) -> Global___StageCounts:
         """Progress per stage."""
@@ -162,10 +167,11 @@ class Job(_message.Message):
         samples: _builtins.int = ...,
         mode: _builtins.str = ...,
         duplicate_of_earlier: _builtins.bool = ...,
+        stall_detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "duplicate_of_earlier", b"duplicate_of_earlier", "error", b"error", "file_id", b"file_id", "job_id", b"job_id", "mode", b"mode", "providers", b"providers", "samples", b"samples", "source_name", b"source_name", "state", b"state", "tenant_id", b"tenant_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "duplicate_of_earlier", b"duplicate_of_earlier", "error", b"error", "file_id", b"file_id", "job_id", b"job_id", "mode", b"mode", "providers", b"providers", "samples", b"samples", "source_name", b"source_name", "stall_detail", b"stall_detail", "state", b"state", "tenant_id", b"tenant_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -79,6 +79,8 @@ class _JobProgress:
     analysed: int = 0
     classifications: Counter[str] = field(default_factory=Counter)
     finished: bool = False
+    # The job's variant count, from its FINISHED marker (0 until then).
+    total: int = 0
 
 
 # Serialized (job, tenant, classification, tier) fields of DatabaseWrite: a job has few
@@ -202,6 +204,8 @@ class Correlator:
             if job is None:
                 job = self._jobs[marker.job_id] = _JobProgress(marker.tenant_id)
             job.finished = True
+            job.total = marker.variant_count
+            self._dirty.add(marker.job_id)
         elif marker.kind == variant_pb2.JobMarker.KIND_STARTED and job is not None and job.finished:
             # A resubmission counts from zero again. A STARTED marker that overtook the
             # first run's results (markers skip the provider hop) must not reset it.
@@ -343,7 +347,8 @@ class Correlator:
                     job.tenant_id,
                     events_pb2.STAGE_ANALYSIS,
                     events_pb2.JOB_STATE_ANALYSING,
-                    done=job.analysed,
+                    # Replayed answers (a crash upstream or here) are counted again: never past the total.
+                    done=min(job.analysed, job.total) if job.finished else job.analysed,
                     timestamp=stamp,
                     classifications=job.classifications,
                     trace_headers=self._progress_trace(job_id),

@@ -24,7 +24,10 @@ from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 from ._api import IngestApi
 from ._batch_path import BatchPath
+from ._checkpoints import Checkpoint, CheckpointBook
+from ._input_limits import InputLimitError, InputLimits
 from ._job_mode import ENABLE_STREAMING, FALLBACK_TO_BATCH, STREAMING_ROLLOUT, ModeChoice, choose_mode
+from ._job_watchdog import JobWatchdog
 from ._jobs import JobRecord, JobRegistry, job_id_for, sample_jobs
 from ._publisher import VALIDATION_MODES, ValidationMode, VariantPublisher, file_digest
 from ._submitted_paths import NOT_ALLOWED, SubmittedPathPolicy
@@ -38,9 +41,14 @@ __all__ = [
     "STREAMING_ROLLOUT",
     "VALIDATION_MODES",
     "BatchPath",
+    "Checkpoint",
+    "CheckpointBook",
     "IngestParts",
+    "InputLimitError",
+    "InputLimits",
     "JobRecord",
     "JobRegistry",
+    "JobWatchdog",
     "ModeChoice",
     "SubmittedPathPolicy",
     "UploadArea",
@@ -85,9 +93,16 @@ def build(
         flags = service_flags("ingest-modes", settings, bus)
         components.append(flags)
     registry = JobRegistry(settings.data_dir / "ingest" / "jobs.sqlite")
+    checkpoints = CheckpointBook(settings.data_dir / "ingest" / "jobs.sqlite")
     batch = BatchPath(bus, settings, analysis_providers(settings, bus, router_settings or settings.router))
     publisher = VariantPublisher(
-        bus, settings, registry, validation=settings.ingest_validation, flags=flags, batch=batch
+        bus,
+        settings,
+        registry,
+        validation=settings.ingest_validation,
+        flags=flags,
+        batch=batch,
+        checkpoints=checkpoints,
     )
 
     async def track(records: list[Record]) -> CommitOffsets | None:
@@ -107,6 +122,7 @@ def build(
         service=NAME,
         max_records=500,
     )
+    watchdog = JobWatchdog(registry, publisher, bus, settings)
     uploads = UploadArea(
         settings.data_dir / "ingest" / "uploads",
         registry,
@@ -120,7 +136,7 @@ def build(
     return IngestParts(
         name=NAME,
         # Flags and the batch path's providers are ready before the first job starts.
-        components=[*components, batch, publisher, tracker, uploads],
+        components=[*components, batch, publisher, tracker, watchdog, uploads],
         apis=[
             ServiceApi(
                 lambda server: jobs_pb2_grpc.add_IngestServiceServicer_to_server(api, server),

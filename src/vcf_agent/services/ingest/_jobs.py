@@ -84,6 +84,8 @@ class JobRecord:
     # gVCF <*>/<NON_REF> records and ALTs ingest read and did not publish (see `record_gvcf`).
     reference_blocks: int = 0
     placeholder_alleles: int = 0
+    # Why the job is stalled (see `stall`); empty in every other state.
+    stall_detail: str = ""
 
     def stage_seconds(self) -> dict[str, float]:
         """Ingest, analysis and storage durations of a finished run; they add up to its latency.
@@ -129,6 +131,7 @@ class JobRecord:
             samples=self.samples,
             mode=self.mode,
             duplicate_of_earlier=self.submissions > 1,
+            stall_detail=self.stall_detail if self.state == events_pb2.JOB_STATE_STALLED else "",
         )
 
 
@@ -137,7 +140,7 @@ _BASE_COLUMNS = (
     " samples, providers, error, mode, submissions, created_at, updated_at, provider_counts"
 )
 _GVCF_COUNTS = ("reference_blocks", "placeholder_alleles")
-_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_MARKS) + ", " + ", ".join(_GVCF_COUNTS)
+_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_MARKS) + ", " + ", ".join(_GVCF_COUNTS) + ", stall_detail"
 _UPSERT = (
     f"INSERT INTO jobs ({_BASE_COLUMNS}) VALUES ({','.join('?' * 18)}) ON CONFLICT(job_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _BASE_COLUMNS.replace(" ", "").split(",")[1:])
@@ -175,6 +178,8 @@ class JobRegistry:
         for count in _GVCF_COUNTS:
             if count not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {count} INTEGER NOT NULL DEFAULT 0")
+        if "stall_detail" not in present:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN stall_detail TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
@@ -256,6 +261,24 @@ class JobRegistry:
             )
         return job
 
+    def active(self) -> list[JobRecord]:
+        """Every job not in a final state."""
+        ended = ",".join(str(int(state)) for state in TERMINAL_STATES)
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN ({ended})").fetchall()
+        return [_from_row(r) for r in rows]
+
+    def stall(self, job_id: str, detail: str) -> JobRecord | None:
+        """Mark a running job stalled (or update why); None when it has ended meanwhile."""
+        job = self.get(job_id)
+        if job is None or job.state in TERMINAL_STATES:
+            return None
+        job.state, job.stall_detail = events_pb2.JOB_STATE_STALLED, detail
+        self.save(job)
+        with self._lock:
+            self._db.execute("UPDATE jobs SET stall_detail = ? WHERE job_id = ?", (detail, job_id))
+        return job
+
     def record_gvcf(self, job: JobRecord, reference_blocks: int, placeholder_alleles: int) -> None:
         """The gVCF records and ALTs the job's ingest read and did not publish."""
         job.reference_blocks, job.placeholder_alleles = reference_blocks, placeholder_alleles
@@ -323,6 +346,8 @@ class JobRegistry:
         if job is None:
             return None
         at = note.timestamp.ToNanoseconds() / 1e9 if note.HasField("timestamp") else time.time()
+        stalled = job.state == events_pb2.JOB_STATE_STALLED
+        before = (job.ingested, job.analysed, job.stored, job.total, job.dead_lettered)
         if (
             note.stage == events_pb2.STAGE_ANALYSIS
             and note.done > job.analysed
@@ -346,14 +371,31 @@ class JobRegistry:
             job.total = note.total
         if note.state in _ENDED_WITH_ERRORS and note.message:
             job.error = note.message
-        if job.state not in TERMINAL_STATES and _ORDER.get(int(note.state), 0) >= _ORDER.get(job.state, 0):
+        if stalled and note.state not in TERMINAL_STATES:
+            # A stalled job leaves the state when a count moves again (its own notice moves none).
+            if (job.ingested, job.analysed, job.stored, job.total, job.dead_lettered) != before:
+                job.state = note.state if note.state in _ORDER else events_pb2.JOB_STATE_INGESTING
+                self._clear_stall(job)
+        elif job.state not in TERMINAL_STATES and _ORDER.get(int(note.state), 0) >= _ORDER.get(job.state, 0):
             job.state = note.state
+            if stalled:
+                self._clear_stall(job)
             if note.state in TERMINAL_STATES and job.started_at:
                 self.mark(job, "finished_at", max(at, job.started_at))
-        if job.total and job.state not in TERMINAL_STATES:
-            job.analysed = min(job.analysed, job.total)
+        # Downstream counts never pass what ingest read: stages count a record again when a
+        # crash makes them (or ingest, resuming from its checkpoint) replay it, and ingest's
+        # own count reaches the tracker later than the records reach the stages.
+        ceiling = job.total or job.ingested
+        if job.state not in TERMINAL_STATES:
+            job.analysed = min(job.analysed, ceiling)
+            job.stored = min(job.stored, ceiling)
         self.save(job)
         return job
+
+    def _clear_stall(self, job: JobRecord) -> None:
+        job.stall_detail = ""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET stall_detail = '' WHERE job_id = ?", (job.job_id,))
 
 
 def _from_row(row: tuple[object, ...]) -> JobRecord:
@@ -384,6 +426,7 @@ def _from_row(row: tuple[object, ...]) -> JobRecord:
         finished_at=float(values[21]),  # type: ignore[arg-type]
         reference_blocks=int(values[22]),  # type: ignore[call-overload]
         placeholder_alleles=int(values[23]),  # type: ignore[call-overload]
+        stall_detail=str(values[24]),
     )
 
 

@@ -25,8 +25,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -39,15 +39,17 @@ from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.observability import current_job_id
 from vcf_agent.processing import DeadLetterSink
 from vcf_agent.progress import progress_notification
-from vcf_agent.schema import encode, encode_serialized
+from vcf_agent.schema import TERMINAL_STATES, encode, encode_serialized
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._annotation_context import DEFAULT_POPULATION_PATTERN, annotation_context
 from ._batch_path import BatchPath
+from ._checkpoints import Checkpoint, CheckpointBook
+from ._input_limits import InputLimits
 from ._job_mode import FALLBACK_TO_BATCH, FlagSource, JobMode, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry
 from ._validation_report import read_report
-from ._vcf_reader import EncodedBatch, VcfFileError, VcfReader, file_digest
+from ._vcf_reader import EncodedBatch, ReadPosition, VcfFileError, VcfReader, file_digest
 
 __all__ = ["VALIDATION_MODES", "ValidationMode", "VariantPublisher", "file_digest"]
 
@@ -59,6 +61,9 @@ _PROGRESS_INTERVAL_S = 0.25
 _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
 # How many errors a strict-mode failure reason quotes.
 _QUOTED_ERRORS = 3
+
+# How long a notice about a job (it stalled) may wait for the bus; GetJob says it anyway.
+_ANNOUNCE_TIMEOUT_S = 10.0
 
 # How long the bus may take to show it is healthy before streaming counts as not starting.
 _STREAM_START_TIMEOUT_S = 5.0
@@ -84,6 +89,7 @@ class _Encoded:
     payload: bytes
     headers: dict[str, str]
     variants: int
+    resume_at: ReadPosition | None
 
 
 @dataclass(slots=True)
@@ -111,6 +117,7 @@ class VariantPublisher(AsyncComponent):
         validation: ValidationMode = "lenient",
         flags: FlagSource | None = None,
         batch: BatchPath | None = None,
+        checkpoints: CheckpointBook | None = None,
     ) -> None:
         if validation not in VALIDATION_MODES:
             raise ValueError(f"validation must be one of {VALIDATION_MODES}, got {validation!r}")
@@ -120,6 +127,9 @@ class VariantPublisher(AsyncComponent):
         self._bus = bus
         self._settings = settings
         self._registry = registry
+        # Without a book (the ingest-only benchmark) nothing is resumed after a crash.
+        self._checkpoints = checkpoints
+        self._limits = InputLimits.from_settings(settings)
         self._stream = settings.topology.variants
         self._notifications = settings.topology.user_notifications
         self._dead_letters = DeadLetterSink(bus, settings.topology.dead_letters, "ingest")
@@ -129,7 +139,99 @@ class VariantPublisher(AsyncComponent):
         self._records: dict[str, int] = {}
 
     async def start(self) -> None:
-        return None
+        """Resume every job whose reading a crash or a stop interrupted."""
+        if self._checkpoints is None:
+            return
+        for checkpoint in self._checkpoints.all():
+            job = self._registry.get(checkpoint.job_id)
+            if job is None or job.state in TERMINAL_STATES:
+                self._checkpoints.drop(checkpoint.job_id)
+            elif not checkpoint.finished:
+                self._start_task(job, checkpoint.path, self._resume(job, checkpoint))
+
+    def republish(self, job_id: str, why: str) -> bool:
+        """Publish a job whose reading finished again from its file, whole; False when it cannot.
+
+        For records stranded on a failover bus's dead (or emptied) backend: every stored
+        effect is an upsert and completion is counted from the store, so what reaches the
+        stages twice changes nothing, and what was lost arrives. No STARTED marker is sent
+        (it would reset the writer's tally); the FINISHED marker is, with the same count.
+        """
+        checkpoint = self._checkpoints.get(job_id) if self._checkpoints is not None else None
+        job = self._registry.get(job_id)
+        if checkpoint is None or not checkpoint.finished or job is None or self.running(job_id):
+            return False
+        if checkpoint.mode != "streaming" or job.state in TERMINAL_STATES:
+            return False
+        log.warning("job %s: publishing it again from %s: %s", job_id, checkpoint.path, why)
+        again = replace(checkpoint, at=ReadPosition(), finished=False)
+        self._start_task(job, checkpoint.path, self._resume(job, again, why=why))
+        return True
+
+    async def announce(self, job_id: str, state: events_pb2.JobState.ValueType, message: str) -> None:
+        """Tell `user-notifications` something about a job that no stage reports (it stalled)."""
+        job = self._registry.get(job_id)
+        if job is None:
+            return
+        try:
+            # Bounded: with the bus down a publish waits for it, and the caller has other jobs.
+            await asyncio.wait_for(
+                self._notify(job, events_pb2.STAGE_UNSPECIFIED, state, 0, message), _ANNOUNCE_TIMEOUT_S
+            )
+        except (BusError, TimeoutError) as exc:
+            log.warning("job %s: could not announce %r: %r", job_id, message, exc)
+
+    def forget(self, job_id: str) -> None:
+        """The job has ended: its checkpoint is no longer needed."""
+        if self._checkpoints is not None:
+            self._checkpoints.drop(job_id)
+
+    def _start_task(self, job: JobRecord, path: Path, run: Coroutine[object, object, None]) -> None:
+        self._paths[job.job_id] = path
+        task = asyncio.create_task(run, name=f"ingest:{job.job_id}")
+        self._tasks[job.job_id] = task
+        task.add_done_callback(lambda _: self._paths.pop(job.job_id, None))
+
+    async def _resume(self, job: JobRecord, checkpoint: Checkpoint, why: str = "") -> None:
+        """Carry on an interrupted job: from its checkpoint when it streamed, else from the start.
+
+        A file that is gone or whose content changed fails the job, saying so.
+        """
+        path = checkpoint.path
+        try:
+            digest = await asyncio.to_thread(file_digest, path)
+        except FileNotFoundError:
+            reason = f"{job.source_name}: the file {path} disappeared before ingest finished reading it"
+        except OSError as exc:
+            reason = f"{job.source_name}: the file {path} cannot be read to resume the job ({exc})"
+        else:
+            reason = ""
+            if digest != checkpoint.file_id:
+                reason = (
+                    f"{job.source_name}: the file {path} changed since the job started (its SHA-256"
+                    f" is now {digest[:16]}..., was {checkpoint.file_id[:16]}...)"
+                )
+        if reason:
+            via: JobMode | None = "streaming" if checkpoint.mode == "streaming" else None
+            await self._fail(job, reason, marker_via=via)
+            return
+        validation: ValidationMode = "strict" if checkpoint.validation == "strict" else "lenient"
+        region = checkpoint.region or None
+        if checkpoint.mode != "streaming":
+            # Not yet streaming, or in batch mode (whose analyses live in this process): run again.
+            log.warning("job %s: ingest was interrupted; running it again from the start", job.job_id)
+            await self._run(job, path, region, validation, checkpoint.priority)
+            return
+        if why:
+            telemetry.job_republishes.inc()
+        log.warning(
+            "job %s: %s; resuming after %d variants (%d data lines)",
+            job.job_id,
+            why or "ingest was interrupted",
+            checkpoint.at.variants,
+            checkpoint.at.lines,
+        )
+        await self._run(job, path, region, validation, checkpoint.priority, resume=checkpoint, why=why)
 
     async def stop(self) -> None:
         for task in list(self._tasks.values()):
@@ -176,10 +278,7 @@ class VariantPublisher(AsyncComponent):
         if self.running(job.job_id):
             return job
         telemetry.jobs_submitted.labels(telemetry.tenant_label(tenant_id)).inc()
-        self._paths[job.job_id] = path
-        task = asyncio.create_task(self._run(job, path, region, mode, priority), name=f"ingest:{job.job_id}")
-        self._tasks[job.job_id] = task
-        task.add_done_callback(lambda _: self._paths.pop(job.job_id, None))
+        self._start_task(job, path, self._run(job, path, region, mode, priority))
         return job
 
     async def wait(self, job_id: str) -> None:
@@ -195,6 +294,8 @@ class VariantPublisher(AsyncComponent):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         job = self._registry.get(job_id)
+        if self._checkpoints is not None:
+            self._checkpoints.drop(job_id)
         if job is not None and job.state not in _ENDED:
             job.state = events_pb2.JOB_STATE_CANCELLED
             self._registry.save(job)
@@ -203,23 +304,44 @@ class VariantPublisher(AsyncComponent):
         return job
 
     async def _run(
-        self, job: JobRecord, path: Path, region: str | None, mode: ValidationMode, priority: int
+        self,
+        job: JobRecord,
+        path: Path,
+        region: str | None,
+        mode: ValidationMode,
+        priority: int,
+        *,
+        resume: Checkpoint | None = None,
+        why: str = "",
     ) -> None:
+        """One run of a job; `resume` carries on a streaming run from its checkpoint (`why` says
+        why when it is published again from the start)."""
         # The root of the job's trace (under the SubmitVcf call's span when the client traces):
         # every message the job sends, at every stage, descends from it.
         current_job_id.set(job.job_id)  # this task's log lines name the job
         with tracing.current_span("ingest.job", "ingest", job_id=job.job_id, tenant_id=job.tenant_id):
-            await self._run_job(job, path, region, mode, priority)
+            await self._run_job(job, path, region, mode, priority, resume=resume, why=why)
 
     async def _run_job(
-        self, job: JobRecord, path: Path, region: str | None, mode: ValidationMode, priority: int
+        self,
+        job: JobRecord,
+        path: Path,
+        region: str | None,
+        mode: ValidationMode,
+        priority: int,
+        *,
+        resume: Checkpoint | None,
+        why: str,
     ) -> None:
         progress = _Progress(priority=priority)
         job.state = events_pb2.JOB_STATE_INGESTING
         self._registry.save(job)
-        self._registry.mark(job, "started_at")
+        checkpoint = resume or Checkpoint(job.job_id, path, job.file_id, "", mode, priority, region or "")
+        if resume is None:
+            self._registry.mark(job, "started_at")
+            self._save_checkpoint(checkpoint)
         try:
-            if mode == "strict":
+            if mode == "strict" and resume is None:
                 errors = await asyncio.to_thread(_strict_errors, path, job, region)
                 if errors:
                     await self._fail(job, errors)
@@ -234,22 +356,43 @@ class VariantPublisher(AsyncComponent):
                 batch_size=self._settings.batch_size,
                 linger_ms=self._settings.batch_linger_ms,
                 region=region,
+                limits=self._limits,
+                resume_at=resume.at if resume is not None else None,
             )
         except VcfFileError as exc:
             await self._fail(job, str(exc))
+            return
+        except Exception as exc:
+            # Whatever went wrong opening the file, the job must end, not stay `ingesting`.
+            log.exception("job %s: opening %s failed", job.job_id, path)
+            await self._fail(job, f"{job.source_name}: the file could not be opened: {exc}")
             return
         for issue in reader.header_issues:
             log.warning("job %s: %s line %d: %s", job.job_id, job.source_name, issue.line, issue.message)
         progress.samples = list(reader.samples)
         job_mode: JobMode | None = None
         try:
-            job_mode = await self._start_mode(job, progress)
-            if job_mode is None:
-                return
+            if resume is None:
+                job_mode = await self._start_mode(job, progress)
+                if job_mode is None:
+                    return
+                checkpoint.mode = job_mode
+                self._save_checkpoint(checkpoint)
+            else:
+                job_mode = "streaming"
+                await self._notify(
+                    job,
+                    events_pb2.STAGE_INGEST,
+                    events_pb2.JOB_STATE_INGESTING,
+                    resume.at.variants,
+                    f"ingest publishes the job again from its file: {why}"
+                    if why
+                    else f"ingest resumed after {resume.at.variants} variants ({resume.at.lines} data lines)",
+                )
             if job_mode == "batch":
                 published = await self._run_batch(job, reader, progress)
             else:
-                published = await self._run_streaming(job, reader, progress)
+                published = await self._run_streaming(job, reader, progress, checkpoint)
         except VcfFileError as exc:
             await self._fail(job, str(exc), marker_via=job_mode)
             return
@@ -275,6 +418,8 @@ class VariantPublisher(AsyncComponent):
         self._registry.save(job)
         finished = self._job_marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, published)
         await self._send_marker(finished, job_mode)
+        checkpoint.finished = True
+        self._save_checkpoint(checkpoint)
         await self._notify(
             job,
             events_pb2.STAGE_INGEST,
@@ -345,8 +490,17 @@ class VariantPublisher(AsyncComponent):
             providers=job.providers, priority=priority, annotation_context=context
         ).SerializeToString()
 
-    async def _run_streaming(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
-        """Publish every batch to `vcf-variants`; returns the variants published."""
+    def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.save(checkpoint)
+
+    async def _run_streaming(
+        self, job: JobRecord, reader: VcfReader, progress: _Progress, checkpoint: Checkpoint
+    ) -> int:
+        """Publish every batch to `vcf-variants`; returns the variants in the file.
+
+        After a resume that counts the variants before the checkpoint too: the file's total.
+        """
         threshold = self._settings.compression_threshold
         # Appending an encoded field to a serialized message merges it in: the job's
         # providers ride on every batch without re-encoding the variants.
@@ -370,18 +524,22 @@ class VariantPublisher(AsyncComponent):
                 trace_headers=trace_headers,
                 compression_threshold=threshold,
             )
-            return _Encoded(key, payload, headers, batch.variant_count)
+            return _Encoded(key, payload, headers, batch.variant_count, batch.resume_at)
 
-        published = 0
+        published = checkpoint.at.variants
         last_note = time.monotonic()
         async with contextlib.aclosing(self._read(reader, progress, prepare)) as items:
             async for item in items:
                 await self._bus.publish(self._stream, [OutgoingMessage(item.payload, item.key, item.headers)])
                 published += item.variants
                 telemetry.variants_processed.labels("ingest", "published").inc(item.variants)
+                if item.resume_at is not None:
+                    checkpoint.at = item.resume_at
                 if time.monotonic() - last_note >= _PROGRESS_INTERVAL_S:
                     last_note = time.monotonic()
+                    # Records before the checkpoint are never read again: their dead letters go first.
                     await self._flush_dead_letters(progress)
+                    self._save_checkpoint(checkpoint)
                     await self._notify(
                         job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, published, "", progress
                     )
@@ -463,11 +621,12 @@ class VariantPublisher(AsyncComponent):
         """Reader thread: parse, prepare, hand over; blocks when the consumer is behind."""
         try:
             for batch in reader.batches():
+                # Before the batch is handed over: a checkpoint past it finds its dead letters queued.
+                progress.dead_letters.extend(reader.take_dead_letters())
+                progress.dead_lettered = reader.dead_lettered
                 put(prepare(batch))
                 progress.records = reader.records
                 progress.variants += batch.variant_count
-                progress.dead_letters.extend(reader.take_dead_letters())
-                progress.dead_lettered = reader.dead_lettered
             progress.dead_letters.extend(reader.take_dead_letters())
             progress.dead_lettered = reader.dead_lettered
         finally:
@@ -488,6 +647,8 @@ class VariantPublisher(AsyncComponent):
         job.error = reason
         self._registry.save(job)
         self._registry.mark(job, "finished_at")
+        if self._checkpoints is not None:
+            self._checkpoints.drop(job.job_id)
         failed = self._job_marker(job, variant_pb2.JobMarker.KIND_FAILED, _Progress(), reason=reason)
         try:
             if marker_via == "streaming" or (marker_via == "batch" and self._batch is not None):

@@ -145,6 +145,8 @@ typedef struct {
     long long placeholder_alleles;
     long long reference_blocks;
     long long position;
+    /* Bound on one record's encoded messages (0: none); a record over it goes to the Python path, which fails it. */
+    long long max_record_bytes;
     const char **field_start;
     Py_ssize_t *field_len;
     Buf head;
@@ -725,6 +727,13 @@ static PyObject *RecordEncoder_encode(RecordEncoder *self, PyObject *line) {
     }
     PyObject *alt_fields = PyTuple_GET_ITEM(alts, 1);
     Py_ssize_t n_alt = PyList_GET_SIZE(alt_fields);
+    /* Every ALT's message repeats the record: check the total before building any (as the Python path does). */
+    if (self->max_record_bytes > 0 &&
+        (long long)n_alt * (long long)(self->head.len + self->tail.len + PyBytes_GET_SIZE(self->job_fields) + 64) >
+            self->max_record_bytes) {
+        Py_DECREF(alts);
+        Py_RETURN_NONE;
+    }
     PyObject *entries = PyList_New(0);
     if (!entries) {
         Py_DECREF(alts);
@@ -940,6 +949,8 @@ static PyMemberDef RecordEncoder_members[] = {
     {"reference_blocks", T_LONGLONG, offsetof(RecordEncoder, reference_blocks), 0,
      "gVCF records whose only ALTs are <*>/<NON_REF>"},
     {"position", T_LONGLONG, offsetof(RecordEncoder, position), 0, "POS of the last record encoded"},
+    {"max_record_bytes", T_LONGLONG, offsetof(RecordEncoder, max_record_bytes), 0,
+     "bound on one record's encoded messages (0: none)"},
     {NULL, 0, 0, 0, NULL}};
 
 static PyGetSetDef RecordEncoder_getset[] = {

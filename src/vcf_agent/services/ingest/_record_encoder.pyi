@@ -15,6 +15,7 @@ class RecordEncoder:
     placeholder_alleles: int
     reference_blocks: int
     position: int
+    max_record_bytes: int
     chrom: str
     suffix: bytes
     def __init__(

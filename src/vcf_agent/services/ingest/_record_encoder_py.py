@@ -25,6 +25,7 @@ class RecordEncoder:
         "chrom",
         "last_pos",
         "line_number",
+        "max_record_bytes",
         "placeholder_alleles",
         "position",
         "record_index",
@@ -58,6 +59,8 @@ class RecordEncoder:
         self.placeholder_alleles = 0
         self.reference_blocks = 0
         self.position = 0
+        # Kept for the compiled encoder's interface; the Python encoder checks the bound itself.
+        self.max_record_bytes = 0
         self.chrom = ""
         self.suffix = b""
 

@@ -38,6 +38,7 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import struct
@@ -54,11 +55,20 @@ from vcf_agent.schema import SMALL_VARINTS, correlation_prefix, file_digest_hash
 from vcf_agent.v1 import events_pb2, variant_pb2
 from vcf_agent.v1 import wire_numbers as wire
 
+from ._input_limits import InputLimitError, InputLimits
 from ._record_encoder_py import RecordEncoder as PythonRecordEncoder
 from ._spec_levels import cite
 from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
 
-__all__ = ["ISSUE_LIMIT", "EncodedBatch", "ReadCounters", "VcfFileError", "VcfReader", "file_digest"]
+__all__ = [
+    "ISSUE_LIMIT",
+    "EncodedBatch",
+    "ReadCounters",
+    "ReadPosition",
+    "VcfFileError",
+    "VcfReader",
+    "file_digest",
+]
 from ._vcf_source import VcfText, open_vcf_text
 from ._vcf_validator import INT_MAX, INT_MIN, RecordError, RecordRules, TypedValues, expected_count
 
@@ -69,6 +79,10 @@ DEFAULT_BATCH_SIZE = 1000
 _CACHE_LIMIT = 50_000
 
 _DIGEST_CHUNK = 1 << 20
+
+# Bytes of a variant message beyond the record's shared fields: tags, lengths, the
+# correlation id and alt_index (as the compiled encoder's bound counts them).
+_VARIANT_OVERHEAD = 64
 
 # Issues kept for a validation report; a file with more is summarised by count.
 ISSUE_LIMIT = 1000
@@ -157,6 +171,26 @@ class ReadCounters:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadPosition:
+    """Where a read stands after a record boundary: enough to resume it there exactly.
+
+    `lines` counts the data lines consumed after the header; the rest is the
+    encoder's state and the counters over every record before that point.
+    """
+
+    lines: int = 0
+    record_index: int = -1
+    line_number: int = 0
+    chrom: str = ""
+    last_pos: int = -1
+    variants: int = 0
+    dead_lettered: int = 0
+    reference_blocks: int = 0
+    placeholder_alleles: int = 0
+    ref_only_records: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class EncodedBatch:
     """A serialized `VariantBatch` ready to publish, and what it holds."""
 
@@ -167,6 +201,8 @@ class EncodedBatch:
     # Locus of the first variant, for choosing a partition key without decoding.
     chromosome: str
     position: int
+    # Set when the batch ends with a record's last variant: every record up to here is read.
+    resume_at: ReadPosition | None = None
 
     def decode(self) -> variant_pb2.VariantBatch:
         return variant_pb2.VariantBatch.FromString(self.payload)
@@ -306,9 +342,13 @@ class VcfReader:
         linger_ms: int = 50,
         region: str | None = None,
         keep_issues: bool = False,
+        limits: InputLimits | None = None,
+        resume_at: ReadPosition | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self._limits = limits or InputLimits()
+        self._resume_at = resume_at
         self._linger_s = linger_ms / 1000
         self._path = Path(path)
         # Correlation ids are hashed from this (tenant and file) plus `record:alt`, here and in C.
@@ -319,7 +359,7 @@ class VcfReader:
         self._batch_size = batch_size
         self._keep_issues = keep_issues
         name = source_name or self._path.name
-        self._source: VcfText = open_vcf_text(self._path, name=name, region=region)
+        self._source: VcfText = open_vcf_text(self._path, name=name, region=region, limits=self._limits)
         try:
             header, issues = parse_header(self._source.header_lines)
         except VcfFileError as exc:
@@ -371,6 +411,7 @@ class VcfReader:
             non_diploid=self._non_diploid,
             info_natives={key: spec for key, d in header.info.items() if (spec := _native_info_spec(d))},
         )
+        self._encoder.max_record_bytes = self._limits.max_record_bytes
         self._encoder.line_number = self._source.first_line_number - 1
         self._dead_letters: list[events_pb2.DeadLetter] = []
         self.dead_lettered = 0
@@ -433,22 +474,69 @@ class VcfReader:
                 if self._closing:
                     self._source.close()
 
+    def _position(self, lines: int) -> ReadPosition:
+        encoder, counters = self._encoder, self.counters
+        return ReadPosition(
+            lines,
+            encoder.record_index,
+            encoder.line_number,
+            encoder.chrom,
+            encoder.last_pos,
+            counters.variants,
+            self.dead_lettered,
+            encoder.reference_blocks,
+            encoder.placeholder_alleles,
+            counters.ref_only_records,
+        )
+
+    def _skip_to(self, at: ReadPosition) -> None:
+        """Resume after the records an earlier read of this file already handed on.
+
+        The lines are read (decompression cannot seek) but not parsed, and the
+        counters are restored, so the read ends with the same totals as one pass.
+        """
+        skipped = sum(1 for _ in itertools.islice(self._source.lines, at.lines))
+        if skipped != at.lines:
+            raise VcfFileError(
+                f"{self._source_name}: the file has {skipped} data lines, fewer than the"
+                f" {at.lines} already read; it changed since the job started",
+                "FILE_CHANGED",
+            )
+        encoder, counters = self._encoder, self.counters
+        encoder.record_index, encoder.line_number = at.record_index, at.line_number
+        encoder.chrom, encoder.last_pos = at.chrom, at.last_pos
+        encoder.reference_blocks, encoder.placeholder_alleles = at.reference_blocks, at.placeholder_alleles
+        counters.records = at.record_index + 1
+        counters.variants = at.variants
+        counters.reference_blocks, counters.placeholder_alleles = at.reference_blocks, at.placeholder_alleles
+        counters.ref_only_records = at.ref_only_records
+        self.dead_lettered = at.dead_lettered
+
     def _encode_records(self) -> Iterator[EncodedBatch]:
         counters = self.counters
         encoder = self._encoder
         batch_size = self._batch_size
+        # Batches are cut by size too, so many samples per record cannot make one huge.
+        batch_bytes = self._limits.max_record_bytes
         linger_s = self._linger_s
         monotonic = time.monotonic
         fast = encoder.encode
         slow = self._encode_slow
         chunks: list[bytes] = []
+        size = 0
         first_index = -1
         first_locus = ("", 0)
         batch_deadline = 0.0
+        lines = 0
+        if self._resume_at is not None and self._resume_at.lines:
+            # (At line 0 there is nothing to skip, and the encoder's start state is the right one.)
+            self._skip_to(self._resume_at)
+            lines = self._resume_at.lines
         encoder.suffix = self._batch_suffix()
         for line in self._source.lines:
             if self._closing:
                 break
+            lines += 1
             entries = fast(line)
             if not entries:
                 # None: the Python path decides; []: a gVCF reference block the C path counted.
@@ -461,8 +549,9 @@ class VcfReader:
                 first_locus = (encoder.chrom, encoder.position)
                 batch_deadline = monotonic() + linger_s
             chunks += entries
+            size += sum(map(len, entries))
             # Linger bounds latency when records trickle in (a slow upload or pipe).
-            if len(chunks) < batch_size and monotonic() < batch_deadline:
+            if len(chunks) < batch_size and size < batch_bytes and monotonic() < batch_deadline:
                 continue
             record_index = encoder.record_index
             counters.records = record_index + 1
@@ -473,10 +562,18 @@ class VcfReader:
                 taken = chunks[:batch_size]
                 del chunks[:batch_size]
                 counters.variants += len(taken)
-                yield EncodedBatch(b"".join(taken), len(taken), first_index, record_index, *first_locus)
+                yield EncodedBatch(
+                    b"".join(taken),
+                    len(taken),
+                    first_index,
+                    record_index,
+                    *first_locus,
+                    resume_at=None if chunks else self._position(lines),
+                )
                 first_index, first_locus = record_index, (encoder.chrom, encoder.position)
                 if len(chunks) < batch_size:
                     break
+            size = sum(map(len, chunks))
             encoder.suffix = self._batch_suffix()
             if chunks:
                 batch_deadline = monotonic() + linger_s
@@ -497,7 +594,14 @@ class VcfReader:
             )
         if chunks:
             counters.variants += len(chunks)
-            yield EncodedBatch(b"".join(chunks), len(chunks), first_index, encoder.record_index, *first_locus)
+            yield EncodedBatch(
+                b"".join(chunks),
+                len(chunks),
+                first_index,
+                encoder.record_index,
+                *first_locus,
+                resume_at=self._position(lines),
+            )
 
     def _encode_slow(self, line: str) -> list[bytes] | None:
         """The reference encoder: every rule check, cache fill and diagnostic; None when no variant."""
@@ -511,7 +615,9 @@ class VcfReader:
             self._missing_newline(line_number)
         fields = line.split("\t")
         if len(fields) != self._columns and not line.strip():
-            self.warnings.append(Issue(line_number, "CHROM", "BLANK_LINE", "a blank line was skipped"))
+            # Capped like every issue list: a gzip bomb of newlines must not grow memory.
+            if len(self.warnings) < ISSUE_LIMIT:
+                self.warnings.append(Issue(line_number, "CHROM", "BLANK_LINE", "a blank line was skipped"))
             return None
         encoder.record_index += 1
         record_index = encoder.record_index
@@ -531,8 +637,10 @@ class VcfReader:
             alts, alt_fields, all_alts = self._alts.get(fields[4]) or self._alt(fields[4])
             n_alt = len(alts)
             vid = fields[2]
+            id_field = b""
             if vid != ".":
                 rules.identifier(vid)
+                id_field = _string_field(_T_ID, vid)
             qual = self._quals.get(fields[5])
             if qual is None:
                 qual = self._qual(fields[5])
@@ -543,6 +651,13 @@ class VcfReader:
             genotypes = self._encode_genotypes(fields[8], fields, n_alt) if self._columns > 8 else b""
         except RecordError as exc:
             self._reject(record_index, line_number if self._numbered else 0, line, exc)
+            return None
+        except UnicodeEncodeError:
+            # Bytes the text decoder kept as surrogates reached a field that is stored as text.
+            not_utf8 = RecordError(
+                "NOT_UTF8", "CHROM", "the record holds bytes that are not UTF-8 (VCF 4.3+ §1.2: UTF-8)"
+            )
+            self._reject(record_index, line_number if self._numbered else 0, line, not_utf8)
             return None
         finally:
             if rules.pending:
@@ -563,11 +678,22 @@ class VcfReader:
                 self._fields.get(chrom) or self._chrom_field(chrom),
                 _T_POSITION,
                 varint(pos),
-                _string_field(_T_ID, vid) if vid != "." else b"",
+                id_field,
                 ref_field,
             )
         )
         tail = all_alts + qual + filters + info_bytes + genotypes + encoder.suffix
+        # Every ALT's message repeats the whole record: check the total before building it.
+        encoded = n_alt * (len(head) + len(tail) + len(self._job_fields) + _VARIANT_OVERHEAD)
+        if encoded > self._limits.max_record_bytes:
+            where = f"line {line_number}" if self._numbered else f"record {record_index + 1}"
+            raise InputLimitError(
+                "max_record_bytes",
+                self._limits.max_record_bytes,
+                f"{self._source_name}: the record at {where} ({n_alt} ALT(s), {len(self._sample_fields)}"
+                f" sample(s)) encodes to about {encoded} bytes",
+                line_number,
+            )
         key = self._id_prefix + f"{record_index}:".encode()
         entries = []
         for alt_index in range(n_alt):
@@ -665,7 +791,7 @@ class VcfReader:
     def _alt(self, text: str) -> tuple[list[str], list[bytes], bytes]:
         alts = self._rules.alternates(text)
         unknown = self._rules.symbolic_warnings(alts)
-        if unknown:
+        if unknown and len(self.warnings) < ISSUE_LIMIT:
             self.warnings.append(
                 Issue(
                     0, "ALT", "ALT_UNDECLARED", f"symbolic allele(s) {', '.join(unknown)} have no ##ALT line"

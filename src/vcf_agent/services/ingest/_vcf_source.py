@@ -23,6 +23,7 @@ from typing import IO
 import pysam
 
 from ._background_gunzip import BackgroundGunzip
+from ._input_limits import InputLimitError, InputLimits, LineBoundedRaw, NewlineRuns
 from ._vcf_header import VcfFileError
 
 # The fixed 28-byte empty block every complete BGZF file ends with.
@@ -67,12 +68,16 @@ def _has_bgzf_eof(path: Path) -> bool:
         return fh.read() == _BGZF_EOF
 
 
-def _check_gzip_complete(path: Path, name: str) -> None:
-    """Decompress the whole file once, so a truncated file fails before anything is published."""
+def _check_gzip_complete(path: Path, name: str, limits: InputLimits) -> None:
+    """Decompress the whole file once, so a truncated file fails before anything is published.
+
+    Lines are measured on the way: a gzip bomb of one endless line fails at its limit.
+    """
+    runs = NewlineRuns(limits.max_line_bytes, name)
     try:
         with gzip.open(path, "rb") as fh:
-            while fh.read(_CHUNK):
-                pass
+            while chunk := fh.read(_CHUNK):
+                runs.feed(chunk)
     except EOFError as exc:
         raise VcfFileError(
             f"{name}: the compressed file is truncated (it ends in the middle of the data); "
@@ -83,7 +88,7 @@ def _check_gzip_complete(path: Path, name: str) -> None:
         raise VcfFileError(f"{name}: the gzip data is corrupt ({exc})", "UNREADABLE_COMPRESSION") from exc
 
 
-def _sniff(path: Path, name: str, *, check_complete: bool = True) -> tuple[bytes, str]:
+def _sniff(path: Path, name: str, limits: InputLimits, *, check_complete: bool = True) -> tuple[bytes, str]:
     """The first decompressed bytes and the container kind: plain, bgzf or gzip.
 
     check_complete decompresses a gzip (or marker-less BGZF) file once to catch truncation;
@@ -109,21 +114,31 @@ def _sniff(path: Path, name: str, *, check_complete: bool = True) -> tuple[bytes
     if check_complete and (kind == "gzip" or not _has_bgzf_eof(path)):
         # Plain gzip has no end marker to check cheaply; a BGZF file without one
         # may be truncated or just old, so decompressing it all tells which.
-        _check_gzip_complete(path, name)
+        _check_gzip_complete(path, name, limits)
     return start, kind
 
 
 def open_vcf_text(
-    path: Path, *, name: str = "", region: str | None = None, check_complete: bool = True
+    path: Path,
+    *,
+    name: str = "",
+    region: str | None = None,
+    check_complete: bool = True,
+    limits: InputLimits | None = None,
 ) -> VcfText:
-    """Open `path` as VCF text; raises VcfFileError (with a code) when it cannot be ingested."""
+    """Open `path` as VCF text; raises VcfFileError (with a code) when it cannot be ingested.
+
+    Over one of `limits` (the defaults when None) it raises InputLimitError, when opening
+    or later, from the line iterator.
+    """
     name = name or path.name
+    limits = limits or InputLimits()
     try:
-        start, container = _sniff(path, name, check_complete=check_complete)
+        start, container = _sniff(path, name, limits, check_complete=check_complete)
     except OSError as exc:
         raise VcfFileError(f"{name}: cannot read the file ({exc})", "UNREADABLE_COMPRESSION") from exc
     if start.startswith(b"BCF\x02"):
-        return _open_bcf(path, name, region)
+        return _open_bcf(path, name, region, limits)
     for magic, what in _OTHER_FORMATS.items():
         if start.startswith(magic):
             raise VcfFileError(f"{name}: this is {what}, not a VCF", "WRONG_FORMAT")
@@ -138,18 +153,15 @@ def open_vcf_text(
             )
         return _open_region(path, name, region)
     # Left open on success: the returned VcfText owns the file until close().
-    opened: IO[str] = (
-        open(path, encoding="utf-8", errors="surrogateescape", newline=None)  # noqa: SIM115
-        if container == "plain"
-        else io.TextIOWrapper(
-            io.BufferedReader(BackgroundGunzip(path), _CHUNK),
-            encoding="utf-8",
-            errors="surrogateescape",
-            newline=None,
-        )
+    raw: io.RawIOBase = io.FileIO(path) if container == "plain" else BackgroundGunzip(path)
+    opened: IO[str] = io.TextIOWrapper(
+        io.BufferedReader(LineBoundedRaw(raw, limits.max_line_bytes, name), _CHUNK),
+        encoding="utf-8",
+        errors="surrogateescape",
+        newline=None,
     )
     try:
-        header, first = _read_header(opened, name)
+        header, first = _read_header(opened, name, limits)
     except BaseException:
         opened.close()
         raise
@@ -158,15 +170,37 @@ def open_vcf_text(
     return VcfText(kind, header, lines, len(header) + 1, opened.close)
 
 
-def _read_header(fh: IO[str], name: str) -> tuple[list[str], str | None]:
+def _read_header(fh: IO[str], name: str, limits: InputLimits) -> tuple[list[str], str | None]:
     """Header lines and the first record line (None when the file has a header and no records).
 
     A header without records is a valid VCF (no version requires a record);
     the reader reports it as a warning and the job completes with 0 variants.
     """
     header: list[str] = []
+    size = 0
     for line in fh:
         if line.startswith("#"):
+            size += len(line)
+            if size > limits.max_header_bytes:
+                raise InputLimitError(
+                    "max_header_bytes",
+                    limits.max_header_bytes,
+                    f"{name}: the header is longer than {limits.max_header_bytes} bytes",
+                    len(header) + 1,
+                )
+            samples = line.count("\t") - 8 if line.startswith("#CHROM") else 0
+            if samples > limits.max_samples:
+                raise InputLimitError(
+                    "max_samples", limits.max_samples, f"{name}: the header names {samples} samples"
+                )
+            try:
+                line.encode()
+            except UnicodeEncodeError:
+                raise VcfFileError(
+                    f"{name}: header line {len(header) + 1} holds bytes that are not UTF-8",
+                    "NOT_UTF8",
+                    len(header) + 1,
+                ) from None
             header.append(line.rstrip("\n"))
             continue
         if not line.strip() and header and not header[-1].startswith("#CHROM"):
@@ -201,11 +235,16 @@ def _open_region(path: Path, name: str, region: str) -> VcfText:
     return VcfText("vcf.gz", header, (row + "\n" for row in rows), 0, tabix.close)
 
 
-def _open_bcf(path: Path, name: str, region: str | None) -> VcfText:
+def _open_bcf(path: Path, name: str, region: str | None, limits: InputLimits) -> VcfText:
     try:
         variant_file = pysam.VariantFile(os.fspath(path))
     except (OSError, ValueError) as exc:
         raise VcfFileError(f"{name}: not a readable BCF file ({exc})", "WRONG_FORMAT") from exc
+    samples = len(variant_file.header.samples)
+    if samples > limits.max_samples:
+        variant_file.close()
+        what = f"{name}: the header names {samples} samples"
+        raise InputLimitError("max_samples", limits.max_samples, what)
     header = str(variant_file.header).rstrip("\n").split("\n")
     try:
         records = variant_file.fetch(region=region) if region else variant_file
@@ -226,9 +265,9 @@ def _open_bcf(path: Path, name: str, region: str | None) -> VcfText:
     return VcfText("bcf", header, lines, 0, variant_file.close)
 
 
-def header_samples(path: Path) -> list[str]:
+def header_samples(path: Path, limits: InputLimits | None = None) -> list[str]:
     """Sample names from the header alone, without reading (or decompressing) the records."""
-    text = open_vcf_text(path, check_complete=False)
+    text = open_vcf_text(path, check_complete=False, limits=limits)
     try:
         names = next((line for line in text.header_lines if line.startswith("#CHROM")), "").split("\t")
     finally:

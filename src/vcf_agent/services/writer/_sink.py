@@ -74,6 +74,8 @@ class _JobTally:
     providers: dict[str, list[int]] = field(default_factory=dict)
     state: int = events_pb2.JOB_STATE_STORING
     error: str = ""
+    # Time (ns) of the newest job marker applied: an older STARTED is a stale one, not a new run.
+    marker_ns: int = 0
 
     def provider_counts(self) -> dict[str, events_pb2.ProviderCounts]:
         return {
@@ -82,7 +84,9 @@ class _JobTally:
         }
 
 
-_BOOK_COLUMNS = "job_id, tenant_id, total, finished, complete, classifications, providers, state, error"
+_BOOK_COLUMNS = (
+    "job_id, tenant_id, total, finished, complete, classifications, providers, state, error, marker_ns"
+)
 
 
 class _JobBook:
@@ -103,6 +107,7 @@ class _JobBook:
             ("providers", "TEXT NOT NULL DEFAULT '{}'"),
             ("state", f"INTEGER NOT NULL DEFAULT {events_pb2.JOB_STATE_COMPLETE}"),
             ("error", "TEXT NOT NULL DEFAULT ''"),
+            ("marker_ns", "INTEGER NOT NULL DEFAULT 0"),
         ):
             if column not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
@@ -115,11 +120,12 @@ class _JobBook:
         tally.providers = json.loads(row[6] or "{}")
         tally.state = row[7] if tally.complete else events_pb2.JOB_STATE_STORING
         tally.error = row[8]
+        tally.marker_ns = row[9]
         return tally
 
     def save(self, job_id: str, tally: _JobTally) -> None:
         self._db.execute(
-            f"INSERT OR REPLACE INTO jobs ({_BOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO jobs ({_BOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 tally.tenant_id,
@@ -130,6 +136,7 @@ class _JobBook:
                 json.dumps(tally.providers),
                 tally.state,
                 tally.error,
+                tally.marker_ns,
             ),
         )
 
@@ -288,6 +295,12 @@ class StoreSink(AsyncComponent):
 
     def _apply_marker(self, marker: variant_pb2.JobMarker) -> None:
         tally = self._tally(marker.job_id, marker.tenant_id)
+        stamped = marker.timestamp.ToNanoseconds()
+        if stamped and stamped <= tally.marker_ns:
+            # Older than a marker already applied: a STARTED held back on a failover bus's dead
+            # backend and delivered late is not a new run, and must not reset the count.
+            return
+        tally.marker_ns = max(tally.marker_ns, stamped)
         if marker.kind == variant_pb2.JobMarker.KIND_STARTED:
             # A resubmission: completion is decided afresh (the stores already hold its rows).
             tally.finished = tally.complete = False
