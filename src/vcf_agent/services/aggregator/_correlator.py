@@ -154,6 +154,11 @@ class Correlator:
     def pending(self) -> int:
         return len(self._pending)
 
+    async def reset(self) -> None:
+        """Forget the variants waiting for answers: every record holding one comes again."""
+        self._pending.clear()
+        self._seen.clear()
+
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
         writes: list[_Completed] = []
         markers: list[variant_pb2.JobMarker] = []

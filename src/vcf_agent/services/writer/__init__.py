@@ -59,6 +59,7 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Wr
         max_records=8,
         idle_calls=True,
         max_in_flight=512,
+        reset=sink.reset,
     )
     api = QueryApi(lance, graph)
     return WriterParts(

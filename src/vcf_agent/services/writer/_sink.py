@@ -225,6 +225,20 @@ class StoreSink(AsyncComponent):
             wait = False
         return stored
 
+    async def reset(self) -> None:
+        """Forget what is buffered or in flight after an error; those records come again.
+
+        Flushes behind a failed one stop by themselves, and the one a store thread is
+        running cannot be interrupted, so each is awaited, not cancelled. Tallies are read
+        again from the book: a batch that counted into them before failing is counted anew.
+        """
+        flushing, self._flushing = list(self._flushing), deque()
+        await asyncio.gather(*(flush.done for flush in flushing), return_exceptions=True)
+        self._buffer = RowCollector()
+        self._markers = []
+        self._buffered_records = []
+        self._tallies.clear()
+
     def _collect(self, record: Record) -> list[variant_pb2.JobMarker]:
         """Hand a record's writes to the row builder; returns its job markers."""
         payload = serialized_message(record.value, record.headers, events_pb2.DatabaseWriteBatch)
