@@ -180,6 +180,10 @@ class Settings:
     # at 1,000 rows, ~30 at 10,000), so while a store is busy the next batch lingers this
     # long to grow; with the stores idle it leaves at once, and job markers flush at once.
     writer_linger_ms: int = 500
+    # The writer stops taking batches (readiness NOT_SERVING, retried) while its data directory
+    # has less free space than this: the graph engine aborts the process when its write-ahead
+    # log cannot be written at commit, and a checkpoint rewrites up to 256 MiB of that log.
+    writer_disk_reserve_bytes: int = 320 * 1024**2
     shutdown_grace_s: float = 5.0
     log_level: str = "WARNING"
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -217,6 +221,8 @@ class Settings:
                 raise ConfigError(f"population_af_pattern is not a regular expression: {exc}") from exc
         if not self.providers:
             raise ConfigError("providers must name at least one provider")
+        if self.writer_disk_reserve_bytes < 0:
+            raise ConfigError("writer_disk_reserve_bytes must not be negative")
         if self.upload_max_bytes <= 0:
             raise ConfigError(f"upload_max_bytes must be positive, got {self.upload_max_bytes}")
         for name in ("upload_retention_s", "notifier_job_wait_s"):
@@ -248,6 +254,7 @@ class Settings:
             "VCF_AGENT_BATCH_LINGER_MS": "batch_linger_ms",
             "VCF_AGENT_WRITER_BATCH_ROWS": "writer_batch_rows",
             "VCF_AGENT_UPLOAD_MAX_BYTES": "upload_max_bytes",
+            "VCF_AGENT_WRITER_DISK_RESERVE_BYTES": "writer_disk_reserve_bytes",
         }
         for var, name in ints.items():
             if var in env:

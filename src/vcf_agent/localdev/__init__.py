@@ -20,6 +20,7 @@ from vcf_agent.localdev._service_processes import (
     start_service,
     stop_service,
 )
+from vcf_agent.localdev._small_disk import SmallDisk, SmallDiskUnavailableError
 
 __all__ = [
     "SIMULATED_ANSWER",
@@ -35,6 +36,8 @@ __all__ = [
     "SimulatedVendor",
     "Vendor",
     "answering",
+    "SmallDisk",
+    "SmallDiskUnavailableError",
     "find_iggy_server",
     "free_port",
     "install_kafka",

@@ -48,7 +48,7 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Wr
     directory = settings.data_dir / "writer"
     check_key_stamp(directory)
     lance = LanceStore(directory / "lance")
-    graph = GraphStore(directory / "graph.lbug")
+    graph = GraphStore(directory / "graph.lbug", disk_reserve_bytes=settings.writer_disk_reserve_bytes)
     sink = StoreSink(bus, settings, lance, graph)
     processor = StreamProcessor(
         bus,

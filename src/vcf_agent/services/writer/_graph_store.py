@@ -41,6 +41,8 @@ owns it; everyone else reads through the writer's query API.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -164,9 +166,11 @@ class GraphStore(AsyncComponent):
         path: Path,
         *,
         buffer_pool_bytes: int = 1 << 30,
+        disk_reserve_bytes: int = 0,
     ) -> None:
         self._path = path
         self._buffer_pool_bytes = buffer_pool_bytes
+        self._disk_reserve_bytes = disk_reserve_bytes
         self._lock = threading.Lock()
         self._db: ladybug.Database | None = None
         self._conn: ladybug.Connection | None = None
@@ -212,16 +216,36 @@ class GraphStore(AsyncComponent):
         rows = batch if isinstance(batch, WriteRows) else build_rows(batch)
         if not len(rows):
             return pa.chunked_array([], pa.string())
+        self._check_free_space()
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN TRANSACTION")
             try:
                 old_ids = self._write(conn, rows)
+                conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
                 raise
-            conn.execute("COMMIT")
         return old_ids
+
+    def _check_free_space(self) -> None:
+        """Refuse a batch while the disk is nearly full, before the engine can hit ENOSPC.
+
+        The engine survives a statement that cannot write, but not a COMMIT whose write-ahead
+        log write fails: it aborts the whole process (measured on a full tmpfs, `terminate
+        called after throwing lbug::common::IOException`). Refusing here with ENOSPC lets the
+        writer's consumer retry until space returns instead.
+        """
+        if not self._disk_reserve_bytes:
+            return
+        stats = os.statvfs(self._path.parent)
+        free = stats.f_bavail * stats.f_frsize
+        if free < self._disk_reserve_bytes:
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device for the graph: {free >> 20} MiB free in {self._path.parent},"
+                f" under the {self._disk_reserve_bytes >> 20} MiB kept free for its write-ahead log",
+            )
 
     def counts(self, job_id: str | None = None) -> GraphCounts:
         """Node and edge counts, over everything or only one job's variants."""
