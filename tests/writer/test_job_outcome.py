@@ -166,3 +166,52 @@ async def test_every_answer_ok_is_complete_and_no_answer_ok_is_failed(sink: Stor
     assert failed.job_id == "job-2" and failed.state == events_pb2.JOB_STATE_FAILED
     assert counted(failed) == {"claude": (0, 2, 0)}
     assert failed.message == f"no variant was analysed: claude: 2 of 2 analyses failed (2 x {CLAUDE_DOWN!r})"
+
+
+async def dead_letters(bus: Bus) -> list[events_pb2.DeadLetter]:
+    consumer = bus.consumer([Settings().topology.dead_letters], f"reader-{next(_READERS)}")
+    await consumer.start()
+    try:
+        letters = []
+        while records := await consumer.poll(timeout_s=0.5):
+            letters.extend(decode(r.value, r.headers, events_pb2.DeadLetter) for r in records)
+        return letters
+    finally:
+        await consumer.stop()
+
+
+async def test_a_batch_the_graph_cannot_hold_fails_its_job_with_the_reason(tmp_path: Path, bus: Bus) -> None:
+    # A buffer pool this small holds 1,000 variants per transaction but not 10,000: the engine's
+    # real "buffer pool is full", which a retry of the same batch meets again.
+    settings = Settings.from_env({}, data_dir=tmp_path, bus_url="embedded://unused")
+    lance, graph = (
+        LanceStore(tmp_path / "lance"),
+        GraphStore(tmp_path / "graph.lbug", buffer_pool_bytes=16 << 20),
+    )
+    lance.open()
+    graph.open()
+    sink = StoreSink(bus, settings, lance, graph)
+    feed = Feed(sink)
+    try:
+        await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED)])
+        await feed([answered(i) for i in range(100)])
+        # The rejected batch does not raise (which would retry it forever): it is settled.
+        await feed(
+            [answered(i) for i in range(100, 10_100)], [marker(variant_pb2.JobMarker.KIND_FINISHED, 10_100)]
+        )
+        final = (await storage_notes(bus))[-1]
+        assert final.state == events_pb2.JOB_STATE_FAILED
+        assert (final.done, final.total) == (100, 10_100)
+        assert "buffer pool" in final.message and "10000 variants" in final.message
+        [letter] = await dead_letters(bus)
+        assert (letter.error_code, letter.source_offset) == ("store_rejected", 2)
+        assert "buffer pool is full" in letter.reason
+        # Another job's batch that fits is stored and completes as usual.
+        writes = [make_write(i, file_id="f" * 64, job_id="job-2", tenant_id=TENANT) for i in range(50)]
+        await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED, job_id="job-2")])
+        await feed(writes, [marker(variant_pb2.JobMarker.KIND_FINISHED, 50, job_id="job-2")])
+        other = (await storage_notes(bus))[-1]
+        assert (other.job_id, other.state, other.done) == ("job-2", events_pb2.JOB_STATE_COMPLETE, 50)
+    finally:
+        await sink.stop()
+        graph.close()

@@ -16,12 +16,13 @@ from vcf_agent.runner import ServiceParts
 from vcf_agent.v1 import query_pb2, query_pb2_grpc
 
 from ._api import QueryApi
-from ._graph_store import GraphCounts, GraphStore
+from ._graph_store import GraphCapacityError, GraphCounts, GraphStore
 from ._key_stamp import check_key_stamp
 from ._lance_store import LanceStore, VariantQuery
 from ._sink import StoreSink
 
 __all__ = [
+    "GraphCapacityError",
     "GraphCounts",
     "GraphStore",
     "LanceStore",

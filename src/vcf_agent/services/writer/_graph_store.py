@@ -127,6 +127,10 @@ _REL_TYPES = {
 _CHECKPOINT_WAL_BYTES = 256 << 20
 
 
+class GraphCapacityError(RuntimeError):
+    """The graph engine cannot hold a batch in its buffer pool: retrying the same batch fails again."""
+
+
 @dataclass(frozen=True, slots=True)
 class GraphCounts:
     """Nodes and edges per label, for verification and the stats API."""
@@ -223,8 +227,13 @@ class GraphStore(AsyncComponent):
             try:
                 old_ids = self._write(conn, rows)
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 _rollback(conn)
+                if "buffer pool is full" in str(exc):
+                    raise GraphCapacityError(
+                        f"the graph's buffer pool ({self._buffer_pool_bytes >> 20} MiB) cannot hold a batch"
+                        f" of {len(rows)} variants: {exc}"
+                    ) from exc
                 raise
         return old_ids
 

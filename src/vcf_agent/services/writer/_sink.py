@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections import Counter, deque
@@ -30,10 +31,12 @@ from vcf_agent.progress import progress_notification
 from vcf_agent.schema import serialized_message
 from vcf_agent.v1 import events_pb2, variant_pb2
 
-from ._graph_store import GraphStore
+from ._graph_store import GraphCapacityError, GraphStore
 from ._job_outcome import job_outcome
 from ._lance_store import LanceStore
 from ._rows import RowCollector, WriteRows
+
+log = logging.getLogger(__name__)
 
 # Flushes in flight at once: one in LanceDB, one in the graph, one building rows.
 _FLUSH_DEPTH = 3
@@ -266,7 +269,14 @@ class StoreSink(AsyncComponent):
             return {}
         # The graph first: LanceDB then appends the variants the graph did not have. This
         # batch enters the graph while the previous one may still be going into LanceDB.
-        maybe_stored = await asyncio.to_thread(self.graph.write, rows) if rows is not None else None
+        try:
+            maybe_stored = await asyncio.to_thread(self.graph.write, rows) if rows is not None else None
+        except GraphCapacityError as exc:
+            # Not an error that clears by itself: the jobs fail with the reason, instead of the
+            # consumer retrying this batch forever.
+            in_graph.set_result(True)
+            assert rows is not None
+            return await self._reject(rows, markers, records, previous, finished, str(exc))
         in_graph.set_result(True)
         # LanceDB takes batches in order too (a variant in two batches is appended by the first
         # and merged by the second), and markers apply after the writes they close.
@@ -284,6 +294,40 @@ class StoreSink(AsyncComponent):
                     tally.providers.setdefault(provider, [0, 0, 0])[slot] += count
         for marker in markers:
             self._apply_marker(marker)
+            touched.setdefault(marker.job_id, marker.tenant_id)
+        await self._report(touched)
+        finished.set_result(True)
+        return next_offsets(records)
+
+    async def _reject(
+        self,
+        rows: WriteRows,
+        markers: list[variant_pb2.JobMarker],
+        records: list[Record],
+        previous: _Flush | None,
+        finished: asyncio.Future[bool],
+        reason: str,
+    ) -> CommitOffsets:
+        """A batch the stores cannot take: its jobs fail with the reason, its records are dead-lettered.
+
+        The records keep their payload, so a redrive after the cause is fixed (a larger buffer
+        pool) stores them; resubmitting the job decides its state afresh.
+        """
+        if previous is not None and not await asyncio.shield(previous.finished):
+            return {}
+        log.error("writer: rejecting a batch of %d variants: %s", len(rows), reason)
+        for record in records:
+            await self._sink.send_record(record, reason, "store_rejected")
+        for marker in markers:
+            self._apply_marker(marker)
+        rejected = {job_id: tenant_id for job_id, tenant_id, _, _ in _classification_counts(rows)}
+        for job_id, tenant_id in rejected.items():
+            tally = self._tally(job_id, tenant_id)
+            tally.complete = True
+            tally.state = events_pb2.JOB_STATE_FAILED
+            tally.error = f"the store rejected variants of this job: {reason}"
+        touched = dict(rejected)
+        for marker in markers:
             touched.setdefault(marker.job_id, marker.tenant_id)
         await self._report(touched)
         finished.set_result(True)
