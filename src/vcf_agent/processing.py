@@ -25,7 +25,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from vcf_agent import telemetry
 from vcf_agent.bus import Bus, Consumer, OutgoingMessage, Record, StartPosition
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.schema import PayloadError, decode_serialized, encode
+from vcf_agent.schema import (
+    HEADER_JOB,
+    HEADER_TENANT,
+    HEADER_VARIANT_COUNT,
+    PayloadError,
+    decode_serialized,
+    encode,
+)
 from vcf_agent.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -72,6 +79,7 @@ class DeadLetterSink:
         await self._bus.publish(self._stream, messages)
 
     async def send_record(self, record: Record, reason: str, code: str) -> None:
+        """Dead-letter a whole record; its headers say whose variants, and how many, it held."""
         await self.send(
             [
                 events_pb2.DeadLetter(
@@ -83,9 +91,17 @@ class DeadLetterSink:
                     reason=reason,
                     error_code=code,
                     attempt_count=1,
+                    job_id=record.headers.get(HEADER_JOB, ""),
+                    tenant_id=record.headers.get(HEADER_TENANT, ""),
+                    variant_count=_header_count(record.headers.get(HEADER_VARIANT_COUNT, "")),
                 )
             ]
         )
+
+
+def _header_count(value: str) -> int:
+    """A count header, or 0 when absent or not a count (a poison record's headers are anything)."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else 0
 
 
 async def decode_or_dead_letter(record: Record, message_class: type[M], sink: DeadLetterSink) -> M | None:

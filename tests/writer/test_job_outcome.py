@@ -215,3 +215,59 @@ async def test_a_batch_the_graph_cannot_hold_fails_its_job_with_the_reason(tmp_p
     finally:
         await sink.stop()
         graph.close()
+
+
+def lost_letter(offset: int, variants: int, reason: str = "wire format was corrupt") -> Record:
+    """A `dead-letters` record as the router sends it for a VariantBatch record it cannot read."""
+    letter = events_pb2.DeadLetter(
+        source_stream="vcf-variants",
+        source_partition=0,
+        source_offset=offset,
+        reason=reason,
+        error_code="corrupt_payload",
+        job_id=JOB,
+        tenant_id=TENANT,
+        variant_count=variants,
+    )
+    payload, headers = encode(letter, tenant_id=TENANT)
+    return Record("dead-letters", 0, offset, payload, None, headers, 0)
+
+
+async def test_dead_lettered_variants_end_the_job_with_exact_counts_and_a_redrive_completes_it(
+    sink: StoreSink, bus: Bus
+) -> None:
+    feed = Feed(sink)
+    await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED)])
+    await feed([answered(i) for i in range(6)])
+    # The router could not read one record of 4 variants; it read it twice (a restart),
+    # which still loses those 4 only once.
+    for _ in range(2):
+        await sink.handle([lost_letter(7, 4)])
+        await sink.flush()
+    await feed([], [marker(variant_pb2.JobMarker.KIND_FINISHED, 10)])
+    final = (await storage_notes(bus))[-1]
+    assert final.state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS
+    assert (final.done, final.total) == (6, 10)
+    assert final.message == "4 of 10 variants were dead-lettered (4 x 'wire format was corrupt')"
+
+    # Redriven, the record's variants are stored after all: the state is decided again.
+    await feed([answered(i) for i in range(6, 10)])
+    redriven = (await storage_notes(bus))[-1]
+    assert (redriven.state, redriven.done, redriven.message) == (
+        events_pb2.JOB_STATE_COMPLETE,
+        10,
+        "complete",
+    )
+
+
+async def test_a_job_whose_every_variant_was_dead_lettered_fails(sink: StoreSink, bus: Bus) -> None:
+    feed = Feed(sink)
+    await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED)])
+    await sink.handle([lost_letter(1, 3, "stage could not parse")])
+    await feed([], [marker(variant_pb2.JobMarker.KIND_FINISHED, 3)])
+    final = (await storage_notes(bus))[-1]
+    assert (final.state, final.done, final.total) == (events_pb2.JOB_STATE_FAILED, 0, 3)
+    assert (
+        final.message
+        == "no variant was stored: 3 of 3 variants were dead-lettered (3 x 'stage could not parse')"
+    )

@@ -38,7 +38,7 @@ from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.processing import DeadLetterSink
 from vcf_agent.progress import progress_notification
-from vcf_agent.schema import encode, encode_serialized
+from vcf_agent.schema import HEADER_JOB, HEADER_VARIANT_COUNT, encode, encode_serialized
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._annotation_context import DEFAULT_POPULATION_PATTERN, annotation_context
@@ -351,6 +351,8 @@ class VariantPublisher(AsyncComponent):
                 traceparent=telemetry.new_traceparent(),
                 compression_threshold=threshold,
             )
+            headers[HEADER_JOB] = job.job_id
+            headers[HEADER_VARIANT_COUNT] = str(batch.variant_count)
             return _Encoded(key, payload, headers, batch.variant_count)
 
         published = 0

@@ -53,7 +53,8 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Wr
     sink = StoreSink(bus, settings, lance, graph)
     processor = StreamProcessor(
         bus,
-        [settings.topology.database_writes],
+        # Dead letters too: variants lost upstream count towards their job's end.
+        [settings.topology.database_writes, settings.topology.dead_letters],
         "writer",
         sink.handle,
         service=NAME,

@@ -28,7 +28,7 @@ from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.processing import CommitOffsets, DeadLetterSink, next_offsets, parse_or_dead_letter
 from vcf_agent.progress import progress_notification
-from vcf_agent.schema import serialized_message
+from vcf_agent.schema import PayloadError, decode, serialized_message
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._graph_store import GraphCapacityError, GraphStore
@@ -74,6 +74,9 @@ class _JobTally:
     providers: dict[str, list[int]] = field(default_factory=dict)
     state: int = events_pb2.JOB_STATE_STORING
     error: str = ""
+    # Variants not stored when the state was decided (dead-lettered upstream): the state is
+    # decided again if they arrive after all (a redrive).
+    missing: int = 0
 
     def provider_counts(self) -> dict[str, events_pb2.ProviderCounts]:
         return {
@@ -82,7 +85,9 @@ class _JobTally:
         }
 
 
-_BOOK_COLUMNS = "job_id, tenant_id, total, finished, complete, classifications, providers, state, error"
+_BOOK_COLUMNS = (
+    "job_id, tenant_id, total, finished, complete, classifications, providers, state, error, missing"
+)
 
 
 class _JobBook:
@@ -103,9 +108,16 @@ class _JobBook:
             ("providers", "TEXT NOT NULL DEFAULT '{}'"),
             ("state", f"INTEGER NOT NULL DEFAULT {events_pb2.JOB_STATE_COMPLETE}"),
             ("error", "TEXT NOT NULL DEFAULT ''"),
+            ("missing", "INTEGER NOT NULL DEFAULT 0"),
         ):
             if column not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        # Variants some stage dead-lettered, once per source record however often it was
+        # dead-lettered (a stage that restarts reads a poison record again).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS lost (job_id TEXT NOT NULL, source TEXT NOT NULL,"
+            " variants INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (job_id, source))"
+        )
 
     def load(self, job_id: str) -> _JobTally | None:
         row = self._db.execute(f"SELECT {_BOOK_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -115,11 +127,12 @@ class _JobBook:
         tally.providers = json.loads(row[6] or "{}")
         tally.state = row[7] if tally.complete else events_pb2.JOB_STATE_STORING
         tally.error = row[8]
+        tally.missing = row[9]
         return tally
 
     def save(self, job_id: str, tally: _JobTally) -> None:
         self._db.execute(
-            f"INSERT OR REPLACE INTO jobs ({_BOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO jobs ({_BOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 tally.tenant_id,
@@ -130,8 +143,30 @@ class _JobBook:
                 json.dumps(tally.providers),
                 tally.state,
                 tally.error,
+                tally.missing,
             ),
         )
+
+    def add_lost(self, letter: events_pb2.DeadLetter) -> None:
+        source = f"{letter.source_stream}/{letter.source_partition}/{letter.source_offset}"
+        self._db.execute(
+            "INSERT OR IGNORE INTO lost (job_id, source, variants, reason) VALUES (?, ?, ?, ?)",
+            (letter.job_id, source, letter.variant_count, letter.reason),
+        )
+
+    def lost(self, job_id: str) -> tuple[int, list[tuple[str, int]]]:
+        """Variants of the job dead-lettered, and (reason, variants) for the three main reasons."""
+        reasons = self._db.execute(
+            "SELECT reason, SUM(variants) FROM lost WHERE job_id = ? GROUP BY reason ORDER BY 2 DESC",
+            (job_id,),
+        ).fetchall()
+        return sum(count for _, count in reasons), [(reason, count) for reason, count in reasons[:3]]
+
+    def forget_lost(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM lost WHERE job_id = ?", (job_id,))
+
+    def knows(self, job_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is not None
 
     def close(self) -> None:
         self._db.close()
@@ -150,6 +185,8 @@ class StoreSink(AsyncComponent):
         self._tallies: dict[str, _JobTally] = {}
         self._buffer = RowCollector()
         self._markers: list[variant_pb2.JobMarker] = []
+        # Dead letters of jobs' variants, from `dead-letters`: counted when they apply.
+        self._letters: list[events_pb2.DeadLetter] = []
         self._buffered_records: list[Record] = []
         self._first_buffered = 0.0
         # Flushes in flight, oldest first: one batch goes into LanceDB while the next goes
@@ -166,8 +203,11 @@ class StoreSink(AsyncComponent):
         for record in records:
             if not self._buffered_records:
                 self._first_buffered = time.monotonic()
-            markers = await parse_or_dead_letter(record, self._collect, self._sink)
-            self._markers.extend(markers or ())
+            if record.stream == self._settings.topology.dead_letters:
+                self._letters.extend(_lost_variants(record))
+            else:
+                markers = await parse_or_dead_letter(record, self._collect, self._sink)
+                self._markers.extend(markers or ())
             self._buffered_records.append(record)
             if len(self._buffer) >= self._settings.writer_batch_rows:
                 # Full batches leave one by one, so a poll of many large records still keeps
@@ -181,7 +221,7 @@ class StoreSink(AsyncComponent):
         # With the stores idle, lingering only adds latency: what is buffered goes now, and
         # batches grow by themselves while a store is busy (group commit).
         due = time.monotonic() - self._first_buffered >= linger_s or not self._buffer or not self._flushing
-        if due or self._markers:
+        if due or self._markers or self._letters:
             stored |= await self._flush_buffer()
         return stored
 
@@ -204,13 +244,15 @@ class StoreSink(AsyncComponent):
             stored = await self._stored(wait=True)
         writes, self._buffer = self._buffer, RowCollector()
         markers, self._markers = self._markers, []
+        letters, self._letters = self._letters, []
         records, self._buffered_records = self._buffered_records, []
         previous = self._flushing[-1] if self._flushing else None
         loop = asyncio.get_running_loop()
         in_graph: asyncio.Future[bool] = loop.create_future()
         finished: asyncio.Future[bool] = loop.create_future()
         done = asyncio.create_task(
-            self._flush(writes, markers, records, previous, in_graph, finished), name="writer-flush"
+            self._flush(writes, markers, letters, records, previous, in_graph, finished),
+            name="writer-flush",
         )
         flush = _Flush(done, in_graph, finished)
         done.add_done_callback(flush.settle)
@@ -239,6 +281,7 @@ class StoreSink(AsyncComponent):
         await asyncio.gather(*(flush.done for flush in flushing), return_exceptions=True)
         self._buffer = RowCollector()
         self._markers = []
+        self._letters = []
         self._buffered_records = []
         self._tallies.clear()
 
@@ -251,6 +294,7 @@ class StoreSink(AsyncComponent):
         self,
         writes: RowCollector,
         markers: list[variant_pb2.JobMarker],
+        letters: list[events_pb2.DeadLetter],
         records: list[Record],
         previous: _Flush | None,
         in_graph: asyncio.Future[bool],
@@ -295,6 +339,11 @@ class StoreSink(AsyncComponent):
         for marker in markers:
             self._apply_marker(marker)
             touched.setdefault(marker.job_id, marker.tenant_id)
+        for letter in letters:
+            self._book.add_lost(letter)
+            # A letter may overtake its job's first batch; the job's markers report it then.
+            if letter.job_id in self._tallies or self._book.knows(letter.job_id):
+                touched.setdefault(letter.job_id, letter.tenant_id)
         await self._report(touched)
         finished.set_result(True)
         return next_offsets(records)
@@ -344,7 +393,12 @@ class StoreSink(AsyncComponent):
         tally = self._tally(marker.job_id, marker.tenant_id)
         if marker.kind == variant_pb2.JobMarker.KIND_STARTED:
             # A resubmission: completion is decided afresh (the stores already hold its rows).
+            # Only then are the last run's losses forgotten: a first run's STARTED marker may
+            # come after a letter about its own records.
+            if tally.finished:
+                self._book.forget_lost(marker.job_id)
             tally.finished = tally.complete = False
+            tally.missing = 0
             tally.total = 0
             tally.classifications.clear()
             tally.providers.clear()
@@ -363,8 +417,11 @@ class StoreSink(AsyncComponent):
         for job_id, tenant_id in touched.items():
             tally = self._tally(job_id, tenant_id)
             stored = await asyncio.to_thread(self.lance.count, job_id)
-            if tally.finished and stored >= tally.total and not tally.complete:
-                await asyncio.to_thread(self._decide, job_id, tally, stored)
+            lost, reasons = self._book.lost(job_id)
+            # Every variant is stored or dead-lettered; or a redrive stored what was missing.
+            settled = tally.finished and stored + lost >= tally.total
+            if settled and (not tally.complete or (tally.missing and stored > tally.total - tally.missing)):
+                await asyncio.to_thread(self._decide, job_id, tally, stored, lost, reasons)
             self._book.save(job_id, tally)
             messages.append(
                 progress_notification(
@@ -382,12 +439,22 @@ class StoreSink(AsyncComponent):
             )
         await self._bus.publish(self._settings.topology.user_notifications, messages)
 
-    def _decide(self, job_id: str, tally: _JobTally, stored: int) -> None:
-        """Every variant is stored: the final state, from the store's exact answer counts."""
+    def _decide(
+        self, job_id: str, tally: _JobTally, stored: int, lost: int, lost_reasons: list[tuple[str, int]]
+    ) -> None:
+        """Every variant is stored or dead-lettered: the final state, from the store's exact counts."""
         counts = self.lance.provider_counts(job_id, tally.providers)
-        outcome = job_outcome(stored, counts, lambda provider: self.lance.failure_reasons(job_id, provider))
+        missing = max(0, tally.total - stored) if lost else 0
+        outcome = job_outcome(
+            stored,
+            counts,
+            lambda provider: self.lance.failure_reasons(job_id, provider),
+            lost=missing,
+            lost_reasons=lost_reasons,
+        )
         tally.providers = {name: [c.ok, c.failed, c.missing] for name, c in counts.items()}
         tally.complete = True
+        tally.missing = missing
         tally.state, tally.error = outcome
 
     async def start(self) -> None:
@@ -396,6 +463,20 @@ class StoreSink(AsyncComponent):
     async def stop(self) -> None:
         await self.flush()
         self._book.close()
+
+
+def _lost_variants(record: Record) -> list[events_pb2.DeadLetter]:
+    """The letter in a `dead-letters` record if it names variants of a job that were lost.
+
+    Letters about answers (a provider that failed) lose no variant: the aggregator stores it
+    with the failed or missing answer. An unreadable letter is skipped, never dead-lettered
+    again (that would loop).
+    """
+    try:
+        letter = decode(record.value, record.headers, events_pb2.DeadLetter)
+    except PayloadError:
+        return []
+    return [letter] if letter.job_id and letter.variant_count > 0 else []
 
 
 def _state_message(tally: _JobTally) -> str:
