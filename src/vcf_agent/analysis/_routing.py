@@ -146,10 +146,20 @@ class VariantRouter:
 class ProviderWorker:
     """One consumer group per provider: call it, publish its results."""
 
-    def __init__(self, bus: Bus, settings: Settings, provider: AnalysisProvider) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        provider: AnalysisProvider,
+        *,
+        known_providers: frozenset[str] | None = None,
+    ) -> None:
+        """With `known_providers` (given to one worker of a router), requests naming none of them
+        are dead-lettered here: no worker would ever read them otherwise."""
         self._bus = bus
         self._settings = settings
         self._provider = provider
+        self._known_providers = known_providers
         self._sink = DeadLetterSink(bus, settings.topology.dead_letters, f"router-{provider.name}")
 
     @property
@@ -158,6 +168,14 @@ class ProviderWorker:
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
         mine = [r for r in records if r.headers.get(HEADER_PROVIDER) == self._provider.name]
+        if self._known_providers is not None:
+            for record in records:
+                named = record.headers.get(HEADER_PROVIDER, "")
+                if named not in self._known_providers:
+                    reason = (
+                        f"no provider {named!r} is configured" if named else "the request names no provider"
+                    )
+                    await self._sink.send_record(record, reason, "no_provider")
         # Every record's batch is in flight at once, so a slow provider's concurrency is used fully.
         outcomes = await asyncio.gather(*(self._analyse(record) for record in mine))
         out = [message for message, _ in outcomes if message is not None]
