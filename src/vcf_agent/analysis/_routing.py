@@ -50,6 +50,8 @@ HEADER_GROUP_KEY = "x-group-key"
 _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
 _REQUEST_BATCH_TYPE = analysis_pb2.AnalysisRequestBatch.DESCRIPTOR.full_name
 _RESULT_BATCH_TYPE = analysis_pb2.AnalysisResultBatch.DESCRIPTOR.full_name
+# A single request on the requests stream is a provider failure's dead letter, redriven.
+_SINGLE_REQUEST_TYPE = analysis_pb2.AnalysisRequest.DESCRIPTOR.full_name
 # Wire tags (field number << 3 | length-delimited) of the fields spliced by hand:
 # AnalysisRequestBatch.variant_batch and VariantBatch.variants.
 _TAG_REQUEST_VARIANT_BATCH = b"\x2a"
@@ -186,9 +188,12 @@ class ProviderWorker:
         return None
 
     async def _analyse(self, record: Record) -> tuple[OutgoingMessage | None, list[events_pb2.DeadLetter]]:
-        decoded = await decode_serialized_or_dead_letter(
-            record, analysis_pb2.AnalysisRequestBatch, self._sink
-        )
+        if message_type(record.headers) == _SINGLE_REQUEST_TYPE:
+            decoded = await self._redriven(record)
+        else:
+            decoded = await decode_serialized_or_dead_letter(
+                record, analysis_pb2.AnalysisRequestBatch, self._sink
+            )
         if decoded is None:
             return None, []
         batch, serialized = decoded
@@ -230,6 +235,22 @@ class ProviderWorker:
             for request, result in failures
         ]
         return OutgoingMessage(payload, key, headers), letters
+
+    async def _redriven(self, record: Record) -> tuple[analysis_pb2.AnalysisRequestBatch, bytes] | None:
+        """A redriven request as a batch of one: asked afresh (its old deadline has passed) and
+        answered for this provider alone, so the aggregator stores it without waiting for
+        providers that answered the first time."""
+        decoded = await decode_serialized_or_dead_letter(record, analysis_pb2.AnalysisRequest, self._sink)
+        if decoded is None:
+            return None
+        request = decoded[0]
+        request.ClearField("deadline")
+        del request.requested_providers[:]
+        request.requested_providers.append(self._provider.name)
+        batch = analysis_pb2.AnalysisRequestBatch(
+            provider=self._provider.name, requested_providers=[self._provider.name], requests=[request]
+        )
+        return batch, batch.SerializeToString()
 
     async def _spliced_answers(
         self, batch: analysis_pb2.AnalysisRequestBatch, serialized: bytes

@@ -74,9 +74,6 @@ class _JobTally:
     providers: dict[str, list[int]] = field(default_factory=dict)
     state: int = events_pb2.JOB_STATE_STORING
     error: str = ""
-    # Variants not stored when the state was decided (dead-lettered upstream): the state is
-    # decided again if they arrive after all (a redrive).
-    missing: int = 0
 
     def provider_counts(self) -> dict[str, events_pb2.ProviderCounts]:
         return {
@@ -85,9 +82,7 @@ class _JobTally:
         }
 
 
-_BOOK_COLUMNS = (
-    "job_id, tenant_id, total, finished, complete, classifications, providers, state, error, missing"
-)
+_BOOK_COLUMNS = "job_id, tenant_id, total, finished, complete, classifications, providers, state, error"
 
 
 class _JobBook:
@@ -108,7 +103,6 @@ class _JobBook:
             ("providers", "TEXT NOT NULL DEFAULT '{}'"),
             ("state", f"INTEGER NOT NULL DEFAULT {events_pb2.JOB_STATE_COMPLETE}"),
             ("error", "TEXT NOT NULL DEFAULT ''"),
-            ("missing", "INTEGER NOT NULL DEFAULT 0"),
         ):
             if column not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
@@ -127,12 +121,11 @@ class _JobBook:
         tally.providers = json.loads(row[6] or "{}")
         tally.state = row[7] if tally.complete else events_pb2.JOB_STATE_STORING
         tally.error = row[8]
-        tally.missing = row[9]
         return tally
 
     def save(self, job_id: str, tally: _JobTally) -> None:
         self._db.execute(
-            f"INSERT OR REPLACE INTO jobs ({_BOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO jobs ({_BOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 tally.tenant_id,
@@ -143,7 +136,6 @@ class _JobBook:
                 json.dumps(tally.providers),
                 tally.state,
                 tally.error,
-                tally.missing,
             ),
         )
 
@@ -336,6 +328,7 @@ class StoreSink(AsyncComponent):
                 tally = self._tallies[job_id]
                 if not tally.complete:
                     tally.providers.setdefault(provider, [0, 0, 0])[slot] += count
+        rewritten = frozenset(touched)
         for marker in markers:
             self._apply_marker(marker)
             touched.setdefault(marker.job_id, marker.tenant_id)
@@ -344,7 +337,7 @@ class StoreSink(AsyncComponent):
             # A letter may overtake its job's first batch; the job's markers report it then.
             if letter.job_id in self._tallies or self._book.knows(letter.job_id):
                 touched.setdefault(letter.job_id, letter.tenant_id)
-        await self._report(touched)
+        await self._report(touched, rewritten)
         finished.set_result(True)
         return next_offsets(records)
 
@@ -398,7 +391,6 @@ class StoreSink(AsyncComponent):
             if tally.finished:
                 self._book.forget_lost(marker.job_id)
             tally.finished = tally.complete = False
-            tally.missing = 0
             tally.total = 0
             tally.classifications.clear()
             tally.providers.clear()
@@ -408,7 +400,8 @@ class StoreSink(AsyncComponent):
             tally.total = marker.variant_count
         # Saved by _report, which every flush with a marker reaches for the marker's job.
 
-    async def _report(self, touched: dict[str, str]) -> None:
+    async def _report(self, touched: dict[str, str], rewritten: frozenset[str] = frozenset()) -> None:
+        """Progress of the touched jobs; `rewritten` are those whose variants this batch wrote."""
         if not touched:
             return
         stamp = Timestamp()
@@ -418,9 +411,11 @@ class StoreSink(AsyncComponent):
             tally = self._tally(job_id, tenant_id)
             stored = await asyncio.to_thread(self.lance.count, job_id)
             lost, reasons = self._book.lost(job_id)
-            # Every variant is stored or dead-lettered; or a redrive stored what was missing.
+            # Every variant is stored or dead-lettered. A job that ended with errors is decided
+            # again when its variants are written again: a redrive may have mended them.
             settled = tally.finished and stored + lost >= tally.total
-            if settled and (not tally.complete or (tally.missing and stored > tally.total - tally.missing)):
+            mended = tally.complete and tally.state != events_pb2.JOB_STATE_COMPLETE and job_id in rewritten
+            if settled and (not tally.complete or mended):
                 await asyncio.to_thread(self._decide, job_id, tally, stored, lost, reasons)
             self._book.save(job_id, tally)
             messages.append(
@@ -454,7 +449,6 @@ class StoreSink(AsyncComponent):
         )
         tally.providers = {name: [c.ok, c.failed, c.missing] for name, c in counts.items()}
         tally.complete = True
-        tally.missing = missing
         tally.state, tally.error = outcome
 
     async def start(self) -> None:
