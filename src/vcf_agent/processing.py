@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
-from vcf_agent.bus import Bus, Consumer, OutgoingMessage, Record, StartPosition
+from vcf_agent.bus import Bus, BusError, Consumer, OutgoingMessage, Record, StartPosition
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.schema import (
     HEADER_JOB,
@@ -51,6 +51,24 @@ ResetHandler = Callable[[], Awaitable[None]]
 # First wait after a handler error, doubled per consecutive error up to the bound.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
+
+
+async def publish_patiently(bus: Bus, stream: str, messages: Sequence[OutgoingMessage], *, who: str) -> None:
+    """Publish, retrying a failing bus (down, or its log's disk full) with the stages' bounded backoff.
+
+    For producers outside a consumer loop (ingest reading a file): their work cannot be handed
+    back for redelivery, so they wait here until the bus takes it. Cancelling the caller ends it.
+    """
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            await bus.publish(stream, messages)
+            return
+        except BusError as exc:
+            log.warning("%s: publishing to %s failed (%s); retrying in %.1fs", who, stream, exc, delay)
+            telemetry.stage_retries.labels(who, type(exc).__name__).inc()
+            await asyncio.sleep(delay)
+            delay = min(RETRY_MAX_S, delay * 2)
 
 
 class DeadLetterSink:

@@ -36,7 +36,7 @@ from vcf_agent import telemetry
 from vcf_agent.bus import Bus, BusError, OutgoingMessage
 from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.processing import DeadLetterSink
+from vcf_agent.processing import DeadLetterSink, publish_patiently
 from vcf_agent.progress import progress_notification
 from vcf_agent.schema import HEADER_JOB, HEADER_VARIANT_COUNT, encode, encode_serialized
 from vcf_agent.v1 import events_pb2, variant_pb2
@@ -359,7 +359,12 @@ class VariantPublisher(AsyncComponent):
         last_note = time.monotonic()
         async with contextlib.aclosing(self._read(reader, progress, prepare)) as items:
             async for item in items:
-                await self._bus.publish(self._stream, [OutgoingMessage(item.payload, item.key, item.headers)])
+                await publish_patiently(
+                    self._bus,
+                    self._stream,
+                    [OutgoingMessage(item.payload, item.key, item.headers)],
+                    who="ingest",
+                )
                 published += item.variants
                 telemetry.variants_processed.labels("ingest").inc(item.variants)
                 if time.monotonic() - last_note >= _PROGRESS_INTERVAL_S:
@@ -489,7 +494,8 @@ class VariantPublisher(AsyncComponent):
 
     async def _publish_marker(self, marker: variant_pb2.JobMarker) -> None:
         payload, headers = encode(marker, tenant_id=marker.tenant_id)
-        await self._bus.publish(self._stream, [OutgoingMessage(payload, marker.job_id.encode(), headers)])
+        message = OutgoingMessage(payload, marker.job_id.encode(), headers)
+        await publish_patiently(self._bus, self._stream, [message], who="ingest")
 
     def _job_marker(
         self,
@@ -544,7 +550,7 @@ class VariantPublisher(AsyncComponent):
             providers=job.providers,
             classifications=classifications,
         )
-        await self._bus.publish(self._notifications, [note])
+        await publish_patiently(self._bus, self._notifications, [note], who="ingest")
 
 
 def _finished_message(progress: _Progress) -> str:
