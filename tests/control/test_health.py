@@ -27,6 +27,7 @@ from vcf_agent.localdev._child_process import free_port
 from vcf_agent.localdev._kafka_broker import KafkaToolMissingError
 from vcf_agent.processing import CommitOffsets, StreamProcessor
 from vcf_agent.runner import ServiceHost, ServiceParts, ensure_topology
+from vcf_agent.v1 import control_pb2, control_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -216,6 +217,12 @@ async def test_a_failing_stage_is_not_ready_stays_alive_and_heals_by_itself(
             await asyncio.sleep(0.1)
         assert processor.state == "retrying"
         assert isinstance(processor.retrying, OSError)
+        status = await control_pb2_grpc.ControlServiceStub(channel).GetStatus(
+            control_pb2.GetStatusRequest(), timeout=5
+        )
+        [group] = [g for g in status.groups if g.group == "flaky-group"]
+        assert group.state == "retrying"
+        assert group.retry_reason == "OSError: [Errno 28] No space left on device"
         # The process works: no probe should restart it for an error that can clear.
         assert await check(health, LIVENESS) == SERVING
         while stage.resets < 2:
