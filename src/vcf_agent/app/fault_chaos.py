@@ -61,6 +61,8 @@ FAULT_SCENARIOS = (SIGKILL_EACH, SIGTERM_EACH, BROKER_RESTART, FULL_DISK_STORES,
 BUSES = ("embedded", "kafka", "iggy")
 # compose's stop_grace_period; Kubernetes gives 60 s.
 GRACE_S = 30.0
+# A job whose stored count has not grown for this long after the faults is reported stuck.
+STUCK_S = 180.0
 # Small enough that 200,000 variants fill it; the writer keeps 32 MiB of it free.
 _DISK_BYTES = 768 << 20
 _DISK_RESERVE = 32 << 20
@@ -346,9 +348,14 @@ async def run_fault_scenario(
                         say,
                     )
                     result.recover_s = max(recoveries, default=0.0)
+                    faults_over = time.monotonic()
                     while not progress.finished:
                         if time.monotonic() > began + timeout_s:
                             raise _ScenarioProblem(f"job not finished after {timeout_s:.0f}s")
+                        if time.monotonic() - max(progress.grew_at, faults_over) > STUCK_S:
+                            raise _ScenarioProblem(
+                                f"job stuck at {progress.stored} stored: no progress for {STUCK_S:.0f}s"
+                            )
                         await asyncio.sleep(0.1)
                     result.completion_s = time.monotonic() - began
                 except _ScenarioProblem as problem:
