@@ -259,6 +259,9 @@ async def _inject(
         return await _signal_each(signal.SIGTERM, 1, services, progress, result, restart, rng, say)
     if scenario == BROKER_RESTART:
         assert servers is not None
+        # Mid-job: with the broker down before the job starts, ingest fails it at once, saying so.
+        while progress.stored == 0 and not progress.finished:
+            await asyncio.sleep(0.05)
         if bus == "kafka":
             await servers.kill_kafka()
             await asyncio.sleep(15)

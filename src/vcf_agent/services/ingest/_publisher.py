@@ -320,7 +320,7 @@ class VariantPublisher(AsyncComponent):
         if not healthy:
             raise StreamingUnavailableError(f"the {self._bus.backend} bus is not healthy")
         try:
-            await self._publish_marker(started)
+            await self._publish_marker(started, patient=False)
         except BusError as exc:
             raise StreamingUnavailableError(f"{self._stream} refused the job's first message: {exc}") from exc
 
@@ -492,10 +492,15 @@ class VariantPublisher(AsyncComponent):
         else:
             await self._publish_marker(marker)
 
-    async def _publish_marker(self, marker: variant_pb2.JobMarker) -> None:
+    async def _publish_marker(self, marker: variant_pb2.JobMarker, *, patient: bool = True) -> None:
+        """Mid-job a failing bus is waited out; `patient=False` lets the first marker tell streaming
+        cannot start (so the job falls back to batch or fails saying why)."""
         payload, headers = encode(marker, tenant_id=marker.tenant_id)
         message = OutgoingMessage(payload, marker.job_id.encode(), headers)
-        await publish_patiently(self._bus, self._stream, [message], who="ingest")
+        if patient:
+            await publish_patiently(self._bus, self._stream, [message], who="ingest")
+        else:
+            await self._bus.publish(self._stream, [message])
 
     def _job_marker(
         self,
