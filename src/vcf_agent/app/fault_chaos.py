@@ -260,8 +260,7 @@ async def _inject(
     if scenario == BROKER_RESTART:
         assert servers is not None
         # Mid-job: with the broker down before the job starts, ingest fails it at once, saying so.
-        while progress.stored == 0 and not progress.finished:
-            await asyncio.sleep(0.05)
+        await progress.growth_after(time.monotonic() - 1e6, 600)
         if bus == "kafka":
             await servers.kill_kafka()
             await asyncio.sleep(15)
