@@ -106,6 +106,14 @@ class _Progress:
                     self.stored, self.grew_at = stored, time.monotonic()
             await asyncio.sleep(0.1)
 
+    async def under_way(self, timeout_s: float) -> None:
+        """Returns once something is stored (or the job ended)."""
+        deadline = time.monotonic() + timeout_s
+        while self.stored == 0 and not self.finished:
+            if time.monotonic() > deadline:
+                raise _ScenarioProblem(f"nothing stored within {timeout_s:.0f}s")
+            await asyncio.sleep(0.05)
+
     async def growth_after(self, since: float, timeout_s: float) -> float:
         """Seconds from `since` until the stored count grew (or the job ended); timeout_s if never."""
         deadline = since + timeout_s
@@ -260,7 +268,7 @@ async def _inject(
     if scenario == BROKER_RESTART:
         assert servers is not None
         # Mid-job: with the broker down before the job starts, ingest fails it at once, saying so.
-        await progress.growth_after(time.monotonic() - 1e6, 600)
+        await progress.under_way(600)
         if bus == "kafka":
             await servers.kill_kafka()
             await asyncio.sleep(15)
