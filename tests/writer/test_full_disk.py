@@ -25,7 +25,7 @@ from vcf_agent.localdev import SmallDisk, SmallDiskUnavailableError
 from vcf_agent.runner import ServiceHost, ensure_topology
 from vcf_agent.schema import encode
 from vcf_agent.services import writer
-from vcf_agent.services.writer import GraphStore, LanceStore
+from vcf_agent.services.writer import LanceStore
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from .test_job_outcome import storage_notes
@@ -82,8 +82,7 @@ async def test_a_full_disk_pauses_the_writer_until_space_returns(tmp_path: Path,
     await bus.start()
     await ensure_topology(bus, settings)
     parts = writer.build(settings, bus)
-    lance, graph = parts.state["lance"], parts.state["graph"]
-    assert isinstance(lance, LanceStore) and isinstance(graph, GraphStore)
+    lance, graph = parts.lance, parts.graph
     [processor] = parts.processors()
     try:
         async with (
