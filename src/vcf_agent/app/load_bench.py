@@ -108,24 +108,31 @@ async def bench_load(root: Path, *, timeout_s: float = 3600.0) -> dict[str, obje
     env = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root)}
     problems: list[str] = []
     peaks: dict[str, int] = {}
-    with running_pipeline(f"embedded://{root / 'bus'}", root / "services", env=env) as services:
-        began = time.monotonic()
-        job_ids = list(
-            await asyncio.gather(
-                *(_submit(services["ingest"].grpc, path, tenant) for path, tenant, _ in files)
+    states: dict[str, tuple[int, int]] = {}
+    job_ids: list[str] = []
+    began = time.monotonic()
+    elapsed = 0.0
+    try:
+        with running_pipeline(f"embedded://{root / 'bus'}", root / "services", env=env) as services:
+            began = time.monotonic()
+            job_ids = list(
+                await asyncio.gather(
+                    *(_submit(services["ingest"].grpc, path, tenant) for path, tenant, _ in files)
+                )
             )
-        )
-        states: dict[str, tuple[int, int]] = {}
-        while True:
-            states = await _states(services["ingest"].grpc, job_ids)
-            if all(state in TERMINAL_STATES for state, _ in states.values()):
-                break
-            if time.monotonic() - began > timeout_s:
-                problems.append(f"not every job ended within {timeout_s:.0f}s")
-                break
-            await asyncio.sleep(0.5)
-        elapsed = time.monotonic() - began
-        peaks = _service_peaks(services)
+            while True:
+                states = await _states(services["ingest"].grpc, job_ids)
+                if all(state in TERMINAL_STATES for state, _ in states.values()):
+                    break
+                if time.monotonic() - began > timeout_s:
+                    problems.append(f"not every job ended within {timeout_s:.0f}s")
+                    break
+                await asyncio.sleep(0.5)
+            elapsed = time.monotonic() - began
+            peaks = _service_peaks(services)
+    except AssertionError as exc:
+        # A service that ignored SIGTERM when stopped after the jobs: a finding, not the end.
+        problems.append(str(exc).splitlines()[0] + " when stopped after the jobs")
     stored = await asyncio.to_thread(_stored_by_job, root / "services" / "writer" / "writer" / "lance")
     jobs = []
     for job_id, (path, tenant, expected) in zip(job_ids, files, strict=True):
