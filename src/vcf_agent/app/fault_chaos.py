@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcf_agent.app.chaos import ChaosServers, _stored, _submit, expected_variants
-from vcf_agent.config import SERVICES
+from vcf_agent.config import SERVICES, Topology
 from vcf_agent.localdev import (
     ServiceProcess,
     SmallDisk,
@@ -221,7 +221,6 @@ async def _signal_each(
 
 async def _poison_every_stream(bus_url: str, rounds: int, rng: random.Random) -> None:
     from vcf_agent.bus import OutgoingMessage, open_bus
-    from vcf_agent.config import Topology
 
     bus = open_bus(bus_url)
     await bus.start()
@@ -293,7 +292,8 @@ async def _inject(
         return [await progress.growth_after(time.monotonic(), 180)]
     if scenario == POISON:
         await _poison_every_stream(bus_url, 10, rng)
-        result.faults = 10 * 2 * len(SERVICES)
+        # Two records on every stream, ten times.
+        result.faults = 10 * 2 * len(Topology().specs())
         return []
     raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(FAULT_SCENARIOS)}")
 
