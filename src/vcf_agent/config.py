@@ -247,6 +247,10 @@ class Settings:
     # at 1,000 rows, ~30 at 10,000), so while a store is busy the next batch lingers this
     # long to grow; with the stores idle it leaves at once, and job markers flush at once.
     writer_linger_ms: int = 500
+    # The writer stops taking batches (readiness NOT_SERVING, retried) while its data directory
+    # has less free space than this: the graph engine aborts the process when its write-ahead
+    # log cannot be written at commit, and a checkpoint rewrites up to 256 MiB of that log.
+    writer_disk_reserve_bytes: int = 320 * 1024**2
     shutdown_grace_s: float = 5.0
     log_level: str = "WARNING"
     # text, or json (one object per line with trace and job ids; see vcf_agent.observability).
@@ -300,6 +304,8 @@ class Settings:
                 raise ConfigError(f"population_af_pattern is not a regular expression: {exc}") from exc
         if not self.providers:
             raise ConfigError("providers must name at least one provider")
+        if self.writer_disk_reserve_bytes < 0:
+            raise ConfigError("writer_disk_reserve_bytes must not be negative")
         if self.upload_max_bytes <= 0:
             raise ConfigError(f"upload_max_bytes must be positive, got {self.upload_max_bytes}")
         for name in ("upload_retention_s", "notifier_job_wait_s", "job_stall_s", "republish_grace_s"):

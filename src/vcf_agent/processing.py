@@ -3,6 +3,12 @@
 Offsets are committed only after the handler returns, so a crash redelivers
 whatever was not fully processed (at-least-once); every stage downstream is
 idempotent on deterministic ids, which turns that into exactly-once effects.
+
+A handler that raises (a full disk, a store or broker that went away) gets the
+same treatment in-process: its stage forgets what it buffered, the consumer
+rejoins its group at the last commit, and the records come again after a
+backoff that doubles up to a bound. So a stage heals by itself once the cause
+clears, and nothing is lost or doubled on the way.
 """
 
 from __future__ import annotations
@@ -18,9 +24,16 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
-from vcf_agent.bus import Bus, Consumer, OutgoingMessage, Record, StartPosition
+from vcf_agent.bus import Bus, BusError, Consumer, OutgoingMessage, Record, StartPosition
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.schema import PayloadError, decode_serialized, encode
+from vcf_agent.schema import (
+    HEADER_JOB,
+    HEADER_TENANT,
+    HEADER_VARIANT_COUNT,
+    PayloadError,
+    decode_serialized,
+    encode,
+)
 from vcf_agent.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -32,6 +45,31 @@ CommitOffsets = dict[tuple[str, int], int]
 # Returns the offsets that are safe to commit now (None: everything handed over).
 # A stage that buffers across polls or waits for more input returns less.
 RecordsHandler = Callable[[list[Record]], Awaitable[CommitOffsets | None]]
+# Called before records are redelivered after a handler error: the stage drops what it
+# buffered from them, as a restarted process would have.
+ResetHandler = Callable[[], Awaitable[None]]
+
+# First wait after a handler error, doubled per consecutive error up to the bound.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
+
+async def publish_patiently(bus: Bus, stream: str, messages: Sequence[OutgoingMessage], *, who: str) -> None:
+    """Publish, retrying a failing bus (down, or its log's disk full) with the stages' bounded backoff.
+
+    For producers outside a consumer loop (ingest reading a file): their work cannot be handed
+    back for redelivery, so they wait here until the bus takes it. Cancelling the caller ends it.
+    """
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            await bus.publish(stream, messages)
+            return
+        except BusError as exc:
+            log.warning("%s: publishing to %s failed (%s); retrying in %.1fs", who, stream, exc, delay)
+            telemetry.stage_retries.labels(who, type(exc).__name__).inc()
+            await asyncio.sleep(delay)
+            delay = min(RETRY_MAX_S, delay * 2)
 
 
 class DeadLetterSink:
@@ -62,6 +100,7 @@ class DeadLetterSink:
         await self._bus.publish(self._stream, messages)
 
     async def send_record(self, record: Record, reason: str, code: str) -> None:
+        """Dead-letter a whole record; its headers say whose variants, and how many, it held."""
         await self.send(
             [
                 events_pb2.DeadLetter(
@@ -73,9 +112,17 @@ class DeadLetterSink:
                     reason=reason,
                     error_code=code,
                     attempt_count=1,
+                    job_id=record.headers.get(HEADER_JOB, ""),
+                    tenant_id=record.headers.get(HEADER_TENANT, ""),
+                    variant_count=_header_count(record.headers.get(HEADER_VARIANT_COUNT, "")),
                 )
             ]
         )
+
+
+def _header_count(value: str) -> int:
+    """A count header, or 0 when absent or not a count (a poison record's headers are anything)."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else 0
 
 
 async def decode_or_dead_letter(record: Record, message_class: type[M], sink: DeadLetterSink) -> M | None:
@@ -125,6 +172,8 @@ class StreamProcessor(AsyncComponent):
         max_in_flight: int = 256,
         poll_timeout_s: float = 0.2,
         idle_calls: bool = False,
+        reset: ResetHandler | None = None,
+        retry_max_s: float = RETRY_MAX_S,
     ) -> None:
         self.streams = list(streams)
         self.group = group
@@ -137,6 +186,8 @@ class StreamProcessor(AsyncComponent):
         self._poll_timeout_s = poll_timeout_s
         # Buffering stages get called with [] on idle polls so they can flush on time.
         self._idle_calls = idle_calls
+        self._reset = reset
+        self._retry_max_s = retry_max_s
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._running = asyncio.Event()
@@ -154,7 +205,11 @@ class StreamProcessor(AsyncComponent):
         self._handed: CommitOffsets = {}
         self._committed: CommitOffsets = {}
         self.in_flight = 0
-        self.failed: BaseException | None = None
+        # The handler's last error while its records wait to be redelivered; None once a
+        # batch went through again. Readiness is NOT_SERVING meanwhile.
+        self.retrying: BaseException | None = None
+        self._errors_in_a_row = 0
+        self._wake = asyncio.Event()
         # Present at 0 from the start, so rates and alerts see the series before the first failure.
         for reason in ("handler", "poll"):
             telemetry.stage_failures.labels(service, reason)
@@ -165,9 +220,9 @@ class StreamProcessor(AsyncComponent):
 
     @property
     def state(self) -> str:
-        """running, paused, draining, drained or failed (what the control plane reports)."""
-        if self.failed is not None:
-            return "failed"
+        """running, paused, draining, drained or retrying (what the control plane reports)."""
+        if self.retrying is not None:
+            return "retrying"
         if self._draining:
             return "draining"
         if self._drained:
@@ -235,6 +290,7 @@ class StreamProcessor(AsyncComponent):
         """Stop after the current batch; its offsets are committed before leaving the group."""
         self._stopping = True
         self._running.set()
+        self._wake.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=30)
@@ -253,11 +309,12 @@ class StreamProcessor(AsyncComponent):
             self._parked.set()
 
     async def _loop(self) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
         consumed = telemetry.messages_consumed
         latency = telemetry.processing_latency.labels(self._service).observe
         while not self._stopping:
+            consumer = self._consumer
+            if consumer is None:
+                return
             if not self._running.is_set():
                 if self._draining:
                     await self._finish_drain(consumer)
@@ -276,7 +333,8 @@ class StreamProcessor(AsyncComponent):
                 continue
             self.in_flight = len(records)
             if not await self._handle(consumer, records):
-                return
+                # Handed back: the rejoined consumer delivers them again.
+                continue
             now_ms = time.time_ns() // 1_000_000
             for record in records:
                 consumed.labels(self._service, record.stream, self.group).inc()
@@ -285,7 +343,11 @@ class StreamProcessor(AsyncComponent):
             self.in_flight = 0
 
     async def _handle(self, consumer: Consumer, records: list[Record]) -> bool:
-        """Hand records over and commit what the handler releases; False when it failed."""
+        """Hand records over and commit what the handler releases.
+
+        False when the handler or the commit failed: everything uncommitted has been
+        handed back to the group by then, to come again after a backoff.
+        """
         for record in records:
             self._first.setdefault((record.stream, record.partition), record.offset)
         handed = next_offsets(records)
@@ -293,19 +355,73 @@ class StreamProcessor(AsyncComponent):
             self._handed[tp] = max(off, self._handed.get(tp, 0))
         try:
             to_commit = await self._handler(records)
+            if to_commit is None:
+                to_commit = handed
+            if to_commit:
+                await consumer.commit(to_commit)
+                self._committed.update(to_commit)
         except Exception as exc:
-            # Not committing means the group redelivers these records after restart.
             telemetry.stage_failures.labels(self._service, "handler").inc()
-            log.exception("%s: handler failed on %d records; stopping consumer", self._service, len(records))
-            self.failed = exc
             self.in_flight = 0
+            await self._recover(exc)
             return False
-        if to_commit is None:
-            to_commit = handed
-        if to_commit:
-            await consumer.commit(to_commit)
-            self._committed.update(to_commit)
+        if self.retrying is not None and (to_commit or not self.uncommitted()):
+            log.warning("%s: %s healed; consuming again", self._service, self.group)
+            self.retrying = None
+            self._errors_in_a_row = 0
         return True
+
+    async def _recover(self, error: Exception) -> None:
+        """Wait (bounded, doubling), have the stage forget its buffers, rejoin at the last commit.
+
+        Rejoining rather than seeking: the consumer may be as broken as the store (a broker
+        that went away), and a fresh member reads exactly the committed offsets, as a
+        restarted process would. Until the consumer is back this keeps retrying.
+        """
+        self.retrying = error
+        self._errors_in_a_row += 1
+        telemetry.stage_retries.labels(self._service, type(error).__name__).inc()
+        delay = min(self._retry_max_s, RETRY_FIRST_S * 2 ** min(self._errors_in_a_row - 1, 16))
+        log.warning(
+            "%s: %s failed (%s: %s); readiness NOT_SERVING, retrying from the last commit in %.1fs",
+            self._service,
+            self.group,
+            type(error).__name__,
+            error,
+            delay,
+            exc_info=self._errors_in_a_row == 1,
+        )
+        while True:
+            await self._sleep(delay)
+            if self._stopping:
+                return
+            try:
+                if self._reset is not None:
+                    await self._reset()
+                await self._rejoin()
+                return
+            except Exception as exc:
+                log.warning("%s: %s cannot rejoin yet (%s); retrying", self._service, self.group, exc)
+                self.retrying = exc
+                delay = min(self._retry_max_s, delay * 2)
+
+    async def _rejoin(self) -> None:
+        old, self._consumer = self._consumer, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.stop()
+        consumer = self._bus.consumer(
+            self.streams, self.group, start=self._start, max_in_flight=self._max_in_flight
+        )
+        await consumer.start()
+        self._consumer = consumer
+        for offsets in (self._first, self._handed, self._committed):
+            offsets.clear()
+
+    async def _sleep(self, delay_s: float) -> None:
+        """Sleep, but wake at once when the processor is stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay_s)
 
     async def _finish_drain(self, consumer: Consumer) -> None:
         loop = asyncio.get_running_loop()

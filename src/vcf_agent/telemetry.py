@@ -94,6 +94,11 @@ provider_latency = Histogram(
     ["provider"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+stage_retries = Counter(
+    "stage_retries_total",
+    "Handler errors a stage recovered from by redelivering its uncommitted records.",
+    ["service", "error"],
+)
 stage_in_flight = Gauge("stage_in_flight", "Records fetched but not yet committed.", ["service"])
 jobs_stalled = Gauge("jobs_stalled", "Jobs with no progress for the stall time (state stalled).")
 job_republishes = Counter(

@@ -1,9 +1,9 @@
 """Readiness follows the bus; liveness follows the process alone.
 
 Readiness ("" and the per-service names) is NOT_SERVING while the bus is unreachable
-and SERVING again when it is back; liveness ("liveness") stays SERVING through a bus
-outage and a drain, and fails only when the process cannot answer or a consumer has
-stopped for good.
+and SERVING again when it is back, and while a stage waits to retry after an error;
+liveness ("liveness") stays SERVING through a bus outage, a stage's errors and a drain,
+and fails only when the process cannot answer.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from vcf_agent.localdev._child_process import free_port
 from vcf_agent.localdev._kafka_broker import KafkaToolMissingError
 from vcf_agent.processing import CommitOffsets, StreamProcessor
 from vcf_agent.runner import ServiceHost, ServiceParts, ensure_topology
+from vcf_agent.v1 import control_pb2, control_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -175,22 +176,65 @@ async def test_a_drain_ends_readiness_and_leaves_liveness_serving(run_host: Host
         assert await check(health, "") == NOT_SERVING
 
 
-async def failing_handler(records: list[Record]) -> CommitOffsets | None:
-    raise RuntimeError("stage broke on its input")
+class FlakyStage:
+    """A real stage that fails while `broken` is set, buffering what it saw as a stage does."""
+
+    def __init__(self) -> None:
+        self.broken = True
+        self.buffered: list[bytes] = []
+        self.done: list[bytes] = []
+        self.resets = 0
+
+    async def handle(self, records: list[Record]) -> CommitOffsets | None:
+        self.buffered.extend(r.value for r in records)
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        self.done.extend(self.buffered)
+        self.buffered.clear()
+        return None
+
+    async def reset(self) -> None:
+        self.resets += 1
+        self.buffered.clear()
 
 
-async def test_a_consumer_stopped_for_good_fails_liveness(run_host: HostFactory, bus: Bus) -> None:
-    processor = StreamProcessor(bus, [PROBE_STREAM], "broken-group", failing_handler, service="broken")
+async def test_a_failing_stage_is_not_ready_stays_alive_and_heals_by_itself(
+    run_host: HostFactory, bus: Bus
+) -> None:
+    stage = FlakyStage()
+    processor = StreamProcessor(
+        bus, [PROBE_STREAM], "flaky-group", stage.handle, service="flaky", reset=stage.reset, retry_max_s=1
+    )
     async with (
-        run_host(ServiceParts("broken", components=[processor])) as host,
+        run_host(ServiceParts("flaky", components=[processor])) as host,
         grpc.aio.insecure_channel(host.control.address) as channel,
     ):
         health = health_pb2_grpc.HealthStub(channel)
-        assert await check(health, LIVENESS) == SERVING
-        await bus.publish(PROBE_STREAM, [OutgoingMessage(b"x", b"k", {})])
+        await bus.publish(PROBE_STREAM, [OutgoingMessage(b"x", b"k", {}), OutgoingMessage(b"y", b"k", {})])
         deadline = time.monotonic() + 10
-        while await check(health, LIVENESS) == SERVING:
-            assert time.monotonic() < deadline, "liveness stayed SERVING with its consumer stopped"
+        while await check(health, "") == SERVING:
+            assert time.monotonic() < deadline, "readiness stayed SERVING with its stage failing"
             await asyncio.sleep(0.1)
-        assert processor.failed is not None
-        assert await check(health, "") == NOT_SERVING
+        assert processor.state == "retrying"
+        assert isinstance(processor.retrying, OSError)
+        status = await control_pb2_grpc.ControlServiceStub(channel).GetStatus(
+            control_pb2.GetStatusRequest(), timeout=5
+        )
+        [group] = [g for g in status.groups if g.group == "flaky-group"]
+        assert group.state == "retrying"
+        assert group.retry_reason == "OSError: [Errno 28] No space left on device"
+        # The process works: no probe should restart it for an error that can clear.
+        assert await check(health, LIVENESS) == SERVING
+        while stage.resets < 2:
+            assert time.monotonic() < deadline, "the stage was not retried"
+            await asyncio.sleep(0.1)
+        stage.broken = False
+        deadline = time.monotonic() + 10
+        while await check(health, "") != SERVING:
+            assert time.monotonic() < deadline, "readiness did not come back once the stage healed"
+            await asyncio.sleep(0.1)
+        # Each record once: what was buffered before an error was dropped and delivered again.
+        assert stage.done == [b"x", b"y"]
+        assert processor.retrying is None
+        lags = await bus.lag("flaky-group", PROBE_STREAM)
+        assert sum(lag.lag for lag in lags) == 0

@@ -24,15 +24,24 @@ import pysam
 import vcf as pyvcf
 import websockets
 
+from tests.writer._pipeline import submit_and_finish
 from vcf_agent.analysis import ProviderSettings, RouterSettings, Secret
 from vcf_agent.bus import open_bus
 from vcf_agent.config import Settings
-from vcf_agent.localdev import SIMULATED_API_KEY, Reply, Seen, SimulatedVendor
+from vcf_agent.localdev import SIMULATED_API_KEY, Reply, Seen, SimulatedVendor, answering
 from vcf_agent.runner import ServiceHost, ensure_topology
 from vcf_agent.services import aggregator, ingest, notifier, router, writer
 from vcf_agent.services.ingest import file_digest, job_id_for
 from vcf_agent.services.notifier import WebSocketGateway
-from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, notifier_pb2, notifier_pb2_grpc
+from vcf_agent.v1 import (
+    control_pb2,
+    control_pb2_grpc,
+    events_pb2,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    notifier_pb2,
+    notifier_pb2_grpc,
+)
 
 GATK_VCF = Path(pyvcf.__file__).parent / "test" / "gatk.vcf"
 NO_ID_ERROR = "Invalid 'messages': variant has no identifier."
@@ -273,3 +282,45 @@ async def test_submit_watch_getjob_and_notifications_report_complete_with_errors
         # The notifier's gRPC stream ends by itself at complete_with_errors.
         notes = await asyncio.wait_for(watched, timeout=30)
         assert notes[-1].state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS
+
+
+async def test_provider_failures_redriven_once_the_provider_recovers_complete_the_job(tmp_path: Path) -> None:
+    """OpenAI fails permanently for the variants without an rsID; their dead letters, redriven
+    through the router's control API after it recovers, are answered and the job ends complete."""
+    variants, with_id = alleles(GATK_VCF)
+    without_id = variants - with_id
+    async with AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(SimulatedVendor("openai", failing_variants_without_an_id))
+        openai = ProviderSettings(
+            "openai", "openai", fake.base_url, "gpt-test", api_key=Secret(SIMULATED_API_KEY),
+            max_attempts=1, breaker_failures=100_000,
+        )  # fmt: skip
+        hosts = await _services(stack, tmp_path, openai)
+        job = await submit_and_finish(hosts["ingest"].control.address, GATK_VCF)
+        assert job.state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS
+        counts = {name: (c.ok, c.failed, c.missing) for name, c in job.counts.provider_counts.items()}
+        assert counts == {"local": (variants, 0, 0), "openai": (with_id, without_id, 0)}
+
+        fake.script = answering()
+        async with grpc.aio.insecure_channel(hosts["router"].control.address) as channel:
+            control = control_pb2_grpc.ControlServiceStub(channel)
+            letters = await control.ListDeadLetters(
+                control_pb2.ListDeadLettersRequest(job_id=job.job_id, page_size=1000), timeout=30
+            )
+            assert [e.letter.error_code for e in letters.entries] == ["provider_failed"] * without_id
+            redriven = await control.RedriveDeadLetters(
+                control_pb2.RedriveDeadLettersRequest(job_id=job.job_id), timeout=30
+            )
+        assert (redriven.redriven, redriven.skipped) == (without_id, 0)
+
+        async with grpc.aio.insecure_channel(hosts["ingest"].control.address) as channel:
+            stub = jobs_pb2_grpc.IngestServiceStub(channel)
+            deadline = asyncio.get_running_loop().time() + 60
+            while (job := await stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=10)).state != (
+                events_pb2.JOB_STATE_COMPLETE
+            ):
+                assert asyncio.get_running_loop().time() < deadline, job
+                await asyncio.sleep(0.2)
+        counts = {name: (c.ok, c.failed, c.missing) for name, c in job.counts.provider_counts.items()}
+        assert counts == {"local": (variants, 0, 0), "openai": (variants, 0, 0)}
+        assert (job.counts.total, job.counts.stored, job.error) == (variants, variants, "")

@@ -192,3 +192,108 @@ async def test_a_stale_started_marker_delivered_late_does_not_reset_the_count(
     await feed([], [_stamped(marker(variant_pb2.JobMarker.KIND_STARTED), 2_000)])
     again = (await storage_notes(bus))[-1]
     assert (again.state, again.total) == (events_pb2.JOB_STATE_STORING, 0)
+
+
+async def dead_letters(bus: Bus) -> list[events_pb2.DeadLetter]:
+    consumer = bus.consumer([Settings().topology.dead_letters], f"reader-{next(_READERS)}")
+    await consumer.start()
+    try:
+        letters = []
+        while records := await consumer.poll(timeout_s=0.5):
+            letters.extend(decode(r.value, r.headers, events_pb2.DeadLetter) for r in records)
+        return letters
+    finally:
+        await consumer.stop()
+
+
+async def test_a_batch_the_graph_cannot_hold_fails_its_job_with_the_reason(tmp_path: Path, bus: Bus) -> None:
+    # A buffer pool this small holds 1,000 variants per transaction but not 10,000: the engine's
+    # real "buffer pool is full", which a retry of the same batch meets again.
+    settings = Settings(data_dir=tmp_path, bus_url="embedded://unused")
+    lance, graph = (
+        LanceStore(tmp_path / "lance"),
+        GraphStore(tmp_path / "graph.lbug", buffer_pool_bytes=16 << 20),
+    )
+    lance.open()
+    graph.open()
+    sink = StoreSink(bus, settings, lance, graph)
+    feed = Feed(sink)
+    try:
+        await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED)])
+        await feed([answered(i) for i in range(100)])
+        # The rejected batch does not raise (which would retry it forever): it is settled.
+        await feed(
+            [answered(i) for i in range(100, 10_100)], [marker(variant_pb2.JobMarker.KIND_FINISHED, 10_100)]
+        )
+        final = (await storage_notes(bus))[-1]
+        assert final.state == events_pb2.JOB_STATE_FAILED
+        assert (final.done, final.total) == (100, 10_100)
+        assert "buffer pool" in final.message and "10000 variants" in final.message
+        [letter] = await dead_letters(bus)
+        assert (letter.error_code, letter.source_offset) == ("store_rejected", 2)
+        assert "buffer pool is full" in letter.reason
+        # Another job's batch that fits is stored and completes as usual.
+        writes = [make_write(i, file_id="f" * 64, job_id="job-2", tenant_id=TENANT) for i in range(50)]
+        await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED, job_id="job-2")])
+        await feed(writes, [marker(variant_pb2.JobMarker.KIND_FINISHED, 50, job_id="job-2")])
+        other = (await storage_notes(bus))[-1]
+        assert (other.job_id, other.state, other.done) == ("job-2", events_pb2.JOB_STATE_COMPLETE, 50)
+    finally:
+        await sink.stop()
+        graph.close()
+
+
+def lost_letter(offset: int, variants: int, reason: str = "wire format was corrupt") -> Record:
+    """A `dead-letters` record as the router sends it for a VariantBatch record it cannot read."""
+    letter = events_pb2.DeadLetter(
+        source_stream="vcf-variants",
+        source_partition=0,
+        source_offset=offset,
+        reason=reason,
+        error_code="corrupt_payload",
+        job_id=JOB,
+        tenant_id=TENANT,
+        variant_count=variants,
+    )
+    payload, headers = encode(letter, tenant_id=TENANT)
+    return Record("dead-letters", 0, offset, payload, None, headers, 0)
+
+
+async def test_dead_lettered_variants_end_the_job_with_exact_counts_and_a_redrive_completes_it(
+    sink: StoreSink, bus: Bus
+) -> None:
+    feed = Feed(sink)
+    await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED)])
+    await feed([answered(i) for i in range(6)])
+    # The router could not read one record of 4 variants; it read it twice (a restart),
+    # which still loses those 4 only once.
+    for _ in range(2):
+        await sink.handle([lost_letter(7, 4)])
+        await sink.flush()
+    await feed([], [marker(variant_pb2.JobMarker.KIND_FINISHED, 10)])
+    final = (await storage_notes(bus))[-1]
+    assert final.state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS
+    assert (final.done, final.total) == (6, 10)
+    assert final.message == "4 of 10 variants were dead-lettered (4 x 'wire format was corrupt')"
+
+    # Redriven, the record's variants are stored after all: the state is decided again.
+    await feed([answered(i) for i in range(6, 10)])
+    redriven = (await storage_notes(bus))[-1]
+    assert (redriven.state, redriven.done, redriven.message) == (
+        events_pb2.JOB_STATE_COMPLETE,
+        10,
+        "complete",
+    )
+
+
+async def test_a_job_whose_every_variant_was_dead_lettered_fails(sink: StoreSink, bus: Bus) -> None:
+    feed = Feed(sink)
+    await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED)])
+    await sink.handle([lost_letter(1, 3, "stage could not parse")])
+    await feed([], [marker(variant_pb2.JobMarker.KIND_FINISHED, 3)])
+    final = (await storage_notes(bus))[-1]
+    assert (final.state, final.done, final.total) == (events_pb2.JOB_STATE_FAILED, 0, 3)
+    assert (
+        final.message
+        == "no variant was stored: 3 of 3 variants were dead-lettered (3 x 'stage could not parse')"
+    )

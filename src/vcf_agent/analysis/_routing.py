@@ -50,6 +50,8 @@ HEADER_GROUP_KEY = "x-group-key"
 _BATCH_TYPE = variant_pb2.VariantBatch.DESCRIPTOR.full_name
 _REQUEST_BATCH_TYPE = analysis_pb2.AnalysisRequestBatch.DESCRIPTOR.full_name
 _RESULT_BATCH_TYPE = analysis_pb2.AnalysisResultBatch.DESCRIPTOR.full_name
+# A single request on the requests stream is a provider failure's dead letter, redriven.
+_SINGLE_REQUEST_TYPE = analysis_pb2.AnalysisRequest.DESCRIPTOR.full_name
 # Tags of the fields spliced by hand.
 _TAG_REQUEST_VARIANT_BATCH = wire.ANALYSIS_REQUEST_BATCH_VARIANT_BATCH_TAG
 _TAG_BATCH_VARIANTS = wire.VARIANT_BATCH_VARIANTS_TAG
@@ -147,10 +149,20 @@ class VariantRouter:
 class ProviderWorker:
     """One consumer group per provider: call it, publish its results."""
 
-    def __init__(self, bus: Bus, settings: Settings, provider: AnalysisProvider) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        provider: AnalysisProvider,
+        *,
+        known_providers: frozenset[str] | None = None,
+    ) -> None:
+        """With `known_providers` (given to one worker of a router), requests naming none of them
+        are dead-lettered here: no worker would ever read them otherwise."""
         self._bus = bus
         self._settings = settings
         self._provider = provider
+        self._known_providers = known_providers
         self._sink = DeadLetterSink(bus, settings.topology.dead_letters, f"router-{provider.name}")
 
     @property
@@ -159,6 +171,14 @@ class ProviderWorker:
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
         mine = [r for r in records if r.headers.get(HEADER_PROVIDER) == self._provider.name]
+        if self._known_providers is not None:
+            for record in records:
+                named = record.headers.get(HEADER_PROVIDER, "")
+                if named not in self._known_providers:
+                    reason = (
+                        f"no provider {named!r} is configured" if named else "the request names no provider"
+                    )
+                    await self._sink.send_record(record, reason, "no_provider")
         # Every record's batch is in flight at once, so a slow provider's concurrency is used fully.
         outcomes = await asyncio.gather(*(self._analyse(record) for record in mine))
         out = [message for message, _ in outcomes if message is not None]
@@ -169,9 +189,12 @@ class ProviderWorker:
         return None
 
     async def _analyse(self, record: Record) -> tuple[OutgoingMessage | None, list[events_pb2.DeadLetter]]:
-        decoded = await decode_serialized_or_dead_letter(
-            record, analysis_pb2.AnalysisRequestBatch, self._sink
-        )
+        if message_type(record.headers) == _SINGLE_REQUEST_TYPE:
+            decoded = await self._redriven(record)
+        else:
+            decoded = await decode_serialized_or_dead_letter(
+                record, analysis_pb2.AnalysisRequestBatch, self._sink
+            )
         if decoded is None:
             return None, []
         batch, serialized = decoded
@@ -216,6 +239,22 @@ class ProviderWorker:
             for request, result in failures
         ]
         return OutgoingMessage(payload, key, headers), letters
+
+    async def _redriven(self, record: Record) -> tuple[analysis_pb2.AnalysisRequestBatch, bytes] | None:
+        """A redriven request as a batch of one: asked afresh (its old deadline has passed) and
+        answered for this provider alone, so the aggregator stores it without waiting for
+        providers that answered the first time."""
+        decoded = await decode_serialized_or_dead_letter(record, analysis_pb2.AnalysisRequest, self._sink)
+        if decoded is None:
+            return None
+        request = decoded[0]
+        request.ClearField("deadline")
+        del request.requested_providers[:]
+        request.requested_providers.append(self._provider.name)
+        batch = analysis_pb2.AnalysisRequestBatch(
+            provider=self._provider.name, requested_providers=[self._provider.name], requests=[request]
+        )
+        return batch, batch.SerializeToString()
 
     async def _spliced_answers(
         self, batch: analysis_pb2.AnalysisRequestBatch, serialized: bytes

@@ -294,6 +294,11 @@ class SettingsTree(BaseSettings):
         description="failover bus: a job idle this long after a backend switch is published again from"
         " its file (0: never)",
     )
+    writer_disk_reserve_bytes: NonNegativeInt = Field(
+        _settings_default("writer_disk_reserve_bytes"),
+        description="the writer pauses (readiness NOT_SERVING) while its data directory has less free"
+        " space than this",
+    )
     upload_retention_s: NonNegativeFloat = Field(
         _settings_default("upload_retention_s"), description="how long a finished job's upload is kept"
     )
@@ -615,6 +620,7 @@ def load_settings(
         ingest_max_record_bytes=tree.ingest_max_record_bytes,
         job_stall_s=tree.job_stall_s,
         republish_grace_s=tree.republish_grace_s,
+        writer_disk_reserve_bytes=tree.writer_disk_reserve_bytes,
     )
     if tree.tls_ca is not None and not tree.tls_ca.is_file():
         raise SettingsError(f"{origins.name('tls_ca')}: no file at {tree.tls_ca}")

@@ -29,6 +29,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             if not args.file:
                 raise SystemExit("vcf-agent bench ingest FILE: a VCF file is required")
             result = await bench_ingest(Path(args.file), root)
+        elif args.target == "load":
+            from vcf_agent.app.load_bench import bench_load
+
+            result = await bench_load(root)
         elif args.target == "providers":
             from vcf_agent.app._provider_bench import bench_providers
 

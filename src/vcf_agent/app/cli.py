@@ -118,10 +118,32 @@ def _cmd_validate(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def _cmd_chaos(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from vcf_agent.app import chaos
+    from vcf_agent.app import chaos, fault_chaos
     from vcf_agent.localdev import find_iggy_server
 
     binary = find_iggy_server()
+    named = ["faults"] if args.scenarios == ["faults"] else args.scenarios
+    faults = (
+        list(fault_chaos.FAULT_SCENARIOS)
+        if named == ["faults"]
+        else [s for s in named if s in fault_chaos.FAULT_SCENARIOS]
+    )
+    if faults:
+        if len(faults) != len(named):
+            print("vcf-agent chaos: run fault scenarios and failover scenarios separately", file=sys.stderr)
+            return 2
+        found = asyncio.run(
+            fault_chaos.run_faults(
+                faults,
+                args.bus.split(","),
+                variants=args.variants,
+                samples=args.samples,
+                kills=args.kills,
+                iggy_binary=str(binary or ""),
+            )
+        )
+        print(fault_chaos.render_faults(found))
+        return 0 if all(not r.problems for r in found) else 1
     if binary is None:
         print(
             "vcf-agent chaos: no iggy-server binary (set IGGY_SERVER_BIN or put it on PATH)", file=sys.stderr
@@ -256,14 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_cmd_validate)
 
     chaos = sub.add_parser(
-        "chaos", help="failover bus (Iggy primary, Kafka fallback) through outages, five processes"
+        "chaos",
+        help="five processes through outages: the failover bus, or killed services, full disks, poison",
     )
     chaos.add_argument(
         "scenarios",
         nargs="*",
-        help="healthy, primary-killed, primary-back-fresh, fallback-killed, both-down (default: all)",
+        help="failover: healthy, primary-killed, primary-back-fresh, fallback-killed, both-down"
+        " (default: all); faults (`faults` for all): sigkill-each, sigterm-each, broker-restart,"
+        " full-disk-stores, full-disk-log, poison",
     )
     chaos.add_argument("--variants", type=int, default=500_000)
+    chaos.add_argument("--samples", type=int, default=3, help="fault scenarios: samples per record")
+    chaos.add_argument("--kills", type=int, default=3, help="sigkill-each: kills per service")
+    chaos.add_argument(
+        "--bus", default="embedded,kafka,iggy", help="fault scenarios: comma-separated embedded, kafka, iggy"
+    )
     chaos.add_argument("--outage-s", type=float, default=20.0, help="how long a killed server stays down")
     chaos.set_defaults(func=_cmd_chaos)
     config = sub.add_parser("config", help="the settings")
@@ -274,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_cmd_config_show)
 
     bench = sub.add_parser("bench", help="measure throughput")
-    bench.add_argument("target", choices=["bus", "e2e", "ingest", "providers"])
+    bench.add_argument("target", choices=["bus", "e2e", "ingest", "load", "providers"])
     bench.add_argument("file", nargs="?", help="VCF file (ingest benchmark)")
     bench.add_argument("--bus", help="bus URL (bus benchmark); default: a fresh embedded log")
     bench.add_argument("--variants", type=int, default=100_000)

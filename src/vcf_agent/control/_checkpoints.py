@@ -34,6 +34,9 @@ def group_state(processor: StreamProcessor) -> control_pb2.ConsumerGroupState:
         streams=processor.streams,
         state=processor.state,
         in_flight=processor.in_flight,
+        retry_reason=""
+        if processor.retrying is None
+        else f"{type(processor.retrying).__name__}: {processor.retrying}",
     )
 
 

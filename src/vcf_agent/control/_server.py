@@ -359,15 +359,15 @@ class ControlPlaneServer:
     """grpc.aio server with grpc.health.v1, reflection and ControlService.
 
     Readiness: an overall entry ("") and one per service name; all go
-    NOT_SERVING while the bus is unreachable, a consumer has failed or is
-    draining, and from the first moment of shutdown, so probes stop routing
-    traffic before anything stops.
+    NOT_SERVING while the bus is unreachable, a stage waits to retry after a
+    store or bus error, or a consumer is draining, and from the first moment of
+    shutdown, so probes stop routing traffic before anything stops.
 
     Liveness (the name LIVENESS): SERVING while the process works, whatever the
     bus or the stores do. It is answered on the event loop, so a loop that
-    does not run answers nothing and the probe times out; it goes NOT_SERVING
-    only when a stage's consumer has stopped for good (its handler raised),
-    which nothing but a restart brings back. It stays SERVING while draining.
+    does not run answers nothing and the probe times out. Stages heal by
+    themselves (see StreamProcessor), so no error of theirs ends liveness; it
+    stays SERVING while draining too.
     """
 
     def __init__(
@@ -415,7 +415,6 @@ class ControlPlaneServer:
         self.health = _ProbeHealth()
         self.state = "starting"
         self.serving = False
-        self.alive = True
         self.bus_healthy = True
         self._health_task: asyncio.Task[None] | None = None
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -473,9 +472,9 @@ class ControlPlaneServer:
         processors = list(self.status.processors())
         if self.flags is not None:
             processors.append(self.flags.processor)
-        alive = all(p.failed is None for p in processors)
-        healthy = (
-            alive and self.bus_healthy and all(p.state not in ("draining", "drained") for p in processors)
+        # A stage waiting to retry after a store or bus error is not ready, but the process works.
+        healthy = self.bus_healthy and all(
+            p.state not in ("draining", "drained", "retrying") for p in processors
         )
         if healthy != self.serving or self.state == "starting":
             log.log(
@@ -484,16 +483,13 @@ class ControlPlaneServer:
                 self.service,
                 "SERVING" if healthy else "NOT_SERVING",
             )
-        if not alive and self.alive:
-            log.warning("%s: liveness now NOT_SERVING: a consumer stopped for good", self.service)
-        await self._set(healthy, alive)
+        await self._set(healthy)
 
-    async def _set(self, serving: bool, alive: bool) -> None:
+    async def _set(self, serving: bool) -> None:
         self.serving = serving
-        self.alive = alive
         for name in self._health_names:
             await self.health.set(name, SERVING if serving else NOT_SERVING)
-        await self.health.set(LIVENESS, SERVING if alive else NOT_SERVING)
+        await self.health.set(LIVENESS, SERVING)
 
     async def _watch_health(self) -> None:
         while self.state != "stopping":

@@ -20,6 +20,7 @@ from vcf_agent.localdev._service_processes import (
     start_service,
     stop_service,
 )
+from vcf_agent.localdev._small_disk import SmallDisk, SmallDiskUnavailableError
 
 __all__ = [
     "SIMULATED_ANSWER",
@@ -33,6 +34,8 @@ __all__ = [
     "Seen",
     "ServiceProcess",
     "SimulatedVendor",
+    "SmallDisk",
+    "SmallDiskUnavailableError",
     "Vendor",
     "answering",
     "find_iggy_server",

@@ -95,5 +95,12 @@ def running_pipeline(
             started[name] = start_service(name, bus_url, data_dir, env=env)
         yield started
     finally:
+        # Every service is stopped even when one ignores SIGTERM; that one is reported after.
+        ignored: list[AssertionError] = []
         for service in reversed(list(started.values())):
-            stop_service(service)
+            try:
+                stop_service(service)
+            except AssertionError as exc:
+                ignored.append(exc)
+        if ignored:
+            raise ignored[0]

@@ -17,6 +17,10 @@ HEADER_SCHEMA_VERSION = "schema-version"
 HEADER_CONTENT_ENCODING = "content-encoding"
 HEADER_MESSAGE_TYPE = "message-type"
 HEADER_TENANT = "tenant-id"
+# On records that carry one job's variants (vcf-variants, database-writes): whose and how
+# many, readable when the payload is not, so a dead letter still says what was lost.
+HEADER_JOB = "job-id"
+HEADER_VARIANT_COUNT = "variant-count"
 
 ENCODING_IDENTITY = "identity"
 ENCODING_ZSTD = "zstd"

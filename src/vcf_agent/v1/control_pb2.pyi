@@ -126,12 +126,17 @@ class ConsumerGroupState(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     PARTITIONS_FIELD_NUMBER: _builtins.int
+    RETRY_REASON_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     """The group's name."""
     state: _builtins.str
-    """running, paused, draining, drained or failed"""
+    """running, paused, draining, drained or retrying (its handler failed: the records come
+    again after a bounded backoff, and readiness is NOT_SERVING until one batch goes through)
+    """
     in_flight: _builtins.int
     """Records handed to the group's handler and not yet committed."""
+    retry_reason: _builtins.str
+    """While retrying: the error it waits out (a full disk, a store or broker away)."""
     @_builtins.property
     def streams(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The streams it reads."""
@@ -148,10 +153,11 @@ class ConsumerGroupState(_message.Message):
         state: _builtins.str = ...,
         in_flight: _builtins.int = ...,
         partitions: _abc.Iterable[Global___PartitionLag] | None = ...,
+        retry_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "in_flight", b"in_flight", "partitions", b"partitions", "state", b"state", "streams", b"streams"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "in_flight", b"in_flight", "partitions", b"partitions", "retry_reason", b"retry_reason", "state", b"state", "streams", b"streams"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,5 +27,6 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Se
         service=NAME,
         max_records=4,
         idle_calls=True,
+        reset=correlator.reset,
     )
     return ServiceParts(NAME, components=[processor])

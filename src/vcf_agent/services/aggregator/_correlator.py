@@ -28,6 +28,8 @@ from vcf_agent.processing import (
 )
 from vcf_agent.progress import progress_notification
 from vcf_agent.schema import (
+    HEADER_JOB,
+    HEADER_VARIANT_COUNT,
     encode_serialized,
     length_delimited,
     message_type,
@@ -160,6 +162,11 @@ class Correlator:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    async def reset(self) -> None:
+        """Forget the variants waiting for answers: every record holding one comes again."""
+        self._pending.clear()
+        self._seen.clear()
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
         started_ns = time.time_ns()
@@ -297,12 +304,14 @@ class Correlator:
             return
         # job_id -> (tenant, serialized batch fields); writes come before the markers closing them.
         by_job: dict[str, tuple[str, list[bytes]]] = {}
+        counts: Counter[str] = Counter()
         for job_id, tenant_id, payload in writes:
             job = by_job.get(job_id)
             if job is None:
                 job = by_job[job_id] = (tenant_id, [])
             # Tag, length and write as separate pieces: prefixing the write would copy it once more.
             job[1].extend((_TAG_BATCH_WRITES, varint(len(payload)), payload))
+            counts[job_id] += 1
         for marker in markers:
             by_job.setdefault(marker.job_id, (marker.tenant_id, []))[1].append(
                 length_delimited(_TAG_BATCH_MARKERS, marker.SerializeToString())
@@ -322,6 +331,8 @@ class Correlator:
                 trace_headers=trace,
                 compression_threshold=self._settings.compression_threshold,
             )
+            headers[HEADER_JOB] = job_id
+            headers[HEADER_VARIANT_COUNT] = str(counts[job_id])
             messages.append(OutgoingMessage(payload, job_id.encode(), headers))
         await self._bus.publish(self._settings.topology.database_writes, messages)
         telemetry.variants_processed.labels("aggregator", "aggregated").inc(len(writes))

@@ -362,7 +362,15 @@ class JobRegistry:
             job.analysed = max(job.analysed, note.done)
         elif note.stage == events_pb2.STAGE_STORAGE:
             job.stored = max(job.stored, note.done)
-            if note.provider_counts and job.state not in TERMINAL_STATES:
+            # The writer decides a job that ended with errors again after a redrive stored what
+            # was missing or failed; its new final state replaces the old one.
+            mended = (
+                job.state in _ENDED_WITH_ERRORS and note.state in TERMINAL_STATES and note.state != job.state
+            )
+            if mended:
+                job.state = note.state
+                job.error = "" if note.state == events_pb2.JOB_STATE_COMPLETE else job.error
+            if note.provider_counts and (job.state not in TERMINAL_STATES or mended):
                 # Cumulative from the writer: the latest replaces, and the final one is exact.
                 job.provider_counts = {
                     name: (c.ok, c.failed, c.missing) for name, c in note.provider_counts.items()

@@ -37,9 +37,9 @@ from vcf_agent.bus import Bus, BusError, OutgoingMessage
 from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.observability import current_job_id
-from vcf_agent.processing import DeadLetterSink
+from vcf_agent.processing import DeadLetterSink, publish_patiently
 from vcf_agent.progress import progress_notification
-from vcf_agent.schema import TERMINAL_STATES, encode, encode_serialized
+from vcf_agent.schema import HEADER_JOB, HEADER_VARIANT_COUNT, TERMINAL_STATES, encode, encode_serialized
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._annotation_context import DEFAULT_POPULATION_PATTERN, annotation_context
@@ -476,7 +476,7 @@ class VariantPublisher(AsyncComponent):
         if not healthy:
             raise StreamingUnavailableError(f"the {self._bus.backend} bus is not healthy")
         try:
-            await self._publish_marker(started)
+            await self._publish_marker(started, patient=False)
         except BusError as exc:
             raise StreamingUnavailableError(f"{self._stream} refused the job's first message: {exc}") from exc
 
@@ -524,13 +524,20 @@ class VariantPublisher(AsyncComponent):
                 trace_headers=trace_headers,
                 compression_threshold=threshold,
             )
+            headers[HEADER_JOB] = job.job_id
+            headers[HEADER_VARIANT_COUNT] = str(batch.variant_count)
             return _Encoded(key, payload, headers, batch.variant_count, batch.resume_at)
 
         published = checkpoint.at.variants
         last_note = time.monotonic()
         async with contextlib.aclosing(self._read(reader, progress, prepare)) as items:
             async for item in items:
-                await self._bus.publish(self._stream, [OutgoingMessage(item.payload, item.key, item.headers)])
+                await publish_patiently(
+                    self._bus,
+                    self._stream,
+                    [OutgoingMessage(item.payload, item.key, item.headers)],
+                    who="ingest",
+                )
                 published += item.variants
                 telemetry.variants_processed.labels("ingest", "published").inc(item.variants)
                 if item.resume_at is not None:
@@ -665,9 +672,15 @@ class VariantPublisher(AsyncComponent):
         else:
             await self._publish_marker(marker)
 
-    async def _publish_marker(self, marker: variant_pb2.JobMarker) -> None:
+    async def _publish_marker(self, marker: variant_pb2.JobMarker, *, patient: bool = True) -> None:
+        """Mid-job a failing bus is waited out; `patient=False` lets the first marker tell streaming
+        cannot start (so the job falls back to batch or fails saying why)."""
         payload, headers = encode(marker, tenant_id=marker.tenant_id)
-        await self._bus.publish(self._stream, [OutgoingMessage(payload, marker.job_id.encode(), headers)])
+        message = OutgoingMessage(payload, marker.job_id.encode(), headers)
+        if patient:
+            await publish_patiently(self._bus, self._stream, [message], who="ingest")
+        else:
+            await self._bus.publish(self._stream, [message])
 
     def _job_marker(
         self,
@@ -722,7 +735,7 @@ class VariantPublisher(AsyncComponent):
             providers=job.providers,
             classifications=classifications,
         )
-        await self._bus.publish(self._notifications, [note])
+        await publish_patiently(self._bus, self._notifications, [note], who="ingest")
 
 
 def _finished_message(progress: _Progress) -> str:

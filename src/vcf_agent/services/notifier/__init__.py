@@ -5,7 +5,7 @@ from __future__ import annotations
 from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
 from vcf_agent.control import FlagStore, ServiceApi
-from vcf_agent.processing import StreamProcessor
+from vcf_agent.processing import DeadLetterSink, StreamProcessor
 from vcf_agent.runner import ServiceParts
 from vcf_agent.v1 import notifier_pb2, notifier_pb2_grpc
 
@@ -22,7 +22,7 @@ NAME = "notifier"
 def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> ServiceParts:
     """Flags are accepted for the common builder shape; this service reads none yet."""
     del flags
-    hub = ProgressHub()
+    hub = ProgressHub(DeadLetterSink(bus, settings.topology.dead_letters, NAME))
     # Each notifier instance needs every event, so each reads in its own group from the start.
     processor = StreamProcessor(
         bus, [settings.topology.user_notifications], "notifier", hub.handle, service=NAME, max_records=500

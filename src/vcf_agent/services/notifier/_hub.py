@@ -11,7 +11,7 @@ from google.protobuf.json_format import MessageToDict
 
 from vcf_agent import telemetry, tracing
 from vcf_agent.bus import Record
-from vcf_agent.processing import CommitOffsets
+from vcf_agent.processing import CommitOffsets, DeadLetterSink
 from vcf_agent.schema import TERMINAL_STATES, PayloadError, decode, state_name
 from vcf_agent.v1 import events_pb2
 
@@ -53,7 +53,9 @@ class _Subscription:
 class ProgressHub:
     """Consumes `user-notifications` and delivers each event to matching subscribers."""
 
-    def __init__(self) -> None:
+    def __init__(self, dead_letters: DeadLetterSink | None = None) -> None:
+        # Where unreadable notifications go, with the reason (None: only skipped, in tests).
+        self._dead_letters = dead_letters
         self._subscriptions: set[_Subscription] = set()
         # Latest event per (job, stage): what a late subscriber is shown first.
         self._latest: dict[str, dict[int, events_pb2.Notification]] = {}
@@ -68,7 +70,9 @@ class ProgressHub:
             started_ns = time.time_ns()
             try:
                 note = decode(record.value, record.headers, events_pb2.Notification)
-            except PayloadError:
+            except PayloadError as exc:
+                if self._dead_letters is not None:
+                    await self._dead_letters.send_record(record, str(exc), "corrupt_payload")
                 continue
             delivered = self.publish(note)
             if tracing.enabled():

@@ -54,8 +54,10 @@ def build(
             bus, [settings.topology.variants], "router", router.handle, service=NAME, max_records=16
         )
     )
-    for provider in providers:
-        worker = ProviderWorker(bus, settings, provider)
+    known = frozenset(p.name for p in providers)
+    for index, provider in enumerate(providers):
+        # One worker dead-letters requests that no configured provider's worker would read.
+        worker = ProviderWorker(bus, settings, provider, known_providers=known if index == 0 else None)
         parts.components.append(
             StreamProcessor(
                 bus,

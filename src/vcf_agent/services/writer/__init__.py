@@ -16,12 +16,13 @@ from vcf_agent.runner import ServiceParts
 from vcf_agent.v1 import query_pb2, query_pb2_grpc
 
 from ._api import QueryApi
-from ._graph_store import GraphCounts, GraphStore
+from ._graph_store import GraphCapacityError, GraphCounts, GraphStore
 from ._key_stamp import check_key_stamp
 from ._lance_store import LanceStore, VariantQuery
 from ._sink import StoreSink
 
 __all__ = [
+    "GraphCapacityError",
     "GraphCounts",
     "GraphStore",
     "LanceStore",
@@ -48,17 +49,19 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Wr
     directory = settings.data_dir / "writer"
     check_key_stamp(directory)
     lance = LanceStore(directory / "lance")
-    graph = GraphStore(directory / "graph.lbug")
+    graph = GraphStore(directory / "graph.lbug", disk_reserve_bytes=settings.writer_disk_reserve_bytes)
     sink = StoreSink(bus, settings, lance, graph)
     processor = StreamProcessor(
         bus,
-        [settings.topology.database_writes],
+        # Dead letters too: variants lost upstream count towards their job's end.
+        [settings.topology.database_writes, settings.topology.dead_letters],
         "writer",
         sink.handle,
         service=NAME,
         max_records=8,
         idle_calls=True,
         max_in_flight=512,
+        reset=sink.reset,
     )
     api = QueryApi(lance, graph)
     return WriterParts(

@@ -41,6 +41,8 @@ owns it; everyone else reads through the writer's query API.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -125,6 +127,10 @@ _REL_TYPES = {
 _CHECKPOINT_WAL_BYTES = 256 << 20
 
 
+class GraphCapacityError(RuntimeError):
+    """The graph engine cannot hold a batch in its buffer pool: retrying the same batch fails again."""
+
+
 @dataclass(frozen=True, slots=True)
 class GraphCounts:
     """Nodes and edges per label, for verification and the stats API."""
@@ -164,9 +170,11 @@ class GraphStore(AsyncComponent):
         path: Path,
         *,
         buffer_pool_bytes: int = 1 << 30,
+        disk_reserve_bytes: int = 0,
     ) -> None:
         self._path = path
         self._buffer_pool_bytes = buffer_pool_bytes
+        self._disk_reserve_bytes = disk_reserve_bytes
         self._lock = threading.Lock()
         self._db: ladybug.Database | None = None
         self._conn: ladybug.Connection | None = None
@@ -212,16 +220,41 @@ class GraphStore(AsyncComponent):
         rows = batch if isinstance(batch, WriteRows) else build_rows(batch)
         if not len(rows):
             return pa.chunked_array([], pa.string())
+        self._check_free_space()
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN TRANSACTION")
             try:
                 old_ids = self._write(conn, rows)
-            except BaseException:
+                conn.execute("COMMIT")
+            except BaseException as exc:
                 _rollback(conn)
+                if "buffer pool is full" in str(exc):
+                    raise GraphCapacityError(
+                        f"the graph's buffer pool ({self._buffer_pool_bytes >> 20} MiB) cannot hold a batch"
+                        f" of {len(rows)} variants: {exc}"
+                    ) from exc
                 raise
-            conn.execute("COMMIT")
         return old_ids
+
+    def _check_free_space(self) -> None:
+        """Refuse a batch while the disk is nearly full, before the engine can hit ENOSPC.
+
+        The engine survives a statement that cannot write, but not a COMMIT whose write-ahead
+        log write fails: it aborts the whole process (measured on a full tmpfs, `terminate
+        called after throwing lbug::common::IOException`). Refusing here with ENOSPC lets the
+        writer's consumer retry until space returns instead.
+        """
+        if not self._disk_reserve_bytes:
+            return
+        stats = os.statvfs(self._path.parent)
+        free = stats.f_bavail * stats.f_frsize
+        if free < self._disk_reserve_bytes:
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device for the graph: {free >> 20} MiB free in {self._path.parent},"
+                f" under the {self._disk_reserve_bytes >> 20} MiB kept free for its write-ahead log",
+            )
 
     def counts(self, job_id: str | None = None) -> GraphCounts:
         """Node and edge counts, over everything or only one job's variants."""

@@ -8,7 +8,7 @@ the store, so a job never reads `complete` while its analyses say otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from vcf_agent.v1 import events_pb2
@@ -24,22 +24,38 @@ class JobOutcome(NamedTuple):
 
 
 def job_outcome(
-    stored: int, counts: Mapping[str, events_pb2.ProviderCounts], reasons: FailureReasons
+    stored: int,
+    counts: Mapping[str, events_pb2.ProviderCounts],
+    reasons: FailureReasons,
+    *,
+    lost: int = 0,
+    lost_reasons: Sequence[tuple[str, int]] = (),
 ) -> JobOutcome:
     """The final state of a job with `stored` variants and these per-provider answer counts.
 
-    complete: every answer of every requested provider succeeded (or there was nothing to
-    analyse). failed: variants were stored but not one analysis succeeded. Otherwise
-    complete_with_errors, naming each provider that failed or missed answers.
+    `lost` variants were dead-lettered by some stage (a record it could not read, a batch
+    the store rejected) with `lost_reasons` as (reason, variants), most first.
+
+    complete: every variant stored and every answer of every requested provider succeeded
+    (or there was nothing to analyse). failed: not one variant was stored, or variants
+    were stored but not one analysis succeeded. Otherwise complete_with_errors, naming
+    what was lost and each provider that failed or missed answers.
     """
     problems = [
         _problem(provider, answers, reasons)
         for provider, answers in sorted(counts.items())
         if answers.failed or answers.missing
     ]
+    if lost:
+        quoted = ", ".join(f"{count} x {reason!r}" for reason, count in lost_reasons)
+        problems.insert(
+            0, f"{lost} of {stored + lost} variants were dead-lettered" + (f" ({quoted})" if quoted else "")
+        )
     if not problems:
         return JobOutcome(events_pb2.JOB_STATE_COMPLETE, "")
-    if stored and not any(answers.ok for answers in counts.values()):
+    if lost and not stored:
+        return JobOutcome(events_pb2.JOB_STATE_FAILED, f"no variant was stored: {'; '.join(problems)}")
+    if stored and counts and not any(answers.ok for answers in counts.values()):
         return JobOutcome(events_pb2.JOB_STATE_FAILED, f"no variant was analysed: {'; '.join(problems)}")
     return JobOutcome(events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS, "; ".join(problems))
 

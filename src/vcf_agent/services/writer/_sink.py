@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections import Counter, deque
@@ -28,15 +29,17 @@ from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.processing import CommitOffsets, DeadLetterSink, next_offsets, parse_or_dead_letter
 from vcf_agent.progress import progress_notification
-from vcf_agent.schema import serialized_message
+from vcf_agent.schema import PayloadError, decode, serialized_message
 from vcf_agent.v1 import events_pb2, variant_pb2
 
-from ._graph_store import GraphStore
+from ._graph_store import GraphCapacityError, GraphStore
 from ._job_outcome import job_outcome
 from ._lance_store import LanceStore
 from ._rows import RowCollector, WriteRows
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # Flushes in flight at once: one in LanceDB, one in the graph, one building rows.
 _FLUSH_DEPTH = 3
@@ -111,6 +114,12 @@ class _JobBook:
         ):
             if column not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        # Variants some stage dead-lettered, once per source record however often it was
+        # dead-lettered (a stage that restarts reads a poison record again).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS lost (job_id TEXT NOT NULL, source TEXT NOT NULL,"
+            " variants INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (job_id, source))"
+        )
 
     def load(self, job_id: str) -> _JobTally | None:
         row = self._db.execute(f"SELECT {_BOOK_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -140,6 +149,27 @@ class _JobBook:
             ),
         )
 
+    def add_lost(self, letter: events_pb2.DeadLetter) -> None:
+        source = f"{letter.source_stream}/{letter.source_partition}/{letter.source_offset}"
+        self._db.execute(
+            "INSERT OR IGNORE INTO lost (job_id, source, variants, reason) VALUES (?, ?, ?, ?)",
+            (letter.job_id, source, letter.variant_count, letter.reason),
+        )
+
+    def lost(self, job_id: str) -> tuple[int, list[tuple[str, int]]]:
+        """Variants of the job dead-lettered, and (reason, variants) for the three main reasons."""
+        reasons = self._db.execute(
+            "SELECT reason, SUM(variants) FROM lost WHERE job_id = ? GROUP BY reason ORDER BY 2 DESC",
+            (job_id,),
+        ).fetchall()
+        return sum(count for _, count in reasons), [(reason, count) for reason, count in reasons[:3]]
+
+    def forget_lost(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM lost WHERE job_id = ?", (job_id,))
+
+    def knows(self, job_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is not None
+
     def close(self) -> None:
         self._db.close()
 
@@ -157,6 +187,8 @@ class StoreSink(AsyncComponent):
         self._tallies: dict[str, _JobTally] = {}
         self._buffer = RowCollector()
         self._markers: list[variant_pb2.JobMarker] = []
+        # Dead letters of jobs' variants, from `dead-letters`: counted when they apply.
+        self._letters: list[events_pb2.DeadLetter] = []
         self._buffered_records: list[Record] = []
         self._first_buffered = 0.0
         # Flushes in flight, oldest first: one batch goes into LanceDB while the next goes
@@ -173,8 +205,11 @@ class StoreSink(AsyncComponent):
         for record in records:
             if not self._buffered_records:
                 self._first_buffered = time.monotonic()
-            markers = await parse_or_dead_letter(record, self._collect, self._sink)
-            self._markers.extend(markers or ())
+            if record.stream == self._settings.topology.dead_letters:
+                self._letters.extend(_lost_variants(record))
+            else:
+                markers = await parse_or_dead_letter(record, self._collect, self._sink)
+                self._markers.extend(markers or ())
             self._buffered_records.append(record)
             if len(self._buffer) >= self._settings.writer_batch_rows:
                 # Full batches leave one by one, so a poll of many large records still keeps
@@ -188,7 +223,7 @@ class StoreSink(AsyncComponent):
         # With the stores idle, lingering only adds latency: what is buffered goes now, and
         # batches grow by themselves while a store is busy (group commit).
         due = time.monotonic() - self._first_buffered >= linger_s or not self._buffer or not self._flushing
-        if due or self._markers:
+        if due or self._markers or self._letters:
             stored |= await self._flush_buffer()
         return stored
 
@@ -211,13 +246,15 @@ class StoreSink(AsyncComponent):
             stored = await self._stored(wait=True)
         writes, self._buffer = self._buffer, RowCollector()
         markers, self._markers = self._markers, []
+        letters, self._letters = self._letters, []
         records, self._buffered_records = self._buffered_records, []
         previous = self._flushing[-1] if self._flushing else None
         loop = asyncio.get_running_loop()
         in_graph: asyncio.Future[bool] = loop.create_future()
         finished: asyncio.Future[bool] = loop.create_future()
         done = asyncio.create_task(
-            self._flush(writes, markers, records, previous, in_graph, finished), name="writer-flush"
+            self._flush(writes, markers, letters, records, previous, in_graph, finished),
+            name="writer-flush",
         )
         flush = _Flush(done, in_graph, finished)
         done.add_done_callback(flush.settle)
@@ -235,6 +272,21 @@ class StoreSink(AsyncComponent):
             wait = False
         return stored
 
+    async def reset(self) -> None:
+        """Forget what is buffered or in flight after an error; those records come again.
+
+        Flushes behind a failed one stop by themselves, and the one a store thread is
+        running cannot be interrupted, so each is awaited, not cancelled. Tallies are read
+        again from the book: a batch that counted into them before failing is counted anew.
+        """
+        flushing, self._flushing = list(self._flushing), deque()
+        await asyncio.gather(*(flush.done for flush in flushing), return_exceptions=True)
+        self._buffer = RowCollector()
+        self._markers = []
+        self._letters = []
+        self._buffered_records = []
+        self._tallies.clear()
+
     def _collect(self, record: Record) -> list[variant_pb2.JobMarker]:
         """Hand a record's writes to the row builder; returns its job markers."""
         payload = serialized_message(record.value, record.headers, events_pb2.DatabaseWriteBatch)
@@ -244,6 +296,7 @@ class StoreSink(AsyncComponent):
         self,
         writes: RowCollector,
         markers: list[variant_pb2.JobMarker],
+        letters: list[events_pb2.DeadLetter],
         records: list[Record],
         previous: _Flush | None,
         in_graph: asyncio.Future[bool],
@@ -263,7 +316,14 @@ class StoreSink(AsyncComponent):
             return {}
         # The graph first: LanceDB then appends the variants the graph did not have. This
         # batch enters the graph while the previous one may still be going into LanceDB.
-        maybe_stored = await _timed("graph", self.graph.write, rows) if rows is not None else None
+        try:
+            maybe_stored = await _timed("graph", self.graph.write, rows) if rows is not None else None
+        except GraphCapacityError as exc:
+            # Not an error that clears by itself: the jobs fail with the reason, instead of the
+            # consumer retrying this batch forever.
+            in_graph.set_result(True)
+            assert rows is not None
+            return await self._reject(rows, markers, records, previous, finished, str(exc))
         in_graph.set_result(True)
         # LanceDB takes batches in order too (a variant in two batches is appended by the first
         # and merged by the second), and markers apply after the writes they close.
@@ -279,10 +339,50 @@ class StoreSink(AsyncComponent):
                 tally = self._tallies[job_id]
                 if not tally.complete:
                     tally.providers.setdefault(provider, [0, 0, 0])[slot] += count
+        rewritten = frozenset(touched)
         for marker in markers:
             self._apply_marker(marker)
             touched.setdefault(marker.job_id, marker.tenant_id)
-        await self._report(touched, _stored_traces(records, started_ns))
+        for letter in letters:
+            self._book.add_lost(letter)
+            # A letter may overtake its job's first batch; the job's markers report it then.
+            if letter.job_id in self._tallies or self._book.knows(letter.job_id):
+                touched.setdefault(letter.job_id, letter.tenant_id)
+        await self._report(touched, _stored_traces(records, started_ns), rewritten)
+        finished.set_result(True)
+        return next_offsets(records)
+
+    async def _reject(
+        self,
+        rows: WriteRows,
+        markers: list[variant_pb2.JobMarker],
+        records: list[Record],
+        previous: _Flush | None,
+        finished: asyncio.Future[bool],
+        reason: str,
+    ) -> CommitOffsets:
+        """A batch the stores cannot take: its jobs fail with the reason, its records are dead-lettered.
+
+        The records keep their payload, so a redrive after the cause is fixed (a larger buffer
+        pool) stores them; resubmitting the job decides its state afresh.
+        """
+        if previous is not None and not await asyncio.shield(previous.finished):
+            return {}
+        log.error("writer: rejecting a batch of %d variants: %s", len(rows), reason)
+        for record in records:
+            await self._sink.send_record(record, reason, "store_rejected")
+        for marker in markers:
+            self._apply_marker(marker)
+        rejected = {job_id: tenant_id for job_id, tenant_id, _, _ in _classification_counts(rows)}
+        for job_id, tenant_id in rejected.items():
+            tally = self._tally(job_id, tenant_id)
+            tally.complete = True
+            tally.state = events_pb2.JOB_STATE_FAILED
+            tally.error = f"the store rejected variants of this job: {reason}"
+        touched = dict(rejected)
+        for marker in markers:
+            touched.setdefault(marker.job_id, marker.tenant_id)
+        await self._report(touched)
         finished.set_result(True)
         return next_offsets(records)
 
@@ -303,6 +403,10 @@ class StoreSink(AsyncComponent):
         tally.marker_ns = max(tally.marker_ns, stamped)
         if marker.kind == variant_pb2.JobMarker.KIND_STARTED:
             # A resubmission: completion is decided afresh (the stores already hold its rows).
+            # Only then are the last run's losses forgotten: a first run's STARTED marker may
+            # come after a letter about its own records.
+            if tally.finished:
+                self._book.forget_lost(marker.job_id)
             tally.finished = tally.complete = False
             tally.total = 0
             tally.classifications.clear()
@@ -313,7 +417,13 @@ class StoreSink(AsyncComponent):
             tally.total = marker.variant_count
         # Saved by _report, which every flush with a marker reaches for the marker's job.
 
-    async def _report(self, touched: dict[str, str], traces: dict[str, dict[str, str]]) -> None:
+    async def _report(
+        self,
+        touched: dict[str, str],
+        traces: Mapping[str, dict[str, str]] | None = None,
+        rewritten: frozenset[str] = frozenset(),
+    ) -> None:
+        """Progress of the touched jobs; `rewritten` are those whose variants this batch wrote."""
         if not touched:
             return
         stamp = Timestamp()
@@ -322,8 +432,13 @@ class StoreSink(AsyncComponent):
         for job_id, tenant_id in touched.items():
             tally = self._tally(job_id, tenant_id)
             stored = await asyncio.to_thread(self.lance.count, job_id)
-            if tally.finished and stored >= tally.total and not tally.complete:
-                await asyncio.to_thread(self._decide, job_id, tally, stored)
+            lost, reasons = self._book.lost(job_id)
+            # Every variant is stored or dead-lettered. A job that ended with errors is decided
+            # again when its variants are written again: a redrive may have mended them.
+            settled = tally.finished and stored + lost >= tally.total
+            mended = tally.complete and tally.state != events_pb2.JOB_STATE_COMPLETE and job_id in rewritten
+            if settled and (not tally.complete or mended):
+                await asyncio.to_thread(self._decide, job_id, tally, stored, lost, reasons)
             self._book.save(job_id, tally)
             messages.append(
                 progress_notification(
@@ -337,15 +452,24 @@ class StoreSink(AsyncComponent):
                     classifications=tally.classifications,
                     message=_state_message(tally),
                     provider_counts=tally.provider_counts(),
-                    trace_headers=traces.get(job_id),
+                    trace_headers=(traces or {}).get(job_id),
                 )
             )
         await self._bus.publish(self._settings.topology.user_notifications, messages)
 
-    def _decide(self, job_id: str, tally: _JobTally, stored: int) -> None:
-        """Every variant is stored: the final state, from the store's exact answer counts."""
+    def _decide(
+        self, job_id: str, tally: _JobTally, stored: int, lost: int, lost_reasons: list[tuple[str, int]]
+    ) -> None:
+        """Every variant is stored or dead-lettered: the final state, from the store's exact counts."""
         counts = self.lance.provider_counts(job_id, tally.providers)
-        outcome = job_outcome(stored, counts, lambda provider: self.lance.failure_reasons(job_id, provider))
+        missing = max(0, tally.total - stored) if lost else 0
+        outcome = job_outcome(
+            stored,
+            counts,
+            lambda provider: self.lance.failure_reasons(job_id, provider),
+            lost=missing,
+            lost_reasons=lost_reasons,
+        )
         tally.providers = {name: [c.ok, c.failed, c.missing] for name, c in counts.items()}
         tally.complete = True
         tally.state, tally.error = outcome
@@ -395,6 +519,20 @@ def _stored_traces(records: list[Record], started_ns: int) -> dict[str, dict[str
         )
         for job_id, parents in by_job.items()
     }
+
+
+def _lost_variants(record: Record) -> list[events_pb2.DeadLetter]:
+    """The letter in a `dead-letters` record if it names variants of a job that were lost.
+
+    Letters about answers (a provider that failed) lose no variant: the aggregator stores it
+    with the failed or missing answer. An unreadable letter is skipped, never dead-lettered
+    again (that would loop).
+    """
+    try:
+        letter = decode(record.value, record.headers, events_pb2.DeadLetter)
+    except PayloadError:
+        return []
+    return [letter] if letter.job_id and letter.variant_count > 0 else []
 
 
 def _state_message(tally: _JobTally) -> str:
