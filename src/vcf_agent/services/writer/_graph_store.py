@@ -231,6 +231,8 @@ class GraphStore(AsyncComponent):
             except BaseException:
                 _rollback(conn)
                 raise
+            finally:
+                _release_inputs(conn)
             conn.execute("COMMIT")
         return old_ids
 
@@ -416,6 +418,19 @@ def _single(result: ladybug.QueryResult | list[ladybug.QueryResult]) -> ladybug.
     if isinstance(result, list):
         raise TypeError("expected a single statement result")
     return result
+
+
+def _release_inputs(conn: ladybug.Connection) -> None:
+    """Drop the statements ladybug prepared implicitly for this batch, and the Arrow tables they hold.
+
+    ladybug 0.22 caches an implicitly prepared statement per distinct Arrow parameter object
+    (keyed by a generation number, so a fresh table never hits the cache) and each keeps its
+    table alive: without this, every batch's input stayed in memory for good (measured: +310 MB
+    per 500,000 rows of 500 bytes; 2,000,000 rows in 229 MB with it). A pybind statement frees
+    itself once unreferenced.
+    """
+    with conn._prepared_cache_lock:
+        conn._pybind_implicit_prepared_cache.clear()
 
 
 def _rollback(conn: ladybug.Connection) -> None:

@@ -26,7 +26,7 @@ import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf import json_format
-from lancedb.index import BTree
+from lancedb.index import Bitmap, BTree, LabelList
 
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.schema import parse_region
@@ -44,6 +44,20 @@ _ORDER = [
     ("record_index", "ascending"),
     ("alt_index", "ascending"),
 ]
+
+
+# Scalar indexes the query filters use (VariantQuery): a region is a chromosome (few values,
+# a bitmap) and a position range (a B-tree); a gene, job or tenant a bitmap; a sample one
+# label of the carriers list. Rows written since the last compaction are scanned until
+# compaction folds them in, which the writer does when its input goes idle.
+_QUERY_INDEXES = (
+    ("chromosome", Bitmap()),
+    ("position", BTree()),
+    ("gene", Bitmap()),
+    ("job_id", Bitmap()),
+    ("tenant_id", Bitmap()),
+    ("carriers", LabelList()),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +138,14 @@ class LanceStore(AsyncComponent):
             db = lancedb.connect(str(self._path))
             self._variants = db.create_table(_VARIANTS, schema=VARIANT_SCHEMA, exist_ok=True)
             self._analyses = db.create_table(_ANALYSES, schema=ANALYSIS_SCHEMA, exist_ok=True)
-            for table, key in ((self._variants, "correlation_id"), (self._analyses, "analysis_id")):
-                if not any(key in index.columns for index in table.list_indices()):
-                    table.create_index(key, config=BTree())
+            wanted = [
+                (self._variants, "correlation_id", BTree()),
+                (self._analyses, "analysis_id", BTree()),
+                *((self._variants, column, config) for column, config in _QUERY_INDEXES),
+            ]
+            for table, column, config in wanted:
+                if not any(column in index.columns for index in table.list_indices()):
+                    table.create_index(column, config=config)
 
     def close(self) -> None:
         """Release the table handles; every write is already durable."""
@@ -161,6 +180,18 @@ class LanceStore(AsyncComponent):
         """Merge small fragments, index new keys and drop old versions now."""
         with self._lock:
             self._compact()
+
+    def compact_if_written(self) -> bool:
+        """Compact if anything was written since the last compaction; True if it did.
+
+        The writer calls this when its input is idle, so the rows of a finished job are
+        indexed for queries without compaction running on the write path.
+        """
+        with self._lock:
+            if not self._writes_since_compaction:
+                return False
+            self._compact()
+            return True
 
     def fragments(self) -> int:
         """Fragments in the variants table: what compaction keeps small."""
@@ -321,7 +352,8 @@ def _where(request: VariantQuery) -> str:
     if request.gene:
         clauses.append(_eq("gene", request.gene))
     if request.sample:
-        clauses.append(f"array_has(carriers, {_literal(request.sample)})")
+        # array_has_any, not array_has: the form the carriers' label-list index answers.
+        clauses.append(f"array_has_any(carriers, [{_literal(request.sample)}])")
     if request.classification:
         clauses.append(_eq("classification", request.classification))
     return " AND ".join(clauses)
