@@ -433,3 +433,12 @@ async def test_async_lifecycle(tmp_path: Path) -> None:
         graph.write(make_batch(range(2)))
         assert lance.count() == 2
         assert graph.counts().variants == 2
+
+
+def test_no_prepared_statement_keeps_a_written_batch_alive(graph: GraphStore) -> None:
+    # ladybug caches a statement per Arrow parameter object, holding the table; unreleased,
+    # every batch's rows stayed in the writer's memory.
+    for start in (0, 4):
+        graph.write(make_batch(range(start, start + 4)))
+        assert graph._connection()._pybind_implicit_prepared_cache == {}
+    assert graph.counts().variants == 8
