@@ -273,8 +273,15 @@ class LanceStore(AsyncComponent):
         if where:
             keys = keys.where(where)
         matched: pa.Table = keys.limit(None).to_arrow()
+        # Only the rows up to the page's end need ordering: a top-k selection, not a sort of
+        # every match (a gene of a whole genome matches hundreds of thousands). The order is
+        # total (one row per tenant, file, record and ALT), so ties never reorder pages.
+        total = matched.num_rows
+        first = request.offset + request.limit
+        if total > first:
+            matched = matched.take(pc.select_k_unstable(matched, k=first, sort_keys=_ORDER))
         page = matched.sort_by(_ORDER).slice(request.offset, request.limit)
-        return self._fetch(page.column("correlation_id").to_pylist(), request.tenant_id), matched.num_rows
+        return self._fetch(page.column("correlation_id").to_pylist(), request.tenant_id), total
 
     def _tables(self) -> tuple[Any, Any]:
         if self._variants is None:
