@@ -15,6 +15,9 @@ into the BTREE key indices that merge_insert and point lookups use.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -135,7 +138,7 @@ class LanceStore(AsyncComponent):
         """Open (creating if needed) the database directory, tables and key indices."""
         with self._lock:
             self._path.mkdir(parents=True, exist_ok=True)
-            db = lancedb.connect(str(self._path))
+            db = lancedb.connect(str(self._path), session=_bounded_session())
             self._variants = db.create_table(_VARIANTS, schema=VARIANT_SCHEMA, exist_ok=True)
             self._analyses = db.create_table(_ANALYSES, schema=ANALYSIS_SCHEMA, exist_ok=True)
             wanted = [
@@ -293,6 +296,7 @@ class LanceStore(AsyncComponent):
         for table in (variants, analyses):
             table.optimize(cleanup_older_than=self._policy.keep_versions)
         self._writes_since_compaction = 0
+        _return_freed_memory()
 
     def _fetch(self, ids: list[str], tenant_id: str) -> list[query_pb2.StoredVariant]:
         """The variants with these ids, in this order; of `tenant_id` only (a store filter) if given."""
@@ -310,6 +314,32 @@ class LanceStore(AsyncComponent):
             by_variant.setdefault(answer["correlation_id"], []).append(_stored_analysis(answer))
         stored = {row["correlation_id"]: _stored_variant(row, by_variant) for row in rows.to_pylist()}
         return [stored[cid] for cid in ids if cid in stored]
+
+
+# LanceDB's index and metadata caches; without a bound they keep every version's entries
+# (measured: 61 MB after 1M variants written in 10k batches, growing with the store).
+_INDEX_CACHE_BYTES = 256 << 20
+_METADATA_CACHE_BYTES = 128 << 20
+
+
+def _bounded_session() -> lancedb.Session:
+    return lancedb.Session(
+        index_cache_size_bytes=_INDEX_CACHE_BYTES, metadata_cache_size_bytes=_METADATA_CACHE_BYTES
+    )
+
+
+def _return_freed_memory() -> None:
+    """Hand memory freed by compaction back to the OS (glibc keeps it in its arenas otherwise).
+
+    Measured on 1M variants written in 10k batches: 546 MB resident with this, 648 MB without.
+    A no-op where the C library has no malloc_trim.
+    """
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if sys.platform == "linux" else None
 
 
 def _store(table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray | None) -> None:
