@@ -22,7 +22,6 @@ import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
-from typing import cast
 
 import pysam
 import pytest
@@ -30,7 +29,7 @@ import vcf
 
 from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
-from vcf_agent.services.writer import GraphStore, LanceStore, VariantQuery
+from vcf_agent.services.writer import VariantQuery
 from vcf_agent.services.writer._graph_store import GraphGenotype
 from vcf_agent.v1 import events_pb2
 
@@ -98,8 +97,7 @@ async def test_every_genotype_read_back_equals_htslibs(source: Path, tmp_path: P
         job_id = await pipeline.submit(path)
         job = await pipeline.wait(job_id, timeout_s=300)
         assert events_pb2.JobState.Name(job.state) in ("JOB_STATE_COMPLETE",), job.error
-        lance = cast(LanceStore, pipeline.parts["writer"].state["lance"])
-        graph = cast(GraphStore, pipeline.parts["writer"].state["graph"])
+        lance, graph = pipeline.writer.lance, pipeline.writer.graph
         stored, total = lance.query(VariantQuery(job_id=job_id, limit=100_000))
         assert total == len(expected) == job.counts.stored
 

@@ -150,7 +150,7 @@ async def bench_bus(url: str, variants: int, batch_size: int) -> dict[str, objec
 async def bench_e2e(root: Path, path: Path, workload: Workload, bus_url: str | None) -> dict[str, object]:
     """Run all five services in-process on a generated VCF, time it to completion, then query."""
     from vcf_agent.app.pipeline import LocalPipeline
-    from vcf_agent.services.writer import LanceStore, VariantQuery
+    from vcf_agent.services.writer import VariantQuery
 
     samples = workload.samples
     settings = Settings.from_env(data_dir=root / "data", bus_url=bus_url)
@@ -162,8 +162,7 @@ async def bench_e2e(root: Path, path: Path, workload: Workload, bus_url: str | N
         job = await pipeline.wait(job_id)
         seconds = time.perf_counter() - began
         await sampler.stop()
-        lance = pipeline.parts["writer"].state["lance"]
-        assert isinstance(lance, LanceStore)
+        lance = pipeline.writer.lance
         # What the writer does once its input is idle, done now so the timings see indexes.
         await asyncio.to_thread(lance.compact)
 
