@@ -33,6 +33,13 @@ _HEADER_META = """##fileformat=VCFv4.2
 ##FORMAT=<ID=AD,Number=R,Type=Integer,Description="Allelic depths">
 """
 
+# As SnpEff 4.x writes it.
+_ANN_HEADER = (
+    "##INFO=<ID=ANN,Number=.,Type=String,Description=\"Functional annotations: 'Allele | Annotation"
+    " | Annotation_Impact | Gene_Name | Gene_ID | Feature_Type | Feature_ID | Transcript_BioType | Rank"
+    " | HGVS.c | HGVS.p | cDNA.pos / cDNA.length | CDS.pos / CDS.length | AA.pos / AA.length | Distance"
+    " | ERRORS / WARNINGS / INFO' \">\n"
+)
 _GENES = ("BRCA1", "BRCA2", "TP53", "EGFR", "KRAS", "CFTR", "APOE", "MTHFR")
 
 
@@ -47,6 +54,14 @@ class SyntheticVcfSpec:
     # Fractions of records that get a second ALT / an indel ALT.
     multi_allelic_fraction: float = 0.0
     indel_fraction: float = 0.0
+    # "uniform": every allele of a call equally likely (most calls carry an ALT).
+    # "population": each record draws an ALT frequency from the 1/f site-frequency
+    # spectrum of a neutral population (Watterson), as in 1000 Genomes, where most
+    # sites are rare and most calls hom-ref.
+    allele_frequencies: str = "uniform"
+    # Also write the GENE as a SnpEff ANN annotation of each ALT (what annotators read), so
+    # stored variants carry genes; off by default so existing seeds keep their output.
+    gene_annotations: bool = False
 
 
 def sample_names(count: int) -> list[str]:
@@ -92,10 +107,18 @@ def _record(rng: random.Random, spec: SyntheticVcfSpec, chrom: str, pos: int, in
     if rng.random() < 0.3:
         info += ";DB"
     if rng.random() < 0.5:
-        info += f";GENE={rng.choice(_GENES)}"
+        gene = rng.choice(_GENES)
+        info += f";GENE={gene}"
+        if spec.gene_annotations:
+            info += ";ANN=" + ",".join(
+                f"{alt}|missense_variant|MODERATE|{gene}|{gene}|transcript" for alt in alts
+            )
     vid = f"rs{1_000_000 + index}" if rng.random() < 0.4 else "."
     fields = [chrom, str(pos), vid, ref, ",".join(alts), qual, filt, info]
-    if spec.samples:
+    if spec.samples and spec.allele_frequencies == "population":
+        fields.append("GT:DP:GQ:AD")
+        fields.extend(_population_calls(rng, spec.samples, n_alleles))
+    elif spec.samples:
         fields.append("GT:DP:GQ:AD")
         for _ in range(spec.samples):
             if rng.random() < 0.02:
@@ -107,6 +130,26 @@ def _record(rng: random.Random, spec: SyntheticVcfSpec, chrom: str, pos: int, in
             ad = ",".join(str(rng.randint(0, depth)) for _ in range(n_alleles))
             fields.append(f"{a}{sep}{b}:{depth}:{rng.randint(0, 99)}:{ad}")
     return "\t".join(fields) + "\n"
+
+
+def _population_calls(rng: random.Random, samples: int, n_alleles: int) -> list[str]:
+    """Calls with an ALT frequency f drawn with density proportional to 1/f over [1/2n, 1/2].
+
+    Hom-ref calls share one text, so a cohort of thousands stays cheap to write.
+    """
+    low = 1 / (2 * samples)
+    frequency = low * (0.5 / low) ** rng.random()
+    hom_ref = "0/0:30:99:30" + ",0" * (n_alleles - 1)
+    calls = []
+    for _ in range(samples):
+        a = 1 if rng.random() < frequency else 0
+        b = 1 if rng.random() < frequency else 0
+        if a or b:
+            alt_depth = 15 * (a + b) // 2
+            calls.append(f"{a}|{b}:30:99:{30 - alt_depth},{alt_depth}" + ",0" * (n_alleles - 2))
+        else:
+            calls.append(hom_ref)
+    return calls
 
 
 def _write_records(
@@ -145,7 +188,11 @@ def write_synthetic_vcf(
     out = Path(path)
     rng = random.Random(spec.seed)
     chroms = [f"chr{i + 1}" for i in range(spec.chromosomes)]
-    header = _HEADER_META + "".join(f"##contig=<ID={c},length={_CONTIG_LENGTH}>\n" for c in chroms)
+    header = (
+        _HEADER_META
+        + (_ANN_HEADER if spec.gene_annotations else "")
+        + "".join(f"##contig=<ID={c},length={_CONTIG_LENGTH}>\n" for c in chroms)
+    )
     columns = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
     if spec.samples:
         columns += ["FORMAT", *sample_names(spec.samples)]

@@ -161,6 +161,9 @@ async def test_a_writer_directory_from_before_tenant_scoped_keys_is_refused(tmp_
     message = str(old.value)
     assert "\n" not in message and "tenant" in message and str(tmp_path / "writer") in message
 
-    stamp.write_text("3\n")  # a later scheme is refused too, naming it
-    with pytest.raises(ConfigError, match="key scheme '3'"):
+    stamp.write_text("2\n")  # tenant-scoped keys with string graph keys, from before integer keys
+    with pytest.raises(ConfigError, match="key scheme '2'"):
+        writer.build(settings, bus)
+    stamp.write_text("4\n")  # a later scheme is refused too, naming it
+    with pytest.raises(ConfigError, match="key scheme '4'"):
         writer.build(settings, bus)

@@ -13,6 +13,14 @@ from pathlib import Path
 
 import psutil
 
+from vcf_agent.app._scale_bench import (
+    PRESETS,
+    Workload,
+    run_baseline,
+    time_queries,
+    wait_quiet,
+    write_workload,
+)
 from vcf_agent.bus import Bus, OutgoingMessage, StreamSpec, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.schema import TERMINAL_STATES, correlation_id, decode, encode, state_name
@@ -37,10 +45,23 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             from vcf_agent.app._provider_bench import bench_providers
 
             result = await bench_providers(args.variants)
-        elif args.processes:
-            result = await bench_e2e_processes(root, args.variants, args.samples, args.bus)
         else:
-            result = await bench_e2e(root, args.variants, args.samples, args.bus)
+            workload = PRESETS[args.preset] if args.preset else Workload(args.variants, args.samples)
+            path = write_workload(root, workload)
+            if args.processes:
+                result = await bench_e2e_processes(root, path, workload, args.bus)
+            else:
+                result = await bench_e2e(root, path, workload, args.bus)
+            if args.preset:
+                result = {"preset": args.preset, **result}
+            if args.baseline:
+                baseline = await asyncio.to_thread(run_baseline, path, root)
+                result["baseline"] = baseline
+                genotypes = int(str(result["variants"])) * workload.samples
+                seconds = float(str(result["seconds"]))
+                rate = round(genotypes / seconds) if seconds else 0
+                result["genotypes_per_s"] = rate
+                result["ratio_to_baseline"] = round(rate / max(int(str(baseline["genotypes_per_s"])), 1), 3)
     result["machine"] = machine()
     return result
 
@@ -130,14 +151,12 @@ async def bench_bus(url: str, variants: int, batch_size: int) -> dict[str, objec
     }
 
 
-async def bench_e2e(root: Path, variants: int, samples: int, bus_url: str | None) -> dict[str, object]:
-    """Generate a VCF, run all five services in-process, time it to completion."""
+async def bench_e2e(root: Path, path: Path, workload: Workload, bus_url: str | None) -> dict[str, object]:
+    """Run all five services in-process on a generated VCF, time it to completion, then query."""
     from vcf_agent.app.pipeline import LocalPipeline
-    from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
+    from vcf_agent.services.writer import VariantQuery
 
-    path = write_synthetic_vcf(
-        root / "bench.vcf", SyntheticVcfSpec(records=variants, samples=samples, seed=7)
-    )
+    samples = workload.samples
     settings = Settings(data_dir=root / "data", bus_url=bus_url or "")
     sampler = RssSampler()
     async with LocalPipeline(settings) as pipeline:
@@ -147,6 +166,15 @@ async def bench_e2e(root: Path, variants: int, samples: int, bus_url: str | None
         job = await pipeline.wait(job_id)
         seconds = time.perf_counter() - began
         await sampler.stop()
+        lance = pipeline.writer.lance
+        # What the writer does once its input is idle, done now so the timings see indexes.
+        await asyncio.to_thread(lance.compact)
+
+        async def query(filters: dict[str, str]) -> int:
+            found = VariantQuery(limit=100, **filters)  # type: ignore[arg-type]
+            return (await asyncio.to_thread(lance.query, found))[1]
+
+        queries = await time_queries(query)
     stored = job.counts.stored
     return {
         "benchmark": "e2e",
@@ -160,6 +188,7 @@ async def bench_e2e(root: Path, variants: int, samples: int, bus_url: str | None
         "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
         "job_latency_s": round(seconds, 3),
         "peak_rss_mb": round(sampler.peak / 2**20),
+        **queries,
     }
 
 
@@ -225,24 +254,22 @@ class RssSampler:
 
 
 async def bench_e2e_processes(
-    root: Path, variants: int, samples: int, bus_url: str | None
+    root: Path, path: Path, workload: Workload, bus_url: str | None
 ) -> dict[str, object]:
     """The same job through five `vcf-agent serve` processes, as deployed: uses every core."""
     import grpc
 
     from vcf_agent.localdev import running_pipeline
-    from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
-    from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
+    from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc, query_pb2, query_pb2_grpc
 
-    path = write_synthetic_vcf(
-        root / "bench.vcf", SyntheticVcfSpec(records=variants, samples=samples, seed=7)
-    )
+    samples = workload.samples
     url = bus_url or f"embedded://{root / 'bus'}"
     # Read by path (no upload in the measurement): allowed from root, the services' data dir excluded.
     allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root)}
     with running_pipeline(url, root / "services", env=allowed) as services:
         processes = [psutil.Process(s.process.pid) for s in services.values()]
         peak = 0
+        peaks = dict.fromkeys(services, 0)
         async with grpc.aio.insecure_channel(services["ingest"].grpc) as channel:
             ingest = jobs_pb2_grpc.IngestServiceStub(channel)
 
@@ -257,12 +284,24 @@ async def bench_e2e_processes(
             while job.state not in TERMINAL_STATES:
                 await asyncio.sleep(0.02)
                 job = await ingest.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=10)
-                peak = max(peak, sum(p.memory_info().rss for p in processes))
+                resident = {name: p.memory_info().rss for name, p in zip(services, processes, strict=True)}
+                peak = max(peak, sum(resident.values()))
+                peaks = {name: max(peaks[name], rss) for name, rss in resident.items()}
             seconds = time.perf_counter() - began
             cpu = {
                 name: round(_cpu_seconds(process) - cpu_before[name], 2)
                 for name, process in zip(services, processes, strict=True)
             }
+        async with grpc.aio.insecure_channel(services["writer"].grpc) as channel:
+            store = query_pb2_grpc.QueryServiceStub(channel)
+
+            async def query(filters: dict[str, str]) -> int:
+                request = query_pb2.QueryVariantsRequest(page_size=100, **filters)
+                return int((await store.QueryVariants(request, timeout=60)).total)
+
+            # Timed once the writer's idle compaction has indexed the job's rows.
+            waited = await wait_quiet(root / "services" / "writer")
+            queries = {"compaction_wait_s": waited, **(await time_queries(query))}
     return {
         "benchmark": "e2e",
         "mode": "five processes",
@@ -275,8 +314,13 @@ async def bench_e2e_processes(
         "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
         "job_latency_s": round(seconds, 3),
         "peak_rss_mb": round(peak / 2**20),
-        # Where the two cores went: CPU seconds each service used during the job.
+        "peak_rss_mb_per_service": {name: round(rss / 2**20) for name, rss in peaks.items()},
+        # Where the two cores went: CPU seconds each service used during the job, and per variant.
         "cpu_s": cpu,
+        "cpu_us_per_variant": {
+            name: round(seconds * 1e6 / max(job.counts.total, 1), 1) for name, seconds in cpu.items()
+        },
+        **queries,
     }
 
 

@@ -309,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--bus", help="bus URL (bus benchmark); default: a fresh embedded log")
     bench.add_argument("--variants", type=int, default=100_000)
     bench.add_argument("--samples", type=int, default=1)
+    bench.add_argument(
+        "--preset",
+        choices=["genome", "cohort", "cohort-500", "single", "latency"],
+        help="e2e: a workload of the targets table (overrides --variants and --samples)",
+    )
+    bench.add_argument(
+        "--baseline", action="store_true", help="e2e: also time the plain pysam->Arrow->LanceDB script"
+    )
     bench.add_argument("--batch-size", type=int, default=1000)
     bench.add_argument(
         "--processes", action="store_true", help="e2e: run the five services as separate processes"

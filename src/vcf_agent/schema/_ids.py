@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-# 1: ids from the file content only (two tenants' results collided); 2: tenant-scoped.
-STORE_KEY_VERSION = 2
+# 1: ids from the file content only (two tenants' results collided); 2: tenant-scoped;
+# 3: the graph keys variants and analyses by 64-bit integers derived from these ids.
+STORE_KEY_VERSION = 3
 # What a tenant id may be, wherever it comes from (a request, a token file): no '/', ':' or NUL,
 # which join it into the keys below, and at most 63 characters.
 TENANT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")

@@ -1,20 +1,30 @@
 """The variant graph in LadybugDB (the maintained Kuzu fork); every graph call lives here.
 
-Schema (node id in brackets):
+Schema (node key in brackets):
     File[tenant_id + '/' + content digest] (name, tenant_id) -- two tenants
         sending the same file own two File nodes.
     Sample[tenant_id + '/' + sample name] (name, tenant_id) -- samples are scoped
         by tenant, so the same sample across a tenant's files is one node and
         two tenants never share one.
-    Variant[correlation_id: tenant, file digest, record, allele] (job_id,
-        file_id, tenant_id, chrom, pos, ref, alt, classification, priority_tier, gene)
+    Variant[key: INT64 from the correlation id, see _graph_keys] (correlation_id,
+        job_id, tenant_id, chrom, pos, ref, alt, classification, priority_tier, gene)
     Gene[symbol]
-    Analysis[correlation_id + ':' + provider] (provider, model, classification,
-        confidence, status)
+    Analysis[key: INT64, the variant's key XOR the provider's] (provider, model,
+        classification, confidence, status)
     (Variant)-[:IN_FILE]->(File)
-    (Variant)-[:CARRIED_BY {genotype, depth, gq}]->(Sample)   every call, hom-ref included
+    (Variant)-[:CARRIED_BY {genotype, depth, gq}]->(Sample)   carriers of the variant's ALT only
     (Variant)-[:IN_GENE]->(Gene)
     (Variant)-[:ANALYZED_BY]->(Analysis)
+
+Sized for whole genomes. The engine holds every primary-key hash index in
+its buffer pool, so keys are what bound its memory: a Variant key is 8 bytes
+(the 32-character correlation id as key filled a 1 GiB pool near 1.2M
+variants), and so is an Analysis key (one per variant and provider). Edges exist only where they mean
+something: a sample is linked to a variant when its genotype holds that ALT
+allele; hom-ref calls, no-calls and calls of another ALT are not edges (a
+cohort's genotypes are mostly hom-ref). LanceDB keeps every variant with
+every call (the `genotypes` column), so nothing is lost; the graph answers
+"which samples carry what".
 
 Every relationship starts at the Variant and is stored forward only. A
 relationship is stored in its source node's adjacency block; a few File,
@@ -56,16 +66,17 @@ import pyarrow.compute as pc
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.v1 import events_pb2
 
+from ._graph_keys import analysis_keys, variant_key, variant_keys
 from ._rows import WriteRows, build_rows
 
 _SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS File(id STRING PRIMARY KEY, name STRING, tenant_id STRING)",
     "CREATE NODE TABLE IF NOT EXISTS Sample(id STRING PRIMARY KEY, name STRING, tenant_id STRING)",
-    "CREATE NODE TABLE IF NOT EXISTS Variant(id STRING PRIMARY KEY, job_id STRING, file_id STRING,"
+    "CREATE NODE TABLE IF NOT EXISTS Variant(key INT64 PRIMARY KEY, correlation_id STRING, job_id STRING,"
     " tenant_id STRING, chrom STRING, pos INT64, ref STRING, alt STRING, classification STRING,"
     " priority_tier STRING, gene STRING)",
     "CREATE NODE TABLE IF NOT EXISTS Gene(name STRING PRIMARY KEY)",
-    "CREATE NODE TABLE IF NOT EXISTS Analysis(id STRING PRIMARY KEY, provider STRING, model STRING,"
+    "CREATE NODE TABLE IF NOT EXISTS Analysis(key INT64 PRIMARY KEY, provider STRING, model STRING,"
     " classification STRING, confidence DOUBLE, status STRING)",
     "CREATE REL TABLE IF NOT EXISTS IN_FILE(FROM Variant TO File) WITH (storage_direction='fwd')",
     "CREATE REL TABLE IF NOT EXISTS CARRIED_BY(FROM Variant TO Sample, genotype STRING, depth INT32,"
@@ -85,34 +96,34 @@ _MERGE_SAMPLES = (
     "LOAD FROM $rows MERGE (s:Sample {id: c_id}) ON CREATE SET s.name = c_name, s.tenant_id = c_tenant"
 )
 _MERGE_GENES = "LOAD FROM $rows MERGE (g:Gene {name: c_name})"
-_EXISTING_VARIANTS = "LOAD FROM $rows MATCH (v:Variant {id: c_id}) RETURN v.id, v.gene"
-_EXISTING_ANALYSES = "LOAD FROM $rows MATCH (a:Analysis {id: c_id}) RETURN a.id"
+_EXISTING_VARIANTS = "LOAD FROM $rows MATCH (v:Variant {key: c_key}) RETURN v.key, v.gene"
+_EXISTING_ANALYSES = "LOAD FROM $rows MATCH (a:Analysis {key: c_key}) RETURN a.key"
 # A new variant and its file edge are one statement, so neither exists without the other.
 _CREATE_VARIANTS = (
-    "LOAD FROM $rows MATCH (f:File {id: c_file_key}) CREATE (v:Variant {id: c_id, job_id: c_job,"
-    " file_id: c_file, tenant_id: c_tenant, chrom: c_chrom, pos: c_pos, ref: c_ref, alt: c_alt,"
+    "LOAD FROM $rows MATCH (f:File {id: c_file_key}) CREATE (v:Variant {key: c_key, correlation_id: c_id,"
+    " job_id: c_job, tenant_id: c_tenant, chrom: c_chrom, pos: c_pos, ref: c_ref, alt: c_alt,"
     " classification: c_class, priority_tier: c_tier, gene: c_gene})-[:IN_FILE]->(f)"
 )
 _UPDATE_VARIANTS = (
-    "LOAD FROM $rows MATCH (v:Variant {id: c_id}) SET v.job_id = c_job, v.classification = c_class,"
+    "LOAD FROM $rows MATCH (v:Variant {key: c_key}) SET v.job_id = c_job, v.classification = c_class,"
     " v.priority_tier = c_tier, v.gene = c_gene"
 )
 _CREATE_ANALYSES = (
-    "LOAD FROM $rows MATCH (v:Variant {id: c_variant}) CREATE (v)-[:ANALYZED_BY]->(a:Analysis {id: c_id,"
+    "LOAD FROM $rows MATCH (v:Variant {key: c_variant}) CREATE (v)-[:ANALYZED_BY]->(a:Analysis {key: c_key,"
     " provider: c_provider, model: c_model, classification: c_class, confidence: c_confidence,"
     " status: c_status})"
 )
 _UPDATE_ANALYSES = (
-    "LOAD FROM $rows MATCH (a:Analysis {id: c_id}) SET a.model = c_model, a.classification = c_class,"
+    "LOAD FROM $rows MATCH (a:Analysis {key: c_key}) SET a.model = c_model, a.classification = c_class,"
     " a.confidence = c_confidence, a.status = c_status"
 )
 _CREATE_CARRIED_BY = (
-    "LOAD FROM $rows MATCH (v:Variant {id: c_from}) MATCH (s:Sample {id: c_to})"
+    "LOAD FROM $rows MATCH (v:Variant {key: c_key}) MATCH (s:Sample {id: c_to})"
     " CREATE (v)-[:CARRIED_BY {genotype: c_genotype, depth: c_depth, gq: c_gq}]->(s)"
 )
-_DELETE_IN_GENE = "LOAD FROM $rows MATCH (v:Variant {id: c_id}) MATCH (v)-[r:IN_GENE]->(:Gene) DELETE r"
+_DELETE_IN_GENE = "LOAD FROM $rows MATCH (v:Variant {key: c_key}) MATCH (v)-[r:IN_GENE]->(:Gene) DELETE r"
 _CREATE_IN_GENE = (
-    "LOAD FROM $rows MATCH (v:Variant {id: c_from}) MATCH (g:Gene {name: c_to}) CREATE (v)-[:IN_GENE]->(g)"
+    "LOAD FROM $rows MATCH (v:Variant {key: c_key}) MATCH (g:Gene {name: c_to}) CREATE (v)-[:IN_GENE]->(g)"
 )
 
 _NODE_LABELS = ("File", "Sample", "Variant", "Gene", "Analysis")
@@ -235,6 +246,9 @@ class GraphStore(AsyncComponent):
                         f" of {len(rows)} variants: {exc}"
                     ) from exc
                 raise
+            finally:
+                # Statements the engine prepared for this batch hold its Arrow input alive.
+                _release_inputs(conn)
         return old_ids
 
     def _check_free_space(self) -> None:
@@ -283,14 +297,15 @@ class GraphStore(AsyncComponent):
                 nodes = [files, samples, variants, genes, analyses]
         return GraphCounts(*nodes, *rels)
 
-    def genotypes(self, correlation_id: str, tenant_id: str) -> list[GraphGenotype]:
-        """Every sample's call at one of the tenant's variants, ordered by sample name."""
+    def carriers(self, correlation_id: str, tenant_id: str) -> list[GraphGenotype]:
+        """The calls of the samples carrying one of the tenant's variants, ordered by sample name."""
         with self._lock:
             result = _single(
                 self._connection().execute(
-                    "MATCH (v:Variant {id: $id})-[c:CARRIED_BY]->(s:Sample) WHERE v.tenant_id = $tenant"
+                    "MATCH (v:Variant {key: $key})-[c:CARRIED_BY]->(s:Sample)"
+                    " WHERE v.tenant_id = $tenant AND v.correlation_id = $id"
                     " RETURN s.name, c.genotype, c.depth, c.gq ORDER BY s.name",
-                    {"id": correlation_id, "tenant": tenant_id},
+                    {"key": variant_key(correlation_id), "id": correlation_id, "tenant": tenant_id},
                 )
             )
             return [GraphGenotype(*row) for row in result.get_all() if isinstance(row, list)]
@@ -326,54 +341,77 @@ def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows) -> None:
 def _upsert_variants(conn: ladybug.Connection, rows: WriteRows) -> pa.ChunkedArray:
     """Create new variants with all their edges; only update the properties of known ones.
 
-    Returns the ids that were already stored.
+    Returns the correlation ids that were already stored.
     """
-    variants = rows.variants
-    found = _query_arrow(conn, _EXISTING_VARIANTS, _ids(variants.column("correlation_id")))
-    calls = rows.calls
+    keys = variant_keys(rows.variants.column("correlation_id"))
+    variants = rows.variants.append_column("key", keys)
+    found = _query_arrow(conn, _EXISTING_VARIANTS, pa.table({"c_key": keys}), _FOUND_VARIANTS)
     if found.num_rows:
-        is_old = pc.is_in(variants.column("correlation_id"), value_set=found.column(0))
+        is_old = pc.is_in(keys, value_set=found.column(0))
         fresh = variants.filter(pc.invert(is_old))
         old = variants.filter(is_old)
-        fresh_ids = fresh.column("correlation_id")
-        calls = calls.filter(pc.is_in(calls.column("correlation_id"), value_set=fresh_ids))
     else:
         # The common case, a batch of new variants: no set lookups or copies.
-        fresh, old = variants, variants.slice(0, 0)
+        is_old, fresh, old = None, variants, variants.slice(0, 0)
 
     _run(conn, _CREATE_VARIANTS, _variant_columns(fresh))
-    carried_by = {
-        "c_from": calls.column("correlation_id"),
-        "c_to": calls.column("sample_id"),
-        "c_genotype": calls.column("genotype"),
-        "c_depth": calls.column("depth"),
-        "c_gq": calls.column("genotype_quality"),
-    }
-    _run(conn, _CREATE_CARRIED_BY, pa.table(carried_by))
+    _run(conn, _CREATE_CARRIED_BY, _carrier_edges(rows, keys, is_old))
     with_gene = fresh.filter(pc.not_equal(fresh.column("gene"), ""))
-    _run(conn, _CREATE_IN_GENE, _edges(with_gene.column("correlation_id"), with_gene.column("gene")))
+    _run(conn, _CREATE_IN_GENE, _gene_edges(with_gene.column("key"), with_gene.column("gene")))
 
     old_ids = old.column("correlation_id")
     if not old.num_rows:
         return old_ids
     _run(
-        conn, _UPDATE_VARIANTS, _variant_columns(old).select(["c_id", "c_job", "c_class", "c_tier", "c_gene"])
+        conn,
+        _UPDATE_VARIANTS,
+        _variant_columns(old).select(["c_key", "c_job", "c_class", "c_tier", "c_gene"]),
     )
     # Genotypes and file are fixed by the correlation id (a digest of tenant, file content,
     # record and allele), but the annotation may name another gene on a replay.
     stored_gene = dict(zip(found.column(0).to_pylist(), found.column(1).to_pylist(), strict=True))
     moved = [
-        (cid, gene)
-        for cid, gene in zip(
-            old.column("correlation_id").to_pylist(), old.column("gene").to_pylist(), strict=True
-        )
-        if stored_gene[cid] != gene
+        (key, gene)
+        for key, gene in zip(old.column("key").to_pylist(), old.column("gene").to_pylist(), strict=True)
+        if stored_gene[key] != gene
     ]
     if moved:
-        _run(conn, _DELETE_IN_GENE, pa.table({"c_id": pa.array([cid for cid, _ in moved], pa.string())}))
-        regened = [(cid, gene) for cid, gene in moved if gene]
-        _run(conn, _CREATE_IN_GENE, _edges([cid for cid, _ in regened], [gene for _, gene in regened]))
+        _run(conn, _DELETE_IN_GENE, pa.table({"c_key": pa.array([key for key, _ in moved], pa.int64())}))
+        regened = [(key, gene) for key, gene in moved if gene]
+        _run(conn, _CREATE_IN_GENE, _gene_edges([key for key, _ in regened], [gene for _, gene in regened]))
     return old_ids
+
+
+def _carrier_edges(rows: WriteRows, keys: pa.Array, is_old: pa.Array | None) -> pa.Table:
+    """CARRIED_BY edges of the new variants: one per call whose genotype holds the variant's ALT.
+
+    The calls are the variants' genotypes in order, so a call's variant is its list parent;
+    the row builder already names each variant's carriers, and a call is an edge when its
+    sample is among them.
+    """
+    calls = rows.calls
+    variant_of_call = pc.list_parent_indices(rows.variants.column("genotypes"))
+    carriers = rows.variants.column("carriers")
+    carrier_of = pc.list_parent_indices(carriers)
+    carrier_keys = pc.binary_join_element_wise(
+        pc.cast(carrier_of, pa.string()), pc.list_flatten(carriers), "\x1f"
+    )
+    call_keys = pc.binary_join_element_wise(
+        pc.cast(variant_of_call, pa.string()), calls.column("sample"), "\x1f"
+    )
+    keep = pc.is_in(call_keys, value_set=carrier_keys)
+    if is_old is not None:
+        keep = pc.and_(keep, pc.invert(pc.take(is_old, variant_of_call)))
+    edges = pa.table(
+        {
+            "c_key": pc.take(keys, variant_of_call),
+            "c_to": calls.column("sample_id"),
+            "c_genotype": calls.column("genotype"),
+            "c_depth": calls.column("depth"),
+            "c_gq": calls.column("genotype_quality"),
+        }
+    )
+    return edges.filter(keep)
 
 
 def _upsert_analyses(conn: ladybug.Connection, analyses: pa.Table, old_variant_ids: pa.ChunkedArray) -> None:
@@ -382,27 +420,31 @@ def _upsert_analyses(conn: ladybug.Connection, analyses: pa.Table, old_variant_i
     An analysis is only ever created together with its edge from a stored
     variant, so only answers for variants that already existed need a lookup.
     """
+    columns = _analysis_columns(analyses)
     if not len(old_variant_ids):
-        _run(conn, _CREATE_ANALYSES, _analysis_columns(analyses))
+        _run(conn, _CREATE_ANALYSES, columns)
         return
-    of_old = analyses.filter(pc.is_in(analyses.column("correlation_id"), value_set=old_variant_ids))
-    found = _query_arrow(conn, _EXISTING_ANALYSES, _ids(of_old.column("analysis_id")))
-    is_known = pc.is_in(analyses.column("analysis_id"), value_set=found.column(0))
-    _run(conn, _CREATE_ANALYSES, _analysis_columns(analyses.filter(pc.invert(is_known))))
-    known = _analysis_columns(analyses.filter(is_known)).drop_columns(["c_provider", "c_variant"])
-    _run(conn, _UPDATE_ANALYSES, known)
+    of_old = columns.filter(pc.is_in(analyses.column("correlation_id"), value_set=old_variant_ids))
+    found = _query_arrow(conn, _EXISTING_ANALYSES, of_old.select(["c_key"]), _FOUND_ANALYSES)
+    is_known = pc.is_in(columns.column("c_key"), value_set=found.column(0))
+    _run(conn, _CREATE_ANALYSES, columns.filter(pc.invert(is_known)))
+    _run(conn, _UPDATE_ANALYSES, columns.filter(is_known).drop_columns(["c_provider", "c_variant"]))
 
 
-def _query_arrow(conn: ladybug.Connection, statement: str, rows: pa.Table) -> pa.Table:
-    """A lookup's result as Arrow, with string columns even when nothing matched."""
+_FOUND_VARIANTS = pa.schema([("key", pa.int64()), ("gene", pa.string())])
+_FOUND_ANALYSES = pa.schema([("key", pa.int64())])
+
+
+def _query_arrow(conn: ladybug.Connection, statement: str, rows: pa.Table, empty: pa.Schema) -> pa.Table:
+    """A lookup's result as Arrow, with the `empty` schema's column types even when nothing matched."""
     if not rows.num_rows:
-        return pa.table({"id": pa.array([], pa.string())})
+        return empty.empty_table()
     result = _single(conn.execute(statement, {"rows": rows}))
     table: pa.Table = result.get_as_arrow()
     result.close()
     if table.num_rows:
         return table
-    return pa.table({name: pa.array([], pa.string()) for name in table.column_names})
+    return empty.empty_table()
 
 
 def _single(result: ladybug.QueryResult | list[ladybug.QueryResult]) -> ladybug.QueryResult:
@@ -410,6 +452,19 @@ def _single(result: ladybug.QueryResult | list[ladybug.QueryResult]) -> ladybug.
     if isinstance(result, list):
         raise TypeError("expected a single statement result")
     return result
+
+
+def _release_inputs(conn: ladybug.Connection) -> None:
+    """Drop the statements ladybug prepared implicitly for this batch, and the Arrow tables they hold.
+
+    ladybug 0.22 caches an implicitly prepared statement per distinct Arrow parameter object
+    (keyed by a generation number, so a fresh table never hits the cache) and each keeps its
+    table alive: without this, every batch's input stayed in memory for good (measured: +310 MB
+    per 500,000 rows of 500 bytes; 2,000,000 rows in 229 MB with it). A pybind statement frees
+    itself once unreferenced.
+    """
+    with conn._prepared_cache_lock:
+        conn._pybind_implicit_prepared_cache.clear()
 
 
 def _rollback(conn: ladybug.Connection) -> None:
@@ -440,15 +495,11 @@ def _scalar(conn: ladybug.Connection, query: str, parameters: Mapping[str, Any] 
     return _row(conn, query, parameters)[0]
 
 
-def _ids(column: pa.ChunkedArray) -> pa.Table:
-    return pa.table({"c_id": column})
-
-
-def _edges(sources: pa.ChunkedArray | list[str], targets: pa.ChunkedArray | list[str]) -> pa.Table:
+def _gene_edges(keys: pa.ChunkedArray | list[int], genes: pa.ChunkedArray | list[str]) -> pa.Table:
     return pa.table(
         {
-            "c_from": pa.array(sources, pa.string()) if isinstance(sources, list) else sources,
-            "c_to": pa.array(targets, pa.string()) if isinstance(targets, list) else targets,
+            "c_key": pa.array(keys, pa.int64()) if isinstance(keys, list) else keys,
+            "c_to": pa.array(genes, pa.string()) if isinstance(genes, list) else genes,
         }
     )
 
@@ -464,9 +515,9 @@ def _distinct(table: pa.Table, key: str, columns: Mapping[str, str]) -> pa.Table
 def _variant_columns(variants: pa.Table) -> pa.Table:
     return pa.table(
         {
+            "c_key": variants.column("key"),
             "c_id": variants.column("correlation_id"),
             "c_job": variants.column("job_id"),
-            "c_file": variants.column("file_id"),
             "c_file_key": _file_keys(variants),
             "c_tenant": variants.column("tenant_id"),
             "c_chrom": variants.column("chromosome"),
@@ -486,14 +537,15 @@ def _file_keys(variants: pa.Table) -> pa.ChunkedArray:
 
 
 def _analysis_columns(analyses: pa.Table) -> pa.Table:
+    ids = analyses.column("correlation_id")
     return pa.table(
         {
-            "c_id": analyses.column("analysis_id"),
+            "c_key": analysis_keys(ids, analyses.column("provider")),
+            "c_variant": variant_keys(ids),
             "c_provider": analyses.column("provider"),
             "c_model": analyses.column("model"),
             "c_class": analyses.column("classification"),
             "c_confidence": analyses.column("confidence"),
             "c_status": analyses.column("status"),
-            "c_variant": analyses.column("correlation_id"),
         }
     )

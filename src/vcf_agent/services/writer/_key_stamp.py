@@ -1,6 +1,7 @@
 """The store key scheme a writer data directory was written with, stamped beside the stores.
 
-Keys changed meaning (STORE_KEY_VERSION 2 scopes them by tenant), and rows
+Keys changed meaning (STORE_KEY_VERSION 2 scopes them by tenant, 3 gives graph
+variants integer keys), and rows
 keyed the old way would neither be found by their tenant's ids nor be
 overwritten by them: a second copy of every result would pile up beside the
 first. So a directory holding stores without this version's stamp is
@@ -35,6 +36,7 @@ def check_key_stamp(directory: Path) -> None:
         return
     raise ConfigError(
         f"writer data directory {directory} holds results stored with {written}; this version keys them"
-        f" by tenant (key scheme {STORE_KEY_VERSION}): start with an empty data directory and resubmit"
+        f" by tenant with integer graph keys (key scheme {STORE_KEY_VERSION}): start with an empty data"
+        " directory and resubmit"
         " the files (this version does not re-key stored results)"
     )

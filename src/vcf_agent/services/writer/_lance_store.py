@@ -15,6 +15,9 @@ into the BTREE key indices that merge_insert and point lookups use.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf import json_format
-from lancedb.index import BTree
+from lancedb.index import Bitmap, BTree, LabelList
 
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.schema import parse_region
@@ -44,6 +47,20 @@ _ORDER = [
     ("record_index", "ascending"),
     ("alt_index", "ascending"),
 ]
+
+
+# Scalar indexes the query filters use (VariantQuery): a region is a chromosome (few values,
+# a bitmap) and a position range (a B-tree); a gene, job or tenant a bitmap; a sample one
+# label of the carriers list. Rows written since the last compaction are scanned until
+# compaction folds them in, which the writer does when its input goes idle.
+_QUERY_INDEXES = (
+    ("chromosome", Bitmap()),
+    ("position", BTree()),
+    ("gene", Bitmap()),
+    ("job_id", Bitmap()),
+    ("tenant_id", Bitmap()),
+    ("carriers", LabelList()),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +138,17 @@ class LanceStore(AsyncComponent):
         """Open (creating if needed) the database directory, tables and key indices."""
         with self._lock:
             self._path.mkdir(parents=True, exist_ok=True)
-            db = lancedb.connect(str(self._path))
+            db = lancedb.connect(str(self._path), session=_bounded_session())
             self._variants = db.create_table(_VARIANTS, schema=VARIANT_SCHEMA, exist_ok=True)
             self._analyses = db.create_table(_ANALYSES, schema=ANALYSIS_SCHEMA, exist_ok=True)
-            for table, key in ((self._variants, "correlation_id"), (self._analyses, "analysis_id")):
-                if not any(key in index.columns for index in table.list_indices()):
-                    table.create_index(key, config=BTree())
+            wanted = [
+                (self._variants, "correlation_id", BTree()),
+                (self._analyses, "analysis_id", BTree()),
+                *((self._variants, column, config) for column, config in _QUERY_INDEXES),
+            ]
+            for table, column, config in wanted:
+                if not any(column in index.columns for index in table.list_indices()):
+                    table.create_index(column, config=config)
 
     def close(self) -> None:
         """Release the table handles; every write is already durable."""
@@ -161,6 +183,18 @@ class LanceStore(AsyncComponent):
         """Merge small fragments, index new keys and drop old versions now."""
         with self._lock:
             self._compact()
+
+    def compact_if_written(self) -> bool:
+        """Compact if anything was written since the last compaction; True if it did.
+
+        The writer calls this when its input is idle, so the rows of a finished job are
+        indexed for queries without compaction running on the write path.
+        """
+        with self._lock:
+            if not self._writes_since_compaction:
+                return False
+            self._compact()
+            return True
 
     def fragments(self) -> int:
         """Fragments in the variants table: what compaction keeps small."""
@@ -242,8 +276,15 @@ class LanceStore(AsyncComponent):
         if where:
             keys = keys.where(where)
         matched: pa.Table = keys.limit(None).to_arrow()
+        # Only the rows up to the page's end need ordering: a top-k selection, not a sort of
+        # every match (a gene of a whole genome matches hundreds of thousands). The order is
+        # total (one row per tenant, file, record and ALT), so ties never reorder pages.
+        total = matched.num_rows
+        first = request.offset + request.limit
+        if total > first:
+            matched = matched.take(pc.select_k_unstable(matched, k=first, sort_keys=_ORDER))
         page = matched.sort_by(_ORDER).slice(request.offset, request.limit)
-        return self._fetch(page.column("correlation_id").to_pylist(), request.tenant_id), matched.num_rows
+        return self._fetch(page.column("correlation_id").to_pylist(), request.tenant_id), total
 
     def _tables(self) -> tuple[Any, Any]:
         if self._variants is None:
@@ -255,6 +296,7 @@ class LanceStore(AsyncComponent):
         for table in (variants, analyses):
             table.optimize(cleanup_older_than=self._policy.keep_versions)
         self._writes_since_compaction = 0
+        _return_freed_memory()
 
     def _fetch(self, ids: list[str], tenant_id: str) -> list[query_pb2.StoredVariant]:
         """The variants with these ids, in this order; of `tenant_id` only (a store filter) if given."""
@@ -272,6 +314,32 @@ class LanceStore(AsyncComponent):
             by_variant.setdefault(answer["correlation_id"], []).append(_stored_analysis(answer))
         stored = {row["correlation_id"]: _stored_variant(row, by_variant) for row in rows.to_pylist()}
         return [stored[cid] for cid in ids if cid in stored]
+
+
+# LanceDB's index and metadata caches; without a bound they keep every version's entries
+# (measured: 61 MB after 1M variants written in 10k batches, growing with the store).
+_INDEX_CACHE_BYTES = 256 << 20
+_METADATA_CACHE_BYTES = 128 << 20
+
+
+def _bounded_session() -> lancedb.Session:
+    return lancedb.Session(
+        index_cache_size_bytes=_INDEX_CACHE_BYTES, metadata_cache_size_bytes=_METADATA_CACHE_BYTES
+    )
+
+
+def _return_freed_memory() -> None:
+    """Hand memory freed by compaction back to the OS (glibc keeps it in its arenas otherwise).
+
+    Measured on 1M variants written in 10k batches: 546 MB resident with this, 648 MB without.
+    A no-op where the C library has no malloc_trim.
+    """
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if sys.platform == "linux" else None
 
 
 def _store(table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray | None) -> None:
@@ -321,7 +389,8 @@ def _where(request: VariantQuery) -> str:
     if request.gene:
         clauses.append(_eq("gene", request.gene))
     if request.sample:
-        clauses.append(f"array_has(carriers, {_literal(request.sample)})")
+        # array_has_any, not array_has: the form the carriers' label-list index answers.
+        clauses.append(f"array_has_any(carriers, [{_literal(request.sample)}])")
     if request.classification:
         clauses.append(_eq("classification", request.classification))
     return " AND ".join(clauses)

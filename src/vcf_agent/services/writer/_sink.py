@@ -9,6 +9,7 @@ store itself (distinct correlation ids), so replays never inflate it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -195,12 +196,16 @@ class StoreSink(AsyncComponent):
         # into the graph and a third has its rows built. The row builder and the store
         # engines release the GIL, so they overlap; each store takes the batches in order.
         self._flushing: deque[_Flush] = deque()
+        # Compaction started when the input went idle, off the write path.
+        self._idle_compaction: asyncio.Task[bool] | None = None
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
+        if not records and not self._buffered_records and not self._flushing:
+            self._compact_when_idle()
         stored: CommitOffsets = {}
         for record in records:
             if not self._buffered_records:
@@ -286,6 +291,22 @@ class StoreSink(AsyncComponent):
         self._letters = []
         self._buffered_records = []
         self._tallies.clear()
+
+    def _compact_when_idle(self) -> None:
+        """Fold what was written into fragments and indexes while nothing arrives.
+
+        A write arriving meanwhile waits for the store's lock, as it would for compaction
+        on the write path; stop() waits for a running compaction.
+        """
+        running = self._idle_compaction
+        if running is not None and not running.done():
+            return
+        if running is not None and not running.cancelled() and running.exception() is not None:
+            # A failed compaction leaves the data as it was; the next idle poll tries again.
+            log.warning("idle compaction failed: %s", running.exception())
+        self._idle_compaction = asyncio.create_task(
+            asyncio.to_thread(self.lance.compact_if_written), name="writer-idle-compaction"
+        )
 
     def _collect(self, record: Record) -> list[variant_pb2.JobMarker]:
         """Hand a record's writes to the row builder; returns its job markers."""
@@ -479,6 +500,9 @@ class StoreSink(AsyncComponent):
 
     async def stop(self) -> None:
         await self.flush()
+        if self._idle_compaction is not None:
+            with contextlib.suppress(Exception):
+                await self._idle_compaction
         self._book.close()
 
 

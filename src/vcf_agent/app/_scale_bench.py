@@ -1,0 +1,155 @@
+"""The workloads of `vcf-agent bench e2e --preset`, the plain-script baseline and query timings.
+
+Presets are the whole-genome and cohort workloads the README's targets table
+names. The baseline is the shortest honest way to put a file's genotypes into
+LanceDB (pysam to Arrow to LanceDB: no bus, no analysis, no graph), run as a
+child process of the benchmark so both share the machine at the same moment;
+the pipeline's figure over the baseline's is the ratio the targets compare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A synthetic file to push through the pipeline; `bgzip` as labs send whole genomes."""
+
+    records: int
+    samples: int
+    allele_frequencies: str = "uniform"
+    bgzip: bool = False
+
+
+PRESETS = {
+    # A clinical whole genome: 5M variants of one sample, bgzipped.
+    "genome": Workload(5_000_000, 1, bgzip=True),
+    # 1000 Genomes phase 3 has 2,504 samples; most calls are hom-ref.
+    "cohort": Workload(100_000, 2504, allele_frequencies="population", bgzip=True),
+    # The issue's measured cohort file: 5,188 variants of 500 samples.
+    "cohort-500": Workload(5188, 500),
+    "single": Workload(100_000, 1),
+    # One small job, for submit-to-notified latency.
+    "latency": Workload(10_000, 1),
+}
+
+# Queries timed on the finished store: a 1 Mb region, and one sample within one gene.
+REGION = "chr1:1000000-2000000"
+SAMPLE, GENE = "S0000", "BRCA1"
+
+
+def write_workload(root: Path, workload: Workload) -> Path:
+    spec = SyntheticVcfSpec(
+        records=workload.records,
+        samples=workload.samples,
+        seed=7,
+        allele_frequencies=workload.allele_frequencies,
+        gene_annotations=True,
+    )
+    name = "bench.vcf.gz" if workload.bgzip else "bench.vcf"
+    return write_synthetic_vcf(root / name, spec, bgzip=workload.bgzip)
+
+
+def run_baseline(path: Path, root: Path) -> dict[str, object]:
+    """The plain script in a child process; its figures, with its CPU seconds."""
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "vcf_agent.app._scale_bench", str(path), str(root / "baseline-lance")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - began
+    figures: dict[str, object] = json.loads(done.stdout)
+    genotypes = int(str(figures["genotypes"]))
+    figures["seconds"] = round(seconds, 3)
+    figures["genotypes_per_s"] = round(genotypes / seconds) if seconds else 0
+    return figures
+
+
+def baseline_store(path: Path, directory: Path) -> dict[str, int]:
+    """pysam -> Arrow -> LanceDB: one row per ALT allele with every sample's genotype."""
+    import lancedb
+    import pyarrow as pa
+    import pysam
+
+    table = None
+    rows = genotypes = 0
+    columns: dict[str, list[object]] = {name: [] for name in ("chrom", "pos", "ref", "alt", "gt")}
+
+    def flush() -> None:
+        nonlocal table
+        batch = pa.table(columns)
+        if table is None:
+            table = lancedb.connect(str(directory)).create_table("variants", batch)
+        else:
+            table.add(batch)
+        for values in columns.values():
+            values.clear()
+
+    with pysam.VariantFile(os.fspath(path)) as records:
+        for record in records:
+            calls = [
+                "/".join("." if a is None else str(a) for a in sample["GT"])
+                for sample in record.samples.values()
+            ]
+            for alt in record.alts or ():
+                for name, value in zip(
+                    columns, (record.chrom, record.pos, record.ref, alt, calls), strict=True
+                ):
+                    columns[name].append(value)
+                rows += 1
+                genotypes += len(calls)
+            if len(columns["chrom"]) >= 10_000:
+                flush()
+    if columns["chrom"]:
+        flush()
+    return {"variants": rows, "genotypes": genotypes}
+
+
+async def time_queries(query: Callable[[dict[str, str]], Awaitable[int]]) -> dict[str, object]:
+    """Median milliseconds of five runs of each query, and how many variants each matched."""
+    figures: dict[str, object] = {}
+    for label, filters in (
+        ("region_1mb", {"region": REGION}),
+        ("sample_gene", {"sample": SAMPLE, "gene": GENE}),
+    ):
+        times = []
+        matched = 0
+        for _ in range(5):
+            began = time.perf_counter()
+            matched = await query(filters)
+            times.append(time.perf_counter() - began)
+        figures[f"{label}_query_ms"] = round(statistics.median(times) * 1000, 1)
+        figures[f"{label}_matched"] = matched
+    return figures
+
+
+async def wait_quiet(directory: Path, quiet_s: float = 5.0, timeout_s: float = 600.0) -> float:
+    """Wait until nothing under `directory` changed for `quiet_s` (the writer's idle compaction ran)."""
+
+    def newest() -> float:
+        return max((p.stat().st_mtime for p in directory.rglob("*") if p.is_file()), default=0.0)
+
+    began = time.monotonic()
+    while time.monotonic() - began < timeout_s:
+        if time.time() - await asyncio.to_thread(newest) >= quiet_s:
+            break
+        await asyncio.sleep(1.0)
+    return round(time.monotonic() - began, 1)
+
+
+if __name__ == "__main__":
+    print(json.dumps(baseline_store(Path(sys.argv[1]), Path(sys.argv[2]))))

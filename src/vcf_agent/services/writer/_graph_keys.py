@@ -1,0 +1,87 @@
+"""Integer keys for the graph's Variant nodes, derived from correlation ids.
+
+The graph engine keeps every node table's primary-key hash index in its
+buffer pool. With the 32-character correlation id as the key, each variant
+cost a string slot plus its overflow bytes there, and a genome's worth of
+variants filled a 1 GiB pool near 1.2M variants. An INT64 key is 8 bytes.
+
+A correlation id is a 128-bit blake2b digest in hex (vcf_agent.schema.correlation_id),
+so its first 16 hex digits are already a uniform 64-bit number: the key is
+that number as a signed INT64, computed for a whole column at once. Any other
+id (hand-made ones in tests, ids from elsewhere) is hashed with blake2b to 64
+bits instead, per id, so an id always maps to the same key. Two variants share
+a key with probability about n^2 / 2^65 (7e-5 for 50 million variants); LanceDB,
+keyed on the full id, is unaffected, and the graph would hold one node for both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_DIGEST_CHARS = 32
+_KEY_CHARS = 16
+# ASCII byte -> hex digit value, 255 for anything that is not a lower-case hex digit.
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+_NIBBLE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+_SHIFTS = np.arange(4 * (_KEY_CHARS - 1), -1, -4, dtype=np.uint64)
+
+
+def variant_key(correlation_id: str) -> int:
+    """The graph key of one correlation id (the same as variant_keys gives for it)."""
+    if len(correlation_id) == _DIGEST_CHARS and all(c in "0123456789abcdef" for c in correlation_id):
+        return int.from_bytes(bytes.fromhex(correlation_id[:_KEY_CHARS]), "big", signed=True)
+    digest = hashlib.blake2b(correlation_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def variant_keys(ids: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Keys of a column of correlation ids; a null id gets a null key."""
+    column = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    column = column.cast(pa.string())
+    fast = _hex_digest_keys(column)
+    if fast is not None:
+        return fast
+    return pa.array([None if cid is None else variant_key(cid) for cid in column.to_pylist()], pa.int64())
+
+
+def _hex_digest_keys(column: pa.Array) -> pa.Array | None:
+    """Vectorised keys when every id is a hex digest; None when any is not."""
+    rows = len(column)
+    if column.null_count:
+        return None
+    if rows == 0:
+        return pa.array([], pa.int64())
+    _, offsets_buffer, data_buffer = column.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=rows + 1, offset=column.offset * 4)
+    if not np.all(np.diff(offsets) == _DIGEST_CHARS):
+        return None
+    data = np.frombuffer(data_buffer, dtype=np.uint8, count=rows * _DIGEST_CHARS, offset=int(offsets[0]))
+    nibbles = _NIBBLE[data.reshape(rows, _DIGEST_CHARS)]
+    if np.any(nibbles == 255):
+        return None
+    prefix = nibbles[:, :_KEY_CHARS].astype(np.uint64) << _SHIFTS
+    keys = np.bitwise_or.reduce(prefix, axis=1)
+    return pa.array(keys.view(np.int64), pa.int64())
+
+
+def analysis_keys(ids: pa.ChunkedArray | pa.Array, providers: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Keys of Analysis nodes (one per variant and provider): the variant's key XOR the provider's.
+
+    A variant key is uniform over 64 bits, so XOR with a per-provider constant keeps the
+    keys uniform and distinct providers of one variant apart; only the few distinct
+    provider names are hashed one by one.
+    """
+    names = providers.combine_chunks() if isinstance(providers, pa.ChunkedArray) else providers
+    encoded = names.cast(pa.string()).dictionary_encode()
+    per_name = pa.array(
+        [
+            int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+            for name in encoded.dictionary.to_pylist()
+        ],
+        pa.int64(),
+    )
+    return pc.bit_wise_xor(variant_keys(ids), pc.take(per_name, encoded.indices))
