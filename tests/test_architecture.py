@@ -27,3 +27,15 @@ def test_the_committed_import_diagram_is_drawn_from_today_s_imports() -> None:
         timeout=120,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+def test_every_package_in_the_tree_is_listed_for_the_wheel() -> None:
+    """pyproject lists packages by name: a new one left out installs editable but not in a wheel or image."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    source = ROOT / "src"
+    in_tree = {
+        ".".join(init.parent.relative_to(source).parts) for init in source.glob("vcf_agent/**/__init__.py")
+    }
+    assert in_tree - listed == set(), f"add to pyproject's [tool.setuptools] packages: {in_tree - listed}"
