@@ -36,6 +36,9 @@ def _host_network_override(services: dict[str, dict[str, Any]]) -> tuple[dict[st
             "networks": _Reset(),
             "ports": _Reset(),
             "command": command,
+            # Each container has 9464 to itself in the shipped stack; on the host network each
+            # service takes any free port instead.
+            "environment": {"VCF_AGENT_METRICS_PORT": "0"},
             "healthcheck": {"test": _Override(check)},
         }
         addresses[name] = f"127.0.0.1:{grpc_port}"

@@ -369,7 +369,11 @@ class StoreSink(AsyncComponent):
             # A letter may overtake its job's first batch; the job's markers report it then.
             if letter.job_id in self._tallies or self._book.knows(letter.job_id):
                 touched.setdefault(letter.job_id, letter.tenant_id)
-        await self._report(touched, _stored_traces(records, started_ns), rewritten)
+        # Only what was stored continues a job's trace: a dead letter read for accounting carries
+        # the trace of the stage that gave the record up.
+        writes_stream = self._settings.topology.database_writes
+        stored_records = [record for record in records if record.stream == writes_stream]
+        await self._report(touched, _stored_traces(stored_records, started_ns), rewritten)
         finished.set_result(True)
         return next_offsets(records)
 
