@@ -16,12 +16,12 @@ because the position holds the counts of everything before it.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ._jobs import open_job_database
 from ._vcf_reader import ReadPosition
 
 __all__ = ["Checkpoint", "CheckpointBook"]
@@ -47,10 +47,7 @@ class CheckpointBook:
     """The `checkpoints` table, beside the job registry's tables in the same SQLite file."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = open_job_database(path)
         self._lock = threading.Lock()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS checkpoints (job_id TEXT PRIMARY KEY, path TEXT, file_id TEXT,"
