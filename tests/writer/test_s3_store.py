@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import lancedb
 import pytest
 
 from vcf_agent.app._settings_tree import load_settings
@@ -24,7 +27,7 @@ from vcf_agent.localdev import LocalS3Server, find_s3_server, free_port
 from vcf_agent.runner import ensure_topology
 from vcf_agent.schema import encode
 from vcf_agent.services import writer
-from vcf_agent.services.writer import StoreSink, StoreUnavailableError, VariantQuery
+from vcf_agent.services.writer import StoreLocation, StoreSink, StoreUnavailableError, VariantQuery
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2
 
@@ -210,3 +213,35 @@ def test_a_missing_bucket_is_one_line_that_says_so(tmp_path: Path, s3: LocalS3Se
     with pytest.raises(StoreUnavailableError, match="no such bucket") as refused:
         parts.lance.open()
     assert "\n" not in str(refused.value)
+
+
+def test_two_writers_pairing_one_empty_store_at_once_leave_exactly_one_paired(
+    tmp_path: Path, s3: LocalS3Server
+) -> None:
+    """The pairing is committed with a conditional put: of two racing writers, one wins, always.
+
+    Lance commits a racing create as an overwrite on top of the first (seen in about one race in
+    three here), so the winner is the row of the table's first version; a few races make that likely
+    to be met.
+    """
+    s3.bucket("race")
+    for race in range(6):
+        store = f"s3://race/results-{race}"
+        settings = [_settings(tmp_path / f"{race}-{name}", s3, store) for name in ("one", "two")]
+        locations = [StoreLocation.of_settings(s.store, s.data_dir) for s in settings]
+        barrier = threading.Barrier(2)
+
+        def pair(location: StoreLocation, barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            try:
+                location.connect(lancedb.Session())
+            except StoreUnavailableError as error:
+                return str(error)
+            return "paired"
+
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(pair, locations))
+        assert outcomes.count("paired") == 1, outcomes
+        refused = next(outcome for outcome in outcomes if outcome != "paired")
+        # Refused after reading the winner's pairing, or while the winner's commit is under way.
+        assert "paired with the writer whose graph is in" in refused or "cannot pair" in refused, refused

@@ -7,10 +7,11 @@ exactly-once rule needs more than that: it appends the rows of variants its grap
 whose graph holds what the store holds. The graph is a local file engine that one process opens
 for writing, so "one writer per store" is "one data directory per store": the first writer to open
 an object store (or a store outside its data directory) pairs them, writing the same random id into
-a one-row `store_pairing` table in the store (created with the same conditional commit, so two
-writers racing to pair cannot both win) and into `store-pairing` in its data directory. Afterwards
-a writer whose data directory holds another id, or none, is refused at start, in one line, as is
-one whose data directory was paired with a store that has since lost its pairing (emptied).
+`store-pairing` in its data directory and into a one-row `store_pairing` table in the store (the
+row of that table's version 1, which one conditional put commits, decides, so of two writers
+racing to pair one wins). Afterwards a writer whose data directory holds another id, or none, is
+refused at start, in one line, and so is a store that holds tables but no pairing. A data
+directory whose store was emptied pairs with it again: nothing there can be stored twice.
 """
 
 from __future__ import annotations
@@ -116,7 +117,13 @@ class StoreLocation:
             with contextlib.suppress(OSError, RuntimeError, ValueError):
                 db.create_table(PAIRING_TABLE, pa.Table.from_pylist([row], schema=_PAIRING_SCHEMA))
         try:
-            found = db.open_table(PAIRING_TABLE).to_arrow().to_pylist()
+            # Version 1 decides: Lance's create is not exclusive (a racing create is committed as an
+            # overwrite on top of the first, measured on versitygw), but each version number is
+            # committed once, with a conditional put, so every writer reads the same first pairing.
+            # The table is never compacted, so version 1 stays.
+            pairing = db.open_table(PAIRING_TABLE)
+            pairing.checkout(1)
+            found = pairing.to_arrow().to_pylist()
         except (OSError, RuntimeError, ValueError) as exc:
             raise StoreUnavailableError(
                 f"LanceDB store {self.uri}: cannot pair: {_reason(exc, self._endpoint)}"
