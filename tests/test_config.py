@@ -170,6 +170,36 @@ def test_acmg_thresholds_and_population_pattern_come_from_the_environment() -> N
             [],
             "vcf-agent: VCF_AGENT_ADMIN_TOKENS: entries must be NAME:TOKEN, comma-separated; entry 2 is not",
         ),
+        (
+            {},
+            ["--store", "gs://bucket/results"],
+            "vcf-agent: --store: must be a local directory or s3://bucket/prefix, not a gs:// URL, got"
+            " 'gs://bucket/results'",
+        ),
+        (
+            {"VCF_AGENT_STORE": "s3://Lab_Bucket/results"},
+            [],
+            "vcf-agent: VCF_AGENT_STORE: s3:// URL needs a bucket name of 3-63 lowercase letters, digits,"
+            " '.' or '-', got 's3://Lab_Bucket/results'",
+        ),
+        (
+            # The credentials in the URL are refused, and not echoed.
+            {"VCF_AGENT_STORE": "s3://AKIA:hunter2@bucket/results"},
+            [],
+            "vcf-agent: VCF_AGENT_STORE: s3:// URL must be s3://bucket/prefix with no credentials or port in"
+            " it (credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or store_options, the"
+            " endpoint from AWS_ENDPOINT_URL), got 's3://***@bucket/results'",
+        ),
+        (
+            {"VCF_AGENT_STORE_OPTIONS": "aws_region=eu-west-1,hunter2"},
+            [],
+            "vcf-agent: VCF_AGENT_STORE_OPTIONS: entries must be KEY=VALUE, comma-separated; entry 2 is not",
+        ),
+        (
+            {"AWS_ENDPOINT_URL": "minio:9000"},
+            [],
+            "vcf-agent: AWS_ENDPOINT_URL: must be an http:// or https:// URL, got 'minio:9000'",
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_setting_and_exit_code_2(
@@ -312,3 +342,28 @@ def test_settings_built_by_hand_are_checked_too() -> None:
         Settings(batch_size=0)
     with pytest.raises(SettingsError):
         load_settings({"VCF_AGENT_BATCH_SIZE": "-1"})
+
+
+def test_an_s3_store_takes_the_standard_aws_variables_and_store_options_over_them() -> None:
+    loaded = load_settings(
+        {
+            "VCF_AGENT_STORE": "s3://lab-results/vcf-agent",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:7070",
+            "AWS_ACCESS_KEY_ID": "lab",
+            "AWS_SECRET_ACCESS_KEY": "hunter2",
+            "AWS_REGION": "us-east-1",
+            "VCF_AGENT_STORE_OPTIONS": "AWS_REGION=eu-west-1, client_max_retries=5",
+        }
+    )
+    store = loaded.service.store
+    assert store.url == "s3://lab-results/vcf-agent" and store.is_object_store
+    assert dict(store.options) == {
+        "aws_endpoint": "http://127.0.0.1:7070",
+        # A plain-HTTP endpoint is allowed because it was configured as one.
+        "allow_http": "true",
+        "aws_access_key_id": "lab",
+        "aws_secret_access_key": "hunter2",
+        "aws_region": "eu-west-1",
+        "client_max_retries": "5",
+    }
+    assert "hunter2" not in repr(loaded.service)

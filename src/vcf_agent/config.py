@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, get_args
+from urllib.parse import urlsplit
 
 from vcf_agent.schema import TENANT_ID_PATTERN
 
@@ -85,6 +86,60 @@ class SecuritySettings:
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
+
+
+# An S3 bucket name (AWS's rules: 3-63 lowercase letters, digits, dots and hyphens).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def check_store_url(url: str) -> None:
+    """A LanceDB store location: empty (the default directory), a local directory, or s3://bucket/prefix.
+
+    Credentials never go in the URL (they would be logged with it): they come from the AWS_*
+    variables or the store options.
+    """
+    if "://" not in url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme != "s3":
+        raise ConfigError(f"must be a local directory or s3://bucket/prefix, not a {parts.scheme}:// URL")
+    if "@" in parts.netloc or ":" in parts.netloc:
+        raise ConfigError(
+            "s3:// URL must be s3://bucket/prefix with no credentials or port in it (credentials come"
+            " from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or store_options, the endpoint from"
+            " AWS_ENDPOINT_URL)"
+        )
+    if not _BUCKET.fullmatch(parts.netloc):
+        raise ConfigError(
+            "s3:// URL needs a bucket name of 3-63 lowercase letters, digits, '.' or '-'"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError("s3:// URL must be s3://bucket/prefix, with no ?query or #fragment")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Where the writer keeps its LanceDB tables (variants, provider answers), and how to reach them.
+
+    `url` empty: `<data_dir>/writer/lance`; a path: that local directory; `s3://bucket/prefix`: S3-
+    compatible object storage, reached with `options` (LanceDB storage options: aws_endpoint,
+    aws_region, aws_access_key_id, ...). The graph engine is a local file engine: it stays under
+    data_dir whatever the store is.
+    """
+
+    url: str = ""
+    # They hold the secret key, so they stay out of reprs and logs.
+    options: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            check_store_url(self.url)
+        except ConfigError as exc:
+            raise ConfigError(f"store {self.url!r}: {exc}") from None
+
+    @property
+    def is_object_store(self) -> bool:
+        return self.url.startswith("s3://")
 
 
 Kind = Literal["openai", "claude", "ollama"]
@@ -251,6 +306,9 @@ class Settings:
     # has less free space than this: the graph engine aborts the process when its write-ahead
     # log cannot be written at commit, and a checkpoint rewrites up to 256 MiB of that log.
     writer_disk_reserve_bytes: int = 320 * 1024**2
+    # Where the LanceDB tables live: the data directory by default, or S3-compatible object storage
+    # (the graph and everything else stay under data_dir; see StoreSettings).
+    store: StoreSettings = field(default_factory=StoreSettings)
     shutdown_grace_s: float = 5.0
     log_level: str = "WARNING"
     # text, or json (one object per line with trace and job ids; see vcf_agent.observability).

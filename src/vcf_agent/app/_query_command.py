@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -14,8 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from vcf_agent._client_channel import call_metadata, open_channel
-from vcf_agent.config import ClientSettings
+from vcf_agent.config import ClientSettings, StoreSettings
 from vcf_agent.v1 import query_pb2, query_pb2_grpc
+
+if TYPE_CHECKING:
+    from vcf_agent.services.writer import StoreLocation
 
 
 def _request(args: argparse.Namespace) -> query_pb2.QueryVariantsRequest:
@@ -38,13 +43,13 @@ async def _from_writer(
         )
 
 
-def _from_data_dir(
-    data_dir: Path, request: query_pb2.QueryVariantsRequest
+def _from_store(
+    location: StoreLocation, request: query_pb2.QueryVariantsRequest
 ) -> query_pb2.QueryVariantsResponse:
     # LanceDB allows concurrent readers, so this works beside a running writer too.
     from vcf_agent.services.writer import LanceStore, VariantQuery
 
-    store = LanceStore(data_dir / "writer" / "lance")
+    store = LanceStore(location)
     store.open()
     try:
         variants, total = store.query(VariantQuery.of_request(request, tenant_id="", limit=request.page_size))
@@ -53,17 +58,24 @@ def _from_data_dir(
     return query_pb2.QueryVariantsResponse(variants=variants, total=total)
 
 
-async def query(args: argparse.Namespace, client: ClientSettings | None = None) -> int:
+async def query(
+    args: argparse.Namespace, client: ClientSettings | None = None, store: StoreSettings | None = None
+) -> int:
     request = _request(args)
     try:
         if args.writer:
             response = await _from_writer(args.writer, request, client or ClientSettings())
         else:
+            from vcf_agent.services.writer import StoreLocation
+
             data_dir = Path(args.data_dir or "vcf-agent-data")
-            if not (data_dir / "writer" / "lance").exists():
+            # Read only: no pairing, which is the writer's.
+            location = StoreLocation.of_settings(store or StoreSettings(), data_dir)
+            location = replace(location, pairing_file=None)
+            if not location.is_object_store and not await asyncio.to_thread(Path(location.uri).exists):
                 print(f"vcf-agent query: no stored results under {data_dir}", file=sys.stderr)
                 return 2
-            response = await asyncio.to_thread(_from_data_dir, data_dir, request)
+            response = await asyncio.to_thread(_from_store, location, request)
     except grpc.aio.AioRpcError as exc:
         print(f"vcf-agent query: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1

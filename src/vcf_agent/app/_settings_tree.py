@@ -58,9 +58,11 @@ from vcf_agent.config import (
     Secret,
     SecuritySettings,
     Settings,
+    StoreSettings,
     Strategy,
     Topology,
     allowed_dirs,
+    check_store_url,
 )
 
 ENV_PREFIX = "VCF_AGENT_"
@@ -107,13 +109,13 @@ def _partitions(role: str) -> Any:
     )
 
 
-def _design(variable: str, default: Any, description: str) -> Any:
-    """A variable from the original design, read under its own name (no VCF_AGENT_ prefix)."""
+def _design(variable: str, default: Any, description: str, section: str = "bus") -> Any:
+    """A variable read under its own, standard name (no VCF_AGENT_ prefix): the design's, AWS's."""
     return Field(
         default=default,
         validation_alias=AliasChoices(variable.lower(), variable),
         description=description,
-        json_schema_extra={"section": "bus", "variable": variable},
+        json_schema_extra={"section": section, "variable": variable},
     )
 
 
@@ -367,6 +369,30 @@ class SettingsTree(BaseSettings):
         _settings_default("writer_linger_ms"),
         description="how long a batch waits to grow while a store is busy",
     )
+    store: str = Field(
+        "",
+        description="where the writer keeps its LanceDB tables: empty (data_dir/writer/lance), a local"
+        " directory, or s3://bucket/prefix (S3-compatible; endpoint and credentials from the AWS_*"
+        " variables or store_options); the graph always stays under data_dir",
+        json_schema_extra={"flag": "--store", "section": "store"},
+    )
+    store_options: SecretStr = Field(
+        SecretStr(""),
+        description="LanceDB storage options for an s3:// store, KEY=VALUE,... (e.g. aws_region=eu-west-1,"
+        "client_max_retries=3); they override the AWS_* variables",
+        json_schema_extra={"section": "store"},
+    )
+    aws_endpoint_url: str = _design(
+        "AWS_ENDPOINT_URL", "", "endpoint of an s3:// store's server (http:// allows plain HTTP)", "store"
+    )
+    aws_access_key_id: str = _design("AWS_ACCESS_KEY_ID", "", "access key of an s3:// store", "store")
+    aws_secret_access_key: SecretStr = _design(
+        "AWS_SECRET_ACCESS_KEY", SecretStr(""), "secret key of an s3:// store", "store"
+    )
+    aws_session_token: SecretStr = _design(
+        "AWS_SESSION_TOKEN", SecretStr(""), "session token of an s3:// store (temporary credentials)", "store"
+    )
+    aws_region: str = _design("AWS_REGION", "", "region of an s3:// store", "store")
     websocket_ticket_ttl_s: PositiveFloat = Field(
         _settings_default("websocket_ticket_ttl_s"), description="lifetime of a single-use WebSocket ticket"
     )
@@ -437,6 +463,28 @@ class SettingsTree(BaseSettings):
     def _known_scheme(cls, value: str) -> str:
         if value and urlsplit(value).scheme not in BUS_SCHEMES:
             raise ValueError(f"must be a URL whose scheme is one of {', '.join(BUS_SCHEMES)}")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store_location(cls, value: str) -> str:
+        try:
+            check_store_url(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("store_options")
+    @classmethod
+    def _key_values(cls, value: SecretStr) -> SecretStr:
+        _store_options(value.get_secret_value())
+        return value
+
+    @field_validator("aws_endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
         return value
 
     @field_validator("population_af_pattern")
@@ -621,6 +669,7 @@ def load_settings(
         job_stall_s=tree.job_stall_s,
         republish_grace_s=tree.republish_grace_s,
         writer_disk_reserve_bytes=tree.writer_disk_reserve_bytes,
+        store=StoreSettings(tree.store, _lance_storage_options(tree)),
     )
     if tree.tls_ca is not None and not tree.tls_ca.is_file():
         raise SettingsError(f"{origins.name('tls_ca')}: no file at {tree.tls_ca}")
@@ -681,9 +730,12 @@ def _field_for(key: str) -> str:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    # A URL's user:password@ part is a credential: never echoed.
+    text = _USERINFO.sub("//***@", repr(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
+
+_USERINFO = re.compile(r"//[^/@\s]*@")
 
 _SECRET_FIELDS = frozenset(
     name for name, spec in SettingsTree.model_fields.items() if spec.annotation is SecretStr
@@ -736,6 +788,39 @@ def _read_token_file(path: Path) -> tuple[dict[str, str], dict[str, str]]:
                 tokens[token] = name
         result.append(tokens)
     return result[0], result[1]
+
+
+def _store_options(text: str) -> dict[str, str]:
+    """KEY=VALUE,... (LanceDB storage options); an entry is never shown, it may hold a secret."""
+    options: dict[str, str] = {}
+    for number, item in enumerate(filter(None, (part.strip() for part in text.split(","))), 1):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"entries must be KEY=VALUE, comma-separated; entry {number} is not")
+        options[key.strip().lower()] = value.strip()
+    return options
+
+
+def _lance_storage_options(tree: SettingsTree) -> dict[str, str]:
+    """The standard AWS_* variables as LanceDB storage options, then store_options over them.
+
+    Passed explicitly (LanceDB would also read the process environment) so that the settings tree
+    stays the one place the environment is read, and `config show` shows what the writer uses.
+    """
+    options = {
+        key: value
+        for key, value in (
+            ("aws_endpoint", tree.aws_endpoint_url),
+            ("aws_access_key_id", tree.aws_access_key_id),
+            ("aws_secret_access_key", tree.aws_secret_access_key.get_secret_value()),
+            ("aws_session_token", tree.aws_session_token.get_secret_value()),
+            ("aws_region", tree.aws_region),
+        )
+        if value
+    }
+    if tree.aws_endpoint_url.startswith("http://"):
+        options["allow_http"] = "true"
+    return options | _store_options(tree.store_options.get_secret_value())
 
 
 def _bus_from_design(tree: SettingsTree) -> str:

@@ -9,6 +9,7 @@ import platform
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psutil
@@ -23,6 +24,7 @@ from vcf_agent.app._scale_bench import (
 )
 from vcf_agent.bus import Bus, OutgoingMessage, StreamSpec, open_bus
 from vcf_agent.config import Settings
+from vcf_agent.localdev import LocalS3Server
 from vcf_agent.schema import TERMINAL_STATES, correlation_id, decode, encode, state_name
 from vcf_agent.v1 import variant_pb2
 
@@ -48,10 +50,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         else:
             workload = PRESETS[args.preset] if args.preset else Workload(args.variants, args.samples)
             path = write_workload(root, workload)
-            if args.processes:
-                result = await bench_e2e_processes(root, path, workload, args.bus)
-            else:
-                result = await bench_e2e(root, path, workload, args.bus)
+            with _store(getattr(args, "bench_store", "local")) as (store_env, server):
+                if args.processes:
+                    result = await bench_e2e_processes(root, path, workload, args.bus, store_env)
+                else:
+                    result = await bench_e2e(root, path, workload, args.bus, store_env)
+                if server is not None:
+                    # Its CPU is part of what storing to S3 costs on this machine.
+                    result["store"] = "s3 (versitygw on loopback)"
+                    result["s3_server_cpu_s"] = round(_cpu_seconds(psutil.Process(server.pid)), 2)
             if args.preset:
                 result = {"preset": args.preset, **result}
             if args.baseline:
@@ -151,20 +158,44 @@ async def bench_bus(url: str, variants: int, batch_size: int) -> dict[str, objec
     }
 
 
-async def bench_e2e(root: Path, path: Path, workload: Workload, bus_url: str | None) -> dict[str, object]:
+@contextlib.contextmanager
+def _store(kind: str) -> Iterator[tuple[dict[str, str], LocalS3Server | None]]:
+    """local: LanceDB under the data directory; s3: on a versitygw server started for the run.
+
+    Yields the settings variables the writer is given (VCF_AGENT_STORE and the AWS_* ones).
+    """
+    if kind != "s3":
+        yield {}, None
+        return
+    with LocalS3Server() as server:
+        yield {"VCF_AGENT_STORE": f"{server.bucket('bench')}/lance", **server.environment()}, server
+
+
+async def bench_e2e(
+    root: Path,
+    path: Path,
+    workload: Workload,
+    bus_url: str | None,
+    store_env: Mapping[str, str] | None = None,
+) -> dict[str, object]:
     """Run all five services in-process on a generated VCF, time it to completion, then query."""
+    from vcf_agent.app._settings_tree import load_settings
     from vcf_agent.app.pipeline import LocalPipeline
     from vcf_agent.services.writer import VariantQuery
 
     samples = workload.samples
-    settings = Settings(data_dir=root / "data", bus_url=bus_url or "")
+    settings = Settings(
+        data_dir=root / "data", bus_url=bus_url or "", store=load_settings(store_env or {}).service.store
+    )
     sampler = RssSampler()
     async with LocalPipeline(settings) as pipeline:
         await sampler.start()
         began = time.perf_counter()
+        cpu_before = _cpu_seconds(psutil.Process())
         job_id = await pipeline.submit(path)
         job = await pipeline.wait(job_id)
         seconds = time.perf_counter() - began
+        cpu = _cpu_seconds(psutil.Process()) - cpu_before
         await sampler.stop()
         lance = pipeline.writer.lance
         # What the writer does once its input is idle, done now so the timings see indexes.
@@ -187,6 +218,8 @@ async def bench_e2e(root: Path, path: Path, workload: Workload, bus_url: str | N
         "seconds": round(seconds, 3),
         "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
         "job_latency_s": round(seconds, 3),
+        "cpu_s": round(cpu, 2),
+        "cpu_us_per_variant": round(cpu * 1e6 / max(job.counts.total, 1), 1),
         "peak_rss_mb": round(sampler.peak / 2**20),
         **queries,
     }
@@ -254,7 +287,11 @@ class RssSampler:
 
 
 async def bench_e2e_processes(
-    root: Path, path: Path, workload: Workload, bus_url: str | None
+    root: Path,
+    path: Path,
+    workload: Workload,
+    bus_url: str | None,
+    store_env: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """The same job through five `vcf-agent serve` processes, as deployed: uses every core."""
     import grpc
@@ -265,7 +302,7 @@ async def bench_e2e_processes(
     samples = workload.samples
     url = bus_url or f"embedded://{root / 'bus'}"
     # Read by path (no upload in the measurement): allowed from root, the services' data dir excluded.
-    allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root)}
+    allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root), **(store_env or {})}
     with running_pipeline(url, root / "services", env=allowed) as services:
         processes = [psutil.Process(s.process.pid) for s in services.values()]
         peak = 0

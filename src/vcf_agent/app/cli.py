@@ -25,6 +25,7 @@ SETTING_FLAGS = {
     "metrics_port": "metrics_port",
     "bus": "bus",
     "data_dir": "data_dir",
+    "store": "store",
     "providers": "providers",
     "genes": "genes_file",
     "grpc_host": "grpc_host",
@@ -36,6 +37,12 @@ SETTING_FLAGS = {
     "tls": "tls",
 }
 
+
+_STORE_HELP = (
+    "where the LanceDB tables live: a local directory or s3://bucket/prefix, endpoint and credentials"
+    " from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION (default:"
+    " VCF_AGENT_STORE or DATA_DIR/writer/lance)"
+)
 
 # /metrics of a served service when neither the flag, the file nor the environment says otherwise.
 DEFAULT_METRICS_PORT = 9464
@@ -102,7 +109,7 @@ def _cmd_submit(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 def _cmd_query(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent.app._query_command import query
 
-    return asyncio.run(query(args, loaded.client))
+    return asyncio.run(query(args, loaded.client, loaded.service.store))
 
 
 def _cmd_dev(args: argparse.Namespace, loaded: LoadedSettings) -> int:
@@ -195,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         config_file(p)
         p.add_argument("--bus", help="bus URL (default: embedded log under --data-dir)")
         p.add_argument("--data-dir", help="where stores and the embedded log live (default ./vcf-agent-data)")
+        p.add_argument("--store", help=_STORE_HELP)
         p.add_argument("--providers", help="comma-separated analysis providers (default: local)")
         p.add_argument("--genes", help="GTF/GFF3/BED file for gene overlap")
 
@@ -258,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     query = sub.add_parser("query", help="read stored results")
     query.add_argument("--writer", help="HOST:PORT of a running writer (else read --data-dir directly)")
     query.add_argument("--data-dir", help="data directory of a stopped pipeline")
+    query.add_argument("--store", help=_STORE_HELP)
     query.add_argument("--job")
     query.add_argument("--region", help="chr or chr:start-end")
     query.add_argument("--gene")
@@ -318,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", action="store_true", help="e2e: also time the plain pysam->Arrow->LanceDB script"
     )
     bench.add_argument("--batch-size", type=int, default=1000)
+    bench.add_argument(
+        "--store",
+        # Not the `store` setting: a choice of what to start, so it must not reach the tree.
+        dest="bench_store",
+        choices=["local", "s3"],
+        default="local",
+        help="e2e: LanceDB in the data directory, or on a versitygw S3 server started on loopback",
+    )
     bench.add_argument(
         "--processes", action="store_true", help="e2e: run the five services as separate processes"
     )

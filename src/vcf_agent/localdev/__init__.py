@@ -1,5 +1,5 @@
-"""Local development servers (Kafka broker, Iggy server, simulated LLM vendors) for tests, benchmarks
-and `vcf-agent dev`."""
+"""Local development servers (Kafka broker, Iggy server, S3 server, simulated LLM vendors) for tests,
+benchmarks and `vcf-agent dev`."""
 
 from vcf_agent.localdev._child_process import free_port
 from vcf_agent.localdev._iggy_server import IggyServerError, LocalIggyServer, find_iggy_server
@@ -14,6 +14,7 @@ from vcf_agent.localdev._llm_vendors import (
     Vendor,
     answering,
 )
+from vcf_agent.localdev._s3_server import LocalS3Server, S3ServerError, find_s3_server
 from vcf_agent.localdev._service_processes import (
     ServiceProcess,
     running_pipeline,
@@ -29,7 +30,9 @@ __all__ = [
     "KafkaInstallError",
     "LocalIggyServer",
     "LocalKafkaBroker",
+    "LocalS3Server",
     "Reply",
+    "S3ServerError",
     "Script",
     "Seen",
     "ServiceProcess",
@@ -39,6 +42,7 @@ __all__ = [
     "Vendor",
     "answering",
     "find_iggy_server",
+    "find_s3_server",
     "free_port",
     "install_kafka",
     "running_pipeline",

@@ -20,13 +20,16 @@ from ._graph_store import GraphCapacityError, GraphCounts, GraphStore
 from ._key_stamp import check_key_stamp
 from ._lance_store import LanceStore, VariantQuery
 from ._sink import StoreSink
+from ._store_location import StoreLocation, StoreUnavailableError
 
 __all__ = [
     "GraphCapacityError",
     "GraphCounts",
     "GraphStore",
     "LanceStore",
+    "StoreLocation",
     "StoreSink",
+    "StoreUnavailableError",
     "VariantQuery",
     "WriterParts",
     "build",
@@ -48,7 +51,8 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Wr
     del flags
     directory = settings.data_dir / "writer"
     check_key_stamp(directory)
-    lance = LanceStore(directory / "lance")
+    # The graph is a local file engine: it stays in the data directory; LanceDB may be elsewhere.
+    lance = LanceStore(StoreLocation.of_settings(settings.store, settings.data_dir))
     graph = GraphStore(directory / "graph.lbug", disk_reserve_bytes=settings.writer_disk_reserve_bytes)
     sink = StoreSink(bus, settings, lance, graph)
     processor = StreamProcessor(

@@ -36,6 +36,7 @@ from vcf_agent.schema import parse_region
 from vcf_agent.v1 import analysis_pb2, events_pb2, query_pb2
 
 from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, build_rows
+from ._store_location import StoreLocation
 
 _VARIANTS = "variants"
 _ANALYSES = "analyses"
@@ -117,11 +118,12 @@ class LanceStore(AsyncComponent):
 
     def __init__(
         self,
-        path: Path,
+        path: Path | StoreLocation,
         *,
         compaction: CompactionPolicy | None = None,
     ) -> None:
-        self._path = path
+        # A local directory, or an s3:// store with its options (and, for the writer, its pairing).
+        self._location = StoreLocation.of(path)
         self._policy = compaction or CompactionPolicy()
         self._lock = threading.Lock()
         self._variants: Any = None
@@ -135,10 +137,12 @@ class LanceStore(AsyncComponent):
         await asyncio.to_thread(self.close)
 
     def open(self) -> None:
-        """Open (creating if needed) the database directory, tables and key indices."""
+        """Open (creating if needed) the database, tables and key indices.
+
+        StoreUnavailableError (one line) when the store cannot be reached or is not this writer's.
+        """
         with self._lock:
-            self._path.mkdir(parents=True, exist_ok=True)
-            db = lancedb.connect(str(self._path), session=_bounded_session())
+            db = self._location.connect(_bounded_session())
             self._variants = db.create_table(_VARIANTS, schema=VARIANT_SCHEMA, exist_ok=True)
             self._analyses = db.create_table(_ANALYSES, schema=ANALYSIS_SCHEMA, exist_ok=True)
             wanted = [
