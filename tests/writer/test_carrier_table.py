@@ -15,9 +15,11 @@ import lancedb
 import pyarrow as pa
 import pytest
 
+from vcf_agent.services.writer._carrier_rows import carrier_rows
 from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore, VariantQuery
 from vcf_agent.services.writer._rows import build_rows
 
+from .test_row_builder import hand_made_writes
 from .test_stores import FILE_B, Call, make_batch, make_write
 
 # Record 7 has ALT G,T; this is the T allele (alt_index 1, allele index 2).
@@ -166,3 +168,17 @@ def test_pages_follow_file_order_however_the_rows_were_stored(tmp_path: Path, sa
     finally:
         store.close()
 
+
+
+def test_carrier_rows_are_the_row_builders_carriers_including_its_edge_cases() -> None:
+    # Multi-digit allele indexes, haploid and triploid calls, missing alleles, extreme and
+    # negative ALT indexes: the hand-made writes the row builders are checked against.
+    rows = build_rows(hand_made_writes())
+    listed = {
+        (row["correlation_id"], sample)
+        for row in rows.variants.select(["correlation_id", "carriers"]).to_pylist()
+        for sample in row["carriers"]
+    }
+    found = carrier_rows(rows.variants)
+    assert set(zip(found["correlation_id"].to_pylist(), found["sample"].to_pylist(), strict=True)) == listed
+    assert listed
