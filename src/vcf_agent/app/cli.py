@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes", action="store_true", help="e2e: run the five services as separate processes"
     )
     bench.add_argument(
-        "--store",
+        "--store-dir",
         help="query: store directory, built once with --variants rows, then reused (default: temporary)",
     )
     bench.add_argument("--json", action="store_true")
