@@ -9,7 +9,8 @@ example-4.1.vcf's variant) plus pyvcf3's ploidy variant of it (haploid `0`, trip
 What each store must give back (VCFv4.1 section 1.4.2, GT: allele indices, `|` phased,
 `/` unphased, `.` a missing allele):
 - LanceDB keeps every call of every sample at every ALT allele, as text
-  htslib's alleles and phasing spell;
+  htslib's alleles and phasing spell, and a row of its carriers table for each
+  call holding that ALT allele;
 - the graph links a sample to a variant only when its genotype holds that
   ALT allele (a carrier), and a query by sample in LanceDB finds exactly the
   variants the graph links to that sample.
@@ -116,6 +117,17 @@ async def test_every_genotype_read_back_equals_htslibs(source: Path, tmp_path: P
             for name in carriers[key]:
                 by_sample[name].add(variant.correlation_id)
         assert graph.counts(job_id).carried_by == sum(len(found) for found in carriers.values())
+
+        # The carriers table holds one row per carrying call, with htslib's genotype and phase.
+        key_of = {variant.correlation_id: (variant.record_index, variant.alternate) for variant in stored}
+        calls = lance.carrier_calls(job_id).to_pylist()
+        assert len(calls) == sum(len(found) for found in carriers.values())
+        for call in calls:
+            key = key_of[call["correlation_id"]]
+            assert call["sample"] in carriers[key], (key, call["sample"])
+            assert call["genotype"] == expected[key][call["sample"]], key
+            assert call["phased"] == ("|" in call["genotype"]), key
+            assert call["tenant_id"] == job.tenant_id and call["job_id"] == job_id
 
         # A query by sample over LanceDB finds what the graph links to the sample.
         for name in samples[:5]:

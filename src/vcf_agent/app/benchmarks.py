@@ -43,6 +43,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             from vcf_agent.app.load_bench import bench_load
 
             result = await bench_load(root)
+        elif args.target == "query":
+            from vcf_agent.app._query_bench import bench_query
+
+            store = Path(args.store_dir) if args.store_dir else root / "query-store"
+            result = await asyncio.to_thread(bench_query, store, args.variants)
         elif args.target == "providers":
             from vcf_agent.app._provider_bench import bench_providers
 

@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_cmd_config_show)
 
     bench = sub.add_parser("bench", help="measure throughput")
-    bench.add_argument("target", choices=["bus", "e2e", "ingest", "load", "providers"])
+    bench.add_argument("target", choices=["bus", "e2e", "ingest", "load", "providers", "query"])
     bench.add_argument("file", nargs="?", help="VCF file (ingest benchmark)")
     bench.add_argument("--bus", help="bus URL (bus benchmark); default: a fresh embedded log")
     bench.add_argument("--variants", type=int, default=100_000)
@@ -337,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--processes", action="store_true", help="e2e: run the five services as separate processes"
+    )
+    bench.add_argument(
+        "--store-dir",
+        help="query: store directory, built once with --variants rows, then reused (default: temporary)",
     )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_cmd_bench)

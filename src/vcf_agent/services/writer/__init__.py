@@ -18,11 +18,17 @@ from vcf_agent.v1 import query_pb2, query_pb2_grpc
 from ._api import QueryApi
 from ._graph_store import GraphCapacityError, GraphCounts, GraphStore
 from ._key_stamp import check_key_stamp
-from ._lance_store import LanceStore, VariantQuery
+from ._lance_store import CompactionPolicy, LanceStore, VariantQuery
+from ._rows import ANALYSIS_SCHEMA, CALL_SCHEMA, GENOTYPE_TYPE, VARIANT_SCHEMA, WriteRows
 from ._sink import StoreSink
 from ._store_location import StoreLocation, StoreUnavailableError
 
 __all__ = [
+    "ANALYSIS_SCHEMA",
+    "CALL_SCHEMA",
+    "GENOTYPE_TYPE",
+    "VARIANT_SCHEMA",
+    "CompactionPolicy",
     "GraphCapacityError",
     "GraphCounts",
     "GraphStore",
@@ -31,6 +37,7 @@ __all__ = [
     "StoreSink",
     "StoreUnavailableError",
     "VariantQuery",
+    "WriteRows",
     "WriterParts",
     "build",
 ]

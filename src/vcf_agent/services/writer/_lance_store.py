@@ -1,7 +1,9 @@
 """Variants and provider answers in LanceDB, upserted by their deterministic keys.
 
-Two tables: `variants` (one row per correlation_id) and `analyses` (one row per
-correlation_id + provider). Writes are merge_insert on those keys, so a replay
+Three tables: `variants` (one row per correlation_id, every call in `genotypes`),
+`analyses` (one row per correlation_id + provider) and `carriers` (one row per
+correlation_id + sample whose call holds the ALT; see _carrier_rows.py). Writes
+are merge_insert on those keys, so a replay
 rewrites identical rows and the counts never move. The writer stores a batch in
 the graph first and passes along which variants the graph already had: the
 graph commits every variant before LanceDB sees it, so a variant new to the
@@ -29,17 +31,19 @@ import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf import json_format
-from lancedb.index import Bitmap, BTree, LabelList
+from lancedb.index import Bitmap, BTree
 
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.schema import parse_region
 from vcf_agent.v1 import analysis_pb2, events_pb2, query_pb2
 
+from ._carrier_rows import CARRIER_SCHEMA, VARIANT_COLUMNS, carrier_rows
 from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, build_rows
 from ._store_location import StoreLocation
 
 _VARIANTS = "variants"
 _ANALYSES = "analyses"
+_CARRIERS = "carriers"
 # File order: the natural order of a VCF, stable across compactions; tenants apart, so that
 # two tenants' copies of one file never tie and pages stay stable.
 _ORDER = [
@@ -51,16 +55,26 @@ _ORDER = [
 
 
 # Scalar indexes the query filters use (VariantQuery): a region is a chromosome (few values,
-# a bitmap) and a position range (a B-tree); a gene, job or tenant a bitmap; a sample one
-# label of the carriers list. Rows written since the last compaction are scanned until
-# compaction folds them in, which the writer does when its input goes idle.
+# a bitmap) and a position range (a B-tree); a gene, job or tenant a bitmap. A sample is
+# looked up in the carriers table, which has the same filters' indexes and its own on
+# sample and variant. Rows written since the last compaction are scanned until compaction
+# folds them in, which the writer does when its input goes idle.
 _QUERY_INDEXES = (
     ("chromosome", Bitmap()),
     ("position", BTree()),
     ("gene", Bitmap()),
     ("job_id", Bitmap()),
     ("tenant_id", Bitmap()),
-    ("carriers", LabelList()),
+    # The file order's columns, so a page's place in it is counted on indexes alone.
+    ("file_id", Bitmap()),
+    ("record_index", BTree()),
+    ("alt_index", Bitmap()),
+)
+_CARRIER_INDEXES = (
+    ("call_id", BTree()),
+    ("correlation_id", BTree()),
+    ("sample", Bitmap()),
+    *_QUERY_INDEXES,
 )
 
 
@@ -121,13 +135,20 @@ class LanceStore(AsyncComponent):
         path: Path | StoreLocation,
         *,
         compaction: CompactionPolicy | None = None,
+        read_every_match_up_to: int = 2_000,
     ) -> None:
         # A local directory, or an s3:// store with its options (and, for the writer, its pairing).
         self._location = StoreLocation.of(path)
         self._policy = compaction or CompactionPolicy()
+        # Reading a matched row costs a random read (1-8 us each on a 5M-variant store; a
+        # gene's 230k matches took 600 ms): a query matching up to this many reads them all
+        # and selects its page among them; above it the rows as stored are tried first
+        # (see _leading_matches), two index lookups when they are the page.
+        self._read_every_match_up_to = read_every_match_up_to
         self._lock = threading.Lock()
         self._variants: Any = None
         self._analyses: Any = None
+        self._carriers: Any = None
         self._writes_since_compaction = 0
 
     async def start(self) -> None:
@@ -145,10 +166,19 @@ class LanceStore(AsyncComponent):
             db = self._location.connect(_bounded_session())
             self._variants = db.create_table(_VARIANTS, schema=VARIANT_SCHEMA, exist_ok=True)
             self._analyses = db.create_table(_ANALYSES, schema=ANALYSIS_SCHEMA, exist_ok=True)
+            # Opened, not created with exist_ok: its schema carries the mark of a finished fill.
+            if _CARRIERS in db.list_tables().tables:
+                self._carriers = db.open_table(_CARRIERS)
+            else:
+                self._carriers = db.create_table(_CARRIERS, schema=CARRIER_SCHEMA)
+            _fill_carriers(self._variants, self._carriers)
             wanted = [
                 (self._variants, "correlation_id", BTree()),
                 (self._analyses, "analysis_id", BTree()),
+                # A page's provider answers are looked up by their variants' keys.
+                (self._analyses, "correlation_id", BTree()),
                 *((self._variants, column, config) for column, config in _QUERY_INDEXES),
+                *((self._carriers, column, config) for column, config in _CARRIER_INDEXES),
             ]
             for table, column, config in wanted:
                 if not any(column in index.columns for index in table.list_indices()):
@@ -157,7 +187,7 @@ class LanceStore(AsyncComponent):
     def close(self) -> None:
         """Release the table handles; every write is already durable."""
         with self._lock:
-            self._variants = self._analyses = None
+            self._variants = self._analyses = self._carriers = None
 
     def write(
         self,
@@ -175,11 +205,15 @@ class LanceStore(AsyncComponent):
             return
         with self._lock:
             variants, analyses = self._tables()
+            # Carriers first: a crash between the writes leaves rows the replay merges again,
+            # never a stored variant whose carriers a sample query would miss.
+            _store(self._carriers, "call_id", carrier_rows(rows.variants), maybe_stored)
             _store(variants, "correlation_id", rows.variants, maybe_stored)
             _store(analyses, "analysis_id", rows.analyses, maybe_stored)
             self._writes_since_compaction += 1
             if self._writes_since_compaction >= self._policy.every_writes or (
-                max(_fragments(variants), _fragments(analyses)) >= self._policy.max_fragments
+                max(_fragments(table) for table in (variants, analyses, self._carriers))
+                >= self._policy.max_fragments
             ):
                 self._compact()
 
@@ -273,22 +307,36 @@ class LanceStore(AsyncComponent):
         return found[0] if found else None
 
     def query(self, request: VariantQuery) -> tuple[list[query_pb2.StoredVariant], int]:
-        """Variants matching every given filter in file order, one page, and the total."""
+        """Variants matching every given filter in file order, one page, and the total.
+
+        A query naming a sample reads the carriers table (one indexed row per carrier call,
+        with the variant's filter columns) instead of every variant's list of carriers. The
+        total is counted on the scalar indexes, without reading the matched rows.
+        """
         variants, _ = self._tables()
+        table = self._carriers if request.sample else variants
         where = _where(request)
-        keys = variants.search().select(["correlation_id", *(column for column, _ in _ORDER)])
-        if where:
-            keys = keys.where(where)
-        matched: pa.Table = keys.limit(None).to_arrow()
-        # Only the rows up to the page's end need ordering: a top-k selection, not a sort of
-        # every match (a gene of a whole genome matches hundreds of thousands). The order is
-        # total (one row per tenant, file, record and ALT), so ties never reorder pages.
-        total = matched.num_rows
+        total = int(table.count_rows(where or None))
+        if request.offset >= total:
+            return [], total
         first = request.offset + request.limit
-        if total > first:
-            matched = matched.take(pc.select_k_unstable(matched, k=first, sort_keys=_ORDER))
+        matched = _leading_matches(table, where, first) if total > self._read_every_match_up_to else None
+        if matched is None:
+            keys = table.search().select(_KEY_COLUMNS)
+            if where:
+                keys = keys.where(where)
+            matched = keys.limit(None).to_arrow()
+            # Only the rows up to the page's end need ordering: a top-k selection, not a sort
+            # of every match. The order is total (one row per tenant, file, record and ALT),
+            # so ties never reorder pages.
+            if matched.num_rows > first:
+                matched = matched.take(pc.select_k_unstable(matched, k=first, sort_keys=_ORDER))
         page = matched.sort_by(_ORDER).slice(request.offset, request.limit)
         return self._fetch(page.column("correlation_id").to_pylist(), request.tenant_id), total
+
+    def carrier_calls(self, job_id: str) -> pa.Table:
+        """One job's rows of the carriers table (CARRIER_SCHEMA), in no particular order."""
+        return self._carriers.search().where(_eq("job_id", job_id)).limit(None).to_arrow()
 
     def _tables(self) -> tuple[Any, Any]:
         if self._variants is None:
@@ -297,7 +345,7 @@ class LanceStore(AsyncComponent):
 
     def _compact(self) -> None:
         variants, analyses = self._tables()
-        for table in (variants, analyses):
+        for table in (variants, analyses, self._carriers):
             table.optimize(cleanup_older_than=self._policy.keep_versions)
         self._writes_since_compaction = 0
         _return_freed_memory()
@@ -361,6 +409,60 @@ def _store(table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray |
         table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
 
+_KEY_COLUMNS = ["correlation_id", *(column for column, _ in _ORDER)]
+
+
+def _leading_matches(table: Any, where: str, first: int) -> pa.Table | None:
+    """The first `first` matches in file order, if they are the first ones stored; else None.
+
+    Rows are stored in the order the writer received them, which is file order for one
+    file at a time, so the first matches found in storage order are usually the page.
+    They are proven to be when, on the indexes alone, exactly `first - 1` matches sort
+    before the last of them; otherwise (files interleaved, rows rewritten) the caller
+    reads every match.
+    """
+    leading = table.search().select(_KEY_COLUMNS)
+    if where:
+        leading = leading.where(where)
+    found: pa.Table = leading.limit(first).to_arrow()
+    if found.num_rows < first:
+        return None
+    last = found.sort_by(_ORDER).slice(first - 1, 1).to_pylist()[0]
+    tenant, file, record, alt = (last[column] for column, _ in _ORDER)
+    before = (
+        f"(tenant_id < {_literal(tenant)} OR ({_eq('tenant_id', tenant)} AND (file_id < {_literal(file)}"
+        f" OR ({_eq('file_id', file)} AND (record_index < {int(record)}"
+        f" OR (record_index = {int(record)} AND alt_index < {int(alt)}))))))"
+    )
+    preceding = int(table.count_rows(f"{where} AND {before}" if where else before))
+    return found if preceding == first - 1 else None
+
+
+def _fill_carriers(variants: Any, carriers: Any) -> None:
+    """Fill the carriers table from the variants of a store written before it existed.
+
+    Done once per store: a mark in the table's schema says the fill finished, so a fill
+    a crash cut short is started over, and a new store is marked while still empty.
+    """
+    if (carriers.schema.field("call_id").metadata or {}).get(_FILLED.encode()):
+        return
+    carriers.delete("true")
+    columns = sorted({*VARIANT_COLUMNS, "genotypes", "carriers"})
+    filled = 0
+    for batch in variants.search().select(columns).limit(None).to_batches(_FILL_BATCH_ROWS):
+        found = carrier_rows(pa.Table.from_batches([batch]))
+        if found.num_rows:
+            carriers.add(found)
+            filled += 1
+    if filled > 1:
+        carriers.optimize()
+    carriers.update_field_metadata({"path": "call_id", "metadata": {_FILLED: "1"}})
+
+
+_FILLED = "vcf_agent.carriers_filled"
+_FILL_BATCH_ROWS = 50_000
+
+
 def _fragments(table: Any) -> int:
     # stats() is annotated as a dataclass but this lancedb returns a plain dict.
     stats: Any = table.stats()
@@ -393,8 +495,8 @@ def _where(request: VariantQuery) -> str:
     if request.gene:
         clauses.append(_eq("gene", request.gene))
     if request.sample:
-        # array_has_any, not array_has: the form the carriers' label-list index answers.
-        clauses.append(f"array_has_any(carriers, [{_literal(request.sample)}])")
+        # Asked of the carriers table, whose rows are the sample's carrier calls.
+        clauses.append(_eq("sample", request.sample))
     if request.classification:
         clauses.append(_eq("classification", request.classification))
     return " AND ".join(clauses)

@@ -1,0 +1,184 @@
+"""LanceDB's carriers table: one row per call holding the variant's ALT, keyed, per tenant.
+
+What a carrier is follows VCFv4.1 section 1.4.2 (GT: allele indices, `|` phased, `/`
+unphased, `.` missing): a call carries ALT n when n is among its allele indices. Every
+call, hom-ref and no-call included, stays in the variants table's `genotypes`; the
+carriers table answers queries by sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import lancedb
+import pyarrow as pa
+import pytest
+
+from vcf_agent.services.writer._carrier_rows import carrier_rows
+from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore, VariantQuery
+from vcf_agent.services.writer._rows import build_rows
+
+from .test_row_builder import hand_made_writes
+from .test_stores import FILE_B, Call, make_batch, make_write
+
+# Record 7 has ALT G,T; this is the T allele (alt_index 1, allele index 2).
+MULTI_ALLELIC_CALLS: list[Call] = [
+    ("het-other-alt", (0, 2), False),
+    ("phased-both-alts", (1, 2), True),
+    ("no-call", (-1, -1), False),
+    ("haploid", (2,), False),
+    ("hom-ref", (0, 0), False),
+    ("first-alt-only", (1, 1), True),
+    ("half-missing", (2, -1), False),
+]
+
+
+@pytest.fixture
+def lance(tmp_path: Path) -> Iterator[LanceStore]:
+    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
+    store.open()
+    yield store
+    store.close()
+
+
+def _rows(store: LanceStore, job_id: str = "job-1") -> list[tuple[str, str, bool]]:
+    calls = store.carrier_calls(job_id).sort_by([("call_id", "ascending")])
+    return list(
+        zip(
+            calls.column("sample").to_pylist(),
+            calls.column("genotype").to_pylist(),
+            calls.column("phased").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def test_only_calls_holding_the_alt_allele_become_carrier_rows_vcf41_1_4_2(lance: LanceStore) -> None:
+    write = make_write(7, alt_index=1, alternates=("G", "T"), calls=MULTI_ALLELIC_CALLS, gene="BRCA2")
+    lance.write([write])
+
+    calls = lance.carrier_calls("job-1").sort_by([("sample", "ascending")])
+    assert calls.column("sample").to_pylist() == [
+        "half-missing",
+        "haploid",
+        "het-other-alt",
+        "phased-both-alts",
+    ]
+    assert calls.column("genotype").to_pylist() == ["2/.", "2", "0/2", "1|2"]
+    assert calls.column("phased").to_pylist() == [False, False, False, True]
+    assert set(calls.column("correlation_id").to_pylist()) == {write.correlation_id}
+    assert calls.column("call_id").to_pylist()[0] == f"{write.correlation_id}:half-missing"
+    first = calls.slice(0, 1).to_pylist()[0]
+    # The variant's query columns travel with each carrier row.
+    assert (first["tenant_id"], first["chromosome"], first["position"], first["gene"]) == (
+        "tenant-1",
+        "chr2",
+        1070,
+        "BRCA2",
+    )
+    assert (first["depth"], first["genotype_quality"], first["allele_depths"]) == (32, 60, [10, 10])
+    # Every call still reads back from the variant, hom-ref and no-call included.
+    stored = lance.get(write.correlation_id)
+    assert stored is not None and len(stored.genotypes) == len(MULTI_ALLELIC_CALLS)
+    for sample, _, _ in MULTI_ALLELIC_CALLS:
+        carries = sample in calls.column("sample").to_pylist()
+        assert lance.query(VariantQuery(sample=sample))[1] == int(carries), sample
+
+
+def test_replays_leave_the_carriers_table_as_it_was(lance: LanceStore) -> None:
+    batch = make_batch(range(20))
+    rows = build_rows(batch)
+    lance.write(rows, maybe_stored=pa.chunked_array([], pa.string()))
+    before = _rows(lance)
+    assert len(before) == 30  # one carrier on even records, two on odd ones
+    # A replay after the graph committed (every key maybe stored), and one not knowing at all.
+    lance.write(rows, maybe_stored=rows.variants.column("correlation_id"))
+    lance.write(batch)
+    lance.compact()
+    assert _rows(lance) == before
+    assert lance.query(VariantQuery(sample="NA00002"))[1] == 10
+
+
+def test_a_tenant_queries_only_its_own_carriers(lance: LanceStore) -> None:
+    lance.write(make_batch(range(10)))
+    lance.write(make_batch(range(10), file_id=FILE_B, job_id="job-2", tenant_id="tenant-2"))
+
+    own, total = lance.query(VariantQuery(sample="NA00002", tenant_id="tenant-2", limit=100))
+    assert total == 5 and {row.tenant_id for row in own} == {"tenant-2"}
+    assert lance.query(VariantQuery(sample="NA00002", limit=100))[1] == 10
+    assert set(lance.carrier_calls("job-2").column("tenant_id").to_pylist()) == {"tenant-2"}
+    # Another tenant's job id does not reach into this tenant's rows.
+    assert lance.query(VariantQuery(sample="NA00002", tenant_id="tenant-1", job_id="job-2"))[1] == 0
+
+
+def test_a_store_written_before_the_carriers_table_gets_it_filled_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "lance"
+    store = LanceStore(path, compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
+    store.open()
+    store.write(make_batch(range(12)))
+    expected = _rows(store)
+    store.close()
+    lancedb.connect(str(path)).drop_table("carriers")
+
+    for _ in range(2):  # filled, then opened as it is
+        store.open()
+        try:
+            assert _rows(store) == expected and len(expected) == 18
+            assert store.query(VariantQuery(sample="NA00001"))[1] == 6
+        finally:
+            store.close()
+
+    # A fill cut short (no mark that it finished, some rows in) is started over.
+    carriers = lancedb.connect(str(path)).open_table("carriers")
+    carriers.update_field_metadata({"path": "call_id", "metadata": {"vcf_agent.carriers_filled": None}})
+    carriers.delete("sample = 'NA00002'")
+    store.open()
+    try:
+        assert _rows(store) == expected
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("sample", ["", "NA00002"])
+def test_pages_follow_file_order_however_the_rows_were_stored(tmp_path: Path, sample: str) -> None:
+    # No threshold: every query first tries the rows in storage order, which serves a page
+    # within the first write, and must notice where storage order is not file order (the
+    # second file's late records before the first file's, its early ones last).
+    store = LanceStore(tmp_path / "lance", read_every_match_up_to=0)
+    store.open()
+    try:
+        store.write(make_batch(range(10)))
+        store.write(make_batch(range(10, 20), file_id=FILE_B))
+        store.write(make_batch(range(10, 20)))
+        store.write(make_batch(range(10), file_id=FILE_B))
+        matching = [
+            (file_id, index)
+            for file_id in sorted(("a" * 64, FILE_B))
+            for index in range(20)
+            if not sample or index % 2 == 0
+        ]
+        for offset, limit in ((0, 3), (0, 12), (5, 7), (len(matching) - 2, 5)):
+            rows, total = store.query(VariantQuery(sample=sample, offset=offset, limit=limit))
+            assert total == len(matching)
+            assert [(row.file_id, row.record_index) for row in rows] == matching[offset : offset + limit]
+        store.compact()
+        rows, _ = store.query(VariantQuery(sample=sample, limit=4))
+        assert [(row.file_id, row.record_index) for row in rows] == matching[:4]
+    finally:
+        store.close()
+
+
+
+def test_carrier_rows_are_the_row_builders_carriers_including_its_edge_cases() -> None:
+    # Multi-digit allele indexes, haploid and triploid calls, missing alleles, extreme and
+    # negative ALT indexes: the hand-made writes the row builders are checked against.
+    rows = build_rows(hand_made_writes())
+    listed = {
+        (row["correlation_id"], sample)
+        for row in rows.variants.select(["correlation_id", "carriers"]).to_pylist()
+        for sample in row["carriers"]
+    }
+    found = carrier_rows(rows.variants)
+    assert set(zip(found["correlation_id"].to_pylist(), found["sample"].to_pylist(), strict=True)) == listed
+    assert listed
