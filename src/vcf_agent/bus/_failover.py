@@ -151,6 +151,10 @@ class _BusSide:
     missing_specs: dict[str, StreamSpec] = field(default_factory=dict)
     # Next offset after this publisher's last acknowledged record, per partition.
     acked: dict[TopicPartition, int] = field(default_factory=dict)
+    # Times it was declared down: what it took before the latest may be stranded or lost.
+    outages: int = 0
+    # The groups that read each stream here, as last listed while it answered.
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +267,22 @@ class FailoverBus(Bus):
         """Failed `failures_to_switch` probes or publishes in a row."""
         return self._sides[index].failed_streak >= self.failures_to_switch
 
+    def outages(self, backend: str) -> int:
+        """Times the named backend was declared down since start.
+
+        A record it acknowledged (`PublishedPosition.backend`) while this was lower
+        was on it when it went away: stranded until it returns, lost if it returns empty.
+        """
+        for side in self._sides:
+            if side.name == backend:
+                return side.outages
+        raise BusError(f"failover bus: no backend named {backend!r}, only {self.backend_names}")
+
+    def _failed_once_more(self, side: _BusSide) -> None:
+        side.failed_streak += 1
+        if side.failed_streak == self.failures_to_switch:
+            side.outages += 1
+
     async def start(self) -> None:
         results = await asyncio.gather(
             *(asyncio.wait_for(side.bus.start(), self._publish_timeout_s * 5) for side in self._sides),
@@ -313,7 +333,7 @@ class FailoverBus(Bus):
             if up:
                 side.failed_streak = 0
             else:
-                side.failed_streak += 1
+                self._failed_once_more(side)
                 side.healthy_since = None
             platform_health_status.labels(backend=side.name).set(1 if up else 0)
             if up and side.missing_specs:
@@ -367,7 +387,7 @@ class FailoverBus(Bus):
         on every failed publish would flap between two dead backends.
         """
         side = self._sides[index]
-        side.failed_streak += 1
+        self._failed_once_more(side)
         if other_took_it and index == self._active and self.declared_down(index):
             side.up = False
             side.healthy_since = None
@@ -505,7 +525,7 @@ class FailoverBus(Bus):
         for position in positions:
             tp = (stream, position.partition)
             side.acked[tp] = max(side.acked.get(tp, 0), position.offset + 1)
-        return positions
+        return [PublishedPosition(p.partition, p.offset, side.name) for p in positions]
 
     def consumer(
         self,
@@ -542,6 +562,26 @@ class FailoverBus(Bus):
         the probe loop in starting a backend that is coming back.
         """
         return any(side.up for side in self._sides)
+
+    async def consumer_groups(self, stream: str) -> list[str]:
+        """Groups reading the stream on either backend; a backend that does not answer, as last listed.
+
+        Listing costs a request per group on some backends: callers asking often keep the
+        answer a while. Never raises.
+        """
+
+        async def listed(side: _BusSide) -> list[str]:
+            if side.up:
+                try:
+                    side.groups[stream] = await asyncio.wait_for(
+                        side.bus.consumer_groups(stream), self._publish_timeout_s
+                    )
+                except Exception as exc:  # a dead or slow backend: what it last said
+                    _log.info("failover bus: groups of %s on %s unavailable: %r", stream, side.name, exc)
+            return side.groups.get(stream, [])
+
+        found = await asyncio.gather(*(listed(side) for side in self._sides))
+        return sorted({group for groups in found for group in groups})
 
     async def backend_lags(self, group: str, stream: str, timeout_s: float | None = None) -> list[BackendLag]:
         """Each backend's lag, read at once; within timeout_s (default the probe timeout) or the last known.
