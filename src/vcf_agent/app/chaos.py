@@ -6,10 +6,13 @@ submits one synthetic job, injects its fault as soon as the first variants
 are stored (`healthy` injects none: any switch there is flapping), and waits for
 the job to finish. It measures what an operator would:
 when each service switched backends (from its GetStatus), the longest time the
-stored count did not grow while a backend was up (stall), and how long the job
-took; and it checks what must hold afterwards: stored == expected with no
-duplicate rows, one member per live consumer in every group on each backend,
-and every committed offset inside its backend's log.
+stored count did not grow while a backend was up (stall), how long the job
+took, what GetJob said while records were stranded, and how often and how much
+ingest published again; and it checks what must hold afterwards: stored ==
+expected, with the writer's table read directly after the services stopped
+(distinct variants of the job == expected, rows == distinct: no duplicate, none
+lost), one member per live consumer in every group on each backend, and every
+committed offset inside its backend's log.
 
 The same code runs the CI tests (a few thousand variants) and the command (500,000).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -70,8 +74,16 @@ class ScenarioResult:
     # Seconds after the fault until every service published to Iggy again (0: never left or not asked).
     back_on_primary_s: float = 0.0
     completion_s: float = 0.0
-    # Times ingest published the job again from its file (records stranded on a lost backend).
+    # Times ingest published the job again from its file (records stranded on a lost backend),
+    # and of those the times it was the whole file rather than what the lost backend had taken.
     republished: int = 0
+    republished_whole: int = 0
+    # Variants ingest published again in all (spans the lost backend had taken, or whole files).
+    republished_variants: int = 0
+    # From the writer's table after the services stopped: rows beyond one per variant, and
+    # expected variants with no row.
+    duplicates: int = 0
+    lost: int = 0
     # What GetJob said while records were stranded (its stall detail), empty if it never did.
     stranded: str = ""
     # Members per (backend, group, topic) for groups some live service runs.
@@ -219,6 +231,7 @@ class _Watch:
         self.switches: list[str] = []
         # The first stall detail of the job that named records stranded on a backend.
         self.stranded = ""
+        self.stranded_seen = asyncio.Event()
         self._active: dict[str, str] = {}
         # Intervals (start, end) when no backend was up: a stall there is not the bus's fault.
         self.both_down: list[tuple[float, float]] = []
@@ -235,6 +248,7 @@ class _Watch:
                 )
                 if "stranded" in detail and not self.stranded:
                     self.stranded = detail
+                    self.stranded_seen.set()
                 if stored > self.stored:
                     self._gaps.append((self._last_growth, now))
                     self._last_growth = now
@@ -378,7 +392,12 @@ async def _all_health(services: dict[str, ServiceProcess]) -> set[int]:
 
 
 async def _inject(
-    scenario: str, servers: ChaosServers, services: dict[str, ServiceProcess], watch: _Watch, outage_s: float
+    scenario: str,
+    servers: ChaosServers,
+    services: dict[str, ServiceProcess],
+    watch: _Watch,
+    outage_s: float,
+    stranded_wait_s: float = 0.0,
 ) -> None:
     from grpc_health.v1 import health_pb2
 
@@ -387,6 +406,10 @@ async def _inject(
     if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH):
         await servers.iggy.kill()
         await asyncio.sleep(outage_s)
+        # Kept down until GetJob names what is stranded on it (at most stranded_wait_s more).
+        if stranded_wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.stranded_seen.wait(), stranded_wait_s)
         watch.stored_at_return = watch.stored
         if scenario == PRIMARY_KILLED:
             await servers.start_iggy()
@@ -431,8 +454,13 @@ async def run_scenario(
     outage_s: float = 10.0,
     timeout_s: float = 600.0,
     on_progress: Callable[[str], None] | None = None,
+    stranded_wait_s: float = 0.0,
 ) -> ScenarioResult:
-    """One scenario end to end in `root`; problems are collected in the result, not raised."""
+    """One scenario end to end in `root`; problems are collected in the result, not raised.
+
+    With `stranded_wait_s`, a killed Iggy stays down past `outage_s` until GetJob reports
+    records stranded on it, or that much longer.
+    """
     from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 
     say = on_progress or (lambda _text: None)
@@ -464,7 +492,7 @@ async def run_scenario(
                 watch.fault_at = fault_at = time.monotonic()
                 watch.stored_at_fault = watch.stored
                 say(f"{scenario}: fault at {watch.stored}/{result.expected} stored")
-                await _inject(scenario, servers, services, watch, outage_s)
+                await _inject(scenario, servers, services, watch, outage_s, stranded_wait_s)
                 result.outage_s = time.monotonic() - fault_at
                 # After the fresh restart the stranded records are gone: ingest publishes the job
                 # again from its file, and it completes.
@@ -500,6 +528,11 @@ async def run_scenario(
             await asyncio.sleep(5)
             result.store_variants, result.store_analyses = await _store_stats(services["writer"].grpc, job_id)
             await _check_groups(servers, services, result)
+        # The services stopped: the writer's table, read directly (as the fault scenarios do).
+        from vcf_agent.app.fault_chaos import _store_verdict
+
+        distinct, rows = await asyncio.to_thread(_store_verdict, root, job_id)
+        result.duplicates, result.lost = rows - distinct, result.expected - distinct
     finally:
         await servers.stop()
         result.notes.extend(servers.notes)
@@ -507,8 +540,15 @@ async def run_scenario(
     if ingest_log.exists():
         text = ingest_log.read_text(encoding="utf-8", errors="replace")
         result.republished = text.count("publishing it again from")
+        result.republished_whole = text.count(", the whole file: ")
+        result.republished_variants = (
+            sum(int(found) for found in re.findall(r"published (\d+) variants again", text))
+            + result.republished_whole * result.expected
+        )
     if result.stored != result.expected:
         result.problems.append(f"stored {result.stored} of {result.expected}")
+    if result.duplicates or result.lost:
+        result.problems.append(f"the writer's table: {result.duplicates} duplicates, {result.lost} lost")
     if result.store_variants != result.stored or result.store_analyses != result.stored:
         result.problems.append(
             f"store holds {result.store_variants} variants and {result.store_analyses} analyses "
@@ -522,6 +562,8 @@ def render(results: list[ScenarioResult]) -> str:
         "scenario",
         "expected",
         "stored",
+        "duplicates",
+        "lost",
         "state",
         "switches (s after fault)",
         "outage s",
@@ -529,7 +571,7 @@ def render(results: list[ScenarioResult]) -> str:
         "stall s",
         "back on iggy s",
         "done s",
-        "republished",
+        "republished (whole) variants",
         "problems",
     )
     rows = [header]
@@ -539,6 +581,8 @@ def render(results: list[ScenarioResult]) -> str:
                 r.scenario,
                 str(r.expected),
                 str(r.stored),
+                str(r.duplicates),
+                str(r.lost),
                 r.state,
                 ", ".join(r.switches) or "none",
                 f"{r.outage_s:.1f}",
@@ -546,13 +590,14 @@ def render(results: list[ScenarioResult]) -> str:
                 f"{r.stall_s:.1f}",
                 f"{r.back_on_primary_s:.1f}" if r.back_on_primary_s else "-",
                 f"{r.completion_s:.1f}",
-                str(r.republished),
+                f"{r.republished} ({r.republished_whole}) {r.republished_variants}",
                 "; ".join(r.problems) or "none",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     lines.extend(f"note ({r.scenario}): {note}" for r in results for note in r.notes)
+    lines.extend(f"stranded ({r.scenario}): GetJob said {r.stranded!r}" for r in results if r.stranded)
     return "\n".join(lines)
 
 

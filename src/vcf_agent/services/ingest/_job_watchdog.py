@@ -48,8 +48,10 @@ __all__ = ["JobWatchdog"]
 log = logging.getLogger(__name__)
 
 _TICK_S = 1.0
-# How often the groups reading each stream are listed again (a request per group on Kafka).
-_GROUPS_EVERY_S = 10.0
+# How often the groups reading each stream are listed again: often enough that the groups
+# of a job that just started are known before a backend dies (a listing of a dead one is
+# its last), seldom enough for Kafka (a request per group and stream).
+_GROUPS_EVERY_S = 2.0
 # A job idle this long while records are stranded on an unreachable backend waits for them.
 _STRANDED_STALL_S = 5.0
 # The streams a job's records pass through (topology fields): where a record stranded on a
