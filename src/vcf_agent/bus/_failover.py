@@ -35,7 +35,9 @@ died are stranded there: they are read when it returns (its log is durable),
 and until then the bus reports them as the primary's last known lag
 (`backend_lags`, GetStatus). A primary that returns without them (its log was
 lost) is read from its new start, and the loss is logged with its size; ingest
-then publishes the affected jobs again from their files.
+then publishes again, from the file, the part of each affected job that the lost
+backend had acknowledged (each PublishedPosition names its `backend`, and
+`outages()` counts how often each was declared down).
 
 Ordering. Every message carries an id header, and each keyed message published
 on backend X carries `x-bus-after: N`, where N is the next offset after the last
@@ -52,8 +54,8 @@ beats order there. The pipeline's stored effects do not depend on order
 (a resubmission's STARTED resets the writer's count), so the writer ignores a
 marker older than one it applied: a STARTED stranded on a dead primary and
 delivered after its run's FINISHED is not a new run. Records stranded on a
-primary that returns empty are published again from ingest's checkpoint
-(see vcf_agent.services.ingest's job watchdog).
+primary that returns empty are published again from ingest's file, after a
+grace period (see vcf_agent.services.ingest's job watchdog and publish ledger).
 
 Delivery is at-least-once. A batch whose primary publish timed out may have
 landed there as well; its fallback copy is marked `x-bus-retry`. If the primary
