@@ -145,7 +145,7 @@ class JobWatchdog(AsyncComponent):
         await self._publisher.announce(job.job_id, events_pb2.JOB_STATE_STALLED, detail)
 
     async def _stranded(self, now: float) -> str:
-        """Records unread on a backend that does not answer, per stream: "N on STREAM (BACKEND, down)"."""
+        """Records unread on a backend not answering: "N on STREAM for GROUP (BACKEND, unreachable)"."""
         if not isinstance(self._bus, FailoverBus):
             return ""
         bus = self._bus
