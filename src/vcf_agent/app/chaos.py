@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -52,6 +53,8 @@ PRIMARY_BACK_FRESH = "primary-back-fresh"
 FALLBACK_KILLED = "fallback-killed"
 BOTH_DOWN = "both-down"
 SCENARIOS = (HEALTHY, PRIMARY_KILLED, PRIMARY_BACK_FRESH, FALLBACK_KILLED, BOTH_DOWN)
+# What the failover scenarios' primary can be (see ChaosServers).
+PRIMARIES = ("iggy", "kafka")
 TENANT = "chaos-lab"
 
 
@@ -98,14 +101,58 @@ class ScenarioResult:
 
 
 class ChaosServers:
-    """An iggy-server and a Kafka broker that can be killed and brought back on the same ports."""
+    """An iggy-server and a Kafka broker that can be killed and brought back on the same ports.
 
-    def __init__(self, root: Path, iggy_binary: str) -> None:
+    With `primary="kafka"` the failover scenarios' primary is a second Kafka broker instead of
+    iggy-server (where no iggy-server binary is at hand: the same switching, stranding and
+    re-publishing, with backends named kafka-primary and kafka-fallback).
+    """
+
+    def __init__(self, root: Path, iggy_binary: str, *, primary: str = "iggy") -> None:
+        if primary not in PRIMARIES:
+            raise ValueError(f"primary must be one of {', '.join(PRIMARIES)}, not {primary!r}")
         self._root = root
+        self.primary = primary
         self.iggy = LocalIggyServer(iggy_binary, data_dir=root / "iggy")
         self.notes: list[str] = []
         self._kafka_released = threading.Event()
         self.kafka = LocalKafkaBroker(data_dir=root / "kafka")
+        self.kafka_primary = LocalKafkaBroker(data_dir=root / "kafka-primary")
+        self._primary_released = threading.Event()
+
+    @property
+    def backend_names(self) -> tuple[str, str]:
+        """(primary, fallback) as the failover bus names them (GetStatus, FailoverRecord.backend)."""
+        return ("iggy", "kafka") if self.primary == "iggy" else ("kafka-primary", "kafka-fallback")
+
+    @property
+    def primary_url(self) -> str:
+        if self.primary == "iggy":
+            return self.iggy_url
+        return f"kafka://{self.kafka_primary.host}:{self.kafka_primary.port}"
+
+    async def start_primary(self) -> None:
+        if self.primary == "iggy":
+            await self.start_iggy()
+        else:
+            self._primary_released = await self._keep_started(self.kafka_primary)
+
+    async def kill_primary(self) -> None:
+        if self.primary == "iggy":
+            await self.iggy.kill()
+        else:
+            self.kafka_primary.kill_sync()
+            self._primary_released.set()
+
+    async def restart_primary_fresh(self) -> None:
+        """Bring the primary back on its port with nothing of its log: everything on it is lost."""
+        if self.primary == "iggy":
+            await self.restart_iggy_fresh()
+            return
+        await self.kill_primary()
+        log = self._root / "kafka-primary" / "data"
+        await asyncio.to_thread(shutil.rmtree, log, True)
+        await self.start_primary()
 
     @property
     def iggy_url(self) -> str:
@@ -117,11 +164,12 @@ class ChaosServers:
 
     def failover_url(self) -> str:
         return (
-            f"failover://?primary={quote(self.iggy_url, safe='')}&fallback={quote(self.kafka_url, safe='')}"
+            f"failover://?primary={quote(self.primary_url, safe='')}"
+            f"&fallback={quote(self.kafka_url, safe='')}"
         )
 
     async def start(self) -> None:
-        await self.start_iggy()
+        await self.start_primary()
         await self.start_kafka()
 
     async def start_iggy(self) -> None:
@@ -142,22 +190,27 @@ class ChaosServers:
         measuring meanwhile); the JVM gets SIGTERM when its spawning thread ends,
         so that thread waits until the broker is killed or stopped.
         """
+        self._kafka_released = await self._keep_started(self.kafka)
+
+    @staticmethod
+    async def _keep_started(broker: LocalKafkaBroker) -> threading.Event:
+        """Start the broker from a thread that waits until the returned event is set."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         released = threading.Event()
 
         def keep() -> None:
             try:
-                self.kafka.start_sync()
+                broker.start_sync()
             except BaseException as exc:  # handed to the awaiting coroutine
                 loop.call_soon_threadsafe(ready.set_exception, exc)
                 return
             loop.call_soon_threadsafe(ready.set_result, None)
             released.wait()
 
-        self._kafka_released = released
         threading.Thread(target=keep, name="chaos-kafka", daemon=True).start()
         await ready
+        return released
 
     async def kill_kafka(self) -> None:
         self.kafka.kill_sync()
@@ -171,7 +224,10 @@ class ChaosServers:
         await self.start_iggy()
 
     async def stop(self) -> None:
-        await self.iggy.stop()
+        if self.primary == "iggy":
+            await self.iggy.stop()
+        else:
+            await self.kill_primary()
         await self.kill_kafka()
 
 
@@ -298,7 +354,7 @@ async def _check_groups(
         status = await _status(service.grpc)
         for state in status.groups:
             live[state.group] = list(state.streams)
-    for name, url in (("iggy", servers.iggy_url), ("kafka", servers.kafka_url)):
+    for name, url in zip(servers.backend_names, (servers.primary_url, servers.kafka_url), strict=True):
         bus: Bus = open_bus(url)
         await bus.start()
         try:
@@ -404,7 +460,7 @@ async def _inject(
     if scenario == HEALTHY:
         return  # the measurement of flapping: no fault, so any switch is a false alarm
     if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH):
-        await servers.iggy.kill()
+        await servers.kill_primary()
         await asyncio.sleep(outage_s)
         # Kept down until GetJob names what is stranded on it (at most stranded_wait_s more).
         if stranded_wait_s > 0:
@@ -412,9 +468,9 @@ async def _inject(
                 await asyncio.wait_for(watch.stranded_seen.wait(), stranded_wait_s)
         watch.stored_at_return = watch.stored
         if scenario == PRIMARY_KILLED:
-            await servers.start_iggy()
+            await servers.start_primary()
         else:
-            await servers.restart_iggy_fresh()
+            await servers.restart_primary_fresh()
     elif scenario == FALLBACK_KILLED:
         await servers.kill_kafka()
         await asyncio.sleep(outage_s)
@@ -422,7 +478,7 @@ async def _inject(
         await servers.start_kafka()
     elif scenario == BOTH_DOWN:
         down_from = time.monotonic()
-        await servers.iggy.kill()
+        await servers.kill_primary()
         await servers.kill_kafka()
         deadline = time.monotonic() + max(outage_s, 15.0)
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -436,7 +492,7 @@ async def _inject(
         await servers.start_kafka()
         watch.both_down.append((down_from, time.monotonic()))
         await asyncio.sleep(outage_s / 2)
-        await servers.start_iggy()
+        await servers.start_primary()
     else:
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
 
@@ -455,6 +511,7 @@ async def run_scenario(
     timeout_s: float = 600.0,
     on_progress: Callable[[str], None] | None = None,
     stranded_wait_s: float = 0.0,
+    primary: str = "iggy",
 ) -> ScenarioResult:
     """One scenario end to end in `root`; problems are collected in the result, not raised.
 
@@ -468,7 +525,7 @@ async def run_scenario(
         root / "chaos.vcf.gz", SyntheticVcfSpec(records=variants, samples=1, seed=18), bgzip=True
     )
     result = ScenarioResult(scenario, expected_variants(path))
-    servers = ChaosServers(root, iggy_binary)
+    servers = ChaosServers(root, iggy_binary, primary=primary)
     await servers.start()
     try:
         # The job is read by path, allowed from root (the services' data dir stays unreachable).
@@ -508,10 +565,10 @@ async def run_scenario(
                 if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH, BOTH_DOWN):
                     # Clean return: publishing goes back to Iggy after its stable period.
                     back_by = time.monotonic() + 90
-                    while not watch.all_on("iggy"):
+                    while not watch.all_on(servers.backend_names[0]):
                         if time.monotonic() > back_by:
                             raise _ScenarioProblem(
-                                "publishing did not return to iggy within 90 s of the job's end"
+                                "publishing did not return to the primary within 90 s of the job's end"
                             )
                         await asyncio.sleep(0.2)
                     result.back_on_primary_s = time.monotonic() - fault_at
@@ -569,7 +626,7 @@ def render(results: list[ScenarioResult]) -> str:
         "outage s",
         "stored in outage",
         "stall s",
-        "back on iggy s",
+        "back on primary s",
         "done s",
         "republished (whole) variants",
         "problems",
@@ -601,7 +658,9 @@ def render(results: list[ScenarioResult]) -> str:
     return "\n".join(lines)
 
 
-async def run(scenarios: list[str], variants: int, outage_s: float, iggy_binary: str) -> list[ScenarioResult]:
+async def run(
+    scenarios: list[str], variants: int, outage_s: float, iggy_binary: str, primary: str = "iggy"
+) -> list[ScenarioResult]:
     results = []
     for scenario in scenarios:
         with tempfile.TemporaryDirectory(prefix=f"vcf-agent-chaos-{scenario}-") as scratch:
@@ -610,6 +669,7 @@ async def run(scenarios: list[str], variants: int, outage_s: float, iggy_binary:
                     scenario,
                     Path(scratch),
                     iggy_binary=iggy_binary,
+                    primary=primary,
                     variants=variants,
                     outage_s=outage_s,
                     timeout_s=max(600.0, variants / 200),
