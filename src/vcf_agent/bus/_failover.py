@@ -124,6 +124,8 @@ DEFAULT_FAILURES_TO_SWITCH = 3
 DEFAULT_STABLE_PERIOD_S = 10.0
 DEFAULT_PUBLISH_TIMEOUT_S = 2.0
 DEFAULT_BOTH_DOWN_WAIT_S = 600.0
+# The longest a starting member waits for one backend to admit it, per attempt.
+_JOIN_TIMEOUT_MAX_S = 60.0
 # Bounds an inner poll so a switch, commit or seek never waits long on the idle backend.
 _FETCH_SLICE_S = 0.25
 # Ids of re-published batches remembered per partition, to drop their late twins.
@@ -712,24 +714,41 @@ class FailoverConsumer(Consumer):
         return self._bus.probe_timeout_s * 5
 
     async def start(self) -> None:
-        opened = await asyncio.gather(*(self._open(side) for side in self._sides))
-        if not any(opened):
-            raise BusUnavailableError(f"failover consumer {self._group}: no backend reachable")
+        """Join on both backends; until one admits the member, again, each time allowed twice as long.
+
+        A stage starting while both are down (or while a loaded broker takes longer than the
+        usual bound to admit a member) waits for either, up to `both_down_wait_ms`, rather
+        than ending its process.
+        """
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._bus.both_down_wait_s
+        timeout = self._timeout_s
+        while not any(await asyncio.gather(*(self._open(side, timeout) for side in self._sides))):
+            if loop.time() >= give_up_at:
+                raise BusUnavailableError(f"failover consumer {self._group}: no backend reachable")
+            _log.warning(
+                "failover consumer %s: neither backend admitted the member within %.1fs; trying again",
+                self._group,
+                timeout,
+            )
+            await asyncio.sleep(self._bus.probe_interval_s)
+            timeout = min(2 * timeout, _JOIN_TIMEOUT_MAX_S)
         self._started = True
 
-    async def _open(self, side: _ConsumerSide) -> bool:
+    async def _open(self, side: _ConsumerSide, timeout_s: float | None = None) -> bool:
         """Join the group on one backend; on failure retry at a later poll."""
         loop = asyncio.get_running_loop()
         # Read before joining: a floor at or below the real start position is always safe.
         await asyncio.gather(*(self._read_floor(side, s, with_start=True) for s in self._streams))
+        consumer = side.bus.consumer(
+            self._streams, self._group, start=self._start, max_in_flight=self._max_in_flight
+        )
         try:
-            consumer = side.bus.consumer(
-                self._streams, self._group, start=self._start, max_in_flight=self._max_in_flight
-            )
-            await asyncio.wait_for(consumer.start(), self._timeout_s)
+            await asyncio.wait_for(consumer.start(), timeout_s or self._timeout_s)
         except Exception as exc:  # a down backend; the other one keeps serving
             _log.warning("failover consumer %s: cannot join on %s: %r", self._group, side.name, exc)
             side.reopen_at = loop.time() + self._bus.probe_interval_s
+            await self._leave_quietly(consumer)
             return False
         side.consumer = consumer
         await self._forget_lost(side)
