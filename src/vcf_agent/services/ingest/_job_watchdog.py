@@ -160,11 +160,14 @@ class JobWatchdog(AsyncComponent):
         lags = await asyncio.gather(
             *(bus.backend_lags(group, stream, timeout_s=1.0) for group, stream in pairs)
         )
+        # Only a backend failing its probes strands anything; a live one slow to answer a lag
+        # read (a loaded broker) still delivers.
+        down = {state.name for state in bus.backend_states() if not state.healthy}
         found = [
             f"{backend.lag} on {stream} for {group} ({backend.backend}, unreachable)"
             for (group, stream), backends in zip(pairs, lags, strict=True)
             for backend in backends
-            if backend.stale and backend.lag > 0
+            if backend.backend in down and backend.stale and backend.lag > 0
         ]
         return f"records stranded: {', '.join(found)}" if found else ""
 
