@@ -661,11 +661,14 @@ def render(results: list[ScenarioResult]) -> str:
 async def run(
     scenarios: list[str], variants: int, outage_s: float, iggy_binary: str, primary: str = "iggy"
 ) -> list[ScenarioResult]:
+    """Each scenario in turn; its row is printed as soon as it ends, and a scenario that broke
+    around the system under test (a server that did not come back) is a row with that problem,
+    not the end of the run."""
     results = []
     for scenario in scenarios:
         with tempfile.TemporaryDirectory(prefix=f"vcf-agent-chaos-{scenario}-") as scratch:
-            results.append(
-                await run_scenario(
+            try:
+                result = await run_scenario(
                     scenario,
                     Path(scratch),
                     iggy_binary=iggy_binary,
@@ -675,5 +678,9 @@ async def run(
                     timeout_s=max(600.0, variants / 200),
                     on_progress=lambda text: print(text, flush=True),
                 )
-            )
+            except Exception as exc:  # recorded, and the next scenario runs
+                log.exception("chaos: scenario %s broke", scenario)
+                result = ScenarioResult(scenario, expected=0, problems=[f"the scenario broke: {exc!r}"[:500]])
+            print(render([result]), flush=True)
+            results.append(result)
     return results
