@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
-from vcf_agent.bus import Bus, BusError, Consumer, OutgoingMessage, Record, StartPosition
+from vcf_agent.bus import Bus, BusError, Consumer, OutgoingMessage, PublishedPosition, Record, StartPosition
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.schema import (
     HEADER_JOB,
@@ -54,7 +54,9 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 
 
-async def publish_patiently(bus: Bus, stream: str, messages: Sequence[OutgoingMessage], *, who: str) -> None:
+async def publish_patiently(
+    bus: Bus, stream: str, messages: Sequence[OutgoingMessage], *, who: str
+) -> list[PublishedPosition]:
     """Publish, retrying a failing bus (down, or its log's disk full) with the stages' bounded backoff.
 
     For producers outside a consumer loop (ingest reading a file): their work cannot be handed
@@ -63,8 +65,7 @@ async def publish_patiently(bus: Bus, stream: str, messages: Sequence[OutgoingMe
     delay = RETRY_FIRST_S
     while True:
         try:
-            await bus.publish(stream, messages)
-            return
+            return await bus.publish(stream, messages)
         except BusError as exc:
             log.warning("%s: publishing to %s failed (%s); retrying in %.1fs", who, stream, exc, delay)
             telemetry.stage_retries.labels(who, type(exc).__name__).inc()

@@ -323,8 +323,14 @@ async def test_lag_is_end_minus_committed(bus_env: BusEnv) -> None:
     ]
     async with bus.consumer([stream], group) as consumer:
         await drain(consumer, 20, bound_s(bus_env))
+        # A reader that never committed (a replay scan) is not one of the stream's stages.
+        assert group not in await bus.consumer_groups(stream)
         partial = {(stream, p): end // 2 for p, end in ends.items()}
         await consumer.commit(partial)
+    assert group in await bus.consumer_groups(stream)
+    other = bus_env.stream()
+    await bus.ensure_streams([StreamSpec(other, 1)])
+    assert group not in await bus.consumer_groups(other)
     lags = await bus.lag(group, stream)
     assert [(lag.partition, lag.committed, lag.end) for lag in lags] == [
         (p, ends[p] // 2, ends[p]) for p in sorted(ends)

@@ -514,3 +514,29 @@ async def test_both_down_is_unhealthy_and_publishing_resumes_when_one_returns(tm
         with pytest.raises(BusUnavailableError):
             await bus.publish("s", [OutgoingMessage(b"nowhere")])
         assert 2.5 < time.monotonic() - started < 5.0
+
+
+async def test_a_member_starting_while_neither_backend_admits_it_joins_when_one_does(tmp_path: Path) -> None:
+    """A stage that starts during an outage of both (or while a loaded broker is slow to admit
+    members) waits for either instead of ending its process: seen under load as services that
+    exited at start with "no backend reachable"."""
+    name = memory_name()
+    primary, fallback = MemoryBus(name), MemoryBus(memory_name())
+    bus = FailoverBus(
+        primary, fallback, probe_interval_s=PROBE_INTERVAL_S, failures_to_switch=FAILURES_TO_SWITCH
+    )
+    async with MemoryBus(name), bus:
+        await bus.ensure_streams([StreamSpec("s", 1)])
+        await bus.publish("s", [OutgoingMessage(b"waiting", key=b"k")])
+        await primary.stop()
+        await fallback.stop()
+        consumer = bus.consumer(["s"], "patient")
+        joining = asyncio.create_task(consumer.start())
+        await asyncio.sleep(0.5)
+        assert not joining.done()
+        await primary.start()
+        await asyncio.wait_for(joining, 5.0)
+        try:
+            assert values(await drain(consumer, 1)) == ["waiting"]
+        finally:
+            await consumer.stop()

@@ -124,3 +124,29 @@ async def test_status_reports_each_backend_switches_and_stranded_records_without
         assert sorted(recorder.values) == sorted(b"p%d" % i for i in range(7))
         back = await status_within(stub, 2.0)
         assert back.stranded_records == 0
+
+
+async def test_status_with_the_fallback_stalled_and_the_primary_healthy_is_a_prompt_partial_answer(
+    tmp_path: Path, failover: tuple[FailoverBus, FaultyMemoryBus, FaultyMemoryBus]
+) -> None:
+    """Issue 18: with Kafka down and Iggy healthy GetStatus failed (UNKNOWN, "lag unavailable on
+    both backends") after 1.1-2.1 s; a stalled fallback must leave the primary's answer intact."""
+    bus, _primary, fallback = failover
+    parts, _recorder = probe_service(bus)
+    settings = Settings(data_dir=tmp_path / "probe")
+    async with ServiceHost(parts, bus, settings) as host, control_stub(host.control.address) as stub:
+        await stub.Pause(control_pb2.ConsumptionRequest(group="probe-group"))
+        await bus.publish(PROBE_STREAM, [OutgoingMessage(b"p%d" % i, b"k%d" % i) for i in range(3)])
+        fallback.hang = True
+        deadline = time.monotonic() + 5
+        while not bus.declared_down(1):
+            assert time.monotonic() < deadline, "the stalled fallback was never declared down"
+            await asyncio.sleep(0.02)
+        status = await status_within(stub, bus.probe_timeout_s + 1.0)
+        assert status.active_backend == "memory-primary" and status.backend_switches == 0
+        primary_status, fallback_status = status.backends
+        assert primary_status.healthy and not primary_status.lag_stale and primary_status.lag == 3
+        assert not fallback_status.healthy and fallback_status.lag_stale
+        assert status.bus_healthy and status.health == "SERVING"
+        # Nothing is stranded on the stalled fallback: it took nothing.
+        assert status.stranded_records == 0

@@ -6,10 +6,13 @@ submits one synthetic job, injects its fault as soon as the first variants
 are stored (`healthy` injects none: any switch there is flapping), and waits for
 the job to finish. It measures what an operator would:
 when each service switched backends (from its GetStatus), the longest time the
-stored count did not grow while a backend was up (stall), and how long the job
-took; and it checks what must hold afterwards: stored == expected with no
-duplicate rows, one member per live consumer in every group on each backend,
-and every committed offset inside its backend's log.
+stored count did not grow while a backend was up (stall), how long the job
+took, what GetJob said while records were stranded, and how often and how much
+ingest published again; and it checks what must hold afterwards: stored ==
+expected, with the writer's table read directly after the services stopped
+(distinct variants of the job == expected, rows == distinct: no duplicate, none
+lost), one member per live consumer in every group on each backend, and every
+committed offset inside its backend's log.
 
 The same code runs the CI tests (a few thousand variants) and the command (500,000).
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import shutil
 import tempfile
 import threading
 import time
@@ -48,6 +53,8 @@ PRIMARY_BACK_FRESH = "primary-back-fresh"
 FALLBACK_KILLED = "fallback-killed"
 BOTH_DOWN = "both-down"
 SCENARIOS = (HEALTHY, PRIMARY_KILLED, PRIMARY_BACK_FRESH, FALLBACK_KILLED, BOTH_DOWN)
+# What the failover scenarios' primary can be (see ChaosServers).
+PRIMARIES = ("iggy", "kafka")
 TENANT = "chaos-lab"
 
 
@@ -70,8 +77,16 @@ class ScenarioResult:
     # Seconds after the fault until every service published to Iggy again (0: never left or not asked).
     back_on_primary_s: float = 0.0
     completion_s: float = 0.0
-    # Times ingest published the job again from its file (records stranded on a lost backend).
+    # Times ingest published the job again from its file (records stranded on a lost backend),
+    # and of those the times it was the whole file rather than what the lost backend had taken.
     republished: int = 0
+    republished_whole: int = 0
+    # Variants ingest published again in all (spans the lost backend had taken, or whole files).
+    republished_variants: int = 0
+    # From the writer's table after the services stopped: rows beyond one per variant, and
+    # expected variants with no row.
+    duplicates: int = 0
+    lost: int = 0
     # What GetJob said while records were stranded (its stall detail), empty if it never did.
     stranded: str = ""
     # Members per (backend, group, topic) for groups some live service runs.
@@ -86,14 +101,58 @@ class ScenarioResult:
 
 
 class ChaosServers:
-    """An iggy-server and a Kafka broker that can be killed and brought back on the same ports."""
+    """An iggy-server and a Kafka broker that can be killed and brought back on the same ports.
 
-    def __init__(self, root: Path, iggy_binary: str) -> None:
+    With `primary="kafka"` the failover scenarios' primary is a second Kafka broker instead of
+    iggy-server (where no iggy-server binary is at hand: the same switching, stranding and
+    re-publishing, with backends named kafka-primary and kafka-fallback).
+    """
+
+    def __init__(self, root: Path, iggy_binary: str, *, primary: str = "iggy") -> None:
+        if primary not in PRIMARIES:
+            raise ValueError(f"primary must be one of {', '.join(PRIMARIES)}, not {primary!r}")
         self._root = root
+        self.primary = primary
         self.iggy = LocalIggyServer(iggy_binary, data_dir=root / "iggy")
         self.notes: list[str] = []
         self._kafka_released = threading.Event()
         self.kafka = LocalKafkaBroker(data_dir=root / "kafka")
+        self.kafka_primary = LocalKafkaBroker(data_dir=root / "kafka-primary")
+        self._primary_released = threading.Event()
+
+    @property
+    def backend_names(self) -> tuple[str, str]:
+        """(primary, fallback) as the failover bus names them (GetStatus, FailoverRecord.backend)."""
+        return ("iggy", "kafka") if self.primary == "iggy" else ("kafka-primary", "kafka-fallback")
+
+    @property
+    def primary_url(self) -> str:
+        if self.primary == "iggy":
+            return self.iggy_url
+        return f"kafka://{self.kafka_primary.host}:{self.kafka_primary.port}"
+
+    async def start_primary(self) -> None:
+        if self.primary == "iggy":
+            await self.start_iggy()
+        else:
+            self._primary_released = await self._keep_started(self.kafka_primary)
+
+    async def kill_primary(self) -> None:
+        if self.primary == "iggy":
+            await self.iggy.kill()
+        else:
+            self.kafka_primary.kill_sync()
+            self._primary_released.set()
+
+    async def restart_primary_fresh(self) -> None:
+        """Bring the primary back on its port with nothing of its log: everything on it is lost."""
+        if self.primary == "iggy":
+            await self.restart_iggy_fresh()
+            return
+        await self.kill_primary()
+        log = self._root / "kafka-primary" / "data"
+        await asyncio.to_thread(shutil.rmtree, log, True)
+        await self.start_primary()
 
     @property
     def iggy_url(self) -> str:
@@ -105,11 +164,12 @@ class ChaosServers:
 
     def failover_url(self) -> str:
         return (
-            f"failover://?primary={quote(self.iggy_url, safe='')}&fallback={quote(self.kafka_url, safe='')}"
+            f"failover://?primary={quote(self.primary_url, safe='')}"
+            f"&fallback={quote(self.kafka_url, safe='')}"
         )
 
     async def start(self) -> None:
-        await self.start_iggy()
+        await self.start_primary()
         await self.start_kafka()
 
     async def start_iggy(self) -> None:
@@ -130,22 +190,27 @@ class ChaosServers:
         measuring meanwhile); the JVM gets SIGTERM when its spawning thread ends,
         so that thread waits until the broker is killed or stopped.
         """
+        self._kafka_released = await self._keep_started(self.kafka)
+
+    @staticmethod
+    async def _keep_started(broker: LocalKafkaBroker) -> threading.Event:
+        """Start the broker from a thread that waits until the returned event is set."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         released = threading.Event()
 
         def keep() -> None:
             try:
-                self.kafka.start_sync()
+                broker.start_sync()
             except BaseException as exc:  # handed to the awaiting coroutine
                 loop.call_soon_threadsafe(ready.set_exception, exc)
                 return
             loop.call_soon_threadsafe(ready.set_result, None)
             released.wait()
 
-        self._kafka_released = released
         threading.Thread(target=keep, name="chaos-kafka", daemon=True).start()
         await ready
+        return released
 
     async def kill_kafka(self) -> None:
         self.kafka.kill_sync()
@@ -159,7 +224,10 @@ class ChaosServers:
         await self.start_iggy()
 
     async def stop(self) -> None:
-        await self.iggy.stop()
+        if self.primary == "iggy":
+            await self.iggy.stop()
+        else:
+            await self.kill_primary()
         await self.kill_kafka()
 
 
@@ -219,6 +287,7 @@ class _Watch:
         self.switches: list[str] = []
         # The first stall detail of the job that named records stranded on a backend.
         self.stranded = ""
+        self.stranded_seen = asyncio.Event()
         self._active: dict[str, str] = {}
         # Intervals (start, end) when no backend was up: a stall there is not the bus's fault.
         self.both_down: list[tuple[float, float]] = []
@@ -235,6 +304,7 @@ class _Watch:
                 )
                 if "stranded" in detail and not self.stranded:
                     self.stranded = detail
+                    self.stranded_seen.set()
                 if stored > self.stored:
                     self._gaps.append((self._last_growth, now))
                     self._last_growth = now
@@ -284,7 +354,7 @@ async def _check_groups(
         status = await _status(service.grpc)
         for state in status.groups:
             live[state.group] = list(state.streams)
-    for name, url in (("iggy", servers.iggy_url), ("kafka", servers.kafka_url)):
+    for name, url in zip(servers.backend_names, (servers.primary_url, servers.kafka_url), strict=True):
         bus: Bus = open_bus(url)
         await bus.start()
         try:
@@ -378,20 +448,29 @@ async def _all_health(services: dict[str, ServiceProcess]) -> set[int]:
 
 
 async def _inject(
-    scenario: str, servers: ChaosServers, services: dict[str, ServiceProcess], watch: _Watch, outage_s: float
+    scenario: str,
+    servers: ChaosServers,
+    services: dict[str, ServiceProcess],
+    watch: _Watch,
+    outage_s: float,
+    stranded_wait_s: float = 0.0,
 ) -> None:
     from grpc_health.v1 import health_pb2
 
     if scenario == HEALTHY:
         return  # the measurement of flapping: no fault, so any switch is a false alarm
     if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH):
-        await servers.iggy.kill()
+        await servers.kill_primary()
         await asyncio.sleep(outage_s)
+        # Kept down until GetJob names what is stranded on it (at most stranded_wait_s more).
+        if stranded_wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.stranded_seen.wait(), stranded_wait_s)
         watch.stored_at_return = watch.stored
         if scenario == PRIMARY_KILLED:
-            await servers.start_iggy()
+            await servers.start_primary()
         else:
-            await servers.restart_iggy_fresh()
+            await servers.restart_primary_fresh()
     elif scenario == FALLBACK_KILLED:
         await servers.kill_kafka()
         await asyncio.sleep(outage_s)
@@ -399,7 +478,7 @@ async def _inject(
         await servers.start_kafka()
     elif scenario == BOTH_DOWN:
         down_from = time.monotonic()
-        await servers.iggy.kill()
+        await servers.kill_primary()
         await servers.kill_kafka()
         deadline = time.monotonic() + max(outage_s, 15.0)
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -413,7 +492,7 @@ async def _inject(
         await servers.start_kafka()
         watch.both_down.append((down_from, time.monotonic()))
         await asyncio.sleep(outage_s / 2)
-        await servers.start_iggy()
+        await servers.start_primary()
     else:
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
 
@@ -431,8 +510,14 @@ async def run_scenario(
     outage_s: float = 10.0,
     timeout_s: float = 600.0,
     on_progress: Callable[[str], None] | None = None,
+    stranded_wait_s: float = 0.0,
+    primary: str = "iggy",
 ) -> ScenarioResult:
-    """One scenario end to end in `root`; problems are collected in the result, not raised."""
+    """One scenario end to end in `root`; problems are collected in the result, not raised.
+
+    With `stranded_wait_s`, a killed Iggy stays down past `outage_s` until GetJob reports
+    records stranded on it, or that much longer.
+    """
     from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 
     say = on_progress or (lambda _text: None)
@@ -440,7 +525,7 @@ async def run_scenario(
         root / "chaos.vcf.gz", SyntheticVcfSpec(records=variants, samples=1, seed=18), bgzip=True
     )
     result = ScenarioResult(scenario, expected_variants(path))
-    servers = ChaosServers(root, iggy_binary)
+    servers = ChaosServers(root, iggy_binary, primary=primary)
     await servers.start()
     try:
         # The job is read by path, allowed from root (the services' data dir stays unreachable).
@@ -464,7 +549,7 @@ async def run_scenario(
                 watch.fault_at = fault_at = time.monotonic()
                 watch.stored_at_fault = watch.stored
                 say(f"{scenario}: fault at {watch.stored}/{result.expected} stored")
-                await _inject(scenario, servers, services, watch, outage_s)
+                await _inject(scenario, servers, services, watch, outage_s, stranded_wait_s)
                 result.outage_s = time.monotonic() - fault_at
                 # After the fresh restart the stranded records are gone: ingest publishes the job
                 # again from its file, and it completes.
@@ -480,10 +565,10 @@ async def run_scenario(
                 if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH, BOTH_DOWN):
                     # Clean return: publishing goes back to Iggy after its stable period.
                     back_by = time.monotonic() + 90
-                    while not watch.all_on("iggy"):
+                    while not watch.all_on(servers.backend_names[0]):
                         if time.monotonic() > back_by:
                             raise _ScenarioProblem(
-                                "publishing did not return to iggy within 90 s of the job's end"
+                                "publishing did not return to the primary within 90 s of the job's end"
                             )
                         await asyncio.sleep(0.2)
                     result.back_on_primary_s = time.monotonic() - fault_at
@@ -500,6 +585,11 @@ async def run_scenario(
             await asyncio.sleep(5)
             result.store_variants, result.store_analyses = await _store_stats(services["writer"].grpc, job_id)
             await _check_groups(servers, services, result)
+        # The services stopped: the writer's table, read directly (as the fault scenarios do).
+        from vcf_agent.app.fault_chaos import _store_verdict
+
+        distinct, rows = await asyncio.to_thread(_store_verdict, root, job_id)
+        result.duplicates, result.lost = rows - distinct, result.expected - distinct
     finally:
         await servers.stop()
         result.notes.extend(servers.notes)
@@ -507,8 +597,15 @@ async def run_scenario(
     if ingest_log.exists():
         text = ingest_log.read_text(encoding="utf-8", errors="replace")
         result.republished = text.count("publishing it again from")
+        result.republished_whole = text.count(", the whole file: ")
+        result.republished_variants = (
+            sum(int(found) for found in re.findall(r"published (\d+) variants again", text))
+            + result.republished_whole * result.expected
+        )
     if result.stored != result.expected:
         result.problems.append(f"stored {result.stored} of {result.expected}")
+    if result.duplicates or result.lost:
+        result.problems.append(f"the writer's table: {result.duplicates} duplicates, {result.lost} lost")
     if result.store_variants != result.stored or result.store_analyses != result.stored:
         result.problems.append(
             f"store holds {result.store_variants} variants and {result.store_analyses} analyses "
@@ -522,14 +619,16 @@ def render(results: list[ScenarioResult]) -> str:
         "scenario",
         "expected",
         "stored",
+        "duplicates",
+        "lost",
         "state",
         "switches (s after fault)",
         "outage s",
         "stored in outage",
         "stall s",
-        "back on iggy s",
+        "back on primary s",
         "done s",
-        "republished",
+        "republished (whole) variants",
         "problems",
     )
     rows = [header]
@@ -539,6 +638,8 @@ def render(results: list[ScenarioResult]) -> str:
                 r.scenario,
                 str(r.expected),
                 str(r.stored),
+                str(r.duplicates),
+                str(r.lost),
                 r.state,
                 ", ".join(r.switches) or "none",
                 f"{r.outage_s:.1f}",
@@ -546,29 +647,40 @@ def render(results: list[ScenarioResult]) -> str:
                 f"{r.stall_s:.1f}",
                 f"{r.back_on_primary_s:.1f}" if r.back_on_primary_s else "-",
                 f"{r.completion_s:.1f}",
-                str(r.republished),
+                f"{r.republished} ({r.republished_whole}) {r.republished_variants}",
                 "; ".join(r.problems) or "none",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     lines.extend(f"note ({r.scenario}): {note}" for r in results for note in r.notes)
+    lines.extend(f"stranded ({r.scenario}): GetJob said {r.stranded!r}" for r in results if r.stranded)
     return "\n".join(lines)
 
 
-async def run(scenarios: list[str], variants: int, outage_s: float, iggy_binary: str) -> list[ScenarioResult]:
+async def run(
+    scenarios: list[str], variants: int, outage_s: float, iggy_binary: str, primary: str = "iggy"
+) -> list[ScenarioResult]:
+    """Each scenario in turn; its row is printed as soon as it ends, and a scenario that broke
+    around the system under test (a server that did not come back) is a row with that problem,
+    not the end of the run."""
     results = []
     for scenario in scenarios:
         with tempfile.TemporaryDirectory(prefix=f"vcf-agent-chaos-{scenario}-") as scratch:
-            results.append(
-                await run_scenario(
+            try:
+                result = await run_scenario(
                     scenario,
                     Path(scratch),
                     iggy_binary=iggy_binary,
+                    primary=primary,
                     variants=variants,
                     outage_s=outage_s,
                     timeout_s=max(600.0, variants / 200),
                     on_progress=lambda text: print(text, flush=True),
                 )
-            )
+            except Exception as exc:  # recorded, and the next scenario runs
+                log.exception("chaos: scenario %s broke", scenario)
+                result = ScenarioResult(scenario, expected=0, problems=[f"the scenario broke: {exc!r}"[:500]])
+            print(render([result]), flush=True)
+            results.append(result)
     return results

@@ -151,13 +151,15 @@ def _cmd_chaos(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         )
         print(fault_chaos.render_faults(found))
         return 0 if all(not r.problems for r in found) else 1
-    if binary is None:
+    if binary is None and args.primary == "iggy":
         print(
-            "vcf-agent chaos: no iggy-server binary (set IGGY_SERVER_BIN or put it on PATH)", file=sys.stderr
+            "vcf-agent chaos: no iggy-server binary (set IGGY_SERVER_BIN or put it on PATH,"
+            " or run the failover scenarios with --primary kafka)",
+            file=sys.stderr,
         )
         return 2
     scenarios = args.scenarios or list(chaos.SCENARIOS)
-    results = asyncio.run(chaos.run(scenarios, args.variants, args.outage_s, binary))
+    results = asyncio.run(chaos.run(scenarios, args.variants, args.outage_s, str(binary or ""), args.primary))
     print(chaos.render(results))
     return 0 if all(not r.problems for r in results) else 1
 
@@ -304,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--bus", default="embedded,kafka,iggy", help="fault scenarios: comma-separated embedded, kafka, iggy"
     )
     chaos.add_argument("--outage-s", type=float, default=20.0, help="how long a killed server stays down")
+    chaos.add_argument(
+        "--primary",
+        choices=("iggy", "kafka"),
+        default="iggy",
+        help="failover scenarios: the primary (kafka: a second broker, where no iggy-server is at hand)",
+    )
     chaos.set_defaults(func=_cmd_chaos)
     config = sub.add_parser("config", help="the settings")
     config_sub = config.add_subparsers(dest="config_command", required=True)

@@ -64,6 +64,8 @@ class Record:
 class PublishedPosition:
     partition: int
     offset: int
+    # The backend that took it, where a bus has several (failover); empty otherwise.
+    backend: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,13 @@ class Bus(AsyncComponent):
         committed = await self.committed_offsets(group, stream)
         ends = await self.end_offsets(stream)
         return [PartitionLag(stream, p, committed.get(p, 0), end) for p, end in sorted(ends.items())]
+
+    async def consumer_groups(self, stream: str) -> list[str]:
+        """Groups that committed an offset on the stream: the stages that read it.
+
+        Throw-away readers (replay and dead-letter scans) never commit, so they are not listed.
+        """
+        return []
 
     async def earliest_offsets(self, stream: str) -> dict[int, int]:
         """First retained offset per partition; backends without retention start at 0."""

@@ -387,6 +387,15 @@ class EmbeddedBus(Bus):
 
         return await self._run(query)
 
+    async def consumer_groups(self, stream: str) -> list[str]:
+        def query() -> list[str]:
+            conn = self._db()
+            sid, _ = self._stream_sync(conn, stream)
+            rows = conn.execute("SELECT DISTINCT grp FROM offsets WHERE sid = ? ORDER BY grp", (sid,))
+            return [str(row[0]) for row in rows.fetchall()]
+
+        return await self._run(query)
+
     async def end_offsets(self, stream: str) -> dict[int, int]:
         def query() -> dict[int, int]:
             conn = self._db()

@@ -35,7 +35,9 @@ died are stranded there: they are read when it returns (its log is durable),
 and until then the bus reports them as the primary's last known lag
 (`backend_lags`, GetStatus). A primary that returns without them (its log was
 lost) is read from its new start, and the loss is logged with its size; ingest
-then publishes the affected jobs again from their files.
+then publishes again, from the file, the part of each affected job that the lost
+backend had acknowledged (each PublishedPosition names its `backend`, and
+`outages()` counts how often each was declared down).
 
 Ordering. Every message carries an id header, and each keyed message published
 on backend X carries `x-bus-after: N`, where N is the next offset after the last
@@ -52,8 +54,8 @@ beats order there. The pipeline's stored effects do not depend on order
 (a resubmission's STARTED resets the writer's count), so the writer ignores a
 marker older than one it applied: a STARTED stranded on a dead primary and
 delivered after its run's FINISHED is not a new run. Records stranded on a
-primary that returns empty are published again from ingest's checkpoint
-(see vcf_agent.services.ingest's job watchdog).
+primary that returns empty are published again from ingest's file, after a
+grace period (see vcf_agent.services.ingest's job watchdog and publish ledger).
 
 Delivery is at-least-once. A batch whose primary publish timed out may have
 landed there as well; its fallback copy is marked `x-bus-retry`. If the primary
@@ -122,6 +124,8 @@ DEFAULT_FAILURES_TO_SWITCH = 3
 DEFAULT_STABLE_PERIOD_S = 10.0
 DEFAULT_PUBLISH_TIMEOUT_S = 2.0
 DEFAULT_BOTH_DOWN_WAIT_S = 600.0
+# The longest a starting member waits for one backend to admit it, per attempt.
+_JOIN_TIMEOUT_MAX_S = 60.0
 # Bounds an inner poll so a switch, commit or seek never waits long on the idle backend.
 _FETCH_SLICE_S = 0.25
 # Ids of re-published batches remembered per partition, to drop their late twins.
@@ -151,6 +155,10 @@ class _BusSide:
     missing_specs: dict[str, StreamSpec] = field(default_factory=dict)
     # Next offset after this publisher's last acknowledged record, per partition.
     acked: dict[TopicPartition, int] = field(default_factory=dict)
+    # Times it was declared down: what it took before the latest may be stranded or lost.
+    outages: int = 0
+    # The groups that read each stream here, as last listed while it answered.
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +271,22 @@ class FailoverBus(Bus):
         """Failed `failures_to_switch` probes or publishes in a row."""
         return self._sides[index].failed_streak >= self.failures_to_switch
 
+    def outages(self, backend: str) -> int:
+        """Times the named backend was declared down since start.
+
+        A record it acknowledged (`PublishedPosition.backend`) while this was lower
+        was on it when it went away: stranded until it returns, lost if it returns empty.
+        """
+        for side in self._sides:
+            if side.name == backend:
+                return side.outages
+        raise BusError(f"failover bus: no backend named {backend!r}, only {self.backend_names}")
+
+    def _failed_once_more(self, side: _BusSide) -> None:
+        side.failed_streak += 1
+        if side.failed_streak == self.failures_to_switch:
+            side.outages += 1
+
     async def start(self) -> None:
         results = await asyncio.gather(
             *(asyncio.wait_for(side.bus.start(), self._publish_timeout_s * 5) for side in self._sides),
@@ -313,7 +337,7 @@ class FailoverBus(Bus):
             if up:
                 side.failed_streak = 0
             else:
-                side.failed_streak += 1
+                self._failed_once_more(side)
                 side.healthy_since = None
             platform_health_status.labels(backend=side.name).set(1 if up else 0)
             if up and side.missing_specs:
@@ -367,7 +391,7 @@ class FailoverBus(Bus):
         on every failed publish would flap between two dead backends.
         """
         side = self._sides[index]
-        side.failed_streak += 1
+        self._failed_once_more(side)
         if other_took_it and index == self._active and self.declared_down(index):
             side.up = False
             side.healthy_since = None
@@ -505,7 +529,7 @@ class FailoverBus(Bus):
         for position in positions:
             tp = (stream, position.partition)
             side.acked[tp] = max(side.acked.get(tp, 0), position.offset + 1)
-        return positions
+        return [PublishedPosition(p.partition, p.offset, side.name) for p in positions]
 
     def consumer(
         self,
@@ -542,6 +566,26 @@ class FailoverBus(Bus):
         the probe loop in starting a backend that is coming back.
         """
         return any(side.up for side in self._sides)
+
+    async def consumer_groups(self, stream: str) -> list[str]:
+        """Groups reading the stream on either backend; a backend that does not answer, as last listed.
+
+        Listing costs a request per group on some backends: callers asking often keep the
+        answer a while. Never raises.
+        """
+
+        async def listed(side: _BusSide) -> list[str]:
+            if side.up:
+                try:
+                    side.groups[stream] = await asyncio.wait_for(
+                        side.bus.consumer_groups(stream), self._publish_timeout_s
+                    )
+                except Exception as exc:  # a dead or slow backend: what it last said
+                    _log.info("failover bus: groups of %s on %s unavailable: %r", stream, side.name, exc)
+            return side.groups.get(stream, [])
+
+        found = await asyncio.gather(*(listed(side) for side in self._sides))
+        return sorted({group for groups in found for group in groups})
 
     async def backend_lags(self, group: str, stream: str, timeout_s: float | None = None) -> list[BackendLag]:
         """Each backend's lag, read at once; within timeout_s (default the probe timeout) or the last known.
@@ -670,24 +714,41 @@ class FailoverConsumer(Consumer):
         return self._bus.probe_timeout_s * 5
 
     async def start(self) -> None:
-        opened = await asyncio.gather(*(self._open(side) for side in self._sides))
-        if not any(opened):
-            raise BusUnavailableError(f"failover consumer {self._group}: no backend reachable")
+        """Join on both backends; until one admits the member, again, each time allowed twice as long.
+
+        A stage starting while both are down (or while a loaded broker takes longer than the
+        usual bound to admit a member) waits for either, up to `both_down_wait_ms`, rather
+        than ending its process.
+        """
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._bus.both_down_wait_s
+        timeout = self._timeout_s
+        while not any(await asyncio.gather(*(self._open(side, timeout) for side in self._sides))):
+            if loop.time() >= give_up_at:
+                raise BusUnavailableError(f"failover consumer {self._group}: no backend reachable")
+            _log.warning(
+                "failover consumer %s: neither backend admitted the member within %.1fs; trying again",
+                self._group,
+                timeout,
+            )
+            await asyncio.sleep(self._bus.probe_interval_s)
+            timeout = min(2 * timeout, _JOIN_TIMEOUT_MAX_S)
         self._started = True
 
-    async def _open(self, side: _ConsumerSide) -> bool:
+    async def _open(self, side: _ConsumerSide, timeout_s: float | None = None) -> bool:
         """Join the group on one backend; on failure retry at a later poll."""
         loop = asyncio.get_running_loop()
         # Read before joining: a floor at or below the real start position is always safe.
         await asyncio.gather(*(self._read_floor(side, s, with_start=True) for s in self._streams))
+        consumer = side.bus.consumer(
+            self._streams, self._group, start=self._start, max_in_flight=self._max_in_flight
+        )
         try:
-            consumer = side.bus.consumer(
-                self._streams, self._group, start=self._start, max_in_flight=self._max_in_flight
-            )
-            await asyncio.wait_for(consumer.start(), self._timeout_s)
+            await asyncio.wait_for(consumer.start(), timeout_s or self._timeout_s)
         except Exception as exc:  # a down backend; the other one keeps serving
             _log.warning("failover consumer %s: cannot join on %s: %r", self._group, side.name, exc)
             side.reopen_at = loop.time() + self._bus.probe_interval_s
+            await self._leave_quietly(consumer)
             return False
         side.consumer = consumer
         await self._forget_lost(side)

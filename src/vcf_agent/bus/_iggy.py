@@ -623,6 +623,20 @@ class IggyBus(Bus):
                 result[partition] = committed
         return result
 
+    async def consumer_groups(self, stream: str) -> list[str]:
+        iggy_stream = self.settings.stream_name
+        groups = await self._session.call(
+            f"get groups of {stream}", lambda client: client.get_consumer_groups(iggy_stream, stream)
+        )
+        partitions = await self.partitions(stream)
+        found = []
+        for details in groups:
+            for partition in range(partitions):
+                if await self._session.committed(iggy_stream, stream, details.name, partition) is not None:
+                    found.append(str(details.name))
+                    break
+        return sorted(found)
+
     async def end_offsets(self, stream: str) -> dict[int, int]:
         iggy_stream = self.settings.stream_name
         details = await self._session.call(

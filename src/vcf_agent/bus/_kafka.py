@@ -310,6 +310,24 @@ class KafkaBus(Bus):
         )
         return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
+    async def consumer_groups(self, stream: str) -> list[str]:
+        _, admin, _ = self._require_started()
+        listed = await self._retrying("list consumer groups", admin.list_consumer_groups)
+        tps = await self._stream_partitions(stream)
+        found = []
+        for group_id, *_ in listed:
+            if await self._committed_any(str(group_id), tps):
+                found.append(str(group_id))
+        return sorted(found)
+
+    async def _committed_any(self, group: str, tps: list[KafkaPartition]) -> bool:
+        _, admin, _ = self._require_started()
+        offsets = await self._retrying(
+            f"fetch offsets of group {group!r}",
+            lambda: admin.list_consumer_group_offsets(group, partitions=tps),
+        )
+        return any(meta.offset >= 0 for meta in offsets.values())
+
     async def end_offsets(self, stream: str) -> dict[int, int]:
         _, _, reader = self._require_started()
         tps = await self._stream_partitions(stream)

@@ -180,6 +180,12 @@ class MemoryBus(Bus):
             return {}
         return {p: off for (s, p), off in state.committed.items() if s == stream}
 
+    async def consumer_groups(self, stream: str) -> list[str]:
+        log = self._check()
+        return sorted(
+            name for name, state in log.groups.items() if any(s == stream for s, _ in state.committed)
+        )
+
     async def end_offsets(self, stream: str) -> dict[int, int]:
         return {p: len(part.records) for p, part in enumerate(self._check().partitions_of(stream))}
 

@@ -7,15 +7,23 @@ it leaves the state as soon as a count moves (see JobRegistry.apply).
 
 On a failover bus, records published to the primary and not yet read when it
 died are stranded there: delivered when it returns with its log, lost when it
-returns empty. While jobs run the watchdog reads each stage's lag on both
-backends every tick (a dead backend's is its last known: what is stranded on
-it), and a job idle for `_STRANDED_STALL_S` while records are stranded is
-stalled at once, the detail naming them (how many, on which stream and
-backend). Once a job has been idle for
-`republish_grace_s` after a backend switch during its run, it has ingest
-publish the job again from its file onto the active backend (once per
-switch). Stored effects are upserts by correlation id and completion is
-counted from the store, so nothing is stored twice and the job completes.
+returns empty. While jobs run the watchdog reads, every tick, the lag on both
+backends of every group that reads a stream a job's records pass through
+(`vcf-variants`, `ai-analysis-requests`, `ai-analysis-results`, `database-writes`,
+`dead-letters`, `user-notifications`); the groups are the ones the backends list
+(the stages as they run: the router, one group per provider worker, the
+aggregator, the writer, ingest's tracker, the notifier), not a fixed list. A
+dead backend's lag is its last known: what is stranded on it. A job idle for
+`_STRANDED_STALL_S` while records are stranded is stalled at once, the detail
+naming them (how many, on which stream, for which group, on which backend).
+
+Once a job has been idle for `republish_grace_s` after a backend switch during
+its run, ingest publishes again what the lost backend had taken of it (the
+batches it acknowledged before it went down; see VariantPublisher.republish),
+once per switch; if the job is still idle a grace period later (something
+derived from a batch the live backend took was stranded), the whole file.
+Stored effects are upserts by correlation id and completion is counted from
+the store, so nothing is stored twice and the job completes.
 """
 
 from __future__ import annotations
@@ -40,11 +48,22 @@ __all__ = ["JobWatchdog"]
 log = logging.getLogger(__name__)
 
 _TICK_S = 1.0
+# How often the groups reading each stream are listed again: often enough that the groups
+# of a job that just started are known before a backend dies (a listing of a dead one is
+# its last), seldom enough for Kafka (a request per group and stream).
+_GROUPS_EVERY_S = 2.0
 # A job idle this long while records are stranded on an unreachable backend waits for them.
 _STRANDED_STALL_S = 5.0
-# The consumer group that reads each stream a job's records pass through, as each
-# stage names its group: where a record stranded on a dead backend waits.
-_STAGE_GROUPS = (("router", "variants"), ("aggregator", "analysis_results"), ("writer", "database_writes"))
+# The streams a job's records pass through (topology fields): where a record stranded on a
+# dead backend waits. Their readers are found on the backends (FailoverBus.consumer_groups).
+_JOB_STREAMS = (
+    "variants",
+    "analysis_requests",
+    "analysis_results",
+    "database_writes",
+    "dead_letters",
+    "user_notifications",
+)
 
 
 class JobWatchdog(AsyncComponent):
@@ -59,9 +78,11 @@ class JobWatchdog(AsyncComponent):
         self._grace_s = settings.republish_grace_s
         # job -> (counts, monotonic time they last changed)
         self._progress: dict[str, tuple[tuple[int, ...], float]] = {}
-        # job -> the bus's switch count when it was last published again
-        self._republished: dict[str, int] = {}
+        # job -> (the bus's switch count, monotonic time, whole file) when it was last published again
+        self._republished: dict[str, tuple[int, float, bool]] = {}
         self._task: asyncio.Task[None] | None = None
+        # (monotonic time, (group, stream) pairs) of the last listing of the streams' readers.
+        self._readers: tuple[float, list[tuple[str, str]]] = (float("-inf"), [])
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch_forever(), name="ingest:job-watchdog")
@@ -91,7 +112,7 @@ class JobWatchdog(AsyncComponent):
                 if ended is None or ended.state in TERMINAL_STATES:
                     self._publisher.forget(job_id)
         # Read while the backends answer, so a dead one's last known lag is fresh.
-        stranded = await self._stranded() if active else ""
+        stranded = await self._stranded(now) if active else ""
         stalled = 0
         for job in active.values():
             counts = (job.ingested, job.analysed, job.stored, job.total, job.dead_lettered)
@@ -105,7 +126,7 @@ class JobWatchdog(AsyncComponent):
                 stalled += 1
                 await self._stall(job, idle, stranded)
             if self._grace_s and idle >= self._grace_s:
-                self._republish_if_stranded(job, idle)
+                self._republish_if_stranded(job, idle, now)
         telemetry.jobs_stalled.set(stalled)
 
     async def _stall(self, job: JobRecord, idle: float, stranded: str) -> None:
@@ -123,28 +144,53 @@ class JobWatchdog(AsyncComponent):
             log.warning("job %s stalled: %s", job.job_id, detail)
         await self._publisher.announce(job.job_id, events_pb2.JOB_STATE_STALLED, detail)
 
-    async def _stranded(self) -> str:
-        """Records unread on a backend that does not answer, per stream: "N on STREAM (BACKEND, down)"."""
+    async def _stranded(self, now: float) -> str:
+        """Records unread on a backend not answering: "N on STREAM for GROUP (BACKEND, unreachable)"."""
         if not isinstance(self._bus, FailoverBus):
             return ""
-        found = []
-        for group, role in _STAGE_GROUPS:
-            stream = getattr(self._settings.topology, role)
-            for backend in await self._bus.backend_lags(group, stream, timeout_s=1.0):
-                if backend.stale and backend.lag > 0:
-                    found.append(f"{backend.lag} on {stream} ({backend.backend}, unreachable)")
+        bus = self._bus
+        listed_at, pairs = self._readers
+        if now - listed_at >= _GROUPS_EVERY_S or now < listed_at:
+            streams = [getattr(self._settings.topology, role) for role in _JOB_STREAMS]
+            listed = await asyncio.gather(*(bus.consumer_groups(stream) for stream in streams))
+            pairs = [
+                (group, stream) for stream, groups in zip(streams, listed, strict=True) for group in groups
+            ]
+            self._readers = (now, pairs)
+        lags = await asyncio.gather(
+            *(bus.backend_lags(group, stream, timeout_s=1.0) for group, stream in pairs)
+        )
+        # Only a backend failing its probes strands anything; a live one slow to answer a lag
+        # read (a loaded broker) still delivers.
+        down = {state.name for state in bus.backend_states() if not state.healthy}
+        found = [
+            f"{backend.lag} on {stream} for {group} ({backend.backend}, unreachable)"
+            for (group, stream), backends in zip(pairs, lags, strict=True)
+            for backend in backends
+            if backend.backend in down and backend.stale and backend.lag > 0
+        ]
         return f"records stranded: {', '.join(found)}" if found else ""
 
-    def _republish_if_stranded(self, job: JobRecord, idle: float) -> None:
-        """After a backend switch during the job's run, an idle job's records may be stranded."""
+    def _republish_if_stranded(self, job: JobRecord, idle: float, now: float) -> None:
+        """After a backend switch during the job's run, an idle job's records may be stranded.
+
+        First what the lost backend took; a grace period later, still idle, the whole file.
+        """
         bus = self._bus
         if not isinstance(bus, FailoverBus) or bus.last_switch_at is None:
             return
-        if bus.last_switch_at < job.started_at or self._republished.get(job.job_id) == bus.switches:
+        if bus.last_switch_at < job.started_at:
             return
+        last = self._republished.get(job.job_id)
+        whole = False
+        if last is not None and last[0] == bus.switches:
+            if last[2] or now - last[1] < self._grace_s:
+                return
+            whole = True
         why = (
             f"no progress for {idle:.0f} s since the bus switched to {bus.active_backend}"
             " (records published before may be stranded on the other backend)"
         )
-        if self._publisher.republish(job.job_id, why):
-            self._republished[job.job_id] = bus.switches
+        published = self._publisher.republish(job.job_id, why, whole=whole)
+        if published is not None:
+            self._republished[job.job_id] = (bus.switches, now, published == "whole")

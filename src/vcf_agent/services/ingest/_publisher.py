@@ -33,7 +33,7 @@ from typing import Literal, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry, tracing
-from vcf_agent.bus import Bus, BusError, OutgoingMessage
+from vcf_agent.bus import Bus, BusError, FailoverBus, OutgoingMessage, PublishedPosition
 from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.observability import current_job_id
@@ -48,6 +48,7 @@ from ._checkpoints import Checkpoint, CheckpointBook
 from ._input_limits import InputLimits
 from ._job_mode import FALLBACK_TO_BATCH, FlagSource, JobMode, ModeChoice, choose_mode
 from ._jobs import JobRecord, JobRegistry
+from ._publish_ledger import JobLedger, LedgerSpan, Taker
 from ._validation_report import read_report
 from ._vcf_reader import EncodedBatch, ReadPosition, VcfFileError, VcfReader, file_digest
 
@@ -74,6 +75,8 @@ _ENDED = frozenset(
 )
 
 ValidationMode = Literal["strict", "lenient"]
+# How a job was published again: only what a lost backend took of it, or the whole file.
+Republished = Literal["part", "whole"]
 VALIDATION_MODES: tuple[ValidationMode, ...] = ("strict", "lenient")
 
 T = TypeVar("T")
@@ -90,6 +93,8 @@ class _Encoded:
     headers: dict[str, str]
     variants: int
     resume_at: ReadPosition | None
+    first_record: int
+    last_record: int
 
 
 @dataclass(slots=True)
@@ -137,6 +142,8 @@ class VariantPublisher(AsyncComponent):
         # The file each job's latest run reads.
         self._paths: dict[str, Path] = {}
         self._records: dict[str, int] = {}
+        # Which backend took which records of each streaming job, on a failover bus.
+        self._ledgers: dict[str, JobLedger] = {}
 
     async def start(self) -> None:
         """Resume every job whose reading a crash or a stop interrupted."""
@@ -149,24 +156,122 @@ class VariantPublisher(AsyncComponent):
             elif not checkpoint.finished:
                 self._start_task(job, checkpoint.path, self._resume(job, checkpoint))
 
-    def republish(self, job_id: str, why: str) -> bool:
-        """Publish a job whose reading finished again from its file, whole; False when it cannot.
+    def republish(self, job_id: str, why: str, *, whole: bool = False) -> Republished | None:
+        """Publish again, from its file, what of a finished reading may be stranded; None when it cannot.
 
-        For records stranded on a failover bus's dead (or emptied) backend: every stored
-        effect is an upsert and completion is counted from the store, so what reaches the
-        stages twice changes nothing, and what was lost arrives. No STARTED marker is sent
-        (it would reset the writer's tally); the FINISHED marker is, with the same count.
+        For records stranded on a failover bus's dead (or emptied) backend. Unless `whole`,
+        only the records the lost backend had acknowledged (see `_publish_ledger`) when
+        this process published the whole job; else the whole file. Every stored effect is
+        an upsert and completion is counted from the store, so what reaches the stages
+        twice changes nothing, and what was lost arrives. No STARTED marker is sent (it
+        would reset the writer's tally); the FINISHED marker is, with the same count.
         """
         checkpoint = self._checkpoints.get(job_id) if self._checkpoints is not None else None
         job = self._registry.get(job_id)
         if checkpoint is None or not checkpoint.finished or job is None or self.running(job_id):
-            return False
+            return None
         if checkpoint.mode != "streaming" or job.state in TERMINAL_STATES:
-            return False
-        log.warning("job %s: publishing it again from %s: %s", job_id, checkpoint.path, why)
+            return None
+        ledger = self._ledgers.get(job_id)
+        if not whole and ledger is not None and ledger.complete and isinstance(self._bus, FailoverBus):
+            lost = ledger.lost(self._bus.outages)
+            if lost:
+                log.warning(
+                    "job %s: publishing it again from %s, the %d variants in %d spans a lost backend"
+                    " had taken: %s",
+                    job_id, checkpoint.path, sum(span.variants for span in lost), len(lost), why,
+                )  # fmt: skip
+                self._start_task(
+                    job, checkpoint.path, self._republish_spans(job, checkpoint, ledger, lost, why)
+                )
+                return "part"
+        log.warning("job %s: publishing it again from %s, the whole file: %s", job_id, checkpoint.path, why)
         again = replace(checkpoint, at=ReadPosition(), finished=False)
         self._start_task(job, checkpoint.path, self._resume(job, again, why=why))
-        return True
+        return "whole"
+
+    async def _republish_spans(
+        self, job: JobRecord, checkpoint: Checkpoint, ledger: JobLedger, lost: list[LedgerSpan], why: str
+    ) -> None:
+        """Read the file from the first lost span to the last; publish the batches inside lost spans.
+
+        Batches are cut afresh (by size and linger), so one that overlaps a lost span is
+        published whole: a few variants again are harmless, a missing one is not.
+        """
+        current_job_id.set(job.job_id)
+        telemetry.job_republishes.inc()
+        ranges = [(span.first_record, span.last_record) for span in lost]
+        variants = sum(span.variants for span in lost)
+        progress = _Progress(priority=checkpoint.priority)
+        takers: set[Taker] = set()
+        sent = 0
+        try:
+            reader = await asyncio.to_thread(
+                VcfReader,
+                checkpoint.path,
+                file_id=job.file_id,
+                job_id=job.job_id,
+                tenant_id=job.tenant_id,
+                source_name=job.source_name,
+                batch_size=self._settings.batch_size,
+                linger_ms=self._settings.batch_linger_ms,
+                region=checkpoint.region or None,
+                limits=self._limits,
+                resume_at=lost[0].start,
+            )
+        except Exception:  # the watchdog publishes the whole file later if the job stays idle
+            log.exception("job %s: opening %s to publish it again failed", job.job_id, checkpoint.path)
+            return
+        try:
+            await self._notify(
+                job,
+                events_pb2.STAGE_INGEST,
+                events_pb2.JOB_STATE_INGESTING,
+                job.total,
+                f"ingest publishes again the {variants} variants a lost backend had taken: {why}",
+            )
+            at = 0
+            prepare = self._batch_preparer(job, progress.priority, reader)
+            async with contextlib.aclosing(self._read(reader, progress, prepare)) as items:
+                async for item in items:
+                    while at < len(ranges) and ranges[at][1] < item.first_record:
+                        at += 1
+                    if at == len(ranges):
+                        break
+                    if ranges[at][0] > item.last_record:
+                        continue
+                    positions = await publish_patiently(
+                        self._bus,
+                        self._stream,
+                        [OutgoingMessage(item.payload, item.key, item.headers)],
+                        who="ingest",
+                    )
+                    takers.update(self._takers(positions))
+                    sent += item.variants
+            # Dead letters of the file were sent in its first reading; they count no variant.
+            progress.dead_letters.clear()
+            ledger.retaken(lost, takers)
+            progress.samples = list(reader.samples)
+            progress.records = self._records.get(job.job_id, 0)
+            progress.dead_lettered = job.dead_lettered
+            progress.reference_blocks, progress.placeholder_alleles = (
+                job.reference_blocks,
+                job.placeholder_alleles,
+            )
+            finished = self._job_marker(job, variant_pb2.JobMarker.KIND_FINISHED, progress, job.total)
+            await self._send_marker(finished, "streaming")
+        except Exception:  # the watchdog publishes the whole file later if the job stays idle
+            log.exception("job %s: publishing the lost spans again failed", job.job_id)
+            return
+        finally:
+            reader.close()
+        log.warning("job %s: published %d variants again (%d in the lost spans)", job.job_id, sent, variants)
+
+    def _takers(self, positions: list[PublishedPosition]) -> set[Taker]:
+        bus = self._bus
+        if not isinstance(bus, FailoverBus):
+            return set()
+        return {(p.backend, bus.outages(p.backend)) for p in positions if p.backend}
 
     async def announce(self, job_id: str, state: events_pb2.JobState.ValueType, message: str) -> None:
         """Tell `user-notifications` something about a job that no stage reports (it stalled)."""
@@ -183,6 +288,7 @@ class VariantPublisher(AsyncComponent):
 
     def forget(self, job_id: str) -> None:
         """The job has ended: its checkpoint is no longer needed."""
+        self._ledgers.pop(job_id, None)
         if self._checkpoints is not None:
             self._checkpoints.drop(job_id)
 
@@ -501,10 +607,47 @@ class VariantPublisher(AsyncComponent):
 
         After a resume that counts the variants before the checkpoint too: the file's total.
         """
+        prepare = self._batch_preparer(job, progress.priority, reader)
+        ledger = JobLedger(checkpoint.at) if isinstance(self._bus, FailoverBus) else None
+        if ledger is not None:
+            self._ledgers[job.job_id] = ledger
+        published = checkpoint.at.variants
+        last_note = time.monotonic()
+        async with contextlib.aclosing(self._read(reader, progress, prepare)) as items:
+            async for item in items:
+                positions = await publish_patiently(
+                    self._bus,
+                    self._stream,
+                    [OutgoingMessage(item.payload, item.key, item.headers)],
+                    who="ingest",
+                )
+                published += item.variants
+                telemetry.variants_processed.labels("ingest", "published").inc(item.variants)
+                if ledger is not None:
+                    ledger.took(self._takers(positions))
+                if item.resume_at is not None:
+                    checkpoint.at = item.resume_at
+                    if ledger is not None:
+                        ledger.close_span(item.resume_at)
+                if time.monotonic() - last_note >= _PROGRESS_INTERVAL_S:
+                    last_note = time.monotonic()
+                    # Records before the checkpoint are never read again: their dead letters go first.
+                    await self._flush_dead_letters(progress)
+                    self._save_checkpoint(checkpoint)
+                    await self._notify(
+                        job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, published, "", progress
+                    )
+        self._registry.mark(job, "ingested_at")
+        return published
+
+    def _batch_preparer(
+        self, job: JobRecord, priority: int, reader: VcfReader
+    ) -> Callable[[EncodedBatch], _Encoded]:
+        """Encodes a batch for `vcf-variants` (in the reader's thread): key, payload and headers."""
         threshold = self._settings.compression_threshold
         # Appending an encoded field to a serialized message merges it in: the job's
         # providers ride on every batch without re-encoding the variants.
-        providers = self._batch_fields(job, progress.priority, reader)
+        providers = self._batch_fields(job, priority, reader)
         tenant_id = job.tenant_id
         job_trace = tracing.current_headers()
 
@@ -526,32 +669,17 @@ class VariantPublisher(AsyncComponent):
             )
             headers[HEADER_JOB] = job.job_id
             headers[HEADER_VARIANT_COUNT] = str(batch.variant_count)
-            return _Encoded(key, payload, headers, batch.variant_count, batch.resume_at)
+            return _Encoded(
+                key,
+                payload,
+                headers,
+                batch.variant_count,
+                batch.resume_at,
+                batch.first_record_index,
+                batch.last_record_index,
+            )
 
-        published = checkpoint.at.variants
-        last_note = time.monotonic()
-        async with contextlib.aclosing(self._read(reader, progress, prepare)) as items:
-            async for item in items:
-                await publish_patiently(
-                    self._bus,
-                    self._stream,
-                    [OutgoingMessage(item.payload, item.key, item.headers)],
-                    who="ingest",
-                )
-                published += item.variants
-                telemetry.variants_processed.labels("ingest", "published").inc(item.variants)
-                if item.resume_at is not None:
-                    checkpoint.at = item.resume_at
-                if time.monotonic() - last_note >= _PROGRESS_INTERVAL_S:
-                    last_note = time.monotonic()
-                    # Records before the checkpoint are never read again: their dead letters go first.
-                    await self._flush_dead_letters(progress)
-                    self._save_checkpoint(checkpoint)
-                    await self._notify(
-                        job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, published, "", progress
-                    )
-        self._registry.mark(job, "ingested_at")
-        return published
+        return prepare
 
     async def _run_batch(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> int:
         """Route, analyse and aggregate in this process; returns the variants read (and stored)."""
