@@ -135,9 +135,6 @@ _REL_TYPES = {
 }
 
 
-_CHECKPOINT_WAL_BYTES = 256 << 20
-
-
 class GraphCapacityError(RuntimeError):
     """The graph engine cannot hold a batch in its buffer pool: retrying the same batch fails again."""
 
@@ -181,10 +178,12 @@ class GraphStore(AsyncComponent):
         path: Path,
         *,
         buffer_pool_bytes: int = 1 << 30,
+        checkpoint_bytes: int = 64 << 20,
         disk_reserve_bytes: int = 0,
     ) -> None:
         self._path = path
         self._buffer_pool_bytes = buffer_pool_bytes
+        self._checkpoint_bytes = checkpoint_bytes
         self._disk_reserve_bytes = disk_reserve_bytes
         self._lock = threading.Lock()
         self._db: ladybug.Database | None = None
@@ -205,9 +204,12 @@ class GraphStore(AsyncComponent):
             db = ladybug.Database(
                 str(self._path),
                 buffer_pool_size=self._buffer_pool_bytes,
-                # 0: all cores. Checkpoints fold the WAL into the file every 256 MiB.
+                # 0: all cores.
                 max_num_threads=0,
-                checkpoint_threshold=_CHECKPOINT_WAL_BYTES,
+                # Until a checkpoint folds the write-ahead log into the file, the engine keeps
+                # what the log holds in memory too (malloc, outside the buffer pool): measured
+                # ~0.7 bytes per log byte, so this bounds that share of the writer's memory.
+                checkpoint_threshold=self._checkpoint_bytes,
             )
             conn = ladybug.Connection(db)
             for statement in _SCHEMA:
