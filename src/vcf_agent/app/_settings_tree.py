@@ -355,15 +355,6 @@ class SettingsTree(BaseSettings):
     provider_cache_max_bytes: NonNegativeInt = Field(
         64 * 2**20, description="bound of the LLM answer cache", json_schema_extra={"section": "analysis"}
     )
-    writer_graph_buffer_pool_bytes: PositiveInt = Field(
-        _settings_default("writer_graph_buffer_pool_bytes"),
-        description="the graph engine's page cache (resident only as used; holds its key indexes)",
-    )
-    writer_graph_checkpoint_bytes: PositiveInt = Field(
-        _settings_default("writer_graph_checkpoint_bytes"),
-        description="graph write-ahead log size that triggers a checkpoint (bounds the engine's"
-        " memory outside its page cache)",
-    )
     provider: dict[str, ProviderTable] = Field(
         default_factory=dict,
         description="LLM endpoints, [provider.<name>] tables (variables: VCF_AGENT_PROVIDER_<NAME>_<FIELD>)",
@@ -381,6 +372,15 @@ class SettingsTree(BaseSettings):
     writer_linger_ms: NonNegativeInt = Field(
         _settings_default("writer_linger_ms"),
         description="how long a batch waits to grow while a store is busy",
+    )
+    writer_graph_buffer_pool_bytes: PositiveInt = Field(
+        _settings_default("writer_graph_buffer_pool_bytes"),
+        description="the graph engine's page cache (resident only as used; holds its key indexes)",
+    )
+    writer_graph_checkpoint_bytes: PositiveInt = Field(
+        _settings_default("writer_graph_checkpoint_bytes"),
+        description="graph write-ahead log size that triggers a checkpoint (bounds the engine's"
+        " memory outside its page cache)",
     )
     store: str = Field(
         "",
