@@ -323,7 +323,7 @@ class Settings:
     # Write-ahead log size at which the graph checkpoints. Until then the engine also keeps the
     # logged changes in malloc memory outside its buffer pool, so this bounds that share of the
     # writer's memory; smaller checkpoints cost CPU (measurements in _graph_store.py).
-    writer_graph_checkpoint_bytes: int = 64 * 1024**2
+    writer_graph_checkpoint_bytes: int = 256 * 1024**2
     shutdown_grace_s: float = 5.0
     log_level: str = "WARNING"
     # text, or json (one object per line with trace and job ids; see vcf_agent.observability).
