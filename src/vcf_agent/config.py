@@ -302,13 +302,28 @@ class Settings:
     # at 1,000 rows, ~30 at 10,000), so while a store is busy the next batch lingers this
     # long to grow; with the stores idle it leaves at once, and job markers flush at once.
     writer_linger_ms: int = 500
+    # Serialized bytes the writer buffers before one store transaction, whichever of this and
+    # writer_batch_rows comes first. A batch's Arrow rows take 1.6 to 5.2 times its payload
+    # (1 to 500 samples), and up to four batches are held at once (one filling, three in
+    # flight): 8 MiB keeps that under ~180 MB for any sample count, while single-sample
+    # batches (~390 bytes per variant) still reach writer_batch_rows first.
+    writer_batch_bytes: int = 8 * 1024**2
     # The writer stops taking batches (readiness NOT_SERVING, retried) while its data directory
     # has less free space than this: the graph engine aborts the process when its write-ahead
-    # log cannot be written at commit, and a checkpoint rewrites up to 256 MiB of that log.
+    # log cannot be written at commit, and a checkpoint rewrites up to writer_graph_checkpoint_bytes
+    # of that log.
     writer_disk_reserve_bytes: int = 320 * 1024**2
     # Where the LanceDB tables live: the data directory by default, or S3-compatible object storage
     # (the graph and everything else stay under data_dir; see StoreSettings).
     store: StoreSettings = field(default_factory=StoreSettings)
+    # The graph engine's page cache (mapped, resident only as pages are used; every primary-key
+    # index lives in it). Measured resident at 1.3M single-sample variants: 142 MB; with 32-byte
+    # string keys a 1 GiB pool was full near 1.2M variants, which is why keys are integers now.
+    writer_graph_buffer_pool_bytes: int = 1024**3
+    # Write-ahead log size at which the graph checkpoints. Until then the engine also keeps the
+    # logged changes in malloc memory outside its buffer pool, so this bounds that share of the
+    # writer's memory; smaller checkpoints cost CPU (measurements in _graph_store.py).
+    writer_graph_checkpoint_bytes: int = 256 * 1024**2
     shutdown_grace_s: float = 5.0
     log_level: str = "WARNING"
     # text, or json (one object per line with trace and job ids; see vcf_agent.observability).
@@ -336,6 +351,9 @@ class Settings:
             "batch_size",
             "max_pending_batches",
             "writer_batch_rows",
+            "writer_batch_bytes",
+            "writer_graph_buffer_pool_bytes",
+            "writer_graph_checkpoint_bytes",
             "ingest_max_line_bytes",
             "ingest_max_header_bytes",
             "ingest_max_samples",

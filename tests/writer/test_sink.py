@@ -117,3 +117,55 @@ async def test_cancelling_a_later_flush_leaves_the_earlier_one_to_finish(tmp_pat
     with pytest.raises(asyncio.CancelledError):
         await later
     graph.close()
+
+
+class RecordingLance(LanceStore):
+    """A real LanceStore that notes the variants of each batch it is given."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+
+    def write(
+        self,
+        batch: Sequence[events_pb2.DatabaseWrite] | WriteRows,
+        *,
+        maybe_stored: pa.ChunkedArray | None = None,
+    ) -> None:
+        self.batches.append(len(batch))
+        super().write(batch, maybe_stored=maybe_stored)
+
+
+async def test_a_batch_of_many_samples_is_bounded_by_bytes_not_by_variant_count(
+    tmp_path: Path, bus: Bus
+) -> None:
+    """Each variant carries every sample's call, so writer_batch_rows alone lets a cohort's batch
+    be hundreds of times a single-sample one; writer_batch_bytes cuts it at the same memory."""
+    await ensure_topology(bus, Settings(data_dir=tmp_path))
+    samples = [(f"S{index:03d}", (0, index % 2), False) for index in range(200)]
+    records, sizes = [], []
+    for offset in range(8):
+        batch = events_pb2.DatabaseWriteBatch(
+            writes=[make_write(offset * BATCH + i, calls=samples) for i in range(BATCH)]
+        )
+        payload, headers = encode(batch)
+        records.append(Record("database-writes", 0, offset, payload, None, headers, 0))
+        # The bound counts the message's bytes as read, not as sent (the bus may compress them).
+        sizes.append(batch.ByteSize())
+    two_records = sizes[0] + sizes[1]
+    settings = Settings(
+        data_dir=tmp_path,
+        bus_url="embedded://unused",
+        writer_batch_rows=10_000,
+        writer_batch_bytes=two_records,
+    )
+    lance = RecordingLance(tmp_path / "lance")
+    graph = GraphStore(tmp_path / "graph.lbug")
+    graph.open()
+    lance.open()
+    sink = StoreSink(bus, settings, lance, graph)
+    await sink.handle(records)
+    await sink.flush()
+    assert lance.batches == [2 * BATCH] * 4
+    assert lance.count() == 8 * BATCH
+    graph.close()

@@ -365,9 +365,22 @@ class SettingsTree(BaseSettings):
     writer_batch_rows: PositiveInt = Field(
         _settings_default("writer_batch_rows"), description="rows per store transaction"
     )
+    writer_batch_bytes: PositiveInt = Field(
+        _settings_default("writer_batch_bytes"),
+        description="serialized bytes per store transaction (bounds a batch of many samples)",
+    )
     writer_linger_ms: NonNegativeInt = Field(
         _settings_default("writer_linger_ms"),
         description="how long a batch waits to grow while a store is busy",
+    )
+    writer_graph_buffer_pool_bytes: PositiveInt = Field(
+        _settings_default("writer_graph_buffer_pool_bytes"),
+        description="the graph engine's page cache (resident only as used; holds its key indexes)",
+    )
+    writer_graph_checkpoint_bytes: PositiveInt = Field(
+        _settings_default("writer_graph_checkpoint_bytes"),
+        description="graph write-ahead log size that triggers a checkpoint (bounds the engine's"
+        " memory outside its page cache)",
     )
     store: str = Field(
         "",
@@ -650,6 +663,7 @@ def load_settings(
         ingest_validation=tree.ingest_validation,
         compression_threshold=tree.compression_threshold,
         writer_batch_rows=tree.writer_batch_rows,
+        writer_batch_bytes=tree.writer_batch_bytes,
         writer_linger_ms=tree.writer_linger_ms,
         shutdown_grace_s=tree.shutdown_grace_s,
         log_level=tree.log_level,
@@ -670,6 +684,8 @@ def load_settings(
         republish_grace_s=tree.republish_grace_s,
         writer_disk_reserve_bytes=tree.writer_disk_reserve_bytes,
         store=StoreSettings(tree.store, _lance_storage_options(tree)),
+        writer_graph_buffer_pool_bytes=tree.writer_graph_buffer_pool_bytes,
+        writer_graph_checkpoint_bytes=tree.writer_graph_checkpoint_bytes,
     )
     if tree.tls_ca is not None and not tree.tls_ca.is_file():
         raise SettingsError(f"{origins.name('tls_ca')}: no file at {tree.tls_ca}")

@@ -19,6 +19,7 @@ from ._api import QueryApi
 from ._graph_store import GraphCapacityError, GraphCounts, GraphStore
 from ._key_stamp import check_key_stamp
 from ._lance_store import CompactionPolicy, LanceStore, VariantQuery
+from ._native_memory import limit_malloc_arenas
 from ._rows import ANALYSIS_SCHEMA, CALL_SCHEMA, GENOTYPE_TYPE, VARIANT_SCHEMA, WriteRows
 from ._sink import StoreSink
 from ._store_location import StoreLocation, StoreUnavailableError
@@ -58,9 +59,16 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Wr
     del flags
     directory = settings.data_dir / "writer"
     check_key_stamp(directory)
+    # Before the stores start their threads, each of which would otherwise get its own arena.
+    limit_malloc_arenas()
     # The graph is a local file engine: it stays in the data directory; LanceDB may be elsewhere.
     lance = LanceStore(StoreLocation.of_settings(settings.store, settings.data_dir))
-    graph = GraphStore(directory / "graph.lbug", disk_reserve_bytes=settings.writer_disk_reserve_bytes)
+    graph = GraphStore(
+        directory / "graph.lbug",
+        buffer_pool_bytes=settings.writer_graph_buffer_pool_bytes,
+        checkpoint_bytes=settings.writer_graph_checkpoint_bytes,
+        disk_reserve_bytes=settings.writer_disk_reserve_bytes,
+    )
     sink = StoreSink(bus, settings, lance, graph)
     processor = StreamProcessor(
         bus,

@@ -17,9 +17,6 @@ into the BTREE key indices that merge_insert and point lookups use.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +35,7 @@ from vcf_agent.schema import parse_region
 from vcf_agent.v1 import analysis_pb2, events_pb2, query_pb2
 
 from ._carrier_rows import CARRIER_SCHEMA, VARIANT_COLUMNS, carrier_rows
+from ._native_memory import return_freed_memory
 from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, build_rows
 from ._store_location import StoreLocation
 
@@ -348,7 +346,7 @@ class LanceStore(AsyncComponent):
         for table in (variants, analyses, self._carriers):
             table.optimize(cleanup_older_than=self._policy.keep_versions)
         self._writes_since_compaction = 0
-        _return_freed_memory()
+        return_freed_memory()
 
     def _fetch(self, ids: list[str], tenant_id: str) -> list[query_pb2.StoredVariant]:
         """The variants with these ids, in this order; of `tenant_id` only (a store filter) if given."""
@@ -378,20 +376,6 @@ def _bounded_session() -> lancedb.Session:
     return lancedb.Session(
         index_cache_size_bytes=_INDEX_CACHE_BYTES, metadata_cache_size_bytes=_METADATA_CACHE_BYTES
     )
-
-
-def _return_freed_memory() -> None:
-    """Hand memory freed by compaction back to the OS (glibc keeps it in its arenas otherwise).
-
-    Measured on 1M variants written in 10k batches: 546 MB resident with this, 648 MB without.
-    A no-op where the C library has no malloc_trim.
-    """
-    trim = getattr(_LIBC, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if sys.platform == "linux" else None
 
 
 def _store(table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray | None) -> None:

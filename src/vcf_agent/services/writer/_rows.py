@@ -134,10 +134,21 @@ class RowCollector:
         compiled = compiled_module(f"{__package__}._row_builder")
         collector = PythonCollector if compiled is None else cast("type[PythonCollector]", compiled.Collector)
         self._native = collector(_WIRE_SCHEMA, _STATUS_NAMES, "unspecified")
+        self._payload_bytes = 0
 
     def __len__(self) -> int:
         """Writes collected, duplicates included."""
         return len(self._native)
+
+    @property
+    def payload_bytes(self) -> int:
+        """Serialized bytes collected: what bounds a batch's memory, whatever its sample count.
+
+        A variant's rows grow with its calls (measured, Arrow bytes per variant: 631 with one
+        sample, 1,729 with 10, 12,709 with 100, 61,509 with 500; about 1.6 to 5.2 times its
+        payload), so a count of variants alone does not bound a batch.
+        """
+        return self._payload_bytes
 
     def add(self, payload: bytes) -> list[bytes]:
         """Collect a serialized DatabaseWriteBatch; returns its serialized JobMarkers.
@@ -146,12 +157,15 @@ class RowCollector:
         leaves the collector as it was.
         """
         try:
-            return self._native.add(payload)
+            markers = self._native.add(payload)
         except ValueError as exc:
             raise PayloadError(f"corrupt {_BATCH.full_name} payload: {exc}") from exc
+        self._payload_bytes += len(payload)
+        return markers
 
     def take(self) -> WriteRows:
         """The rows of everything collected; the collector is empty afterwards."""
+        self._payload_bytes = 0
         return _tables(self._native.take())
 
 

@@ -36,6 +36,7 @@ from vcf_agent.v1 import events_pb2, variant_pb2
 from ._graph_store import GraphCapacityError, GraphStore
 from ._job_outcome import job_outcome
 from ._lance_store import LanceStore
+from ._native_memory import return_freed_memory
 from ._rows import RowCollector, WriteRows
 
 T = TypeVar("T")
@@ -216,7 +217,7 @@ class StoreSink(AsyncComponent):
                 markers = await parse_or_dead_letter(record, self._collect, self._sink)
                 self._markers.extend(markers or ())
             self._buffered_records.append(record)
-            if len(self._buffer) >= self._settings.writer_batch_rows:
+            if self._batch_full():
                 # Full batches leave one by one, so a poll of many large records still keeps
                 # batches near their target size and the last one of a job short.
                 stored |= await self._flush_buffer()
@@ -231,6 +232,20 @@ class StoreSink(AsyncComponent):
         if due or self._markers or self._letters:
             stored |= await self._flush_buffer()
         return stored
+
+    def _batch_full(self) -> bool:
+        """A batch leaves at `writer_batch_rows` variants or `writer_batch_bytes` of payload.
+
+        The byte bound is what keeps a batch of many samples (each variant carrying every call)
+        as small in memory as a single-sample one: at most _FLUSH_DEPTH batches are in flight
+        plus the one filling, so the writer's batch memory is bounded by this setting whatever
+        the input's shape.
+        """
+        settings = self._settings
+        return (
+            len(self._buffer) >= settings.writer_batch_rows
+            or self._buffer.payload_bytes >= settings.writer_batch_bytes
+        )
 
     async def flush(self) -> CommitOffsets:
         """Store everything buffered now; returns the offsets that became safe to commit."""
@@ -352,6 +367,8 @@ class StoreSink(AsyncComponent):
             return {}
         if rows is not None:
             await _timed("lancedb", self.lance.write, rows, maybe_stored=maybe_stored)
+            # The batch's buffers are freed in both stores by now; glibc would keep the pages.
+            await asyncio.to_thread(return_freed_memory)
             telemetry.variants_processed.labels("writer", "stored").inc(collected)
             for job_id, tenant_id, classification, count in _classification_counts(rows):
                 touched[job_id] = tenant_id
