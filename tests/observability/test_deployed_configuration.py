@@ -94,4 +94,6 @@ def test_prod_hands_the_dashboard_to_the_grafana_sidecar() -> None:
     maps = config_maps(render_overlay("prod"))
     dashboard = maps["vcf-agent-grafana-dashboards"]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert dashboard["data"] == {"vcf-agent.json": (OBSERVABILITY / "dashboards" / "vcf-agent.json").read_text()}
+    assert dashboard["data"] == {
+        "vcf-agent.json": (OBSERVABILITY / "dashboards" / "vcf-agent.json").read_text()
+    }
