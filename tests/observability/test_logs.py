@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from vcf_agent import tracing
 from vcf_agent.app.cli import main
 from vcf_agent.bus import StreamSpec, open_bus
-from vcf_agent.observability import JsonLogFormatter, current_job_id, log_context
+from vcf_agent.observability import JsonLogFormatter, log_context
 from vcf_agent.processing import DeadLetterSink
 from vcf_agent.v1 import events_pb2
 
@@ -48,15 +48,11 @@ def test_a_json_line_names_service_trace_span_and_job() -> None:
     exporter = InMemorySpanExporter()
     assert tracing.configure("router", exporter=exporter)
     try:
-        token = current_job_id.set("job-1")
-        try:
-            with tracing.current_span("router.route", "router") as span:
-                assert span is not None
-                record = logging.LogRecord("vcf_agent.x", logging.INFO, __file__, 1, "routed %d", (3,), None)
-                line = json.loads(formatter.format(record))
-                context = span.get_span_context()
-        finally:
-            current_job_id.reset(token)
+        with log_context(job_id="job-1"), tracing.current_span("router.route", "router") as span:
+            assert span is not None
+            record = logging.LogRecord("vcf_agent.x", logging.INFO, __file__, 1, "routed %d", (3,), None)
+            line = json.loads(formatter.format(record))
+            context = span.get_span_context()
     finally:
         tracing.shutdown()
     assert line["service"] == "router" and line["level"] == "INFO" and line["message"] == "routed 3"

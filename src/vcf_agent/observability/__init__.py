@@ -7,8 +7,6 @@ traces in vcf_agent.tracing.
 from vcf_agent.observability._json_logs import (
     JsonLogFormatter,
     configure_logging,
-    current_correlation_id,
-    current_job_id,
     log_context,
 )
 from vcf_agent.observability._metrics_endpoint import MetricsEndpoint
@@ -21,7 +19,5 @@ __all__ = [
     "MetricsEndpoint",
     "PeriodicSampler",
     "configure_logging",
-    "current_correlation_id",
-    "current_job_id",
     "log_context",
 ]

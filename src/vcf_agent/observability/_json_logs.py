@@ -3,8 +3,8 @@
 A JSON line has timestamp, level, service, logger, message, the current trace and span ids
 (with tracing on), and the job and correlation (variant) ids the line is about: from the call's
 `extra` (log.info("...", extra={"job_id": job, "correlation_id": cid})) or else from the log
-context of the task writing it (`log_context(job_id=...)`, or ingest's `current_job_id` for a
-job's whole run). Messages carry ids and counts, never sample names or genotypes.
+context of the task writing it (`with log_context(job_id=...)`, as ingest does for a job's
+whole run). Messages carry ids and counts, never sample names or genotypes.
 """
 
 from __future__ import annotations
@@ -22,13 +22,10 @@ from vcf_agent.config import ConfigError
 
 _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
-# The job the current task works on (set by ingest for a job's whole run): every log line it
-# writes names the job without each call passing it.
-current_job_id: contextvars.ContextVar[str] = contextvars.ContextVar("current_job_id", default="")
-# The variant the current task works on, likewise.
-current_correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "current_correlation_id", default=""
-)
+# The job and the variant the current task works on (see log_context): every log line it
+# writes names them without each call passing them.
+_job_id: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
+_correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="")
 
 
 @contextlib.contextmanager
@@ -36,9 +33,9 @@ def log_context(*, job_id: str = "", correlation_id: str = "") -> Iterator[None]
     """Every log line the current task writes inside the block names this job and/or variant."""
     tokens = []
     if job_id:
-        tokens.append((current_job_id, current_job_id.set(job_id)))
+        tokens.append((_job_id, _job_id.set(job_id)))
     if correlation_id:
-        tokens.append((current_correlation_id, current_correlation_id.set(correlation_id)))
+        tokens.append((_correlation_id, _correlation_id.set(correlation_id)))
     try:
         yield
     finally:
@@ -63,10 +60,10 @@ class JsonLogFormatter(logging.Formatter):
         if trace_id:
             entry["trace_id"] = trace_id
             entry["span_id"] = span_id
-        job_id = getattr(record, "job_id", None) or current_job_id.get()
+        job_id = getattr(record, "job_id", None) or _job_id.get()
         if job_id:
             entry["job_id"] = job_id
-        correlation_id = getattr(record, "correlation_id", None) or current_correlation_id.get()
+        correlation_id = getattr(record, "correlation_id", None) or _correlation_id.get()
         if correlation_id:
             entry["correlation_id"] = correlation_id
         if record.exc_info:
