@@ -1,4 +1,5 @@
-"""deploy/observability is what the Kubernetes manifests load: `kustomize build` ships its files,
+"""deploy/observability is what compose and the Kubernetes manifests load: compose mounts its
+files; `kustomize build` ships its files,
 byte for byte, as ConfigMaps mounted where Prometheus and Grafana read them (the dev overlay runs
 both; prod hands the dashboard to the cluster's Grafana sidecar), and the Prometheus
 configuration as shipped passes `promtool check config`. (Every rendered object passing
@@ -13,7 +14,7 @@ from typing import Any
 import yaml
 
 from tests.deploy._deploy_files import render_overlay
-from tests.observability._prometheus import OBSERVABILITY, tool
+from tests.observability._prometheus import OBSERVABILITY, ROOT, tool
 
 # ConfigMap (name before kustomize's hash suffix) -> its keys and the files they are made from.
 SHIPPED = {
@@ -96,4 +97,30 @@ def test_prod_hands_the_dashboard_to_the_grafana_sidecar() -> None:
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboard["data"] == {
         "vcf-agent.json": (OBSERVABILITY / "dashboards" / "vcf-agent.json").read_text()
+    }
+
+
+def test_compose_mounts_the_same_files_where_the_programs_read_them() -> None:
+    services = yaml.safe_load((ROOT / "compose" / "compose.yaml").read_text())["services"]
+
+    def mounted(service: str) -> dict[str, Path]:
+        """container path -> the file or folder of this repository mounted there."""
+        found = {}
+        for volume in services[service]["volumes"]:
+            source, target = volume.split(":")[:2]
+            if source.startswith("../"):
+                found[target] = (ROOT / "compose" / source).resolve()
+        return found
+
+    prometheus = mounted("prometheus")
+    assert prometheus["/etc/prometheus/prometheus.yml"] == OBSERVABILITY / "prometheus.yml"
+    assert prometheus["/etc/prometheus/alerts.yml"] == OBSERVABILITY / "alerts.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    grafana = mounted("grafana")
+    provider = yaml.safe_load((OBSERVABILITY / "grafana-dashboards.yml").read_text())["providers"][0]
+    assert grafana[provider["options"]["path"]] == OBSERVABILITY / "dashboards"
+    provisioned = {path for target, path in grafana.items() if target.startswith("/etc/grafana/provisioning")}
+    assert provisioned == {
+        OBSERVABILITY / "grafana-datasources.yml",
+        OBSERVABILITY / "grafana-dashboards.yml",
     }
