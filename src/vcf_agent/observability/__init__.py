@@ -7,6 +7,7 @@ traces in vcf_agent.tracing.
 from vcf_agent.observability._json_logs import (
     JsonLogFormatter,
     configure_logging,
+    current_job_id,
     log_context,
 )
 from vcf_agent.observability._metrics_endpoint import MetricsEndpoint
@@ -19,5 +20,6 @@ __all__ = [
     "MetricsEndpoint",
     "PeriodicSampler",
     "configure_logging",
+    "current_job_id",
     "log_context",
 ]

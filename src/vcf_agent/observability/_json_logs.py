@@ -22,9 +22,9 @@ from vcf_agent.config import ConfigError
 
 _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
-# The job and the variant the current task works on (see log_context): every log line it
-# writes names them without each call passing them.
-_job_id: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
+# The job and the variant the current task works on (see log_context; a task that works on one
+# job throughout may set current_job_id once): every log line it writes names them.
+current_job_id: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
 _correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="")
 
 
@@ -33,7 +33,7 @@ def log_context(*, job_id: str = "", correlation_id: str = "") -> Iterator[None]
     """Every log line the current task writes inside the block names this job and/or variant."""
     tokens = []
     if job_id:
-        tokens.append((_job_id, _job_id.set(job_id)))
+        tokens.append((current_job_id, current_job_id.set(job_id)))
     if correlation_id:
         tokens.append((_correlation_id, _correlation_id.set(correlation_id)))
     try:
@@ -60,7 +60,7 @@ class JsonLogFormatter(logging.Formatter):
         if trace_id:
             entry["trace_id"] = trace_id
             entry["span_id"] = span_id
-        job_id = getattr(record, "job_id", None) or _job_id.get()
+        job_id = getattr(record, "job_id", None) or current_job_id.get()
         if job_id:
             entry["job_id"] = job_id
         correlation_id = getattr(record, "correlation_id", None) or _correlation_id.get()

@@ -36,7 +36,7 @@ from vcf_agent import telemetry, tracing
 from vcf_agent.bus import Bus, BusError, FailoverBus, OutgoingMessage, PublishedPosition
 from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.observability import log_context
+from vcf_agent.observability import current_job_id, log_context
 from vcf_agent.processing import DeadLetterSink, publish_patiently
 from vcf_agent.progress import progress_notification
 from vcf_agent.schema import HEADER_JOB, HEADER_VARIANT_COUNT, TERMINAL_STATES, encode, encode_serialized
