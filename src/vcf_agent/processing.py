@@ -98,6 +98,14 @@ class DeadLetterSink:
             telemetry.dead_letters.labels(
                 self._service, letter.source_stream or "input", letter.error_code or "unknown"
             ).inc()
+            # One line per letter, naming its job and variant (reasons never hold personal data).
+            log.info(
+                "dead letter from %s (%s): %s",
+                letter.source_stream or "input",
+                letter.error_code or "unknown",
+                letter.reason,
+                extra={"job_id": letter.job_id, "correlation_id": letter.correlation_id},
+            )
         await self._bus.publish(self._stream, messages)
 
     async def send_record(self, record: Record, reason: str, code: str) -> None:
@@ -148,7 +156,14 @@ async def parse_or_dead_letter(
     try:
         return parse(record)
     except PayloadError as exc:
-        log.warning("dead-lettering %s[%d]@%d: %s", record.stream, record.partition, record.offset, exc)
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s",
+            record.stream,
+            record.partition,
+            record.offset,
+            exc,
+            extra={"job_id": record.headers.get(HEADER_JOB, "")},
+        )
         await sink.send_record(record, str(exc), "corrupt_payload")
         return None
 

@@ -49,8 +49,19 @@ SDK_SETTINGS = (
     "OTEL_BSP_SCHEDULE_DELAY",
 )
 
+# The SDK's parent-based samplers (the default, and every `parentbased_*` OTEL_TRACES_SAMPLER) keep
+# a remote parent's decision: under an unsampled parent nothing is ever recorded.
+_PARENT_BASED_SAMPLERS = ("parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio")
+# The W3C header whose last field carries the sampled flag (bit 0).
+_TRACEPARENT = "traceparent"
+
 _enabled = False
 _provider: Any = None
+_tracer: trace.Tracer | None = None
+# With a parent-based sampler and W3C propagation, a stage passes an unsampled message's trace
+# headers (every field the propagators write) on as they came instead of starting a span that
+# would not be recorded: at 1% sampling that is 99% of messages, so they cost what tracing off costs.
+_passed_through: tuple[str, ...] = ()
 
 ServiceName = str
 
@@ -64,7 +75,7 @@ def configure(service: str, *, exporter: Any = None) -> bool:
 
     `exporter` (a SpanExporter) replaces OTLP, for tests; returns whether tracing is on.
     """
-    global _enabled, _provider
+    global _enabled, _provider, _tracer, _passed_through
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
@@ -87,6 +98,8 @@ def configure(service: str, *, exporter: Any = None) -> bool:
     if _provider is None:
         trace.set_tracer_provider(provider)
     _provider = provider
+    _tracer = provider.get_tracer("vcf_agent")
+    _passed_through = _pass_through_fields(provider)
     _enabled = True
     settings = {name: os.environ[name] for name in SDK_SETTINGS if name in os.environ}
     log.info("tracing on: OTLP to %s %s", endpoint or "a test exporter", settings)
@@ -101,9 +114,34 @@ def shutdown() -> None:
     _enabled = False
 
 
-def _tracer() -> trace.Tracer:
-    assert _provider is not None
-    return trace.get_tracer("vcf_agent", tracer_provider=_provider)
+def _pass_through_fields(provider: Any) -> tuple[str, ...]:
+    """The header fields to pass on unchanged under an unsampled parent; () when that is not safe
+    (a sampler that may record under an unsampled parent, or no W3C trace context propagator)."""
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    named = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    fields = propagate.get_global_textmap().fields
+    if (
+        named in _PARENT_BASED_SAMPLERS
+        and isinstance(provider.sampler, ParentBased)
+        and _TRACEPARENT in fields
+    ):
+        return tuple(sorted(fields))
+    return ()
+
+
+def _unsampled(parent: Mapping[str, str]) -> bool:
+    """Whether `parent` headers carry a W3C context (version-traceid-spanid-flags) whose sampled
+    flag, bit 0 of the flags byte, is off (its low hex digit is even)."""
+    fields = parent.get(_TRACEPARENT, "").split("-")
+    return (
+        len(fields) >= 4
+        and len(fields[1]) == 32
+        and fields[1] != "0" * 32
+        and len(fields[2]) == 16
+        and len(fields[3]) == 2
+        and fields[3][1] in "02468ace"
+    )
 
 
 def grpc_server_interceptors() -> list[Any]:
@@ -154,7 +192,8 @@ def start_span(
     """
     if not _enabled:
         return None
-    return _tracer().start_span(
+    assert _tracer is not None
+    return _tracer.start_span(
         name,
         context=_context(parent),
         kind=kind,
@@ -190,6 +229,8 @@ def stage_headers(
     if not _enabled:
         ingested = parent.get(HEADER_INGESTED_AT)
         return {} if ingested is None else {HEADER_INGESTED_AT: ingested}
+    if _passed_through and _unsampled(parent):
+        return {name: parent[name] for name in (*_passed_through, HEADER_INGESTED_AT) if name in parent}
     span = start_span(name, service, parent, start_ns=start_ns, links=links, attributes=attributes)
     assert span is not None
     span.end()

@@ -167,7 +167,9 @@ def test_dev_runs_its_own_brokers_and_prod_points_at_existing_ones() -> None:
     dev_brokers = {o["metadata"]["name"] for o in dev if o["kind"] == "StatefulSet"} - {"writer"}
     assert dev_brokers == {"iggy", "kafka"}
     dev_services = {o["metadata"]["name"] for o in dev if o["kind"] == "Service"}
-    settings = next(o for o in dev if o["kind"] == "ConfigMap")["data"]
+    settings = next(
+        o for o in dev if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "vcf-agent-settings"
+    )["data"]
     assert settings["IGGY_HOST"] in dev_services
     assert settings["KAFKA_BOOTSTRAP_SERVERS"].split(":")[0] in dev_services
     assert any(o["kind"] == "Secret" and o["metadata"]["name"] == "vcf-agent-secrets" for o in dev)

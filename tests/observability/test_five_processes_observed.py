@@ -110,9 +110,9 @@ def check_series(prometheus: Prometheus, job_id: str, total: int, stored: int, d
     prometheus.wait_for("max(vcf_consumer_lag_messages)", 0)
     assert value('min(platform_health_status{backend="embedded"})') == 1
     prometheus.wait_for('sum(vcf_jobs{state="complete"})', 1)
-    # The gRPC Watch ended at the terminal state. (A WebSocket's subscription ends with the next event
-    # after its client left, so that gauge may still count the one just closed.)
+    # The gRPC Watch ended at the terminal state, the WebSocket client closed: no connections left.
     prometheus.wait_for('sum(vcf_notifier_connections{kind="watch"})', 0)
+    prometheus.wait_for('sum(vcf_notifier_connections{kind="websocket"})', 0)
     assert (value('sum(vcf_notifications_delivered_total{kind="websocket"})') or 0) >= 1
     assert (value('sum(vcf_notifications_delivered_total{kind="watch"})') or 0) >= 1
     assert value('sum(vcf_jobs_submitted_total{tenant="lab-a"})') == 1

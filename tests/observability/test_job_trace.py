@@ -144,7 +144,13 @@ async def test_one_job_is_one_trace_with_no_personal_data(tmp_path: Path, json_l
     reasons = [entry.letter.reason for entry in letters]
     assert len(reasons) == 2 and any("genotype" in r for r in reasons), reasons
     logs = json_log.getvalue()
-    assert logs and all(json.loads(line)["service"] == "pipeline" for line in logs.splitlines())
+    lines = [json.loads(line) for line in logs.splitlines()]
+    assert lines and all(line["service"] == "pipeline" for line in lines)
+    # Lines about the job name it in their job_id field, the dead letters' lines included.
+    about = [line for line in lines if job.job_id in line["message"]]
+    assert about and all(line.get("job_id") == job.job_id for line in about), about
+    dead = [line for line in lines if line["message"].startswith("dead letter from")]
+    assert len(dead) == 2 and all(line["job_id"] == job.job_id for line in dead), dead
     spans = [
         json.dumps(
             {"name": s.name, "attributes": dict(s.attributes or {}), "events": [e.name for e in s.events]}
@@ -153,6 +159,7 @@ async def test_one_job_is_one_trace_with_no_personal_data(tmp_path: Path, json_l
     ]
     assert spans
     metrics = generate_latest().decode()
+    # Whole JSON lines: the message and every field (job, correlation, trace ids) are searched.
     places = {
         "logs": logs,
         "spans": "\n".join(spans),

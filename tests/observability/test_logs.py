@@ -10,7 +10,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from vcf_agent import tracing
 from vcf_agent.app.cli import main
-from vcf_agent.observability import JsonLogFormatter, current_job_id
+from vcf_agent.bus import StreamSpec, open_bus
+from vcf_agent.observability import JsonLogFormatter, log_context
+from vcf_agent.processing import DeadLetterSink
+from vcf_agent.v1 import events_pb2
 
 
 @pytest.mark.parametrize(
@@ -45,15 +48,11 @@ def test_a_json_line_names_service_trace_span_and_job() -> None:
     exporter = InMemorySpanExporter()
     assert tracing.configure("router", exporter=exporter)
     try:
-        token = current_job_id.set("job-1")
-        try:
-            with tracing.current_span("router.route", "router") as span:
-                assert span is not None
-                record = logging.LogRecord("vcf_agent.x", logging.INFO, __file__, 1, "routed %d", (3,), None)
-                line = json.loads(formatter.format(record))
-                context = span.get_span_context()
-        finally:
-            current_job_id.reset(token)
+        with log_context(job_id="job-1"), tracing.current_span("router.route", "router") as span:
+            assert span is not None
+            record = logging.LogRecord("vcf_agent.x", logging.INFO, __file__, 1, "routed %d", (3,), None)
+            line = json.loads(formatter.format(record))
+            context = span.get_span_context()
     finally:
         tracing.shutdown()
     assert line["service"] == "router" and line["level"] == "INFO" and line["message"] == "routed 3"
@@ -63,3 +62,44 @@ def test_a_json_line_names_service_trace_span_and_job() -> None:
         formatter.format(logging.LogRecord("x", logging.WARNING, __file__, 1, "m", (), None))
     )
     assert "trace_id" not in outside and "job_id" not in outside
+
+
+def test_a_json_line_names_the_job_and_variant_of_its_log_context() -> None:
+    formatter = JsonLogFormatter("router")
+
+    def line(**extra: str) -> dict[str, str]:
+        record = logging.LogRecord("vcf_agent.x", logging.INFO, __file__, 1, "m", (), None)
+        record.__dict__.update(extra)
+        parsed: dict[str, str] = json.loads(formatter.format(record))
+        return parsed
+
+    with log_context(job_id="job-1", correlation_id="c0ffee"):
+        inside = line()
+        given = line(correlation_id="beef")
+        with log_context(correlation_id="cafe"):
+            nested = line()
+        back = line()
+    after = line()
+    assert (inside["job_id"], inside["correlation_id"]) == ("job-1", "c0ffee")
+    assert given["correlation_id"] == "beef"  # the call's own extra wins
+    assert (nested["job_id"], nested["correlation_id"]) == ("job-1", "cafe")
+    assert back["correlation_id"] == "c0ffee"
+    assert "job_id" not in after and "correlation_id" not in after
+
+
+async def test_a_dead_letter_is_logged_with_its_job_and_variant(caplog: pytest.LogCaptureFixture) -> None:
+    letter = events_pb2.DeadLetter(
+        job_id="job-7",
+        correlation_id="9f" * 16,
+        source_stream="analysis-requests",
+        error_code="provider_failed",
+        reason="local: circuit open",
+    )
+    async with open_bus("memory://dead-letter-log") as bus:
+        await bus.ensure_streams([StreamSpec("dead-letters", 1)])
+        with caplog.at_level(logging.INFO, logger="vcf_agent.processing"):
+            await DeadLetterSink(bus, "dead-letters", "router").send([letter])
+    (record,) = [r for r in caplog.records if r.name == "vcf_agent.processing"]
+    line = json.loads(JsonLogFormatter("router").format(record))
+    assert line["job_id"] == "job-7" and line["correlation_id"] == "9f" * 16
+    assert line["message"] == "dead letter from analysis-requests (provider_failed): local: circuit open"

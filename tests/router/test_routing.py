@@ -202,6 +202,10 @@ async def test_hanging_provider_hits_the_deadline_and_is_dead_lettered() -> None
     request = analysis_pb2.AnalysisRequest.FromString(letter.original_payload)
     assert request.provider == "ollama"
     assert request.variant.correlation_id.startswith("job-hang")
+    # Each letter names its variant (for operators and the JSON log line of the dead letter).
+    assert sorted(letter.correlation_id for letter in harness.letters) == sorted(
+        r.correlation_id for r in results
+    )
 
 
 async def test_429_storm_slows_down_without_failing() -> None:

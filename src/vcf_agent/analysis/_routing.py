@@ -234,6 +234,7 @@ class ProviderWorker:
                 error_code="provider_failed",
                 attempt_count=result.attempt,
                 job_id=request.job_id,
+                correlation_id=request.correlation_id,
                 tenant_id=request.tenant_id,
             )
             for request, result in failures
@@ -355,4 +356,3 @@ def provider_deadline(aggregator_deadline_s: float) -> Timestamp:
     deadline = Timestamp()
     deadline.FromNanoseconds(time.time_ns() + int(aggregator_deadline_s * _PROVIDER_SHARE * 1e9))
     return deadline
-

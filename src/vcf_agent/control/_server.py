@@ -250,7 +250,13 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except TimeoutError as exc:
             await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-        log.warning("%s: job %s replayed by %s", self._plane.service, request.job_id, _actor(context))
+        log.warning(
+            "%s: job %s replayed by %s",
+            self._plane.service,
+            request.job_id,
+            _actor(context),
+            extra={"job_id": request.job_id},
+        )
         return control_pb2.ReplayJobResponse(
             job_id=request.job_id,
             stream=stream,

@@ -4,7 +4,12 @@ The series themselves are defined in vcf_agent.telemetry (and analysis._metrics)
 traces in vcf_agent.tracing.
 """
 
-from vcf_agent.observability._json_logs import JsonLogFormatter, configure_logging, current_job_id
+from vcf_agent.observability._json_logs import (
+    JsonLogFormatter,
+    configure_logging,
+    current_job_id,
+    log_context,
+)
 from vcf_agent.observability._metrics_endpoint import MetricsEndpoint
 from vcf_agent.observability._samplers import SAMPLE_INTERVAL_S, BusSampler, PeriodicSampler
 
@@ -16,4 +21,5 @@ __all__ = [
     "PeriodicSampler",
     "configure_logging",
     "current_job_id",
+    "log_context",
 ]

@@ -1,17 +1,20 @@
 """Log set-up for every command: text for people, or one JSON object per line for collectors.
 
 A JSON line has timestamp, level, service, logger, message, the current trace and span ids
-(with tracing on), the job id (from `current_job_id` or the call's `extra`) and the
-correlation id a call passes in `extra`, e.g. log.info("...", extra={"correlation_id": cid}).
-Messages carry ids and counts, never sample names or genotypes.
+(with tracing on), and the job and correlation (variant) ids the line is about: from the call's
+`extra` (log.info("...", extra={"job_id": job, "correlation_id": cid})) or else from the log
+context of the task writing it (`with log_context(job_id=...)`, as ingest does for a job's
+whole run). Messages carry ids and counts, never sample names or genotypes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from vcf_agent import tracing
@@ -19,9 +22,25 @@ from vcf_agent.config import ConfigError
 
 _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
-# The job the current task works on (set by ingest for a job's whole run): every log line it
-# writes names the job without each call passing it.
-current_job_id: contextvars.ContextVar[str] = contextvars.ContextVar("current_job_id", default="")
+# The job and the variant the current task works on (see log_context; a task that works on one
+# job throughout may set current_job_id once): every log line it writes names them.
+current_job_id: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
+_correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="")
+
+
+@contextlib.contextmanager
+def log_context(*, job_id: str = "", correlation_id: str = "") -> Iterator[None]:
+    """Every log line the current task writes inside the block names this job and/or variant."""
+    tokens = []
+    if job_id:
+        tokens.append((current_job_id, current_job_id.set(job_id)))
+    if correlation_id:
+        tokens.append((_correlation_id, _correlation_id.set(correlation_id)))
+    try:
+        yield
+    finally:
+        for variable, token in reversed(tokens):
+            variable.reset(token)
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -44,7 +63,7 @@ class JsonLogFormatter(logging.Formatter):
         job_id = getattr(record, "job_id", None) or current_job_id.get()
         if job_id:
             entry["job_id"] = job_id
-        correlation_id = getattr(record, "correlation_id", None)
+        correlation_id = getattr(record, "correlation_id", None) or _correlation_id.get()
         if correlation_id:
             entry["correlation_id"] = correlation_id
         if record.exc_info:

@@ -141,7 +141,7 @@ class JobWatchdog(AsyncComponent):
         if self._registry.stall(job.job_id, detail) is None:
             return
         if entering:
-            log.warning("job %s stalled: %s", job.job_id, detail)
+            log.warning("job %s stalled: %s", job.job_id, detail, extra={"job_id": job.job_id})
         await self._publisher.announce(job.job_id, events_pb2.JOB_STATE_STALLED, detail)
 
     async def _stranded(self, now: float) -> str:

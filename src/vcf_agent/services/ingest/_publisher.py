@@ -36,7 +36,7 @@ from vcf_agent import telemetry, tracing
 from vcf_agent.bus import Bus, BusError, FailoverBus, OutgoingMessage, PublishedPosition
 from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.observability import current_job_id
+from vcf_agent.observability import current_job_id, log_context
 from vcf_agent.processing import DeadLetterSink, publish_patiently
 from vcf_agent.progress import progress_notification
 from vcf_agent.schema import HEADER_JOB, HEADER_VARIANT_COUNT, TERMINAL_STATES, encode, encode_serialized
@@ -424,8 +424,11 @@ class VariantPublisher(AsyncComponent):
         why when it is published again from the start)."""
         # The root of the job's trace (under the SubmitVcf call's span when the client traces):
         # every message the job sends, at every stage, descends from it.
-        current_job_id.set(job.job_id)  # this task's log lines name the job
-        with tracing.current_span("ingest.job", "ingest", job_id=job.job_id, tenant_id=job.tenant_id):
+        # Every log line of the run names the job.
+        with (
+            log_context(job_id=job.job_id),
+            tracing.current_span("ingest.job", "ingest", job_id=job.job_id, tenant_id=job.tenant_id),
+        ):
             await self._run_job(job, path, region, mode, priority, resume=resume, why=why)
 
     async def _run_job(

@@ -14,6 +14,7 @@ Refusals and endings close the connection with a code and a reason:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -99,15 +100,27 @@ class WebSocketGateway(AsyncComponent):
             log.info("WebSocket from %s refused: %s", connection.remote_address, refusal.reason)
             await connection.close(code=refusal.code, reason=refusal.reason)
             return
+        streaming = asyncio.create_task(self._stream(connection, job_id, tenant_id))
+        left = asyncio.create_task(connection.wait_closed())
         try:
-            async for note in self._hub.subscribe(job_id, tenant_id, include_latest=True, kind="websocket"):
-                await connection.send(json.dumps(notification_json(note)))
-        except ConnectionClosed:
+            await asyncio.wait((streaming, left), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            # A client that left while no event was due ends its subscription now, so the hub and
+            # the connection gauge let go of it at once rather than at the next event.
+            streaming.cancel()
+        await asyncio.wait((streaming,))
+        if streaming.cancelled() or isinstance(streaming.exception(), ConnectionClosed):
             return
+        streaming.result()  # any other error of the stream is raised here
         if self._hub.closed:
             await connection.close(code=GOING_AWAY, reason="the notifier is stopping")
         else:
             await connection.close(code=TRY_AGAIN_LATER, reason="fell too far behind; reconnect")
+
+    async def _stream(self, connection: ServerConnection, job_id: str, tenant_id: str) -> None:
+        async for note in self._hub.subscribe(job_id, tenant_id, include_latest=True, kind="websocket"):
+            await connection.send(json.dumps(notification_json(note)))
 
     async def _admit(self, connection: ServerConnection) -> tuple[str, str]:
         """(job_id, tenant filter) of an allowed subscription, or a _Refusal saying why not."""

@@ -598,6 +598,7 @@ class DeadLetter(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     SERVICE_FIELD_NUMBER: _builtins.int
     VARIANT_COUNT_FIELD_NUMBER: _builtins.int
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
     original_payload: _builtins.bytes
     """The record's value as it was read (empty for a VCF line, see raw_line)."""
     source_stream: _builtins.str
@@ -628,6 +629,10 @@ class DeadLetter(_message.Message):
     """Variants the lost record held (from its `variant-count` header), so the writer can
     account for every variant of job_id: stored plus dead-lettered equals the total.
     """
+    correlation_id: _builtins.str
+    """The variant it is about (VariantMessage.correlation_id) when it is one variant's request,
+    e.g. an analysis every provider failed; empty for a whole record or batch.
+    """
     @_builtins.property
     def original_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The record's headers as they were read."""
@@ -655,10 +660,11 @@ class DeadLetter(_message.Message):
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         service: _builtins.str = ...,
         variant_count: _builtins.int = ...,
+        correlation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "error_code", b"error_code", "file_name", b"file_name", "job_id", b"job_id", "line_number", b"line_number", "original_headers", b"original_headers", "original_payload", b"original_payload", "raw_line", b"raw_line", "reason", b"reason", "service", b"service", "source_offset", b"source_offset", "source_partition", b"source_partition", "source_stream", b"source_stream", "tenant_id", b"tenant_id", "timestamp", b"timestamp", "variant_count", b"variant_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "correlation_id", b"correlation_id", "error_code", b"error_code", "file_name", b"file_name", "job_id", b"job_id", "line_number", b"line_number", "original_headers", b"original_headers", "original_payload", b"original_payload", "raw_line", b"raw_line", "reason", b"reason", "service", b"service", "source_offset", b"source_offset", "source_partition", b"source_partition", "source_stream", b"source_stream", "tenant_id", b"tenant_id", "timestamp", b"timestamp", "variant_count", b"variant_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
