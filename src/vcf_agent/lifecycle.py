@@ -12,11 +12,14 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Self, TypeVar
 
 log = logging.getLogger(__name__)
+
+_SLOW_STOP_S = 1.0
 
 
 class AsyncComponent(abc.ABC):
@@ -84,7 +87,12 @@ class ComponentStack(AsyncComponent):
         await stack.aclose()
 
     async def _stop_logged(self, stop: Callable[[], Awaitable[None]], what: object) -> None:
+        began = time.monotonic()
         try:
             await stop()
         except Exception:
             log.exception("%s: stopping %r failed", self.owner, what)
+        took = time.monotonic() - began
+        if took >= _SLOW_STOP_S:
+            # Shutdown must fit the grace period (30 s in compose): this says what used it.
+            log.info("%s: stopping %s took %.1fs", self.owner, type(what).__name__, took)

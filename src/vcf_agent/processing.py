@@ -321,6 +321,11 @@ class StreamProcessor(AsyncComponent):
     async def _run(self) -> None:
         try:
             await self._loop()
+        except BaseException as exc:
+            if not self._stopping:
+                # Nobody awaits this task until stop(): without this line a dead loop is silent.
+                log.error("%s: %s consumer loop ended: %r", self._service, self.group, exc)
+            raise
         finally:
             self._parked.set()
 

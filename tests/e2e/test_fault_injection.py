@@ -24,9 +24,8 @@ from vcf_agent.config import SERVICES
 
 async def _run(scenario: str, tmp_path: Path, variants: int) -> FaultResult:
     result = await run_fault_scenario(scenario, "embedded", tmp_path, variants=variants, samples=2, kills=1)
-    skipped = [note for note in result.notes if note.startswith("skipped")]
-    if skipped:
-        pytest.skip(skipped[0])
+    if result.not_run:
+        pytest.skip(result.not_run)
     return result
 
 

@@ -169,3 +169,53 @@ async def test_a_batch_of_many_samples_is_bounded_by_bytes_not_by_variant_count(
     assert lance.batches == [2 * BATCH] * 4
     assert lance.count() == 8 * BATCH
     graph.close()
+
+
+class SlowCompactionLance(LanceStore):
+    """A real LanceStore whose compaction, holding the store's lock, waits for a gate."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.compacting = threading.Event()
+
+    def _compact(self) -> None:
+        self.compacting.set()
+        self.gate.wait(timeout=60)
+        super()._compact()
+
+
+async def test_stopping_does_not_wait_for_an_idle_compaction(tmp_path: Path, bus: Bus) -> None:
+    """SIGTERM during a long idle compaction: the writer stops within its grace period.
+
+    After large jobs the writer took more than its 30 s grace to exit: stop() awaited the
+    compaction it starts when the input goes idle, and the interpreter joined the worker
+    thread running it. Cut short, the compaction loses nothing (its commit is atomic).
+    """
+    await ensure_topology(bus, Settings(data_dir=tmp_path))
+    lance = SlowCompactionLance(tmp_path / "lance")
+    sink, graph = _sink(tmp_path, bus, lance)
+    await sink.handle([_record(0)])
+    assert await sink.flush() == {("database-writes", 0): 1}
+    await sink.handle([])  # the input is idle: compaction starts
+    await _until(lance.compacting.is_set)
+
+    async def stop_the_writer() -> None:
+        # As the writer's component stack does: the sink, then the stores.
+        await sink.stop()
+        await graph.stop()
+        await lance.stop()
+
+    stopping = asyncio.create_task(stop_the_writer())
+    done, _ = await asyncio.wait([stopping], timeout=30)
+    still_compacting = not lance.gate.is_set()
+    lance.gate.set()
+    assert stopping in done and still_compacting, "stop waited for the idle compaction"
+    await stopping
+    # The interpreter does not wait for the compaction's thread at exit.
+    assert all(t.daemon for t in threading.enumerate() if t.name == "writer-idle-compaction")
+    await _until(lambda: not any(t.name == "writer-idle-compaction" for t in threading.enumerate()))
+    reopened = LanceStore(tmp_path / "lance")
+    reopened.open()
+    assert reopened.count() == BATCH
+    reopened.close()

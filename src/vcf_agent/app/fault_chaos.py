@@ -80,6 +80,8 @@ class FaultResult:
     recover_s: float = 0.0
     completion_s: float = 0.0
     state: str = ""
+    # Why the scenario did not run on this bus ("" when it ran): the table says so in its row.
+    not_run: str = ""
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -335,7 +337,7 @@ async def run_fault_scenario(
     )
     result = FaultResult(scenario, bus, expected_variants(path))
     if scenario in (FULL_DISK_STORES, FULL_DISK_LOG) and bus != "embedded":
-        result.notes.append("full-disk scenarios run on the embedded bus only")
+        result.not_run = "full-disk scenarios run on the embedded bus only"
         return result
     servers = ChaosServers(root, iggy_binary) if bus != "embedded" else None
     env = {
@@ -393,7 +395,7 @@ async def run_fault_scenario(
             result.duplicates = rows - result.stored
             result.lost = result.expected - result.stored
     except SmallDiskUnavailableError as exc:
-        result.notes.append(f"skipped: {exc}")
+        result.not_run = str(exc)
         return result
     finally:
         if servers is not None:
@@ -414,6 +416,9 @@ def render_faults(results: list[FaultResult]) -> str:
     )  # fmt: skip
     rows = [header]
     for r in results:
+        if r.not_run:
+            rows.append((r.scenario, r.bus, *("-",) * 7, f"not run: {r.not_run}", "-"))
+            continue
         rows.append(
             (
                 r.scenario, r.bus, str(r.expected), str(r.stored), str(r.duplicates), str(r.lost),
@@ -438,7 +443,8 @@ async def run_faults(
             if scenario in (FULL_DISK_STORES, FULL_DISK_LOG) and bus != "embedded":
                 continue
             if bus == "iggy" and not iggy_binary:
-                print(f"{scenario}/iggy: skipped, no iggy-server binary", flush=True)
+                results.append(FaultResult(scenario, bus, 0, not_run="no iggy-server binary"))
+                print(render_faults(results[-1:]), flush=True)
                 continue
             with tempfile.TemporaryDirectory(prefix=f"vcf-agent-faults-{scenario}-{bus}-") as scratch:
                 results.append(

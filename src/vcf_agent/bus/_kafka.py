@@ -540,13 +540,24 @@ class KafkaConsumer(Consumer):
 
 
 async def _close_quietly(*closers: Awaitable[object], timeout_s: float = 10.0) -> None:
-    """Close clients without letting one failure (or a dead broker) block the others."""
+    """Close clients without letting one failure (or a dead broker) block the others.
+
+    After a commit failed on a dead broker, aiokafka's consumer stop() awaits its own
+    coordination task, which it had cancelled, and so raises CancelledError although
+    nobody cancelled the caller. Let through, that ended a stage's consumer loop for
+    good (it escapes `except Exception`); only a cancellation of this task propagates.
+    """
     for closer in closers:
         try:
             async with asyncio.timeout(timeout_s):
                 await closer
         except (KafkaError, OSError, TimeoutError) as exc:
             log.debug("kafka client close failed: %r", exc)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            log.debug("kafka client close ended by a cancelled aiokafka task")
 
 
 def from_url(url: str) -> KafkaBus:

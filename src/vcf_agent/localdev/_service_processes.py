@@ -55,7 +55,8 @@ def start_service(
         "--bus", bus_url, "--data-dir", str(data_dir / name), "--grpc-port", "0",
         "--websocket-port", str(websocket_port), "--metrics-port", "0", *extra_args,
     ]  # fmt: skip
-    with log_path.open("w") as log:
+    # Appended: a restarted service's log keeps what its previous run said before it died.
+    with log_path.open("a") as log:
         process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,

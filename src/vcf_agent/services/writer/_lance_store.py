@@ -17,6 +17,7 @@ into the BTREE key indices that merge_insert and point lookups use.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ from ._carrier_rows import CARRIER_SCHEMA, VARIANT_COLUMNS, carrier_rows
 from ._native_memory import return_freed_memory
 from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, build_rows
 from ._store_location import StoreLocation
+
+log = logging.getLogger(__name__)
+
+# How long close() waits for a running write or compaction to release the tables.
+_CLOSE_WAIT_S = 1.0
 
 _VARIANTS = "variants"
 _ANALYSES = "analyses"
@@ -183,9 +189,18 @@ class LanceStore(AsyncComponent):
                     table.create_index(column, config=config)
 
     def close(self) -> None:
-        """Release the table handles; every write is already durable."""
-        with self._lock:
+        """Release the table handles; every write is already durable.
+
+        A compaction still running (the writer does not wait for one at shutdown) keeps
+        the handles: it commits atomically, and the process exits around it.
+        """
+        if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
+            log.warning("closing LanceDB while a compaction runs: left to it")
+            return
+        try:
             self._variants = self._analyses = self._carriers = None
+        finally:
+            self._lock.release()
 
     def write(
         self,

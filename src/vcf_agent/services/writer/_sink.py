@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 
 # Flushes in flight at once: one in LanceDB, one in the graph, one building rows.
 _FLUSH_DEPTH = 3
+# How long stop() lets an idle compaction finish. Compacting a large table can outlast the
+# grace period (SIGTERM after large jobs found the writer still running after 30 s); one cut
+# short changes nothing, as a compaction commits atomically and the next idle period redoes it.
+_COMPACTION_WAIT_AT_STOP_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +203,8 @@ class StoreSink(AsyncComponent):
         # engines release the GIL, so they overlap; each store takes the batches in order.
         self._flushing: deque[_Flush] = deque()
         # Compaction started when the input went idle, off the write path.
-        self._idle_compaction: asyncio.Task[bool] | None = None
+        self._idle_compaction: asyncio.Future[bool] | None = None
+        self._stopping = False
 
     @property
     def buffered(self) -> int:
@@ -314,14 +320,12 @@ class StoreSink(AsyncComponent):
         on the write path; stop() waits for a running compaction.
         """
         running = self._idle_compaction
-        if running is not None and not running.done():
+        if self._stopping or (running is not None and not running.done()):
             return
         if running is not None and not running.cancelled() and running.exception() is not None:
             # A failed compaction leaves the data as it was; the next idle poll tries again.
             log.warning("idle compaction failed: %s", running.exception())
-        self._idle_compaction = asyncio.create_task(
-            asyncio.to_thread(self.lance.compact_if_written), name="writer-idle-compaction"
-        )
+        self._idle_compaction = _on_daemon_thread(self.lance.compact_if_written, "writer-idle-compaction")
 
     def _collect(self, record: Record) -> list[variant_pb2.JobMarker]:
         """Hand a record's writes to the row builder; returns its job markers."""
@@ -520,11 +524,47 @@ class StoreSink(AsyncComponent):
         return None
 
     async def stop(self) -> None:
+        """Store what is buffered or in flight; an idle compaction gets a few seconds, not more."""
+        self._stopping = True
         await self.flush()
-        if self._idle_compaction is not None:
-            with contextlib.suppress(Exception):
-                await self._idle_compaction
+        running = self._idle_compaction
+        if running is not None and not running.done():
+            await asyncio.wait([running], timeout=_COMPACTION_WAIT_AT_STOP_S)
+            if not running.done():
+                log.warning(
+                    "stopping with an idle compaction still running: left to end with the process "
+                    "(its commit is atomic; the next idle period compacts again)"
+                )
         self._book.close()
+
+
+def _on_daemon_thread(call: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """call() on a thread of its own, as a future of the running loop.
+
+    A daemon thread, unlike asyncio.to_thread's pool (which the interpreter joins at
+    exit), lets the process exit while it still runs: for work that is safe to cut short.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast(T, result))
+
+    def run() -> None:
+        try:
+            result, error = call(), None
+        except Exception as exc:  # handed to the future's awaiter
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 async def _timed(store: str, write: Callable[..., T], rows: WriteRows, **kwargs: Any) -> T:
