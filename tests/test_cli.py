@@ -88,3 +88,14 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert listed.returncode == 0
     for command in ("run", "serve", "submit", "query", "validate", "bench"):
         assert f"    {command} " in listed.stdout
+
+
+def test_every_command_loads_its_settings_with_its_own_defaults() -> None:
+    """A command's own option must not collide with a settings flag: `chaos` once had a `--bus`
+    list ("embedded,kafka,iggy") that the settings tree read as the bus URL, so every chaos run
+    stopped at "bus: unsupported scheme" before doing anything."""
+    from vcf_agent.app.cli import build_parser, load
+
+    parser = build_parser()
+    for argv in (["chaos", "faults"], ["chaos", "healthy"], ["bench", "e2e"], ["run"], ["config", "show"]):
+        load(parser.parse_args(argv), {})

@@ -142,7 +142,7 @@ def _cmd_chaos(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         found = asyncio.run(
             fault_chaos.run_faults(
                 faults,
-                args.bus.split(","),
+                args.buses.split(","),
                 variants=args.variants,
                 samples=args.samples,
                 kills=args.kills,
@@ -302,8 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--variants", type=int, default=500_000)
     chaos.add_argument("--samples", type=int, default=3, help="fault scenarios: samples per record")
     chaos.add_argument("--kills", type=int, default=3, help="sigkill-each: kills per service")
+    # Not `--bus`: that name is the settings tree's bus URL, read before any command runs.
     chaos.add_argument(
-        "--bus", default="embedded,kafka,iggy", help="fault scenarios: comma-separated embedded, kafka, iggy"
+        "--buses",
+        default="embedded,kafka,iggy",
+        help="fault scenarios: comma-separated embedded, kafka, iggy",
     )
     chaos.add_argument("--outage-s", type=float, default=20.0, help="how long a killed server stays down")
     chaos.add_argument(
