@@ -206,19 +206,7 @@ class VariantPublisher(AsyncComponent):
         takers: set[Taker] = set()
         sent = 0
         try:
-            reader = await asyncio.to_thread(
-                VcfReader,
-                checkpoint.path,
-                file_id=job.file_id,
-                job_id=job.job_id,
-                tenant_id=job.tenant_id,
-                source_name=job.source_name,
-                batch_size=self._settings.batch_size,
-                linger_ms=self._settings.batch_linger_ms,
-                region=checkpoint.region or None,
-                limits=self._limits,
-                resume_at=lost[0].start,
-            )
+            reader = await self._open_reader(job, checkpoint.path, checkpoint.region or None, lost[0].start)
         except Exception:  # the watchdog publishes the whole file later if the job stays idle
             log.exception("job %s: opening %s to publish it again failed", job.job_id, checkpoint.path)
             return
@@ -455,19 +443,7 @@ class VariantPublisher(AsyncComponent):
                 if errors:
                     await self._fail(job, errors)
                     return
-            reader = await asyncio.to_thread(
-                VcfReader,
-                path,
-                file_id=job.file_id,
-                job_id=job.job_id,
-                tenant_id=job.tenant_id,
-                source_name=job.source_name,
-                batch_size=self._settings.batch_size,
-                linger_ms=self._settings.batch_linger_ms,
-                region=region,
-                limits=self._limits,
-                resume_at=resume.at if resume is not None else None,
-            )
+            reader = await self._open_reader(job, path, region, resume.at if resume is not None else None)
         except VcfFileError as exc:
             await self._fail(job, str(exc))
             return
@@ -588,6 +564,24 @@ class VariantPublisher(AsyncComponent):
             await self._publish_marker(started, patient=False)
         except BusError as exc:
             raise StreamingUnavailableError(f"{self._stream} refused the job's first message: {exc}") from exc
+
+    async def _open_reader(
+        self, job: JobRecord, path: Path, region: str | None, resume_at: ReadPosition | None
+    ) -> VcfReader:
+        """The job's file opened (on a thread: it reads the header) at `resume_at`, or at the start."""
+        return await asyncio.to_thread(
+            VcfReader,
+            path,
+            file_id=job.file_id,
+            job_id=job.job_id,
+            tenant_id=job.tenant_id,
+            source_name=job.source_name,
+            batch_size=self._settings.batch_size,
+            linger_ms=self._settings.batch_linger_ms,
+            region=region,
+            limits=self._limits,
+            resume_at=resume_at,
+        )
 
     def _batch_fields(self, job: JobRecord, priority: int, reader: VcfReader) -> bytes:
         """The job-level VariantBatch fields, serialized once and appended to every batch: the
