@@ -143,7 +143,9 @@ def _pod_environment(objects: list[dict[str, Any]], container: dict[str, Any]) -
 def test_kubernetes_args_and_environment_are_what_the_services_accept(overlay: str) -> None:
     objects = render_overlay(overlay)
     known = variables_the_settings_read()
-    settings_map = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+    settings_map = next(
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "vcf-agent-settings"
+    )["data"]
     for name, workload in service_workloads(objects).items():
         container = workload["spec"]["template"]["spec"]["containers"][0]
         args = build_parser().parse_args(container["args"])
