@@ -258,3 +258,39 @@ async def test_after_a_crash_with_data_each_live_consumer_is_one_member_and_offs
         assert len(records) == messages - sum(committed.values())
         for consumer in after:
             await consumer.stop()
+
+
+async def test_records_read_before_a_failed_partition_poll_are_handed_over(
+    bus: IggyBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch that fails on its second partition still returns what the first gave.
+
+    The consumer moves each partition's position as it reads it; when the server went down
+    between two partitions' polls, the records already read were dropped with the error and
+    the next commit stored offsets past them (broker-restart over Iggy lost 8,000 of 200,000
+    variants this way). Deleting a topic makes the second poll fail, deterministically.
+    """
+    from vcf_agent.bus import BusError, _iggy
+
+    # No re-sync during the test: the deleted topic must fail in the fetch, not in the sync.
+    monkeypatch.setattr(_iggy, "_SYNC_INTERVAL_S", 600.0)
+    await bus.ensure_streams([StreamSpec("kept", 1), StreamSpec("deleted", 1)])
+    await bus.publish("kept", [OutgoingMessage(f"m{i}".encode()) for i in range(3)])
+    consumer = bus.consumer(["kept", "deleted"], _unique("g"))
+    await consumer.start()
+    try:
+        await bus._session.call(
+            "delete topic", lambda client: client.delete_topic(bus.settings.stream_name, "deleted")
+        )
+        records: list[Record] = []
+        failures = 0
+        # Fetches alternate which partition they read first; within two polls "kept" is first.
+        for _ in range(4):
+            try:
+                records.extend(await consumer.poll(timeout_s=0.2))
+            except BusError:
+                failures += 1
+        assert failures >= 1, "the deleted topic's poll must fail"
+        assert sorted(r.value for r in records) == [b"m0", b"m1", b"m2"]
+    finally:
+        await consumer.stop()

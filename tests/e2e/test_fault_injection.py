@@ -49,3 +49,50 @@ async def test_a_full_embedded_log_pauses_the_job_until_space_returns(tmp_path: 
     result = await _run(FULL_DISK_LOG, tmp_path, 40_000)
     assert (result.problems, result.state) == ([], "complete")
     assert (result.stored, result.duplicates, result.lost) == (result.expected, 0, 0)
+
+
+async def test_a_service_that_ignores_sigterm_is_a_finding_and_the_round_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over Iggy the router outlived the 30 s grace (load 47): the scenario ended there, called
+    it "stopped after the job", and the restarts in flight ran on after the pipeline stopped.
+
+    Real child processes stand in for the services: only the signalling round is under test.
+    """
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from vcf_agent.app import fault_chaos
+    from vcf_agent.localdev import ServiceProcess, stop_service
+
+    monkeypatch.setattr(fault_chaos, "GRACE_S", 1.0)
+
+    def child(name: str, ignores_sigterm: bool) -> ServiceProcess:
+        # A service exits 0 on SIGTERM; the router here does not exit at all.
+        handler = "signal.SIG_IGN" if ignores_sigterm else "lambda *_: sys.exit(0)"
+        code = f"import signal, sys, time\nsignal.signal(signal.SIGTERM, {handler})\n"
+        code += "print('ready', flush=True)\ntime.sleep(60)\n"
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        return ServiceProcess(name, process, "", tmp_path / f"{name}.log")
+
+    services = {name: child(name, ignores_sigterm=name == "router") for name in SERVICES}
+    result = FaultResult(SIGTERM_EACH, "embedded", 1)
+    progress = fault_chaos._Progress(services, "job")
+    # Each restart counts as progress at once: no job runs here.
+    progress.grew_at = float("inf")
+
+    async def restart(name: str) -> None:
+        services[name] = child(name, ignores_sigterm=False)
+
+    try:
+        await fault_chaos._signal_each(
+            signal.SIGTERM, 1, services, progress, result, restart, random.Random(0), lambda _text: None
+        )
+    finally:
+        for service in services.values():
+            stop_service(service, signal.SIGKILL, 5)
+    assert result.faults == len(SERVICES)
+    assert result.problems == ["router ignored SIGTERM for 1s and was SIGKILLed"]

@@ -809,9 +809,29 @@ class IggyGroupConsumer(Consumer):
                 break
             stream, partition = tp
             position = self._positions[tp]
-            messages = await self._session.poll(
-                self._iggy_stream, stream, partition, PollingStrategy.Offset(position), limit - len(records)
-            )
+            try:
+                messages = await self._session.poll(
+                    self._iggy_stream,
+                    stream,
+                    partition,
+                    PollingStrategy.Offset(position),
+                    limit - len(records),
+                )
+            except BusError:
+                if not records:
+                    raise
+                # Positions already moved past what this fetch read from other partitions:
+                # raising would drop those records, and the next commit would skip them
+                # for good (seen when the server was SIGKILLed mid-fetch). Hand them over;
+                # the next poll meets the error again.
+                _log.warning(
+                    "iggy %s: poll of %s[%d] failed after %d records",
+                    self._group,
+                    stream,
+                    partition,
+                    len(records),
+                )
+                break
             for message in messages:
                 records.append(_to_record(stream, partition, message))
             if messages:
