@@ -66,6 +66,9 @@ def project_name() -> Iterator[str]:
     yield name
 
 
+# The first deploy test to run after a change to src/ also builds the image (and, on a new machine,
+# the base image); seen at 300 s of image build and start-up at load 40 on 2 cores.
+@pytest.mark.timeout(900)
 def test_podman_compose_up_embedded_stack_serves(project_name: str, tmp_path: Path) -> None:
     podman_compose = tool("podman-compose")
     image = _podman.build_image()
