@@ -136,6 +136,14 @@ async def wait_until_active(bus: FailoverBus, backend: str, timeout_s: float = 5
     return time.monotonic() - started
 
 
+async def wait_for_probe(bus: FailoverBus, *, healthy: bool, timeout_s: float = 5.0) -> None:
+    """Until the primary's latest probe passed (or failed)."""
+    started = time.monotonic()
+    while bus.backend_states()[0].healthy != healthy:
+        assert time.monotonic() - started < timeout_s, f"no probe with healthy={healthy}"
+        await asyncio.sleep(0.005)
+
+
 async def drain(consumer: FailoverConsumer, count: int, timeout_s: float = 10.0) -> list[Record]:
     got: list[Record] = []
     deadline = time.monotonic() + timeout_s
@@ -466,13 +474,11 @@ async def test_one_late_probe_does_not_recreate_streams_nor_switch(
     stream = "late-probe"
     await bus.ensure_streams([StreamSpec(stream, 2)])
     primary.broken = True
-    while bus.backend_states()[0].failed_probes < 1:
-        await asyncio.sleep(PROBE_INTERVAL_S / 10)
+    await wait_for_probe(bus, healthy=False)
     primary.broken = False
     primary.slow_ensure = True
     # A probe passes again before the publishes (as between a busy stage's publishes).
-    while not bus.backend_states()[0].healthy:
-        await asyncio.sleep(PROBE_INTERVAL_S / 10)
+    await wait_for_probe(bus, healthy=True)
     for i in range(FAILURES_TO_SWITCH + 2):
         positions = await bus.publish(stream, [OutgoingMessage(b"v%d" % i, key=b"k")])
         assert [p.backend for p in positions] == [bus.backend_names[0]]
