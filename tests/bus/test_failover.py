@@ -48,6 +48,7 @@ class FaultyMemoryBus(MemoryBus):
     `broken`: the probe reports unhealthy and publish raises. `store_then_hang`:
     publish stores the messages, then never acknowledges (an ambiguous timeout).
     `hang`: the probe and lag reads never answer (a stalled server).
+    `slow_ensure`: creating streams never answers (a loaded server's many metadata calls).
     """
 
     def __init__(self, name: str) -> None:
@@ -55,6 +56,12 @@ class FaultyMemoryBus(MemoryBus):
         self.broken = False
         self.store_then_hang = False
         self.hang = False
+        self.slow_ensure = False
+
+    async def ensure_streams(self, specs: Sequence[StreamSpec]) -> None:
+        if self.slow_ensure:
+            await asyncio.Event().wait()
+        await super().ensure_streams(specs)
 
     async def healthy(self) -> bool:
         if self.hang:
@@ -127,6 +134,14 @@ async def wait_until_active(bus: FailoverBus, backend: str, timeout_s: float = 5
         assert time.monotonic() - started < timeout_s, f"{backend} never became active"
         await asyncio.sleep(0.005)
     return time.monotonic() - started
+
+
+async def wait_for_probe(bus: FailoverBus, *, healthy: bool, timeout_s: float = 5.0) -> None:
+    """Until the primary's latest probe passed (or failed)."""
+    started = time.monotonic()
+    while bus.backend_states()[0].healthy != healthy:
+        assert time.monotonic() - started < timeout_s, f"no probe with healthy={healthy}"
+        await asyncio.sleep(0.005)
 
 
 async def drain(consumer: FailoverConsumer, count: int, timeout_s: float = 10.0) -> list[Record]:
@@ -447,6 +462,28 @@ async def test_probe_failures_short_of_the_threshold_never_switch(
         await asyncio.sleep(PROBE_INTERVAL_S * 1.5)
     assert bus.switches == 0
     assert bus.active_backend == bus.backend_names[0]
+
+
+async def test_one_late_probe_does_not_recreate_streams_nor_switch(
+    faulty: tuple[FailoverBus, FaultyMemoryBus],
+) -> None:
+    # Measured with a real iggy-server under load (chaos `healthy`, 500,000 variants): one
+    # late probe marked Iggy as returned, so every publish first re-created all streams, which
+    # timed out on the loaded server, and those failures switched a healthy primary to Kafka.
+    bus, primary = faulty
+    stream = "late-probe"
+    await bus.ensure_streams([StreamSpec(stream, 2)])
+    primary.broken = True
+    await wait_for_probe(bus, healthy=False)
+    primary.broken = False
+    primary.slow_ensure = True
+    # A probe passes again before the publishes (as between a busy stage's publishes).
+    await wait_for_probe(bus, healthy=True)
+    for i in range(FAILURES_TO_SWITCH + 2):
+        positions = await bus.publish(stream, [OutgoingMessage(b"v%d" % i, key=b"k")])
+        assert [p.backend for p in positions] == [bus.backend_names[0]]
+    assert bus.switches == 0
+    primary.slow_ensure = False
 
 
 async def test_status_reads_of_a_stalled_backend_return_the_last_known_lag_in_bounded_time(

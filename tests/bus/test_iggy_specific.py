@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from vcf_agent.bus import (
     open_bus,
     partition_for_key,
 )
-from vcf_agent.bus._iggy import IggyBus
+from vcf_agent.bus._iggy import IggyBus, parse_url
 from vcf_agent.localdev._iggy_server import LocalIggyServer, find_iggy_server
 
 pytestmark = pytest.mark.iggy
@@ -294,3 +295,27 @@ async def test_records_read_before_a_failed_partition_poll_are_handed_over(
         assert sorted(r.value for r in records) == [b"m0", b"m1", b"m2"]
     finally:
         await consumer.stop()
+
+
+async def test_a_login_slower_than_the_timeout_is_waited_for_not_opened_again() -> None:
+    # A restarted debug iggy-server under load took minutes to answer logins: every call that
+    # timed out had left its connection open and the next opened another (20-30 per service),
+    # so the server never caught up. A listener that accepts and never answers stands for it.
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    bus = IggyBus(parse_url(f"iggy://iggy:iggy@127.0.0.1:{port}?timeout_s=0.3"))
+    try:
+        for _ in range(4):
+            assert not await bus.healthy()
+        assert len(accepted) == 1
+    finally:
+        await bus.stop()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()

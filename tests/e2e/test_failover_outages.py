@@ -69,8 +69,8 @@ async def test_healthy_backends_never_switch_under_a_job(tmp_path: Path) -> None
 
 
 async def test_primary_killed_mid_job_then_back_with_its_data(tmp_path: Path) -> None:
-    # Iggy stays down until GetJob names what is stranded on it: ingest has published most of
-    # the file when the first variants are stored, so the job soon idles on what Iggy holds.
+    # Records are stranded on Iggy for sure (the writer is paused while the aggregator publishes
+    # there, then Iggy is killed), and Iggy stays down until GetJob names them.
     result = await _run(PRIMARY_KILLED, tmp_path, stranded_wait_s=60)
     assert result.problems == []
     assert (result.stored, result.state) == (result.expected, "complete")

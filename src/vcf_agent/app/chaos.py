@@ -24,6 +24,7 @@ import contextlib
 import logging
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -56,6 +57,8 @@ SCENARIOS = (HEALTHY, PRIMARY_KILLED, PRIMARY_BACK_FRESH, FALLBACK_KILLED, BOTH_
 # What the failover scenarios' primary can be (see ChaosServers).
 PRIMARIES = ("iggy", "kafka")
 TENANT = "chaos-lab"
+# How long the writer is paused before the primary is killed when a scenario strands records.
+_WRITER_PAUSE_S = 2.0
 
 
 @dataclass
@@ -460,7 +463,20 @@ async def _inject(
     if scenario == HEALTHY:
         return  # the measurement of flapping: no fault, so any switch is a false alarm
     if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH):
-        await servers.kill_primary()
+        if stranded_wait_s > 0:
+            # Strand records for sure: at CI size the stages read everything within a second
+            # (a 20,000-variant job completed through Kafka with nothing left on the killed
+            # Iggy), so the writer pauses while the aggregator publishes onto the primary,
+            # and what it publishes then is unread there when the primary dies.
+            writer = services["writer"].process
+            writer.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(_WRITER_PAUSE_S)
+                await servers.kill_primary()
+            finally:
+                writer.send_signal(signal.SIGCONT)
+        else:
+            await servers.kill_primary()
         await asyncio.sleep(outage_s)
         # Kept down until GetJob names what is stranded on it (at most stranded_wait_s more).
         if stranded_wait_s > 0:
@@ -515,8 +531,9 @@ async def run_scenario(
 ) -> ScenarioResult:
     """One scenario end to end in `root`; problems are collected in the result, not raised.
 
-    With `stranded_wait_s`, a killed Iggy stays down past `outage_s` until GetJob reports
-    records stranded on it, or that much longer.
+    With `stranded_wait_s`, records are stranded on the primary for sure (the writer is paused
+    for `_WRITER_PAUSE_S` before the kill), and a killed Iggy stays down past `outage_s` until
+    GetJob reports them, or that much longer.
     """
     from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 

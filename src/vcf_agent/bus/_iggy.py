@@ -255,6 +255,9 @@ class _Session:
     def __init__(self, settings: IggySettings) -> None:
         self._settings = settings
         self._client: IggyClient | None = None
+        # A connect-and-login still in progress: the next call waits for it rather than
+        # opening another connection (see _connected).
+        self._connecting: asyncio.Task[IggyClient] | None = None
         self._lock = asyncio.Lock()
         # Bumped per new client: a new client is a new server-side session
         # with no group memberships.
@@ -278,32 +281,58 @@ class _Session:
         )
 
     async def _connected(self) -> IggyClient:
+        """The session's client; a new one connects and logs in within the timeout.
+
+        An attempt that runs out of time goes on in the background and the next call waits
+        for the same attempt: the SDK cannot abort a login or close a client, so abandoned
+        attempts stayed open, and after a restart of a debug iggy-server under load (each
+        login hashes a password) the services' retries piled up 20-30 connections each, the
+        server answered no login within 5 s for minutes, and Iggy never came back.
+        """
         async with self._lock:
             if self._client is not None:
                 return self._client
-            client = self._new_client()
+            if self._connecting is None:
+                self._connecting = asyncio.create_task(self._connect_and_login())
+            attempt = self._connecting
             timeout = self._settings.timeout_s
             try:
-                await asyncio.wait_for(client.connect(), timeout)
-                await asyncio.wait_for(
-                    client.login_user(self._settings.username, self._settings.password), timeout
-                )
-                await asyncio.wait_for(_leave_inherited_groups(client), timeout)
+                client = await asyncio.wait_for(asyncio.shield(attempt), timeout)
             except TimeoutError as exc:
                 raise BusUnavailableError(
                     f"iggy at {self._settings.address}: no connection within {timeout}s"
                 ) from exc
             except RuntimeError as exc:
+                self._connecting = None
                 if _is_unavailable(exc):
                     raise BusUnavailableError(f"iggy at {self._settings.address}: {exc}") from exc
                 raise BusError(f"iggy at {self._settings.address}: login failed: {exc}") from exc
+            except BaseException:
+                if attempt.done():
+                    self._connecting = None
+                raise
+            self._connecting = None
             self._client = client
             self.generation += 1
             return client
 
+    async def _connect_and_login(self) -> IggyClient:
+        client = self._new_client()
+        await client.connect()
+        await client.login_user(self._settings.username, self._settings.password)
+        await _leave_inherited_groups(client)
+        return client
+
     def discard(self) -> None:
         # The SDK has no close(); dropping the last reference closes the socket.
         self._client = None
+
+    def close(self) -> None:
+        """Discard the client and any attempt to connect (the session is not used again)."""
+        self.discard()
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
 
     async def call(
         self, what: str, operation: Callable[[IggyClient], Awaitable[T]], timeout_s: float | None = None
@@ -511,7 +540,7 @@ class IggyBus(Bus):
         await self._session.call("ping", lambda client: client.ping())
 
     async def stop(self) -> None:
-        self._session.discard()
+        self._session.close()
 
     async def _durability_options(self) -> dict[str, str]:
         # Without both knobs the server acks sends from its in-memory journal
@@ -667,7 +696,7 @@ class IggyBus(Bus):
                 await session.store(iggy_stream, stream, group, partition, next_offset)
             await session.leave(iggy_stream, stream, group)
         finally:
-            session.discard()
+            session.close()
 
     async def _first_offsets(self, stream: str, strategy: PollingStrategy) -> dict[int, int]:
         """Per partition, the offset of the first message the strategy selects, else the end."""
@@ -751,7 +780,7 @@ class IggyGroupConsumer(Consumer):
             # The server drops a closed session's memberships itself.
             _log.info("iggy consumer %s could not leave cleanly: %s", self._group, exc)
         finally:
-            self._session.discard()
+            self._session.close()
             self._assigned = []
 
     async def _sync(self) -> None:
