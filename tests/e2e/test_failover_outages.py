@@ -69,8 +69,9 @@ async def test_healthy_backends_never_switch_under_a_job(tmp_path: Path) -> None
 
 
 async def test_primary_killed_mid_job_then_back_with_its_data(tmp_path: Path) -> None:
-    # Records are stranded on Iggy for sure (the writer is paused while the aggregator publishes
-    # there, then Iggy is killed), and Iggy stays down until GetJob names them.
+    # Records are stranded on Iggy for sure (the writer is paused from before the job's
+    # submission until Iggy is killed, after the aggregator published there), and Iggy stays
+    # down until GetJob names them.
     result = await _run(PRIMARY_KILLED, tmp_path, stranded_wait_s=60)
     assert result.problems == []
     assert (result.stored, result.state) == (result.expected, "complete")

@@ -57,8 +57,8 @@ SCENARIOS = (HEALTHY, PRIMARY_KILLED, PRIMARY_BACK_FRESH, FALLBACK_KILLED, BOTH_
 # What the failover scenarios' primary can be (see ChaosServers).
 PRIMARIES = ("iggy", "kafka")
 TENANT = "chaos-lab"
-# How long the writer is paused before the primary is killed when a scenario strands records.
-_WRITER_PAUSE_S = 2.0
+# How long a scenario that strands records keeps them on the live primary before killing it.
+_LAG_READS_S = 5.0
 
 
 @dataclass
@@ -257,6 +257,25 @@ async def _status(address: str) -> control_pb2.GetStatusResponse:
         return await control_pb2_grpc.ControlServiceStub(channel).GetStatus(
             control_pb2.GetStatusRequest(), timeout=10
         )
+
+
+async def _until_published(url: str, deadline: float) -> None:
+    """Wait until the aggregator has published onto `database-writes` on the backend at `url`."""
+    from vcf_agent.bus import Bus, open_bus
+    from vcf_agent.config import Topology
+
+    bus: Bus = open_bus(url)
+    await bus.start()
+    try:
+        while True:
+            with contextlib.suppress(Exception):  # the stream is created by the first publisher
+                if sum((await bus.end_offsets(Topology().database_writes)).values()) > 0:
+                    return
+            if time.monotonic() > deadline:
+                raise _ScenarioProblem("nothing reached database-writes on the primary before the fault")
+            await asyncio.sleep(0.1)
+    finally:
+        await bus.stop()
 
 
 async def _submit(ingest: str, path: Path) -> str:
@@ -464,17 +483,12 @@ async def _inject(
         return  # the measurement of flapping: no fault, so any switch is a false alarm
     if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH):
         if stranded_wait_s > 0:
-            # Strand records for sure: at CI size the stages read everything within a second
-            # (a 20,000-variant job completed through Kafka with nothing left on the killed
-            # Iggy), so the writer pauses while the aggregator publishes onto the primary,
-            # and what it publishes then is unread there when the primary dies.
-            writer = services["writer"].process
-            writer.send_signal(signal.SIGSTOP)
+            # The writer was paused before the job was submitted (see run_scenario), so what
+            # the aggregator published onto the primary is unread there when the primary dies.
             try:
-                await asyncio.sleep(_WRITER_PAUSE_S)
                 await servers.kill_primary()
             finally:
-                writer.send_signal(signal.SIGCONT)
+                services["writer"].process.send_signal(signal.SIGCONT)
         else:
             await servers.kill_primary()
         await asyncio.sleep(outage_s)
@@ -532,8 +546,9 @@ async def run_scenario(
     """One scenario end to end in `root`; problems are collected in the result, not raised.
 
     With `stranded_wait_s`, records are stranded on the primary for sure (the writer is paused
-    for `_WRITER_PAUSE_S` before the kill), and a killed Iggy stays down past `outage_s` until
-    GetJob reports them, or that much longer.
+    from before the job's submission until the kill, which comes once the aggregator has
+    published onto the primary), and a killed primary stays down past `outage_s` until GetJob
+    reports them, or that much longer.
     """
     from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 
@@ -551,13 +566,24 @@ async def run_scenario(
         allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root), "VCF_AGENT_REPUBLISH_GRACE_S": "10"}
         with running_pipeline(servers.failover_url(), root / "services", env=allowed) as services:
             say(f"{scenario}: five services up on {servers.failover_url()}")
+            strands = stranded_wait_s > 0 and scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH)
+            if strands:
+                # Paused before the job exists, the writer cannot have fetched any of its records:
+                # what the aggregator publishes onto the primary is unread there, whatever the load.
+                # (Pausing it mid-job stranded nothing in one CI run: it had fetched them all.)
+                services["writer"].process.send_signal(signal.SIGSTOP)
             began = time.monotonic()
             job_id = await _submit(services["ingest"].grpc, path)
             watch = _Watch(services, job_id)
             watcher = asyncio.create_task(watch.run())
             try:
                 deadline = began + timeout_s
-                while watch.stored == 0 and watch.state not in TERMINAL_STATES:
+                if strands:
+                    await _until_published(servers.primary_url, deadline)
+                    # Time for ingest's watchdog to read that lag while the primary answers: a dead
+                    # backend's stranded records are its last known lag (five of its 1 s reads).
+                    await asyncio.sleep(_LAG_READS_S)
+                while not strands and watch.stored == 0 and watch.state not in TERMINAL_STATES:
                     if time.monotonic() > deadline:
                         raise _ScenarioProblem("nothing was stored before the fault")
                     await asyncio.sleep(0.05)
@@ -592,6 +618,8 @@ async def run_scenario(
             except _ScenarioProblem as problem:
                 result.problems.append(str(problem))
             finally:
+                if strands:
+                    services["writer"].process.send_signal(signal.SIGCONT)
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
