@@ -52,7 +52,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
+import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +70,8 @@ from vcf_agent.v1 import events_pb2
 
 from ._graph_keys import analysis_keys, variant_key, variant_keys
 from ._rows import WriteRows, build_rows
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS File(id STRING PRIMARY KEY, name STRING, tenant_id STRING)",
@@ -201,24 +205,58 @@ class GraphStore(AsyncComponent):
             if self._conn is not None:
                 return
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = ladybug.Database(
-                str(self._path),
-                buffer_pool_size=self._buffer_pool_bytes,
-                # 0: all cores.
-                max_num_threads=0,
-                # Until a checkpoint folds the write-ahead log into the file, the engine keeps
-                # the logged changes in malloc memory too, outside the buffer pool; a checkpoint
-                # frees them. Measured, single-sample batches of 10k: malloc in use rose ~90 MB
-                # before each 256 MiB checkpoint (~230k variants), ~40 MB before each 32 MiB one;
-                # 64 MiB cost ~8% more graph CPU per variant than 256, and in the five-process
-                # 1M-variant run both peaked alike (writer 1,218 vs 1,202 MB, 127 vs 125 CPU us
-                # per variant), so writer_graph_checkpoint_bytes defaults to 256 MiB.
-                checkpoint_threshold=self._checkpoint_bytes,
-            )
+            try:
+                db = self._database(strict=True)
+            except RuntimeError as exc:
+                if "WAL file is corrupted" not in str(exc):
+                    raise
+                db = self._recover_torn_log(exc)
             conn = ladybug.Connection(db)
             for statement in _SCHEMA:
                 conn.execute(statement)
             self._db, self._conn = db, conn
+
+    def _recover_torn_log(self, exc: RuntimeError) -> ladybug.Database:
+        """Open after a crash mid-write: replay the log's whole transactions, drop its torn tail.
+
+        A writer killed while the engine wrote a transaction's log pages leaves a last record
+        that fails its checksum (measured: SIGKILL mid-job, `Checksum verification failed, the
+        WAL file is corrupted`, and the writer could never start again). Every COMMIT before
+        it is whole in the log, and the torn transaction never committed, so its batch's
+        bus offsets were never committed either (they are, only after both stores took the
+        batch): the bus delivers it again and the upsert stores it once. The log as found is
+        kept beside the database (one copy, the latest) for whoever audits the crash.
+        """
+        wal = self._path.with_name(self._path.name + ".wal")
+        kept = wal.with_name(wal.name + ".torn")
+        shutil.copyfile(wal, kept)
+        log.warning(
+            "graph %s: its write-ahead log ends in a torn record (%s), as a crash mid-write leaves it;"
+            " replaying its committed transactions, the torn one comes again from the bus;"
+            " the log as found is kept at %s",
+            self._path,
+            exc,
+            kept,
+        )
+        return self._database(strict=False)
+
+    def _database(self, *, strict: bool) -> ladybug.Database:
+        return ladybug.Database(
+            str(self._path),
+            buffer_pool_size=self._buffer_pool_bytes,
+            # 0: all cores.
+            max_num_threads=0,
+            # Until a checkpoint folds the write-ahead log into the file, the engine keeps
+            # the logged changes in malloc memory too, outside the buffer pool; a checkpoint
+            # frees them. Measured, single-sample batches of 10k: malloc in use rose ~90 MB
+            # before each 256 MiB checkpoint (~230k variants), ~40 MB before each 32 MiB one;
+            # 64 MiB cost ~8% more graph CPU per variant than 256, and in the five-process
+            # 1M-variant run both peaked alike (writer 1,218 vs 1,202 MB, 127 vs 125 CPU us
+            # per variant), so writer_graph_checkpoint_bytes defaults to 256 MiB.
+            checkpoint_threshold=self._checkpoint_bytes,
+            # Not strict: replay up to the first record that fails its checksum.
+            throw_on_wal_replay_failure=strict,
+        )
 
     def close(self) -> None:
         """Close the connection and database; closing checkpoints the log into the file."""
