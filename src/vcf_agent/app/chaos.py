@@ -57,8 +57,9 @@ SCENARIOS = (HEALTHY, PRIMARY_KILLED, PRIMARY_BACK_FRESH, FALLBACK_KILLED, BOTH_
 # What the failover scenarios' primary can be (see ChaosServers).
 PRIMARIES = ("iggy", "kafka")
 TENANT = "chaos-lab"
-# How long a scenario that strands records keeps them on the live primary before killing it.
-_LAG_READS_S = 5.0
+# How long a scenario that strands records keeps them on the live primary before killing it:
+# ingest's watchdog must read that lag while the primary answers (a few reads, slow under load).
+_LAG_READS_S = 10.0
 
 
 @dataclass
@@ -259,23 +260,27 @@ async def _status(address: str) -> control_pb2.GetStatusResponse:
         )
 
 
-async def _until_published(url: str, deadline: float) -> None:
-    """Wait until the aggregator has published onto `database-writes` on the backend at `url`."""
+async def _published(url: str) -> int:
+    """Records on `database-writes` on the backend at `url` (0 before its first publisher made it)."""
     from vcf_agent.bus import Bus, open_bus
     from vcf_agent.config import Topology
 
     bus: Bus = open_bus(url)
     await bus.start()
     try:
-        while True:
-            with contextlib.suppress(Exception):  # the stream is created by the first publisher
-                if sum((await bus.end_offsets(Topology().database_writes)).values()) > 0:
-                    return
-            if time.monotonic() > deadline:
-                raise _ScenarioProblem("nothing reached database-writes on the primary before the fault")
-            await asyncio.sleep(0.1)
+        return sum((await bus.end_offsets(Topology().database_writes)).values())
+    except Exception:  # not created yet
+        return 0
     finally:
         await bus.stop()
+
+
+async def _until_final(ingest: str, job_id: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (await _stored(ingest, job_id))[1] not in TERMINAL_STATES:
+        if time.monotonic() > deadline:
+            raise _ScenarioProblem(f"job {job_id} not finished after {timeout_s:.0f}s")
+        await asyncio.sleep(0.2)
 
 
 async def _submit(ingest: str, path: Path) -> str:
@@ -563,15 +568,29 @@ async def run_scenario(
         # The job is read by path, allowed from root (the services' data dir stays unreachable).
         # Records stranded on a lost Iggy log are published again from ingest's checkpoint once
         # the job has been idle this long after a switch (the default, 60 s, suits production).
-        allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root), "VCF_AGENT_REPUBLISH_GRACE_S": "10"}
+        strands = stranded_wait_s > 0 and scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH)
+        allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root)}
+        if not strands:
+            # Stranded records then wait for the primary's return, and GetJob names them
+            # meanwhile, instead of completing from a re-publish first.
+            allowed["VCF_AGENT_REPUBLISH_GRACE_S"] = "10"
         with running_pipeline(servers.failover_url(), root / "services", env=allowed) as services:
             say(f"{scenario}: five services up on {servers.failover_url()}")
-            strands = stranded_wait_s > 0 and scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH)
+            published_before = 0
             if strands:
-                # Paused before the job exists, the writer cannot have fetched any of its records:
-                # what the aggregator publishes onto the primary is unread there, whatever the load.
+                # A stage's group is known to read a stream once it committed there (throw-away
+                # readers never do), so a small job runs through first; then, paused before the
+                # job exists, the writer cannot have fetched any of its records: what the
+                # aggregator publishes onto the primary is unread there, whatever the load.
                 # (Pausing it mid-job stranded nothing in one CI run: it had fetched them all.)
+                warm_up = write_synthetic_vcf(
+                    root / "warm-up.vcf.gz", SyntheticVcfSpec(records=200, samples=1, seed=19), bgzip=True
+                )
+                await _until_final(
+                    services["ingest"].grpc, await _submit(services["ingest"].grpc, warm_up), timeout_s
+                )
                 services["writer"].process.send_signal(signal.SIGSTOP)
+                published_before = await _published(servers.primary_url)
             began = time.monotonic()
             job_id = await _submit(services["ingest"].grpc, path)
             watch = _Watch(services, job_id)
@@ -579,9 +598,12 @@ async def run_scenario(
             try:
                 deadline = began + timeout_s
                 if strands:
-                    await _until_published(servers.primary_url, deadline)
+                    while await _published(servers.primary_url) <= published_before:
+                        if time.monotonic() > deadline:
+                            raise _ScenarioProblem("nothing reached database-writes on the primary")
+                        await asyncio.sleep(0.1)
                     # Time for ingest's watchdog to read that lag while the primary answers: a dead
-                    # backend's stranded records are its last known lag (five of its 1 s reads).
+                    # backend's stranded records are its last known lag.
                     await asyncio.sleep(_LAG_READS_S)
                 while not strands and watch.stored == 0 and watch.state not in TERMINAL_STATES:
                     if time.monotonic() > deadline:

@@ -54,6 +54,11 @@ _TICK_S = 1.0
 _GROUPS_EVERY_S = 2.0
 # A job idle this long while records are stranded on an unreachable backend waits for them.
 _STRANDED_STALL_S = 5.0
+# A lag read that does not answer within this keeps the last known lag. What a dead backend
+# strands is its last lag read while it answered, so a read must succeed on a loaded machine:
+# at load 58 on 2 cores, reads of a debug iggy-server's lags failed a 1 s limit for a whole
+# job, and GetJob never named the records stranded there.
+_LAG_READ_TIMEOUT_S = 5.0
 # The streams a job's records pass through (topology fields): where a record stranded on a
 # dead backend waits. Their readers are found on the backends (FailoverBus.consumer_groups).
 _JOB_STREAMS = (
@@ -158,7 +163,7 @@ class JobWatchdog(AsyncComponent):
             ]
             self._readers = (now, pairs)
         lags = await asyncio.gather(
-            *(bus.backend_lags(group, stream, timeout_s=1.0) for group, stream in pairs)
+            *(bus.backend_lags(group, stream, timeout_s=_LAG_READ_TIMEOUT_S) for group, stream in pairs)
         )
         # Only a backend failing its probes strands anything; a live one slow to answer a lag
         # read (a loaded broker) still delivers.
