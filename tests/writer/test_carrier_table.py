@@ -169,7 +169,6 @@ def test_pages_follow_file_order_however_the_rows_were_stored(tmp_path: Path, sa
         store.close()
 
 
-
 def test_carrier_rows_are_the_row_builders_carriers_including_its_edge_cases() -> None:
     # Multi-digit allele indexes, haploid and triploid calls, missing alleles, extreme and
     # negative ALT indexes: the hand-made writes the row builders are checked against.
