@@ -10,6 +10,7 @@
 # name it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/_go-build.sh
 ./scripts/install.sh
 
 missing=()
@@ -26,12 +27,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-if command -v go >/dev/null 2>&1; then
+if have_go "kustomize, kube-score, compose-check and buf not installed"; then
     export GOBIN="$PWD/.venv/bin"
     go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1
     go install github.com/zegl/kube-score/cmd/kube-score@v1.20.0
     go install github.com/bufbuild/buf/cmd/buf@v1.75.0
     (cd deploy/compose-check && go install .)
-else
-    echo "install-deploy-tools.sh: no Go toolchain: kustomize, kube-score, compose-check and buf not installed" >&2
 fi

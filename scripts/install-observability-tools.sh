@@ -9,6 +9,7 @@
 # Without root or Go the tests that need the missing tool skip and name it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/_go-build.sh
 
 JAEGER_VERSION=1.76.0
 
@@ -24,28 +25,11 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     fi
 fi
 
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/vcf-agent/jaeger-$JAEGER_VERSION"
-jaeger_bin="$cache_root/jaeger"
-if [ ! -x "$jaeger_bin" ]; then
-    if command -v go >/dev/null 2>&1; then
-        mkdir -p "$cache_root"
-        (
-            flock 9
-            if [ ! -x "$jaeger_bin" ]; then
-                scratch="$(mktemp -d)"
-                trap 'rm -rf "$scratch"' EXIT
-                cd "$scratch"
-                go mod init scratch >/dev/null 2>&1
-                go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@v$JAEGER_VERSION" 2>go-get.log \
-                    || { cat go-get.log >&2; exit 1; }
-                go build -o "$jaeger_bin.partial" github.com/jaegertracing/jaeger/cmd/jaeger
-                mv "$jaeger_bin.partial" "$jaeger_bin"
-            fi
-        ) 9>"$cache_root/.lock"
-    else
-        echo "install-observability-tools.sh: no Go toolchain: jaeger not built" >&2
-    fi
-fi
-if [ -x "$jaeger_bin" ] && [ -d .venv/bin ]; then
-    ln -sf "$jaeger_bin" .venv/bin/jaeger
-fi
+build_jaeger() {
+    go mod init scratch >/dev/null 2>&1
+    go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@v$JAEGER_VERSION" 2>go-get.log \
+        || { cat go-get.log >&2; exit 1; }
+    go build -o "$1" github.com/jaegertracing/jaeger/cmd/jaeger
+}
+
+cached_go_build jaeger "$JAEGER_VERSION" build_jaeger

@@ -8,28 +8,14 @@
 # Without Go the tests that need it skip and name it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/_go-build.sh
 
 VERSITYGW_VERSION=1.8.0
 
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/vcf-agent/versitygw-$VERSITYGW_VERSION"
-binary="$cache_root/versitygw"
-if [ ! -x "$binary" ]; then
-    if command -v go >/dev/null 2>&1; then
-        mkdir -p "$cache_root"
-        (
-            flock 9
-            if [ ! -x "$binary" ]; then
-                scratch="$(mktemp -d)"
-                trap 'rm -rf "$scratch"' EXIT
-                CGO_ENABLED=0 GOBIN="$scratch" go install -trimpath -ldflags=-s \
-                    "github.com/versity/versitygw/cmd/versitygw@v$VERSITYGW_VERSION"
-                mv "$scratch/versitygw" "$binary"
-            fi
-        ) 9>"$cache_root/.lock"
-    else
-        echo "install-s3-server.sh: no Go toolchain: versitygw not built" >&2
-    fi
-fi
-if [ -x "$binary" ] && [ -d .venv/bin ]; then
-    ln -sf "$binary" .venv/bin/versitygw
-fi
+build_versitygw() {
+    CGO_ENABLED=0 GOBIN="$PWD" go install -trimpath -ldflags=-s \
+        "github.com/versity/versitygw/cmd/versitygw@v$VERSITYGW_VERSION"
+    mv versitygw "$1"
+}
+
+cached_go_build versitygw "$VERSITYGW_VERSION" build_versitygw

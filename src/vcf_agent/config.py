@@ -110,9 +110,7 @@ def check_store_url(url: str) -> None:
             " AWS_ENDPOINT_URL)"
         )
     if not _BUCKET.fullmatch(parts.netloc):
-        raise ConfigError(
-            "s3:// URL needs a bucket name of 3-63 lowercase letters, digits, '.' or '-'"
-        )
+        raise ConfigError("s3:// URL needs a bucket name of 3-63 lowercase letters, digits, '.' or '-'")
     if parts.query or parts.fragment:
         raise ConfigError("s3:// URL must be s3://bucket/prefix, with no ?query or #fragment")
 

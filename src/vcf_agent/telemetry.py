@@ -69,9 +69,7 @@ store_write_latency = Histogram(
     ["store"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-notifier_connections = Gauge(
-    "vcf_notifier_connections", "Open client connections to the notifier.", ["kind"]
-)
+notifier_connections = Gauge("vcf_notifier_connections", "Open client connections to the notifier.", ["kind"])
 notifications_delivered = Counter(
     "vcf_notifications_delivered_total", "Job events delivered to watching clients.", ["kind"]
 )
@@ -104,7 +102,6 @@ jobs_stalled = Gauge("jobs_stalled", "Jobs with no progress for the stall time (
 job_republishes = Counter(
     "job_republishes_total", "Jobs ingest published again from their file after records were stranded."
 )
-
 
 
 _TENANT_LABELS_MAX = 100

@@ -16,15 +16,15 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from vcf_agent.bus import BusUnavailableError, OutgoingMessage, PartitionLag, PublishedPosition, StreamSpec
+from vcf_agent.bus import BusUnavailableError, OutgoingMessage, PartitionLag, PublishedPosition
 from vcf_agent.bus._failover import FailoverBus
 from vcf_agent.bus._memory import MemoryBus
 from vcf_agent.config import Settings
 from vcf_agent.schema import HEADER_JOB, HEADER_VARIANT_COUNT, decode, message_type
-from vcf_agent.services.ingest import CheckpointBook, JobRegistry, JobWatchdog, VariantPublisher
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._vcf_text import record, write_vcf
+from ._watched_ingest import watched_ingest
 
 RECORDS = 60
 BATCH = 5
@@ -105,13 +105,7 @@ async def test_only_what_the_lost_primary_took_is_published_again_then_the_whole
     primary = DyingMemoryBus(f"primary-{uuid.uuid4().hex[:8]}", stream, ON_PRIMARY)
     fallback = MemoryBus(f"fallback-{uuid.uuid4().hex[:8]}")
     bus = FailoverBus(primary, fallback, probe_interval_s=0.05, failures_to_switch=2, publish_timeout_s=30.0)
-    await bus.start()
-    await bus.ensure_streams([StreamSpec(name, partitions) for name, partitions in settings.topology.specs()])
-    registry = JobRegistry(tmp_path / "jobs.sqlite")
-    checkpoints = CheckpointBook(tmp_path / "jobs.sqlite")
-    publisher = VariantPublisher(bus, settings, registry, checkpoints=checkpoints)
-    watchdog = JobWatchdog(registry, publisher, bus, settings)
-    try:
+    async with watched_ingest(bus, settings, tmp_path) as (registry, _, publisher, watchdog):
         path = write_vcf(tmp_path / "sixty.vcf", [record(pos=str(100 + i)) for i in range(RECORDS)])
         job = await publisher.submit(path)
         await asyncio.wait_for(primary.holding.wait(), 10)
@@ -154,8 +148,3 @@ async def test_only_what_the_lost_primary_took_is_published_again_then_the_whole
         assert _positions(await _batches(fallback, stream, job.job_id)) == sorted(
             first_run + on_primary + everything
         )
-    finally:
-        await publisher.stop()
-        await bus.stop()
-        registry.close()
-        checkpoints.close()

@@ -7,24 +7,17 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from vcf_agent.bus import Bus, StreamSpec, open_bus
+from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import Settings
-from vcf_agent.schema import decode
-from vcf_agent.services.ingest import CheckpointBook, JobRegistry, JobWatchdog, VariantPublisher
 from vcf_agent.v1 import events_pb2
 
+from ._published import published
 from ._vcf_text import GOOD, record, write_vcf
+from ._watched_ingest import watched_ingest
 
 
 async def _notifications(bus: Bus, stream: str, job_id: str) -> list[events_pb2.Notification]:
-    notes: list[events_pb2.Notification] = []
-    async with bus.consumer([stream], "test-reader") as consumer:
-        for _ in range(20):
-            records = await consumer.poll(timeout_s=0.2)
-            notes += [decode(r.value, r.headers, events_pb2.Notification) for r in records]
-            if not records and notes:
-                break
-    return [note for note in notes if note.job_id == job_id]
+    return [note for note in await published(bus, stream, events_pb2.Notification) if note.job_id == job_id]
 
 
 async def test_a_job_without_progress_is_stalled_until_a_count_moves(tmp_path: Path) -> None:
@@ -32,13 +25,7 @@ async def test_a_job_without_progress_is_stalled_until_a_count_moves(tmp_path: P
         data_dir=tmp_path / "data", bus_url=f"memory://watchdog-{tmp_path.name}", job_stall_s=30.0
     )
     bus = open_bus(settings.bus_url)
-    await bus.start()
-    await bus.ensure_streams([StreamSpec(name, partitions) for name, partitions in settings.topology.specs()])
-    registry = JobRegistry(tmp_path / "jobs.sqlite")
-    checkpoints = CheckpointBook(tmp_path / "jobs.sqlite")
-    publisher = VariantPublisher(bus, settings, registry, checkpoints=checkpoints)
-    watchdog = JobWatchdog(registry, publisher, bus, settings)
-    try:
+    async with watched_ingest(bus, settings, tmp_path) as (registry, checkpoints, publisher, watchdog):
         path = write_vcf(tmp_path / "two.vcf", [GOOD, record(pos="200")])
         job = await publisher.submit(path)
         await publisher.wait(job.job_id)
@@ -91,6 +78,3 @@ async def test_a_job_without_progress_is_stalled_until_a_count_moves(tmp_path: P
         )
         await watchdog.tick(now=1032.0)
         assert checkpoints.get(job.job_id) is None
-    finally:
-        await publisher.stop()
-        await bus.stop()

@@ -13,9 +13,7 @@ import vcf
 from pysam import bcftools
 
 from vcf_agent.app.pipeline import LocalPipeline
-from vcf_agent.bus import Bus
 from vcf_agent.config import Settings
-from vcf_agent.schema import decode
 from vcf_agent.services.ingest import validate_file
 from vcf_agent.services.ingest._vcf_header import VcfFileError
 from vcf_agent.services.ingest._vcf_reader import VcfReader
@@ -23,6 +21,7 @@ from vcf_agent.services.writer import LanceStore
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2, variant_pb2
 
+from ._published import published
 from ._vcf_text import GOOD, HEADER, record, write_vcf
 
 PYVCF_DATA = Path(vcf.__file__).parent / "test"
@@ -259,17 +258,6 @@ def test_unusable_files_raise_with_a_code(
     assert words in str(caught.value)
 
 
-async def _dead_letters(bus: Bus, stream: str) -> list[events_pb2.DeadLetter]:
-    letters: list[events_pb2.DeadLetter] = []
-    async with bus.consumer([stream], "test-reader") as consumer:
-        for _ in range(20):
-            records = await consumer.poll(timeout_s=0.2)
-            letters += [decode(r.value, r.headers, events_pb2.DeadLetter) for r in records]
-            if not records and letters:
-                break
-    return letters
-
-
 def _store(pipeline: LocalPipeline) -> LanceStore:
     return pipeline.writer.lance
 
@@ -297,7 +285,9 @@ async def test_lenient_run_stores_good_records_and_dead_letters_the_bad(tmp_path
         assert job.counts.dead_lettered == 3
         writer = _store(pipeline)
         assert writer.count(job_id) == job.counts.total
-        letters = await _dead_letters(pipeline.bus, pipeline.settings.topology.dead_letters)
+        letters = await published(
+            pipeline.bus, pipeline.settings.topology.dead_letters, events_pb2.DeadLetter
+        )
     records_stored = {v for v in range(10_000)} - {i - first_record for i in bad_at}
     assert len(records_stored) == 9_997
     assert sorted((d.line_number, d.error_code) for d in letters) == [

@@ -8,7 +8,6 @@ carriers table answers queries by sample.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import lancedb
@@ -19,8 +18,8 @@ from vcf_agent.services.writer._carrier_rows import carrier_rows
 from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore, VariantQuery
 from vcf_agent.services.writer._rows import build_rows
 
+from ._writes import FILE_B, Call, make_batch, make_write
 from .test_row_builder import hand_made_writes
-from .test_stores import FILE_B, Call, make_batch, make_write
 
 # Record 7 has ALT G,T; this is the T allele (alt_index 1, allele index 2).
 MULTI_ALLELIC_CALLS: list[Call] = [
@@ -32,14 +31,6 @@ MULTI_ALLELIC_CALLS: list[Call] = [
     ("first-alt-only", (1, 1), True),
     ("half-missing", (2, -1), False),
 ]
-
-
-@pytest.fixture
-def lance(tmp_path: Path) -> Iterator[LanceStore]:
-    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
-    store.open()
-    yield store
-    store.close()
 
 
 def _rows(store: LanceStore, job_id: str = "job-1") -> list[tuple[str, str, bool]]:
@@ -167,7 +158,6 @@ def test_pages_follow_file_order_however_the_rows_were_stored(tmp_path: Path, sa
         assert [(row.file_id, row.record_index) for row in rows] == matching[:4]
     finally:
         store.close()
-
 
 
 def test_carrier_rows_are_the_row_builders_carriers_including_its_edge_cases() -> None:

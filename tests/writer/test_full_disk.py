@@ -28,8 +28,8 @@ from vcf_agent.services import writer
 from vcf_agent.services.writer import LanceStore
 from vcf_agent.v1 import events_pb2, variant_pb2
 
+from ._writes import make_write
 from .test_job_outcome import storage_notes
-from .test_stores import make_write
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 JOB, TENANT = "job-disk", "tenant-disk"

@@ -19,7 +19,7 @@ from vcf_agent.schema import decode, encode
 from vcf_agent.services.writer import GraphStore, LanceStore, StoreSink
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
-from .test_stores import make_write
+from ._writes import make_write
 
 JOB = "job-1"
 TENANT = "tenant-1"

@@ -31,7 +31,7 @@ from vcf_agent.services.writer import StoreLocation, StoreSink, StoreUnavailable
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2
 
-from .test_stores import make_write
+from ._writes import make_write
 
 pytestmark = pytest.mark.skipif(
     find_s3_server() is None,

@@ -19,7 +19,7 @@ from vcf_agent.services.writer import GraphStore, LanceStore, StoreSink
 from vcf_agent.services.writer._rows import WriteRows
 from vcf_agent.v1 import events_pb2
 
-from .test_stores import make_write
+from ._writes import make_write
 
 BATCH = 5
 

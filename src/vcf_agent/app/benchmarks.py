@@ -10,6 +10,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -26,7 +27,7 @@ from vcf_agent.bus import Bus, OutgoingMessage, StreamSpec, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.localdev import LocalS3Server
 from vcf_agent.schema import TERMINAL_STATES, correlation_id, decode, encode, state_name
-from vcf_agent.v1 import variant_pb2
+from vcf_agent.v1 import jobs_pb2, variant_pb2
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -56,10 +57,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             workload = PRESETS[args.preset] if args.preset else Workload(args.variants, args.samples)
             path = write_workload(root, workload)
             with _store(getattr(args, "bench_store", "local")) as (store_env, server):
-                if args.processes:
-                    result = await bench_e2e_processes(root, path, workload, args.bus, store_env)
-                else:
-                    result = await bench_e2e(root, path, workload, args.bus, store_env)
+                given = E2eRun(root, path, workload, args.bus or f"embedded://{root / 'bus'}", store_env)
+                result = await (bench_e2e_processes if args.processes else bench_e2e)(given)
                 if server is not None:
                     # Its CPU is part of what storing to S3 costs on this machine.
                     result["store"] = "s3 (versitygw on loopback)"
@@ -163,6 +162,35 @@ async def bench_bus(url: str, variants: int, batch_size: int) -> dict[str, objec
     }
 
 
+@dataclass(frozen=True)
+class E2eRun:
+    """What the one-process and the five-process e2e benchmarks are both given, from one reading
+    of the command line: the generated VCF, its workload, the bus URL (--bus, else an embedded log
+    under root) and the variables that choose the store."""
+
+    root: Path
+    vcf: Path
+    workload: Workload
+    bus_url: str
+    store_env: Mapping[str, str]
+
+
+def _job_figures(mode: str, given: E2eRun, job: jobs_pb2.Job, seconds: float) -> dict[str, object]:
+    """The figures both e2e benchmarks report first: the finished job and its wall-clock time."""
+    return {
+        "benchmark": "e2e",
+        "mode": mode,
+        "bus": given.bus_url.split(":")[0],
+        "variants": job.counts.total,
+        "samples": given.workload.samples,
+        "stored": job.counts.stored,
+        "status": state_name(job.state),
+        "seconds": round(seconds, 3),
+        "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
+        "job_latency_s": round(seconds, 3),
+    }
+
+
 @contextlib.contextmanager
 def _store(kind: str) -> Iterator[tuple[dict[str, str], LocalS3Server | None]]:
     """local: LanceDB under the data directory; s3: on a versitygw server started for the run.
@@ -176,28 +204,23 @@ def _store(kind: str) -> Iterator[tuple[dict[str, str], LocalS3Server | None]]:
         yield {"VCF_AGENT_STORE": f"{server.bucket('bench')}/lance", **server.environment()}, server
 
 
-async def bench_e2e(
-    root: Path,
-    path: Path,
-    workload: Workload,
-    bus_url: str | None,
-    store_env: Mapping[str, str] | None = None,
-) -> dict[str, object]:
+async def bench_e2e(given: E2eRun) -> dict[str, object]:
     """Run all five services in-process on a generated VCF, time it to completion, then query."""
     from vcf_agent.app._settings_tree import load_settings
     from vcf_agent.app.pipeline import LocalPipeline
     from vcf_agent.services.writer import VariantQuery
 
-    samples = workload.samples
     settings = Settings(
-        data_dir=root / "data", bus_url=bus_url or "", store=load_settings(store_env or {}).service.store
+        data_dir=given.root / "data",
+        bus_url=given.bus_url,
+        store=load_settings(given.store_env).service.store,
     )
     sampler = RssSampler()
     async with LocalPipeline(settings) as pipeline:
         await sampler.start()
         began = time.perf_counter()
         cpu_before = _cpu_seconds(psutil.Process())
-        job_id = await pipeline.submit(path)
+        job_id = await pipeline.submit(given.vcf)
         job = await pipeline.wait(job_id)
         seconds = time.perf_counter() - began
         cpu = _cpu_seconds(psutil.Process()) - cpu_before
@@ -211,18 +234,8 @@ async def bench_e2e(
             return (await asyncio.to_thread(lance.query, found))[1]
 
         queries = await time_queries(query)
-    stored = job.counts.stored
     return {
-        "benchmark": "e2e",
-        "mode": "one process",
-        "bus": settings.bus_url.split(":")[0],
-        "variants": job.counts.total,
-        "samples": samples,
-        "stored": stored,
-        "status": state_name(job.state),
-        "seconds": round(seconds, 3),
-        "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
-        "job_latency_s": round(seconds, 3),
+        **_job_figures("one process", given, job, seconds),
         "cpu_s": round(cpu, 2),
         "cpu_us_per_variant": round(cpu * 1e6 / max(job.counts.total, 1), 1),
         "peak_rss_mb": round(sampler.peak / 2**20),
@@ -291,24 +304,17 @@ class RssSampler:
             await asyncio.sleep(0.05)
 
 
-async def bench_e2e_processes(
-    root: Path,
-    path: Path,
-    workload: Workload,
-    bus_url: str | None,
-    store_env: Mapping[str, str] | None = None,
-) -> dict[str, object]:
+async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
     """The same job through five `vcf-agent serve` processes, as deployed: uses every core."""
     import grpc
 
     from vcf_agent.localdev import running_pipeline
-    from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc, query_pb2, query_pb2_grpc
+    from vcf_agent.v1 import jobs_pb2_grpc, query_pb2, query_pb2_grpc
 
-    samples = workload.samples
-    url = bus_url or f"embedded://{root / 'bus'}"
+    root = given.root
     # Read by path (no upload in the measurement): allowed from root, the services' data dir excluded.
-    allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root), **(store_env or {})}
-    with running_pipeline(url, root / "services", env=allowed) as services:
+    allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root), **given.store_env}
+    with running_pipeline(given.bus_url, root / "services", env=allowed) as services:
         processes = [psutil.Process(s.process.pid) for s in services.values()]
         peak = 0
         peaks = dict.fromkeys(services, 0)
@@ -319,7 +325,7 @@ async def bench_e2e_processes(
                 name: _cpu_seconds(process) for name, process in zip(services, processes, strict=True)
             }
             began = time.perf_counter()
-            metadata = jobs_pb2.SubmitVcfMetadata(file_name=path.name, path=str(path))
+            metadata = jobs_pb2.SubmitVcfMetadata(file_name=given.vcf.name, path=str(given.vcf))
             job = (
                 await ingest.SubmitVcf(iter([jobs_pb2.SubmitVcfRequest(metadata=metadata)]), timeout=60)
             ).job
@@ -345,16 +351,7 @@ async def bench_e2e_processes(
             waited = await wait_quiet(root / "services" / "writer")
             queries = {"compaction_wait_s": waited, **(await time_queries(query))}
     return {
-        "benchmark": "e2e",
-        "mode": "five processes",
-        "bus": url.split(":")[0],
-        "variants": job.counts.total,
-        "samples": samples,
-        "stored": job.counts.stored,
-        "status": state_name(job.state),
-        "seconds": round(seconds, 3),
-        "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
-        "job_latency_s": round(seconds, 3),
+        **_job_figures("five processes", given, job, seconds),
         "peak_rss_mb": round(peak / 2**20),
         "peak_rss_mb_per_service": {name: round(rss / 2**20) for name, rss in peaks.items()},
         # Where the two cores went: CPU seconds each service used during the job, and per variant.

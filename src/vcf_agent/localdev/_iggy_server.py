@@ -20,6 +20,7 @@ from typing import IO
 
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail, stop_process
+from vcf_agent.localdev._executables import find_executable
 
 DEFAULT_USERNAME = "iggy"
 DEFAULT_PASSWORD = "iggy"
@@ -32,10 +33,7 @@ class IggyServerError(RuntimeError):
 
 def find_iggy_server() -> str | None:
     """IGGY_SERVER_BIN if it names an executable file, else iggy-server on PATH, else None."""
-    configured = os.environ.get("IGGY_SERVER_BIN")
-    if configured:
-        return configured if os.access(configured, os.X_OK) and Path(configured).is_file() else None
-    return shutil.which(_BINARY_NAME)
+    return find_executable(_BINARY_NAME, "IGGY_SERVER_BIN")
 
 
 async def _accepts_login(address: str, username: str, password: str, timeout_s: float) -> bool:

@@ -41,12 +41,12 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 """
 
 
-
 def _max_message_bytes() -> int:
     """The broker accepts what KafkaBus publishes and sets on the topics it creates."""
     from vcf_agent.bus._kafka import MAX_MESSAGE_BYTES
 
     return MAX_MESSAGE_BYTES
+
 
 class KafkaInstallError(RuntimeError):
     """Kafka's jars could not be installed or the broker could not be started."""

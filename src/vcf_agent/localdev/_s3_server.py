@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -21,6 +20,7 @@ from types import TracebackType
 from typing import IO
 
 from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail, stop_process
+from vcf_agent.localdev._executables import find_executable
 
 _BINARY_NAME = "versitygw"
 ACCESS_KEY = "vcf-agent-test"
@@ -34,13 +34,7 @@ class S3ServerError(RuntimeError):
 
 def find_s3_server() -> str | None:
     """VERSITYGW_BIN if it names an executable file, else versitygw beside this Python or on PATH."""
-    configured = os.environ.get("VERSITYGW_BIN")
-    if configured:
-        return configured if os.access(configured, os.X_OK) and Path(configured).is_file() else None
-    beside = Path(sys.executable).parent / _BINARY_NAME
-    if os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which(_BINARY_NAME)
+    return find_executable(_BINARY_NAME, "VERSITYGW_BIN", beside_python=True)
 
 
 class LocalS3Server:

@@ -147,7 +147,6 @@ _UPSERT = (
 )
 
 
-
 def open_job_database(path: Path) -> sqlite3.Connection:
     """Ingest's SQLite file (jobs and checkpoints), shared by the event loop and worker threads."""
     path.parent.mkdir(parents=True, exist_ok=True)
