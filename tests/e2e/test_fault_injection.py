@@ -96,3 +96,18 @@ async def test_a_service_that_ignores_sigterm_is_a_finding_and_the_round_goes_on
             stop_service(service, signal.SIGKILL, 5)
     assert result.faults == len(SERVICES)
     assert result.problems == ["router ignored SIGTERM for 1s and was SIGKILLed"]
+
+
+async def test_a_service_that_cannot_start_is_a_problem_of_the_row_not_the_end_of_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over Iggy at load ~80 ingest's first login took over the bus's 5 s and it exited 1 at start:
+    the error escaped the scenario and `vcf-agent chaos` lost every row still to run.
+
+    A tokens file that does not exist makes every service exit at start (2, a settings error).
+    """
+    monkeypatch.setenv("VCF_AGENT_TOKENS_FILE", str(tmp_path / "missing-tokens.json"))
+    result = await run_fault_scenario(SIGKILL_EACH, "embedded", tmp_path, variants=100, samples=1, kills=1)
+    assert result.state == "" and result.stored == 0
+    assert any("exited with 2 before it was ready" in problem for problem in result.problems), result.problems
+    assert any("VCF_AGENT_TOKENS_FILE" in problem for problem in result.problems), result.problems

@@ -17,6 +17,7 @@ from vcf_agent.localdev._llm_vendors import (
 from vcf_agent.localdev._s3_server import LocalS3Server, S3ServerError, find_s3_server
 from vcf_agent.localdev._service_processes import (
     ServiceProcess,
+    ServiceStartError,
     running_pipeline,
     start_service,
     stop_service,
@@ -36,6 +37,7 @@ __all__ = [
     "Script",
     "Seen",
     "ServiceProcess",
+    "ServiceStartError",
     "SimulatedVendor",
     "SmallDisk",
     "SmallDiskUnavailableError",

@@ -32,6 +32,10 @@ class ServiceProcess:
         return log_tail(self.log_path, 4000)
 
 
+class ServiceStartError(RuntimeError):
+    """A service process exited before it reported ready."""
+
+
 def start_service(
     name: str,
     bus_url: str,
@@ -72,7 +76,9 @@ def start_service(
         if line.startswith("{"):
             break
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}: {log_path.read_text()[-3000:]}")
+            raise ServiceStartError(
+                f"{name} exited with {process.returncode}: {log_path.read_text()[-3000:]}"
+            )
     ready = json.loads(line)
     return ServiceProcess(name, process, ready["grpc"], log_path, websocket_port, ready.get("metrics", ""))
 
