@@ -250,11 +250,58 @@ class StreamProcessor(AsyncComponent):
         return sum(max(0, off - self._committed.get(tp, self._first[tp])) for tp, off in self._handed.items())
 
     async def start(self) -> None:
-        self._consumer = self._bus.consumer(
+        """Join the group and start consuming; a bus not answering yet is waited for.
+
+        A broker still starting, or a first login slower than its timeout on a loaded
+        machine (an Iggy login unanswered for 5 s at load 80), made the service exit at
+        start; now the stage retries with backoff, NOT_SERVING meanwhile, as it does when
+        the bus fails later.
+        """
+        self._consumer = self._new_consumer()
+        try:
+            await self._consumer.start()
+        except Exception as exc:
+            self._waiting_for_bus(exc, RETRY_FIRST_S)
+            self._task = asyncio.create_task(self._join_then_run(), name=f"{self._service}:{self.group}")
+            return
+        self._task = asyncio.create_task(self._run(), name=f"{self._service}:{self.group}")
+
+    def _new_consumer(self) -> Consumer:
+        return self._bus.consumer(
             self.streams, self.group, start=self._start, max_in_flight=self._max_in_flight
         )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name=f"{self._service}:{self.group}")
+
+    def _waiting_for_bus(self, exc: Exception, delay: float) -> None:
+        self.retrying = exc
+        log.warning(
+            "%s: cannot join %s on %s yet (%r); retrying in %.1f s",
+            self._service,
+            self.group,
+            self.streams,
+            exc,
+            delay,
+        )
+
+    async def _join_then_run(self) -> None:
+        delay = RETRY_FIRST_S
+        while not self._stopping:
+            await self._sleep(delay)
+            if self._stopping:
+                return
+            if self._consumer is not None:
+                with contextlib.suppress(Exception):  # what a failed start left behind
+                    await self._consumer.stop()
+            self._consumer = self._new_consumer()
+            try:
+                await self._consumer.start()
+            except Exception as exc:
+                delay = min(self._retry_max_s, delay * 2)
+                self._waiting_for_bus(exc, delay)
+                continue
+            log.info("%s: joined %s on %s", self._service, self.group, self.streams)
+            self.retrying = None
+            await self._run()
+            return
 
     def pause(self) -> None:
         """Stop polling after the current batch; see wait_parked() to know when that happened."""
@@ -431,9 +478,7 @@ class StreamProcessor(AsyncComponent):
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.stop()
-        consumer = self._bus.consumer(
-            self.streams, self.group, start=self._start, max_in_flight=self._max_in_flight
-        )
+        consumer = self._new_consumer()
         await consumer.start()
         self._consumer = consumer
         for offsets in (self._first, self._handed, self._committed):

@@ -21,6 +21,7 @@ from vcf_agent.bus import (
 )
 from vcf_agent.bus._iggy import IggyBus, parse_url
 from vcf_agent.localdev._iggy_server import LocalIggyServer, find_iggy_server
+from vcf_agent.processing import StreamProcessor
 
 pytestmark = pytest.mark.iggy
 
@@ -176,6 +177,34 @@ async def test_bus_and_consumer_recover_after_a_restart(private_server: LocalIgg
                 )
             received = await _drain(consumer, len(assigned))
             assert sorted(r.value for r in received) == sorted(f"after-{p}".encode() for _, p in assigned)
+
+
+async def test_a_stage_started_while_the_server_is_down_joins_once_it_returns(
+    private_server: LocalIggyServer,
+) -> None:
+    # A first login unanswered within the bus's timeout (a loaded machine) made the service exit
+    # at start; the stage now waits for the bus, not ready meanwhile (issue 14: self-healing).
+    async with open_bus(f"{private_server.url}?timeout_s=2") as bus:
+        await bus.ensure_streams([StreamSpec("s", 1)])
+        await private_server.stop()
+        received: list[bytes] = []
+
+        async def handle(records: list[Record]) -> None:
+            received.extend(record.value for record in records)
+
+        processor = StreamProcessor(bus, ["s"], "g", handle, service="test", retry_max_s=1.0)
+        await processor.start()
+        try:
+            assert processor.state == "retrying"
+            await private_server.start()
+            await bus.publish("s", [OutgoingMessage(b"after")])
+            deadline = time.monotonic() + 60
+            while received != [b"after"]:
+                assert time.monotonic() < deadline, (processor.state, received)
+                await asyncio.sleep(0.1)
+            assert processor.state == "running"
+        finally:
+            await processor.stop()
 
 
 async def test_published_messages_survive_a_crash(private_server: LocalIggyServer) -> None:
