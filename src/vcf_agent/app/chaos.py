@@ -726,11 +726,16 @@ def render(results: list[ScenarioResult]) -> str:
 
 
 async def run(
-    scenarios: list[str], variants: int, outage_s: float, iggy_binary: str, primary: str = "iggy"
+    scenarios: list[str],
+    variants: int,
+    outage_s: float,
+    iggy_binary: str,
+    primary: str = "iggy",
+    stranded_wait_s: float = 0.0,
 ) -> list[ScenarioResult]:
     """Each scenario in turn; its row is printed as soon as it ends, and a scenario that broke
     around the system under test (a server that did not come back) is a row with that problem,
-    not the end of the run."""
+    not the end of the run. `stranded_wait_s`: see run_scenario (primary-killed, primary-back-fresh)."""
     results = []
     for scenario in scenarios:
         with tempfile.TemporaryDirectory(prefix=f"vcf-agent-chaos-{scenario}-") as scratch:
@@ -744,6 +749,7 @@ async def run(
                     outage_s=outage_s,
                     timeout_s=max(600.0, variants / 200),
                     on_progress=lambda text: print(text, flush=True),
+                    stranded_wait_s=stranded_wait_s,
                 )
             except Exception as exc:  # recorded, and the next scenario runs
                 log.exception("chaos: scenario %s broke", scenario)
