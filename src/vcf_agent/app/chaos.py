@@ -266,10 +266,12 @@ async def _published(url: str) -> int:
     from vcf_agent.config import Topology
 
     bus: Bus = open_bus(url)
-    await bus.start()
     try:
+        # Inside: a loaded debug iggy-server can take over 5 s to answer a login (a CLI run at
+        # load 66 broke on it); that is asked again, as a stream not created yet is.
+        await bus.start()
         return sum((await bus.end_offsets(Topology().database_writes)).values())
-    except Exception:  # not created yet
+    except Exception:  # not created yet, or no login yet
         return 0
     finally:
         await bus.stop()
