@@ -60,6 +60,9 @@ TENANT = "chaos-lab"
 # How long a scenario that strands records keeps them on the live primary before killing it:
 # ingest's watchdog must read that lag while the primary answers (a few reads, slow under load).
 _LAG_READS_S = 10.0
+# A broker's boot, first or after a kill: the restart in fallback-killed at load 50-70 was still
+# loading its metadata log after the default 90 s (the services meanwhile ran on Iggy alone).
+_BROKER_BOOT_S = 300.0
 
 
 @dataclass
@@ -120,8 +123,10 @@ class ChaosServers:
         self.iggy = LocalIggyServer(iggy_binary, data_dir=root / "iggy")
         self.notes: list[str] = []
         self._kafka_released = threading.Event()
-        self.kafka = LocalKafkaBroker(data_dir=root / "kafka")
-        self.kafka_primary = LocalKafkaBroker(data_dir=root / "kafka-primary")
+        self.kafka = LocalKafkaBroker(data_dir=root / "kafka", startup_timeout_s=_BROKER_BOOT_S)
+        self.kafka_primary = LocalKafkaBroker(
+            data_dir=root / "kafka-primary", startup_timeout_s=_BROKER_BOOT_S
+        )
         self._primary_released = threading.Event()
 
     @property
