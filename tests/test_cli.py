@@ -99,3 +99,13 @@ def test_every_command_loads_its_settings_with_its_own_defaults() -> None:
     parser = build_parser()
     for argv in (["chaos", "faults"], ["chaos", "healthy"], ["bench", "e2e"], ["run"], ["config", "show"]):
         load(parser.parse_args(argv), {})
+
+
+def test_chaos_strands_records_on_the_primary_unless_told_not_to() -> None:
+    """The CLI's primary-killed runs never showed GetJob's "records stranded" detail (the stages
+    had read everything before the kill); like the CI test, they now pause the writer first."""
+    from vcf_agent.app.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["chaos", "primary-killed"]).stranded_wait_s == 60.0
+    assert parser.parse_args(["chaos", "primary-killed", "--stranded-wait-s", "0"]).stranded_wait_s == 0.0

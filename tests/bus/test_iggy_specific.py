@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from apache_iggy import HeaderKey, HeaderValue, IggyExpiry
@@ -348,3 +350,106 @@ async def test_a_login_slower_than_the_timeout_is_waited_for_not_opened_again() 
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+class _Relay:
+    """A TCP relay to the server that can hold a connection's requests: a server that stops answering it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        # Per accepted connection, in order: its requests flow while the event is set.
+        self.flowing: list[asyncio.Event] = []
+        # Per accepted connection: a request read and held back.
+        self.held: list[asyncio.Event] = []
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection(*self._target)
+        self._writers += [client_writer, server_writer]
+        flowing, held = asyncio.Event(), asyncio.Event()
+        flowing.set()
+        self.flowing.append(flowing)
+        self.held.append(held)
+        for pipe in (
+            self._pipe(client_reader, server_writer, flowing, held),
+            self._pipe(server_reader, client_writer, None, None),
+        ):
+            task = asyncio.create_task(pipe)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _pipe(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        flowing: asyncio.Event | None,
+        held: asyncio.Event | None,
+    ) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if flowing is not None and held is not None and not flowing.is_set():
+                    held.set()
+                    await flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    def hold_latest(self) -> int:
+        """Hold every request on the connection accepted last; returns its index."""
+        self.flowing[-1].clear()
+        return len(self.flowing) - 1
+
+    async def close(self) -> None:
+        for flowing in self.flowing:
+            flowing.set()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_a_blocked_status_read_delays_neither_a_publish_nor_a_probe(iggy_url: str) -> None:
+    # Ingest's job watchdog reads over a hundred group offsets a second, GetStatus more; an Iggy
+    # client has one request in flight at a time, so on the publishing connection those reads
+    # delayed publishes and made the failover bus's health probes late. Lag, offset and group
+    # reads now have a connection of their own, opened at the first such read: the relay holds
+    # the connection opened last, and a status read on it waits while publishing and probes go on.
+    settings = parse_url(iggy_url)
+    relay = _Relay(settings.host, settings.port)
+    await relay.start()
+    # Long call timeouts: the held read must still be waiting when the publish is done.
+    bus = IggyBus(replace(settings, port=relay.port, stream_name=_unique("test"), timeout_s=60))
+    topic, group = "variants", _unique("g")
+    reading: asyncio.Task[object] | None = None
+    try:
+        await bus.start()
+        await bus.ensure_streams([StreamSpec(topic, 2)])
+        await bus.publish(topic, [OutgoingMessage(b"first", key=b"k")])
+        assert sum(lag.end for lag in await bus.lag(group, topic)) == 1
+        held = relay.hold_latest()
+        reading = asyncio.create_task(bus.lag(group, topic))
+        await asyncio.wait_for(relay.held[held].wait(), 30)
+
+        published = await asyncio.wait_for(bus.publish(topic, [OutgoingMessage(b"second", key=b"k")]), 30)
+        assert [position.offset for position in published] == [1]
+        assert await bus.healthy()
+        assert not reading.done(), "the status read must still be held"
+
+        relay.flowing[held].set()
+        assert sum(lag.end for lag in await asyncio.wait_for(reading, 30)) == 2
+    finally:
+        if reading is not None:
+            reading.cancel()
+        await bus.stop()
+        await relay.close()

@@ -148,3 +148,45 @@ async def test_only_what_the_lost_primary_took_is_published_again_then_the_whole
         assert _positions(await _batches(fallback, stream, job.job_id)) == sorted(
             first_run + on_primary + everything
         )
+
+
+class LateMemoryBus(MemoryBus):
+    """A real memory bus whose probes and lag reads fail while `late` is set (a loaded broker)."""
+
+    late = False
+
+    async def healthy(self) -> bool:
+        return not self.late and await super().healthy()
+
+    async def lag(self, group: str, stream: str) -> list[PartitionLag]:
+        if self.late:
+            raise TimeoutError("injected: a late answer")
+        return await super().lag(group, stream)
+
+
+async def test_a_backend_late_for_one_probe_strands_nothing(tmp_path: Path) -> None:
+    # A CLI primary-killed run at load 60 reported "records stranded: 18 on database-writes for
+    # writer (kafka, unreachable)": Kafka had missed one probe, and its lag read timed out. Only a
+    # backend declared down (failures_to_switch probes in a row) holds records it cannot deliver.
+    settings = Settings(data_dir=tmp_path / "data", bus_url="memory://unused")
+    stream = settings.topology.variants
+    primary = MemoryBus(f"primary-{uuid.uuid4().hex[:8]}")
+    fallback = LateMemoryBus(f"fallback-{uuid.uuid4().hex[:8]}")
+    bus = FailoverBus(primary, fallback, probe_interval_s=60.0, failures_to_switch=3)
+    async with watched_ingest(bus, settings, tmp_path) as (_, _, _, watchdog):
+        await fallback.publish(stream, [OutgoingMessage(b"v", key=str(i).encode()) for i in range(6)])
+        async with fallback.consumer([stream], "writer") as writer:
+            read = await writer.poll(max_records=2, timeout_s=1)
+            await writer.commit({(r.stream, r.partition): r.offset + 1 for r in read})
+        assert await watchdog._stranded(1000.0) == ""
+
+        fallback.late = True
+        await bus._probe()
+        assert not bus.answering(1) and not bus.declared_down(1)
+        assert await watchdog._stranded(1001.0) == ""
+
+        await bus._probe()
+        await bus._probe()
+        assert bus.declared_down(1)
+        stranded = await watchdog._stranded(1002.0)
+        assert f"on {stream} for writer ({bus.backend_names[1]}, unreachable)" in stranded

@@ -60,6 +60,9 @@ TENANT = "chaos-lab"
 # How long a scenario that strands records keeps them on the live primary before killing it:
 # ingest's watchdog must read that lag while the primary answers (a few reads, slow under load).
 _LAG_READS_S = 10.0
+# A broker's boot, first or after a kill: the restart in fallback-killed at load 50-70 was still
+# loading its metadata log after the default 90 s (the services meanwhile ran on Iggy alone).
+_BROKER_BOOT_S = 300.0
 
 
 @dataclass
@@ -120,8 +123,10 @@ class ChaosServers:
         self.iggy = LocalIggyServer(iggy_binary, data_dir=root / "iggy")
         self.notes: list[str] = []
         self._kafka_released = threading.Event()
-        self.kafka = LocalKafkaBroker(data_dir=root / "kafka")
-        self.kafka_primary = LocalKafkaBroker(data_dir=root / "kafka-primary")
+        self.kafka = LocalKafkaBroker(data_dir=root / "kafka", startup_timeout_s=_BROKER_BOOT_S)
+        self.kafka_primary = LocalKafkaBroker(
+            data_dir=root / "kafka-primary", startup_timeout_s=_BROKER_BOOT_S
+        )
         self._primary_released = threading.Event()
 
     @property
@@ -266,10 +271,12 @@ async def _published(url: str) -> int:
     from vcf_agent.config import Topology
 
     bus: Bus = open_bus(url)
-    await bus.start()
     try:
+        # Inside: a loaded debug iggy-server can take over 5 s to answer a login (a CLI run at
+        # load 66 broke on it); that is asked again, as a stream not created yet is.
+        await bus.start()
         return sum((await bus.end_offsets(Topology().database_writes)).values())
-    except Exception:  # not created yet
+    except Exception:  # not created yet, or no login yet
         return 0
     finally:
         await bus.stop()
@@ -726,11 +733,16 @@ def render(results: list[ScenarioResult]) -> str:
 
 
 async def run(
-    scenarios: list[str], variants: int, outage_s: float, iggy_binary: str, primary: str = "iggy"
+    scenarios: list[str],
+    variants: int,
+    outage_s: float,
+    iggy_binary: str,
+    primary: str = "iggy",
+    stranded_wait_s: float = 0.0,
 ) -> list[ScenarioResult]:
     """Each scenario in turn; its row is printed as soon as it ends, and a scenario that broke
     around the system under test (a server that did not come back) is a row with that problem,
-    not the end of the run."""
+    not the end of the run. `stranded_wait_s`: see run_scenario (primary-killed, primary-back-fresh)."""
     results = []
     for scenario in scenarios:
         with tempfile.TemporaryDirectory(prefix=f"vcf-agent-chaos-{scenario}-") as scratch:
@@ -744,6 +756,7 @@ async def run(
                     outage_s=outage_s,
                     timeout_s=max(600.0, variants / 200),
                     on_progress=lambda text: print(text, flush=True),
+                    stranded_wait_s=stranded_wait_s,
                 )
             except Exception as exc:  # recorded, and the next scenario runs
                 log.exception("chaos: scenario %s broke", scenario)

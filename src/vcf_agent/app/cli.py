@@ -159,7 +159,16 @@ def _cmd_chaos(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         )
         return 2
     scenarios = args.scenarios or list(chaos.SCENARIOS)
-    results = asyncio.run(chaos.run(scenarios, args.variants, args.outage_s, str(binary or ""), args.primary))
+    results = asyncio.run(
+        chaos.run(
+            scenarios,
+            args.variants,
+            args.outage_s,
+            str(binary or ""),
+            args.primary,
+            stranded_wait_s=args.stranded_wait_s,
+        )
+    )
     print(chaos.render(results))
     return 0 if all(not r.problems for r in results) else 1
 
@@ -314,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("iggy", "kafka"),
         default="iggy",
         help="failover scenarios: the primary (kafka: a second broker, where no iggy-server is at hand)",
+    )
+    chaos.add_argument(
+        "--stranded-wait-s",
+        type=float,
+        default=60.0,
+        help="primary-killed, primary-back-fresh: strand records on the primary for sure (the writer"
+        " is paused from before the job until the kill) and keep it down until GetJob names them,"
+        " at most this much past --outage-s; 0: kill at the first stored variants, writer running",
     )
     chaos.set_defaults(func=_cmd_chaos)
     config = sub.add_parser("config", help="the settings")

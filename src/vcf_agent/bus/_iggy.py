@@ -28,6 +28,11 @@ every call is wrapped in asyncio.wait_for; a client that hit an outage is
 dropped and the next call connects and logs in afresh (consumers then rejoin
 their groups). The server does not deduplicate message ids: after an
 ambiguous send the caller may publish twice, which idempotent consumers absorb.
+
+Connections. A client has one request in flight at a time, so a bus keeps two:
+one for publishing, stream creation and health probes, and one, opened at the
+first such read, for lag, offset and group reads (status and the job watchdog),
+so probes and publishes never queue behind them. Each consumer has its own.
 """
 
 from __future__ import annotations
@@ -532,7 +537,13 @@ class IggyBus(Bus):
 
     def __init__(self, settings: IggySettings) -> None:
         self.settings = settings
+        # Publishing, stream creation and health probes.
         self._session = _Session(settings)
+        # Lag, offset and group reads (ingest's job watchdog, GetStatus, metrics) on a connection
+        # of their own, opened at the first such read: a client sends one request at a time
+        # (the SDK's TCP client is lockstep), and a watchdog tick's hundred-odd offset reads
+        # queued on the publishing connection delayed publishes and made probes late.
+        self._status = _Session(settings)
         self._partition_counts: dict[str, int] = {}
         self._partitioner = Partitioner()
 
@@ -541,6 +552,7 @@ class IggyBus(Bus):
 
     async def stop(self) -> None:
         self._session.close()
+        self._status.close()
 
     async def _durability_options(self) -> dict[str, str]:
         # Without both knobs the server acks sends from its in-memory journal
@@ -589,16 +601,21 @@ class IggyBus(Bus):
         )
         return spec.partitions if details is None else details.partitions_count
 
-    async def _topic_partitions(self, name: str) -> int | None:
+    async def _topic_partitions(self, name: str, session: _Session | None = None) -> int | None:
         stream = self.settings.stream_name
-        details = await self._session.call(f"get topic {name}", lambda client: client.get_topic(stream, name))
+        details = await (session or self._session).call(
+            f"get topic {name}", lambda client: client.get_topic(stream, name)
+        )
         return None if details is None else details.partitions_count
 
     async def partitions(self, stream: str) -> int:
+        return await self._partitions_via(stream, self._session)
+
+    async def _partitions_via(self, stream: str, session: _Session) -> int:
         cached = self._partition_counts.get(stream)
         if cached is not None:
             return cached
-        count = await self._topic_partitions(stream)
+        count = await self._topic_partitions(stream, session)
         if count is None:
             raise BusError(f"iggy stream {stream!r} does not exist (ensure_streams first)")
         self._partition_counts[stream] = count
@@ -646,29 +663,29 @@ class IggyBus(Bus):
     async def committed_offsets(self, group: str, stream: str) -> dict[int, int]:
         iggy_stream = self.settings.stream_name
         result: dict[int, int] = {}
-        for partition in range(await self.partitions(stream)):
-            committed = await self._session.committed(iggy_stream, stream, group, partition)
+        for partition in range(await self._partitions_via(stream, self._status)):
+            committed = await self._status.committed(iggy_stream, stream, group, partition)
             if committed is not None:
                 result[partition] = committed
         return result
 
     async def consumer_groups(self, stream: str) -> list[str]:
         iggy_stream = self.settings.stream_name
-        groups = await self._session.call(
+        groups = await self._status.call(
             f"get groups of {stream}", lambda client: client.get_consumer_groups(iggy_stream, stream)
         )
-        partitions = await self.partitions(stream)
+        partitions = await self._partitions_via(stream, self._status)
         found = []
         for details in groups:
             for partition in range(partitions):
-                if await self._session.committed(iggy_stream, stream, details.name, partition) is not None:
+                if await self._status.committed(iggy_stream, stream, details.name, partition) is not None:
                     found.append(str(details.name))
                     break
         return sorted(found)
 
     async def end_offsets(self, stream: str) -> dict[int, int]:
         iggy_stream = self.settings.stream_name
-        details = await self._session.call(
+        details = await self._status.call(
             f"get topic {stream}", lambda client: client.get_topic(iggy_stream, stream)
         )
         if details is None:
@@ -704,7 +721,7 @@ class IggyBus(Bus):
         ends = await self.end_offsets(stream)
         result: dict[int, int] = {}
         for partition, end in ends.items():
-            found = await self._session.poll(iggy_stream, stream, partition, strategy, 1)
+            found = await self._status.poll(iggy_stream, stream, partition, strategy, 1)
             result[partition] = found[0].offset() if found else end
         return result
 

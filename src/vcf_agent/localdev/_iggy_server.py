@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import IO
 
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail, stop_process
+from vcf_agent.localdev._child_process import free_port, log_tail, spawn_leashed, stop_process
 from vcf_agent.localdev._executables import find_executable
 
 DEFAULT_USERNAME = "iggy"
@@ -153,14 +153,13 @@ class LocalIggyServer(AsyncComponent):
     def _spawn(self, binary: str, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = (run_dir / "iggy-server.log").open("ab")
-        self._process = subprocess.Popen(
+        self._process = spawn_leashed(
             [binary],
             cwd=run_dir,
             env=self._environment(),
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
         )
 
     async def _wait_ready(self) -> None:

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Self
 
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail, stop_process
+from vcf_agent.localdev._child_process import free_port, log_tail, spawn_leashed, stop_process
 
 _POM_RESOURCE = "kafka-broker-pom.xml"
 _MAVEN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
@@ -296,13 +296,12 @@ class LocalKafkaBroker(AsyncComponent):
         assert self._work_dir is not None
         # Spawned from the caller's thread (not a worker): PDEATHSIG fires when the forking thread exits.
         with (self._work_dir / "stdout.log").open("wb") as stdout:
-            self._process = subprocess.Popen(
+            self._process = spawn_leashed(
                 [*jvm, "kafka.Kafka", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=subprocess.STDOUT,
                 cwd=self._work_dir,
-                preexec_fn=die_with_parent,
             )
         self._ready_by = time.monotonic() + self._startup_timeout_s
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from vcf_agent.localdev._child_process import die_with_parent, free_port, log_tail, stop_process
+from vcf_agent.localdev._child_process import free_port, log_tail, spawn_leashed, stop_process
 from vcf_agent.localdev._executables import find_executable
 
 _BINARY_NAME = "versitygw"
@@ -99,9 +99,7 @@ class LocalS3Server:
             "--quiet",
             "posix", str(self.data_root),
         ]  # fmt: skip
-        self._process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
-        )
+        self._process = spawn_leashed(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + self._ready_timeout_s
         while not self._answers():
             if self._process.poll() is not None or time.monotonic() > deadline:

@@ -165,9 +165,15 @@ class JobWatchdog(AsyncComponent):
         lags = await asyncio.gather(
             *(bus.backend_lags(group, stream, timeout_s=_LAG_READ_TIMEOUT_S) for group, stream in pairs)
         )
-        # Only a backend failing its probes strands anything; a live one slow to answer a lag
-        # read (a loaded broker) still delivers.
-        down = {state.name for state in bus.backend_states() if not state.healthy}
+        # Only a backend declared down strands anything; a live one slow to answer a lag read or
+        # a probe (a loaded broker) still delivers. (With "failed its latest probe", a CLI run at
+        # load 60 named 18 records "on database-writes for writer (kafka, unreachable)" while
+        # Kafka served every stage and Iggy was the one killed.)
+        down = {
+            state.name
+            for state in bus.backend_states()
+            if not state.healthy and state.failed_probes >= bus.failures_to_switch
+        }
         found = [
             f"{backend.lag} on {stream} for {group} ({backend.backend}, unreachable)"
             for (group, stream), backends in zip(pairs, lags, strict=True)

@@ -1,0 +1,58 @@
+"""Local servers (Kafka, iggy-server, versitygw) are started so that no Python runs in their child."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from vcf_agent.localdev._child_process import spawn_leashed
+
+# Files the after-fork hook below creates, in any child Python forks while it is armed.
+_ARMED: list[Path] = []
+_HOOKED: list[bool] = []
+
+
+def _mark_child() -> None:
+    for path in _ARMED:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+@pytest.fixture(autouse=True)
+def _needs_setpriv() -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not on PATH: servers are started through a preexec_fn")
+
+
+def test_no_python_runs_in_a_server_child_between_fork_and_exec(tmp_path: Path) -> None:
+    # The chaos fallback-killed restart of Kafka died with SIGSEGV (-11): a preexec_fn made
+    # Python fork the whole test process (gRPC and LanceDB threads busy) and run its after-fork
+    # hooks in the child, and random's reseed there crashed. An after-fork hook stands for them.
+    if not _HOOKED:
+        os.register_at_fork(after_in_child=_mark_child)
+        _HOOKED.append(True)
+    marker = tmp_path / "python-ran-in-the-child"
+    _ARMED.append(marker)
+    try:
+        process = spawn_leashed(["true"], stdin=subprocess.DEVNULL)
+        assert process.wait(30) == 0
+    finally:
+        _ARMED.remove(marker)
+    assert not marker.exists()
+
+
+def test_a_server_gets_sigterm_when_the_thread_that_started_it_ends() -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    spawner = threading.Thread(target=lambda: started.append(spawn_leashed(["sleep", "60"])))
+    spawner.start()
+    spawner.join()
+    (process,) = started
+    try:
+        assert process.wait(30) == -signal.SIGTERM
+    finally:
+        process.kill()
