@@ -265,21 +265,34 @@ async def _status(address: str) -> control_pb2.GetStatusResponse:
         )
 
 
-async def _published(url: str) -> int:
-    """Records on `database-writes` on the backend at `url` (0 before its first publisher made it)."""
-    from vcf_agent.bus import Bus, open_bus
-    from vcf_agent.config import Topology
+class _DatabaseWrites:
+    """Records on `database-writes` on one backend, read over one connection (one login)."""
 
-    bus: Bus = open_bus(url)
-    try:
-        # Inside: a loaded debug iggy-server can take over 5 s to answer a login (a CLI run at
-        # load 66 broke on it); that is asked again, as a stream not created yet is.
-        await bus.start()
-        return sum((await bus.end_offsets(Topology().database_writes)).values())
-    except Exception:  # not created yet, or no login yet
-        return 0
-    finally:
-        await bus.stop()
+    def __init__(self, url: str) -> None:
+        from vcf_agent.bus import open_bus
+
+        self._bus = open_bus(url)
+        self._started = False
+
+    async def count(self, deadline: float) -> int:
+        """Asked again until it answers: a loaded debug iggy-server can take over 5 s to log a
+        client in (a CLI run at load 66 broke on it), and a guessed 0 could end the wait early."""
+        from vcf_agent.config import Topology
+
+        while True:
+            try:
+                if not self._started:
+                    await self._bus.start()
+                    self._started = True
+                return sum((await self._bus.end_offsets(Topology().database_writes)).values())
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise _ScenarioProblem(f"database-writes on the primary unreadable: {exc!r}") from exc
+                await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._bus.stop()
 
 
 async def _until_final(ingest: str, job_id: str, timeout_s: float) -> None:
@@ -583,6 +596,7 @@ async def run_scenario(
             allowed["VCF_AGENT_REPUBLISH_GRACE_S"] = "10"
         with running_pipeline(servers.failover_url(), root / "services", env=allowed) as services:
             say(f"{scenario}: five services up on {servers.failover_url()}")
+            primary_writes = _DatabaseWrites(servers.primary_url)
             published_before = 0
             if strands:
                 # A stage's group is known to read a stream once it committed there (throw-away
@@ -597,7 +611,8 @@ async def run_scenario(
                     services["ingest"].grpc, await _submit(services["ingest"].grpc, warm_up), timeout_s
                 )
                 services["writer"].process.send_signal(signal.SIGSTOP)
-                published_before = await _published(servers.primary_url)
+                # The warm-up job made the stream, so it answers with what is there now.
+                published_before = await primary_writes.count(time.monotonic() + timeout_s)
             began = time.monotonic()
             job_id = await _submit(services["ingest"].grpc, path)
             watch = _Watch(services, job_id)
@@ -605,10 +620,11 @@ async def run_scenario(
             try:
                 deadline = began + timeout_s
                 if strands:
-                    while await _published(servers.primary_url) <= published_before:
+                    while await primary_writes.count(deadline) <= published_before:
                         if time.monotonic() > deadline:
                             raise _ScenarioProblem("nothing reached database-writes on the primary")
                         await asyncio.sleep(0.1)
+                    await primary_writes.stop()
                     # Time for ingest's watchdog to read that lag while the primary answers: a dead
                     # backend's stranded records are its last known lag.
                     await asyncio.sleep(_LAG_READS_S)
@@ -649,6 +665,7 @@ async def run_scenario(
             finally:
                 if strands:
                     services["writer"].process.send_signal(signal.SIGCONT)
+                await primary_writes.stop()
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
