@@ -184,3 +184,6 @@ async def serve(
             ready(host)
         await stop.wait()
         log.info("%s: shutting down", name)
+        began = time.monotonic()
+    # Everything is committed and closed: what the process does after this is its own teardown.
+    log.info("%s: shut down in %.1fs", name, time.monotonic() - began)

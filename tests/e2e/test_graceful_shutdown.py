@@ -13,14 +13,26 @@ from pathlib import Path
 
 import grpc
 import lancedb
+import vcf as pyvcf
 
 from vcf_agent.bus import open_bus
-from vcf_agent.localdev import running_pipeline, start_service, stop_service
+from vcf_agent.localdev import (
+    SIMULATED_ANSWER,
+    SIMULATED_API_KEY,
+    Reply,
+    Seen,
+    SimulatedVendor,
+    running_pipeline,
+    start_service,
+    stop_service,
+)
 from vcf_agent.schema import serialized_message
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 _WRITES_STREAM = "database-writes"
+# Real GATK output, 37 records (PyVCF3's test data).
+GATK_VCF = Path(pyvcf.__file__).parent / "test" / "gatk.vcf"
 
 
 async def _job(address: str, job_id: str) -> jobs_pb2.Job:
@@ -106,3 +118,58 @@ async def test_sigterm_writer_mid_job_commits_all_it_stored_before_leaving(tmp_p
             assert time.monotonic() < deadline, f"job stuck after the writer's restart: {job}"
             await asyncio.sleep(0.2)
         assert job.counts.stored == job.counts.total
+
+
+async def test_sigterm_router_waiting_on_a_provider_exits_within_its_drain_leaving_the_batch_uncommitted(
+    tmp_path: Path,
+) -> None:
+    """Before: stopping waited up to 30 s for the batch in the provider worker's handler (over Iggy
+    at load, a router took 29.1 s of compose's 30 s grace). Now the drain's deadline cuts it short;
+    the batch stays uncommitted and the restarted router asks the provider again."""
+    answering = [False]
+
+    def hang_until_answering(vendor: SimulatedVendor, seen: Seen) -> Reply:
+        return vendor.success(SIMULATED_ANSWER) if answering[0] else Reply(hang=True)
+
+    bus_url = f"embedded://{tmp_path / 'bus'}?session_timeout_ms=2000"
+    data_dir = tmp_path / "services"
+    async with SimulatedVendor("openai", hang_until_answering) as vendor:
+        env = {
+            "VCF_AGENT_INGEST_ALLOWED_DIRS": str(GATK_VCF.parent),
+            "VCF_AGENT_PROVIDERS": "openai",
+            "VCF_AGENT_PROVIDER_OPENAI_BASE_URL": vendor.base_url,
+            "VCF_AGENT_PROVIDER_OPENAI_TIMEOUT_S": "600",
+            "OPENAI_API_KEY": SIMULATED_API_KEY,
+            "VCF_AGENT_SHUTDOWN_DRAIN_S": "2",
+        }
+        ingest = await asyncio.to_thread(start_service, "ingest", bus_url, data_dir, env=env)
+        router = await asyncio.to_thread(start_service, "router", bus_url, data_dir, env=env)
+        try:
+            await _submit_path(ingest.grpc, GATK_VCF, "lab-t")
+            deadline = time.monotonic() + 120
+            while not vendor.requests:
+                assert time.monotonic() < deadline, f"the router never called the provider:\n{router.log()}"
+                await asyncio.sleep(0.1)
+            asked = len(vendor.requests)
+            # Bounded by the drain (2 s) and the group's leave (3 s), not by the provider's 600 s.
+            assert await asyncio.to_thread(stop_service, router, timeout_s=20) == 0
+            async with open_bus(bus_url) as bus:
+                ends = await bus.end_offsets("ai-analysis-requests")
+                committed = await bus.committed_offsets("router-provider-openai", "ai-analysis-requests")
+            assert any(committed.get(p, 0) < end for p, end in ends.items()), (committed, ends)
+
+            answering[0] = True
+            router = await asyncio.to_thread(start_service, "router", bus_url, data_dir, env=env)
+            deadline = time.monotonic() + 120
+            while True:
+                async with open_bus(bus_url) as bus:
+                    committed = await bus.committed_offsets("router-provider-openai", "ai-analysis-requests")
+                if all(committed.get(p, 0) >= end for p, end in ends.items()):
+                    break
+                assert time.monotonic() < deadline, f"not redelivered: {committed} of {ends}\n{router.log()}"
+                await asyncio.sleep(0.2)
+            assert len(vendor.requests) > asked, "the batch cut short was not asked again"
+        finally:
+            for service in (router, ingest):
+                if service.process.poll() is None:
+                    await asyncio.to_thread(stop_service, service)
