@@ -399,7 +399,7 @@ class StreamProcessor(AsyncComponent):
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
-        if parked and self._flush is not None and self.retrying is None:
+        if parked and not self._drained and self._flush is not None and self.retrying is None:
             # A processor paused before the drain never ran its loop's drain step.
             await self._commit_flushed(consumer)
         try:
