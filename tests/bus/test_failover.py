@@ -486,6 +486,42 @@ async def test_one_late_probe_does_not_recreate_streams_nor_switch(
     primary.slow_ensure = False
 
 
+async def test_a_primary_answering_late_is_left_only_after_answering_nothing_for_the_silent_period(
+    tmp_path: Path,
+) -> None:
+    # Measured with a real debug iggy-server under a 500,000-variant chaos `healthy` job at
+    # load 7-65: its pings ran out of time three times in a row again and again while it was
+    # alive (41 switches in five services). A late answer is not a refusal: it counts only once
+    # the backend has been silent for silent_to_switch_s (a refusing one is left at once, as the
+    # other tests show with the default period).
+    name = memory_name()
+    primary = FaultyMemoryBus(name)
+    silent_s = 4.0
+    bus = FailoverBus(
+        primary,
+        embedded(tmp_path),
+        probe_interval_s=PROBE_INTERVAL_S,
+        failures_to_switch=FAILURES_TO_SWITCH,
+        stable_period_s=STABLE_PERIOD_S,
+        publish_timeout_s=0.3,
+        silent_to_switch_s=silent_s,
+    )
+    async with MemoryBus(name), bus:
+        await bus.ensure_streams([StreamSpec("late", 1)])
+        primary.hang = True
+        await wait_for_probe(bus, healthy=False)
+        # Many more late probes than FAILURES_TO_SWITCH (each at most probe timeout + interval).
+        await asyncio.sleep(FAILURES_TO_SWITCH * 2 * (bus.probe_timeout_s + PROBE_INTERVAL_S))
+        assert bus.switches == 0
+        assert bus.active_backend == bus.backend_names[0]
+        primary.hang = False
+        await wait_for_probe(bus, healthy=True)
+        # Silent for good (a hung server): left once silent for the period.
+        primary.hang = True
+        await wait_until_active(bus, bus.backend_names[1], timeout_s=silent_s + 10)
+        primary.hang = False
+
+
 async def test_status_reads_of_a_stalled_backend_return_the_last_known_lag_in_bounded_time(
     faulty: tuple[FailoverBus, FaultyMemoryBus],
 ) -> None:

@@ -2,14 +2,20 @@
 
 Both URLs are percent-encoded bus URLs. Optional query parameters:
 `probe_interval_ms` (500), `probe_timeout_ms` (min(3 x interval, 2000)),
-`failures_to_switch` (3), `stable_period_ms` (10000), `publish_timeout_ms` (2000) and
-`both_down_wait_ms` (600000: how long a publish waits for either backend when both are down).
+`failures_to_switch` (3), `stable_period_ms` (10000), `publish_timeout_ms` (2000),
+`silent_to_switch_ms` (10000: how long a backend that answers late, rather than refusing,
+may stay silent before its failures count) and `both_down_wait_ms` (600000: how long a
+publish waits for either backend when both are down).
 
 Switching. A probe task calls `healthy()` on both backends every interval, each
 bounded by the probe timeout. Publishing leaves the primary only after
 `failures_to_switch` failed probes in a row (a failed publish counts as one),
 so a slow answer on a loaded machine never switches by itself: a dead primary
-is left within about failures x interval (1.5 s by default). Until then each
+is left within about failures x interval (1.5 s by default). A probe or publish
+that fails by running out of time, rather than by being refused, counts only once
+the backend has answered nothing (no probe passed, no publish acknowledged) for
+`silent_to_switch_ms`: a killed server refuses at once, but a loaded one answers
+late, and late answers are not a dead backend. Until then each
 publish that fails on the primary is re-published at once on the fallback, so
 publishing never waits for the decision and an acknowledged publish is never
 lost. Publishing returns to the primary once it has answered every probe for
@@ -28,7 +34,11 @@ process's event loop are late, not failed backends. Three failures in a row at
 (shared, real iggy-server) made 0 switches at 200,000 variants and load 22-42,
 once a late probe no longer re-created every stream (14 switches at 500,000
 before), and a killed Iggy was left by every service within 1.2-4.5 s
-(README, Failover).
+(README, Failover). At 500,000 variants and load 7-65 the same code switched 41
+times: pings to the live server ran out of time three in a row again and again.
+Counting a late answer only after `silent_to_switch_ms` of silence left 5
+switches at load 19-80, each after the server had answered nothing for over 10 s
+(its logins were then swamped by consumers rejoining: see the README).
 
 Availability first. The FailoverConsumer reads both backends at once, so
 whatever reaches a stage through the fallback is processed at once while the
@@ -125,6 +135,10 @@ DEFAULT_PROBE_INTERVAL_S = 0.5
 DEFAULT_FAILURES_TO_SWITCH = 3
 DEFAULT_STABLE_PERIOD_S = 10.0
 DEFAULT_PUBLISH_TIMEOUT_S = 2.0
+# Measured with a debug iggy-server under a 500,000-variant job on the 2-core machine at load
+# 7-65 (chaos `healthy`): every service's pings ran out of time three times in a row, again
+# and again (41 switches), while the server was alive and acknowledging; see the docstring.
+DEFAULT_SILENT_TO_SWITCH_S = 10.0
 DEFAULT_BOTH_DOWN_WAIT_S = 600.0
 # The longest a starting member waits for one backend to admit it, per attempt.
 _JOIN_TIMEOUT_MAX_S = 60.0
@@ -153,6 +167,8 @@ class _BusSide:
     healthy_since: float | None = None
     # Probes and publishes failed in a row; `failures_to_switch` of them declare it down.
     failed_streak: int = 0
+    # Event-loop time it last passed a probe or acknowledged a publish.
+    answered_at: float = 0.0
     # Streams to create once the backend is reachable again.
     missing_specs: dict[str, StreamSpec] = field(default_factory=dict)
     # Next offset after this publisher's last acknowledged record, per partition.
@@ -205,6 +221,7 @@ class FailoverBus(Bus):
         stable_period_s: float = DEFAULT_STABLE_PERIOD_S,
         publish_timeout_s: float = DEFAULT_PUBLISH_TIMEOUT_S,
         both_down_wait_s: float = DEFAULT_BOTH_DOWN_WAIT_S,
+        silent_to_switch_s: float = DEFAULT_SILENT_TO_SWITCH_S,
     ) -> None:
         names = [primary.backend, fallback.backend]
         if names[0] == names[1]:
@@ -216,6 +233,7 @@ class FailoverBus(Bus):
         self.stable_period_s = max(0.0, stable_period_s)
         self._publish_timeout_s = publish_timeout_s
         self.both_down_wait_s = both_down_wait_s
+        self.silent_to_switch_s = max(0.0, silent_to_switch_s)
         self._active = PRIMARY
         self._switches = 0
         self._last_switch_at: float | None = None
@@ -284,12 +302,17 @@ class FailoverBus(Bus):
                 return side.outages
         raise BusError(f"failover bus: no backend named {backend!r}, only {self.backend_names}")
 
-    def _failed_once_more(self, side: _BusSide) -> None:
+    def _failed_once_more(self, side: _BusSide, *, late: bool = False) -> None:
+        """One more failure in a row; a late one (out of time, not refused) only once silent long enough."""
+        if late and asyncio.get_running_loop().time() - side.answered_at < self.silent_to_switch_s:
+            return
         side.failed_streak += 1
         if side.failed_streak == self.failures_to_switch:
             side.outages += 1
 
     async def start(self) -> None:
+        for side in self._sides:
+            side.answered_at = asyncio.get_running_loop().time()
         results = await asyncio.gather(
             *(asyncio.wait_for(side.bus.start(), self._publish_timeout_s * 5) for side in self._sides),
             return_exceptions=True,
@@ -318,19 +341,27 @@ class FailoverBus(Bus):
             except Exception as exc:  # stopping must release the other backend regardless
                 _log.warning("failover bus: stopping %s failed: %r", side.name, exc)
 
-    async def _probe_one(self, side: _BusSide) -> bool:
+    async def _probe_one(self, side: _BusSide) -> bool | None:
+        """True: healthy; False: refused or unhealthy; None: no answer within the probe timeout."""
         try:
             if not side.started:
                 await asyncio.wait_for(side.bus.start(), self.probe_timeout_s)
                 side.started = True
             return await asyncio.wait_for(side.bus.healthy(), self.probe_timeout_s)
+        except TimeoutError:
+            return None
         except Exception:  # any failure of a probe means "not healthy", never a crash
             return False
 
     async def _probe(self) -> None:
         results = await asyncio.gather(*(self._probe_one(side) for side in self._sides))
         now = asyncio.get_running_loop().time()
-        for side, up in zip(self._sides, results, strict=True):
+        for side, answer in zip(self._sides, results, strict=True):
+            up = answer is True
+            if up and now - side.answered_at > 2 * (self.probe_interval_s + self.probe_timeout_s):
+                _log.info(
+                    "failover bus: %s answered after %.1fs of silence", side.name, now - side.answered_at
+                )
             if up and not side.up:
                 side.healthy_since = now
                 if self.declared_down(self._sides.index(side)):
@@ -342,8 +373,9 @@ class FailoverBus(Bus):
             side.up = up
             if up:
                 side.failed_streak = 0
+                side.answered_at = now
             else:
-                self._failed_once_more(side)
+                self._failed_once_more(side, late=answer is None)
                 side.healthy_since = None
             platform_health_status.labels(backend=side.name).set(1 if up else 0)
             if up and side.missing_specs:
@@ -390,14 +422,15 @@ class FailoverBus(Bus):
         bus_backend_switches.labels(source=previous, target=self._sides[index].name).inc()
         self._set_active(index)
 
-    def _count_failure(self, index: int, *, other_took_it: bool) -> None:
+    def _count_failure(self, index: int, *, other_took_it: bool, late: bool) -> None:
         """A failed publish counts as a failed probe: a dead backend is left without waiting for probes.
 
         Only for a backend that just took the batch: with both down, switching
-        on every failed publish would flap between two dead backends.
+        on every failed publish would flap between two dead backends. A publish
+        that ran out of time (`late`) counts as a late probe does.
         """
         side = self._sides[index]
-        self._failed_once_more(side)
+        self._failed_once_more(side, late=late)
         if other_took_it and index == self._active and self.declared_down(index):
             side.up = False
             side.healthy_since = None
@@ -499,10 +532,12 @@ class FailoverBus(Bus):
                     f"({first_error!r}) and on {self._sides[second].name} ({second_error!r})"
                 )
                 if isinstance(second_error, BusUnavailableError | TimeoutError):
-                    self._count_failure(first, other_took_it=False)
+                    self._count_failure(
+                        first, other_took_it=False, late=isinstance(first_error, TimeoutError)
+                    )
                     raise _BothDownError(message) from second_error
                 raise BusError(message) from second_error
-            self._count_failure(first, other_took_it=True)
+            self._count_failure(first, other_took_it=True, late=isinstance(first_error, TimeoutError))
             return positions
 
     async def _publish_on(
@@ -532,6 +567,7 @@ class FailoverBus(Bus):
                     headers[HEADER_AFTER] = str(after)
             stamped.append(OutgoingMessage(message.value, message.key, headers))
         positions = await asyncio.wait_for(side.bus.publish(stream, stamped), self._publish_timeout_s)
+        side.answered_at = asyncio.get_running_loop().time()
         for position in positions:
             tp = (stream, position.partition)
             side.acked[tp] = max(side.acked.get(tp, 0), position.offset + 1)
@@ -1123,4 +1159,5 @@ def from_url(url: str) -> FailoverBus:
         stable_period_s=number("stable_period_ms", DEFAULT_STABLE_PERIOD_S * 1000) / 1000,
         publish_timeout_s=number("publish_timeout_ms", DEFAULT_PUBLISH_TIMEOUT_S * 1000) / 1000,
         both_down_wait_s=number("both_down_wait_ms", DEFAULT_BOTH_DOWN_WAIT_S * 1000) / 1000,
+        silent_to_switch_s=number("silent_to_switch_ms", DEFAULT_SILENT_TO_SWITCH_S * 1000) / 1000,
     )
