@@ -38,6 +38,9 @@ async def failover(tmp_path: Path) -> AsyncIterator[tuple[FailoverBus, FaultyMem
         failures_to_switch=FAILURES_TO_SWITCH,
         stable_period_s=0.5,
         publish_timeout_s=0.3,
+        # A backend made to hang stands for a dead one here: left after half a second of silence
+        # (a late answer counts toward a switch only after this long; 10 s by default).
+        silent_to_switch_s=0.5,
     )
     async with bus:
         await ensure_topology(bus, Settings(data_dir=tmp_path))
