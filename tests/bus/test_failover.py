@@ -102,9 +102,7 @@ def plain_failover(tmp_path: Path, name: str) -> tuple[FailoverBus, MemoryBus]:
     return bus, primary
 
 
-@pytest.fixture
-async def faulty(tmp_path: Path) -> AsyncIterator[tuple[FailoverBus, FaultyMemoryBus]]:
-    name = memory_name()
+def faulty_failover(tmp_path: Path, name: str, **options: float) -> tuple[FailoverBus, FaultyMemoryBus]:
     primary = FaultyMemoryBus(name)
     bus = FailoverBus(
         primary,
@@ -113,7 +111,15 @@ async def faulty(tmp_path: Path) -> AsyncIterator[tuple[FailoverBus, FaultyMemor
         failures_to_switch=FAILURES_TO_SWITCH,
         stable_period_s=STABLE_PERIOD_S,
         publish_timeout_s=0.3,
+        **options,
     )
+    return bus, primary
+
+
+@pytest.fixture
+async def faulty(tmp_path: Path) -> AsyncIterator[tuple[FailoverBus, FaultyMemoryBus]]:
+    name = memory_name()
+    bus, primary = faulty_failover(tmp_path, name)
     async with MemoryBus(name), bus:
         yield bus, primary
 
@@ -495,17 +501,8 @@ async def test_a_primary_answering_late_is_left_only_after_answering_nothing_for
     # the backend has been silent for silent_to_switch_s (a refusing one is left at once, as the
     # other tests show with the default period).
     name = memory_name()
-    primary = FaultyMemoryBus(name)
     silent_s = 4.0
-    bus = FailoverBus(
-        primary,
-        embedded(tmp_path),
-        probe_interval_s=PROBE_INTERVAL_S,
-        failures_to_switch=FAILURES_TO_SWITCH,
-        stable_period_s=STABLE_PERIOD_S,
-        publish_timeout_s=0.3,
-        silent_to_switch_s=silent_s,
-    )
+    bus, primary = faulty_failover(tmp_path, name, silent_to_switch_s=silent_s)
     async with MemoryBus(name), bus:
         await bus.ensure_streams([StreamSpec("late", 1)])
         primary.hang = True
