@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -138,11 +139,26 @@ class ServiceHost(AsyncComponent):
             log.warning("%s: no tokens configured, authentication is off; %s", self.parts.name, where)
 
     async def stop(self) -> None:
-        """NOT_SERVING first, then consumption stops and commits, then the server within its grace."""
+        """A full drain within the grace: NOT_SERVING first; every stage stops fetching, finishes and
+        stores what it holds and commits it (`shutdown_drain_s`), while the gRPC server gives open
+        calls its grace; only then do the consumers leave their groups and the stores close.
+        """
         await self.control.begin_shutdown()
-        await self._running.stop()
+        began = time.monotonic()
+        processors = [*self.parts.processors(), self.flags.processor]
+        for processor in processors:
+            processor.begin_drain(self.settings.shutdown_drain_s)
+        # Open calls may still read the stores: the server stops before the components do.
         await self.control.stop()
+        await self._running.stop()
         await self._observed.stop()
+        left = sum(processor.uncommitted() for processor in processors)
+        log.info(
+            "%s: stopped in %.1fs; %d records left uncommitted",
+            self.parts.name,
+            time.monotonic() - began,
+            left,
+        )
 
 
 async def serve(
@@ -168,3 +184,6 @@ async def serve(
             ready(host)
         await stop.wait()
         log.info("%s: shutting down", name)
+        began = time.monotonic()
+    # Everything is committed and closed: what the process does after this is its own teardown.
+    log.info("%s: shut down in %.1fs", name, time.monotonic() - began)
