@@ -328,6 +328,10 @@ class Settings:
     # leaving their groups; a batch still unfinished then stays uncommitted and comes again.
     # With the stores' close and the server's grace this fits compose's 30 s stop grace.
     shutdown_drain_s: float = 15.0
+    # The bound on a whole shutdown, from the first signal: past it the process logs every
+    # thread's and task's stack and exits with status 70 (runner.ShutdownDeadline). Under
+    # compose's 30 s stop grace, so the log says what was stuck before a SIGKILL would.
+    shutdown_timeout_s: float = 25.0
     log_level: str = "WARNING"
     # text, or json (one object per line with trace and job ids; see vcf_agent.observability).
     log_format: Literal["text", "json"] = "text"
@@ -398,6 +402,8 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative")
         if self.websocket_ticket_ttl_s <= 0:
             raise ConfigError("websocket_ticket_ttl_s must be positive")
+        if self.shutdown_timeout_s <= 0:
+            raise ConfigError(f"shutdown_timeout_s must be positive, got {self.shutdown_timeout_s}")
         for tenant, directories in self.ingest_allowed_dirs.items():
             for directory in directories:
                 if not directory.is_absolute():

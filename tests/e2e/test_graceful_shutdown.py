@@ -8,6 +8,7 @@ are exactly the variants in LanceDB, so a restarted writer is handed nothing it 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from vcf_agent.localdev import (
     start_service,
     stop_service,
 )
+from vcf_agent.runner import EXIT_SHUTDOWN_ABANDONED
 from vcf_agent.schema import serialized_message
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
@@ -175,3 +177,31 @@ async def test_sigterm_router_waiting_on_a_provider_exits_within_its_drain_leavi
             for service in (router, ingest):
                 if service.process.poll() is None:
                     await asyncio.to_thread(stop_service, service)
+
+
+def test_a_shutdown_stuck_on_a_locked_bus_ends_at_its_deadline_with_every_stack_logged(
+    tmp_path: Path,
+) -> None:
+    """A stop that cannot finish (the embedded log's write lock held by another process: the
+    consumer's leave and heartbeat wait on SQLite's 30 s busy timeout) ends at
+    `shutdown_timeout_s` with status 70, the log naming the deadline and showing the blocked
+    thread's stack, instead of running into the orchestrator's SIGKILL silently.
+    """
+    bus_dir = tmp_path / "bus"
+    aggregator = start_service(
+        "aggregator",
+        f"embedded://{bus_dir}",
+        tmp_path / "services",
+        env={"VCF_AGENT_SHUTDOWN_TIMEOUT_S": "1"},
+    )
+    lock = sqlite3.connect(bus_dir / "bus.sqlite3", isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        code = stop_service(aggregator)
+    finally:
+        lock.close()
+    log = aggregator.log_path.read_text()
+    assert code == EXIT_SHUTDOWN_ABANDONED, log[-3000:]
+    assert "aggregator: shutdown abandoned: it did not finish in 1s; stacks follow" in log
+    # faulthandler's dump: the thread waiting on the lock, inside the embedded log's code.
+    assert "Thread 0x" in log and "bus/_embedded.py" in log, log[-3000:]
