@@ -322,7 +322,16 @@ class Settings:
     # logged changes in malloc memory outside its buffer pool, so this bounds that share of the
     # writer's memory; smaller checkpoints cost CPU (measurements in _graph_store.py).
     writer_graph_checkpoint_bytes: int = 256 * 1024**2
+    # The gRPC server's grace at shutdown: how long open calls (health watchers) may finish.
     shutdown_grace_s: float = 5.0
+    # How long, at SIGTERM, the stages may finish and store what they hold and commit it before
+    # leaving their groups; a batch still unfinished then stays uncommitted and comes again.
+    # With the stores' close and the server's grace this fits compose's 30 s stop grace.
+    shutdown_drain_s: float = 15.0
+    # The bound on a whole shutdown, from the first signal: past it the process logs every
+    # thread's and task's stack and exits with status 70 (runner.ShutdownDeadline). Under
+    # compose's 30 s stop grace, so the log says what was stuck before a SIGKILL would.
+    shutdown_timeout_s: float = 25.0
     log_level: str = "WARNING"
     # text, or json (one object per line with trace and job ids; see vcf_agent.observability).
     log_format: Literal["text", "json"] = "text"
@@ -382,11 +391,19 @@ class Settings:
             raise ConfigError("writer_disk_reserve_bytes must not be negative")
         if self.upload_max_bytes <= 0:
             raise ConfigError(f"upload_max_bytes must be positive, got {self.upload_max_bytes}")
-        for name in ("upload_retention_s", "notifier_job_wait_s", "job_stall_s", "republish_grace_s"):
+        for name in (
+            "upload_retention_s",
+            "notifier_job_wait_s",
+            "job_stall_s",
+            "republish_grace_s",
+            "shutdown_drain_s",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.websocket_ticket_ttl_s <= 0:
             raise ConfigError("websocket_ticket_ttl_s must be positive")
+        if self.shutdown_timeout_s <= 0:
+            raise ConfigError(f"shutdown_timeout_s must be positive, got {self.shutdown_timeout_s}")
         for tenant, directories in self.ingest_allowed_dirs.items():
             for directory in directories:
                 if not directory.is_absolute():

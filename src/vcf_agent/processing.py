@@ -48,10 +48,19 @@ RecordsHandler = Callable[[list[Record]], Awaitable[CommitOffsets | None]]
 # Called before records are redelivered after a handler error: the stage drops what it
 # buffered from them, as a restarted process would have.
 ResetHandler = Callable[[], Awaitable[None]]
+# Called when a drain ends a stage's input: it finishes what it buffered now and returns the
+# offsets that became safe to commit (what it cannot finish stays uncommitted, to come again).
+FlushHandler = Callable[[], Awaitable[CommitOffsets]]
 
 # First wait after a handler error, doubled per consecutive error up to the bound.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
+# How long stop() lets a stage finish and commit what it holds when no drain was begun with a
+# budget of its own (ServiceHost gives every stage `shutdown_drain_s`).
+DRAIN_AT_STOP_S = 30.0
+# Leaving the group at stop: a broker that does not answer in this time drops the member by
+# itself (session timeout, or the closed connection), and a stopping process must not wait on it.
+LEAVE_TIMEOUT_S = 3.0
 
 
 async def publish_patiently(
@@ -172,7 +181,10 @@ class StreamProcessor(AsyncComponent):
     """Runs one consumer: poll, hand records to the handler, commit.
 
     Pausing stops polling but keeps group membership, so checkpoints can be
-    reset safely; draining finishes the in-flight batch, commits and stops.
+    reset safely; draining finishes the in-flight batch, has the stage flush what
+    it buffered, commits and stops. Stopping drains first, within a deadline, and
+    only then leaves the group: what the stage stored is committed by then, so a
+    restart does not deliver it again.
     """
 
     def __init__(
@@ -190,6 +202,8 @@ class StreamProcessor(AsyncComponent):
         idle_calls: bool = False,
         reset: ResetHandler | None = None,
         retry_max_s: float = RETRY_MAX_S,
+        flush: FlushHandler | None = None,
+        drain_s: float = DRAIN_AT_STOP_S,
     ) -> None:
         self.streams = list(streams)
         self.group = group
@@ -204,6 +218,8 @@ class StreamProcessor(AsyncComponent):
         self._idle_calls = idle_calls
         self._reset = reset
         self._retry_max_s = retry_max_s
+        self._flush = flush
+        self._drain_s = drain_s
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._running = asyncio.Event()
@@ -329,8 +345,9 @@ class StreamProcessor(AsyncComponent):
     async def drain(self, timeout_s: float) -> int:
         """Finish in-flight work, commit, stop consuming; returns records left uncommitted.
 
-        Buffering stages (idle_calls) are called with [] until they release every
-        offset or timeout_s passes, since their buffered records count as in flight.
+        A stage with a flush handler is asked to finish what it buffered; other buffering
+        stages (idle_calls) are called with [] until they release every offset or timeout_s
+        passes, since their buffered records count as in flight.
         """
         self.begin_drain(timeout_s)
         if self._task is None or self._task.done():
@@ -339,6 +356,9 @@ class StreamProcessor(AsyncComponent):
         else:
             await self.wait_parked(timeout_s + 1)
         return self.uncommitted()
+
+    def _drain_time_left(self) -> float:
+        return max(0.0, self._drain_deadline - asyncio.get_running_loop().time())
 
     async def seek(self, stream: str, partition: int, offset: int) -> bool:
         """Move this member's position on a partition it holds; False when it holds none."""
@@ -350,20 +370,68 @@ class StreamProcessor(AsyncComponent):
         return True
 
     async def stop(self) -> None:
-        """Stop after the current batch; its offsets are committed before leaving the group."""
+        """Drain, then leave the group: what the stage finished is committed before it leaves.
+
+        Within the drain's deadline (begin_drain's, else `drain_s` from now): a batch still in
+        the handler then is cancelled and stays uncommitted, so the group delivers it again;
+        nothing is lost and, downstream being idempotent, nothing is doubled. Leaving takes at
+        most LEAVE_TIMEOUT_S: a broker slower than that drops the member by itself.
+        """
+        if not self._draining and not self._drained:
+            self.begin_drain(self._drain_s)
+        if self._task is not None and not self._task.done():
+            await self.wait_parked(self._drain_time_left())
+        parked = self._parked.is_set()
         self._stopping = True
         self._running.set()
         self._wake.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=30)
-            except TimeoutError:
+            # A parked loop is at its top and ends at once; one still in its handler is cut short.
+            if not parked:
+                log.warning(
+                    "%s: %s still busy at the end of its drain; its batch stays uncommitted",
+                    self._service,
+                    self.group,
+                )
                 self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        if parked and not self._drained and self._flush is not None and self.retrying is None:
+            # A processor paused before the drain never ran its loop's drain step.
+            await self._commit_flushed(consumer)
+        try:
+            await asyncio.wait_for(consumer.stop(), LEAVE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "%s: %s did not leave its group within %.0fs; the broker drops it by itself",
+                self._service,
+                self.group,
+                LEAVE_TIMEOUT_S,
+            )
+
+    async def _commit_flushed(self, consumer: Consumer) -> bool:
+        """Have the stage finish what it buffered and commit what that released.
+
+        False when that failed: the records stay uncommitted and come again.
+        """
+        assert self._flush is not None
+        try:
+            released = await asyncio.wait_for(self._flush(), max(self._drain_time_left(), 0.1))
+            if released:
+                await consumer.commit(released)
+                self._committed.update(released)
+        except Exception as exc:  # TimeoutError included: the deadline passed
+            log.warning(
+                "%s: %s could not finish what it buffered (%r); left uncommitted",
+                self._service,
+                self.group,
+                exc,
+            )
+            return False
+        return True
 
     async def _run(self) -> None:
         try:
@@ -448,6 +516,9 @@ class StreamProcessor(AsyncComponent):
         """
         self.retrying = error
         self._errors_in_a_row += 1
+        # Everything uncommitted is handed back: the loop holds no records while it waits, and
+        # a drain or stop need not wait for the retry.
+        self._parked.set()
         telemetry.stage_retries.labels(self._service, type(error).__name__).inc()
         delay = min(self._retry_max_s, RETRY_FIRST_S * 2 ** min(self._errors_in_a_row - 1, 16))
         log.warning(
@@ -491,7 +562,14 @@ class StreamProcessor(AsyncComponent):
 
     async def _finish_drain(self, consumer: Consumer) -> None:
         loop = asyncio.get_running_loop()
-        while self._idle_calls and self.uncommitted() and loop.time() < self._drain_deadline:
+        if self._flush is not None and self.retrying is None:
+            await self._commit_flushed(consumer)
+        while (
+            self._flush is None
+            and self._idle_calls
+            and self.uncommitted()
+            and loop.time() < self._drain_deadline
+        ):
             if not await self._handle(consumer, []):
                 break
             if self.uncommitted():

@@ -9,10 +9,16 @@ stop components through lifecycle.ComponentStack.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import os
 import signal
-from collections.abc import Callable
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Protocol
 
 from vcf_agent.bus import Bus, StreamSpec, open_bus
@@ -30,6 +36,10 @@ from vcf_agent.observability import BusSampler, MetricsEndpoint
 from vcf_agent.processing import StreamProcessor
 
 log = logging.getLogger(__name__)
+
+# The exit status of a service whose shutdown was abandoned (sysexits' EX_SOFTWARE): it did not
+# finish stopping in `shutdown_timeout_s`, or a second signal asked it to stop at once.
+EXIT_SHUTDOWN_ABANDONED = 70
 
 
 @dataclass(slots=True)
@@ -138,11 +148,26 @@ class ServiceHost(AsyncComponent):
             log.warning("%s: no tokens configured, authentication is off; %s", self.parts.name, where)
 
     async def stop(self) -> None:
-        """NOT_SERVING first, then consumption stops and commits, then the server within its grace."""
+        """A full drain within the grace: NOT_SERVING first; every stage stops fetching, finishes and
+        stores what it holds and commits it (`shutdown_drain_s`), while the gRPC server gives open
+        calls its grace; only then do the consumers leave their groups and the stores close.
+        """
         await self.control.begin_shutdown()
-        await self._running.stop()
+        began = time.monotonic()
+        processors = [*self.parts.processors(), self.flags.processor]
+        for processor in processors:
+            processor.begin_drain(self.settings.shutdown_drain_s)
+        # Open calls may still read the stores: the server stops before the components do.
         await self.control.stop()
+        await self._running.stop()
         await self._observed.stop()
+        left = sum(processor.uncommitted() for processor in processors)
+        log.info(
+            "%s: stopped in %.1fs; %d records left uncommitted",
+            self.parts.name,
+            time.monotonic() - began,
+            left,
+        )
 
 
 async def serve(
@@ -152,11 +177,22 @@ async def serve(
     *,
     ready: Callable[[ServiceHost], None] | None = None,
 ) -> None:
-    """Run one service until SIGTERM/SIGINT, then shut down in order within the grace period."""
+    """Run one service until SIGTERM/SIGINT, then shut down in order within the grace period.
+
+    The shutdown is bounded: a second signal, or `shutdown_timeout_s` after the first, ends the
+    process with every thread's and task's stack logged (ShutdownDeadline).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    deadline = ShutdownDeadline(name, settings.shutdown_timeout_s, loop)
+
+    def on_signal() -> None:
+        if stop.is_set():
+            deadline.abandon("a second signal asked for an immediate exit")
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     # The bus outlives the host: the host's components commit through it while they stop.
     async with ComponentStack(name) as running:
         bus = await running.enter(open_bus(settings.bus_url))
@@ -168,3 +204,85 @@ async def serve(
             ready(host)
         await stop.wait()
         log.info("%s: shutting down", name)
+        deadline.start()
+        began = time.monotonic()
+    # Everything is committed and closed: what the process does after this is its own teardown.
+    log.info("%s: shut down in %.1fs", name, time.monotonic() - began)
+
+
+class ShutdownDeadline:
+    """Ends the process when its shutdown does not finish in time, saying where it was stuck.
+
+    A stop can wait on what the process does not control: a store or bus call blocked in a
+    worker thread (SQLite's busy wait, a broker that stopped answering), a thread the
+    interpreter's teardown joins. An orchestrator would SIGKILL such a process at the end of its
+    own grace and the log would not say why; this timer runs on its own thread, so a blocked
+    event loop cannot hold it back: it logs every thread's stack and every asyncio task's, then
+    exits with EXIT_SHUTDOWN_ABANDONED. Nothing is lost by that: what was not committed is
+    delivered again to the next member of the group, and the stores take it idempotently.
+    """
+
+    def __init__(self, service: str, timeout_s: float, loop: asyncio.AbstractEventLoop) -> None:
+        self._service = service
+        self._timeout_s = timeout_s
+        self._loop = loop
+        self._timer: threading.Timer | None = None
+
+    def start(self) -> None:
+        if self._timer is not None:
+            return
+        self._timer = threading.Timer(
+            self._timeout_s, self.abandon, args=(f"it did not finish in {self._timeout_s:g}s",)
+        )
+        self._timer.name = f"{self._service}-shutdown-deadline"
+        self._timer.daemon = True
+        self._timer.start()
+
+    def abandon(self, why: str) -> None:
+        """Log where every thread and task is, then exit at once (any thread)."""
+        log.error("%s: shutdown abandoned: %s; stacks follow", self._service, why)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        self._log_tasks()
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(EXIT_SHUTDOWN_ABANDONED)
+
+    def _log_tasks(self) -> None:
+        """The asyncio tasks' stacks, when the loop still runs callbacks (within a second)."""
+        logged = threading.Event()
+
+        def log_tasks() -> None:
+            try:
+                for task in asyncio.all_tasks(self._loop):
+                    frames = "".join(
+                        f"\n  {f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+                        for f in _awaited_frames(task.get_coro())
+                    )
+                    log.error("%s: task %s still running:%s", self._service, task.get_name(), frames)
+            finally:
+                logged.set()
+
+        if threading.current_thread() is threading.main_thread():
+            log_tasks()
+            return
+        try:
+            self._loop.call_soon_threadsafe(log_tasks)
+        except RuntimeError:  # the loop is closed: there are no tasks to show
+            return
+        if not logged.wait(1.0):
+            log.error("%s: the event loop did not answer within 1s: it is blocked", self._service)
+
+
+def _awaited_frames(coro: object) -> Iterator[FrameType]:
+    """The frames of a suspended coroutine and of everything it awaits, outermost first.
+
+    Task.get_stack shows only the outermost frame of a suspended coroutine; where it waits is
+    at the end of its `cr_await` chain.
+    """
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if isinstance(frame, FrameType):
+            yield frame
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)

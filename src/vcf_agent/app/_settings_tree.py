@@ -224,6 +224,14 @@ class SettingsTree(BaseSettings):
     shutdown_grace_s: NonNegativeFloat = Field(
         _settings_default("shutdown_grace_s"), description="how long in-flight calls may finish at shutdown"
     )
+    shutdown_drain_s: NonNegativeFloat = Field(
+        _settings_default("shutdown_drain_s"),
+        description="how long stages may store and commit what they hold at shutdown; the rest comes again",
+    )
+    shutdown_timeout_s: PositiveFloat = Field(
+        _settings_default("shutdown_timeout_s"),
+        description="bound on a whole shutdown: past it the process logs every stack and exits with 70",
+    )
 
     # Security.
     tokens_file: Path | None = Field(
@@ -666,6 +674,8 @@ def load_settings(
         writer_batch_bytes=tree.writer_batch_bytes,
         writer_linger_ms=tree.writer_linger_ms,
         shutdown_grace_s=tree.shutdown_grace_s,
+        shutdown_drain_s=tree.shutdown_drain_s,
+        shutdown_timeout_s=tree.shutdown_timeout_s,
         log_level=tree.log_level,
         log_format=tree.log_format,
         metrics_port=None if tree.metrics_port in (None, "off") else int(tree.metrics_port),

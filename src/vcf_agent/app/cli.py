@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import vcf_agent
 from vcf_agent.app._settings_tree import LoadedSettings, load_settings
@@ -375,6 +376,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_now(code: int) -> NoReturn:
+    """End a service that has shut down, without the interpreter's teardown.
+
+    Its components have stopped by then: what it stored is committed, its stores are closed,
+    its spans flushed. The teardown would only wait: for worker threads still finishing work
+    that was cut short and stays uncommitted (a provider's batch at the drain's deadline) and
+    for every object to be freed. Measured after `serve` returned, at load ~60: 13.5 s for the
+    writer, 9.2 s for the router, 4 s for the aggregator, which the 30 s stop grace lacks.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -391,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = int(args.func(args, loaded))
         finally:
             tracing.shutdown()
+        if args.command == "serve":
+            _exit_now(result)
     except ConfigError as exc:
         # One line per bad value, each naming the setting and what is allowed; never a traceback.
         for line in str(exc).splitlines():

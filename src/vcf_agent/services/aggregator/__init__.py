@@ -28,5 +28,6 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Se
         max_records=4,
         idle_calls=True,
         reset=correlator.reset,
+        flush=correlator.flush,
     )
     return ServiceParts(NAME, components=[processor])

@@ -168,7 +168,14 @@ class Correlator:
         self._pending.clear()
         self._seen.clear()
 
-    async def handle(self, records: list[Record]) -> CommitOffsets | None:
+    async def flush(self) -> CommitOffsets:
+        """At a drain: publish what is complete and release offsets up to the oldest variant still
+        waiting for an answer. Its answers are unread on the stream (a drain fetches no more), so
+        waiting could only end in a deadline's partial result; left uncommitted, it comes again
+        with them after the restart."""
+        return await self.handle([])
+
+    async def handle(self, records: list[Record]) -> CommitOffsets:
         started_ns = time.time_ns()
         writes: list[_Completed] = []
         markers: list[variant_pb2.JobMarker] = []

@@ -81,6 +81,8 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Wr
         idle_calls=True,
         max_in_flight=512,
         reset=sink.reset,
+        # A drain stores what is buffered and commits it before the consumer leaves its group.
+        flush=sink.flush,
     )
     api = QueryApi(lance, graph)
     return WriterParts(

@@ -294,7 +294,14 @@ class StoreSink(AsyncComponent):
         """
         stored: CommitOffsets = {}
         while self._flushing and (wait or self._flushing[0].done.done()):
-            stored |= await self._flushing.popleft().done
+            flush = self._flushing[0]
+            try:
+                # Shielded: a caller cut short (a drain's deadline) leaves the batch going into
+                # the stores, where stop() still waits for it; a store write cannot be interrupted.
+                stored |= await asyncio.shield(flush.done)
+            finally:
+                if flush.done.done() and self._flushing and self._flushing[0] is flush:
+                    self._flushing.popleft()
             wait = False
         return stored
 
