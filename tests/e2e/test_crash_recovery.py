@@ -16,12 +16,7 @@ from vcf_agent.services.ingest import file_digest, job_id_for
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, query_pb2, query_pb2_grpc
 
-
-async def _job(address: str, job_id: str) -> jobs_pb2.Job:
-    async with grpc.aio.insecure_channel(address) as channel:
-        return await jobs_pb2_grpc.IngestServiceStub(channel).GetJob(
-            jobs_pb2.GetJobRequest(job_id=job_id), timeout=10
-        )
+from ._ingest_calls import get_job, submit_path
 
 
 async def _stats(address: str, job_id: str) -> query_pb2.GetStoreStatsResponse:
@@ -61,10 +56,10 @@ async def test_killing_router_aggregator_and_writer_mid_job_loses_and_doubles_no
 
         # Wait until the writer has stored part of the job, then kill three stages at once.
         deadline = time.monotonic() + 120
-        while (await _job(services["ingest"].grpc, job_id)).counts.stored < 5_000:
+        while (await get_job(services["ingest"].grpc, job_id)).counts.stored < 5_000:
             assert time.monotonic() < deadline, "nothing was stored"
             await asyncio.sleep(0.1)
-        partial = (await _job(services["ingest"].grpc, job_id)).counts.stored
+        partial = (await get_job(services["ingest"].grpc, job_id)).counts.stored
         assert partial < expected, "the job finished before the crash; use a bigger file"
         for name in ("router", "aggregator", "writer"):
             stop_service(services[name], signal.SIGKILL)
@@ -73,7 +68,7 @@ async def test_killing_router_aggregator_and_writer_mid_job_loses_and_doubles_no
 
         deadline = time.monotonic() + 240
         while True:
-            job = await _job(services["ingest"].grpc, job_id)
+            job = await get_job(services["ingest"].grpc, job_id)
             if job.state == events_pb2.JOB_STATE_COMPLETE:
                 break
             assert job.state != events_pb2.JOB_STATE_FAILED, job.error
@@ -95,17 +90,6 @@ def _lance_rows(data_dir: Path, job_id: str) -> tuple[int, int]:
     table = lancedb.connect(str(data_dir / "writer" / "writer" / "lance")).open_table("variants")
     ids = table.search().where(f"job_id = '{job_id}'").select(["correlation_id"]).limit(None).to_arrow()
     return ids.num_rows, len(set(ids.column("correlation_id").to_pylist()))
-
-
-async def _submit_path(address: str, path: Path, tenant: str) -> str:
-    async with grpc.aio.insecure_channel(address) as channel:
-
-        async def request():  # type: ignore[no-untyped-def]
-            meta = jobs_pb2.SubmitVcfMetadata(tenant_id=tenant, file_name=path.name, path=str(path))
-            yield jobs_pb2.SubmitVcfRequest(metadata=meta)
-
-        response = await jobs_pb2_grpc.IngestServiceStub(channel).SubmitVcf(request(), timeout=30)
-    return response.job.job_id
 
 
 async def test_killing_ingest_mid_file_resumes_from_its_checkpoint(tmp_path: Path) -> None:
@@ -130,11 +114,11 @@ async def test_killing_ingest_mid_file_resumes_from_its_checkpoint(tmp_path: Pat
     # Small batches slow ingest down enough to be caught mid-file.
     env = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(tmp_path), "VCF_AGENT_BATCH_SIZE": "50"}
     with running_pipeline(bus_url, data_dir, env=env) as services:
-        kept_id = await _submit_path(services["ingest"].grpc, kept, "lab-k")
-        deleted_id = await _submit_path(services["ingest"].grpc, deleted, "lab-k")
+        kept_id = await submit_path(services["ingest"].grpc, kept, "lab-k")
+        deleted_id = await submit_path(services["ingest"].grpc, deleted, "lab-k")
         deadline = time.monotonic() + 120
         while True:
-            job = await _job(services["ingest"].grpc, kept_id)
+            job = await get_job(services["ingest"].grpc, kept_id)
             assert not job.counts.total, f"ingest finished before the crash; slow it down: {job}"
             if job.counts.ingested >= 3_000:
                 break
@@ -146,7 +130,7 @@ async def test_killing_ingest_mid_file_resumes_from_its_checkpoint(tmp_path: Pat
 
         deadline = time.monotonic() + 300
         while True:
-            job = await _job(services["ingest"].grpc, kept_id)
+            job = await get_job(services["ingest"].grpc, kept_id)
             ceiling = job.counts.total or job.counts.ingested
             assert job.counts.analysed <= ceiling and job.counts.stored <= ceiling, job.counts
             if job.state == events_pb2.JOB_STATE_COMPLETE:
@@ -157,7 +141,7 @@ async def test_killing_ingest_mid_file_resumes_from_its_checkpoint(tmp_path: Pat
         assert (job.counts.total, job.counts.ingested, job.counts.stored) == (expected, expected, expected)
         assert "resuming after" in services["ingest"].log_path.read_text()
 
-        gone = await _job(services["ingest"].grpc, deleted_id)
+        gone = await get_job(services["ingest"].grpc, deleted_id)
         assert gone.state == events_pb2.JOB_STATE_FAILED
         assert "disappeared" in gone.error and str(deleted) in gone.error, gone.error
 

@@ -12,7 +12,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-import grpc
 import lancedb
 import vcf as pyvcf
 
@@ -30,29 +29,13 @@ from vcf_agent.localdev import (
 from vcf_agent.runner import EXIT_SHUTDOWN_ABANDONED
 from vcf_agent.schema import serialized_message
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
-from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
+from vcf_agent.v1 import events_pb2
+
+from ._ingest_calls import get_job, submit_path
 
 _WRITES_STREAM = "database-writes"
 # Real GATK output, 37 records (PyVCF3's test data).
 GATK_VCF = Path(pyvcf.__file__).parent / "test" / "gatk.vcf"
-
-
-async def _job(address: str, job_id: str) -> jobs_pb2.Job:
-    async with grpc.aio.insecure_channel(address) as channel:
-        return await jobs_pb2_grpc.IngestServiceStub(channel).GetJob(
-            jobs_pb2.GetJobRequest(job_id=job_id), timeout=10
-        )
-
-
-async def _submit_path(address: str, path: Path, tenant: str) -> str:
-    async with grpc.aio.insecure_channel(address) as channel:
-
-        async def request():  # type: ignore[no-untyped-def]
-            meta = jobs_pb2.SubmitVcfMetadata(tenant_id=tenant, file_name=path.name, path=str(path))
-            yield jobs_pb2.SubmitVcfRequest(metadata=meta)
-
-        response = await jobs_pb2_grpc.IngestServiceStub(channel).SubmitVcf(request(), timeout=30)
-    return response.job.job_id
 
 
 def _stored_ids(data_dir: Path, job_id: str) -> set[str]:
@@ -95,9 +78,9 @@ async def test_sigterm_writer_mid_job_commits_all_it_stored_before_leaving(tmp_p
     # Small batches keep the writer's stores busy, so a SIGTERM finds batches buffered and in flight.
     env = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(tmp_path), "VCF_AGENT_WRITER_BATCH_ROWS": "500"}
     with running_pipeline(bus_url, data_dir, env=env) as services:
-        job_id = await _submit_path(services["ingest"].grpc, path, "lab-t")
+        job_id = await submit_path(services["ingest"].grpc, path, "lab-t")
         deadline = time.monotonic() + 180
-        while (job := await _job(services["ingest"].grpc, job_id)).counts.stored < 1_500:
+        while (job := await get_job(services["ingest"].grpc, job_id)).counts.stored < 1_500:
             assert time.monotonic() < deadline, f"nothing stored: {job}"
             await asyncio.sleep(0.1)
         assert stop_service(services["writer"]) == 0
@@ -115,7 +98,7 @@ async def test_sigterm_writer_mid_job_commits_all_it_stored_before_leaving(tmp_p
 
         services["writer"] = start_service("writer", bus_url, data_dir, env=env)
         deadline = time.monotonic() + 300
-        while (job := await _job(services["ingest"].grpc, job_id)).state != events_pb2.JOB_STATE_COMPLETE:
+        while (job := await get_job(services["ingest"].grpc, job_id)).state != events_pb2.JOB_STATE_COMPLETE:
             assert job.state != events_pb2.JOB_STATE_FAILED, job.error
             assert time.monotonic() < deadline, f"job stuck after the writer's restart: {job}"
             await asyncio.sleep(0.2)
@@ -149,7 +132,7 @@ async def test_sigterm_router_waiting_on_a_provider_exits_within_its_drain_leavi
         ingest = await asyncio.to_thread(start_service, "ingest", bus_url, data_dir, env=env)
         router = await asyncio.to_thread(start_service, "router", bus_url, data_dir, env=env)
         try:
-            await _submit_path(ingest.grpc, GATK_VCF, "lab-t")
+            await submit_path(ingest.grpc, GATK_VCF, "lab-t")
             deadline = time.monotonic() + 120
             while not vendor.requests:
                 assert time.monotonic() < deadline, f"the router never called the provider:\n{router.log()}"
