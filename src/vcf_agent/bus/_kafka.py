@@ -190,7 +190,7 @@ class KafkaBus(Bus):
                 await admin.start()
                 await reader.start()
         except BaseException:
-            await _close_quietly(producer.stop(), admin.close(), reader.stop())
+            await _close_quietly(producer.stop(), admin.close(), _stop_consumer(reader))
             raise
         self._producer, self._admin, self._reader = producer, admin, reader
 
@@ -205,7 +205,7 @@ class KafkaBus(Bus):
         if admin is not None:
             closers.append(admin.close())
         if reader is not None:
-            closers.append(reader.stop())
+            closers.append(_stop_consumer(reader))
         await _close_quietly(*closers, timeout_s=2 * self.request_timeout_s)
 
     async def ensure_streams(self, specs: Sequence[StreamSpec]) -> None:
@@ -373,7 +373,7 @@ class KafkaBus(Bus):
                 member.assign(list(tps))
                 await member.commit(tps)
         finally:
-            await _close_quietly(member.stop(), timeout_s=self.request_timeout_s)
+            await _close_quietly(_stop_consumer(member), timeout_s=self.request_timeout_s)
 
     async def healthy(self) -> bool:
         """Metadata round trip within 2 s, on the shared admin client or a throwaway one."""
@@ -470,7 +470,7 @@ class KafkaConsumer(Consumer):
                 for tp in consumer.assignment():
                     await consumer.position(tp)
         except BaseException:
-            await _close_quietly(consumer.stop(), timeout_s=bus.request_timeout_s)
+            await _close_quietly(_stop_consumer(consumer), timeout_s=bus.request_timeout_s)
             raise
         self._consumer = consumer
 
@@ -479,7 +479,7 @@ class KafkaConsumer(Consumer):
         self._polled.clear()
         if consumer is not None:
             # aiokafka sends LeaveGroup: the group rebalances now, not after a session timeout.
-            await _close_quietly(consumer.stop(), timeout_s=self._bus.request_timeout_s)
+            await _close_quietly(_stop_consumer(consumer), timeout_s=self._bus.request_timeout_s)
 
     async def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Record]:
         consumer = self._require_started()
@@ -536,6 +536,35 @@ class KafkaConsumer(Consumer):
         if self._consumer is None:
             return set()
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """aiokafka's stop(), and when that fails or is cut short, the parts of it never reached.
+
+    stop() leaves the group first (a round trip to the coordinator). When that step raised
+    (after a commit failed on a dead broker, its own cancelled coordination task) or ran
+    out of time, the heartbeat, fetcher and client stayed open and a second stop() was a
+    no-op: their tasks went on reconnecting to the dead broker for the life of the process.
+    """
+    try:
+        await consumer.stop()
+    except BaseException:
+        # No public API closes these; each call is one aiokafka's stop() makes.
+        coordinator = consumer._coordinator
+        parts: list[Callable[[], Awaitable[object]]] = [
+            getattr(coordinator, name)
+            for name in ("_stop_heartbeat_task", "_stop_commit_offsets_refresh_task")
+            if hasattr(coordinator, name)
+        ]
+        if consumer._fetcher is not None:
+            parts.append(consumer._fetcher.close)
+        parts.append(consumer._client.close)
+        for part in parts:
+            try:
+                await part()
+            except (Exception, asyncio.CancelledError) as exc:
+                log.debug("kafka consumer: closing %s after a failed stop: %r", part.__name__, exc)
+        raise
 
 
 async def _stop_producer(producer: AIOKafkaProducer, *, timeout_s: float) -> None:
