@@ -15,6 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from tests.fixtures.aiokafka_leaks import running_aiokafka_tasks
 from vcf_agent.bus import (
     BusError,
     BusUnavailableError,
@@ -176,6 +177,38 @@ async def test_broker_death_under_a_started_bus() -> None:
         began = time.monotonic()
         await bus.stop()
         assert time.monotonic() - began < 10
+    finally:
+        await broker.stop()
+
+
+@pytest.mark.kafka
+async def test_stopping_a_bus_whose_broker_was_killed_leaves_no_client_running() -> None:
+    """A record the dead broker never acknowledged made the producer's stop() wait for it.
+
+    Cut short by the bus's bound, aiokafka's stop() had already marked the producer closed:
+    its sender and metadata tasks went on reconnecting to the dead broker for the rest of
+    the process (in CI, hundreds of "Unable connect to node" lines in later tests' logs).
+    Killed, not stopped: a broker shut down cleanly first drops its partitions' leaders,
+    and aiokafka expires batches without a leader on its own.
+    """
+    broker = LocalKafkaBroker(heap="256m")
+    try:
+        await broker.start()
+    except KafkaToolMissingError as exc:
+        pytest.skip(f"local Kafka broker unavailable: {exc}")
+    loop = asyncio.get_running_loop()
+    already_running = running_aiokafka_tasks(loop)
+    try:
+        bus = open_bus(f"kafka://{broker.bootstrap_servers}?request_timeout_s=1")
+        await bus.start()
+        stream = _name("killed")
+        await bus.ensure_streams([StreamSpec(stream, 1)])
+        await bus.publish(stream, [OutgoingMessage(b"before")])
+        await asyncio.to_thread(broker.kill_sync)
+        with pytest.raises(BusUnavailableError):
+            await bus.publish(stream, [OutgoingMessage(b"never acknowledged")])
+        await bus.stop()
+        assert running_aiokafka_tasks(loop) - already_running == set()
     finally:
         await broker.stop()
 

@@ -190,24 +190,23 @@ class KafkaBus(Bus):
                 await admin.start()
                 await reader.start()
         except BaseException:
-            await _close_quietly(producer.stop(), admin.close(), reader.stop())
+            await _close_quietly(producer.stop(), admin.close(), _stop_consumer(reader))
             raise
         self._producer, self._admin, self._reader = producer, admin, reader
 
     async def stop(self) -> None:
-        for consumer in list(self._consumers):
-            with contextlib.suppress(BusError):
-                await consumer.stop()
+        await asyncio.gather(*(consumer.stop() for consumer in list(self._consumers)), return_exceptions=True)
         producer, admin, reader = self._producer, self._admin, self._reader
         self._producer = self._admin = self._reader = None
         closers: list[Awaitable[object]] = []
         if producer is not None:
-            closers.append(producer.stop())
+            # Its own bound drops undelivered records; this one only backs it up.
+            closers.append(_stop_producer(producer, timeout_s=self.request_timeout_s))
         if admin is not None:
             closers.append(admin.close())
         if reader is not None:
-            closers.append(reader.stop())
-        await _close_quietly(*closers, timeout_s=self.request_timeout_s)
+            closers.append(_stop_consumer(reader))
+        await _close_quietly(*closers, timeout_s=2 * self.request_timeout_s)
 
     async def ensure_streams(self, specs: Sequence[StreamSpec]) -> None:
         _, admin, _ = self._require_started()
@@ -374,7 +373,7 @@ class KafkaBus(Bus):
                 member.assign(list(tps))
                 await member.commit(tps)
         finally:
-            await _close_quietly(member.stop(), timeout_s=self.request_timeout_s)
+            await _close_quietly(_stop_consumer(member), timeout_s=self.request_timeout_s)
 
     async def healthy(self) -> bool:
         """Metadata round trip within 2 s, on the shared admin client or a throwaway one."""
@@ -471,7 +470,7 @@ class KafkaConsumer(Consumer):
                 for tp in consumer.assignment():
                     await consumer.position(tp)
         except BaseException:
-            await _close_quietly(consumer.stop(), timeout_s=bus.request_timeout_s)
+            await _close_quietly(_stop_consumer(consumer), timeout_s=bus.request_timeout_s)
             raise
         self._consumer = consumer
 
@@ -480,7 +479,7 @@ class KafkaConsumer(Consumer):
         self._polled.clear()
         if consumer is not None:
             # aiokafka sends LeaveGroup: the group rebalances now, not after a session timeout.
-            await _close_quietly(consumer.stop(), timeout_s=self._bus.request_timeout_s)
+            await _close_quietly(_stop_consumer(consumer), timeout_s=self._bus.request_timeout_s)
 
     async def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Record]:
         consumer = self._require_started()
@@ -539,25 +538,120 @@ class KafkaConsumer(Consumer):
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
 
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """aiokafka's stop(), and when that fails or is cut short, the parts of it never reached.
+
+    stop() leaves the group first (a round trip to the coordinator). When that step raised
+    (after a commit failed on a dead broker, its own cancelled coordination task) or ran
+    out of time, the heartbeat, fetcher and client stayed open and a second stop() was a
+    no-op: their tasks went on reconnecting to the dead broker for the life of the process.
+    """
+    try:
+        await consumer.stop()
+    except BaseException:
+        # No public API closes these; each call is one aiokafka's stop() makes.
+        coordinator = consumer._coordinator
+        parts: list[Callable[[], Awaitable[object]]] = [
+            getattr(coordinator, name)
+            for name in ("_stop_heartbeat_task", "_stop_commit_offsets_refresh_task")
+            if hasattr(coordinator, name)
+        ]
+        if consumer._fetcher is not None:
+            parts.append(consumer._fetcher.close)
+        parts.append(consumer._client.close)
+        for part in parts:
+            try:
+                await part()
+            except (Exception, asyncio.CancelledError) as exc:
+                log.debug("kafka consumer: closing %s after a failed stop: %r", part.__name__, exc)
+        raise
+
+
+async def _stop_producer(producer: AIOKafkaProducer, *, timeout_s: float) -> None:
+    """Deliver what the broker takes within `timeout_s`, then give up the rest and close anyway.
+
+    aiokafka's stop() waits for every undelivered batch, or for its sender task to end, and
+    with the broker dead the sender retries them for ever. Cut short there, stop() had
+    already marked the producer closed, so its sender and metadata tasks went on
+    reconnecting to the dead broker for the life of the process (and a second stop() was a
+    no-op): a leak per stopped bus.
+    """
+    stopping = asyncio.ensure_future(producer.stop())
+    try:
+        await asyncio.wait_for(asyncio.shield(stopping), timeout_s)
+    except TimeoutError:
+        log.warning("kafka producer: records undelivered after %.1fs are dropped at stop", timeout_s)
+    finally:
+        if not stopping.done():
+            _give_up_undelivered(producer, stopping)
+    await stopping
+
+
+def _give_up_undelivered(producer: AIOKafkaProducer, stopping: asyncio.Future[None]) -> None:
+    """End the sender, so stop() goes on to close the client; then fail what it left.
+
+    aiokafka has no public call for this. Failing the batches while the sender still runs
+    races its in-flight requests (a retried batch is re-queued after it was failed, and
+    the sender dies on a KeyError), so the batches are failed only once stop() is done.
+    """
+    sender_task = producer._sender.sender_task
+    if sender_task is not None:
+        sender_task.cancel()
+    stopping.add_done_callback(lambda _: _fail_undelivered(producer._message_accumulator))
+    # A caller cancelled meanwhile does not wait: keep the stop referenced until it is done.
+    _finishing.add(stopping)
+    stopping.add_done_callback(_finishing.discard)
+
+
+def _fail_undelivered(accumulator: Any) -> None:
+    """Fail the batches left in aiokafka's accumulator, so nothing waits on them any more."""
+    batches = [batch for queue in accumulator._batches.values() for batch in queue]
+    batches.extend(accumulator._pending_batches)
+    accumulator.fail_all(KafkaConnectionError("the bus stopped before the broker acknowledged these records"))
+    for batch in batches:
+        # Only the sender waits on a batch's drain; read its error, or asyncio logs it as never retrieved.
+        drained = batch._drain_waiter
+        if drained.done() and not drained.cancelled():
+            drained.exception()
+
+
+# Closes that outlived a cancelled caller; referenced until they finish.
+_finishing: set[asyncio.Future[None]] = set()
+
+
 async def _close_quietly(*closers: Awaitable[object], timeout_s: float = 10.0) -> None:
-    """Close clients without letting one failure (or a dead broker) block the others.
+    """Close clients at once, without letting one failure (or a dead broker) block the others.
+
+    The closes run as tasks of their own that a cancelled caller does not stop: the
+    failover bus bounds a backend's stop(), and a close cut short there left the clients
+    not yet reached with their background tasks running for the life of the process.
+    """
+    tasks = [asyncio.ensure_future(_close_one(closer, timeout_s)) for closer in closers]
+    for task in tasks:
+        _finishing.add(task)
+        task.add_done_callback(_finishing.discard)
+    if tasks:
+        await asyncio.shield(asyncio.gather(*tasks))
+
+
+async def _close_one(closer: Awaitable[object], timeout_s: float) -> None:
+    """One close, bounded in time; only a cancellation of this task itself propagates.
 
     After a commit failed on a dead broker, aiokafka's consumer stop() awaits its own
     coordination task, which it had cancelled, and so raises CancelledError although
     nobody cancelled the caller. Let through, that ended a stage's consumer loop for
-    good (it escapes `except Exception`); only a cancellation of this task propagates.
+    good (it escapes `except Exception`).
     """
-    for closer in closers:
-        try:
-            async with asyncio.timeout(timeout_s):
-                await closer
-        except (KafkaError, OSError, TimeoutError) as exc:
-            log.debug("kafka client close failed: %r", exc)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            log.debug("kafka client close ended by a cancelled aiokafka task")
+    try:
+        async with asyncio.timeout(timeout_s):
+            await closer
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.debug("kafka client close failed: %r", exc)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        log.debug("kafka client close ended by a cancelled aiokafka task")
 
 
 def from_url(url: str) -> KafkaBus:
