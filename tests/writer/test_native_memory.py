@@ -1,4 +1,4 @@
-"""The writer's cap on glibc malloc arenas, checked in a fresh process with real threads."""
+"""The writer's hold on glibc malloc: arenas capped, freed pages handed back; in fresh processes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+
+from vcf_agent.services.writer import _native_memory as native_memory
 
 # Eight threads allocating at once: without a cap glibc gives contending threads their own
 # arenas (up to 8 per core), which is where the writer's resident memory went.
@@ -62,3 +64,54 @@ def test_the_writer_caps_malloc_arenas_that_threads_would_multiply() -> None:
     # The probe's threads do contend: uncapped, the same run spreads over more arenas.
     before, uncapped = _arenas("uncapped")
     assert uncapped > max(before, 2)
+
+
+# 64,000 touched 4 KiB blocks, then every block freed but one in 16, so the freed pages lie
+# between blocks still in use, where glibc never hands them back by itself. The process
+# waits, inside the block, until its resident memory falls by half of what was freed.
+_FRAGMENTED = """
+import ctypes, importlib.util, sys, time
+# The module alone, without the writer package's store engines (seconds to import).
+spec = importlib.util.spec_from_file_location("native_memory", sys.argv[1])
+native_memory = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(native_memory)
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def resident():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+blocks = [libc.malloc(4096) for _ in range(64_000)]
+for block in blocks:
+    ctypes.memset(block, 1, 4096)
+for index, block in enumerate(blocks):
+    if index % 16:
+        libc.free(block)
+freed = 60_000 * 4096
+held = resident()
+with native_memory.returning_freed_memory(interval_s=0.01):
+    # Up to 20 s for the trimmer's first turns on a loaded machine; it needs milliseconds.
+    deadline = time.monotonic() + 20
+    while resident() > held - freed // 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    during = resident()
+print(held - during, freed)
+"""
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or "libc.so" not in (ctypes.util.find_library("c") or ""),
+    reason="malloc_trim is glibc's; needs glibc on Linux",
+)
+def test_a_long_native_call_hands_freed_pages_back_while_it_runs() -> None:
+    """LanceDB's compaction frees as much as it allocates, but glibc keeps the freed pages until a trim:
+    the writer's peak was compaction's whole churn. Trimmed while it runs, the pages go back meanwhile."""
+    module = native_memory.__file__
+    assert module is not None
+    done = subprocess.run(
+        [sys.executable, "-c", _FRAGMENTED, module], capture_output=True, text=True, check=True
+    )
+    returned, freed = (int(value) for value in done.stdout.split())
+    assert returned >= freed // 2

@@ -192,6 +192,8 @@ class GraphStore(AsyncComponent):
         self._lock = threading.Lock()
         self._db: ladybug.Database | None = None
         self._conn: ladybug.Connection | None = None
+        # A batch committed since the log was last folded into the file by checkpoint_if_written.
+        self._written_since_checkpoint = False
 
     async def start(self) -> None:
         await asyncio.to_thread(self.open)
@@ -282,6 +284,7 @@ class GraphStore(AsyncComponent):
             try:
                 old_ids = self._write(conn, rows)
                 conn.execute("COMMIT")
+                self._written_since_checkpoint = True
             except BaseException as exc:
                 _rollback(conn)
                 if "buffer pool is full" in str(exc):
@@ -295,6 +298,29 @@ class GraphStore(AsyncComponent):
                 _release_inputs(conn)
         return old_ids
 
+    def checkpoint_if_written(self) -> bool:
+        """Fold the write-ahead log into the database file if a batch was committed since; True if done.
+
+        The writer calls this when its input is idle, so that closing (which checkpoints) has
+        little left to do: after a 500,000-variant job close spent 18 s checkpointing up to
+        writer_graph_checkpoint_bytes of log, past most of the shutdown grace period. It also
+        frees the malloc memory the engine keeps for the uncheckpointed changes. Skipped while
+        the disk is under its reserve: a checkpoint rewrites pages, and the reserve is what
+        keeps the engine's writes from failing.
+        """
+        with self._lock:
+            if not self._written_since_checkpoint or self._conn is None:
+                return False
+            if self._disk_reserve_bytes and self._free_bytes() < self._disk_reserve_bytes:
+                return False
+            _single(self._conn.execute("CHECKPOINT")).close()
+            self._written_since_checkpoint = False
+            return True
+
+    def _free_bytes(self) -> int:
+        stats = os.statvfs(self._path.parent)
+        return stats.f_bavail * stats.f_frsize
+
     def _check_free_space(self) -> None:
         """Refuse a batch while the disk is nearly full, before the engine can hit ENOSPC.
 
@@ -305,8 +331,7 @@ class GraphStore(AsyncComponent):
         """
         if not self._disk_reserve_bytes:
             return
-        stats = os.statvfs(self._path.parent)
-        free = stats.f_bavail * stats.f_frsize
+        free = self._free_bytes()
         if free < self._disk_reserve_bytes:
             raise OSError(
                 errno.ENOSPC,

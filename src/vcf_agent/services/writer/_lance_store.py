@@ -36,7 +36,7 @@ from vcf_agent.schema import parse_region
 from vcf_agent.v1 import analysis_pb2, events_pb2, query_pb2
 
 from ._carrier_rows import CARRIER_SCHEMA, VARIANT_COLUMNS, carrier_rows
-from ._native_memory import return_freed_memory
+from ._native_memory import returning_freed_memory
 from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, build_rows
 from ._store_location import StoreLocation
 
@@ -358,10 +358,10 @@ class LanceStore(AsyncComponent):
 
     def _compact(self) -> None:
         variants, analyses = self._tables()
-        for table in (variants, analyses, self._carriers):
-            table.optimize(cleanup_older_than=self._policy.keep_versions)
+        with returning_freed_memory():
+            for table in (variants, analyses, self._carriers):
+                table.optimize(cleanup_older_than=self._policy.keep_versions)
         self._writes_since_compaction = 0
-        return_freed_memory()
 
     def _fetch(self, ids: list[str], tenant_id: str) -> list[query_pb2.StoredVariant]:
         """The variants with these ids, in this order; of `tenant_id` only (a store filter) if given."""

@@ -11,9 +11,12 @@ Elsewhere than glibc (musl, macOS) both calls are absent and nothing is done.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import sys
+import threading
+from collections.abc import Iterator
 
 # glibc's mallopt parameter number for the arena limit (malloc.h: M_ARENA_MAX).
 _M_ARENA_MAX = -8
@@ -44,3 +47,37 @@ def return_freed_memory() -> None:
     trim = getattr(_LIBC, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+# How often a long native call's freed pages are handed back while it runs. A trim walks the
+# arenas' chunks: measured 35 ms over 1.2 GB of fragmented heap, so a few percent of a core at
+# this interval, during compaction only. LanceDB compaction's CPU did not measurably change
+# (21.4 s with, 23.0 s without, compacting 800,000 variants in 20 new fragments).
+TRIM_INTERVAL_S = 0.5
+
+
+@contextlib.contextmanager
+def returning_freed_memory(interval_s: float = TRIM_INTERVAL_S) -> Iterator[None]:
+    """Trim every `interval_s` while the block runs, and once at its end.
+
+    For native calls that run long and churn memory, LanceDB's compaction above all: it
+    frees as much as it allocates, but glibc keeps what was freed in the arenas, so the
+    writer's resident memory reached the sum of everything compaction had touched. Measured
+    in `vcf-agent bench load` (ten jobs at once): during a 25 s compaction 736 MB of arena,
+    of which 429 MB free, at the writer's peak of 1,130 MB; compacting 800,000 variants alone
+    peaked at 591 MB without and 509-516 MB with this.
+    """
+    stopped = threading.Event()
+
+    def trim_until_stopped() -> None:
+        while not stopped.wait(interval_s):
+            return_freed_memory()
+
+    trimmer = threading.Thread(target=trim_until_stopped, name="writer-malloc-trim", daemon=True)
+    trimmer.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        trimmer.join()
+        return_freed_memory()

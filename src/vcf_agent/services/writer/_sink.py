@@ -321,10 +321,10 @@ class StoreSink(AsyncComponent):
         self._tallies.clear()
 
     def _compact_when_idle(self) -> None:
-        """Fold what was written into fragments and indexes while nothing arrives.
+        """Fold what was written into the stores' files and indexes while nothing arrives.
 
         A write arriving meanwhile waits for the store's lock, as it would for compaction
-        on the write path; stop() waits for a running compaction.
+        on the write path; stop() waits a few seconds for a running compaction.
         """
         running = self._idle_compaction
         if self._stopping or (running is not None and not running.done()):
@@ -332,7 +332,17 @@ class StoreSink(AsyncComponent):
         if running is not None and not running.cancelled() and running.exception() is not None:
             # A failed compaction leaves the data as it was; the next idle poll tries again.
             log.warning("idle compaction failed: %s", running.exception())
-        self._idle_compaction = _on_daemon_thread(self.lance.compact_if_written, "writer-idle-compaction")
+        self._idle_compaction = _on_daemon_thread(self._idle_upkeep, "writer-idle-compaction")
+
+    def _idle_upkeep(self) -> bool:
+        """Checkpoint the graph, then compact LanceDB; True if either had anything to do.
+
+        The graph first: closing the graph checkpoints whatever log is left, and the
+        writer's stop waits for that, while a compaction cut short by stopping costs nothing.
+        One after the other, not at once, so their working memory does not add up.
+        """
+        checkpointed = self.graph.checkpoint_if_written()
+        return self.lance.compact_if_written() or checkpointed
 
     def _collect(self, record: Record) -> list[variant_pb2.JobMarker]:
         """Hand a record's writes to the row builder; returns its job markers."""
