@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -366,6 +367,8 @@ class _Relay:
         self.flowing: list[asyncio.Event] = []
         # Per accepted connection: a request read and held back.
         self.held: list[asyncio.Event] = []
+        # Per accepted connection: the address the server sees it from ("127.0.0.1:PORT").
+        self.upstream: list[str] = []
         self.port = 0
         self._hold_new = False
 
@@ -376,6 +379,8 @@ class _Relay:
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         server_reader, server_writer = await asyncio.open_connection(*self._target)
         self._writers += [client_writer, server_writer]
+        host, port = server_writer.get_extra_info("sockname")[:2]
+        self.upstream.append(f"{host}:{port}")
         flowing, held = asyncio.Event(), asyncio.Event()
         if not self._hold_new:
             flowing.set()
@@ -469,19 +474,29 @@ async def test_a_blocked_status_read_delays_neither_a_publish_nor_a_probe(iggy_u
         await relay.close()
 
 
-async def _connected_clients(url: str) -> int:
-    """How many client sessions the server lists (GET_CLIENTS), read over a connection of its own."""
+async def _server_clients(url: str) -> set[str]:
+    """Addresses of the client sessions the server lists (GET_CLIENTS), read over a connection of its own."""
     bus = IggyBus(parse_url(url))
     try:
         reply = await bus._session.raw("get clients", _GET_CLIENTS, b"")
-        count, position = 0, 0
-        while position < len(reply):
-            # The list gives each client's membership count, not the memberships.
-            _client, _memberships, position = _client_header(reply, position)
-            count += 1
-        return count - 1  # not this one
     finally:
         await bus.stop()
+    addresses, position = set(), 0
+    while position < len(reply):
+        # Client id u32, user id u32, transport u8, address length u32, address, group count u32.
+        (length,) = struct.unpack_from("<I", reply, position + 9)
+        addresses.add(reply[position + 13 : position + 13 + length].decode())
+        _client, _memberships, position = _client_header(reply, position)
+    return addresses
+
+
+async def _sessions_left(url: str, addresses: list[str], expected: int, timeout_s: float = 30) -> int:
+    """How many of `addresses` the server lists as clients, once at most `expected` (closing takes time)."""
+    for _ in range(int(timeout_s / 0.2)):
+        if (count := len(set(addresses) & await _server_clients(url))) <= expected:
+            return count
+        await asyncio.sleep(0.2)
+    return len(set(addresses) & await _server_clients(url))
 
 
 async def _logged(caplog: pytest.LogCaptureFixture, text: str, times: int, timeout_s: float = 60) -> None:
@@ -490,15 +505,6 @@ async def _logged(caplog: pytest.LogCaptureFixture, text: str, times: int, timeo
     while sum(text in record.getMessage() for record in caplog.records) < times:
         assert time.monotonic() < deadline, f"fewer than {times} log records with {text!r}"
         await asyncio.sleep(0.05)
-
-
-async def _wait_for_clients(url: str, expected: int, timeout_s: float = 30) -> int:
-    """The server's client count once it is at most `expected` (a closed socket is noticed late)."""
-    for _ in range(int(timeout_s / 0.2)):
-        if (count := await _connected_clients(url)) <= expected:
-            return count
-        await asyncio.sleep(0.2)
-    return await _connected_clients(url)
 
 
 async def test_a_stage_joining_a_server_slow_to_log_in_keeps_one_connection_and_leaves_none(
@@ -524,7 +530,6 @@ async def test_a_stage_joining_a_server_slow_to_log_in_keeps_one_connection_and_
         await bus.start()
         await bus.ensure_streams([StreamSpec(topic, 2)])
         await bus.publish(topic, [OutgoingMessage(b"waiting", key=b"k")])
-        baseline = await _connected_clients(iggy_url)
         opened = len(relay.flowing)
         relay.hold_new()
         # Members made from now on give up on a login after 0.3 s (the bus's own logged in at 5 s).
@@ -540,10 +545,11 @@ async def test_a_stage_joining_a_server_slow_to_log_in_keeps_one_connection_and_
         while received != [b"waiting"]:
             assert time.monotonic() < deadline, (processor.state, received)
             await asyncio.sleep(0.05)
-        assert len(relay.flowing) - opened == 1
-        assert await _wait_for_clients(iggy_url, baseline + 1) == baseline + 1, "the stage's member only"
+        member = relay.upstream[opened:]
+        assert len(member) == 1
+        assert await _sessions_left(iggy_url, member, 1) == 1
         await processor.stop()
-        assert await _wait_for_clients(iggy_url, baseline) == baseline, "the member's connection is closed"
+        assert await _sessions_left(iggy_url, member, 0) == 0, "the member's connection is closed"
     finally:
         await processor.stop()
         await bus.stop()
@@ -569,7 +575,6 @@ async def test_a_failover_member_rejoining_a_primary_slow_to_log_in_keeps_one_co
             await bus.publish(topic, [OutgoingMessage(b"on-iggy", key=b"k")])
             # The bus's status connection is open before the relay holds anything.
             await bus.backend_lags(group, topic)
-            baseline = await _connected_clients(iggy_url)
             opened = len(relay.flowing)
             relay.hold_new()
             primary.settings = replace(primary.settings, timeout_s=0.3)
@@ -587,11 +592,12 @@ async def test_a_failover_member_rejoining_a_primary_slow_to_log_in_keeps_one_co
                 assert time.monotonic() < deadline
                 received += await consumer.poll(timeout_s=0.2)
             assert [record.value for record in received] == [b"on-iggy"]
-            assert len(relay.flowing) - opened == 1
-            assert await _wait_for_clients(iggy_url, baseline + 1) == baseline + 1
+            member = relay.upstream[opened:]
+            assert len(member) == 1
+            assert await _sessions_left(iggy_url, member, 1) == 1
             await consumer.stop()
             consumer = None
-            assert await _wait_for_clients(iggy_url, baseline) == baseline
+            assert await _sessions_left(iggy_url, member, 0) == 0, "the member's connection is closed"
     finally:
         if consumer is not None:
             await consumer.stop()
