@@ -560,8 +560,9 @@ class StreamProcessor(AsyncComponent):
         )
         old, self._consumer = self._consumer, None
         if old is not None:
+            # Bounded as at stop(): a stop() meanwhile waits for this leave, not for the broker.
             with contextlib.suppress(Exception):
-                await old.stop()
+                await asyncio.wait_for(old.stop(), LEAVE_TIMEOUT_S)
         await self._join_with_backoff(delay, self._reset)
 
     async def _sleep(self, delay_s: float) -> None:
