@@ -342,7 +342,7 @@ class StreamProcessor(AsyncComponent):
             if not keep_for_next_join(consumer, exc):
                 self._consumer = None
                 with contextlib.suppress(Exception):
-                    await consumer.stop()
+                    await asyncio.wait_for(consumer.stop(), LEAVE_TIMEOUT_S)
             raise
         for offsets in (self._first, self._handed, self._committed):
             offsets.clear()
