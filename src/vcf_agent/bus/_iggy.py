@@ -42,6 +42,7 @@ import datetime
 import logging
 import struct
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -326,9 +327,16 @@ class _Session:
 
     async def _connect_and_login(self) -> IggyClient:
         client = self._new_client()
-        await client.connect()
-        await client.login_user(self._settings.username, self._settings.password)
-        await _leave_inherited_groups(client)
+        try:
+            await client.connect()
+            await client.login_user(self._settings.username, self._settings.password)
+            await _leave_inherited_groups(client)
+        except BaseException as exc:
+            # An exception kept afterwards (a log record, a stage's `retrying`) keeps these
+            # frames, and through their locals this client's connection would stay open.
+            del client
+            traceback.clear_frames(exc.__traceback__)
+            raise
         return client
 
     def discard(self) -> None:
@@ -356,10 +364,11 @@ class _Session:
     async def _call_once(
         self, what: str, operation: Callable[[IggyClient], Awaitable[T]], timeout_s: float | None
     ) -> T:
-        client = await self._connected()
         timeout = timeout_s if timeout_s is not None else self._settings.timeout_s
         try:
-            return await asyncio.wait_for(operation(client), timeout)
+            # The client is no local of this frame: a kept exception keeps the frame, and a
+            # discarded client's connection stayed open through it (see _connected).
+            return await asyncio.wait_for(operation(await self._connected()), timeout)
         except TimeoutError as exc:
             self.discard()
             raise BusUnavailableError(
