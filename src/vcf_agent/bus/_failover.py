@@ -39,7 +39,8 @@ times: pings to the live server ran out of time three in a row again and again.
 Counting a late answer only after `silent_to_switch_ms` of silence left 5
 switches at load 19-80, each after the server had answered nothing for over 10 s
 (its logins were then swamped by consumers rejoining: see the README). With one joining
-member per group and backend (`keep_for_next_join`), two such runs made 0 switches at load 6-45.
+member per group and backend (`keep_for_next_join`), two such runs made 0 switches at load 6-45,
+but so did main without it at load 11-22: no join failed at those loads (README, Failover).
 
 Availability first. The FailoverConsumer reads both backends at once, so
 whatever reaches a stage through the fallback is processed at once while the
