@@ -23,7 +23,7 @@ from vcf_agent.bus import (
     open_bus,
     partition_for_key,
 )
-from vcf_agent.bus._iggy import _GET_CLIENTS, IggyBus, _client_header, parse_url
+from vcf_agent.bus._iggy import _GET_CLIENTS, IggyBus, IggyGroupConsumer, _client_header, parse_url
 from vcf_agent.bus._memory import MemoryBus
 from vcf_agent.localdev._iggy_server import LocalIggyServer, find_iggy_server
 from vcf_agent.processing import StreamProcessor
@@ -601,4 +601,36 @@ async def test_a_failover_member_rejoining_a_primary_slow_to_log_in_keeps_one_co
     finally:
         if consumer is not None:
             await consumer.stop()
+        await relay.close()
+
+
+async def test_a_call_that_ran_out_of_time_leaves_no_connection_open_through_its_kept_exception(
+    iggy_url: str,
+) -> None:
+    # A member's poll that runs out of time drops its client; but the exception, kept by a log
+    # record or a stage's `retrying`, held the call's frame and its client local, so the
+    # connection (a server session, a member) stayed open after the consumer had stopped.
+    settings = parse_url(iggy_url)
+    relay = _Relay(settings.host, settings.port)
+    await relay.start()
+    bus = IggyBus(replace(settings, port=relay.port, stream_name=_unique("test")))
+    topic = "variants"
+    try:
+        await bus.start()
+        await bus.ensure_streams([StreamSpec(topic, 1)])
+        consumer = bus.consumer([topic], _unique("g"))
+        await consumer.start()
+        member = len(relay.upstream) - 1
+        assert isinstance(consumer, IggyGroupConsumer)
+        consumer._session._settings = replace(consumer._session._settings, timeout_s=0.3)
+        relay.hold_latest()
+        with pytest.raises(BusUnavailableError) as kept:
+            for _ in range(100):  # a poll within its sync interval reads nothing from the server
+                await consumer.poll(timeout_s=0.05)
+        relay.flowing[member].set()
+        await consumer.stop()
+        assert kept.value is not None
+        assert await _sessions_left(iggy_url, [relay.upstream[member]], 0) == 0
+    finally:
+        await bus.stop()
         await relay.close()
