@@ -24,7 +24,16 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry
-from vcf_agent.bus import Bus, BusError, Consumer, OutgoingMessage, PublishedPosition, Record, StartPosition
+from vcf_agent.bus import (
+    Bus,
+    BusError,
+    Consumer,
+    OutgoingMessage,
+    PublishedPosition,
+    Record,
+    StartPosition,
+    keep_for_next_join,
+)
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.schema import (
     HEADER_JOB,
@@ -273,9 +282,8 @@ class StreamProcessor(AsyncComponent):
         start; now the stage retries with backoff, NOT_SERVING meanwhile, as it does when
         the bus fails later.
         """
-        self._consumer = self._new_consumer()
         try:
-            await self._consumer.start()
+            await self._join()
         except Exception as exc:
             self._waiting_for_bus(exc, RETRY_FIRST_S)
             self._task = asyncio.create_task(self._join_then_run(), name=f"{self._service}:{self.group}")
@@ -299,25 +307,45 @@ class StreamProcessor(AsyncComponent):
         )
 
     async def _join_then_run(self) -> None:
-        delay = RETRY_FIRST_S
-        while not self._stopping:
+        if not await self._join_with_backoff(RETRY_FIRST_S):
+            return
+        log.info("%s: joined %s on %s", self._service, self.group, self.streams)
+        self.retrying = None
+        await self._run()
+
+    async def _join_with_backoff(self, delay: float, before_each: ResetHandler | None = None) -> bool:
+        """Join again and again, after `delay`, doubling it (bounded) per failure; False once stopped."""
+        while True:
             await self._sleep(delay)
             if self._stopping:
-                return
-            if self._consumer is not None:
-                with contextlib.suppress(Exception):  # what a failed start left behind
-                    await self._consumer.stop()
-            self._consumer = self._new_consumer()
+                return False
             try:
-                await self._consumer.start()
+                if before_each is not None:
+                    await before_each()
+                await self._join()
+                return True
             except Exception as exc:
                 delay = min(self._retry_max_s, delay * 2)
                 self._waiting_for_bus(exc, delay)
-                continue
-            log.info("%s: joined %s on %s", self._service, self.group, self.streams)
-            self.retrying = None
-            await self._run()
-            return
+
+    async def _join(self) -> None:
+        """One join attempt, by the consumer a failed attempt kept (`keep_for_next_join`) or a new one.
+
+        The joining consumer is self._consumer, so stop() ends it too; one that cannot go on
+        is stopped here, so a failed attempt never leaves a connection behind.
+        """
+        consumer = self._consumer or self._new_consumer()
+        self._consumer = consumer
+        try:
+            await consumer.start()
+        except Exception as exc:
+            if not keep_for_next_join(consumer, exc):
+                self._consumer = None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.stop(), LEAVE_TIMEOUT_S)
+            raise
+        for offsets in (self._first, self._handed, self._committed):
+            offsets.clear()
 
     def pause(self) -> None:
         """Stop polling after the current batch; see wait_parked() to know when that happened."""
@@ -530,30 +558,12 @@ class StreamProcessor(AsyncComponent):
             delay,
             exc_info=self._errors_in_a_row == 1,
         )
-        while True:
-            await self._sleep(delay)
-            if self._stopping:
-                return
-            try:
-                if self._reset is not None:
-                    await self._reset()
-                await self._rejoin()
-                return
-            except Exception as exc:
-                log.warning("%s: %s cannot rejoin yet (%s); retrying", self._service, self.group, exc)
-                self.retrying = exc
-                delay = min(self._retry_max_s, delay * 2)
-
-    async def _rejoin(self) -> None:
         old, self._consumer = self._consumer, None
         if old is not None:
+            # Bounded as at stop(): a stop() meanwhile waits for this leave, not for the broker.
             with contextlib.suppress(Exception):
-                await old.stop()
-        consumer = self._new_consumer()
-        await consumer.start()
-        self._consumer = consumer
-        for offsets in (self._first, self._handed, self._committed):
-            offsets.clear()
+                await asyncio.wait_for(old.stop(), LEAVE_TIMEOUT_S)
+        await self._join_with_backoff(delay, self._reset)
 
     async def _sleep(self, delay_s: float) -> None:
         """Sleep, but wake at once when the processor is stopped."""

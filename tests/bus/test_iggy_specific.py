@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,13 +16,15 @@ from apache_iggy import HeaderKey, HeaderValue, IggyExpiry
 from vcf_agent.bus import (
     BusUnavailableError,
     Consumer,
+    FailoverBus,
     OutgoingMessage,
     Record,
     StreamSpec,
     open_bus,
     partition_for_key,
 )
-from vcf_agent.bus._iggy import IggyBus, parse_url
+from vcf_agent.bus._iggy import _GET_CLIENTS, IggyBus, IggyGroupConsumer, _client_header, parse_url
+from vcf_agent.bus._memory import MemoryBus
 from vcf_agent.localdev._iggy_server import LocalIggyServer, find_iggy_server
 from vcf_agent.processing import StreamProcessor
 
@@ -364,7 +367,10 @@ class _Relay:
         self.flowing: list[asyncio.Event] = []
         # Per accepted connection: a request read and held back.
         self.held: list[asyncio.Event] = []
+        # Per accepted connection: the address the server sees it from ("127.0.0.1:PORT").
+        self.upstream: list[str] = []
         self.port = 0
+        self._hold_new = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -373,8 +379,11 @@ class _Relay:
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         server_reader, server_writer = await asyncio.open_connection(*self._target)
         self._writers += [client_writer, server_writer]
+        host, port = server_writer.get_extra_info("sockname")[:2]
+        self.upstream.append(f"{host}:{port}")
         flowing, held = asyncio.Event(), asyncio.Event()
-        flowing.set()
+        if not self._hold_new:
+            flowing.set()
         self.flowing.append(flowing)
         self.held.append(held)
         for pipe in (
@@ -405,6 +414,16 @@ class _Relay:
         """Hold every request on the connection accepted last; returns its index."""
         self.flowing[-1].clear()
         return len(self.flowing) - 1
+
+    def hold_new(self) -> None:
+        """Hold every request of connections accepted from now on: a server too slow to log them in."""
+        self._hold_new = True
+
+    def release(self) -> None:
+        """Let every held request through, and those of later connections."""
+        self._hold_new = False
+        for flowing in self.flowing:
+            flowing.set()
 
     async def close(self) -> None:
         for flowing in self.flowing:
@@ -451,5 +470,167 @@ async def test_a_blocked_status_read_delays_neither_a_publish_nor_a_probe(iggy_u
     finally:
         if reading is not None:
             reading.cancel()
+        await bus.stop()
+        await relay.close()
+
+
+async def _server_clients(url: str) -> set[str]:
+    """Addresses of the client sessions the server lists (GET_CLIENTS), read over a connection of its own."""
+    bus = IggyBus(parse_url(url))
+    try:
+        reply = await bus._session.raw("get clients", _GET_CLIENTS, b"")
+    finally:
+        await bus.stop()
+    addresses, position = set(), 0
+    while position < len(reply):
+        # Client id u32, user id u32, transport u8, address length u32, address, group count u32.
+        (length,) = struct.unpack_from("<I", reply, position + 9)
+        addresses.add(reply[position + 13 : position + 13 + length].decode())
+        _client, _memberships, position = _client_header(reply, position)
+    return addresses
+
+
+async def _sessions_left(url: str, addresses: list[str], expected: int, timeout_s: float = 30) -> int:
+    """How many of `addresses` the server lists as clients, once at most `expected` (closing takes time)."""
+    for _ in range(int(timeout_s / 0.2)):
+        if (count := len(set(addresses) & await _server_clients(url))) <= expected:
+            return count
+        await asyncio.sleep(0.2)
+    return len(set(addresses) & await _server_clients(url))
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str, times: int, timeout_s: float = 60) -> None:
+    """Wait until `times` log records say `text`."""
+    deadline = time.monotonic() + timeout_s
+    while sum(text in record.getMessage() for record in caplog.records) < times:
+        assert time.monotonic() < deadline, f"fewer than {times} log records with {text!r}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_stage_joining_a_server_slow_to_log_in_keeps_one_connection_and_leaves_none(
+    iggy_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A 500,000-variant job on the 2-core machine: each join attempt of a stage made a new consumer,
+    # so a new connection and login, and the debug server answers logins one at a time, those of
+    # abandoned attempts too: 355 failed joins, sockets in CLOSE-WAIT, pings unanswered for over
+    # 10 s, and every service switched to Kafka with Iggy healthy (issue 18). The relay holds the
+    # new connections' requests (logins unanswered); the stage's attempts wait for one login.
+    settings = parse_url(iggy_url)
+    relay = _Relay(settings.host, settings.port)
+    await relay.start()
+    bus = IggyBus(replace(settings, port=relay.port, stream_name=_unique("test")))
+    topic, group = "variants", _unique("g")
+    received: list[bytes] = []
+
+    async def handle(records: list[Record]) -> None:
+        received.extend(record.value for record in records)
+
+    processor = StreamProcessor(bus, [topic], group, handle, service="test", retry_max_s=0.3)
+    try:
+        await bus.start()
+        await bus.ensure_streams([StreamSpec(topic, 2)])
+        await bus.publish(topic, [OutgoingMessage(b"waiting", key=b"k")])
+        opened = len(relay.flowing)
+        relay.hold_new()
+        # Members made from now on give up on a login after 0.3 s (the bus's own logged in at 5 s).
+        bus.settings = replace(bus.settings, timeout_s=0.3)
+
+        await processor.start()
+        await _logged(caplog, "cannot join", times=4)
+        assert processor.state == "retrying"
+        assert len(relay.flowing) - opened == 1, "one connection (one login) for all the attempts"
+
+        relay.release()
+        deadline = time.monotonic() + 60
+        while received != [b"waiting"]:
+            assert time.monotonic() < deadline, (processor.state, received)
+            await asyncio.sleep(0.05)
+        member = relay.upstream[opened:]
+        assert len(member) == 1
+        assert await _sessions_left(iggy_url, member, 1) == 1
+        await processor.stop()
+        assert await _sessions_left(iggy_url, member, 0) == 0, "the member's connection is closed"
+    finally:
+        await processor.stop()
+        await bus.stop()
+        await relay.close()
+
+
+async def test_a_failover_member_rejoining_a_primary_slow_to_log_in_keeps_one_connection(
+    iggy_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The same pile-up through the failover consumer's own rejoin (the path of the 500,000-variant
+    # run): its Iggy member is opened again every probe interval until it is in, one login each.
+    settings = parse_url(iggy_url)
+    relay = _Relay(settings.host, settings.port)
+    await relay.start()
+    primary = IggyBus(replace(settings, port=relay.port, stream_name=_unique("test")))
+    name = _unique("fallback")
+    bus = FailoverBus(primary, MemoryBus(name), probe_interval_s=0.1, probe_timeout_s=0.3)
+    topic, group = "variants", _unique("g")
+    consumer: Consumer | None = None
+    try:
+        async with MemoryBus(name), bus:
+            await bus.ensure_streams([StreamSpec(topic, 2)])
+            await bus.publish(topic, [OutgoingMessage(b"on-iggy", key=b"k")])
+            # The bus's status connection is open before the relay holds anything.
+            await bus.backend_lags(group, topic)
+            opened = len(relay.flowing)
+            relay.hold_new()
+            primary.settings = replace(primary.settings, timeout_s=0.3)
+
+            consumer = bus.consumer([topic], group)
+            await consumer.start()
+            while sum("cannot join on iggy" in r.getMessage() for r in caplog.records) < 4:
+                assert await consumer.poll(timeout_s=0.1) == []
+            assert len(relay.flowing) - opened == 1, "one connection (one login) for all the attempts"
+
+            relay.release()
+            received: list[Record] = []
+            deadline = time.monotonic() + 60
+            while not received:
+                assert time.monotonic() < deadline
+                received += await consumer.poll(timeout_s=0.2)
+            assert [record.value for record in received] == [b"on-iggy"]
+            member = relay.upstream[opened:]
+            assert len(member) == 1
+            assert await _sessions_left(iggy_url, member, 1) == 1
+            await consumer.stop()
+            consumer = None
+            assert await _sessions_left(iggy_url, member, 0) == 0, "the member's connection is closed"
+    finally:
+        if consumer is not None:
+            await consumer.stop()
+        await relay.close()
+
+
+async def test_a_call_that_ran_out_of_time_leaves_no_connection_open_through_its_kept_exception(
+    iggy_url: str,
+) -> None:
+    # A member's poll that runs out of time drops its client; but the exception, kept by a log
+    # record or a stage's `retrying`, held the call's frame and its client local, so the
+    # connection (a server session, a member) stayed open after the consumer had stopped.
+    settings = parse_url(iggy_url)
+    relay = _Relay(settings.host, settings.port)
+    await relay.start()
+    bus = IggyBus(replace(settings, port=relay.port, stream_name=_unique("test")))
+    topic = "variants"
+    try:
+        await bus.start()
+        await bus.ensure_streams([StreamSpec(topic, 1)])
+        consumer = bus.consumer([topic], _unique("g"))
+        await consumer.start()
+        member = len(relay.upstream) - 1
+        assert isinstance(consumer, IggyGroupConsumer)
+        consumer._session._settings = replace(consumer._session._settings, timeout_s=0.3)
+        relay.hold_latest()
+        with pytest.raises(BusUnavailableError) as kept:
+            for _ in range(100):  # a poll within its sync interval reads nothing from the server
+                await consumer.poll(timeout_s=0.05)
+        relay.flowing[member].set()
+        await consumer.stop()
+        assert kept.value is not None
+        assert await _sessions_left(iggy_url, [relay.upstream[member]], 0) == 0
+    finally:
         await bus.stop()
         await relay.close()

@@ -13,6 +13,7 @@ from vcf_agent.bus._base import (
     StartPosition,
     StreamSpec,
     TopicPartition,
+    keep_for_next_join,
     partition_for_key,
 )
 from vcf_agent.bus._failover import BackendLag, BackendState, FailoverBus, FailoverRecord
@@ -36,6 +37,7 @@ __all__ = [
     "StartPosition",
     "StreamSpec",
     "TopicPartition",
+    "keep_for_next_join",
     "open_bus",
     "partition_for_key",
 ]

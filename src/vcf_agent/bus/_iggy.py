@@ -42,6 +42,7 @@ import datetime
 import logging
 import struct
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -293,16 +294,19 @@ class _Session:
         attempts stayed open, and after a restart of a debug iggy-server under load (each
         login hashes a password) the services' retries piled up 20-30 connections each, the
         server answered no login within 5 s for minutes, and Iggy never came back.
+
+        The attempt is never a local of this frame: an exception raised here keeps the frame
+        (a log record, a stage's `retrying` hold it), and through it the attempt's client once
+        logged in, whose connection then outlived the consumer that closed it.
         """
         async with self._lock:
             if self._client is not None:
                 return self._client
             if self._connecting is None:
                 self._connecting = asyncio.create_task(self._connect_and_login())
-            attempt = self._connecting
             timeout = self._settings.timeout_s
             try:
-                client = await asyncio.wait_for(asyncio.shield(attempt), timeout)
+                client = await asyncio.wait_for(asyncio.shield(self._connecting), timeout)
             except TimeoutError as exc:
                 raise BusUnavailableError(
                     f"iggy at {self._settings.address}: no connection within {timeout}s"
@@ -313,7 +317,7 @@ class _Session:
                     raise BusUnavailableError(f"iggy at {self._settings.address}: {exc}") from exc
                 raise BusError(f"iggy at {self._settings.address}: login failed: {exc}") from exc
             except BaseException:
-                if attempt.done():
+                if self._connecting is not None and self._connecting.done():
                     self._connecting = None
                 raise
             self._connecting = None
@@ -323,9 +327,16 @@ class _Session:
 
     async def _connect_and_login(self) -> IggyClient:
         client = self._new_client()
-        await client.connect()
-        await client.login_user(self._settings.username, self._settings.password)
-        await _leave_inherited_groups(client)
+        try:
+            await client.connect()
+            await client.login_user(self._settings.username, self._settings.password)
+            await _leave_inherited_groups(client)
+        except BaseException as exc:
+            # An exception kept afterwards (a log record, a stage's `retrying`) keeps these
+            # frames, and through their locals this client's connection would stay open.
+            del client
+            traceback.clear_frames(exc.__traceback__)
+            raise
         return client
 
     def discard(self) -> None:
@@ -353,10 +364,11 @@ class _Session:
     async def _call_once(
         self, what: str, operation: Callable[[IggyClient], Awaitable[T]], timeout_s: float | None
     ) -> T:
-        client = await self._connected()
         timeout = timeout_s if timeout_s is not None else self._settings.timeout_s
         try:
-            return await asyncio.wait_for(operation(client), timeout)
+            # The client is no local of this frame: a kept exception keeps the frame, and a
+            # discarded client's connection stayed open through it (see _connected).
+            return await asyncio.wait_for(operation(await self._connected()), timeout)
         except TimeoutError as exc:
             self.discard()
             raise BusUnavailableError(
@@ -741,6 +753,10 @@ class IggyBus(Bus):
 
 class IggyGroupConsumer(Consumer):
     """A consumer-group member with its own connection (a server-side member is a client session)."""
+
+    # A failed start keeps its session, whose login (if still under way) the next start waits
+    # for; joining again as a member is a no-op on the server.
+    starts_again_in_place = True
 
     def __init__(
         self,
