@@ -141,13 +141,13 @@ class DeadLetterSink:
                     attempt_count=1,
                     job_id=record.headers.get(HEADER_JOB, ""),
                     tenant_id=record.headers.get(HEADER_TENANT, ""),
-                    variant_count=_header_count(record.headers.get(HEADER_VARIANT_COUNT, "")),
+                    variant_count=header_count(record.headers.get(HEADER_VARIANT_COUNT, "")),
                 )
             ]
         )
 
 
-def _header_count(value: str) -> int:
+def header_count(value: str) -> int:
     """A count header, or 0 when absent or not a count (a poison record's headers are anything)."""
     return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else 0
 

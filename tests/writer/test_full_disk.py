@@ -10,6 +10,7 @@ waits, NOT_SERVING, and goes on by itself once the space is back.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,17 +19,18 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.observability._log_lines import json_log_lines, of
 from vcf_agent.bus import Bus, OutgoingMessage, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.control import LIVENESS
 from vcf_agent.localdev import SmallDisk, SmallDiskUnavailableError
 from vcf_agent.runner import ServiceHost, ensure_topology
-from vcf_agent.schema import encode
+from vcf_agent.schema import HEADER_JOB, HEADER_VARIANT_COUNT, encode
 from vcf_agent.services import writer
 from vcf_agent.services.writer import LanceStore
 from vcf_agent.v1 import events_pb2, variant_pb2
 
-from ._writes import make_write
+from ._writes import SAMPLES, make_write
 from .test_job_outcome import storage_notes
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -51,10 +53,12 @@ async def _publish(bus: Bus, settings: Settings, first: int, count: int, *marker
     for start in range(first, first + count, BATCH):
         writes = [make_write(i, job_id=JOB, tenant_id=TENANT) for i in range(start, start + BATCH)]
         payload, headers = encode(events_pb2.DatabaseWriteBatch(writes=writes), tenant_id=TENANT)
+        headers |= {HEADER_JOB: JOB, HEADER_VARIANT_COUNT: str(BATCH)}
         messages.append(OutgoingMessage(payload, JOB.encode(), headers))
     for kind in markers:
         marker = variant_pb2.JobMarker(kind=kind, job_id=JOB, tenant_id=TENANT, variant_count=first + count)
         payload, headers = encode(events_pb2.DatabaseWriteBatch(markers=[marker]), tenant_id=TENANT)
+        headers |= {HEADER_JOB: JOB, HEADER_VARIANT_COUNT: "0"}
         messages.append(OutgoingMessage(payload, JOB.encode(), headers))
     await bus.publish(settings.topology.database_writes, messages)
 
@@ -99,12 +103,20 @@ async def test_a_full_disk_pauses_the_writer_until_space_returns(tmp_path: Path,
             await _until(lambda: asyncio.to_thread(lambda: lance.count(JOB) == 2_000), "nothing stored")
 
             disk.fill()
-            await _publish(bus, settings, 2_000, 4_000, variant_pb2.JobMarker.KIND_FINISHED)
+            with json_log_lines("writer") as lines:
+                await _publish(bus, settings, 2_000, 4_000, variant_pb2.JobMarker.KIND_FINISHED)
 
-            async def not_ready() -> bool:
-                return await status("") != SERVING
+                async def not_ready() -> bool:
+                    return await status("") != SERVING
 
-            await _until(not_ready, "readiness stayed SERVING on a full disk")
+                await _until(not_ready, "readiness stayed SERVING on a full disk")
+            # --log-format json: the failed batch is logged naming its job, never a sample.
+            failed = [
+                line for line in of(lines, "vcf_agent.services.writer._sink") if line["level"] == "ERROR"
+            ]
+            assert failed and all(line["job_id"] == JOB for line in failed), lines
+            assert "storing a batch failed" in failed[0]["message"]
+            assert not any(sample in json.dumps(lines) for sample in SAMPLES)
             assert processor.state == "retrying"
             # The graph's refusal, or SQLite's (the job book) when a flush got past the graph.
             reason = str(processor.retrying)

@@ -7,11 +7,13 @@ aggregator sends them, including partial ones whose provider missed the deadline
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from tests.observability._log_lines import json_log_lines, of
 from vcf_agent.bus import Bus, Record, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ensure_topology
@@ -19,7 +21,7 @@ from vcf_agent.schema import decode, encode
 from vcf_agent.services.writer import GraphStore, LanceStore, StoreSink
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
-from ._writes import make_write
+from ._writes import SAMPLES, make_write
 
 JOB = "job-1"
 TENANT = "tenant-1"
@@ -241,6 +243,37 @@ async def test_a_batch_the_graph_cannot_hold_fails_its_job_with_the_reason(tmp_p
     finally:
         await sink.stop()
         graph.close()
+
+
+async def test_a_rejected_batch_is_logged_once_per_job_it_held(tmp_path: Path, bus: Bus) -> None:
+    """--log-format json: each job's line names it, so an operator searching by job finds why it failed."""
+    settings = Settings(data_dir=tmp_path, bus_url="embedded://unused")
+    lance, graph = (
+        LanceStore(tmp_path / "lance"),
+        GraphStore(tmp_path / "graph.lbug", buffer_pool_bytes=16 << 20),
+    )
+    lance.open()
+    graph.open()
+    sink = StoreSink(bus, settings, lance, graph)
+    # 10,000 variants in one batch, as in the test above: more than this buffer pool holds.
+    writes = [answered(i) for i in range(6_000)] + [
+        make_write(i, file_id="f" * 64, job_id="job-2", tenant_id=TENANT, providers=("claude", "local"))
+        for i in range(4_000)
+    ]
+    try:
+        with json_log_lines("writer") as lines:
+            await Feed(sink)(writes)
+    finally:
+        await sink.stop()
+        graph.close()
+    rejected = [line for line in of(lines, "vcf_agent.services.writer._sink") if line["level"] == "ERROR"]
+    assert sorted((line["job_id"], line["message"].split(" ")[4]) for line in rejected) == [
+        ("job-1", "6000"),
+        ("job-2", "4000"),
+    ]
+    assert all("buffer pool is full" in line["message"] for line in rejected)
+    written = "\n".join(json.dumps(line) for line in lines)
+    assert not any(sample in written for sample in SAMPLES)
 
 
 def lost_letter(offset: int, variants: int, reason: str = "wire format was corrupt") -> Record:

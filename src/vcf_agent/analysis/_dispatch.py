@@ -27,6 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from vcf_agent import telemetry
 from vcf_agent.config import RouterSettings
 from vcf_agent.lifecycle import AsyncComponent
+from vcf_agent.observability import log_context
 from vcf_agent.v1 import analysis_pb2
 
 from ._annotation_fields import context_of
@@ -69,6 +70,9 @@ class _Ticket:
     prompt: Prompt
     deadline: float
     future: asyncio.Future[Outcome] = field(repr=False)
+    # Whose request it is: the worker that sends it names them on every log line it writes.
+    job_id: str = ""
+    correlation_id: str = ""
 
 
 class ProviderLane:
@@ -118,12 +122,15 @@ class ProviderLane:
         self._resolve_queued(f"{self.name}: provider stopped")
         await self._provider.stop()
 
-    def submit(self, prompt: Prompt, priority: int, deadline: float) -> asyncio.Future[Outcome]:
+    def submit(
+        self, prompt: Prompt, priority: int, deadline: float, *, job_id: str = "", correlation_id: str = ""
+    ) -> asyncio.Future[Outcome]:
         """Queue one request; the future resolves to its outcome on this provider."""
         if self._ready is None:
             raise RuntimeError(f"lane {self.name} is not started")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._queue, (-priority, next(self._seq), _Ticket(prompt, deadline, future)))
+        ticket = _Ticket(prompt, deadline, future, job_id, correlation_id)
+        heapq.heappush(self._queue, (-priority, next(self._seq), ticket))
         self._track(+1)
         self._ready.release()
         return future
@@ -137,6 +144,14 @@ class ProviderLane:
         if self._opened is not None:
             self._opened.set()
             self._opened = asyncio.Event()
+        # Called by the failure that opened it: the line names that request's job and variant.
+        log.warning(
+            "%s: circuit opened (last error: %s); %d queued requests fail over, none sent for %.0fs",
+            self.name,
+            self._last_error or "none recorded",
+            len(self._queue),
+            self.settings.breaker_reset_s,
+        )
         self._resolve_queued(self._circuit_open())
 
     def _resolve_queued(self, reason: str) -> None:
@@ -156,18 +171,22 @@ class ProviderLane:
             try:
                 if ticket.future.done():
                     continue  # its deadline passed while queued
-                try:
-                    async with asyncio.timeout_at(ticket.deadline):
-                        outcome = await self._attempts(ticket.prompt, channel)
-                except TimeoutError:
-                    outcome = Failed(f"{self.name}: deadline exceeded")
-                except Exception as exc:
-                    log.exception("lane %s: unexpected error", self.name)
-                    outcome = Failed(f"{self.name}: internal error {type(exc).__name__}: {exc}")
+                with log_context(job_id=ticket.job_id, correlation_id=ticket.correlation_id):
+                    outcome = await self._outcome(ticket, channel)
                 if not ticket.future.done():
                     ticket.future.set_result(outcome)
             finally:
                 self._track(-1)
+
+    async def _outcome(self, ticket: _Ticket, channel: int) -> Outcome:
+        try:
+            async with asyncio.timeout_at(ticket.deadline):
+                return await self._attempts(ticket.prompt, channel)
+        except TimeoutError:
+            return Failed(f"{self.name}: deadline exceeded")
+        except Exception as exc:
+            log.exception("lane %s: unexpected error", self.name)
+            return Failed(f"{self.name}: internal error {type(exc).__name__}: {exc}")
 
     async def _attempts(self, prompt: Prompt, channel: int) -> Outcome:
         """Calls until an answer, the attempt budget, a non-retryable error or an open breaker."""
@@ -195,14 +214,24 @@ class ProviderLane:
                     self.breaker.release()
                     continue
                 self._last_error = f"{self.name}: malformed answer after a retry: {exc}"
+                log.warning("%s", self._last_error)
                 self.breaker.record_failure()
                 return Failed(self._last_error, calls)
             except CallError as exc:
                 telemetry.provider_requests.labels(self.name, exc.code).inc()
                 self._last_error = str(exc)
-                self.breaker.record_failure()
                 errors += 1
-                if not exc.retryable or errors >= settings.max_attempts:
+                retrying = exc.retryable and errors < settings.max_attempts
+                # Logged before the breaker counts it, so a line saying the circuit opened follows it.
+                log.warning(
+                    "%s (attempt %d of %d); %s",
+                    exc,
+                    errors,
+                    settings.max_attempts,
+                    "retrying" if retrying else "giving up on this provider",
+                )
+                self.breaker.record_failure()
+                if not retrying:
                     return Failed(f"{exc} (attempt {errors})", calls)
                 await self._sleep_unless_opened(self._backoff(errors))
                 continue
@@ -380,7 +409,13 @@ class ProviderPool(AsyncComponent):
                     if tried:
                         provider_failovers.labels(tried[-1]).inc()
                     tried.append(name)
-                    outcome = await self.lanes[name].submit(prompt, priority, deadline)
+                    outcome = await self.lanes[name].submit(
+                        prompt,
+                        priority,
+                        deadline,
+                        job_id=request.job_id,
+                        correlation_id=request.correlation_id,
+                    )
                     calls += outcome.calls
                     if isinstance(outcome, Answered):
                         cached = CachedAnswer(

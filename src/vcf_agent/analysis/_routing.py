@@ -20,6 +20,7 @@ from vcf_agent import telemetry, tracing
 from vcf_agent.bus import Bus, OutgoingMessage, Record
 from vcf_agent.config import Settings
 from vcf_agent.control import FieldError, FlagNotFoundError, FlagStore
+from vcf_agent.observability import log_context
 from vcf_agent.processing import (
     CommitOffsets,
     DeadLetterSink,
@@ -28,6 +29,7 @@ from vcf_agent.processing import (
 from vcf_agent.schema import (
     ENCODING_IDENTITY,
     HEADER_CONTENT_ENCODING,
+    HEADER_JOB,
     HEADER_MESSAGE_TYPE,
     encode_serialized,
     length_delimited,
@@ -117,6 +119,7 @@ class VariantRouter:
             group_key = f"{record.stream}/{record.partition}/{record.offset}"
             deadline = provider_deadline(self._settings.analysis_deadline_s)
             tenant = batch.variants[0].tenant_id if batch.variants else ""
+            job = record.headers.get(HEADER_JOB) or (batch.variants[0].job_id if batch.variants else "")
             trace = tracing.stage_headers(
                 "router.route", "router", record.headers, variants=len(batch.variants), stream=record.stream
             )
@@ -136,6 +139,11 @@ class VariantRouter:
                 )
                 headers[HEADER_PROVIDER] = provider
                 headers[HEADER_GROUP_KEY] = group_key
+                # Whose variants, readable without the payload: the provider workers' log lines
+                # and a dead letter of the request name the job (no variant count: a request
+                # lost is an answer missing, not a variant lost).
+                if job:
+                    headers[HEADER_JOB] = job
                 key = f"{provider}/{record.partition}".encode()
                 requests_out.append(OutgoingMessage(payload, key, headers))
             telemetry.variants_processed.labels("router", "routed").inc(len(batch.variants))
@@ -201,12 +209,14 @@ class ProviderWorker:
         variants = [request.variant for request in batch.requests[:1]] or batch.variant_batch.variants[:1]
         if not variants:
             return None, []
+        job = record.headers.get(HEADER_JOB) or variants[0].job_id
         started_ns = time.time_ns()
-        results = await self._spliced_answers(batch, serialized)
-        failures: list[Failure] = []
-        if results is None:
-            outcome, failures = await answer_batch(self._provider, batch)
-            results = outcome.SerializeToString()
+        with log_context(job_id=job):
+            results = await self._spliced_answers(batch, serialized)
+            failures: list[Failure] = []
+            if results is None:
+                outcome, failures = await answer_batch(self._provider, batch)
+                results = outcome.SerializeToString()
         payload, headers = encode_serialized(
             results,
             _RESULT_BATCH_TYPE,
@@ -217,6 +227,7 @@ class ProviderWorker:
             compression_threshold=self._settings.compression_threshold,
         )
         headers[HEADER_PROVIDER] = self._provider.name
+        headers[HEADER_JOB] = job
         key = record.headers.get(HEADER_GROUP_KEY, "").encode() or record.key
         # A failed request is still an answer for the aggregator, and dead-lettered with its reason.
         letters = [

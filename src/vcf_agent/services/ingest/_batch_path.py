@@ -43,7 +43,7 @@ from vcf_agent.analysis import (
 from vcf_agent.bus import Bus, OutgoingMessage
 from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.schema import encode
+from vcf_agent.schema import HEADER_JOB, HEADER_VARIANT_COUNT, encode
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 _PROGRESS_INTERVAL_S = 0.25
@@ -150,6 +150,10 @@ class BatchPath(AsyncComponent):
         payload, headers = encode(
             batch, tenant_id=tenant, compression_threshold=self._settings.compression_threshold
         )
+        # As the aggregator's writes: whose and how many, for the writer's dead letters and logs.
+        headers[HEADER_JOB] = job_id
+        if batch.writes:
+            headers[HEADER_VARIANT_COUNT] = str(len(batch.writes))
         await self._bus.publish(
             self._settings.topology.database_writes, [OutgoingMessage(payload, job_id.encode(), headers)]
         )

@@ -801,6 +801,7 @@ class VariantPublisher(AsyncComponent):
         """Mid-job a failing bus is waited out; `patient=False` lets the first marker tell streaming
         cannot start (so the job falls back to batch or fails saying why)."""
         payload, headers = encode(marker, tenant_id=marker.tenant_id)
+        headers[HEADER_JOB] = marker.job_id
         message = OutgoingMessage(payload, marker.job_id.encode(), headers)
         if patient:
             await publish_patiently(self._bus, self._stream, [message], who="ingest")

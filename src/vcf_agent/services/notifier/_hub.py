@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,8 @@ from vcf_agent.bus import Record
 from vcf_agent.processing import CommitOffsets, DeadLetterSink
 from vcf_agent.schema import TERMINAL_STATES, PayloadError, decode, state_name
 from vcf_agent.v1 import events_pb2
+
+log = logging.getLogger(__name__)
 
 # A subscriber that falls this far behind is dropped rather than slowing everyone.
 _SUBSCRIBER_QUEUE = 1000
@@ -42,6 +45,13 @@ class _Subscription:
         # websocket or watch: the label of the connection and delivery series.
         self.kind = kind
         self.queue: asyncio.Queue[events_pb2.Notification | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
+
+    def drop(self) -> None:
+        """End the subscriber now: what it had not taken is discarded (its queue is full, so the
+        end could not queue behind it), and it is told to reconnect, which shows it the latest."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
 
     def wants(self, note: events_pb2.Notification) -> bool:
         if self.job_id and note.job_id != self.job_id:
@@ -104,8 +114,15 @@ class ProgressHub:
                     telemetry.notifications_delivered.labels(subscription.kind).inc()
                 except asyncio.QueueFull:
                     self._subscriptions.discard(subscription)
-                    with contextlib.suppress(asyncio.QueueFull):
-                        subscription.queue.put_nowait(None)
+                    # Named by the event's job (a tenant channel's subscriber watches many).
+                    log.warning(
+                        "dropped a %s subscriber%s: %d events behind; it may reconnect",
+                        subscription.kind,
+                        f" of tenant {subscription.tenant_id}" if subscription.tenant_id else "",
+                        _SUBSCRIBER_QUEUE,
+                        extra={"job_id": note.job_id},
+                    )
+                    subscription.drop()
         return delivered
 
     async def job_visible(self, job_id: str, tenant_id: str, wait_s: float) -> bool:

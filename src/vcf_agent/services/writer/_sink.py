@@ -29,9 +29,15 @@ from vcf_agent import telemetry, tracing
 from vcf_agent.bus import Bus, Record
 from vcf_agent.config import Settings
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.processing import CommitOffsets, DeadLetterSink, next_offsets, parse_or_dead_letter
+from vcf_agent.processing import (
+    CommitOffsets,
+    DeadLetterSink,
+    header_count,
+    next_offsets,
+    parse_or_dead_letter,
+)
 from vcf_agent.progress import progress_notification
-from vcf_agent.schema import PayloadError, decode, serialized_message
+from vcf_agent.schema import HEADER_JOB, HEADER_VARIANT_COUNT, PayloadError, decode, serialized_message
 from vcf_agent.v1 import events_pb2, variant_pb2
 
 from ._graph_store import GraphCapacityError, GraphStore
@@ -359,6 +365,32 @@ class StoreSink(AsyncComponent):
         in_graph: asyncio.Future[bool],
         finished: asyncio.Future[bool],
     ) -> CommitOffsets:
+        """Store one batch (see _store); a failure is logged once per job the batch held, naming it."""
+        try:
+            return await self._store(writes, markers, letters, records, previous, in_graph, finished)
+        except Exception as exc:
+            # The consumer hands the batch back and it comes again; an operator searches by job.
+            for job_id, variants in _jobs_held(records, markers, letters).items():
+                log.error(
+                    "writer: storing a batch failed (%s: %s); this job's %d variants in it come again "
+                    "from the last commit",
+                    type(exc).__name__,
+                    exc,
+                    variants,
+                    extra={"job_id": job_id},
+                )
+            raise
+
+    async def _store(
+        self,
+        writes: RowCollector,
+        markers: list[variant_pb2.JobMarker],
+        letters: list[events_pb2.DeadLetter],
+        records: list[Record],
+        previous: _Flush | None,
+        in_graph: asyncio.Future[bool],
+        finished: asyncio.Future[bool],
+    ) -> CommitOffsets:
         """Store one batch: the graph in turn, then LanceDB in turn, then markers and progress.
 
         A predecessor that did not get as far stops this batch too; its own task reports why.
@@ -431,7 +463,15 @@ class StoreSink(AsyncComponent):
         """
         if previous is not None and not await asyncio.shield(previous.finished):
             return {}
-        log.error("writer: rejecting a batch of %d variants: %s", len(rows), reason)
+        # One line per job the batch held, naming it: an operator searches the logs by job.
+        for job_id, variants in _variants_per_job(rows).items():
+            log.error(
+                "writer: the stores rejected %d variants of this job (a batch of %d): %s",
+                variants,
+                len(rows),
+                reason,
+                extra={"job_id": job_id},
+            )
         for record in records:
             await self._sink.send_record(record, reason, "store_rejected")
         for marker in markers:
@@ -680,6 +720,29 @@ def _answer_counts(rows: WriteRows) -> list[tuple[str, str, int, int]]:
             )
         )
     return found
+
+
+def _jobs_held(
+    records: list[Record], markers: list[variant_pb2.JobMarker], letters: list[events_pb2.DeadLetter]
+) -> dict[str, int]:
+    """The jobs a batch concerns, with the variants it held of each, from the records' headers
+    (the rows may not have been built when it failed)."""
+    held: Counter[str] = Counter()
+    for record in records:
+        job_id = record.headers.get(HEADER_JOB, "")
+        if job_id:
+            held[job_id] += header_count(record.headers.get(HEADER_VARIANT_COUNT, ""))
+    for job_id in [marker.job_id for marker in markers] + [letter.job_id for letter in letters]:
+        held[job_id] += 0
+    return {job_id: count for job_id, count in held.items() if job_id}
+
+
+def _variants_per_job(rows: WriteRows) -> dict[str, int]:
+    """Variants of each job in a batch."""
+    per_job: Counter[str] = Counter()
+    for job_id, _, _, count in _classification_counts(rows):
+        per_job[job_id] += count
+    return dict(per_job)
 
 
 def _classification_counts(rows: WriteRows) -> list[tuple[str, str, str, int]]:
