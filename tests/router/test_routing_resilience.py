@@ -75,8 +75,8 @@ async def test_token_bucket_limits_rate_after_the_burst() -> None:
     started = time.perf_counter()
     for _ in range(6):
         await bucket.acquire()
-    # Two from the burst, four more at 20/s.
-    assert 0.18 <= time.perf_counter() - started < 0.6
+    # Two from the burst, four more at 20/s: at least 0.2 s (later under load is not a defect).
+    assert time.perf_counter() - started >= 0.18
 
 
 async def test_token_bucket_defer_holds_every_caller() -> None:
