@@ -208,9 +208,9 @@ async def dead_letters(bus: Bus) -> list[events_pb2.DeadLetter]:
         await consumer.stop()
 
 
-async def test_a_batch_the_graph_cannot_hold_fails_its_job_with_the_reason(tmp_path: Path, bus: Bus) -> None:
-    # A buffer pool this small holds 1,000 variants per transaction but not 10,000: the engine's
-    # real "buffer pool is full", which a retry of the same batch meets again.
+def small_pool_sink(tmp_path: Path, bus: Bus) -> tuple[StoreSink, GraphStore]:
+    """A sink on real stores whose graph buffer pool holds 1,000 variants per transaction but not
+    10,000: the engine's real "buffer pool is full", which a retry of the same batch meets again."""
     settings = Settings(data_dir=tmp_path, bus_url="embedded://unused")
     lance, graph = (
         LanceStore(tmp_path / "lance"),
@@ -218,7 +218,11 @@ async def test_a_batch_the_graph_cannot_hold_fails_its_job_with_the_reason(tmp_p
     )
     lance.open()
     graph.open()
-    sink = StoreSink(bus, settings, lance, graph)
+    return StoreSink(bus, settings, lance, graph), graph
+
+
+async def test_a_batch_the_graph_cannot_hold_fails_its_job_with_the_reason(tmp_path: Path, bus: Bus) -> None:
+    sink, graph = small_pool_sink(tmp_path, bus)
     feed = Feed(sink)
     try:
         await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED)])
@@ -247,14 +251,7 @@ async def test_a_batch_the_graph_cannot_hold_fails_its_job_with_the_reason(tmp_p
 
 async def test_a_rejected_batch_is_logged_once_per_job_it_held(tmp_path: Path, bus: Bus) -> None:
     """--log-format json: each job's line names it, so an operator searching by job finds why it failed."""
-    settings = Settings(data_dir=tmp_path, bus_url="embedded://unused")
-    lance, graph = (
-        LanceStore(tmp_path / "lance"),
-        GraphStore(tmp_path / "graph.lbug", buffer_pool_bytes=16 << 20),
-    )
-    lance.open()
-    graph.open()
-    sink = StoreSink(bus, settings, lance, graph)
+    sink, graph = small_pool_sink(tmp_path, bus)
     # 10,000 variants in one batch, as in the test above: more than this buffer pool holds.
     writes = [answered(i) for i in range(6_000)] + [
         make_write(i, file_id="f" * 64, job_id="job-2", tenant_id=TENANT, providers=("claude", "local"))
