@@ -62,12 +62,17 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Wr
     # Before the stores start their threads, each of which would otherwise get its own arena.
     limit_malloc_arenas()
     # The graph is a local file engine: it stays in the data directory; LanceDB may be elsewhere.
-    lance = LanceStore(StoreLocation.of_settings(settings.store, settings.data_dir))
     graph = GraphStore(
         directory / "graph.lbug",
         buffer_pool_bytes=settings.writer_graph_buffer_pool_bytes,
         checkpoint_bytes=settings.writer_graph_checkpoint_bytes,
         disk_reserve_bytes=settings.writer_disk_reserve_bytes,
+    )
+    # The graph's uncheckpointed log is freed before each compaction, not held through it: the
+    # two were the writer's peak together.
+    lance = LanceStore(
+        StoreLocation.of_settings(settings.store, settings.data_dir),
+        before_compaction=graph.checkpoint_if_written,
     )
     sink = StoreSink(bus, settings, lance, graph)
     processor = StreamProcessor(

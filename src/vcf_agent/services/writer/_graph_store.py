@@ -304,7 +304,8 @@ class GraphStore(AsyncComponent):
         The writer calls this when its input is idle, so that closing (which checkpoints) has
         little left to do: after a 500,000-variant job close spent 18 s checkpointing up to
         writer_graph_checkpoint_bytes of log, past most of the shutdown grace period. It also
-        frees the malloc memory the engine keeps for the uncheckpointed changes. Skipped while
+        frees the malloc memory the engine keeps for the uncheckpointed changes, which is why
+        the writer calls it before every LanceDB compaction too. Skipped while
         the disk is under its reserve: a checkpoint rewrites pages, and the reserve is what
         keeps the engine's writes from failing.
         """

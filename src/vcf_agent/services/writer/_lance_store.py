@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -140,10 +142,15 @@ class LanceStore(AsyncComponent):
         *,
         compaction: CompactionPolicy | None = None,
         read_every_match_up_to: int = 2_000,
+        before_compaction: Callable[[], object] | None = None,
     ) -> None:
         # A local directory, or an s3:// store with its options (and, for the writer, its pairing).
         self._location = StoreLocation.of(path)
         self._policy = compaction or CompactionPolicy()
+        # Called before every compaction, on its thread and under the store's lock: the writer
+        # checkpoints its graph there, so the graph engine's memory for its uncheckpointed log
+        # is freed before compaction's working set adds to it (see StoreSink).
+        self._before_compaction = before_compaction
         # Reading a matched row costs a random read (1-8 us each on a 5M-variant store; a
         # gene's 230k matches took 600 ms): a query matching up to this many reads them all
         # and selects its page among them; above it the rows as stored are tried first
@@ -167,6 +174,8 @@ class LanceStore(AsyncComponent):
         StoreUnavailableError (one line) when the store cannot be reached or is not this writer's.
         """
         with self._lock:
+            if not self._location.is_object_store:
+                bound_scan_read_ahead()
             db = self._location.connect(_bounded_session())
             self._variants = db.create_table(_VARIANTS, schema=VARIANT_SCHEMA, exist_ok=True)
             self._analyses = db.create_table(_ANALYSES, schema=ANALYSIS_SCHEMA, exist_ok=True)
@@ -358,9 +367,17 @@ class LanceStore(AsyncComponent):
 
     def _compact(self) -> None:
         variants, analyses = self._tables()
+        tables = {_VARIANTS: variants, _ANALYSES: analyses, _CARRIERS: self._carriers}
+        if self._before_compaction is not None:
+            self._before_compaction()
+        # Row counts come from the fragments' metadata: nothing is read for the log line.
+        rows = ", ".join(f"{name} {table.count_rows():,}" for name, table in tables.items())
+        log.info("compacting LanceDB after %d writes (rows: %s)", self._writes_since_compaction, rows)
+        began = time.monotonic()
         with returning_freed_memory():
-            for table in (variants, analyses, self._carriers):
+            for table in tables.values():
                 table.optimize(cleanup_older_than=self._policy.keep_versions)
+        log.info("compacted LanceDB in %.1f s (rows: %s)", time.monotonic() - began, rows)
         self._writes_since_compaction = 0
 
     def _fetch(self, ids: list[str], tenant_id: str) -> list[query_pb2.StoredVariant]:
@@ -379,6 +396,29 @@ class LanceStore(AsyncComponent):
             by_variant.setdefault(answer["correlation_id"], []).append(_stored_analysis(answer))
         stored = {row["correlation_id"]: _stored_variant(row, by_variant) for row in rows.to_pylist()}
         return [stored[cid] for cid in ids if cid in stored]
+
+
+# How far a LanceDB scan reads ahead of what it returns, on a local disk. Lance sizes its scan
+# I/O buffer for object storage: 2 GiB of queued reads by default (~256 concurrent 8 MiB
+# reads to keep S3 busy), and a local disk fills all of it at once. Compaction scans every
+# fragment it rewrites, so the writer's resident memory rose by whatever the buffer held
+# while compacting (the writer's peak in `vcf-agent bench load` is its compaction). 16 MiB
+# still keeps a local disk busy; an object store keeps Lance's default, which it needs.
+SCAN_READ_AHEAD_VARIABLE = "LANCE_DEFAULT_IO_BUFFER_SIZE"
+LOCAL_SCAN_READ_AHEAD_BYTES = 16 * 1024 * 1024
+
+
+def bound_scan_read_ahead(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Bound Lance's scan read-ahead for local-disk stores, unless the operator set it; True if set.
+
+    Lance reads the variable once per process, at its first scan (lance 13's
+    `DEFAULT_IO_BUFFER_SIZE`, a LazyLock), so this runs before a store is opened. Process-wide:
+    a local store's bound also applies to an object store opened later in the same process.
+    """
+    if SCAN_READ_AHEAD_VARIABLE in environ:
+        return False
+    environ[SCAN_READ_AHEAD_VARIABLE] = str(LOCAL_SCAN_READ_AHEAD_BYTES)
+    return True
 
 
 # LanceDB's index and metadata caches; without a bound they keep every version's entries
