@@ -318,11 +318,16 @@ async def _submit(ingest: str, path: Path) -> str:
 
 
 class _Watch:
-    """Samples the job's stored count and every service's active backend until stopped."""
+    """Samples the job's stored count and every service's active backend until stopped.
 
-    def __init__(self, services: dict[str, ServiceProcess], job_id: str) -> None:
+    `services` maps each service's name to its gRPC address ("ingest" answers GetJob);
+    `primary` is the primary backend's name as GetStatus reports it.
+    """
+
+    def __init__(self, services: dict[str, str], job_id: str, primary: str) -> None:
         self._services = services
         self._job_id = job_id
+        self._primary = primary
         self.stored = 0
         self.state = 0
         self.state_name = ""
@@ -332,6 +337,11 @@ class _Watch:
         self.finished_at: float | None = None
         self.stored_at_return = 0
         self.switches: list[str] = []
+        # Some service was seen off the primary after the fault.
+        self.left_primary = False
+        # When every service was last seen back on the primary after leaving it (None while one
+        # is still off it): sampled as it happens, so a return before the job's end counts then.
+        self.returned_at: float | None = None
         # The first stall detail of the job that named records stranded on a backend.
         self.stranded = ""
         self.stranded_seen = asyncio.Event()
@@ -347,7 +357,7 @@ class _Watch:
             now = time.monotonic()
             with contextlib.suppress(Exception):  # a service busy restarting a client; sample again
                 stored, self.state, self.state_name, detail = await _stored(
-                    self._services["ingest"].grpc, self._job_id
+                    self._services["ingest"], self._job_id
                 )
                 if "stranded" in detail and not self.stranded:
                     self.stranded = detail
@@ -365,16 +375,39 @@ class _Watch:
 
     async def _sample_backend(self, name: str) -> None:
         try:
-            status = await _status(self._services[name].grpc)
+            status = await _status(self._services[name])
         except Exception:  # a slow answer is sampled again
             return
+        sampled_at = time.monotonic()
         active = status.active_backend
         if self._active.get(name) not in (None, active) and self.fault_at is not None:
-            self.switches.append(f"{name} {active}@{time.monotonic() - self.fault_at:.1f}")
+            self.switches.append(f"{name} {active}@{sampled_at - self.fault_at:.1f}")
         self._active[name] = active
+        if self.fault_at is None:
+            return
+        if active != self._primary:
+            self.left_primary = True
+            self.returned_at = None
+        elif self.left_primary and self.returned_at is None and self.all_on(self._primary):
+            self.returned_at = sampled_at
 
     def all_on(self, backend: str) -> bool:
         return len(self._active) == len(self._services) and set(self._active.values()) == {backend}
+
+    async def back_on_primary_s(self, timeout_s: float) -> float:
+        """Seconds after the fault at which every service was back on the primary (0: none left it).
+
+        Waits up to timeout_s for services still off it; the moment reported is when the last
+        of them was seen switching back, which may be long before this is asked.
+        """
+        if self.fault_at is None:
+            raise ValueError("no fault yet")
+        deadline = time.monotonic() + timeout_s
+        while not self.all_on(self._primary) or (self.left_primary and self.returned_at is None):
+            if time.monotonic() > deadline:
+                raise _ScenarioProblem(f"publishing did not return to the primary within {timeout_s:.0f} s")
+            await asyncio.sleep(0.2)
+        return 0.0 if self.returned_at is None else self.returned_at - self.fault_at
 
     def stall_s(self, since: float, until: float) -> float:
         """Longest time the stored count did not grow between since and until, outside both-down spans."""
@@ -623,7 +656,9 @@ async def run_scenario(
                 published_before = await primary_writes.count(time.monotonic() + timeout_s)
             began = time.monotonic()
             job_id = await _submit(services["ingest"].grpc, path)
-            watch = _Watch(services, job_id)
+            watch = _Watch(
+                {name: service.grpc for name, service in services.items()}, job_id, servers.backend_names[0]
+            )
             watcher = asyncio.create_task(watch.run())
             try:
                 deadline = began + timeout_s
@@ -659,15 +694,9 @@ async def run_scenario(
                 result.stall_s = watch.stall_s(fault_at, finished)
                 result.stored_during_outage = max(0, watch.stored_at_return - watch.stored_at_fault)
                 if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH, BOTH_DOWN):
-                    # Clean return: publishing goes back to Iggy after its stable period.
-                    back_by = time.monotonic() + 90
-                    while not watch.all_on(servers.backend_names[0]):
-                        if time.monotonic() > back_by:
-                            raise _ScenarioProblem(
-                                "publishing did not return to the primary within 90 s of the job's end"
-                            )
-                        await asyncio.sleep(0.2)
-                    result.back_on_primary_s = time.monotonic() - fault_at
+                    # Clean return: publishing goes back to the primary after its stable period,
+                    # within 90 s of the job's end if not before it.
+                    result.back_on_primary_s = await watch.back_on_primary_s(90)
             except _ScenarioProblem as problem:
                 result.problems.append(str(problem))
             finally:
