@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vcf_agent.localdev._child_process import spawn_leashed
+from vcf_agent.localdev._child_process import spawn_leashed, stop_process
 
 # Files the after-fork hook below creates, in any child Python forks while it is armed.
 _ARMED: list[Path] = []
@@ -56,3 +56,19 @@ def test_a_server_gets_sigterm_when_the_thread_that_started_it_ends() -> None:
         assert process.wait(30) == -signal.SIGTERM
     finally:
         process.kill()
+
+
+def test_a_paused_server_is_stopped_by_its_sigterm_not_killed_after_the_timeout() -> None:
+    # chaos primary-slow pauses iggy-server (SIGSTOP); a stopped process acts on SIGTERM only once
+    # continued, so stopping one while paused waited out the whole timeout, then killed it.
+    # Like those servers, the child handles SIGTERM (a default SIGTERM ends even a stopped process).
+    child = spawn_leashed(
+        ["sh", "-c", "trap 'exit 3' TERM; echo trapped; while :; do sleep 0.05; done"], stdout=subprocess.PIPE
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"trapped\n"
+    child.send_signal(signal.SIGSTOP)
+    killed = stop_process(child, timeout_s=10)
+    assert not killed
+    assert child.returncode == 3
+    child.stdout.close()

@@ -634,3 +634,28 @@ async def test_a_call_that_ran_out_of_time_leaves_no_connection_open_through_its
     finally:
         await bus.stop()
         await relay.close()
+
+
+async def test_a_call_cancelled_as_its_answer_arrives_is_cancelled_not_completed(iggy_url: str) -> None:
+    # asyncio.wait_for (Python 3.11) ran the call as a task of its own and, when the caller was
+    # cancelled in the loop step that task completed in, returned the answer instead: the
+    # cancellation was lost, and a stage asked to stop went on with it.
+    bus = IggyBus(parse_url(f"{iggy_url}?stream={_unique('test')}"))
+    await bus.start()
+    try:
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        asked = asyncio.Event()
+
+        async def operation(_client: object) -> str:
+            asked.set()
+            return await answer
+
+        call = asyncio.create_task(bus._session.call("answer", operation))
+        await asked.wait()
+        # The answer and the cancellation reach the call in the same loop step.
+        answer.set_result("answered")
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    finally:
+        await bus.stop()

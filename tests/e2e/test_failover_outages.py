@@ -22,6 +22,7 @@ from vcf_agent.app.chaos import (
     HEALTHY,
     PRIMARY_BACK_FRESH,
     PRIMARY_KILLED,
+    PRIMARY_SLOW,
     ScenarioResult,
     render,
     run_scenario,
@@ -47,7 +48,9 @@ def _iggy_binary() -> str:
     return binary
 
 
-async def _run(scenario: str, tmp_path: Path, stranded_wait_s: float = 0.0) -> ScenarioResult:
+async def _run(
+    scenario: str, tmp_path: Path, stranded_wait_s: float = 0.0, failover_options: str = ""
+) -> ScenarioResult:
     result = await run_scenario(
         scenario,
         tmp_path,
@@ -56,6 +59,7 @@ async def _run(scenario: str, tmp_path: Path, stranded_wait_s: float = 0.0) -> S
         outage_s=OUTAGE_S,
         timeout_s=300,
         stranded_wait_s=stranded_wait_s,
+        failover_options=failover_options,
     )
     print("\n" + render([result]))
     return result
@@ -66,6 +70,24 @@ async def test_healthy_backends_never_switch_under_a_job(tmp_path: Path) -> None
     assert result.problems == []
     assert (result.stored, result.state) == (result.expected, "complete")
     assert result.switches == []
+
+
+async def test_a_primary_paused_now_and_then_is_never_left(tmp_path: Path) -> None:
+    # SIGSTOP for a few seconds: a primary that answers late, not a dead one.
+    result = await _run(PRIMARY_SLOW, tmp_path)
+    assert result.pauses >= 1
+    assert result.problems == []
+    assert (result.stored, result.state) == (result.expected, "complete")
+    assert result.switches == []
+
+
+async def test_the_same_pauses_with_the_most_eager_switching_are_seen_as_flapping(tmp_path: Path) -> None:
+    # The control: switching at the first late answer, the scenario sees the switches (so 0 in
+    # the test above is not a scenario that cannot see them), and the job is still exact.
+    result = await _run(PRIMARY_SLOW, tmp_path, failover_options="silent_to_switch_ms=0&failures_to_switch=1")
+    assert result.switches
+    assert [p for p in result.problems if "flapping" not in p] == []
+    assert (result.stored, result.state) == (result.expected, "complete")
 
 
 async def test_primary_killed_mid_job_then_back_with_its_data(tmp_path: Path) -> None:

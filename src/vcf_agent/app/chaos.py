@@ -3,7 +3,9 @@
 Each scenario starts a real iggy-server and a real Kafka broker, the five
 services as `vcf-agent serve` processes on `failover://?primary=iggy…&fallback=kafka…`,
 submits one synthetic job, injects its fault as soon as the first variants
-are stored (`healthy` injects none: any switch there is flapping), and waits for
+are stored (`healthy` injects none: any switch there is flapping; `primary-slow`
+pauses the primary with SIGSTOP for a few seconds now and then until the job ends: a primary
+that answers late, not a dead one, so a switch there is flapping too), and waits for
 the job to finish. It measures what an operator would:
 when each service switched backends (from its GetStatus), the longest time the
 stored count did not grow while a backend was up (stall), how long the job
@@ -53,7 +55,14 @@ PRIMARY_KILLED = "primary-killed"
 PRIMARY_BACK_FRESH = "primary-back-fresh"
 FALLBACK_KILLED = "fallback-killed"
 BOTH_DOWN = "both-down"
-SCENARIOS = (HEALTHY, PRIMARY_KILLED, PRIMARY_BACK_FRESH, FALLBACK_KILLED, BOTH_DOWN)
+PRIMARY_SLOW = "primary-slow"
+SCENARIOS = (HEALTHY, PRIMARY_KILLED, PRIMARY_BACK_FRESH, FALLBACK_KILLED, BOTH_DOWN, PRIMARY_SLOW)
+# Scenarios with a live primary throughout: a switch there is a false alarm (flapping).
+_NO_SWITCH_EXPECTED = (HEALTHY, PRIMARY_SLOW)
+# primary-slow: the primary is paused (SIGSTOP) this long, this often, from the fault to the
+# job's end. Shorter than the default silent period (10 s), longer than three probe timeouts.
+SLOW_PAUSE_S = 6.0
+SLOW_EVERY_S = 15.0
 # What the failover scenarios' primary can be (see ChaosServers).
 PRIMARIES = ("iggy", "kafka")
 TENANT = "chaos-lab"
@@ -83,6 +92,8 @@ class ScenarioResult:
     stored_during_outage: int = 0
     # Seconds after the fault until every service published to Iggy again (0: never left or not asked).
     back_on_primary_s: float = 0.0
+    # primary-slow: times the primary was paused (its seconds paused in all are outage_s).
+    pauses: int = 0
     completion_s: float = 0.0
     # Times ingest published the job again from its file (records stranded on a lost backend),
     # and of those the times it was the whole file rather than what the lost backend had taken.
@@ -146,6 +157,13 @@ class ChaosServers:
         else:
             self._primary_released = await self._keep_started(self.kafka_primary)
 
+    def pause_primary(self) -> None:
+        """SIGSTOP the primary: it keeps its connections and answers nothing until resume_primary()."""
+        (self.iggy if self.primary == "iggy" else self.kafka_primary).pause()
+
+    def resume_primary(self) -> None:
+        (self.iggy if self.primary == "iggy" else self.kafka_primary).resume()
+
     async def kill_primary(self) -> None:
         if self.primary == "iggy":
             await self.iggy.kill()
@@ -171,10 +189,11 @@ class ChaosServers:
     def kafka_url(self) -> str:
         return f"kafka://{self.kafka.host}:{self.kafka.port}"
 
-    def failover_url(self) -> str:
+    def failover_url(self, options: str = "") -> str:
+        """The services' bus URL; `options` are more query parameters ("failures_to_switch=1")."""
         return (
             f"failover://?primary={quote(self.primary_url, safe='')}"
-            f"&fallback={quote(self.kafka_url, safe='')}"
+            f"&fallback={quote(self.kafka_url, safe='')}" + (f"&{options}" if options else "")
         )
 
     async def start(self) -> None:
@@ -318,11 +337,16 @@ async def _submit(ingest: str, path: Path) -> str:
 
 
 class _Watch:
-    """Samples the job's stored count and every service's active backend until stopped."""
+    """Samples the job's stored count and every service's active backend until stopped.
 
-    def __init__(self, services: dict[str, ServiceProcess], job_id: str) -> None:
+    `services` maps each service's name to its gRPC address ("ingest" answers GetJob);
+    `primary` is the primary backend's name as GetStatus reports it.
+    """
+
+    def __init__(self, services: dict[str, str], job_id: str, primary: str) -> None:
         self._services = services
         self._job_id = job_id
+        self._primary = primary
         self.stored = 0
         self.state = 0
         self.state_name = ""
@@ -332,6 +356,11 @@ class _Watch:
         self.finished_at: float | None = None
         self.stored_at_return = 0
         self.switches: list[str] = []
+        # Some service was seen off the primary after the fault.
+        self.left_primary = False
+        # When every service was last seen back on the primary after leaving it (None while one
+        # is still off it): sampled as it happens, so a return before the job's end counts then.
+        self.returned_at: float | None = None
         # The first stall detail of the job that named records stranded on a backend.
         self.stranded = ""
         self.stranded_seen = asyncio.Event()
@@ -347,7 +376,7 @@ class _Watch:
             now = time.monotonic()
             with contextlib.suppress(Exception):  # a service busy restarting a client; sample again
                 stored, self.state, self.state_name, detail = await _stored(
-                    self._services["ingest"].grpc, self._job_id
+                    self._services["ingest"], self._job_id
                 )
                 if "stranded" in detail and not self.stranded:
                     self.stranded = detail
@@ -365,16 +394,39 @@ class _Watch:
 
     async def _sample_backend(self, name: str) -> None:
         try:
-            status = await _status(self._services[name].grpc)
+            status = await _status(self._services[name])
         except Exception:  # a slow answer is sampled again
             return
+        sampled_at = time.monotonic()
         active = status.active_backend
         if self._active.get(name) not in (None, active) and self.fault_at is not None:
-            self.switches.append(f"{name} {active}@{time.monotonic() - self.fault_at:.1f}")
+            self.switches.append(f"{name} {active}@{sampled_at - self.fault_at:.1f}")
         self._active[name] = active
+        if self.fault_at is None:
+            return
+        if active != self._primary:
+            self.left_primary = True
+            self.returned_at = None
+        elif self.left_primary and self.returned_at is None and self.all_on(self._primary):
+            self.returned_at = sampled_at
 
     def all_on(self, backend: str) -> bool:
         return len(self._active) == len(self._services) and set(self._active.values()) == {backend}
+
+    async def back_on_primary_s(self, timeout_s: float) -> float:
+        """Seconds after the fault at which every service was back on the primary (0: none left it).
+
+        Waits up to timeout_s for services still off it; the moment reported is when the last
+        of them was seen switching back, which may be long before this is asked.
+        """
+        if self.fault_at is None:
+            raise ValueError("no fault yet")
+        deadline = time.monotonic() + timeout_s
+        while not self.all_on(self._primary) or (self.left_primary and self.returned_at is None):
+            if time.monotonic() > deadline:
+                raise _ScenarioProblem(f"publishing did not return to the primary within {timeout_s:.0f} s")
+            await asyncio.sleep(0.2)
+        return 0.0 if self.returned_at is None else self.returned_at - self.fault_at
 
     def stall_s(self, since: float, until: float) -> float:
         """Longest time the stored count did not grow between since and until, outside both-down spans."""
@@ -564,6 +616,20 @@ class _ScenarioProblem(Exception):
     pass
 
 
+async def _pause_now_and_then(servers: ChaosServers, result: ScenarioResult) -> None:
+    """Pause the primary SLOW_PAUSE_S every SLOW_EVERY_S until cancelled; it is running after."""
+    while True:
+        paused_at = time.monotonic()
+        servers.pause_primary()
+        result.pauses += 1
+        try:
+            await asyncio.sleep(SLOW_PAUSE_S)
+        finally:
+            servers.resume_primary()
+            result.outage_s += time.monotonic() - paused_at
+        await asyncio.sleep(SLOW_EVERY_S - SLOW_PAUSE_S)
+
+
 async def run_scenario(
     scenario: str,
     root: Path,
@@ -575,8 +641,13 @@ async def run_scenario(
     on_progress: Callable[[str], None] | None = None,
     stranded_wait_s: float = 0.0,
     primary: str = "iggy",
+    failover_options: str = "",
 ) -> ScenarioResult:
     """One scenario end to end in `root`; problems are collected in the result, not raised.
+
+    `failover_options`: more query parameters of the services' failover URL, e.g.
+    "silent_to_switch_ms=0&failures_to_switch=1" (the most eager switching: a control run of
+    primary-slow that must switch, showing the scenario can see flapping).
 
     With `stranded_wait_s`, records are stranded on the primary for sure (the writer is paused
     from before the job's submission until the kill, which comes once the aggregator has
@@ -602,8 +673,9 @@ async def run_scenario(
             # Stranded records then wait for the primary's return, and GetJob names them
             # meanwhile, instead of completing from a re-publish first.
             allowed["VCF_AGENT_REPUBLISH_GRACE_S"] = "10"
-        with running_pipeline(servers.failover_url(), root / "services", env=allowed) as services:
-            say(f"{scenario}: five services up on {servers.failover_url()}")
+        bus_url = servers.failover_url(failover_options)
+        with running_pipeline(bus_url, root / "services", env=allowed) as services:
+            say(f"{scenario}: five services up on {bus_url}")
             primary_writes = _DatabaseWrites(servers.primary_url)
             published_before = 0
             if strands:
@@ -623,8 +695,11 @@ async def run_scenario(
                 published_before = await primary_writes.count(time.monotonic() + timeout_s)
             began = time.monotonic()
             job_id = await _submit(services["ingest"].grpc, path)
-            watch = _Watch(services, job_id)
+            watch = _Watch(
+                {name: service.grpc for name, service in services.items()}, job_id, servers.backend_names[0]
+            )
             watcher = asyncio.create_task(watch.run())
+            pauser: asyncio.Task[None] | None = None
             try:
                 deadline = began + timeout_s
                 if strands:
@@ -645,8 +720,11 @@ async def run_scenario(
                 watch.fault_at = fault_at = time.monotonic()
                 watch.stored_at_fault = watch.stored
                 say(f"{scenario}: fault at {watch.stored}/{result.expected} stored")
-                await _inject(scenario, servers, services, watch, outage_s, stranded_wait_s)
-                result.outage_s = time.monotonic() - fault_at
+                if scenario == PRIMARY_SLOW:
+                    pauser = asyncio.create_task(_pause_now_and_then(servers, result))
+                else:
+                    await _inject(scenario, servers, services, watch, outage_s, stranded_wait_s)
+                    result.outage_s = time.monotonic() - fault_at
                 # After the fresh restart the stranded records are gone: ingest publishes the job
                 # again from its file, and it completes.
                 while watch.finished_at is None:
@@ -655,28 +733,24 @@ async def run_scenario(
                         raise _ScenarioProblem(f"job not finished after {timeout_s:.0f}s")
                     await asyncio.sleep(0.1)
                 finished = watch.finished_at or time.monotonic()
+                if pauser is not None:
+                    await _stopped(pauser)
                 result.completion_s = finished - began
                 result.stall_s = watch.stall_s(fault_at, finished)
                 result.stored_during_outage = max(0, watch.stored_at_return - watch.stored_at_fault)
-                if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH, BOTH_DOWN):
-                    # Clean return: publishing goes back to Iggy after its stable period.
-                    back_by = time.monotonic() + 90
-                    while not watch.all_on(servers.backend_names[0]):
-                        if time.monotonic() > back_by:
-                            raise _ScenarioProblem(
-                                "publishing did not return to the primary within 90 s of the job's end"
-                            )
-                        await asyncio.sleep(0.2)
-                    result.back_on_primary_s = time.monotonic() - fault_at
+                if scenario in (PRIMARY_KILLED, PRIMARY_BACK_FRESH, BOTH_DOWN, PRIMARY_SLOW):
+                    # Clean return: publishing goes back to the primary after its stable period,
+                    # within 90 s of the job's end if not before it.
+                    result.back_on_primary_s = await watch.back_on_primary_s(90)
             except _ScenarioProblem as problem:
                 result.problems.append(str(problem))
             finally:
+                if pauser is not None:
+                    await _stopped(pauser)
                 if strands:
                     services["writer"].process.send_signal(signal.SIGCONT)
                 await primary_writes.stop()
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                await _stopped(watcher)
             result.stored, _, result.state, _ = await _stored(services["ingest"].grpc, job_id)
             result.switches = watch.switches
             result.stranded = watch.stranded
@@ -703,6 +777,10 @@ async def run_scenario(
         )
     if result.stored != result.expected:
         result.problems.append(f"stored {result.stored} of {result.expected}")
+    if scenario in _NO_SWITCH_EXPECTED and result.switches:
+        result.problems.append(f"{len(result.switches)} switches with a live primary (flapping)")
+    if result.pauses:
+        result.notes.append(f"paused the primary {result.pauses} times, {result.outage_s:.1f} s in all")
     if result.duplicates or result.lost:
         result.problems.append(f"the writer's table: {result.duplicates} duplicates, {result.lost} lost")
     if result.store_variants != result.stored or result.store_analyses != result.stored:
@@ -711,6 +789,13 @@ async def run_scenario(
             f"for {result.stored} stored (duplicates or losses)"
         )
     return result
+
+
+async def _stopped(task: asyncio.Task[None]) -> None:
+    """Cancel the task and wait until it ended (its cleanup ran)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def render(results: list[ScenarioResult]) -> str:
@@ -764,6 +849,7 @@ async def run(
     iggy_binary: str,
     primary: str = "iggy",
     stranded_wait_s: float = 0.0,
+    failover_options: str = "",
 ) -> list[ScenarioResult]:
     """Each scenario in turn; its row is printed as soon as it ends, and a scenario that broke
     around the system under test (a server that did not come back) is a row with that problem,
@@ -782,6 +868,7 @@ async def run(
                     timeout_s=max(600.0, variants / 200),
                     on_progress=lambda text: print(text, flush=True),
                     stranded_wait_s=stranded_wait_s,
+                    failover_options=failover_options,
                 )
             except Exception as exc:  # recorded, and the next scenario runs
                 log.exception("chaos: scenario %s broke", scenario)

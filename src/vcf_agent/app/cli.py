@@ -168,6 +168,7 @@ def _cmd_chaos(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             str(binary or ""),
             args.primary,
             stranded_wait_s=args.stranded_wait_s,
+            failover_options=args.failover_options,
         )
     )
     print(chaos.render(results))
@@ -305,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument(
         "scenarios",
         nargs="*",
-        help="failover: healthy, primary-killed, primary-back-fresh, fallback-killed, both-down"
-        " (default: all); faults (`faults` for all): sigkill-each, sigterm-each, broker-restart,"
+        help="failover: healthy, primary-killed, primary-back-fresh, fallback-killed, both-down,"
+        " primary-slow (default: all); faults (`faults` for all): sigkill-each, sigterm-each, broker-restart,"
         " full-disk-stores, full-disk-log, poison",
     )
     chaos.add_argument("--variants", type=int, default=500_000)
@@ -332,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="primary-killed, primary-back-fresh: strand records on the primary for sure (the writer"
         " is paused from before the job until the kill) and keep it down until GetJob names them,"
         " at most this much past --outage-s; 0: kill at the first stored variants, writer running",
+    )
+    chaos.add_argument(
+        "--failover-options",
+        default="",
+        help="failover scenarios: more query parameters of the services' failover:// URL, e.g."
+        " 'silent_to_switch_ms=0&failures_to_switch=1' (the most eager switching: primary-slow's"
+        " control run, which must switch)",
     )
     chaos.set_defaults(func=_cmd_chaos)
     config = sub.add_parser("config", help="the settings")

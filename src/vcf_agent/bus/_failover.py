@@ -141,6 +141,8 @@ DEFAULT_PUBLISH_TIMEOUT_S = 2.0
 # Measured with a debug iggy-server under a 500,000-variant job on the 2-core machine at load
 # 7-65 (chaos `healthy`): every service's pings ran out of time three times in a row, again
 # and again (41 switches), while the server was alive and acknowledging; see the docstring.
+# Chaos `primary-slow` (iggy-server SIGSTOPped 6 s every 15 s, 500,000 variants): 0 switches
+# with this, all five services switching with it at 0 (README, Failover).
 DEFAULT_SILENT_TO_SWITCH_S = 10.0
 DEFAULT_BOTH_DOWN_WAIT_S = 600.0
 # The longest a starting member waits for one backend to admit it, per attempt.

@@ -24,7 +24,7 @@ server's binary protocol (core/binary_protocol in apache/iggy).
 
 Failure. The SDK retries a lost connection forever by default and awaits
 inside that loop, so clients are built with a bounded reconnection policy and
-every call is wrapped in asyncio.wait_for; a client that hit an outage is
+every call is bounded in time (`_within`); a client that hit an outage is
 dropped and the next call connects and logs in afresh (consumers then rejoin
 their groups). The server does not deduplicate message ids: after an
 ambiguous send the caller may publish twice, which idempotent consumers absorb.
@@ -255,6 +255,18 @@ async def _leave_inherited_groups(client: IggyClient) -> None:
         await client.leave_consumer_group(stream_id, topic_id, group_id)
 
 
+async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """The awaitable's result, or TimeoutError after `seconds`.
+
+    Not asyncio.wait_for: on Python 3.11 it runs the awaitable as a task of its own, and when
+    the caller is cancelled in the loop step that task completes in, it returns the result and
+    the cancellation is lost (a stage asked to stop goes on with the answer). asyncio.timeout
+    awaits in the caller's task, so a cancellation is always delivered.
+    """
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
+
 class _Session:
     """One logged-in IggyClient, replaced after the server was unreachable."""
 
@@ -306,7 +318,7 @@ class _Session:
                 self._connecting = asyncio.create_task(self._connect_and_login())
             timeout = self._settings.timeout_s
             try:
-                client = await asyncio.wait_for(asyncio.shield(self._connecting), timeout)
+                client = await _within(timeout, asyncio.shield(self._connecting))
             except TimeoutError as exc:
                 raise BusUnavailableError(
                     f"iggy at {self._settings.address}: no connection within {timeout}s"
@@ -368,7 +380,7 @@ class _Session:
         try:
             # The client is no local of this frame: a kept exception keeps the frame, and a
             # discarded client's connection stayed open through it (see _connected).
-            return await asyncio.wait_for(operation(await self._connected()), timeout)
+            return await _within(timeout, operation(await self._connected()))
         except TimeoutError as exc:
             self.discard()
             raise BusUnavailableError(

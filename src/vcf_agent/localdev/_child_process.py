@@ -75,6 +75,8 @@ def stop_process(
     """Signal a child and wait for it; SIGKILL after timeout_s. True when it had to be killed."""
     if process.poll() is None:
         process.send_signal(sig)
+        # A paused (SIGSTOPped) child acts on the signal only once continued.
+        process.send_signal(signal.SIGCONT)
     try:
         process.wait(timeout_s)
     except subprocess.TimeoutExpired:

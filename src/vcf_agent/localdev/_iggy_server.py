@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -191,6 +192,20 @@ class LocalIggyServer(AsyncComponent):
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
         await self.stop()
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its port and connections but answers nothing, as a stalled
+        or swapping host would (connects still succeed: the kernel accepts them)."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            raise IggyServerError("the server is not running")
+        process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after pause(): the server answers what queued up meanwhile."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)
 
     def use_data_dir(self, data_dir: Path) -> None:
         """The next start() runs on data_dir, same port: an empty one is a server that lost its disk."""

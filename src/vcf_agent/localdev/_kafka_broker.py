@@ -359,6 +359,19 @@ class LocalKafkaBroker(AsyncComponent):
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
 
+    def pause(self) -> None:
+        """SIGSTOP: the broker keeps its port and connections but answers nothing (a stalled host)."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            raise KafkaInstallError("the broker is not running; call start() first")
+        process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after pause(): the broker answers what queued up meanwhile."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+
     def kill_sync(self) -> None:
         """SIGKILL, as a crash would; the log and ports are kept, so start_sync() again is a restart."""
         process, self._process = self._process, None
