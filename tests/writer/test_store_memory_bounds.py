@@ -21,8 +21,8 @@ from vcf_agent.services import writer
 from vcf_agent.services.writer import LanceStore, StoreLocation, StoreUnavailableError
 from vcf_agent.services.writer._graph_store import GraphStore
 from vcf_agent.services.writer._lance_store import (
+    LANCE_SCAN_READ_AHEAD_VARIABLE,
     LOCAL_SCAN_READ_AHEAD_BYTES,
-    SCAN_READ_AHEAD_VARIABLE,
     CompactionPolicy,
 )
 
@@ -32,8 +32,8 @@ from ._writes import make_write
 @pytest.fixture
 def read_ahead_unset(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The variable unset for the test and restored after it (set first, so that undoing removes it)."""
-    monkeypatch.setenv(SCAN_READ_AHEAD_VARIABLE, "unset by the fixture")
-    monkeypatch.delenv(SCAN_READ_AHEAD_VARIABLE)
+    monkeypatch.setenv(LANCE_SCAN_READ_AHEAD_VARIABLE, "unset by the fixture")
+    monkeypatch.delenv(LANCE_SCAN_READ_AHEAD_VARIABLE)
     yield
 
 
@@ -41,15 +41,19 @@ def test_a_local_store_bounds_lances_scan_read_ahead(tmp_path: Path, read_ahead_
     store = LanceStore(tmp_path / "lance")
     store.open()
     store.close()
-    assert os.environ[SCAN_READ_AHEAD_VARIABLE] == str(16 * 1024 * 1024) == str(LOCAL_SCAN_READ_AHEAD_BYTES)
+    assert (
+        os.environ[LANCE_SCAN_READ_AHEAD_VARIABLE]
+        == str(16 * 1024 * 1024)
+        == str(LOCAL_SCAN_READ_AHEAD_BYTES)
+    )
 
 
 def test_a_read_ahead_the_operator_set_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SCAN_READ_AHEAD_VARIABLE, str(64 << 20))
+    monkeypatch.setenv(LANCE_SCAN_READ_AHEAD_VARIABLE, str(64 << 20))
     store = LanceStore(tmp_path / "lance")
     store.open()
     store.close()
-    assert os.environ[SCAN_READ_AHEAD_VARIABLE] == str(64 << 20)
+    assert os.environ[LANCE_SCAN_READ_AHEAD_VARIABLE] == str(64 << 20)
 
 
 def test_an_object_store_keeps_lances_read_ahead(read_ahead_unset: None) -> None:
@@ -69,7 +73,7 @@ def test_an_object_store_keeps_lances_read_ahead(read_ahead_unset: None) -> None
     store = LanceStore(StoreLocation("s3://bucket/prefix", options))
     with pytest.raises(StoreUnavailableError):
         store.open()
-    assert SCAN_READ_AHEAD_VARIABLE not in os.environ
+    assert LANCE_SCAN_READ_AHEAD_VARIABLE not in os.environ
 
 
 def test_the_hook_runs_before_the_tables_are_compacted(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -404,20 +404,22 @@ class LanceStore(AsyncComponent):
 # fragment it rewrites, so the writer's resident memory rose by whatever the buffer held
 # while compacting (the writer's peak in `vcf-agent bench load` is its compaction). 16 MiB
 # still keeps a local disk busy; an object store keeps Lance's default, which it needs.
-SCAN_READ_AHEAD_VARIABLE = "LANCE_DEFAULT_IO_BUFFER_SIZE"
+LANCE_SCAN_READ_AHEAD_VARIABLE = "LANCE_DEFAULT_IO_BUFFER_SIZE"
 LOCAL_SCAN_READ_AHEAD_BYTES = 16 * 1024 * 1024
 
 
-def bound_scan_read_ahead(environ: MutableMapping[str, str] = os.environ) -> bool:
+def bound_scan_read_ahead() -> bool:
     """Bound Lance's scan read-ahead for local-disk stores, unless the operator set it; True if set.
 
     Lance reads the variable once per process, at its first scan (lance 13's
     `DEFAULT_IO_BUFFER_SIZE`, a LazyLock), so this runs before a store is opened. Process-wide:
     a local store's bound also applies to an object store opened later in the same process.
+    It is Lance's own variable (as OTEL_* are OpenTelemetry's), configured only through the
+    environment, so it is not a setting of ours: the writer fills in a default, never reads one.
     """
-    if SCAN_READ_AHEAD_VARIABLE in environ:
+    if LANCE_SCAN_READ_AHEAD_VARIABLE in os.environ:
         return False
-    environ[SCAN_READ_AHEAD_VARIABLE] = str(LOCAL_SCAN_READ_AHEAD_BYTES)
+    os.environ[LANCE_SCAN_READ_AHEAD_VARIABLE] = str(LOCAL_SCAN_READ_AHEAD_BYTES)
     return True
 
 
