@@ -69,6 +69,21 @@ def log_tail(path: Path, limit: int = 3000) -> str:
         return ""
 
 
+def pause_process(process: subprocess.Popen[bytes] | None) -> bool:
+    """SIGSTOP a running child: it keeps its port and connections but answers nothing, as a
+    stalled host would (connects still succeed: the kernel accepts them). False if not running."""
+    if process is None or process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGSTOP)
+    return True
+
+
+def resume_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGCONT after pause_process(): the child answers what queued up meanwhile."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGCONT)
+
+
 def stop_process(
     process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s: float, sig: int = signal.SIGTERM
 ) -> bool:

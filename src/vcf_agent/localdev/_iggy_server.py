@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -20,7 +19,14 @@ from types import TracebackType
 from typing import IO
 
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.localdev._child_process import free_port, log_tail, spawn_leashed, stop_process
+from vcf_agent.localdev._child_process import (
+    free_port,
+    log_tail,
+    pause_process,
+    resume_process,
+    spawn_leashed,
+    stop_process,
+)
 from vcf_agent.localdev._executables import find_executable
 
 DEFAULT_USERNAME = "iggy"
@@ -194,18 +200,13 @@ class LocalIggyServer(AsyncComponent):
         await self.stop()
 
     def pause(self) -> None:
-        """SIGSTOP: the server keeps its port and connections but answers nothing, as a stalled
-        or swapping host would (connects still succeed: the kernel accepts them)."""
-        process = self._process
-        if process is None or process.poll() is not None:
+        """SIGSTOP: a stalled or swapping server (see pause_process)."""
+        if not pause_process(self._process):
             raise IggyServerError("the server is not running")
-        process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        """SIGCONT after pause(): the server answers what queued up meanwhile."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGCONT)
+        """SIGCONT after pause()."""
+        resume_process(self._process)
 
     def use_data_dir(self, data_dir: Path) -> None:
         """The next start() runs on data_dir, same port: an empty one is a server that lost its disk."""

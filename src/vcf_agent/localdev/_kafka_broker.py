@@ -26,7 +26,14 @@ from types import TracebackType
 from typing import Self
 
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.localdev._child_process import free_port, log_tail, spawn_leashed, stop_process
+from vcf_agent.localdev._child_process import (
+    free_port,
+    log_tail,
+    pause_process,
+    resume_process,
+    spawn_leashed,
+    stop_process,
+)
 
 _POM_RESOURCE = "kafka-broker-pom.xml"
 _MAVEN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
@@ -360,17 +367,13 @@ class LocalKafkaBroker(AsyncComponent):
             self._work_dir = None
 
     def pause(self) -> None:
-        """SIGSTOP: the broker keeps its port and connections but answers nothing (a stalled host)."""
-        process = self._process
-        if process is None or process.poll() is not None:
+        """SIGSTOP: a stalled broker host (see pause_process)."""
+        if not pause_process(self._process):
             raise KafkaInstallError("the broker is not running; call start() first")
-        process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        """SIGCONT after pause(): the broker answers what queued up meanwhile."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGCONT)
+        """SIGCONT after pause()."""
+        resume_process(self._process)
 
     def kill_sync(self) -> None:
         """SIGKILL, as a crash would; the log and ports are kept, so start_sync() again is a restart."""

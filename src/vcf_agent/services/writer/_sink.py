@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -285,7 +285,12 @@ class StoreSink(AsyncComponent):
         in_graph: asyncio.Future[bool] = loop.create_future()
         finished: asyncio.Future[bool] = loop.create_future()
         done = asyncio.create_task(
-            self._flush(writes, markers, letters, records, previous, in_graph, finished),
+            _failure_logged_per_job(
+                self._store(writes, markers, letters, records, previous, in_graph, finished),
+                records,
+                markers,
+                letters,
+            ),
             name="writer-flush",
         )
         flush = _Flush(done, in_graph, finished)
@@ -354,32 +359,6 @@ class StoreSink(AsyncComponent):
         """Hand a record's writes to the row builder; returns its job markers."""
         payload = serialized_message(record.value, record.headers, events_pb2.DatabaseWriteBatch)
         return [variant_pb2.JobMarker.FromString(marker) for marker in self._buffer.add(payload)]
-
-    async def _flush(
-        self,
-        writes: RowCollector,
-        markers: list[variant_pb2.JobMarker],
-        letters: list[events_pb2.DeadLetter],
-        records: list[Record],
-        previous: _Flush | None,
-        in_graph: asyncio.Future[bool],
-        finished: asyncio.Future[bool],
-    ) -> CommitOffsets:
-        """Store one batch (see _store); a failure is logged once per job the batch held, naming it."""
-        try:
-            return await self._store(writes, markers, letters, records, previous, in_graph, finished)
-        except Exception as exc:
-            # The consumer hands the batch back and it comes again; an operator searches by job.
-            for job_id, variants in _jobs_held(records, markers, letters).items():
-                log.error(
-                    "writer: storing a batch failed (%s: %s); this job's %d variants in it come again "
-                    "from the last commit",
-                    type(exc).__name__,
-                    exc,
-                    variants,
-                    extra={"job_id": job_id},
-                )
-            raise
 
     async def _store(
         self,
@@ -720,6 +699,29 @@ def _answer_counts(rows: WriteRows) -> list[tuple[str, str, int, int]]:
             )
         )
     return found
+
+
+async def _failure_logged_per_job(
+    store: Coroutine[Any, Any, CommitOffsets],
+    records: list[Record],
+    markers: list[variant_pb2.JobMarker],
+    letters: list[events_pb2.DeadLetter],
+) -> CommitOffsets:
+    """Store one batch; a failure is logged once per job the batch held, naming it."""
+    try:
+        return await store
+    except Exception as exc:
+        # The consumer hands the batch back and it comes again; an operator searches by job.
+        for job_id, variants in _jobs_held(records, markers, letters).items():
+            log.error(
+                "writer: storing a batch failed (%s: %s); this job's %d variants in it come again "
+                "from the last commit",
+                type(exc).__name__,
+                exc,
+                variants,
+                extra={"job_id": job_id},
+            )
+        raise
 
 
 def _jobs_held(
