@@ -285,6 +285,40 @@ def test_compaction_policy_runs_after_n_writes(tmp_path: Path) -> None:
     assert store.count() == 40
 
 
+def test_the_write_path_compacts_less_often_as_the_store_grows(tmp_path: Path) -> None:
+    # Issue 15 (compaction off the hot path): a compaction's cost grows with the store, so the
+    # write path compacts again only once the store has grown by `growth` since the last one.
+    written = 0
+    compacted_at: list[int] = []
+    policy = CompactionPolicy(every_writes=2, max_fragments=1000, growth=1.0)
+    store = LanceStore(
+        tmp_path / "lance", compaction=policy, before_compaction=lambda: compacted_at.append(written)
+    )
+    store.open()
+    for start in range(0, 120, 10):
+        written += 1
+        store.write(make_batch(range(start, start + 10)))
+    # Held 0, 20, 40 and 80 variants at each compaction: every second write, then every fourth.
+    assert compacted_at == [2, 4, 8]
+    assert store.count() == 120
+
+
+def test_many_fragments_compact_however_little_the_store_grew(tmp_path: Path) -> None:
+    written = 0
+    compacted_at: list[int] = []
+    policy = CompactionPolicy(every_writes=1000, max_fragments=3, growth=100.0)
+    store = LanceStore(
+        tmp_path / "lance", compaction=policy, before_compaction=lambda: compacted_at.append(written)
+    )
+    store.open()
+    for start in range(0, 60, 10):
+        written += 1
+        store.write(make_batch(range(start, start + 10)))
+    # The first at the third fragment, although the store never grew by 100 times.
+    assert compacted_at[0] == 3
+    assert store.fragments() < 3
+
+
 def test_stores_survive_reopening(tmp_path: Path) -> None:
     batch = make_batch(range(12))
     lance = LanceStore(tmp_path / "lance")
