@@ -348,6 +348,7 @@ PROBE_TYPES = {
     "c_variant": pa.int64(),
     "c_depth": pa.int32(),
     "c_gq": pa.int32(),
+    "c_through": pa.int64(),
 }
 
 
