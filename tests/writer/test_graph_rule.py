@@ -95,25 +95,31 @@ def test_the_graph_keeps_variants_with_a_gene_or_verdict_and_lancedb_keeps_every
 def test_variants_left_out_of_the_graph_are_stored_once_in_lancedb_whatever_the_order(
     lance: LanceStore, graph: GraphStore
 ) -> None:
-    """The graph cannot tell LanceDB which of them are stored: each file's mark does."""
-    left_out = [make_write(i, gene="", classification="uncertain_significance") for i in range(20)]
-    other_file = [make_write(i, gene="", classification="not_classified", file_id=FILE_B) for i in range(5)]
+    """The graph cannot tell LanceDB which of them are stored: each file's written ranges do."""
 
-    assert store(graph, lance, left_out[10:] + other_file).to_pylist() == []
-    # Earlier records of the same file, after later ones: below its mark, so merged, not appended.
-    maybe = store(graph, lance, left_out[:10])
-    assert sorted(maybe.to_pylist()) == sorted(w.correlation_id for w in left_out[:10])
-    # The graph took a batch, and the writer crashed before LanceDB did; it comes again.
-    again = left_out[15:] + [make_write(i, gene="", classification="benign") for i in range(20, 25)]
+    def vus(indices: range, **kwargs: object) -> list[events_pb2.DatabaseWrite]:
+        return [make_write(i, gene="", classification="uncertain_significance", **kwargs) for i in indices]  # type: ignore[arg-type]
+
+    assert store(graph, lance, vus(range(100, 120)) + vus(range(5), file_id=FILE_B)).to_pylist() == []
+    # Earlier records of the same file after later ones, as the services deliver them: still new.
+    assert store(graph, lance, vus(range(10))).to_pylist() == []
+    # The graph took a batch and the writer crashed before LanceDB did; it comes again, all of it
+    # maybe stored: five records in an earlier range, five in the range the crashed batch added.
+    again = vus(range(105, 110)) + [make_write(i, gene="", classification="benign") for i in range(120, 125)]
     graph.write(build_rows(again))
-    assert len(store(graph, lance, again)) == 10
-    # The other file's mark is its own: its next records are new.
-    next_record = make_write(5, gene="", classification="not_classified", file_id=FILE_B)
-    assert store(graph, lance, [next_record]).to_pylist() == []
+    assert sorted(store(graph, lance, again).to_pylist()) == sorted(w.correlation_id for w in again)
+    # The other file's ranges are its own: its next record is new.
+    assert store(graph, lance, vus(range(5, 6), file_id=FILE_B)).to_pylist() == []
 
-    assert lance.count() == 31 and lance.count_analyses() == 31
-    assert graph.counts().variants == 5  # records 20..24, benign
+    assert lance.count() == 41 and lance.count_analyses() == 41
+    assert graph.counts().variants == 5  # records 120..124, benign
     assert graph.counts().files == 2
+    ranges = graph._connection().execute("MATCH (f:File) RETURN f.id, f.written ORDER BY f.id")
+    assert not isinstance(ranges, list)
+    assert ranges.get_all() == [
+        [tenant_key("tenant-1", FILE_A), [0, 9, 100, 124]],
+        [tenant_key("tenant-1", FILE_B), [0, 5]],
+    ]
 
 
 def test_a_variant_entering_the_graph_later_gets_every_edge_and_one_leaving_it_stays_updated(
@@ -142,7 +148,7 @@ def test_a_variant_entering_the_graph_later_gets_every_edge_and_one_leaving_it_s
     assert lance.count() == 1
 
 
-def test_a_store_from_before_the_file_marks_counts_every_record_of_its_files_as_maybe_stored(
+def test_a_store_from_before_the_written_ranges_counts_every_record_of_its_files_as_maybe_stored(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "graph.lbug"
@@ -159,8 +165,8 @@ def test_a_store_from_before_the_file_marks_counts_every_record_of_its_files_as_
     try:
         batch = [make_write(i, gene="", classification="not_classified") for i in range(3)]
         assert sorted(graph.write(batch).to_pylist()) == sorted(w.correlation_id for w in batch)
-        marks = graph._connection().execute("MATCH (f:File) RETURN f.written_through")
-        assert not isinstance(marks, list)
-        assert marks.get_all() == [[INT64_MAX]]
+        ranges = graph._connection().execute("MATCH (f:File) RETURN f.written")
+        assert not isinstance(ranges, list)
+        assert ranges.get_all() == [[[0, INT64_MAX]]]
     finally:
         graph.close()

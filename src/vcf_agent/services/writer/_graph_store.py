@@ -45,14 +45,19 @@ gives it a gene or verdict (re-analysis, a resubmitted job).
 Knowing what LanceDB may hold. The writer appends the rows of variants new to
 the stores and merges the rest (LanceDB's merge costs more as the table
 grows), and the graph, committed first, used to tell which were new. Since it
-no longer sees every variant, each File node keeps `written_through`: the
-highest record index of that file any committed batch held, raised in the
-batch's own transaction. A variant whose record lies above its file's mark has
-never been written to either store; one at or below it may have been, and goes
-through LanceDB's merge (and a graph lookup, in case it is there). Exact for a
-file written in order; a job's writes arriving out of file order only make
-more of them merges. Files of stores written before the mark existed read
-INT64_MAX: every record of them may be stored.
+no longer sees every variant, each File node keeps `written`: the ranges of
+record indices of that file that committed batches held, as a flat list of
+inclusive [first, last] pairs, extended in the batch's own transaction. A
+variant whose record lies in none has never been written to either store; one
+inside a range may have been, and goes through LanceDB's merge (and a graph
+lookup, in case the graph holds it). Ranges, not a high-water mark: the five
+services deliver a job's writes out of file order (answers come back from
+several partitions), and a mark sent every late batch through the merge.
+Ranges closer than _RANGE_GAP records are joined, so records that store no
+variant (an ALT of `.`, a dead-lettered record) keep the list short; a range
+only ever claims too much, which costs a merge, never a duplicate. Files of
+stores written before the ranges existed read [0, INT64_MAX]: every record of
+them may be stored.
 
 Every relationship starts at the Variant and is stored forward only. A
 relationship is stored in its source node's adjacency block; a few File,
@@ -70,7 +75,7 @@ checkpoint (COPY FROM does not, unless every commit checkpoints). A variant
 node and its IN_FILE/CARRIED_BY/IN_GENE edges are created together; existing
 variants only get their properties updated, and their gene edge is replaced
 if the gene changed. An Analysis node and its edge are created together too.
-So a replay creates no node or edge twice; the file marks only ever rise.
+So a replay creates no node or edge twice; a file's written ranges only ever grow.
 
 Only one process may open the database for writing, so the writer service
 owns it; everyone else reads through the writer's query API.
@@ -90,6 +95,7 @@ from pathlib import Path
 from typing import Any
 
 import ladybug
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -104,8 +110,8 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS File(id STRING PRIMARY KEY, name STRING, tenant_id STRING)",
-    # Files of a store from before the mark: every record of them may be stored already.
-    f"ALTER TABLE File ADD IF NOT EXISTS written_through INT64 DEFAULT {INT64_MAX}",
+    # Files of a store from before the ranges: every record of them may be stored already.
+    f"ALTER TABLE File ADD IF NOT EXISTS written INT64[] DEFAULT [0, {INT64_MAX}]",
     "CREATE NODE TABLE IF NOT EXISTS Sample(id STRING PRIMARY KEY, name STRING, tenant_id STRING)",
     "CREATE NODE TABLE IF NOT EXISTS Variant(key INT64 PRIMARY KEY, correlation_id STRING, job_id STRING,"
     " tenant_id STRING, chrom STRING, pos INT64, ref STRING, alt STRING, classification STRING,"
@@ -126,10 +132,10 @@ _SCHEMA = (
 # lookups (tests assert the plans).
 _MERGE_FILES = (
     "LOAD FROM $rows MERGE (f:File {id: c_id})"
-    " ON CREATE SET f.name = c_name, f.tenant_id = c_tenant, f.written_through = -1"
+    " ON CREATE SET f.name = c_name, f.tenant_id = c_tenant, f.written = CAST([] AS INT64[])"
 )
-_FILE_MARKS = "LOAD FROM $rows MATCH (f:File {id: c_id}) RETURN f.id, f.written_through"
-_RAISE_FILE_MARKS = "LOAD FROM $rows MATCH (f:File {id: c_id}) SET f.written_through = c_through"
+_WRITTEN_RANGES = "LOAD FROM $rows MATCH (f:File {id: c_id}) RETURN f.id, f.written"
+_SET_WRITTEN_RANGES = "LOAD FROM $rows MATCH (f:File {id: c_id}) SET f.written = c_written"
 _MERGE_SAMPLES = (
     "LOAD FROM $rows MERGE (s:Sample {id: c_id}) ON CREATE SET s.name = c_name, s.tenant_id = c_tenant"
 )
@@ -311,7 +317,7 @@ class GraphStore(AsyncComponent):
         """Upsert the batch's variants the graph keeps, in one transaction; replaying it changes nothing.
 
         Returns the correlation ids of the batch that either store may hold already (see
-        `written_through` above); every other variant of the batch is new to both.
+        `written` above); every other variant of the batch is new to both.
         """
         rows = batch if isinstance(batch, WriteRows) else build_rows(batch)
         if not len(rows):
@@ -428,14 +434,11 @@ class GraphStore(AsyncComponent):
     def _write(conn: ladybug.Connection, rows: WriteRows) -> pa.ChunkedArray:
         file_keys = _file_keys(rows.variants)
         _merge_shared_nodes(conn, rows, file_keys)
-        marks = _query_arrow(conn, _FILE_MARKS, pa.table({"c_id": pc.unique(file_keys)}), _FOUND_FILE_MARKS)
-        record_index = rows.variants.column("record_index")
-        mark = pc.take(marks.column(1), pc.index_in(file_keys, value_set=marks.column(0)))
-        maybe_written = pc.less_equal(record_index, mark)
+        maybe_written, ranges = _written_before(conn, file_keys, rows.variants.column("record_index"))
         created, found = _upsert_variants(conn, rows, maybe_written)
         _upsert_analyses(conn, rows.analyses, created, found)
-        _raise_file_marks(conn, marks, file_keys, record_index)
-        # What the graph holds is within the marks too: the batch that wrote it raised them.
+        _run(conn, _SET_WRITTEN_RANGES, ranges)
+        # What the graph holds lies in the ranges too: the batch that wrote it added them.
         return rows.variants.filter(maybe_written).column("correlation_id")
 
 
@@ -466,7 +469,7 @@ def graph_keeps(variants: pa.Table) -> pa.ChunkedArray:
 
 
 def _upsert_variants(
-    conn: ladybug.Connection, rows: WriteRows, maybe_written: pa.ChunkedArray
+    conn: ladybug.Connection, rows: WriteRows, maybe_written: pa.Array
 ) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
     """Create the kept variants new to the graph with all their edges; update the ones it holds.
 
@@ -568,24 +571,67 @@ def _upsert_analyses(
     _run(conn, _UPDATE_ANALYSES, of_old.filter(is_known).drop_columns(["c_provider", "c_variant"]))
 
 
-def _raise_file_marks(
-    conn: ladybug.Connection, marks: pa.Table, file_keys: pa.ChunkedArray, record_index: pa.ChunkedArray
-) -> None:
-    """Raise each file's `written_through` to the highest record of it in this batch, never lower it."""
-    highest = (
-        pa.table({"c_id": file_keys, "record_index": record_index})
-        .group_by("c_id")
-        .aggregate([("record_index", "max")])
+def _written_before(
+    conn: ladybug.Connection, file_keys: pa.ChunkedArray, record_index: pa.ChunkedArray
+) -> tuple[pa.Array, pa.Table]:
+    """Which variants of the batch a committed batch may have held, and the ranges to store.
+
+    A variant may have been written when its record lies in one of its file's written
+    ranges. Returns that mask, and the files (c_id) whose ranges (c_written) this batch extends.
+    """
+    files = _query_arrow(conn, _WRITTEN_RANGES, pa.table({"c_id": pc.unique(file_keys)}), _FOUND_RANGES)
+    records = record_index.to_numpy()
+    maybe = np.zeros(len(records), dtype=bool)
+    ids: list[str] = []
+    extended: list[np.ndarray] = []
+    one_file = files.num_rows == 1
+    for file_id, flat in zip(files.column(0).to_pylist(), files.column(1).to_pylist(), strict=True):
+        of_file = (
+            np.ones(len(records), dtype=bool)
+            if one_file
+            else pc.equal(file_keys, file_id).to_numpy(zero_copy_only=False)
+        )
+        ranges = np.asarray(flat, dtype=np.int64).reshape(-1, 2)
+        ours = records[of_file]
+        maybe[of_file] = _within(ranges, ours)
+        grown = _joined(np.concatenate([ranges, _runs(np.unique(ours))]))
+        if not np.array_equal(grown, ranges):
+            ids.append(file_id)
+            extended.append(grown.ravel())
+    changed = pa.table(
+        {"c_id": pa.array(ids, pa.string()), "c_written": pa.array(extended, pa.list_(pa.int64()))}
     )
-    ids = highest.column("c_id")
-    stored = pc.take(marks.column(1), pc.index_in(ids, value_set=marks.column(0)))
-    through = pc.max_element_wise(highest.column("record_index_max"), stored)
-    raised = pc.greater(through, stored)
-    _run(conn, _RAISE_FILE_MARKS, pa.table({"c_id": ids, "c_through": through}).filter(raised))
+    return pa.array(maybe), changed
+
+
+def _within(ranges: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """Whether each record lies in one of the sorted, disjoint inclusive ranges."""
+    if not len(ranges):
+        return np.zeros(len(records), dtype=bool)
+    at = np.searchsorted(ranges[:, 0], records, side="right") - 1
+    within: np.ndarray = (at >= 0) & (records <= ranges[np.maximum(at, 0), 1])
+    return within
+
+
+def _runs(records: np.ndarray) -> np.ndarray:
+    """Sorted distinct record indices as inclusive ranges, records closer than _RANGE_GAP joined."""
+    breaks = np.flatnonzero(np.diff(records) > _RANGE_GAP)
+    return np.stack([records[np.r_[0, breaks + 1]], records[np.r_[breaks, len(records) - 1]]], axis=1)
+
+
+def _joined(ranges: np.ndarray) -> np.ndarray:
+    """Inclusive ranges sorted and joined where they overlap or lie closer than _RANGE_GAP."""
+    ranges = ranges[np.argsort(ranges[:, 0], kind="stable")]
+    reach = np.maximum.accumulate(ranges[:, 1])
+    # start - reach, not reach + gap: a range of a store from before reaches INT64_MAX.
+    starts = np.flatnonzero(np.r_[True, ranges[1:, 0] - reach[:-1] > _RANGE_GAP])
+    return np.stack([ranges[starts, 0], np.maximum.reduceat(ranges[:, 1], starts)], axis=1)
 
 
 _VERDICTS = pa.array(sorted(GRAPH_VERDICTS), pa.string())
-_FOUND_FILE_MARKS = pa.schema([("id", pa.string()), ("written_through", pa.int64())])
+_FOUND_RANGES = pa.schema([("id", pa.string()), ("written", pa.list_(pa.int64()))])
+# Written ranges of a file closer than this many records are joined (see the module docstring).
+_RANGE_GAP = 64
 _FOUND_VARIANTS = pa.schema([("key", pa.int64()), ("gene", pa.string())])
 _FOUND_ANALYSES = pa.schema([("key", pa.int64())])
 
