@@ -473,15 +473,15 @@ def _upsert_variants(
 ) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
     """Create the kept variants new to the graph with all their edges; update the ones it holds.
 
-    Only kept variants and those a batch may have written before are looked up: a variant
-    above its file's mark is in no store. Returns the correlation ids created and found.
+    Only the variants a batch may have written before are looked up: the graph holds a variant
+    only once a committed batch held it, so one outside its file's written ranges is in no
+    store (a batch of new variants needs no lookup). Returns the correlation ids created and found.
     """
     keys = variant_keys(rows.variants.column("correlation_id"))
     variants = rows.variants.append_column("key", keys)
     kept = graph_keeps(variants)
-    asked = pc.or_(kept, maybe_written)
     found = _query_arrow(
-        conn, _EXISTING_VARIANTS, pa.table({"c_key": pc.filter(keys, asked)}), _FOUND_VARIANTS
+        conn, _EXISTING_VARIANTS, pa.table({"c_key": pc.filter(keys, maybe_written)}), _FOUND_VARIANTS
     )
     if found.num_rows:
         is_old = pc.is_in(keys, value_set=found.column(0))
