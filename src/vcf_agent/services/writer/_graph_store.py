@@ -460,7 +460,7 @@ def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows, file_keys: pa
     _run(conn, _MERGE_GENES, pa.table({"c_name": pc.unique(pc.filter(genes, pc.not_equal(genes, "")))}))
 
 
-def graph_keeps(variants: pa.Table) -> pa.ChunkedArray:
+def _graph_keeps(variants: pa.Table) -> pa.ChunkedArray:
     """Which variants the graph holds (issue 15's rule): those naming a gene or carrying a verdict."""
     return pc.or_(
         pc.not_equal(variants.column("gene"), ""),
@@ -479,7 +479,7 @@ def _upsert_variants(
     """
     keys = variant_keys(rows.variants.column("correlation_id"))
     variants = rows.variants.append_column("key", keys)
-    kept = graph_keeps(variants)
+    kept = _graph_keeps(variants)
     found = _query_arrow(
         conn, _EXISTING_VARIANTS, pa.table({"c_key": pc.filter(keys, maybe_written)}), _FOUND_VARIANTS
     )
