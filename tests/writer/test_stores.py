@@ -382,7 +382,14 @@ PROBE_TYPES = {
     "c_variant": pa.int64(),
     "c_depth": pa.int32(),
     "c_gq": pa.int32(),
+    "c_written": pa.list_(pa.int64()),
 }
+
+
+def _probe_value(kind: pa.DataType | None) -> pa.Array:
+    if kind is None:
+        return pa.array(["x"])
+    return pa.array([[1]] if pa.types.is_list(kind) else [1], kind)
 
 
 def test_graph_batch_statements_use_primary_key_lookups(graph: GraphStore) -> None:
@@ -395,9 +402,7 @@ def test_graph_batch_statements_use_primary_key_lookups(graph: GraphStore) -> No
     assert len(batch_statements) >= 8
     for statement in batch_statements:
         columns = dict.fromkeys(re.findall(r"\bc_[a-z_]+\b", statement))
-        probe = pa.table(
-            {c: pa.array([1] if c in PROBE_TYPES else ["x"], PROBE_TYPES.get(c)) for c in columns}
-        )
+        probe = pa.table({c: _probe_value(PROBE_TYPES.get(c)) for c in columns})
         result = conn.execute("EXPLAIN " + statement, {"rows": probe})
         assert not isinstance(result, list)
         plan = str(result.get_all()[0])

@@ -26,6 +26,39 @@ cohort's genotypes are mostly hom-ref). LanceDB keeps every variant with
 every call (the `genotypes` column), so nothing is lost; the graph answers
 "which samples carry what".
 
+Which variants the graph holds (issue 15: "keep in it what graph queries
+need (genes, samples, files, analyses, and the variants that carry a verdict
+or a gene) and document the rule; LanceDB keeps every variant and
+genotype"). A variant enters the graph, with its IN_FILE, CARRIED_BY,
+IN_GENE and ANALYZED_BY edges and Analysis nodes, only if it names a gene or
+its merged classification is a verdict (GRAPH_VERDICTS: pathogenic, likely
+pathogenic, likely benign, benign); uncertain_significance and not_classified
+are not. Every File, Sample and Gene node stays. A genome's variants are
+mostly neither (the 5M-variant run put the writer at 2.8 GB against its 2 GB
+bound, and the graph was half of the writer's CPU). LanceDB stores every
+variant, genotype and answer unchanged, and the variant queries (by sample,
+gene, region) read LanceDB. A variant already in the graph stays there and
+is updated by later writes, even if a later answer takes its verdict or gene
+away; one that was left out enters it, with all its edges, when a later write
+gives it a gene or verdict (re-analysis, a resubmitted job).
+
+Knowing what LanceDB may hold. The writer appends the rows of variants new to
+the stores and merges the rest (LanceDB's merge costs more as the table
+grows), and the graph, committed first, used to tell which were new. Since it
+no longer sees every variant, each File node keeps `written`: the ranges of
+record indices of that file that committed batches held, as a flat list of
+inclusive [first, last] pairs, extended in the batch's own transaction. A
+variant whose record lies in none has never been written to either store; one
+inside a range may have been, and goes through LanceDB's merge (and a graph
+lookup, in case the graph holds it). Ranges, not a high-water mark: the five
+services deliver a job's writes out of file order (answers come back from
+several partitions), and a mark sent every late batch through the merge.
+Ranges closer than _RANGE_GAP records are joined, so records that store no
+variant (an ALT of `.`, a dead-lettered record) keep the list short; a range
+only ever claims too much, which costs a merge, never a duplicate. Files of
+stores written before the ranges existed read [0, INT64_MAX]: every record of
+them may be stored.
+
 Every relationship starts at the Variant and is stored forward only. A
 relationship is stored in its source node's adjacency block; a few File,
 Sample and Gene nodes collect every variant, so storing edges on their side
@@ -42,7 +75,7 @@ checkpoint (COPY FROM does not, unless every commit checkpoints). A variant
 node and its IN_FILE/CARRIED_BY/IN_GENE edges are created together; existing
 variants only get their properties updated, and their gene edge is replaced
 if the gene changed. An Analysis node and its edge are created together too.
-So a replay creates no node or edge twice.
+So a replay creates no node or edge twice; a file's written ranges only ever grow.
 
 Only one process may open the database for writing, so the writer service
 owns it; everyone else reads through the writer's query API.
@@ -62,10 +95,12 @@ from pathlib import Path
 from typing import Any
 
 import ladybug
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from vcf_agent.lifecycle import AsyncComponent
+from vcf_agent.schema import INT64_MAX
 from vcf_agent.v1 import events_pb2
 
 from ._graph_keys import analysis_keys, variant_key, variant_keys
@@ -75,6 +110,8 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS File(id STRING PRIMARY KEY, name STRING, tenant_id STRING)",
+    # Files of a store from before the ranges: every record of them may be stored already.
+    f"ALTER TABLE File ADD IF NOT EXISTS written INT64[] DEFAULT [0, {INT64_MAX}]",
     "CREATE NODE TABLE IF NOT EXISTS Sample(id STRING PRIMARY KEY, name STRING, tenant_id STRING)",
     "CREATE NODE TABLE IF NOT EXISTS Variant(key INT64 PRIMARY KEY, correlation_id STRING, job_id STRING,"
     " tenant_id STRING, chrom STRING, pos INT64, ref STRING, alt STRING, classification STRING,"
@@ -94,8 +131,11 @@ _SCHEMA = (
 # as a cross product of both tables, while separate clauses use primary-key
 # lookups (tests assert the plans).
 _MERGE_FILES = (
-    "LOAD FROM $rows MERGE (f:File {id: c_id}) ON CREATE SET f.name = c_name, f.tenant_id = c_tenant"
+    "LOAD FROM $rows MERGE (f:File {id: c_id})"
+    " ON CREATE SET f.name = c_name, f.tenant_id = c_tenant, f.written = CAST([] AS INT64[])"
 )
+_WRITTEN_RANGES = "LOAD FROM $rows MATCH (f:File {id: c_id}) RETURN f.id, f.written"
+_SET_WRITTEN_RANGES = "LOAD FROM $rows MATCH (f:File {id: c_id}) SET f.written = c_written"
 _MERGE_SAMPLES = (
     "LOAD FROM $rows MERGE (s:Sample {id: c_id}) ON CREATE SET s.name = c_name, s.tenant_id = c_tenant"
 )
@@ -129,6 +169,10 @@ _DELETE_IN_GENE = "LOAD FROM $rows MATCH (v:Variant {key: c_key}) MATCH (v)-[r:I
 _CREATE_IN_GENE = (
     "LOAD FROM $rows MATCH (v:Variant {key: c_key}) MATCH (g:Gene {name: c_to}) CREATE (v)-[:IN_GENE]->(g)"
 )
+
+# Merged classifications that put a variant without a gene into the graph (see the module
+# docstring); uncertain_significance and not_classified are no verdict to query for.
+GRAPH_VERDICTS = frozenset({"pathogenic", "likely_pathogenic", "likely_benign", "benign"})
 
 _NODE_LABELS = ("File", "Sample", "Variant", "Gene", "Analysis")
 _REL_TYPES = {
@@ -270,9 +314,10 @@ class GraphStore(AsyncComponent):
             self._db = self._conn = None
 
     def write(self, batch: Sequence[events_pb2.DatabaseWrite] | WriteRows) -> pa.ChunkedArray:
-        """Upsert a batch in one transaction; replaying it changes nothing.
+        """Upsert the batch's variants the graph keeps, in one transaction; replaying it changes nothing.
 
-        Returns the correlation ids the graph already held before this batch.
+        Returns the correlation ids of the batch that either store may hold already (see
+        `written` above); every other variant of the batch is new to both.
         """
         rows = batch if isinstance(batch, WriteRows) else build_rows(batch)
         if not len(rows):
@@ -387,15 +432,22 @@ class GraphStore(AsyncComponent):
 
     @staticmethod
     def _write(conn: ladybug.Connection, rows: WriteRows) -> pa.ChunkedArray:
-        _merge_shared_nodes(conn, rows)
-        old_ids = _upsert_variants(conn, rows)
-        _upsert_analyses(conn, rows.analyses, old_ids)
-        return old_ids
+        file_keys = _file_keys(rows.variants)
+        _merge_shared_nodes(conn, rows, file_keys)
+        maybe_written, ranges = _written_before(conn, file_keys, rows.variants.column("record_index"))
+        created, found = _upsert_variants(conn, rows, maybe_written)
+        _upsert_analyses(conn, rows.analyses, created, found)
+        _run(conn, _SET_WRITTEN_RANGES, ranges)
+        # What the graph holds lies in the ranges too: the batch that wrote it added them.
+        return rows.variants.filter(maybe_written).column("correlation_id")
 
 
-def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows) -> None:
-    """Files, samples and genes: few per batch and shared across batches, so MERGE."""
-    keyed = rows.variants.append_column("file_key", _file_keys(rows.variants))
+def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows, file_keys: pa.ChunkedArray) -> None:
+    """Files, samples and genes: few per batch and shared across batches, so MERGE.
+
+    Every file and sample stays, whichever of its variants the graph keeps.
+    """
+    keyed = rows.variants.append_column("file_key", file_keys)
     files = _distinct(
         keyed, "file_key", {"c_id": "file_key", "c_name": "source_name", "c_tenant": "tenant_id"}
     )
@@ -408,30 +460,46 @@ def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows) -> None:
     _run(conn, _MERGE_GENES, pa.table({"c_name": pc.unique(pc.filter(genes, pc.not_equal(genes, "")))}))
 
 
-def _upsert_variants(conn: ladybug.Connection, rows: WriteRows) -> pa.ChunkedArray:
-    """Create new variants with all their edges; only update the properties of known ones.
+def _graph_keeps(variants: pa.Table) -> pa.ChunkedArray:
+    """Which variants the graph holds (issue 15's rule): those naming a gene or carrying a verdict."""
+    return pc.or_(
+        pc.not_equal(variants.column("gene"), ""),
+        pc.is_in(variants.column("classification"), value_set=_VERDICTS),
+    )
 
-    Returns the correlation ids that were already stored.
+
+def _upsert_variants(
+    conn: ladybug.Connection, rows: WriteRows, maybe_written: pa.Array
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Create the kept variants new to the graph with all their edges; update the ones it holds.
+
+    Only the variants a batch may have written before are looked up: the graph holds a variant
+    only once a committed batch held it, so one outside its file's written ranges is in no
+    store (a batch of new variants needs no lookup). Returns the correlation ids created and found.
     """
     keys = variant_keys(rows.variants.column("correlation_id"))
     variants = rows.variants.append_column("key", keys)
-    found = _query_arrow(conn, _EXISTING_VARIANTS, pa.table({"c_key": keys}), _FOUND_VARIANTS)
+    kept = _graph_keeps(variants)
+    found = _query_arrow(
+        conn, _EXISTING_VARIANTS, pa.table({"c_key": pc.filter(keys, maybe_written)}), _FOUND_VARIANTS
+    )
     if found.num_rows:
         is_old = pc.is_in(keys, value_set=found.column(0))
-        fresh = variants.filter(pc.invert(is_old))
+        create = pc.and_(kept, pc.invert(is_old))
         old = variants.filter(is_old)
     else:
         # The common case, a batch of new variants: no set lookups or copies.
-        is_old, fresh, old = None, variants, variants.slice(0, 0)
+        create, old = kept, variants.slice(0, 0)
+    fresh = variants.filter(create)
 
     _run(conn, _CREATE_VARIANTS, _variant_columns(fresh))
-    _run(conn, _CREATE_CARRIED_BY, _carrier_edges(rows, keys, is_old))
+    _run(conn, _CREATE_CARRIED_BY, _carrier_edges(rows, keys, create))
     with_gene = fresh.filter(pc.not_equal(fresh.column("gene"), ""))
     _run(conn, _CREATE_IN_GENE, _gene_edges(with_gene.column("key"), with_gene.column("gene")))
 
-    old_ids = old.column("correlation_id")
+    created, old_ids = fresh.column("correlation_id"), old.column("correlation_id")
     if not old.num_rows:
-        return old_ids
+        return created, old_ids
     _run(
         conn,
         _UPDATE_VARIANTS,
@@ -449,11 +517,11 @@ def _upsert_variants(conn: ladybug.Connection, rows: WriteRows) -> pa.ChunkedArr
         _run(conn, _DELETE_IN_GENE, pa.table({"c_key": pa.array([key for key, _ in moved], pa.int64())}))
         regened = [(key, gene) for key, gene in moved if gene]
         _run(conn, _CREATE_IN_GENE, _gene_edges([key for key, _ in regened], [gene for _, gene in regened]))
-    return old_ids
+    return created, old_ids
 
 
-def _carrier_edges(rows: WriteRows, keys: pa.Array, is_old: pa.Array | None) -> pa.Table:
-    """CARRIED_BY edges of the new variants: one per call whose genotype holds the variant's ALT.
+def _carrier_edges(rows: WriteRows, keys: pa.Array, create: pa.ChunkedArray) -> pa.Table:
+    """CARRIED_BY edges of the variants created: one per call whose genotype holds the variant's ALT.
 
     The calls are the variants' genotypes in order, so a call's variant is its list parent;
     the row builder already names each variant's carriers, and a call is an edge when its
@@ -469,9 +537,7 @@ def _carrier_edges(rows: WriteRows, keys: pa.Array, is_old: pa.Array | None) -> 
     call_keys = pc.binary_join_element_wise(
         pc.cast(variant_of_call, pa.string()), calls.column("sample"), "\x1f"
     )
-    keep = pc.is_in(call_keys, value_set=carrier_keys)
-    if is_old is not None:
-        keep = pc.and_(keep, pc.invert(pc.take(is_old, variant_of_call)))
+    keep = pc.and_(pc.is_in(call_keys, value_set=carrier_keys), pc.take(create, variant_of_call))
     edges = pa.table(
         {
             "c_key": pc.take(keys, variant_of_call),
@@ -484,23 +550,88 @@ def _carrier_edges(rows: WriteRows, keys: pa.Array, is_old: pa.Array | None) -> 
     return edges.filter(keep)
 
 
-def _upsert_analyses(conn: ladybug.Connection, analyses: pa.Table, old_variant_ids: pa.ChunkedArray) -> None:
-    """An Analysis node is created with its edge; a known one only gets the new answer.
+def _upsert_analyses(
+    conn: ladybug.Connection, analyses: pa.Table, created: pa.ChunkedArray, found: pa.ChunkedArray
+) -> None:
+    """Answers of the variants in the graph: an Analysis node is created with its edge; a known
+    one only gets the new answer. Answers of variants the graph leaves out are LanceDB's alone.
 
     An analysis is only ever created together with its edge from a stored
     variant, so only answers for variants that already existed need a lookup.
     """
     columns = _analysis_columns(analyses)
-    if not len(old_variant_ids):
-        _run(conn, _CREATE_ANALYSES, columns)
+    ids = analyses.column("correlation_id")
+    _run(conn, _CREATE_ANALYSES, columns.filter(pc.is_in(ids, value_set=created)))
+    if not len(found):
         return
-    of_old = columns.filter(pc.is_in(analyses.column("correlation_id"), value_set=old_variant_ids))
-    found = _query_arrow(conn, _EXISTING_ANALYSES, of_old.select(["c_key"]), _FOUND_ANALYSES)
-    is_known = pc.is_in(columns.column("c_key"), value_set=found.column(0))
-    _run(conn, _CREATE_ANALYSES, columns.filter(pc.invert(is_known)))
-    _run(conn, _UPDATE_ANALYSES, columns.filter(is_known).drop_columns(["c_provider", "c_variant"]))
+    of_old = columns.filter(pc.is_in(ids, value_set=found))
+    known = _query_arrow(conn, _EXISTING_ANALYSES, of_old.select(["c_key"]), _FOUND_ANALYSES)
+    is_known = pc.is_in(of_old.column("c_key"), value_set=known.column(0))
+    _run(conn, _CREATE_ANALYSES, of_old.filter(pc.invert(is_known)))
+    _run(conn, _UPDATE_ANALYSES, of_old.filter(is_known).drop_columns(["c_provider", "c_variant"]))
 
 
+def _written_before(
+    conn: ladybug.Connection, file_keys: pa.ChunkedArray, record_index: pa.ChunkedArray
+) -> tuple[pa.Array, pa.Table]:
+    """Which variants of the batch a committed batch may have held, and the ranges to store.
+
+    A variant may have been written when its record lies in one of its file's written
+    ranges. Returns that mask, and the files (c_id) whose ranges (c_written) this batch extends.
+    """
+    files = _query_arrow(conn, _WRITTEN_RANGES, pa.table({"c_id": pc.unique(file_keys)}), _FOUND_RANGES)
+    records = record_index.to_numpy()
+    maybe = np.zeros(len(records), dtype=bool)
+    ids: list[str] = []
+    extended: list[np.ndarray] = []
+    one_file = files.num_rows == 1
+    for file_id, flat in zip(files.column(0).to_pylist(), files.column(1).to_pylist(), strict=True):
+        of_file = (
+            np.ones(len(records), dtype=bool)
+            if one_file
+            else pc.equal(file_keys, file_id).to_numpy(zero_copy_only=False)
+        )
+        ranges = np.asarray(flat, dtype=np.int64).reshape(-1, 2)
+        ours = records[of_file]
+        maybe[of_file] = _within(ranges, ours)
+        grown = _joined(np.concatenate([ranges, _runs(np.unique(ours))]))
+        if not np.array_equal(grown, ranges):
+            ids.append(file_id)
+            extended.append(grown.ravel())
+    changed = pa.table(
+        {"c_id": pa.array(ids, pa.string()), "c_written": pa.array(extended, pa.list_(pa.int64()))}
+    )
+    return pa.array(maybe), changed
+
+
+def _within(ranges: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """Whether each record lies in one of the sorted, disjoint inclusive ranges."""
+    if not len(ranges):
+        return np.zeros(len(records), dtype=bool)
+    at = np.searchsorted(ranges[:, 0], records, side="right") - 1
+    within: np.ndarray = (at >= 0) & (records <= ranges[np.maximum(at, 0), 1])
+    return within
+
+
+def _runs(records: np.ndarray) -> np.ndarray:
+    """Sorted distinct record indices as inclusive ranges, records closer than _RANGE_GAP joined."""
+    breaks = np.flatnonzero(np.diff(records) > _RANGE_GAP)
+    return np.stack([records[np.r_[0, breaks + 1]], records[np.r_[breaks, len(records) - 1]]], axis=1)
+
+
+def _joined(ranges: np.ndarray) -> np.ndarray:
+    """Inclusive ranges sorted and joined where they overlap or lie closer than _RANGE_GAP."""
+    ranges = ranges[np.argsort(ranges[:, 0], kind="stable")]
+    reach = np.maximum.accumulate(ranges[:, 1])
+    # start - reach, not reach + gap: a range of a store from before reaches INT64_MAX.
+    starts = np.flatnonzero(np.r_[True, ranges[1:, 0] - reach[:-1] > _RANGE_GAP])
+    return np.stack([ranges[starts, 0], np.maximum.reduceat(ranges[:, 1], starts)], axis=1)
+
+
+_VERDICTS = pa.array(sorted(GRAPH_VERDICTS), pa.string())
+_FOUND_RANGES = pa.schema([("id", pa.string()), ("written", pa.list_(pa.int64()))])
+# Written ranges of a file closer than this many records are joined (see the module docstring).
+_RANGE_GAP = 64
 _FOUND_VARIANTS = pa.schema([("key", pa.int64()), ("gene", pa.string())])
 _FOUND_ANALYSES = pa.schema([("key", pa.int64())])
 

@@ -345,13 +345,18 @@ class GetStoreStatsResponse(_message.Message):
     analyses: _builtins.int
     """Analysis rows in the LanceDB table."""
     graph_variants: _builtins.int
-    """Variant nodes in the graph."""
+    """Variant nodes in the graph. The graph holds only the variants that name a gene or carry a
+    verdict (pathogenic, likely pathogenic, likely benign, benign), so this is at most `variants`,
+    which counts every stored variant; queries read LanceDB and find every variant.
+    """
     graph_samples: _builtins.int
-    """Sample nodes in the graph."""
+    """Sample nodes in the graph: every sample of the files stored (of the job's graph variants, for
+    a job).
+    """
     graph_carries: _builtins.int
-    """Sample-carries-variant edges in the graph."""
+    """Sample-carries-variant edges in the graph, of its variants only."""
     graph_analyses: _builtins.int
-    """Analysis nodes in the graph."""
+    """Analysis nodes in the graph, of its variants only (`analyses` counts every answer)."""
     graph_files: _builtins.int
     """File nodes in the graph."""
     graph_genes: _builtins.int
