@@ -7,7 +7,13 @@ import random
 import pytest
 from google.protobuf.message import DecodeError
 
-from vcf_agent.schema import split_field
+from vcf_agent.schema import (
+    split_field,
+    split_variant_first,
+    variant_first_result,
+    variant_first_results,
+    varint,
+)
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 from vcf_agent.v1 import wire_numbers as wire
 
@@ -128,3 +134,35 @@ def test_framing_upb_rejects_raises_value_error(data: bytes) -> None:
 def test_only_a_length_delimited_fields_tag_is_taken(tag: bytes) -> None:
     with pytest.raises(ValueError):
         split_field(_GOOD, tag)
+
+
+def test_variant_first_results_are_every_result_of_a_spliced_batch_only() -> None:
+    rng = random.Random(3)
+    variants = [_variant(rng, i) for i in range(3)]
+    answers = [
+        analysis_pb2.AnalysisResult(correlation_id=v.correlation_id, rationale="r" * i)
+        for i, v in enumerate(variants)
+    ]
+    spliced = b"".join(
+        variant_first_result(v.SerializeToString(), a.SerializeToString())
+        for v, a in zip(variants, answers, strict=True)
+    )
+    entries = variant_first_results(spliced)
+    assert len(entries) == 3
+    for entry, variant, answer in zip(entries, variants, answers, strict=True):
+        whole = analysis_pb2.AnalysisResult()
+        whole.CopyFrom(answer)
+        whole.variant.CopyFrom(variant)
+        assert analysis_pb2.AnalysisResult.FromString(entry) == whole
+        variant_field, rest = split_variant_first(entry)
+        raw = variant.SerializeToString()
+        assert variant_field == varint(len(raw)) + raw
+        assert rest == answer.SerializeToString()
+    # A batch parsed and serialized again (answer first), or holding another field: not spliced.
+    plain = analysis_pb2.AnalysisResultBatch.FromString(spliced).SerializeToString()
+    assert variant_first_results(plain) == []
+    assert variant_first_results(spliced + b"\x10\x01") == []
+    with pytest.raises(ValueError):
+        variant_first_results(spliced[:-1])
+    with pytest.raises(ValueError):
+        split_variant_first(entries[0][: -len(answers[0].SerializeToString()) - 1])
