@@ -25,7 +25,7 @@ from vcf_agent.schema import (
     encode,
     encode_serialized,
     length_delimited,
-    repeated_messages,
+    split_field,
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 from vcf_agent.v1 import wire_numbers as wire
@@ -128,7 +128,8 @@ async def test_the_local_worker_sends_the_same_answers_with_variants_spliced_fir
     published = await published_answers(settings, request_batch)
 
     serialized = decode_serialized(published.value, published.headers, analysis_pb2.AnalysisResultBatch)[1]
-    assert all(raw.startswith(b"\x82\x01") for raw in repeated_messages(serialized, b"\x0a"))
+    results, _ = split_field(serialized, wire.ANALYSIS_RESULT_BATCH_RESULTS_TAG)
+    assert all(raw.startswith(wire.ANALYSIS_RESULT_VARIANT_TAG) for raw in results)
     sent = analysis_pb2.AnalysisResultBatch.FromString(serialized)
     expected, _ = await answer_batch(LocalProvider(), _request_batch(priority=2))
     for answer in (*sent.results, *expected.results):

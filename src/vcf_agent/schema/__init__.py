@@ -35,7 +35,6 @@ from vcf_agent.schema._wire import (
     SMALL_VARINTS,
     length_delimited,
     read_varint,
-    repeated_messages,
     split_field,
     varint,
 )
@@ -70,7 +69,6 @@ __all__ = [
     "message_type",
     "parse_region",
     "read_varint",
-    "repeated_messages",
     "serialized_message",
     "split_field",
     "split_variant_first",

@@ -49,33 +49,6 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def repeated_messages(data: bytes, tag: bytes) -> list[bytes]:
-    """The serialized elements of one repeated message field (single-byte `tag`) of a message.
-
-    Every other field is skipped. Lets a stage forward elements it does not change without
-    serializing them again.
-    """
-    found = []
-    pos, end, wanted = 0, len(data), tag[0]
-    while pos < end:
-        key, pos = read_varint(data, pos)
-        wire_type = key & 7
-        if wire_type == 2:
-            size, pos = read_varint(data, pos)
-            if key == wanted:
-                found.append(data[pos : pos + size])
-            pos += size
-        elif wire_type == 0:
-            _, pos = read_varint(data, pos)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        else:
-            raise ValueError(f"unsupported wire type {wire_type}")
-    return found
-
-
 def split_field(data: bytes, tag: bytes) -> tuple[list[bytes], bytes]:
     """(the values of one length-delimited field, the message's other fields) of a message.
 
