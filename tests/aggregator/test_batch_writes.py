@@ -48,7 +48,7 @@ def _answers(seed: int) -> tuple[list[analysis_pb2.AnalysisResult], list[Record]
     answers = list(LocalProvider()._analyse_batch(requests).results)
     for answer in answers:
         if rng.random() < 0.2:
-            answer.requested_providers[:] = ["claude", "local"]
+            answer.requested_providers[:] = ["local", "openai"]
         if rng.random() < 0.1:
             answer.status = analysis_pb2.AnalysisResult.STATUS_FAILED
             answer.classification = ""
@@ -85,7 +85,7 @@ async def test_batch_writes_equal_build_write(seed: int, tmp_path: Path) -> None
             correlation_id=answer.correlation_id,
             job_id=answer.job_id,
             tenant_id=answer.tenant_id,
-            provider="claude",
+            provider="openai",
             status=analysis_pb2.AnalysisResult.STATUS_OK,
             classification="pathogenic",
             requested_providers=answer.requested_providers,
@@ -128,6 +128,46 @@ async def test_batch_writes_equal_build_write(seed: int, tmp_path: Path) -> None
         assert sorted(w.correlation_id for w in merged) == sorted(
             a.correlation_id for a in second if a.job_id == job_id
         )
+        # A spliced answer held for a second provider keeps its variant.
+        assert all(w.variant == by_cid[w.correlation_id].variant for w in merged)
         progress = correlator._jobs[job_id]
         assert progress.analysed == len(writes)
         assert progress.classifications == Counter(w.classification for w in writes)
+
+
+def _spliced_batch(answer_tail: bytes = b"", cut: int = 0) -> bytes:
+    (answer,) = (
+        LocalProvider()
+        ._analyse_batch(
+            analysis_pb2.AnalysisRequestBatch(
+                provider="local",
+                requested_providers=["local"],
+                variant_batch=synthetic_batch(0, 1, samples=2),
+            )
+        )
+        .results
+    )
+    serialized = variant_first_result(
+        answer.variant.SerializeToString(), _without_variant(answer).SerializeToString() + answer_tail
+    )
+    return serialized[: len(serialized) - cut]
+
+
+CORRUPT_RESULTS = {
+    # Invalid UTF-8 in the answer's rationale: the answers are parsed, so upb refuses it.
+    "a corrupt answer": _spliced_batch(b"\x52\x01\xff"),
+    "a result cut short": _spliced_batch(cut=3),
+}
+
+
+@pytest.mark.parametrize("serialized", CORRUPT_RESULTS.values(), ids=CORRUPT_RESULTS.keys())
+async def test_a_corrupt_spliced_batch_is_dead_lettered(serialized: bytes, tmp_path: Path) -> None:
+    bus = _Published()
+    settings = Settings(data_dir=tmp_path)
+    correlator = Correlator(bus, settings)  # type: ignore[arg-type]
+    payload, headers = encode_serialized(serialized, analysis_pb2.AnalysisResultBatch.DESCRIPTOR.full_name)
+    await correlator.handle([_record(0, payload, headers)])
+    assert settings.topology.database_writes not in bus.messages
+    (letter_message,) = bus.messages[settings.topology.dead_letters]
+    letter = decode(letter_message.value, letter_message.headers, events_pb2.DeadLetter)
+    assert (letter.error_code, letter.original_payload) == ("corrupt_payload", payload)

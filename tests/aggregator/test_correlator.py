@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vcf_agent.analysis import build_write
-from vcf_agent.schema import varint
+from vcf_agent.schema import split_variant_first, varint
 from vcf_agent.services.aggregator._correlator import _single_write
 from vcf_agent.v1 import analysis_pb2, events_pb2
 
@@ -57,6 +57,8 @@ def test_single_write_matches_build_write(status: int, classification: str, tier
     rest.ClearField("variant")
     serialized = b"\x82\x01" + varint(len(variant)) + variant + rest.SerializeToString()
     assert analysis_pb2.AnalysisResult.FromString(serialized) == arrived
-    merged, payload = _single_write("c1", arrived.job_id, arrived.tenant_id, arrived, serialized)
+    merged, payload = _single_write(
+        "c1", arrived.job_id, arrived.tenant_id, arrived, split_variant_first(serialized)
+    )
     assert events_pb2.DatabaseWrite.FromString(payload) == expected
     assert merged == expected.classification

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from google.protobuf.message import DecodeError
+
 from vcf_agent.analysis import analysis_requests, expanded_requests, provider_deadline
 from vcf_agent.analysis._providers import LocalProvider
-from vcf_agent.analysis._routing import HEADER_PROVIDER, VariantRouter, answer_batch
+from vcf_agent.analysis._routing import HEADER_PROVIDER, ProviderWorker, VariantRouter, answer_batch
 from vcf_agent.app.benchmarks import synthetic_batch
 from vcf_agent.bus import Record, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ensure_topology
-from vcf_agent.schema import decode, decode_serialized, encode, repeated_messages
-from vcf_agent.v1 import analysis_pb2
+from vcf_agent.schema import (
+    decode,
+    decode_serialized,
+    encode,
+    encode_serialized,
+    length_delimited,
+    split_field,
+)
+from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
+from vcf_agent.v1 import wire_numbers as wire
 
 from ._local_worker import published_answers
 
@@ -117,9 +128,60 @@ async def test_the_local_worker_sends_the_same_answers_with_variants_spliced_fir
     published = await published_answers(settings, request_batch)
 
     serialized = decode_serialized(published.value, published.headers, analysis_pb2.AnalysisResultBatch)[1]
-    assert all(raw.startswith(b"\x82\x01") for raw in repeated_messages(serialized, b"\x0a"))
+    results, _ = split_field(serialized, wire.ANALYSIS_RESULT_BATCH_RESULTS_TAG)
+    assert all(raw.startswith(wire.ANALYSIS_RESULT_VARIANT_TAG) for raw in results)
     sent = analysis_pb2.AnalysisResultBatch.FromString(serialized)
     expected, _ = await answer_batch(LocalProvider(), _request_batch(priority=2))
     for answer in (*sent.results, *expected.results):
         answer.ClearField("latency_ms")
     assert sent == expected
+
+
+# Variants a worker reading the request from its wire bytes must still refuse: framing broken
+# inside the variant batch, and a string upb rejects deep inside one variant (the compiled reader
+# leaves that to protobuf, which raises).
+_CORRUPT_VARIANT_BATCHES = {
+    "a variant cut short": length_delimited(wire.VARIANT_BATCH_VARIANTS_TAG, b"\x0a\x05ab"),
+    "invalid UTF-8 in a sample": length_delimited(
+        wire.VARIANT_BATCH_VARIANTS_TAG,
+        variant_pb2.VariantMessage(job_id="j").SerializeToString()
+        + length_delimited(wire.VARIANT_MESSAGE_GENOTYPES_TAG, b"\x0a\x01\x80"),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "variant_batch", _CORRUPT_VARIANT_BATCHES.values(), ids=_CORRUPT_VARIANT_BATCHES.keys()
+)
+async def test_the_local_worker_dead_letters_a_request_whose_variants_are_corrupt(
+    variant_batch: bytes, tmp_path: Path
+) -> None:
+    """A guard for the worker's wire path (it passes on the parsed path too): nothing answered."""
+    settings = Settings(data_dir=tmp_path, bus_url="memory://corrupt-variants")
+    shared = analysis_pb2.AnalysisRequestBatch(provider="local", requested_providers=["local"])
+    raw = shared.SerializeToString() + length_delimited(
+        wire.ANALYSIS_REQUEST_BATCH_VARIANT_BATCH_TAG, variant_batch
+    )
+    with pytest.raises(DecodeError):
+        analysis_pb2.AnalysisRequestBatch.FromString(raw)
+    payload, headers = encode_serialized(raw, analysis_pb2.AnalysisRequestBatch.DESCRIPTOR.full_name)
+    headers[HEADER_PROVIDER] = "local"
+    bus = open_bus(settings.bus_url)
+    await bus.start()
+    try:
+        await ensure_topology(bus, settings)
+        record = Record(settings.topology.analysis_requests, 0, 3, payload, b"local/0", headers, 0)
+        await ProviderWorker(bus, settings, LocalProvider()).handle([record])
+        topology = settings.topology
+        async with bus.consumer([topology.analysis_results, topology.dead_letters], "probe") as consumer:
+            published = await consumer.poll(10, 1.0)
+    finally:
+        await bus.stop()
+    [letter_record] = published
+    assert letter_record.stream == topology.dead_letters
+    letter = decode(letter_record.value, letter_record.headers, events_pb2.DeadLetter)
+    assert (letter.error_code, letter.source_offset, letter.original_payload) == (
+        "corrupt_payload",
+        3,
+        payload,
+    )

@@ -590,18 +590,31 @@ def test_the_reader_leaves_the_rest_to_protobuf(payload: bytes) -> None:
     assert read_variants(bytearray(payload)) is None
 
 
+def _request_without_variants() -> analysis_pb2.AnalysisRequestBatch:
+    """The request batch's other fields, as the router's worker hands them over with the bytes."""
+    return analysis_requests(variant_pb2.VariantBatch(), "local", PROVIDERS, provider_deadline(10))
+
+
 def test_a_payload_left_to_protobuf_gets_the_same_answers() -> None:
     message = random_variants(5, 1)[0]
-    payload = serialized([message]) + _field(2, 2, b"\xff")  # upb would reject; the parsed batch is used
-    request = analysis_requests(
-        variant_pb2.VariantBatch(variants=[message]), "local", PROVIDERS, provider_deadline(10)
-    )
-    (answer,) = LocalProvider()._answers(request, payload)
+    # A known field with another wire type: upb keeps it as an unknown field, the reader leaves it.
+    payload = _batch_of(message.SerializeToString() + _field(8, 5, b"abcd"))
+    (answer,) = LocalProvider()._answers(_request_without_variants(), payload)
     result = analysis_pb2.AnalysisResult.FromString(answer)
     result.ClearField("latency_ms")
     want = LocalAnnotator().annotate(message)
     want.requested_providers.extend(PROVIDERS)
     assert result == want
+
+
+def test_the_variants_are_read_from_the_bytes_and_a_corrupt_payload_raises_decode_error() -> None:
+    messages = random_variants(7, 3)
+    bad_utf8 = LEFT_TO_PROTOBUF["invalid UTF-8 in a sample"]
+    provider = LocalProvider()
+    answers = provider._answers(_request_without_variants(), serialized(messages))
+    assert len(answers) == len(messages)
+    with pytest.raises(DecodeError):
+        provider._answers(_request_without_variants(), bad_utf8)
 
 
 def test_a_batch_without_requested_providers_is_answered_listing_none() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import NamedTuple
 
 # Strengths, as the guideline's tables name them.
@@ -52,10 +53,6 @@ class Criterion(NamedTuple):
     value: str
     source: str
     rule: str
-
-    @property
-    def benign(self) -> bool:
-        return self.code.startswith("B")
 
 
 def frequency_criteria(af: float, source: str, bs1_af: float, pm2_af: float) -> list[Criterion]:
@@ -118,11 +115,19 @@ def combine(criteria: Iterable[Criterion]) -> str:
     """The verdict of the met criteria by ACMG/AMP 2015 Table 5 (plus ClinGen SVI's PVS1 +
     PM2_Supporting); uncertain_significance when no rule is satisfied or benign and pathogenic
     rules are both satisfied (Table 5: "the criteria for benign and pathogenic are contradictory")."""
+    return _verdict(tuple([(c.code, c.strength) for c in criteria if c.met]))
+
+
+@lru_cache(maxsize=256)
+def _verdict(met: tuple[tuple[str, str], ...]) -> str:
+    """combine() of the met criteria as (code, strength) pairs. It runs for every variant and a
+    handful of combinations recur, so each is counted once (counting cost several
+    microseconds a variant)."""
     pathogenic: Counter[str] = Counter()
     benign: Counter[str] = Counter()
-    for criterion in criteria:
-        if criterion.met:
-            (benign if criterion.benign else pathogenic)[criterion.strength] += 1
+    for code, strength in met:
+        # Benign criteria are the B codes (BA1, BS1...), pathogenic ones the P codes.
+        (benign if code.startswith("B") else pathogenic)[strength] += 1
     path = _pathogenic_verdict(pathogenic)
     ben = _benign_verdict(benign)
     if path and ben:

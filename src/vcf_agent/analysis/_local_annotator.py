@@ -84,7 +84,7 @@ from ._gene_index import GeneLookup
 from ._variant_fields import VariantFields, variant_fields
 
 if TYPE_CHECKING:
-    from ._variant_fields import InfoValues
+    from ._variant_fields import Genotype, InfoValues
 
 PROVIDER = "local"
 MODEL = "local-annotator/2"
@@ -310,6 +310,21 @@ def allele_value(value: InfoValues, alt_index: int, alt_count: int) -> float:
     return -1.0 if isnan(number) else float(number)
 
 
+def sample_findings(
+    genotypes: Sequence[Genotype], allele: int, failed: bool, record_level: int
+) -> list[tuple[str, str, float, str]]:
+    """(sample, zygosity, allele_balance, call_quality) of each call, for allele number `allele`
+    of a record whose quality level is `record_level` (0..3); every call fails with the record's
+    FILTER. The pure-Python twin of _local_wire.sample_findings."""
+    findings = []
+    for sample, alleles, depth, genotype_quality, depths in genotypes:
+        zyg = zygosity(alleles, allele)
+        level = 0 if failed or zyg == "no_call" else call_quality(genotype_quality, depth, record_level)
+        balance = allele_balance(depths, allele) if depths else -1.0
+        findings.append((sample, zyg, balance, _TIER_NAMES[level]))
+    return findings
+
+
 def frequency_tier(af: float, assessed: bool) -> str:
     """Tier of a population AF; `assessed` says the file carried population data at all."""
     if af < 0:
@@ -369,6 +384,12 @@ def _info_ints(info: Mapping[str, InfoValues], key: str) -> tuple[int, ...]:
     value = info.get(key)
     # The items of a value share one type, so the first tells.
     return cast("tuple[int, ...]", value) if value and type(value[0]) is int else ()
+
+
+# Each call's findings: compiled when built (the same values, tests/router/test_sample_findings.py).
+_sample_findings: Callable[[Sequence[Genotype], int, bool, int], list[tuple[str, str, float, str]]] = (
+    sample_findings if _COMPILED is None else _COMPILED.sample_findings
+)
 
 
 class LocalAnnotator:
@@ -494,13 +515,7 @@ class LocalAnnotator:
         if failed:
             confidence = round(confidence * 0.5, 3)
         quality_tier = _TIER_NAMES[record_level]
-        allele = alt_index + 1
-        findings = []
-        for sample, alleles, depth, genotype_quality, depths in variant.genotypes:
-            zyg = zygosity(alleles, allele)
-            level = 0 if failed or zyg == "no_call" else call_quality(genotype_quality, depth, record_level)
-            balance = allele_balance(depths, allele) if depths else -1.0
-            findings.append((sample, zyg, balance, _TIER_NAMES[level]))
+        findings = _sample_findings(variant.genotypes, alt_index + 1, failed, record_level)
         return _Answer(
             classification,
             confidence,

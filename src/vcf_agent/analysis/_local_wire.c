@@ -729,9 +729,195 @@ static PyObject *encode_answer(PyObject *module, PyObject *const *args, Py_ssize
     return answer;
 }
 
+/* ---- per-sample findings ---- */
+
+/*
+ * What the annotator finds in each sample's call (_local_annotator.sample_findings is the
+ * pure-Python twin and the reference: tests/router/test_sample_findings.py requires equal
+ * values). In a cohort this runs for every genotype of every variant, which in Python cost
+ * more than everything else the annotator does.
+ */
+
+enum { Z_HET, Z_HET_ALT, Z_HOM_REF, Z_HOM_ALT, Z_OTHER_ALT, Z_HEMIZYGOUS, Z_NO_CALL, Z_COUNT };
+static const char *const zygosity_names[Z_COUNT] = {
+    "het", "het_alt", "hom_ref", "hom_alt", "other_alt", "hemizygous", "no_call"};
+static const char *const tier_names[4] = {"fail", "low", "medium", "high"};
+static PyObject *zygosity_text[Z_COUNT];
+static PyObject *tier_text[4];
+
+/* A tuple of ints as a C array (`*values` is `buffer` when it fits, else PyMem_Malloc'd); -1 on error. */
+static Py_ssize_t int_items(PyObject *tuple, long long *buffer, Py_ssize_t room, long long **values) {
+    if (!PyTuple_Check(tuple)) {
+        PyErr_SetString(PyExc_TypeError, "expected a tuple of ints");
+        return -1;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(tuple);
+    *values = count <= room ? buffer : PyMem_Malloc(sizeof(long long) * (size_t)count);
+    if (*values == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        (*values)[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(tuple, i));
+        if ((*values)[i] == -1 && PyErr_Occurred()) {
+            if (*values != buffer)
+                PyMem_Free(*values);
+            *values = NULL;
+            return -1;
+        }
+    }
+    return count;
+}
+
+/* _local_annotator.zygosity */
+static int zygosity_of(const long long *alleles, Py_ssize_t count, long long allele) {
+    if (count == 2) {
+        long long first = alleles[0], second = alleles[1];
+        if (first < 0 || second < 0) {
+            if (first < 0 && second < 0)
+                return Z_NO_CALL;
+            return allele == first || allele == second ? Z_HET : Z_NO_CALL;
+        }
+        if (first == second)
+            return first == 0 ? Z_HOM_REF : first == allele ? Z_HOM_ALT : Z_OTHER_ALT;
+        if (allele == first || allele == second)
+            return first == 0 || second == 0 ? Z_HET : Z_HET_ALT;
+        return Z_OTHER_ALT;
+    }
+    if (count == 0)
+        return Z_NO_CALL;
+    int missing = 0, has_allele = 0, has_zero = 0, all_zero = 1, all_same = 1, only_zero_or_allele = 1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        long long value = alleles[i];
+        missing |= value == -1;
+        has_allele |= value == allele;
+        has_zero |= value == 0;
+        all_zero &= value == 0;
+        all_same &= value == alleles[0];
+        only_zero_or_allele &= value == 0 || value == allele;
+    }
+    if (missing)
+        return has_allele ? Z_HET : Z_NO_CALL;
+    if (count == 1)
+        return alleles[0] == allele ? Z_HEMIZYGOUS : alleles[0] == 0 ? Z_HOM_REF : Z_OTHER_ALT;
+    if (all_zero)
+        return Z_HOM_REF;
+    if (!has_allele)
+        return Z_OTHER_ALT;
+    if (all_same)
+        return Z_HOM_ALT;
+    return only_zero_or_allele && has_zero ? Z_HET : Z_HET_ALT;
+}
+
+/* _local_annotator.call_quality */
+static int call_quality_of(long long gq, long long dp, int record_level) {
+    int level = 4;
+    if (gq >= 0)
+        level = gq >= 30 ? 3 : gq >= 15 ? 2 : 1;
+    if (dp >= 0) {
+        int dp_level = dp >= 20 ? 3 : dp >= 10 ? 2 : 1;
+        if (dp_level < level)
+            level = dp_level;
+    }
+    return level == 4 ? record_level : level;
+}
+
+/* _local_annotator.allele_balance, with Python's indexing (a negative allele counts from the end);
+ * -2 with IndexError set where Python raises it. */
+static double allele_balance_of(const long long *depths, Py_ssize_t count, long long allele) {
+    if (allele >= 0 && count <= allele)
+        return -1.0;
+    long long index = allele >= 0 ? allele : count + allele;
+    if (index < 0) {
+        PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+        return -2.0;
+    }
+    long long alt = depths[index], total = 0, lowest = depths[0];
+    for (Py_ssize_t i = 0; i < count; i++) {
+        total += depths[i];
+        if (depths[i] < lowest)
+            lowest = depths[i];
+    }
+    if (total && lowest < 0) {
+        /* Some producers write -1 for a missing depth; it must not shrink the total. */
+        total = 0;
+        for (Py_ssize_t i = 0; i < count; i++)
+            total += depths[i] > 0 ? depths[i] : 0;
+    }
+    if (alt < 0 || total <= 0)
+        return -1.0;
+    /* Both exact in a double (|n| < 2**53), as in CPython's int / int: the same quotient. */
+    return (double)alt / (double)total;
+}
+
+/* One (sample, zygosity, allele_balance, call_quality) from (sample, alleles, depth, gq, allele_depths). */
+static PyObject *finding(PyObject *call, long long allele, int failed, int record_level) {
+    long long alleles_buffer[8], depths_buffer[8], *alleles = NULL, *depths = NULL;
+    if (!PyTuple_Check(call) || PyTuple_GET_SIZE(call) != 5) {
+        PyErr_SetString(PyExc_TypeError, "a genotype is a 5-tuple");
+        return NULL;
+    }
+    long long dp = PyLong_AsLongLong(PyTuple_GET_ITEM(call, 2));
+    long long gq = dp == -1 && PyErr_Occurred() ? -1 : PyLong_AsLongLong(PyTuple_GET_ITEM(call, 3));
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t allele_count = int_items(PyTuple_GET_ITEM(call, 1), alleles_buffer, 8, &alleles);
+    if (allele_count < 0)
+        return NULL;
+    Py_ssize_t depth_count = int_items(PyTuple_GET_ITEM(call, 4), depths_buffer, 8, &depths);
+    PyObject *result = NULL;
+    if (depth_count >= 0) {
+        int zyg = zygosity_of(alleles, allele_count, allele);
+        int level = failed || zyg == Z_NO_CALL ? 0 : call_quality_of(gq, dp, record_level);
+        double balance = depth_count ? allele_balance_of(depths, depth_count, allele) : -1.0;
+        PyObject *number = PyErr_Occurred() ? NULL : PyFloat_FromDouble(balance);
+        if (number != NULL) {
+            result = PyTuple_Pack(4, PyTuple_GET_ITEM(call, 0), zygosity_text[zyg], number, tier_text[level]);
+            Py_DECREF(number);
+        }
+    }
+    if (alleles != alleles_buffer)
+        PyMem_Free(alleles);
+    if (depths != NULL && depths != depths_buffer)
+        PyMem_Free(depths);
+    return result;
+}
+
+static PyObject *sample_findings(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "sample_findings takes 4 arguments");
+        return NULL;
+    }
+    long long allele = PyLong_AsLongLong(args[1]);
+    int failed = PyObject_IsTrue(args[2]);
+    long record_level = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred() || failed < 0)
+        return NULL;
+    if (record_level < 0 || record_level > 3) {
+        PyErr_SetString(PyExc_ValueError, "record_level is 0 to 3");
+        return NULL;
+    }
+    PyObject *calls = PySequence_Fast(args[0], "genotypes are a sequence");
+    if (calls == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(calls);
+    PyObject *findings = PyList_New(count);
+    for (Py_ssize_t i = 0; findings != NULL && i < count; i++) {
+        PyObject *item = finding(PySequence_Fast_ITEMS(calls)[i], allele, failed, (int)record_level);
+        if (item == NULL)
+            Py_CLEAR(findings);
+        else
+            PyList_SET_ITEM(findings, i, item);
+    }
+    Py_DECREF(calls);
+    return findings;
+}
+
 static PyMethodDef module_methods[] = {
     {"read_variants", read_variants, METH_O,
      "VariantFields of each variant of a serialized VariantBatch; None unless it is the plain case."},
+    {"sample_findings", (PyCFunction)(void (*)(void))sample_findings, METH_FASTCALL,
+     "(sample, zygosity, allele_balance, call_quality) of each genotype (see _local_wire.pyi)."},
     {"encode_answer", (PyCFunction)(void (*)(void))encode_answer, METH_FASTCALL,
      "A serialized AnalysisResult from its fields' values, in field-number order (see _local_wire.pyi)."},
     {NULL, NULL, 0, NULL},
@@ -745,6 +931,14 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__local_wire(void) {
     if (VariantFieldsType.tp_name == NULL && PyStructSequence_InitType2(&VariantFieldsType, &variant_desc) < 0)
         return NULL;
+    for (int i = 0; i < Z_COUNT; i++) {
+        if (zygosity_text[i] == NULL && (zygosity_text[i] = PyUnicode_InternFromString(zygosity_names[i])) == NULL)
+            return NULL;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (tier_text[i] == NULL && (tier_text[i] = PyUnicode_InternFromString(tier_names[i])) == NULL)
+            return NULL;
+    }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;

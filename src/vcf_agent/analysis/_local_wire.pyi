@@ -60,6 +60,12 @@ class VariantFields(
     def genotypes(self) -> tuple[Genotype, ...]: ...
 
 def read_variants(batch: bytes, /) -> list[VariantFields] | None: ...
+def sample_findings(
+    genotypes: Sequence[Genotype], allele: int, failed: bool, record_level: int, /
+) -> list[tuple[str, str, float, str]]:
+    """(sample, zygosity, allele_balance, call_quality) of each genotype: the values of
+    _local_annotator.sample_findings, its pure-Python twin."""
+
 def encode_answer(
     correlation_id: str,
     job_id: str,

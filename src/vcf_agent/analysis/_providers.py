@@ -50,8 +50,10 @@ class WholeBatchProvider(AnalysisProvider, Protocol):
     async def serialized_answers(
         self, requests: analysis_pb2.AnalysisRequestBatch, variant_batch: bytes
     ) -> list[bytes]:
-        """Each variant's serialized AnalysisResult without the variant; `variant_batch` is
-        `requests.variant_batch` serialized."""
+        """Each variant's serialized AnalysisResult without the variant, for the variants of
+        `variant_batch`, a serialized VariantBatch; `requests` holds the request batch's other
+        fields (its variant batch's variants are not read). Raises DecodeError when
+        `variant_batch` is not one."""
         ...
 
 
@@ -91,8 +93,9 @@ class LocalProvider:
         self, requests: analysis_pb2.AnalysisRequestBatch, variant_batch: bytes
     ) -> list[bytes]:
         """Each variant's serialized AnalysisResult, without the variant (the router splices it in
-        as it arrived). `variant_batch` is `requests.variant_batch` serialized, which the compiled
-        reader reads instead of protobuf when it is built."""
+        as it arrived), for the variants of the serialized `variant_batch`: the compiled reader
+        reads them when it is built, protobuf otherwise (raising DecodeError on a corrupt one).
+        The rest of the request batch comes in `requests`, whose variant batch may hold no variants."""
         started = time.perf_counter()
         answers = await asyncio.to_thread(self._answers, requests, variant_batch)
         telemetry.provider_requests.labels(self.name, "ok").inc(len(answers))
@@ -123,11 +126,16 @@ class LocalProvider:
             variants = [variant_fields(request.variant) for request in requests.requests]
             contexts = [context_of(request.annotation_context) for request in requests.requests]
         else:
-            # None when the reader leaves the payload to protobuf (see _local_wire.c), or is not built.
-            read = read_variants(variant_batch) if variant_batch is not None else None
-            variants = (
-                read if read is not None else [variant_fields(m) for m in requests.variant_batch.variants]
-            )
+            if variant_batch is None:
+                variants = [variant_fields(m) for m in requests.variant_batch.variants]
+            else:
+                # None when the reader leaves the payload to protobuf (see _local_wire.c), or is not built.
+                read = read_variants(variant_batch)
+                if read is None:
+                    read = [
+                        variant_fields(m) for m in variant_pb2.VariantBatch.FromString(variant_batch).variants
+                    ]
+                variants = read
             contexts = [context_of(requests.variant_batch.annotation_context)] * len(variants)
         # The batch's list wins; a batch that has none and no requests of its own lists none.
         listed = [uniform] * len(variants) if uniform or not own else own

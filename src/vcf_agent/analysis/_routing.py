@@ -13,7 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry, tracing
@@ -24,17 +26,21 @@ from vcf_agent.observability import log_context
 from vcf_agent.processing import (
     CommitOffsets,
     DeadLetterSink,
+    decode_or_dead_letter,
     decode_serialized_or_dead_letter,
+    parse_or_dead_letter,
 )
 from vcf_agent.schema import (
     ENCODING_IDENTITY,
     HEADER_CONTENT_ENCODING,
     HEADER_JOB,
     HEADER_MESSAGE_TYPE,
+    PayloadError,
     encode_serialized,
     length_delimited,
     message_type,
-    repeated_messages,
+    serialized_message,
+    split_field,
     variant_first_result,
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
@@ -57,6 +63,7 @@ _SINGLE_REQUEST_TYPE = analysis_pb2.AnalysisRequest.DESCRIPTOR.full_name
 # Tags of the fields spliced by hand.
 _TAG_REQUEST_VARIANT_BATCH = wire.ANALYSIS_REQUEST_BATCH_VARIANT_BATCH_TAG
 _TAG_BATCH_VARIANTS = wire.VARIANT_BATCH_VARIANTS_TAG
+_TAG_VARIANT_GENOTYPES = wire.VARIANT_MESSAGE_GENOTYPES_TAG
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
 # Providers get this share of the aggregator's deadline, so their failures still count as answers.
 _PROVIDER_SHARE = 0.8
@@ -197,30 +204,77 @@ class ProviderWorker:
         return None
 
     async def _analyse(self, record: Record) -> tuple[OutgoingMessage | None, list[events_pb2.DeadLetter]]:
+        provider = self._provider
+        batch: analysis_pb2.AnalysisRequestBatch | SplitRequest | None
         if message_type(record.headers) == _SINGLE_REQUEST_TYPE:
-            decoded = await self._redriven(record)
+            batch = await self._redriven(record)
+        elif isinstance(provider, WholeBatchProvider):
+            batch = await parse_or_dead_letter(record, _split_request, self._sink)
+            if isinstance(batch, SplitRequest):
+                return await self._spliced(record, provider, batch)
         else:
-            decoded = await decode_serialized_or_dead_letter(
-                record, analysis_pb2.AnalysisRequestBatch, self._sink
-            )
-        if decoded is None:
+            batch = await decode_or_dead_letter(record, analysis_pb2.AnalysisRequestBatch, self._sink)
+        if batch is None:
             return None, []
-        batch, serialized = decoded
+        return await self._answered(record, batch)
+
+    async def _spliced(
+        self, record: Record, provider: WholeBatchProvider, split: SplitRequest
+    ) -> tuple[OutgoingMessage | None, list[events_pb2.DeadLetter]]:
+        """A whole-batch provider's answers to a request batch read from its wire bytes: the
+        variants are never parsed into protobuf messages here (the provider reads them from
+        bytes), and each result begins with its variant spliced in as it arrived."""
+        if not split.raw_variants:
+            return None, []
+        first = split.first_variant
+        job = record.headers.get(HEADER_JOB) or first.job_id
+        started_ns = time.time_ns()
+        with log_context(job_id=job):
+            try:
+                answers = await provider.serialized_answers(split.request, split.variant_batch)
+            except DecodeError as exc:
+                # Variants the compiled reader left to protobuf, and protobuf rejected: as corrupt
+                # as a payload decode_serialized rejects.
+                reason = f"corrupt {_REQUEST_BATCH_TYPE} payload: {exc}"
+                log.warning(
+                    "dead-lettering %s[%d]@%d: %s", record.stream, record.partition, record.offset, reason
+                )
+                await self._sink.send_record(record, reason, "corrupt_payload")
+                return None, []
+        results = b"".join(
+            variant_first_result(raw_variant, answer)
+            for raw_variant, answer in zip(split.raw_variants, answers, strict=True)
+        )
+        return self._result_message(record, results, first.tenant_id, job, started_ns, [])
+
+    async def _answered(
+        self, record: Record, batch: analysis_pb2.AnalysisRequestBatch
+    ) -> tuple[OutgoingMessage | None, list[events_pb2.DeadLetter]]:
+        """A provider's answers to a parsed request batch, each with its request's variant attached."""
         variants = [request.variant for request in batch.requests[:1]] or batch.variant_batch.variants[:1]
         if not variants:
             return None, []
         job = record.headers.get(HEADER_JOB) or variants[0].job_id
         started_ns = time.time_ns()
         with log_context(job_id=job):
-            results = await self._spliced_answers(batch, serialized)
-            failures: list[Failure] = []
-            if results is None:
-                outcome, failures = await answer_batch(self._provider, batch)
-                results = outcome.SerializeToString()
+            outcome, failures = await answer_batch(self._provider, batch)
+        return self._result_message(
+            record, outcome.SerializeToString(), variants[0].tenant_id, job, started_ns, failures
+        )
+
+    def _result_message(
+        self,
+        record: Record,
+        results: bytes,
+        tenant_id: str,
+        job: str,
+        started_ns: int,
+        failures: list[Failure],
+    ) -> tuple[OutgoingMessage, list[events_pb2.DeadLetter]]:
         payload, headers = encode_serialized(
             results,
             _RESULT_BATCH_TYPE,
-            tenant_id=variants[0].tenant_id,
+            tenant_id=tenant_id,
             trace_headers=tracing.stage_headers(
                 "router.analyse", "router", record.headers, start_ns=started_ns, provider=self._provider.name
             ),
@@ -252,45 +306,57 @@ class ProviderWorker:
         ]
         return OutgoingMessage(payload, key, headers), letters
 
-    async def _redriven(self, record: Record) -> tuple[analysis_pb2.AnalysisRequestBatch, bytes] | None:
+    async def _redriven(self, record: Record) -> analysis_pb2.AnalysisRequestBatch | None:
         """A redriven request as a batch of one: asked afresh (its old deadline has passed) and
         answered for this provider alone, so the aggregator stores it without waiting for
         providers that answered the first time."""
-        decoded = await decode_serialized_or_dead_letter(record, analysis_pb2.AnalysisRequest, self._sink)
-        if decoded is None:
+        request = await decode_or_dead_letter(record, analysis_pb2.AnalysisRequest, self._sink)
+        if request is None:
             return None
-        request = decoded[0]
         request.ClearField("deadline")
         del request.requested_providers[:]
         request.requested_providers.append(self._provider.name)
-        batch = analysis_pb2.AnalysisRequestBatch(
+        return analysis_pb2.AnalysisRequestBatch(
             provider=self._provider.name, requested_providers=[self._provider.name], requests=[request]
         )
-        return batch, batch.SerializeToString()
 
-    async def _spliced_answers(
-        self, batch: analysis_pb2.AnalysisRequestBatch, serialized: bytes
-    ) -> bytes | None:
-        """A serialized AnalysisResultBatch whose results each begin with their variant, spliced
-        in as it arrived, so neither this worker nor the aggregator serializes the variant again.
 
-        Only for a provider that answers a whole variant batch serialized (the local annotator);
-        None otherwise.
-        """
-        provider = self._provider
-        if not isinstance(provider, WholeBatchProvider) or batch.requests:
-            return None
-        variant_batches = repeated_messages(serialized, _TAG_REQUEST_VARIANT_BATCH)
+class SplitRequest(NamedTuple):
+    """A request batch for a whole-batch provider, read from its wire bytes: only its small
+    fields are parsed."""
+
+    # Every field but the variants (its variant batch holds the providers, priority and
+    # annotation context).
+    request: analysis_pb2.AnalysisRequestBatch
+    # The variant batch as it arrived, variants included, for the provider to read.
+    variant_batch: bytes
+    # Each variant as it arrived, to splice into its result.
+    raw_variants: list[bytes]
+    # The first variant without its genotypes: the ids the result's headers need.
+    first_variant: variant_pb2.VariantMessage
+
+
+def _split_request(record: Record) -> SplitRequest | analysis_pb2.AnalysisRequestBatch:
+    """A request batch of one variant batch, split; any other shape (requests built one per
+    variant) parsed whole, as decode_serialized would. Raises PayloadError on a payload that
+    is not a request batch; the variants' own fields are left to the provider's reader, which
+    checks them as upb does."""
+    serialized = serialized_message(record.value, record.headers, analysis_pb2.AnalysisRequestBatch)
+    try:
+        variant_batches, rest = split_field(serialized, _TAG_REQUEST_VARIANT_BATCH)
         if len(variant_batches) != 1:
-            return None
-        raw_variants = repeated_messages(variant_batches[0], _TAG_BATCH_VARIANTS)
-        answers = await provider.serialized_answers(batch, variant_batches[0])
-        if len(raw_variants) != len(answers):
-            return None
-        return b"".join(
-            variant_first_result(raw_variant, answer)
-            for raw_variant, answer in zip(raw_variants, answers, strict=True)
-        )
+            return analysis_pb2.AnalysisRequestBatch.FromString(serialized)
+        raw_variants, batch_rest = split_field(variant_batches[0], _TAG_BATCH_VARIANTS)
+        request = analysis_pb2.AnalysisRequestBatch.FromString(rest)
+        if request.requests:
+            return analysis_pb2.AnalysisRequestBatch.FromString(serialized)
+        request.variant_batch.MergeFromString(batch_rest)
+        first = variant_pb2.VariantMessage()
+        if raw_variants:
+            first.MergeFromString(split_field(raw_variants[0], _TAG_VARIANT_GENOTYPES)[1])
+    except (ValueError, DecodeError) as exc:
+        raise PayloadError(f"corrupt {_REQUEST_BATCH_TYPE} payload: {exc}") from exc
+    return SplitRequest(request, variant_batches[0], raw_variants, first)
 
 
 def analysis_requests(

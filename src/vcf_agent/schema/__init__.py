@@ -31,7 +31,13 @@ from vcf_agent.schema._ids import (
 from vcf_agent.schema._job_states import TERMINAL_STATES, ended_badly, exit_code, state_name
 from vcf_agent.schema._regions import INT64_MAX, parse_region
 from vcf_agent.schema._variant_first import split_variant_first, variant_first_result, variant_first_results
-from vcf_agent.schema._wire import SMALL_VARINTS, length_delimited, read_varint, repeated_messages, varint
+from vcf_agent.schema._wire import (
+    SMALL_VARINTS,
+    length_delimited,
+    read_varint,
+    split_field,
+    varint,
+)
 
 __all__ = [
     "CLASSIFICATIONS",
@@ -63,8 +69,8 @@ __all__ = [
     "message_type",
     "parse_region",
     "read_varint",
-    "repeated_messages",
     "serialized_message",
+    "split_field",
     "split_variant_first",
     "state_name",
     "tenant_key",

@@ -7,7 +7,7 @@ the wire bytes without parsing either. Any other result batch is read the ordina
 
 from __future__ import annotations
 
-from vcf_agent.schema._wire import read_varint, repeated_messages, varint
+from vcf_agent.schema._wire import read_varint, split_field, varint
 from vcf_agent.v1 import wire_numbers as wire
 
 _TAG_RESULTS = wire.ANALYSIS_RESULT_BATCH_RESULTS_TAG
@@ -21,15 +21,20 @@ def variant_first_result(variant: bytes, answer: bytes) -> bytes:
     return b"".join((_TAG_RESULTS, varint(length), _TAG_RESULT_VARIANT, size, variant, answer))
 
 
-def variant_first_results(batch: bytes, count: int) -> list[bytes]:
-    """The `count` serialized results of a batch written by variant_first_result, else []."""
+def variant_first_results(batch: bytes) -> list[bytes]:
+    """Every serialized result of a batch written by variant_first_result, else [] (a batch
+    written otherwise, or holding fields other than its results). Raises ValueError on framing
+    upb would reject."""
     if not batch.startswith(_TAG_RESULTS):
         return []
-    _, start = read_varint(batch, len(_TAG_RESULTS))
+    try:
+        _, start = read_varint(batch, len(_TAG_RESULTS))
+    except IndexError:
+        raise ValueError("truncated field") from None
     if not batch.startswith(_TAG_RESULT_VARIANT, start):
         return []
-    found = repeated_messages(batch, _TAG_RESULTS)
-    if len(found) != count or not all(result.startswith(_TAG_RESULT_VARIANT) for result in found):
+    found, rest = split_field(batch, _TAG_RESULTS)
+    if rest or not all(result.startswith(_TAG_RESULT_VARIANT) for result in found):
         return []
     return found
 
@@ -39,4 +44,6 @@ def split_variant_first(result: bytes) -> tuple[bytes, bytes]:
     variant_first_results: a message embedding the variant under another tag needs only its tag."""
     size, start = read_varint(result, len(_TAG_RESULT_VARIANT))
     end = start + size
+    if end > len(result):
+        raise ValueError("the variant runs past the end of its result")
     return result[len(_TAG_RESULT_VARIANT) : end], result[end:]

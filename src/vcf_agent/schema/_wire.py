@@ -49,28 +49,53 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def repeated_messages(data: bytes, tag: bytes) -> list[bytes]:
-    """The serialized elements of one repeated message field (single-byte `tag`) of a message.
+def split_field(data: bytes, tag: bytes) -> tuple[list[bytes], bytes]:
+    """(the values of one length-delimited field, the message's other fields) of a message.
 
-    Every other field is skipped. Lets a stage forward elements it does not change without
-    serializing them again.
+    `tag` is the field's tag as the generated wire_numbers spell it (any length). The values
+    come in order, every occurrence; the other fields are kept as they came, in order, so
+    they are themselves a serialized message of the same type without that field. Lets a
+    stage parse the small part of a message and pass the bulky field on as bytes. Raises
+    ValueError on framing upb would reject (a truncated varint or length, a group or an
+    invalid wire type); what is inside the fields is not checked here.
     """
-    found = []
-    pos, end, wanted = 0, len(data), tag[0]
-    while pos < end:
-        key, pos = read_varint(data, pos)
-        wire_type = key & 7
-        if wire_type == 2:
-            size, pos = read_varint(data, pos)
-            if key == wanted:
-                found.append(data[pos : pos + size])
-            pos += size
-        elif wire_type == 0:
-            _, pos = read_varint(data, pos)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        else:
-            raise ValueError(f"unsupported wire type {wire_type}")
-    return found
+    try:
+        wanted, tag_end = read_varint(tag, 0)
+    except IndexError:
+        wanted, tag_end = 0, -1
+    if tag_end != len(tag) or wanted & 7 != 2:
+        raise ValueError(f"{tag!r} is not the tag of a length-delimited field")
+    values: list[bytes] = []
+    kept: list[bytes] = []
+    pos, end, kept_from = 0, len(data), 0
+    try:
+        while pos < end:
+            start = pos
+            key, pos = read_varint(data, pos)
+            wire_type = key & 7
+            if wire_type == 2:
+                size, pos = read_varint(data, pos)
+                if key == wanted:
+                    values.append(data[pos : pos + size])
+                    if start > kept_from:
+                        kept.append(data[kept_from:start])
+                    kept_from = pos + size
+                pos += size
+            elif wire_type == 0:
+                _, pos = read_varint(data, pos)
+            elif wire_type == 1:
+                pos += 8
+            elif wire_type == 5:
+                pos += 4
+            else:
+                raise ValueError(f"unsupported wire type {wire_type}")
+            if key >> 3 == 0:
+                raise ValueError("field number 0")
+    except IndexError:
+        raise ValueError("truncated field") from None
+    if pos != end:
+        raise ValueError("a field runs past the end of the message")
+    if kept_from == 0:
+        return values, data
+    kept.append(data[kept_from:])
+    return values, b"".join(kept)
