@@ -38,6 +38,8 @@ class Doorbell:
         self._files = [directory / stream / self.name for stream in streams]
         self._wake = wake
         self._socket: socket.socket | None = None
+        # Whether a ring wakes the consumer now: only while it sleeps long, see EmbeddedConsumer.poll.
+        self.armed = False
 
     def open(self) -> None:
         """Bind and register; on any failure the consumer just polls."""
@@ -74,7 +76,8 @@ class Doorbell:
         with contextlib.suppress(OSError):
             while self._socket.recv(64):
                 pass
-        self._wake()
+        if self.armed:
+            self._wake()
 
 
 class Bells:
