@@ -251,3 +251,33 @@ async def test_an_idle_writer_checkpoints_the_graph_so_stopping_has_little_left(
     reopened.open()
     assert reopened.counts().variants == 2 * BATCH
     reopened.close()
+
+
+async def test_a_lingering_batch_leaves_when_the_stores_free_up_without_new_input(
+    tmp_path: Path, bus: Bus
+) -> None:
+    await ensure_topology(bus, Settings(data_dir=tmp_path))
+    lance = GatedLance(tmp_path / "lance")
+    graph = GraphStore(tmp_path / "graph.lbug")
+    graph.open()
+    lance.open()
+    # Batches far from full and a linger longer than the test: only the stores freeing up can
+    # send the second batch on its way.
+    settings = Settings(
+        data_dir=tmp_path, bus_url="embedded://unused", writer_batch_rows=100, writer_linger_ms=600_000
+    )
+    sink = StoreSink(bus, settings, lance, graph)
+    # The stores are idle: the first batch leaves at once and is held at LanceDB.
+    assert await sink.handle([_record(0)]) == {}
+    # The stores are busy: the second lingers to grow.
+    assert await sink.handle([_record(1)]) == {}
+    assert sink.buffered == BATCH
+    lance.gate.set()
+    # No further call: it leaves once the first batch is stored, not at the consumer's next poll.
+    await _until(lambda: lance.count() == 2 * BATCH)
+    # Its offsets are released by the next call, only once both stores hold it.
+    await _until(lambda: all(flush.done.done() for flush in sink._flushing))
+    assert await sink.handle([]) == {("database-writes", 0): 2}
+    assert graph.counts().variants == 2 * BATCH
+    await sink.stop()
+    graph.close()

@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import platform
+import statistics
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -28,6 +30,10 @@ from vcf_agent.config import Settings
 from vcf_agent.localdev import LocalS3Server
 from vcf_agent.schema import TERMINAL_STATES, correlation_id, decode, encode, state_name
 from vcf_agent.v1 import jobs_pb2, variant_pb2
+
+if TYPE_CHECKING:
+    from vcf_agent.app.pipeline import LocalPipeline
+    from vcf_agent.v1.jobs_pb2_grpc import IngestServiceAsyncStub
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -56,8 +62,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         else:
             workload = PRESETS[args.preset] if args.preset else Workload(args.variants, args.samples)
             path = write_workload(root, workload)
+            warm = tuple(write_workload(root, workload, run) for run in range(1, workload.warm_jobs + 1))
             with _store(getattr(args, "bench_store", "local")) as (store_env, server):
-                given = E2eRun(root, path, workload, args.bus or f"embedded://{root / 'bus'}", store_env)
+                bus_url = args.bus or f"embedded://{root / 'bus'}"
+                given = E2eRun(root, path, workload, bus_url, store_env, warm)
                 result = await (bench_e2e_processes if args.processes else bench_e2e)(given)
                 if server is not None:
                     # Its CPU is part of what storing to S3 costs on this machine.
@@ -173,10 +181,22 @@ class E2eRun:
     workload: Workload
     bus_url: str
     store_env: Mapping[str, str]
+    # Files of the same shape run one after the other once `vcf` finished, on the same services.
+    warm_vcfs: tuple[Path, ...] = ()
+
+
+# How often the benchmarks look at a job's state: the quantum of the latencies they report.
+_JOB_POLL_S = 0.01
+# A warm job starts once nothing in the writer's directory changed for this long.
+_WARM_QUIET_S = 2.0
 
 
 def _job_figures(mode: str, given: E2eRun, job: jobs_pb2.Job, seconds: float) -> dict[str, object]:
-    """The figures both e2e benchmarks report first: the finished job and its wall-clock time."""
+    """The figures both e2e benchmarks report first: the finished job and its wall-clock time.
+
+    That job is the first on freshly started services: with warm jobs it is reported as the
+    cold latency, beside theirs.
+    """
     return {
         "benchmark": "e2e",
         "mode": mode,
@@ -188,6 +208,17 @@ def _job_figures(mode: str, given: E2eRun, job: jobs_pb2.Job, seconds: float) ->
         "seconds": round(seconds, 3),
         "variants_per_s": round(job.counts.total / seconds) if seconds else 0,
         "job_latency_s": round(seconds, 3),
+        **({"cold_job_latency_s": round(seconds, 3)} if given.warm_vcfs else {}),
+    }
+
+
+def _warm_figures(latencies: list[float]) -> dict[str, object]:
+    """The warm jobs' latencies (each a new job on services that already ran one) and their median."""
+    if not latencies:
+        return {}
+    return {
+        "warm_job_latency_s": round(statistics.median(latencies), 3),
+        "warm_job_latencies_s": [round(seconds, 3) for seconds in latencies],
     }
 
 
@@ -218,13 +249,15 @@ async def bench_e2e(given: E2eRun) -> dict[str, object]:
     sampler = RssSampler()
     async with LocalPipeline(settings) as pipeline:
         await sampler.start()
-        began = time.perf_counter()
         cpu_before = _cpu_seconds(psutil.Process())
-        job_id = await pipeline.submit(given.vcf)
-        job = await pipeline.wait(job_id)
-        seconds = time.perf_counter() - began
+        job, seconds = await _pipeline_job(pipeline, given.vcf)
         cpu = _cpu_seconds(psutil.Process()) - cpu_before
         await sampler.stop()
+        warm = []
+        for path in given.warm_vcfs:
+            # Each warm job finds the services idle: the last job's idle compaction is over.
+            await wait_quiet(settings.data_dir / "writer", quiet_s=_WARM_QUIET_S)
+            warm.append((await _pipeline_job(pipeline, path))[1])
         lance = pipeline.writer.lance
         # What the writer does once its input is idle, done now so the timings see indexes.
         await asyncio.to_thread(lance.compact)
@@ -239,8 +272,20 @@ async def bench_e2e(given: E2eRun) -> dict[str, object]:
         "cpu_s": round(cpu, 2),
         "cpu_us_per_variant": round(cpu * 1e6 / max(job.counts.total, 1), 1),
         "peak_rss_mb": round(sampler.peak / 2**20),
+        **_warm_figures(warm),
         **queries,
     }
+
+
+async def _pipeline_job(pipeline: LocalPipeline, path: Path) -> tuple[jobs_pb2.Job, float]:
+    """Submit `path` and wait for its job to end: the job and its seconds from submit to the end."""
+    began = time.perf_counter()
+    job_id = await pipeline.submit(path)
+    while True:
+        job = pipeline.job(job_id)
+        if job is not None and job.state in TERMINAL_STATES:
+            return job, time.perf_counter() - began
+        await asyncio.sleep(_JOB_POLL_S)
 
 
 async def bench_ingest(path: Path, scratch_dir: Path) -> dict[str, object]:
@@ -315,31 +360,21 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
     # Read by path (no upload in the measurement): allowed from root, the services' data dir excluded.
     allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root), **given.store_env}
     with running_pipeline(given.bus_url, root / "services", env=allowed) as services:
-        processes = [psutil.Process(s.process.pid) for s in services.values()]
-        peak = 0
-        peaks = dict.fromkeys(services, 0)
+        peaks = _PeakRss({name: psutil.Process(s.process.pid) for name, s in services.items()})
         async with grpc.aio.insecure_channel(services["ingest"].grpc) as channel:
             ingest = jobs_pb2_grpc.IngestServiceStub(channel)
 
-            cpu_before = {
-                name: _cpu_seconds(process) for name, process in zip(services, processes, strict=True)
-            }
-            began = time.perf_counter()
-            metadata = jobs_pb2.SubmitVcfMetadata(file_name=given.vcf.name, path=str(given.vcf))
-            job = (
-                await ingest.SubmitVcf(iter([jobs_pb2.SubmitVcfRequest(metadata=metadata)]), timeout=60)
-            ).job
-            while job.state not in TERMINAL_STATES:
-                await asyncio.sleep(0.02)
-                job = await ingest.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=10)
-                resident = {name: p.memory_info().rss for name, p in zip(services, processes, strict=True)}
-                peak = max(peak, sum(resident.values()))
-                peaks = {name: max(peaks[name], rss) for name, rss in resident.items()}
-            seconds = time.perf_counter() - began
+            cpu_before = {name: _cpu_seconds(process) for name, process in peaks.processes.items()}
+            job, seconds = await _served_job(ingest, given.vcf, peaks)
             cpu = {
                 name: round(_cpu_seconds(process) - cpu_before[name], 2)
-                for name, process in zip(services, processes, strict=True)
+                for name, process in peaks.processes.items()
             }
+            warm = []
+            for path in given.warm_vcfs:
+                # Each warm job finds the services idle: the last job's idle compaction is over.
+                await wait_quiet(root / "services" / "writer", quiet_s=_WARM_QUIET_S)
+                warm.append((await _served_job(ingest, path, peaks))[1])
         async with grpc.aio.insecure_channel(services["writer"].grpc) as channel:
             store = query_pb2_grpc.QueryServiceStub(channel)
 
@@ -352,15 +387,47 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
             queries = {"compaction_wait_s": waited, **(await time_queries(query))}
     return {
         **_job_figures("five processes", given, job, seconds),
-        "peak_rss_mb": round(peak / 2**20),
-        "peak_rss_mb_per_service": {name: round(rss / 2**20) for name, rss in peaks.items()},
+        "peak_rss_mb": round(peaks.total / 2**20),
+        "peak_rss_mb_per_service": {name: round(rss / 2**20) for name, rss in peaks.each.items()},
         # Where the two cores went: CPU seconds each service used during the job, and per variant.
         "cpu_s": cpu,
         "cpu_us_per_variant": {
             name: round(seconds * 1e6 / max(job.counts.total, 1), 1) for name, seconds in cpu.items()
         },
+        **_warm_figures(warm),
         **queries,
     }
+
+
+class _PeakRss:
+    """Peak resident memory of the service processes, together and each, sampled on demand."""
+
+    def __init__(self, processes: Mapping[str, psutil.Process]) -> None:
+        self.processes = processes
+        self.total = 0
+        self.each = dict.fromkeys(processes, 0)
+
+    def sample(self) -> None:
+        resident = {name: process.memory_info().rss for name, process in self.processes.items()}
+        self.total = max(self.total, sum(resident.values()))
+        self.each = {name: max(self.each[name], rss) for name, rss in resident.items()}
+
+
+async def _served_job(
+    ingest: IngestServiceAsyncStub, path: Path, peaks: _PeakRss
+) -> tuple[jobs_pb2.Job, float]:
+    """Submit `path` by path to the ingest service and poll it until the job ends, sampling memory.
+
+    Returns the job and its seconds from submit to the state that ends it.
+    """
+    began = time.perf_counter()
+    metadata = jobs_pb2.SubmitVcfMetadata(file_name=path.name, path=str(path))
+    job = (await ingest.SubmitVcf(iter([jobs_pb2.SubmitVcfRequest(metadata=metadata)]), timeout=60)).job
+    while job.state not in TERMINAL_STATES:
+        await asyncio.sleep(_JOB_POLL_S)
+        job = await ingest.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=10)
+        peaks.sample()
+    return job, time.perf_counter() - began
 
 
 def _cpu_seconds(process: psutil.Process) -> float:

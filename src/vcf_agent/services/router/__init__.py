@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vcf_agent.analysis import (
+    AnalysisProvider,
     CacheSync,
+    LocalProvider,
     ProviderPool,
     ProviderWorker,
     RouterSettings,
@@ -18,7 +20,7 @@ from vcf_agent.control import FlagStore
 from vcf_agent.processing import StreamProcessor
 from vcf_agent.runner import ServiceParts
 
-__all__ = ["RouterParts", "build"]
+__all__ = ["RouterParts", "build", "worker_processor"]
 
 NAME = "router"
 
@@ -58,14 +60,24 @@ def build(
     for index, provider in enumerate(providers):
         # One worker dead-letters requests that no configured provider's worker would read.
         worker = ProviderWorker(bus, settings, provider, known_providers=known if index == 0 else None)
-        parts.components.append(
-            StreamProcessor(
-                bus,
-                [settings.topology.analysis_requests],
-                worker.group,
-                worker.handle,
-                service=NAME,
-                max_records=8,
-            )
-        )
+        parts.components.append(worker_processor(bus, settings, provider, worker))
     return parts
+
+
+def worker_processor(
+    bus: Bus, settings: Settings, provider: AnalysisProvider, worker: ProviderWorker
+) -> StreamProcessor:
+    """The consumer that hands a provider's requests to its worker."""
+    return StreamProcessor(
+        bus,
+        [settings.topology.analysis_requests],
+        worker.group,
+        worker.handle,
+        service=NAME,
+        # The worker answers what one poll gave it together: LLM providers' requests wait on the
+        # network side by side, but the local annotator's batches share one interpreter (its
+        # threads take turns), so polled together they all finished with the last while the
+        # stages downstream idled. One at a time, each batch's answers go on to be aggregated
+        # and stored while the next is analysed.
+        max_records=1 if isinstance(provider, LocalProvider) else 8,
+    )

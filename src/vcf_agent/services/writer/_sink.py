@@ -211,15 +211,29 @@ class StoreSink(AsyncComponent):
         # Compaction started when the input went idle, off the write path.
         self._idle_compaction: asyncio.Future[bool] | None = None
         self._stopping = False
+        # A lingering batch leaves as soon as the stores are idle, not at the consumer's next
+        # poll (up to its poll timeout later): this task waits for that while polls go on.
+        self._linger: asyncio.Task[None] | None = None
+        # Offsets the linger task's waits released, handed to the consumer by the next call.
+        self._released: CommitOffsets = {}
+        # handle(), flush() and the linger task's flush change the buffer one at a time.
+        self._buffer_lock = asyncio.Lock()
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
     async def handle(self, records: list[Record]) -> CommitOffsets | None:
+        async with self._buffer_lock:
+            stored = await self._handle(records)
+        if self._buffered_records:
+            self._linger_until_stores_free()
+        return stored
+
+    async def _handle(self, records: list[Record]) -> CommitOffsets:
         if not records and not self._buffered_records and not self._flushing:
             self._compact_when_idle()
-        stored: CommitOffsets = {}
+        stored, self._released = self._released, {}
         for record in records:
             if not self._buffered_records:
                 self._first_buffered = time.monotonic()
@@ -245,6 +259,39 @@ class StoreSink(AsyncComponent):
             stored |= await self._flush_buffer()
         return stored
 
+    def _linger_until_stores_free(self) -> None:
+        """Have what is buffered leave as soon as the stores are idle.
+
+        handle() is called again only when the consumer's poll returns: with no new input that
+        is the poll's timeout later, and the batch would wait that long after the stores freed
+        up. The linger's time limit is still handle()'s to apply.
+        """
+        if self._linger is None or self._linger.done():
+            self._linger = asyncio.create_task(self._leave_when_stores_free(), name="writer-linger")
+
+    async def _leave_when_stores_free(self) -> None:
+        while self._buffered_records and not self._stopping:
+            busy = [flush.done for flush in self._flushing if not flush.done.done()]
+            if busy:
+                await asyncio.wait(busy)
+                continue
+            # handle() running decides about the buffer itself (and starts this again if need be);
+            # a failed flush is for the consumer's next call to raise, the buffer to be handed back.
+            failed = any(flush.done.cancelled() or flush.done.exception() for flush in self._flushing)
+            if failed or self._buffer_lock.locked():
+                return
+            async with self._buffer_lock:
+                # Every flush is done and none failed: waiting for them inside cannot raise.
+                self._released |= await self._flush_buffer()
+            return
+
+    async def _stop_lingering(self) -> None:
+        linger, self._linger = self._linger, None
+        if linger is not None:
+            linger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await linger
+
     def _batch_full(self) -> bool:
         """A batch leaves at `writer_batch_rows` variants or `writer_batch_bytes` of payload.
 
@@ -261,11 +308,12 @@ class StoreSink(AsyncComponent):
 
     async def flush(self) -> CommitOffsets:
         """Store everything buffered now; returns the offsets that became safe to commit."""
-        stored: CommitOffsets = {}
-        if self._buffered_records:
-            stored |= await self._flush_buffer()
-        while self._flushing:
-            stored |= await self._stored(wait=True)
+        async with self._buffer_lock:
+            stored, self._released = self._released, {}
+            if self._buffered_records:
+                stored |= await self._flush_buffer()
+            while self._flushing:
+                stored |= await self._stored(wait=True)
         return stored
 
     async def _flush_buffer(self) -> CommitOffsets:
@@ -323,6 +371,8 @@ class StoreSink(AsyncComponent):
         running cannot be interrupted, so each is awaited, not cancelled. Tallies are read
         again from the book: a batch that counted into them before failing is counted anew.
         """
+        await self._stop_lingering()
+        self._released = {}
         flushing, self._flushing = list(self._flushing), deque()
         await asyncio.gather(*(flush.done for flush in flushing), return_exceptions=True)
         self._buffer = RowCollector()
@@ -563,6 +613,7 @@ class StoreSink(AsyncComponent):
         """Store what is buffered or in flight; an idle compaction gets a few seconds, not more."""
         self._stopping = True
         await self.flush()
+        await self._stop_lingering()
         running = self._idle_compaction
         if running is not None and not running.done():
             await asyncio.wait([running], timeout=_COMPACTION_WAIT_AT_STOP_S)
