@@ -40,8 +40,6 @@ async def test_a_publish_in_another_process_wakes_an_idle_consumer(tmp_path: Pat
         await consumer.start()
         try:
             assert await consumer.poll(max_records=1, timeout_s=0) == []
-            # As poll() arms it once the input has been quiet a while (16 ms of empty polls).
-            consumer._doorbell.armed = True
             await _publish_from_another_process(url)
             # Woken by the publisher, not by its own next poll (none is running): a hang guard only.
             await asyncio.wait_for(consumer._wakeup.wait(), 30)

@@ -38,8 +38,6 @@ class Doorbell:
         self._files = [directory / stream / self.name for stream in streams]
         self._wake = wake
         self._socket: socket.socket | None = None
-        # Whether a ring wakes the consumer now: only while it sleeps long, see EmbeddedConsumer.poll.
-        self.armed = False
 
     def open(self) -> None:
         """Bind and register; on any failure the consumer just polls."""
@@ -76,8 +74,7 @@ class Doorbell:
         with contextlib.suppress(OSError):
             while self._socket.recv(64):
                 pass
-        if self.armed:
-            self._wake()
+        self._wake()
 
 
 class Bells:

@@ -62,10 +62,6 @@ MAX_POLL_BYTES = 16 * 1024 * 1024
 # Empty polls back off from the first to the second delay, doubling.
 MIN_IDLE_SLEEP_S = 0.001
 MAX_IDLE_SLEEP_S = 0.05
-# A consumer answers its doorbell once its input has been quiet this long (sleeps of 1+2+4+8 ms
-# found nothing): woken at every publish while records flow, stages took them one by one and the
-# writer stored smaller batches (+30 us CPU per variant in `bench e2e --preset single --processes`).
-DOORBELL_AFTER_SLEEP_S = 0.016
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
@@ -733,17 +729,13 @@ class EmbeddedConsumer(Consumer):
                 # Rebalance now rather than at the next heartbeat, so new streams are read promptly.
                 await self._run(self._heartbeat_sync, self._db())
                 continue
-            # Sleep briefly; a publish here, or after a quiet while one in another process (its
-            # doorbell), cuts it short.
-            self._doorbell.armed = self._idle_sleep >= DOORBELL_AFTER_SLEEP_S
+            # Sleep briefly; a publish, here or in another process (its doorbell), cuts it short.
             try:
                 await asyncio.wait_for(self._wakeup.wait(), min(self._idle_sleep, remaining))
             except TimeoutError:
                 self._idle_sleep = min(self._idle_sleep * 2, MAX_IDLE_SLEEP_S)
             else:
                 self._idle_sleep = MIN_IDLE_SLEEP_S
-            finally:
-                self._doorbell.armed = False
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         if offsets is None:
