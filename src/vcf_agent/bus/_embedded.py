@@ -46,15 +46,12 @@ from vcf_agent.bus._base import (
     StreamSpec,
     TopicPartition,
 )
-from vcf_agent.bus._doorbell import Bells, Doorbell
 
 _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DB_FILE = "bus.sqlite3"
-# Where consumers register the sockets publishers ring (see _doorbell.py).
-DOORBELLS_DIR = "doorbells"
 DEFAULT_SESSION_TIMEOUT_MS = 5000
 BUSY_TIMEOUT_MS = 30_000
 # One poll stops adding records past this many payload bytes (but always returns at least one).
@@ -252,10 +249,8 @@ class EmbeddedBus(Bus):
         self._conn: sqlite3.Connection | None = None
         self._streams: dict[str, tuple[int, int]] = {}
         self._partitioner = Partitioner()
-        # Consumers of this bus are woken by local publishes instead of waiting out their sleep,
-        # and those of other processes by their doorbells.
+        # Consumers of this bus are woken by local publishes instead of waiting out their sleep.
         self._waiters: set[asyncio.Event] = set()
-        self._bells = Bells(directory / DOORBELLS_DIR)
 
     async def start(self) -> None:
         if self._executor is not None:
@@ -280,7 +275,6 @@ class EmbeddedBus(Bus):
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         executor.shutdown(wait=True)
-        self._bells.close()
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         not_started = f"embedded bus at {self.directory} is not started"
@@ -335,7 +329,6 @@ class EmbeddedBus(Bus):
         positions = await self._run(self._publish_sync, stream, list(messages))
         for event in self._waiters:
             event.set()
-        self._bells.ring(stream)
         return positions
 
     def _publish_sync(self, stream: str, messages: list[OutgoingMessage]) -> list[PublishedPosition]:
@@ -529,7 +522,6 @@ class EmbeddedConsumer(Consumer):
         # the longest sleep instead of restarting from the shortest on every poll call.
         self._idle_sleep = MIN_IDLE_SLEEP_S
         self._wakeup = asyncio.Event()
-        self._doorbell = Doorbell(bus.directory / DOORBELLS_DIR, self._streams, self._wakeup.set)
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
 
@@ -548,16 +540,12 @@ class EmbeddedConsumer(Consumer):
         )
         self._heartbeat_thread.start()
         self._bus._waiters.add(self._wakeup)
-        self._bus._bells.local.add(self._doorbell.name)
-        self._doorbell.open()
 
     async def stop(self) -> None:
         executor, self._executor = self._executor, None
         if executor is None:
             return
         self._bus._waiters.discard(self._wakeup)
-        self._doorbell.close()
-        self._bus._bells.local.discard(self._doorbell.name)
         self._heartbeat_stop.set()
         loop = asyncio.get_running_loop()
         if self._heartbeat_thread is not None:
@@ -729,7 +717,7 @@ class EmbeddedConsumer(Consumer):
                 # Rebalance now rather than at the next heartbeat, so new streams are read promptly.
                 await self._run(self._heartbeat_sync, self._db())
                 continue
-            # Sleep briefly; a publish, here or in another process (its doorbell), cuts it short.
+            # Other processes cannot signal us, so sleep briefly; a local publish cuts the sleep short.
             try:
                 await asyncio.wait_for(self._wakeup.wait(), min(self._idle_sleep, remaining))
             except TimeoutError:
