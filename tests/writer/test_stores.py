@@ -286,46 +286,44 @@ def test_compaction_policy_runs_after_n_writes(tmp_path: Path) -> None:
     assert store.count() == 40
 
 
+Compacted = tuple[LanceStore, list[int]]
+
+
 @pytest.fixture
-def compacting(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[LanceStore, list[int]]]:
-    """An open store with the CompactionPolicy the test passes (indirect parametrization), and the
-    variants it held at each compaction, in order."""
+def compacted(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Compacted]:
+    """A store that took `writes` writes of ten new variants under `policy` (the test's
+    `compacting_under` parameters), and the variants it held at each compaction, in order."""
+    policy, writes = request.param
     held: list[int] = []
     store = LanceStore(
-        tmp_path / "lance", compaction=request.param, before_compaction=lambda: held.append(store.count())
+        tmp_path / "lance", compaction=policy, before_compaction=lambda: held.append(store.count())
     )
     store.open()
+    for start in range(0, 10 * writes, 10):
+        store.write(make_batch(range(start, start + 10)))
     yield store, held
     store.close()
 
 
-@pytest.mark.parametrize(
-    "compacting", [CompactionPolicy(every_writes=2, max_fragments=1000, growth=1.0)], indirect=True
-)
-def test_the_write_path_compacts_less_often_as_the_store_grows(
-    compacting: tuple[LanceStore, list[int]],
-) -> None:
+def compacting_under(policy: CompactionPolicy, *, writes: int) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("compacted", [(policy, writes)], indirect=True)
+
+
+@compacting_under(CompactionPolicy(every_writes=2, max_fragments=1000, growth=1.0), writes=12)
+def test_the_write_path_compacts_less_often_as_the_store_grows(compacted: Compacted) -> None:
     # Issue 15 (compaction off the hot path): a compaction's cost grows with the store, so the
     # write path compacts again only once the store has grown by `growth` since the last one.
-    store, compacted_at = compacting
-    for start in range(0, 120, 10):
-        store.write(make_batch(range(start, start + 10)))
-    # Ten variants a write: compacted every second write, then every fourth.
-    assert compacted_at == [20, 40, 80]
+    store, held = compacted
+    # Every second write, then every fourth.
+    assert held == [20, 40, 80]
     assert store.count() == 120
 
 
-@pytest.mark.parametrize(
-    "compacting", [CompactionPolicy(every_writes=1000, max_fragments=3, growth=100.0)], indirect=True
-)
-def test_many_fragments_compact_however_little_the_store_grew(
-    compacting: tuple[LanceStore, list[int]],
-) -> None:
-    store, compacted_at = compacting
-    for start in range(0, 60, 10):
-        store.write(make_batch(range(start, start + 10)))
+@compacting_under(CompactionPolicy(every_writes=1000, max_fragments=3, growth=100.0), writes=6)
+def test_many_fragments_compact_however_little_the_store_grew(compacted: Compacted) -> None:
+    store, held = compacted
     # The first at the third fragment (third write), although the store never grew by 100 times.
-    assert compacted_at[0] == 30
+    assert held[0] == 30
     assert store.fragments() < 3
 
 
