@@ -27,6 +27,7 @@ from vcf_agent.control import (
     ControlPlaneServer,
     FlagStore,
     JobRunSource,
+    LagReadSource,
     SecuritySettings,
     ServiceApi,
     instance_group,
@@ -55,6 +56,8 @@ class ServiceParts:
     apis: list[ServiceApi] = field(default_factory=list)
     # What ControlService.CompareModes answers from: only ingest knows jobs.
     job_runs: JobRunSource | None = None
+    # Lag reads GetStatus reports per backend: only ingest's job watchdog makes its own.
+    lag_reads: LagReadSource | None = None
     # Gauges the service samples for /metrics (started only when metrics are served).
     samplers: list[AsyncComponent] = field(default_factory=list)
 

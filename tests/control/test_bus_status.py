@@ -18,9 +18,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.bus.test_failover import FaultyMemoryBus
 from tests.control.conftest import PROBE_STREAM, control_stub, probe_service
+from tests.ingest._vcf_text import GOOD, record, write_vcf
 from vcf_agent.bus import FailoverBus, OutgoingMessage, StreamSpec
 from vcf_agent.config import Settings
 from vcf_agent.runner import ServiceHost, ensure_topology
+from vcf_agent.services.ingest import build as build_ingest
 from vcf_agent.v1 import control_pb2, control_pb2_grpc
 
 PROBE_INTERVAL_S = 0.1
@@ -153,3 +155,65 @@ async def test_status_with_the_fallback_stalled_and_the_primary_healthy_is_a_pro
         assert status.bus_healthy and status.health == "SERVING"
         # Nothing is stranded on the stalled fallback: it took nothing.
         assert status.stranded_records == 0
+
+
+async def test_ingest_reports_its_watchdogs_lag_reads_per_backend_and_none_on_a_dead_one(
+    tmp_path: Path, failover: tuple[FailoverBus, FaultyMemoryBus, FaultyMemoryBus]
+) -> None:
+    """A harness that kills a backend with records on it waits for a watchdog read that saw them
+    (a fixed wait held no successful read once under load, and GetJob never named them)."""
+    bus, primary, _fallback = failover
+    settings = Settings(data_dir=tmp_path / "ingest")
+    writes = settings.topology.database_writes
+    # The writer's group has read database-writes on the primary: the watchdog lists it there.
+    await primary.publish(writes, [OutgoingMessage(b"read", b"k")])
+    async with primary.consumer([writes], "writer") as writer:
+        read = await writer.poll(timeout_s=1)
+        await writer.commit({(r.stream, r.partition): r.offset + 1 for r in read})
+    parts = build_ingest(settings, bus)
+    async with ServiceHost(parts, bus, settings) as host, control_stub(host.control.address) as stub:
+        idle = await stub.GetStatus(control_pb2.GetStatusRequest(), timeout=10)
+        # No job runs, so no watchdog read yet.
+        assert [(b.watchdog_lag_reads, b.HasField("watchdog_lag_read_at")) for b in idle.backends] == [
+            (0, False),
+            (0, False),
+        ]
+        # A job runs (nothing downstream: it stays running), and the writer's records wait on the primary.
+        job = await parts.publisher.submit(write_vcf(tmp_path / "two.vcf", [GOOD, record(pos="200")]))
+        await parts.publisher.wait(job.job_id)
+        await primary.publish(writes, [OutgoingMessage(b"unread", b"k")])
+        published_at = time.time()
+
+        deadline = time.monotonic() + 30
+        while True:
+            status = await stub.GetStatus(control_pb2.GetStatusRequest(), timeout=10)
+            on_primary = status.backends[0]
+            if on_primary.watchdog_lag_read_at.ToNanoseconds() > published_at * 1e9:
+                break
+            assert time.monotonic() < deadline, f"no watchdog lag read after the publish: {on_primary}"
+            await asyncio.sleep(0.1)
+        assert on_primary.name == "memory-primary" and on_primary.watchdog_lag_reads >= 1
+        assert status.backends[1].watchdog_lag_reads >= 1
+
+        # The primary stops answering: its reads stop counting, the fallback's go on, and GetJob
+        # names the unread record, read by that round, as stranded there.
+        primary.hang = True
+        while not bus.declared_down(0):
+            assert time.monotonic() < deadline + 30, "the hung primary was never declared down"
+            await asyncio.sleep(0.02)
+        down = await stub.GetStatus(control_pb2.GetStatusRequest(), timeout=10)
+        deadline = time.monotonic() + 30
+        while True:
+            later = await stub.GetStatus(control_pb2.GetStatusRequest(), timeout=10)
+            if later.backends[1].watchdog_lag_reads > down.backends[1].watchdog_lag_reads:
+                break
+            assert time.monotonic() < deadline, f"the fallback's watchdog reads stopped: {later.backends}"
+            await asyncio.sleep(0.1)
+        assert later.backends[0].watchdog_lag_reads == down.backends[0].watchdog_lag_reads
+        assert later.backends[0].watchdog_lag_read_at == down.backends[0].watchdog_lag_read_at
+        deadline = time.monotonic() + 30
+        while "1 on database-writes for writer (memory-primary, unreachable)" not in (
+            stall := parts.registry.get(job.job_id).stall_detail  # type: ignore[union-attr]
+        ):
+            assert time.monotonic() < deadline, f"GetJob never named the stranded record: {stall!r}"
+            await asyncio.sleep(0.1)

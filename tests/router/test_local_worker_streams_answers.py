@@ -2,7 +2,8 @@
 
 Batches polled together were answered together, so the first batch's answers waited for the
 last one's and the aggregator and writer idled meanwhile; on a 10,000-variant job that kept
-the writer from storing anything until the router had analysed everything.
+the writer from storing anything until the router had analysed everything. How many a poll
+takes is the provider's to say (`batches_per_poll`), not its class's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from vcf_agent.analysis import LocalProvider, ProviderWorker, VariantRouter
 from vcf_agent.app.benchmarks import synthetic_batch
@@ -47,8 +50,33 @@ class AnswersSeenLocal(LocalProvider):
         return await super().serialized_answers(*args, **kwargs)
 
 
+class AnswersSeenDelegate:
+    """Not a LocalProvider: a provider answering on this interpreter through the local annotator
+    (as a plug-in annotator would), asking for one batch per poll as it should."""
+
+    name = "local"
+    batches_per_poll = 1
+
+    def __init__(self, bus: Bus, results_stream: str) -> None:
+        self._seen = AnswersSeenLocal(bus, results_stream)
+
+    @property
+    def published_before(self) -> list[int]:
+        return self._seen.published_before
+
+    async def analyse(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._seen.analyse(*args, **kwargs)
+
+    async def analyse_batch(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._seen.analyse_batch(*args, **kwargs)
+
+    async def serialized_answers(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._seen.serialized_answers(*args, **kwargs)
+
+
+@pytest.mark.parametrize("provider_type", [AnswersSeenLocal, AnswersSeenDelegate])
 async def test_each_request_batch_is_answered_and_published_before_the_next_is_analysed(
-    tmp_path: Path,
+    tmp_path: Path, provider_type: type[AnswersSeenLocal | AnswersSeenDelegate]
 ) -> None:
     settings = Settings(data_dir=tmp_path, bus_url=f"embedded://{tmp_path / 'bus'}")
     topology = settings.topology
@@ -64,7 +92,7 @@ async def test_each_request_batch_is_answered_and_published_before_the_next_is_a
         await router.handle(variants)
         assert sum((await bus.end_offsets(topology.analysis_requests)).values()) == 2
 
-        provider = AnswersSeenLocal(bus, topology.analysis_results)
+        provider = provider_type(bus, topology.analysis_results)
         processor = worker_processor(bus, settings, provider, ProviderWorker(bus, settings, provider))
         await processor.start()
         try:

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -285,37 +286,44 @@ def test_compaction_policy_runs_after_n_writes(tmp_path: Path) -> None:
     assert store.count() == 40
 
 
-def test_the_write_path_compacts_less_often_as_the_store_grows(tmp_path: Path) -> None:
-    # Issue 15 (compaction off the hot path): a compaction's cost grows with the store, so the
-    # write path compacts again only once the store has grown by `growth` since the last one.
-    written = 0
-    compacted_at: list[int] = []
-    policy = CompactionPolicy(every_writes=2, max_fragments=1000, growth=1.0)
+Compacted = tuple[LanceStore, list[int]]
+
+
+@pytest.fixture
+def compacted(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Compacted]:
+    """A store that took `writes` writes of ten new variants under `policy` (the test's
+    `compacting_under` parameters), and the variants it held at each compaction, in order."""
+    policy, writes = request.param
+    held: list[int] = []
     store = LanceStore(
-        tmp_path / "lance", compaction=policy, before_compaction=lambda: compacted_at.append(written)
+        tmp_path / "lance", compaction=policy, before_compaction=lambda: held.append(store.count())
     )
     store.open()
-    for start in range(0, 120, 10):
-        written += 1
+    for start in range(0, 10 * writes, 10):
         store.write(make_batch(range(start, start + 10)))
-    # Held 0, 20, 40 and 80 variants at each compaction: every second write, then every fourth.
-    assert compacted_at == [2, 4, 8]
+    yield store, held
+    store.close()
+
+
+def compacting_under(policy: CompactionPolicy, *, writes: int) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("compacted", [(policy, writes)], indirect=True)
+
+
+@compacting_under(CompactionPolicy(every_writes=2, max_fragments=1000, growth=1.0), writes=12)
+def test_the_write_path_compacts_less_often_as_the_store_grows(compacted: Compacted) -> None:
+    # Issue 15 (compaction off the hot path): a compaction's cost grows with the store, so the
+    # write path compacts again only once the store has grown by `growth` since the last one.
+    store, held = compacted
+    # Every second write, then every fourth.
+    assert held == [20, 40, 80]
     assert store.count() == 120
 
 
-def test_many_fragments_compact_however_little_the_store_grew(tmp_path: Path) -> None:
-    written = 0
-    compacted_at: list[int] = []
-    policy = CompactionPolicy(every_writes=1000, max_fragments=3, growth=100.0)
-    store = LanceStore(
-        tmp_path / "lance", compaction=policy, before_compaction=lambda: compacted_at.append(written)
-    )
-    store.open()
-    for start in range(0, 60, 10):
-        written += 1
-        store.write(make_batch(range(start, start + 10)))
-    # The first at the third fragment, although the store never grew by 100 times.
-    assert compacted_at[0] == 3
+@compacting_under(CompactionPolicy(every_writes=1000, max_fragments=3, growth=100.0), writes=6)
+def test_many_fragments_compact_however_little_the_store_grew(compacted: Compacted) -> None:
+    store, held = compacted
+    # The first at the third fragment (third write), although the store never grew by 100 times.
+    assert held[0] == 30
     assert store.fragments() < 3
 
 

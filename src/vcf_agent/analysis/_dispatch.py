@@ -504,6 +504,9 @@ def _result(
 class PoolSlot:
     """A requested name served by the pool, shaped as an AnalysisProvider for ProviderWorker."""
 
+    # Its requests wait on vendors' endpoints side by side (the lanes bound the concurrency).
+    batches_per_poll = 8
+
     def __init__(self, pool: ProviderPool, name: str) -> None:
         self._pool = pool
         self.name = name

@@ -25,6 +25,11 @@ _TAG_REQUESTED_PROVIDERS = wire.ANALYSIS_RESULT_REQUESTED_PROVIDERS_TAG
 
 class AnalysisProvider(Protocol):
     name: str
+    # Request batches its worker takes per poll, answered together. A provider waiting on the
+    # network answers several side by side; one computing on this interpreter (its threads take
+    # turns) would finish them all with the last while the stages downstream idle, so it takes
+    # one, whose answers go on to be aggregated and stored while the next is analysed.
+    batches_per_poll: int
 
     async def analyse(
         self, requests: Sequence[analysis_pb2.AnalysisRequest]
@@ -61,6 +66,7 @@ class LocalProvider:
     """The built-in, offline annotator; CPU-bound, so batches run in a worker thread."""
 
     name = "local"
+    batches_per_poll = 1
 
     def __init__(self, genes_file: Path | None = None, *, bs1_af: float = 0.01, pm2_af: float = 0.0) -> None:
         self.gene_index = GeneIndex.from_file(genes_file) if genes_file is not None else None

@@ -66,11 +66,11 @@ SLOW_EVERY_S = 15.0
 # What the failover scenarios' primary can be (see ChaosServers).
 PRIMARIES = ("iggy", "kafka")
 TENANT = "chaos-lab"
-# How long a scenario that strands records keeps them on the live primary before killing it:
-# ingest's watchdog must read that lag while the primary answers (a few reads, slow under load:
-# in one CI run 10 s held no successful read, GetJob never named the stranded records, and the
-# job completed by the re-publish instead; each read may take up to the watchdog's 5 s timeout).
-_LAG_READS_S = 25.0
+# A scenario that strands records kills the primary once ingest's watchdog has read their lag
+# there (a dead backend's stranded records are its last lag read while it answered). Each read
+# may take the watchdog's 5 s timeout and a round counts only if all its reads answered, so a
+# loaded machine can fail a few rounds in a row; past this the scenario gives up, saying so.
+_WATCHDOG_READ_GUARD_S = 180.0
 # A broker's boot, first or after a kill: the restart in fallback-killed at load 50-70 was still
 # loading its metadata log after the default 90 s (the services meanwhile ran on Iggy alone).
 _BROKER_BOOT_S = 300.0
@@ -284,6 +284,32 @@ async def _status(address: str) -> control_pb2.GetStatusResponse:
         return await control_pb2_grpc.ControlServiceStub(channel).GetStatus(
             control_pb2.GetStatusRequest(), timeout=10
         )
+
+
+async def _until_watchdog_read(ingest: str, backend: str, since: float) -> float:
+    """Seconds until ingest's job watchdog completed a round of lag reads on `backend` that began
+    after `since` (wall clock): records published there before are then in its last known lag."""
+    import grpc
+
+    waiting_since = time.monotonic()
+    reads = "none"
+    while True:
+        try:
+            status = await _status(ingest)
+        except grpc.aio.AioRpcError as exc:  # a loaded ingest slow to answer: ask again
+            log.info("chaos: ingest's GetStatus failed: %s", exc.code())
+        else:
+            for seen in status.backends:
+                if seen.name == backend:
+                    if seen.watchdog_lag_read_at.ToNanoseconds() > since * 1e9:
+                        return time.monotonic() - waiting_since
+                    reads = f"{seen.watchdog_lag_reads} complete rounds, none after"
+        if time.monotonic() - waiting_since > _WATCHDOG_READ_GUARD_S:
+            raise _ScenarioProblem(
+                f"ingest's watchdog read no lag on {backend} in {_WATCHDOG_READ_GUARD_S:.0f} s after the"
+                f" job's records reached it ({reads}): GetJob could not name them once stranded"
+            )
+        await asyncio.sleep(0.2)
 
 
 class _DatabaseWrites:
@@ -709,10 +735,15 @@ async def run_scenario(
                         if time.monotonic() > deadline:
                             raise _ScenarioProblem("nothing reached database-writes on the primary")
                         await asyncio.sleep(0.1)
+                    reached_at = time.time()
                     await primary_writes.stop()
-                    # Time for ingest's watchdog to read that lag while the primary answers: a dead
-                    # backend's stranded records are its last known lag.
-                    await asyncio.sleep(_LAG_READS_S)
+                    waited = await _until_watchdog_read(
+                        services["ingest"].grpc, servers.backend_names[0], reached_at
+                    )
+                    result.notes.append(
+                        f"ingest's watchdog read the lag on the primary {waited:.1f} s after"
+                        " the job's records reached it"
+                    )
                 while not strands and watch.stored == 0 and watch.state not in TERMINAL_STATES:
                     if time.monotonic() > deadline:
                         raise _ScenarioProblem("nothing was stored before the fault")

@@ -578,7 +578,8 @@ async def _stop_producer(producer: AIOKafkaProducer, *, timeout_s: float) -> Non
     """
     stopping = asyncio.ensure_future(producer.stop())
     try:
-        await asyncio.wait_for(asyncio.shield(stopping), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await asyncio.shield(stopping)
     except TimeoutError:
         log.warning("kafka producer: records undelivered after %.1fs are dropped at stop", timeout_s)
     finally:

@@ -9,6 +9,7 @@ from vcf_agent.control._auth import (
     requested_tenant,
     tenant_scope,
 )
+from vcf_agent.control._bus_status import LagReadRounds, LagReadSource
 from vcf_agent.control._errors import abort, invalid_argument, page_offset
 from vcf_agent.control._flags import (
     FieldError,
@@ -51,6 +52,8 @@ __all__ = [
     "FlagStore",
     "JobRun",
     "JobRunSource",
+    "LagReadRounds",
+    "LagReadSource",
     "LimitViolation",
     "Principal",
     "SecuritySettings",

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -25,6 +26,24 @@ log = logging.getLogger(__name__)
 
 # How long a single-backend lag read may take before GetStatus answers without it.
 STATUS_READ_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class LagReadRounds:
+    """One backend's complete rounds of a watcher's lag reads: how many, and when the latest began.
+
+    A round that began at `latest_at` (wall clock) saw every record published on the backend
+    before then: what a harness waits for before it kills the backend with records on it.
+    """
+
+    count: int
+    latest_at: float
+
+
+class LagReadSource(Protocol):
+    """Something that reads lags on its own schedule (ingest's job watchdog), per backend name."""
+
+    def lag_read_rounds(self) -> Mapping[str, LagReadRounds]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +105,12 @@ async def fill_bus_status(
     processors: Sequence[StreamProcessor],
     *,
     bus_healthy: bool,
+    watched: Mapping[str, LagReadRounds] | None = None,
 ) -> None:
-    """Groups (with merged lags), the flat lag list, and the per-backend fields of GetStatus."""
+    """Groups (with merged lags), the flat lag list, and the per-backend fields of GetStatus.
+
+    `watched`: the service's own watcher's lag-read rounds per backend name (ingest's watchdog).
+    """
     pairs = [(p, stream) for p in processors for stream in p.streams]
     reads = await asyncio.gather(*(_read(bus, p.group, stream) for p, stream in pairs))
     by_pair = {(r.group, r.stream): r for r in reads}
@@ -132,4 +155,8 @@ async def fill_bus_status(
             backend.lag_read_at.CopyFrom(_timestamp(min(read_times)))
         if backend.lag_stale and not backend.healthy:
             stranded += backend.lag
+        rounds = (watched or {}).get(backend.name)
+        if rounds is not None:
+            backend.watchdog_lag_reads = rounds.count
+            backend.watchdog_lag_read_at.CopyFrom(_timestamp(rounds.latest_at))
     response.stranded_records = stranded

@@ -20,7 +20,7 @@ from vcf_agent import tracing
 from vcf_agent.bus import Bus
 from vcf_agent.config import SecuritySettings, Topology
 from vcf_agent.control._auth import TokenAuthInterceptor, current_principal
-from vcf_agent.control._bus_status import fill_bus_status
+from vcf_agent.control._bus_status import LagReadSource, fill_bus_status
 from vcf_agent.control._checkpoints import (
     NotPausedError,
     UnknownGroupError,
@@ -65,6 +65,11 @@ class StatusSource(Protocol):
     @property
     def job_runs(self) -> JobRunSource | None:
         """The service's completed job runs, if it is the one that knows jobs (CompareModes)."""
+        ...
+
+    @property
+    def lag_reads(self) -> LagReadSource | None:
+        """Lag reads the service makes on its own schedule, reported per backend (ingest's watchdog)."""
         ...
 
 
@@ -113,7 +118,13 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
             state=self._plane.state,
             health="SERVING" if self._plane.serving else "NOT_SERVING",
         )
-        await fill_bus_status(response, self._bus, status.processors(), bus_healthy=self._plane.bus_healthy)
+        await fill_bus_status(
+            response,
+            self._bus,
+            status.processors(),
+            bus_healthy=self._plane.bus_healthy,
+            watched=None if status.lag_reads is None else status.lag_reads.lag_read_rounds(),
+        )
         return response
 
     # ---- flags ----

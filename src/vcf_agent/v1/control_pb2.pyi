@@ -276,6 +276,8 @@ class BusBackendStatus(_message.Message):
     PARTITIONS_FIELD_NUMBER: _builtins.int
     LAG_STALE_FIELD_NUMBER: _builtins.int
     LAG_READ_AT_FIELD_NUMBER: _builtins.int
+    WATCHDOG_LAG_READ_AT_FIELD_NUMBER: _builtins.int
+    WATCHDOG_LAG_READS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """iggy, kafka, embedded, ... as in the bus_active_backend metric label."""
     role: _builtins.str
@@ -292,6 +294,8 @@ class BusBackendStatus(_message.Message):
     """The lag was not read now (the backend did not answer within the status
     deadline): it is the last known value, read at lag_read_at (unset if never).
     """
+    watchdog_lag_reads: _builtins.int
+    """Ingest on a failover bus only: such complete rounds on this backend since start."""
     @_builtins.property
     def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionLag]:
         """Per partition, as in GetStatusResponse.lag."""
@@ -299,6 +303,15 @@ class BusBackendStatus(_message.Message):
     @_builtins.property
     def lag_read_at(self) -> _timestamp_pb2.Timestamp:
         """When lag was read."""
+
+    @_builtins.property
+    def watchdog_lag_read_at(self) -> _timestamp_pb2.Timestamp:
+        """Ingest on a failover bus only: when the latest round of its job watchdog's lag reads that
+        all answered on this backend began (unset before the first). A round reads, while a job
+        runs, the lag of every group on every stream a job's records pass through; what was
+        published here before this time is in it, so if the backend dies now those records are
+        named as stranded on it.
+        """
 
     def __init__(
         self,
@@ -312,10 +325,12 @@ class BusBackendStatus(_message.Message):
         partitions: _abc.Iterable[Global___PartitionLag] | None = ...,
         lag_stale: _builtins.bool = ...,
         lag_read_at: _timestamp_pb2.Timestamp | None = ...,
+        watchdog_lag_read_at: _timestamp_pb2.Timestamp | None = ...,
+        watchdog_lag_reads: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lag_read_at", b"lag_read_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lag_read_at", b"lag_read_at", "watchdog_lag_read_at", b"watchdog_lag_read_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "consecutive_failures", b"consecutive_failures", "healthy", b"healthy", "lag", b"lag", "lag_read_at", b"lag_read_at", "lag_stale", b"lag_stale", "name", b"name", "partitions", b"partitions", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "consecutive_failures", b"consecutive_failures", "healthy", b"healthy", "lag", b"lag", "lag_read_at", b"lag_read_at", "lag_stale", b"lag_stale", "name", b"name", "partitions", b"partitions", "role", b"role", "watchdog_lag_read_at", b"watchdog_lag_read_at", "watchdog_lag_reads", b"watchdog_lag_reads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -145,6 +145,7 @@ def build(
         ],
         # What ControlService.CompareModes answers from.
         job_runs=registry,
+        lag_reads=watchdog,
         samplers=[PeriodicSampler("jobs", lambda: sample_jobs(registry), SAMPLE_INTERVAL_S)],
         publisher=publisher,
         registry=registry,

@@ -16,6 +16,10 @@ aggregator, the writer, ingest's tracker, the notifier), not a fixed list. A
 dead backend's lag is its last known: what is stranded on it. A job idle for
 `_STRANDED_STALL_S` while records are stranded is stalled at once, the detail
 naming them (how many, on which stream, for which group, on which backend).
+GetStatus reports, per backend, how many rounds of those lag reads all answered
+and when the latest began (`watchdog_lag_reads`, `watchdog_lag_read_at`): records
+published there before it are what a death of the backend would strand, and
+GetJob would name them.
 
 Once a job has been idle for `republish_grace_s` after a backend switch during
 its run, ingest publishes again what the lost backend had taken of it (the
@@ -32,10 +36,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 
 from vcf_agent import telemetry
-from vcf_agent.bus import Bus, FailoverBus
+from vcf_agent.bus import BackendLag, Bus, FailoverBus
 from vcf_agent.config import Settings
+from vcf_agent.control import LagReadRounds
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.schema import TERMINAL_STATES
 from vcf_agent.v1 import events_pb2
@@ -88,6 +94,11 @@ class JobWatchdog(AsyncComponent):
         self._task: asyncio.Task[None] | None = None
         # (monotonic time, (group, stream) pairs) of the last listing of the streams' readers.
         self._readers: tuple[float, list[tuple[str, str]]] = (float("-inf"), [])
+        # Per backend name: rounds of lag reads that all answered there, and when the latest began.
+        self._rounds: dict[str, LagReadRounds] = {}
+
+    def lag_read_rounds(self) -> Mapping[str, LagReadRounds]:
+        return dict(self._rounds)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch_forever(), name="ingest:job-watchdog")
@@ -162,9 +173,11 @@ class JobWatchdog(AsyncComponent):
                 (group, stream) for stream, groups in zip(streams, listed, strict=True) for group in groups
             ]
             self._readers = (now, pairs)
+        began = time.time()
         lags = await asyncio.gather(
             *(bus.backend_lags(group, stream, timeout_s=_LAG_READ_TIMEOUT_S) for group, stream in pairs)
         )
+        self._count_rounds(began, lags)
         # Only a backend declared down strands anything; a live one slow to answer a lag read or
         # a probe (a loaded broker) still delivers. (With "failed its latest probe", a CLI run at
         # load 60 named 18 records "on database-writes for writer (kafka, unreachable)" while
@@ -181,6 +194,15 @@ class JobWatchdog(AsyncComponent):
             if backend.backend in down and backend.stale and backend.lag > 0
         ]
         return f"records stranded: {', '.join(found)}" if found else ""
+
+    def _count_rounds(self, began: float, lags: list[list[BackendLag]]) -> None:
+        """A backend whose every read of this round answered saw all published there before `began`."""
+        if not lags:
+            return  # no group reads a job's streams yet: a round of nothing says nothing
+        for index, backend in enumerate(lags[0]):
+            if all(not backends[index].stale for backends in lags):
+                done = self._rounds.get(backend.backend)
+                self._rounds[backend.backend] = LagReadRounds((done.count if done else 0) + 1, began)
 
     def _republish_if_stranded(self, job: JobRecord, idle: float, now: float) -> None:
         """After a backend switch during the job's run, an idle job's records may be stranded.

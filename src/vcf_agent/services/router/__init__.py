@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from vcf_agent.analysis import (
     AnalysisProvider,
     CacheSync,
-    LocalProvider,
     ProviderPool,
     ProviderWorker,
     RouterSettings,
@@ -74,10 +73,6 @@ def worker_processor(
         worker.group,
         worker.handle,
         service=NAME,
-        # The worker answers what one poll gave it together: LLM providers' requests wait on the
-        # network side by side, but the local annotator's batches share one interpreter (its
-        # threads take turns), so polled together they all finished with the last while the
-        # stages downstream idled. One at a time, each batch's answers go on to be aggregated
-        # and stored while the next is analysed.
-        max_records=1 if isinstance(provider, LocalProvider) else 8,
+        # The worker answers what one poll gave it together: the provider says how many suit it.
+        max_records=provider.batches_per_poll,
     )

@@ -392,8 +392,10 @@ class LanceStore(AsyncComponent):
         tables = {_VARIANTS: variants, _ANALYSES: analyses, _CARRIERS: self._carriers}
         if self._before_compaction is not None:
             self._before_compaction()
-        # Row counts come from the fragments' metadata: nothing is read for the log line.
-        rows = ", ".join(f"{name} {table.count_rows():,}" for name, table in tables.items())
+        # Row counts come from the fragments' metadata: nothing is read. Compacting moves rows,
+        # it adds and removes none, so the variants' count is also the next growth baseline.
+        counts = {name: int(table.count_rows()) for name, table in tables.items()}
+        rows = ", ".join(f"{name} {count:,}" for name, count in counts.items())
         log.info("compacting LanceDB after %d writes (rows: %s)", self._writes_since_compaction, rows)
         began = time.monotonic()
         with returning_freed_memory():
@@ -401,7 +403,7 @@ class LanceStore(AsyncComponent):
                 table.optimize(cleanup_older_than=self._policy.keep_versions)
         log.info("compacted LanceDB in %.1f s (rows: %s)", time.monotonic() - began, rows)
         self._writes_since_compaction = self._rows_since_compaction = 0
-        self._rows_at_compaction = variants.count_rows()
+        self._rows_at_compaction = counts[_VARIANTS]
 
     def _fetch(self, ids: list[str], tenant_id: str) -> list[query_pb2.StoredVariant]:
         """The variants with these ids, in this order; of `tenant_id` only (a store filter) if given."""
