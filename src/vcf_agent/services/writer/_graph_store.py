@@ -452,8 +452,15 @@ def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows, file_keys: pa
         keyed, "file_key", {"c_id": "file_key", "c_name": "source_name", "c_tenant": "tenant_id"}
     )
     _run(conn, _MERGE_FILES, files)
-    samples = _distinct(
-        rows.calls, "sample_id", {"c_id": "sample_id", "c_name": "sample", "c_tenant": "tenant_id"}
+    sample_ids = rows.calls.column("sample_id")
+    first_calls = pc.index_in(pc.unique(sample_ids), value_set=sample_ids)
+    variant_of_call = pc.list_parent_indices(rows.variants.column("genotypes"))
+    samples = pa.table(
+        {
+            "c_id": pc.take(sample_ids, first_calls),
+            "c_name": pc.take(rows.calls.column("sample"), first_calls),
+            "c_tenant": pc.take(rows.variants.column("tenant_id"), pc.take(variant_of_call, first_calls)),
+        }
     )
     _run(conn, _MERGE_SAMPLES, samples)
     genes = rows.variants.column("gene")
@@ -524,30 +531,20 @@ def _carrier_edges(rows: WriteRows, keys: pa.Array, create: pa.ChunkedArray) -> 
     """CARRIED_BY edges of the variants created: one per call whose genotype holds the variant's ALT.
 
     The calls are the variants' genotypes in order, so a call's variant is its list parent;
-    the row builder already names each variant's carriers, and a call is an edge when its
-    sample is among them.
+    the row builder marks each carrier call.
     """
     calls = rows.calls
     variant_of_call = pc.list_parent_indices(rows.variants.column("genotypes"))
-    carriers = rows.variants.column("carriers")
-    carrier_of = pc.list_parent_indices(carriers)
-    carrier_keys = pc.binary_join_element_wise(
-        pc.cast(carrier_of, pa.string()), pc.list_flatten(carriers), "\x1f"
-    )
-    call_keys = pc.binary_join_element_wise(
-        pc.cast(variant_of_call, pa.string()), calls.column("sample"), "\x1f"
-    )
-    keep = pc.and_(pc.is_in(call_keys, value_set=carrier_keys), pc.take(create, variant_of_call))
-    edges = pa.table(
+    keep = pc.and_(calls.column("carrier"), pc.take(create, variant_of_call))
+    return pa.table(
         {
-            "c_key": pc.take(keys, variant_of_call),
-            "c_to": calls.column("sample_id"),
-            "c_genotype": calls.column("genotype"),
-            "c_depth": calls.column("depth"),
-            "c_gq": calls.column("genotype_quality"),
+            "c_key": pc.take(keys, pc.filter(variant_of_call, keep)),
+            "c_to": pc.filter(calls.column("sample_id"), keep),
+            "c_genotype": pc.filter(calls.column("genotype"), keep),
+            "c_depth": pc.filter(calls.column("depth"), keep),
+            "c_gq": pc.filter(calls.column("genotype_quality"), keep),
         }
     )
-    return edges.filter(keep)
 
 
 def _upsert_analyses(
