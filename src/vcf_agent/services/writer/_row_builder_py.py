@@ -160,7 +160,6 @@ _TEXT_COLUMNS = (
     "filters",
     "missing_providers",
     "carriers",
-    "call.sample_id",
     "call.sample",
     "call.genotype",
     "analysis.analysis_id",
@@ -340,7 +339,6 @@ class Collector:
     ) -> bool:
         """Emit one call's columns; returns whether it is a carrier of the write's ALT allele."""
         alleles = list(call.alleles)
-        out.text("call.sample_id").add(f"{write.tenant_id}/{call.sample}")
         out.text("call.sample").add(call.sample)
         out.text("call.genotype").add(_genotype(alleles, call.phased))
         out.value("call.depth", "i").append(call.depth)

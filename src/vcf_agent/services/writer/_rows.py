@@ -98,7 +98,6 @@ ANALYSIS_SCHEMA = pa.schema(
 # the graph's CARRIED_BY edges and the carriers table keep, with no per-call key matching.
 CALL_SCHEMA = pa.schema(
     [
-        pa.field("sample_id", pa.string()),
         pa.field("sample", pa.string()),
         pa.field("genotype", pa.string()),
         pa.field("depth", pa.int32()),
@@ -259,7 +258,7 @@ def _strings(parts: Buffers, name: str, rows: int) -> pa.Array:
 
 def _tables(parts: Buffers) -> WriteRows:
     variants, calls, analyses = parts["rows"]
-    call_columns = {name: _text(parts, "call." + name, calls) for name in ("sample_id", "sample", "genotype")}
+    call_columns = {name: _text(parts, "call." + name, calls) for name in ("sample", "genotype")}
     call_columns["depth"] = _fixed(parts, "call.depth", calls, pa.int32())
     call_columns["genotype_quality"] = _fixed(parts, "call.genotype_quality", calls, pa.int32())
     call_columns["carrier"] = _fixed(parts, "call.carrier", calls, pa.bool_())
