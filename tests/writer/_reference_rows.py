@@ -26,11 +26,6 @@ def analysis_id(correlation_id: str, provider: str) -> str:
     return f"{correlation_id}:{provider}"
 
 
-def sample_id(tenant_id: str, sample: str) -> str:
-    """Samples are scoped by tenant: the same name in two files of one tenant is one sample."""
-    return f"{tenant_id}/{sample}"
-
-
 STATUS_NAMES = {
     value.number: value.name.removeprefix("STATUS_").lower()
     for value in analysis_pb2.AnalysisResult.Status.DESCRIPTOR.values
@@ -145,15 +140,12 @@ def reference_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
         "updated_at": updated,
     }
     call_columns: dict[str, object] = {
-        "correlation_id": [cids[i] for i in call_owner],
-        "sample_id": [
-            sample_id(tenants[i], sample) for i, sample in zip(call_owner, call_samples, strict=True)
-        ],
         "sample": call_samples,
-        "tenant_id": [tenants[i] for i in call_owner],
         "genotype": genotype_text,
         "depth": call_depth,
         "genotype_quality": call_gq,
+        # VCFv4.1 section 1.4.2: the call's allele indices include this record's ALT (alt_index + 1).
+        "carrier": [alt in a for alt, a in zip(alt_alleles, alleles, strict=True)],
     }
     return WriteRows(
         variants=pa.Table.from_pydict(columns, schema=VARIANT_SCHEMA),

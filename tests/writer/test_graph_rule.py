@@ -170,3 +170,31 @@ def test_a_store_from_before_the_written_ranges_counts_every_record_of_its_files
         assert ranges.get_all() == [[[0, INT64_MAX]]]
     finally:
         graph.close()
+
+
+def test_one_batch_of_two_tenants_keeps_their_same_named_samples_apart(
+    lance: LanceStore, graph: GraphStore
+) -> None:
+    # Sample nodes are keyed by tenant: a batch holding both tenants' writes (the writer batches
+    # across jobs) must give each tenant its own samples and point each carrier edge at its own.
+    batch = [
+        make_write(i, gene="BRCA2", tenant_id=tenant) for tenant in ("tenant-1", "tenant-2") for i in (1, 2)
+    ]
+    store(graph, lance, batch)
+
+    result = graph._connection().execute("MATCH (s:Sample) RETURN s.id, s.tenant_id ORDER BY s.id")
+    assert not isinstance(result, list)
+    samples = [tuple(row) for row in result.get_all()]
+    names = sorted(
+        {sample for write in batch for sample in (call.sample for call in write.variant.genotypes)}
+    )
+    assert samples == [(f"{tenant}/{name}", tenant) for tenant in ("tenant-1", "tenant-2") for name in names]
+    for write in batch:
+        carried = graph.carriers(write.correlation_id, write.tenant_id)
+        expected = [
+            call.sample for call in write.variant.genotypes if write.variant.alt_index + 1 in call.alleles
+        ]
+        assert sorted(genotype.sample for genotype in carried) == sorted(expected) and expected
+        # The wrong tenant sees none of them.
+        other = "tenant-2" if write.tenant_id == "tenant-1" else "tenant-1"
+        assert graph.carriers(write.correlation_id, other) == []

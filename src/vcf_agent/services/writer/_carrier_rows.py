@@ -55,23 +55,19 @@ CARRIER_SCHEMA = pa.schema(
 )
 
 
-def carrier_rows(variants: pa.Table) -> pa.Table:
+def carrier_rows(variants: pa.Table, carrier: pa.Array | pa.ChunkedArray | None = None) -> pa.Table:
     """The carrier calls of a batch of variant rows (VARIANT_SCHEMA), in the variants' order.
 
-    A call is kept when its sample is in its variant's carriers list, matched on (variant,
-    sample) keys. Measured: ~240 ns of CPU per call on a 2,504-sample batch, about a quarter
-    of a core at 1M genotypes/s; a mask from the row builders would be cheaper.
+    `carrier` is the row builders' per-call mask (WriteRows.calls); without it (rows read back
+    from a store written before this table existed) a call is kept when its sample is in its
+    variant's carriers list, matched on (variant, sample) keys, which measured ~240 ns of CPU
+    per call on a 2,504-sample batch against a filter by the mask.
     """
     genotypes = variants.column("genotypes").combine_chunks()
-    carriers = variants.column("carriers").combine_chunks()
     variant_of_call = pc.list_parent_indices(genotypes)
     calls = pc.list_flatten(genotypes)
     samples = pc.struct_field(calls, "sample")
-    listed = pc.binary_join_element_wise(
-        pc.cast(pc.list_parent_indices(carriers), pa.string()), pc.list_flatten(carriers), "\x1f"
-    )
-    keys = pc.binary_join_element_wise(pc.cast(variant_of_call, pa.string()), samples, "\x1f")
-    keep = pc.is_in(keys, value_set=listed)
+    keep = _listed_carriers(variants, variant_of_call, samples) if carrier is None else carrier
     of_carrier = pc.filter(variant_of_call, keep)
     copied = {name: pc.take(variants.column(name), of_carrier) for name in VARIANT_COLUMNS}
     sample = pc.filter(samples, keep)
@@ -87,3 +83,13 @@ def carrier_rows(variants: pa.Table) -> pa.Table:
         "allele_depths": pc.filter(pc.struct_field(calls, "allele_depths"), keep),
     }
     return pa.Table.from_arrays([columns[name] for name in CARRIER_SCHEMA.names], schema=CARRIER_SCHEMA)
+
+
+def _listed_carriers(variants: pa.Table, variant_of_call: pa.Array, samples: pa.Array) -> pa.Array:
+    """Which calls' samples their variant's carriers list names."""
+    carriers = variants.column("carriers").combine_chunks()
+    listed = pc.binary_join_element_wise(
+        pc.cast(pc.list_parent_indices(carriers), pa.string()), pc.list_flatten(carriers), "\x1f"
+    )
+    keys = pc.binary_join_element_wise(pc.cast(variant_of_call, pa.string()), samples, "\x1f")
+    return pc.is_in(keys, value_set=listed)

@@ -452,10 +452,7 @@ def _merge_shared_nodes(conn: ladybug.Connection, rows: WriteRows, file_keys: pa
         keyed, "file_key", {"c_id": "file_key", "c_name": "source_name", "c_tenant": "tenant_id"}
     )
     _run(conn, _MERGE_FILES, files)
-    samples = _distinct(
-        rows.calls, "sample_id", {"c_id": "sample_id", "c_name": "sample", "c_tenant": "tenant_id"}
-    )
-    _run(conn, _MERGE_SAMPLES, samples)
+    _run(conn, _MERGE_SAMPLES, _distinct_samples(rows))
     genes = rows.variants.column("gene")
     _run(conn, _MERGE_GENES, pa.table({"c_name": pc.unique(pc.filter(genes, pc.not_equal(genes, "")))}))
 
@@ -524,30 +521,22 @@ def _carrier_edges(rows: WriteRows, keys: pa.Array, create: pa.ChunkedArray) -> 
     """CARRIED_BY edges of the variants created: one per call whose genotype holds the variant's ALT.
 
     The calls are the variants' genotypes in order, so a call's variant is its list parent;
-    the row builder already names each variant's carriers, and a call is an edge when its
-    sample is among them.
+    the row builder marks each carrier call.
     """
     calls = rows.calls
     variant_of_call = pc.list_parent_indices(rows.variants.column("genotypes"))
-    carriers = rows.variants.column("carriers")
-    carrier_of = pc.list_parent_indices(carriers)
-    carrier_keys = pc.binary_join_element_wise(
-        pc.cast(carrier_of, pa.string()), pc.list_flatten(carriers), "\x1f"
-    )
-    call_keys = pc.binary_join_element_wise(
-        pc.cast(variant_of_call, pa.string()), calls.column("sample"), "\x1f"
-    )
-    keep = pc.and_(pc.is_in(call_keys, value_set=carrier_keys), pc.take(create, variant_of_call))
-    edges = pa.table(
+    keep = pc.and_(calls.column("carrier"), pc.take(create, variant_of_call))
+    kept_variant = pc.filter(variant_of_call, keep)
+    tenants = rows.variants.column("tenant_id")
+    return pa.table(
         {
-            "c_key": pc.take(keys, variant_of_call),
-            "c_to": calls.column("sample_id"),
-            "c_genotype": calls.column("genotype"),
-            "c_depth": calls.column("depth"),
-            "c_gq": calls.column("genotype_quality"),
+            "c_key": pc.take(keys, kept_variant),
+            "c_to": _sample_ids(pc.take(tenants, kept_variant), pc.filter(calls.column("sample"), keep)),
+            "c_genotype": pc.filter(calls.column("genotype"), keep),
+            "c_depth": pc.filter(calls.column("depth"), keep),
+            "c_gq": pc.filter(calls.column("genotype_quality"), keep),
         }
     )
-    return edges.filter(keep)
 
 
 def _upsert_analyses(
@@ -701,6 +690,39 @@ def _gene_edges(keys: pa.ChunkedArray | list[int], genes: pa.ChunkedArray | list
         {
             "c_key": pa.array(keys, pa.int64()) if isinstance(keys, list) else keys,
             "c_to": pa.array(genes, pa.string()) if isinstance(genes, list) else genes,
+        }
+    )
+
+
+def _sample_ids(tenants: pa.Array | pa.ChunkedArray, samples: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The Sample key: tenant + '/' + name. Samples are scoped by tenant, the same name in two
+    files of one tenant being one sample."""
+    return pc.binary_join_element_wise(tenants, samples, "/")
+
+
+def _distinct_samples(rows: WriteRows) -> pa.Table:
+    """The batch's samples, one row each, for the MERGE: names hashed per tenant rather than a
+    tenant-qualified key built per call (a 2,504-sample batch has millions of calls, few tenants)."""
+    calls = rows.calls.column("sample")
+    tenants = rows.variants.column("tenant_id")
+    batch_tenants = pc.unique(tenants).to_pylist()
+    ids, names, owners = [], [], []
+    for tenant in batch_tenants:
+        if len(batch_tenants) > 1:
+            variant_of_call = pc.list_parent_indices(rows.variants.column("genotypes"))
+            of_tenant = pc.filter(calls, pc.take(pc.equal(tenants, tenant), variant_of_call))
+        else:
+            of_tenant = calls
+        distinct = pc.unique(of_tenant)
+        owner = pa.array([tenant] * len(distinct), pa.string())
+        ids.append(_sample_ids(owner, distinct))
+        names.append(distinct)
+        owners.append(owner)
+    return pa.table(
+        {
+            "c_id": pa.chunked_array(ids, pa.string()),
+            "c_name": pa.chunked_array(names, pa.string()),
+            "c_tenant": pa.chunked_array(owners, pa.string()),
         }
     )
 

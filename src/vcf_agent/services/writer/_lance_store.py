@@ -246,7 +246,8 @@ class LanceStore(AsyncComponent):
             variants, analyses = self._tables()
             # Carriers first: a crash between the writes leaves rows the replay merges again,
             # never a stored variant whose carriers a sample query would miss.
-            _store(self._carriers, "call_id", carrier_rows(rows.variants), maybe_stored)
+            carriers = carrier_rows(rows.variants, rows.calls.column("carrier"))
+            _store(self._carriers, "call_id", carriers, maybe_stored)
             _store(variants, "correlation_id", rows.variants, maybe_stored)
             _store(analyses, "analysis_id", rows.analyses, maybe_stored)
             self._writes_since_compaction += 1

@@ -160,10 +160,7 @@ _TEXT_COLUMNS = (
     "filters",
     "missing_providers",
     "carriers",
-    "call.correlation_id",
-    "call.sample_id",
     "call.sample",
-    "call.tenant_id",
     "call.genotype",
     "analysis.analysis_id",
     "analysis.correlation_id",
@@ -256,6 +253,7 @@ class Collector:
         offsets = {name: array("i", [0]) for name in _OFFSET_COLUMNS}
         quality_valid: list[bool] = []
         partial: list[bool] = []
+        carrier: list[bool] = []
         calls = analyses = 0
         for cid in order:
             write = unique[cid]
@@ -293,7 +291,7 @@ class Collector:
                 out.text("missing_providers").add(provider)
             offsets["missing_providers.offsets"].append(len(out.text("missing_providers").offsets) - 1)
             for call in variant.genotypes:
-                self._emit_call(out, write, call, offsets)
+                carrier.append(self._emit_call(out, write, call, offsets))
                 calls += 1
             offsets["genotypes.offsets"].append(calls)
             offsets["carriers.offsets"].append(len(out.text("carriers").offsets) - 1)
@@ -303,6 +301,7 @@ class Collector:
         buffers |= {name: values.tobytes() for name, values in offsets.items()}
         buffers["quality.valid"] = _bitmap(quality_valid)
         buffers["partial"] = _bitmap(partial)
+        buffers["call.carrier"] = _bitmap(carrier)
         buffers["rows"] = (len(order), calls, analyses)
         self._writes = []
         return buffers
@@ -337,18 +336,18 @@ class Collector:
     @staticmethod
     def _emit_call(
         out: _Columns, write: events_pb2.DatabaseWrite, call: Any, offsets: dict[str, array[int]]
-    ) -> None:
+    ) -> bool:
+        """Emit one call's columns; returns whether it is a carrier of the write's ALT allele."""
         alleles = list(call.alleles)
-        out.text("call.correlation_id").add(write.correlation_id)
-        out.text("call.sample_id").add(f"{write.tenant_id}/{call.sample}")
         out.text("call.sample").add(call.sample)
-        out.text("call.tenant_id").add(write.tenant_id)
         out.text("call.genotype").add(_genotype(alleles, call.phased))
         out.value("call.depth", "i").append(call.depth)
         out.value("call.genotype_quality", "i").append(call.genotype_quality)
         depths = out.value("call.allele_depths", "i")
         depths.extend(call.allele_depths)
         offsets["call.allele_depths.offsets"].append(len(depths))
-        # A carrier holds this ALT allele (alt_index + 1) in its genotype.
-        if write.variant.alt_index + 1 in alleles:
+        # A carrier holds this ALT allele (alt_index + 1) in its genotype (VCFv4.1 section 1.4.2).
+        carrier = write.variant.alt_index + 1 in alleles
+        if carrier:
             out.text("carriers").add(call.sample)
+        return carrier

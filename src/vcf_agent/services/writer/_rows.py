@@ -92,16 +92,17 @@ ANALYSIS_SCHEMA = pa.schema(
     ]
 )
 
-# Flat per-call rows for the graph's CARRIES relationships.
+# Flat per-call rows, in the order of the variants' `genotypes` lists, so a call's variant is its
+# list parent there (pc.list_parent_indices) and its tenant and correlation id are not copied per
+# call. `carrier` is the row builders' mask of calls whose genotype holds the variant's ALT: what
+# the graph's CARRIED_BY edges and the carriers table keep, with no per-call key matching.
 CALL_SCHEMA = pa.schema(
     [
-        pa.field("correlation_id", pa.string()),
-        pa.field("sample_id", pa.string()),
         pa.field("sample", pa.string()),
-        pa.field("tenant_id", pa.string()),
         pa.field("genotype", pa.string()),
         pa.field("depth", pa.int32()),
         pa.field("genotype_quality", pa.int32()),
+        pa.field("carrier", pa.bool_()),
     ]
 )
 
@@ -257,12 +258,10 @@ def _strings(parts: Buffers, name: str, rows: int) -> pa.Array:
 
 def _tables(parts: Buffers) -> WriteRows:
     variants, calls, analyses = parts["rows"]
-    call_columns = {
-        name: _text(parts, "call." + name, calls)
-        for name in ("correlation_id", "sample_id", "sample", "tenant_id", "genotype")
-    }
+    call_columns = {name: _text(parts, "call." + name, calls) for name in ("sample", "genotype")}
     call_columns["depth"] = _fixed(parts, "call.depth", calls, pa.int32())
     call_columns["genotype_quality"] = _fixed(parts, "call.genotype_quality", calls, pa.int32())
+    call_columns["carrier"] = _fixed(parts, "call.carrier", calls, pa.bool_())
     allele_depths = parts["call.allele_depths"]
     depths = _list(
         parts,
