@@ -81,12 +81,16 @@ def _rows(
     carrier = ~missing & ((first == 1) | (second == 1))
     offsets = pa.array(np.arange(n + 1, dtype=np.int32))
     depth = rng.integers(0, 200, size=n).astype(np.int32)
+    call_columns = {
+        "sample": pa.array([SAMPLE] * n),
+        "genotype": pa.array(calls),
+        "depth": pa.array(depth),
+        "genotype_quality": pa.array(rng.integers(0, 99, size=n).astype(np.int32)),
+        "carrier": pa.array(carrier),
+    }
     genotypes = pa.StructArray.from_arrays(
         [
-            pa.array([SAMPLE] * n),
-            pa.array(calls),
-            pa.array(depth),
-            pa.array(rng.integers(0, 99, size=n).astype(np.int32)),
+            *(call_columns[name] for name in ("sample", "genotype", "depth", "genotype_quality")),
             pa.ListArray.from_arrays(
                 pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)),
                 pa.array(np.repeat(depth // 2, 2).astype(np.int32)),
@@ -142,7 +146,7 @@ def _rows(
     return WriteRows(
         variants=pa.Table.from_pydict(columns, schema=VARIANT_SCHEMA),
         analyses=pa.Table.from_pydict(analyses, schema=ANALYSIS_SCHEMA),
-        calls=CALL_SCHEMA.empty_table(),
+        calls=pa.Table.from_pydict(call_columns, schema=CALL_SCHEMA),
     )
 
 

@@ -1,0 +1,28 @@
+"""`vcf-agent bench query`'s store: the genome rows it writes through the writer's own LanceStore
+are the rows the pipeline would store, carriers table included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vcf_agent.app._query_bench import build_store, time_store_queries
+from vcf_agent.app._scale_bench import SAMPLE
+from vcf_agent.services.writer import VariantQuery
+
+
+def test_the_query_bench_store_holds_every_row_and_a_carrier_row_per_alt_holding_call(tmp_path: Path) -> None:
+    store = build_store(tmp_path / "store", 3_000)
+    try:
+        assert store.count() == 3_000
+        variants, total = store.query(VariantQuery(limit=3_000))
+        assert total == 3_000
+        # VCFv4.1 section 1.4.2: a call carries the ALT when its GT holds allele 1 (alt_index 0).
+        holding = [v for v in variants if "1" in v.genotypes[0].genotype]
+        assert holding, "the generator gives one sample three ALT-holding calls in four"
+        carried, carried_total = store.query(VariantQuery(sample=SAMPLE, limit=3_000))
+        assert carried_total == len(holding)
+        assert {v.correlation_id for v in carried} == {v.correlation_id for v in holding}
+        figures = time_store_queries(store, runs=1)
+        assert figures["sample_gene_matched"] == sum(1 for v in holding if v.gene == "BRCA1")
+    finally:
+        store.close()
