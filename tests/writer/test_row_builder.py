@@ -611,6 +611,45 @@ def test_many_writes_over_many_payloads() -> None:
     assert_rows_equal(rows, reference_rows(writes))
 
 
+def test_every_genotype_shape_becomes_the_call_rows_it_was() -> None:
+    """GenotypeColumns of every call shape (phased and not, haploid, triploid, multi-allelic, `.`
+    alleles, DP/GQ/AD missing, no GT, no samples) give the rows per-call messages gave."""
+    calls = [
+        call("S1", [0, 1], phased=True, depth=10, gq=99, allele_depths=[5, 5, 0]),
+        call("S2", [1, 2], depth=-1, gq=-1),
+        call("S3", [-1, -1], depth=3, gq=20, allele_depths=[1, -1, 0]),
+        call("S4", [2, 2], phased=True, depth=7, gq=-1, allele_depths=[0, 0, 7]),
+        call("S5", [1], depth=4, gq=-1),
+        call("S6", [0, 1, 1], depth=9, gq=-1),
+        call("S7", [-1], depth=-1, gq=-1),
+        call("S8", [], depth=-1, gq=-1),
+    ]
+    missing = [call("A", [0, 0], depth=-1, gq=-1), call("B", [0, 1], depth=-1, gq=-1)]
+    writes = [
+        write("shapes", calls=calls, alt_index=1),
+        write("no-samples"),
+        write("all-missing", calls=missing),
+    ]
+    # Empty DP and GQ columns, no phased bitmap, no AD: the columns that hold nothing are left out.
+    assert not writes[2].variant.genotypes.depth and not writes[2].variant.genotypes.phased
+    rows, _ = collect([batch_payload(writes)])
+    assert_rows_equal(rows, reference_rows(writes))
+    table = rows.calls.to_pydict()
+    assert table["genotype"] == ["0|1", "1/2", "./.", "2|2", "1", "0/1/1", ".", ".", "0/0", "0/1"]
+    assert table["depth"] == [10, -1, 3, 7, 4, 9, -1, -1, -1, -1]
+    assert table["genotype_quality"] == [99, -1, 20, -1, -1, -1, -1, -1, -1, -1]
+    variants = rows.variants.to_pydict()
+    assert [len(genotypes) for genotypes in variants["genotypes"]] == [8, 0, 2]
+    assert [g["allele_depths"] for g in variants["genotypes"][0]][:4] == [
+        [5, 5, 0],
+        [],
+        [1, -1, 0],
+        [0, 0, 7],
+    ]
+    # Carriers of the write's ALT: allele 2 (alt_index 1) in the first, allele 1 in the last.
+    assert variants["carriers"] == [["S2", "S4"], [], ["B"]]
+
+
 def test_random_generator_covers_the_cases_it_claims() -> None:
     """The differential runs are only as good as what the generator produces."""
     source = RandomWrites(0)

@@ -514,7 +514,7 @@ static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_al
     const char *starts[MAX_FORMAT_KEYS];
     Py_ssize_t lens[MAX_FORMAT_KEYS];
     Py_ssize_t samples = self->columns - 9;
-    if (!samples) return 1;
+    if (!samples) return 1; /* an encoder built with a FORMAT column but no sample fields */
     self->ploidy.len = self->alleles.len = self->depth.len = self->quality.len = 0;
     self->ad_counts.len = self->ad_values.len = 0;
     Py_ssize_t bitmap = (samples + 7) / 8;

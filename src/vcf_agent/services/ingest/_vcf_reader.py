@@ -922,8 +922,6 @@ class VcfReader:
         # dict lookups over the FORMAT values and an append per stored column.
         layout = self._layouts.get(fmt) or self._layout(fmt)
         caches = self._caches(layout, n_alt)
-        if not self._sample_fields:
-            return b""
         width = layout.width
         check_ploidy = layout.checks_ploidy
         non_diploid = self._non_diploid
