@@ -659,6 +659,14 @@ def test_the_variants_are_read_from_the_bytes_and_a_corrupt_payload_raises_decod
         provider._answers(_request_without_variants(), bad_utf8)
 
 
+def test_genotype_columns_that_disagree_are_as_corrupt_as_what_upb_rejects() -> None:
+    # The router dead-letters a DecodeError from the provider's reader as a corrupt payload.
+    bad = LEFT_TO_PROTOBUF["a depth per sample and one more"]
+    assert variant_pb2.VariantBatch.FromString(bad).variants  # upb reads it
+    with pytest.raises(DecodeError, match=r"GenotypeColumns\.depth has 2 entries for 1 samples"):
+        LocalProvider()._answers(_request_without_variants(), bad)
+
+
 def test_a_batch_without_requested_providers_is_answered_listing_none() -> None:
     messages = random_variants(6, 3)
     payload = serialized(messages)
