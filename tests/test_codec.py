@@ -15,6 +15,10 @@ from vcf_agent.schema import (
     correlation_id,
     decode,
     encode,
+    genotype_calls,
+    length_delimited,
+    serialized_message,
+    varint,
 )
 from vcf_agent.v1 import variant_pb2
 
@@ -46,6 +50,29 @@ def test_corrupt_and_mistyped_payloads_raise_payload_error() -> None:
         decode(payload, headers, variant_pb2.JobMarker)
     with pytest.raises(PayloadError, match="schema version"):
         decode(payload, {**headers, "schema-version": "9"}, variant_pb2.VariantBatch)
+
+
+def test_a_version_1_payload_is_refused_not_read_as_a_variant_without_genotypes() -> None:
+    # Schema version 1 carried each call as a GenotypeCall submessage, VariantMessage field 18:
+    # sample (1), alleles (2, packed int32), depth (4). This build would parse field 18 as an
+    # unknown field, a variant with no calls, so the version header must stop it.
+    call = (
+        length_delimited(b"\x0a", b"S1")
+        + length_delimited(b"\x12", varint(0) + varint(1))
+        + b"\x20"
+        + varint(30)
+    )
+    variant = length_delimited(b"\x3a", b"chr1") + length_delimited(b"\x92\x01", call)
+    payload = length_delimited(b"\x0a", variant)
+    old = {"schema-version": "1", "message-type": "vcf_agent.v1.VariantBatch", "content-encoding": "identity"}
+    parsed = variant_pb2.VariantBatch.FromString(payload)
+    assert parsed.variants[0].chromosome == "chr1" and genotype_calls(parsed.variants[0].genotypes) == []
+    for read in (
+        lambda: decode(payload, old, variant_pb2.VariantBatch),
+        lambda: serialized_message(payload, old, variant_pb2.VariantBatch),
+    ):
+        with pytest.raises(PayloadError, match=r"schema version '1' \(this build reads 2 only.*column-wise"):
+            read()
 
 
 def test_correlation_ids_are_deterministic_and_distinct() -> None:
@@ -91,7 +118,7 @@ def test_encoding_from_many_threads_at_once() -> None:
 
 def test_every_message_carries_the_headers_the_schema_names() -> None:
     _, headers = encode(_batch(1), tenant_id="lab-a")
-    assert headers["schema-version"] == "1"
+    assert headers["schema-version"] == "2"
     assert headers["message-type"] == "vcf_agent.v1.VariantBatch"
     assert headers["tenant-id"] == "lab-a"
     # With tracing off (no OTLP endpoint) nothing is spent on trace context.

@@ -8,6 +8,8 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from vcf_agent.schema import (
+    GenotypeCall,
+    genotype_columns,
     split_field,
     split_variant_first,
     variant_first_result,
@@ -34,14 +36,18 @@ def _variant(rng: random.Random, index: int) -> variant_pb2.VariantMessage:
     )
     variant.info["AF"].floats.values.extend([rng.random()])
     variant.info["DB"].flag = True
-    for sample in range(rng.randrange(4)):
-        variant.genotypes.add(
-            sample=f"S{sample}",
-            alleles=[rng.randrange(-1, 3), rng.randrange(3)],
+    calls = [
+        GenotypeCall(
+            f"S{sample}",
+            (rng.randrange(-1, 3), rng.randrange(3)),
             depth=rng.randrange(-1, 300),
             genotype_quality=rng.randrange(-1, 99),
-            allele_depths=[rng.randrange(50) for _ in range(rng.randrange(4))],
+            allele_depths=tuple(rng.randrange(50) for _ in range(rng.randrange(4))),
         )
+        for sample in range(rng.randrange(4))
+    ]
+    if calls:
+        variant.genotypes.CopyFrom(genotype_columns(calls))
     # A field after the genotypes (Timestamp, 19): what follows the split field stays in place.
     variant.timestamp.FromNanoseconds(rng.randrange(1 << 62))
     variant.source_name = "in.vcf"
@@ -71,10 +77,10 @@ def test_the_values_and_the_other_fields_are_what_protobuf_serializes(seed: int)
     assert variant_pb2.VariantBatch.FromString(batch_rest) == variant_pb2.VariantBatch(
         providers=batch.providers, priority=batch.priority, annotation_context=batch.annotation_context
     )
-    # A two-byte tag (field 18), between fields before and after it.
+    # A two-byte tag (field 21), between fields before and after it.
     for variant, raw in zip(variants, raw_variants, strict=True):
         calls, others = split_field(raw, wire.VARIANT_MESSAGE_GENOTYPES_TAG)
-        assert calls == [call.SerializeToString() for call in variant.genotypes]
+        assert calls == ([variant.genotypes.SerializeToString()] if variant.HasField("genotypes") else [])
         bare = variant_pb2.VariantMessage()
         bare.CopyFrom(variant)
         bare.ClearField("genotypes")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vcf_agent.analysis import build_write
-from vcf_agent.schema import split_variant_first, varint
+from vcf_agent.schema import GenotypeCall, genotype_columns, split_variant_first, varint
 from vcf_agent.services.aggregator._correlator import _single_write
 from vcf_agent.v1 import analysis_pb2, events_pb2
 
@@ -28,7 +28,7 @@ def _result(status: int, classification: str, tier: str) -> analysis_pb2.Analysi
     result.variant.correlation_id = "c1"
     result.variant.chromosome = "chr1"
     result.variant.position = 123
-    result.variant.genotypes.add(sample="S1", alleles=[0, 1])
+    result.variant.genotypes.CopyFrom(genotype_columns([GenotypeCall("S1", (0, 1))]))
     return result
 
 

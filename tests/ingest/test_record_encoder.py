@@ -25,6 +25,7 @@ from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import variant_pb2
 
 from ._vcf_text import COLUMNS, HEADER, record, write_vcf
+from .test_genotype_columns import SAMPLE_COLUMNS, SHAPES
 
 _COMPILED = compiled_module("vcf_agent.services.ingest._record_encoder")
 if _COMPILED is None:
@@ -219,6 +220,22 @@ def test_edge_records_agree_and_reach_the_fast_path(tmp_path: Path, monkeypatch:
     records, slow_calls = _assert_same(path, monkeypatch)
     assert records == len(EDGE_RECORDS) * 6
     assert slow_calls < records * 0.7, slow_calls
+
+
+def test_every_genotype_column_shape_agrees_on_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GenotypeColumns (test_genotype_columns.SHAPES): phased and not, haploid, triploid, multi-allelic,
+    `.` alleles, DP/GQ/AD missing in part or whole (empty columns), no GT at all."""
+    header = HEADER
+    lines = _repeat([shape for shape, _ in SHAPES], 5)
+    path = tmp_path / "shapes.vcf"
+    path.write_text(header + SAMPLE_COLUMNS + "".join(line + "\n" for line in lines), encoding="utf-8")
+    records, slow_calls = _assert_same(path, monkeypatch)
+    assert records == len(SHAPES) * 5
+    # After the first copy the compiled encoder writes every record but the one that drops
+    # trailing values (padding is the Python path's).
+    assert slow_calls == len(SHAPES) + 4, slow_calls
 
 
 def test_float_gq_and_free_count_ad_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ from pysam import bcftools
 
 from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
+from vcf_agent.schema import genotype_calls
 from vcf_agent.services.ingest import validate_file
 from vcf_agent.services.ingest._vcf_header import VcfFileError
 from vcf_agent.services.ingest._vcf_reader import VcfReader
@@ -50,7 +51,7 @@ def test_plain_gzip_that_is_not_bgzip_ingests() -> None:
         int(first[1]),
         first[3],
     )
-    assert len(variants[0].genotypes) == 629
+    assert len(genotype_calls(variants[0].genotypes)) == 629
 
 
 @pytest.mark.parametrize(
@@ -97,7 +98,7 @@ def test_sites_only_crlf_and_utf8_header(tmp_path: Path) -> None:
     path = tmp_path / "sites.vcf"
     path.write_bytes(body.replace("\n", "\r\n").encode())
     (variant,) = _variants(path)
-    assert (variant.position, variant.alternate, list(variant.genotypes)) == (100, "G", [])
+    assert (variant.position, variant.alternate, genotype_calls(variant.genotypes)) == (100, "G", [])
     assert list(variant.info["DP"].ints.values) == [10]
 
 
@@ -147,14 +148,14 @@ def test_alleles_ploidy_phasing_and_symbolic_shapes(tmp_path: Path) -> None:
         ".A",
     ]
     multi = variants[0]
-    assert [list(g.alleles) for g in multi.genotypes] == [[1, 3], [2, 1]]
-    assert [g.phased for g in multi.genotypes] == [False, True]
-    assert list(multi.genotypes[0].allele_depths) == [1, 2, 3, 4]
-    haploid, triploid = variants[3].genotypes
+    assert [list(g.alleles) for g in genotype_calls(multi.genotypes)] == [[1, 3], [2, 1]]
+    assert [g.phased for g in genotype_calls(multi.genotypes)] == [False, True]
+    assert list(genotype_calls(multi.genotypes)[0].allele_depths) == [1, 2, 3, 4]
+    haploid, triploid = genotype_calls(variants[3].genotypes)
     assert (list(haploid.alleles), list(triploid.alleles)) == ([1], [0, 1, 1])
-    missing = variants[4].genotypes[1]  # ./. with DP, GQ, AD dropped
+    missing = genotype_calls(variants[4].genotypes)[1]  # ./. with DP, GQ, AD dropped
     assert (list(missing.alleles), missing.depth, missing.genotype_quality) == ([-1, -1], -1, -1)
-    assert list(variants[5].genotypes[0].alleles) == [-1]  # a bare "."
+    assert list(genotype_calls(variants[5].genotypes)[0].alleles) == [-1]  # a bare "."
 
 
 def test_vcf45_local_alleles(tmp_path: Path) -> None:
@@ -171,7 +172,7 @@ def test_vcf45_local_alleles(tmp_path: Path) -> None:
     assert validate_file(path).valid
     variants = _variants(path)
     assert len(variants) == 3
-    assert [list(g.alleles) for g in variants[2].genotypes] == [[0, 3], [1, 2]]
+    assert [list(g.alleles) for g in genotype_calls(variants[2].genotypes)] == [[0, 3], [1, 2]]
 
 
 def test_annotations_are_split_by_the_header_field_list(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pysam
 import pytest
 import vcf
 
-from vcf_agent.schema import correlation_id
+from vcf_agent.schema import GenotypeCall, correlation_id, genotype_calls
 from vcf_agent.services.ingest._vcf_reader import VcfFileError, VcfReader, file_digest
 from vcf_agent.synthetic_vcf import (
     SyntheticVcfSpec,
@@ -46,8 +46,8 @@ def _read(
     return variants, reader
 
 
-def _genotype(message: variant_pb2.VariantMessage, sample: str) -> variant_pb2.GenotypeCall:
-    return next(g for g in message.genotypes if g.sample == sample)
+def _genotype(message: variant_pb2.VariantMessage, sample: str) -> GenotypeCall:
+    return next(g for g in genotype_calls(message.genotypes) if g.sample == sample)
 
 
 def _comparable(

@@ -133,7 +133,7 @@ async def _publish_job(harness: Harness, job: str, variants: int) -> set[str]:
     for variant in batch.variants:
         variant.job_id = job
         variant.correlation_id = f"{job}-{variant.record_index:04d}"
-        variant.genotypes[0].sample = SAMPLE
+        variant.genotypes.samples[0] = SAMPLE
     payload, headers = encode(batch)
     headers[HEADER_JOB] = job
     topology = harness.settings.topology

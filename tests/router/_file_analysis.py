@@ -12,6 +12,7 @@ from typing import Any
 import pysam
 
 from vcf_agent.analysis import LocalProvider
+from vcf_agent.schema import GenotypeCall, genotype_columns
 from vcf_agent.services.ingest._annotation_context import DEFAULT_POPULATION_PATTERN, annotation_context
 from vcf_agent.services.ingest._vcf_reader import VcfReader
 from vcf_agent.v1 import analysis_pb2, variant_pb2
@@ -90,15 +91,15 @@ def messages_from_vcf(path: Path) -> list[variant_pb2.VariantMessage]:
                 gt = sample.get("GT") or ()
                 ad = sample.get("AD") if "AD" in keys else None
                 genotypes.append(
-                    variant_pb2.GenotypeCall(
-                        sample=name,
-                        alleles=[-1 if allele is None else allele for allele in gt],
+                    GenotypeCall(
+                        name,
+                        tuple(-1 if allele is None else allele for allele in gt),
                         phased=sample.phased,
                         depth=sample.get("DP") if "DP" in keys and sample.get("DP") is not None else -1,
                         genotype_quality=round(sample.get("GQ"))
                         if "GQ" in keys and sample.get("GQ") is not None
                         else -1,
-                        allele_depths=list(ad) if ad and None not in ad else [],
+                        allele_depths=tuple(ad) if ad and None not in ad else (),
                     )
                 )
             for alt_index, alt in enumerate(alts):
@@ -115,7 +116,7 @@ def messages_from_vcf(path: Path) -> list[variant_pb2.VariantMessage]:
                     has_quality=record.qual is not None,
                     quality=record.qual or 0.0,
                     filters=[str(name) for name in record.filter],
-                    genotypes=genotypes,
+                    genotypes=genotype_columns(genotypes) if genotypes else None,
                 )
                 for key in record.info:
                     try:

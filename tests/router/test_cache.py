@@ -20,6 +20,7 @@ from vcf_agent.bus import Bus, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.localdev import SIMULATED_API_KEY, SimulatedVendor
 from vcf_agent.runner import ensure_topology
+from vcf_agent.schema import genotype_calls, genotype_columns
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 ANSWER = CachedAnswer("benign", 0.9, ("BA1: AF 0.12",), "Common in gnomAD.", "gpt-test")
@@ -153,10 +154,8 @@ def het_variant() -> variant_pb2.VariantMessage:
 def hom_variant() -> variant_pb2.VariantMessage:
     """The same locus and allele, its sample called 1/1 (AD 0,30) in another submission."""
     variant = het_variant()
-    del variant.genotypes[0].alleles[:]
-    variant.genotypes[0].alleles.extend([1, 1])
-    del variant.genotypes[0].allele_depths[:]
-    variant.genotypes[0].allele_depths.extend([0, 30])
+    (het,) = genotype_calls(variant.genotypes)
+    variant.genotypes.CopyFrom(genotype_columns([het._replace(alleles=(1, 1), allele_depths=(0, 30))]))
     return variant
 
 

@@ -30,6 +30,7 @@ from vcf_agent.analysis._local_annotator import (
     zygosity,
 )
 from vcf_agent.analysis._variant_fields import variant_fields
+from vcf_agent.schema import GenotypeCall, genotype_columns
 from vcf_agent.services.ingest._annotation_context import annotation_context
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 
@@ -141,7 +142,7 @@ def msg(
     alts: Sequence[str] | None = None,
     alt_index: int = 0,
     info: Mapping[str, Any] | None = None,
-    genotypes: Iterable[variant_pb2.GenotypeCall] = (),
+    genotypes: Iterable[GenotypeCall] = (),
     filters: Sequence[str] = ("PASS",),
     qual: float | None = 60.0,
     chrom: str = "1",
@@ -160,8 +161,10 @@ def msg(
         has_quality=qual is not None,
         quality=qual or 0.0,
         filters=list(filters),
-        genotypes=list(genotypes),
     )
+    calls = list(genotypes)
+    if calls:
+        message.genotypes.CopyFrom(genotype_columns(calls))
     for key, value in (info or {}).items():
         message.info[key].CopyFrom(info_value(value))
     return message
@@ -169,10 +172,8 @@ def msg(
 
 def call(
     alleles: Sequence[int], *, dp: int = -1, gq: int = -1, ad: Sequence[int] = (), sample: str = "S1"
-) -> variant_pb2.GenotypeCall:
-    return variant_pb2.GenotypeCall(
-        sample=sample, alleles=list(alleles), depth=dp, genotype_quality=gq, allele_depths=list(ad)
-    )
+) -> GenotypeCall:
+    return GenotypeCall(sample, tuple(alleles), depth=dp, genotype_quality=gq, allele_depths=tuple(ad))
 
 
 def find(messages: list[variant_pb2.VariantMessage], pos: int, alt: str) -> variant_pb2.VariantMessage:

@@ -34,7 +34,7 @@ from vcf_agent.analysis._providers import LocalProvider
 from vcf_agent.analysis._variant_fields import read_variants, variant_fields
 from vcf_agent.compiled import compiled_module
 from vcf_agent.config import Settings
-from vcf_agent.schema import decode_serialized
+from vcf_agent.schema import GenotypeCall, decode_serialized, genotype_calls, genotype_columns
 from vcf_agent.services.ingest._vcf_reader import VcfFileError, VcfReader
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import analysis_pb2, variant_pb2
@@ -134,13 +134,13 @@ def _info(rng: random.Random, alts: Sequence[str]) -> dict[str, variant_pb2.Info
     return {key: candidates[key]() for key in chosen}
 
 
-def _genotype(rng: random.Random, alt_count: int, name: str) -> variant_pb2.GenotypeCall:
+def _genotype(rng: random.Random, alt_count: int, name: str) -> GenotypeCall:
     ploidy = rng.choice((0, 1, 2, 2, 2, 3))
-    alleles = [rng.choice((-1, 0, 0, *range(1, alt_count + 1))) for _ in range(ploidy)]
-    depths = [rng.choice((-1, 0, rng.randint(0, 60))) for _ in range(rng.choice((0, alt_count + 1, 1)))]
-    return variant_pb2.GenotypeCall(
-        sample=name,
-        alleles=alleles,
+    alleles = tuple(rng.choice((-1, 0, 0, *range(1, alt_count + 1))) for _ in range(ploidy))
+    depths = tuple(rng.choice((-1, 0, rng.randint(0, 60))) for _ in range(rng.choice((0, alt_count + 1, 1))))
+    return GenotypeCall(
+        name,
+        alleles,
         phased=rng.random() < 0.3,
         depth=rng.choice((-1, 0, 5, 15, 40)),
         genotype_quality=rng.choice((-1, 0, 10, 20, 99)),
@@ -173,7 +173,9 @@ def random_variants(seed: int, count: int) -> list[variant_pb2.VariantMessage]:
             has_quality=has_quality,
             quality=rng.choice((0.0, 12.5, 35.0, 99.0)) if has_quality else 0.0,
             filters=rng.choice(([], ["PASS"], ["."], ["LowQual"], ["q10", "s50"])),
-            genotypes=[_genotype(rng, len(alts), name) for name in samples],
+            genotypes=genotype_columns(_genotype(rng, len(alts), name) for name in samples)
+            if samples
+            else None,
             source_name="random.vcf",
         )
         message.alternate = alts[message.alt_index]
@@ -204,8 +206,8 @@ def expected(message: variant_pb2.VariantMessage) -> tuple[Any, ...]:
         values = [] if kind in (None, "flag") else getattr(value, kind).values
         info[key] = tuple(values)
     genotypes = tuple(
-        (g.sample, tuple(g.alleles), g.depth, g.genotype_quality, tuple(g.allele_depths))
-        for g in message.genotypes
+        (g.sample, g.alleles, g.depth, g.genotype_quality, g.allele_depths)
+        for g in genotype_calls(message.genotypes)
     )
     return (
         message.correlation_id,
@@ -510,6 +512,18 @@ def _batch_of(variant: bytes) -> bytes:
 _PLAIN = variant_pb2.VariantMessage(
     correlation_id="c", alternate="T", reference="C", all_alternates=["T"]
 ).SerializeToString()
+# Two samples: S1 0|2 DP 30 AD 10,20; S2 haploid `.`, no DP, GQ 99, no AD (zigzag: -1 is 1, n is 2n).
+_COLUMNS = (
+    _field(1, 2, b"S1")
+    + _field(1, 2, "S2-ü".encode())
+    + _field(2, 2, b"\x02\x01")
+    + _field(3, 2, b"\x00\x04\x01")
+    + _field(4, 2, b"\x01")
+    + _field(5, 2, b"\x3c\x01")
+    + _field(6, 2, b"\x01\xc6\x01")
+    + _field(7, 2, b"\x02\x00")
+    + _field(8, 2, b"\x14\x28")
+)
 _INFO_AF = _field(1, 2, b"AF") + _field(2, 2, _field(3, 2, _field(1, 2, b"\x00" * 8)))
 
 # Payloads upb reads and the reader must read the same way.
@@ -525,8 +539,13 @@ READ_ALIKE = {
     )
     + _field(50, 2, b"\xff"),
     "a string field twice keeps the last": _batch_of(_field(1, 2, b"first") + _PLAIN + _field(1, 2, b"last")),
-    "alleles packed and not": _batch_of(
-        _PLAIN + _field(18, 2, _field(2, 0, b"\x01") + _field(2, 2, b"\x00\x01") + _field(6, 0, b"\x05"))
+    "every genotype column": _batch_of(_PLAIN + _field(21, 2, _COLUMNS)),
+    "genotype columns of samples only": _batch_of(
+        _PLAIN + _field(21, 2, _field(1, 2, b"S") + _field(1, 2, b""))
+    ),
+    "empty genotype columns": _batch_of(_PLAIN + _field(21, 2, b"")),
+    "an unknown field in genotype columns": _batch_of(
+        _PLAIN + _field(21, 2, _field(1, 2, b"S") + _field(9, 0, b"\x01"))
     ),
     "negative int32 as ten bytes": _batch_of(_PLAIN + _field(12, 0, _varint((1 << 64) - 1))),
     "an info key twice keeps the last": _batch_of(_PLAIN + _field(17, 2, _INFO_AF) + _field(17, 2, _INFO_AF)),
@@ -554,12 +573,35 @@ LEFT_TO_PROTOBUF = {
     "invalid UTF-8 in an info string": _batch_of(
         _PLAIN + _field(17, 2, _field(1, 2, b"K") + _field(2, 2, _field(4, 2, _field(1, 2, b"\xe2\x82"))))
     ),
-    "invalid UTF-8 in a sample": _batch_of(_PLAIN + _field(18, 2, _field(1, 2, b"\x80"))),
+    "invalid UTF-8 in a sample": _batch_of(_PLAIN + _field(21, 2, _field(1, 2, b"\x80"))),
     "invalid UTF-8 in batch providers": _field(2, 2, b"\xff") + _batch_of(_PLAIN),
     "packed doubles of 7 bytes": _batch_of(
         _PLAIN + _field(17, 2, _field(1, 2, b"X") + _field(2, 2, _field(3, 2, _field(1, 2, b"\x00" * 7))))
     ),
-    "packed varint cut short": _batch_of(_PLAIN + _field(18, 2, _field(2, 2, b"\x80"))),
+    "packed varint cut short": _batch_of(_PLAIN + _field(21, 2, _field(1, 2, b"S") + _field(2, 2, b"\x80"))),
+    # protobuf's merge rules: a column in two pieces, columns twice, a column not packed.
+    "a genotype column twice": _batch_of(
+        _PLAIN + _field(21, 2, _field(1, 2, b"S") + _field(5, 2, b"") + _field(5, 2, b"\x02"))
+    ),
+    "genotype columns twice": _batch_of(
+        _PLAIN + _field(21, 2, _field(1, 2, b"S")) + _field(21, 2, _field(1, 2, b"T"))
+    ),
+    "a genotype column not packed": _batch_of(
+        _PLAIN + _field(21, 2, _field(1, 2, b"S") + _field(5, 0, b"\x02"))
+    ),
+    # Columns upb reads but that disagree: vcf_agent.schema.genotype_calls refuses them.
+    "a depth per sample and one more": _batch_of(
+        _PLAIN + _field(21, 2, _field(1, 2, b"S") + _field(5, 2, b"\x02\x02"))
+    ),
+    "fewer alleles than the ploidy says": _batch_of(
+        _PLAIN + _field(21, 2, _field(1, 2, b"S") + _field(2, 2, b"\x02") + _field(3, 2, b"\x02"))
+    ),
+    "more allele depths than counted": _batch_of(
+        _PLAIN + _field(21, 2, _field(1, 2, b"S") + _field(7, 2, b"\x01") + _field(8, 2, b"\x02\x02"))
+    ),
+    "a phased bitmap of two bytes for one sample": _batch_of(
+        _PLAIN + _field(21, 2, _field(1, 2, b"S") + _field(4, 2, b"\x01\x00"))
+    ),
     "two kinds in one InfoValue": _batch_of(
         _PLAIN + _field(17, 2, _field(1, 2, b"X") + _field(2, 2, _field(1, 0, b"\x01") + _field(2, 2, b"")))
     ),
@@ -615,6 +657,14 @@ def test_the_variants_are_read_from_the_bytes_and_a_corrupt_payload_raises_decod
     assert len(answers) == len(messages)
     with pytest.raises(DecodeError):
         provider._answers(_request_without_variants(), bad_utf8)
+
+
+def test_genotype_columns_that_disagree_are_as_corrupt_as_what_upb_rejects() -> None:
+    # The router dead-letters a DecodeError from the provider's reader as a corrupt payload.
+    bad = LEFT_TO_PROTOBUF["a depth per sample and one more"]
+    assert variant_pb2.VariantBatch.FromString(bad).variants  # upb reads it
+    with pytest.raises(DecodeError, match=r"GenotypeColumns\.depth has 2 entries for 1 samples"):
+        LocalProvider()._answers(_request_without_variants(), bad)
 
 
 def test_a_batch_without_requested_providers_is_answered_listing_none() -> None:

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
+from vcf_agent.schema import GenotypeCall, genotype_calls
 from vcf_agent.services.writer._rows import (
     ANALYSIS_SCHEMA,
     CALL_SCHEMA,
     VARIANT_SCHEMA,
     WriteRows,
 )
-from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
+from vcf_agent.v1 import analysis_pb2, events_pb2
 
 GENOTYPE_TYPE = VARIANT_SCHEMA.field("genotypes").type.value_type
 
@@ -40,7 +41,7 @@ def genotype_string(alleles: Sequence[int], phased: bool) -> str:
     return separator.join("." if allele < 0 else str(allele) for allele in alleles)
 
 
-def _allele_depths(calls: Sequence[variant_pb2.GenotypeCall]) -> pa.ListArray:
+def _allele_depths(calls: Sequence[GenotypeCall]) -> pa.ListArray:
     per_call = [call.allele_depths for call in calls]
     offsets = [0]
     for depths in per_call:
@@ -56,10 +57,10 @@ def reference_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
     cids = [write.correlation_id for write in unique]
     tenants = [write.tenant_id for write in unique]
 
-    calls_per_variant = [variant.genotypes for variant in variants]
+    calls_per_variant = [genotype_calls(variant.genotypes) for variant in variants]
     calls = [call for variant_calls in calls_per_variant for call in variant_calls]
     call_owner = [i for i, variant_calls in enumerate(calls_per_variant) for _ in variant_calls]
-    alleles = [tuple(call.alleles[:]) for call in calls]
+    alleles = [call.alleles for call in calls]
     genotype_text = [
         genotype_string(call_alleles, call.phased) for call_alleles, call in zip(alleles, calls, strict=True)
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vcf_agent.schema import correlation_id
+from vcf_agent.schema import GenotypeCall, correlation_id, genotype_columns
 from vcf_agent.v1 import analysis_pb2, events_pb2
 
 FILE_A = "a" * 64
@@ -59,12 +59,13 @@ def make_write(
     variant.timestamp.seconds = 1_700_000_000
     if calls is None:
         calls = [(sample, (0, (record_index + j) % 2), False) for j, sample in enumerate(SAMPLES)]
-    for sample, alleles, phased in calls:
-        call = variant.genotypes.add(
-            sample=sample, phased=phased, depth=20 + len(sample), genotype_quality=60
+    if calls:
+        variant.genotypes.CopyFrom(
+            genotype_columns(
+                GenotypeCall(sample, tuple(alleles), phased, 20 + len(sample), 60, (10, 10))
+                for sample, alleles, phased in calls
+            )
         )
-        call.alleles.extend(alleles)
-        call.allele_depths.extend([10, 10])
     for provider in providers:
         result = write.results.add(
             correlation_id=cid,

@@ -8,7 +8,7 @@ from pathlib import Path
 import ladybug
 import pyarrow as pa
 
-from vcf_agent.schema import CLASSIFICATIONS, INT64_MAX, tenant_key
+from vcf_agent.schema import CLASSIFICATIONS, INT64_MAX, genotype_calls, tenant_key
 from vcf_agent.services.writer._graph_store import GRAPH_VERDICTS, GraphStore
 from vcf_agent.services.writer._lance_store import LanceStore, VariantQuery
 from vcf_agent.services.writer._rows import WriteRows, build_rows
@@ -186,13 +186,19 @@ def test_one_batch_of_two_tenants_keeps_their_same_named_samples_apart(
     assert not isinstance(result, list)
     samples = [tuple(row) for row in result.get_all()]
     names = sorted(
-        {sample for write in batch for sample in (call.sample for call in write.variant.genotypes)}
+        {
+            sample
+            for write in batch
+            for sample in (call.sample for call in genotype_calls(write.variant.genotypes))
+        }
     )
     assert samples == [(f"{tenant}/{name}", tenant) for tenant in ("tenant-1", "tenant-2") for name in names]
     for write in batch:
         carried = graph.carriers(write.correlation_id, write.tenant_id)
         expected = [
-            call.sample for call in write.variant.genotypes if write.variant.alt_index + 1 in call.alleles
+            call.sample
+            for call in genotype_calls(write.variant.genotypes)
+            if write.variant.alt_index + 1 in call.alleles
         ]
         assert sorted(genotype.sample for genotype in carried) == sorted(expected) and expected
         # The wrong tenant sees none of them.

@@ -88,8 +88,6 @@ static PyObject *frozen(PyObject *list) {
 
 typedef PyObject *(*Convert)(uint64_t);
 
-static PyObject *int32_value(uint64_t value) { return PyLong_FromLong((int32_t)value); }
-
 static PyObject *int64_value(uint64_t value) { return PyLong_FromLongLong((int64_t)value); }
 
 static PyObject *double_value(uint64_t value) {
@@ -183,61 +181,176 @@ static int info_entry(PyObject *info, const uint8_t *p, const uint8_t *end) {
     return !failed && more == 0 ? 0 : -1;
 }
 
-/* ---- GenotypeCall ---- */
+/* ---- GenotypeColumns ---- */
 
-enum { G_SAMPLE, G_ALLELES, G_DEPTH, G_QUALITY, G_ALLELE_DEPTHS, G_COUNT };
+enum { C_PLOIDY, C_ALLELES, C_PHASED, C_DEPTH, C_QUALITY, C_AD_COUNTS, C_ALLELE_DEPTHS, C_COUNT };
 
-/* Reads one field of a GenotypeCall into `items`; depth and quality are kept as ints meanwhile. */
-static int genotype_field(PyObject **items, int32_t *numbers, const Field *f) {
-    switch (f->number) {
-    case GENOTYPE_CALL_SAMPLE:
-        return set_text(&items[G_SAMPLE], f);
-    case GENOTYPE_CALL_ALLELES:
-        return append_numbers(items[G_ALLELES], f, WIRE_VARINT, int32_value);
-    case GENOTYPE_CALL_PHASED:
-        return f->wire == WIRE_VARINT ? 0 : -1;
-    case GENOTYPE_CALL_DEPTH:
-    case GENOTYPE_CALL_GENOTYPE_QUALITY:
-        if (f->wire != WIRE_VARINT)
-            return -1;
-        numbers[f->number == GENOTYPE_CALL_DEPTH ? 0 : 1] = (int32_t)f->value;
-        return 0;
-    case GENOTYPE_CALL_ALLELE_DEPTHS:
-        return append_numbers(items[G_ALLELE_DEPTHS], f, WIRE_VARINT, int32_value);
+/* Which column a GenotypeColumns field is, other than samples; -1 for an unknown field. */
+static int column_of(uint32_t number) {
+    switch (number) {
+    case GENOTYPE_COLUMNS_PLOIDY:
+        return C_PLOIDY;
+    case GENOTYPE_COLUMNS_ALLELES:
+        return C_ALLELES;
+    case GENOTYPE_COLUMNS_PHASED:
+        return C_PHASED;
+    case GENOTYPE_COLUMNS_DEPTH:
+        return C_DEPTH;
+    case GENOTYPE_COLUMNS_GENOTYPE_QUALITY:
+        return C_QUALITY;
+    case GENOTYPE_COLUMNS_ALLELE_DEPTH_COUNTS:
+        return C_AD_COUNTS;
+    case GENOTYPE_COLUMNS_ALLELE_DEPTHS:
+        return C_ALLELE_DEPTHS;
     default:
-        return 0;
+        return -1;
     }
 }
 
-/* (sample, alleles, depth, genotype_quality, allele_depths) of one GenotypeCall. */
-static PyObject *genotype(const uint8_t *p, const uint8_t *end) {
-    PyObject *items[G_COUNT] = {NULL, PyList_New(0), NULL, NULL, PyList_New(0)};
-    int32_t numbers[2] = {0, 0};
-    Field f;
-    int more = -1;
-    if (items[G_ALLELES] != NULL && items[G_ALLELE_DEPTHS] != NULL) {
-        while ((more = next_field(&p, end, &f)) == 1 && genotype_field(items, numbers, &f) == 0) {
-        }
+/* The varints of a packed field, each checked as upb reads it: their count, or -1 when malformed.
+ * With `sum`, also the total of their uint32 values. */
+static Py_ssize_t packed_count(const Field *f, uint64_t *sum) {
+    const uint8_t *p = f->data, *end = f->data + f->len;
+    Py_ssize_t count = 0;
+    uint64_t value;
+    while (p < end) {
+        if (read_varint(&p, end, 10, &value))
+            return -1;
+        if (sum != NULL)
+            *sum += (uint32_t)value;
+        count++;
     }
-    PyObject *call = more == 0 ? PyTuple_New(G_COUNT) : NULL;
+    return count;
+}
+
+/* The next varint of a packed field already checked by packed_count. */
+static uint64_t next_packed(const uint8_t **p, const uint8_t *end) {
+    uint64_t value = 0;
+    read_varint(p, end, 10, &value);
+    return value;
+}
+
+static int32_t unzigzag(uint64_t value) {
+    uint32_t bits = (uint32_t)value;
+    return (int32_t)((bits >> 1) ^ (0u - (bits & 1)));
+}
+
+/* `count` sint32 values of a packed field as a tuple. */
+static PyObject *sint32_tuple(const uint8_t **p, const uint8_t *end, Py_ssize_t count) {
+    PyObject *values = PyTuple_New(count);
+    if (values == NULL)
+        return NULL;
+    PyObject_GC_UnTrack(values); /* numbers only */
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value = PyLong_FromLong(unzigzag(next_packed(p, end)));
+        if (value == NULL) {
+            Py_DECREF(values);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(values, i, value);
+    }
+    return values;
+}
+
+/* The next value of a column, by its cursor; `absent` when the column is empty. */
+static uint64_t next_in(const Field *columns, const uint8_t **cursor, int column, uint64_t absent) {
+    const Field *f = &columns[column];
+    return f->len ? next_packed(&cursor[column], f->data + f->len) : absent;
+}
+
+/* (sample, alleles, depth, genotype_quality, allele_depths) of the next sample, by the cursors over the columns. */
+static PyObject *column_call(const Field *sample, const Field *columns, const uint8_t **cursor) {
+    const uint8_t *alleles_end = columns[C_ALLELES].data + columns[C_ALLELES].len;
+    const uint8_t *depths_end = columns[C_ALLELE_DEPTHS].data + columns[C_ALLELE_DEPTHS].len;
+    PyObject *items[5] = {NULL};
+    items[0] = text(sample);
+    Py_ssize_t ploidy = (uint32_t)next_in(columns, cursor, C_PLOIDY, 0);
+    items[1] = sint32_tuple(&cursor[C_ALLELES], alleles_end, ploidy);
+    items[2] = PyLong_FromLong(unzigzag(next_in(columns, cursor, C_DEPTH, 1)));
+    items[3] = PyLong_FromLong(unzigzag(next_in(columns, cursor, C_QUALITY, 1)));
+    Py_ssize_t count = (uint32_t)next_in(columns, cursor, C_AD_COUNTS, 0);
+    items[4] = sint32_tuple(&cursor[C_ALLELE_DEPTHS], depths_end, count);
+    PyObject *call = NULL;
+    if (items[0] && items[1] && items[2] && items[3] && items[4])
+        call = PyTuple_New(5);
     if (call != NULL) {
         PyObject_GC_UnTrack(call); /* holds only strings, numbers and frozen tuples */
-        if (items[G_SAMPLE] == NULL)
-            items[G_SAMPLE] = PyUnicode_FromStringAndSize("", 0);
-        items[G_ALLELES] = frozen(items[G_ALLELES]);
-        items[G_DEPTH] = PyLong_FromLong(numbers[0]);
-        items[G_QUALITY] = PyLong_FromLong(numbers[1]);
-        items[G_ALLELE_DEPTHS] = frozen(items[G_ALLELE_DEPTHS]);
-    }
-    for (int i = 0; i < G_COUNT; i++) {
-        if (call != NULL && items[i] == NULL)
-            Py_CLEAR(call);
-        if (call != NULL)
+        for (int i = 0; i < 5; i++)
             PyTuple_SET_ITEM(call, i, items[i]);
-        else
+    } else {
+        for (int i = 0; i < 5; i++)
             Py_XDECREF(items[i]);
     }
     return call;
+}
+
+/*
+ * Each sample's call of a GenotypeColumns, as a tuple of (sample, alleles, depth, genotype_quality,
+ * allele_depths); NULL, with an exception set only on a Python failure. The plain case: each column
+ * at most once and packed, with one entry per sample or none (phased: the bitmap's size or none), and
+ * the concatenated columns as long as the counts say; anything else is left to protobuf and
+ * vcf_agent.schema.genotype_calls, which rejects what is inconsistent.
+ */
+static PyObject *genotype_columns(const uint8_t *p, const uint8_t *end) {
+    Field columns[C_COUNT];
+    int seen[C_COUNT] = {0};
+    memset(columns, 0, sizeof columns);
+    const uint8_t *start = p;
+    Field f;
+    int more;
+    Py_ssize_t samples = 0;
+    while ((more = next_field(&p, end, &f)) == 1) {
+        if (f.number == GENOTYPE_COLUMNS_SAMPLES) {
+            if (f.wire != WIRE_LEN || !utf8_valid(f.data, f.len))
+                return NULL;
+            samples++;
+            continue;
+        }
+        int column = column_of(f.number);
+        if (column < 0)
+            continue;
+        if (seen[column]++ || f.wire != WIRE_LEN)
+            return NULL;
+        columns[column] = f;
+    }
+    if (more < 0)
+        return NULL;
+    uint64_t alleles = 0, allele_depths = 0;
+    Py_ssize_t counts[C_COUNT];
+    for (int column = 0; column < C_COUNT; column++) {
+        if (column == C_PHASED)
+            continue;
+        uint64_t *sum = column == C_PLOIDY ? &alleles : column == C_AD_COUNTS ? &allele_depths : NULL;
+        counts[column] = packed_count(&columns[column], sum);
+        if (counts[column] < 0)
+            return NULL;
+        if (column != C_ALLELES && column != C_ALLELE_DEPTHS && counts[column] && counts[column] != samples)
+            return NULL;
+    }
+    if ((uint64_t)counts[C_ALLELES] != alleles || (uint64_t)counts[C_ALLELE_DEPTHS] != allele_depths)
+        return NULL;
+    if (columns[C_PHASED].len && columns[C_PHASED].len != (size_t)(samples + 7) / 8)
+        return NULL;
+    PyObject *calls = PyTuple_New(samples);
+    if (calls == NULL)
+        return NULL;
+    PyObject_GC_UnTrack(calls);
+    const uint8_t *cursor[C_COUNT];
+    for (int column = 0; column < C_COUNT; column++)
+        cursor[column] = columns[column].data;
+    p = start;
+    for (Py_ssize_t index = 0; index < samples; index++) {
+        do {
+            next_field(&p, end, &f);
+        } while (f.number != GENOTYPE_COLUMNS_SAMPLES);
+        PyObject *call = column_call(&f, columns, cursor);
+        if (call == NULL) {
+            Py_DECREF(calls);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(calls, index, call);
+    }
+    return calls;
 }
 
 /* ---- VariantMessage ---- */
@@ -363,7 +476,11 @@ static int variant_field(PyObject **items, Scalars *scalars, const Field *f) {
     case VARIANT_MESSAGE_INFO:
         return f->wire == WIRE_LEN ? info_entry(items[V_INFO], f->data, f->data + f->len) : -1;
     case VARIANT_MESSAGE_GENOTYPES:
-        return f->wire == WIRE_LEN ? append(items[V_GENOTYPES], genotype(f->data, f->data + f->len)) : -1;
+        /* A second occurrence would be merged into the first: left to protobuf. */
+        if (f->wire != WIRE_LEN || items[V_GENOTYPES] != NULL)
+            return -1;
+        items[V_GENOTYPES] = genotype_columns(f->data, f->data + f->len);
+        return items[V_GENOTYPES] == NULL ? -1 : 0;
     case VARIANT_MESSAGE_TIMESTAMP:
         return f->wire == WIRE_LEN ? timestamp_valid(f->data, f->data + f->len) : -1;
     default:
@@ -384,7 +501,8 @@ static int fill_defaults(PyObject **items, const Scalars *scalars) {
     items[V_QUALITY] = PyFloat_FromDouble(scalars->quality);
     items[V_ALL_ALTERNATES] = frozen(items[V_ALL_ALTERNATES]);
     items[V_FILTERS] = frozen(items[V_FILTERS]);
-    items[V_GENOTYPES] = frozen(items[V_GENOTYPES]);
+    if (items[V_GENOTYPES] == NULL)
+        items[V_GENOTYPES] = PyTuple_New(0);
     for (int slot = 0; slot < V_COUNT; slot++) {
         if (items[slot] == NULL)
             return -1;
@@ -401,8 +519,7 @@ static PyObject *variant(const uint8_t *p, const uint8_t *end) {
     items[V_ALL_ALTERNATES] = PyList_New(0);
     items[V_FILTERS] = PyList_New(0);
     items[V_INFO] = PyDict_New();
-    items[V_GENOTYPES] = PyList_New(0);
-    if (items[V_ALL_ALTERNATES] && items[V_FILTERS] && items[V_INFO] && items[V_GENOTYPES]) {
+    if (items[V_ALL_ALTERNATES] && items[V_FILTERS] && items[V_INFO]) {
         while ((more = next_field(&p, end, &f)) == 1 && variant_field(items, &scalars, &f) == 0) {
         }
     }

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import NamedTuple, cast
 
 from vcf_agent.compiled import compiled_module
+from vcf_agent.schema import genotype_calls
 from vcf_agent.v1 import variant_pb2
 
 __all__ = ["Genotype", "InfoValues", "VariantFields", "read_variants", "variant_fields"]
@@ -55,8 +56,8 @@ def variant_fields(variant: variant_pb2.VariantMessage) -> VariantFields:
         tuple(variant.filters),
         {key: _info_values(value) for key, value in variant.info.items()},
         tuple(
-            (c.sample, tuple(c.alleles), c.depth, c.genotype_quality, tuple(c.allele_depths))
-            for c in variant.genotypes
+            (c.sample, c.alleles, c.depth, c.genotype_quality, c.allele_depths)
+            for c in genotype_calls(variant.genotypes)
         ),
     )
 

@@ -28,7 +28,15 @@ from vcf_agent.app._scale_bench import (
 from vcf_agent.bus import Bus, OutgoingMessage, StreamSpec, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.localdev import LocalS3Server
-from vcf_agent.schema import TERMINAL_STATES, correlation_id, decode, encode, state_name
+from vcf_agent.schema import (
+    TERMINAL_STATES,
+    GenotypeCall,
+    correlation_id,
+    decode,
+    encode,
+    genotype_columns,
+    state_name,
+)
 from vcf_agent.v1 import jobs_pb2, variant_pb2
 
 if TYPE_CHECKING:
@@ -98,6 +106,10 @@ def render(result: dict[str, object]) -> str:
 def synthetic_batch(start: int, size: int, samples: int = 1) -> variant_pb2.VariantBatch:
     """Realistic single-allele variants with genotypes, as ingest would publish them."""
     batch = variant_pb2.VariantBatch(providers=["local"])
+    calls = genotype_columns(
+        GenotypeCall(f"S{sample}", (0, 1), depth=30, genotype_quality=99, allele_depths=(15, 15))
+        for sample in range(samples)
+    )
     for index in range(start, start + size):
         variant = batch.variants.add(
             correlation_id=correlation_id("bench", "bench", index, 0),
@@ -116,10 +128,8 @@ def synthetic_batch(start: int, size: int, samples: int = 1) -> variant_pb2.Vari
             filters=["PASS"],
         )
         variant.info["DP"].ints.values.append(30)
-        for sample in range(samples):
-            variant.genotypes.add(
-                sample=f"S{sample}", alleles=[0, 1], depth=30, genotype_quality=99, allele_depths=[15, 15]
-            )
+        if samples:
+            variant.genotypes.CopyFrom(calls)
     return batch
 
 

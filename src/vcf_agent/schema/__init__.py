@@ -19,6 +19,7 @@ from vcf_agent.schema._codec import (
     message_type,
     serialized_message,
 )
+from vcf_agent.schema._genotypes import GenotypeCall, genotype_calls, genotype_columns
 from vcf_agent.schema._ids import (
     STORE_KEY_VERSION,
     TENANT_ID_PATTERN,
@@ -55,6 +56,7 @@ __all__ = [
     "STORE_KEY_VERSION",
     "TENANT_ID_PATTERN",
     "TERMINAL_STATES",
+    "GenotypeCall",
     "PayloadError",
     "correlation_id",
     "correlation_prefix",
@@ -65,6 +67,8 @@ __all__ = [
     "ended_badly",
     "exit_code",
     "file_digest_hasher",
+    "genotype_calls",
+    "genotype_columns",
     "length_delimited",
     "message_type",
     "parse_region",

@@ -11,7 +11,10 @@ from google.protobuf.message import DecodeError, Message
 
 from vcf_agent import tracing
 
-SCHEMA_VERSION = "1"
+# Version 2: a VariantMessage's genotypes travel column-wise (GenotypeColumns, field 21); version 1's
+# per-call GenotypeCall submessages (field 18) would parse as a variant without genotypes, so a
+# version-1 payload is refused, never read.
+SCHEMA_VERSION = "2"
 
 HEADER_SCHEMA_VERSION = "schema-version"
 HEADER_CONTENT_ENCODING = "content-encoding"
@@ -117,7 +120,10 @@ def serialized_message(payload: bytes, headers: Mapping[str, str], message_class
     """
     version = headers.get(HEADER_SCHEMA_VERSION, SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise PayloadError(f"unsupported schema version {version!r} (this build reads {SCHEMA_VERSION})")
+        raise PayloadError(
+            f"unsupported schema version {version!r} (this build reads {SCHEMA_VERSION} only: since version 2"
+            " genotypes travel column-wise, so an older payload would read as having none)"
+        )
     declared = headers.get(HEADER_MESSAGE_TYPE)
     expected = message_class.DESCRIPTOR.full_name
     if declared and declared != expected:

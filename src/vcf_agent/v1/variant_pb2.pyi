@@ -135,50 +135,81 @@ class StringList(_message.Message):
 Global___StringList: _TypeAlias = StringList  # noqa: Y015
 
 @_typing.final
-class GenotypeCall(_message.Message):
-    """One sample's call at one record."""
+class GenotypeColumns(_message.Message):
+    """Every sample's call at one record, column-wise: entry i of each per-sample column is the
+    header's i-th sample (VCFv4.x section 1.6.2: genotype fields). One message and a few packed
+    arrays per record instead of one submessage per call, so a 2,504-sample cohort costs every
+    hop (encode, zstd, parse) a few kilobytes of flat varints. vcf_agent.schema.genotype_calls
+    reads it back call by call; genotype_columns builds it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SAMPLE_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    PLOIDY_FIELD_NUMBER: _builtins.int
     ALLELES_FIELD_NUMBER: _builtins.int
     PHASED_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
     GENOTYPE_QUALITY_FIELD_NUMBER: _builtins.int
+    ALLELE_DEPTH_COUNTS_FIELD_NUMBER: _builtins.int
     ALLELE_DEPTHS_FIELD_NUMBER: _builtins.int
-    sample: _builtins.str
-    """Sample name from the header."""
-    phased: _builtins.bool
-    """True for `|`, false for `/`."""
-    depth: _builtins.int
-    """-1 when the field is absent or missing."""
-    genotype_quality: _builtins.int
-    """GQ; -1 when the field is absent or missing."""
+    phased: _builtins.bytes
+    """Bitmap: bit i (byte i / 8, least significant bit first) set when sample i's GT is phased
+    (`|`). Empty when no sample is phased.
+    """
+    @_builtins.property
+    def samples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sample names, in the header's order; one entry per sample, always."""
+
+    @_builtins.property
+    def ploidy(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Number of GT allele indices per sample (0: no GT). One entry per sample. A GT of `.` and a
+        FORMAT without GT are both one missing allele (ploidy 1, allele -1), as htslib reads them.
+        """
+
     @_builtins.property
     def alleles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Allele indices as in the VCF (0 = REF); -1 marks a missing allele (`.`)."""
+        """Every sample's GT allele indices, concatenated in sample order (sample i owns the next
+        ploidy[i]); 0 = REF, -1 = a missing allele (`.`).
+        """
+
+    @_builtins.property
+    def depth(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """DP per sample, -1 when absent or missing. Empty when every sample's is -1."""
+
+    @_builtins.property
+    def genotype_quality(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """GQ per sample, -1 when absent or missing. Empty when every sample's is -1."""
+
+    @_builtins.property
+    def allele_depth_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Number of AD values per sample (0: absent). Empty when no sample has AD."""
 
     @_builtins.property
     def allele_depths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Allelic depths in REF, ALT1, ALT2... order; empty when absent."""
+        """Every sample's AD values (REF, ALT1, ALT2... order; -1 for `.`), concatenated in sample
+        order (sample i owns the next allele_depth_counts[i]).
+        """
 
     def __init__(
         self,
         *,
-        sample: _builtins.str = ...,
+        samples: _abc.Iterable[_builtins.str] | None = ...,
+        ploidy: _abc.Iterable[_builtins.int] | None = ...,
         alleles: _abc.Iterable[_builtins.int] | None = ...,
-        phased: _builtins.bool = ...,
-        depth: _builtins.int = ...,
-        genotype_quality: _builtins.int = ...,
+        phased: _builtins.bytes = ...,
+        depth: _abc.Iterable[_builtins.int] | None = ...,
+        genotype_quality: _abc.Iterable[_builtins.int] | None = ...,
+        allele_depth_counts: _abc.Iterable[_builtins.int] | None = ...,
         allele_depths: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allele_depths", b"allele_depths", "alleles", b"alleles", "depth", b"depth", "genotype_quality", b"genotype_quality", "phased", b"phased", "sample", b"sample"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allele_depth_counts", b"allele_depth_counts", "allele_depths", b"allele_depths", "alleles", b"alleles", "depth", b"depth", "genotype_quality", b"genotype_quality", "phased", b"phased", "ploidy", b"ploidy", "samples", b"samples"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GenotypeCall: _TypeAlias = GenotypeCall  # noqa: Y015
+Global___GenotypeColumns: _TypeAlias = GenotypeColumns  # noqa: Y015
 
 @_typing.final
 class VariantMessage(_message.Message):
@@ -270,8 +301,8 @@ class VariantMessage(_message.Message):
         """INFO key -> typed value."""
 
     @_builtins.property
-    def genotypes(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenotypeCall]:
-        """Every sample's call at this record, in the header's sample order."""
+    def genotypes(self) -> Global___GenotypeColumns:
+        """Every sample's call at this record, column-wise; absent when the file has no samples."""
 
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
@@ -297,11 +328,11 @@ class VariantMessage(_message.Message):
         quality: _builtins.float = ...,
         filters: _abc.Iterable[_builtins.str] | None = ...,
         info: _abc.Mapping[_builtins.str, Global___InfoValue] | None = ...,
-        genotypes: _abc.Iterable[Global___GenotypeCall] | None = ...,
+        genotypes: Global___GenotypeColumns | None = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         source_name: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["genotypes", b"genotypes", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["all_alternates", b"all_alternates", "alt_index", b"alt_index", "alternate", b"alternate", "chromosome", b"chromosome", "correlation_id", b"correlation_id", "file_id", b"file_id", "filters", b"filters", "genotypes", b"genotypes", "has_quality", b"has_quality", "id", b"id", "info", b"info", "job_id", b"job_id", "line_number", b"line_number", "position", b"position", "quality", b"quality", "record_index", b"record_index", "reference", b"reference", "source_name", b"source_name", "tenant_id", b"tenant_id", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...

@@ -108,6 +108,25 @@ static int buf_put_varint(Buf *b, uint64_t value) {
     return 0;
 }
 
+/* A sint32 value's varint payload (zigzag: -1 is 1, 1 is 2). */
+static uint64_t zigzag(long long value) {
+    return ((uint64_t)value << 1) ^ (uint64_t)(value >> 63);
+}
+
+/* The number of varints in p[0:n]: one byte without the continuation bit ends each. */
+static Py_ssize_t varint_count(const char *p, Py_ssize_t n) {
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < n; i++) count += !((uint8_t)p[i] & 0x80);
+    return count;
+}
+
+/* A packed repeated field holding `values`; nothing when it is empty (proto3 writes none). */
+static int buf_put_packed(Buf *b, const char *tag, Py_ssize_t tag_len, const Buf *values) {
+    if (!values->len) return 0;
+    if (buf_put(b, tag, tag_len) < 0 || buf_put_varint(b, (uint64_t)values->len) < 0) return -1;
+    return buf_put(b, values->data, values->len);
+}
+
 /* ---- the encoder ---- */
 
 typedef struct {
@@ -130,7 +149,7 @@ typedef struct {
     PyObject *quals;         /* dict str -> bytes */
     PyObject *filters;       /* dict str -> bytes */
     PyObject *info;          /* dict int -> dict str -> bytes */
-    PyObject *layouts;       /* dict str -> (width, gt, checks_ploidy, absent, by_alts, natives, ...) */
+    PyObject *layouts;       /* dict str -> (width, gt, checks_ploidy, by_alts, natives, ...) */
     PyObject *non_diploid;   /* dict str -> int */
     PyObject *info_natives;  /* dict str -> (kind, number code, map key field) */
     PyObject *chrom;         /* str */
@@ -151,7 +170,16 @@ typedef struct {
     Py_ssize_t *field_len;
     Buf head;
     Buf tail;
-    Buf sample;
+    /* One record's GenotypeColumns: its body, then each column as it fills, sample by sample. */
+    Buf columns_body;
+    Buf samples;   /* the samples field of every sample, written once per reader */
+    Buf ploidy;
+    Buf alleles;
+    Buf phased;    /* (samples + 7) / 8 bytes */
+    Buf depth;
+    Buf quality;
+    Buf ad_counts;
+    Buf ad_values;
     MemoSlot *memo;
 } RecordEncoder;
 
@@ -297,12 +325,13 @@ static Py_ssize_t expected_count(long number, Py_ssize_t n_alt) {
 /*
  * A comma-separated list of plain VCF numbers (integers, else floats) whose count fits
  * `number`. Values go to `out` (when not NULL) as varints or little-endian doubles; a
- * missing `.` is dropped, or written as -1 with `missing_as_minus_one`. Returns 1 with
+ * missing `.` is dropped, or, with `sint32`, written as -1, every value as a zigzag
+ * varint (GenotypeColumns.allele_depths). Returns 1 with
  * the bytes written in *size and the values not missing in *present, 0 when anything
  * is not plain or the count is wrong (the Python path then decides), -1 on error.
  */
 static int scan_numbers(int integers, long number, Py_ssize_t n_alt, const char *p, Py_ssize_t n, char *out,
-                        int missing_as_minus_one, Py_ssize_t *size, Py_ssize_t *present) {
+                        int sint32, Py_ssize_t *size, Py_ssize_t *present) {
     const char *end = p + n;
     Py_ssize_t count = 0;
     *size = *present = 0;
@@ -314,10 +343,10 @@ static int scan_numbers(int integers, long number, Py_ssize_t n_alt, const char 
         long long integer = -1;
         double real;
         if (stop - p == 1 && p[0] == '.') {
-            if (out && missing_as_minus_one) *size += varint_into(out + *size, (uint64_t)integer);
+            if (out && sint32) *size += varint_into(out + *size, zigzag(integer));
         } else if (integers) {
             if (!parse_vcf_int(p, stop - p, &integer)) return 0;
-            if (out) *size += varint_into(out + *size, (uint64_t)integer);
+            if (out) *size += varint_into(out + *size, sint32 ? zigzag(integer) : (uint64_t)integer);
             ++*present;
         } else {
             if (!parse_vcf_float(p, stop - p, &real)) return 0;
@@ -373,8 +402,28 @@ static int encode_info_native(RecordEncoder *self, const char *p, Py_ssize_t n, 
     return 1;
 }
 
-/* A plain FORMAT value as the Python path encodes it (DP/GQ/AD) or checks it; 1 done, 0 not plain, -1 error. */
-static int encode_native(Buf *b, int code, long number, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
+/* Appends a cached DP, GQ or AD encoding (see _vcf_reader._Layout) to its column; others store nothing. */
+static int put_stored(RecordEncoder *self, int code, PyObject *value) {
+    const char *p = PyBytes_AS_STRING(value);
+    Py_ssize_t n = PyBytes_GET_SIZE(value);
+    switch (code) {
+    case FORMAT_NATIVE_DEPTH:
+    case FORMAT_NATIVE_DEPTH_FLOAT:
+        return buf_put(&self->depth, p, n);
+    case FORMAT_NATIVE_GQ:
+    case FORMAT_NATIVE_GQ_FLOAT:
+        return buf_put(&self->quality, p, n);
+    case FORMAT_NATIVE_AD:
+        if (buf_put_varint(&self->ad_counts, (uint64_t)varint_count(p, n)) < 0) return -1;
+        return buf_put(&self->ad_values, p, n);
+    default:
+        return 0;
+    }
+}
+
+/* A plain FORMAT value into its column as the Python path encodes it (DP/GQ/AD), or only checked;
+ * 1 done, 0 not plain, -1 error. */
+static int encode_native(RecordEncoder *self, int code, long number, const char *p, Py_ssize_t n, Py_ssize_t n_alt) {
     long long value;
     Py_ssize_t size, present;
     if (code == FORMAT_NATIVE_CHECK_INTEGER || code == FORMAT_NATIVE_CHECK_FLOAT) {
@@ -395,20 +444,25 @@ static int encode_native(Buf *b, int code, long number, const char *p, Py_ssize_
             value = (long long)real;
         }
         int depth = code == FORMAT_NATIVE_DEPTH || code == FORMAT_NATIVE_DEPTH_FLOAT;
-        if (depth ? buf_put(b, GENOTYPE_CALL_DEPTH_TAG, TAG_LEN(GENOTYPE_CALL_DEPTH_TAG)) < 0
-                  : buf_put(b, GENOTYPE_CALL_GENOTYPE_QUALITY_TAG, TAG_LEN(GENOTYPE_CALL_GENOTYPE_QUALITY_TAG)) < 0)
-            return -1;
-        return buf_put_varint(b, (uint64_t)value) < 0 ? -1 : 1;
+        return buf_put_varint(depth ? &self->depth : &self->quality, zigzag(value)) < 0 ? -1 : 1;
     }
     if (code != FORMAT_NATIVE_AD) return 0;
-    if (n == 1 && p[0] == '.') return 1;
+    if (n == 1 && p[0] == '.') return buf_put_varint(&self->ad_counts, 0) < 0 ? -1 : 1;
     char packed[MAX_LIST_VALUES * 10];
     int done = scan_numbers(1, number, n_alt, p, n, packed, 1, &size, &present);
     if (done <= 0) return done;
-    if (buf_put(b, GENOTYPE_CALL_ALLELE_DEPTHS_TAG, TAG_LEN(GENOTYPE_CALL_ALLELE_DEPTHS_TAG)) < 0 ||
-        buf_put_varint(b, (uint64_t)size) < 0)
+    if (buf_put_varint(&self->ad_counts, (uint64_t)varint_count(packed, size)) < 0 ||
+        buf_put(&self->ad_values, packed, size) < 0)
         return -1;
-    return buf_put(b, packed, size) < 0 ? -1 : 1;
+    return 1;
+}
+
+/* Whether a column holds `samples` entries that are all zigzag(-1) (one 0x01 byte each). */
+static int all_missing(const Buf *column, Py_ssize_t samples) {
+    if (column->len != samples) return 0;
+    for (Py_ssize_t i = 0; i < samples; i++)
+        if (column->data[i] != 1) return 0;
+    return 1;
 }
 
 /* A QUAL the caches missed, as the Python path encodes it; 1 done, 0 fall back, -1 error. */
@@ -425,19 +479,19 @@ static int encode_quality(Buf *b, const char *p, Py_ssize_t n) {
     return 1;
 }
 
-/* Appends the GenotypeCall entries of every sample to self->tail; 1 done, 0 fall back, -1 error. */
+/* Appends the record's GenotypeColumns to self->tail, by the rules of _vcf_reader._genotype_columns;
+ * 1 done, 0 fall back, -1 error. */
 static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_alt) {
-    /* The reader's _Layout, a named tuple: its first six fields. */
-    if (!PyTuple_Check(layout) || PyTuple_GET_SIZE(layout) < 6) return 0;
+    /* The reader's _Layout, a named tuple: its first five fields. */
+    if (!PyTuple_Check(layout) || PyTuple_GET_SIZE(layout) < 5) return 0;
     Py_ssize_t width = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, 0));
     Py_ssize_t gt = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, 1));
     if (PyErr_Occurred()) return -1;
     int check_ploidy = PyTuple_GET_ITEM(layout, 2) == Py_True;
-    PyObject *absent = PyTuple_GET_ITEM(layout, 3);
-    PyObject *by_alts = PyTuple_GET_ITEM(layout, 4);
-    PyObject *natives = PyTuple_GET_ITEM(layout, 5);
-    if (width < 1 || width > MAX_FORMAT_KEYS || !PyBytes_CheckExact(absent) || !PyDict_CheckExact(by_alts) ||
-        !PyTuple_CheckExact(natives) || PyTuple_GET_SIZE(natives) != width)
+    PyObject *by_alts = PyTuple_GET_ITEM(layout, 3);
+    PyObject *natives = PyTuple_GET_ITEM(layout, 4);
+    if (width < 1 || width > MAX_FORMAT_KEYS || !PyDict_CheckExact(by_alts) || !PyTuple_CheckExact(natives) ||
+        PyTuple_GET_SIZE(natives) != width)
         return 0;
     int codes[MAX_FORMAT_KEYS];
     long numbers[MAX_FORMAT_KEYS];
@@ -459,8 +513,14 @@ static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_al
 
     const char *starts[MAX_FORMAT_KEYS];
     Py_ssize_t lens[MAX_FORMAT_KEYS];
-    Buf *body = &self->sample;
     Py_ssize_t samples = self->columns - 9;
+    if (!samples) return 1; /* an encoder built with a FORMAT column but no sample fields */
+    self->ploidy.len = self->alleles.len = self->depth.len = self->quality.len = 0;
+    self->ad_counts.len = self->ad_values.len = 0;
+    Py_ssize_t bitmap = (samples + 7) / 8;
+    if (buf_reserve(&self->phased, bitmap) < 0) return -1;
+    memset(self->phased.data, 0, bitmap);
+    self->phased.len = 0;
     for (Py_ssize_t s = 0; s < samples; s++) {
         const char *p = self->field_start[9 + s];
         const char *end = p + self->field_len[9 + s];
@@ -476,30 +536,61 @@ static int encode_samples(RecordEncoder *self, PyObject *layout, Py_ssize_t n_al
             p = colon + 1;
         }
         if (count != width) return 0; /* dropped trailing values: padded by the Python path */
-        body->len = 0;
-        if (buf_put_bytes(body, PyTuple_GET_ITEM(self->sample_fields, s)) < 0) return -1;
         for (Py_ssize_t i = 0; i < width; i++) {
+            if (i == gt) {
+                /* GT's cached encoding: a phased byte, then the alleles' zigzag varints. */
+                PyObject *value = cached_bytes(self, PyList_GET_ITEM(caches, i), starts[i], lens[i]);
+                if (!value) return PyErr_Occurred() ? -1 : 0;
+                const char *g = PyBytes_AS_STRING(value);
+                Py_ssize_t size = PyBytes_GET_SIZE(value);
+                if (size < 1) return 0;
+                if (g[0]) self->phased.data[s >> 3] |= (char)(1 << (s & 7));
+                if (buf_put_varint(&self->ploidy, (uint64_t)varint_count(g + 1, size - 1)) < 0 ||
+                    buf_put(&self->alleles, g + 1, size - 1) < 0)
+                    return -1;
+                if (check_ploidy) {
+                    /* A GT in a cache has been parsed, so its entry here is final: the memo may keep it. */
+                    int odd = non_diploid(self, starts[i], lens[i]);
+                    if (odd) return odd < 0 ? -1 : 0;
+                }
+                continue;
+            }
             /* Native values first: parsing them is cheaper than a lookup that mostly misses. */
             int done = codes[i] == FORMAT_NATIVE_NONE
                            ? 0
-                           : encode_native(body, codes[i], numbers[i], starts[i], lens[i], n_alt);
+                           : encode_native(self, codes[i], numbers[i], starts[i], lens[i], n_alt);
             if (done < 0) return -1;
             if (!done) {
                 PyObject *value = cached_bytes(self, PyList_GET_ITEM(caches, i), starts[i], lens[i]);
                 if (!value) return PyErr_Occurred() ? -1 : 0;
-                if (buf_put_bytes(body, value) < 0) return -1;
-            }
-            if (i == gt && check_ploidy) {
-                /* A GT in a cache has been parsed, so its entry here is final: the memo may keep it. */
-                int odd = non_diploid(self, starts[i], lens[i]);
-                if (odd) return odd < 0 ? -1 : 0;
+                if (put_stored(self, codes[i], value) < 0) return -1;
             }
         }
-        if (buf_put_bytes(body, absent) < 0 ||
-            buf_put(&self->tail, VARIANT_MESSAGE_GENOTYPES_TAG, TAG_LEN(VARIANT_MESSAGE_GENOTYPES_TAG)) < 0 ||
-            buf_put_varint(&self->tail, (uint64_t)body->len) < 0 || buf_put(&self->tail, body->data, body->len) < 0)
-            return -1;
+        /* No GT: one missing allele, as htslib reads it. */
+        if (gt < 0 && (buf_put(&self->ploidy, "\x01", 1) < 0 || buf_put(&self->alleles, "\x01", 1) < 0)) return -1;
     }
+    for (Py_ssize_t i = 0; i < bitmap; i++)
+        if (self->phased.data[i]) self->phased.len = bitmap;
+    if (all_missing(&self->depth, samples)) self->depth.len = 0;
+    if (all_missing(&self->quality, samples)) self->quality.len = 0;
+    if (!self->ad_values.len) self->ad_counts.len = 0;
+    Buf *body = &self->columns_body;
+    body->len = 0;
+    if (buf_put(body, self->samples.data, self->samples.len) < 0 ||
+        buf_put_packed(body, GENOTYPE_COLUMNS_PLOIDY_TAG, TAG_LEN(GENOTYPE_COLUMNS_PLOIDY_TAG), &self->ploidy) < 0 ||
+        buf_put_packed(body, GENOTYPE_COLUMNS_ALLELES_TAG, TAG_LEN(GENOTYPE_COLUMNS_ALLELES_TAG), &self->alleles) < 0 ||
+        buf_put_packed(body, GENOTYPE_COLUMNS_PHASED_TAG, TAG_LEN(GENOTYPE_COLUMNS_PHASED_TAG), &self->phased) < 0 ||
+        buf_put_packed(body, GENOTYPE_COLUMNS_DEPTH_TAG, TAG_LEN(GENOTYPE_COLUMNS_DEPTH_TAG), &self->depth) < 0 ||
+        buf_put_packed(body, GENOTYPE_COLUMNS_GENOTYPE_QUALITY_TAG, TAG_LEN(GENOTYPE_COLUMNS_GENOTYPE_QUALITY_TAG),
+                       &self->quality) < 0 ||
+        buf_put_packed(body, GENOTYPE_COLUMNS_ALLELE_DEPTH_COUNTS_TAG,
+                       TAG_LEN(GENOTYPE_COLUMNS_ALLELE_DEPTH_COUNTS_TAG), &self->ad_counts) < 0 ||
+        buf_put_packed(body, GENOTYPE_COLUMNS_ALLELE_DEPTHS_TAG, TAG_LEN(GENOTYPE_COLUMNS_ALLELE_DEPTHS_TAG),
+                       &self->ad_values) < 0)
+        return -1;
+    if (buf_put(&self->tail, VARIANT_MESSAGE_GENOTYPES_TAG, TAG_LEN(VARIANT_MESSAGE_GENOTYPES_TAG)) < 0 ||
+        buf_put_varint(&self->tail, (uint64_t)body->len) < 0 || buf_put(&self->tail, body->data, body->len) < 0)
+        return -1;
     return 1;
 }
 
@@ -823,6 +914,9 @@ static int RecordEncoder_init(RecordEncoder *self, PyObject *args, PyObject *kwa
     Py_XSETREF(self->prefix, Py_NewRef(prefix));
     Py_XSETREF(self->job_fields, Py_NewRef(job_fields));
     Py_XSETREF(self->sample_fields, Py_NewRef(sample_fields));
+    self->samples.len = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(sample_fields); i++)
+        if (buf_put_bytes(&self->samples, PyTuple_GET_ITEM(sample_fields, i)) < 0) return -1;
     Py_XSETREF(self->chrom_fields, Py_NewRef(chrom_fields));
     Py_XSETREF(self->refs, Py_NewRef(refs));
     Py_XSETREF(self->alts, Py_NewRef(alts));
@@ -901,7 +995,9 @@ static void RecordEncoder_dealloc(RecordEncoder *self) {
     RecordEncoder_clear(self);
     memo_clear(self);
     PyMem_Free(self->memo);
-    PyMem_Free(self->sample.data);
+    Buf *buffers[] = {&self->columns_body, &self->samples, &self->ploidy, &self->alleles, &self->phased,
+                      &self->depth, &self->quality, &self->ad_counts, &self->ad_values};
+    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) PyMem_Free(buffers[i]->data);
     PyMem_Free(self->field_start);
     PyMem_Free(self->field_len);
     PyMem_Free(self->head.data);

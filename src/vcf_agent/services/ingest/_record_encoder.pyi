@@ -2,10 +2,10 @@
 
 from collections.abc import Mapping
 
-# A FORMAT layout as the encoder reads it: (width, GT position, checks ploidy, absent fields,
+# A FORMAT layout as the encoder reads it: (width, GT position, checks ploidy,
 # per-ALT-count caches, per-key (native code, Number code)), then anything the caller keeps.
 Layout = tuple[
-    int, int, bool, bytes, dict[int, list[dict[str, bytes]]], tuple[tuple[int, int], ...], *tuple[object, ...]
+    int, int, bool, dict[int, list[dict[str, bytes]]], tuple[tuple[int, int], ...], *tuple[object, ...]
 ]
 
 class RecordEncoder:

@@ -1,7 +1,7 @@
 """VCF/BCF records to serialized `VariantBatch`es, one `VariantMessage` per ALT allele.
 
 Speed is the point of this module. Building `VariantMessage`s through the
-protobuf Python API costs ~1.3 us per `GenotypeCall` and ~1.5 us per INFO entry
+protobuf Python API costs ~1.3 us per genotype call and ~1.5 us per INFO entry
 (measured with upb), so records are encoded straight to protobuf wire bytes
 here. Plain and gzipped VCF are read as text lines (see _vcf_source); BCF and
 region queries come through pysam as the same text. Every field value's
@@ -120,12 +120,14 @@ _T_INFO = wire.VARIANT_MESSAGE_INFO_TAG
 _T_GENOTYPES = wire.VARIANT_MESSAGE_GENOTYPES_TAG
 _T_TIMESTAMP = wire.VARIANT_MESSAGE_TIMESTAMP_TAG
 _T_SOURCE = wire.VARIANT_MESSAGE_SOURCE_NAME_TAG
-_T_SAMPLE = wire.GENOTYPE_CALL_SAMPLE_TAG
-_T_ALLELES = wire.GENOTYPE_CALL_ALLELES_TAG
-_PHASED = wire.GENOTYPE_CALL_PHASED_TAG + varint(1)
-_T_DEPTH = wire.GENOTYPE_CALL_DEPTH_TAG
-_T_GQ = wire.GENOTYPE_CALL_GENOTYPE_QUALITY_TAG
-_T_AD = wire.GENOTYPE_CALL_ALLELE_DEPTHS_TAG
+_T_SAMPLE = wire.GENOTYPE_COLUMNS_SAMPLES_TAG
+_T_PLOIDY = wire.GENOTYPE_COLUMNS_PLOIDY_TAG
+_T_ALLELES = wire.GENOTYPE_COLUMNS_ALLELES_TAG
+_T_PHASED = wire.GENOTYPE_COLUMNS_PHASED_TAG
+_T_DEPTH = wire.GENOTYPE_COLUMNS_DEPTH_TAG
+_T_GQ = wire.GENOTYPE_COLUMNS_GENOTYPE_QUALITY_TAG
+_T_AD_COUNTS = wire.GENOTYPE_COLUMNS_ALLELE_DEPTH_COUNTS_TAG
+_T_AD = wire.GENOTYPE_COLUMNS_ALLELE_DEPTHS_TAG
 _FLAG_VALUE = wire.INFO_VALUE_FLAG_TAG + varint(1)
 _T_INTS = wire.INFO_VALUE_INTS_TAG
 _T_FLOATS = wire.INFO_VALUE_FLOATS_TAG
@@ -211,7 +213,11 @@ class EncodedBatch:
 class _Layout(NamedTuple):
     """A FORMAT string's keys, checked once, and the per-ALT-count value caches.
 
-    A tuple because the compiled encoder reads it too: its first six fields, by position.
+    A tuple because the compiled encoder reads it too: its first five fields, by position.
+    The cached encoding of a value is its contribution to its GenotypeColumns column (the
+    key's role is its native code, DP/GQ/AD, or GT's position): GT a phased byte (0 or 1) then
+    the alleles' zigzag varints; DP and GQ one zigzag varint; AD the values' zigzag varints
+    (empty for `.`); any other key empty (checked, not stored).
     """
 
     width: int
@@ -219,14 +225,16 @@ class _Layout(NamedTuple):
     # Whether a non-diploid GT changes what other values must hold: GT is present
     # and some key's Number depends on ploidy (G, P).
     checks_ploidy: bool
-    # Encodings of GT/DP/GQ when the FORMAT lacks them (the schema's "missing").
-    absent: bytes
     by_alts: dict[int, list[dict[str, bytes]]]
     # Per key, what the compiled encoder checks without a cache (_native_format_spec).
     natives: tuple[tuple[int, int], ...]
     keys: list[str]
     # Positions of the keys whose Number depends on ploidy.
     ploidy_fields: list[int]
+    # Positions of the stored DP, GQ and AD keys; -1 when the FORMAT has none.
+    depth: int
+    quality: int
+    allele_depths: int
 
 
 # FORMAT_NATIVE codes of the single-valued FORMAT fields the schema stores, by key and Type.
@@ -304,6 +312,22 @@ def _strings(values: list[str]) -> bytes:
 
 def _map_entry(key: str, value: bytes) -> bytes:
     return length_delimited(_T_INFO, _string_field(_T_MAP_KEY, key) + length_delimited(_T_MAP_VALUE, value))
+
+
+# Bytes that continue a varint: deleting them from packed varints leaves one byte per value.
+_CONTINUATION_BYTES = bytes(range(0x80, 0x100))
+# zigzag(-1): a missing sint32 (an allele `.`, a DP or GQ `.`).
+_MISSING = b"\x01"
+
+
+def _zigzag(n: int) -> bytes:
+    """A sint32 value's varint."""
+    return varint((n << 1) ^ (n >> 63))
+
+
+def _packed(tag: bytes, values: bytes) -> bytes:
+    """A packed repeated field; nothing when it holds no value (proto3 writes none)."""
+    return tag + varint(len(values)) + values if values else b""
 
 
 def _remember(cache: dict[str, bytes], key: str, encoded: bytes) -> bytes:
@@ -384,6 +408,12 @@ class VcfReader:
         )
         self._source_field = _string_field(_T_SOURCE, source_name) if source_name else b""
         self._sample_fields = tuple(_string_field(_T_SAMPLE, n) for n in header.samples)
+        self._samples_block = b"".join(self._sample_fields)
+        # Each sample field's first position: a value a cache misses names its sample by position, and
+        # tuple.index made that quadratic in the samples (a quarter of a 2,504-sample file's ingest CPU).
+        self._sample_positions = {field: i for i, field in reversed(list(enumerate(self._sample_fields)))}
+        # Cached GT encodings split into their ploidy and alleles columns.
+        self._gt_columns: dict[bytes, tuple[bytes, bytes]] = {}
         # Checked encodings of recurring values, so most values cost one lookup.
         self._fields: dict[str, bytes] = {}
         self._refs: dict[str, bytes] = {}
@@ -854,24 +884,25 @@ class VcfReader:
             return layout
         keys = self._rules.format_keys(fmt)
         defs = self.header.format
-        absent = b""
-        if "GT" not in keys:
-            absent += length_delimited(_T_ALLELES, varint(-1))
-        if "DP" not in keys:
-            absent += _T_DEPTH + varint(-1)
-        if "GQ" not in keys:
-            absent += _T_GQ + varint(-1)
         gt = keys.index("GT") if "GT" in keys else -1
         ploidy_fields = [i for i, k in enumerate(keys) if defs[k].number in ("G", "P")]
+        natives = tuple(_native_format_spec(defs[key]) for key in keys)
+        codes = [code for code, _ in natives]
+
+        def position(*roles: int) -> int:
+            return next((i for i, code in enumerate(codes) if code in roles), -1)
+
         layout = _Layout(
             width=len(keys),
             gt=gt,
             checks_ploidy=bool(ploidy_fields) and gt >= 0,
-            absent=absent,
             by_alts={},
-            natives=tuple(_native_format_spec(defs[key]) for key in keys),
+            natives=natives,
             keys=keys,
             ploidy_fields=ploidy_fields,
+            depth=position(wire.FORMAT_NATIVE_DEPTH, wire.FORMAT_NATIVE_DEPTH_FLOAT),
+            quality=position(wire.FORMAT_NATIVE_GQ, wire.FORMAT_NATIVE_GQ_FLOAT),
+            allele_depths=position(wire.FORMAT_NATIVE_AD),
         )
         self._layouts[fmt] = layout
         return layout
@@ -891,31 +922,76 @@ class VcfReader:
 
     def _encode_genotypes(self, fmt: str, fields: list[str], n_alt: int) -> bytes:
         # The hot loop of multi-sample files: per sample one split, one map of
-        # dict lookups over the FORMAT values and one join.
+        # dict lookups over the FORMAT values and an append per stored column.
         layout = self._layouts.get(fmt) or self._layout(fmt)
         caches = self._caches(layout, n_alt)
         width = layout.width
-        absent = layout.absent
         check_ploidy = layout.checks_ploidy
         non_diploid = self._non_diploid
         get = dict.get
-        parts = []
+        gt, dp, gq, ad = layout.gt, layout.depth, layout.quality, layout.allele_depths
+        gts: list[bytes] = []
+        depths: list[bytes] = []
+        qualities: list[bytes] = []
+        allele_depths: list[bytes] = []
         for sample_field, token in zip(self._sample_fields, fields[9:], strict=True):
             values = token.split(":")
             if len(values) != width:
                 values = self._pad(values, width, sample_field)
-            encoded = list(map(get, caches, values))
-            if None in encoded or (check_ploidy and values[layout.gt] in non_diploid):
-                encoded = self._sample_misses(layout, caches, values, encoded, n_alt, sample_field)
-            body = sample_field + b"".join(encoded) + absent  # type: ignore[arg-type]
-            size = len(body)
-            parts.append(_T_GENOTYPES + (SMALL_VARINTS[size] if size < 16384 else varint(size)) + body)
-        return b"".join(parts)
+            encoded: list[bytes] = list(map(get, caches, values))  # type: ignore[arg-type]
+            if None in encoded or (check_ploidy and values[gt] in non_diploid):
+                encoded = self._sample_misses(layout, caches, values, encoded, n_alt, sample_field)  # type: ignore[arg-type,assignment]
+            if gt >= 0:
+                gts.append(encoded[gt])
+            if dp >= 0:
+                depths.append(encoded[dp])
+            if gq >= 0:
+                qualities.append(encoded[gq])
+            if ad >= 0:
+                allele_depths.append(encoded[ad])
+        return self._genotype_columns(gts, depths, qualities, allele_depths)
+
+    def _genotype_columns(
+        self, gts: list[bytes], depths: list[bytes], qualities: list[bytes], allele_depths: list[bytes]
+    ) -> bytes:
+        """The GenotypeColumns field from each sample's cached encodings (see _Layout), by its rules:
+        no GT is one missing allele; an all-missing DP or GQ column and an all-absent AD are empty."""
+        n = len(self._sample_fields)
+        if gts:
+            split = self._gt_columns
+            parts = [split.get(g) or self._split_gt(g) for g in gts]
+            ploidy = b"".join([part[0] for part in parts])
+            alleles = b"".join([part[1] for part in parts])
+            bits = sum(1 << i for i, g in enumerate(gts) if g[0])
+        else:
+            ploidy = alleles = _MISSING * n
+            bits = 0
+        body = [self._samples_block, _packed(_T_PLOIDY, ploidy), _packed(_T_ALLELES, alleles)]
+        if bits:
+            body.append(_packed(_T_PHASED, bits.to_bytes((n + 7) // 8, "little")))
+        if depths and depths.count(_MISSING) != n:
+            body.append(_packed(_T_DEPTH, b"".join(depths)))
+        if qualities and qualities.count(_MISSING) != n:
+            body.append(_packed(_T_GQ, b"".join(qualities)))
+        if any(allele_depths):
+            counts = [SMALL_VARINTS[len(ad.translate(None, _CONTINUATION_BYTES))] for ad in allele_depths]
+            body.append(_packed(_T_AD_COUNTS, b"".join(counts)))
+            body.append(_packed(_T_AD, b"".join(allele_depths)))
+        return length_delimited(_T_GENOTYPES, b"".join(body))
+
+    def _split_gt(self, encoded: bytes) -> tuple[bytes, bytes]:
+        """(ploidy varint, allele varints) of a cached GT encoding (a phased byte, then the alleles)."""
+        alleles = encoded[1:]
+        parts = (varint(len(alleles.translate(None, _CONTINUATION_BYTES))), alleles)
+        if len(self._gt_columns) >= _CACHE_LIMIT:
+            self._gt_columns.clear()
+        self._gt_columns[encoded] = parts
+        return parts
 
     def _sample_name(self, sample_field: bytes) -> str:
         """The sample as errors name it: by position, never by name, since error messages become
         dead-letter reasons and log lines, and sample names identify people."""
-        index = self._sample_fields.index(sample_field)
+        index = self._sample_positions[sample_field]
         return f"{index + 1} (column {index + 10})"
 
     def _pad(self, values: list[str], width: int, sample_field: bytes) -> list[str]:
@@ -951,13 +1027,13 @@ class VcfReader:
         return encoded
 
     def _gt(self, text: str, n_alt: int, sample: str) -> tuple[bytes, int]:
+        """(the GT's cached encoding: a phased byte, then the alleles' zigzag varints; its ploidy)."""
         if text == ".":
-            return length_delimited(_T_ALLELES, varint(-1)), 1
+            return b"\x00" + _MISSING, 1
         alleles, phased = self._rules.genotype(text, n_alt, sample)
         if len(alleles) != 2:
             self._non_diploid[text] = len(alleles)
-        packed = b"".join([varint(a) for a in alleles])
-        return length_delimited(_T_ALLELES, packed) + (_PHASED if phased else b""), len(alleles)
+        return bytes([phased]) + b"".join([_zigzag(a) for a in alleles]), len(alleles)
 
     def _sample_value(self, definition: FieldDef, text: str, n_alt: int, ploidy: int, sample: str) -> bytes:
         key = definition.id
@@ -966,10 +1042,11 @@ class VcfReader:
             self._rules.check_count(definition, typed, n_alt, "FORMAT", ploidy)
         except RecordError as exc:
             raise RecordError(exc.code, exc.column, f"sample {sample}: {exc.message}") from None
-        if key in ("DP", "GQ") and definition.number == "1":
-            tag = _T_DEPTH if key == "DP" else _T_GQ
+        # What the value stores, as _Layout places it: by the key's native code.
+        code = _native_format_spec(definition)[0]
+        if code in _STORED_SCALARS.values():
             if not typed.values:
-                return tag + varint(-1)
+                return _MISSING
             number = float(typed.values[0])
             rounded = round(number) if math.isfinite(number) else None
             if rounded is None or not INT_MIN <= rounded <= INT_MAX:
@@ -978,11 +1055,9 @@ class VcfReader:
                     "FORMAT",
                     f"sample {sample}: {key} {text} does not round to a 32-bit integer",
                 )
-            return tag + varint(rounded)
-        if key == "AD" and typed.kind == "Integer":
+            return _zigzag(rounded)
+        if code == wire.FORMAT_NATIVE_AD:
             if text == ".":
                 return b""
-            return length_delimited(
-                _T_AD, b"".join([varint(-1 if d == "." else int(d)) for d in text.split(",")])
-            )
+            return b"".join([_zigzag(-1 if d == "." else int(d)) for d in text.split(",")])
         return b""

@@ -153,6 +153,10 @@ typedef struct {
     PyObject_HEAD
     PyObject *payloads; /* list: keeps every view's memory alive */
     Buf writes, calls, results, missing, filters, alleles, depths;
+    /* The write being read: its GenotypeColumns, merged over every occurrence as protobuf merges them
+     * (alleles and allele depths go straight to `alleles` and `depths`). */
+    Buf gt_samples, gt_ploidy, gt_depth, gt_quality, gt_counts;
+    View gt_phased;
     int busy;
     /* The schema (messages[0] is DatabaseWriteBatch) and the status names, indexed by
      * AnalysisResult.Status, owned by this collector. */
@@ -296,9 +300,16 @@ static int read_timestamp(Collector *c, const uint8_t *p, const uint8_t *end, in
     return more < 0 ? walk_failed(c, &f) : more;
 }
 
-static int push_int32s(Buf *into, const Field *f) {
+/* A sint32 or uint32 value as protobuf reads it from a varint: its low 32 bits. */
+static int32_t sint32_of(uint64_t raw) {
+    uint32_t bits = (uint32_t)raw;
+    return (int32_t)((bits >> 1) ^ (0u - (bits & 1)));
+}
+
+/* Appends one occurrence of a repeated sint32 (`zigzag`) or uint32 field, packed or not, as int32s. */
+static int push_32s(Buf *into, const Field *f, int zigzag) {
     if (f->wire == WIRE_VARINT) {
-        int32_t v = (int32_t)f->value;
+        int32_t v = zigzag ? sint32_of(f->value) : (int32_t)(uint32_t)f->value;
         return buf_put(into, &v, sizeof v);
     }
     const uint8_t *p = f->data, *end = f->data + f->len;
@@ -306,52 +317,116 @@ static int push_int32s(Buf *into, const Field *f) {
         uint64_t raw;
         if (read_varint(&p, end, 10, &raw))
             return -1; /* validated already */
-        int32_t v = (int32_t)raw;
+        int32_t v = zigzag ? sint32_of(raw) : (int32_t)(uint32_t)raw;
         if (buf_put(into, &v, sizeof v))
             return -1;
     }
     return 0;
 }
 
-static int read_call(Collector *c, const uint8_t *p, const uint8_t *end) {
-    Call call;
-    memset(&call, 0, sizeof call);
-    call.alleles_start = VEC_LEN(c->alleles, int32_t);
-    call.depths_start = VEC_LEN(c->depths, int32_t);
+/* One occurrence of VariantMessage.genotypes, merged into the write's columns. A known field with
+ * the wrong wire type is an unknown field, as protobuf reads it. */
+static int read_genotype_columns(Collector *c, const uint8_t *p, const uint8_t *end) {
     Field f;
     int more;
     while ((more = next_field(&p, end, &f)) == 1) {
+        int len = f.wire == WIRE_LEN, scalar = len || f.wire == WIRE_VARINT;
+        int failed = 0;
         switch (f.number) {
-        case GENOTYPE_CALL_SAMPLE:
-            if (f.wire == WIRE_LEN)
-                call.sample = view_of(&f);
-            break;
-        case GENOTYPE_CALL_ALLELES:
-        case GENOTYPE_CALL_ALLELE_DEPTHS:
-            if (f.wire == WIRE_VARINT || f.wire == WIRE_LEN) {
-                if (push_int32s(f.number == GENOTYPE_CALL_ALLELES ? &c->alleles : &c->depths, &f))
-                    return -1;
+        case GENOTYPE_COLUMNS_SAMPLES:
+            if (len) {
+                View v = view_of(&f);
+                failed = buf_put(&c->gt_samples, &v, sizeof v);
             }
             break;
-        case GENOTYPE_CALL_PHASED:
-            if (f.wire == WIRE_VARINT)
-                call.phased = f.value != 0;
+        case GENOTYPE_COLUMNS_PHASED:
+            if (len)
+                c->gt_phased = view_of(&f);
             break;
-        case GENOTYPE_CALL_DEPTH:
-            if (f.wire == WIRE_VARINT)
-                call.depth = (int32_t)f.value;
+        case GENOTYPE_COLUMNS_PLOIDY:
+            failed = scalar && push_32s(&c->gt_ploidy, &f, 0);
             break;
-        case GENOTYPE_CALL_GENOTYPE_QUALITY:
-            if (f.wire == WIRE_VARINT)
-                call.quality = (int32_t)f.value;
+        case GENOTYPE_COLUMNS_ALLELES:
+            failed = scalar && push_32s(&c->alleles, &f, 1);
+            break;
+        case GENOTYPE_COLUMNS_DEPTH:
+            failed = scalar && push_32s(&c->gt_depth, &f, 1);
+            break;
+        case GENOTYPE_COLUMNS_GENOTYPE_QUALITY:
+            failed = scalar && push_32s(&c->gt_quality, &f, 1);
+            break;
+        case GENOTYPE_COLUMNS_ALLELE_DEPTH_COUNTS:
+            failed = scalar && push_32s(&c->gt_counts, &f, 0);
+            break;
+        case GENOTYPE_COLUMNS_ALLELE_DEPTHS:
+            failed = scalar && push_32s(&c->depths, &f, 1);
             break;
         }
+        if (failed)
+            return -1;
     }
-    if (more < 0)
-        return walk_failed(c, &f);
-    call.alleles_count = VEC_LEN(c->alleles, int32_t) - call.alleles_start;
-    call.depths_count = VEC_LEN(c->depths, int32_t) - call.depths_start;
-    return buf_put(&c->calls, &call, sizeof call);
+    return more < 0 ? walk_failed(c, &f) : more;
+}
+
+/* Refuses a write whose columns disagree (as vcf_agent.schema.genotype_calls does, in its words). */
+static int columns_refused(Collector *c, const char *column, Py_ssize_t entries, Py_ssize_t samples) {
+    snprintf(c->error_text, sizeof c->error_text, "GenotypeColumns.%s has %zd entries for %zd samples", column,
+             entries, samples);
+    c->error = c->error_text;
+    return -1;
+}
+
+/* The write's calls from its merged columns (alleles from `alleles_start` and allele depths from
+ * `depths_start` in the collector's arenas); -1 with the reason when the columns disagree. */
+static int genotype_calls(Collector *c, Py_ssize_t alleles_start, Py_ssize_t depths_start) {
+    Py_ssize_t n = VEC_LEN(c->gt_samples, View);
+    Py_ssize_t ploidies = VEC_LEN(c->gt_ploidy, int32_t), depths = VEC_LEN(c->gt_depth, int32_t);
+    Py_ssize_t qualities = VEC_LEN(c->gt_quality, int32_t), counts = VEC_LEN(c->gt_counts, int32_t);
+    if (ploidies && ploidies != n)
+        return columns_refused(c, "ploidy", ploidies, n);
+    if (depths && depths != n)
+        return columns_refused(c, "depth", depths, n);
+    if (qualities && qualities != n)
+        return columns_refused(c, "genotype_quality", qualities, n);
+    if (counts && counts != n)
+        return columns_refused(c, "allele_depth_counts", counts, n);
+    if (c->gt_phased.n && c->gt_phased.n != (n + 7) / 8) {
+        snprintf(c->error_text, sizeof c->error_text, "GenotypeColumns.phased has %zd bytes for %zd samples",
+                 c->gt_phased.n, n);
+        c->error = c->error_text;
+        return -1;
+    }
+    uint64_t allele_total = 0, depth_total = 0;
+    for (Py_ssize_t i = 0; i < ploidies; i++)
+        allele_total += (uint32_t)VEC_AT(c->gt_ploidy, int32_t, i);
+    for (Py_ssize_t i = 0; i < counts; i++)
+        depth_total += (uint32_t)VEC_AT(c->gt_counts, int32_t, i);
+    if (allele_total != (uint64_t)(VEC_LEN(c->alleles, int32_t) - alleles_start)) {
+        c->error = "GenotypeColumns.alleles does not hold the sum of ploidy";
+        return -1;
+    }
+    if (depth_total != (uint64_t)(VEC_LEN(c->depths, int32_t) - depths_start)) {
+        c->error = "GenotypeColumns.allele_depths does not hold the sum of allele_depth_counts";
+        return -1;
+    }
+    Py_ssize_t at = alleles_start, ad_at = depths_start;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Call call;
+        memset(&call, 0, sizeof call);
+        call.sample = VEC_AT(c->gt_samples, View, i);
+        call.alleles_start = at;
+        call.alleles_count = ploidies ? (Py_ssize_t)(uint32_t)VEC_AT(c->gt_ploidy, int32_t, i) : 0;
+        call.phased = c->gt_phased.n && (((const uint8_t *)c->gt_phased.p)[i >> 3] >> (i & 7) & 1);
+        call.depth = depths ? VEC_AT(c->gt_depth, int32_t, i) : -1;
+        call.quality = qualities ? VEC_AT(c->gt_quality, int32_t, i) : -1;
+        call.depths_start = ad_at;
+        call.depths_count = counts ? (Py_ssize_t)(uint32_t)VEC_AT(c->gt_counts, int32_t, i) : 0;
+        at += call.alleles_count;
+        ad_at += call.depths_count;
+        if (buf_put(&c->calls, &call, sizeof call))
+            return -1;
+    }
+    return 0;
 }
 
 static int read_variant(Collector *c, Write *w, const uint8_t *p, const uint8_t *end) {
@@ -373,7 +448,7 @@ static int read_variant(Collector *c, Write *w, const uint8_t *p, const uint8_t 
                 break;
             }
             case VARIANT_MESSAGE_GENOTYPES:
-                if (read_call(c, f.data, f.data + f.len))
+                if (read_genotype_columns(c, f.data, f.data + f.len))
                     return -1;
                 break;
             case VARIANT_MESSAGE_TIMESTAMP:
@@ -451,6 +526,10 @@ static int read_write(Collector *c, const uint8_t *p, const uint8_t *end) {
     w.filters_start = VEC_LEN(c->filters, View);
     w.calls_start = VEC_LEN(c->calls, Call);
     w.results_start = VEC_LEN(c->results, Result);
+    Py_ssize_t alleles_start = VEC_LEN(c->alleles, int32_t), depths_start = VEC_LEN(c->depths, int32_t);
+    c->gt_samples.len = c->gt_ploidy.len = c->gt_depth.len = c->gt_quality.len = c->gt_counts.len = 0;
+    c->gt_phased.p = NULL;
+    c->gt_phased.n = 0;
     Field f;
     int more;
     while ((more = next_field(&p, end, &f)) == 1) {
@@ -482,6 +561,8 @@ static int read_write(Collector *c, const uint8_t *p, const uint8_t *end) {
     }
     if (more < 0)
         return walk_failed(c, &f);
+    if (genotype_calls(c, alleles_start, depths_start))
+        return -1;
     w.stamped = timestamp_us(w.ts_seconds, w.ts_nanos);
     w.missing_count = VEC_LEN(c->missing, View) - w.missing_start;
     w.filters_count = VEC_LEN(c->filters, View) - w.filters_start;
@@ -755,6 +836,11 @@ static void collector_clear(Collector *c) {
     buf_free(&c->filters);
     buf_free(&c->alleles);
     buf_free(&c->depths);
+    buf_free(&c->gt_samples);
+    buf_free(&c->gt_ploidy);
+    buf_free(&c->gt_depth);
+    buf_free(&c->gt_quality);
+    buf_free(&c->gt_counts);
 }
 
 /* The schema: a tuple of (full name, fields), a field being (number, WIRE_CHECK kind, repeated,

@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from vcf_agent.schema import read_varint
+from vcf_agent.schema import GenotypeCall, genotype_calls, read_varint
 from vcf_agent.v1 import analysis_pb2, events_pb2
 from vcf_agent.v1 import wire_numbers as wire
 
@@ -124,7 +124,7 @@ def _bitmap(bits: list[bool]) -> bytes:
     return bytes(out)
 
 
-def _genotype(alleles: list[int], phased: bool) -> str:
+def _genotype(alleles: tuple[int, ...], phased: bool) -> str:
     if not alleles:
         return "."
     return ("|" if phased else "/").join("." if allele < 0 else str(allele) for allele in alleles)
@@ -206,7 +206,8 @@ class Collector:
         self._schema = schema
         self._statuses = status_names
         self._unknown = unknown_status
-        self._writes: list[events_pb2.DatabaseWrite] = []
+        # Each write with its calls, read from its GenotypeColumns when it arrived.
+        self._writes: list[tuple[events_pb2.DatabaseWrite, list[GenotypeCall]]] = []
 
     def __len__(self) -> int:
         return len(self._writes)
@@ -226,12 +227,15 @@ class Collector:
         problem = self._problem(payload)
         if problem:
             raise ValueError(problem)
+        writes = []
         for write in batch.writes:
+            # Columns that disagree (a call per sample, alleles per ploidy) refuse the payload.
+            writes.append((write, genotype_calls(write.variant.genotypes)))
             if _updated(write)[1]:
                 raise ValueError(
                     "updated_at (the latest timestamp of a write) is out of the int64 microsecond range"
                 )
-        self._writes.extend(batch.writes)
+        self._writes.extend(writes)
         return [marker.SerializeToString() for marker in batch.markers]
 
     def _problem(self, payload: bytes) -> str | None:
@@ -243,8 +247,8 @@ class Collector:
     def take(self) -> dict[str, Any]:
         """Column buffers of everything collected, as the compiled take() returns them; then empty."""
         # The last write per correlation id, where the first one stood.
-        unique = {write.correlation_id: write for write in self._writes}
-        order = list(dict.fromkeys(write.correlation_id for write in self._writes))
+        unique = {write.correlation_id: (write, calls) for write, calls in self._writes}
+        order = list(dict.fromkeys(write.correlation_id for write, _ in self._writes))
         out = _Columns()
         for name in _TEXT_COLUMNS:
             out.text(name)
@@ -256,7 +260,7 @@ class Collector:
         carrier: list[bool] = []
         calls = analyses = 0
         for cid in order:
-            write = unique[cid]
+            write, write_calls = unique[cid]
             analyses += self._emit_results(out, write)
             variant = write.variant
             for name, value in (
@@ -290,7 +294,7 @@ class Collector:
             for provider in write.missing_providers:
                 out.text("missing_providers").add(provider)
             offsets["missing_providers.offsets"].append(len(out.text("missing_providers").offsets) - 1)
-            for call in variant.genotypes:
+            for call in write_calls:
                 carrier.append(self._emit_call(out, write, call, offsets))
                 calls += 1
             offsets["genotypes.offsets"].append(calls)
@@ -335,10 +339,10 @@ class Collector:
 
     @staticmethod
     def _emit_call(
-        out: _Columns, write: events_pb2.DatabaseWrite, call: Any, offsets: dict[str, array[int]]
+        out: _Columns, write: events_pb2.DatabaseWrite, call: GenotypeCall, offsets: dict[str, array[int]]
     ) -> bool:
         """Emit one call's columns; returns whether it is a carrier of the write's ALT allele."""
-        alleles = list(call.alleles)
+        alleles = call.alleles
         out.text("call.sample").add(call.sample)
         out.text("call.genotype").add(_genotype(alleles, call.phased))
         out.value("call.depth", "i").append(call.depth)
