@@ -37,8 +37,9 @@ async def test_sigkill_each_service_in_turn_loses_and_doubles_nothing(tmp_path: 
 
 
 async def test_sigterm_each_service_during_work_drains_within_its_grace(tmp_path: Path) -> None:
-    # Enough variants that the job outlasts five drains and restarts on a quiet machine too.
-    result = await _run(SIGTERM_EACH, tmp_path, 120_000)
+    # Enough variants that the job outlasts five drains and restarts on a quiet machine too: at
+    # 120,000 the faster two-sample pipeline (packed genotype columns) finished before ingest's turn.
+    result = await _run(SIGTERM_EACH, tmp_path, 240_000)
     assert result.faults == len(SERVICES), result.notes
     # Each exit code 0 within the grace period is checked by the scenario, as problems.
     assert (result.problems, result.state) == ([], "complete")
