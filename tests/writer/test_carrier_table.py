@@ -8,12 +8,17 @@ carriers table answers queries by sample.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Any
 
 import lancedb
+import numpy as np
 import pyarrow as pa
 import pytest
+from lancedb.index import BTree
 
+from vcf_agent.services.writer import _lance_store as lance_store
 from vcf_agent.services.writer._carrier_rows import carrier_rows
 from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore, VariantQuery
 from vcf_agent.services.writer._rows import build_rows
@@ -158,6 +163,90 @@ def test_pages_follow_file_order_however_the_rows_were_stored(tmp_path: Path, sa
         assert [(row.file_id, row.record_index) for row in rows] == matching[:4]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("sample", "gene"), [("", ""), ("NA00001", ""), ("NA00001", "GENE1")])
+def test_pages_are_found_by_counting_when_writes_came_out_of_file_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample: str, gene: str
+) -> None:
+    # As the pipeline delivers a job: batches of two files in shuffled order, so the first
+    # matches as stored are not the page and the page is bounded on the indexes instead
+    # (_record_bound), here with a window of 10 matches so that the search takes steps.
+    monkeypatch.setattr(lance_store, "_BOUND_SLACK", 10)
+    found_on_indexes: list[bool] = []
+    first_matches, record_bound = lance_store._first_matches, lance_store._record_bound
+    searched: list[int] = []
+
+    def recording_first_matches(*args: Any, **kwargs: Any) -> pa.Table | None:
+        keys = first_matches(*args, **kwargs)
+        found_on_indexes.append(keys is not None)
+        return keys
+
+    def recording_record_bound(*args: Any, **kwargs: Any) -> int:
+        searched.append(record_bound(*args, **kwargs))
+        return searched[-1]
+
+    monkeypatch.setattr(lance_store, "_first_matches", recording_first_matches)
+    monkeypatch.setattr(lance_store, "_record_bound", recording_record_bound)
+    store = LanceStore(tmp_path / "lance", read_every_match_up_to=0)
+    store.open()
+    try:
+        batches = [(file_id, start) for file_id in (FILE_B, "a" * 64) for start in range(0, 1500, 100)]
+        random.Random(15).shuffle(batches)
+        for file_id, start in batches:
+            store.write(make_batch(range(start, start + 100), file_id=file_id))
+        # NA00001's call is (0, record % 2): it carries odd records; GENE<record % 5>.
+        matching = [
+            (file_id, index)
+            for file_id in sorted(("a" * 64, FILE_B))
+            for index in range(1500)
+            if (not sample or index % 2 == 1) and (not gene or index % 5 == 1)
+        ]
+        pages = ((0, 3), (0, 100), (137, 50), (len(matching) // 2 - 5, 10), (len(matching) - 2, 5))
+        for _ in ("as written", "compacted"):
+            for offset, limit in pages:
+                rows, total = store.query(VariantQuery(sample=sample, gene=gene, offset=offset, limit=limit))
+                assert total == len(matching)
+                assert [(row.file_id, row.record_index) for row in rows] == matching[offset : offset + limit]
+            store.compact()
+    finally:
+        store.close()
+    # Every page was found on the indexes, none by reading every match, and bounds were searched.
+    assert found_on_indexes and all(found_on_indexes)
+    assert searched
+
+
+class _CountingTable:
+    """A LanceDB table whose count_rows calls are counted."""
+
+    def __init__(self, table: object) -> None:
+        self.table, self.counts = table, 0
+
+    def count_rows(self, where: str | None = None) -> int:
+        self.counts += 1
+        return int(self.table.count_rows(where))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("spread", ["even", "skewed"])
+def test_the_record_bound_lands_in_its_window_in_few_counts(tmp_path: Path, spread: str) -> None:
+    records = 200_000
+    index = np.arange(records)
+    # Evenly, or a few matches early and the rest packed into the file's last 2%.
+    matched = index % 20 == 3 if spread == "even" else (index % 5_000 == 0) | (index >= records * 0.98)
+    table = lancedb.connect(str(tmp_path)).create_table(
+        "rows", pa.table({"record_index": pa.array(index), "matched": pa.array(matched)})
+    )
+    table.create_index("record_index", config=BTree())
+    counting = _CountingTable(table)
+    cumulative = np.cumsum(matched)
+    for need in (1, 100, 1_000, int(cumulative[-1]) - 1_500):
+        counting.counts = 0
+        bound = lance_store._record_bound(counting, "matched", need, records - 1)
+        assert need <= cumulative[bound] <= need + lance_store._BOUND_SLACK
+        # Interpolation, halving whenever a step did not: at most twice a bisection's 18 steps.
+        assert counting.counts <= 2 * 18 + 1
+        if spread == "even":
+            assert counting.counts <= 3
 
 
 def test_carrier_rows_are_the_row_builders_carriers_including_its_edge_cases() -> None:

@@ -4,7 +4,9 @@ A 5M-variant genome takes the pipeline tens of minutes on a shared machine; the 
 figures need only its rows. This writes rows shaped like the `genome` preset's (the
 synthetic generator's two chromosomes, ~100 bp apart, half the records in one of eight
 genes, one sample carrying 3 ALTs in 4) through the writer's own store in the writer's
-batch sizes, compacts as the writer does when idle, and times the README's queries.
+batch sizes, out of file order as the pipeline's services deliver them (shuffled within
+windows of `_SHUFFLE_WINDOW` batches), compacts as the writer does when idle, and times
+the README's queries.
 With `--store DIR` the store is built once and reused by later runs.
 """
 
@@ -35,6 +37,10 @@ _BASES = np.array(["A", "C", "G", "T"])
 # Writer-sized batches: what the sink hands LanceDB per store batch.
 _BATCH = 10_000
 _MARKER = "bench-query-variants"
+# The five services hand the writer a job's batches out of file order, a few batches apart:
+# a store built in file order would let every page be proven from the first rows stored.
+_SHUFFLE_WINDOW = 8
+_LAYOUT = "batches shuffled within 8"
 
 
 def build_store(directory: Path, variants: int, seed: int = 7) -> LanceStore:
@@ -42,7 +48,7 @@ def build_store(directory: Path, variants: int, seed: int = 7) -> LanceStore:
     store = LanceStore(directory, compaction=CompactionPolicy())
     store.open()
     marker = directory / _MARKER
-    if marker.exists() and int(marker.read_text()) == variants:
+    if marker.exists() and marker.read_text() == f"{variants} {_LAYOUT}":
         return store
     if store.count():
         raise SystemExit(f"{directory} holds another store; pass an empty or new directory")
@@ -51,11 +57,13 @@ def build_store(directory: Path, variants: int, seed: int = 7) -> LanceStore:
     positions = np.concatenate(
         [np.cumsum(rng.integers(1, 201, size=n)) for n in (per_chromosome, variants - per_chromosome)]
     )
-    for start in range(0, variants, _BATCH):
-        stop = min(start + _BATCH, variants)
-        store.write(_rows(rng, start, stop, per_chromosome, positions[start:stop]), maybe_stored=_NONE)
+    starts = list(range(0, variants, _BATCH))
+    for window in range(0, len(starts), _SHUFFLE_WINDOW):
+        for start in rng.permutation(starts[window : window + _SHUFFLE_WINDOW]).tolist():
+            stop = min(start + _BATCH, variants)
+            store.write(_rows(rng, start, stop, per_chromosome, positions[start:stop]), maybe_stored=_NONE)
     store.compact()
-    marker.write_text(str(variants))
+    marker.write_text(f"{variants} {_LAYOUT}")
     return store
 
 

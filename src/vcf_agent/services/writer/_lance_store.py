@@ -165,8 +165,8 @@ class LanceStore(AsyncComponent):
         self._before_compaction = before_compaction
         # Reading a matched row costs a random read (1-8 us each on a 5M-variant store; a
         # gene's 230k matches took 600 ms): a query matching up to this many reads them all
-        # and selects its page among them; above it the rows as stored are tried first
-        # (see _leading_matches), two index lookups when they are the page.
+        # and selects its page among them; above it the page is found on the indexes
+        # (see _first_matches), reading about as many rows as it holds.
         self._read_every_match_up_to = read_every_match_up_to
         self._lock = threading.Lock()
         self._variants: Any = None
@@ -357,8 +357,8 @@ class LanceStore(AsyncComponent):
         total = int(table.count_rows(where or None))
         if request.offset >= total:
             return [], total
-        first = request.offset + request.limit
-        matched = _leading_matches(table, where, first) if total > self._read_every_match_up_to else None
+        first = min(request.offset + request.limit, total)
+        matched = _first_matches(table, where, first) if total > self._read_every_match_up_to else None
         if matched is None:
             keys = table.search().select(_KEY_COLUMNS)
             if where:
@@ -479,14 +479,17 @@ def _store(table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray |
 _KEY_COLUMNS = ["correlation_id", *(column for column, _ in _ORDER)]
 
 
-def _leading_matches(table: Any, where: str, first: int) -> pa.Table | None:
-    """The first `first` matches in file order, if they are the first ones stored; else None.
+def _first_matches(table: Any, where: str, first: int, files_back: int = 2) -> pa.Table | None:
+    """Keys of a prefix, in file order, of the matches holding at least their first `first`.
 
-    Rows are stored in the order the writer received them, which is file order for one
-    file at a time, so the first matches found in storage order are usually the page.
-    They are proven to be when, on the indexes alone, exactly `first - 1` matches sort
-    before the last of them; otherwise (files interleaved, rows rewritten) the caller
-    reads every match.
+    Found on the indexes, reading about `first` rows, or None when the caller must read every
+    match. Rows are stored in the order the writer received them: file order for one file at a
+    time, so the first matches in storage order are usually the page, proven when exactly
+    `first - 1` matches sort before the last of them. The pipeline's services deliver a job's
+    writes out of file order, though (a genome's first 100 sample+gene matches as stored were
+    not its first 100 of 229,412), and then the page is bounded by counting instead: the matches
+    in files before the last one's, and the record of that file by which `first` have come
+    (`_record_bound`). `files_back` bounds how many earlier files this follows before giving up.
     """
     leading = table.search().select(_KEY_COLUMNS)
     if where:
@@ -496,13 +499,67 @@ def _leading_matches(table: Any, where: str, first: int) -> pa.Table | None:
         return None
     last = found.sort_by(_ORDER).slice(first - 1, 1).to_pylist()[0]
     tenant, file, record, alt = (last[column] for column, _ in _ORDER)
-    before = (
-        f"(tenant_id < {_literal(tenant)} OR ({_eq('tenant_id', tenant)} AND (file_id < {_literal(file)}"
-        f" OR ({_eq('file_id', file)} AND (record_index < {int(record)}"
-        f" OR (record_index = {int(record)} AND alt_index < {int(alt)}))))))"
+    earlier_files = (
+        f"(tenant_id < {_literal(tenant)} OR ({_eq('tenant_id', tenant)} AND file_id < {_literal(file)}))"
     )
-    preceding = int(table.count_rows(f"{where} AND {before}" if where else before))
-    return found if preceding == first - 1 else None
+    same_file = f"{_eq('tenant_id', tenant)} AND {_eq('file_id', file)}"
+    before = (
+        f"({earlier_files} OR ({same_file} AND (record_index < {int(record)}"
+        f" OR (record_index = {int(record)} AND alt_index < {int(alt)}))))"
+    )
+    if int(table.count_rows(_all_of(where, before))) == first - 1:
+        return found
+    in_earlier_files = int(table.count_rows(_all_of(where, earlier_files)))
+    if in_earlier_files >= first:
+        # The page lies in files stored after this one's rows (files interleaved).
+        if not files_back:
+            return None
+        return _first_matches(table, _all_of(where, earlier_files), first, files_back - 1)
+    bound = _record_bound(table, _all_of(where, same_file), first - in_earlier_files, int(record))
+    prefix = f"({earlier_files} OR ({same_file} AND record_index <= {bound}))"
+    keys: pa.Table = table.search().select(_KEY_COLUMNS).where(_all_of(where, prefix)).limit(None).to_arrow()
+    # Rows written between the counts and this read can only add to the prefix.
+    return keys if keys.num_rows >= first else None
+
+
+# How many matches beyond the page `_record_bound` may let through: each costs a random
+# read of its keys (1-8 us), each search step an index count (a few ms).
+_BOUND_SLACK = 1_000
+
+
+def _record_bound(table: Any, in_file: str, need: int, at_most: int) -> int:
+    """A record index by which `need` to `need + _BOUND_SLACK` of the file's matches have come.
+
+    `at_most` is a record by which at least `need` have come. An interpolation search on
+    `count_rows`, which the indexes answer without reading rows: aimed at the middle of the
+    window, as if the matches were spread evenly between the two records known so far (a
+    gene's carriers are dense within it, a region's too), and halving instead whenever a step
+    did not halve the range, so a skewed spread costs at most twice a bisection's steps. Ends
+    when the window is hit or one record remains (a record with more ALTs than the slack).
+    """
+    aim = need + _BOUND_SLACK // 2
+    low, at_low = -1, 0
+    high = at_most
+    at_high = int(table.count_rows(f"{in_file} AND record_index <= {high}"))
+    interpolate = True
+    while at_high > need + _BOUND_SLACK and high - low > 1:
+        width = high - low
+        halfway = low + width // 2
+        guess = low + round((aim - at_low) * width / (at_high - at_low)) if interpolate else halfway
+        guess = min(max(guess, low + 1), high - 1)
+        counted = int(table.count_rows(f"{in_file} AND record_index <= {guess}"))
+        if counted < need:
+            low, at_low = guess, counted
+        else:
+            high, at_high = guess, counted
+            if counted <= need + _BOUND_SLACK:
+                break
+        interpolate = (high - low) * 2 <= width
+    return high
+
+
+def _all_of(*clauses: str) -> str:
+    return " AND ".join(f"({clause})" for clause in clauses if clause)
 
 
 def _fill_carriers(variants: Any, carriers: Any) -> None:
