@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from vcf_agent.schema import (
     GenotypeCall,
@@ -54,6 +54,12 @@ def _variant(rng: random.Random, index: int) -> variant_pb2.VariantMessage:
     return variant
 
 
+def _bytes(message: Message) -> bytes:
+    # A map's entries (INFO) serialize in the order of its hash table, which can differ between
+    # two copies of one message (CI saw it on most seeds in one process): sorted keys compare.
+    return message.SerializeToString(deterministic=True)
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_the_values_and_the_other_fields_are_what_protobuf_serializes(seed: int) -> None:
     rng = random.Random(seed)
@@ -63,28 +69,28 @@ def test_the_values_and_the_other_fields_are_what_protobuf_serializes(seed: int)
     request = analysis_pb2.AnalysisRequestBatch(provider="local", requested_providers=["local"])
     request.deadline.FromNanoseconds(12345)
     request.variant_batch.CopyFrom(batch)
-    serialized = request.SerializeToString()
+    serialized = _bytes(request)
 
     (variant_batch,), rest = split_field(serialized, wire.ANALYSIS_REQUEST_BATCH_VARIANT_BATCH_TAG)
-    assert variant_batch == batch.SerializeToString()
+    assert variant_batch == _bytes(batch)
     without = analysis_pb2.AnalysisRequestBatch()
     without.CopyFrom(request)
     without.ClearField("variant_batch")
-    assert rest == without.SerializeToString()
+    assert rest == _bytes(without)
 
     raw_variants, batch_rest = split_field(variant_batch, wire.VARIANT_BATCH_VARIANTS_TAG)
-    assert raw_variants == [v.SerializeToString() for v in variants]
+    assert raw_variants == [_bytes(v) for v in variants]
     assert variant_pb2.VariantBatch.FromString(batch_rest) == variant_pb2.VariantBatch(
         providers=batch.providers, priority=batch.priority, annotation_context=batch.annotation_context
     )
     # A two-byte tag (field 21), between fields before and after it.
     for variant, raw in zip(variants, raw_variants, strict=True):
         calls, others = split_field(raw, wire.VARIANT_MESSAGE_GENOTYPES_TAG)
-        assert calls == ([variant.genotypes.SerializeToString()] if variant.HasField("genotypes") else [])
+        assert calls == ([_bytes(variant.genotypes)] if variant.HasField("genotypes") else [])
         bare = variant_pb2.VariantMessage()
         bare.CopyFrom(variant)
         bare.ClearField("genotypes")
-        assert others == bare.SerializeToString()
+        assert others == _bytes(bare)
 
 
 def test_a_message_without_the_field_comes_back_unchanged() -> None:
@@ -150,8 +156,7 @@ def test_variant_first_results_are_every_result_of_a_spliced_batch_only() -> Non
         for i, v in enumerate(variants)
     ]
     spliced = b"".join(
-        variant_first_result(v.SerializeToString(), a.SerializeToString())
-        for v, a in zip(variants, answers, strict=True)
+        variant_first_result(_bytes(v), _bytes(a)) for v, a in zip(variants, answers, strict=True)
     )
     entries = variant_first_results(spliced)
     assert len(entries) == 3
@@ -161,9 +166,9 @@ def test_variant_first_results_are_every_result_of_a_spliced_batch_only() -> Non
         whole.variant.CopyFrom(variant)
         assert analysis_pb2.AnalysisResult.FromString(entry) == whole
         variant_field, rest = split_variant_first(entry)
-        raw = variant.SerializeToString()
+        raw = _bytes(variant)
         assert variant_field == varint(len(raw)) + raw
-        assert rest == answer.SerializeToString()
+        assert rest == _bytes(answer)
     # A batch parsed and serialized again (answer first), or holding another field: not spliced.
     plain = analysis_pb2.AnalysisResultBatch.FromString(spliced).SerializeToString()
     assert variant_first_results(plain) == []
