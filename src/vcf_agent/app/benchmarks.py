@@ -22,6 +22,7 @@ from vcf_agent.app._scale_bench import (
     Workload,
     run_baseline,
     time_queries,
+    wait_indexed,
     wait_quiet,
     write_workload,
 )
@@ -363,7 +364,9 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
     """The same job through five `vcf-agent serve` processes, as deployed: uses every core."""
     import grpc
 
+    from vcf_agent.app._settings_tree import load_settings
     from vcf_agent.localdev import running_pipeline
+    from vcf_agent.services.writer import StoreLocation
     from vcf_agent.v1 import jobs_pb2_grpc, query_pb2, query_pb2_grpc
 
     root = given.root
@@ -394,6 +397,10 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
 
             # Timed once the writer's idle compaction has indexed the job's rows.
             waited = await wait_quiet(root / "services" / "writer")
+            location = StoreLocation.of_settings(
+                load_settings(given.store_env).service.store, root / "services"
+            )
+            waited += await wait_indexed(location.uri, dict(location.options))
             queries = {"compaction_wait_s": waited, **(await time_queries(query))}
     return {
         **_job_figures("five processes", given, job, seconds),
