@@ -216,6 +216,43 @@ def test_pages_are_found_by_counting_when_writes_came_out_of_file_order(
     assert searched
 
 
+def test_a_page_is_read_by_its_row_ids_unless_a_compaction_renumbered_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
+    store.open()
+    taken: list[bool] = []
+    read_by_row_ids = lance_store._taken
+
+    def recording_taken(*args: Any) -> pa.Table | None:
+        rows = read_by_row_ids(*args)
+        taken.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(lance_store, "_taken", recording_taken)
+    try:
+        for start in range(0, 40, 10):  # four fragments, which a compaction merges into one
+            store.write(make_batch(range(start, start + 10)))
+        variants, _ = store._tables()
+        keys = variants.search().select(["correlation_id"]).with_row_id(True).limit(None).to_arrow()
+        wanted = keys.slice(12, 6)
+        ids, row_ids = wanted.column("correlation_id").to_pylist(), wanted.column("_rowid").to_pylist()
+        assert [v.correlation_id for v in store._fetch(ids, "", row_ids)] == ids
+        assert taken == [True]
+        # The same row ids of another tenant are not read as theirs.
+        assert store._fetch(ids, "tenant-2", row_ids) == []
+        assert taken == [True, False]
+        store.compact()
+        assert [v.correlation_id for v in store._fetch(ids, "tenant-1", row_ids)] == ids
+        assert taken == [True, False, False]
+        # A page of a query is read by row ids, and is the page.
+        rows, total = store.query(VariantQuery(offset=5, limit=4))
+        assert total == 40 and [row.record_index for row in rows] == [5, 6, 7, 8]
+        assert taken[-1] is True
+    finally:
+        store.close()
+
+
 class _CountingTable:
     """A LanceDB table whose count_rows calls are counted."""
 

