@@ -7,8 +7,10 @@ from pathlib import Path
 
 import ladybug
 import pyarrow as pa
+import pytest
 
 from vcf_agent.schema import CLASSIFICATIONS, INT64_MAX, genotype_calls, tenant_key
+from vcf_agent.services.writer import _graph_store
 from vcf_agent.services.writer._graph_store import GRAPH_VERDICTS, GraphStore
 from vcf_agent.services.writer._lance_store import LanceStore, VariantQuery
 from vcf_agent.services.writer._rows import WriteRows, build_rows
@@ -204,3 +206,69 @@ def test_one_batch_of_two_tenants_keeps_their_same_named_samples_apart(
         # The wrong tenant sees none of them.
         other = "tenant-2" if write.tenant_id == "tenant-1" else "tenant-1"
         assert graph.carriers(write.correlation_id, other) == []
+
+
+def test_later_batches_merge_no_file_sample_or_gene_they_know_committed_and_read_no_ranges(
+    graph: GraphStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second batch of a file, its samples and genes all known: no MERGE, no ranges read; a
+    # new gene in a third batch is merged (its IN_GENE edge needs the node).
+    statements: list[str] = []
+    run, query = _graph_store._run, _graph_store._query_arrow
+
+    def counted_run(conn: ladybug.Connection, statement: str, rows: pa.Table) -> None:
+        if rows.num_rows:
+            statements.append(statement)
+        run(conn, statement, rows)
+
+    def counted_query(conn: ladybug.Connection, statement: str, rows: pa.Table, empty: pa.Schema) -> pa.Table:
+        if rows.num_rows:
+            statements.append(statement)
+        return query(conn, statement, rows, empty)
+
+    monkeypatch.setattr(_graph_store, "_run", counted_run)
+    monkeypatch.setattr(_graph_store, "_query_arrow", counted_query)
+    shared = (_graph_store._MERGE_FILES, _graph_store._MERGE_SAMPLES, _graph_store._MERGE_GENES)
+
+    graph.write([make_write(i, gene="BRCA2") for i in range(3)])
+    assert set(shared) | {_graph_store._WRITTEN_RANGES} <= set(statements)
+    statements.clear()
+    graph.write([make_write(i, gene="BRCA2") for i in range(3, 6)])
+    assert not set(statements) & (set(shared) | {_graph_store._WRITTEN_RANGES})
+    statements.clear()
+    graph.write([make_write(i, gene="TP53") for i in range(6, 9)])
+    assert _graph_store._MERGE_GENES in statements
+    assert _graph_store._MERGE_FILES not in statements
+    counts = graph.counts()
+    assert (counts.files, counts.genes, counts.variants, counts.in_gene) == (1, 2, 9, 9)
+    ranges = graph._connection().execute("MATCH (f:File) RETURN f.written")
+    assert not isinstance(ranges, list)
+    assert ranges.get_all() == [[[0, 8]]]
+
+
+def test_a_failed_batch_leaves_nothing_known_so_the_next_one_merges_its_nodes_and_reads_its_ranges(
+    lance: LanceStore, graph: GraphStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The failed batch merged a new gene and extended the file's ranges inside its transaction;
+    # the rollback took both back. Believing either would lose the retry's IN_GENE edges, or
+    # (ranges) count its records as never written.
+    store(graph, lance, [make_write(i, gene="BRCA2") for i in range(3)])
+    upsert = _graph_store._upsert_analyses
+
+    def failing(*args: object) -> None:
+        raise RuntimeError("injected: the engine failed mid-batch")
+
+    monkeypatch.setattr(_graph_store, "_upsert_analyses", failing)
+    retried = [make_write(i, gene="TP53") for i in range(3, 6)]
+    with pytest.raises(RuntimeError, match="injected"):
+        graph.write(retried)
+    monkeypatch.setattr(_graph_store, "_upsert_analyses", upsert)
+
+    assert store(graph, lance, retried).to_pylist() == []
+    counts = graph.counts()
+    assert (counts.genes, counts.variants, counts.in_gene, counts.analyzed_by) == (2, 6, 6, 6)
+    # A replay of the whole file is known to be written: every variant goes through the merges.
+    replay = [make_write(i, gene="TP53") for i in range(6)]
+    assert sorted(store(graph, lance, replay).to_pylist()) == sorted(w.correlation_id for w in replay)
+    assert lance.count() == 6
+    assert graph.counts().variants == 6

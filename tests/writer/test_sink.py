@@ -86,7 +86,8 @@ async def test_a_failed_lancedb_write_stops_every_later_batch(tmp_path: Path, bu
     released: dict[tuple[str, int], int] = {}
     for offset in range(3):
         released |= await sink.handle([_record(offset)]) or {}
-    await _until(lambda: graph.counts().variants == 2 * BATCH)
+    # The graph takes the later batches meanwhile (both, once it knows the file and samples).
+    await _until(lambda: graph.counts().variants >= 2 * BATCH)
     flushes = [flush.done for flush in sink._flushing]
     lance.gate.set()
     with pytest.raises(RuntimeError, match="LanceDB unavailable"):
@@ -280,4 +281,30 @@ async def test_a_lingering_batch_leaves_when_the_stores_free_up_without_new_inpu
     assert await sink.handle([]) == {("database-writes", 0): 2}
     assert graph.counts().variants == 2 * BATCH
     await sink.stop()
+    graph.close()
+
+
+async def test_a_lingering_batch_enters_the_graph_while_lancedb_still_holds_the_one_before(
+    tmp_path: Path, bus: Bus
+) -> None:
+    # Neither full nor due (a minute's linger): the second batch leaves once the graph is free,
+    # not once LanceDB is, so the graph works while LanceDB does.
+    await ensure_topology(bus, Settings(data_dir=tmp_path))
+    lance = GatedLance(tmp_path / "lance")
+    settings = Settings(
+        data_dir=tmp_path, bus_url="embedded://unused", writer_batch_rows=100 * BATCH, writer_linger_ms=60_000
+    )
+    graph = GraphStore(tmp_path / "graph.lbug")
+    graph.open()
+    lance.open()
+    sink = StoreSink(bus, settings, lance, graph)
+    released = await sink.handle([_record(0)]) or {}
+    released |= await sink.handle([_record(1)]) or {}
+    await _until(lambda: graph.counts().variants == 2 * BATCH, timeout_s=10)
+    assert lance.writes == 0
+    assert sink.buffered == 0
+    lance.gate.set()
+    released |= await sink.flush()
+    assert released == {("database-writes", 0): 2}
+    assert lance.count() == 2 * BATCH
     graph.close()
