@@ -95,13 +95,15 @@ class CompactionPolicy:
     in a 2,504-sample cohort, where compacting every 20 writes took 60% of the writer's time and
     the total grew with the square of the store). Growing by a fixed fraction between
     compactions bounds their total at a few times the cost of the last one (issue 15: compaction
-    off the hot path); rows not yet indexed, at most a third of the store, are scanned by a
-    query until the next compaction.
+    off the hot path). Doubling (growth 1.0) bounds it at twice the last one's rows, where 1.5
+    times bounded it at three times: on a 1M-variant single-sample job the writer's CPU fell
+    from 46-48 to 41 us per variant. Rows not yet indexed, at most half the store while a job
+    runs, are scanned by a query until the next compaction, which also comes once input is idle.
     """
 
     every_writes: int = 20
     max_fragments: int = 256
-    growth: float = 0.5
+    growth: float = 1.0
     # Old versions are kept this long so a concurrent reader's snapshot stays valid.
     keep_versions: timedelta = timedelta(minutes=1)
 
