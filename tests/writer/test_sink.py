@@ -55,7 +55,13 @@ async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
 
 
 def _sink(tmp_path: Path, bus: Bus, lance: LanceStore) -> tuple[StoreSink, GraphStore]:
-    settings = Settings(data_dir=tmp_path, bus_url="embedded://unused", writer_batch_rows=BATCH)
+    # Idle at the first empty poll, so that a test's handle([]) is the input going idle.
+    settings = Settings(
+        data_dir=tmp_path,
+        bus_url="embedded://unused",
+        writer_batch_rows=BATCH,
+        writer_idle_compaction_after_ms=0,
+    )
     graph = GraphStore(tmp_path / "graph.lbug")
     graph.open()
     lance.open()
@@ -270,11 +276,11 @@ async def test_a_lingering_batch_leaves_when_the_stores_free_up_without_new_inpu
     sink = StoreSink(bus, settings, lance, graph)
     # The stores are idle: the first batch leaves at once and is held at LanceDB.
     assert await sink.handle([_record(0)]) == {}
-    # The stores are busy: the second lingers to grow.
+    # The graph is still taking the first: the second lingers to grow.
     assert await sink.handle([_record(1)]) == {}
     assert sink.buffered == BATCH
     lance.gate.set()
-    # No further call: it leaves once the first batch is stored, not at the consumer's next poll.
+    # No further call: it leaves once the graph is free, not at the consumer's next poll.
     await _until(lambda: lance.count() == 2 * BATCH)
     # Its offsets are released by the next call, only once both stores hold it.
     await _until(lambda: all(flush.done.done() for flush in sink._flushing))
@@ -307,4 +313,38 @@ async def test_a_lingering_batch_enters_the_graph_while_lancedb_still_holds_the_
     released |= await sink.flush()
     assert released == {("database-writes", 0): 2}
     assert lance.count() == 2 * BATCH
+    graph.close()
+
+
+async def test_the_writer_compacts_only_once_its_input_was_quiet_for_the_set_time(
+    tmp_path: Path, bus: Bus
+) -> None:
+    # A job's writes pause for a poll or two whenever the writer catches up with them; a
+    # compaction started at such an empty poll held the job's last batches.
+    await ensure_topology(bus, Settings(data_dir=tmp_path))
+    settings = Settings(
+        data_dir=tmp_path,
+        bus_url="embedded://unused",
+        writer_batch_rows=BATCH,
+        writer_idle_compaction_after_ms=60_000,
+    )
+    graph = GraphStore(tmp_path / "graph.lbug")
+    graph.open()
+    lance = LanceStore(tmp_path / "lance")
+    lance.open()
+    sink = StoreSink(bus, settings, lance, graph)
+    await sink.handle([_record(0)])
+    await sink.flush()
+    await sink.handle([])  # a poll came back empty: not yet idle
+    assert sink._idle_compaction is None
+    sink._last_input -= 60  # a minute without input
+    await sink.handle([])
+    idle = sink._idle_compaction
+    assert idle is not None
+    assert await idle
+    await sink.handle([_record(1)])
+    await sink.flush()
+    await sink.handle([])
+    assert sink._idle_compaction is idle, "input came again: quiet starts over"
+    await sink.stop()
     graph.close()

@@ -278,7 +278,9 @@ def test_compaction_keeps_data_and_reduces_fragments(lance: LanceStore) -> None:
 
 
 def test_compaction_policy_runs_after_n_writes(tmp_path: Path) -> None:
-    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(every_writes=4, max_fragments=1000))
+    store = LanceStore(
+        tmp_path / "lance", compaction=CompactionPolicy(every_writes=4, max_fragments=1000, min_rows=0)
+    )
     store.open()
     for start in range(0, 40, 10):
         store.write(make_batch(range(start, start + 10)))
@@ -309,13 +311,22 @@ def compacting_under(policy: CompactionPolicy, *, writes: int) -> pytest.MarkDec
     return pytest.mark.parametrize("compacted", [(policy, writes)], indirect=True)
 
 
-@compacting_under(CompactionPolicy(every_writes=2, max_fragments=1000, growth=1.0), writes=12)
+@compacting_under(CompactionPolicy(every_writes=2, max_fragments=1000, growth=1.0, min_rows=0), writes=12)
 def test_the_write_path_compacts_less_often_as_the_store_grows(compacted: Compacted) -> None:
     # Issue 15 (compaction off the hot path): a compaction's cost grows with the store, so the
     # write path compacts again only once the store has grown by `growth` since the last one.
     store, held = compacted
     # Every second write, then every fourth.
     assert held == [20, 40, 80]
+    assert store.count() == 120
+
+
+@compacting_under(CompactionPolicy(every_writes=2, max_fragments=1000, growth=1.0, min_rows=50), writes=12)
+def test_a_store_under_min_rows_is_not_compacted_on_the_write_path(compacted: Compacted) -> None:
+    # Growth counts from at least min_rows: the first compaction once 50 variants are written
+    # (not at the second write), the next once the store doubled from there.
+    store, held = compacted
+    assert held == [50, 100]
     assert store.count() == 120
 
 

@@ -379,7 +379,12 @@ class SettingsTree(BaseSettings):
     )
     writer_linger_ms: NonNegativeInt = Field(
         _settings_default("writer_linger_ms"),
-        description="how long a batch waits to grow while a store is busy",
+        description="how long a batch waits to grow while the graph is busy",
+    )
+    writer_idle_compaction_after_ms: NonNegativeInt = Field(
+        _settings_default("writer_idle_compaction_after_ms"),
+        description="how long the writer's input is quiet before it compacts LanceDB and checkpoints"
+        " its graph",
     )
     writer_graph_buffer_pool_bytes: PositiveInt = Field(
         _settings_default("writer_graph_buffer_pool_bytes"),

@@ -210,6 +210,8 @@ class StoreSink(AsyncComponent):
         self._flushing: deque[_Flush] = deque()
         # Compaction started when the input went idle, off the write path.
         self._idle_compaction: asyncio.Future[bool] | None = None
+        # When records last arrived: idle means quiet for writer_idle_compaction_after_ms.
+        self._last_input = time.monotonic()
         self._stopping = False
         # A lingering batch leaves as soon as the stores are idle, not at the consumer's next
         # poll (up to its poll timeout later): this task waits for that while polls go on.
@@ -231,7 +233,11 @@ class StoreSink(AsyncComponent):
         return stored
 
     async def _handle(self, records: list[Record]) -> CommitOffsets:
-        if not records and not self._buffered_records and not self._flushing:
+        now = time.monotonic()
+        quiet_s = self._settings.writer_idle_compaction_after_ms / 1000
+        if records:
+            self._last_input = now
+        elif not self._buffered_records and not self._flushing and now - self._last_input >= quiet_s:
             self._compact_when_idle()
         stored, self._released = self._released, {}
         for record in records:
