@@ -286,6 +286,35 @@ def test_the_record_bound_lands_in_its_window_in_few_counts(tmp_path: Path, spre
             assert counting.counts <= 3
 
 
+def test_a_record_holding_a_match_brackets_the_record_bound_search(tmp_path: Path) -> None:
+    # A 1 Mb region of a genome: its matches start deep in the file. From the first rows read
+    # (a record holding a match), the search counts once before it and lands in a few steps;
+    # from the file's start it spends steps where no match lies.
+    records = 200_000
+    index = np.arange(records)
+    matched = (index >= 150_000) & (index < 160_000)
+    table = lancedb.connect(str(tmp_path)).create_table(
+        "rows", pa.table({"record_index": pa.array(index), "matched": pa.array(matched)})
+    )
+    table.create_index("record_index", config=BTree())
+    counting = _CountingTable(table)
+    cumulative = np.cumsum(matched)
+    for need in (1, 100, 5_000):
+        counting.counts = 0
+        bound = lance_store._record_bound(counting, "matched", need, 159_999, from_record=150_037)
+        assert need <= cumulative[bound] <= need + lance_store._BOUND_SLACK
+        bracketed = counting.counts
+        assert bracketed <= 3
+        counting.counts = 0
+        unbracketed = lance_store._record_bound(counting, "matched", need, 159_999)
+        assert need <= cumulative[unbracketed] <= need + lance_store._BOUND_SLACK
+        assert counting.counts > bracketed
+    # A record after `need` matches bounds the search from above instead.
+    counting.counts = 0
+    bound = lance_store._record_bound(counting, "matched", 100, 159_999, from_record=155_000)
+    assert 100 <= cumulative[bound] <= 100 + lance_store._BOUND_SLACK
+
+
 def test_carrier_rows_are_the_row_builders_carriers_including_its_edge_cases() -> None:
     # Multi-digit allele indexes, haploid and triploid calls, missing alleles, extreme and
     # negative ALT indexes: the hand-made writes the row builders are checked against.

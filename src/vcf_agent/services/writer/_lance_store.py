@@ -536,7 +536,11 @@ def _first_matches(table: Any, where: str, first: int, files_back: int = 2) -> p
         if not files_back:
             return None
         return _first_matches(table, _all_of(where, earlier_files), first, files_back - 1)
-    bound = _record_bound(table, _all_of(where, same_file), first - in_earlier_files, int(record))
+    of_file = pc.and_(pc.equal(found.column("tenant_id"), tenant), pc.equal(found.column("file_id"), file))
+    first_read = int(pc.min(pc.filter(found.column("record_index"), of_file)).as_py())
+    bound = _record_bound(
+        table, _all_of(where, same_file), first - in_earlier_files, int(record), from_record=first_read
+    )
     prefix = f"({earlier_files} OR ({same_file} AND record_index <= {bound}))"
     keys: pa.Table = (
         table.search()
@@ -555,7 +559,7 @@ def _first_matches(table: Any, where: str, first: int, files_back: int = 2) -> p
 _BOUND_SLACK = 1_000
 
 
-def _record_bound(table: Any, in_file: str, need: int, at_most: int) -> int:
+def _record_bound(table: Any, in_file: str, need: int, at_most: int, *, from_record: int = 0) -> int:
     """A record index by which `need` to `need + _BOUND_SLACK` of the file's matches have come.
 
     `at_most` is a record by which at least `need` have come. An interpolation search on
@@ -564,11 +568,23 @@ def _record_bound(table: Any, in_file: str, need: int, at_most: int) -> int:
     gene's carriers are dense within it, a region's too), and halving instead whenever a step
     did not halve the range, so a skewed spread costs at most twice a bisection's steps. Ends
     when the window is hit or one record remains (a record with more ALTs than the slack).
+
+    `from_record`, a record holding a match (the first rows read hold some), brackets the
+    search: one count of the matches before it, so that a region or gene whose matches start
+    deep in the file is not searched for from the file's start (that cost a 5M genome's 1 Mb
+    region page ~14 ms of counts).
     """
     aim = need + _BOUND_SLACK // 2
     low, at_low = -1, 0
-    high = at_most
-    at_high = int(table.count_rows(f"{in_file} AND record_index <= {high}"))
+    high, at_high = at_most, -1
+    if 0 < from_record <= at_most:
+        before = int(table.count_rows(f"{in_file} AND record_index < {from_record}"))
+        if before < need:
+            low, at_low = from_record - 1, before
+        else:
+            high, at_high = from_record - 1, before
+    if at_high < 0:
+        at_high = int(table.count_rows(f"{in_file} AND record_index <= {high}"))
     interpolate = True
     while at_high > need + _BOUND_SLACK and high - low > 1:
         width = high - low
