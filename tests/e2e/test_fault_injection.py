@@ -30,7 +30,9 @@ async def _run(scenario: str, tmp_path: Path, variants: int) -> FaultResult:
 
 
 async def test_sigkill_each_service_in_turn_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    result = await _run(SIGKILL_EACH, tmp_path, 40_000)
+    # As many variants as the SIGTERM round: at 40,000 the faster writer (graph cache, rarer
+    # compactions) finished a job after its first fault in one CI run of three.
+    result = await _run(SIGKILL_EACH, tmp_path, 240_000)
     assert result.faults == len(SERVICES), result.notes
     assert (result.problems, result.state) == ([], "complete")
     assert (result.stored, result.duplicates, result.lost) == (result.expected, 0, 0)
