@@ -171,3 +171,53 @@ async def test_a_corrupt_spliced_batch_is_dead_lettered(serialized: bytes, tmp_p
     (letter_message,) = bus.messages[settings.topology.dead_letters]
     letter = decode(letter_message.value, letter_message.headers, events_pb2.DeadLetter)
     assert (letter.error_code, letter.original_payload) == ("corrupt_payload", payload)
+
+
+class _Ordered:
+    """A bus that keeps every published message in one order: (stream, message)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, OutgoingMessage]] = []
+
+    async def publish(self, stream: str, messages: Sequence[OutgoingMessage]) -> None:
+        self.published.extend((stream, message) for message in messages)
+
+
+async def test_a_jobs_analysis_progress_is_published_before_its_first_write(tmp_path: Path) -> None:
+    """The writer announces storage only of published writes, so this order is what watchers see.
+
+    Published after the writes, the aggregator's analysis event of a 381-variant job reached
+    Kafka after the writer's "complete", and a WebSocket watcher never saw the analysis stage.
+    The second job's first results arrive within the progress interval of the first job's
+    event: a job's first analysis progress is not held back by the interval.
+    """
+    variants = synthetic_batch(7000, 40, samples=1).variants
+    for index, variant in enumerate(variants):
+        variant.job_id = "job-a" if index < 20 else "job-b"
+        variant.tenant_id = "tenant-a" if index < 20 else "tenant-b"
+    requests = analysis_pb2.AnalysisRequestBatch(provider="local", requested_providers=["local"])
+    requests.variant_batch.variants.extend(variants)
+    answers = list(LocalProvider()._analyse_batch(requests).results)
+    records = [
+        _record(offset, *encode(analysis_pb2.AnalysisResultBatch(results=answers[start : start + 20])))
+        for offset, start in enumerate((0, 20))
+    ]
+    bus = _Ordered()
+    settings = Settings(data_dir=tmp_path)
+    correlator = Correlator(bus, settings)  # type: ignore[arg-type]
+    for record in records:
+        await correlator.handle([record])
+
+    first_analysis: dict[str, int] = {}
+    first_write: dict[str, int] = {}
+    for index, (stream, message) in enumerate(bus.published):
+        job_id = message.key.decode()
+        if stream == settings.topology.user_notifications:
+            note = decode(message.value, message.headers, events_pb2.Notification)
+            assert note.stage == events_pb2.STAGE_ANALYSIS  # type: ignore[union-attr]
+            first_analysis.setdefault(job_id, index)
+        else:
+            assert stream == settings.topology.database_writes
+            first_write.setdefault(job_id, index)
+    assert first_write.keys() == first_analysis.keys() == {"job-a", "job-b"}
+    assert all(first_analysis[job] < first_write[job] for job in first_write), (first_analysis, first_write)

@@ -88,6 +88,8 @@ class _JobProgress:
     finished: bool = False
     # The job's variant count, from its FINISHED marker (0 until then).
     total: int = 0
+    # Whether its analysis progress was published yet (a job's first is never held back).
+    reported: bool = False
 
 
 # Serialized (job, tenant, classification, tier) fields of DatabaseWrite: a job has few
@@ -231,8 +233,12 @@ class Correlator:
                 self._remember_trace(results[0].job_id, record.headers)
             self._add_batch(results, spliced, position, record.offset, writes)
         writes.extend(self._expire(time.monotonic()))
-        await self._publish(writes, markers, started_ns)
+        # Progress first: the writer cannot store (and announce) a variant before its write is
+        # published, so a watcher sees a job's analysis progress before its storage progress. After
+        # the writes, a 381-variant job was stored and completed over Kafka before the aggregator's
+        # analysis event arrived, and its watchers never saw the analysis stage.
         await self._progress()
+        await self._publish(writes, markers, started_ns)
         return self._watermarks()
 
     def _remember_trace(self, job_id: str, headers: Mapping[str, str]) -> None:
@@ -385,7 +391,9 @@ class Correlator:
 
     async def _progress(self) -> None:
         now = time.monotonic()
-        if now - self._last_progress < _PROGRESS_INTERVAL_S:
+        jobs = self._jobs
+        held = now - self._last_progress < _PROGRESS_INTERVAL_S
+        if held and all(jobs[job_id].reported for job_id in self._dirty):
             return
         self._last_progress = now
         stamp = Timestamp()
@@ -393,7 +401,8 @@ class Correlator:
         messages = []
         dirty, self._dirty = self._dirty, set()
         for job_id in dirty:
-            job = self._jobs[job_id]
+            job = jobs[job_id]
+            job.reported = True
             messages.append(
                 progress_notification(
                     job_id,
