@@ -106,10 +106,18 @@ class CompactionPolicy:
     in its last one and ran at 19-20k variants/s, one that did not at 25-27k. Not 500,000: a 5M
     genome's doublings then landed at 0.5, 1, 2 and 4M (7.5M rows compacted, 98 s, 17,296/s)
     instead of 0.2 to 3.2M (6.2M rows, 83 s, 19,409/s).
+
+    `max_fragments` bounds what a store far below `min_rows` variants can hold unindexed. At 256
+    a 100,000-variant, 2,504-sample cohort (~150 variants per write, under `writer_batch_bytes`)
+    compacted 10.9M carrier rows on the write path after 256 writes (80.5 s, its batches waiting)
+    and took 377.6 s end to end. At 1,024 its 612 writes reach no bound and it compacts once,
+    idle: 260.0 s, writer CPU 3.9 -> 2.6 ms per variant (one run each, 2026-12-04). A
+    single-sample job reaches the growth bound long before 1,024 writes (a 5M genome's batches
+    are ~6,000 variants).
     """
 
     every_writes: int = 20
-    max_fragments: int = 256
+    max_fragments: int = 1024
     growth: float = 1.0
     min_rows: int = 200_000
     # Old versions are kept this long so a concurrent reader's snapshot stays valid.
