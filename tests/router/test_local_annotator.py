@@ -289,8 +289,8 @@ def test_allele_count_from_real_records(example40: list[variant_pb2.VariantMessa
 
 
 def test_zygosity_on_real_diploid_calls(example40: list[variant_pb2.VariantMessage]) -> None:
+    # NA00001 is 0|0 here: a hom-ref call gets no finding (next test).
     assert {k: f.zygosity for k, f in samples(annotate(find(example40, 14370, "A"))).items()} == {
-        "NA00001": "hom_ref",
         "NA00002": "het",
         "NA00003": "hom_alt",
     }
@@ -321,12 +321,24 @@ def test_zygosity_on_real_diploid_calls(example40: list[variant_pb2.VariantMessa
 def test_zygosity_on_real_mixed_ploidy() -> None:
     messages = messages_from_vcf(PYVCF_FILES / "example-4.1-ploidy.vcf")
     # X:60034 has haploid 0, diploid 1|0 and triploid 1/1/1; X:60378 haploid 1 and 0.
-    assert [f.zygosity for f in annotate(messages[0]).annotation.samples] == ["hom_ref", "het", "hom_alt"]
-    assert [f.zygosity for f in annotate(messages[1]).annotation.samples] == [
-        "hom_ref",
-        "hemizygous",
-        "hom_ref",
-    ]
+    assert samples(annotate(messages[0])).keys() == {"NA00002", "NA00003"}
+    assert [f.zygosity for f in annotate(messages[0]).annotation.samples] == ["het", "hom_alt"]
+    assert [f.zygosity for f in annotate(messages[1]).annotation.samples] == ["hemizygous"]
+
+
+def test_a_hom_ref_call_gets_no_finding_and_keeps_its_genotype(
+    example40: list[variant_pb2.VariantMessage],
+) -> None:
+    """The VCF 4.0 specification's example, 20:14370 G>A: NA00001 0|0, NA00002 1|0, NA00003 1/1.
+    Findings name the two callers that are not hom-ref, in sample order; NA00001's call is still
+    in the variant's genotypes, which the writer stores."""
+    variant = find(example40, 14370, "A")
+    assert [f.sample for f in annotate(variant).annotation.samples] == ["NA00002", "NA00003"]
+    assert list(variant.genotypes.samples) == ["NA00001", "NA00002", "NA00003"]
+    # Every call hom-ref: no findings at all.
+    assert not annotate(
+        msg(genotypes=[call([0, 0]), call([0], sample="S2"), call([0, 0, 0], sample="S3")])
+    ).annotation.samples
 
 
 @pytest.mark.parametrize(
@@ -354,7 +366,8 @@ def test_allele_balance_from_real_ad() -> None:
     messages = messages_from_vcf(PYVCF_FILES / "gatk.vcf")
     findings = samples(annotate(find(messages, 42522392, "A")))
     assert findings["NA12878"].allele_balance == pytest.approx(107 / 245)  # AD 138,107
-    assert findings["BLANK"].allele_balance == 0.0  # AD 6,0
+    assert findings["NA12891"].allele_balance == pytest.approx(77 / 246)  # AD 169,77
+    assert "BLANK" not in findings  # 0/0 (AD 6,0): hom-ref, no finding
     # freebayes reports RO/AO, not AD: no balance.
     freebayes = messages_from_vcf(PYVCF_FILES / "freebayes.vcf")
     assert {f.allele_balance for f in annotate(freebayes[0]).annotation.samples} == {-1.0}
@@ -373,9 +386,8 @@ def test_allele_balance_uses_this_alt_index() -> None:
 
 
 def test_call_quality_from_real_gq_dp_and_filter(example40: list[variant_pb2.VariantMessage]) -> None:
-    # GQ 48 but DP 1/8/5: depth limits all three.
+    # GQ 48 and 43 but DP 8 and 5 (NA00001, 0|0 at DP 1, gets no finding): depth limits both.
     assert [f.call_quality for f in annotate(find(example40, 14370, "A")).annotation.samples] == [
-        "low",
         "low",
         "low",
     ]
@@ -385,7 +397,8 @@ def test_call_quality_from_real_gq_dp_and_filter(example40: list[variant_pb2.Var
     assert annotate(find(example40, 1234567, "G")).annotation.samples[0].call_quality == "fail"
     gatk = samples(annotate(find(messages_from_vcf(PYVCF_FILES / "gatk.vcf"), 42522392, "A")))
     assert gatk["NA12878"].call_quality == "high"  # GQ 99, DP 250
-    assert gatk["BLANK"].call_quality == "low"  # GQ 18, DP 6
+    assert gatk["NA12891"].call_quality == "high"  # GQ 99, DP 250
+    assert gatk.keys() == {"NA12878", "NA12891"}  # the other five are 0/0
 
 
 @pytest.mark.parametrize(

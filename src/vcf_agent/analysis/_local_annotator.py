@@ -313,12 +313,21 @@ def allele_value(value: InfoValues, alt_index: int, alt_count: int) -> float:
 def sample_findings(
     genotypes: Sequence[Genotype], allele: int, failed: bool, record_level: int
 ) -> list[tuple[str, str, float, str]]:
-    """(sample, zygosity, allele_balance, call_quality) of each call, for allele number `allele`
-    of a record whose quality level is `record_level` (0..3); every call fails with the record's
-    FILTER. The pure-Python twin of _local_wire.sample_findings."""
+    """(sample, zygosity, allele_balance, call_quality) of each call that is not hom-ref, for
+    allele number `allele` of a record whose quality level is `record_level` (0..3); every call
+    fails with the record's FILTER. The pure-Python twin of _local_wire.sample_findings.
+
+    A hom-ref call gets no finding: it holds no evidence about the ALT (its GT is stored with
+    the variant's genotypes), and in a cohort it is nearly every call. In the 2,504-sample
+    preset (279 carriers per variant) every answer carried 2,504 findings through the router,
+    the aggregator, the writer and the analyses table (65 kB stored per answer), and a query
+    page of 100 such variants spent 1.9 s turning them into JSON.
+    """
     findings = []
     for sample, alleles, depth, genotype_quality, depths in genotypes:
         zyg = zygosity(alleles, allele)
+        if zyg == "hom_ref":
+            continue
         level = 0 if failed or zyg == "no_call" else call_quality(genotype_quality, depth, record_level)
         balance = allele_balance(depths, allele) if depths else -1.0
         findings.append((sample, zyg, balance, _TIER_NAMES[level]))

@@ -849,10 +849,10 @@ static PyObject *encode_answer(PyObject *module, PyObject *const *args, Py_ssize
 /* ---- per-sample findings ---- */
 
 /*
- * What the annotator finds in each sample's call (_local_annotator.sample_findings is the
- * pure-Python twin and the reference: tests/router/test_sample_findings.py requires equal
- * values). In a cohort this runs for every genotype of every variant, which in Python cost
- * more than everything else the annotator does.
+ * What the annotator finds in each sample's call that is not hom-ref (_local_annotator.sample_findings
+ * is the pure-Python twin and the reference, and says why hom-ref calls get none:
+ * tests/router/test_sample_findings.py requires equal values). In a cohort this runs for every
+ * genotype of every variant, which in Python cost more than everything else the annotator does.
  */
 
 enum { Z_HET, Z_HET_ALT, Z_HOM_REF, Z_HOM_ALT, Z_OTHER_ALT, Z_HEMIZYGOUS, Z_NO_CALL, Z_COUNT };
@@ -967,7 +967,8 @@ static double allele_balance_of(const long long *depths, Py_ssize_t count, long 
     return (double)alt / (double)total;
 }
 
-/* One (sample, zygosity, allele_balance, call_quality) from (sample, alleles, depth, gq, allele_depths). */
+/* One (sample, zygosity, allele_balance, call_quality) from (sample, alleles, depth, gq, allele_depths);
+ * a new reference to None for a hom-ref call, which gets no finding. */
 static PyObject *finding(PyObject *call, long long allele, int failed, int record_level) {
     long long alleles_buffer[8], depths_buffer[8], *alleles = NULL, *depths = NULL;
     if (!PyTuple_Check(call) || PyTuple_GET_SIZE(call) != 5) {
@@ -985,6 +986,10 @@ static PyObject *finding(PyObject *call, long long allele, int failed, int recor
     PyObject *result = NULL;
     if (depth_count >= 0) {
         int zyg = zygosity_of(alleles, allele_count, allele);
+        if (zyg == Z_HOM_REF) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
         int level = failed || zyg == Z_NO_CALL ? 0 : call_quality_of(gq, dp, record_level);
         double balance = depth_count ? allele_balance_of(depths, depth_count, allele) : -1.0;
         PyObject *number = PyErr_Occurred() ? NULL : PyFloat_FromDouble(balance);
@@ -993,6 +998,7 @@ static PyObject *finding(PyObject *call, long long allele, int failed, int recor
             Py_DECREF(number);
         }
     }
+done:
     if (alleles != alleles_buffer)
         PyMem_Free(alleles);
     if (depths != NULL && depths != depths_buffer)
@@ -1018,13 +1024,12 @@ static PyObject *sample_findings(PyObject *module, PyObject *const *args, Py_ssi
     if (calls == NULL)
         return NULL;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(calls);
-    PyObject *findings = PyList_New(count);
+    PyObject *findings = PyList_New(0);
     for (Py_ssize_t i = 0; findings != NULL && i < count; i++) {
         PyObject *item = finding(PySequence_Fast_ITEMS(calls)[i], allele, failed, (int)record_level);
-        if (item == NULL)
+        if (item == NULL || (item != Py_None && PyList_Append(findings, item) < 0))
             Py_CLEAR(findings);
-        else
-            PyList_SET_ITEM(findings, i, item);
+        Py_XDECREF(item);
     }
     Py_DECREF(calls);
     return findings;

@@ -304,7 +304,9 @@ class LocalAnnotation(_message.Message):
 
     @_builtins.property
     def samples(self) -> _containers.RepeatedCompositeFieldContainer[Global___SampleFinding]:
-        """Per-sample findings."""
+        """Per-sample findings, in sample order, of every sample whose call is not hom-ref (those
+        are in the variant's genotypes; in a cohort they are nearly every call).
+        """
 
     @_builtins.property
     def acmg_criteria(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcmgCriterion]:
