@@ -13,8 +13,8 @@ What each store must give back (VCFv4.1 section 1.4.2, GT: allele indices, `|` p
   call holding that ALT allele;
 - the graph links a sample to a variant only when its genotype holds that
   ALT allele (a carrier) and the graph holds the variant (it names a gene or
-  carries a verdict, issue 15's rule), and a query by sample in LanceDB finds
-  every variant the sample carries.
+  carries a verdict, issue 15's rule); the call itself is LanceDB's, and a
+  query by sample in LanceDB finds every variant the sample carries.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import vcf
 from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
 from vcf_agent.services.writer import VariantQuery
-from vcf_agent.services.writer._graph_store import GRAPH_VERDICTS, GraphGenotype
+from vcf_agent.services.writer._graph_store import GRAPH_VERDICTS
 from vcf_agent.v1 import events_pb2
 
 PYVCF_DATA = Path(vcf.__file__).parent / "test"
@@ -111,13 +111,8 @@ async def test_every_genotype_read_back_equals_htslibs(source: Path, tmp_path: P
             assert [g.sample for g in variant.genotypes] == samples
             edges = graph.carriers(variant.correlation_id, variant.tenant_id)
             in_graph = bool(variant.gene) or variant.classification in GRAPH_VERDICTS
-            assert [edge.sample for edge in edges] == (sorted(carriers[key]) if in_graph else []), key
+            assert edges == (sorted(carriers[key]) if in_graph else []), key
             graph_edges += len(edges)
-            assert all(
-                edge
-                == GraphGenotype(edge.sample, expected[key][edge.sample], edge.depth, edge.genotype_quality)
-                for edge in edges
-            )
             for name in carriers[key]:
                 by_sample[name].add(variant.correlation_id)
         assert graph.counts(job_id).carried_by == graph_edges

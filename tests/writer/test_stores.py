@@ -10,12 +10,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import ladybug
 import pyarrow as pa
 import pytest
 
 from vcf_agent.schema import INT64_MAX, parse_region, tenant_key
 from vcf_agent.services.writer import _graph_store
-from vcf_agent.services.writer._graph_store import GraphCounts, GraphGenotype, GraphStore
+from vcf_agent.services.writer._graph_store import GraphCounts, GraphStore
 from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore, VariantQuery
 from vcf_agent.services.writer._rows import WriteRows, build_rows
 
@@ -168,9 +169,12 @@ def test_genotypes_of_a_hand_checked_multiallelic_variant(lance: LanceStore, gra
         ("NA00003", "./.", 27, [10, 10]),
     ]
     # The graph links only the samples whose genotype holds allele 2; the no-call is no edge.
-    assert graph.carriers(write.correlation_id, "tenant-1") == [
-        GraphGenotype("NA00001", "0/2", 27, 60),
-        GraphGenotype("NA00002", "1|2", 27, 60),
+    assert graph.carriers(write.correlation_id, "tenant-1") == ["NA00001", "NA00002"]
+    # Their calls are the carriers table's.
+    calls = lance.carrier_calls(write.job_id).sort_by("sample").to_pylist()
+    assert [(c["sample"], c["genotype"], c["depth"], c["genotype_quality"]) for c in calls] == [
+        ("NA00001", "0/2", 27, 60),
+        ("NA00002", "1|2", 27, 60),
     ]
     # Carriers are the samples holding this ALT, so both called samples match, the no-call does not.
     assert lance.query(VariantQuery(sample="NA00002"))[1] == 1
@@ -444,3 +448,33 @@ def test_no_prepared_statement_keeps_a_written_batch_alive(graph: GraphStore) ->
         graph.write(make_batch(range(start, start + 4)))
         assert graph._connection()._pybind_implicit_prepared_cache == {}
     assert graph.counts().variants == 8
+
+
+def test_a_graph_whose_carrier_edges_held_the_calls_takes_bare_ones(tmp_path: Path) -> None:
+    """A store written before the calls left the graph (CARRIED_BY {genotype, depth, gq}) keeps
+    its table: new carriers are linked beside the old edges, and read alike."""
+    path = tmp_path / "graph.lbug"
+    database = ladybug.Database(str(path))
+    old = ladybug.Connection(database)
+    for statement in _graph_store._SCHEMA:
+        if "TABLE IF NOT EXISTS CARRIED_BY" in statement:
+            statement = (
+                "CREATE REL TABLE CARRIED_BY(FROM Variant TO Sample, genotype STRING, depth INT32,"
+                " gq INT32) WITH (storage_direction='fwd')"
+            )
+        old.execute(statement)
+    old.close()
+    database.close()
+    graph = GraphStore(path, buffer_pool_bytes=256 << 20)
+    graph.open()
+    try:
+        batch = make_batch(range(4))
+        graph.write(batch)
+        # Records 0..3 have 1, 2, 1, 2 het samples.
+        assert graph.counts().carried_by == 6
+        # Record 1 is 0/1, 0/0, 0/1 over NA00001..3.
+        assert graph.carriers(batch[1].correlation_id, "tenant-1") == ["NA00001", "NA00003"]
+        columns = graph._connection().execute("CALL TABLE_INFO('CARRIED_BY') RETURN name")
+        assert {row[0] for row in columns.get_all()} == {"genotype", "depth", "gq"}
+    finally:
+        graph.close()
