@@ -327,3 +327,48 @@ def test_carrier_rows_are_the_row_builders_carriers_including_its_edge_cases() -
     found = carrier_rows(rows.variants)
     assert set(zip(found["correlation_id"].to_pylist(), found["sample"].to_pylist(), strict=True)) == listed
     assert listed
+
+
+def test_carriers_are_merged_only_for_variants_stored_before(
+    lance: LanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`maybe_stored` (a file's written ranges) names variants out-of-order batches never stored;
+    their carrier rows are appended, and only a variant the variants table held before the write
+    goes through the carriers table's merge, whose cost grows with that table."""
+    merged: list[int] = []
+    carriers = lance._carriers
+    merge_insert = carriers.merge_insert
+
+    def counting_merge(key: str) -> Any:
+        builder = merge_insert(key)
+        execute = builder.execute
+
+        def run(data: pa.Table) -> Any:
+            merged.append(data.num_rows)
+            return execute(data)
+
+        builder.execute = run
+        return builder
+
+    monkeypatch.setattr(carriers, "merge_insert", counting_merge)
+    first = make_batch(range(4))
+    lance.write(first, maybe_stored=pa.chunked_array([], pa.string()))
+    carried = len(_rows(lance))
+    assert carried == 6  # records 0..3 have 1, 2, 1, 2 het samples
+    # Named as maybe stored, never stored: appended, no merge.
+    later = make_batch(range(4, 8))
+    lance.write(later, maybe_stored=pa.chunked_array([[w.correlation_id for w in later]]))
+    assert merged == [] and len(_rows(lance)) == 12
+    # A replay of stored variants merges their carrier rows: nothing doubled.
+    lance.write(first, maybe_stored=pa.chunked_array([[w.correlation_id for w in first]]))
+    assert merged == [6] and len(_rows(lance)) == 12
+    # A crash after a variant's row, before its carriers: the replay finds the variant stored
+    # and merges the carriers it lacks.
+    crashed = make_batch(range(8, 10))
+    lance_store._store(lance._variants, "correlation_id", build_rows(crashed).variants, None)
+    lance.write(crashed, maybe_stored=pa.chunked_array([[w.correlation_id for w in crashed]]))
+    assert merged == [6, 3] and len(_rows(lance)) == 15
+    # With no written ranges to go by (None: any may be stored), the lookup decides alike.
+    lance.write(make_batch(range(10, 12)), maybe_stored=None)
+    lance.write(first, maybe_stored=None)
+    assert merged == [6, 3, 6] and len(_rows(lance)) == 18

@@ -478,3 +478,15 @@ def test_a_graph_whose_carrier_edges_held_the_calls_takes_bare_ones(tmp_path: Pa
         assert {row[0] for row in columns.get_all()} == {"genotype", "depth", "gq"}
     finally:
         graph.close()
+
+
+def test_a_query_page_ends_before_the_variant_that_would_pass_its_byte_budget(lance: LanceStore) -> None:
+    lance.write(make_batch(range(10)))
+    whole, total = lance.query(VariantQuery(limit=10))
+    sizes = [variant.ByteSize() for variant in whole]
+    assert total == 10 and len(whole) == 10
+    budget = sum(sizes[:3]) + sizes[3] // 2
+    page, total = lance.query(VariantQuery(limit=10, max_bytes=budget))
+    assert total == 10 and page == whole[:3]
+    # A budget below one variant still moves paging on by one.
+    assert lance.query(VariantQuery(limit=10, offset=4, max_bytes=1))[0] == whole[4:5]

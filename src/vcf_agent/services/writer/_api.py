@@ -50,9 +50,12 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
         if not may_see(tenant):
             await abort(context, grpc.StatusCode.PERMISSION_DENIED, "a tenant token queries only its tenant")
         limit = request.page_size or 100
-        query = VariantQuery.of_request(request, tenant_id=tenant, limit=limit, offset=offset)
+        # Rows alone do not bound a page: a variant of a file with thousands of samples carries
+        # every genotype, so a page of them could exceed what a client accepts.
+        query = VariantQuery.of_request(
+            request, tenant_id=tenant, limit=limit, offset=offset, max_bytes=MAX_PAGE_BYTES
+        )
         variants, total = await asyncio.to_thread(self._lance.query, query)
-        variants = _within_bytes(variants, MAX_PAGE_BYTES)
         response = query_pb2.QueryVariantsResponse(variants=variants, total=total)
         if offset + len(variants) < total:
             response.next_page_token = str(offset + len(variants))
@@ -79,17 +82,3 @@ class QueryApi(query_pb2_grpc.QueryServiceServicer):
             graph_files=graph.files,
             graph_genes=graph.genes,
         )
-
-
-def _within_bytes(variants: list[query_pb2.StoredVariant], budget: int) -> list[query_pb2.StoredVariant]:
-    """The leading variants that fit in `budget` serialized bytes, at least one so paging moves on.
-
-    Rows alone do not bound a page: a variant of a file with thousands of samples carries
-    every genotype, so a page of them could exceed what a client accepts.
-    """
-    used = 0
-    for index, variant in enumerate(variants):
-        used += variant.ByteSize()
-        if used > budget and index:
-            return variants[:index]
-    return variants

@@ -136,10 +136,18 @@ class VariantQuery:
     classification: str = ""
     limit: int = 100
     offset: int = 0
+    # Serialized bytes a page may hold (0: no bound); a page keeps at least one variant.
+    max_bytes: int = 0
 
     @classmethod
     def of_request(
-        cls, request: query_pb2.QueryVariantsRequest, *, tenant_id: str, limit: int, offset: int = 0
+        cls,
+        request: query_pb2.QueryVariantsRequest,
+        *,
+        tenant_id: str,
+        limit: int,
+        offset: int = 0,
+        max_bytes: int = 0,
     ) -> VariantQuery:
         """A QueryVariants request's filters, so a filter added to the request is read in one place.
 
@@ -154,6 +162,7 @@ class VariantQuery:
             classification=request.classification,
             limit=limit,
             offset=offset,
+            max_bytes=max_bytes,
         )
 
 
@@ -262,11 +271,19 @@ class LanceStore(AsyncComponent):
             return
         with self._lock:
             variants, analyses = self._tables()
-            # Carriers first: a crash between the writes leaves rows the replay merges again,
-            # never a stored variant whose carriers a sample query would miss.
-            carriers = carrier_rows(rows.variants, rows.calls.column("carrier"))
-            _store(self._carriers, "call_id", carriers, maybe_stored)
+            # Carriers after their variants, merged only for the variants stored before this
+            # write. `maybe_stored` names every variant of a file's written record ranges, and
+            # out-of-order batches land in them: in the 2,504-sample cohort ~60 variants of a
+            # batch did, whose merge into a 28M-row carriers table took 3.8 s and 3 GB as it
+            # grew, while the same lookup in the variants table (one row per variant) is cheap.
+            # Carriers come last so that this lookup holds after a crash: a crash between the
+            # writes leaves a stored variant whose carriers the replay merges (a sample query
+            # misses them until then; its job is not complete before), never carrier rows the
+            # replay would append twice.
+            stored_before = _stored_ids(variants, rows.variants.column("correlation_id"), maybe_stored)
             _store(variants, "correlation_id", rows.variants, maybe_stored)
+            carriers = carrier_rows(rows.variants, rows.calls.column("carrier"))
+            _store(self._carriers, "call_id", carriers, stored_before)
             _store(analyses, "analysis_id", rows.analyses, maybe_stored)
             self._writes_since_compaction += 1
             self._rows_since_compaction += len(rows)
@@ -365,6 +382,9 @@ class LanceStore(AsyncComponent):
     def query(self, request: VariantQuery) -> tuple[list[query_pb2.StoredVariant], int]:
         """Variants matching every given filter in file order, one page, and the total.
 
+        The page ends early where its next variant would take it past `max_bytes`: a variant of
+        a file with thousands of samples carries every genotype.
+
         A query naming a sample reads the carriers table (one indexed row per carrier call,
         with the variant's filter columns) instead of every variant's list of carriers. The
         total is counted on the scalar indexes, without reading the matched rows.
@@ -390,7 +410,8 @@ class LanceStore(AsyncComponent):
         page = matched.sort_by(_ORDER).slice(request.offset, request.limit)
         # A variants-table page is read by its rows' ids; a carriers-table page by its keys.
         row_ids = None if request.sample else page.column("_rowid").to_pylist()
-        return self._fetch(page.column("correlation_id").to_pylist(), request.tenant_id, row_ids), total
+        ids = page.column("correlation_id").to_pylist()
+        return self._fetch(ids, request.tenant_id, row_ids, max_bytes=request.max_bytes), total
 
     def carrier_calls(self, job_id: str) -> pa.Table:
         """One job's rows of the carriers table (CARRIER_SCHEMA), in no particular order."""
@@ -427,9 +448,14 @@ class LanceStore(AsyncComponent):
         self._rows_at_compaction = counts[_VARIANTS]
 
     def _fetch(
-        self, ids: list[str], tenant_id: str, row_ids: list[int] | None = None
+        self, ids: list[str], tenant_id: str, row_ids: list[int] | None = None, *, max_bytes: int = 0
     ) -> list[query_pb2.StoredVariant]:
         """The variants with these ids, in this order; of `tenant_id` only (a store filter) if given.
+        With `max_bytes`, the leading ones within that many serialized bytes (at least one).
+
+        Rows become messages one variant at a time, so those past the budget are never
+        converted: a 2,504-sample page of 100 fits ~40 in 2 MiB, and converting the other 60
+        (their genotypes and answers) was most of the page's time.
 
         `row_ids`, the variants' rows as a query just read them, are taken directly (measured on
         a 5M store: 100 rows in 2.9 ms, where the `IN` list of their ids took 13 ms) unless a
@@ -446,11 +472,24 @@ class LanceStore(AsyncComponent):
             rows = variants.search().where(key_set).limit(None).to_arrow()
         answers = analyses.search().where(key_set).limit(None).to_arrow()
         answers = answers.sort_by([("correlation_id", "ascending"), ("provider", "ascending")])
-        by_variant: dict[str, list[query_pb2.StoredAnalysis]] = {}
-        for answer in answers.to_pylist():
-            by_variant.setdefault(answer["correlation_id"], []).append(_stored_analysis(answer))
-        stored = {row["correlation_id"]: _stored_variant(row, by_variant) for row in rows.to_pylist()}
-        return [stored[cid] for cid in ids if cid in stored]
+        answers_of: dict[str, list[int]] = {}
+        for at, cid in enumerate(answers.column("correlation_id").to_pylist()):
+            answers_of.setdefault(cid, []).append(at)
+        row_of = {cid: at for at, cid in enumerate(rows.column("correlation_id").to_pylist())}
+        page: list[query_pb2.StoredVariant] = []
+        used = 0
+        for cid in ids:
+            if cid not in row_of:
+                continue
+            stored = _stored_variant(
+                rows.slice(row_of[cid], 1).to_pylist()[0],
+                [_stored_analysis(answers.slice(at, 1).to_pylist()[0]) for at in answers_of.get(cid, ())],
+            )
+            used += stored.ByteSize()
+            if max_bytes and used > max_bytes and page:
+                break
+            page.append(stored)
+        return page
 
 
 # How far a LanceDB scan reads ahead of what it returns, on a local disk. Lance sizes its scan
@@ -488,6 +527,25 @@ def _bounded_session() -> lancedb.Session:
     return lancedb.Session(
         index_cache_size_bytes=_INDEX_CACHE_BYTES, metadata_cache_size_bytes=_METADATA_CACHE_BYTES
     )
+
+
+def _stored_ids(variants: Any, ids: pa.ChunkedArray, maybe_stored: pa.ChunkedArray | None) -> pa.ChunkedArray:
+    """Which of `ids` (those of `maybe_stored`, if given) the variants table holds."""
+    asked = ids if maybe_stored is None else maybe_stored
+    found = [
+        variants.search()
+        .where(_in("correlation_id", asked.slice(start, _LOOKUP_IDS).to_pylist()))
+        .select(["correlation_id"])
+        .limit(None)
+        .to_arrow()
+        .column(0)
+        for start in range(0, len(asked), _LOOKUP_IDS)
+    ]
+    return pa.chunked_array([chunk for column in found for chunk in column.chunks], pa.string())
+
+
+# Ids per lookup: one filter of 1,000 ids stays a short string for LanceDB to parse.
+_LOOKUP_IDS = 1_000
 
 
 def _store(table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray | None) -> None:
@@ -703,9 +761,7 @@ def _stored_analysis(answer: dict[str, Any]) -> query_pb2.StoredAnalysis:
     )
 
 
-def _stored_variant(
-    row: dict[str, Any], analyses: dict[str, list[query_pb2.StoredAnalysis]]
-) -> query_pb2.StoredVariant:
+def _stored_variant(row: dict[str, Any], analyses: list[query_pb2.StoredAnalysis]) -> query_pb2.StoredVariant:
     return query_pb2.StoredVariant(
         correlation_id=row["correlation_id"],
         job_id=row["job_id"],
@@ -725,5 +781,5 @@ def _stored_variant(
         partial=row["partial"],
         record_index=row["record_index"],
         genotypes=[query_pb2.StoredGenotype(**call) for call in row["genotypes"]],
-        analyses=analyses.get(row["correlation_id"], []),
+        analyses=analyses,
     )
