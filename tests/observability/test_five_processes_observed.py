@@ -88,15 +88,17 @@ def test_metric_names_are_read_from_expressions() -> None:
 def check_series(prometheus: Prometheus, job_id: str, total: int, stored: int, dead: int) -> None:
     value = prometheus.value
     prometheus.wait_for('count(up{job="vcf-agent"} == 1)', 5)
-    # Throughput per service and stage agrees with the job, once the last scrape has it.
+    # Throughput per service and stage agrees with the job, once each target's last scrape has it:
+    # Prometheus scrapes the five on their own schedules, so the writer's series can show every
+    # variant stored while ingest's last scrape predates its last publish (CI saw 212 of 380).
     prometheus.wait_for('sum(vcf_variants_processed_total{service="writer", stage="stored"})', stored)
-    assert value('sum(vcf_variants_processed_total{service="ingest", stage="published"})') == total
-    assert value('sum(vcf_variants_processed_total{service="router", stage="routed"})') == total
-    assert value('sum(vcf_variants_processed_total{service="aggregator", stage="aggregated"})') == total
-    assert value('sum(provider_requests_total{provider="local", outcome="ok"})') == total
-    assert value('sum(dead_letters_total{service="ingest", stream="input"})') == dead
+    prometheus.wait_for('sum(vcf_variants_processed_total{service="ingest", stage="published"})', total)
+    prometheus.wait_for('sum(vcf_variants_processed_total{service="router", stage="routed"})', total)
+    prometheus.wait_for('sum(vcf_variants_processed_total{service="aggregator", stage="aggregated"})', total)
+    prometheus.wait_for('sum(provider_requests_total{provider="local", outcome="ok"})', total)
+    prometheus.wait_for('sum(dead_letters_total{service="ingest", stream="input"})', dead)
     # Every stored row went through one LanceDB transaction or another.
-    assert value('sum(vcf_store_write_rows_sum{store="lancedb"})') == stored
+    prometheus.wait_for('sum(vcf_store_write_rows_sum{store="lancedb"})', stored)
     assert (value('sum(vcf_store_write_seconds_count{store="graph"})') or 0) >= 1
     # Latency: per stage and ingest-to-stored, within the job's own duration.
     assert (value('sum(vcf_processing_latency_seconds_count{stage="end_to_end"})') or 0) >= 1
