@@ -286,19 +286,22 @@ def test_the_record_bound_lands_in_its_window_in_few_counts(tmp_path: Path, spre
             assert counting.counts <= 3
 
 
-def test_a_record_holding_a_match_brackets_the_record_bound_search(tmp_path: Path) -> None:
-    # A 1 Mb region of a genome: its matches start deep in the file. From the first rows read
-    # (a record holding a match), the search counts once before it and lands in a few steps;
-    # from the file's start it spends steps where no match lies.
-    records = 200_000
-    index = np.arange(records)
+def _region_of_a_genome(tmp_path: Path) -> tuple[_CountingTable, np.ndarray]:
+    """200,000 records of which 150,000 to 159,999 match; the matches up to each record."""
+    index = np.arange(200_000)
     matched = (index >= 150_000) & (index < 160_000)
     table = lancedb.connect(str(tmp_path)).create_table(
         "rows", pa.table({"record_index": pa.array(index), "matched": pa.array(matched)})
     )
     table.create_index("record_index", config=BTree())
-    counting = _CountingTable(table)
-    cumulative = np.cumsum(matched)
+    return _CountingTable(table), np.cumsum(matched)
+
+
+def test_a_record_holding_a_match_brackets_the_record_bound_search(tmp_path: Path) -> None:
+    # A 1 Mb region of a genome: its matches start deep in the file. From the first rows read
+    # (a record holding a match), the search counts once before it and lands in a few steps;
+    # from the file's start it spends steps where no match lies.
+    counting, cumulative = _region_of_a_genome(tmp_path)
     for need in (1, 100, 5_000):
         counting.counts = 0
         bound = lance_store._record_bound(counting, "matched", need, 159_999, from_record=150_037)
@@ -313,6 +316,31 @@ def test_a_record_holding_a_match_brackets_the_record_bound_search(tmp_path: Pat
     counting.counts = 0
     bound = lance_store._record_bound(counting, "matched", 100, 159_999, from_record=155_000)
     assert 100 <= cumulative[bound] <= 100 + lance_store._BOUND_SLACK
+
+
+def test_the_density_of_the_rows_read_aims_the_record_bound_search(tmp_path: Path) -> None:
+    # A 1 Mb region of a genome written out of file order: the first rows read lie after the
+    # page, 5,000 matches into the region. Aimed by their density, the search lands after one
+    # count before them and one step; as if the matches ran from the file's start, it spent
+    # steps on records before the region (7 counts on a 100,000-variant store).
+    counting, cumulative = _region_of_a_genome(tmp_path)
+    for need in (1, 100, 2_000):
+        counting.counts = 0
+        bound = lance_store._record_bound(
+            counting, "matched", need, 159_999, from_record=155_000, density=1.0
+        )
+        assert need <= cumulative[bound] <= need + lance_store._BOUND_SLACK
+        assert counting.counts == 2
+        counting.counts = 0
+        lance_store._record_bound(counting, "matched", need, 159_999, from_record=155_000)
+        assert counting.counts > 2
+    # A density far from the truth (matches read sparsely) costs steps, never the window.
+    for density in (0.001, 50.0):
+        for from_record in (150_500, 155_000):
+            bound = lance_store._record_bound(
+                counting, "matched", 100, 159_999, from_record=from_record, density=density
+            )
+            assert 100 <= cumulative[bound] <= 100 + lance_store._BOUND_SLACK
 
 
 def test_carrier_rows_are_the_row_builders_carriers_including_its_edge_cases() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -606,9 +607,15 @@ def _first_matches(table: Any, where: str, first: int, files_back: int = 2) -> p
             return None
         return _first_matches(table, _all_of(where, earlier_files), first, files_back - 1)
     of_file = pc.and_(pc.equal(found.column("tenant_id"), tenant), pc.equal(found.column("file_id"), file))
-    first_read = int(pc.min(pc.filter(found.column("record_index"), of_file)).as_py())
+    read = pc.min_max(pc.filter(found.column("record_index"), of_file)).as_py()
+    first_read, last_read = int(read["min"]), int(read["max"])
     bound = _record_bound(
-        table, _all_of(where, same_file), first - in_earlier_files, int(record), from_record=first_read
+        table,
+        _all_of(where, same_file),
+        first - in_earlier_files,
+        int(record),
+        from_record=first_read,
+        density=int(pc.sum(of_file).as_py()) / (last_read - first_read + 1),
     )
     prefix = f"({earlier_files} OR ({same_file} AND record_index <= {bound}))"
     keys: pa.Table = (
@@ -628,7 +635,9 @@ def _first_matches(table: Any, where: str, first: int, files_back: int = 2) -> p
 _BOUND_SLACK = 1_000
 
 
-def _record_bound(table: Any, in_file: str, need: int, at_most: int, *, from_record: int = 0) -> int:
+def _record_bound(
+    table: Any, in_file: str, need: int, at_most: int, *, from_record: int = 0, density: float = 0.0
+) -> int:
     """A record index by which `need` to `need + _BOUND_SLACK` of the file's matches have come.
 
     `at_most` is a record by which at least `need` have come. An interpolation search on
@@ -642,6 +651,12 @@ def _record_bound(table: Any, in_file: str, need: int, at_most: int, *, from_rec
     search: one count of the matches before it, so that a region or gene whose matches start
     deep in the file is not searched for from the file's start (that cost a 5M genome's 1 Mb
     region page ~14 ms of counts).
+
+    `density`, matches per record among the rows read from `from_record` on, aims the first
+    step from that record rather than as if the matches were spread from the file's start:
+    a region deep in the file is dense around it and empty before it (measured on a 100,000-
+    variant store written out of order, a 1 Mb region's page took 7 counts, 5 of them
+    landing before its first match; with the density, 2).
     """
     aim = need + _BOUND_SLACK // 2
     low, at_low = -1, 0
@@ -650,8 +665,18 @@ def _record_bound(table: Any, in_file: str, need: int, at_most: int, *, from_rec
         before = int(table.count_rows(f"{in_file} AND record_index < {from_record}"))
         if before < need:
             low, at_low = from_record - 1, before
+            guess = low + math.ceil((aim - at_low) / density) if density > 0 else high
         else:
             high, at_high = from_record - 1, before
+            guess = high - math.ceil((at_high - aim) / density) if density > 0 else low
+        if low < guess < high and (at_high < 0 or at_high > need + _BOUND_SLACK):
+            counted = int(table.count_rows(f"{in_file} AND record_index <= {guess}"))
+            if counted < need:
+                low, at_low = guess, counted
+            elif counted <= need + _BOUND_SLACK:
+                return guess
+            else:
+                high, at_high = guess, counted
     if at_high < 0:
         at_high = int(table.count_rows(f"{in_file} AND record_index <= {high}"))
     interpolate = True
