@@ -6,7 +6,9 @@ offsets survive restarts. Group membership lives in the database too: members
 heartbeat, a member silent for longer than its session timeout is expired by
 the others, and every membership change bumps the group's generation and
 recomputes the assignment in one write transaction. A member may only commit a
-partition it still holds in the generation it was given it (fencing).
+partition it still holds in the generation it was given it (fencing). An idle
+consumer sleeps between fetches; a publish cuts the sleep short, in another
+process through a signal file per stream (_publish_signals).
 
 URL query options: session_timeout_ms (default 5000), synchronous=normal|full
 (default normal: durable across process crashes; full adds power-loss safety
@@ -46,6 +48,7 @@ from vcf_agent.bus._base import (
     StreamSpec,
     TopicPartition,
 )
+from vcf_agent.bus._publish_signals import SIGNAL_DIRECTORY, PublishWatch, signal_name, signal_published
 
 _log = logging.getLogger(__name__)
 
@@ -249,8 +252,12 @@ class EmbeddedBus(Bus):
         self._conn: sqlite3.Connection | None = None
         self._streams: dict[str, tuple[int, int]] = {}
         self._partitioner = Partitioner()
-        # Consumers of this bus are woken by local publishes instead of waiting out their sleep.
-        self._waiters: set[asyncio.Event] = set()
+        # Consumers of this bus, each with the signal names of its streams: a local publish wakes
+        # them all, another process's publish (through its signal file) those of its stream.
+        self._waiters: dict[asyncio.Event, frozenset[str]] = {}
+        self._signals = directory / SIGNAL_DIRECTORY
+        self._watch: PublishWatch | None = None
+        self._watch_loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         if self._executor is not None:
@@ -262,15 +269,31 @@ class EmbeddedBus(Bus):
             self._executor.shutdown(wait=False)
             self._executor = None
             raise
+        self._watch = PublishWatch.of(self._signals)
+        if self._watch is not None:
+            self._watch_loop = asyncio.get_running_loop()
+            self._watch_loop.add_reader(self._watch.fileno(), self._signalled)
 
     def _open(self) -> sqlite3.Connection:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._signals.mkdir(parents=True, exist_ok=True)
         return connect_database(self.path, self.synchronous)
+
+    def _signalled(self) -> None:
+        assert self._watch is not None
+        published = self._watch.read()
+        for event, names in self._waiters.items():
+            if published is None or not names.isdisjoint(published):
+                event.set()
 
     async def stop(self) -> None:
         executor, self._executor = self._executor, None
         if executor is None:
             return
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            assert self._watch_loop is not None
+            self._watch_loop.remove_reader(watch.fileno())
+            watch.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
@@ -366,7 +389,13 @@ class EmbeddedBus(Bus):
             )
             return positions
 
-        return _write(conn, work)
+        positions = _write(conn, work)
+        try:
+            signal_published(self._signals, stream)
+        except OSError as exc:
+            # The records are committed; consumers elsewhere find them at their next fetch.
+            _log.debug("embedded bus: could not signal a publish to %s: %s", stream, exc)
+        return positions
 
     def consumer(
         self,
@@ -539,13 +568,13 @@ class EmbeddedConsumer(Consumer):
             target=self._heartbeat_loop, name=f"embedded-heartbeat-{self._member_id}", daemon=True
         )
         self._heartbeat_thread.start()
-        self._bus._waiters.add(self._wakeup)
+        self._bus._waiters[self._wakeup] = frozenset(signal_name(stream) for stream in self._streams)
 
     async def stop(self) -> None:
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        self._bus._waiters.discard(self._wakeup)
+        self._bus._waiters.pop(self._wakeup, None)
         self._heartbeat_stop.set()
         loop = asyncio.get_running_loop()
         if self._heartbeat_thread is not None:
@@ -717,7 +746,8 @@ class EmbeddedConsumer(Consumer):
                 # Rebalance now rather than at the next heartbeat, so new streams are read promptly.
                 await self._run(self._heartbeat_sync, self._db())
                 continue
-            # Other processes cannot signal us, so sleep briefly; a local publish cuts the sleep short.
+            # Sleep briefly; a publish to these streams cuts the sleep short: a local one directly,
+            # another process's through its signal file (_publish_signals), where inotify exists.
             try:
                 await asyncio.wait_for(self._wakeup.wait(), min(self._idle_sleep, remaining))
             except TimeoutError:

@@ -1,0 +1,111 @@
+"""The embedded log wakes a consumer when another process publishes to its stream.
+
+Idle sleeps are stretched to 30 s here, so a record that arrives within seconds can only have
+come through the publish signal, not a consumer's next fetch after its sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vcf_agent.bus import OutgoingMessage, StreamSpec, _embedded, _publish_signals, open_bus
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the publish signals use Linux inotify")
+
+_PUBLISH = """
+import asyncio, sys
+from vcf_agent.bus import OutgoingMessage, open_bus
+
+async def main(url, stream):
+    bus = open_bus(url)
+    await bus.start()
+    await bus.publish(stream, [OutgoingMessage(key=b"k", value=b"from another process")])
+    await bus.stop()
+
+asyncio.run(main(*sys.argv[1:3]))
+"""
+
+
+def _publish_from_another_process(url: str, stream: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", _PUBLISH, url, stream])
+
+
+@pytest.fixture
+def long_idle_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_embedded, "MIN_IDLE_SLEEP_S", 30.0)
+    monkeypatch.setattr(_embedded, "MAX_IDLE_SLEEP_S", 30.0)
+
+
+def _counting_fetches(consumer: Any) -> list[int]:
+    fetches: list[int] = []
+    fetch = consumer._fetch_sync
+
+    def counted(*args: Any) -> Any:
+        fetches.append(1)
+        return fetch(*args)
+
+    consumer._fetch_sync = counted
+    return fetches
+
+
+@pytest.mark.usefixtures("long_idle_sleeps")
+async def test_a_publish_in_another_process_wakes_a_sleeping_consumer_of_its_stream(tmp_path: Path) -> None:
+    url = f"embedded://{tmp_path / 'bus'}"
+    bus = open_bus(url)
+    await bus.start()
+    await bus.ensure_streams([StreamSpec("watched", 2), StreamSpec("other", 1)])
+    consumer = bus.consumer(["watched"], "group")
+    await consumer.start()
+    try:
+        # Settled in its group (the first poll may rebalance), then counted.
+        assert await consumer.poll(timeout_s=0.5) == []
+        fetches = _counting_fetches(consumer)
+        # A publish to another stream does not wake it: a fetch, the poll's whole timeout asleep,
+        # and the fetch that ends it.
+        child = _publish_from_another_process(url, "other")
+        assert await consumer.poll(timeout_s=4.0) == []
+        assert await asyncio.to_thread(child.wait, 60) == 0
+        assert len(fetches) == 2
+        # A publish to its stream does, long before its 30 s sleep would end.
+        polled = asyncio.create_task(consumer.poll(timeout_s=25.0))
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        child = _publish_from_another_process(url, "watched")
+        records = await polled
+        woken_after = time.monotonic() - began
+        assert await asyncio.to_thread(child.wait, 60) == 0
+        assert [record.value for record in records] == [b"from another process"]
+        assert woken_after < 15.0
+    finally:
+        await consumer.stop()
+        await bus.stop()
+
+
+async def test_without_inotify_a_consumer_still_finds_the_records_by_polling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_publish_signals, "_LIBC", None)
+    url = f"embedded://{tmp_path / 'bus'}"
+    consuming, publishing = open_bus(url), open_bus(url)
+    await consuming.start()
+    await publishing.start()
+    await consuming.ensure_streams([StreamSpec("watched", 1)])
+    consumer = consuming.consumer(["watched"], "group")
+    await consumer.start()
+    try:
+        assert await consumer.poll(timeout_s=0.3) == []
+        # Another bus object stands for another process: its publish wakes no consumer here.
+        await publishing.publish("watched", [OutgoingMessage(key=b"k", value=b"v")])
+        records = await consumer.poll(timeout_s=5.0)
+        assert [record.value for record in records] == [b"v"]
+    finally:
+        await consumer.stop()
+        await publishing.stop()
+        await consuming.stop()
