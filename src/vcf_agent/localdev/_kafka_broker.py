@@ -273,6 +273,10 @@ class LocalKafkaBroker(AsyncComponent):
             # Small segments and indexes keep per-topic disk use low when tests create many topics.
             "log.segment.bytes": str(64 * 1024 * 1024),
             "log.index.size.max.bytes": str(1024 * 1024),
+            # The log cleaner allocates its dedupe buffer as one array when it starts (128 MiB by
+            # default): a broker restarted with a 256 MiB heap after SIGKILL died at that step with
+            # OutOfMemoryError (CI, 2026-12-04). 16 MiB still holds ~700,000 keys per cleaning pass.
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
             **self._extra_properties,
         }
         return "".join(f"{key}={value}\n" for key, value in properties.items())
