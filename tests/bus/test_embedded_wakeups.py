@@ -109,3 +109,33 @@ async def test_without_inotify_a_consumer_still_finds_the_records_by_polling(
         await consumer.stop()
         await publishing.stop()
         await consuming.stop()
+
+
+@pytest.mark.usefixtures("long_idle_sleeps")
+async def test_a_local_publish_wakes_only_the_consumers_of_its_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without inotify, so only the direct wake of a publish on the same bus object is at work.
+    monkeypatch.setattr(_publish_signals, "_LIBC", None)
+    bus = open_bus(f"embedded://{tmp_path / 'bus'}")
+    await bus.start()
+    await bus.ensure_streams([StreamSpec("watched", 1), StreamSpec("other", 1)])
+    consumer = bus.consumer(["watched"], "group")
+    await consumer.start()
+    try:
+        assert await consumer.poll(timeout_s=0.5) == []
+        fetches = _counting_fetches(consumer)
+        polled = asyncio.create_task(consumer.poll(timeout_s=2.0))
+        await asyncio.sleep(0.2)
+        await bus.publish("other", [OutgoingMessage(key=b"k", value=b"elsewhere")])
+        assert await polled == []
+        assert len(fetches) == 2
+        polled = asyncio.create_task(consumer.poll(timeout_s=25.0))
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        await bus.publish("watched", [OutgoingMessage(key=b"k", value=b"here")])
+        assert [record.value for record in await polled] == [b"here"]
+        assert time.monotonic() - began < 15.0
+    finally:
+        await consumer.stop()
+        await bus.stop()

@@ -252,8 +252,8 @@ class EmbeddedBus(Bus):
         self._conn: sqlite3.Connection | None = None
         self._streams: dict[str, tuple[int, int]] = {}
         self._partitioner = Partitioner()
-        # Consumers of this bus, each with the signal names of its streams: a local publish wakes
-        # them all, another process's publish (through its signal file) those of its stream.
+        # Consumers of this bus, each with the signal names of its streams: a publish wakes those
+        # of its stream, directly when local, through its signal file from another process.
         self._waiters: dict[asyncio.Event, frozenset[str]] = {}
         self._signals = directory / SIGNAL_DIRECTORY
         self._watch: PublishWatch | None = None
@@ -280,7 +280,10 @@ class EmbeddedBus(Bus):
 
     def _signalled(self) -> None:
         assert self._watch is not None
-        published = self._watch.read()
+        self._wake(self._watch.read())
+
+    def _wake(self, published: set[str] | None) -> None:
+        """Wake the consumers of the streams with these signal names (None: of every stream)."""
         for event, names in self._waiters.items():
             if published is None or not names.isdisjoint(published):
                 event.set()
@@ -350,8 +353,7 @@ class EmbeddedBus(Bus):
         if not messages:
             return []
         positions = await self._run(self._publish_sync, stream, list(messages))
-        for event in self._waiters:
-            event.set()
+        self._wake({signal_name(stream)})
         return positions
 
     def _publish_sync(self, stream: str, messages: list[OutgoingMessage]) -> list[PublishedPosition]:
