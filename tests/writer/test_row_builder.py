@@ -1255,6 +1255,25 @@ def test_a_write_out_of_range_is_refused_even_when_a_duplicate_replaces_it() -> 
     assert_rejected(SUPERSEDED_HUGE_WRITE)
 
 
+def test_a_write_whose_genotype_columns_disagree_is_refused_with_its_payload() -> None:
+    """GenotypeColumns holds one entry per sample in each column: a write with two depths for one
+    sample is refused, and the writes read before it in its payload go with it. The calls of the
+    writes around the refused payload come back whole: the compiled builder keeps every write's
+    calls in column arenas shared by the batch, each write reading its own stretch of them."""
+    before = write("before", calls=[call("S1", [0, 1], depth=3), call("S2", [1, 1], depth=4)])
+    first = write("first", calls=[call("S1", [1, 0], depth=5, allele_depths=[2, 3])])
+    bad = write("bad", calls=[call("S1", [0, 1], depth=6)])
+    bad.variant.genotypes.depth.append(7)
+    after = write("after", calls=[call("S3", [0, 0], phased=True, depth=8), call("S4", [-1], depth=9)])
+    collector = RowCollector()
+    collector.add(batch_payload([before]))
+    with pytest.raises(PayloadError, match=r"GenotypeColumns\.depth has 2 entries for 1 samples"):
+        collector.add(batch_payload([first, bad]))
+    collector.add(batch_payload([after]))
+    assert len(collector) == 2
+    assert_rows_equal(collector.take(), reference_rows([before, after]))
+
+
 # --- mutation fuzzing ---
 
 FUZZ_MUTANTS = 3000
