@@ -7,9 +7,11 @@ come through the publish signal, not a consumer's next fetch after its sleep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +57,27 @@ def _counting_fetches(consumer: Any) -> list[int]:
     return fetches
 
 
-@pytest.mark.usefixtures("long_idle_sleeps")
-async def test_a_publish_in_another_process_wakes_a_sleeping_consumer_of_its_stream(tmp_path: Path) -> None:
-    url = f"embedded://{tmp_path / 'bus'}"
+@contextlib.asynccontextmanager
+async def _settled_consumer(url: str, watched_partitions: int) -> AsyncIterator[tuple[Any, Any, list[int]]]:
+    """A bus with streams `watched` and `other`, a consumer of `watched` settled in its group (the
+    first poll may rebalance), and the count of that consumer's fetches from then on."""
     bus = open_bus(url)
     await bus.start()
-    await bus.ensure_streams([StreamSpec("watched", 2), StreamSpec("other", 1)])
+    await bus.ensure_streams([StreamSpec("watched", watched_partitions), StreamSpec("other", 1)])
     consumer = bus.consumer(["watched"], "group")
     await consumer.start()
     try:
-        # Settled in its group (the first poll may rebalance), then counted.
         assert await consumer.poll(timeout_s=0.5) == []
-        fetches = _counting_fetches(consumer)
+        yield bus, consumer, _counting_fetches(consumer)
+    finally:
+        await consumer.stop()
+        await bus.stop()
+
+
+@pytest.mark.usefixtures("long_idle_sleeps")
+async def test_a_publish_in_another_process_wakes_a_sleeping_consumer_of_its_stream(tmp_path: Path) -> None:
+    url = f"embedded://{tmp_path / 'bus'}"
+    async with _settled_consumer(url, watched_partitions=2) as (_, consumer, fetches):
         # A publish to another stream does not wake it: a fetch, the poll's whole timeout asleep,
         # and the fetch that ends it.
         child = _publish_from_another_process(url, "other")
@@ -83,9 +94,6 @@ async def test_a_publish_in_another_process_wakes_a_sleeping_consumer_of_its_str
         assert await asyncio.to_thread(child.wait, 60) == 0
         assert [record.value for record in records] == [b"from another process"]
         assert woken_after < 15.0
-    finally:
-        await consumer.stop()
-        await bus.stop()
 
 
 async def test_without_inotify_a_consumer_still_finds_the_records_by_polling(
@@ -117,14 +125,8 @@ async def test_a_local_publish_wakes_only_the_consumers_of_its_stream(
 ) -> None:
     # Without inotify, so only the direct wake of a publish on the same bus object is at work.
     monkeypatch.setattr(_publish_signals, "_LIBC", None)
-    bus = open_bus(f"embedded://{tmp_path / 'bus'}")
-    await bus.start()
-    await bus.ensure_streams([StreamSpec("watched", 1), StreamSpec("other", 1)])
-    consumer = bus.consumer(["watched"], "group")
-    await consumer.start()
-    try:
-        assert await consumer.poll(timeout_s=0.5) == []
-        fetches = _counting_fetches(consumer)
+    url = f"embedded://{tmp_path / 'bus'}"
+    async with _settled_consumer(url, watched_partitions=1) as (bus, consumer, fetches):
         polled = asyncio.create_task(consumer.poll(timeout_s=2.0))
         await asyncio.sleep(0.2)
         await bus.publish("other", [OutgoingMessage(key=b"k", value=b"elsewhere")])
@@ -136,6 +138,3 @@ async def test_a_local_publish_wakes_only_the_consumers_of_its_stream(
         await bus.publish("watched", [OutgoingMessage(key=b"k", value=b"here")])
         assert [record.value for record in await polled] == [b"here"]
         assert time.monotonic() - began < 15.0
-    finally:
-        await consumer.stop()
-        await bus.stop()
