@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from vcf_agent.app._query_bench import build_store, time_store_queries
-from vcf_agent.app._scale_bench import SAMPLE, _unindexed_rows, wait_indexed
+from vcf_agent.app._scale_bench import SAMPLE, _unindexed_rows, store_megabytes, wait_indexed
 from vcf_agent.services.writer import CompactionPolicy, LanceStore, VariantQuery
 
 from ._writes import make_batch
@@ -45,3 +47,22 @@ def test_the_benchmark_times_queries_only_once_every_index_covers_every_row(tmp_
         assert asyncio.run(wait_indexed(str(path), {}, timeout_s=30.0)) < 30.0
     finally:
         store.close()
+
+
+def test_the_benchmark_reports_what_each_table_takes_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "lance"
+    store = LanceStore(path)
+    store.open()
+    try:
+        # Enough rows that every table passes the 0.1 MB the figures are rounded to.
+        store.write(make_batch(range(3_000)))
+        store.compact()
+    finally:
+        store.close()
+    sizes = store_megabytes(str(path))
+    assert sizes is not None and set(sizes) == {"variants", "analyses", "carriers"}
+    on_disk = sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+    assert sum(sizes.values()) == pytest.approx(on_disk / 1e6, abs=0.2)
+    assert all(size > 0 for size in sizes.values())
+    # An object store's size is the bucket's to report, not a directory walk's.
+    assert store_megabytes("s3://bucket/prefix") is None

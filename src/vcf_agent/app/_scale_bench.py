@@ -185,5 +185,19 @@ def _unindexed_rows(uri: str, options: dict[str, str]) -> int:
     return unindexed
 
 
+def store_megabytes(uri: str) -> dict[str, float] | None:
+    """Megabytes on disk per table of the local LanceDB store at `uri` (None for an object store).
+
+    Read after the writer's idle compaction, which drops old versions: what the data takes.
+    """
+    if "://" in uri:
+        return None
+    sizes = {}
+    for table in sorted(Path(uri).glob("*.lance")):
+        files = (path for path in table.rglob("*") if path.is_file())
+        sizes[table.stem] = round(sum(path.stat().st_size for path in files) / 1e6, 1)
+    return sizes
+
+
 if __name__ == "__main__":
     print(json.dumps(baseline_store(Path(sys.argv[1]), Path(sys.argv[2]))))

@@ -21,6 +21,7 @@ from vcf_agent.app._scale_bench import (
     PRESETS,
     Workload,
     run_baseline,
+    store_megabytes,
     time_queries,
     wait_indexed,
     wait_quiet,
@@ -402,6 +403,7 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
             )
             waited += await wait_indexed(location.uri, dict(location.options))
             queries = {"compaction_wait_s": waited, **(await time_queries(query))}
+            stored_mb = store_megabytes(location.uri)
     return {
         **_job_figures("five processes", given, job, seconds),
         "peak_rss_mb": round(peaks.total / 2**20),
@@ -413,6 +415,8 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
         },
         **_warm_figures(warm),
         **queries,
+        # What the job's rows take on disk, table by table (None for an object store).
+        "lancedb_mb": stored_mb,
     }
 
 
