@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 
@@ -176,8 +177,13 @@ def _unindexed_rows(uri: str, options: dict[str, str]) -> int:
     import lancedb
 
     db = lancedb.connect(uri, storage_options=options or None)
+    tables = db.list_tables().tables
+    if not tables:
+        # A store looked for in the wrong place has no rows to index: waiting on it would time
+        # the queries at once (bench e2e --processes did so for local stores until 2026-12-05).
+        raise FileNotFoundError(f"no LanceDB tables at {uri}")
     unindexed = 0
-    for name in db.list_tables().tables:
+    for name in tables:
         table = db.open_table(name)
         for index in table.list_indices():
             stats = table.index_stats(index.name)
@@ -185,17 +191,20 @@ def _unindexed_rows(uri: str, options: dict[str, str]) -> int:
     return unindexed
 
 
-def store_megabytes(uri: str) -> dict[str, float] | None:
-    """Megabytes on disk per table of the local LanceDB store at `uri` (None for an object store).
+def store_megabytes(uri: str, options: dict[str, str]) -> dict[str, float]:
+    """Megabytes per table of the LanceDB store at `uri`: its latest version's data and indexes.
 
-    Read after the writer's idle compaction, which drops old versions: what the data takes.
+    From the tables' own statistics: what the store takes once the versions a compaction left for
+    readers still on them (the writer keeps them a minute) are gone, which a walk of the files counts.
     """
-    if "://" in uri:
-        return None
+    import lancedb
+
+    db = lancedb.connect(uri, storage_options=options or None)
     sizes = {}
-    for table in sorted(Path(uri).glob("*.lance")):
-        files = (path for path in table.rglob("*") if path.is_file())
-        sizes[table.stem] = round(sum(path.stat().st_size for path in files) / 1e6, 1)
+    for name in sorted(db.list_tables().tables):
+        # stats() is annotated as a dataclass but this lancedb returns a plain dict.
+        stats: Any = db.open_table(name).stats()
+        sizes[name] = round(int(stats["total_bytes"]) / 1e6, 1)
     return sizes
 
 

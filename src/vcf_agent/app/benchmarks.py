@@ -398,12 +398,13 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
 
             # Timed once the writer's idle compaction has indexed the job's rows.
             waited = await wait_quiet(root / "services" / "writer")
+            # The writer's data directory, as running_pipeline gave it (its store lies in `writer/`).
             location = StoreLocation.of_settings(
-                load_settings(given.store_env).service.store, root / "services"
+                load_settings(given.store_env).service.store, root / "services" / "writer"
             )
             waited += await wait_indexed(location.uri, dict(location.options))
             queries = {"compaction_wait_s": waited, **(await time_queries(query))}
-            stored_mb = store_megabytes(location.uri)
+            stored_mb = store_megabytes(location.uri, dict(location.options))
     return {
         **_job_figures("five processes", given, job, seconds),
         "peak_rss_mb": round(peaks.total / 2**20),
@@ -415,7 +416,7 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
         },
         **_warm_figures(warm),
         **queries,
-        # What the job's rows take on disk, table by table (None for an object store).
+        # What the job's rows take in the store, table by table (data and indexes, old versions aside).
         "lancedb_mb": stored_mb,
     }
 
