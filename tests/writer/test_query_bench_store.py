@@ -4,6 +4,8 @@ are the rows the pipeline would store, carriers table included."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,31 +41,34 @@ def test_the_benchmark_times_queries_only_once_every_index_covers_every_row(tmp_
     # Rows written since the last compaction are not in the scalar indexes; the writer's idle
     # compaction folds them in, and `wait_indexed` waits for that, not for files going quiet.
     path = tmp_path / "lance"
-    store = LanceStore(path, compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
-    store.open()
-    try:
+    with _compacted_only_when_told(path) as store:
         store.write(make_batch(range(10)))
         assert _unindexed_rows(str(path), {}) > 0
         store.compact()
         assert _unindexed_rows(str(path), {}) == 0
         assert asyncio.run(wait_indexed(str(path), {}, timeout_s=30.0)) < 30.0
+
+
+@contextmanager
+def _compacted_only_when_told(path: Path) -> Iterator[LanceStore]:
+    """An open store whose write path never compacts: its rows stay unindexed until compact()."""
+    store = LanceStore(path, compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
+    store.open()
+    try:
+        yield store
     finally:
         store.close()
 
 
 def test_the_benchmark_reports_what_each_tables_latest_version_holds(tmp_path: Path) -> None:
     path = tmp_path / "lance"
-    store = LanceStore(path, compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
-    store.open()
-    try:
+    with _compacted_only_when_told(path) as store:
         # Enough rows that every table passes the 0.1 MB the figures are rounded to.
         store.write(make_batch(range(3_000)))
         store.write(make_batch(range(3_000, 6_000)))
         # Compaction folds the two writes' fragments into one and indexes them; the files of the
         # version before stay on disk for a minute, for readers still on it.
         store.compact()
-    finally:
-        store.close()
     sizes = store_megabytes(str(path), {})
     assert set(sizes) == {"variants", "analyses", "carriers"}
     assert all(size > 0 for size in sizes.values())

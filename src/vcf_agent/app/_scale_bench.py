@@ -174,17 +174,8 @@ async def wait_indexed(uri: str, options: dict[str, str], timeout_s: float = 600
 
 
 def _unindexed_rows(uri: str, options: dict[str, str]) -> int:
-    import lancedb
-
-    db = lancedb.connect(uri, storage_options=options or None)
-    tables = db.list_tables().tables
-    if not tables:
-        # A store looked for in the wrong place has no rows to index: waiting on it would time
-        # the queries at once (bench e2e --processes did so for local stores until 2026-12-05).
-        raise FileNotFoundError(f"no LanceDB tables at {uri}")
     unindexed = 0
-    for name in tables:
-        table = db.open_table(name)
+    for table in _store_tables(uri, options).values():
         for index in table.list_indices():
             stats = table.index_stats(index.name)
             unindexed += stats.num_unindexed_rows if stats is not None else 0
@@ -197,15 +188,27 @@ def store_megabytes(uri: str, options: dict[str, str]) -> dict[str, float]:
     From the tables' own statistics: what the store takes once the versions a compaction left for
     readers still on them (the writer keeps them a minute) are gone, which a walk of the files counts.
     """
+    sizes = {}
+    for name, table in sorted(_store_tables(uri, options).items()):
+        # stats() is annotated as a dataclass but this lancedb returns a plain dict.
+        stats: Any = table.stats()
+        sizes[name] = round(int(stats["total_bytes"]) / 1e6, 1)
+    return sizes
+
+
+def _store_tables(uri: str, options: dict[str, str]) -> dict[str, Any]:
+    """The tables of the LanceDB store at `uri`, opened; raises if it has none.
+
+    A store looked for in the wrong place has no tables: waiting for its indexes would time the
+    queries at once (bench e2e --processes did so for local stores until 2026-12-05).
+    """
     import lancedb
 
     db = lancedb.connect(uri, storage_options=options or None)
-    sizes = {}
-    for name in sorted(db.list_tables().tables):
-        # stats() is annotated as a dataclass but this lancedb returns a plain dict.
-        stats: Any = db.open_table(name).stats()
-        sizes[name] = round(int(stats["total_bytes"]) / 1e6, 1)
-    return sizes
+    names = db.list_tables().tables
+    if not names:
+        raise FileNotFoundError(f"no LanceDB tables at {uri}")
+    return {name: db.open_table(name) for name in names}
 
 
 if __name__ == "__main__":
