@@ -274,11 +274,11 @@ async def bench_e2e(given: E2eRun) -> dict[str, object]:
         # What the writer does once its input is idle, done now so the timings see indexes.
         await asyncio.to_thread(lance.compact)
 
-        async def query(filters: dict[str, str]) -> int:
-            found = VariantQuery(limit=100, **filters)  # type: ignore[arg-type]
+        async def query(filters: dict[str, str], offset: int) -> int:
+            found = VariantQuery(limit=100, offset=offset, **filters)  # type: ignore[arg-type]
             return (await asyncio.to_thread(lance.query, found))[1]
 
-        queries = await time_queries(query)
+        queries = await time_queries(query, given.workload)
     return {
         **_job_figures("one process", given, job, seconds),
         "cpu_s": round(cpu, 2),
@@ -392,8 +392,9 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
         async with grpc.aio.insecure_channel(services["writer"].grpc) as channel:
             store = query_pb2_grpc.QueryServiceStub(channel)
 
-            async def query(filters: dict[str, str]) -> int:
-                request = query_pb2.QueryVariantsRequest(page_size=100, **filters)
+            async def query(filters: dict[str, str], offset: int) -> int:
+                token = str(offset) if offset else ""
+                request = query_pb2.QueryVariantsRequest(page_size=100, page_token=token, **filters)
                 return int((await store.QueryVariants(request, timeout=60)).total)
 
             # Timed once the writer's idle compaction has indexed the job's rows.
@@ -403,7 +404,7 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
                 load_settings(given.store_env).service.store, root / "services" / "writer"
             )
             waited += await wait_indexed(location.uri, dict(location.options))
-            queries = {"compaction_wait_s": waited, **(await time_queries(query))}
+            queries = {"compaction_wait_s": waited, **(await time_queries(query, given.workload))}
             stored_mb = store_megabytes(location.uri, dict(location.options))
     return {
         **_job_figures("five processes", given, job, seconds),

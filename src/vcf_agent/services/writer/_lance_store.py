@@ -181,7 +181,7 @@ class LanceStore(AsyncComponent):
         path: Path | StoreLocation,
         *,
         compaction: CompactionPolicy | None = None,
-        read_every_match_up_to: int = 2_000,
+        read_every_match_up_to: int = 20_000,
         before_compaction: Callable[[], object] | None = None,
     ) -> None:
         # A local directory, or an s3:// store with its options (and, for the writer, its pairing).
@@ -191,10 +191,13 @@ class LanceStore(AsyncComponent):
         # checkpoints its graph there, so the graph engine's memory for its uncheckpointed log
         # is freed before compaction's working set adds to it (see StoreSink).
         self._before_compaction = before_compaction
-        # Reading a matched row costs a random read (1-8 us each on a 5M-variant store; a
-        # gene's 230k matches took 600 ms): a query matching up to this many reads them all
-        # and selects its page among them; above it the page is found on the indexes
-        # (see _first_matches), reading about as many rows as it holds.
+        # Reading a matched row's keys costs a random read: on a 5M-variant store 1.0-1.6 us
+        # each for a 1 Mb region's ~10,000 (stored together: 10-16 ms) and 1.5-3 us for a gene's
+        # matches spread over the file (20,000 in 37-50 ms, 230,000 in ~600 ms). A query matching
+        # up to this many reads them all and selects its page among them; above it the page is
+        # found on the indexes (see _first_matches), reading about as many rows as it holds but
+        # counting over record ranges that grow with how deep in the file the page lies. At
+        # 2,000, a region page deep in the file took 240-510 ms in those counts (2026-12-05).
         self._read_every_match_up_to = read_every_match_up_to
         self._lock = threading.Lock()
         self._variants: Any = None
