@@ -104,6 +104,9 @@ def reference_rows(writes: Sequence[events_pb2.DatabaseWrite]) -> WriteRows:
             analysis["confidence"].append(result.confidence)
             analysis["error"].append(result.error)
             analysis["detail"].append(detail.SerializeToString(deterministic=True))
+            # The answer's variant's place in its file.
+            analysis["file_id"].append(variants[i].file_id)
+            analysis["record_index"].append(variants[i].record_index)
 
     genotype_structs = pa.StructArray.from_arrays(
         [

@@ -601,8 +601,8 @@ typedef struct {
     Buf depth, genotype_quality, depths, depths_offsets, carrier;
     /* analyses */
     Text analysis_id, result_cid, result_job, result_tenant, provider, model, status;
-    Text result_classification, error, detail;
-    Buf confidence;
+    Text result_classification, error, detail, result_file;
+    Buf confidence, result_record;
     Py_ssize_t variants, calls, analyses;
     int failed; /* 1: out of memory, 2: a column past 2 GiB */
 } Columns;
@@ -728,7 +728,8 @@ static int emit_result(Columns *out, const Write *w, const Result *r, const char
         TEXT(&out->provider, r->provider) || TEXT(&out->model, r->model) ||
         text_put(out, &out->status, status, status_len) || TEXT(&out->result_classification, r->classification) ||
         fixed_put(out, &out->confidence, &r->confidence, 8) || TEXT(&out->error, r->error) ||
-        detail_put(out, r))
+        detail_put(out, r) || TEXT(&out->result_file, w->file_id) ||
+        fixed_put(out, &out->result_record, &w->record_index, 8))
         return -1;
     out->analyses++;
     return 0;
@@ -1095,6 +1096,7 @@ static const Slot TEXT_SLOTS[] = {
     SLOT("analysis.classification", result_classification),
     SLOT("analysis.error", error),
     SLOT("analysis.detail", detail),
+    SLOT("analysis.file_id", result_file),
 };
 
 /* Fixed-width values and bitmaps. */
@@ -1111,6 +1113,7 @@ static const Slot VALUE_SLOTS[] = {
     SLOT("call.allele_depths", depths),
     SLOT("call.carrier", carrier),
     SLOT("analysis.confidence", confidence),
+    SLOT("analysis.record_index", result_record),
 };
 
 /* List offsets, which start at 0 like a text column's. */

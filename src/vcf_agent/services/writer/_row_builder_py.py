@@ -172,6 +172,7 @@ _TEXT_COLUMNS = (
     "analysis.classification",
     "analysis.error",
     "analysis.detail",
+    "analysis.file_id",
 )
 # (name, array type code) of the fixed-width columns.
 _VALUE_COLUMNS = (
@@ -184,6 +185,7 @@ _VALUE_COLUMNS = (
     ("call.genotype_quality", "i"),
     ("call.allele_depths", "i"),
     ("analysis.confidence", "d"),
+    ("analysis.record_index", "q"),
 )
 _OFFSET_COLUMNS = (
     "filters.offsets",
@@ -335,6 +337,8 @@ class Collector:
                 out.text(name).add(value)
             out.text("analysis.detail").add(detail.SerializeToString())
             out.value("analysis.confidence", "d").append(result.confidence)
+            out.text("analysis.file_id").add(write.variant.file_id)
+            out.value("analysis.record_index", "q").append(write.variant.record_index)
         return len(kept)
 
     @staticmethod

@@ -89,6 +89,11 @@ ANALYSIS_SCHEMA = pa.schema(
         # serialising is ~20x cheaper than JSON on the write path, and JSON is
         # rendered only for the few rows a query returns.
         pa.field("detail", pa.binary()),
+        # The variant's place in its file: a page's answers are looked up as a range of records
+        # (their variants lie near one another in the file) instead of a key apiece (see
+        # LanceStore._fetch). Last, where a table created before them has them added.
+        pa.field("file_id", pa.string()),
+        pa.field("record_index", pa.int64()),
     ]
 )
 
@@ -305,9 +310,10 @@ def _tables(parts: Buffers) -> WriteRows:
     analysis_columns = {
         name: _text(parts, "analysis." + name, analyses, pa.binary() if name == "detail" else None)
         for name in ANALYSIS_SCHEMA.names
-        if name != "confidence"
+        if name not in ("confidence", "record_index")
     }
     analysis_columns["confidence"] = _fixed(parts, "analysis.confidence", analyses, pa.float64())
+    analysis_columns["record_index"] = _fixed(parts, "analysis.record_index", analyses, pa.int64())
     return WriteRows(
         variants=_table(variant_columns, VARIANT_SCHEMA),
         analyses=_table(analysis_columns, ANALYSIS_SCHEMA),
