@@ -191,3 +191,28 @@ def test_record_ranges_join_records_a_gap_apart_and_give_up_past_the_bounds() ->
     many = _lance_store._RANGES + 1
     assert _record_ranges(_rows(*((FILE_A, at * 10 * gap) for at in range(many))), many) == []
     assert len(_record_ranges(_rows(*((FILE_A, at * 10 * gap) for at in range(many - 1))), many)) == many - 1
+
+
+def test_a_samples_page_finds_its_variants_by_their_records_not_by_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sample's page is found in the carriers table, whose row ids are not the variants'.
+    store = LanceStore(tmp_path / "lance")
+    store.open()
+    try:
+        store.write(make_batch(range(400), providers=PROVIDERS))
+        expected, total = store.query(VariantQuery(limit=400))
+        carried = [
+            v for v in expected if any(g.sample == "NA00002" and "1" in g.genotype for g in v.genotypes)
+        ]
+        assert total == 400 and len(carried) == 200  # make_write: NA00002 holds the ALT on even records
+        searches = _RecordingQueries(store._variants)
+        monkeypatch.setattr(store, "_variants", searches)
+        for offset in (0, 100):
+            page, total = store.query(VariantQuery(sample="NA00002", limit=100, offset=offset))
+            assert total == 200
+            assert page == carried[offset : offset + 100]
+        assert _by_key(searches.filters) == [0, 0]
+        assert all("record_index BETWEEN" in clause for clause in searches.filters)
+    finally:
+        store.close()
