@@ -33,7 +33,7 @@ def _expected(variants: list[Any]) -> dict[str, list[tuple[str, str]]]:
 
 
 class _RecordingQueries:
-    """The answers table of a store, recording the filter of every search made on it."""
+    """One of a store's tables, recording the filter of every search made on it."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
