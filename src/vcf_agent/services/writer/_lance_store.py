@@ -498,23 +498,24 @@ class LanceStore(AsyncComponent):
         if not ids:
             return []
         variants, analyses = self._tables()
+        tenant = _eq("tenant_id", tenant_id) if tenant_id else ""
+        # Answers are searched by place only where every one stored has its place (`_answers`).
+        placed = self._answers_placed
         looked_up = None
+        near = ""
         if places is not None:
-            looked_up = self._lookups.submit(
-                _answers, analyses, places, tenant_id, by_place=self._answers_placed
-            )
-        key_set = _in("correlation_id", ids)
-        if tenant_id:
-            key_set = f"{key_set} AND {_eq('tenant_id', tenant_id)}"
+            near = _near(places, len(ids))
+            looked_up = self._lookups.submit(_answers, analyses, places, tenant, near if placed else "")
         rows = _taken(variants, row_ids, ids, tenant_id) if row_ids is not None else None
-        if rows is None and places is not None:
-            rows = _variants_near(variants, places, ids, tenant_id)
+        if rows is None and near:
+            rows = _variants_near(variants, near, ids, tenant_id)
         if rows is None:
+            key_set = _all_of(_in("correlation_id", ids), tenant)
             rows = variants.search().where(key_set).select(_PAGE_COLUMNS).limit(None).to_arrow()
         if looked_up is not None:
             answers = looked_up.result()
         else:
-            answers = _answers(analyses, rows, tenant_id, by_place=self._answers_placed)
+            answers = _answers(analyses, rows, tenant, _near(rows, rows.num_rows) if placed else "")
         answers = answers.sort_by([("correlation_id", "ascending"), ("provider", "ascending")])
         answers_of: dict[str, list[dict[str, Any]]] = {}
         for answer in answers.to_pylist():
@@ -791,24 +792,22 @@ def _record_bound(
     return high
 
 
-def _answers(analyses: Any, places: pa.Table, tenant_id: str, *, by_place: bool) -> pa.Table:
-    """The provider answers of the variants whose keys are `places` (of `tenant_id`, if given).
+def _answers(analyses: Any, places: pa.Table, tenant: str, near: str) -> pa.Table:
+    """The provider answers of the variants whose keys are `places`, within the `tenant` filter.
 
     By key, 100 random correlation ids cost a B-tree block each (4,096 keys read and decoded):
     a new page's answers took 47-65 ms of its 62-78 on a 5M-variant store, 7 ms only when the
-    same page was asked again. A page's variants lie near one another in their files, so with
-    `by_place` (every answer stored carries its variant's place) their answers are read as
-    ranges of records there (`_near`) and kept by key. A variant's answers all share its place,
-    so one found so has them all; the others (variants without answers, or whose records lie
-    too far apart to read what is between) are looked up by key.
+    same page was asked again. A page's variants lie near one another in their files, so where
+    every answer stored carries its variant's place, their answers are read as the ranges of
+    records `near` (`_near`) and kept by key. A variant's answers all share its place, so one
+    found so has them all; the others (variants without answers, or all of them when `near` is
+    "": records too far apart, or a store from before the places) are looked up by key.
     """
     if not places.num_rows:
         empty: pa.Table = analyses.schema.empty_table()
         return empty
     ids = places.column("correlation_id").unique()
-    tenant = _eq("tenant_id", tenant_id) if tenant_id else ""
     found = []
-    near = _near(places, len(ids)) if by_place else ""
     if near:
         read: pa.Table = analyses.search().where(_all_of(near, tenant)).limit(None).to_arrow()
         found.append(read.filter(pc.is_in(read.column("correlation_id"), value_set=ids)))
@@ -823,17 +822,14 @@ def _answers(analyses: Any, places: pa.Table, tenant_id: str, *, by_place: bool)
     return pa.concat_tables(found, promote_options="default")
 
 
-def _variants_near(variants: Any, places: pa.Table, ids: list[str], tenant_id: str) -> pa.Table | None:
-    """The variants `ids`, whose keys are `places`, found by their records' ranges; None where
-    those lie too far apart or some are not found so (the caller then looks them up by key).
+def _variants_near(variants: Any, near: str, ids: list[str], tenant_id: str) -> pa.Table | None:
+    """The variants `ids`, found among the ranges of records `near` (`_near`); None where some
+    are not found so (the caller then looks them up by key).
 
     A sample's page is found in the carriers table, whose row ids are not the variants': their
     100 ids by key took 37-92 ms of a new sample + gene page on a 5M-variant store. The ranges'
     keys are read first and the page's rows taken by id, as a cohort's rows carry every genotype.
     """
-    near = _near(places, len(ids))
-    if not near:
-        return None
     tenant = _eq("tenant_id", tenant_id) if tenant_id else ""
     keys: pa.Table = (
         variants.search()
