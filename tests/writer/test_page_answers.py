@@ -67,62 +67,50 @@ def _by_key(filters: list[str]) -> list[int]:
 
 
 def test_a_pages_answers_are_read_as_its_records_range_and_each_variant_gets_its_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lance: LanceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LanceStore(tmp_path / "lance")
-    store.open()
-    try:
-        store.write(make_batch(range(300), providers=PROVIDERS))
-        store.write(make_batch(range(300), file_id=FILE_B, providers=PROVIDERS))
-        lookups = _answer_lookups(store, monkeypatch)
-        for offset in (0, 100, 500):
-            page, total = store.query(VariantQuery(limit=100, offset=offset))
-            assert total == 600 and len(page) == 100
-            assert _answers_by_variant(page) == _expected(page)
-        # One search per page, of its records' range in its file; none by key.
-        assert len(lookups) == 3 and _by_key(lookups) == [0, 0, 0]
-        assert "file_id = 'aaaa" in lookups[0] and "record_index BETWEEN 0 AND 99" in lookups[0]
-        assert "file_id = 'bbbb" in lookups[2] and "record_index BETWEEN 200 AND 299" in lookups[2]
-    finally:
-        store.close()
+    store = lance
+    store.write(make_batch(range(300), providers=PROVIDERS))
+    store.write(make_batch(range(300), file_id=FILE_B, providers=PROVIDERS))
+    lookups = _answer_lookups(store, monkeypatch)
+    for offset in (0, 100, 500):
+        page, total = store.query(VariantQuery(limit=100, offset=offset))
+        assert total == 600 and len(page) == 100
+        assert _answers_by_variant(page) == _expected(page)
+    # One search per page, of its records' range in its file; none by key.
+    assert len(lookups) == 3 and _by_key(lookups) == [0, 0, 0]
+    assert "file_id = 'aaaa" in lookups[0] and "record_index BETWEEN 0 AND 99" in lookups[0]
+    assert "file_id = 'bbbb" in lookups[2] and "record_index BETWEEN 200 AND 299" in lookups[2]
 
 
 def test_a_page_whose_records_lie_far_apart_gets_its_answers_by_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lance: LanceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LanceStore(tmp_path / "lance")
-    store.open()
-    try:
-        spread = range(0, 40 * 5_000, 5_000)
-        store.write(make_batch(spread, providers=PROVIDERS))
-        lookups = _answer_lookups(store, monkeypatch)
-        page, total = store.query(VariantQuery(limit=100))
-        assert total == 40 and _answers_by_variant(page) == _expected(page)
-        assert _by_key(lookups) == [40]
-    finally:
-        store.close()
+    store = lance
+    spread = range(0, 40 * 5_000, 5_000)
+    store.write(make_batch(spread, providers=PROVIDERS))
+    lookups = _answer_lookups(store, monkeypatch)
+    page, total = store.query(VariantQuery(limit=100))
+    assert total == 40 and _answers_by_variant(page) == _expected(page)
+    assert _by_key(lookups) == [40]
 
 
 def test_a_tenants_page_gets_none_of_the_answers_another_tenant_stored_for_the_same_file(
-    tmp_path: Path,
+    lance: LanceStore,
 ) -> None:
-    store = LanceStore(tmp_path / "lance")
-    store.open()
-    try:
-        # The same file (same file id, same records) stored by two tenants: the records' ranges
-        # hold both tenants' answers.
-        for tenant in ("tenant-1", "tenant-2"):
-            store.write(make_batch(range(120), tenant_id=tenant, providers=PROVIDERS))
-        for tenant in ("tenant-1", "tenant-2"):
-            page, total = store.query(VariantQuery(tenant_id=tenant, limit=100))
-            assert total == 120
-            tenants = {json.loads(a.detail_json)["tenantId"] for v in page for a in v.analyses}
-            assert tenants == {tenant}
-            assert _answers_by_variant(page) == _expected(page)
-        everyone, total = store.query(VariantQuery(limit=240))
-        assert total == 240 and _answers_by_variant(everyone) == _expected(everyone)
-    finally:
-        store.close()
+    store = lance
+    # The same file (same file id, same records) stored by two tenants: the records' ranges
+    # hold both tenants' answers.
+    for tenant in ("tenant-1", "tenant-2"):
+        store.write(make_batch(range(120), tenant_id=tenant, providers=PROVIDERS))
+    for tenant in ("tenant-1", "tenant-2"):
+        page, total = store.query(VariantQuery(tenant_id=tenant, limit=100))
+        assert total == 120
+        tenants = {json.loads(a.detail_json)["tenantId"] for v in page for a in v.analyses}
+        assert tenants == {tenant}
+        assert _answers_by_variant(page) == _expected(page)
+    everyone, total = store.query(VariantQuery(limit=240))
+    assert total == 240 and _answers_by_variant(everyone) == _expected(everyone)
 
 
 def test_answers_stored_before_they_carried_their_variants_place_are_still_found(
@@ -194,25 +182,19 @@ def test_record_ranges_join_records_a_gap_apart_and_give_up_past_the_bounds() ->
 
 
 def test_a_samples_page_finds_its_variants_by_their_records_not_by_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lance: LanceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A sample's page is found in the carriers table, whose row ids are not the variants'.
-    store = LanceStore(tmp_path / "lance")
-    store.open()
-    try:
-        store.write(make_batch(range(400), providers=PROVIDERS))
-        expected, total = store.query(VariantQuery(limit=400))
-        carried = [
-            v for v in expected if any(g.sample == "NA00002" and "1" in g.genotype for g in v.genotypes)
-        ]
-        assert total == 400 and len(carried) == 200  # make_write: NA00002 holds the ALT on even records
-        searches = _RecordingQueries(store._variants)
-        monkeypatch.setattr(store, "_variants", searches)
-        for offset in (0, 100):
-            page, total = store.query(VariantQuery(sample="NA00002", limit=100, offset=offset))
-            assert total == 200
-            assert page == carried[offset : offset + 100]
-        assert _by_key(searches.filters) == [0, 0]
-        assert all("record_index BETWEEN" in clause for clause in searches.filters)
-    finally:
-        store.close()
+    store = lance
+    store.write(make_batch(range(400), providers=PROVIDERS))
+    expected, total = store.query(VariantQuery(limit=400))
+    carried = [v for v in expected if any(g.sample == "NA00002" and "1" in g.genotype for g in v.genotypes)]
+    assert total == 400 and len(carried) == 200  # make_write: NA00002 holds the ALT on even records
+    searches = _RecordingQueries(store._variants)
+    monkeypatch.setattr(store, "_variants", searches)
+    for offset in (0, 100):
+        page, total = store.query(VariantQuery(sample="NA00002", limit=100, offset=offset))
+        assert total == 200
+        assert page == carried[offset : offset + 100]
+    assert _by_key(searches.filters) == [0, 0]
+    assert all("record_index BETWEEN" in clause for clause in searches.filters)

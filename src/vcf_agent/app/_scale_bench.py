@@ -170,9 +170,8 @@ async def time_queries(query: Query, workload: Workload) -> dict[str, object]:
         matched = []
         for offset in (0, 100):
             for filters in asked:
-                began = time.perf_counter()
-                total = await query(filters, offset)
-                times.append(time.perf_counter() - began)
+                seconds, total = await _timed(query, filters, offset)
+                times.append(seconds)
                 if not offset:
                     matched.append(total)
         figures[f"{label}_query_ms"] = round(statistics.median(times) * 1000, 1)
@@ -181,13 +180,16 @@ async def time_queries(query: Query, workload: Workload) -> dict[str, object]:
         figures[f"{label}_matched"] = matched
     fixed = {"region_1mb": {"region": REGION}, "sample_gene": {"sample": SAMPLE, "gene": GENE}}
     for label, filters in fixed.items():
-        times = []
-        for _ in range(5):
-            began = time.perf_counter()
-            await query(filters, 0)
-            times.append(time.perf_counter() - began)
+        times = [(await _timed(query, filters, 0))[0] for _ in range(5)]
         figures[f"{label}_repeated_query_ms"] = round(statistics.median(times) * 1000, 1)
     return figures
+
+
+async def _timed(query: Query, filters: dict[str, str], offset: int) -> tuple[float, int]:
+    """Seconds the query took, and the total it answered."""
+    began = time.perf_counter()
+    total = await query(filters, offset)
+    return time.perf_counter() - began, total
 
 
 async def wait_quiet(directory: Path, quiet_s: float = 5.0, timeout_s: float = 600.0) -> float:
