@@ -41,7 +41,7 @@ _MARKER = "bench-query-variants"
 # a store built in file order would let every page be proven from the first rows stored.
 _SHUFFLE_WINDOW = 8
 # Changed when the rows' layout does, so a kept store is rebuilt rather than timed as it was.
-_LAYOUT = "batches shuffled within 8, answers with their variants' places"
+_LAYOUT = "batches shuffled within 8, answers with their variants' places, Lance format 2.1"
 
 
 def build_store(directory: Path, variants: int, seed: int = 7) -> LanceStore:
