@@ -52,11 +52,12 @@ _CLOSE_WAIT_S = 1.0
 # The Lance file format new tables are written in. Not the default (2.2): 2.2 stores a column
 # holding one value throughout a page (a genome's `alt_index` is 0 and `partial` false in every
 # row) in a layout that a read decodes whole, so taking 100 rows of either cost ~4 ms where other
-# columns cost ~1.4, and reading a 1 Mb region's keys with `alt_index` ~4 ms more than without
+# columns cost ~1.4, and reading a 1 Mb region's keys with `alt_index` ~3.5 ms more than without
 # (a 1.6M-row synthetic table: 2.2 takes 100 rows of a constant int32 in 4.0-4.7 ms, 2.1 in 1.6;
 # one value in 50,000 differing, both 1.5-2.1). A 5M-variant genome's region page, asked once
-# through the five services, 69.4 -> 43.4 ms median, sample + gene 70.8 -> 57.4; writes cost
-# the same (`single`, three runs each). A store's tables keep the format they were created in.
+# through the five services: 69.4 and 52.7 ms median with 2.2, 43.4 and 40.3 with 2.1; writes
+# cost the same within this machine's noise (`genome`, `single`, `cohort`, `latency` A/B'd).
+# A store's tables keep the format they were created in.
 _FILE_FORMAT = "2.1"
 _NEW_TABLE_OPTIONS = {"new_table_data_storage_version": _FILE_FORMAT}
 _VARIANTS = "variants"
@@ -610,8 +611,8 @@ def _bounded_session() -> lancedb.Session:
 
 
 # The variants' columns a page returns (`_stored_variant`). Reading only these saves the others'
-# share of a page's reads: on a 5M-variant store, taking 100 rows' `alt_index` (one value in
-# almost every row) alone took ~4 ms where another column took ~1.4.
+# share of a page's reads (each ~1.4 ms per 100 rows taken on a 5M-variant store; `alt_index`, one
+# value throughout, ~4 ms in a store from before `_FILE_FORMAT`).
 _PAGE_COLUMNS = [
     "correlation_id",
     "job_id",
