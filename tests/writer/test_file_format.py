@@ -4,12 +4,13 @@ decoding its whole page), and whatever a store from before was created with, kep
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lancedb
 
 from vcf_agent.services.writer._carrier_rows import CARRIER_SCHEMA
-from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore, VariantQuery
+from vcf_agent.services.writer._lance_store import LanceStore, VariantQuery
 from vcf_agent.services.writer._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, build_rows
 
 from ._writes import FILE_B, make_batch
@@ -25,33 +26,32 @@ def _file_formats(table_directory: Path) -> set[tuple[int, int]]:
     """
     formats = set()
     for data_file in (table_directory / "data").glob("*.lance"):
-        tail = data_file.read_bytes()[-8:]
+        with data_file.open("rb") as lance_file:
+            lance_file.seek(-8, os.SEEK_END)
+            tail = lance_file.read()
         assert tail[4:] == b"LANC", f"{data_file} is not a Lance file"
         formats.add((int.from_bytes(tail[0:2], "little"), int.from_bytes(tail[2:4], "little")))
     return formats
 
 
-def test_a_new_stores_tables_are_written_in_lance_format_2_1_and_compaction_keeps_it(tmp_path: Path) -> None:
-    path = tmp_path / "lance"
-    store = LanceStore(path, compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
-    store.open()
-    try:
-        # `alt_index` 0 and `partial` false in every row, as in a genome.
-        store.write(make_batch(range(200)))
-        store.write(make_batch(range(200), file_id=FILE_B))
-        for table in TABLES:
-            assert _file_formats(path / f"{table}.lance") == {(2, 1)}, table
-        store.compact()
-        for table in TABLES:
-            assert _file_formats(path / f"{table}.lance") == {(2, 1)}, table
-        page, total = store.query(VariantQuery(limit=100, offset=150))
-        assert total == 400
-        assert [(v.file_id == FILE_B, v.record_index) for v in page] == [
-            *((False, record) for record in range(150, 200)),
-            *((True, record) for record in range(50)),
-        ]
-    finally:
-        store.close()
+def test_a_new_stores_tables_are_written_in_lance_format_2_1_and_compaction_keeps_it(
+    lance: LanceStore, tmp_path: Path
+) -> None:
+    store, path = lance, tmp_path / "lance"  # where the writer tests' `lance` fixture keeps it
+    # `alt_index` 0 and `partial` false in every row, as in a genome.
+    store.write(make_batch(range(200)))
+    store.write(make_batch(range(200), file_id=FILE_B))
+    for table in TABLES:
+        assert _file_formats(path / f"{table}.lance") == {(2, 1)}, table
+    store.compact()
+    for table in TABLES:
+        assert _file_formats(path / f"{table}.lance") == {(2, 1)}, table
+    page, total = store.query(VariantQuery(limit=100, offset=150))
+    assert total == 400
+    assert [(v.file_id == FILE_B, v.record_index) for v in page] == [
+        *((False, record) for record in range(150, 200)),
+        *((True, record) for record in range(50)),
+    ]
 
 
 def test_a_store_created_in_lancedbs_default_format_keeps_it_and_answers_as_before(tmp_path: Path) -> None:
