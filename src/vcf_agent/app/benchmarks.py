@@ -199,6 +199,8 @@ class E2eRun:
 
 # How often the benchmarks look at a job's state: the quantum of the latencies they report.
 _JOB_POLL_S = 0.01
+# How long the e2e bench waits, once the services are told to stop, for their last high-water marks.
+_PEAK_WATCH_TIMEOUT_S = 60.0
 # A warm job starts once nothing in the writer's directory changed for this long.
 _WARM_QUIET_S = 2.0
 
@@ -366,6 +368,7 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
     import grpc
 
     from vcf_agent.app._settings_tree import load_settings
+    from vcf_agent.app.load_bench import PeakWatch
     from vcf_agent.localdev import running_pipeline
     from vcf_agent.services.writer import StoreLocation
     from vcf_agent.v1 import jobs_pb2_grpc, query_pb2, query_pb2_grpc
@@ -375,6 +378,9 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
     allowed = {"VCF_AGENT_INGEST_ALLOWED_DIRS": str(root), **given.store_env}
     with running_pipeline(given.bus_url, root / "services", env=allowed) as services:
         peaks = _PeakRss({name: psutil.Process(s.process.pid) for name, s in services.items()})
+        # Each service's own peak is the kernel's high-water mark over its whole life: the
+        # writer's idle compaction, the queries and the stop come after the job's last sample.
+        lifetime = PeakWatch({name: s.process.pid for name, s in services.items()})
         async with grpc.aio.insecure_channel(services["ingest"].grpc) as channel:
             ingest = jobs_pb2_grpc.IngestServiceStub(channel)
 
@@ -406,10 +412,12 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
             waited += await wait_indexed(location.uri, dict(location.options))
             queries = {"compaction_wait_s": waited, **(await time_queries(query, given.workload))}
             stored_mb = store_megabytes(location.uri, dict(location.options))
+    each = lifetime.peaks(timeout_s=_PEAK_WATCH_TIMEOUT_S)
     return {
         **_job_figures("five processes", given, job, seconds),
+        # The services' resident memory summed, at its highest while a job ran.
         "peak_rss_mb": round(peaks.total / 2**20),
-        "peak_rss_mb_per_service": {name: round(rss / 2**20) for name, rss in peaks.each.items()},
+        "peak_rss_mb_per_service": {name: round(rss / 2**20) for name, rss in each.items()},
         # Where the two cores went: CPU seconds each service used during the job, and per variant.
         "cpu_s": cpu,
         "cpu_us_per_variant": {
@@ -423,17 +431,14 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
 
 
 class _PeakRss:
-    """Peak resident memory of the service processes, together and each, sampled on demand."""
+    """Peak resident memory of the service processes together, sampled on demand."""
 
     def __init__(self, processes: Mapping[str, psutil.Process]) -> None:
         self.processes = processes
         self.total = 0
-        self.each = dict.fromkeys(processes, 0)
 
     def sample(self) -> None:
-        resident = {name: process.memory_info().rss for name, process in self.processes.items()}
-        self.total = max(self.total, sum(resident.values()))
-        self.each = {name: max(self.each[name], rss) for name, rss in resident.items()}
+        self.total = max(self.total, sum(process.memory_info().rss for process in self.processes.values()))
 
 
 async def _served_job(
