@@ -13,7 +13,7 @@ from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore
 
 @pytest.fixture
 def lance(tmp_path: Path) -> Iterator[LanceStore]:
-    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
+    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(max_fragments=1000))
     store.open()
     yield store
     store.close()

@@ -110,7 +110,7 @@ def test_a_tenant_queries_only_its_own_carriers(lance: LanceStore) -> None:
 
 def test_a_store_written_before_the_carriers_table_gets_it_filled_on_open(tmp_path: Path) -> None:
     path = tmp_path / "lance"
-    store = LanceStore(path, compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
+    store = LanceStore(path, compaction=CompactionPolicy(max_fragments=1000))
     store.open()
     store.write(make_batch(range(12)))
     expected = _rows(store)
@@ -219,7 +219,7 @@ def test_pages_are_found_by_counting_when_writes_came_out_of_file_order(
 def test_a_page_is_read_by_its_row_ids_unless_a_compaction_renumbered_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
+    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(max_fragments=1000))
     store.open()
     taken: list[bool] = []
     read_by_row_ids = lance_store._taken

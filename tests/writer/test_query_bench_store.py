@@ -52,7 +52,7 @@ def test_the_benchmark_times_queries_only_once_every_index_covers_every_row(tmp_
 @contextmanager
 def _compacted_only_when_told(path: Path) -> Iterator[LanceStore]:
     """An open store whose write path never compacts: its rows stay unindexed until compact()."""
-    store = LanceStore(path, compaction=CompactionPolicy(every_writes=1000, max_fragments=1000))
+    store = LanceStore(path, compaction=CompactionPolicy(max_fragments=1000))
     store.open()
     try:
         yield store

@@ -86,7 +86,7 @@ def test_the_hook_runs_before_the_tables_are_compacted(tmp_path: Path) -> None:
 
     lance = LanceStore(
         tmp_path / "lance",
-        compaction=CompactionPolicy(every_writes=3, max_fragments=1000, min_rows=0),
+        compaction=CompactionPolicy(max_fragments=3),
         before_compaction=before_compaction,
     )
     graph.open()

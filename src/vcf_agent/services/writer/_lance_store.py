@@ -9,9 +9,10 @@ the graph first and passes along which variants the graph already had: the
 graph commits every variant before LanceDB sees it, so a variant new to the
 graph is new here too, and its rows are appended, skipping merge_insert's key
 join (whose cost grows with the table). Every write adds a small fragment, and
-scans slow down sharply as they pile up, so the store compacts after a
-configurable number of writes or fragments; compaction also folds new rows
-into the BTREE key indices that merge_insert and point lookups use.
+scans slow down sharply as they pile up, so the store compacts when the
+writer's input goes idle, and on the write path once a table holds a
+configurable number of fragments (CompactionPolicy); compaction also folds new
+rows into the BTREE key indices that merge_insert and point lookups use.
 """
 
 from __future__ import annotations
@@ -99,40 +100,31 @@ _CARRIER_INDEXES = (
 
 @dataclass(frozen=True, slots=True)
 class CompactionPolicy:
-    """When the write path compacts (the writer also compacts whenever its input goes idle).
+    """When the write path compacts: once a table holds `max_fragments`. Otherwise the writer
+    compacts when its input goes idle (issue 15: compaction off the hot path).
 
-    After `every_writes` merges, once the variants written since the last compaction are at
-    least `growth` times what the store held then; or, whatever it has grown, once a table has
-    `max_fragments`. A compaction folds the new rows into every scalar index, so its cost grows
-    with the store (measured: 6 s at 630,000 carrier rows, 22-32 s at 1.2-1.8M, 150-185 s at 11M
-    in a 2,504-sample cohort, where compacting every 20 writes took 60% of the writer's time and
-    the total grew with the square of the store). Growing by a fixed fraction between
-    compactions bounds their total at a few times the cost of the last one (issue 15: compaction
-    off the hot path). Doubling (growth 1.0) bounds it at twice the last one's rows, where 1.5
-    times bounded it at three times: on a 1M-variant single-sample job the writer's CPU fell
-    from 46-48 to 41 us per variant. Rows not yet indexed, at most half the store while a job
-    runs, are scanned by a query until the next compaction, which also comes once input is idle.
+    A compaction folds the new rows into every scalar index, so its cost grows with the store
+    (measured: 6 s at 630,000 carrier rows, 22-32 s at 1.2-1.8M, 150-185 s at 11M in a 2,504-
+    sample cohort). Until 2026-12-05 the write path also compacted each time the store had
+    doubled (from 200,000 variants): a 5M genome compacted at 0.2, 0.4, 0.8, 1.6 and 3.2M,
+    120-138 s of a 290-340 s job. Replaying that genome's captured writes into the two stores
+    alone, LanceDB took 25.5 us of CPU per variant with those compactions and 7.9 without; the
+    one idle compaction of all 5M rows then took 63 s (24 s for the 1.8M left otherwise), off the
+    job's clock. Five processes, one run each: 18,620 against 15,090 variants/s, the writer 43.4
+    against 59.4 us per variant, its peak resident memory over its whole life (the idle
+    compaction included) 1,246 against 1,314 MB. What doubling bought, rows not yet indexed at
+    most half the store while a job runs, no longer pays for itself: a job's count, asked after
+    every batch, is kept by the writes instead of scanned (`LanceStore.count`), and new variants
+    are appended without a key lookup. Queries made while a job runs scan its unindexed rows.
 
-    Growth counts from at least `min_rows` variants: a smaller store is compacted only when idle
-    or at `max_fragments`. Compacting it on the write path bought little (its unindexed rows scan
-    fast) and cost a job's last batches: a 100,000-variant job that reached 20 writes compacted
-    in its last one and ran at 19-20k variants/s, one that did not at 25-27k. Not 500,000: a 5M
-    genome's doublings then landed at 0.5, 1, 2 and 4M (7.5M rows compacted, 98 s, 17,296/s)
-    instead of 0.2 to 3.2M (6.2M rows, 83 s, 19,409/s).
-
-    `max_fragments` bounds what a store far below `min_rows` variants can hold unindexed. At 256
-    a 100,000-variant, 2,504-sample cohort (~150 variants per write, under `writer_batch_bytes`)
-    compacted 10.9M carrier rows on the write path after 256 writes (80.5 s, its batches waiting)
-    and took 377.6 s end to end. At 1,024 its 612 writes reach no bound and it compacts once,
-    idle: 260.0 s, writer CPU 3.9 -> 2.6 ms per variant (one run each, 2026-12-04). A
-    single-sample job reaches the growth bound long before 1,024 writes (a 5M genome's batches
-    are ~6,000 variants).
+    `max_fragments` bounds what a store can hold unindexed when its input never goes idle: a
+    single-sample genome's batches are ~6,000 variants, so 1,024 fragments are ~6M variants; a
+    2,504-sample cohort's ~150. At 256, a 100,000-variant, 2,504-sample cohort compacted 10.9M
+    carrier rows on the write path after 256 writes (80.5 s, its batches waiting) and took 377.6
+    s end to end; at 1,024 its 612 writes compact once, idle: 260.0 s (2026-12-04).
     """
 
-    every_writes: int = 20
     max_fragments: int = 1024
-    growth: float = 1.0
-    min_rows: int = 200_000
     # Old versions are kept this long so a concurrent reader's snapshot stays valid.
     keep_versions: timedelta = timedelta(minutes=1)
 
@@ -220,9 +212,12 @@ class LanceStore(AsyncComponent):
         # Where a page's answers are looked up while its rows are read (see _fetch).
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lance-answers")
         self._writes_since_compaction = 0
-        # Variants written since the last compaction, and what the store held at it.
-        self._rows_since_compaction = 0
-        self._rows_at_compaction = 0
+        # Stored variants per job, counted once and then kept up to date by the writes
+        # themselves (see count). `_write_sequence` is odd while a write runs, so a count read
+        # from the table is kept only if no write ran meanwhile; `_counted` guards both.
+        self._job_variants: dict[str, int] = {}
+        self._write_sequence = 0
+        self._counted = threading.Lock()
 
     async def start(self) -> None:
         await asyncio.to_thread(self.open)
@@ -252,6 +247,8 @@ class LanceStore(AsyncComponent):
                     (_CARRIERS, CARRIER_SCHEMA),
                 )
             )
+            with self._counted:
+                self._job_variants.clear()
             _fill_carriers(self._variants, self._carriers)
             self._answers_placed = _place_answers(self._analyses)
             wanted = [
@@ -268,8 +265,6 @@ class LanceStore(AsyncComponent):
             for table, column, config in wanted:
                 if not any(column in index.columns for index in table.list_indices()):
                     table.create_index(column, config=config)
-            # From the fragments' metadata: nothing is read.
-            self._rows_at_compaction = self._variants.count_rows()
 
     def close(self) -> None:
         """Release the table handles; every write is already durable.
@@ -301,24 +296,55 @@ class LanceStore(AsyncComponent):
             return
         with self._lock:
             variants, analyses = self._tables()
-            # Carriers after their variants, merged only for the variants stored before this
-            # write. `maybe_stored` names every variant of a file's written record ranges, and
-            # out-of-order batches land in them: in the 2,504-sample cohort ~60 variants of a
-            # batch did, whose merge into a 28M-row carriers table took 3.8 s and 3 GB as it
-            # grew, while the same lookup in the variants table (one row per variant) is cheap.
-            # Carriers come last so that this lookup holds after a crash: a crash between the
-            # writes leaves a stored variant whose carriers the replay merges (a sample query
-            # misses them until then; its job is not complete before), never carrier rows the
-            # replay would append twice.
-            stored_before = _stored_ids(variants, rows.variants.column("correlation_id"), maybe_stored)
-            _store(variants, "correlation_id", rows.variants, maybe_stored)
-            carriers = carrier_rows(rows.variants, rows.calls.column("carrier"))
-            _store(self._carriers, "call_id", carriers, stored_before)
-            _store(analyses, "analysis_id", rows.analyses, maybe_stored)
+            with self._counted:
+                self._write_sequence += 1
+            appended: pa.Table | None = None
+            try:
+                appended = self._write(variants, analyses, rows, maybe_stored)
+            finally:
+                with self._counted:
+                    self._write_sequence += 1
+                    self._count_appended(appended)
             self._writes_since_compaction += 1
-            self._rows_since_compaction += len(rows)
             if self._compaction_due(variants, analyses):
                 self._compact()
+
+    def _write(
+        self, variants: Any, analyses: Any, rows: WriteRows, maybe_stored: pa.ChunkedArray | None
+    ) -> pa.Table | None:
+        """The three tables' writes; the variant rows appended, or None if any variant was merged."""
+        # Carriers after their variants, merged only for the variants stored before this
+        # write. `maybe_stored` names every variant of a file's written record ranges, and
+        # out-of-order batches land in them: in the 2,504-sample cohort ~60 variants of a
+        # batch did, whose merge into a 28M-row carriers table took 3.8 s and 3 GB as it
+        # grew, while the same lookup in the variants table (one row per variant) is cheap.
+        # Carriers come last so that this lookup holds after a crash: a crash between the
+        # writes leaves a stored variant whose carriers the replay merges (a sample query
+        # misses them until then; its job is not complete before), never carrier rows the
+        # replay would append twice.
+        stored_before = _stored_ids(variants, rows.variants.column("correlation_id"), maybe_stored)
+        appended, merged = _store(variants, "correlation_id", rows.variants, maybe_stored)
+        carriers = carrier_rows(rows.variants, rows.calls.column("carrier"))
+        _store(self._carriers, "call_id", carriers, stored_before)
+        _store(analyses, "analysis_id", rows.analyses, maybe_stored)
+        return None if merged else appended
+
+    def _count_appended(self, appended: pa.Table | None) -> None:
+        """Add a write's appended variants to the jobs counted; None (a merge, or a write that
+        failed part way) forgets every count, for the table to count again.
+
+        A merged variant may be new, or an update that moves it from the job that stored it
+        before to this one (a resubmitted file), so only a read tells what each job holds now.
+        """
+        if appended is None:
+            self._job_variants.clear()
+            return
+        if not self._job_variants or not appended.num_rows:
+            return
+        for entry in appended.column("job_id").value_counts().to_pylist():
+            job_id = str(entry["values"])
+            if job_id in self._job_variants:
+                self._job_variants[job_id] += int(entry["counts"])
 
     def compact(self) -> None:
         """Merge small fragments, index new keys and drop old versions now."""
@@ -343,9 +369,28 @@ class LanceStore(AsyncComponent):
         return _fragments(variants)
 
     def count(self, job_id: str | None = None) -> int:
-        """Stored variants, over everything or one job."""
+        """Stored variants, over everything or one job.
+
+        A job's count is read from the table once, then kept by the writes (every batch asks
+        for it). Read each time, it scanned the job_id column of every row not yet indexed,
+        which in a 5M-variant genome with compaction left to idle time grew to 146 ms a batch
+        (95 s of the writer's CPU over the job, measured 2026-12-05).
+        """
         variants, _ = self._tables()
-        return int(variants.count_rows(_eq("job_id", job_id) if job_id else None))
+        if not job_id:
+            return int(variants.count_rows())
+        with self._counted:
+            known = self._job_variants.get(job_id)
+            sequence = self._write_sequence
+        if known is not None:
+            return known
+        counted = int(variants.count_rows(_eq("job_id", job_id)))
+        with self._counted:
+            # Kept only if no write ran while the table was read: one that did may or may not
+            # be in `counted`, and its own rows would be added to it again.
+            if sequence % 2 == 0 and sequence == self._write_sequence:
+                self._job_variants.setdefault(job_id, counted)
+        return counted
 
     def count_analyses(self, job_id: str | None = None) -> int:
         """Stored provider answers, over everything or one job."""
@@ -454,19 +499,15 @@ class LanceStore(AsyncComponent):
         return self._variants, self._analyses
 
     def _compaction_due(self, variants: Any, analyses: Any) -> bool:
-        policy = self._policy
-        if max(_fragments(table) for table in (variants, analyses, self._carriers)) >= policy.max_fragments:
-            return True
-        grown = self._rows_since_compaction >= policy.growth * max(self._rows_at_compaction, policy.min_rows)
-        return grown and self._writes_since_compaction >= policy.every_writes
+        tables = (variants, analyses, self._carriers)
+        return max(_fragments(table) for table in tables) >= self._policy.max_fragments
 
     def _compact(self) -> None:
         variants, analyses = self._tables()
         tables = {_VARIANTS: variants, _ANALYSES: analyses, _CARRIERS: self._carriers}
         if self._before_compaction is not None:
             self._before_compaction()
-        # Row counts come from the fragments' metadata: nothing is read. Compacting moves rows,
-        # it adds and removes none, so the variants' count is also the next growth baseline.
+        # Row counts come from the fragments' metadata: nothing is read.
         counts = {name: int(table.count_rows()) for name, table in tables.items()}
         rows = ", ".join(f"{name} {count:,}" for name, count in counts.items())
         log.info("compacting LanceDB after %d writes (rows: %s)", self._writes_since_compaction, rows)
@@ -478,8 +519,7 @@ class LanceStore(AsyncComponent):
                 took[name] = time.monotonic() - began
         seconds = ", ".join(f"{name} {took[name]:.1f}" for name in tables)
         log.info("compacted LanceDB in %.1f s (%s; rows: %s)", sum(took.values()), seconds, rows)
-        self._writes_since_compaction = self._rows_since_compaction = 0
-        self._rows_at_compaction = counts[_VARIANTS]
+        self._writes_since_compaction = 0
 
     def _fetch(
         self,
@@ -659,8 +699,14 @@ def _stored_ids(variants: Any, ids: pa.ChunkedArray, maybe_stored: pa.ChunkedArr
 _LOOKUP_IDS = 1_000
 
 
-def _store(table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray | None) -> None:
-    """Append the rows of variants known to be new, upsert the others on `key`."""
+def _store(
+    table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray | None
+) -> tuple[pa.Table, bool]:
+    """Append the rows of variants known to be new, upsert the others on `key`.
+
+    Returns the rows appended, and whether any were merged.
+    """
+    fresh = data.slice(0, 0)
     if maybe_stored is not None:
         if len(maybe_stored):
             maybe = pc.is_in(data.column("correlation_id"), value_set=maybe_stored)
@@ -672,6 +718,7 @@ def _store(table: Any, key: str, data: pa.Table, maybe_stored: pa.ChunkedArray |
     if data.num_rows:
         # Looking keys up in LanceDB first (BTREE) cost more than this merge.
         table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+    return fresh, bool(data.num_rows)
 
 
 _KEY_COLUMNS = ["correlation_id", *(column for column, _ in _ORDER)]
