@@ -112,10 +112,11 @@ class CompactionPolicy:
     one idle compaction of all 5M rows then took 63 s (24 s for the 1.8M left otherwise), off the
     job's clock. Five processes, one run each: 18,620 against 15,090 variants/s, the writer 43.4
     against 59.4 us per variant, its peak resident memory over its whole life (the idle
-    compaction included) 1,246 against 1,314 MB. What doubling bought, rows not yet indexed at
-    most half the store while a job runs, no longer pays for itself: a job's count, asked after
-    every batch, is kept by the writes instead of scanned (`LanceStore.count`), and new variants
-    are appended without a key lookup. Queries made while a job runs scan its unindexed rows.
+    compaction included) 1,246 against 1,314 MB; two more runs without them 20,311 and
+    20,712/s. What doubling bought, rows not yet indexed at most half the store while a job
+    runs, no longer pays for itself: a job's count, asked after every batch, is kept by the
+    writes instead of scanned (`LanceStore.count`), and new variants are appended without a
+    key lookup. Queries made while a job runs scan its unindexed rows.
 
     `max_fragments` bounds what a store can hold unindexed when its input never goes idle: a
     single-sample genome's batches are ~6,000 variants, so 1,024 fragments are ~6M variants; a
@@ -372,9 +373,10 @@ class LanceStore(AsyncComponent):
         """Stored variants, over everything or one job.
 
         A job's count is read from the table once, then kept by the writes (every batch asks
-        for it). Read each time, it scanned the job_id column of every row not yet indexed,
-        which in a 5M-variant genome with compaction left to idle time grew to 146 ms a batch
-        (95 s of the writer's CPU over the job, measured 2026-12-05).
+        for it). Read each time, it scanned the job_id column of every row not yet indexed:
+        replaying a 5M-variant genome's writes with compaction left to idle time, it grew to
+        146 ms a batch, 95 s of CPU over the job (25 s with the write path compacting at every
+        doubling of the store; measured 2026-12-05).
         """
         variants, _ = self._tables()
         if not job_id:
