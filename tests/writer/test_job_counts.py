@@ -26,7 +26,7 @@ NOTHING_STORED = pa.chunked_array([], pa.string())
 def table_count(store: LanceStore, job_id: str) -> int:
     """The table's own count, past any kept one."""
     variants, _ = store._tables()
-    return int(variants.count_rows(f"job_id = '{job_id}'"))
+    return int(variants.count_rows(_lance_store._eq("job_id", job_id)))
 
 
 def test_a_counted_job_gains_each_appended_batch(lance: LanceStore, graph: GraphStore) -> None:
