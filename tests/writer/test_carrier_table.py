@@ -216,6 +216,44 @@ def test_pages_are_found_by_counting_when_writes_came_out_of_file_order(
     assert searched
 
 
+def test_a_page_among_rows_not_yet_indexed_is_read_whole_rather_than_counted_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A genome's rows stay unindexed until the writer's idle compaction, and every count scans
+    # them: a query matching few of many unindexed rows reads its matches instead of paging on
+    # counts; once they are indexed it pages on counts again. The pages are the same.
+    paged_on_counts: list[bool] = []
+    first_matches = lance_store._first_matches
+
+    def recording_first_matches(*args: Any, **kwargs: Any) -> pa.Table | None:
+        paged_on_counts.append(True)
+        return first_matches(*args, **kwargs)
+
+    monkeypatch.setattr(lance_store, "_first_matches", recording_first_matches)
+    store = LanceStore(tmp_path / "lance", read_every_match_up_to=0)
+    store.open()
+    try:
+        for start in range(0, 2000, 250):
+            store.write(make_batch(range(start, start + 250)))
+        carriers = store._carriers
+        assert lance_store._unindexed_rows(carriers) == carriers.count_rows() > 0
+        # NA00001 carries the odd records, GENE<record % 5>: 200 of the 2,000.
+        matching = [index for index in range(2000) if index % 2 == 1 and index % 5 == 1]
+        pages = {}
+        for state in ("as written", "compacted"):
+            rows, total = store.query(VariantQuery(sample="NA00001", gene="GENE1", offset=150, limit=20))
+            assert total == len(matching)
+            pages[state] = [row.record_index for row in rows]
+            if state == "as written":
+                assert not paged_on_counts
+                store.compact()
+                assert lance_store._unindexed_rows(store._carriers) == 0
+        assert paged_on_counts == [True]
+        assert pages["as written"] == pages["compacted"] == matching[150:170]
+    finally:
+        store.close()
+
+
 def test_a_page_is_read_by_its_row_ids_unless_a_compaction_renumbered_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ where those are far apart or the answers were stored before they carried their p
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,33 @@ def test_a_samples_page_finds_its_variants_by_their_records_not_by_key(
         assert page == carried[offset : offset + 100]
     assert _by_key(searches.filters) == [0, 0]
     assert all("record_index BETWEEN" in clause for clause in searches.filters)
+
+
+def _lookup_threads(other: set[threading.Thread]) -> set[threading.Thread]:
+    """The answer-lookup threads alive now, but for `other` (other stores' in this session)."""
+    return {t for t in threading.enumerate() if t.name.startswith("lance-answers")} - other
+
+
+def test_closing_a_store_ends_its_answer_lookup_threads_and_reopening_it_answers_again(
+    tmp_path: Path,
+) -> None:
+    others = _lookup_threads(set())
+    store = LanceStore(tmp_path / "lance")
+    store.open()
+    store.write(make_batch(range(50), providers=PROVIDERS))
+    page, _ = store.query(VariantQuery(limit=20))
+    assert _answers_by_variant(page) == _expected(page)
+    ours = _lookup_threads(others)
+    assert ours, "a page's answers are looked up on the store's own threads"
+    store.close()
+    for thread in ours:
+        thread.join(timeout=10)
+    assert not _lookup_threads(others)
+    # Reopened, the store makes its lookup threads again.
+    store.open()
+    try:
+        page, total = store.query(VariantQuery(limit=20, offset=20))
+        assert total == 50 and _answers_by_variant(page) == _expected(page)
+        assert _lookup_threads(others)
+    finally:
+        store.close()

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -210,8 +210,9 @@ class LanceStore(AsyncComponent):
         self._carriers: Any = None
         # Whether every stored answer carries its variant's place (a store from before does not).
         self._answers_placed = False
-        # Where a page's answers are looked up while its rows are read (see _fetch).
-        self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lance-answers")
+        # Where a page's answers are looked up while its rows are read (see _fetch): made by
+        # open, shut down by close, so a closed store leaves no idle threads behind.
+        self._lookups: ThreadPoolExecutor | None = None
         self._writes_since_compaction = 0
         # Stored variants per job, counted once and then kept up to date by the writes
         # themselves (see count). `_write_sequence` is odd while a write runs, so a count read
@@ -250,6 +251,8 @@ class LanceStore(AsyncComponent):
             )
             with self._counted:
                 self._job_variants.clear()
+            if self._lookups is None:
+                self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lance-answers")
             _fill_carriers(self._variants, self._carriers)
             self._answers_placed = _place_answers(self._analyses)
             wanted = [
@@ -278,8 +281,12 @@ class LanceStore(AsyncComponent):
             return
         try:
             self._variants = self._analyses = self._carriers = None
+            lookups, self._lookups = self._lookups, None
         finally:
             self._lock.release()
+        if lookups is not None:
+            # Not waited for: a page's lookup still running ends with its query, then its thread.
+            lookups.shutdown(wait=False)
 
     def write(
         self,
@@ -473,7 +480,9 @@ class LanceStore(AsyncComponent):
         if request.offset >= total:
             return [], total
         first = min(request.offset + request.limit, total)
-        matched = _first_matches(table, where, first) if total > self._read_every_match_up_to else None
+        matched = None
+        if total > self._read_every_match_up_to and not _counting_costs_more(table, total):
+            matched = _first_matches(table, where, first)
         if matched is None:
             keys = table.search().select(_KEY_COLUMNS).with_row_id(True)
             if where:
@@ -494,6 +503,18 @@ class LanceStore(AsyncComponent):
     def carrier_calls(self, job_id: str) -> pa.Table:
         """One job's rows of the carriers table (CARRIER_SCHEMA), in no particular order."""
         return self._carriers.search().where(_eq("job_id", job_id)).limit(None).to_arrow()
+
+    def _lookup(self, analyses: Any, places: pa.Table, tenant: str, near: str) -> Future[pa.Table] | None:
+        """The answers at `places` (see _answers), looked up on the lookup threads; None once the
+        store is closed (the caller then looks them up itself, after the rows)."""
+        lookups = self._lookups
+        if lookups is None:
+            return None
+        try:
+            return lookups.submit(_answers, analyses, places, tenant, near)
+        except RuntimeError:
+            # Closed between the read of _lookups and the submit.
+            return None
 
     def _tables(self) -> tuple[Any, Any]:
         if self._variants is None:
@@ -558,7 +579,7 @@ class LanceStore(AsyncComponent):
         near = ""
         if places is not None:
             near = _near(places, len(ids))
-            looked_up = self._lookups.submit(_answers, analyses, places, tenant, near if placed else "")
+            looked_up = self._lookup(analyses, places, tenant, near if placed else "")
         rows = _taken(variants, row_ids, ids, tenant_id) if row_ids is not None else None
         if rows is None and near:
             rows = _variants_near(variants, near, ids, tenant_id)
@@ -784,6 +805,36 @@ def _first_matches(table: Any, where: str, first: int, files_back: int = 2) -> p
     )
     # Rows written between the counts and this read can only add to the prefix.
     return keys if keys.num_rows >= first else None
+
+
+def _counting_costs_more(table: Any, matches: int) -> bool:
+    """Whether paging on counts (`_first_matches`) would cost more than reading every match.
+
+    A count is answered on the indexes only for the rows they cover; the rows written since the
+    last compaction, which a genome's whole job leaves to idle time, are scanned by every count.
+    Measured on 1M unindexed single-sample rows (2026-12-05): a count took ~90 ms (90 ns a row);
+    sample + gene pages (46,000 matches each) took 512-584 ms (median of 8) paging on counts and
+    274-310 read whole. A match read costs ~2.5 us (a 5M genome's 230,000 gene matches in
+    ~600 ms, indexed), so once indexed, counting wins again.
+    """
+    unindexed = _unindexed_rows(table)
+    return matches * _READ_NS_PER_MATCH < _PAGING_COUNTS * unindexed * _COUNT_NS_PER_UNINDEXED_ROW
+
+
+def _unindexed_rows(table: Any) -> int:
+    """Rows the table's indexes do not cover yet (~1 ms to ask): those of its key index, which
+    compaction brings up to date with every other."""
+    stats = table.index_stats(_COVERAGE_INDEX)
+    return int(stats.num_unindexed_rows) if stats is not None else 0
+
+
+# Every table has an index on correlation_id (see LanceStore.open).
+_COVERAGE_INDEX = "correlation_id_idx"
+# The costs `_counting_costs_more` weighs (measurements in its docstring); the counts a page
+# takes beyond the total's: the check of the rows read, and two or more of `_record_bound`'s.
+_READ_NS_PER_MATCH = 2_500
+_COUNT_NS_PER_UNINDEXED_ROW = 90
+_PAGING_COUNTS = 4
 
 
 # How many matches beyond the page `_record_bound` may let through: each costs a random
