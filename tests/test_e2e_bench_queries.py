@@ -14,7 +14,9 @@ from vcf_agent.app._scale_bench import (
     SAMPLE,
     Workload,
     query_regions,
+    query_round,
     time_queries,
+    time_queries_during,
     write_workload,
 )
 from vcf_agent.schema import parse_region
@@ -73,3 +75,53 @@ def test_every_timed_query_but_the_repeated_fixed_ones_is_asked_once() -> None:
             : len(GENES)
         ]
     )
+
+
+def test_queries_during_a_job_are_asked_every_interval_until_it_ends_each_a_new_second_page() -> None:
+    asked: list[tuple[tuple[tuple[str, str], ...], int]] = []
+
+    async def query(filters: dict[str, str], offset: int) -> int:
+        asked.append((tuple(sorted(filters.items())), offset))
+        await asyncio.sleep(0.01)
+        return len(asked)
+
+    async def job_and_queries() -> dict[str, object]:
+        job = asyncio.ensure_future(asyncio.sleep(0.35))
+        figures = await time_queries_during(query, PRESETS["genome"], job, interval_s=0.1)
+        # Nothing is asked once the job has ended.
+        assert job.done()
+        return figures
+
+    figures = asyncio.run(job_and_queries())
+    rounds = figures["mid_job_queries"]
+    assert isinstance(rounds, list) and 2 <= len(rounds) <= 3
+    regions = query_regions(PRESETS["genome"], count=64)
+    assert asked == [
+        asked_round
+        for at in range(len(rounds))
+        for asked_round in (
+            ((("region", regions[at]),), 100),
+            ((("gene", GENES[at % len(GENES)]), ("sample", SAMPLE)), 100),
+        )
+    ]
+    # Each round's totals are what its queries answered, in order; the medians are of the rounds.
+    assert [(r["region_matched"], r["sample_gene_matched"]) for r in rounds] == [
+        (2 * at + 1, 2 * at + 2) for at in range(len(rounds))
+    ]
+    region_ms = sorted(float(r["region_ms"]) for r in rounds)
+    assert region_ms[0] <= float(str(figures["mid_job_region_query_ms"])) <= region_ms[-1]
+    assert figures["mid_job_region_query_max_ms"] == region_ms[-1]
+    assert len(set(regions)) == 64
+
+
+def test_a_query_round_asks_the_second_page_of_its_region_and_sample_gene() -> None:
+    asked: list[tuple[dict[str, str], int]] = []
+
+    async def query(filters: dict[str, str], offset: int) -> int:
+        asked.append((filters, offset))
+        return 7
+
+    figures = asyncio.run(query_round(query, Workload(10_000, 1), 5))
+    # A file smaller than a region has one region per chromosome: the 5th of 64 cycles to chr2.
+    assert asked == [({"region": "chr2:1-1000000"}, 100), ({"sample": SAMPLE, "gene": GENES[1]}, 100)]
+    assert figures["region_matched"] == figures["sample_gene_matched"] == 7

@@ -185,6 +185,46 @@ async def time_queries(query: Query, workload: Workload) -> dict[str, object]:
     return figures
 
 
+async def time_queries_during(
+    query: Query, workload: Workload, job: asyncio.Future[Any], interval_s: float = 20.0
+) -> dict[str, object]:
+    """Milliseconds per query while a job is being written: a `query_round` every `interval_s`
+    until `job` is done, each round's figures and the median and slowest of each query.
+
+    Rows not yet indexed are scanned by every query, so these grow with the job (a region may
+    match nothing yet, before the job reached it). The queries take the writer's CPU from the
+    job, so the job's own figures come from runs without them.
+    """
+    began = time.perf_counter()
+    rounds: list[dict[str, object]] = []
+    while not job.done():
+        await asyncio.wait([job], timeout=interval_s)
+        if not job.done():
+            asked = await query_round(query, workload, len(rounds))
+            rounds.append({"s": round(time.perf_counter() - began), **asked})
+    figures: dict[str, object] = {"mid_job_queries": rounds}
+    for label in ("region", "sample_gene"):
+        times = [float(str(r[f"{label}_ms"])) for r in rounds]
+        if times:
+            figures[f"mid_job_{label}_query_ms"] = round(statistics.median(times), 1)
+            figures[f"mid_job_{label}_query_max_ms"] = max(times)
+    return figures
+
+
+async def query_round(query: Query, workload: Workload, at: int) -> dict[str, object]:
+    """Milliseconds and matches of the second page of the `at`-th of 64 1 Mb regions and of the
+    sample in the `at`-th of `GENES` (cycling), as a user watching a job would ask."""
+    regions = query_regions(workload, count=64)
+    figures: dict[str, object] = {}
+    for label, filters in (
+        ("region", {"region": regions[at % len(regions)]}),
+        ("sample_gene", {"sample": SAMPLE, "gene": GENES[at % len(GENES)]}),
+    ):
+        seconds, total = await _timed(query, filters, 100)
+        figures[f"{label}_ms"], figures[f"{label}_matched"] = round(seconds * 1000), total
+    return figures
+
+
 async def _timed(query: Query, filters: dict[str, str], offset: int) -> tuple[float, int]:
     """Seconds the query took, and the total it answered."""
     began = time.perf_counter()

@@ -20,9 +20,11 @@ import psutil
 from vcf_agent.app._scale_bench import (
     PRESETS,
     Workload,
+    query_round,
     run_baseline,
     store_megabytes,
     time_queries,
+    time_queries_during,
     wait_indexed,
     wait_quiet,
     write_workload,
@@ -70,12 +72,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
             result = await bench_providers(args.variants)
         else:
+            if args.mid_job_queries and not args.processes:
+                raise SystemExit("vcf-agent bench e2e --mid-job-queries: needs --processes")
             workload = PRESETS[args.preset] if args.preset else Workload(args.variants, args.samples)
             path = write_workload(root, workload)
             warm = tuple(write_workload(root, workload, run) for run in range(1, workload.warm_jobs + 1))
             with _store(getattr(args, "bench_store", "local")) as (store_env, server):
                 bus_url = args.bus or f"embedded://{root / 'bus'}"
-                given = E2eRun(root, path, workload, bus_url, store_env, warm)
+                given = E2eRun(root, path, workload, bus_url, store_env, warm, args.mid_job_queries)
                 result = await (bench_e2e_processes if args.processes else bench_e2e)(given)
                 if server is not None:
                     # Its CPU is part of what storing to S3 costs on this machine.
@@ -195,6 +199,8 @@ class E2eRun:
     store_env: Mapping[str, str]
     # Files of the same shape run one after the other once `vcf` finished, on the same services.
     warm_vcfs: tuple[Path, ...] = ()
+    # Whether queries are timed while the job runs (five processes only; see time_queries_during).
+    mid_job_queries: bool = False
 
 
 # How often the benchmarks look at a job's state: the quantum of the latencies they report.
@@ -381,28 +387,34 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
         # Each service's own peak is the kernel's high-water mark over its whole life: the
         # writer's idle compaction, the queries and the stop come after the job's last sample.
         lifetime = PeakWatch({name: s.process.pid for name, s in services.items()})
-        async with grpc.aio.insecure_channel(services["ingest"].grpc) as channel:
+        async with (
+            grpc.aio.insecure_channel(services["ingest"].grpc) as channel,
+            grpc.aio.insecure_channel(services["writer"].grpc) as writer_channel,
+        ):
             ingest = jobs_pb2_grpc.IngestServiceStub(channel)
-
-            cpu_before = {name: _cpu_seconds(process) for name, process in peaks.processes.items()}
-            job, seconds = await _served_job(ingest, given.vcf, peaks)
-            cpu = {
-                name: round(_cpu_seconds(process) - cpu_before[name], 2)
-                for name, process in peaks.processes.items()
-            }
-            warm = []
-            for path in given.warm_vcfs:
-                # Each warm job finds the services idle: the last job's idle compaction is over.
-                await wait_quiet(root / "services" / "writer", quiet_s=_WARM_QUIET_S)
-                warm.append((await _served_job(ingest, path, peaks))[1])
-        async with grpc.aio.insecure_channel(services["writer"].grpc) as channel:
-            store = query_pb2_grpc.QueryServiceStub(channel)
+            store = query_pb2_grpc.QueryServiceStub(writer_channel)
 
             async def query(filters: dict[str, str], offset: int) -> int:
                 token = str(offset) if offset else ""
                 request = query_pb2.QueryVariantsRequest(page_size=100, page_token=token, **filters)
                 return int((await store.QueryVariants(request, timeout=60)).total)
 
+            cpu_before = {name: _cpu_seconds(process) for name, process in peaks.processes.items()}
+            served = asyncio.ensure_future(_served_job(ingest, given.vcf, peaks))
+            during = await time_queries_during(query, given.workload, served) if given.mid_job_queries else {}
+            job, seconds = await served
+            cpu = {
+                name: round(_cpu_seconds(process) - cpu_before[name], 2)
+                for name, process in peaks.processes.items()
+            }
+            if given.mid_job_queries:
+                # What a user told the job ended finds, before the idle compaction indexed its rows.
+                during["after_job_queries"] = await query_round(query, given.workload, 0)
+            warm = []
+            for path in given.warm_vcfs:
+                # Each warm job finds the services idle: the last job's idle compaction is over.
+                await wait_quiet(root / "services" / "writer", quiet_s=_WARM_QUIET_S)
+                warm.append((await _served_job(ingest, path, peaks))[1])
             # Timed once the writer's idle compaction has indexed the job's rows.
             waited = await wait_quiet(root / "services" / "writer")
             # The writer's data directory, as running_pipeline gave it (its store lies in `writer/`).
@@ -425,6 +437,7 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
         },
         **_warm_figures(warm),
         **queries,
+        **during,
         # What the job's rows take in the store, table by table (data and indexes, old versions aside).
         "lancedb_mb": stored_mb,
     }

@@ -376,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes", action="store_true", help="e2e: run the five services as separate processes"
     )
     bench.add_argument(
+        "--mid-job-queries",
+        action="store_true",
+        help="e2e --processes: also time a region and a sample+gene query every 20 s while the job"
+        " runs, and once as it ends (their CPU slows the job)",
+    )
+    bench.add_argument(
         "--store-dir",
         help="query: store directory, built once with --variants rows, then reused (default: temporary)",
     )
