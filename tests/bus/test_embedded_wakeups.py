@@ -43,6 +43,7 @@ def _publish_from_another_process(url: str, stream: str) -> subprocess.Popen[byt
 def long_idle_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_embedded, "MIN_IDLE_SLEEP_S", 30.0)
     monkeypatch.setattr(_embedded, "MAX_IDLE_SLEEP_S", 30.0)
+    monkeypatch.setattr(_embedded, "MAX_SIGNALLED_IDLE_SLEEP_S", 30.0)
 
 
 def _counting_fetches(consumer: Any) -> list[int]:
@@ -78,12 +79,12 @@ async def _settled_consumer(url: str, watched_partitions: int) -> AsyncIterator[
 async def test_a_publish_in_another_process_wakes_a_sleeping_consumer_of_its_stream(tmp_path: Path) -> None:
     url = f"embedded://{tmp_path / 'bus'}"
     async with _settled_consumer(url, watched_partitions=2) as (_, consumer, fetches):
-        # A publish to another stream does not wake it: a fetch, the poll's whole timeout asleep,
-        # and the fetch that ends it.
+        # A publish to another stream does not wake it: the poll's whole timeout asleep, and not
+        # one read of the log (its last fetch found nothing and nothing came for it since).
         child = _publish_from_another_process(url, "other")
         assert await consumer.poll(timeout_s=4.0) == []
         assert await asyncio.to_thread(child.wait, 60) == 0
-        assert len(fetches) == 2
+        assert fetches == []
         # A publish to its stream does, long before its 30 s sleep would end.
         polled = asyncio.create_task(consumer.poll(timeout_s=25.0))
         await asyncio.sleep(0.2)
@@ -131,10 +132,55 @@ async def test_a_local_publish_wakes_only_the_consumers_of_its_stream(
         await asyncio.sleep(0.2)
         await bus.publish("other", [OutgoingMessage(key=b"k", value=b"elsewhere")])
         assert await polled == []
-        assert len(fetches) == 2
+        assert fetches == []
         polled = asyncio.create_task(consumer.poll(timeout_s=25.0))
         await asyncio.sleep(0.2)
         began = time.monotonic()
         await bus.publish("watched", [OutgoingMessage(key=b"k", value=b"here")])
         assert [record.value for record in await polled] == [b"here"]
         assert time.monotonic() - began < 15.0
+
+
+async def _fetches_while_polled_idle(url: str, seconds: float) -> int:
+    """How often an idle consumer, settled and polled every 0.1 s (as the flags are), reads the log."""
+    async with _settled_consumer(url, watched_partitions=1) as (_, consumer, fetches):
+        loop = asyncio.get_running_loop()
+        # Long enough for the back-off to reach its longest sleep (1 + 2 + ... + 512 ms).
+        settle_until = loop.time() + 1.5
+        while loop.time() < settle_until:
+            assert await consumer.poll(timeout_s=0.1) == []
+        fetches.clear()
+        until = loop.time() + seconds
+        while loop.time() < until:
+            assert await consumer.poll(timeout_s=0.1) == []
+        return len(fetches)
+
+
+async def test_with_publish_signals_an_idle_consumer_reads_the_log_about_once_a_second(
+    tmp_path: Path,
+) -> None:
+    # 3 s at the signalled back-off of 1 s: three or four fetches, where every poll call (30 of
+    # them) and the 50 ms back-off would read the log 60 times.
+    assert await _fetches_while_polled_idle(f"embedded://{tmp_path / 'bus'}", 3.0) <= 4
+
+
+async def test_without_publish_signals_an_idle_consumer_still_reads_the_log_every_50_ms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing would wake it for another process's publish: it must keep looking (3 s / 50 ms = 60;
+    # a loaded machine stretches the sleeps, hence the margin).
+    monkeypatch.setattr(_publish_signals, "_LIBC", None)
+    assert await _fetches_while_polled_idle(f"embedded://{tmp_path / 'bus'}", 3.0) >= 30
+
+
+@pytest.mark.usefixtures("long_idle_sleeps")
+async def test_a_seek_is_read_at_the_next_poll_however_long_the_idle_sleep(tmp_path: Path) -> None:
+    url = f"embedded://{tmp_path / 'bus'}"
+    async with _settled_consumer(url, watched_partitions=1) as (bus, consumer, _):
+        await bus.publish("watched", [OutgoingMessage(key=b"k", value=b"once")])
+        assert [record.value for record in await consumer.poll(timeout_s=5.0)] == [b"once"]
+        await consumer.commit()
+        # Idle now, with 30 s before it would read the log again unsignalled.
+        assert await consumer.poll(timeout_s=0.3) == []
+        await consumer.seek("watched", 0, 0)
+        assert [record.value for record in await consumer.poll(timeout_s=2.0)] == [b"once"]
