@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes.util
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -115,3 +116,13 @@ def test_a_long_native_call_hands_freed_pages_back_while_it_runs() -> None:
     )
     returned, freed = (int(value) for value in done.stdout.split())
     assert returned >= freed // 2
+
+
+def test_the_trim_after_store_batches_runs_at_most_once_an_interval() -> None:
+    """A trim walks the whole heap (~1.8 ms in a genome's writer); batches end every ~80 ms."""
+    paced = native_memory.PacedTrim(interval_s=0.2)
+    assert paced.due()
+    assert not paced.due()
+    time.sleep(0.25)
+    assert paced.due()
+    assert not paced.due()

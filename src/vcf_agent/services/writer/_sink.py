@@ -43,7 +43,7 @@ from vcf_agent.v1 import events_pb2, variant_pb2
 from ._graph_store import GraphCapacityError, GraphStore
 from ._job_outcome import job_outcome
 from ._lance_store import LanceStore
-from ._native_memory import return_freed_memory
+from ._native_memory import PacedTrim, return_freed_memory
 from ._rows import RowCollector, WriteRows
 
 T = TypeVar("T")
@@ -196,6 +196,7 @@ class StoreSink(AsyncComponent):
         self.lance = lance
         self.graph = graph
         self._sink = DeadLetterSink(bus, settings.topology.dead_letters, "writer")
+        self._trim = PacedTrim()
         self._book = _JobBook(settings.data_dir / "writer" / "jobs.sqlite")
         self._tallies: dict[str, _JobTally] = {}
         self._buffer = RowCollector()
@@ -471,7 +472,8 @@ class StoreSink(AsyncComponent):
         if rows is not None:
             await _timed("lancedb", self.lance.write, rows, maybe_stored=maybe_stored)
             # The batch's buffers are freed in both stores by now; glibc would keep the pages.
-            await asyncio.to_thread(return_freed_memory)
+            if self._trim.due():
+                await asyncio.to_thread(return_freed_memory)
             telemetry.variants_processed.labels("writer", "stored").inc(collected)
             for job_id, tenant_id, classification, count in _classification_counts(rows):
                 touched[job_id] = tenant_id
