@@ -16,6 +16,7 @@ keyed on the full id, is unaffected, and the graph would hold one node for both.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 
 import numpy as np
@@ -24,10 +25,6 @@ import pyarrow.compute as pc
 
 _DIGEST_CHARS = 32
 _KEY_CHARS = 16
-# ASCII byte -> hex digit value, 255 for anything that is not a lower-case hex digit.
-_NIBBLE = np.full(256, 255, dtype=np.uint8)
-_NIBBLE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
-_SHIFTS = np.arange(4 * (_KEY_CHARS - 1), -1, -4, dtype=np.uint64)
 
 
 def variant_key(correlation_id: str) -> int:
@@ -49,7 +46,12 @@ def variant_keys(ids: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 
 def _hex_digest_keys(column: pa.Array) -> pa.Array | None:
-    """Vectorised keys when every id is a hex digest; None when any is not."""
+    """Vectorised keys when every id is a lower-case hex digest; None when any is not.
+
+    binascii decodes (and checks) the whole column's hex at once; upper-case digits, which it
+    accepts and variant_key does not, are looked for separately. ~37 us per 2,000 ids, where a
+    digit table lookup in numpy took ~215.
+    """
     rows = len(column)
     if column.null_count:
         return None
@@ -60,16 +62,21 @@ def _hex_digest_keys(column: pa.Array) -> pa.Array | None:
     if not np.all(np.diff(offsets) == _DIGEST_CHARS):
         return None
     data = np.frombuffer(data_buffer, dtype=np.uint8, count=rows * _DIGEST_CHARS, offset=int(offsets[0]))
-    nibbles = _NIBBLE[data.reshape(rows, _DIGEST_CHARS)]
-    if np.any(nibbles == 255):
+    try:
+        digests = binascii.unhexlify(data.tobytes())
+    except binascii.Error:
         return None
-    prefix = nibbles[:, :_KEY_CHARS].astype(np.uint64) << _SHIFTS
-    keys = np.bitwise_or.reduce(prefix, axis=1)
-    return pa.array(keys.view(np.int64), pa.int64())
+    # 'A'..'F' (65..70); below 65 the subtraction wraps to 191 and more.
+    if np.any((data - np.uint8(65)) < 6):
+        return None
+    # Each digest's first 8 of its 16 bytes, big-endian, as a signed number.
+    keys = np.frombuffer(digests, dtype=">i8")[:: _DIGEST_CHARS // _KEY_CHARS]
+    return pa.array(keys.astype(np.int64), pa.int64())
 
 
-def analysis_keys(ids: pa.ChunkedArray | pa.Array, providers: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Keys of Analysis nodes (one per variant and provider): the variant's key XOR the provider's.
+def analysis_keys(keys: pa.Array, providers: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Keys of Analysis nodes (one per variant and provider) from their variants' `keys`
+    (variant_keys): the variant's key XOR the provider's.
 
     A variant key is uniform over 64 bits, so XOR with a per-provider constant keeps the
     keys uniform and distinct providers of one variant apart; only the few distinct
@@ -84,4 +91,4 @@ def analysis_keys(ids: pa.ChunkedArray | pa.Array, providers: pa.ChunkedArray | 
         ],
         pa.int64(),
     )
-    return pc.bit_wise_xor(variant_keys(ids), pc.take(per_name, encoded.indices))
+    return pc.bit_wise_xor(keys, pc.take(per_name, encoded.indices))

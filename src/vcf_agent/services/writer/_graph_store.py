@@ -817,11 +817,11 @@ def _file_keys(variants: pa.Table) -> pa.ChunkedArray:
 
 
 def _analysis_columns(analyses: pa.Table) -> pa.Table:
-    ids = analyses.column("correlation_id")
+    keys = variant_keys(analyses.column("correlation_id"))
     return pa.table(
         {
-            "c_key": analysis_keys(ids, analyses.column("provider")),
-            "c_variant": variant_keys(ids),
+            "c_key": analysis_keys(keys, analyses.column("provider")),
+            "c_variant": keys,
             "c_provider": analyses.column("provider"),
             "c_model": analyses.column("model"),
             "c_class": analyses.column("classification"),
