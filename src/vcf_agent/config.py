@@ -314,8 +314,8 @@ class Settings:
     # The writer stops taking batches (readiness NOT_SERVING, retried) while its data directory
     # has less free space than this: the graph engine aborts the process when its write-ahead
     # log cannot be written at commit, and a checkpoint rewrites up to writer_graph_checkpoint_bytes
-    # of that log.
-    writer_disk_reserve_bytes: int = 320 * 1024**2
+    # of that log (the default's 1 GiB, and 64 MiB more).
+    writer_disk_reserve_bytes: int = 1024**3 + 64 * 1024**2
     # Where the LanceDB tables live: the data directory by default, or S3-compatible object storage
     # (the graph and everything else stay under data_dir; see StoreSettings).
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -325,8 +325,10 @@ class Settings:
     writer_graph_buffer_pool_bytes: int = 1024**3
     # Write-ahead log size at which the graph checkpoints. Until then the engine also keeps the
     # logged changes in malloc memory outside its buffer pool, so this bounds that share of the
-    # writer's memory; smaller checkpoints cost CPU (measurements in _graph_store.py).
-    writer_graph_checkpoint_bytes: int = 256 * 1024**2
+    # writer's memory; smaller checkpoints cost CPU, more as the graph grows: each rewrites the
+    # key-index pages the batches touched, and random 64-bit keys touch most of them (measurements
+    # in _graph_store.py).
+    writer_graph_checkpoint_bytes: int = 1024**3
     # The gRPC server's grace at shutdown: how long open calls (health watchers) may finish.
     shutdown_grace_s: float = 5.0
     # How long, at SIGTERM, the stages may finish and store what they hold and commit it before

@@ -242,7 +242,7 @@ class GraphStore(AsyncComponent):
         path: Path,
         *,
         buffer_pool_bytes: int = 1 << 30,
-        checkpoint_bytes: int = 256 << 20,
+        checkpoint_bytes: int = 1 << 30,
         disk_reserve_bytes: int = 0,
     ) -> None:
         self._path = path
@@ -314,9 +314,12 @@ class GraphStore(AsyncComponent):
             # the logged changes in malloc memory too, outside the buffer pool; a checkpoint
             # frees them. Measured, single-sample batches of 10k: malloc in use rose ~90 MB
             # before each 256 MiB checkpoint (~230k variants), ~40 MB before each 32 MiB one;
-            # 64 MiB cost ~8% more graph CPU per variant than 256, and in the five-process
-            # 1M-variant run both peaked alike (writer 1,218 vs 1,202 MB, 127 vs 125 CPU us
-            # per variant), so writer_graph_checkpoint_bytes defaults to 256 MiB.
+            # 64 MiB cost ~8% more graph CPU per variant than 256. A checkpoint's cost grows
+            # with the graph: in a 5M-variant genome (five processes, 2026-12-05) 1 GiB against
+            # 256 MiB took the writer from 34.0 to 29.4 us of CPU per variant (COMMIT, where
+            # checkpoints run, was 24% of its CPU late in the job) at a peak of 1,389 MB
+            # against 1,267, so writer_graph_checkpoint_bytes defaults to 1 GiB; at 1M
+            # variants the two did not differ.
             checkpoint_threshold=self._checkpoint_bytes,
             # Not strict: replay up to the first record that fails its checksum.
             throw_on_wal_replay_failure=strict,
