@@ -109,13 +109,15 @@ async def test_the_cli_submits_watches_and_queries_with_a_token_and_tls(
     assert submitted.stdout.strip().splitlines()[-1].startswith("complete")
 
     query = ["query", "--writer", writer, "--tls-ca", ca, "--json", "--limit", "1000"]
-    own = await asyncio.to_thread(vcf_agent, *query, "--job", job_id, "--token", deployment.tokens["lab-a"])
+    # --token=TOKEN: a random token may begin with '-', which argparse takes for an option after
+    # a separate --token (it did in CI once in 64 runs or so).
+    own = await asyncio.to_thread(vcf_agent, *query, "--job", job_id, f"--token={deployment.tokens['lab-a']}")
     assert own.returncode == 0, own.stderr
     answer = json.loads(own.stdout)
     assert int(answer["total"]) == expected
     assert {v["tenant_id"] for v in answer["variants"]} == {"lab-a"}
     foreign = await asyncio.to_thread(
-        vcf_agent, *query, "--job", two_tenants.b.job.job_id, "--token", deployment.tokens["lab-a"]
+        vcf_agent, *query, "--job", two_tenants.b.job.job_id, f"--token={deployment.tokens['lab-a']}"
     )
     assert foreign.returncode == 0 and int(json.loads(foreign.stdout).get("total", 0)) == 0
     no_token = await asyncio.to_thread(vcf_agent, *query, "--job", job_id)

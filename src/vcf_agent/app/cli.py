@@ -221,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def credentials(p: argparse.ArgumentParser) -> None:
         config_file(p)
-        p.add_argument("--token", help="bearer token sent on every call (default: VCF_AGENT_TOKEN)")
+        p.add_argument(
+            "--token",
+            help="bearer token sent on every call (default: VCF_AGENT_TOKEN); one beginning with '-' as"
+            " --token=TOKEN",
+        )
         p.add_argument(
             "--tls-ca",
             help="PEM file of the CA that signed the service's certificate (default: VCF_AGENT_TLS_CA)",
