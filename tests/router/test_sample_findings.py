@@ -1,5 +1,6 @@
 """Per-sample findings: the compiled _local_wire.sample_findings gives the values of its
-pure-Python twin, _local_annotator.sample_findings, for every shape of call."""
+pure-Python twin, _local_annotator.sample_findings, for every shape of call, whether the calls
+come as tuples or as the reader's GenotypeCalls (read from the wire columns directly)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 import pytest
 
 from vcf_agent.analysis._local_annotator import sample_findings
+from vcf_agent.analysis._variant_fields import read_variants
 from vcf_agent.compiled import compiled_module
+from vcf_agent.schema import GenotypeCall, genotype_columns
+from vcf_agent.v1 import variant_pb2
 
 _LOCAL_WIRE = compiled_module("vcf_agent.analysis._local_wire")
 pytestmark = pytest.mark.skipif(
@@ -115,3 +119,43 @@ def test_a_negative_allele_indexes_as_python_does() -> None:
 def test_what_is_not_a_genotype_is_refused(genotypes: list[Any]) -> None:
     with pytest.raises(TypeError):
         _compiled(genotypes, 1, False, 3)
+
+
+def _read_from_the_wire(genotypes: list[Genotype]) -> Any:
+    """The calls as the compiled reader returns them from a serialized batch: GenotypeCalls."""
+    calls = genotype_columns(
+        GenotypeCall(sample, alleles, depth=depth, genotype_quality=quality, allele_depths=depths)
+        for sample, alleles, depth, quality, depths in genotypes
+    )
+    variant = variant_pb2.VariantMessage(correlation_id="c", genotypes=calls)
+    batch = variant_pb2.VariantBatch(variants=[variant])
+    (fields,) = read_variants(batch.SerializeToString()) or ()
+    assert _LOCAL_WIRE is not None and isinstance(fields.genotypes, _LOCAL_WIRE.GenotypeCalls)
+    return fields.genotypes
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_calls_read_from_the_wire_give_the_twins_findings(seed: int) -> None:
+    rng = random.Random(seed)
+    genotypes = [_random_call(rng, i) for i in range(rng.randrange(1, 300))]
+    calls = _read_from_the_wire(genotypes)
+    for allele in (-1, 0, 1, 2, 3):
+        for failed in (False, True):
+            for level in range(4):
+                want = sample_findings(genotypes, allele, failed, level)
+                assert _exact(_compiled(calls, allele, failed, level)) == _exact(want)
+    # Reading the findings left the calls unread as Python values; they still read as the tuples.
+    assert tuple(calls) == tuple(genotypes)
+
+
+def test_edge_calls_read_from_the_wire_give_the_twins_findings() -> None:
+    genotypes = list(EDGES.values())
+    calls = _read_from_the_wire(genotypes)
+    for allele in (0, 1, 2):
+        for failed in (False, True):
+            for level in range(4):
+                want = sample_findings(genotypes, allele, failed, level)
+                assert _exact(_compiled(calls, allele, failed, level)) == _exact(want)
+    for findings in (sample_findings, _compiled):
+        with pytest.raises(IndexError):
+            findings(calls if findings is _compiled else genotypes, -3, False, 3)

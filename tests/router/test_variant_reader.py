@@ -638,6 +638,46 @@ def _request_without_variants() -> analysis_pb2.AnalysisRequestBatch:
     return analysis_requests(variant_pb2.VariantBatch(), "local", PROVIDERS, provider_deadline(10))
 
 
+def _with_calls(seed: int) -> list[variant_pb2.VariantMessage]:
+    """Random variants with at least one sample's call: the seed picks how many samples a batch has."""
+    for attempt in range(seed * 100, seed * 100 + 100):
+        messages = [m for m in random_variants(attempt, 40) if m.HasField("genotypes")]
+        if messages:
+            return messages
+    raise AssertionError("no random batch with calls")
+
+
+@needs_compiled
+@pytest.mark.parametrize("seed", range(5))
+def test_the_reader_keeps_each_variants_calls_as_wire_bytes_read_as_the_tuple_when_used(seed: int) -> None:
+    assert _LOCAL_WIRE is not None
+    messages = _with_calls(seed)
+    payload = bytearray(serialized(messages))
+    read = read_variants(payload)
+    assert read is not None
+    # The calls hold a copy of their message: the payload's buffer may change or go.
+    payload[:] = bytes(len(payload))
+    for fields, message in zip(read, messages, strict=True):
+        calls, want = fields.genotypes, expected(message)[13]
+        assert isinstance(calls, _LOCAL_WIRE.GenotypeCalls)
+        assert len(calls) == len(want) > 0
+        assert calls == want and want == calls  # both directions: the tuple asks the calls back
+        assert calls != want[1:] and calls != (*want, want[0])
+        assert (calls[0], calls[-1], calls[1:], tuple(calls), list(calls)) == (
+            want[0],
+            want[-1],
+            want[1:],
+            want,
+            list(want),
+        )
+        assert hash(calls) == hash(want) and repr(calls) == repr(want)
+        with pytest.raises(IndexError):
+            calls[len(want)]
+    no_calls = variant_pb2.VariantMessage(correlation_id="c", all_alternates=["A"], alternate="A")
+    (fields,) = read_variants(serialized([no_calls])) or ()
+    assert fields.genotypes == ()
+
+
 def test_a_payload_left_to_protobuf_gets_the_same_answers() -> None:
     message = random_variants(5, 1)[0]
     # A known field with another wire type: upb keeps it as an unknown field, the reader leaves it.

@@ -285,36 +285,33 @@ static PyObject *column_call(const Field *sample, const Field *columns, const ui
 }
 
 /*
- * Each sample's call of a GenotypeColumns, as a tuple of (sample, alleles, depth, genotype_quality,
- * allele_depths); NULL, with an exception set only on a Python failure. The plain case: each column
- * at most once and packed, with one entry per sample or none (phased: the bitmap's size or none), and
- * the concatenated columns as long as the counts say; anything else is left to protobuf and
- * vcf_agent.schema.genotype_calls, which rejects what is inconsistent.
+ * The columns of a GenotypeColumns message and its number of samples; -1 unless it is the plain
+ * case: each column at most once and packed, with one entry per sample or none (phased: the
+ * bitmap's size or none), and the concatenated columns as long as the counts say; anything else
+ * is left to protobuf and vcf_agent.schema.genotype_calls, which rejects what is inconsistent.
  */
-static PyObject *genotype_columns(const uint8_t *p, const uint8_t *end) {
-    Field columns[C_COUNT];
+static int checked_columns(const uint8_t *p, const uint8_t *end, Field *columns, Py_ssize_t *samples) {
     int seen[C_COUNT] = {0};
-    memset(columns, 0, sizeof columns);
-    const uint8_t *start = p;
+    memset(columns, 0, sizeof(Field) * C_COUNT);
     Field f;
     int more;
-    Py_ssize_t samples = 0;
+    *samples = 0;
     while ((more = next_field(&p, end, &f)) == 1) {
         if (f.number == GENOTYPE_COLUMNS_SAMPLES) {
             if (f.wire != WIRE_LEN || !utf8_valid(f.data, f.len))
-                return NULL;
-            samples++;
+                return -1;
+            (*samples)++;
             continue;
         }
         int column = column_of(f.number);
         if (column < 0)
             continue;
         if (seen[column]++ || f.wire != WIRE_LEN)
-            return NULL;
+            return -1;
         columns[column] = f;
     }
     if (more < 0)
-        return NULL;
+        return -1;
     uint64_t alleles = 0, allele_depths = 0;
     Py_ssize_t counts[C_COUNT];
     for (int column = 0; column < C_COUNT; column++) {
@@ -323,14 +320,20 @@ static PyObject *genotype_columns(const uint8_t *p, const uint8_t *end) {
         uint64_t *sum = column == C_PLOIDY ? &alleles : column == C_AD_COUNTS ? &allele_depths : NULL;
         counts[column] = packed_count(&columns[column], sum);
         if (counts[column] < 0)
-            return NULL;
-        if (column != C_ALLELES && column != C_ALLELE_DEPTHS && counts[column] && counts[column] != samples)
-            return NULL;
+            return -1;
+        if (column != C_ALLELES && column != C_ALLELE_DEPTHS && counts[column] && counts[column] != *samples)
+            return -1;
     }
     if ((uint64_t)counts[C_ALLELES] != alleles || (uint64_t)counts[C_ALLELE_DEPTHS] != allele_depths)
-        return NULL;
-    if (columns[C_PHASED].len && columns[C_PHASED].len != (size_t)(samples + 7) / 8)
-        return NULL;
+        return -1;
+    if (columns[C_PHASED].len && columns[C_PHASED].len != (size_t)(*samples + 7) / 8)
+        return -1;
+    return 0;
+}
+
+/* Each sample's call of checked columns as a tuple of (sample, alleles, depth, genotype_quality,
+ * allele_depths); NULL with an exception set. */
+static PyObject *call_tuples(const uint8_t *p, const uint8_t *end, const Field *columns, Py_ssize_t samples) {
     PyObject *calls = PyTuple_New(samples);
     if (calls == NULL)
         return NULL;
@@ -338,7 +341,7 @@ static PyObject *genotype_columns(const uint8_t *p, const uint8_t *end) {
     const uint8_t *cursor[C_COUNT];
     for (int column = 0; column < C_COUNT; column++)
         cursor[column] = columns[column].data;
-    p = start;
+    Field f = {0};
     for (Py_ssize_t index = 0; index < samples; index++) {
         do {
             next_field(&p, end, &f);
@@ -351,6 +354,139 @@ static PyObject *genotype_columns(const uint8_t *p, const uint8_t *end) {
         PyTuple_SET_ITEM(calls, index, call);
     }
     return calls;
+}
+
+/*
+ * ---- GenotypeCalls: a variant's calls, turned into Python values only when used ----
+ *
+ * The annotator only needs the calls that are not hom-ref, and sample_findings reads those
+ * from the columns directly. Built eagerly, the tuples of a 500-sample cohort batch cost the
+ * router 145 us per variant, more than everything else it does; kept as the message's bytes
+ * (a copy, so the payload's buffer may go), they cost a copy. As a sequence the object is the
+ * tuple of calls read_variants used to return: built at its first use, compared, hashed and
+ * printed as that tuple.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *wire; /* bytes: the GenotypeColumns message, as checked_columns accepted it */
+    Field columns[C_COUNT]; /* into `wire` */
+    Py_ssize_t samples;
+    PyObject *calls; /* the tuple, once built */
+} GenotypeCalls;
+
+static PyTypeObject GenotypeCallsType;
+
+/* The calls as a tuple, built once (a borrowed reference); NULL with an exception set. */
+static PyObject *calls_tuple(GenotypeCalls *self) {
+    if (self->calls == NULL) {
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(self->wire);
+        self->calls = call_tuples(p, p + PyBytes_GET_SIZE(self->wire), self->columns, self->samples);
+    }
+    return self->calls;
+}
+
+static void calls_dealloc(GenotypeCalls *self) {
+    Py_XDECREF(self->wire);
+    Py_XDECREF(self->calls);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t calls_length(GenotypeCalls *self) { return self->samples; }
+
+static PyObject *calls_item(GenotypeCalls *self, Py_ssize_t index) {
+    PyObject *calls = calls_tuple(self);
+    if (calls == NULL)
+        return NULL;
+    if (index < 0 || index >= self->samples) {
+        PyErr_SetString(PyExc_IndexError, "genotype index out of range");
+        return NULL;
+    }
+    return Py_NewRef(PyTuple_GET_ITEM(calls, index));
+}
+
+static PyObject *calls_subscript(GenotypeCalls *self, PyObject *key) {
+    PyObject *calls = calls_tuple(self);
+    return calls == NULL ? NULL : PyObject_GetItem(calls, key);
+}
+
+static PyObject *calls_iter(GenotypeCalls *self) {
+    PyObject *calls = calls_tuple(self);
+    return calls == NULL ? NULL : PyObject_GetIter(calls);
+}
+
+static PyObject *calls_repr(GenotypeCalls *self) {
+    PyObject *calls = calls_tuple(self);
+    return calls == NULL ? NULL : PyObject_Repr(calls);
+}
+
+static Py_hash_t calls_hash(GenotypeCalls *self) {
+    PyObject *calls = calls_tuple(self);
+    return calls == NULL ? -1 : PyObject_Hash(calls);
+}
+
+static PyObject *calls_richcompare(PyObject *self, PyObject *other, int op) {
+    if (!Py_IS_TYPE(self, &GenotypeCallsType))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *mine = calls_tuple((GenotypeCalls *)self);
+    PyObject *theirs = Py_IS_TYPE(other, &GenotypeCallsType) ? calls_tuple((GenotypeCalls *)other) : other;
+    if (mine == NULL || theirs == NULL)
+        return NULL;
+    return PyObject_RichCompare(mine, theirs, op);
+}
+
+static PySequenceMethods calls_as_sequence = {
+    .sq_length = (lenfunc)calls_length,
+    .sq_item = (ssizeargfunc)calls_item,
+};
+
+static PyMappingMethods calls_as_mapping = {
+    .mp_length = (lenfunc)calls_length,
+    .mp_subscript = (binaryfunc)calls_subscript,
+};
+
+static PyTypeObject GenotypeCallsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vcf_agent.analysis._local_wire.GenotypeCalls",
+    .tp_basicsize = sizeof(GenotypeCalls),
+    .tp_dealloc = (destructor)calls_dealloc,
+    .tp_repr = (reprfunc)calls_repr,
+    .tp_as_sequence = &calls_as_sequence,
+    .tp_as_mapping = &calls_as_mapping,
+    .tp_hash = (hashfunc)calls_hash,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_SEQUENCE,
+    .tp_doc = "A variant's genotype calls as a sequence of (sample, alleles, depth, genotype_quality,"
+              " allele_depths), read from the wire when used.",
+    .tp_richcompare = calls_richcompare,
+    .tp_iter = (getiterfunc)calls_iter,
+};
+
+/* A GenotypeColumns message's calls (the empty tuple for none); NULL, with an exception set only on
+ * a Python failure, when it is not the plain case. Holds no Python value of a call, only a copy of
+ * the message. */
+static PyObject *genotype_columns(const uint8_t *p, const uint8_t *end) {
+    Field columns[C_COUNT];
+    Py_ssize_t samples;
+    if (checked_columns(p, end, columns, &samples) < 0)
+        return NULL;
+    if (samples == 0)
+        return PyTuple_New(0);
+    GenotypeCalls *calls = PyObject_New(GenotypeCalls, &GenotypeCallsType);
+    if (calls == NULL)
+        return NULL;
+    calls->calls = NULL;
+    calls->samples = samples;
+    calls->wire = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)(end - p));
+    if (calls->wire == NULL) {
+        Py_DECREF(calls);
+        return NULL;
+    }
+    const uint8_t *copy = (const uint8_t *)PyBytes_AS_STRING(calls->wire);
+    for (int column = 0; column < C_COUNT; column++) {
+        calls->columns[column] = columns[column];
+        if (columns[column].data != NULL)
+            calls->columns[column].data = copy + (columns[column].data - p);
+    }
+    return (PyObject *)calls;
 }
 
 /* ---- VariantMessage ---- */
@@ -1006,6 +1142,80 @@ done:
     return result;
 }
 
+/* Room for `count` values at *values: `buffer` (of *room) while they fit, else a heap block; -1 on no memory. */
+static int room_for(long long **values, long long *buffer, Py_ssize_t *room, Py_ssize_t count) {
+    if (count <= *room)
+        return 0;
+    long long *bigger = PyMem_Malloc(sizeof(long long) * (size_t)count);
+    if (bigger == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (*values != buffer)
+        PyMem_Free(*values);
+    *values = bigger;
+    *room = count;
+    return 0;
+}
+
+/* sample_findings of GenotypeCalls, read from its columns: Python values only for the findings. */
+static PyObject *column_findings(GenotypeCalls *self, long long allele, int failed, int record_level) {
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(self->wire);
+    const uint8_t *end = p + PyBytes_GET_SIZE(self->wire);
+    const Field *columns = self->columns;
+    const uint8_t *cursor[C_COUNT];
+    for (int column = 0; column < C_COUNT; column++)
+        cursor[column] = columns[column].data;
+    const uint8_t *alleles_end = columns[C_ALLELES].data + columns[C_ALLELES].len;
+    const uint8_t *depths_end = columns[C_ALLELE_DEPTHS].data + columns[C_ALLELE_DEPTHS].len;
+    long long alleles_buffer[8], depths_buffer[8];
+    long long *alleles = alleles_buffer, *depths = depths_buffer;
+    Py_ssize_t alleles_room = 8, depths_room = 8;
+    PyObject *findings = PyList_New(0);
+    Field f = {0};
+    for (Py_ssize_t index = 0; findings != NULL && index < self->samples; index++) {
+        do {
+            next_field(&p, end, &f);
+        } while (f.number != GENOTYPE_COLUMNS_SAMPLES);
+        Py_ssize_t ploidy = (uint32_t)next_in(columns, cursor, C_PLOIDY, 0);
+        if (room_for(&alleles, alleles_buffer, &alleles_room, ploidy) < 0) {
+            Py_CLEAR(findings);
+            break;
+        }
+        for (Py_ssize_t i = 0; i < ploidy; i++)
+            alleles[i] = unzigzag(next_packed(&cursor[C_ALLELES], alleles_end));
+        long long dp = unzigzag(next_in(columns, cursor, C_DEPTH, 1));
+        long long gq = unzigzag(next_in(columns, cursor, C_QUALITY, 1));
+        Py_ssize_t count = (uint32_t)next_in(columns, cursor, C_AD_COUNTS, 0);
+        if (room_for(&depths, depths_buffer, &depths_room, count) < 0) {
+            Py_CLEAR(findings);
+            break;
+        }
+        for (Py_ssize_t i = 0; i < count; i++)
+            depths[i] = unzigzag(next_packed(&cursor[C_ALLELE_DEPTHS], depths_end));
+        int zyg = zygosity_of(alleles, ploidy, allele);
+        if (zyg == Z_HOM_REF)
+            continue;
+        int level = failed || zyg == Z_NO_CALL ? 0 : call_quality_of(gq, dp, record_level);
+        double balance = count ? allele_balance_of(depths, count, allele) : -1.0;
+        PyObject *sample = PyErr_Occurred() ? NULL : text(&f);
+        if (sample == NULL && !PyErr_Occurred()) /* checked_columns checked every name */
+            PyErr_SetString(PyExc_ValueError, "a sample name is not UTF-8");
+        PyObject *number = sample == NULL ? NULL : PyFloat_FromDouble(balance);
+        PyObject *item = number == NULL ? NULL : PyTuple_Pack(4, sample, zygosity_text[zyg], number, tier_text[level]);
+        Py_XDECREF(sample);
+        Py_XDECREF(number);
+        if (item == NULL || PyList_Append(findings, item) < 0)
+            Py_CLEAR(findings);
+        Py_XDECREF(item);
+    }
+    if (alleles != alleles_buffer)
+        PyMem_Free(alleles);
+    if (depths != depths_buffer)
+        PyMem_Free(depths);
+    return findings;
+}
+
 static PyObject *sample_findings(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "sample_findings takes 4 arguments");
@@ -1020,6 +1230,8 @@ static PyObject *sample_findings(PyObject *module, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_ValueError, "record_level is 0 to 3");
         return NULL;
     }
+    if (Py_IS_TYPE(args[0], &GenotypeCallsType))
+        return column_findings((GenotypeCalls *)args[0], allele, failed, (int)record_level);
     PyObject *calls = PySequence_Fast(args[0], "genotypes are a sequence");
     if (calls == NULL)
         return NULL;
@@ -1053,6 +1265,8 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__local_wire(void) {
     if (VariantFieldsType.tp_name == NULL && PyStructSequence_InitType2(&VariantFieldsType, &variant_desc) < 0)
         return NULL;
+    if (PyType_Ready(&GenotypeCallsType) < 0)
+        return NULL;
     for (int i = 0; i < Z_COUNT; i++) {
         if (zygosity_text[i] == NULL && (zygosity_text[i] = PyUnicode_InternFromString(zygosity_names[i])) == NULL)
             return NULL;
@@ -1067,6 +1281,12 @@ PyMODINIT_FUNC PyInit__local_wire(void) {
     Py_INCREF(&VariantFieldsType);
     if (PyModule_AddObject(module, "VariantFields", (PyObject *)&VariantFieldsType) < 0) {
         Py_DECREF(&VariantFieldsType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&GenotypeCallsType);
+    if (PyModule_AddObject(module, "GenotypeCalls", (PyObject *)&GenotypeCallsType) < 0) {
+        Py_DECREF(&GenotypeCallsType);
         Py_DECREF(module);
         return NULL;
     }

@@ -1,7 +1,7 @@
 """Types of the local provider's compiled wire format (_local_wire.c)."""
 
-from collections.abc import Sequence
-from typing import final
+from collections.abc import Iterator, Sequence
+from typing import final, overload
 
 from _typeshed import structseq
 
@@ -9,6 +9,20 @@ from _typeshed import structseq
 InfoValues = tuple[str, ...] | tuple[int, ...] | tuple[float, ...]
 # (sample, alleles, depth, genotype_quality, allele_depths)
 Genotype = tuple[str, tuple[int, ...], int, int, tuple[int, ...]]
+
+@final
+class GenotypeCalls(Sequence[Genotype]):
+    """A variant's calls as read_variants returns them: a copy of their wire bytes, turned into
+    the tuple of calls at its first use as a sequence (compared, hashed and printed as that
+    tuple); sample_findings reads the bytes directly."""
+
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, index: int, /) -> Genotype: ...
+    @overload
+    def __getitem__(self, index: slice, /) -> tuple[Genotype, ...]: ...
+    def __iter__(self) -> Iterator[Genotype]: ...
+    def __hash__(self) -> int: ...
 
 @final
 class VariantFields(
@@ -27,7 +41,7 @@ class VariantFields(
         float,
         tuple[str, ...],
         dict[str, InfoValues],
-        tuple[Genotype, ...],
+        GenotypeCalls | tuple[Genotype, ...],
     ],
 ):
     @property
@@ -57,7 +71,7 @@ class VariantFields(
     @property
     def info(self) -> dict[str, InfoValues]: ...
     @property
-    def genotypes(self) -> tuple[Genotype, ...]: ...
+    def genotypes(self) -> GenotypeCalls | tuple[Genotype, ...]: ...
 
 def read_variants(batch: bytes, /) -> list[VariantFields] | None: ...
 def sample_findings(

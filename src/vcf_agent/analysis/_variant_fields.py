@@ -1,11 +1,15 @@
 """What the local annotator reads of a VariantMessage, as plain values: the compiled reader's
 (_local_wire.read_variants, a struct sequence with these fields) when it is built, or the same
 values read through protobuf here, for single requests, for the payloads the compiled reader
-leaves to upb, and for every payload when the extension is absent (VCF_AGENT_NO_EXTENSIONS=1)."""
+leaves to upb, and for every payload when the extension is absent (VCF_AGENT_NO_EXTENSIONS=1).
+
+The compiled reader's genotypes are a GenotypeCalls, a sequence equal to the tuple given here,
+whose calls become Python values only when used: the annotator's sample findings read them
+from the wire bytes, so a cohort's hom-ref calls never do."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, cast
 
 from vcf_agent.compiled import compiled_module
@@ -36,7 +40,7 @@ class VariantFields(NamedTuple):
     quality: float
     filters: tuple[str, ...]
     info: dict[str, InfoValues]
-    genotypes: tuple[Genotype, ...]
+    genotypes: Sequence[Genotype]
 
 
 def variant_fields(variant: variant_pb2.VariantMessage) -> VariantFields:
