@@ -1,6 +1,8 @@
 """Per-sample findings: the compiled _local_wire.sample_findings gives the values of its
 pure-Python twin, _local_annotator.sample_findings, for every shape of call, whether the calls
-come as tuples or as the reader's GenotypeCalls (read from the wire columns directly)."""
+come as tuples or as the reader's GenotypeCalls (read from the wire columns directly); and
+_local_wire.encoded_findings, what the annotator uses when compiled, writes the bytes protobuf
+serializes for the twin's values."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from vcf_agent.analysis._local_annotator import sample_findings
 from vcf_agent.analysis._variant_fields import read_variants
 from vcf_agent.compiled import compiled_module
 from vcf_agent.schema import GenotypeCall, genotype_columns
-from vcf_agent.v1 import variant_pb2
+from vcf_agent.v1 import analysis_pb2, variant_pb2
 
 _LOCAL_WIRE = compiled_module("vcf_agent.analysis._local_wire")
 pytestmark = pytest.mark.skipif(
@@ -159,3 +161,41 @@ def test_edge_calls_read_from_the_wire_give_the_twins_findings() -> None:
     for findings in (sample_findings, _compiled):
         with pytest.raises(IndexError):
             findings(calls if findings is _compiled else genotypes, -3, False, 3)
+
+
+def _protobuf_encoding(findings: list[tuple[str, str, float, str]]) -> bytes:
+    """The LocalAnnotation `samples` fields of the findings, serialized by protobuf."""
+    annotation = analysis_pb2.LocalAnnotation()
+    for sample, zyg, balance, quality in findings:
+        annotation.samples.add(sample=sample, zygosity=zyg, allele_balance=balance, call_quality=quality)
+    return annotation.SerializeToString()
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_encoded_findings_are_protobufs_bytes_for_the_twins_values(seed: int) -> None:
+    assert _LOCAL_WIRE is not None
+    rng = random.Random(seed)
+    genotypes = [_random_call(rng, i) for i in range(rng.randrange(1, 300))]
+    calls = _read_from_the_wire(genotypes)
+    for allele in (-1, 0, 1, 2, 3):
+        for failed in (False, True):
+            for level in range(4):
+                want = _protobuf_encoding(sample_findings(genotypes, allele, failed, level))
+                assert _LOCAL_WIRE.encoded_findings(calls, allele, failed, level) == want
+                assert _LOCAL_WIRE.encoded_findings(genotypes, allele, failed, level) == want
+
+
+def test_encoded_edge_findings_are_protobufs_bytes_for_the_twins_values() -> None:
+    assert _LOCAL_WIRE is not None
+    # Empty names, -0.0 and +0.0 balances (protobuf leaves +0.0 out), every zygosity and tier.
+    genotypes = [*EDGES.values(), ("", (0, 1), 30, 40, (5, 0)), ("z", (0, 1), 30, 40, (0, 0))]
+    calls = _read_from_the_wire(genotypes)
+    for allele in (0, 1, 2):
+        for failed in (False, True):
+            for level in range(4):
+                want = _protobuf_encoding(sample_findings(genotypes, allele, failed, level))
+                assert _LOCAL_WIRE.encoded_findings(calls, allele, failed, level) == want
+    with pytest.raises(IndexError):
+        _LOCAL_WIRE.encoded_findings(calls, -3, False, 3)
+    with pytest.raises(ValueError, match="record_level"):
+        _LOCAL_WIRE.encoded_findings(calls, 1, False, 4)

@@ -165,7 +165,9 @@ class _Answer(NamedTuple):
     overlapping_genes: list[str]
     priority_tier: str
     priority_reasons: list[str]
-    samples: list[tuple[str, str, float, str]]
+    # (sample, zygosity, allele_balance, call_quality) each, or, compiled, the LocalAnnotation
+    # `samples` fields they encode to (_local_wire.encoded_findings).
+    samples: list[tuple[str, str, float, str]] | bytes
     sv_type: str
     acmg_criteria: list[tuple[str, str, bool, str, str, str]]
     population_af_source: str
@@ -395,10 +397,12 @@ def _info_ints(info: Mapping[str, InfoValues], key: str) -> tuple[int, ...]:
     return cast("tuple[int, ...]", value) if value and type(value[0]) is int else ()
 
 
-# Each call's findings: compiled when built (the same values, tests/router/test_sample_findings.py).
-_sample_findings: Callable[[Sequence[Genotype], int, bool, int], list[tuple[str, str, float, str]]] = (
-    sample_findings if _COMPILED is None else _COMPILED.sample_findings
-)
+# Each call's findings: compiled when built, and then already encoded, as no Python value of a
+# cohort's calls or findings is needed (the same bytes as protobuf's for the twin's values,
+# tests/router/test_sample_findings.py).
+_sample_findings: Callable[
+    [Sequence[Genotype], int, bool, int], list[tuple[str, str, float, str]] | bytes
+] = sample_findings if _COMPILED is None else _COMPILED.encoded_findings
 
 
 class LocalAnnotator:
@@ -621,8 +625,12 @@ def _result(variant: VariantFields, values: _Answer) -> analysis_pb2.AnalysisRes
         setattr(annotation, name, getattr(values, name))
     annotation.overlapping_genes.extend(values.overlapping_genes)
     annotation.priority_reasons.extend(values.priority_reasons)
-    for sample, zyg, balance, quality in values.samples:
-        annotation.samples.add(sample=sample, zygosity=zyg, allele_balance=balance, call_quality=quality)
+    if isinstance(values.samples, bytes):
+        # Encoded `samples` fields: merged, each appends its SampleFinding.
+        annotation.MergeFromString(values.samples)
+    else:
+        for sample, zyg, balance, quality in values.samples:
+            annotation.samples.add(sample=sample, zygosity=zyg, allele_balance=balance, call_quality=quality)
     for code, strength, met, value, source, rule in values.acmg_criteria:
         annotation.acmg_criteria.add(
             code=code, strength=strength, met=met, value=value, source=source, rule=rule

@@ -811,8 +811,13 @@ static void put_message(Out *out, uint32_t number, const Out *body) {
     put(out, body->p, body->len);
 }
 
-/* SampleFinding from (sample, zygosity, allele_balance, call_quality). */
+/* SampleFinding from (sample, zygosity, allele_balance, call_quality), or encoded_findings' bytes. */
 static void put_findings(Out *out, PyObject *findings) {
+    if (!out->failed && PyBytes_Check(findings)) {
+        /* encoded_findings' bytes: the samples fields already written. */
+        put(out, PyBytes_AS_STRING(findings), (size_t)PyBytes_GET_SIZE(findings));
+        return;
+    }
     PyObject *items = out->failed ? NULL : PySequence_Fast(findings, "a list of findings");
     Out body = {NULL, 0, 0, 0};
     if (items == NULL) {
@@ -1158,8 +1163,36 @@ static int room_for(long long **values, long long *buffer, Py_ssize_t *room, Py_
     return 0;
 }
 
-/* sample_findings of GenotypeCalls, read from its columns: Python values only for the findings. */
-static PyObject *column_findings(GenotypeCalls *self, long long allele, int failed, int record_level) {
+/* A finding written as a LocalAnnotation `samples` field, as upb serializes a SampleFinding; the
+ * message is built in `body_buffer`, reused from one finding to the next. */
+static void put_finding(Out *out, Out *body_buffer, const Field *sample, int zyg, double balance, int level) {
+    Out body = *body_buffer;
+    body.len = 0;
+    if (sample->len) {
+        put_tag(&body, SAMPLE_FINDING_SAMPLE, WIRE_LEN);
+        put_varint(&body, sample->len);
+        put(&body, sample->data, sample->len);
+    }
+    size_t zygosity_len = strlen(zygosity_names[zyg]), tier_len = strlen(tier_names[level]);
+    put_tag(&body, SAMPLE_FINDING_ZYGOSITY, WIRE_LEN);
+    put_varint(&body, zygosity_len);
+    put(&body, zygosity_names[zyg], zygosity_len);
+    /* proto3 leaves out +0.0 only (the default, bit for bit), not -0.0. */
+    if (balance != 0.0 || signbit(balance)) {
+        put_tag(&body, SAMPLE_FINDING_ALLELE_BALANCE, WIRE_FIXED64);
+        put(&body, &balance, 8);
+    }
+    put_tag(&body, SAMPLE_FINDING_CALL_QUALITY, WIRE_LEN);
+    put_varint(&body, tier_len);
+    put(&body, tier_names[level], tier_len);
+    put_message(out, LOCAL_ANNOTATION_SAMPLES, &body);
+    *body_buffer = body; /* its buffer, grown or not, serves the next finding */
+}
+
+/* The findings of GenotypeCalls, read from its columns: appended to `list` as tuples, or written to
+ * `out` as encoded fields (list NULL); -1 with an exception set. */
+static int column_findings(GenotypeCalls *self, long long allele, int failed, int record_level, PyObject *list,
+                           Out *out) {
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(self->wire);
     const uint8_t *end = p + PyBytes_GET_SIZE(self->wire);
     const Field *columns = self->columns;
@@ -1171,15 +1204,16 @@ static PyObject *column_findings(GenotypeCalls *self, long long allele, int fail
     long long alleles_buffer[8], depths_buffer[8];
     long long *alleles = alleles_buffer, *depths = depths_buffer;
     Py_ssize_t alleles_room = 8, depths_room = 8;
-    PyObject *findings = PyList_New(0);
+    int result = 0;
+    Out body = {NULL, 0, 0, 0};
     Field f = {0};
-    for (Py_ssize_t index = 0; findings != NULL && index < self->samples; index++) {
+    for (Py_ssize_t index = 0; result == 0 && index < self->samples; index++) {
         do {
             next_field(&p, end, &f);
         } while (f.number != GENOTYPE_COLUMNS_SAMPLES);
         Py_ssize_t ploidy = (uint32_t)next_in(columns, cursor, C_PLOIDY, 0);
         if (room_for(&alleles, alleles_buffer, &alleles_room, ploidy) < 0) {
-            Py_CLEAR(findings);
+            result = -1;
             break;
         }
         for (Py_ssize_t i = 0; i < ploidy; i++)
@@ -1188,7 +1222,7 @@ static PyObject *column_findings(GenotypeCalls *self, long long allele, int fail
         long long gq = unzigzag(next_in(columns, cursor, C_QUALITY, 1));
         Py_ssize_t count = (uint32_t)next_in(columns, cursor, C_AD_COUNTS, 0);
         if (room_for(&depths, depths_buffer, &depths_room, count) < 0) {
-            Py_CLEAR(findings);
+            result = -1;
             break;
         }
         for (Py_ssize_t i = 0; i < count; i++)
@@ -1198,47 +1232,74 @@ static PyObject *column_findings(GenotypeCalls *self, long long allele, int fail
             continue;
         int level = failed || zyg == Z_NO_CALL ? 0 : call_quality_of(gq, dp, record_level);
         double balance = count ? allele_balance_of(depths, count, allele) : -1.0;
-        PyObject *sample = PyErr_Occurred() ? NULL : text(&f);
+        if (PyErr_Occurred()) {
+            result = -1;
+            break;
+        }
+        if (list == NULL) {
+            put_finding(out, &body, &f, zyg, balance, level);
+            if (out->failed) /* put() set the MemoryError */
+                result = -1;
+            continue;
+        }
+        PyObject *sample = text(&f);
         if (sample == NULL && !PyErr_Occurred()) /* checked_columns checked every name */
             PyErr_SetString(PyExc_ValueError, "a sample name is not UTF-8");
         PyObject *number = sample == NULL ? NULL : PyFloat_FromDouble(balance);
         PyObject *item = number == NULL ? NULL : PyTuple_Pack(4, sample, zygosity_text[zyg], number, tier_text[level]);
         Py_XDECREF(sample);
         Py_XDECREF(number);
-        if (item == NULL || PyList_Append(findings, item) < 0)
-            Py_CLEAR(findings);
+        if (item == NULL || PyList_Append(list, item) < 0)
+            result = -1;
         Py_XDECREF(item);
     }
+    PyMem_Free(body.p);
     if (alleles != alleles_buffer)
         PyMem_Free(alleles);
     if (depths != depths_buffer)
         PyMem_Free(depths);
-    return findings;
+    return result;
+}
+
+/* The arguments of sample_findings and encoded_findings: -1 with an exception set. */
+static int findings_arguments(PyObject *const *args, Py_ssize_t nargs, const char *name, long long *allele,
+                              int *failed, int *record_level) {
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "%s takes 4 arguments", name);
+        return -1;
+    }
+    *allele = PyLong_AsLongLong(args[1]);
+    *failed = PyObject_IsTrue(args[2]);
+    long level = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred() || *failed < 0)
+        return -1;
+    if (level < 0 || level > 3) {
+        PyErr_SetString(PyExc_ValueError, "record_level is 0 to 3");
+        return -1;
+    }
+    *record_level = (int)level;
+    return 0;
 }
 
 static PyObject *sample_findings(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "sample_findings takes 4 arguments");
+    long long allele;
+    int failed, record_level;
+    if (findings_arguments(args, nargs, "sample_findings", &allele, &failed, &record_level) < 0)
         return NULL;
-    }
-    long long allele = PyLong_AsLongLong(args[1]);
-    int failed = PyObject_IsTrue(args[2]);
-    long record_level = PyLong_AsLong(args[3]);
-    if (PyErr_Occurred() || failed < 0)
-        return NULL;
-    if (record_level < 0 || record_level > 3) {
-        PyErr_SetString(PyExc_ValueError, "record_level is 0 to 3");
-        return NULL;
-    }
-    if (Py_IS_TYPE(args[0], &GenotypeCallsType))
-        return column_findings((GenotypeCalls *)args[0], allele, failed, (int)record_level);
-    PyObject *calls = PySequence_Fast(args[0], "genotypes are a sequence");
-    if (calls == NULL)
-        return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(calls);
     PyObject *findings = PyList_New(0);
+    if (findings != NULL && Py_IS_TYPE(args[0], &GenotypeCallsType)) {
+        if (column_findings((GenotypeCalls *)args[0], allele, failed, record_level, findings, NULL) < 0)
+            Py_CLEAR(findings);
+        return findings;
+    }
+    PyObject *calls = findings == NULL ? NULL : PySequence_Fast(args[0], "genotypes are a sequence");
+    if (calls == NULL) {
+        Py_XDECREF(findings);
+        return NULL;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(calls);
     for (Py_ssize_t i = 0; findings != NULL && i < count; i++) {
-        PyObject *item = finding(PySequence_Fast_ITEMS(calls)[i], allele, failed, (int)record_level);
+        PyObject *item = finding(PySequence_Fast_ITEMS(calls)[i], allele, failed, record_level);
         if (item == NULL || (item != Py_None && PyList_Append(findings, item) < 0))
             Py_CLEAR(findings);
         Py_XDECREF(item);
@@ -1247,11 +1308,44 @@ static PyObject *sample_findings(PyObject *module, PyObject *const *args, Py_ssi
     return findings;
 }
 
+/* sample_findings' findings already encoded as LocalAnnotation `samples` fields, for encode_answer:
+ * from GenotypeCalls no Python value is made for a call or a finding. */
+static PyObject *encoded_findings(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    long long allele;
+    int failed, record_level;
+    if (findings_arguments(args, nargs, "encoded_findings", &allele, &failed, &record_level) < 0)
+        return NULL;
+    Out out = {NULL, 0, 0, 0};
+    if (Py_IS_TYPE(args[0], &GenotypeCallsType)) {
+        if (column_findings((GenotypeCalls *)args[0], allele, failed, record_level, NULL, &out) < 0) {
+            PyMem_Free(out.p);
+            return NULL;
+        }
+    } else {
+        PyObject *findings = sample_findings(module, args, nargs);
+        if (findings == NULL)
+            return NULL;
+        put_findings(&out, findings);
+        Py_DECREF(findings);
+        if (out.failed) {
+            PyMem_Free(out.p);
+            if (!PyErr_Occurred())
+                PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    PyObject *encoded = PyBytes_FromStringAndSize(out.p, (Py_ssize_t)out.len);
+    PyMem_Free(out.p);
+    return encoded;
+}
+
 static PyMethodDef module_methods[] = {
     {"read_variants", read_variants, METH_O,
      "VariantFields of each variant of a serialized VariantBatch; None unless it is the plain case."},
     {"sample_findings", (PyCFunction)(void (*)(void))sample_findings, METH_FASTCALL,
      "(sample, zygosity, allele_balance, call_quality) of each genotype (see _local_wire.pyi)."},
+    {"encoded_findings", (PyCFunction)(void (*)(void))encoded_findings, METH_FASTCALL,
+     "sample_findings as encoded LocalAnnotation samples fields, for encode_answer (see _local_wire.pyi)."},
     {"encode_answer", (PyCFunction)(void (*)(void))encode_answer, METH_FASTCALL,
      "A serialized AnalysisResult from its fields' values, in field-number order (see _local_wire.pyi)."},
     {NULL, NULL, 0, NULL},

@@ -80,6 +80,10 @@ def sample_findings(
     """(sample, zygosity, allele_balance, call_quality) of each genotype: the values of
     _local_annotator.sample_findings, its pure-Python twin."""
 
+def encoded_findings(genotypes: Sequence[Genotype], allele: int, failed: bool, record_level: int, /) -> bytes:
+    """sample_findings' findings encoded as LocalAnnotation `samples` fields, the bytes protobuf
+    writes for them: encode_answer takes them as its `samples`."""
+
 def encode_answer(
     correlation_id: str,
     job_id: str,
@@ -105,7 +109,7 @@ def encode_answer(
     overlapping_genes: Sequence[str],
     priority_tier: str,
     priority_reasons: Sequence[str],
-    samples: Sequence[tuple[str, str, float, str]],
+    samples: Sequence[tuple[str, str, float, str]] | bytes,
     sv_type: str,
     acmg_criteria: Sequence[tuple[str, str, bool, str, str, str]],
     population_af_source: str,
@@ -119,5 +123,5 @@ def encode_answer(
 ) -> bytes:
     """A serialized AnalysisResult: the arguments are its fields in field-number order, `fixed` the
     encoded fields 4 to 6 and the rest from `variant_class` on its LocalAnnotation's, samples as
-    (sample, zygosity, allele_balance, call_quality), criteria as (code, strength, met, value, source,
-    rule)."""
+    (sample, zygosity, allele_balance, call_quality) or encoded_findings' bytes, criteria as
+    (code, strength, met, value, source, rule)."""
