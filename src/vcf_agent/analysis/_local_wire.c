@@ -20,7 +20,9 @@
  * fields in a map entry. So a payload upb rejects is never read here.
  *
  * Repeated values come as tuples: INFO values are the strings, ints or floats
- * of the list the InfoValue holds, () for a flag or an empty value.
+ * of the list the InfoValue holds, () for a flag or an empty value. A variant's
+ * calls come as GenotypeCalls, equal to the tuple of them and made of it only
+ * when used; sample_findings and encoded_findings read them from the wire.
  *
  * encode_answer writes the fields in field-number order and leaves out proto3
  * defaults, as upb's serializer does, so the bytes are the same
