@@ -136,8 +136,17 @@ def _read_from_the_wire(genotypes: list[Genotype]) -> Any:
     return fields.genotypes
 
 
+def _protobuf_encoding(findings: list[tuple[str, str, float, str]]) -> bytes:
+    """The LocalAnnotation `samples` fields of the findings, serialized by protobuf."""
+    annotation = analysis_pb2.LocalAnnotation()
+    for sample, zyg, balance, quality in findings:
+        annotation.samples.add(sample=sample, zygosity=zyg, allele_balance=balance, call_quality=quality)
+    return annotation.SerializeToString()
+
+
 @pytest.mark.parametrize("seed", range(30))
-def test_calls_read_from_the_wire_give_the_twins_findings(seed: int) -> None:
+def test_calls_read_from_the_wire_give_the_twins_findings_and_protobufs_bytes_for_them(seed: int) -> None:
+    assert _LOCAL_WIRE is not None
     rng = random.Random(seed)
     genotypes = [_random_call(rng, i) for i in range(rng.randrange(1, 300))]
     calls = _read_from_the_wire(genotypes)
@@ -146,6 +155,10 @@ def test_calls_read_from_the_wire_give_the_twins_findings(seed: int) -> None:
             for level in range(4):
                 want = sample_findings(genotypes, allele, failed, level)
                 assert _exact(_compiled(calls, allele, failed, level)) == _exact(want)
+                # encoded_findings, what the annotator uses when compiled, from the wire and from tuples.
+                encoded = _protobuf_encoding(want)
+                assert _LOCAL_WIRE.encoded_findings(calls, allele, failed, level) == encoded
+                assert _LOCAL_WIRE.encoded_findings(genotypes, allele, failed, level) == encoded
     # Reading the findings left the calls unread as Python values; they still read as the tuples.
     assert tuple(calls) == tuple(genotypes)
 
@@ -161,28 +174,6 @@ def test_edge_calls_read_from_the_wire_give_the_twins_findings() -> None:
     for findings in (sample_findings, _compiled):
         with pytest.raises(IndexError):
             findings(calls if findings is _compiled else genotypes, -3, False, 3)
-
-
-def _protobuf_encoding(findings: list[tuple[str, str, float, str]]) -> bytes:
-    """The LocalAnnotation `samples` fields of the findings, serialized by protobuf."""
-    annotation = analysis_pb2.LocalAnnotation()
-    for sample, zyg, balance, quality in findings:
-        annotation.samples.add(sample=sample, zygosity=zyg, allele_balance=balance, call_quality=quality)
-    return annotation.SerializeToString()
-
-
-@pytest.mark.parametrize("seed", range(30))
-def test_encoded_findings_are_protobufs_bytes_for_the_twins_values(seed: int) -> None:
-    assert _LOCAL_WIRE is not None
-    rng = random.Random(seed)
-    genotypes = [_random_call(rng, i) for i in range(rng.randrange(1, 300))]
-    calls = _read_from_the_wire(genotypes)
-    for allele in (-1, 0, 1, 2, 3):
-        for failed in (False, True):
-            for level in range(4):
-                want = _protobuf_encoding(sample_findings(genotypes, allele, failed, level))
-                assert _LOCAL_WIRE.encoded_findings(calls, allele, failed, level) == want
-                assert _LOCAL_WIRE.encoded_findings(genotypes, allele, failed, level) == want
 
 
 def test_encoded_edge_findings_are_protobufs_bytes_for_the_twins_values() -> None:

@@ -1165,6 +1165,16 @@ static int room_for(long long **values, long long *buffer, Py_ssize_t *room, Py_
     return 0;
 }
 
+/* The next `count` sint32 values of a column into *values (grown past `buffer` when need be); -1 on no memory. */
+static int read_sint32s(long long **values, long long *buffer, Py_ssize_t *room, Py_ssize_t count,
+                        const uint8_t **cursor, const uint8_t *end) {
+    if (room_for(values, buffer, room, count) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < count; i++)
+        (*values)[i] = unzigzag(next_packed(cursor, end));
+    return 0;
+}
+
 /* A finding written as a LocalAnnotation `samples` field, as upb serializes a SampleFinding; the
  * message is built in `body_buffer`, reused from one finding to the next. */
 static void put_finding(Out *out, Out *body_buffer, const Field *sample, int zyg, double balance, int level) {
@@ -1214,21 +1224,17 @@ static int column_findings(GenotypeCalls *self, long long allele, int failed, in
             next_field(&p, end, &f);
         } while (f.number != GENOTYPE_COLUMNS_SAMPLES);
         Py_ssize_t ploidy = (uint32_t)next_in(columns, cursor, C_PLOIDY, 0);
-        if (room_for(&alleles, alleles_buffer, &alleles_room, ploidy) < 0) {
+        if (read_sint32s(&alleles, alleles_buffer, &alleles_room, ploidy, &cursor[C_ALLELES], alleles_end) < 0) {
             result = -1;
             break;
         }
-        for (Py_ssize_t i = 0; i < ploidy; i++)
-            alleles[i] = unzigzag(next_packed(&cursor[C_ALLELES], alleles_end));
         long long dp = unzigzag(next_in(columns, cursor, C_DEPTH, 1));
         long long gq = unzigzag(next_in(columns, cursor, C_QUALITY, 1));
         Py_ssize_t count = (uint32_t)next_in(columns, cursor, C_AD_COUNTS, 0);
-        if (room_for(&depths, depths_buffer, &depths_room, count) < 0) {
+        if (read_sint32s(&depths, depths_buffer, &depths_room, count, &cursor[C_ALLELE_DEPTHS], depths_end) < 0) {
             result = -1;
             break;
         }
-        for (Py_ssize_t i = 0; i < count; i++)
-            depths[i] = unzigzag(next_packed(&cursor[C_ALLELE_DEPTHS], depths_end));
         int zyg = zygosity_of(alleles, ploidy, allele);
         if (zyg == Z_HOM_REF)
             continue;
