@@ -470,7 +470,7 @@ class GraphStore(AsyncComponent):
         _upsert_analyses(conn, rows.analyses, created, found)
         _run(conn, _SET_WRITTEN_RANGES, ranges)
         # What the graph holds lies in the ranges too: the batch that wrote it added them.
-        return rows.variants.filter(maybe_written).column("correlation_id")
+        return pc.filter(rows.variants.column("correlation_id"), maybe_written)
 
 
 def _merge_shared_nodes(
@@ -527,7 +527,8 @@ def _upsert_variants(
     store (a batch of new variants needs no lookup). Returns the correlation ids created and found.
     """
     keys = variant_keys(rows.variants.column("correlation_id"))
-    variants = rows.variants.append_column("key", keys)
+    # Only the columns the graph stores: filtering the whole row would copy a cohort's genotypes.
+    variants = rows.variants.select(_GRAPH_COLUMNS).append_column("key", keys)
     kept = _graph_keeps(variants)
     found = _query_arrow(
         conn, _EXISTING_VARIANTS, pa.table({"c_key": pc.filter(keys, maybe_written)}), _FOUND_VARIANTS
@@ -806,8 +807,24 @@ def _distinct(table: pa.Table, key: str, columns: Mapping[str, str]) -> pa.Table
     """The first row per distinct key, with columns renamed for a statement."""
     keys = table.column(key)
     first = pc.index_in(pc.unique(keys), value_set=keys)
-    picked = table.take(first)
+    picked = table.select(list(dict.fromkeys(columns.values()))).take(first)
     return pa.table({name: picked.column(source) for name, source in columns.items()})
+
+
+# The variant columns the graph's statements read (_variant_columns, _graph_keeps).
+_GRAPH_COLUMNS = [
+    "correlation_id",
+    "job_id",
+    "tenant_id",
+    "file_id",
+    "chromosome",
+    "position",
+    "reference",
+    "alternate",
+    "classification",
+    "priority_tier",
+    "gene",
+]
 
 
 def _variant_columns(variants: pa.Table) -> pa.Table:
