@@ -375,7 +375,9 @@ class GraphStore(AsyncComponent):
 
         The writer calls this when its input is idle, so that closing (which checkpoints) has
         little left to do: after a 500,000-variant job close spent 18 s checkpointing up to
-        writer_graph_checkpoint_bytes of log, past most of the shutdown grace period. It also
+        writer_graph_checkpoint_bytes of log, past most of the shutdown grace period (measured
+        again 2026-12-06 with forward-only edges: 4.4 s for a 900 MiB log over a graph of 3.09M
+        single-sample variants, replayed in one process; 3.0 s for 916 MiB over 1.47M). It also
         frees the malloc memory the engine keeps for the uncheckpointed changes, which is why
         the writer calls it before every LanceDB compaction too. Skipped while
         the disk is under its reserve: a checkpoint rewrites pages, and the reserve is what
