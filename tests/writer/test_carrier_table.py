@@ -15,6 +15,7 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from lancedb.index import BTree
 
@@ -39,7 +40,7 @@ MULTI_ALLELIC_CALLS: list[Call] = [
 
 
 def _rows(store: LanceStore, job_id: str = "job-1") -> list[tuple[str, str, bool]]:
-    calls = store.carrier_calls(job_id).sort_by([("call_id", "ascending")])
+    calls = store.carrier_calls(job_id).sort_by([("correlation_id", "ascending"), ("sample", "ascending")])
     return list(
         zip(
             calls.column("sample").to_pylist(),
@@ -64,7 +65,6 @@ def test_only_calls_holding_the_alt_allele_become_carrier_rows_vcf41_1_4_2(lance
     assert calls.column("genotype").to_pylist() == ["2/.", "2", "0/2", "1|2"]
     assert calls.column("phased").to_pylist() == [False, False, False, True]
     assert set(calls.column("correlation_id").to_pylist()) == {write.correlation_id}
-    assert calls.column("call_id").to_pylist()[0] == f"{write.correlation_id}:half-missing"
     first = calls.slice(0, 1).to_pylist()[0]
     # The variant's query columns travel with each carrier row.
     assert (first["tenant_id"], first["chromosome"], first["position"], first["gene"]) == (
@@ -127,7 +127,8 @@ def test_a_store_written_before_the_carriers_table_gets_it_filled_on_open(tmp_pa
 
     # A fill cut short (no mark that it finished, some rows in) is started over.
     carriers = lancedb.connect(str(path)).open_table("carriers")
-    carriers.update_field_metadata({"path": "call_id", "metadata": {"vcf_agent.carriers_filled": None}})
+    unmarked = {"path": "correlation_id", "metadata": {"vcf_agent.carriers_filled": None}}
+    carriers.update_field_metadata(unmarked)
     carriers.delete("sample = 'NA00002'")
     store.open()
     try:
@@ -395,46 +396,115 @@ def test_carrier_rows_are_the_row_builders_carriers_including_its_edge_cases() -
     assert listed
 
 
-def test_carriers_are_merged_only_for_variants_stored_before(
+def test_carriers_are_replaced_only_for_variants_stored_before(
     lance: LanceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`maybe_stored` (a file's written ranges) names variants out-of-order batches never stored;
     their carrier rows are appended, and only a variant the variants table held before the write
-    goes through the carriers table's merge, whose cost grows with that table."""
-    merged: list[int] = []
+    has its carrier rows deleted (by correlation id) and added again."""
+    deletes: list[str] = []
     carriers = lance._carriers
-    merge_insert = carriers.merge_insert
+    delete = carriers.delete
 
-    def counting_merge(key: str) -> Any:
-        builder = merge_insert(key)
-        execute = builder.execute
+    def recording_delete(where: str) -> Any:
+        deletes.append(where)
+        return delete(where)
 
-        def run(data: pa.Table) -> Any:
-            merged.append(data.num_rows)
-            return execute(data)
+    def replaced(batch: list[Any]) -> list[str]:
+        return [w.correlation_id for w in batch if any(w.correlation_id in where for where in deletes)]
 
-        builder.execute = run
-        return builder
-
-    monkeypatch.setattr(carriers, "merge_insert", counting_merge)
+    monkeypatch.setattr(carriers, "delete", recording_delete)
     first = make_batch(range(4))
     lance.write(first, maybe_stored=pa.chunked_array([], pa.string()))
-    carried = len(_rows(lance))
-    assert carried == 6  # records 0..3 have 1, 2, 1, 2 het samples
-    # Named as maybe stored, never stored: appended, no merge.
+    before = _rows(lance)
+    assert len(before) == 6  # records 0..3 have 1, 2, 1, 2 het samples
+    # Named as maybe stored, never stored: appended, nothing deleted.
     later = make_batch(range(4, 8))
     lance.write(later, maybe_stored=pa.chunked_array([[w.correlation_id for w in later]]))
-    assert merged == [] and len(_rows(lance)) == 12
-    # A replay of stored variants merges their carrier rows: nothing doubled.
+    assert deletes == [] and len(_rows(lance)) == 12
+    # A replay of stored variants replaces their carrier rows: nothing doubled.
     lance.write(first, maybe_stored=pa.chunked_array([[w.correlation_id for w in first]]))
-    assert merged == [6] and len(_rows(lance)) == 12
+    assert replaced(first) == [w.correlation_id for w in first] and replaced(later) == []
+    assert len(_rows(lance)) == 12
     # A crash after a variant's row, before its carriers: the replay finds the variant stored
-    # and merges the carriers it lacks.
+    # and adds the carriers it lacks.
     crashed = make_batch(range(8, 10))
     lance_store._store(lance._variants, "correlation_id", build_rows(crashed).variants, None)
     lance.write(crashed, maybe_stored=pa.chunked_array([[w.correlation_id for w in crashed]]))
-    assert merged == [6, 3] and len(_rows(lance)) == 15
+    assert replaced(crashed) == [w.correlation_id for w in crashed] and len(_rows(lance)) == 15
     # With no written ranges to go by (None: any may be stored), the lookup decides alike.
-    lance.write(make_batch(range(10, 12)), maybe_stored=None)
+    fresh = make_batch(range(10, 12))
+    lance.write(fresh, maybe_stored=None)
+    assert replaced(fresh) == []
     lance.write(first, maybe_stored=None)
-    assert merged == [6, 3, 6] and len(_rows(lance)) == 18
+    assert len(_rows(lance)) == 18
+    lance.compact()
+    calls = lance.carrier_calls("job-1")
+    first_ids = pa.array([w.correlation_id for w in first])
+    of_first = calls.filter(pc.is_in(calls.column("correlation_id"), first_ids))
+    assert sorted(of_first.column("sample").to_pylist()) == sorted(sample for sample, _, _ in before)
+
+
+def test_a_replay_that_reclassifies_a_variant_updates_its_carrier_rows(lance: LanceStore) -> None:
+    # The variant's columns copied beside its carriers follow the variant: a query by sample and
+    # classification must not find the classification it had before.
+    lance.write([make_write(record, classification="benign") for record in range(4)])
+    lance.write([make_write(record, classification="pathogenic") for record in range(4)])
+    calls = lance.carrier_calls("job-1")
+    assert calls.num_rows == 6
+    assert set(calls.column("classification").to_pylist()) == {"pathogenic"}
+    assert lance.query(VariantQuery(sample="NA00002", classification="benign"))[1] == 0
+    assert lance.query(VariantQuery(sample="NA00002", classification="pathogenic"))[1] == 2
+
+
+def test_a_carriers_table_keyed_by_call_before_opens_without_the_key_keeping_its_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Until 2026-12-06 each carrier row had a `call_id` (correlation id + ':' + sample), indexed,
+    # and the mark of a finished fill sat on that field.
+    path = tmp_path / "lance"
+    store = LanceStore(path)
+    store.open()
+    batch = make_batch(range(12))
+    store.write(batch)
+    expected = _rows(store)
+    store.close()
+    carriers = lancedb.connect(str(path)).open_table("carriers")
+    carriers.add_columns({"call_id": "concat(correlation_id, ':', sample)"})
+    carriers.create_index("call_id", config=BTree())
+    unmarked = {"path": "correlation_id", "metadata": {"vcf_agent.carriers_filled": None}}
+    carriers.update_field_metadata(unmarked)
+    carriers.update_field_metadata({"path": "call_id", "metadata": {"vcf_agent.carriers_filled": "1"}})
+    assert "call_id" in carriers.schema.names
+
+    built: list[int] = []
+    build = lance_store.carrier_rows
+
+    def counted(*args: Any) -> pa.Table:
+        built.append(1)
+        return build(*args)
+
+    monkeypatch.setattr(lance_store, "carrier_rows", counted)
+    store.open()  # migrated
+    try:
+        assert built == []  # not filled again from the variants: the mark moved with it
+        assert _rows(store) == expected and len(expected) == 18
+        store.write(batch)  # a replay: rows replaced, not doubled
+        assert _rows(store) == expected
+        store.write(make_batch(range(12, 14)))
+        assert len(_rows(store)) == 21
+    finally:
+        store.close()
+    store.open()  # opened as it is
+    try:
+        assert len(_rows(store)) == 21
+        assert store.query(VariantQuery(sample="NA00002"))[1] == 7
+    finally:
+        store.close()
+    carriers = lancedb.connect(str(path)).open_table("carriers")
+    assert "call_id" not in carriers.schema.names
+    assert not [index for index in carriers.list_indices() if "call_id" in index.columns]
+    # The key's encoding is kept beside the mark.
+    metadata = carriers.schema.field("correlation_id").metadata
+    assert metadata[b"vcf_agent.carriers_filled"] == b"1"
+    assert metadata[b"lance-encoding:compression"] == b"lz4"

@@ -357,7 +357,7 @@ def _key_encodings(path: Path) -> dict[str, dict[str, str]]:
         name: {
             field.name: (field.metadata or {}).get(b"lance-encoding:compression", b"").decode()
             for field in db.open_table(name).schema
-            if field.name in ("correlation_id", "analysis_id", "call_id")
+            if field.name in ("correlation_id", "analysis_id")
         }
         for name in ("variants", "analyses", "carriers")
     }
@@ -369,7 +369,7 @@ def test_a_new_store_encodes_its_keys_with_lz4_and_keeps_that_through_compaction
     lz4 = {
         "variants": {"correlation_id": "lz4"},
         "analyses": {"analysis_id": "lz4", "correlation_id": "lz4"},
-        "carriers": {"call_id": "lz4", "correlation_id": "lz4"},
+        "carriers": {"correlation_id": "lz4"},
     }
     store = LanceStore(tmp_path / "lance")
     store.open()
@@ -408,7 +408,7 @@ def test_a_store_whose_tables_predate_the_key_encoding_opens_and_keeps_its_own(t
     assert _key_encodings(path) == {
         "variants": {"correlation_id": ""},
         "analyses": {"analysis_id": "", "correlation_id": ""},
-        "carriers": {"call_id": "", "correlation_id": ""},
+        "carriers": {"correlation_id": ""},
     }
 
 

@@ -32,8 +32,7 @@ VARIANT_COLUMNS = (
 
 CARRIER_SCHEMA = pa.schema(
     [
-        # correlation_id + ':' + sample: one row per carrier call, the idempotent merge key.
-        pa.field("call_id", pa.string(), nullable=False),
+        # A row is one carrier call: its variant (correlation_id) and its sample.
         pa.field("correlation_id", pa.string()),
         pa.field("job_id", pa.string()),
         pa.field("tenant_id", pa.string()),
@@ -73,7 +72,6 @@ def carrier_rows(variants: pa.Table, carrier: pa.Array | pa.ChunkedArray | None 
     sample = pc.filter(samples, keep)
     genotype = pc.filter(pc.struct_field(calls, "genotype"), keep)
     columns = {
-        "call_id": pc.binary_join_element_wise(copied["correlation_id"], sample, ":"),
         **copied,
         "sample": sample,
         "genotype": genotype,

@@ -91,7 +91,6 @@ _QUERY_INDEXES = (
     ("alt_index", Bitmap()),
 )
 _CARRIER_INDEXES = (
-    ("call_id", BTree()),
     ("correlation_id", BTree()),
     ("sample", Bitmap()),
     *_QUERY_INDEXES,
@@ -253,6 +252,7 @@ class LanceStore(AsyncComponent):
                 self._job_variants.clear()
             if self._lookups is None:
                 self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lance-answers")
+            _drop_call_ids(self._carriers)
             _fill_carriers(self._variants, self._carriers)
             self._answers_placed = _place_answers(self._analyses)
             wanted = [
@@ -321,19 +321,19 @@ class LanceStore(AsyncComponent):
         self, variants: Any, analyses: Any, rows: WriteRows, maybe_stored: pa.ChunkedArray | None
     ) -> pa.Table | None:
         """The three tables' writes; the variant rows appended, or None if any variant was merged."""
-        # Carriers after their variants, merged only for the variants stored before this
+        # Carriers after their variants, replaced only for the variants stored before this
         # write. `maybe_stored` names every variant of a file's written record ranges, and
         # out-of-order batches land in them: in the 2,504-sample cohort ~60 variants of a
         # batch did, whose merge into a 28M-row carriers table took 3.8 s and 3 GB as it
         # grew, while the same lookup in the variants table (one row per variant) is cheap.
         # Carriers come last so that this lookup holds after a crash: a crash between the
-        # writes leaves a stored variant whose carriers the replay merges (a sample query
+        # writes leaves a stored variant whose carriers the replay adds (a sample query
         # misses them until then; its job is not complete before), never carrier rows the
         # replay would append twice.
         stored_before = _stored_ids(variants, rows.variants.column("correlation_id"), maybe_stored)
         appended, merged = _store(variants, "correlation_id", rows.variants, maybe_stored)
         carriers = carrier_rows(rows.variants, rows.calls.column("carrier"))
-        _store(self._carriers, "call_id", carriers, stored_before)
+        _store_carriers(self._carriers, carriers, stored_before)
         _store(analyses, "analysis_id", rows.analyses, maybe_stored)
         return None if merged else appended
 
@@ -648,7 +648,7 @@ _METADATA_CACHE_BYTES = 128 << 20
 # took 3.6 MB on disk instead of 3.0) but packs the carriers' repeated prefixes better than FSST
 # did (500 samples: 26 MB instead of 46). Measured with lancedb 0.40 on this project's machine.
 _KEY_ENCODING = {"lance-encoding:compression": "lz4"}
-_ENCODED_KEYS = frozenset({"correlation_id", "analysis_id", "call_id"})
+_ENCODED_KEYS = frozenset({"correlation_id", "analysis_id"})
 
 
 def _stored_schema(schema: pa.Schema) -> pa.Schema:
@@ -742,6 +742,24 @@ def _store(
         # Looking keys up in LanceDB first (BTREE) cost more than this merge.
         table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
     return fresh, bool(data.num_rows)
+
+
+def _store_carriers(table: Any, carriers: pa.Table, stored_before: pa.ChunkedArray) -> None:
+    """Append the carrier rows; those of the variants `stored_before` replace the rows they had.
+
+    A variant's carrier calls are fixed by its correlation id (a digest of tenant, file content,
+    record and allele), but a replay may change the variant columns copied beside them (its job,
+    gene or classification), so its rows are deleted by correlation id (indexed) and added again.
+    The rows once had a key of their own per call (correlation id + ':' + sample) to merge on:
+    building, storing and indexing that string cost a cohort-500 batch's carriers write ~45 us
+    per variant of ~250 (2026-12-06), for a merge only replays need. A crash between the delete
+    and the add leaves the variant stored without carriers; its batch comes again (the bus
+    offsets are committed after every store took it), finds it stored, and adds them.
+    """
+    for start in range(0, len(stored_before), _LOOKUP_IDS):
+        table.delete(_in("correlation_id", stored_before.slice(start, _LOOKUP_IDS).to_pylist()))
+    if carriers.num_rows:
+        table.add(carriers)
 
 
 _KEY_COLUMNS = ["correlation_id", *(column for column, _ in _ORDER)]
@@ -1022,13 +1040,33 @@ def _all_of(*clauses: str) -> str:
     return " AND ".join(f"({clause})" for clause in clauses if clause)
 
 
+def _drop_call_ids(carriers: Any) -> None:
+    """Drop the per-call key (`call_id`) of a carriers table written before 2026-12-06.
+
+    Its rows are kept as they are (dropping a column rewrites no data); its index goes first,
+    and the mark that the table was filled moves to `correlation_id` before the column goes,
+    so a crash part way leaves a table this opens again.
+    """
+    if _OLD_CALL_KEY not in carriers.schema.names:
+        return
+    if (carriers.schema.field(_OLD_CALL_KEY).metadata or {}).get(_FILLED.encode()):
+        carriers.update_field_metadata({"path": _FILL_MARKED, "metadata": {_FILLED: "1"}})
+    for index in carriers.list_indices():
+        if _OLD_CALL_KEY in index.columns:
+            carriers.drop_index(index.name)
+    carriers.drop_columns([_OLD_CALL_KEY])
+
+
+_OLD_CALL_KEY = "call_id"
+
+
 def _fill_carriers(variants: Any, carriers: Any) -> None:
     """Fill the carriers table from the variants of a store written before it existed.
 
     Done once per store: a mark in the table's schema says the fill finished, so a fill
     a crash cut short is started over, and a new store is marked while still empty.
     """
-    if (carriers.schema.field("call_id").metadata or {}).get(_FILLED.encode()):
+    if (carriers.schema.field(_FILL_MARKED).metadata or {}).get(_FILLED.encode()):
         return
     carriers.delete("true")
     columns = sorted({*VARIANT_COLUMNS, "genotypes", "carriers"})
@@ -1040,10 +1078,12 @@ def _fill_carriers(variants: Any, carriers: Any) -> None:
             filled += 1
     if filled > 1:
         carriers.optimize()
-    carriers.update_field_metadata({"path": "call_id", "metadata": {_FILLED: "1"}})
+    carriers.update_field_metadata({"path": _FILL_MARKED, "metadata": {_FILLED: "1"}})
 
 
 _FILLED = "vcf_agent.carriers_filled"
+# The field whose metadata holds _FILLED.
+_FILL_MARKED = "correlation_id"
 _FILL_BATCH_ROWS = 50_000
 
 
