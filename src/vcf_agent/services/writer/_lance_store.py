@@ -751,10 +751,11 @@ def _store_carriers(table: Any, carriers: pa.Table, stored_before: pa.ChunkedArr
     record and allele), but a replay may change the variant columns copied beside them (its job,
     gene or classification), so its rows are deleted by correlation id (indexed) and added again.
     The rows once had a key of their own per call (correlation id + ':' + sample) to merge on:
-    building, storing and indexing that string cost a cohort-500 batch's carriers write ~45 us
-    per variant of ~250 (2026-12-06), for a merge only replays need. A crash between the delete
-    and the add leaves the variant stored without carriers; its batch comes again (the bus
-    offsets are committed after every store took it), finds it stored, and adds them.
+    building and storing that string cost cohort-500's LanceDB writes ~70 us of CPU per variant
+    of ~475 (2026-12-06), and its index more at every compaction, for a merge only replays need.
+    A crash between the delete and the add leaves the variant stored without carriers; its batch
+    comes again (the bus offsets are committed after every store took it), finds it stored, and
+    adds them.
     """
     for start in range(0, len(stored_before), _LOOKUP_IDS):
         table.delete(_in("correlation_id", stored_before.slice(start, _LOOKUP_IDS).to_pylist()))
