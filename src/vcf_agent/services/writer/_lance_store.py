@@ -1050,7 +1050,7 @@ def _drop_call_ids(carriers: Any) -> None:
     """
     if _OLD_CALL_KEY not in carriers.schema.names:
         return
-    if (carriers.schema.field(_OLD_CALL_KEY).metadata or {}).get(_FILLED.encode()):
+    if _marked_filled(carriers, _OLD_CALL_KEY):
         carriers.update_field_metadata({"path": _FILL_MARKED, "metadata": {_FILLED: "1"}})
     for index in carriers.list_indices():
         if _OLD_CALL_KEY in index.columns:
@@ -1067,7 +1067,7 @@ def _fill_carriers(variants: Any, carriers: Any) -> None:
     Done once per store: a mark in the table's schema says the fill finished, so a fill
     a crash cut short is started over, and a new store is marked while still empty.
     """
-    if (carriers.schema.field(_FILL_MARKED).metadata or {}).get(_FILLED.encode()):
+    if _marked_filled(carriers, _FILL_MARKED):
         return
     carriers.delete("true")
     columns = sorted({*VARIANT_COLUMNS, "genotypes", "carriers"})
@@ -1080,6 +1080,11 @@ def _fill_carriers(variants: Any, carriers: Any) -> None:
     if filled > 1:
         carriers.optimize()
     carriers.update_field_metadata({"path": _FILL_MARKED, "metadata": {_FILLED: "1"}})
+
+
+def _marked_filled(carriers: Any, field: str) -> bool:
+    """Whether `field`'s metadata holds the mark of a finished fill."""
+    return bool((carriers.schema.field(field).metadata or {}).get(_FILLED.encode()))
 
 
 _FILLED = "vcf_agent.carriers_filled"
