@@ -468,7 +468,7 @@ class GraphStore(AsyncComponent):
         maybe_written, ranges = _written_before(
             conn, file_keys, rows.variants.column("record_index"), known, added
         )
-        created, found = _upsert_variants(conn, rows, maybe_written)
+        created, found = _upsert_variants(conn, rows, file_keys, maybe_written)
         _upsert_analyses(conn, rows.analyses, created, found)
         _run(conn, _SET_WRITTEN_RANGES, ranges)
         # What the graph holds lies in the ranges too: the batch that wrote it added them.
@@ -520,17 +520,23 @@ def _graph_keeps(variants: pa.Table) -> pa.ChunkedArray:
 
 
 def _upsert_variants(
-    conn: ladybug.Connection, rows: WriteRows, maybe_written: pa.Array
+    conn: ladybug.Connection, rows: WriteRows, file_keys: pa.ChunkedArray, maybe_written: pa.Array
 ) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
     """Create the kept variants new to the graph with all their edges; update the ones it holds.
 
     Only the variants a batch may have written before are looked up: the graph holds a variant
     only once a committed batch held it, so one outside its file's written ranges is in no
-    store (a batch of new variants needs no lookup). Returns the correlation ids created and found.
+    store (a batch of new variants needs no lookup). `file_keys` are the variants' File node
+    keys (_file_keys). Returns the correlation ids created and found.
     """
     keys = variant_keys(rows.variants.column("correlation_id"))
-    # Only the columns the graph stores: filtering the whole row would copy a cohort's genotypes.
-    variants = rows.variants.select(_GRAPH_COLUMNS).append_column("key", keys)
+    computed = {"key": keys, "file_key": file_keys}
+    variants = pa.table(
+        {
+            column: computed[column] if column in computed else rows.variants.column(column)
+            for column in _VARIANT_PARAMETERS.values()
+        }
+    )
     kept = _graph_keeps(variants)
     found = _query_arrow(
         conn, _EXISTING_VARIANTS, pa.table({"c_key": pc.filter(keys, maybe_written)}), _FOUND_VARIANTS
@@ -813,39 +819,27 @@ def _distinct(table: pa.Table, key: str, columns: Mapping[str, str]) -> pa.Table
     return pa.table({name: picked.column(source) for name, source in columns.items()})
 
 
-# The variant columns the graph's statements read (_variant_columns, _graph_keeps).
-_GRAPH_COLUMNS = [
-    "correlation_id",
-    "job_id",
-    "tenant_id",
-    "file_id",
-    "chromosome",
-    "position",
-    "reference",
-    "alternate",
-    "classification",
-    "priority_tier",
-    "gene",
-]
+# What a Variant node's statements take (_CREATE_VARIANTS, _UPDATE_VARIANTS), each from its variant
+# column: only these are filtered to pick the variants the graph keeps (_graph_keeps reads gene and
+# classification), never a cohort's genotypes. `key` and `file_key` are computed per batch.
+_VARIANT_PARAMETERS = {
+    "c_key": "key",
+    "c_id": "correlation_id",
+    "c_job": "job_id",
+    "c_file_key": "file_key",
+    "c_tenant": "tenant_id",
+    "c_chrom": "chromosome",
+    "c_pos": "position",
+    "c_ref": "reference",
+    "c_alt": "alternate",
+    "c_class": "classification",
+    "c_tier": "priority_tier",
+    "c_gene": "gene",
+}
 
 
 def _variant_columns(variants: pa.Table) -> pa.Table:
-    return pa.table(
-        {
-            "c_key": variants.column("key"),
-            "c_id": variants.column("correlation_id"),
-            "c_job": variants.column("job_id"),
-            "c_file_key": _file_keys(variants),
-            "c_tenant": variants.column("tenant_id"),
-            "c_chrom": variants.column("chromosome"),
-            "c_pos": variants.column("position"),
-            "c_ref": variants.column("reference"),
-            "c_alt": variants.column("alternate"),
-            "c_class": variants.column("classification"),
-            "c_tier": variants.column("priority_tier"),
-            "c_gene": variants.column("gene"),
-        }
-    )
+    return pa.table({parameter: variants.column(column) for parameter, column in _VARIANT_PARAMETERS.items()})
 
 
 def _file_keys(variants: pa.Table) -> pa.ChunkedArray:
