@@ -411,10 +411,19 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
                 # What a user told the job ended finds, before the idle compaction indexed its rows.
                 during["after_job_queries"] = await query_round(query, given.workload, 0)
             warm = []
+            warm_cpu: list[dict[str, float]] = []
             for path in given.warm_vcfs:
                 # Each warm job finds the services idle: the last job's idle compaction is over.
                 await wait_quiet(root / "services" / "writer", quiet_s=_WARM_QUIET_S)
-                warm.append((await _served_job(ingest, path, peaks))[1])
+                before = {name: _cpu_seconds(process) for name, process in peaks.processes.items()}
+                warm_job, warm_seconds = await _served_job(ingest, path, peaks)
+                warm.append(warm_seconds)
+                warm_cpu.append(
+                    {
+                        name: (_cpu_seconds(process) - before[name]) * 1e6 / max(warm_job.counts.total, 1)
+                        for name, process in peaks.processes.items()
+                    }
+                )
             # Timed once the writer's idle compaction has indexed the job's rows.
             waited = await wait_quiet(root / "services" / "writer")
             # The writer's data directory, as running_pipeline gave it (its store lies in `writer/`).
@@ -436,6 +445,17 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
             name: round(seconds * 1e6 / max(job.counts.total, 1), 1) for name, seconds in cpu.items()
         },
         **_warm_figures(warm),
+        # The same for the warm jobs (median per service): what a job costs once nothing is
+        # loaded or created for the first time.
+        **(
+            {
+                "warm_cpu_us_per_variant": {
+                    name: round(statistics.median(job_cpu[name] for job_cpu in warm_cpu), 1) for name in cpu
+                }
+            }
+            if warm_cpu
+            else {}
+        ),
         **queries,
         **during,
         # What the job's rows take in the store, table by table (data and indexes, old versions aside).
