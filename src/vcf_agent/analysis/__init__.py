@@ -19,6 +19,7 @@ from ._routing import (
     expanded_requests,
     provider_deadline,
 )
+from ._spliced_results import split_results
 from ._verdict import build_write, merge_verdict
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "expanded_requests",
     "merge_verdict",
     "provider_deadline",
+    "split_results",
 ]
 
 

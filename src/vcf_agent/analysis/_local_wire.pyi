@@ -125,3 +125,8 @@ def encode_answer(
     encoded fields 4 to 6 and the rest from `variant_class` on its LocalAnnotation's, samples as
     (sample, zygosity, allele_balance, call_quality) or encoded_findings' bytes, criteria as
     (code, strength, met, value, source, rule)."""
+
+def split_results(batch: bytes, /) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+    """The results of a batch written variant first (schema.variant_first_result), each as (variant
+    field with its length prefix, answer), and the answers alone as a serialized
+    AnalysisResultBatch; None for any other batch. Raises ValueError on framing upb would reject."""

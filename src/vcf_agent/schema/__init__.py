@@ -31,7 +31,12 @@ from vcf_agent.schema._ids import (
 )
 from vcf_agent.schema._job_states import TERMINAL_STATES, ended_badly, exit_code, state_name
 from vcf_agent.schema._regions import INT64_MAX, parse_region
-from vcf_agent.schema._variant_first import split_variant_first, variant_first_result, variant_first_results
+from vcf_agent.schema._variant_first import (
+    SplicedResult,
+    split_variant_first,
+    variant_first_result,
+    variant_first_results,
+)
 from vcf_agent.schema._wire import (
     SMALL_VARINTS,
     length_delimited,
@@ -58,6 +63,7 @@ __all__ = [
     "TERMINAL_STATES",
     "GenotypeCall",
     "PayloadError",
+    "SplicedResult",
     "correlation_id",
     "correlation_prefix",
     "decode",

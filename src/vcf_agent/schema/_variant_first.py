@@ -13,6 +13,10 @@ from vcf_agent.v1 import wire_numbers as wire
 _TAG_RESULTS = wire.ANALYSIS_RESULT_BATCH_RESULTS_TAG
 _TAG_RESULT_VARIANT = wire.ANALYSIS_RESULT_VARIANT_TAG
 
+# A result as it arrived, split by split_variant_first: (its variant field with the length prefix,
+# the answer). The result is the variant's tag followed by both.
+SplicedResult = tuple[bytes, bytes]
+
 
 def variant_first_result(variant: bytes, answer: bytes) -> bytes:
     """One `results` entry of a batch: the serialized variant field first, then the answer."""
