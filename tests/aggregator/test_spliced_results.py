@@ -22,7 +22,13 @@ import pytest
 import vcf as pyvcf  # pyvcf3: only its bundled test files are used
 
 from vcf_agent.analysis import analysis_requests, provider_deadline, split_results
-from vcf_agent.analysis._spliced_results import split_results_py
+from vcf_agent.analysis._spliced_results import (
+    splice_results,
+    splice_results_py,
+    split_results_py,
+    variant_batch_parts,
+    variant_batch_parts_py,
+)
 from vcf_agent.compiled import compiled_module
 from vcf_agent.config import Settings
 from vcf_agent.schema import length_delimited, read_varint, serialized_message, split_field
@@ -50,23 +56,122 @@ def outcome(split: object, batch: bytes) -> Outcome:
         return ValueError
 
 
-def answers_to(path: Path, tmp_path: Path) -> bytes:
-    """The serialized AnalysisResultBatch the real local worker publishes for a file's first batch."""
+def first_batch(path: Path) -> bytes:
+    """A file's first serialized VariantBatch as ingest publishes it."""
     reader = VcfReader(path, file_id="f" * 64, job_id="job-1", tenant_id="lab-a", source_name=path.name)
     with reader:
-        first = next(iter(reader.batches()))
-    variants = variant_pb2.VariantBatch.FromString(first.payload)
+        return next(iter(reader.batches())).payload
+
+
+def answers_to(path: Path, tmp_path: Path) -> tuple[bytes, bytes]:
+    """The variant batch the real local worker is sent for a file's first batch, as it gets it,
+    and the serialized AnalysisResultBatch it publishes."""
+    variants = variant_pb2.VariantBatch.FromString(first_batch(path))
     request = analysis_requests(variants, "local", ["local"], provider_deadline(30.0))
+    (sent,), _ = split_field(request.SerializeToString(), wire.ANALYSIS_REQUEST_BATCH_VARIANT_BATCH_TAG)
     settings = Settings(data_dir=tmp_path, bus_url=f"memory://{path.name}")
     record = asyncio.run(published_answers(settings, request))
-    return serialized_message(record.value, record.headers, analysis_pb2.AnalysisResultBatch)
+    return sent, serialized_message(record.value, record.headers, analysis_pb2.AnalysisResultBatch)
+
+
+FILES = {"gatk": GATK_VCF, "1kg": KG_VCF}
 
 
 @pytest.fixture(scope="module")
-def spliced_batches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def worker_batches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, bytes]]:
     root = tmp_path_factory.mktemp("spliced")
-    files = {"gatk": GATK_VCF, "1kg": KG_VCF}
-    return {name: answers_to(path, root / name) for name, path in files.items()}
+    return {name: answers_to(path, root / name) for name, path in FILES.items()}
+
+
+@pytest.fixture(scope="module")
+def spliced_batches(worker_batches: dict[str, tuple[bytes, bytes]]) -> dict[str, bytes]:
+    """The worker's published answers, by file."""
+    return {name: published for name, (_, published) in worker_batches.items()}
+
+
+@pytest.fixture(scope="module")
+def variant_batches() -> dict[str, bytes]:
+    """Each file's first VariantBatch as ingest publishes it."""
+    return {name: first_batch(path) for name, path in FILES.items()}
+
+
+# --- the worker's side: the variant batch's parts, and the answers spliced after the variants ---
+
+
+def test_a_variant_batchs_parts_are_its_first_variant_count_and_other_fields(
+    variant_batches: dict[str, bytes],
+) -> None:
+    for payload in variant_batches.values():
+        batch = variant_pb2.VariantBatch.FromString(payload)
+        without_variants = variant_pb2.VariantBatch()
+        without_variants.CopyFrom(batch)
+        del without_variants.variants[:]
+        for parts in (variant_batch_parts_py, variant_batch_parts):
+            first, count, rest = parts(payload)
+            assert count == len(batch.variants) > 0
+            assert first is not None
+            assert variant_pb2.VariantMessage.FromString(first) == batch.variants[0]
+            assert variant_pb2.VariantBatch.FromString(rest) == without_variants
+    assert variant_batch_parts(b"") == variant_batch_parts_py(b"") == (None, 0, b"")
+
+
+def test_the_worker_publishes_each_answer_with_its_variant_spliced_in_first(
+    worker_batches: dict[str, tuple[bytes, bytes]],
+) -> None:
+    for payload, published in worker_batches.values():
+        split = split_results(published)
+        assert split is not None
+        answers = [answer for _, answer in split[0]]
+        for splice in (splice_results_py, splice_results):
+            assert splice(payload, answers) == published
+            # One answer per variant, or nothing is spliced.
+            with pytest.raises(ValueError):
+                splice(payload, answers[:-1])
+            with pytest.raises(ValueError):
+                splice(payload, [*answers, answers[0]])
+
+
+@needs_compiled
+def test_the_compiled_worker_steps_give_the_twins_result_for_every_truncation_and_byte_flip(
+    variant_batches: dict[str, bytes],
+) -> None:
+    assert _LOCAL_WIRE is not None
+    batch = variant_pb2.VariantBatch.FromString(variant_batches["gatk"])
+    del batch.variants[2:]
+    # A field besides the variants, after them (as ingest writes them), to be kept.
+    batch.providers.extend(["local", "claude"])
+    small = batch.SerializeToString()
+    answers = [b"\x0a\x02id", b""]
+
+    def both(data: bytes) -> tuple[object, object]:
+        results: list[object] = []
+        for parts, splice in (
+            (_LOCAL_WIRE.variant_batch_parts, _LOCAL_WIRE.splice_results),
+            (variant_batch_parts_py, splice_results_py),
+        ):
+            try:
+                got: object = parts(data)
+            except ValueError:
+                got = ValueError
+            try:
+                spliced: object = splice(data, answers)
+            except ValueError:
+                spliced = ValueError
+            results.append((got, spliced))
+        return results[0], results[1]
+
+    for cut in range(len(small) + 1):
+        compiled, twin = both(small[:cut])
+        assert compiled == twin, cut
+    rng = random.Random(7)
+    for at in range(len(small)):
+        flipped = bytearray(small)
+        flipped[at] = rng.randrange(256)
+        compiled, twin = both(bytes(flipped))
+        assert compiled == twin, at
+
+
+# --- the aggregator's side: the results split back ---
 
 
 def test_a_spliced_batch_splits_into_what_protobuf_reads(spliced_batches: dict[str, bytes]) -> None:

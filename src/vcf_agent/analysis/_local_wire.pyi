@@ -126,6 +126,15 @@ def encode_answer(
     (sample, zygosity, allele_balance, call_quality) or encoded_findings' bytes, criteria as
     (code, strength, met, value, source, rule)."""
 
+def variant_batch_parts(variant_batch: bytes, /) -> tuple[bytes | None, int, bytes]:
+    """(the first variant's bytes or None, how many variants, every other field as it came) of a
+    serialized VariantBatch. Raises ValueError on framing upb would reject."""
+
+def splice_results(variant_batch: bytes, answers: Sequence[bytes], /) -> bytes:
+    """The serialized AnalysisResultBatch of the answers, each with its variant's bytes from the
+    serialized VariantBatch spliced in first. Raises ValueError on framing upb would reject or
+    another count of answers."""
+
 def split_results(batch: bytes, /) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
     """The results of a batch written variant first (schema.variant_first_result), each as (variant
     field with its length prefix, answer), and the answers alone as a serialized

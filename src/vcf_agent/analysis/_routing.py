@@ -41,12 +41,12 @@ from vcf_agent.schema import (
     message_type,
     serialized_message,
     split_field,
-    variant_first_result,
 )
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 from vcf_agent.v1 import wire_numbers as wire
 
 from ._providers import AnalysisProvider, WholeBatchProvider
+from ._spliced_results import splice_results, variant_batch_parts
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ _RESULT_BATCH_TYPE = analysis_pb2.AnalysisResultBatch.DESCRIPTOR.full_name
 _SINGLE_REQUEST_TYPE = analysis_pb2.AnalysisRequest.DESCRIPTOR.full_name
 # Tags of the fields spliced by hand.
 _TAG_REQUEST_VARIANT_BATCH = wire.ANALYSIS_REQUEST_BATCH_VARIANT_BATCH_TAG
-_TAG_BATCH_VARIANTS = wire.VARIANT_BATCH_VARIANTS_TAG
 _TAG_VARIANT_GENOTYPES = wire.VARIANT_MESSAGE_GENOTYPES_TAG
 _MARKER_TYPE = variant_pb2.JobMarker.DESCRIPTOR.full_name
 # Providers get this share of the aggregator's deadline, so their failures still count as answers.
@@ -224,7 +223,7 @@ class ProviderWorker:
         """A whole-batch provider's answers to a request batch read from its wire bytes: the
         variants are never parsed into protobuf messages here (the provider reads them from
         bytes), and each result begins with its variant spliced in as it arrived."""
-        if not split.raw_variants:
+        if not split.variants:
             return None, []
         first = split.first_variant
         job = record.headers.get(HEADER_JOB) or first.job_id
@@ -241,10 +240,7 @@ class ProviderWorker:
                 )
                 await self._sink.send_record(record, reason, "corrupt_payload")
                 return None, []
-        results = b"".join(
-            variant_first_result(raw_variant, answer)
-            for raw_variant, answer in zip(split.raw_variants, answers, strict=True)
-        )
+        results = splice_results(split.variant_batch, answers)
         return self._result_message(record, results, first.tenant_id, job, started_ns, [])
 
     async def _answered(
@@ -330,8 +326,8 @@ class SplitRequest(NamedTuple):
     request: analysis_pb2.AnalysisRequestBatch
     # The variant batch as it arrived, variants included, for the provider to read.
     variant_batch: bytes
-    # Each variant as it arrived, to splice into its result.
-    raw_variants: list[bytes]
+    # How many variants the batch holds: each answer goes out with its variant spliced in.
+    variants: int
     # The first variant without its genotypes: the ids the result's headers need.
     first_variant: variant_pb2.VariantMessage
 
@@ -346,17 +342,17 @@ def _split_request(record: Record) -> SplitRequest | analysis_pb2.AnalysisReques
         variant_batches, rest = split_field(serialized, _TAG_REQUEST_VARIANT_BATCH)
         if len(variant_batches) != 1:
             return analysis_pb2.AnalysisRequestBatch.FromString(serialized)
-        raw_variants, batch_rest = split_field(variant_batches[0], _TAG_BATCH_VARIANTS)
+        first_raw, variants, batch_rest = variant_batch_parts(variant_batches[0])
         request = analysis_pb2.AnalysisRequestBatch.FromString(rest)
         if request.requests:
             return analysis_pb2.AnalysisRequestBatch.FromString(serialized)
         request.variant_batch.MergeFromString(batch_rest)
         first = variant_pb2.VariantMessage()
-        if raw_variants:
-            first.MergeFromString(split_field(raw_variants[0], _TAG_VARIANT_GENOTYPES)[1])
+        if first_raw is not None:
+            first.MergeFromString(split_field(first_raw, _TAG_VARIANT_GENOTYPES)[1])
     except (ValueError, DecodeError) as exc:
         raise PayloadError(f"corrupt {_REQUEST_BATCH_TYPE} payload: {exc}") from exc
-    return SplitRequest(request, variant_batches[0], raw_variants, first)
+    return SplitRequest(request, variant_batches[0], variants, first)
 
 
 def analysis_requests(
