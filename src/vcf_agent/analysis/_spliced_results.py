@@ -3,9 +3,9 @@ before its answer (the variant's bytes as they arrived, never parsed and seriali
 the aggregator splits them back (parsing only the answers).
 
 Each step is compiled (`_local_wire`, with the worker's other wire code) when built, else its
-pure-Python twin here; both give the same for the same bytes (tests/aggregator/
-test_spliced_results.py). The twins cost 0.5 to 1.5 us per variant each, more than protobuf
-parsing the answers; the compiled steps a few tenths of a microsecond.
+pure-Python twin here; both give the same for the same bytes
+(tests/aggregator/test_spliced_results.py). The twins cost 0.5 to 1.5 us per variant each, more
+than protobuf parsing the answers; the compiled steps a few tenths of a microsecond.
 """
 
 from __future__ import annotations
