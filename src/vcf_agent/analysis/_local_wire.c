@@ -28,10 +28,11 @@
  * defaults, as upb's serializer does, so the bytes are the same
  * (tests/router/test_variant_reader.py compares them with upb's).
  *
- * The answers go out with each variant spliced in first (schema/_variant_first.py:
- * variant_batch_parts and splice_results), and split_results splits them back for the
- * aggregator, which parses the answers alone. In Python each step cost about 0.5 to 1.5 us per
- * variant, more than protobuf parsing the answers; here a few tenths.
+ * The worker sends its answers with each variant's bytes spliced in first, as they arrived (the
+ * format of schema/_variant_first.py; variant_batch_parts, splice_results), and split_results
+ * splits them back for the aggregator, which parses the answers alone. Their pure-Python twins
+ * (analysis/_spliced_results.py) cost about 0.5 to 1.5 us per variant each, more than protobuf
+ * parsing the answers; these a few tenths.
  *
  * Field numbers come from the generated wire_numbers.h (scripts/generate_proto.py), never by
  * hand. The extension is optional: without it the provider reads and answers through protobuf
@@ -1352,14 +1353,14 @@ static PyObject *encoded_findings(PyObject *module, PyObject *const *args, Py_ss
     return encoded;
 }
 
-/* ---- results written variant first (schema/_variant_first.py), split for the aggregator ---- */
+/* ---- results written variant first (schema/_variant_first.py): spliced, and split back ---- */
 
 static PyObject *split_error(const char *why) {
     PyErr_SetString(PyExc_ValueError, why);
     return NULL;
 }
 
-/* The twin of schema._variant_first.split_results, step by step in its order, so that both give
+/* The twin of _spliced_results.split_results_py, step by step in its order, so that both give
  * None, the same split or a ValueError for the same bytes: results the router's local worker wrote
  * (each AnalysisResult beginning with its variant field) as (variant field with its length
  * prefix, answer) and the answers alone as a serialized AnalysisResultBatch. */
@@ -1454,7 +1455,7 @@ static size_t varint_size(uint64_t value) {
     return size;
 }
 
-/* The twin of _spliced_results.variant_batch_parts: (the first variant's bytes or None, how many
+/* The twin of _spliced_results.variant_batch_parts_py: (the first variant's bytes or None, how many
  * variants, the batch's other fields as they came) of a serialized VariantBatch. */
 static PyObject *variant_batch_parts(PyObject *module, PyObject *arg) {
     Py_buffer view;
@@ -1496,7 +1497,7 @@ done:
     return parts;
 }
 
-/* The twin of _spliced_results.splice_results: the AnalysisResultBatch of `answers` (serialized
+/* The twin of _spliced_results.splice_results_py: the AnalysisResultBatch of `answers` (serialized
  * AnalysisResults without their variant), each with its variant from the serialized VariantBatch
  * spliced in first, as schema.variant_first_result writes one. */
 static PyObject *splice_results(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
