@@ -1355,6 +1355,11 @@ static PyObject *encoded_findings(PyObject *module, PyObject *const *args, Py_ss
 
 /* ---- results written variant first (schema/_variant_first.py): spliced, and split back ---- */
 
+/* The tags a spliced result begins with: the batch's `results` field, then the result's `variant`. */
+static const uint8_t results_tag[] = ANALYSIS_RESULT_BATCH_RESULTS_TAG;
+static const uint8_t variant_tag[] = ANALYSIS_RESULT_VARIANT_TAG;
+static const size_t results_tag_len = sizeof(results_tag) - 1, variant_tag_len = sizeof(variant_tag) - 1;
+
 static PyObject *split_error(const char *why) {
     PyErr_SetString(PyExc_ValueError, why);
     return NULL;
@@ -1365,9 +1370,6 @@ static PyObject *split_error(const char *why) {
  * (each AnalysisResult beginning with its variant field) as (variant field with its length
  * prefix, answer) and the answers alone as a serialized AnalysisResultBatch. */
 static PyObject *split_results(PyObject *module, PyObject *arg) {
-    static const uint8_t results_tag[] = ANALYSIS_RESULT_BATCH_RESULTS_TAG;
-    static const uint8_t variant_tag[] = ANALYSIS_RESULT_VARIANT_TAG;
-    const size_t results_tag_len = sizeof(results_tag) - 1, variant_tag_len = sizeof(variant_tag) - 1;
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -1446,15 +1448,6 @@ done:
     return split;
 }
 
-static size_t varint_size(uint64_t value) {
-    size_t size = 1;
-    while (value >= 0x80) {
-        value >>= 7;
-        size++;
-    }
-    return size;
-}
-
 /* The twin of _spliced_results.variant_batch_parts_py: (the first variant's bytes or None, how many
  * variants, the batch's other fields as they came) of a serialized VariantBatch. */
 static PyObject *variant_batch_parts(PyObject *module, PyObject *arg) {
@@ -1501,9 +1494,6 @@ done:
  * AnalysisResults without their variant), each with its variant from the serialized VariantBatch
  * spliced in first, as schema.variant_first_result writes one. */
 static PyObject *splice_results(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    static const uint8_t results_tag[] = ANALYSIS_RESULT_BATCH_RESULTS_TAG;
-    static const uint8_t variant_tag[] = ANALYSIS_RESULT_VARIANT_TAG;
-    const size_t results_tag_len = sizeof(results_tag) - 1, variant_tag_len = sizeof(variant_tag) - 1;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "splice_results(variant_batch, answers)");
         return NULL;

@@ -3,7 +3,7 @@
  * (services/writer/_row_builder.c, analysis/_local_wire.c under src/vcf_agent). Their input
  * comes off the bus, so every varint, length and wire type is checked against
  * the end of the buffer, and a payload upb would reject is never read as if it
- * were valid.
+ * were valid. The writers (those two and services/ingest/_record_encoder.c) share varint_size.
  */
 #ifndef VCF_AGENT_SCHEMA_WIRE_H
 #define VCF_AGENT_SCHEMA_WIRE_H
@@ -29,6 +29,16 @@ static inline int read_varint(const uint8_t **pp, const uint8_t *end, int max_by
         }
     }
     return -1;
+}
+
+/* How many bytes `value` takes as a varint: what a writer puts before a field it writes after. */
+static inline int varint_size(uint64_t value) {
+    int size = 1;
+    while (value >= 0x80) {
+        value >>= 7;
+        size++;
+    }
+    return size;
 }
 
 /* One field: its header, its value, and where it starts (to copy it whole). */

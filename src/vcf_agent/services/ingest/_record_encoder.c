@@ -39,6 +39,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_wire.h"
 #include "wire_numbers.h"
 
 #define INT_MAX_31 2147483647LL
@@ -90,15 +91,6 @@ static Py_ssize_t varint_into(char *out, uint64_t value) {
         value >>= 7;
     }
     out[n++] = (char)value;
-    return n;
-}
-
-static Py_ssize_t varint_len(uint64_t value) {
-    Py_ssize_t n = 1;
-    while (value >= 0x80) {
-        value >>= 7;
-        n++;
-    }
     return n;
 }
 
@@ -387,10 +379,10 @@ static int encode_info_native(RecordEncoder *self, const char *p, Py_ssize_t n, 
     /* InfoValue.ints or .floats holding an IntList or FloatList, whose values tags are alike. */
     const char *list_tag = kind == INFO_KIND_INTEGER ? INFO_VALUE_INTS_TAG : INFO_VALUE_FLOATS_TAG;
     const char *values_tag = kind == INFO_KIND_INTEGER ? INT_LIST_VALUES_TAG : FLOAT_LIST_VALUES_TAG;
-    Py_ssize_t list = (Py_ssize_t)TAG_LEN(INT_LIST_VALUES_TAG) + varint_len((uint64_t)size) + size;
-    Py_ssize_t info_value = (Py_ssize_t)TAG_LEN(INFO_VALUE_INTS_TAG) + varint_len((uint64_t)list) + list;
+    Py_ssize_t list = (Py_ssize_t)TAG_LEN(INT_LIST_VALUES_TAG) + varint_size((uint64_t)size) + size;
+    Py_ssize_t info_value = (Py_ssize_t)TAG_LEN(INFO_VALUE_INTS_TAG) + varint_size((uint64_t)list) + list;
     Py_ssize_t body = PyBytes_GET_SIZE(key_field) + (Py_ssize_t)TAG_LEN(VARIANT_MESSAGE_INFO_ENTRY_VALUE_TAG) +
-                      varint_len((uint64_t)info_value) + info_value;
+                      varint_size((uint64_t)info_value) + info_value;
     Buf *tail = &self->tail;
     if (buf_put(tail, VARIANT_MESSAGE_INFO_TAG, TAG_LEN(VARIANT_MESSAGE_INFO_TAG)) < 0 ||
         buf_put_varint(tail, (uint64_t)body) < 0 || buf_put_bytes(tail, key_field) < 0 ||
@@ -738,11 +730,11 @@ static PyObject *variant_entry(RecordEncoder *self, Py_ssize_t alt_index, PyObje
 
     Py_ssize_t job_len = PyBytes_GET_SIZE(self->job_fields);
     Py_ssize_t alt_len = PyBytes_GET_SIZE(alt_field);
-    Py_ssize_t index_len = alt_index ? (Py_ssize_t)TAG_LEN(VARIANT_MESSAGE_ALT_INDEX_TAG) + varint_len((uint64_t)alt_index) : 0;
+    Py_ssize_t index_len = alt_index ? (Py_ssize_t)TAG_LEN(VARIANT_MESSAGE_ALT_INDEX_TAG) + varint_size((uint64_t)alt_index) : 0;
     Py_ssize_t cid_len = (Py_ssize_t)TAG_LEN(VARIANT_MESSAGE_CORRELATION_ID_TAG) + 1 + 32;
     Py_ssize_t body = cid_len + job_len + self->head.len + alt_len + index_len + self->tail.len;
     PyObject *entry = PyBytes_FromStringAndSize(
-        NULL, (Py_ssize_t)TAG_LEN(VARIANT_BATCH_VARIANTS_TAG) + varint_len((uint64_t)body) + body);
+        NULL, (Py_ssize_t)TAG_LEN(VARIANT_BATCH_VARIANTS_TAG) + varint_size((uint64_t)body) + body);
     if (!entry) return NULL;
     char *out = PyBytes_AS_STRING(entry);
     memcpy(out, VARIANT_BATCH_VARIANTS_TAG, TAG_LEN(VARIANT_BATCH_VARIANTS_TAG));
