@@ -1051,7 +1051,7 @@ def _drop_call_ids(carriers: Any) -> None:
     if _OLD_CALL_KEY not in carriers.schema.names:
         return
     if _marked_filled(carriers, _OLD_CALL_KEY):
-        carriers.update_field_metadata({"path": _FILL_MARKED, "metadata": {_FILLED: "1"}})
+        _mark_filled(carriers)
     for index in carriers.list_indices():
         if _OLD_CALL_KEY in index.columns:
             carriers.drop_index(index.name)
@@ -1079,12 +1079,17 @@ def _fill_carriers(variants: Any, carriers: Any) -> None:
             filled += 1
     if filled > 1:
         carriers.optimize()
-    carriers.update_field_metadata({"path": _FILL_MARKED, "metadata": {_FILLED: "1"}})
+    _mark_filled(carriers)
 
 
 def _marked_filled(carriers: Any, field: str) -> bool:
     """Whether `field`'s metadata holds the mark of a finished fill."""
     return bool((carriers.schema.field(field).metadata or {}).get(_FILLED.encode()))
+
+
+def _mark_filled(carriers: Any) -> None:
+    """Mark the carriers table filled (on _FILL_MARKED's metadata), for _marked_filled to read."""
+    carriers.update_field_metadata({"path": _FILL_MARKED, "metadata": {_FILLED: "1"}})
 
 
 _FILLED = "vcf_agent.carriers_filled"
