@@ -311,8 +311,13 @@ class GraphStore(AsyncComponent):
         return ladybug.Database(
             str(self._path),
             buffer_pool_size=self._buffer_pool_bytes,
-            # 0: all cores.
-            max_num_threads=0,
+            # One thread: the writer's statements scan one Arrow table each and did not run in
+            # parallel (a batch's wall time equalled its CPU time with every core allowed), while
+            # a second thread cost CPU on a machine the five services share. Measured 2026-12-06,
+            # five processes on 2 cores, alternating: cohort-500 writer 865 against 894 us of CPU
+            # per variant (five runs each), single 26.8 against 27.6 (two), the 5M genome 28,937
+            # against 28,138 variants/s with the same peak RSS (one; its checkpoints no slower).
+            max_num_threads=1,
             # Until a checkpoint folds the write-ahead log into the file, the engine keeps
             # the logged changes in malloc memory too, outside the buffer pool; a checkpoint
             # frees them. Measured, single-sample batches of 10k: malloc in use rose ~90 MB
