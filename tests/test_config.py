@@ -16,7 +16,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from vcf_agent.app._settings_tree import SettingsError, SettingsTree, load_settings, settings_table
+from vcf_agent.app._settings_tree import (
+    SettingsError,
+    SettingsTree,
+    load_settings,
+    settings_table,
+    shown_settings,
+)
 from vcf_agent.app.cli import main
 from vcf_agent.config import ConfigError, Settings, Topology
 
@@ -200,6 +206,17 @@ def test_acmg_thresholds_and_population_pattern_come_from_the_environment() -> N
             [],
             "vcf-agent: AWS_ENDPOINT_URL: must be an http:// or https:// URL, got 'minio:9000'",
         ),
+        (
+            # A reserve under the checkpoint size lets a checkpoint fill the disk.
+            {
+                "VCF_AGENT_WRITER_GRAPH_CHECKPOINT_BYTES": str(4 << 30),
+                "VCF_AGENT_WRITER_DISK_RESERVE_BYTES": str(2 << 30),
+            },
+            [],
+            "vcf-agent: writer_disk_reserve_bytes (2048 MiB) must be 0 (no check) or at least"
+            " writer_graph_checkpoint_bytes (4096 MiB): a graph checkpoint writes up to that much of its"
+            " log into the database file",
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_setting_and_exit_code_2(
@@ -335,6 +352,27 @@ def test_the_readme_settings_table_is_generated_from_the_tree() -> None:
     # Every setting has a row naming its variable.
     for name in SettingsTree.model_fields:
         assert f"| `{name}` |" in committed
+
+
+def test_the_disk_reserve_follows_the_graph_checkpoint_size_unless_set() -> None:
+    """A checkpoint writes up to writer_graph_checkpoint_bytes of log into the database file, so
+    the free space the writer keeps is that and 64 MiB, whatever the checkpoint size is set to."""
+    assert load_settings({}).service.writer_disk_reserve_bytes == (1 << 30) + (64 << 20)
+    bigger = load_settings({"VCF_AGENT_WRITER_GRAPH_CHECKPOINT_BYTES": str(4 << 30)})
+    assert bigger.service.writer_disk_reserve_bytes == (4 << 30) + (64 << 20)
+    # `config show` prints the reserve in effect.
+    assert shown_settings(bigger)["writer_disk_reserve_bytes"] == (4 << 30) + (64 << 20)
+    set_too = {
+        "VCF_AGENT_WRITER_GRAPH_CHECKPOINT_BYTES": str(4 << 30),
+        "VCF_AGENT_WRITER_DISK_RESERVE_BYTES": str(5 << 30),
+    }
+    assert load_settings(set_too).service.writer_disk_reserve_bytes == 5 << 30
+    # 0 turns the check off.
+    assert load_settings({"VCF_AGENT_WRITER_DISK_RESERVE_BYTES": "0"}).service.writer_disk_reserve_bytes == 0
+    with pytest.raises(
+        ConfigError, match=r"writer_disk_reserve_bytes \(1088 MiB\) must be 0 \(no check\) or at least"
+    ):
+        Settings(writer_graph_checkpoint_bytes=2 << 30)
 
 
 def test_settings_built_by_hand_are_checked_too() -> None:

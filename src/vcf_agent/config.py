@@ -24,6 +24,11 @@ from vcf_agent.schema import TENANT_ID_PATTERN
 # The five services in pipeline order: each consumes what the one before it produces.
 SERVICES = ("ingest", "router", "aggregator", "writer", "notifier")
 
+# The graph's default checkpoint size, and the free space the writer keeps beyond a checkpoint's
+# size (Settings.writer_disk_reserve_bytes).
+_GRAPH_CHECKPOINT_BYTES = 1024**3
+DISK_RESERVE_MARGIN_BYTES = 64 * 1024**2
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
@@ -314,8 +319,9 @@ class Settings:
     # The writer stops taking batches (readiness NOT_SERVING, retried) while its data directory
     # has less free space than this: the graph engine aborts the process when its write-ahead
     # log cannot be written at commit, and a checkpoint rewrites up to writer_graph_checkpoint_bytes
-    # of that log (the default's 1 GiB, and 64 MiB more).
-    writer_disk_reserve_bytes: int = 1024**3 + 64 * 1024**2
+    # of that log, so the reserve is that and DISK_RESERVE_MARGIN_BYTES more (the settings tree
+    # derives it from the checkpoint size unless set), or 0 for no check.
+    writer_disk_reserve_bytes: int = _GRAPH_CHECKPOINT_BYTES + DISK_RESERVE_MARGIN_BYTES
     # Where the LanceDB tables live: the data directory by default, or S3-compatible object storage
     # (the graph and everything else stay under data_dir; see StoreSettings).
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -328,7 +334,7 @@ class Settings:
     # writer's memory; smaller checkpoints cost CPU, more as the graph grows: each rewrites the
     # key-index pages the batches touched, and random 64-bit keys touch most of them (measurements
     # in _graph_store.py).
-    writer_graph_checkpoint_bytes: int = 1024**3
+    writer_graph_checkpoint_bytes: int = _GRAPH_CHECKPOINT_BYTES
     # The gRPC server's grace at shutdown: how long open calls (health watchers) may finish.
     shutdown_grace_s: float = 5.0
     # How long, at SIGTERM, the stages may finish and store what they hold and commit it before
@@ -396,6 +402,16 @@ class Settings:
             raise ConfigError("providers must name at least one provider")
         if self.writer_disk_reserve_bytes < 0:
             raise ConfigError("writer_disk_reserve_bytes must not be negative")
+        if 0 < self.writer_disk_reserve_bytes < self.writer_graph_checkpoint_bytes:
+            reserve, checkpoint = (
+                self.writer_disk_reserve_bytes >> 20,
+                self.writer_graph_checkpoint_bytes >> 20,
+            )
+            raise ConfigError(
+                f"writer_disk_reserve_bytes ({reserve} MiB) must be 0 (no check) or at least"
+                f" writer_graph_checkpoint_bytes ({checkpoint} MiB): a graph checkpoint writes up to that"
+                " much of its log into the database file"
+            )
         if self.upload_max_bytes <= 0:
             raise ConfigError(f"upload_max_bytes must be positive, got {self.upload_max_bytes}")
         for name in (

@@ -81,6 +81,8 @@ async def test_a_full_disk_pauses_the_writer_until_space_returns(tmp_path: Path,
         bus_url=f"embedded://{tmp_path / 'bus'}",
         writer_batch_rows=BATCH,
         writer_disk_reserve_bytes=16 << 20,
+        # The reserve holds a checkpoint's worth of log: small here, for a small disk.
+        writer_graph_checkpoint_bytes=8 << 20,
     )
     bus = open_bus(settings.bus_url)
     await bus.start()

@@ -50,6 +50,7 @@ from vcf_agent.bus import BUS_SCHEMES
 from vcf_agent.config import (
     BUILTIN_PROVIDERS,
     DEFAULT_API_KEY_ENV,
+    DISK_RESERVE_MARGIN_BYTES,
     ClientSettings,
     ConfigError,
     Kind,
@@ -304,10 +305,10 @@ class SettingsTree(BaseSettings):
         description="failover bus: a job idle this long after a backend switch is published again from"
         " its file (0: never)",
     )
-    writer_disk_reserve_bytes: NonNegativeInt = Field(
-        _settings_default("writer_disk_reserve_bytes"),
+    writer_disk_reserve_bytes: NonNegativeInt | None = Field(
+        None,
         description="the writer pauses (readiness NOT_SERVING) while its data directory has less free"
-        " space than this",
+        " space than this (default: writer_graph_checkpoint_bytes and 64 MiB; 0: no check)",
     )
     upload_retention_s: NonNegativeFloat = Field(
         _settings_default("upload_retention_s"), description="how long a finished job's upload is kept"
@@ -697,7 +698,11 @@ def load_settings(
         ingest_max_record_bytes=tree.ingest_max_record_bytes,
         job_stall_s=tree.job_stall_s,
         republish_grace_s=tree.republish_grace_s,
-        writer_disk_reserve_bytes=tree.writer_disk_reserve_bytes,
+        writer_disk_reserve_bytes=(
+            tree.writer_graph_checkpoint_bytes + DISK_RESERVE_MARGIN_BYTES
+            if tree.writer_disk_reserve_bytes is None
+            else tree.writer_disk_reserve_bytes
+        ),
         store=StoreSettings(tree.store, _lance_storage_options(tree)),
         writer_graph_buffer_pool_bytes=tree.writer_graph_buffer_pool_bytes,
         writer_graph_checkpoint_bytes=tree.writer_graph_checkpoint_bytes,
@@ -988,6 +993,9 @@ def shown_settings(loaded: LoadedSettings) -> dict[str, Any]:
             shown[name] = MASK if value.get_secret_value() else ""
         elif name == "bus":
             shown[name] = mask_url(loaded.service.bus_url)
+        elif name == "writer_disk_reserve_bytes":
+            # Derived from the checkpoint size unless set: the value in effect either way.
+            shown[name] = loaded.service.writer_disk_reserve_bytes
         elif name == "provider":
             continue
         elif value is None:
@@ -1059,15 +1067,22 @@ def _type_name(spec: FieldInfo) -> str:
         Path: "path",
         SecretStr: "secret",
     }
-    for candidate in (annotation, *get_args(annotation)):
+    for candidate in (annotation, *_optional_of(spec)):
         if candidate in names:
             return names[candidate]
     return "list" if "tuple" in str(annotation) else "table"
 
 
+def _optional_of(spec: FieldInfo) -> tuple[Any, ...]:
+    """The types a field's annotation unites (`X | None`), an `Annotated` one's as its type."""
+    return tuple(getattr(arg, "__origin__", arg) for arg in get_args(spec.annotation))
+
+
 def _constraint(spec: FieldInfo) -> str:
     bounds = []
-    for item in spec.metadata:
+    # An optional setting's bounds are its type's (`NonNegativeInt | None`).
+    united = (getattr(arg, "__metadata__", ()) for arg in get_args(spec.annotation))
+    for item in (*spec.metadata, *(bound for bounds_of in united for bound in bounds_of)):
         for attr, symbol in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
             value = getattr(item, attr, None)
             if value is not None:
