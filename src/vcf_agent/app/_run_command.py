@@ -15,6 +15,7 @@ from rich.table import Table
 from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
 from vcf_agent.observability import MetricsEndpoint
+from vcf_agent.runner import freeze_startup_heap
 from vcf_agent.schema import ended_badly, exit_code, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
@@ -29,6 +30,7 @@ async def run_files(settings: Settings, files: list[Path], *, as_json: bool, ten
         if settings.metrics_port is not None:
             await stack.enter_async_context(MetricsEndpoint(settings.grpc_host, settings.metrics_port))
         pipeline = await stack.enter_async_context(LocalPipeline(settings))
+        freeze_startup_heap()
         for path in files:
             started = time.perf_counter()
             job_id = await pipeline.submit(path, tenant_id=tenant_id)
