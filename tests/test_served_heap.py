@@ -7,12 +7,18 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from vcf_agent.app.pipeline import service_builder
 from vcf_agent.config import Settings
-from vcf_agent.runner import ServiceHost, serve
+from vcf_agent.runner import ServiceHost, ShutdownDeadline, serve
 
 
-async def test_a_served_service_leaves_what_it_held_at_start_out_of_collections(tmp_path: Path) -> None:
+async def test_a_served_service_leaves_what_it_held_at_start_out_of_collections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # serve leaves its shutdown deadline running to guard the process's exit; this process goes on.
+    monkeypatch.setattr(ShutdownDeadline, "start", lambda self: None)
     settings = Settings(data_dir=tmp_path, bus_url=f"embedded://{tmp_path / 'bus'}")
     seen: list[tuple[int, int]] = []
 

@@ -64,7 +64,8 @@ BUSES = ("embedded", "kafka", "iggy")
 GRACE_S = 30.0
 # A job whose stored count has not grown for this long after the faults is reported stuck.
 STUCK_S = 90.0
-# Small enough that 200,000 variants fill it; the writer keeps 32 MiB of it free.
+# Small enough that 200,000 variants fill it; the writer keeps 32 MiB of it free, which holds the
+# graph's log up to its checkpoint (the reserve must, or a checkpoint could fill the disk).
 _DISK_BYTES = 768 << 20
 _DISK_RESERVE = 32 << 20
 
@@ -353,6 +354,7 @@ async def run_fault_scenario(
     env = {
         "VCF_AGENT_INGEST_ALLOWED_DIRS": str(root),
         "VCF_AGENT_WRITER_DISK_RESERVE_BYTES": str(_DISK_RESERVE),
+        "VCF_AGENT_WRITER_GRAPH_CHECKPOINT_BYTES": str(_DISK_RESERVE),
     }
     job_id = ""
     try:
