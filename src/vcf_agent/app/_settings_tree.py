@@ -1067,22 +1067,25 @@ def _type_name(spec: FieldInfo) -> str:
         Path: "path",
         SecretStr: "secret",
     }
-    for candidate in (annotation, *_optional_of(spec)):
+    for candidate in (annotation, *(united for united, _ in _united_types(spec))):
         if candidate in names:
             return names[candidate]
     return "list" if "tuple" in str(annotation) else "table"
 
 
-def _optional_of(spec: FieldInfo) -> tuple[Any, ...]:
-    """The types a field's annotation unites (`X | None`), an `Annotated` one's as its type."""
-    return tuple(getattr(arg, "__origin__", arg) for arg in get_args(spec.annotation))
+def _united_types(spec: FieldInfo) -> list[tuple[Any, tuple[Any, ...]]]:
+    """The types a field's annotation unites (`X | None`), each with its bounds: an `Annotated`
+    one (`NonNegativeInt`) as its type and metadata, any other with none."""
+    return [
+        (getattr(arg, "__origin__", arg), getattr(arg, "__metadata__", ()))
+        for arg in get_args(spec.annotation)
+    ]
 
 
 def _constraint(spec: FieldInfo) -> str:
     bounds = []
     # An optional setting's bounds are its type's (`NonNegativeInt | None`).
-    united = (getattr(arg, "__metadata__", ()) for arg in get_args(spec.annotation))
-    for item in (*spec.metadata, *(bound for bounds_of in united for bound in bounds_of)):
+    for item in (*spec.metadata, *(bound for _, of_type in _united_types(spec) for bound in of_type)):
         for attr, symbol in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
             value = getattr(item, attr, None)
             if value is not None:
