@@ -1,8 +1,9 @@
 """A job's stored-variant count, kept by the writes once read: always the table's exact count.
 
 The writer asks for it after every batch (progress and the job's end are decided on it), so
-LanceStore counts a job once and then adds each write's appended variants. These tests read
-the table's own count beside it after each kind of write that could make the two differ.
+LanceStore counts a job once and then adds each write's appended variants; a job counted with
+no rows has its provider answers kept the same way. These tests read the tables' own counts
+beside them after each kind of write that could make the two differ.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from vcf_agent.services.writer import _lance_store
 from vcf_agent.services.writer._graph_store import GraphStore
 from vcf_agent.services.writer._lance_store import LanceStore
 from vcf_agent.services.writer._rows import build_rows
+from vcf_agent.v1 import analysis_pb2, events_pb2
 
-from ._writes import FILE_B, make_batch
+from ._writes import FILE_B, make_batch, make_write
 
 NOTHING_STORED = pa.chunked_array([], pa.string())
 
@@ -123,3 +125,118 @@ def test_counts_start_over_when_the_store_is_reopened(
     meanwhile.close()
     lance.open()
     assert lance.count("job-1") == table_count(lance, "job-1") == 15
+
+
+def answered_batch(indices: range, job_id: str = "job-1") -> list[events_pb2.DatabaseWrite]:
+    """Both providers answered, except: claude failed on every third variant, and every fourth
+    was stored at the aggregator's deadline with local's answer only (claude missing)."""
+    writes = []
+    for index in indices:
+        missing = index % 4 == 3
+        write = make_write(index, job_id=job_id, providers=("local",) if missing else ("claude", "local"))
+        if missing:
+            write.partial = True
+            write.missing_providers.append("claude")
+        elif index % 3 == 0:
+            failed = next(result for result in write.results if result.provider == "claude")
+            failed.status = analysis_pb2.AnalysisResult.STATUS_FAILED
+            failed.error = "overloaded"
+        writes.append(write)
+    return writes
+
+
+def table_answers(store: LanceStore, tmp_path: Path, job_id: str) -> dict[str, tuple[int, int, int]]:
+    """The answers a store opened afresh on the same directory reads from its tables."""
+    reader = LanceStore(tmp_path / "lance")
+    reader.open()
+    try:
+        assert reader.count(job_id) == store.count(job_id)
+        return as_tuples(reader.provider_counts(job_id, ["claude", "local"]))
+    finally:
+        reader.close()
+
+
+def as_tuples(counts: dict[str, events_pb2.ProviderCounts]) -> dict[str, tuple[int, int, int]]:
+    return {name: (c.ok, c.failed, c.missing) for name, c in counts.items()}
+
+
+def test_a_job_counted_before_its_first_write_keeps_its_answers_exact(
+    lance: LanceStore, graph: GraphStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer counts a job at its STARTED marker, before any of its rows: from then on its
+    answers are kept by the appends, and its end is decided without reading them."""
+    assert lance.count("job-1") == 0
+    for start in (0, 12):
+        rows = build_rows(answered_batch(range(start, start + 12)))
+        lance.write(rows, maybe_stored=graph.write(rows))
+
+    # 24 variants: claude failed on 0, 6, 12, 18 (and 9, 21: every third not missing) and is
+    # missing on every fourth (3, 7, ... 23: 6 of them); local answered all 24.
+    expected = {"claude": (12, 6, 6), "local": (24, 0, 0)}
+    monkeypatch.setattr(_lance_store, "_eq", unread)
+    assert as_tuples(lance.provider_counts("job-1", ["claude", "local"])) == expected
+    monkeypatch.undo()
+    assert table_answers(lance, tmp_path, "job-1") == expected
+
+
+def unread(column: str, value: str) -> str:
+    raise AssertionError(f"the tables were read ({column} = {value!r})")
+
+
+def test_a_merge_forgets_the_kept_answers_and_the_tables_are_read(
+    lance: LanceStore, graph: GraphStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replayed batch is merged, not appended: what a merge changes (a row may move between
+    jobs) is not known without reading, so the kept answers are forgotten and read again."""
+    assert lance.count("job-1") == 0
+    rows = build_rows(answered_batch(range(12)))
+    lance.write(rows, maybe_stored=graph.write(rows))
+    replay = build_rows(answered_batch(range(6, 12)))
+    lance.write(replay, maybe_stored=graph.write(replay))
+
+    read: list[str] = []
+    eq = _lance_store._eq
+
+    def reading(column: str, value: str) -> str:
+        read.append(value)
+        return eq(column, value)
+
+    monkeypatch.setattr(_lance_store, "_eq", reading)
+    expected = {"claude": (6, 3, 3), "local": (12, 0, 0)}
+    assert as_tuples(lance.provider_counts("job-1", ["claude", "local"])) == expected
+    assert "job-1" in read, "the answers kept before the merge were used"
+    monkeypatch.undo()
+    assert table_answers(lance, tmp_path, "job-1") == expected
+
+
+def test_answers_are_kept_only_for_a_job_read_with_none(
+    lance: LanceStore, graph: GraphStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job first counted with rows stored (a writer restarted mid-job) keeps its variant count
+    but has its answers read; so does one whose variants a resubmission moved to another job
+    while answers of a provider the new job did not ask stay its own."""
+    rows = build_rows(answered_batch(range(8)))
+    lance.write(rows, maybe_stored=graph.write(rows))
+    assert lance.count("job-1") == 8
+    more = build_rows(answered_batch(range(8, 12)))
+    lance.write(more, maybe_stored=graph.write(more))
+    assert lance.count("job-1") == table_count(lance, "job-1") == 12
+    assert as_tuples(lance.provider_counts("job-1")) == table_answers(lance, tmp_path, "job-1")
+
+    # job-2 resubmits job-1's file asking local only: every variant moves to job-2, while
+    # claude's answers keep job-1's name. job-1 holds no variant, but answers.
+    moved = build_rows(make_batch(range(12), job_id="job-2"))
+    lance.write(moved, maybe_stored=graph.write(moved))
+    lance.close()
+    lance.open()
+    assert lance.count("job-1") == 0
+    read: list[str] = []
+    eq = _lance_store._eq
+
+    def reading(column: str, value: str) -> str:
+        read.append(value)
+        return eq(column, value)
+
+    monkeypatch.setattr(_lance_store, "_eq", reading)
+    assert as_tuples(lance.provider_counts("job-1")) == {"claude": (6, 3, 0)}
+    assert "job-1" in read, "job-1's answers were taken as kept, not read"

@@ -133,8 +133,11 @@ async def test_failed_and_missing_answers_end_the_job_complete_with_errors_once_
         f"claude: 1 of 6 analyses failed (1 x {CLAUDE_DOWN!r}) and 2 of 6 got no answer before the deadline"
     )
 
-    # The store counts the same whichever providers it is told to expect: named ones are
-    # counted row by row, and an answer from one not named makes it read them all.
+    # Decided on the answers the writes kept (the job had none at STARTED), they are what the
+    # tables hold: read again after reopening, whichever providers the store is told to expect
+    # (named ones are counted row by row, an answer from one not named makes it read them all).
+    sink.lance.close()
+    sink.lance.open()
     for expected in (["claude", "local"], ["local"], [], ["local", "openai"]):
         found = sink.lance.provider_counts(JOB, expected)
         assert {n: (c.ok, c.failed, c.missing) for n, c in found.items()} == counted(final), expected

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from vcf_agent.compiled import compiled_module
@@ -323,3 +324,42 @@ def _tables(parts: Buffers) -> WriteRows:
 
 def _table(columns: dict[str, pa.Array], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+def answer_counts(variants: pa.Table, analyses: pa.Table) -> list[tuple[str, str, int, int]]:
+    """(job, provider, slot, answers) of a batch's rows: slot 0 ok, 1 failed, 2 missing (a partial
+    variant stored without that provider's answer)."""
+    ok = pc.equal(analyses.column("status"), "ok")
+    counted = (
+        pa.table({"job_id": analyses.column("job_id"), "provider": analyses.column("provider"), "ok": ok})
+        .group_by(["job_id", "provider", "ok"])
+        .aggregate([("ok", "count")])
+    )
+    found = [
+        (job_id, provider, 0 if answered_ok else 1, count)
+        for job_id, provider, answered_ok, count in zip(
+            *(counted.column(name).to_pylist() for name in ("job_id", "provider", "ok", "ok_count")),
+            strict=True,
+        )
+    ]
+    partial = variants.filter(variants.column("partial"))
+    if partial.num_rows:
+        missing = partial.column("missing_providers")
+        flat = (
+            pa.table(
+                {
+                    "job_id": pc.take(partial.column("job_id"), pc.list_parent_indices(missing)),
+                    "provider": pc.list_flatten(missing),
+                }
+            )
+            .group_by(["job_id", "provider"])
+            .aggregate([("provider", "count")])
+        )
+        found.extend(
+            (job_id, provider, 2, count)
+            for job_id, provider, count in zip(
+                *(flat.column(name).to_pylist() for name in ("job_id", "provider", "provider_count")),
+                strict=True,
+            )
+        )
+    return found

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vcf_agent import telemetry, tracing
@@ -44,7 +42,7 @@ from ._graph_store import GraphCapacityError, GraphStore
 from ._job_outcome import job_outcome
 from ._lance_store import LanceStore
 from ._native_memory import PacedTrim, return_freed_memory
-from ._rows import RowCollector, WriteRows
+from ._rows import RowCollector, WriteRows, answer_counts
 
 T = TypeVar("T")
 
@@ -478,7 +476,7 @@ class StoreSink(AsyncComponent):
             for job_id, tenant_id, classification, count in _classification_counts(rows):
                 touched[job_id] = tenant_id
                 self._tally(job_id, tenant_id).classifications[classification] += count
-            for job_id, provider, slot, count in _answer_counts(rows):
+            for job_id, provider, slot, count in answer_counts(rows.variants, rows.analyses):
                 tally = self._tallies[job_id]
                 if not tally.complete:
                     tally.providers.setdefault(provider, [0, 0, 0])[slot] += count
@@ -734,45 +732,6 @@ def _state_message(tally: _JobTally) -> str:
     if tally.state == events_pb2.JOB_STATE_COMPLETE:
         return "complete"
     return tally.error
-
-
-def _answer_counts(rows: WriteRows) -> list[tuple[str, str, int, int]]:
-    """(job, provider, slot, answers) of a batch; slot 0 ok, 1 failed, 2 missing (as in _JobTally)."""
-    answers = rows.analyses
-    ok = pc.equal(answers.column("status"), "ok")
-    counted = (
-        pa.table({"job_id": answers.column("job_id"), "provider": answers.column("provider"), "ok": ok})
-        .group_by(["job_id", "provider", "ok"])
-        .aggregate([("ok", "count")])
-    )
-    found = [
-        (job_id, provider, 0 if answered_ok else 1, count)
-        for job_id, provider, answered_ok, count in zip(
-            *(counted.column(name).to_pylist() for name in ("job_id", "provider", "ok", "ok_count")),
-            strict=True,
-        )
-    ]
-    partial = rows.variants.filter(rows.variants.column("partial"))
-    if partial.num_rows:
-        missing = partial.column("missing_providers")
-        flat = (
-            pa.table(
-                {
-                    "job_id": pc.take(partial.column("job_id"), pc.list_parent_indices(missing)),
-                    "provider": pc.list_flatten(missing),
-                }
-            )
-            .group_by(["job_id", "provider"])
-            .aggregate([("provider", "count")])
-        )
-        found.extend(
-            (job_id, provider, 2, count)
-            for job_id, provider, count in zip(
-                *(flat.column(name).to_pylist() for name in ("job_id", "provider", "provider_count")),
-                strict=True,
-            )
-        )
-    return found
 
 
 async def _failure_logged_per_job(
