@@ -628,7 +628,11 @@ class StoreSink(AsyncComponent):
         tally.state, tally.error = outcome
 
     async def start(self) -> None:
-        return None
+        # The stores are open (they start first); a failed warm-up costs the first batch its time.
+        try:
+            await asyncio.to_thread(self.graph.warm)
+        except Exception as exc:
+            log.warning("warming the graph's statements failed (the first batch pays for it): %s", exc)
 
     async def stop(self) -> None:
         """Store what is buffered or in flight; an idle compaction gets a few seconds, not more."""
