@@ -104,11 +104,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vcf_agent.lifecycle import AsyncComponent
-from vcf_agent.schema import INT64_MAX, GenotypeCall, genotype_columns
-from vcf_agent.v1 import analysis_pb2, events_pb2
+from vcf_agent.schema import INT64_MAX
+from vcf_agent.v1 import events_pb2
 
 from ._graph_keys import analysis_keys, variant_key, variant_keys
-from ._rows import WriteRows, build_rows
+from ._rows import WriteRows, build_rows, warming_rows
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ class GraphStore(AsyncComponent):
         fresh service's first job does not wait for it. Nothing is committed or logged: the
         write-ahead log is written at COMMIT.
         """
-        rows = _warming_rows()
+        rows = warming_rows()
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN TRANSACTION")
@@ -764,31 +764,6 @@ def _release_inputs(conn: ladybug.Connection) -> None:
     """
     with conn._prepared_cache_lock:
         conn._pybind_implicit_prepared_cache.clear()
-
-
-def _warming_rows() -> WriteRows:
-    """One variant the graph keeps, with a carrier, a gene and an answer: every statement a
-    batch of new variants runs (GraphStore.warm)."""
-    key = "0" * 32
-    write = events_pb2.DatabaseWrite(
-        correlation_id=key, job_id="warm", tenant_id="warm", classification="pathogenic"
-    )
-    variant = write.variant
-    variant.correlation_id, variant.job_id, variant.tenant_id = key, "warm", "warm"
-    variant.file_id, variant.source_name = "0" * 64, "warm.vcf"
-    variant.chromosome, variant.position, variant.reference, variant.alternate = "chr1", 1, "A", "G"
-    variant.all_alternates.append("G")
-    variant.genotypes.CopyFrom(genotype_columns([GenotypeCall("warm", (0, 1), False, 10, 50, (5, 5))]))
-    answer = write.results.add(
-        correlation_id=key,
-        job_id="warm",
-        tenant_id="warm",
-        provider="local",
-        status=analysis_pb2.AnalysisResult.STATUS_OK,
-        classification="pathogenic",
-    )
-    answer.annotation.gene = "WARM"
-    return build_rows([write])
 
 
 def _rollback(conn: ladybug.Connection) -> None:

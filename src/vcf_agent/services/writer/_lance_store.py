@@ -42,7 +42,7 @@ from vcf_agent.v1 import analysis_pb2, events_pb2, query_pb2
 
 from ._carrier_rows import CARRIER_SCHEMA, VARIANT_COLUMNS, carrier_rows
 from ._native_memory import returning_freed_memory
-from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, answer_counts, build_rows
+from ._rows import ANALYSIS_SCHEMA, VARIANT_SCHEMA, WriteRows, answer_counts, build_rows, warming_rows
 from ._store_location import StoreLocation
 
 log = logging.getLogger(__name__)
@@ -367,6 +367,17 @@ class LanceStore(AsyncComponent):
             kept = self._kept.get(job_id)
             if kept is not None and kept.answers is not None:
                 kept.answers.setdefault(provider, [0, 0, 0])[slot] += count
+
+    def warm(self) -> None:
+        """Build a batch's carrier rows and count its answers once, writing nothing.
+
+        The Arrow kernels they use load on a process's first call: the carrier rows of a first
+        2,000-variant batch took 12-24 ms of CPU and 0.4-0.5 ms on the next, its answer counts
+        7.6 ms and 0.45 (2026-12-06). The writer calls it at start, beside GraphStore.warm.
+        """
+        rows = warming_rows()
+        carrier_rows(rows.variants, rows.calls.column("carrier"))
+        answer_counts(rows.variants, rows.analyses)
 
     def compact(self) -> None:
         """Merge small fragments, index new keys and drop old versions now."""

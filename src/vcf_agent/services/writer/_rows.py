@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from vcf_agent.compiled import compiled_module
-from vcf_agent.schema import PayloadError
+from vcf_agent.schema import GenotypeCall, PayloadError, genotype_columns
 from vcf_agent.v1 import analysis_pb2, events_pb2
 from vcf_agent.v1 import wire_numbers as wire
 
@@ -363,3 +363,29 @@ def answer_counts(variants: pa.Table, analyses: pa.Table) -> list[tuple[str, str
             )
         )
     return found
+
+
+def warming_rows() -> WriteRows:
+    """One made-up variant the graph keeps, with a carrier, a gene and an answer: a batch that
+    goes every way a batch of new variants does, for the stores to warm on (GraphStore.warm,
+    LanceStore.warm)."""
+    key = "0" * 32
+    write = events_pb2.DatabaseWrite(
+        correlation_id=key, job_id="warm", tenant_id="warm", classification="pathogenic"
+    )
+    variant = write.variant
+    variant.correlation_id, variant.job_id, variant.tenant_id = key, "warm", "warm"
+    variant.file_id, variant.source_name = "0" * 64, "warm.vcf"
+    variant.chromosome, variant.position, variant.reference, variant.alternate = "chr1", 1, "A", "G"
+    variant.all_alternates.append("G")
+    variant.genotypes.CopyFrom(genotype_columns([GenotypeCall("warm", (0, 1), False, 10, 50, (5, 5))]))
+    answer = write.results.add(
+        correlation_id=key,
+        job_id="warm",
+        tenant_id="warm",
+        provider="local",
+        status=analysis_pb2.AnalysisResult.STATUS_OK,
+        classification="pathogenic",
+    )
+    answer.annotation.gene = "WARM"
+    return build_rows([write])

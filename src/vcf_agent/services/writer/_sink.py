@@ -630,9 +630,14 @@ class StoreSink(AsyncComponent):
     async def start(self) -> None:
         # The stores are open (they start first); a failed warm-up costs the first batch its time.
         try:
-            await asyncio.to_thread(self.graph.warm)
+            await asyncio.to_thread(self._warm)
         except Exception as exc:
-            log.warning("warming the graph's statements failed (the first batch pays for it): %s", exc)
+            log.warning("warming the stores' write path failed (the first batch pays for it): %s", exc)
+
+    def _warm(self) -> None:
+        """Run a made-up batch through what a first batch would load on first use, storing nothing."""
+        self.graph.warm()
+        self.lance.warm()
 
     async def stop(self) -> None:
         """Store what is buffered or in flight; an idle compaction gets a few seconds, not more."""
