@@ -371,9 +371,10 @@ class LanceStore(AsyncComponent):
     def warm(self) -> None:
         """Build a batch's carrier rows and count its answers once, writing nothing.
 
-        The Arrow kernels they use load on a process's first call: the carrier rows of a first
-        2,000-variant batch took 12-24 ms of CPU and 0.4-0.5 ms on the next, its answer counts
-        7.6 ms and 0.45 (2026-12-06). The writer calls it at start, beside GraphStore.warm.
+        The Arrow kernels they use load on a process's first call: the carrier rows of a fresh
+        process's first 2,000-variant batch took 2-24 ms of CPU (16, 2, 20 and 24 in four
+        processes) and 0.4-0.5 ms on the next, 1.4-6 ms after this; its answer counts 1.4-7.6 ms
+        and 0.45, 0.5 after this (2026-12-06). The writer calls it at start, beside GraphStore.warm.
         """
         rows = warming_rows()
         carrier_rows(rows.variants, rows.calls.column("carrier"))
