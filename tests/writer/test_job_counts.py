@@ -173,14 +173,24 @@ def test_a_job_counted_before_its_first_write_keeps_its_answers_exact(
     # 24 variants: claude failed on 0, 6, 12, 18 (and 9, 21: every third not missing) and is
     # missing on every fourth (3, 7, ... 23: 6 of them); local answered all 24.
     expected = {"claude": (12, 6, 6), "local": (24, 0, 0)}
-    monkeypatch.setattr(_lance_store, "_eq", unread)
+    read = tables_read(monkeypatch)
     assert as_tuples(lance.provider_counts("job-1", ["claude", "local"])) == expected
+    assert "job-1" not in read, "the kept answers were read from the tables"
     monkeypatch.undo()
     assert table_answers(lance, tmp_path, "job-1") == expected
 
 
-def unread(column: str, value: str) -> str:
-    raise AssertionError(f"the tables were read ({column} = {value!r})")
+def tables_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The values LanceDB's filters name from now on: a job's id once its tables are read for it."""
+    read: list[str] = []
+    eq = _lance_store._eq
+
+    def reading(column: str, value: str) -> str:
+        read.append(value)
+        return eq(column, value)
+
+    monkeypatch.setattr(_lance_store, "_eq", reading)
+    return read
 
 
 def test_a_merge_forgets_the_kept_answers_and_the_tables_are_read(
@@ -194,14 +204,7 @@ def test_a_merge_forgets_the_kept_answers_and_the_tables_are_read(
     replay = build_rows(answered_batch(range(6, 12)))
     lance.write(replay, maybe_stored=graph.write(replay))
 
-    read: list[str] = []
-    eq = _lance_store._eq
-
-    def reading(column: str, value: str) -> str:
-        read.append(value)
-        return eq(column, value)
-
-    monkeypatch.setattr(_lance_store, "_eq", reading)
+    read = tables_read(monkeypatch)
     expected = {"claude": (6, 3, 3), "local": (12, 0, 0)}
     assert as_tuples(lance.provider_counts("job-1", ["claude", "local"])) == expected
     assert "job-1" in read, "the answers kept before the merge were used"
@@ -230,13 +233,6 @@ def test_answers_are_kept_only_for_a_job_read_with_none(
     lance.close()
     lance.open()
     assert lance.count("job-1") == 0
-    read: list[str] = []
-    eq = _lance_store._eq
-
-    def reading(column: str, value: str) -> str:
-        read.append(value)
-        return eq(column, value)
-
-    monkeypatch.setattr(_lance_store, "_eq", reading)
+    read = tables_read(monkeypatch)
     assert as_tuples(lance.provider_counts("job-1")) == {"claude": (6, 3, 0)}
     assert "job-1" in read, "job-1's answers were taken as kept, not read"

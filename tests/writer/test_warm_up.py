@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vcf_agent.services.writer._graph_store import GraphCounts, GraphStore
 from vcf_agent.services.writer._lance_store import LanceStore
-from vcf_agent.services.writer._rows import build_rows
+from vcf_agent.services.writer._rows import build_rows, warming_rows
 
 from ._writes import make_write
 
@@ -19,7 +19,7 @@ EMPTY = GraphCounts(0, 0, 0, 0, 0, 0, 0, 0, 0)
 def test_warming_leaves_nothing_in_the_graph_or_its_log(graph: GraphStore, tmp_path: Path) -> None:
     log = tmp_path / "graph.lbug.wal"
     logged = log.stat().st_size if log.exists() else 0
-    graph.warm()
+    graph.warm(warming_rows())
     assert graph.counts() == EMPTY
     assert (log.stat().st_size if log.exists() else 0) == logged
     graph.close()
@@ -30,7 +30,7 @@ def test_warming_leaves_nothing_in_the_graph_or_its_log(graph: GraphStore, tmp_p
 def test_the_nodes_a_warm_up_touched_are_merged_by_a_real_write(graph: GraphStore) -> None:
     """The made-up variant's file, sample and gene were rolled back: a batch naming the same
     ones (tenant `warm`, sample `warm`, gene `WARM`) must create them, not take them as known."""
-    graph.warm()
+    graph.warm(warming_rows())
     write = make_write(
         0, file_id="0" * 64, job_id="warm", tenant_id="warm", gene="WARM", calls=[("warm", (0, 1), False)]
     )
@@ -42,7 +42,7 @@ def test_the_nodes_a_warm_up_touched_are_merged_by_a_real_write(graph: GraphStor
 
 def test_lancedb_warms_without_writing(lance: LanceStore, graph: GraphStore) -> None:
     assert lance.count("warm") == 0
-    lance.warm()
+    lance.warm(warming_rows())
     assert lance.count() == 0
     assert lance.count_analyses() == 0
     # The warm-up's job, written for real afterwards, counts from zero.

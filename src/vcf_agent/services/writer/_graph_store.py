@@ -108,7 +108,7 @@ from vcf_agent.schema import INT64_MAX
 from vcf_agent.v1 import events_pb2
 
 from ._graph_keys import analysis_keys, variant_key, variant_keys
-from ._rows import WriteRows, build_rows, warming_rows
+from ._rows import WriteRows, build_rows
 
 log = logging.getLogger(__name__)
 
@@ -375,8 +375,8 @@ class GraphStore(AsyncComponent):
             self._committed.absorb(added)
         return old_ids
 
-    def warm(self) -> None:
-        """Run a batch's statements once, on a made-up variant, and roll them back.
+    def warm(self, rows: WriteRows) -> None:
+        """Run a batch's statements once, on made-up rows (`warming_rows`), and roll them back.
 
         A process's first write cost ~25 ms of CPU more than a later one of the same size: the
         engine's first statements of each kind, Arrow compute kernels and numpy modules loaded
@@ -385,7 +385,6 @@ class GraphStore(AsyncComponent):
         fresh service's first job does not wait for it. Nothing is committed or logged: the
         write-ahead log is written at COMMIT.
         """
-        rows = warming_rows()
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN TRANSACTION")

@@ -367,8 +367,8 @@ def answer_counts(variants: pa.Table, analyses: pa.Table) -> list[tuple[str, str
 
 def warming_rows() -> WriteRows:
     """One made-up variant the graph keeps, with a carrier, a gene and an answer: a batch that
-    goes every way a batch of new variants does, for the stores to warm on (GraphStore.warm,
-    LanceStore.warm)."""
+    goes every way a batch of new variants does, for the stores to warm on (StoreSink builds it
+    once for GraphStore.warm and LanceStore.warm)."""
     key = "0" * 32
     write = events_pb2.DatabaseWrite(
         correlation_id=key, job_id="warm", tenant_id="warm", classification="pathogenic"

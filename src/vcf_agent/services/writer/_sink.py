@@ -42,7 +42,7 @@ from ._graph_store import GraphCapacityError, GraphStore
 from ._job_outcome import job_outcome
 from ._lance_store import LanceStore
 from ._native_memory import PacedTrim, return_freed_memory
-from ._rows import RowCollector, WriteRows, answer_counts
+from ._rows import RowCollector, WriteRows, answer_counts, warming_rows
 
 T = TypeVar("T")
 
@@ -636,8 +636,9 @@ class StoreSink(AsyncComponent):
 
     def _warm(self) -> None:
         """Run a made-up batch through what a first batch would load on first use, storing nothing."""
-        self.graph.warm()
-        self.lance.warm()
+        rows = warming_rows()
+        self.graph.warm(rows)
+        self.lance.warm(rows)
 
     async def stop(self) -> None:
         """Store what is buffered or in flight; an idle compaction gets a few seconds, not more."""
