@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from vcf_agent.schema import INT64_MAX, parse_region, tenant_key
-from vcf_agent.services.writer import _graph_store
+from vcf_agent.services.writer import _graph_store, _lance_store
 from vcf_agent.services.writer._carrier_rows import CARRIER_SCHEMA
 from vcf_agent.services.writer._graph_store import GraphCounts, GraphStore
 from vcf_agent.services.writer._lance_store import CompactionPolicy, LanceStore, VariantQuery
@@ -330,6 +330,48 @@ def test_the_write_path_leaves_compaction_to_idle_time(compacted: Compacted) -> 
     assert held == [120]
     assert store.fragments() == 1
     assert not store.compact_if_written()
+
+
+def test_a_compaction_part_is_a_run_of_adjacent_small_fragments_up_to_its_rows() -> None:
+    full = _lance_store._TARGET_FRAGMENT_ROWS
+    part = _lance_store._next_part
+    assert part([(0, 10), (1, 10), (2, 10), (3, 10)], 25) == [0, 1]
+    assert part([(0, 10), (1, 10), (2, 10), (3, 10)], 40) == [0, 1, 2, 3]
+    # A full fragment ends a run; a small fragment alone is no part.
+    assert part([(0, full), (1, 10), (2, full), (3, 10), (4, 10)], 100) == [3, 4]
+    assert part([(0, 10), (1, full), (2, 10)], 100) == []
+    # A part keeps two fragments, however many rows they hold.
+    assert part([(0, full - 1), (1, full - 1), (2, 10)], 100) == [0, 1]
+    assert part([(7, full), (9, full)], 100) == []
+
+
+def test_compaction_commits_at_most_its_part_rows_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A compaction holds every row it rewrites until it commits (issue 15: bounded memory), so a
+    # table's small fragments are compacted a bounded part at a time.
+    store = LanceStore(tmp_path / "lance", compaction=CompactionPolicy(max_fragments=1000))
+    store.open()
+    try:
+        for start in range(0, 120, 10):
+            store.write(make_batch(range(start, start + 10)))
+        before = snapshot(store)
+        variants, _ = store._tables()
+        versions = len(variants.list_versions())
+        # Fragments of 30 rows are full, and a part holds 30 rows at most: the 12 fragments of
+        # 10 rows are merged three at a time, each part in a commit of its own.
+        monkeypatch.setattr(_lance_store, "_TARGET_FRAGMENT_ROWS", 30)
+        monkeypatch.setattr(_lance_store, "_COMPACTION_PART_ROWS", 30)
+        assert _lance_store._compact_in_parts(variants) == [30, 30, 30, 30]
+        assert len(variants.list_versions()) >= versions + 4
+        assert _lance_store._fragments(variants) == 4
+        assert snapshot(store).equals(before)
+        monkeypatch.undo()
+        store.compact()
+        assert store.fragments() == 1
+        assert snapshot(store).equals(before)
+    finally:
+        store.close()
 
 
 def test_stores_survive_reopening(tmp_path: Path) -> None:

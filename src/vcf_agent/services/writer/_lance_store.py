@@ -59,6 +59,15 @@ _CLOSE_WAIT_S = 1.0
 # through the five services: 69.4 and 52.7 ms median with 2.2, 43.4 and 40.3 with 2.1; writes
 # cost the same within this machine's noise (`genome`, `single`, `cohort`, `latency` A/B'd).
 # A store's tables keep the format they were created in.
+#
+# Without stable row ids (`new_table_enable_stable_row_ids`), although they would bound the idle
+# compaction's memory: compaction renumbers the rows it rewrites and holds every one's old and new
+# address while it remaps the indexes (a 10M-row synthetic table with three indexes peaked at 919
+# MB, 627 with stable ids; a cohort-500 store's 9.5M carrier rows +690 MB over the writer's, +270).
+# But with stable ids a filtered read of the carriers table maps the index's row ids to addresses
+# on every query: a genome's first 100 sample + gene carriers took 85-118 ms against 10, and
+# `bench query`'s sample + gene page 82-92 ms against 37-60 (5M store, 2026-12-06); on the variants
+# and answers tables alone the queries cost the same, but their compaction is not the cohort's peak.
 _FILE_FORMAT = "2.1"
 _NEW_TABLE_OPTIONS = {"new_table_data_storage_version": _FILE_FORMAT}
 _VARIANTS = "variants"
@@ -583,6 +592,9 @@ class LanceStore(AsyncComponent):
         with returning_freed_memory():
             for name, table in tables.items():
                 began = time.monotonic()
+                _compact_in_parts(table)
+                # What is left: new rows into the indexes, old versions dropped, and any large
+                # fragment with deleted rows rewritten.
                 table.optimize(cleanup_older_than=self._policy.keep_versions)
                 took[name] = time.monotonic() - began
         seconds = ", ".join(f"{name} {took[name]:.1f}" for name in tables)
@@ -1141,6 +1153,65 @@ _FILLED = "vcf_agent.carriers_filled"
 # The field whose metadata holds _FILLED.
 _FILL_MARKED = "correlation_id"
 _FILL_BATCH_ROWS = 50_000
+
+
+# Source rows a compaction commits at most at once (two of Lance's 1 MiRow target fragments).
+# A compaction holds every row it rewrites until its commit, whether the indexes cover them or
+# not: a 2,504-sample cohort's 27.9M carrier rows, compacted at once when the writer's input went
+# idle, took the writer from ~900 MB to 1,834-1,991 MB, its peak over the job (2026-12-06). On
+# 10M and 20M synthetic carrier rows (ten indexes, none covering them), compacting at once
+# peaked at 1,005 and ~1,600 MB, in parts of 2M rows at 586 and 588 MB, in the same time; the
+# indexes' update that follows peaked at 624 and 824 MB (986 and 1,622 MB, 18.5 and 39.5 s, for
+# LanceDB's optimize alone against 17.6 and 34.5 s in all).
+_COMPACTION_PART_ROWS = 2 << 20
+_TARGET_FRAGMENT_ROWS = 1 << 20
+
+
+def _compact_in_parts(table: Any) -> list[int]:
+    """Merge the table's small fragments, committing at most `_COMPACTION_PART_ROWS` source rows
+    at a time; returns the rows of each part. Through the `lance` package: LanceDB's optimize
+    compacts every small fragment in one commit and takes no bound.
+    """
+    parts: list[int] = []
+    # Each part leaves fewer fragments or more full ones, so this ends; the bound is for a plan
+    # of Lance's that merges nothing.
+    for _ in range(_fragments(table)):
+        dataset = table.to_lance()
+        sizes = [
+            (fragment.fragment_id, fragment.metadata.physical_rows) for fragment in dataset.get_fragments()
+        ]
+        part = _next_part(sizes, _COMPACTION_PART_ROWS)
+        if not part:
+            break
+        # Excluded fragments are left as they are and bound the plan Lance makes around them.
+        chosen = set(part)
+        metrics = dataset.optimize.compact_files(
+            excluded_fragment_ids=[fragment for fragment, _ in sizes if fragment not in chosen],
+            target_rows_per_fragment=_TARGET_FRAGMENT_ROWS,
+        )
+        table.checkout_latest()
+        if not metrics.fragments_removed:
+            break
+        parts.append(sum(rows for fragment, rows in sizes if fragment in chosen))
+    return parts
+
+
+def _next_part(sizes: list[tuple[int, int]], most_rows: int) -> list[int]:
+    """The fragments to compact next: the first run of two or more adjacent small fragments
+    (`sizes`: id and rows in the table's order), cut where it would pass `most_rows` (it keeps
+    two fragments at least), or [] when no run is left."""
+    run: list[int] = []
+    rows_in_run = 0
+    for fragment, rows in [*sizes, (-1, _TARGET_FRAGMENT_ROWS)]:
+        small = rows < _TARGET_FRAGMENT_ROWS
+        if small and (len(run) < 2 or rows_in_run + rows <= most_rows):
+            run.append(fragment)
+            rows_in_run += rows
+        elif len(run) >= 2:
+            return run
+        else:
+            run, rows_in_run = ([fragment], rows) if small else ([], 0)
+    return []
 
 
 def _fragments(table: Any) -> int:
