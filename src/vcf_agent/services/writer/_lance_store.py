@@ -60,14 +60,14 @@ _CLOSE_WAIT_S = 1.0
 # cost the same within this machine's noise (`genome`, `single`, `cohort`, `latency` A/B'd).
 # A store's tables keep the format they were created in.
 #
-# Without stable row ids (`new_table_enable_stable_row_ids`), although they would bound the idle
-# compaction's memory: compaction renumbers the rows it rewrites and holds every one's old and new
-# address while it remaps the indexes (a 10M-row synthetic table with three indexes peaked at 919
-# MB, 627 with stable ids; a cohort-500 store's 9.5M carrier rows +690 MB over the writer's, +270).
-# But with stable ids a filtered read of the carriers table maps the index's row ids to addresses
-# on every query: a genome's first 100 sample + gene carriers took 85-118 ms against 10, and
-# `bench query`'s sample + gene page 82-92 ms against 37-60 (5M store, 2026-12-06); on the variants
-# and answers tables alone the queries cost the same, but their compaction is not the cohort's peak.
+# Without stable row ids (`new_table_enable_stable_row_ids`), although they lower a compaction's
+# memory (it renumbers the rows it rewrites; a 10M-row synthetic table with three indexes peaked
+# at 919 MB, 627 with stable ids; a cohort-500 store's 9.5M carrier rows +690 MB over the writer's,
+# +270): with them a filtered read of the carriers table maps the index's row ids to addresses on
+# every query, and a genome's first 100 sample + gene carriers took 85-118 ms against 10,
+# `bench query`'s sample + gene page 82-92 ms against 37-60 (5M store, 2026-12-06). On the variants
+# and answers tables alone queries cost the same, but their compaction is not the cohort's peak.
+# Compacting in parts (`_compact_in_parts`) bounds that memory instead.
 _FILE_FORMAT = "2.1"
 _NEW_TABLE_OPTIONS = {"new_table_data_storage_version": _FILE_FORMAT}
 _VARIANTS = "variants"
@@ -589,15 +589,16 @@ class LanceStore(AsyncComponent):
         rows = ", ".join(f"{name} {count:,}" for name, count in counts.items())
         log.info("compacting LanceDB after %d writes (rows: %s)", self._writes_since_compaction, rows)
         took = {}
+        parts = {}
         with returning_freed_memory():
             for name, table in tables.items():
                 began = time.monotonic()
-                _compact_in_parts(table)
+                parts[name] = len(_compact_in_parts(table))
                 # What is left: new rows into the indexes, old versions dropped, and any large
                 # fragment with deleted rows rewritten.
                 table.optimize(cleanup_older_than=self._policy.keep_versions)
                 took[name] = time.monotonic() - began
-        seconds = ", ".join(f"{name} {took[name]:.1f}" for name in tables)
+        seconds = ", ".join(f"{name} {took[name]:.1f} ({parts[name]} parts)" for name in tables)
         log.info("compacted LanceDB in %.1f s (%s; rows: %s)", sum(took.values()), seconds, rows)
         self._writes_since_compaction = 0
 
