@@ -19,7 +19,7 @@ from ._api import QueryApi
 from ._graph_store import GraphCapacityError, GraphCounts, GraphStore
 from ._key_stamp import check_key_stamp
 from ._lance_store import CompactionPolicy, LanceStore, VariantQuery
-from ._native_memory import limit_malloc_arenas
+from ._native_memory import allocate_arrow_from_malloc, limit_malloc_arenas
 from ._rows import ANALYSIS_SCHEMA, CALL_SCHEMA, GENOTYPE_TYPE, VARIANT_SCHEMA, WriteRows
 from ._sink import StoreSink
 from ._store_location import StoreLocation, StoreUnavailableError
@@ -61,6 +61,7 @@ def build(settings: Settings, bus: Bus, *, flags: FlagStore | None = None) -> Wr
     check_key_stamp(directory)
     # Before the stores start their threads, each of which would otherwise get its own arena.
     limit_malloc_arenas()
+    allocate_arrow_from_malloc()
     # The graph is a local file engine: it stays in the data directory; LanceDB may be elsewhere.
     graph = GraphStore(
         directory / "graph.lbug",
