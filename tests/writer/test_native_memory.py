@@ -1,4 +1,5 @@
-"""The writer's hold on glibc malloc: arenas capped, freed pages handed back; in fresh processes."""
+"""The writer's hold on glibc malloc: arenas capped, freed pages handed back, Arrow's buffers taken
+from it; in fresh processes."""
 
 from __future__ import annotations
 

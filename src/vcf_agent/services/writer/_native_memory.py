@@ -7,7 +7,8 @@ contending thread its own arena (up to 8 per core), each keeping what was freed 
 the writer's two stores, 300,000 single-sample variants in 10,000-variant batches: 16 arenas and
 364 MB of arena memory of which 235 MB free; with two arenas and a trim after each batch, 2
 arenas and 40 MB less resident at the same point, at the same CPU per variant.
-Elsewhere than glibc (musl, macOS) both calls are absent and nothing is done.
+Elsewhere than glibc (musl, macOS) mallopt and malloc_trim are absent and the arena cap and the
+trims do nothing; Arrow's buffers still come from the C library's allocator.
 """
 
 from __future__ import annotations
