@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,13 +10,14 @@ import grpc
 import pytest
 
 from tests._grpc_errors import violated_field
-from vcf_agent.bus import Bus, open_bus
+from vcf_agent.bus import Bus, OutgoingMessage, open_bus
 from vcf_agent.config import Settings
 from vcf_agent.runner import ServiceHost, ensure_topology
-from vcf_agent.schema import decode, message_type
+from vcf_agent.schema import decode, encode, message_type
 from vcf_agent.services import ingest
+from vcf_agent.services.ingest import _api as ingest_api_module
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
-from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc, variant_pb2
+from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, variant_pb2
 
 
 @pytest.fixture
@@ -99,3 +101,41 @@ async def test_priority_travels_on_every_published_batch(
                 break
     assert sum(len(b.variants) for b in batches) == 30
     assert {b.priority for b in batches} == {7}
+
+
+async def test_watch_job_sends_the_end_when_it_is_recorded_not_at_a_poll(
+    ingest_api: tuple[jobs_pb2_grpc.IngestServiceStub, Bus], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LIMS watching a job is told of its end by the write that records it: with the stream's
+    fallback re-read moved past the test's bound, only that wake-up can end the stream in time.
+    Progress is sent too, each change once, and the stream closes at the end."""
+    monkeypatch.setattr(ingest_api_module, "FALLBACK_S", 60.0)
+    stub, bus = ingest_api
+    path = write_synthetic_vcf(tmp_path / "a.vcf", SyntheticVcfSpec(records=20, seed=1))
+    job = await _submit(stub, tenant_id="lab", path=str(path))
+    stream = stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.job_id))
+    seen: list[jobs_pb2.Job] = []
+
+    async def until(state: int) -> None:
+        async for update in stream:
+            seen.append(update)
+            if update.state == state:
+                return
+
+    # Nothing downstream runs here: ingest reads the 20 records and waits for their analysis.
+    await asyncio.wait_for(until(events_pb2.JOB_STATE_ANALYSING), 30)
+    notes = Settings().topology.user_notifications
+    ended = events_pb2.Notification(
+        job_id=job.job_id,
+        stage=events_pb2.STAGE_STORAGE,
+        state=events_pb2.JOB_STATE_COMPLETE,
+        done=20,
+        total=20,
+    )
+    payload, headers = encode(ended, tenant_id="lab")
+    await bus.publish(notes, [OutgoingMessage(payload, job.job_id.encode(), headers)])
+    await asyncio.wait_for(until(events_pb2.JOB_STATE_COMPLETE), 10)
+    assert (seen[-1].counts.stored, seen[-1].counts.total) == (20, 20)
+    assert [update async for update in stream] == []  # closed after the end
+    shown = [(u.state, u.counts.ingested, u.counts.stored) for u in seen]
+    assert len(shown) == len(set(shown)), shown

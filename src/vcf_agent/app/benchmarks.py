@@ -203,8 +203,10 @@ class E2eRun:
     mid_job_queries: bool = False
 
 
-# How often the benchmarks look at a job's state: the quantum of the latencies they report.
+# How often the one-process benchmark looks at a job's state: the quantum of its latencies.
 _JOB_POLL_S = 0.01
+# How often the five-process benchmark samples the services' memory while a job runs.
+_RSS_SAMPLE_S = 0.05
 # How long the e2e bench waits, once the services are told to stop, for their last high-water marks.
 _PEAK_WATCH_TIMEOUT_S = 60.0
 # A warm job starts once nothing in the writer's directory changed for this long.
@@ -473,22 +475,40 @@ class _PeakRss:
     def sample(self) -> None:
         self.total = max(self.total, sum(process.memory_info().rss for process in self.processes.values()))
 
+    async def sample_every(self, interval_s: float) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(interval_s)
+
 
 async def _served_job(
     ingest: IngestServiceAsyncStub, path: Path, peaks: _PeakRss
 ) -> tuple[jobs_pb2.Job, float]:
-    """Submit `path` by path to the ingest service and poll it until the job ends, sampling memory.
+    """Submit `path` by path to the ingest service and watch it until the job ends, sampling memory.
 
-    Returns the job and its seconds from submit to the state that ends it.
+    Returns the job and its seconds from submit to the state that ends it, as a LIMS watching
+    the job (WatchJob) is told of it: a poll would add its own interval and take CPU from the
+    services it measures.
     """
     began = time.perf_counter()
     metadata = jobs_pb2.SubmitVcfMetadata(file_name=path.name, path=str(path))
     job = (await ingest.SubmitVcf(iter([jobs_pb2.SubmitVcfRequest(metadata=metadata)]), timeout=60)).job
-    while job.state not in TERMINAL_STATES:
-        await asyncio.sleep(_JOB_POLL_S)
-        job = await ingest.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=10)
-        peaks.sample()
-    return job, time.perf_counter() - began
+    sampling = asyncio.create_task(peaks.sample_every(_RSS_SAMPLE_S))
+    try:
+        if job.state not in TERMINAL_STATES:
+            async for update in ingest.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.job_id)):
+                job = update
+                if job.state in TERMINAL_STATES:
+                    break
+    finally:
+        sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampling
+    seconds = time.perf_counter() - began
+    if job.state not in TERMINAL_STATES:
+        raise RuntimeError(f"job {job.job_id}: the watch ended in state {state_name(job.state)}")
+    peaks.sample()
+    return job, seconds
 
 
 def _cpu_seconds(process: psutil.Process) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from vcf_agent.control import abort, invalid_argument, may_see, page_offset, req
 from vcf_agent.schema import TERMINAL_STATES
 from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
 
+from ._job_changes import FALLBACK_S
 from ._jobs import JobRecord, JobRegistry
 from ._publisher import VariantPublisher
 from ._submitted_paths import PathRefusedError, SubmittedPathPolicy
@@ -22,7 +24,8 @@ from ._vcf_source import header_samples
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_WATCH_INTERVAL_S = 0.2
+# The shortest interval between two progress updates of one WatchJob stream.
+_WATCH_PROGRESS_S = 0.1
 # How long a refused upload's remaining chunks are read (and dropped) before the refusal is sent.
 _DRAIN_S = 10.0
 
@@ -157,17 +160,23 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
     async def WatchJob(
         self, request: jobs_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[jobs_pb2.Job]:
-        last = None
-        while True:
-            job = await self._visible_job(request.job_id, context)
-            proto = job.to_proto()
-            proto.ClearField("updated_at")
-            if proto != last:
-                last = proto
-                yield job.to_proto()
-            if job.state in TERMINAL_STATES:
-                return
-            await asyncio.sleep(_WATCH_INTERVAL_S)
+        # Woken by every write to the job's row: the job's end is sent as soon as it is recorded,
+        # its progress at most every _WATCH_PROGRESS_S (a large job's stages report every batch).
+        last, sent_at = None, -_WATCH_PROGRESS_S
+        with self._registry.changes.watch(request.job_id) as changed:
+            while True:
+                job = await self._visible_job(request.job_id, context)
+                proto = job.to_proto()
+                proto.ClearField("updated_at")
+                ended = job.state in TERMINAL_STATES
+                since = time.monotonic() - sent_at
+                if proto != last and (ended or since >= _WATCH_PROGRESS_S):
+                    last, sent_at = proto, time.monotonic()
+                    yield job.to_proto()
+                if ended:
+                    return
+                # Progress held back is sent when its interval is up, or sooner with the job's end.
+                await changed.wait(_WATCH_PROGRESS_S - since if proto != last else FALLBACK_S)
 
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: Context

@@ -29,6 +29,8 @@ from vcf_agent.control import JobRun
 from vcf_agent.schema import TERMINAL_STATES, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
+from ._job_changes import JobChanges
+
 JobState = events_pb2.JobState
 
 # States only move forward, except into a terminal state.
@@ -162,6 +164,8 @@ class JobRegistry:
     def __init__(self, path: Path) -> None:
         self._db = open_job_database(path)
         self._lock = threading.Lock()
+        # Every write below that changes a job's row tells its watchers (WatchJob).
+        self.changes = JobChanges()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, tenant_id TEXT, file_id TEXT,"
             " source_name TEXT, state INTEGER, ingested INTEGER, analysed INTEGER, stored INTEGER,"
@@ -265,6 +269,7 @@ class JobRegistry:
             self._db.execute(
                 f"UPDATE jobs SET {', '.join(f'{m} = 0' for m in _MARKS)} WHERE job_id = ?", (job_id,)
             )
+        self.changes.changed(job_id)
         return job
 
     def active(self) -> list[JobRecord]:
@@ -283,6 +288,7 @@ class JobRegistry:
         self.save(job)
         with self._lock:
             self._db.execute("UPDATE jobs SET stall_detail = ? WHERE job_id = ?", (detail, job_id))
+        self.changes.changed(job_id)
         return job
 
     def record_gvcf(self, job: JobRecord, reference_blocks: int, placeholder_alleles: int) -> None:
@@ -293,6 +299,7 @@ class JobRegistry:
                 "UPDATE jobs SET reference_blocks = ?, placeholder_alleles = ? WHERE job_id = ?",
                 (reference_blocks, placeholder_alleles, job.job_id),
             )
+        self.changes.changed(job.job_id)
 
     def mark(self, job: JobRecord, stage: StageMark, at: float | None = None) -> None:
         """Record that a stage of the job's current run ended (or, for started_at, began)."""
@@ -300,6 +307,7 @@ class JobRegistry:
         setattr(job, stage, at)
         with self._lock:
             self._db.execute(f"UPDATE jobs SET {stage} = ? WHERE job_id = ?", (at, job.job_id))
+        self.changes.changed(job.job_id)
 
     def job_runs(self, since: float = 0.0, tenant_id: str = "") -> list[JobRun]:
         """Completed runs started at or after `since`, for the streaming-versus-batch comparison."""
@@ -345,6 +353,7 @@ class JobRegistry:
                     json.dumps(job.provider_counts),
                 ),
             )
+        self.changes.changed(job.job_id)
 
     def apply(self, note: events_pb2.Notification) -> JobRecord | None:
         """Fold a progress notification from any stage into the job."""
@@ -410,6 +419,7 @@ class JobRegistry:
         job.stall_detail = ""
         with self._lock:
             self._db.execute("UPDATE jobs SET stall_detail = '' WHERE job_id = ?", (job.job_id,))
+        self.changes.changed(job.job_id)
 
 
 def _from_row(row: tuple[object, ...]) -> JobRecord:
