@@ -16,7 +16,7 @@ async def test_a_write_from_a_worker_thread_wakes_the_watcher_and_only_its_own(t
         other = registry.begin("lab", "e" * 64, "b.vcf", ["local"])
         with registry.changes.watch(job.job_id) as changed, registry.changes.watch(other.job_id) as quiet:
             job.state = events_pb2.JOB_STATE_INGESTING
-            # The publisher writes from its reader's thread: the wake-up crosses into this loop.
+            # The registry may be written from any thread: the wake-up crosses into this loop.
             await asyncio.to_thread(registry.save, job)
             assert await changed.wait(at_most_s=10.0)
             assert not await quiet.wait(at_most_s=0.05)

@@ -5,8 +5,8 @@ it did, and a client wanting it sooner had to poll GetJob. The registry now repo
 here; the stream re-reads the row when woken, and still after `FALLBACK_S` without one, so a
 write this process did not make (another process sharing the file) is seen too.
 
-The registry is written from the event loop and from worker threads (the reader's publish
-path), so a wake-up crosses into the watcher's loop with `call_soon_threadsafe`.
+The registry may be written from any thread (it holds a lock for that; today's writers run on
+the event loop), so a wake-up reaches the watcher's loop with `call_soon_threadsafe`.
 """
 
 from __future__ import annotations
