@@ -15,7 +15,7 @@ from vcf_agent.config import Settings
 from vcf_agent.runner import ServiceHost, ensure_topology
 from vcf_agent.schema import decode, encode, message_type
 from vcf_agent.services import ingest
-from vcf_agent.services.ingest import _api as ingest_api_module
+from vcf_agent.services.ingest import _job_changes as job_changes
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, variant_pb2
 
@@ -109,7 +109,7 @@ async def test_watch_job_sends_the_end_when_it_is_recorded_not_at_a_poll(
     """A LIMS watching a job is told of its end by the write that records it: with the stream's
     fallback re-read moved past the test's bound, only that wake-up can end the stream in time.
     Progress is sent too, each change once, and the stream closes at the end."""
-    monkeypatch.setattr(ingest_api_module, "FALLBACK_S", 60.0)
+    monkeypatch.setattr(job_changes, "FALLBACK_S", 60.0)
     stub, bus = ingest_api
     path = write_synthetic_vcf(tmp_path / "a.vcf", SyntheticVcfSpec(records=20, seed=1))
     job = await _submit(stub, tenant_id="lab", path=str(path))

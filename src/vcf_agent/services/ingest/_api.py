@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from vcf_agent.control import abort, invalid_argument, may_see, page_offset, req
 from vcf_agent.schema import TERMINAL_STATES
 from vcf_agent.v1 import jobs_pb2, jobs_pb2_grpc
 
-from ._job_changes import FALLBACK_S
 from ._jobs import JobRecord, JobRegistry
 from ._publisher import VariantPublisher
 from ._submitted_paths import PathRefusedError, SubmittedPathPolicy
@@ -24,8 +22,10 @@ from ._vcf_source import header_samples
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-# The shortest interval between two progress updates of one WatchJob stream.
-_WATCH_PROGRESS_S = 0.1
+# The shortest interval between two reads of a running job by one WatchJob stream, as in the poll
+# it replaced: 50 watchers of a 100,000-variant job cost ingest 0.53-0.59 s of CPU at 0.2 s and
+# 0.65-0.77 s at 0.1 s (one watcher: 0.47 s). A job's end is read at once whatever the interval.
+_WATCH_PROGRESS_S = 0.2
 # How long a refused upload's remaining chunks are read (and dropped) before the refusal is sent.
 _DRAIN_S = 10.0
 
@@ -160,23 +160,20 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
     async def WatchJob(
         self, request: jobs_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[jobs_pb2.Job]:
-        # Woken by every write to the job's row: the job's end is sent as soon as it is recorded,
-        # its progress at most every _WATCH_PROGRESS_S (a large job's stages report every batch).
-        last, sent_at = None, -_WATCH_PROGRESS_S
-        with self._registry.changes.watch(request.job_id) as changed:
+        # Woken by the job's writes: its end is sent as soon as it is recorded, its progress read
+        # at most every _WATCH_PROGRESS_S (a large job's stages report every batch).
+        last = None
+        with self._registry.changes.watch(request.job_id) as changes:
             while True:
                 job = await self._visible_job(request.job_id, context)
                 proto = job.to_proto()
                 proto.ClearField("updated_at")
-                ended = job.state in TERMINAL_STATES
-                since = time.monotonic() - sent_at
-                if proto != last and (ended or since >= _WATCH_PROGRESS_S):
-                    last, sent_at = proto, time.monotonic()
+                if proto != last:
+                    last = proto
                     yield job.to_proto()
-                if ended:
+                if job.state in TERMINAL_STATES:
                     return
-                # Progress held back is sent when its interval is up, or sooner with the job's end.
-                await changed.wait(_WATCH_PROGRESS_S - since if proto != last else FALLBACK_S)
+                await changes.next(_WATCH_PROGRESS_S)
 
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: Context

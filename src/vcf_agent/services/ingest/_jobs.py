@@ -353,7 +353,7 @@ class JobRegistry:
                     json.dumps(job.provider_counts),
                 ),
             )
-        self.changes.changed(job.job_id)
+        self.changes.changed(job.job_id, ended=job.state in TERMINAL_STATES)
 
     def apply(self, note: events_pb2.Notification) -> JobRecord | None:
         """Fold a progress notification from any stage into the job."""
