@@ -1,4 +1,5 @@
-"""Local servers (Kafka, iggy-server, versitygw) are started so that no Python runs in their child."""
+"""Local servers (Kafka, iggy-server, versitygw) are started so that no Python runs in their child,
+on ports of their own."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vcf_agent.localdev._child_process import spawn_leashed, stop_process
+from vcf_agent.localdev._child_process import free_port, free_ports, spawn_leashed, stop_process
 
 # Files the after-fork hook below creates, in any child Python forks while it is armed.
 _ARMED: list[Path] = []
@@ -72,3 +73,12 @@ def test_a_paused_server_is_stopped_by_its_sigterm_not_killed_after_the_timeout(
     assert not killed
     assert child.returncode == 3
     child.stdout.close()
+
+
+def test_free_ports_are_distinct_and_avoid_the_ports_named() -> None:
+    # A server with two listeners (Kafka's client and controller) needs two different ports: the
+    # sockets stay bound until all are picked, so the kernel cannot hand one out twice.
+    held = free_port()
+    for _ in range(20):
+        ports = free_ports(8, besides={held})
+        assert len(set(ports)) == 8 and held not in ports

@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vcf_agent.config import Topology
-from vcf_agent.localdev import free_port
+from vcf_agent.localdev import free_ports
 from vcf_agent.localdev._child_process import stop_process
 
 # Variables of the caller that must not leak into a service meant to see only the file's.
@@ -46,14 +46,15 @@ class Endpoints:
 def local_command(service: dict[str, Any]) -> tuple[list[str], int, int]:
     """The compose command with its listen address on loopback and free ports."""
     command = list(service["command"])
-    grpc_port, websocket_port = free_port(), 0
+    grpc_port, websocket_port = free_ports(2)
     assert command[command.index("--grpc-host") + 1] == "0.0.0.0"
     command[command.index("--grpc-host") + 1] = "127.0.0.1"
     assert command[command.index("--grpc-port") + 1] == "50051"
     command[command.index("--grpc-port") + 1] = str(grpc_port)
     if "--websocket-port" in command:
-        websocket_port = free_port()
         command[command.index("--websocket-port") + 1] = str(websocket_port)
+    else:
+        websocket_port = 0
     return command, grpc_port, websocket_port
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.observability._prometheus import ROOT
-from vcf_agent.localdev import free_port
+from vcf_agent.localdev import free_ports
 from vcf_agent.localdev._child_process import stop_process
 
 JAEGER_VERSION = "1.76.0"
@@ -97,7 +97,7 @@ class Jaeger:
 def running_jaeger(directory: Path) -> Iterator[Jaeger]:
     binary = jaeger_binary()
     directory.mkdir(parents=True, exist_ok=True)
-    ports = {"query": free_port(), "query_grpc": free_port(), "otlp": free_port()}
+    ports = dict(zip(("query", "query_grpc", "otlp"), free_ports(3), strict=True))
     config = directory / "jaeger.yaml"
     config.write_text(_CONFIG.format(**ports))
     log_path = directory / "jaeger.log"

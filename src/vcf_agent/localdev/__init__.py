@@ -1,7 +1,7 @@
 """Local development servers (Kafka broker, Iggy server, S3 server, simulated LLM vendors) for tests,
 benchmarks and `vcf-agent dev`."""
 
-from vcf_agent.localdev._child_process import free_port
+from vcf_agent.localdev._child_process import free_port, free_ports
 from vcf_agent.localdev._iggy_server import IggyServerError, LocalIggyServer, find_iggy_server
 from vcf_agent.localdev._kafka_broker import KafkaInstallError, LocalKafkaBroker, install_kafka
 from vcf_agent.localdev._llm_vendors import (
@@ -46,6 +46,7 @@ __all__ = [
     "find_iggy_server",
     "find_s3_server",
     "free_port",
+    "free_ports",
     "install_kafka",
     "running_pipeline",
     "start_service",

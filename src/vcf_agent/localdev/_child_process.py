@@ -1,7 +1,8 @@
-"""What every locally started server process needs: a free port, a leash, its log tail."""
+"""What every locally started server process needs: free ports, a leash, its log tail."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -9,16 +10,32 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """One port free on `host` now. For a server listening on two or more, use `free_ports`."""
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1", *, besides: Collection[int] = ()) -> list[int]:
+    """`count` distinct ports free on `host` now, none of them in `besides`.
+
+    Each socket stays bound until all are picked: `free_port` twice in a row can return the same
+    port, since the kernel may hand a just-released port out again (a Kafka broker given one port
+    for its two listeners refused to format its storage, in CI).
+    """
+    ports: list[int] = []
+    with contextlib.ExitStack() as held:
+        while len(ports) < count:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+            if port not in besides:
+                ports.append(port)
+    return ports
 
 
 def spawn_leashed(command: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:

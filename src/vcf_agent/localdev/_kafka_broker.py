@@ -27,7 +27,7 @@ from typing import Self
 
 from vcf_agent.lifecycle import AsyncComponent
 from vcf_agent.localdev._child_process import (
-    free_port,
+    free_ports,
     log_tail,
     pause_process,
     resume_process,
@@ -226,8 +226,12 @@ class LocalKafkaBroker(AsyncComponent):
             self._work_dir = self._data_dir
             self._work_dir.mkdir(parents=True, exist_ok=True)
         work = self._work_dir
-        self.port = self.port or self._requested_port or free_port(self.host)
-        self.controller_port = self.controller_port or free_port(self.host)
+        # The client and controller listeners need two different ports.
+        if not self.port or not self.controller_port:
+            taken = {self.port, self.controller_port, self._requested_port or 0}
+            picked = iter(free_ports(2, self.host, besides=taken))
+            self.port = self.port or self._requested_port or next(picked)
+            self.controller_port = self.controller_port or next(picked)
         config = work / "server.properties"
         config.write_text(self._properties(work / "data"), encoding="utf-8")
         log4j = work / "log4j.properties"
