@@ -164,7 +164,7 @@ class JobRegistry:
     def __init__(self, path: Path) -> None:
         self._db = open_job_database(path)
         self._lock = threading.Lock()
-        # Every write below that changes a job's row tells its watchers (WatchJob).
+        # Every write to a job's row (`save`, `_update`) tells its watchers (WatchJob).
         self.changes = JobChanges()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, tenant_id TEXT, file_id TEXT,"
@@ -264,12 +264,8 @@ class JobRegistry:
                 finished_at=0.0,
             )
         self.save(job)
-        with self._lock:
-            # A resubmission is a new run: the previous run's marks no longer apply.
-            self._db.execute(
-                f"UPDATE jobs SET {', '.join(f'{m} = 0' for m in _MARKS)} WHERE job_id = ?", (job_id,)
-            )
-        self.changes.changed(job_id)
+        # A resubmission is a new run: the previous run's marks no longer apply.
+        self._update(job_id, f"UPDATE jobs SET {', '.join(f'{m} = 0' for m in _MARKS)} WHERE job_id = ?")
         return job
 
     def active(self) -> list[JobRecord]:
@@ -286,28 +282,24 @@ class JobRegistry:
             return None
         job.state, job.stall_detail = events_pb2.JOB_STATE_STALLED, detail
         self.save(job)
-        with self._lock:
-            self._db.execute("UPDATE jobs SET stall_detail = ? WHERE job_id = ?", (detail, job_id))
-        self.changes.changed(job_id)
+        self._update(job_id, "UPDATE jobs SET stall_detail = ? WHERE job_id = ?", detail)
         return job
 
     def record_gvcf(self, job: JobRecord, reference_blocks: int, placeholder_alleles: int) -> None:
         """The gVCF records and ALTs the job's ingest read and did not publish."""
         job.reference_blocks, job.placeholder_alleles = reference_blocks, placeholder_alleles
-        with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET reference_blocks = ?, placeholder_alleles = ? WHERE job_id = ?",
-                (reference_blocks, placeholder_alleles, job.job_id),
-            )
-        self.changes.changed(job.job_id)
+        self._update(
+            job.job_id,
+            "UPDATE jobs SET reference_blocks = ?, placeholder_alleles = ? WHERE job_id = ?",
+            reference_blocks,
+            placeholder_alleles,
+        )
 
     def mark(self, job: JobRecord, stage: StageMark, at: float | None = None) -> None:
         """Record that a stage of the job's current run ended (or, for started_at, began)."""
         at = time.time() if at is None else at
         setattr(job, stage, at)
-        with self._lock:
-            self._db.execute(f"UPDATE jobs SET {stage} = ? WHERE job_id = ?", (at, job.job_id))
-        self.changes.changed(job.job_id)
+        self._update(job.job_id, f"UPDATE jobs SET {stage} = ? WHERE job_id = ?", at)
 
     def job_runs(self, since: float = 0.0, tenant_id: str = "") -> list[JobRun]:
         """Completed runs started at or after `since`, for the streaming-versus-batch comparison."""
@@ -417,9 +409,14 @@ class JobRegistry:
 
     def _clear_stall(self, job: JobRecord) -> None:
         job.stall_detail = ""
+        self._update(job.job_id, "UPDATE jobs SET stall_detail = '' WHERE job_id = ?")
+
+    def _update(self, job_id: str, statement: str, *values: object) -> None:
+        """One UPDATE of the job's row (`values`, then the job id, fill its parameters), then its
+        watchers told. `save` is the other write, and tells them whether it ended the job."""
         with self._lock:
-            self._db.execute("UPDATE jobs SET stall_detail = '' WHERE job_id = ?", (job.job_id,))
-        self.changes.changed(job.job_id)
+            self._db.execute(statement, (*values, job_id))
+        self.changes.changed(job_id)
 
 
 def _from_row(row: tuple[object, ...]) -> JobRecord:
