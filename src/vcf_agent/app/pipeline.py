@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -28,6 +27,10 @@ from vcf_agent.v1 import jobs_pb2
 if TYPE_CHECKING:
     from vcf_agent.services.ingest import IngestParts
     from vcf_agent.services.writer import WriterParts
+
+
+# The shortest interval between two reads of a running job by `wait`: a progress bar's pace.
+_PROGRESS_S = 0.05
 
 
 def service_builder(name: str) -> ServiceBuilder:
@@ -97,19 +100,29 @@ class LocalPipeline(AsyncComponent):
         timeout_s: float = 3600,
         on_progress: Callable[[jobs_pb2.Job], None] | None = None,
     ) -> jobs_pb2.Job:
-        """Until the job reaches a terminal state; calls on_progress on every change."""
-        deadline = time.monotonic() + timeout_s
+        """Until the job reaches a terminal state; calls on_progress with each change it reads.
+
+        Woken by the registry's writes to the job, as WatchJob is: its end is read as soon as it
+        is recorded (a poll added its own interval, and its CPU, to every job it timed); its
+        progress at most every _PROGRESS_S.
+        """
         last: jobs_pb2.Job | None = None
-        while True:
-            job = self.job(job_id)
-            if job is not None:
-                if on_progress is not None and (
-                    last is None or job.counts != last.counts or job.state != last.state
-                ):
-                    on_progress(job)
-                last = job
-                if job.state in TERMINAL_STATES:
-                    return job
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} did not finish within {timeout_s}s")
-            await asyncio.sleep(0.05)
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                with self.ingest.registry.changes.watch(job_id) as changes:
+                    while True:
+                        job = self.job(job_id)
+                        if job is not None:
+                            if on_progress is not None and (
+                                last is None or job.counts != last.counts or job.state != last.state
+                            ):
+                                on_progress(job)
+                            last = job
+                            if job.state in TERMINAL_STATES:
+                                return job
+                        await changes.next(_PROGRESS_S)
+        except TimeoutError:
+            if deadline.expired():
+                raise TimeoutError(f"job {job_id} did not finish within {timeout_s}s") from None
+            raise
