@@ -10,7 +10,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -203,8 +203,6 @@ class E2eRun:
     mid_job_queries: bool = False
 
 
-# How often the one-process benchmark looks at a job's state: the quantum of its latencies.
-_JOB_POLL_S = 0.01
 # How often the five-process benchmark samples the services' memory while a job runs.
 _RSS_SAMPLE_S = 0.05
 # How long the e2e bench waits, once the services are told to stop, for their last high-water marks.
@@ -268,13 +266,12 @@ async def bench_e2e(given: E2eRun) -> dict[str, object]:
         bus_url=given.bus_url,
         store=load_settings(given.store_env).service.store,
     )
-    sampler = RssSampler()
+    peak = _PeakRss()
     async with LocalPipeline(settings) as pipeline:
-        await sampler.start()
         cpu_before = _cpu_seconds(psutil.Process())
-        job, seconds = await _pipeline_job(pipeline, given.vcf)
+        async with peak.sampling():
+            job, seconds = await _pipeline_job(pipeline, given.vcf)
         cpu = _cpu_seconds(psutil.Process()) - cpu_before
-        await sampler.stop()
         warm = []
         for path in given.warm_vcfs:
             # Each warm job finds the services idle: the last job's idle compaction is over.
@@ -293,7 +290,7 @@ async def bench_e2e(given: E2eRun) -> dict[str, object]:
         **_job_figures("one process", given, job, seconds),
         "cpu_s": round(cpu, 2),
         "cpu_us_per_variant": round(cpu * 1e6 / max(job.counts.total, 1), 1),
-        "peak_rss_mb": round(sampler.peak / 2**20),
+        "peak_rss_mb": round(peak.total / 2**20),
         **_warm_figures(warm),
         **queries,
     }
@@ -302,12 +299,8 @@ async def bench_e2e(given: E2eRun) -> dict[str, object]:
 async def _pipeline_job(pipeline: LocalPipeline, path: Path) -> tuple[jobs_pb2.Job, float]:
     """Submit `path` and wait for its job to end: the job and its seconds from submit to the end."""
     began = time.perf_counter()
-    job_id = await pipeline.submit(path)
-    while True:
-        job = pipeline.job(job_id)
-        if job is not None and job.state in TERMINAL_STATES:
-            return job, time.perf_counter() - began
-        await asyncio.sleep(_JOB_POLL_S)
+    job = await pipeline.wait(await pipeline.submit(path))
+    return job, time.perf_counter() - began
 
 
 async def bench_ingest(path: Path, scratch_dir: Path) -> dict[str, object]:
@@ -318,17 +311,16 @@ async def bench_ingest(path: Path, scratch_dir: Path) -> dict[str, object]:
 
     settings = Settings(data_dir=scratch_dir / "data")
     registry = JobRegistry(scratch_dir / "jobs.sqlite")
-    sampler = RssSampler()
+    peak = _PeakRss()
     try:
         async with open_bus(settings.bus_url) as bus:
             await ensure_topology(bus, settings)
             publisher = VariantPublisher(bus, settings, registry)
-            await sampler.start()
-            began = time.perf_counter()
-            job = await publisher.submit(path)
-            await publisher.wait(job.job_id)
-            seconds = time.perf_counter() - began
-            await sampler.stop()
+            async with peak.sampling():
+                began = time.perf_counter()
+                job = await publisher.submit(path)
+                await publisher.wait(job.job_id)
+                seconds = time.perf_counter() - began
             await publisher.stop()
             done = registry.get(job.job_id)
     finally:
@@ -344,31 +336,8 @@ async def bench_ingest(path: Path, scratch_dir: Path) -> dict[str, object]:
         "dead_lettered": done.dead_lettered,
         "seconds": round(seconds, 3),
         "variants_per_s": round(done.total / seconds) if seconds else 0,
-        "peak_rss_mb": round(sampler.peak / 2**20),
+        "peak_rss_mb": round(peak.total / 2**20),
     }
-
-
-class RssSampler:
-    """Peak resident memory of this process, sampled every 50 ms while running."""
-
-    def __init__(self) -> None:
-        self._process = psutil.Process()
-        self.peak = self._process.memory_info().rss
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._sample())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _sample(self) -> None:
-        while True:
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            await asyncio.sleep(0.05)
 
 
 async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
@@ -466,19 +435,31 @@ async def bench_e2e_processes(given: E2eRun) -> dict[str, object]:
 
 
 class _PeakRss:
-    """Peak resident memory of the service processes together, sampled on demand."""
+    """Peak resident memory of processes together (this one by default), sampled every
+    _RSS_SAMPLE_S while `sampling` and once more as it ends."""
 
-    def __init__(self, processes: Mapping[str, psutil.Process]) -> None:
-        self.processes = processes
+    def __init__(self, processes: Mapping[str, psutil.Process] | None = None) -> None:
+        self.processes = processes if processes is not None else {"self": psutil.Process()}
         self.total = 0
 
     def sample(self) -> None:
         self.total = max(self.total, sum(process.memory_info().rss for process in self.processes.values()))
 
-    async def sample_every(self, interval_s: float) -> None:
-        while True:
+    @contextlib.asynccontextmanager
+    async def sampling(self) -> AsyncIterator[None]:
+        async def every_interval() -> None:
+            while True:
+                self.sample()
+                await asyncio.sleep(_RSS_SAMPLE_S)
+
+        task = asyncio.create_task(every_interval())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
             self.sample()
-            await asyncio.sleep(interval_s)
 
 
 async def _served_job(
@@ -493,21 +474,15 @@ async def _served_job(
     began = time.perf_counter()
     metadata = jobs_pb2.SubmitVcfMetadata(file_name=path.name, path=str(path))
     job = (await ingest.SubmitVcf(iter([jobs_pb2.SubmitVcfRequest(metadata=metadata)]), timeout=60)).job
-    sampling = asyncio.create_task(peaks.sample_every(_RSS_SAMPLE_S))
-    try:
+    async with peaks.sampling():
         if job.state not in TERMINAL_STATES:
             async for update in ingest.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.job_id)):
                 job = update
                 if job.state in TERMINAL_STATES:
                     break
-    finally:
-        sampling.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampling
-    seconds = time.perf_counter() - began
+        seconds = time.perf_counter() - began
     if job.state not in TERMINAL_STATES:
         raise RuntimeError(f"job {job.job_id}: the watch ended in state {state_name(job.state)}")
-    peaks.sample()
     return job, seconds
 
 
