@@ -46,16 +46,15 @@ class Endpoints:
 def local_command(service: dict[str, Any]) -> tuple[list[str], int, int]:
     """The compose command with its listen address on loopback and free ports."""
     command = list(service["command"])
-    grpc_port, websocket_port = free_ports(2)
+    serves_websocket = "--websocket-port" in command
+    grpc_port, *websocket = free_ports(2 if serves_websocket else 1)
     assert command[command.index("--grpc-host") + 1] == "0.0.0.0"
     command[command.index("--grpc-host") + 1] = "127.0.0.1"
     assert command[command.index("--grpc-port") + 1] == "50051"
     command[command.index("--grpc-port") + 1] = str(grpc_port)
-    if "--websocket-port" in command:
-        command[command.index("--websocket-port") + 1] = str(websocket_port)
-    else:
-        websocket_port = 0
-    return command, grpc_port, websocket_port
+    if serves_websocket:
+        command[command.index("--websocket-port") + 1] = str(websocket[0])
+    return command, grpc_port, websocket[0] if websocket else 0
 
 
 def local_environment(service: dict[str, Any], where: Endpoints) -> dict[str, str]:
