@@ -203,7 +203,7 @@ class E2eRun:
     mid_job_queries: bool = False
 
 
-# How often the five-process benchmark samples the services' memory while a job runs.
+# How often a benchmark samples memory (its own, or the five services') while a job runs.
 _RSS_SAMPLE_S = 0.05
 # How long the e2e bench waits, once the services are told to stop, for their last high-water marks.
 _PEAK_WATCH_TIMEOUT_S = 60.0
