@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from vcf_agent.localdev import _child_process
 from vcf_agent.localdev._child_process import free_port, free_ports, spawn_leashed, stop_process
 
 # Files the after-fork hook below creates, in any child Python forks while it is armed.
@@ -73,6 +74,21 @@ def test_a_paused_server_is_stopped_by_its_sigterm_not_killed_after_the_timeout(
     assert not killed
     assert child.returncode == 3
     child.stdout.close()
+
+
+def test_free_port_never_hands_out_a_port_twice_in_one_process() -> None:
+    # Servers started one after another get their ports from separate calls; the kernel hands a
+    # released port out again (in 1,000 plain bind-to-0 calls here, ~20 repeats), so without the
+    # process's record two of them could be given one port.
+    ports = [free_port() for _ in range(1000)] + free_ports(50)
+    assert len(set(ports)) == len(ports)
+
+
+def test_the_record_of_handed_out_ports_keeps_only_the_latest(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A long-lived process must not come to hold every port it ever picked.
+    monkeypatch.setattr(_child_process, "_HANDED_OUT_KEPT", 10)
+    picked = [free_port() for _ in range(30)]
+    assert list(_child_process._handed_out) == picked[-10:]
 
 
 def test_free_ports_are_distinct_and_avoid_the_ports_named() -> None:

@@ -442,14 +442,14 @@ class _PeakRss:
         self.processes = processes if processes is not None else {"self": psutil.Process()}
         self.total = 0
 
-    def sample(self) -> None:
+    def _sample(self) -> None:
         self.total = max(self.total, sum(process.memory_info().rss for process in self.processes.values()))
 
     @contextlib.asynccontextmanager
     async def sampling(self) -> AsyncIterator[None]:
         async def every_interval() -> None:
             while True:
-                self.sample()
+                self._sample()
                 await asyncio.sleep(_RSS_SAMPLE_S)
 
         task = asyncio.create_task(every_interval())
@@ -459,7 +459,7 @@ class _PeakRss:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            self.sample()
+            self._sample()
 
 
 async def _served_job(

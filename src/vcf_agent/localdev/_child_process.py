@@ -9,10 +9,21 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
+
+# The ports this process handed out last: a port released by `free_ports` is free again to the
+# kernel, which may give it to the next caller while the first one's server is still starting
+# (an S3 server and a Kafka broker picked in turn could be handed one port). Only the last
+# _HANDED_OUT_KEPT are kept, so a long-lived process never runs out of ports to pick; a server
+# given a port that many picks ago has long bound it.
+_HANDED_OUT_KEPT = 4096
+_handed_out: OrderedDict[int, None] = OrderedDict()
+_handed_out_lock = threading.Lock()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -21,20 +32,25 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def free_ports(count: int, host: str = "127.0.0.1", *, besides: Collection[int] = ()) -> list[int]:
-    """`count` distinct ports free on `host` now, none of them in `besides`.
+    """`count` distinct ports free on `host` now, none of them in `besides`, none handed out lately.
 
-    Each socket stays bound until all are picked: `free_port` twice in a row can return the same
-    port, since the kernel may hand a just-released port out again (a Kafka broker given one port
-    for its two listeners refused to format its storage, in CI).
+    Each socket stays bound until all are picked, so one call returns distinct ports; and no port
+    is returned again within this process's next _HANDED_OUT_KEPT picks, so servers given ports by
+    separate calls do not share one. Another process picking ports at the same time can still,
+    rarely, be given the same one.
     """
     ports: list[int] = []
-    with contextlib.ExitStack() as held:
+    with _handed_out_lock, contextlib.ExitStack() as held:
         while len(ports) < count:
             sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((host, 0))
             port: int = sock.getsockname()[1]
-            if port not in besides:
+            if port not in besides and port not in _handed_out:
                 ports.append(port)
+        for port in ports:
+            _handed_out[port] = None
+        while len(_handed_out) > _HANDED_OUT_KEPT:
+            _handed_out.popitem(last=False)
     return ports
 
 
