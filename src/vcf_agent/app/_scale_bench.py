@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,82 @@ PRESETS = {
     # One small job, for submit-to-notified latency: on fresh services, then warm.
     "latency": Workload(10_000, 1, warm_jobs=3),
 }
+
+# The issue's targets (the README's table) per preset: each reads one figure from a run's result and
+# holds it against its bound. A target whose figure a run did not report (one process has no
+# per-service memory, a run without --baseline no ratio) is left out of that run's verdicts, not
+# counted as missed. The results' "mb" are MiB; the issue's 2 GB is read strictly, as 2e9 bytes.
+_TWO_GB_IN_MIB = 2e9 / 2**20
+
+
+def _worst_service_mb(figures: Mapping[str, Any]) -> float | None:
+    each = figures.get("peak_rss_mb_per_service")
+    return max(each.values()) if isinstance(each, dict) and each else None
+
+
+def _genotypes_per_s(figures: Mapping[str, Any]) -> float | None:
+    seconds, variants, samples = figures.get("seconds"), figures.get("variants"), figures.get("samples")
+    if not seconds or variants is None or samples is None:
+        return None
+    return float(variants) * float(samples) / float(seconds)
+
+
+def _figure(name: str) -> Callable[[Mapping[str, Any]], float | None]:
+    def read(figures: Mapping[str, Any]) -> float | None:
+        value = figures.get(name)
+        return float(value) if isinstance(value, int | float) else None
+
+    return read
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One bound of the targets table: the figure it reads from a run and the side it must be on."""
+
+    name: str
+    read: Callable[[Mapping[str, Any]], float | None]
+    bound: float
+    at_least: bool
+
+    def met(self, figures: Mapping[str, Any]) -> bool | None:
+        """Whether the run met it; None when the run did not report the figure."""
+        value = self.read(figures)
+        if value is None:
+            return None
+        return value >= self.bound if self.at_least else value < self.bound
+
+
+TARGETS: dict[str, tuple[Target, ...]] = {
+    "genome": (
+        Target("variants_per_s >= 25000", _figure("variants_per_s"), 25_000, at_least=True),
+        Target("every service < 2 GB", _worst_service_mb, _TWO_GB_IN_MIB, at_least=False),
+        Target("region_1mb_query_ms < 50", _figure("region_1mb_query_ms"), 50, at_least=False),
+        Target("sample_gene_query_ms < 100", _figure("sample_gene_query_ms"), 100, at_least=False),
+    ),
+    "cohort": (Target("genotypes_per_s >= 1000000", _genotypes_per_s, 1_000_000, at_least=True),),
+    "cohort-500": (Target("ratio_to_baseline >= 0.8", _figure("ratio_to_baseline"), 0.8, at_least=True),),
+    "single": (Target("variants_per_s >= 30000", _figure("variants_per_s"), 30_000, at_least=True),),
+    "latency": (
+        Target("cold_job_latency_s < 0.5", _figure("cold_job_latency_s"), 0.5, at_least=False),
+        Target("warm_job_latency_s < 0.5", _figure("warm_job_latency_s"), 0.5, at_least=False),
+    ),
+}
+
+
+def targets_met(preset: str, figures: Mapping[str, Any]) -> dict[str, bool]:
+    """The preset's targets this run reported a figure for, each with whether it was met."""
+    verdicts = {target.name: target.met(figures) for target in TARGETS.get(preset, ())}
+    return {name: met for name, met in verdicts.items() if met is not None}
+
+
+def targets_summary(runs: Sequence[Mapping[str, bool]]) -> dict[str, str]:
+    """Per target, in how many of the runs that reported it it was met: "k of n"."""
+    names = dict.fromkeys(name for run in runs for name in run)
+    return {
+        name: f"{sum(run[name] for run in runs if name in run)} of {sum(name in run for run in runs)}"
+        for name in names
+    }
+
 
 # Queries timed on the finished store: 1 Mb regions, and one sample within one gene. The synthetic
 # file spreads its records evenly over two chromosomes, ~100 bases apart (SyntheticVcfSpec).

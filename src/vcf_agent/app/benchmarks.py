@@ -23,6 +23,8 @@ from vcf_agent.app._scale_bench import (
     query_round,
     run_baseline,
     store_megabytes,
+    targets_met,
+    targets_summary,
     time_queries,
     time_queries_during,
     wait_indexed,
@@ -74,29 +76,53 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         else:
             if args.mid_job_queries and not args.processes:
                 raise SystemExit("vcf-agent bench e2e --mid-job-queries: needs --processes")
-            workload = PRESETS[args.preset] if args.preset else Workload(args.variants, args.samples)
-            path = write_workload(root, workload)
-            warm = tuple(write_workload(root, workload, run) for run in range(1, workload.warm_jobs + 1))
-            with _store(getattr(args, "bench_store", "local")) as (store_env, server):
-                bus_url = args.bus or f"embedded://{root / 'bus'}"
-                given = E2eRun(root, path, workload, bus_url, store_env, warm, args.mid_job_queries)
-                result = await (bench_e2e_processes if args.processes else bench_e2e)(given)
-                if server is not None:
-                    # Its CPU is part of what storing to S3 costs on this machine.
-                    result["store"] = "s3 (versitygw on loopback)"
-                    result["s3_server_cpu_s"] = round(_cpu_seconds(psutil.Process(server.pid)), 2)
-            if args.preset:
-                result = {"preset": args.preset, **result}
-            if args.baseline:
-                baseline = await asyncio.to_thread(run_baseline, path, root)
-                result["baseline"] = baseline
-                genotypes = int(str(result["variants"])) * workload.samples
-                seconds = float(str(result["seconds"]))
-                rate = round(genotypes / seconds) if seconds else 0
-                result["genotypes_per_s"] = rate
-                result["ratio_to_baseline"] = round(rate / max(int(str(baseline["genotypes_per_s"])), 1), 3)
+            if args.runs < 1:
+                raise SystemExit("vcf-agent bench e2e --runs: at least 1")
+            runs = []
+            for index in range(args.runs):
+                # Each run on fresh services and a fresh data directory, removed after it: three
+                # genome runs would otherwise hold three stores.
+                with tempfile.TemporaryDirectory(prefix=f"run-{index}-", dir=root) as run_root:
+                    runs.append(await _e2e_run(args, Path(run_root)))
+            result = runs[0] if len(runs) == 1 else _summarised(args.preset, runs)
     result["machine"] = machine()
     return result
+
+
+async def _e2e_run(args: argparse.Namespace, root: Path) -> dict[str, object]:
+    """One e2e run of the command line's workload, with the preset's targets it met."""
+    workload = PRESETS[args.preset] if args.preset else Workload(args.variants, args.samples)
+    path = write_workload(root, workload)
+    warm = tuple(write_workload(root, workload, run) for run in range(1, workload.warm_jobs + 1))
+    with _store(getattr(args, "bench_store", "local")) as (store_env, server):
+        bus_url = args.bus or f"embedded://{root / 'bus'}"
+        given = E2eRun(root, path, workload, bus_url, store_env, warm, args.mid_job_queries)
+        result = await (bench_e2e_processes if args.processes else bench_e2e)(given)
+        if server is not None:
+            # Its CPU is part of what storing to S3 costs on this machine.
+            result["store"] = "s3 (versitygw on loopback)"
+            result["s3_server_cpu_s"] = round(_cpu_seconds(psutil.Process(server.pid)), 2)
+    if args.preset:
+        result = {"preset": args.preset, **result}
+    if args.baseline:
+        baseline = await asyncio.to_thread(run_baseline, path, root)
+        result["baseline"] = baseline
+        genotypes = int(str(result["variants"])) * workload.samples
+        seconds = float(str(result["seconds"]))
+        rate = round(genotypes / seconds) if seconds else 0
+        result["genotypes_per_s"] = rate
+        result["ratio_to_baseline"] = round(rate / max(int(str(baseline["genotypes_per_s"])), 1), 3)
+    if args.preset:
+        result["targets_met"] = targets_met(args.preset, result)
+    return result
+
+
+def _summarised(preset: str | None, runs: list[dict[str, object]]) -> dict[str, object]:
+    """Several runs: each as one run reports it, and per target in how many it was met."""
+    if preset is None:
+        return {"runs": runs}
+    verdicts = [targets_met(preset, run) for run in runs]
+    return {"preset": preset, "runs": runs, "targets_met_in_runs": targets_summary(verdicts)}
 
 
 def machine() -> str:
@@ -105,8 +131,16 @@ def machine() -> str:
     return f"{platform.machine()} {cores} cores {memory_gib:.0f} GiB, Python {platform.python_version()}"
 
 
-def render(result: dict[str, object]) -> str:
-    return "\n".join(f"{key:>24}: {value}" for key, value in result.items())
+def render(result: Mapping[str, object]) -> str:
+    """One `key: value` line per figure; with --runs, each run's figures under its number."""
+    lines = []
+    for key, value in result.items():
+        if key == "runs" and isinstance(value, list):
+            for number, run in enumerate(value, 1):
+                lines += [f"{f'run {number}':>24}:", render(run)]
+        else:
+            lines.append(f"{key:>24}: {value}")
+    return "\n".join(lines)
 
 
 def synthetic_batch(start: int, size: int, samples: int = 1) -> variant_pb2.VariantBatch:
