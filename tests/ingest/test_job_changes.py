@@ -59,3 +59,40 @@ async def test_progress_is_read_at_most_once_per_interval_but_the_end_at_once(
         registry.save(job)
         assert await asyncio.wait_for(waiting, 10)
     registry.close()
+
+
+def test_every_write_a_watcher_is_told_of_leaves_the_row_whole(
+    registry: JobRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stalling a job, its leaving the stall and its resubmission are each one write: the row a
+    watcher (or any reader) finds at each wake-up is never half of one. Before, each was two
+    writes, and between them the row was `stalled` with no reason, or the new run carried the
+    old run's stage marks."""
+    seen: list[tuple[int, str, tuple[float, ...]]] = []
+    tell = registry.changes.changed
+
+    def read_at_each_wake(job_id: str, *, ended: bool = False) -> None:
+        row = registry.get(job_id)
+        assert row is not None
+        seen.append((row.state, row.stall_detail, (row.started_at, row.ingested_at, row.finished_at)))
+        tell(job_id, ended=ended)
+
+    job = registry.begin("lab", "f" * 64, "a.vcf", ["local"])
+    registry.mark(job, "started_at", 100.0)
+    registry.mark(job, "ingested_at", 101.0)
+    monkeypatch.setattr(registry.changes, "changed", read_at_each_wake)
+
+    assert registry.stall(job.job_id, "no progress for 30 s") is not None
+    assert seen == [(events_pb2.JOB_STATE_STALLED, "no progress for 30 s", (100.0, 101.0, 0.0))]
+
+    seen.clear()
+    moved = events_pb2.Notification(
+        job_id=job.job_id, stage=events_pb2.STAGE_INGEST, state=events_pb2.JOB_STATE_INGESTING, done=5
+    )
+    registry.apply(moved)
+    assert seen == [(events_pb2.JOB_STATE_INGESTING, "", (100.0, 101.0, 0.0))]
+
+    seen.clear()
+    registry.begin("lab", "f" * 64, "a.vcf", ["local"])
+    assert seen == [(events_pb2.JOB_STATE_QUEUED, "", (0.0, 0.0, 0.0))]
+    registry.close()

@@ -13,11 +13,13 @@ failed). Those marks are written only by `mark` and `apply`, never by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -143,10 +145,13 @@ _BASE_COLUMNS = (
 )
 _GVCF_COUNTS = ("reference_blocks", "placeholder_alleles")
 _COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_MARKS) + ", " + ", ".join(_GVCF_COUNTS) + ", stall_detail"
+# What `save` writes: every column but the stage marks, which `mark` writes on their own.
+_SAVED_COLUMNS = _BASE_COLUMNS + ", stall_detail"
 _UPSERT = (
-    f"INSERT INTO jobs ({_BASE_COLUMNS}) VALUES ({','.join('?' * 18)}) ON CONFLICT(job_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _BASE_COLUMNS.replace(" ", "").split(",")[1:])
+    f"INSERT INTO jobs ({_SAVED_COLUMNS}) VALUES ({','.join('?' * 19)}) ON CONFLICT(job_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _SAVED_COLUMNS.replace(" ", "").split(",")[1:])
 )
+_RESET_MARKS = f"UPDATE jobs SET {', '.join(f'{m} = 0' for m in _MARKS)} WHERE job_id = ?"
 
 
 def open_job_database(path: Path) -> sqlite3.Connection:
@@ -156,6 +161,18 @@ def open_job_database(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA busy_timeout=5000")
     return db
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """The statements of the block committed together, or none of them (the connection autocommits)."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 class JobRegistry:
@@ -263,9 +280,9 @@ class JobRegistry:
                 analysed_at=0.0,
                 finished_at=0.0,
             )
-        self.save(job)
-        # A resubmission is a new run: the previous run's marks no longer apply.
-        self._update(job_id, f"UPDATE jobs SET {', '.join(f'{m} = 0' for m in _MARKS)} WHERE job_id = ?")
+        # A resubmission is a new run: the previous run's marks no longer apply. Reset in the
+        # same transaction, so no reader sees the new run with the old run's marks.
+        self._save(job, new_run=True)
         return job
 
     def active(self) -> list[JobRecord]:
@@ -282,7 +299,6 @@ class JobRegistry:
             return None
         job.state, job.stall_detail = events_pb2.JOB_STATE_STALLED, detail
         self.save(job)
-        self._update(job_id, "UPDATE jobs SET stall_detail = ? WHERE job_id = ?", detail)
         return job
 
     def record_gvcf(self, job: JobRecord, reference_blocks: int, placeholder_alleles: int) -> None:
@@ -320,8 +336,14 @@ class JobRegistry:
         return runs
 
     def save(self, job: JobRecord) -> None:
+        """Write the job's row, all but its stage marks (`mark`), in one statement; its watchers are
+        told once, of the whole change."""
+        self._save(job)
+
+    def _save(self, job: JobRecord, *, new_run: bool = False) -> None:
+        """`save`; with `new_run` the stage marks are zeroed in the same transaction."""
         job.updated_at = time.time()
-        with self._lock:
+        with self._lock, _transaction(self._db):
             self._db.execute(
                 _UPSERT,
                 (
@@ -343,8 +365,11 @@ class JobRegistry:
                     job.created_at,
                     job.updated_at,
                     json.dumps(job.provider_counts),
+                    job.stall_detail,
                 ),
             )
+            if new_run:
+                self._db.execute(_RESET_MARKS, (job.job_id,))
         self.changes.changed(job.job_id, ended=job.state in TERMINAL_STATES)
 
     def apply(self, note: events_pb2.Notification) -> JobRecord | None:
@@ -390,11 +415,11 @@ class JobRegistry:
             # A stalled job leaves the state when a count moves again (its own notice moves none).
             if (job.ingested, job.analysed, job.stored, job.total, job.dead_lettered) != before:
                 job.state = note.state if note.state in _ORDER else events_pb2.JOB_STATE_INGESTING
-                self._clear_stall(job)
+                job.stall_detail = ""
         elif job.state not in TERMINAL_STATES and _ORDER.get(int(note.state), 0) >= _ORDER.get(job.state, 0):
             job.state = note.state
             if stalled:
-                self._clear_stall(job)
+                job.stall_detail = ""
             if note.state in TERMINAL_STATES and job.started_at:
                 self.mark(job, "finished_at", max(at, job.started_at))
         # Downstream counts never pass what ingest read: stages count a record again when a
@@ -406,10 +431,6 @@ class JobRegistry:
             job.stored = min(job.stored, ceiling)
         self.save(job)
         return job
-
-    def _clear_stall(self, job: JobRecord) -> None:
-        job.stall_detail = ""
-        self._update(job.job_id, "UPDATE jobs SET stall_detail = '' WHERE job_id = ?")
 
     def _update(self, job_id: str, statement: str, *values: object) -> None:
         """One UPDATE of the job's row (`values`, then the job id, fill its parameters), then its
