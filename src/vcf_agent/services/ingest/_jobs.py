@@ -6,8 +6,9 @@ file maps onto the same job, and every downstream upsert is a no-op.
 Each run also records its mode (streaming or batch) and when its stages
 ended: ingest (last variant read and handed on), analysis (last variant
 analysed, as reported on `user-notifications`) and the finish (complete or
-failed). Those marks are written only by `mark` and `apply`, never by
-`save`, so a publisher holding an older copy of the job cannot erase them.
+failed). Those marks are written only by `mark` and `apply` (and zeroed by
+`begin` for a new run), never by `save`, so a publisher holding an older copy
+of the job cannot erase them.
 """
 
 from __future__ import annotations
