@@ -64,17 +64,18 @@ async def test_progress_is_read_at_most_once_per_interval_but_the_end_at_once(
 def test_every_write_a_watcher_is_told_of_leaves_the_row_whole(
     registry: JobRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stalling a job, its leaving the stall and its resubmission are each one write: the row a
-    watcher (or any reader) finds at each wake-up is never half of one. Before, each was two
-    writes, and between them the row was `stalled` with no reason, or the new run carried the
-    old run's stage marks."""
+    """Stalling a job, its leaving the stall, its resubmission, and a notification or a save that
+    marks a stage are each one write: the row a watcher (or any reader) finds at each wake-up is never half of
+    one. Before, each was two writes, and between them the row was `stalled` with no reason, the
+    new run carried the old run's stage marks, or a run was marked finished before it ended."""
     seen: list[tuple[int, str, tuple[float, ...]]] = []
     tell = registry.changes.changed
 
     def read_at_each_wake(job_id: str, *, ended: bool = False) -> None:
         row = registry.get(job_id)
         assert row is not None
-        seen.append((row.state, row.stall_detail, (row.started_at, row.ingested_at, row.finished_at)))
+        marks = (row.started_at, row.ingested_at, row.analysed_at, row.finished_at)
+        seen.append((row.state, row.stall_detail, marks))
         tell(job_id, ended=ended)
 
     job = registry.begin("lab", "f" * 64, "a.vcf", ["local"])
@@ -83,16 +84,43 @@ def test_every_write_a_watcher_is_told_of_leaves_the_row_whole(
     monkeypatch.setattr(registry.changes, "changed", read_at_each_wake)
 
     assert registry.stall(job.job_id, "no progress for 30 s") is not None
-    assert seen == [(events_pb2.JOB_STATE_STALLED, "no progress for 30 s", (100.0, 101.0, 0.0))]
+    assert seen == [(events_pb2.JOB_STATE_STALLED, "no progress for 30 s", (100.0, 101.0, 0.0, 0.0))]
 
     seen.clear()
     moved = events_pb2.Notification(
         job_id=job.job_id, stage=events_pb2.STAGE_INGEST, state=events_pb2.JOB_STATE_INGESTING, done=5
     )
     registry.apply(moved)
-    assert seen == [(events_pb2.JOB_STATE_INGESTING, "", (100.0, 101.0, 0.0))]
+    assert seen == [(events_pb2.JOB_STATE_INGESTING, "", (100.0, 101.0, 0.0, 0.0))]
+
+    seen.clear()
+    analysed = events_pb2.Notification(
+        job_id=job.job_id, stage=events_pb2.STAGE_ANALYSIS, state=events_pb2.JOB_STATE_ANALYSING, done=5
+    )
+    analysed.timestamp.FromSeconds(102)
+    registry.apply(analysed)
+    assert seen == [(events_pb2.JOB_STATE_ANALYSING, "", (100.0, 101.0, 102.0, 0.0))]
+
+    seen.clear()
+    stored = events_pb2.Notification(
+        job_id=job.job_id,
+        stage=events_pb2.STAGE_STORAGE,
+        state=events_pb2.JOB_STATE_COMPLETE,
+        done=5,
+        total=5,
+    )
+    stored.timestamp.FromSeconds(103)
+    registry.apply(stored)
+    assert seen == [(events_pb2.JOB_STATE_COMPLETE, "", (100.0, 101.0, 102.0, 103.0))]
 
     seen.clear()
     registry.begin("lab", "f" * 64, "a.vcf", ["local"])
-    assert seen == [(events_pb2.JOB_STATE_QUEUED, "", (0.0, 0.0, 0.0))]
+    assert seen == [(events_pb2.JOB_STATE_QUEUED, "", (0.0, 0.0, 0.0, 0.0))]
+
+    # A change that reaches a stage (a cancel, a failure, a start) stamps its mark in the same write.
+    seen.clear()
+    job.state = events_pb2.JOB_STATE_CANCELLED
+    registry.save(job, stamp="finished_at")
+    ((state, _, (_, _, _, finished)),) = seen
+    assert state == events_pb2.JOB_STATE_CANCELLED and finished == job.finished_at > 0
     registry.close()

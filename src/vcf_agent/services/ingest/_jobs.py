@@ -6,9 +6,9 @@ file maps onto the same job, and every downstream upsert is a no-op.
 Each run also records its mode (streaming or batch) and when its stages
 ended: ingest (last variant read and handed on), analysis (last variant
 analysed, as reported on `user-notifications`) and the finish (complete or
-failed). Those marks are written only by `mark` and `apply` (and zeroed by
-`begin` for a new run), never by `save`, so a publisher holding an older copy
-of the job cannot erase them.
+failed). Those marks are written only when named (`mark`, a `save` stamping
+one, `apply`) and zeroed by `begin` for a new run, never with the rest of the
+row, so a publisher holding an older copy of the job cannot erase them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -336,13 +336,19 @@ class JobRegistry:
                 )
         return runs
 
-    def save(self, job: JobRecord) -> None:
-        """Write the job's row, all but its stage marks (`mark`), in one statement; its watchers are
-        told once, of the whole change."""
-        self._save(job)
+    def save(self, job: JobRecord, *, stamp: StageMark | None = None) -> None:
+        """Write the job's row, all but its stage marks (`mark`); with `stamp`, the stage mark this
+        change reaches, set to now, in the same transaction. Its watchers are told once, of the
+        whole change."""
+        if stamp is None:
+            self._save(job)
+            return
+        setattr(job, stamp, time.time())
+        self._save(job, marks=(stamp,))
 
-    def _save(self, job: JobRecord, *, new_run: bool = False) -> None:
-        """`save`; with `new_run` the stage marks are zeroed in the same transaction."""
+    def _save(self, job: JobRecord, *, new_run: bool = False, marks: Sequence[StageMark] = ()) -> None:
+        """`save`, and in the same transaction: with `new_run` the stage marks zeroed, and the job's
+        `marks` written (`apply`'s, which come with the change they mark)."""
         job.updated_at = time.time()
         with self._lock, _transaction(self._db):
             self._db.execute(
@@ -371,6 +377,10 @@ class JobRegistry:
             )
             if new_run:
                 self._db.execute(_RESET_MARKS, (job.job_id,))
+            for stage in marks:
+                self._db.execute(
+                    f"UPDATE jobs SET {stage} = ? WHERE job_id = ?", (getattr(job, stage), job.job_id)
+                )
         self.changes.changed(job.job_id, ended=job.state in TERMINAL_STATES)
 
     def apply(self, note: events_pb2.Notification) -> JobRecord | None:
@@ -381,12 +391,15 @@ class JobRegistry:
         at = note.timestamp.ToNanoseconds() / 1e9 if note.HasField("timestamp") else time.time()
         stalled = job.state == events_pb2.JOB_STATE_STALLED
         before = (job.ingested, job.analysed, job.stored, job.total, job.dead_lettered)
+        # Written with the row, in one transaction: a watcher wakes once, to the whole change.
+        marks: list[StageMark] = []
         if (
             note.stage == events_pb2.STAGE_ANALYSIS
             and note.done > job.analysed
             and job.state not in TERMINAL_STATES
         ):
-            self.mark(job, "analysed_at", at)
+            job.analysed_at = at
+            marks.append("analysed_at")
         if note.stage == events_pb2.STAGE_INGEST:
             job.ingested = max(job.ingested, note.done)
             job.dead_lettered = max(job.dead_lettered, note.dead_lettered)
@@ -422,7 +435,8 @@ class JobRegistry:
             if stalled:
                 job.stall_detail = ""
             if note.state in TERMINAL_STATES and job.started_at:
-                self.mark(job, "finished_at", max(at, job.started_at))
+                job.finished_at = max(at, job.started_at)
+                marks.append("finished_at")
         # Downstream counts never pass what ingest read: stages count a record again when a
         # crash makes them (or ingest, resuming from its checkpoint) replay it, and ingest's
         # own count reaches the tracker later than the records reach the stages.
@@ -430,7 +444,7 @@ class JobRegistry:
         if job.state not in TERMINAL_STATES:
             job.analysed = min(job.analysed, ceiling)
             job.stored = min(job.stored, ceiling)
-        self.save(job)
+        self._save(job, marks=marks)
         return job
 
     def _update(self, job_id: str, statement: str, *values: object) -> None:

@@ -392,8 +392,7 @@ class VariantPublisher(AsyncComponent):
             self._checkpoints.drop(job_id)
         if job is not None and job.state not in _ENDED:
             job.state = events_pb2.JOB_STATE_CANCELLED
-            self._registry.save(job)
-            self._registry.mark(job, "finished_at")
+            self._registry.save(job, stamp="finished_at")
             await self._notify(job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_CANCELLED, 0, "cancelled")
         return job
 
@@ -432,10 +431,10 @@ class VariantPublisher(AsyncComponent):
     ) -> None:
         progress = _Progress(priority=priority)
         job.state = events_pb2.JOB_STATE_INGESTING
-        self._registry.save(job)
+        # A resumed run keeps the start it had.
+        self._registry.save(job, stamp="started_at" if resume is None else None)
         checkpoint = resume or Checkpoint(job.job_id, path, job.file_id, "", mode, priority, region or "")
         if resume is None:
-            self._registry.mark(job, "started_at")
             self._save_checkpoint(checkpoint)
         try:
             if mode == "strict" and resume is None:
@@ -777,8 +776,7 @@ class VariantPublisher(AsyncComponent):
         log.warning("job %s failed: %s", job.job_id, reason)
         job.state = events_pb2.JOB_STATE_FAILED
         job.error = reason
-        self._registry.save(job)
-        self._registry.mark(job, "finished_at")
+        self._registry.save(job, stamp="finished_at")
         if self._checkpoints is not None:
             self._checkpoints.drop(job.job_id)
         failed = self._job_marker(job, variant_pb2.JobMarker.KIND_FAILED, _Progress(), reason=reason)
