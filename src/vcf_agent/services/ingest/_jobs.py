@@ -146,7 +146,8 @@ _BASE_COLUMNS = (
 )
 _GVCF_COUNTS = ("reference_blocks", "placeholder_alleles")
 _COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_MARKS) + ", " + ", ".join(_GVCF_COUNTS) + ", stall_detail"
-# What `save` writes: every column but the stage marks, which `mark` writes on their own.
+# What `save` writes: every column but the stage marks and the gVCF counts, which are written on
+# their own (`mark`, `record_gvcf`).
 _SAVED_COLUMNS = _BASE_COLUMNS + ", stall_detail"
 _UPSERT = (
     f"INSERT INTO jobs ({_SAVED_COLUMNS}) VALUES ({','.join('?' * 19)}) ON CONFLICT(job_id) DO UPDATE SET "
@@ -337,7 +338,7 @@ class JobRegistry:
         return runs
 
     def save(self, job: JobRecord, *, stamp: StageMark | None = None) -> None:
-        """Write the job's row, all but its stage marks (`mark`); with `stamp`, the stage mark this
+        """Write the job's row but its stage marks and gVCF counts; with `stamp`, the stage mark this
         change reaches, set to now, in the same transaction. Its watchers are told once, of the
         whole change."""
         if stamp is None:
