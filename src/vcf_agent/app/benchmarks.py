@@ -20,6 +20,7 @@ import psutil
 from vcf_agent.app._scale_bench import (
     PRESETS,
     Workload,
+    genotypes_per_s,
     query_round,
     run_baseline,
     store_megabytes,
@@ -105,9 +106,7 @@ async def _e2e_run(args: argparse.Namespace, root: Path) -> dict[str, object]:
     if args.baseline:
         baseline = await asyncio.to_thread(run_baseline, path, root)
         result["baseline"] = baseline
-        genotypes = int(str(result["variants"])) * workload.samples
-        seconds = float(str(result["seconds"]))
-        rate = round(genotypes / seconds) if seconds else 0
+        rate = round(genotypes_per_s(result) or 0)
         result["genotypes_per_s"] = rate
         result["ratio_to_baseline"] = round(rate / max(int(str(baseline["genotypes_per_s"])), 1), 3)
     if args.preset:

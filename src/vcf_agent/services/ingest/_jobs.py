@@ -156,6 +156,11 @@ _UPSERT = (
 _RESET_MARKS = f"UPDATE jobs SET {', '.join(f'{m} = 0' for m in _MARKS)} WHERE job_id = ?"
 
 
+def _set_mark(stage: StageMark) -> str:
+    """The statement writing one stage mark (its value, then the job id)."""
+    return f"UPDATE jobs SET {stage} = ? WHERE job_id = ?"
+
+
 def open_job_database(path: Path) -> sqlite3.Connection:
     """Ingest's SQLite file (jobs and checkpoints), shared by the event loop and worker threads."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -317,7 +322,7 @@ class JobRegistry:
         """Record that a stage of the job's current run ended (or, for started_at, began)."""
         at = time.time() if at is None else at
         setattr(job, stage, at)
-        self._update(job.job_id, f"UPDATE jobs SET {stage} = ? WHERE job_id = ?", at)
+        self._update(job.job_id, _set_mark(stage), at)
 
     def job_runs(self, since: float = 0.0, tenant_id: str = "") -> list[JobRun]:
         """Completed runs started at or after `since`, for the streaming-versus-batch comparison."""
@@ -379,9 +384,7 @@ class JobRegistry:
             if new_run:
                 self._db.execute(_RESET_MARKS, (job.job_id,))
             for stage in marks:
-                self._db.execute(
-                    f"UPDATE jobs SET {stage} = ? WHERE job_id = ?", (getattr(job, stage), job.job_id)
-                )
+                self._db.execute(_set_mark(stage), (getattr(job, stage), job.job_id))
         self.changes.changed(job.job_id, ended=job.state in TERMINAL_STATES)
 
     def apply(self, note: events_pb2.Notification) -> JobRecord | None:
