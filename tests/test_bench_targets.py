@@ -10,6 +10,7 @@ import pytest
 
 from vcf_agent.app import benchmarks
 from vcf_agent.app._scale_bench import Workload, targets_met, targets_summary
+from vcf_agent.app.cli import build_parser
 
 
 def test_latency_is_met_only_under_half_a_second_cold_and_warm() -> None:
@@ -119,3 +120,45 @@ def test_the_printed_form_gives_each_runs_figures_under_its_number() -> None:
         "run 2:",
         "variants_per_s: 29000",
     ]
+
+
+def test_an_option_the_target_does_not_read_is_a_one_line_error_naming_who_reads_it() -> None:
+    # `bench query --runs 3` once measured a single run and said nothing of the other two.
+    import subprocess
+    import sys
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "vcf_agent", "bench", "query", "--runs", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr == "vcf-agent bench query: --runs is read by e2e only\n"
+    for argv, message in (
+        (["bus", "--preset", "single"], "vcf-agent bench bus: --preset is read by e2e only"),
+        (
+            ["load", "--variants", "10"],
+            "vcf-agent bench load: --variants is read by bus, e2e, providers, query only",
+        ),
+        (["e2e", "--batch-size", "10"], "vcf-agent bench e2e: --batch-size is read by bus only"),
+        (["e2e", "--store-dir", "/tmp/x"], "vcf-agent bench e2e: --store-dir is read by query only"),
+        (["query", "--processes"], "vcf-agent bench query: --processes is read by e2e only"),
+        (["providers", "--store", "s3"], "vcf-agent bench providers: --store is read by e2e only"),
+        (["bus", "x.vcf"], "vcf-agent bench bus: FILE is read by ingest only"),
+    ):
+        with pytest.raises(SystemExit, match=f"^{message}$"):
+            asyncio.run(benchmarks.run(build_parser().parse_args(["bench", *argv])))
+
+
+def test_options_left_off_take_their_defaults_and_given_ones_are_kept() -> None:
+    parsed = build_parser().parse_args(["bench", "e2e", "--preset", "single"])
+    assert parsed.runs is None and parsed.variants is None
+    options = benchmarks._options_for_target(parsed)
+    assert (options.variants, options.samples, options.runs, options.bench_store) == (100_000, 1, 1, "local")
+    assert options.batch_size == 1000 and options.preset == "single" and options.bus is None
+    given = benchmarks._options_for_target(
+        build_parser().parse_args(["bench", "bus", "--variants", "0", "--batch-size", "7"])
+    )
+    # 0 is given, not left off.
+    assert (given.variants, given.batch_size) == (0, 7)

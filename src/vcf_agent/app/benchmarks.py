@@ -51,7 +51,47 @@ if TYPE_CHECKING:
     from vcf_agent.v1.jobs_pb2_grpc import IngestServiceAsyncStub
 
 
+# The targets that read each option (by its argparse dest), and its name on the command line. An
+# option given to a target that ignores it is refused: `bench query --runs 3` measured once and
+# said nothing, so its reader took one run for three.
+_READ_BY: dict[str, tuple[str, frozenset[str]]] = {
+    "file": ("FILE", frozenset({"ingest"})),
+    "bus": ("--bus", frozenset({"bus", "e2e"})),
+    "variants": ("--variants", frozenset({"bus", "e2e", "providers", "query"})),
+    "samples": ("--samples", frozenset({"e2e"})),
+    "preset": ("--preset", frozenset({"e2e"})),
+    "baseline": ("--baseline", frozenset({"e2e"})),
+    "batch_size": ("--batch-size", frozenset({"bus"})),
+    "bench_store": ("--store", frozenset({"e2e"})),
+    "processes": ("--processes", frozenset({"e2e"})),
+    "runs": ("--runs", frozenset({"e2e"})),
+    "mid_job_queries": ("--mid-job-queries", frozenset({"e2e"})),
+    "store_dir": ("--store-dir", frozenset({"query"})),
+}
+
+# What an option left off means; the parser leaves them None so that "given" can be told apart.
+_DEFAULTS: dict[str, object] = {
+    "variants": 100_000,
+    "samples": 1,
+    "batch_size": 1000,
+    "bench_store": "local",
+    "runs": 1,
+}
+
+
+def _options_for_target(args: argparse.Namespace) -> argparse.Namespace:
+    """The command line's options, each one the target does not read refused with a one-line error,
+    and those left off at their defaults."""
+    for dest, (flag, targets) in _READ_BY.items():
+        if args.target not in targets and getattr(args, dest, None) not in (None, False):
+            readers = ", ".join(sorted(targets))
+            raise SystemExit(f"vcf-agent bench {args.target}: {flag} is read by {readers} only")
+    left_off = {dest: value for dest, value in _DEFAULTS.items() if getattr(args, dest, None) is None}
+    return argparse.Namespace(**{**vars(args), **left_off})
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
+    args = _options_for_target(args)
     with tempfile.TemporaryDirectory(prefix="vcf-agent-bench-") as scratch:
         root = Path(scratch)
         if args.target == "bus":
@@ -95,7 +135,7 @@ async def _e2e_run(args: argparse.Namespace, root: Path) -> dict[str, object]:
     workload = PRESETS[args.preset] if args.preset else Workload(args.variants, args.samples)
     path = write_workload(root, workload)
     warm = tuple(write_workload(root, workload, run) for run in range(1, workload.warm_jobs + 1))
-    with _store(getattr(args, "bench_store", "local")) as (store_env, server):
+    with _store(args.bench_store) as (store_env, server):
         bus_url = args.bus or f"embedded://{root / 'bus'}"
         given = E2eRun(root, path, workload, bus_url, store_env, warm, args.mid_job_queries)
         result = await (bench_e2e_processes if args.processes else bench_e2e)(given)

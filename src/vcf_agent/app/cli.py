@@ -356,9 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure throughput")
     bench.add_argument("target", choices=["bus", "e2e", "ingest", "load", "providers", "query"])
     bench.add_argument("file", nargs="?", help="VCF file (ingest benchmark)")
-    bench.add_argument("--bus", help="bus URL (bus benchmark); default: a fresh embedded log")
-    bench.add_argument("--variants", type=int, default=100_000)
-    bench.add_argument("--samples", type=int, default=1)
+    # Options a target does not read are refused (benchmarks._options_for_target), so those with a
+    # default are left None here and given it there.
+    bench.add_argument("--bus", help="bus, e2e: bus URL (default: a fresh embedded log)")
+    bench.add_argument("--variants", type=int, help="bus, e2e, providers, query (default 100,000)")
+    bench.add_argument("--samples", type=int, help="e2e: samples per variant (default 1)")
     bench.add_argument(
         "--preset",
         choices=["genome", "cohort", "cohort-500", "single", "latency"],
@@ -367,14 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--baseline", action="store_true", help="e2e: also time the plain pysam->Arrow->LanceDB script"
     )
-    bench.add_argument("--batch-size", type=int, default=1000)
+    bench.add_argument("--batch-size", type=int, help="bus: variants per message (default 1000)")
     bench.add_argument(
         "--store",
         # Not the `store` setting: a choice of what to start, so it must not reach the tree.
         dest="bench_store",
         choices=["local", "s3"],
-        default="local",
-        help="e2e: LanceDB in the data directory, or on a versitygw S3 server started on loopback",
+        help="e2e: LanceDB in the data directory (default), or on a versitygw S3 server started on loopback",
     )
     bench.add_argument(
         "--processes", action="store_true", help="e2e: run the five services as separate processes"
@@ -382,9 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--runs",
         type=int,
-        default=1,
-        help="e2e: run it this many times, each on fresh services, and count the runs that met each"
-        " of the preset's targets (a target met on one run may be missed on the next)",
+        help="e2e: run it this many times (default 1), each on fresh services, and count the runs"
+        " that met each of the preset's targets (a target met on one run may be missed on the next)",
     )
     bench.add_argument(
         "--mid-job-queries",
