@@ -104,8 +104,66 @@ def test_every_command_loads_its_settings_with_its_own_defaults() -> None:
 def test_chaos_strands_records_on_the_primary_unless_told_not_to() -> None:
     """The CLI's primary-killed runs never showed GetJob's "records stranded" detail (the stages
     had read everything before the kill); like the CI test, they now pause the writer first."""
-    from vcf_agent.app.cli import build_parser
+    from vcf_agent.app.cli import build_parser, chaos_plan
 
     parser = build_parser()
-    assert parser.parse_args(["chaos", "primary-killed"]).stranded_wait_s == 60.0
-    assert parser.parse_args(["chaos", "primary-killed", "--stranded-wait-s", "0"]).stranded_wait_s == 0.0
+    assert chaos_plan(parser.parse_args(["chaos", "primary-killed"]))[2].stranded_wait_s == 60.0
+    given = parser.parse_args(["chaos", "primary-killed", "--stranded-wait-s", "0"])
+    assert chaos_plan(given)[2].stranded_wait_s == 0.0
+
+
+def test_chaos_names_its_scenarios_and_gives_each_family_its_own_defaults() -> None:
+    from vcf_agent.app.chaos import SCENARIOS
+    from vcf_agent.app.cli import build_parser, chaos_plan
+    from vcf_agent.app.fault_chaos import FAULT_SCENARIOS
+
+    parser = build_parser()
+    faults, scenarios, options = chaos_plan(parser.parse_args(["chaos", "faults"]))
+    assert faults and scenarios == list(FAULT_SCENARIOS)
+    assert (options.samples, options.kills, options.buses, options.variants) == (
+        3,
+        3,
+        "embedded,kafka,iggy",
+        500_000,
+    )
+    # The failover family's options stay unset: nothing of theirs reaches a fault run.
+    assert options.outage_s is None and options.primary is None
+    faults, scenarios, options = chaos_plan(parser.parse_args(["chaos"]))
+    assert not faults and scenarios == list(SCENARIOS)
+    assert (options.outage_s, options.primary, options.stranded_wait_s, options.failover_options) == (
+        20.0,
+        "iggy",
+        60.0,
+        "",
+    )
+    assert options.kills is None
+    faults, scenarios, options = chaos_plan(
+        parser.parse_args(["chaos", "poison", "--buses", "kafka", "--kills", "0"])
+    )
+    assert faults and scenarios == ["poison"] and (options.buses, options.kills) == ("kafka", 0)
+
+
+def test_chaos_refuses_before_starting_anything_what_it_would_have_ignored_or_failed_on() -> None:
+    """An unknown name once started Kafka, Iggy and the five services, then reported "the scenario
+    broke: ValueError" in its results table; an option of the other family was silently ignored."""
+    for argv, message in (
+        (["nosuch"], "vcf-agent chaos: unknown scenario 'nosuch'; failover: healthy, primary-killed,"),
+        (["healthy", "poison"], "vcf-agent chaos: run fault scenarios and failover scenarios separately"),
+        (
+            ["healthy", "--kills", "5"],
+            "vcf-agent chaos: --kills is read by the fault scenarios only, not the failover ones",
+        ),
+        (
+            ["faults", "--primary", "kafka"],
+            "vcf-agent chaos: --primary is read by the failover scenarios only, not the fault ones",
+        ),
+        (["poison", "--outage-s", "3"], "vcf-agent chaos: --outage-s is read by the failover scenarios only"),
+        (
+            ["poison", "--buses", "embedded,rabbit"],
+            "vcf-agent chaos: --buses: unknown bus 'rabbit'; one of embedded, kafka, iggy",
+        ),
+    ):
+        refused = vcf_agent("chaos", *argv)
+        assert refused.returncode == 2, (argv, refused.stderr)
+        assert refused.stderr.startswith(message), (argv, refused.stderr)
+        assert len(refused.stderr.splitlines()) == 1 and refused.stdout == ""

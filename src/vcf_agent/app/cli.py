@@ -125,50 +125,98 @@ def _cmd_validate(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return validate_command(Path(args.file), as_json=args.json)
 
 
+# Options one family of chaos scenarios reads and the other does not (argparse dest: flag, default).
+# The parser leaves them None, so that one given to the other family is refused rather than
+# ignored (`chaos healthy --kills 5` ran with no kill and said nothing).
+_FAULT_OPTIONS: dict[str, tuple[str, object]] = {
+    "samples": ("--samples", 3),
+    "kills": ("--kills", 3),
+    "buses": ("--buses", "embedded,kafka,iggy"),
+}
+_FAILOVER_OPTIONS: dict[str, tuple[str, object]] = {
+    "outage_s": ("--outage-s", 20.0),
+    "primary": ("--primary", "iggy"),
+    "stranded_wait_s": ("--stranded-wait-s", 60.0),
+    "failover_options": ("--failover-options", ""),
+}
+
+
+def chaos_plan(args: argparse.Namespace) -> tuple[bool, list[str], argparse.Namespace]:
+    """Whether the named scenarios are fault scenarios, which, and the options with their defaults.
+
+    ValueError, one line, for a name of neither family, the two families mixed, an option the
+    family does not read or an unknown bus: before any server starts, not in the results table.
+    """
+    from vcf_agent.app import chaos, fault_chaos
+
+    named = list(args.scenarios)
+    if named == ["faults"]:
+        named = list(fault_chaos.FAULT_SCENARIOS)
+    known = (*chaos.SCENARIOS, *fault_chaos.FAULT_SCENARIOS)
+    for name in named:
+        if name not in known:
+            raise ValueError(
+                f"unknown scenario {name!r}; failover: {', '.join(chaos.SCENARIOS)};"
+                f" faults (`faults` alone for all): {', '.join(fault_chaos.FAULT_SCENARIOS)}"
+            )
+    faults = [name for name in named if name in fault_chaos.FAULT_SCENARIOS]
+    if faults and len(faults) != len(named):
+        raise ValueError("run fault scenarios and failover scenarios separately")
+    family, other = ("fault", "failover") if faults else ("failover", "fault")
+    read, unread = (_FAULT_OPTIONS, _FAILOVER_OPTIONS) if faults else (_FAILOVER_OPTIONS, _FAULT_OPTIONS)
+    for dest, (flag, _default) in unread.items():
+        if getattr(args, dest) is not None:
+            raise ValueError(f"{flag} is read by the {other} scenarios only, not the {family} ones")
+    options = argparse.Namespace(**vars(args))
+    for dest, (_flag, default) in read.items():
+        if getattr(options, dest) is None:
+            setattr(options, dest, default)
+    if faults:
+        for bus in options.buses.split(","):
+            if bus not in fault_chaos.BUSES:
+                raise ValueError(f"--buses: unknown bus {bus!r}; one of {', '.join(fault_chaos.BUSES)}")
+    return bool(faults), faults or named or list(chaos.SCENARIOS), options
+
+
 def _cmd_chaos(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from vcf_agent.app import chaos, fault_chaos
     from vcf_agent.localdev import find_iggy_server
 
+    try:
+        faults, scenarios, options = chaos_plan(args)
+    except ValueError as exc:
+        print(f"vcf-agent chaos: {exc}", file=sys.stderr)
+        return 2
     binary = find_iggy_server()
-    named = ["faults"] if args.scenarios == ["faults"] else args.scenarios
-    faults = (
-        list(fault_chaos.FAULT_SCENARIOS)
-        if named == ["faults"]
-        else [s for s in named if s in fault_chaos.FAULT_SCENARIOS]
-    )
     if faults:
-        if len(faults) != len(named):
-            print("vcf-agent chaos: run fault scenarios and failover scenarios separately", file=sys.stderr)
-            return 2
         found = asyncio.run(
             fault_chaos.run_faults(
-                faults,
-                args.buses.split(","),
-                variants=args.variants,
-                samples=args.samples,
-                kills=args.kills,
+                scenarios,
+                options.buses.split(","),
+                variants=options.variants,
+                samples=options.samples,
+                kills=options.kills,
                 iggy_binary=str(binary or ""),
             )
         )
         print(fault_chaos.render_faults(found))
         return 0 if all(not r.problems for r in found) else 1
-    if binary is None and args.primary == "iggy":
+    if binary is None and options.primary == "iggy":
         print(
             "vcf-agent chaos: no iggy-server binary (set IGGY_SERVER_BIN or put it on PATH,"
             " or run the failover scenarios with --primary kafka)",
             file=sys.stderr,
         )
         return 2
-    scenarios = args.scenarios or list(chaos.SCENARIOS)
     results = asyncio.run(
         chaos.run(
             scenarios,
-            args.variants,
-            args.outage_s,
+            options.variants,
+            options.outage_s,
             str(binary or ""),
-            args.primary,
-            stranded_wait_s=args.stranded_wait_s,
-            failover_options=args.failover_options,
+            options.primary,
+            stranded_wait_s=options.stranded_wait_s,
+            failover_options=options.failover_options,
         )
     )
     print(chaos.render(results))
@@ -315,32 +363,33 @@ def build_parser() -> argparse.ArgumentParser:
         " full-disk-stores, full-disk-log, poison",
     )
     chaos.add_argument("--variants", type=int, default=500_000)
-    chaos.add_argument("--samples", type=int, default=3, help="fault scenarios: samples per record")
-    chaos.add_argument("--kills", type=int, default=3, help="sigkill-each: kills per service")
+    # The options of one family only are left None here and given their defaults in chaos_plan.
+    chaos.add_argument("--samples", type=int, help="fault scenarios: samples per record (default 3)")
+    chaos.add_argument("--kills", type=int, help="sigkill-each: kills per service (default 3)")
     # Not `--bus`: that name is the settings tree's bus URL, read before any command runs.
     chaos.add_argument(
         "--buses",
-        default="embedded,kafka,iggy",
-        help="fault scenarios: comma-separated embedded, kafka, iggy",
+        help="fault scenarios: comma-separated embedded, kafka, iggy (default: all three)",
     )
-    chaos.add_argument("--outage-s", type=float, default=20.0, help="how long a killed server stays down")
+    chaos.add_argument(
+        "--outage-s", type=float, help="failover scenarios: how long a killed server stays down (default 20)"
+    )
     chaos.add_argument(
         "--primary",
         choices=("iggy", "kafka"),
-        default="iggy",
-        help="failover scenarios: the primary (kafka: a second broker, where no iggy-server is at hand)",
+        help="failover scenarios: the primary, iggy (default) or kafka (a second broker, where no"
+        " iggy-server is at hand)",
     )
     chaos.add_argument(
         "--stranded-wait-s",
         type=float,
-        default=60.0,
-        help="primary-killed, primary-back-fresh: strand records on the primary for sure (the writer"
-        " is paused from before the job until the kill) and keep it down until GetJob names them,"
-        " at most this much past --outage-s; 0: kill at the first stored variants, writer running",
+        help="primary-killed, primary-back-fresh (default 60): strand records on the primary for sure"
+        " (the writer is paused from before the job until the kill) and keep it down until GetJob"
+        " names them, at most this much past --outage-s; 0: kill at the first stored variants,"
+        " writer running",
     )
     chaos.add_argument(
         "--failover-options",
-        default="",
         help="failover scenarios: more query parameters of the services' failover:// URL, e.g."
         " 'silent_to_switch_ms=0&failures_to_switch=1' (the most eager switching: primary-slow's"
         " control run, which must switch)",
