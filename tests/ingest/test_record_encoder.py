@@ -464,3 +464,49 @@ def test_encoder_rejects_bad_construction() -> None:
             non_diploid={},
             info_natives={},
         )
+
+
+def test_a_missing_value_keeps_its_place_in_a_list_on_both_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VCF 4.3 §1.4.2: Number=A is one value per ALT, Number=R one per allele, in order. `AF=.,0.3`
+    is the second ALT's 0.3; a reader that dropped the `.` gave it to the first ALT (and, as a
+    population frequency, a BA1 "benign" to an allele no database lists)."""
+    header = HEADER.replace(
+        '##INFO=<ID=GENE,Number=1,Type=String,Description="Gene">',
+        '##INFO=<ID=GENE,Number=1,Type=String,Description="Gene">\n'
+        '##INFO=<ID=NAMES,Number=A,Type=String,Description="Per-ALT names">',
+    )
+    calls = {"format": "GT:DP", "s1": "0/1:5", "s2": "1/2:3"}
+    lines = _repeat(
+        [
+            record(alt="G,T", info="AF=.,0.3;AD2=7,.,4;NAMES=.,x", **calls),
+            record(alt="G,T", info="AF=0.3,.;AD2=.,.,4", **calls),
+            record(alt="G,T", info="AF=.,.;AD2=.,.,.", **calls),
+        ],
+        4,
+    )
+    path = tmp_path / "in-place.vcf"
+    path.write_text(header + COLUMNS + "\n".join(lines) + "\n")
+    records, slow_calls = _assert_same(path, monkeypatch)
+    assert records == 12 and slow_calls < 12
+    batches, outcome = _read(path, fast=True)
+    assert outcome["letters"] == []
+    variants = [v for batch in batches for v in variant_pb2.VariantBatch.FromString(batch[0]).variants]
+    first, second, third = (variants[i : i + 2] for i in (0, 2, 4))
+    for variant in first:
+        af = list(variant.info["AF"].floats.values)
+        assert af[0] != af[0] and af[1] == 0.3  # NaN, then the second ALT's 0.3
+        assert list(variant.info["AD2"].ints.values) == [7, variant_pb2.IntList.MISSING, 4]
+        assert list(variant.info["NAMES"].strings.values) == [".", "x"]
+    for variant in second:
+        af = list(variant.info["AF"].floats.values)
+        assert af[0] == 0.3 and af[1] != af[1]
+        assert list(variant.info["AD2"].ints.values) == [
+            variant_pb2.IntList.MISSING,
+            variant_pb2.IntList.MISSING,
+            4,
+        ]
+    for variant in third:
+        # Nothing present: no entry, as before.
+        assert "AF" not in variant.info and "AD2" not in variant.info

@@ -55,9 +55,15 @@ class Criterion(NamedTuple):
     rule: str
 
 
-def frequency_criteria(af: float, source: str, bs1_af: float, pm2_af: float) -> list[Criterion]:
+def frequency_criteria(
+    af: float, source: str, bs1_af: float, pm2_af: float, unreadable: str = ""
+) -> list[Criterion]:
     """BA1, BS1 or PM2_Supporting from the highest population AF found (-1: absent from every
-    population source the file was annotated with). Call only when population data was assessed."""
+    population source the file was annotated with). Call only when population data was assessed.
+
+    `unreadable` names a population source whose value for the allele could not be read: it may
+    hold a higher frequency, so what was read bounds the frequency from below only. That is enough
+    for BA1 and BS1, never for absence or rarity: PM2_Supporting is then assessed, not met."""
     value = "absent" if af < 0 else f"{af:.4g}"
     if af > BA1_AF:
         return [
@@ -84,17 +90,16 @@ def frequency_criteria(af: float, source: str, bs1_af: float, pm2_af: float) -> 
             )
         ]
     if af <= pm2_af:
-        return [
-            Criterion(
-                "PM2_Supporting",
-                SUPPORTING,
-                True,
-                value,
-                source,
-                "ACMG/AMP 2015 Table 3 PM2 at Supporting strength (ClinGen SVI PM2 v1.0): absent from"
-                " population databases" + (f" or AF <= {pm2_af:g}" if pm2_af > 0 else ""),
-            )
-        ]
+        rule = "ACMG/AMP 2015 Table 3 PM2 at Supporting strength (ClinGen SVI PM2 v1.0): absent from"
+        rule += " population databases" + (f" or AF <= {pm2_af:g}" if pm2_af > 0 else "")
+        if unreadable:
+            rule += f"; not applied: {unreadable} could not be read for this allele"
+            return [
+                Criterion(
+                    "PM2_Supporting", SUPPORTING, False, f"{value}; {unreadable} unreadable", source, rule
+                )
+            ]
+        return [Criterion("PM2_Supporting", SUPPORTING, True, value, source, rule)]
     return []
 
 

@@ -288,28 +288,29 @@ def allele_balance(depths: Sequence[int], allele: int) -> float:
     return alt / total
 
 
-def allele_value(value: InfoValues, alt_index: int, alt_count: int) -> float:
-    """This ALT's number from an INFO value (Number=A, =R or =1); -1 when absent or unparsable."""
-    values = cast("Sequence[float]", value)
-    strings = info_strings(value)
-    if strings:
-        parsed: list[float] = []
-        for text in strings:
-            try:
-                parsed.append(float(text))
-            except ValueError:
-                parsed.append(-1.0)
-        values = parsed
-    size = len(values)
+def allele_value(value: InfoValues, alt_index: int, alt_count: int) -> float | None:
+    """This ALT's number from an INFO value (Number=A, =R or =1): -1 when the value has none for
+    it (`.`, in its place: variant.proto's IntList.MISSING, NaN or the text `.`), None when it
+    cannot be read: a count that fits none of those Numbers, or text that is no number."""
+    size = len(value)
     if size == alt_count:
-        number = values[alt_index]
+        item = value[alt_index]
     elif size == alt_count + 1:
-        number = values[alt_index + 1]
+        item = value[alt_index + 1]
     elif size == 1:
-        number = values[0]
+        item = value[0]
     else:
-        return -1.0
-    return -1.0 if isnan(number) else float(number)
+        return None
+    if isinstance(item, str):
+        if item == ".":
+            return -1.0
+        try:
+            number = float(item)
+        except ValueError:
+            return None
+    else:
+        number = float(item)
+    return -1.0 if isnan(number) or number == wire.INT_LIST_MISSING else number
 
 
 def sample_findings(
@@ -487,13 +488,16 @@ class LocalAnnotator:
         call = reading.call
         af, af_source = reading.max_af, reading.af_field
         assessed = reading.frequencies_assessed
+        unreadable = ""
         for key in context.population_keys:
             value = info.get(key)
             # A declared population key missing from a record: the database does not list it.
             assessed = True
             if value:
                 number = allele_value(value, alt_index, alt_count)
-                if number > af:
+                if number is None:
+                    unreadable = unreadable or f"INFO:{key}"
+                elif number > af:
                     af, af_source = number, f"INFO:{key}"
         clinvar = _info_text(info, "CLNSIG") if "CLNSIG" in info else ""
         clinvar_source = "INFO:CLNSIG" if clinvar else ""
@@ -503,6 +507,10 @@ class LocalAnnotator:
             clinvar, clinvar_source = reading.clin_sig, "CSQ:CLIN_SIG"
         clinvar_kind = clinvar_class(clinvar, review_status)
         freq_tier = frequency_tier(af, assessed)
+        if unreadable and freq_tier in _RARE:
+            # A source that cannot be read may hold a higher frequency: what was read is a lower
+            # bound, enough for the common tiers, never for rarity or absence (frequency_criteria).
+            freq_tier = "unknown"
 
         genes: list[str] = []
         if self._genes is not None:
@@ -515,7 +523,9 @@ class LocalAnnotator:
         criteria: list[Criterion] = []
         if kind not in _NOT_VARIANTS and sv_type != "NON_REF":
             if assessed:
-                criteria = frequency_criteria(af, af_source or _sources(context), self._bs1_af, self._pm2_af)
+                criteria = frequency_criteria(
+                    af, af_source or _sources(context), self._bs1_af, self._pm2_af, unreadable
+                )
             if call is not None and call.null_in_coding:
                 criteria.append(
                     null_variant_criterion(call.terms, call.biotype, f"{call.source}:Consequence")
@@ -539,6 +549,7 @@ class LocalAnnotator:
                 genes,
                 af,
                 af_source,
+                unreadable,
                 freq_tier,
                 clinvar,
                 clinvar_kind,
@@ -730,6 +741,7 @@ def _rationale(
     genes: list[str],
     af: float,
     af_source: str,
+    unreadable: str,
     freq_tier: str,
     clinvar: str,
     clinvar_kind: str,
@@ -753,8 +765,12 @@ def _rationale(
         frequency = f"population AF {af:.4g} from {af_source} ({freq_tier})"
     elif freq_tier == "absent":
         frequency = "absent from the population databases annotated"
+    elif unreadable:
+        frequency = "no population frequency read"
     else:
         frequency = "no population frequency in the file"
+    if unreadable:
+        frequency += f"; {unreadable} unreadable for this allele"
     if clinvar:
         clinvar_text = f"ClinVar {clinvar} ({clinvar_kind or 'other'})"
     else:

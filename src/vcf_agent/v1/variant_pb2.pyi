@@ -68,10 +68,33 @@ class IntList(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Reserved:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ReservedEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[IntList._Reserved.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        RESERVED_UNSPECIFIED: IntList._Reserved.ValueType  # 0
+        MISSING: IntList._Reserved.ValueType  # -2147483648
+        """A value missing (`.`) among present ones, in its place (BCF's int32 missing, a value no
+        file may hold): a Number=A or =R list keeps one value per allele, in allele order (VCF 4.3
+        §1.4.2).
+        """
+
+    class Reserved(_Reserved, metaclass=_ReservedEnumTypeWrapper):
+        """Values that stand for something else than a number."""
+
+    RESERVED_UNSPECIFIED: IntList.Reserved.ValueType  # 0
+    MISSING: IntList.Reserved.ValueType  # -2147483648
+    """A value missing (`.`) among present ones, in its place (BCF's int32 missing, a value no
+    file may hold): a Number=A or =R list keeps one value per allele, in allele order (VCF 4.3
+    §1.4.2).
+    """
+
     VALUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """In the file's order."""
+        """In the file's order; a list whose every value is missing is no entry at all."""
 
     def __init__(
         self,
@@ -95,7 +118,7 @@ class FloatList(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """In the file's order."""
+        """In the file's order; a value missing (`.`) among present ones is NaN, in its place."""
 
     def __init__(
         self,
@@ -119,7 +142,7 @@ class StringList(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """In the file's order."""
+        """In the file's order; a value missing among present ones is `.`, in its place."""
 
     def __init__(
         self,

@@ -275,6 +275,8 @@
 /* vcf_agent.v1.IntList */
 #define INT_LIST_VALUES 1
 #define INT_LIST_VALUES_TAG "\x0a"
+#define INT_LIST_RESERVED_UNSPECIFIED 0
+#define INT_LIST_MISSING -2147483648
 
 /* vcf_agent.v1.JobMarker */
 #define JOB_MARKER_KIND 1

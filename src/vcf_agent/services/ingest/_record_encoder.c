@@ -317,8 +317,9 @@ static Py_ssize_t expected_count(long number, Py_ssize_t n_alt) {
 /*
  * A comma-separated list of plain VCF numbers (integers, else floats) whose count fits
  * `number`. Values go to `out` (when not NULL) as varints or little-endian doubles; a
- * missing `.` is dropped, or, with `sint32`, written as -1, every value as a zigzag
- * varint (GenotypeColumns.allele_depths). Returns 1 with
+ * missing `.` keeps its place as IntList.MISSING or a NaN (variant.proto; a list of only `.`
+ * has no value present and is omitted), or, with `sint32`, is written as -1,
+ * every value as a zigzag varint (GenotypeColumns.allele_depths). Returns 1 with
  * the bytes written in *size and the values not missing in *present, 0 when anything
  * is not plain or the count is wrong (the Python path then decides), -1 on error.
  */
@@ -335,7 +336,16 @@ static int scan_numbers(int integers, long number, Py_ssize_t n_alt, const char 
         long long integer = -1;
         double real;
         if (stop - p == 1 && p[0] == '.') {
-            if (out && sint32) *size += varint_into(out + *size, zigzag(integer));
+            if (out && sint32) {
+                *size += varint_into(out + *size, zigzag(integer));
+            } else if (out && integers) {
+                *size += varint_into(out + *size, (uint64_t)(long long)INT_LIST_MISSING);
+            } else if (out) {
+                /* Python's float('nan'), byte for byte (Py_NAN may carry the sign bit). */
+                static const char quiet_nan[8] = {0, 0, 0, 0, 0, 0, (char)0xf8, 0x7f};
+                memcpy(out + *size, quiet_nan, 8);
+                *size += 8;
+            }
         } else if (integers) {
             if (!parse_vcf_int(p, stop - p, &integer)) return 0;
             if (out) *size += varint_into(out + *size, sint32 ? zigzag(integer) : (uint64_t)integer);

@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple, Self, cast
+from typing import Any, NamedTuple, Self, cast
 
 from vcf_agent.compiled import compiled_module
 from vcf_agent.schema import SMALL_VARINTS, correlation_prefix, file_digest_hasher, length_delimited, varint
@@ -293,17 +293,28 @@ def _ints(values: list[int]) -> bytes:
     return length_delimited(_T_INTS, length_delimited(_T_INT_VALUES, b"".join([varint(v) for v in values])))
 
 
+# What stands in a list for a missing value (`.`) among present ones, so that every value keeps
+# its place (VCF 4.3 §1.4.2: Number=A is one value per alternate allele, in ALT order), as
+# variant.proto's IntList, FloatList and StringList say.
+_MISSING_IN_PLACE: dict[str, int | float | str] = {"Integer": wire.INT_LIST_MISSING, "Float": math.nan}
+
+
 def _info_value(typed: TypedValues) -> bytes | None:
     """InfoValue bytes for typed values; None when every value is missing."""
-    values = typed.values
+    values: list[Any] = typed.values
     if not values:
         return None
+    if typed.missing:
+        values = list(values)
+        placeholder = _MISSING_IN_PLACE.get(typed.kind, ".")
+        for index in typed.missing:
+            values.insert(index, placeholder)
     if typed.kind == "Integer":
-        return _ints(values)  # type: ignore[arg-type]
+        return _ints(values)
     if typed.kind == "Float":
         packed = struct.pack(f"<{len(values)}d", *values)
         return length_delimited(_T_FLOATS, length_delimited(_T_FLOAT_VALUES, packed))
-    return _strings(values)  # type: ignore[arg-type]
+    return _strings(values)
 
 
 def _strings(values: list[str]) -> bytes:

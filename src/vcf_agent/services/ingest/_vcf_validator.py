@@ -55,11 +55,17 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TypedValues:
-    """A field value split and converted per its Type; `count` is the number of values."""
+    """A field value split and converted per its Type; `count` is the number of values.
+
+    `values` are those not missing (`.`); `missing` the places of the missing ones among the
+    `count`, when some are and some are not: in a Number=A list `.,0.3` the 0.3 is the second
+    ALT's, and a reader that dropped the `.` would give it to the first.
+    """
 
     kind: str
     values: list[int] | list[float] | list[str]
     count: int
+    missing: tuple[int, ...] = ()
 
 
 def genotype_count(alleles: int, ploidy: int) -> int:
@@ -270,6 +276,9 @@ class RecordRules:
         items = [raw] if kind == "String" and definition.number == "1" else raw.split(",")
         count = len(items) if raw != "." else 0
         present = [item for item in items if item != "."]
+        missing: tuple[int, ...] = ()
+        if 0 < len(present) < count:
+            missing = tuple(i for i, item in enumerate(items) if item == ".")
         where = f"{column} {definition.id}"
         if kind == "Integer":
             ints: list[int] = []
@@ -285,14 +294,14 @@ class RecordRules:
                         " (-2147483640 to 2147483647)",
                     )
                 ints.append(value)
-            return TypedValues(kind, ints, count)
+            return TypedValues(kind, ints, count, missing)
         if kind == "Float":
             floats: list[float] = []
             for item in present:
                 if not _FLOAT.fullmatch(item):
                     raise RecordError(f"{column}_TYPE", column, f"{where} value {item!r} is not a number")
                 floats.append(float(item))
-            return TypedValues(kind, floats, count)
+            return TypedValues(kind, floats, count, missing)
         if kind == "Character":
             for item in present:
                 if len(item) != 1:
@@ -307,7 +316,7 @@ class RecordRules:
                     f"{where} has a '%' not followed by two hex digits (VCF 4.3+ percent-encoding)",
                 )
             present = [unquote(item) for item in present]
-        return TypedValues(kind, present, count)
+        return TypedValues(kind, present, count, missing)
 
     @staticmethod
     def check_count(
