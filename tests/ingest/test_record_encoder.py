@@ -19,7 +19,7 @@ import pytest
 import vcf  # pyvcf3: only its bundled test files are used
 
 from vcf_agent.compiled import compiled_module
-from vcf_agent.schema import correlation_prefix
+from vcf_agent.schema import correlation_prefix, genotype_calls
 from vcf_agent.services.ingest._vcf_reader import VcfFileError, VcfReader
 from vcf_agent.synthetic_vcf import SyntheticVcfSpec, write_synthetic_vcf
 from vcf_agent.v1 import variant_pb2
@@ -263,11 +263,21 @@ def test_float_gq_and_free_count_ad_agree(tmp_path: Path, monkeypatch: pytest.Mo
     path.write_text(header + COLUMNS + "".join(line + "\n" for line in lines), encoding="utf-8")
     records, slow_calls = _assert_same(path, monkeypatch)
     assert slow_calls < records * 0.6, slow_calls
-    _, outcome = _read(path, fast=True)
-    codes = [letter[1] for letter in outcome["letters"]]  # type: ignore[attr-defined]
-    # nan, inf, 1e10 and 2147483647.6 do not round to an int32; 1.5.5 is no number; "0,0" is 2 of 3 GLs.
-    assert codes.count("INTEGER_OUT_OF_RANGE") == 4 * 4
-    assert sorted(set(codes)) == ["FORMAT_NUMBER", "FORMAT_TYPE", "INTEGER_OUT_OF_RANGE"]
+    batches, outcome = _read(path, fast=True)
+    # nan, inf, 1e10 and 2147483647.6 do not round to an int32; 1.5.5 is no number; "0,0" is 2 of 3
+    # GLs: errors of the file, once per key, and every record kept with those values missing.
+    assert outcome["letters"] == []
+    issues = outcome["file_issues"]
+    assert sorted((i.code, i.column) for i in issues) == [  # type: ignore[attr-defined]
+        ("FORMAT_NUMBER", "FORMAT"),
+        ("INTEGER_OUT_OF_RANGE", "FORMAT"),
+    ]
+    variants = [v for batch in batches for v in variant_pb2.VariantBatch.FromString(batch[0]).variants]
+    assert len(variants) == len(samples) * 4
+    quality = [genotype_calls(v.genotypes)[0].genotype_quality for v in variants[: len(samples)]]
+    # 19.11 -> 19, 20.5 -> 20 and 21.5 -> 22 (ties to even), -0.4 -> 0, then nan, inf, 1e10 missing,
+    # 2147483647.4 -> 2147483647, .6 missing, '.' missing, 1.5.5 missing (-1: no value).
+    assert quality == [19, 20, 22, 0, -1, -1, -1, 2147483647, -1, -1, -1]
 
 
 def test_real_1000_genomes_extract_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -497,14 +507,14 @@ def test_a_missing_value_keeps_its_place_in_a_list_on_both_paths(
     for variant in first:
         af = list(variant.info["AF"].floats.values)
         assert af[0] != af[0] and af[1] == 0.3  # NaN, then the second ALT's 0.3
-        assert list(variant.info["AD2"].ints.values) == [7, variant_pb2.IntList.MISSING, 4]
+        assert list(variant.info["AD2"].ints.values) == [7, variant_pb2.IntList.RESERVED_MISSING, 4]
         assert list(variant.info["NAMES"].strings.values) == [".", "x"]
     for variant in second:
         af = list(variant.info["AF"].floats.values)
         assert af[0] == 0.3 and af[1] != af[1]
         assert list(variant.info["AD2"].ints.values) == [
-            variant_pb2.IntList.MISSING,
-            variant_pb2.IntList.MISSING,
+            variant_pb2.IntList.RESERVED_MISSING,
+            variant_pb2.IntList.RESERVED_MISSING,
             4,
         ]
     for variant in third:

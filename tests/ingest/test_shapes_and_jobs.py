@@ -272,7 +272,12 @@ async def test_lenient_run_stores_good_records_and_dead_letters_the_bad(tmp_path
     lines = source.read_text().splitlines(keepends=True)
     first_record = next(i for i, line in enumerate(lines) if not line.startswith("#"))
     bad_at = [first_record + 10, first_record + 5000, first_record + 9999]  # 0-based
-    breakers = [(1, "x1"), (7, "DP=abc"), (3, "Q")]  # POS, INFO, REF
+    breakers = [(1, "x1"), (4, "G<DEL"), (3, "Q")]  # POS, ALT, REF
+    # An INFO value of the wrong Type: an error of the file, but the record is stored.
+    value_at = first_record + 7000
+    columns = lines[value_at].rstrip("\n").split("\t")
+    columns[7] = "DP=abc"
+    lines[value_at] = "\t".join(columns) + "\n"
     for index, (column, value) in zip(bad_at, breakers, strict=True):
         columns = lines[index].rstrip("\n").split("\t")
         columns[column] = value
@@ -284,6 +289,10 @@ async def test_lenient_run_stores_good_records_and_dead_letters_the_bad(tmp_path
         job = await pipeline.wait(job_id, timeout_s=120)
         assert events_pb2.JobState.Name(job.state) == "JOB_STATE_COMPLETE", job.error
         assert job.counts.dead_lettered == 3
+        # Every ALT of every other record, the one with DP=abc among them.
+        records = [line.split("\t") for line in lines[first_record:]]
+        kept = [r for i, r in enumerate(records) if first_record + i not in bad_at]
+        assert job.counts.total == sum(len(r[4].split(",")) for r in kept)
         writer = _store(pipeline)
         assert writer.count(job_id) == job.counts.total
         letters = await published(
@@ -293,7 +302,7 @@ async def test_lenient_run_stores_good_records_and_dead_letters_the_bad(tmp_path
     assert len(records_stored) == 9_997
     assert sorted((d.line_number, d.error_code) for d in letters) == [
         (bad_at[0] + 1, "POS_INVALID"),
-        (bad_at[1] + 1, "INFO_TYPE"),
+        (bad_at[1] + 1, "ALT_INVALID"),
         (bad_at[2] + 1, "REF_INVALID"),
     ]
     assert all(

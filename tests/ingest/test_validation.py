@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vcf_agent.schema import genotype_calls
 from vcf_agent.services.ingest import validate_command, validate_file
 from vcf_agent.services.ingest._vcf_reader import VcfReader
 
@@ -21,22 +22,45 @@ RECORD_RULES = [
     ("alt-syntax", record(alt="G<DEL"), "ALT_INVALID", "ALT"),
     ("alt-breakend-broken", record(alt="G]chr2:100["), "ALT_INVALID", "ALT"),
     ("qual", record(qual="high"), "QUAL_INVALID", "QUAL"),
-    ("info-integer-type", record(info="DP=ten"), "INFO_TYPE", "INFO"),
-    ("info-flag-with-value", record(info="DB=1"), "INFO_TYPE", "INFO"),
-    ("info-character", record(info="CH=ab"), "INFO_TYPE", "INFO"),
-    ("info-number-a", record(info="AF=0.1,0.2"), "INFO_NUMBER", "INFO"),
-    ("info-number-r", record(info="AD2=1"), "INFO_NUMBER", "INFO"),
-    ("info-number-fixed", record(info="DP=1,2"), "INFO_NUMBER", "INFO"),
-    ("integer-overflow", record(info="DP=2147483648"), "INTEGER_OUT_OF_RANGE", "INFO"),
-    ("integer-reserved-minimum", record(info="DP=-2147483648"), "INTEGER_OUT_OF_RANGE", "INFO"),
-    ("percent-encoding", record(info="GENE=BRCA%2"), "PERCENT_ENCODING", "INFO"),
     ("format-gt-not-first", record(format="DP:GT", s1="1:0/1", s2="1:0/0"), "FORMAT_GT_NOT_FIRST", "FORMAT"),
     ("gt-syntax", record(s1="0-1:10:99:5,5:0,10,100"), "GT_INVALID", "FORMAT"),
     ("gt-allele-range", record(s1="0/2:10:99:5,5:0,10,100"), "GT_ALLELE_RANGE", "FORMAT"),
-    ("format-number-r", record(s1="0/1:10:99:5:0,10,100"), "FORMAT_NUMBER", "FORMAT"),
-    ("format-number-g-ploidy", record(s1="1:10:99:5,5:0,10,100"), "FORMAT_NUMBER", "FORMAT"),
-    ("format-type", record(s2="0|0:8.5:50:8,0:0,20,200"), "FORMAT_TYPE", "FORMAT"),
     ("sample-too-many-values", record(s2="0|0:8:50:8,0:0,20,200:7"), "SAMPLE_TOO_MANY_VALUES", "FORMAT"),
+]
+
+# (id, bad record, error code, column, key, what the record keeps of the value): a MUST broken by one
+# INFO or FORMAT value alone (VALUE_CODES) is an error of the file, but the record flows, the INFO
+# value kept as its text, the FORMAT value left out (DP, GQ and AD of that sample missing).
+VALUE_RULES = [
+    ("info-integer-type", record(info="DP=ten"), "INFO_TYPE", "INFO", "DP", ["ten"]),
+    ("info-flag-with-value", record(info="DB=1"), "INFO_TYPE", "INFO", "DB", ["1"]),
+    ("info-character", record(info="CH=ab"), "INFO_TYPE", "INFO", "CH", ["ab"]),
+    ("info-number-a", record(info="AF=0.1,0.2"), "INFO_NUMBER", "INFO", "AF", ["0.1,0.2"]),
+    ("info-number-r", record(info="AD2=1"), "INFO_NUMBER", "INFO", "AD2", ["1"]),
+    ("info-number-fixed", record(info="DP=1,2"), "INFO_NUMBER", "INFO", "DP", ["1,2"]),
+    ("integer-overflow", record(info="DP=2147483648"), "INTEGER_OUT_OF_RANGE", "INFO", "DP", ["2147483648"]),
+    (
+        "integer-reserved-minimum",
+        record(info="DP=-2147483648"),
+        "INTEGER_OUT_OF_RANGE",
+        "INFO",
+        "DP",
+        ["-2147483648"],
+    ),
+    ("percent-encoding", record(info="GENE=BRCA%2"), "PERCENT_ENCODING", "INFO", "GENE", ["BRCA%2"]),
+    # Sample 1's AD "5" (Number=R: 2 here): its allele depths are left out, its DP and GQ stay.
+    ("format-number-r", record(s1="0/1:10:99:5:0,10,100"), "FORMAT_NUMBER", "FORMAT", "AD", (0, 10, 99, ())),
+    # Haploid sample 1's PL with 3 values (Number=G: 2 for one copy): PL is not stored.
+    (
+        "format-number-g-ploidy",
+        record(s1="1:10:99:5,5:0,10,100"),
+        "FORMAT_NUMBER",
+        "FORMAT",
+        "PL",
+        (0, 10, 99, (5, 5)),
+    ),
+    # Sample 2's DP 8.5 (Type=Integer): its depth is missing, its GQ and AD stay.
+    ("format-type", record(s2="0|0:8.5:50:8,0:0,20,200"), "FORMAT_TYPE", "FORMAT", "DP", (1, -1, 50, (8, 0))),
 ]
 
 
@@ -57,6 +81,35 @@ def test_each_record_rule_reports_code_and_line(tmp_path: Path, bad: str, code: 
     assert (letter.line_number, letter.error_code, letter.file_name) == (HEADER_LINES + 2, code, "bad.vcf")
     assert letter.raw_line == bad
     assert [v.position for v in variants] == [100, 300]
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "column", "key", "kept"), [r[1:] for r in VALUE_RULES], ids=[r[0] for r in VALUE_RULES]
+)
+def test_a_value_breaking_its_header_is_an_error_of_the_file_and_the_record_flows(
+    tmp_path: Path, bad: str, code: str, column: str, key: str, kept: object
+) -> None:
+    third = record(pos="300")
+    path = write_vcf(tmp_path / "bad.vcf", [GOOD, bad, third])
+    report = validate_file(path)
+    assert not report.valid
+    assert [(e.line, e.code, e.column) for e in report.errors] == [(HEADER_LINES + 2, code, column)]
+    assert "the record is kept with" in report.errors[0].message
+    with VcfReader(path, file_id="f", job_id="j", tenant_id="t", source_name="bad.vcf") as reader:
+        variants = [v for batch in reader for v in batch.variants]
+    assert reader.take_dead_letters() == []
+    assert [(v.line_number, v.position) for v in variants] == [
+        (HEADER_LINES + 1, 100),
+        (HEADER_LINES + 2, 100),
+        (HEADER_LINES + 3, 300),
+    ]
+    kept_in = variants[1]
+    if column == "INFO":
+        assert list(kept_in.info[key].strings.values) == kept
+    else:
+        sample = 0 if bad.split("\t")[9] != GOOD.split("\t")[9] else 1
+        call = genotype_calls(kept_in.genotypes)[sample]
+        assert (sample, call.depth, call.genotype_quality, tuple(call.allele_depths)) == kept
 
 
 def test_a_file_of_good_records_is_valid(tmp_path: Path) -> None:
@@ -131,7 +184,8 @@ def test_validate_command_exit_codes_and_json(tmp_path: Path, capsys: pytest.Cap
             "line": HEADER_LINES + 2,
             "column": "INFO",
             "code": "INFO_TYPE",
-            "message": "INFO DP value 'x' is not an integer (VCF 4.3 §1.6.1)",
+            "message": "INFO DP value 'x' is not an integer (VCF 4.3 §1.6.1); the record is kept with the"
+            " value as text, and later values of INFO DP that break its header are not reported again",
         }
     ]
     assert validate_command(bad, as_json=False) == 1

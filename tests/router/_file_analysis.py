@@ -4,7 +4,6 @@ carries the annotation context ingest builds from the file's own header."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import math
 from pathlib import Path
 from typing import Any
@@ -46,23 +45,6 @@ def at(
     """The one answer for the ALT `alternate` of the record at `position`."""
     (found,) = [r for r in results if r.variant.position == position and r.variant.alternate == alternate]
     return found
-
-
-def analyse_records(
-    path: Path, *, provider: LocalProvider | None = None, population_pattern: str = DEFAULT_POPULATION_PATTERN
-) -> list[analysis_pb2.AnalysisResult]:
-    """As analyse_file, for files whose records ingest's validator refuses (a MUST rule broken
-    elsewhere in the record): records read through htslib, which accepts them, in one batch that
-    carries the context built from the file's header, through the compiled path."""
-    provider = provider or LocalProvider()
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as text:
-        header = [line.rstrip("\n") for line in iter(text.readline, "") if line.startswith("#")]
-    batch = variant_pb2.VariantBatch(variants=messages_from_vcf(path))
-    batch.annotation_context.CopyFrom(annotation_context(header, population_pattern))
-    requests = analysis_pb2.AnalysisRequestBatch(provider="local", requested_providers=["local"])
-    requests.variant_batch.CopyFrom(batch)
-    return list(asyncio.run(provider.analyse_batch(requests)).results)
 
 
 def info_value(value: Any) -> variant_pb2.InfoValue:

@@ -290,7 +290,7 @@ def allele_balance(depths: Sequence[int], allele: int) -> float:
 
 def allele_value(value: InfoValues, alt_index: int, alt_count: int) -> float | None:
     """This ALT's number from an INFO value (Number=A, =R or =1): -1 when the value has none for
-    it (`.`, in its place: variant.proto's IntList.MISSING, NaN or the text `.`), None when it
+    it (`.`, in its place: variant.proto's IntList.RESERVED_MISSING, NaN or the text `.`), None when it
     cannot be read: a count that fits none of those Numbers, or text that is no number."""
     size = len(value)
     if size == alt_count:
@@ -310,7 +310,7 @@ def allele_value(value: InfoValues, alt_index: int, alt_count: int) -> float | N
             return None
     else:
         number = float(item)
-    return -1.0 if isnan(number) or number == wire.INT_LIST_MISSING else number
+    return -1.0 if isnan(number) or number == wire.INT_LIST_RESERVED_MISSING else number
 
 
 def sample_findings(

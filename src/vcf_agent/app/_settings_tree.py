@@ -274,7 +274,8 @@ class SettingsTree(BaseSettings):
     )
     ingest_validation: Literal["strict", "lenient"] = Field(
         _settings_default("ingest_validation"),
-        description="lenient: bad records are dead-lettered; strict: any error fails the job",
+        description="lenient: bad records are dead-lettered, bad values kept as text or left out; strict: any"
+        " error fails the job",
     )
     ingest_allowed_dirs: str = Field(
         "",

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avcf_agent/v1/variant.proto\x12\x0cvcf_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x01\n\tInfoValue\x12\x0e\n\x04\x66lag\x18\x01 \x01(\x08H\x00\x12%\n\x04ints\x18\x02 \x01(\x0b\x32\x15.vcf_agent.v1.IntListH\x00\x12)\n\x06\x66loats\x18\x03 \x01(\x0b\x32\x17.vcf_agent.v1.FloatListH\x00\x12+\n\x07strings\x18\x04 \x01(\x0b\x32\x18.vcf_agent.v1.StringListH\x00\x42\x07\n\x05value\"U\n\x07IntList\x12\x0e\n\x06values\x18\x01 \x03(\x03\":\n\x08Reserved\x12\x18\n\x14RESERVED_UNSPECIFIED\x10\x00\x12\x14\n\x07MISSING\x10\x80\x80\x80\x80\xf8\xff\xff\xff\xff\x01\"\x1b\n\tFloatList\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xb0\x01\n\x0fGenotypeColumns\x12\x0f\n\x07samples\x18\x01 \x03(\t\x12\x0e\n\x06ploidy\x18\x02 \x03(\r\x12\x0f\n\x07\x61lleles\x18\x03 \x03(\x11\x12\x0e\n\x06phased\x18\x04 \x01(\x0c\x12\r\n\x05\x64\x65pth\x18\x05 \x03(\x11\x12\x18\n\x10genotype_quality\x18\x06 \x03(\x11\x12\x1b\n\x13\x61llele_depth_counts\x18\x07 \x03(\r\x12\x15\n\rallele_depths\x18\x08 \x03(\x11\"\xb9\x04\n\x0eVariantMessage\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x14\n\x0crecord_index\x18\x05 \x01(\x03\x12\x13\n\x0bline_number\x18\x06 \x01(\x03\x12\x12\n\nchromosome\x18\x07 \x01(\t\x12\x10\n\x08position\x18\x08 \x01(\x03\x12\n\n\x02id\x18\t \x01(\t\x12\x11\n\treference\x18\n \x01(\t\x12\x11\n\talternate\x18\x0b \x01(\t\x12\x11\n\talt_index\x18\x0c \x01(\x05\x12\x16\n\x0e\x61ll_alternates\x18\r \x03(\t\x12\x13\n\x0bhas_quality\x18\x0e \x01(\x08\x12\x0f\n\x07quality\x18\x0f \x01(\x01\x12\x0f\n\x07\x66ilters\x18\x10 \x03(\t\x12\x34\n\x04info\x18\x11 \x03(\x0b\x32&.vcf_agent.v1.VariantMessage.InfoEntry\x12\x30\n\tgenotypes\x18\x15 \x01(\x0b\x32\x1d.vcf_agent.v1.GenotypeColumns\x12-\n\ttimestamp\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bsource_name\x18\x14 \x01(\t\x1a\x44\n\tInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.vcf_agent.v1.InfoValue:\x02\x38\x01J\x04\x08\x12\x10\x13\"\xa0\x01\n\x0cVariantBatch\x12.\n\x08variants\x18\x01 \x03(\x0b\x32\x1c.vcf_agent.v1.VariantMessage\x12\x11\n\tproviders\x18\x02 \x03(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12;\n\x12\x61nnotation_context\x18\x04 \x01(\x0b\x32\x1f.vcf_agent.v1.AnnotationContext\"\x7f\n\x11\x41nnotationContext\x12\x12\n\ncsq_fields\x18\x01 \x03(\t\x12\x12\n\nann_fields\x18\x02 \x03(\t\x12\x13\n\x0b\x62\x63sq_fields\x18\x03 \x03(\t\x12\x17\n\x0fpopulation_keys\x18\x04 \x03(\t\x12\x14\n\x0c\x63linvar_keys\x18\x05 \x03(\t\"\xb2\x03\n\tJobMarker\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.vcf_agent.v1.JobMarker.Kind\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x13\n\x0bsource_name\x18\x05 \x01(\t\x12\x15\n\rvariant_count\x18\x06 \x01(\x03\x12\x14\n\x0crecord_count\x18\x07 \x01(\x03\x12\x0f\n\x07samples\x18\x08 \x03(\t\x12\x11\n\tproviders\x18\t \x03(\t\x12\x0e\n\x06reason\x18\n \x01(\t\x12\x15\n\rdead_lettered\x18\x0b \x01(\x03\x12-\n\ttimestamp\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10reference_blocks\x18\r \x01(\x03\x12\x1b\n\x13placeholder_alleles\x18\x0e \x01(\x03\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_STARTED\x10\x01\x12\x11\n\rKIND_FINISHED\x10\x02\x12\x0f\n\x0bKIND_FAILED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avcf_agent/v1/variant.proto\x12\x0cvcf_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x01\n\tInfoValue\x12\x0e\n\x04\x66lag\x18\x01 \x01(\x08H\x00\x12%\n\x04ints\x18\x02 \x01(\x0b\x32\x15.vcf_agent.v1.IntListH\x00\x12)\n\x06\x66loats\x18\x03 \x01(\x0b\x32\x17.vcf_agent.v1.FloatListH\x00\x12+\n\x07strings\x18\x04 \x01(\x0b\x32\x18.vcf_agent.v1.StringListH\x00\x42\x07\n\x05value\"^\n\x07IntList\x12\x0e\n\x06values\x18\x01 \x03(\x03\"C\n\x08Reserved\x12\x18\n\x14RESERVED_UNSPECIFIED\x10\x00\x12\x1d\n\x10RESERVED_MISSING\x10\x80\x80\x80\x80\xf8\xff\xff\xff\xff\x01\"\x1b\n\tFloatList\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xb0\x01\n\x0fGenotypeColumns\x12\x0f\n\x07samples\x18\x01 \x03(\t\x12\x0e\n\x06ploidy\x18\x02 \x03(\r\x12\x0f\n\x07\x61lleles\x18\x03 \x03(\x11\x12\x0e\n\x06phased\x18\x04 \x01(\x0c\x12\r\n\x05\x64\x65pth\x18\x05 \x03(\x11\x12\x18\n\x10genotype_quality\x18\x06 \x03(\x11\x12\x1b\n\x13\x61llele_depth_counts\x18\x07 \x03(\r\x12\x15\n\rallele_depths\x18\x08 \x03(\x11\"\xb9\x04\n\x0eVariantMessage\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x14\n\x0crecord_index\x18\x05 \x01(\x03\x12\x13\n\x0bline_number\x18\x06 \x01(\x03\x12\x12\n\nchromosome\x18\x07 \x01(\t\x12\x10\n\x08position\x18\x08 \x01(\x03\x12\n\n\x02id\x18\t \x01(\t\x12\x11\n\treference\x18\n \x01(\t\x12\x11\n\talternate\x18\x0b \x01(\t\x12\x11\n\talt_index\x18\x0c \x01(\x05\x12\x16\n\x0e\x61ll_alternates\x18\r \x03(\t\x12\x13\n\x0bhas_quality\x18\x0e \x01(\x08\x12\x0f\n\x07quality\x18\x0f \x01(\x01\x12\x0f\n\x07\x66ilters\x18\x10 \x03(\t\x12\x34\n\x04info\x18\x11 \x03(\x0b\x32&.vcf_agent.v1.VariantMessage.InfoEntry\x12\x30\n\tgenotypes\x18\x15 \x01(\x0b\x32\x1d.vcf_agent.v1.GenotypeColumns\x12-\n\ttimestamp\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bsource_name\x18\x14 \x01(\t\x1a\x44\n\tInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.vcf_agent.v1.InfoValue:\x02\x38\x01J\x04\x08\x12\x10\x13\"\xa0\x01\n\x0cVariantBatch\x12.\n\x08variants\x18\x01 \x03(\x0b\x32\x1c.vcf_agent.v1.VariantMessage\x12\x11\n\tproviders\x18\x02 \x03(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12;\n\x12\x61nnotation_context\x18\x04 \x01(\x0b\x32\x1f.vcf_agent.v1.AnnotationContext\"\x7f\n\x11\x41nnotationContext\x12\x12\n\ncsq_fields\x18\x01 \x03(\t\x12\x12\n\nann_fields\x18\x02 \x03(\t\x12\x13\n\x0b\x62\x63sq_fields\x18\x03 \x03(\t\x12\x17\n\x0fpopulation_keys\x18\x04 \x03(\t\x12\x14\n\x0c\x63linvar_keys\x18\x05 \x03(\t\"\xb2\x03\n\tJobMarker\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.vcf_agent.v1.JobMarker.Kind\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x13\n\x0bsource_name\x18\x05 \x01(\t\x12\x15\n\rvariant_count\x18\x06 \x01(\x03\x12\x14\n\x0crecord_count\x18\x07 \x01(\x03\x12\x0f\n\x07samples\x18\x08 \x03(\t\x12\x11\n\tproviders\x18\t \x03(\t\x12\x0e\n\x06reason\x18\n \x01(\t\x12\x15\n\rdead_lettered\x18\x0b \x01(\x03\x12-\n\ttimestamp\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10reference_blocks\x18\r \x01(\x03\x12\x1b\n\x13placeholder_alleles\x18\x0e \x01(\x03\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_STARTED\x10\x01\x12\x11\n\rKIND_FINISHED\x10\x02\x12\x0f\n\x0bKIND_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,25 +37,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFOVALUE']._serialized_start=78
   _globals['_INFOVALUE']._serialized_end=241
   _globals['_INTLIST']._serialized_start=243
-  _globals['_INTLIST']._serialized_end=328
+  _globals['_INTLIST']._serialized_end=337
   _globals['_INTLIST_RESERVED']._serialized_start=270
-  _globals['_INTLIST_RESERVED']._serialized_end=328
-  _globals['_FLOATLIST']._serialized_start=330
-  _globals['_FLOATLIST']._serialized_end=357
-  _globals['_STRINGLIST']._serialized_start=359
-  _globals['_STRINGLIST']._serialized_end=387
-  _globals['_GENOTYPECOLUMNS']._serialized_start=390
-  _globals['_GENOTYPECOLUMNS']._serialized_end=566
-  _globals['_VARIANTMESSAGE']._serialized_start=569
-  _globals['_VARIANTMESSAGE']._serialized_end=1138
-  _globals['_VARIANTMESSAGE_INFOENTRY']._serialized_start=1064
-  _globals['_VARIANTMESSAGE_INFOENTRY']._serialized_end=1132
-  _globals['_VARIANTBATCH']._serialized_start=1141
-  _globals['_VARIANTBATCH']._serialized_end=1301
-  _globals['_ANNOTATIONCONTEXT']._serialized_start=1303
-  _globals['_ANNOTATIONCONTEXT']._serialized_end=1430
-  _globals['_JOBMARKER']._serialized_start=1433
-  _globals['_JOBMARKER']._serialized_end=1867
-  _globals['_JOBMARKER_KIND']._serialized_start=1785
-  _globals['_JOBMARKER_KIND']._serialized_end=1867
+  _globals['_INTLIST_RESERVED']._serialized_end=337
+  _globals['_FLOATLIST']._serialized_start=339
+  _globals['_FLOATLIST']._serialized_end=366
+  _globals['_STRINGLIST']._serialized_start=368
+  _globals['_STRINGLIST']._serialized_end=396
+  _globals['_GENOTYPECOLUMNS']._serialized_start=399
+  _globals['_GENOTYPECOLUMNS']._serialized_end=575
+  _globals['_VARIANTMESSAGE']._serialized_start=578
+  _globals['_VARIANTMESSAGE']._serialized_end=1147
+  _globals['_VARIANTMESSAGE_INFOENTRY']._serialized_start=1073
+  _globals['_VARIANTMESSAGE_INFOENTRY']._serialized_end=1141
+  _globals['_VARIANTBATCH']._serialized_start=1150
+  _globals['_VARIANTBATCH']._serialized_end=1310
+  _globals['_ANNOTATIONCONTEXT']._serialized_start=1312
+  _globals['_ANNOTATIONCONTEXT']._serialized_end=1439
+  _globals['_JOBMARKER']._serialized_start=1442
+  _globals['_JOBMARKER']._serialized_end=1876
+  _globals['_JOBMARKER_KIND']._serialized_start=1794
+  _globals['_JOBMARKER_KIND']._serialized_end=1876
 # @@protoc_insertion_point(module_scope)

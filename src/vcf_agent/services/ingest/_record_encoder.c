@@ -317,8 +317,8 @@ static Py_ssize_t expected_count(long number, Py_ssize_t n_alt) {
 /*
  * A comma-separated list of plain VCF numbers (integers, else floats) whose count fits
  * `number`. Values go to `out` (when not NULL) as varints or little-endian doubles; a
- * missing `.` keeps its place as IntList.MISSING or a NaN (variant.proto; a list of only `.`
- * has no value present and is omitted), or, with `sint32`, is written as -1,
+ * missing `.` keeps its place as IntList.RESERVED_MISSING or a NaN (variant.proto; a list of
+ * only `.` has no value present and is omitted), or, with `sint32`, is written as -1,
  * every value as a zigzag varint (GenotypeColumns.allele_depths). Returns 1 with
  * the bytes written in *size and the values not missing in *present, 0 when anything
  * is not plain or the count is wrong (the Python path then decides), -1 on error.
@@ -339,7 +339,7 @@ static int scan_numbers(int integers, long number, Py_ssize_t n_alt, const char 
             if (out && sint32) {
                 *size += varint_into(out + *size, zigzag(integer));
             } else if (out && integers) {
-                *size += varint_into(out + *size, (uint64_t)(long long)INT_LIST_MISSING);
+                *size += varint_into(out + *size, (uint64_t)(long long)INT_LIST_RESERVED_MISSING);
             } else if (out) {
                 /* Python's float('nan'), byte for byte (Py_NAN may carry the sign bit). */
                 static const char quiet_nan[8] = {0, 0, 0, 0, 0, 0, (char)0xf8, 0x7f};

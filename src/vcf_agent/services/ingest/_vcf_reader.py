@@ -70,7 +70,15 @@ __all__ = [
     "file_digest",
 ]
 from ._vcf_source import VcfText, open_vcf_text
-from ._vcf_validator import INT_MAX, INT_MIN, RecordError, RecordRules, TypedValues, expected_count
+from ._vcf_validator import (
+    INT_MAX,
+    INT_MIN,
+    VALUE_CODES,
+    RecordError,
+    RecordRules,
+    TypedValues,
+    expected_count,
+)
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -296,7 +304,10 @@ def _ints(values: list[int]) -> bytes:
 # What stands in a list for a missing value (`.`) among present ones, so that every value keeps
 # its place (VCF 4.3 §1.4.2: Number=A is one value per alternate allele, in ALT order), as
 # variant.proto's IntList, FloatList and StringList say.
-_MISSING_IN_PLACE: dict[str, int | float | str] = {"Integer": wire.INT_LIST_MISSING, "Float": math.nan}
+_MISSING_IN_PLACE: dict[str, int | float | str] = {
+    "Integer": wire.INT_LIST_RESERVED_MISSING,
+    "Float": math.nan,
+}
 
 
 def _info_value(typed: TypedValues) -> bytes | None:
@@ -867,7 +878,14 @@ class VcfReader:
         return encoded
 
     def _info_entry(self, entry: str, n_alt: int) -> bytes:
-        _, key, typed = self._rules.info_entry(entry, n_alt)
+        try:
+            _, key, typed = self._rules.info_entry(entry, n_alt)
+        except RecordError as exc:
+            if exc.code not in VALUE_CODES:
+                raise
+            key, _, raw = entry.partition("=")
+            self._rules.value_not_trusted(key, exc, "the value as text")
+            return _map_entry(key, _strings([raw]))
         if typed is None:
             return _map_entry(key, _FLAG_VALUE)
         value = _info_value(typed)
@@ -1047,14 +1065,24 @@ class VcfReader:
         return bytes([phased]) + b"".join([_zigzag(a) for a in alleles]), len(alleles)
 
     def _sample_value(self, definition: FieldDef, text: str, n_alt: int, ploidy: int, sample: str) -> bytes:
-        key = definition.id
-        typed = self._rules.typed(definition, text, "FORMAT")
-        try:
-            self._rules.check_count(definition, typed, n_alt, "FORMAT", ploidy)
-        except RecordError as exc:
-            raise RecordError(exc.code, exc.column, f"sample {sample}: {exc.message}") from None
         # What the value stores, as _Layout places it: by the key's native code.
         code = _native_format_spec(definition)[0]
+        try:
+            return self._stored_sample_value(definition, code, text, n_alt, ploidy)
+        except RecordError as exc:
+            if exc.code not in VALUE_CODES:
+                raise RecordError(exc.code, exc.column, f"sample {sample}: {exc.message}") from None
+            error = RecordError(exc.code, exc.column, f"sample {sample}: {exc.message}")
+            stored = code in _STORED_SCALARS.values() or code == wire.FORMAT_NATIVE_AD
+            kept = "this sample's value missing" if stored else "the value left out (it is not stored)"
+            self._rules.value_not_trusted(definition.id, error, kept)
+            return _MISSING if code in _STORED_SCALARS.values() else b""
+
+    def _stored_sample_value(
+        self, definition: FieldDef, code: int, text: str, n_alt: int, ploidy: int
+    ) -> bytes:
+        typed = self._rules.typed(definition, text, "FORMAT")
+        self._rules.check_count(definition, typed, n_alt, "FORMAT", ploidy)
         if code in _STORED_SCALARS.values():
             if not typed.values:
                 return _MISSING
@@ -1064,7 +1092,7 @@ class VcfReader:
                 raise RecordError(
                     "INTEGER_OUT_OF_RANGE",
                     "FORMAT",
-                    f"sample {sample}: {key} {text} does not round to a 32-bit integer",
+                    f"{definition.id} {text} does not round to a 32-bit integer",
                 )
             return _zigzag(rounded)
         if code == wire.FORMAT_NATIVE_AD:

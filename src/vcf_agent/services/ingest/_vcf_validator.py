@@ -44,13 +44,27 @@ _RESERVED_SYMBOLIC = frozenset(
 
 
 class RecordError(ValueError):
-    """A record breaks the spec; it is dead-lettered (lenient) or fails the job (strict)."""
+    """A record breaks the spec; it is dead-lettered (lenient) or fails the job (strict), unless
+    only an INFO or FORMAT value does (VALUE_CODES)."""
 
     def __init__(self, code: str, column: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.column = column
         self.message = message
+
+
+# MUSTs broken by one INFO or FORMAT value alone (its Type, Number, 32-bit range or percent
+# encoding; VCF 4.3 §1.4.2, §1.6.1-2): still errors of the file (strict jobs fail, `validate` says
+# invalid), but in a lenient job the record flows without trusting that value: an INFO value is
+# kept as the text it is, a FORMAT value is left out (missing, for the DP, GQ and AD stored per
+# sample). Dead-lettering the record would lose a variant whose position, alleles and genotypes
+# are sound for a mis-declared annotation: ExAC's sites VCF declares DP_HIST Number=A and writes
+# two values, so all of its records went, and so did 387 of the 680 of scout's MIP demo, whose
+# CADD scores are declared Integer.
+VALUE_CODES = frozenset(
+    {"INFO_TYPE", "INFO_NUMBER", "FORMAT_TYPE", "FORMAT_NUMBER", "INTEGER_OUT_OF_RANGE", "PERCENT_ENCODING"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +122,7 @@ class RecordRules:
         self._undeclared_contigs: set[str] = set()
         self._fixed = cite(header.version, "fixed")
         self._genotype = cite(header.version, "genotype")
+        self._values_not_trusted: set[tuple[str, str]] = set()
 
     def contig(self, chrom: str, previous: str) -> None:
         """Called when CHROM changes: a legal name, declared, and not a second block of the same contig."""
@@ -141,6 +156,27 @@ class RecordRules:
     def _old_chrom(self, chrom: str) -> bool:
         """VCF 4.1/4.2 give CHROM no character set beyond "no whitespace permitted" (§1.4.1)."""
         return self.header.version < (4, 3) and not any(c.isspace() for c in chrom)
+
+    def value_not_trusted(self, key: str, error: RecordError, kept: str) -> None:
+        """An INFO or FORMAT value broke a MUST (VALUE_CODES) and the record flows with it `kept`
+        as said: an error of the file, reported once per key, as a SHOULD is."""
+        if (error.column, key) in self._values_not_trusted:
+            return
+        self._values_not_trusted.add((error.column, key))
+        section = (
+            ""
+            if "§" in error.message
+            else f" ({self._genotype if error.column == 'FORMAT' else self._fixed})"
+        )
+        self.pending.append(
+            (
+                error.column,
+                error.code,
+                f"{error.message}{section}; the record is kept with {kept}, and later values of"
+                f" {error.column} {key} that break its header are not reported again",
+                False,
+            )
+        )
 
     @staticmethod
     def position(text: str) -> int:

@@ -75,7 +75,8 @@ class IntList(_message.Message):
     class _ReservedEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[IntList._Reserved.ValueType], _builtins.type):
         DESCRIPTOR: _descriptor.EnumDescriptor
         RESERVED_UNSPECIFIED: IntList._Reserved.ValueType  # 0
-        MISSING: IntList._Reserved.ValueType  # -2147483648
+        """Not a reserved value (proto3's required zero)."""
+        RESERVED_MISSING: IntList._Reserved.ValueType  # -2147483648
         """A value missing (`.`) among present ones, in its place (BCF's int32 missing, a value no
         file may hold): a Number=A or =R list keeps one value per allele, in allele order (VCF 4.3
         §1.4.2).
@@ -85,7 +86,8 @@ class IntList(_message.Message):
         """Values that stand for something else than a number."""
 
     RESERVED_UNSPECIFIED: IntList.Reserved.ValueType  # 0
-    MISSING: IntList.Reserved.ValueType  # -2147483648
+    """Not a reserved value (proto3's required zero)."""
+    RESERVED_MISSING: IntList.Reserved.ValueType  # -2147483648
     """A value missing (`.`) among present ones, in its place (BCF's int32 missing, a value no
     file may hold): a Number=A or =R list keeps one value per allele, in allele order (VCF 4.3
     §1.4.2).
