@@ -108,10 +108,11 @@ def check_series(prometheus: Prometheus, job_id: str, total: int, stored: int, d
     assert p50 is not None and 0 < p50 < 240, p50
     stages = {r["metric"]["stage"] for r in prometheus.query("vcf_processing_latency_seconds_count > 0")}  # type: ignore[index]
     assert {"router", "aggregator", "writer", "notifier", "end_to_end"} <= stages, stages
-    # Queues drain, the bus is healthy, the job is counted complete, watchers are gone.
+    # Queues drain, the bus is healthy, the job is counted as ended with errors (its file's one
+    # broken record was dead-lettered), watchers are gone.
     prometheus.wait_for("max(vcf_consumer_lag_messages)", 0)
     assert value('min(platform_health_status{backend="embedded"})') == 1
-    prometheus.wait_for('sum(vcf_jobs{state="complete"})', 1)
+    prometheus.wait_for('sum(vcf_jobs{state="complete_with_errors"})', 1)
     # The gRPC Watch ended at the terminal state, the WebSocket client closed: no connections left.
     prometheus.wait_for('sum(vcf_notifier_connections{kind="watch"})', 0)
     prometheus.wait_for('sum(vcf_notifier_connections{kind="websocket"})', 0)

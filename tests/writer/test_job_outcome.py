@@ -19,6 +19,7 @@ from vcf_agent.config import Settings
 from vcf_agent.runner import ensure_topology
 from vcf_agent.schema import decode, encode
 from vcf_agent.services.writer import GraphStore, LanceStore, StoreSink
+from vcf_agent.services.writer._sink import _JobBook
 from vcf_agent.v1 import analysis_pb2, events_pb2, variant_pb2
 
 from ._writes import SAMPLES, make_write
@@ -330,3 +331,52 @@ async def test_a_job_whose_every_variant_was_dead_lettered_fails(sink: StoreSink
         final.message
         == "no variant was stored: 3 of 3 variants were dead-lettered (3 x 'stage could not parse')"
     )
+
+
+async def test_records_ingest_dead_lettered_end_the_job_with_errors_or_failed_and_survive_a_restart(
+    tmp_path: Path, bus: Bus
+) -> None:
+    """A file some of whose records broke the VCF specification was reported `complete`; one whose
+    every record did, `complete` with nothing stored. The FINISHED marker's count of records ingest
+    dead-lettered now ends the job complete_with_errors, or failed when no variant was stored."""
+    settings = Settings(data_dir=tmp_path, bus_url="embedded://unused")
+
+    async def run(job_id: str, variants: int, rejected: int) -> events_pb2.Notification:
+        lance, graph = LanceStore(tmp_path / "lance"), GraphStore(tmp_path / f"{job_id}.lbug")
+        lance.open()
+        graph.open()
+        sink = StoreSink(bus, settings, lance, graph)
+        try:
+            feed = Feed(sink)
+            await feed([], [marker(variant_pb2.JobMarker.KIND_STARTED, job_id=job_id)])
+            writes = [
+                make_write(i, job_id=job_id, tenant_id=TENANT, providers=("local",)) for i in range(variants)
+            ]
+            await feed(writes)
+            finished = marker(variant_pb2.JobMarker.KIND_FINISHED, variants, job_id=job_id)
+            finished.dead_lettered = rejected
+            await feed([], [finished])
+        finally:
+            await sink.stop()
+            graph.close()
+        return [n for n in await storage_notes(bus) if n.job_id == job_id][-1]
+
+    partly = await run("job-partly", 4, 2)
+    assert (partly.state, partly.done, partly.total) == (events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS, 4, 4)
+    assert partly.message == (
+        "2 records of the file broke the VCF specification and went to the dead-letters stream, each"
+        " with its line and reason"
+    )
+    wholly = await run("job-wholly", 0, 192)
+    assert (wholly.state, wholly.done, wholly.total) == (events_pb2.JOB_STATE_FAILED, 0, 0)
+    assert wholly.message.startswith("no variant was stored: 192 records of the file broke")
+    clean = await run("job-clean", 3, 0)
+    assert (clean.state, clean.message) == (events_pb2.JOB_STATE_COMPLETE, "complete")
+    # The book keeps the count: a writer started again over it reads the same final state.
+    book = _JobBook(tmp_path / "writer" / "jobs.sqlite")
+    try:
+        reloaded = book.load("job-partly")
+        assert reloaded is not None and reloaded.rejected == 2
+        assert reloaded.state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS
+    finally:
+        book.close()

@@ -24,8 +24,9 @@ def state_name(state: int) -> str:
 def exit_code(states: Iterable[int]) -> int:
     """What `vcf-agent run` and `submit --watch` exit with for jobs that ended in `states`: the worst.
 
-    0 complete; 4 complete_with_errors (every variant stored, some analyses failed: the
-    results exist but are not whole); 1 anything else (failed, cancelled, or not ended).
+    0 complete; 4 complete_with_errors (variants stored, but some analyses failed or records of
+    the file were dead-lettered: the results exist but are not whole); 1 anything else (failed,
+    cancelled, or not ended).
     2 stays the command-line error and 3 the Java client's "a call failed".
     """
     worst = max((_SEVERITY.get(state, len(_EXIT_CODES) - 1) for state in states), default=0)

@@ -30,16 +30,20 @@ def job_outcome(
     *,
     lost: int = 0,
     lost_reasons: Sequence[tuple[str, int]] = (),
+    rejected: int = 0,
 ) -> JobOutcome:
     """The final state of a job with `stored` variants and these per-provider answer counts.
 
     `lost` variants were dead-lettered by some stage (a record it could not read, a batch
-    the store rejected) with `lost_reasons` as (reason, variants), most first.
+    the store rejected) with `lost_reasons` as (reason, variants), most first. `rejected`
+    records of the file were dead-lettered by ingest for a MUST of the VCF specification
+    they break (each named, with its line, in the dead-letters stream).
 
-    complete: every variant stored and every answer of every requested provider succeeded
-    (or there was nothing to analyse). failed: not one variant was stored, or variants
-    were stored but not one analysis succeeded. Otherwise complete_with_errors, naming
-    what was lost and each provider that failed or missed answers.
+    complete: every record of the file read, every variant stored and every answer of every
+    requested provider succeeded (or there was nothing to analyse). failed: not one variant
+    was stored while records were lost or rejected, or variants were stored but not one
+    analysis succeeded. Otherwise complete_with_errors, naming what was rejected or lost and
+    each provider that failed or missed answers.
     """
     problems = [
         _problem(provider, answers, reasons)
@@ -51,9 +55,15 @@ def job_outcome(
         problems.insert(
             0, f"{lost} of {stored + lost} variants were dead-lettered" + (f" ({quoted})" if quoted else "")
         )
+    if rejected:
+        problems.insert(
+            0,
+            f"{rejected} record{'s' if rejected > 1 else ''} of the file broke the VCF specification and"
+            " went to the dead-letters stream, each with its line and reason",
+        )
     if not problems:
         return JobOutcome(events_pb2.JOB_STATE_COMPLETE, "")
-    if lost and not stored:
+    if (lost or rejected) and not stored:
         return JobOutcome(events_pb2.JOB_STATE_FAILED, f"no variant was stored: {'; '.join(problems)}")
     if stored and counts and not any(answers.ok for answers in counts.values()):
         return JobOutcome(events_pb2.JOB_STATE_FAILED, f"no variant was analysed: {'; '.join(problems)}")

@@ -90,6 +90,8 @@ class _JobTally:
     error: str = ""
     # Time (ns) of the newest job marker applied: an older STARTED is a stale one, not a new run.
     marker_ns: int = 0
+    # Records of the file that ingest dead-lettered for a MUST they break (its FINISHED marker).
+    rejected: int = 0
 
     def provider_counts(self) -> dict[str, events_pb2.ProviderCounts]:
         return {
@@ -99,7 +101,8 @@ class _JobTally:
 
 
 _BOOK_COLUMNS = (
-    "job_id, tenant_id, total, finished, complete, classifications, providers, state, error, marker_ns"
+    "job_id, tenant_id, total, finished, complete, classifications, providers, state, error, marker_ns,"
+    " rejected"
 )
 
 
@@ -122,6 +125,7 @@ class _JobBook:
             ("state", f"INTEGER NOT NULL DEFAULT {events_pb2.JOB_STATE_COMPLETE}"),
             ("error", "TEXT NOT NULL DEFAULT ''"),
             ("marker_ns", "INTEGER NOT NULL DEFAULT 0"),
+            ("rejected", "INTEGER NOT NULL DEFAULT 0"),
         ):
             if column not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
@@ -141,11 +145,12 @@ class _JobBook:
         tally.state = row[7] if tally.complete else events_pb2.JOB_STATE_STORING
         tally.error = row[8]
         tally.marker_ns = row[9]
+        tally.rejected = row[10]
         return tally
 
     def save(self, job_id: str, tally: _JobTally) -> None:
         self._db.execute(
-            f"INSERT OR REPLACE INTO jobs ({_BOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO jobs ({_BOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 tally.tenant_id,
@@ -157,6 +162,7 @@ class _JobBook:
                 tally.state,
                 tally.error,
                 tally.marker_ns,
+                tally.rejected,
             ),
         )
 
@@ -561,13 +567,14 @@ class StoreSink(AsyncComponent):
             if tally.finished:
                 self._book.forget_lost(marker.job_id)
             tally.finished = tally.complete = False
-            tally.total = 0
+            tally.total = tally.rejected = 0
             tally.classifications.clear()
             tally.providers.clear()
             tally.state, tally.error = events_pb2.JOB_STATE_STORING, ""
         elif marker.kind == variant_pb2.JobMarker.KIND_FINISHED:
             tally.finished = True
             tally.total = marker.variant_count
+            tally.rejected = marker.dead_lettered
         # Saved by _report, which every flush with a marker reaches for the marker's job.
 
     async def _report(
@@ -622,6 +629,7 @@ class StoreSink(AsyncComponent):
             lambda provider: self.lance.failure_reasons(job_id, provider),
             lost=missing,
             lost_reasons=lost_reasons,
+            rejected=tally.rejected,
         )
         tally.providers = {name: [c.ok, c.failed, c.missing] for name, c in counts.items()}
         tally.complete = True
