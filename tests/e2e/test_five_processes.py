@@ -50,7 +50,7 @@ async def watch_until_done(port: int, job_id: str, seen: list[dict[str, object]]
         async for message in socket:
             event = json.loads(message)
             seen.append(event)
-            if event["state"] in ("complete", "failed", "cancelled"):
+            if event["state"] in ("complete", "complete_with_errors", "failed", "cancelled"):
                 return
 
 
@@ -62,8 +62,11 @@ async def grpc_watch_until_done(address: str, job_id: str, seen: list[events_pb2
 
 
 async def submit_and_watch(
-    services: dict[str, ServiceProcess], path: Path
+    services: dict[str, ServiceProcess],
+    path: Path,
+    ends: events_pb2.JobState.ValueType = events_pb2.JOB_STATE_COMPLETE,
 ) -> tuple[jobs_pb2.Job, list[dict[str, object]]]:
+    """Submit `path` over gRPC and watch it (WebSocket and gRPC) to its end, which must be `ends`."""
     job_id = job_id_for("lab-a", file_digest(path))
     seen: list[dict[str, object]] = []
     watched: list[events_pb2.Notification] = []
@@ -87,7 +90,7 @@ async def submit_and_watch(
             await asyncio.wait_for(watcher, timeout=240)
             # The gRPC stream ends by itself at the terminal state, with the same final event.
             await asyncio.wait_for(grpc_watcher, timeout=10)
-            assert watched[-1].state == events_pb2.JOB_STATE_COMPLETE
+            assert watched[-1].state == ends, watched[-1]
             assert watched[-1].done == seen[-1]["done"]
         except TimeoutError:
             logs = "\n".join(f"--- {s.name}\n{s.log()}" for s in services.values())
@@ -95,7 +98,7 @@ async def submit_and_watch(
         # The job tracker folds the same events in; give it a moment to catch up.
         for _ in range(100):
             job = await ingest.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=5)
-            if job.state == events_pb2.JOB_STATE_COMPLETE:
+            if job.state == ends:
                 break
             await asyncio.sleep(0.1)
     return job, seen

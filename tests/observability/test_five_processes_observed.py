@@ -27,6 +27,7 @@ from tests.observability._jaeger import Jaeger, running_jaeger
 from tests.observability._prometheus import OBSERVABILITY, Prometheus, running_prometheus, tool
 from vcf_agent.config import SERVICES
 from vcf_agent.localdev import running_pipeline
+from vcf_agent.v1 import events_pb2
 
 # PromQL words that are not metric names.
 _KEYWORDS = {
@@ -205,7 +206,9 @@ async def test_prometheus_scrapes_five_services_through_a_job(tmp_path: Path) ->
             assert all(targets.values()), targets
             with running_prometheus(targets, tmp_path / "prometheus") as prometheus:
                 prometheus.wait_for('count(up{job="vcf-agent"} == 1)', 5)
-                job, _ = await submit_and_watch(services, vcf)
+                # The file's one broken record is dead-lettered: the job ends with errors.
+                job, _ = await submit_and_watch(services, vcf, events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS)
+                assert job.state == events_pb2.JOB_STATE_COMPLETE_WITH_ERRORS, job
                 assert job.counts.dead_lettered == 1, job
                 assert job.counts.stored == job.counts.total > 0, job
                 check_series(prometheus, job.job_id, job.counts.total, job.counts.stored, 1)
