@@ -59,7 +59,7 @@ def job_outcome(
         problems.insert(
             0,
             f"{rejected} record{'s' if rejected > 1 else ''} of the file broke the VCF specification and"
-            " went to the dead-letters stream, each with its line and reason",
+            f" went to the dead-letters stream{', each' if rejected > 1 else ''} with its line and reason",
         )
     if not problems:
         return JobOutcome(events_pb2.JOB_STATE_COMPLETE, "")
