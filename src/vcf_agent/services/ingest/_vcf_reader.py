@@ -57,7 +57,6 @@ from vcf_agent.v1 import wire_numbers as wire
 
 from ._input_limits import InputLimitError, InputLimits
 from ._record_encoder_py import RecordEncoder as PythonRecordEncoder
-from ._spec_levels import cite
 from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
 
 __all__ = [
@@ -797,10 +796,7 @@ class VcfReader:
 
     def _reject(self, record_index: int, line_number: int, line: str, exc: RecordError) -> None:
         self.dead_lettered += 1
-        message = exc.message
-        if "§" not in message:
-            # The MUST broken is in the section on the record's fixed fields or on genotype fields.
-            message += f" ({cite(self.header.version, 'genotype' if exc.column == 'FORMAT' else 'fixed')})"
+        message = self._rules.cited(exc)
         if self._keep_issues and len(self.record_issues) < ISSUE_LIMIT:
             self.record_issues.append(Issue(line_number, exc.column, exc.code, message))
         where = f"line {line_number}" if line_number else f"record {record_index + 1}"

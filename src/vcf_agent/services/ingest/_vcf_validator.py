@@ -163,20 +163,22 @@ class RecordRules:
         if (error.column, key) in self._values_not_trusted:
             return
         self._values_not_trusted.add((error.column, key))
-        section = (
-            ""
-            if "§" in error.message
-            else f" ({self._genotype if error.column == 'FORMAT' else self._fixed})"
-        )
         self.pending.append(
             (
                 error.column,
                 error.code,
-                f"{error.message}{section}; the record is kept with {kept}, and later values of"
+                f"{self.cited(error)}; the record is kept with {kept}, and later values of"
                 f" {error.column} {key} that break its header are not reported again",
                 False,
             )
         )
+
+    def cited(self, error: RecordError) -> str:
+        """The error's message naming the section it breaks: the one on genotype fields for FORMAT,
+        else the one on the record's fixed fields, unless the message names one already."""
+        if "§" in error.message:
+            return error.message
+        return f"{error.message} ({self._genotype if error.column == 'FORMAT' else self._fixed})"
 
     @staticmethod
     def position(text: str) -> int:
