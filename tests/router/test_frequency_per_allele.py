@@ -16,7 +16,7 @@ import pytest
 
 from vcf_agent.v1 import analysis_pb2
 
-from ._file_analysis import analyse_file
+from ._file_analysis import analyse_file, at
 
 DBSNP = (
     Path(__file__).parents[2]
@@ -38,33 +38,25 @@ def _write(tmp_path: Path, *records: str) -> Path:
     return path
 
 
-def _by_allele(
-    results: list[analysis_pb2.AnalysisResult],
-) -> dict[tuple[int, str], analysis_pb2.AnalysisResult]:
-    return {(r.variant.position, r.variant.alternate): r for r in results}
-
-
 def _criteria(result: analysis_pb2.AnalysisResult) -> list[tuple[str, bool, str]]:
     return [(c.code, c.met, c.value) for c in result.annotation.acmg_criteria]
 
 
 def test_an_allele_whose_frequency_is_missing_does_not_take_the_next_alleles(tmp_path: Path) -> None:
-    results = _by_allele(
-        analyse_file(
-            _write(
-                tmp_path,
-                "G,T\t50\tPASS\tgnomAD_AF=.,0.3",
-                "G,T\t50\tPASS\tgnomAD_AF=0.3,.",
-            )
+    results = analyse_file(
+        _write(
+            tmp_path,
+            "G,T\t50\tPASS\tgnomAD_AF=.,0.3",
+            "G,T\t50\tPASS\tgnomAD_AF=0.3,.",
         )
     )
     for missing, listed in (((1000, "G"), (1000, "T")), ((2000, "T"), (2000, "G"))):
-        absent = results[missing]
+        absent = at(results, *missing)
         assert absent.annotation.population_af == -1.0
         assert absent.annotation.frequency_tier == "absent"
         assert _criteria(absent) == [("PM2_Supporting", True, "absent")]
         assert absent.classification == "uncertain_significance"
-        common = results[listed]
+        common = at(results, *listed)
         assert common.annotation.population_af == pytest.approx(0.3)
         assert common.annotation.population_af_source == "INFO:gnomAD_AF"
         assert _criteria(common) == [("BA1", True, "0.3")]
@@ -74,32 +66,30 @@ def test_an_allele_whose_frequency_is_missing_does_not_take_the_next_alleles(tmp
 def test_an_unreadable_source_bounds_the_frequency_from_below_only(tmp_path: Path) -> None:
     """gnomAD_note is text no number can be read from: BA1 from gnomAD_AF's 0.2 stands (the
     frequency is at least that), but 0.00001 cannot show rarity, nor nothing show absence."""
-    results = _by_allele(
-        analyse_file(
-            _write(
-                tmp_path,
-                "G\t50\tPASS\tgnomAD_AF=0.2;gnomAD_note=n/a",
-                "G\t50\tPASS\tgnomAD_AF=0.00001;gnomAD_note=n/a",
-                "G\t50\tPASS\tgnomAD_note=n/a",
-                "G\t50\tPASS\tgnomAD_note=0.00001",
-            )
+    results = analyse_file(
+        _write(
+            tmp_path,
+            "G\t50\tPASS\tgnomAD_AF=0.2;gnomAD_note=n/a",
+            "G\t50\tPASS\tgnomAD_AF=0.00001;gnomAD_note=n/a",
+            "G\t50\tPASS\tgnomAD_note=n/a",
+            "G\t50\tPASS\tgnomAD_note=0.00001",
         )
     )
-    common = results[(1000, "G")]
+    common = at(results, 1000, "G")
     assert _criteria(common) == [("BA1", True, "0.2")] and common.classification == "benign"
     assert common.annotation.frequency_tier == "common"
     # Read alone, 0.00001 is ultra-rare (and, at the default PM2 threshold of 0, no PM2).
-    rare_read = results[(2000, "G")]
+    rare_read = at(results, 2000, "G")
     assert rare_read.annotation.frequency_tier == "unknown"
     assert _criteria(rare_read) == []
     assert "INFO:gnomAD_note unreadable for this allele" in rare_read.rationale
-    nothing_read = results[(3000, "G")]
+    nothing_read = at(results, 3000, "G")
     assert nothing_read.annotation.frequency_tier == "unknown"
     assert nothing_read.annotation.population_af == -1.0
     assert _criteria(nothing_read) == [("PM2_Supporting", False, "absent; INFO:gnomAD_note unreadable")]
     assert "no population frequency read; INFO:gnomAD_note unreadable" in nothing_read.rationale
     # Text that is a number is read as one.
-    as_text = results[(4000, "G")]
+    as_text = at(results, 4000, "G")
     assert as_text.annotation.frequency_tier == "ultra_rare"
     assert as_text.annotation.population_af == pytest.approx(0.00001)
 
@@ -113,13 +103,13 @@ def test_dbsnp_caf_with_more_values_than_alleles_is_unreadable_not_benign() -> N
     # the ALT column", so REF and one ALT should give two values; three cannot be placed, and the
     # 0.6112 once read as C's made it benign by BA1. The next record, rs9996 (C,G), has no INFO:
     # 1000 Genomes does not list it (the file declares CAF), so PM2_Supporting for both ALTs.
-    results = _by_allele(analyse_file(DBSNP))
-    caf = results[(9483406, "C")]
+    results = analyse_file(DBSNP)
+    caf = at(results, 9483406, "C")
     assert caf.annotation.frequency_tier == "unknown"
     assert caf.annotation.population_af == -1.0
     assert _criteria(caf) == [("PM2_Supporting", False, "absent; INFO:CAF unreadable")]
     assert caf.classification == "uncertain_significance"
     for alternate in ("C", "G"):
-        unlisted = results[(10910311, alternate)]
+        unlisted = at(results, 10910311, alternate)
         assert unlisted.annotation.frequency_tier == "absent"
         assert _criteria(unlisted) == [("PM2_Supporting", True, "absent")]

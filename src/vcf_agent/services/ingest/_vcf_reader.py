@@ -1066,13 +1066,15 @@ class VcfReader:
         try:
             return self._stored_sample_value(definition, code, text, n_alt, ploidy)
         except RecordError as exc:
-            if exc.code not in VALUE_CODES:
-                raise RecordError(exc.code, exc.column, f"sample {sample}: {exc.message}") from None
             error = RecordError(exc.code, exc.column, f"sample {sample}: {exc.message}")
-            stored = code in _STORED_SCALARS.values() or code == wire.FORMAT_NATIVE_AD
-            kept = "this sample's value missing" if stored else "the value left out (it is not stored)"
-            self._rules.value_not_trusted(definition.id, error, kept)
-            return _MISSING if code in _STORED_SCALARS.values() else b""
+            if exc.code not in VALUE_CODES:
+                raise error from None
+            scalar = code in _STORED_SCALARS.values()
+            if scalar or code == wire.FORMAT_NATIVE_AD:
+                self._rules.value_not_trusted(definition.id, error, "this sample's value missing")
+            else:
+                self._rules.value_not_trusted(definition.id, error, "the value left out (it is not stored)")
+            return _MISSING if scalar else b""
 
     def _stored_sample_value(
         self, definition: FieldDef, code: int, text: str, n_alt: int, ploidy: int
