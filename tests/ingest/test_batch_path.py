@@ -245,6 +245,7 @@ def test_an_older_job_table_gains_the_stage_columns(tmp_path: Path) -> None:
     try:
         old = registry.get("job-old")
         assert old is not None and old.total == 9 and old.started_at == 0.0
+        assert (old.file_issues, old.more_file_issues) == ([], False)
         assert registry.job_runs() == [], "a run without stage marks is not compared"
         registry.mark(old, "started_at", 10.0)
         registry.mark(old, "finished_at", 13.0)

@@ -291,6 +291,12 @@ async def test_lenient_run_stores_good_records_and_dead_letters_the_bad(tmp_path
         assert events_pb2.JobState.Name(job.state) == "JOB_STATE_COMPLETE_WITH_ERRORS", job.error
         assert job.error.startswith("3 records of the file broke the VCF specification"), job.error
         assert job.counts.dead_lettered == 3
+        # DP=abc is listed on the job (GetJob), at its line, as what the job read past.
+        assert [(i.line, i.column, i.code, i.warning) for i in job.file_issues] == [
+            (value_at + 1, "INFO", "INFO_TYPE", False)
+        ]
+        assert "the record is kept with the value as text" in job.file_issues[0].message
+        assert not job.more_file_issues
         # Every ALT of every other record, the one with DP=abc among them.
         records = [line.split("\t") for line in lines[first_record:]]
         kept = [r for i, r in enumerate(records) if first_record + i not in bad_at]

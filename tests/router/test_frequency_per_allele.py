@@ -94,6 +94,48 @@ def test_an_unreadable_source_bounds_the_frequency_from_below_only(tmp_path: Pat
     assert as_text.annotation.population_af == pytest.approx(0.00001)
 
 
+CSQ_HEADER = (
+    "##fileformat=VCFv4.2\n"
+    "##contig=<ID=1,length=1000000>\n"
+    '##INFO=<ID=CSQ,Number=.,Type=String,Description="Consequence annotations from Ensembl VEP. '
+    'Format: Allele|Consequence|IMPACT|SYMBOL|gnomADe_AF|MAX_AF">\n'
+    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+)
+
+
+def test_a_csq_frequency_that_is_text_is_unreadable_not_absence(tmp_path: Path) -> None:
+    """The same rule inside VEP's CSQ (ClinGen SVI PM2 v1.0: absence must be shown): a frequency
+    field whose value for the allele is text no number can be read from may hold a higher
+    frequency. It once counted as nothing listed, so the allele was called absent and PM2 met."""
+    path = tmp_path / "csq.vcf"
+    path.write_text(
+        CSQ_HEADER
+        + "1\t1000\t.\tA\tG\t50\tPASS\tCSQ=G|missense_variant|MODERATE|GENE1|n/a|\n"
+        + "1\t2000\t.\tA\tG\t50\tPASS\tCSQ=G|missense_variant|MODERATE|GENE1|0.2&n/a|\n"
+        + "1\t3000\t.\tA\tG\t50\tPASS\tCSQ=G|missense_variant|MODERATE|GENE1|0.00001|n/a\n"
+        # Empty and '.' are VEP's way of writing "not listed": still absence.
+        + "1\t4000\t.\tA\tG\t50\tPASS\tCSQ=G|missense_variant|MODERATE|GENE1|.|\n"
+    )
+    results = analyse_file(path)
+    text_only = at(results, 1000, "G")
+    assert text_only.annotation.frequency_tier == "unknown"
+    assert text_only.annotation.population_af == -1.0
+    assert _criteria(text_only) == [("PM2_Supporting", False, "absent; CSQ:gnomADe_AF unreadable")]
+    assert "CSQ:gnomADe_AF unreadable" in text_only.rationale
+    # What was read is a lower bound: 0.2 is enough for BA1 (ACMG/AMP 2015 Table 4, > 0.05).
+    common = at(results, 2000, "G")
+    assert _criteria(common) == [("BA1", True, "0.2")] and common.classification == "benign"
+    assert common.annotation.population_af_source == "CSQ:gnomADe_AF"
+    # 0.00001 read from one field cannot show rarity while another field is unreadable.
+    rare_read = at(results, 3000, "G")
+    assert rare_read.annotation.frequency_tier == "unknown"
+    assert rare_read.annotation.population_af == pytest.approx(0.00001)
+    assert "CSQ:MAX_AF unreadable for this allele" in rare_read.rationale
+    absent = at(results, 4000, "G")
+    assert absent.annotation.frequency_tier == "absent"
+    assert _criteria(absent) == [("PM2_Supporting", True, "absent")]
+
+
 @pytest.mark.skipif(
     not DBSNP.exists(), reason="Debian package vcfanno-examples not unpacked (scripts/install-test-data.sh)"
 )

@@ -366,6 +366,9 @@ class AnnotationReading(NamedTuple):
     clin_sig: str
     # bcftools csq compound links ("@POS") found instead of a consequence of this record's own.
     compound_links: tuple[int, ...]
+    # The first population field whose value for the allele was text, not a number ("" if none):
+    # it may hold a higher frequency, so max_af is then a lower bound only.
+    unreadable_field: str = ""
 
 
 _NOTHING_READ = AnnotationReading(None, -1.0, "", False, "", ())
@@ -409,11 +412,13 @@ def _entries(value: InfoValues) -> Sequence[str]:
     return values
 
 
-def parse_frequency(text: str, allele: str) -> float:
-    """Largest of '&'-joined frequencies (VEP joins one per co-located known variant); -1 when
-    none parse. Old VEP writes "ALLELE:FREQ" (GMAF=A:0.348): only this allele's value counts,
-    as the named allele may be another one (the minor allele can be the reference)."""
+def parse_frequency(text: str, allele: str) -> tuple[float, bool]:
+    """Largest of '&'-joined frequencies (VEP joins one per co-located known variant), -1 when
+    none is listed; and whether a value for this allele was text no number could be read from.
+    Old VEP writes "ALLELE:FREQ" (GMAF=A:0.348): only this allele's value counts, as the named
+    allele may be another one (the minor allele can be the reference)."""
     best = -1.0
+    unreadable = False
     for part in text.split("&"):
         if not part or part == ".":
             continue
@@ -423,10 +428,11 @@ def parse_frequency(text: str, allele: str) -> float:
         try:
             number = float(number_text)
         except ValueError:
+            unreadable = True
             continue
         if number > best:
             best = number
-    return best
+    return best, unreadable
 
 
 class _AlleleMatcher:
@@ -494,6 +500,7 @@ def read_annotations(
     chosen_key = len(_CHOICES) * width
     max_af = -1.0
     af_field = ""
+    unreadable_field = ""
     assessed = False
     clin_sig = ""
     links: list[int] = []
@@ -514,9 +521,11 @@ def read_annotations(
                 assessed = True
                 allele = parts[layout.allele] if layout.allele >= 0 else ""
                 for index in layout.frequencies:
-                    af = parse_frequency(parts[index], allele)
+                    af, unreadable = parse_frequency(parts[index], allele)
                     if af > max_af:
                         max_af, af_field = af, f"{layout.tag}:{layout.names[index]}"
+                    if unreadable and not unreadable_field:
+                        unreadable_field = f"{layout.tag}:{layout.names[index]}"
             if layout.clin_sig >= 0 and not clin_sig:
                 clin_sig = parts[layout.clin_sig]
             term = parts[layout.consequence]
@@ -532,7 +541,7 @@ def read_annotations(
     if chosen is None or chosen_layout is None:
         if not (assessed or clin_sig or links):
             return _NOTHING_READ
-        return AnnotationReading(None, max_af, af_field, assessed, clin_sig, tuple(links))
+        return AnnotationReading(None, max_af, af_field, assessed, clin_sig, tuple(links), unreadable_field)
     return AnnotationReading(
         _call(chosen, chosen_layout, chosen_term, chosen_choice),
         max_af,
@@ -540,6 +549,7 @@ def read_annotations(
         assessed,
         clin_sig,
         tuple(links),
+        unreadable_field,
     )
 
 

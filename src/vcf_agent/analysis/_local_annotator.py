@@ -488,7 +488,7 @@ class LocalAnnotator:
         call = reading.call
         af, af_source = reading.max_af, reading.af_field
         assessed = reading.frequencies_assessed
-        unreadable = ""
+        unreadable = reading.unreadable_field
         for key in context.population_keys:
             value = info.get(key)
             # A declared population key missing from a record: the database does not list it.

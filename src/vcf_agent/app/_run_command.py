@@ -79,6 +79,10 @@ async def _with_progress(pipeline: LocalPipeline, job_id: str, path: Path, conso
         return await pipeline.wait(job_id, on_progress=update)
 
 
+# File issues the summary table shows; --json gives all the job lists.
+_ISSUES_SHOWN = 5
+
+
 def _summary_json(
     job: jobs_pb2.Job, seconds: float, settings: Settings, stats: dict[str, object]
 ) -> dict[str, object]:
@@ -94,6 +98,11 @@ def _summary_json(
         "providers": list(job.providers),
         "seconds": round(seconds, 3),
         "error": job.error,
+        "file_issues": [
+            {"line": i.line, "column": i.column, "code": i.code, "message": i.message, "warning": i.warning}
+            for i in job.file_issues
+        ],
+        "more_file_issues": job.more_file_issues,
         "provider_counts": {
             name: {"ok": c.ok, "failed": c.failed, "missing": c.missing}
             for name, c in sorted(job.counts.provider_counts.items())
@@ -128,4 +137,14 @@ def _print_summary(
         table.add_row("classes", ", ".join(f"{k}: {v}" for k, v in sorted(classes.items())))
     if job.error:
         table.add_row("error", job.error)
+    if job.file_issues:
+        errors = sum(not issue.warning for issue in job.file_issues)
+        more = " and more (vcf-agent validate lists every one)" if job.more_file_issues else ""
+        table.add_row(
+            "file issues",
+            f"{errors} error(s), {len(job.file_issues) - errors} warning(s) read past{more}; first:",
+        )
+        for issue in job.file_issues[:_ISSUES_SHOWN]:
+            kind = "warning" if issue.warning else "error"
+            table.add_row(f"  line {issue.line}", f"{kind} {issue.code}: {issue.message}")
     console.print(table)

@@ -20,7 +20,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -33,6 +33,7 @@ from vcf_agent.schema import TERMINAL_STATES, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
 from ._job_changes import JobChanges
+from ._vcf_header import Issue
 
 JobState = events_pb2.JobState
 
@@ -54,6 +55,8 @@ _ENDED_WITH_ERRORS = frozenset({events_pb2.JOB_STATE_FAILED, events_pb2.JOB_STAT
 
 StageMark = Literal["started_at", "ingested_at", "analysed_at", "finished_at"]
 _MARKS: tuple[StageMark, ...] = ("started_at", "ingested_at", "analysed_at", "finished_at")
+# The file issues a job lists (GetJob); `vcf-agent validate` reports every one.
+JOB_ISSUE_LIMIT = 100
 
 
 def job_id_for(tenant_id: str, file_id: str) -> str:
@@ -91,6 +94,9 @@ class JobRecord:
     placeholder_alleles: int = 0
     # Why the job is stalled (see `stall`); empty in every other state.
     stall_detail: str = ""
+    # Faults of the file the job read past (see `record_file_issues`), in file order.
+    file_issues: list[Issue] = field(default_factory=list)
+    more_file_issues: bool = False
 
     def stage_seconds(self) -> dict[str, float]:
         """Ingest, analysis and storage durations of a finished run; they add up to its latency.
@@ -137,6 +143,17 @@ class JobRecord:
             mode=self.mode,
             duplicate_of_earlier=self.submissions > 1,
             stall_detail=self.stall_detail if self.state == events_pb2.JOB_STATE_STALLED else "",
+            file_issues=[
+                jobs_pb2.FileIssue(
+                    line=issue.line,
+                    column=issue.column,
+                    code=issue.code,
+                    message=issue.message,
+                    warning=issue.is_warning,
+                )
+                for issue in self.file_issues
+            ],
+            more_file_issues=self.more_file_issues,
         )
 
 
@@ -145,9 +162,16 @@ _BASE_COLUMNS = (
     " samples, providers, error, mode, submissions, created_at, updated_at, provider_counts"
 )
 _GVCF_COUNTS = ("reference_blocks", "placeholder_alleles")
-_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_MARKS) + ", " + ", ".join(_GVCF_COUNTS) + ", stall_detail"
-# What `save` writes: every column but the stage marks and the gVCF counts, which are written on
-# their own (`mark`, `record_gvcf`).
+_COLUMNS = (
+    _BASE_COLUMNS
+    + ", "
+    + ", ".join(_MARKS)
+    + ", "
+    + ", ".join(_GVCF_COUNTS)
+    + ", stall_detail, file_issues, more_file_issues"
+)
+# What `save` writes: every column but the stage marks, the gVCF counts and the file's issues,
+# which are written on their own (`mark`, `record_gvcf`, `record_file_issues`).
 _SAVED_COLUMNS = _BASE_COLUMNS + ", stall_detail"
 _UPSERT = (
     f"INSERT INTO jobs ({_SAVED_COLUMNS}) VALUES ({','.join('?' * 19)}) ON CONFLICT(job_id) DO UPDATE SET "
@@ -214,6 +238,9 @@ class JobRegistry:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {count} INTEGER NOT NULL DEFAULT 0")
         if "stall_detail" not in present:
             self._db.execute("ALTER TABLE jobs ADD COLUMN stall_detail TEXT NOT NULL DEFAULT ''")
+        if "file_issues" not in present:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN file_issues TEXT NOT NULL DEFAULT '[]'")
+            self._db.execute("ALTER TABLE jobs ADD COLUMN more_file_issues INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -316,6 +343,27 @@ class JobRegistry:
             "UPDATE jobs SET reference_blocks = ?, placeholder_alleles = ? WHERE job_id = ?",
             reference_blocks,
             placeholder_alleles,
+        )
+
+    def record_file_issues(self, job: JobRecord, issues: Iterable[Issue], more: bool) -> None:
+        """Add the file's issues found so far to the job's, in line order, at most JOB_ISSUE_LIMIT.
+
+        Ingest records them as it goes, so a run resumed from a checkpoint (which does not read
+        the lines before it again) keeps those found before the crash; an issue found again (the
+        header's, or a re-run of the same file) is not listed twice.
+        """
+        known = {(i.line, i.column, i.code) for i in job.file_issues}
+        added = [i for i in issues if (i.line, i.column, i.code) not in known]
+        if not added and (job.more_file_issues or not more):
+            return
+        merged = sorted([*job.file_issues, *added], key=lambda issue: issue.line)
+        job.more_file_issues = job.more_file_issues or more or len(merged) > JOB_ISSUE_LIMIT
+        job.file_issues = merged[:JOB_ISSUE_LIMIT]
+        self._update(
+            job.job_id,
+            "UPDATE jobs SET file_issues = ?, more_file_issues = ? WHERE job_id = ?",
+            json.dumps([[i.line, i.column, i.code, i.message, i.is_warning] for i in job.file_issues]),
+            int(job.more_file_issues),
         )
 
     def mark(self, job: JobRecord, stage: StageMark, at: float | None = None) -> None:
@@ -488,6 +536,11 @@ def _from_row(row: tuple[object, ...]) -> JobRecord:
         reference_blocks=int(values[22]),  # type: ignore[call-overload]
         placeholder_alleles=int(values[23]),  # type: ignore[call-overload]
         stall_detail=str(values[24]),
+        file_issues=[
+            Issue(line, column, code, message, warning)
+            for line, column, code, message, warning in json.loads(str(values[25]))
+        ],
+        more_file_issues=bool(values[26]),
     )
 
 

@@ -50,7 +50,7 @@ from ._job_mode import FALLBACK_TO_BATCH, FlagSource, JobMode, ModeChoice, choos
 from ._jobs import JobRecord, JobRegistry
 from ._publish_ledger import JobLedger, LedgerSpan, Taker
 from ._validation_report import read_report
-from ._vcf_reader import EncodedBatch, ReadPosition, VcfFileError, VcfReader, file_digest
+from ._vcf_reader import ISSUE_LIMIT, EncodedBatch, ReadPosition, VcfFileError, VcfReader, file_digest
 
 __all__ = ["VALIDATION_MODES", "ValidationMode", "VariantPublisher", "file_digest"]
 
@@ -108,6 +108,8 @@ class _Progress:
     priority: int = 0
     reference_blocks: int = 0
     placeholder_alleles: int = 0
+    # How many of the reader's file issues the job's row holds (`_record_file_issues`).
+    issues_recorded: int = 0
 
 
 class VariantPublisher(AsyncComponent):
@@ -478,6 +480,8 @@ class VariantPublisher(AsyncComponent):
             else:
                 published = await self._run_streaming(job, reader, progress, checkpoint)
         except VcfFileError as exc:
+            # What the file broke before the fault that stopped it, listed beside the reason.
+            self._record_file_issues(job, reader, progress)
             await self._fail(job, str(exc), marker_via=job_mode)
             return
         except Exception as exc:
@@ -495,6 +499,7 @@ class VariantPublisher(AsyncComponent):
         self._records[job.job_id] = progress.records = reader.records
         for issue in [*reader.file_issues, *reader.warnings]:
             log.warning("job %s: %s line %d: %s", job.job_id, job.source_name, issue.line, issue.message)
+        self._record_file_issues(job, reader, progress)
         progress.reference_blocks = reader.counters.reference_blocks
         progress.placeholder_alleles = reader.counters.placeholder_alleles
         self._registry.record_gvcf(job, progress.reference_blocks, progress.placeholder_alleles)
@@ -592,6 +597,16 @@ class VariantPublisher(AsyncComponent):
             providers=job.providers, priority=priority, annotation_context=context
         ).SerializeToString()
 
+    def _record_file_issues(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> None:
+        """The faults of the file read past so far, on the job's row before the checkpoint that
+        skips their lines: a lenient job's GetJob lists them, as `vcf-agent validate` would."""
+        issues = [*reader.header_issues, *reader.file_issues, *reader.warnings]
+        if len(issues) == progress.issues_recorded:
+            return
+        progress.issues_recorded = len(issues)
+        more = len(reader.file_issues) >= ISSUE_LIMIT or len(reader.warnings) >= ISSUE_LIMIT
+        self._registry.record_file_issues(job, issues, more)
+
     def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
         if self._checkpoints is not None:
             self._checkpoints.save(checkpoint)
@@ -629,6 +644,7 @@ class VariantPublisher(AsyncComponent):
                     last_note = time.monotonic()
                     # Records before the checkpoint are never read again: their dead letters go first.
                     await self._flush_dead_letters(progress)
+                    self._record_file_issues(job, reader, progress)
                     self._save_checkpoint(checkpoint)
                     await self._notify(
                         job, events_pb2.STAGE_INGEST, events_pb2.JOB_STATE_INGESTING, published, "", progress

@@ -94,6 +94,44 @@ class StageCounts(_message.Message):
 Global___StageCounts: _TypeAlias = StageCounts  # noqa: Y015
 
 @_typing.final
+class FileIssue(_message.Message):
+    """A fault of the submitted file that did not stop the job, as `vcf-agent validate` reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    WARNING_FIELD_NUMBER: _builtins.int
+    line: _builtins.int
+    """The file's line (1-based, header lines included)."""
+    column: _builtins.str
+    """The column or header part it is in (INFO, FORMAT, POS, header...)."""
+    code: _builtins.str
+    """A stable code, e.g. INFO_TYPE_MISMATCH."""
+    message: _builtins.str
+    """What is wrong, the specification section it breaks, and what the job did with the value."""
+    warning: _builtins.bool
+    """True for a SHOULD the file breaks, false for a MUST."""
+    def __init__(
+        self,
+        *,
+        line: _builtins.int = ...,
+        column: _builtins.str = ...,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+        warning: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "column", b"column", "line", b"line", "message", b"message", "warning", b"warning"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileIssue: _TypeAlias = FileIssue  # noqa: Y015
+
+@_typing.final
 class Job(_message.Message):
     """One submitted file and where it is now."""
 
@@ -113,6 +151,8 @@ class Job(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     DUPLICATE_OF_EARLIER_FIELD_NUMBER: _builtins.int
     STALL_DETAIL_FIELD_NUMBER: _builtins.int
+    FILE_ISSUES_FIELD_NUMBER: _builtins.int
+    MORE_FILE_ISSUES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Identifies the job in every other call and on every stream."""
     tenant_id: _builtins.str
@@ -135,6 +175,8 @@ class Job(_message.Message):
     """Why a JOB_STATE_STALLED job waits: how long without progress and, on a failover bus,
     how many records are stranded on which backend. Empty in every other state.
     """
+    more_file_issues: _builtins.bool
+    """True when the file has more issues than file_issues lists (`vcf-agent validate` lists them)."""
     @_builtins.property
     def counts(self) -> Global___StageCounts:
         """Progress per stage."""
@@ -150,6 +192,13 @@ class Job(_message.Message):
     @_builtins.property
     def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Analysis providers (or pools) each variant of the job is sent to."""
+
+    @_builtins.property
+    def file_issues(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileIssue]:
+        """Faults of the file a lenient job read past without losing a record: values that break their
+        header line (kept as text, or the sample's value left out) and what it SHOULD do and does not.
+        In file order, at most 100; records that broke the specification are dead letters instead.
+        """
 
     def __init__(
         self,
@@ -168,10 +217,12 @@ class Job(_message.Message):
         mode: _builtins.str = ...,
         duplicate_of_earlier: _builtins.bool = ...,
         stall_detail: _builtins.str = ...,
+        file_issues: _abc.Iterable[Global___FileIssue] | None = ...,
+        more_file_issues: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "duplicate_of_earlier", b"duplicate_of_earlier", "error", b"error", "file_id", b"file_id", "job_id", b"job_id", "mode", b"mode", "providers", b"providers", "samples", b"samples", "source_name", b"source_name", "stall_detail", b"stall_detail", "state", b"state", "tenant_id", b"tenant_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "duplicate_of_earlier", b"duplicate_of_earlier", "error", b"error", "file_id", b"file_id", "file_issues", b"file_issues", "job_id", b"job_id", "mode", b"mode", "more_file_issues", b"more_file_issues", "providers", b"providers", "samples", b"samples", "source_name", b"source_name", "stall_detail", b"stall_detail", "state", b"state", "tenant_id", b"tenant_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
