@@ -22,6 +22,8 @@ from vcf_agent.services.ingest._jobs import JOB_ISSUE_LIMIT, JobRegistry
 from vcf_agent.services.ingest._vcf_header import Issue
 from vcf_agent.v1 import events_pb2
 
+from ._published import published
+
 EXAC = Path(__file__).parents[2] / ".venv/test-data/debian/usr/share/doc/vcfanno-examples/example/exac.vcf.gz"
 
 
@@ -133,3 +135,40 @@ def test_a_job_lists_at_most_the_limit_and_says_there_are_more(tmp_path: Path) -
         assert again is not None and again.more_file_issues and again.to_proto().more_file_issues
     finally:
         registry.close()
+
+
+async def test_a_hostile_files_issues_stay_small_on_the_job_and_its_dead_letters(tmp_path: Path) -> None:
+    """Messages quote the file's text. 150 undeclared INFO keys of 100,000 characters each (a
+    SHOULD: VCF 4.2 §1.4.1, read as htslib does), a 1 MB value breaking its Type and a 200,000
+    character CHROM once made a job of ~11 MB and dead letters naming every character: over
+    gRPC's 4 MB message limit for GetJob and WatchJob. Each quoted run is now cut to 100
+    characters, saying how long it was."""
+    key = "K" * 100_000
+    lines = [
+        "##fileformat=VCFv4.2",
+        '##INFO=<ID=DP,Number=1,Type=Integer,Description="Total depth">',
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
+        f"1\t1\t.\tA\tG\t50\tPASS\tDP={'9' * 1_000_000}x",
+        f"{'c' * 200_000} c\t2\t.\tA\tG\t50\tPASS\tDP=3",
+        *(f"1\t{3 + i}\t.\tA\tG\t50\tPASS\t{key}{i}=1" for i in range(150)),
+    ]
+    path = tmp_path / "hostile.vcf"
+    path.write_text("\n".join(lines) + "\n")
+    settings = Settings(data_dir=tmp_path / "data", bus_url=f"memory://hostile-{tmp_path.name}")
+    async with LocalPipeline(settings) as pipeline:
+        job = await pipeline.wait(await pipeline.submit(path), timeout_s=120)
+        letters = await published(
+            pipeline.bus, pipeline.settings.topology.dead_letters, events_pb2.DeadLetter
+        )
+    assert (job.counts.stored, job.counts.dead_lettered) == (151, 1)
+    assert len(job.file_issues) == 100 and job.more_file_issues
+    first = job.file_issues[0]
+    assert (first.line, first.code) == (4, "INFO_TYPE")
+    # The run cut is the quoted value: its 1,000,001 characters and two quotes.
+    assert "...[1000003 characters] is not an integer (VCF 4.2 §1.4.1)" in first.message
+    assert all(len(issue.message) <= 400 for issue in job.file_issues)
+    assert job.ByteSize() < 50_000
+    (letter,) = letters
+    # The CHROM's first 200,000 characters and the opening quote, up to its space.
+    assert letter.error_code == "CHROM_INVALID" and "...[200001 characters] c'" in letter.reason
+    assert len(letter.reason) < 400

@@ -45,11 +45,30 @@ ANNOTATION_KEYS = frozenset({"CSQ", "ANN", "BCSQ"})
 _ANNOTATION_FORMAT = re.compile(r"([^:'\"]*\|[^'\"]*)")
 
 
+# Messages quote the file's own text (a value, a key, a name). A hostile file's can be megabytes,
+# and each message is logged, kept on the job's row and sent with GetJob, WatchJob and dead letters,
+# so runs of text are cut, and then the message as a whole.
+_LONG_RUN = re.compile(r"\S{121,}")
+_MESSAGE_LIMIT = 2000
+
+
+def bounded(message: str) -> str:
+    """The message with each run of more than 120 non-space characters cut to its first 100 (saying
+    how long it was), then, if still over 2,000 characters, its middle (the cited section is last)."""
+    if len(message) <= 120:
+        return message
+    message = _LONG_RUN.sub(lambda run: f"{run.group()[:100]}...[{len(run.group())} characters]", message)
+    if len(message) > _MESSAGE_LIMIT:
+        cut = len(message) - _MESSAGE_LIMIT + 40
+        message = f"{message[:1500]}...[{cut} characters]...{message[1500 + cut :]}"
+    return message
+
+
 class VcfFileError(Exception):
     """The file cannot be ingested at all; `code` says why in a machine-readable way."""
 
     def __init__(self, message: str, code: str = "WRONG_FORMAT", line: int = 0) -> None:
-        super().__init__(message)
+        super().__init__(bounded(message))
         self.code = code
         self.line = line
 
@@ -64,6 +83,9 @@ class Issue:
     message: str
     # A SHOULD of the file's version for a rule that is MUST in others.
     warning: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", bounded(self.message))
 
     def as_dict(self) -> dict[str, object]:
         return {"line": self.line, "column": self.column, "code": self.code, "message": self.message}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from ._spec_levels import cite, is_must
-from ._vcf_header import FieldDef, VcfHeader
+from ._vcf_header import FieldDef, VcfHeader, bounded
 
 INT_MAX = 2**31 - 1
 # Integers from -2**31 to -2**31+7 are reserved by BCF (missing, end-of-vector..).
@@ -48,6 +48,7 @@ class RecordError(ValueError):
     only an INFO or FORMAT value does (VALUE_CODES)."""
 
     def __init__(self, code: str, column: str, message: str) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.code = code
         self.column = column
