@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
 from vcf_agent.app.pipeline import LocalPipeline
@@ -20,7 +21,7 @@ from vcf_agent.config import Settings
 from vcf_agent.services.ingest import validate_file
 from vcf_agent.services.ingest._jobs import JOB_ISSUE_LIMIT, JobRegistry
 from vcf_agent.services.ingest._vcf_header import Issue
-from vcf_agent.v1 import events_pb2
+from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 from ._published import published
 
@@ -156,10 +157,23 @@ async def test_a_hostile_files_issues_stay_small_on_the_job_and_its_dead_letters
     path.write_text("\n".join(lines) + "\n")
     settings = Settings(data_dir=tmp_path / "data", bus_url=f"memory://hostile-{tmp_path.name}")
     async with LocalPipeline(settings) as pipeline:
-        job = await pipeline.wait(await pipeline.submit(path), timeout_s=120)
+        job_id = await pipeline.submit(path)
+        await pipeline.wait(job_id, timeout_s=120)
         letters = await published(
             pipeline.bus, pipeline.settings.topology.dead_letters, events_pb2.DeadLetter
         )
+        # Through ingest's own servicer on a real gRPC server, with a client's default limits.
+        server = grpc.aio.server()
+        pipeline.ingest.apis[0].register(server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = jobs_pb2_grpc.IngestServiceStub(channel)
+                job = await stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=10)
+                listed = await stub.ListJobs(jobs_pb2.ListJobsRequest(), timeout=10)
+        finally:
+            await server.stop(None)
     assert (job.counts.stored, job.counts.dead_lettered) == (151, 1)
     assert len(job.file_issues) == 100 and job.more_file_issues
     first = job.file_issues[0]
@@ -168,6 +182,10 @@ async def test_a_hostile_files_issues_stay_small_on_the_job_and_its_dead_letters
     assert "...[1000003 characters] is not an integer (VCF 4.2 §1.4.1)" in first.message
     assert all(len(issue.message) <= 400 for issue in job.file_issues)
     assert job.ByteSize() < 50_000
+    # A page of jobs carries each one's count, not its list.
+    (summary,) = listed.jobs
+    assert (summary.job_id, summary.file_issue_count, summary.more_file_issues) == (job_id, 100, True)
+    assert not summary.file_issues and job.file_issue_count == 100
     (letter,) = letters
     # The CHROM's first 200,000 characters and the opening quote, up to its space.
     assert letter.error_code == "CHROM_INVALID" and "...[200001 characters] c'" in letter.reason

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from vcf_agent.v1 import events_pb2 as vcf__agent_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vcf_agent/v1/jobs.proto\x12\x0cvcf_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19vcf_agent/v1/events.proto\"\xbb\x02\n\x0bStageCounts\x12\x10\n\x08ingested\x18\x01 \x01(\x03\x12\x10\n\x08\x61nalysed\x18\x02 \x01(\x03\x12\x0e\n\x06stored\x18\x03 \x01(\x03\x12\x15\n\rdead_lettered\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x18\n\x10reference_blocks\x18\x06 \x01(\x03\x12\x1b\n\x13placeholder_alleles\x18\x07 \x01(\x03\x12\x46\n\x0fprovider_counts\x18\x08 \x03(\x0b\x32-.vcf_agent.v1.StageCounts.ProviderCountsEntry\x1aS\n\x13ProviderCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.vcf_agent.v1.ProviderCounts:\x02\x38\x01\"Y\n\tFileIssue\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07warning\x18\x05 \x01(\x08\"\xbd\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x13\n\x0bsource_name\x18\x04 \x01(\t\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.vcf_agent.v1.JobState\x12)\n\x06\x63ounts\x18\x06 \x01(\x0b\x32\x19.vcf_agent.v1.StageCounts\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tproviders\x18\n \x03(\t\x12\x0f\n\x07samples\x18\x0b \x01(\x03\x12\x0c\n\x04mode\x18\x0c \x01(\t\x12\x1c\n\x14\x64uplicate_of_earlier\x18\r \x01(\x08\x12\x14\n\x0cstall_detail\x18\x0e \x01(\t\x12,\n\x0b\x66ile_issues\x18\x0f \x03(\x0b\x32\x17.vcf_agent.v1.FileIssue\x12\x18\n\x10more_file_issues\x18\x10 \x01(\x08\"\xaa\x01\n\x11SubmitVcfMetadata\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x12\n\nsample_ids\x18\x03 \x03(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x11\n\tproviders\x18\x05 \x03(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x0c\n\x04path\x18\x07 \x01(\t\x12\x0f\n\x07user_id\x18\x08 \x01(\t\"`\n\x10SubmitVcfRequest\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32\x1f.vcf_agent.v1.SubmitVcfMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"3\n\x11SubmitVcfResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.vcf_agent.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"K\n\x0fListJobsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"L\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.vcf_agent.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t2\xe4\x02\n\rIngestService\x12N\n\tSubmitVcf\x12\x1e.vcf_agent.v1.SubmitVcfRequest\x1a\x1f.vcf_agent.v1.SubmitVcfResponse(\x01\x12\x38\n\x06GetJob\x12\x1b.vcf_agent.v1.GetJobRequest\x1a\x11.vcf_agent.v1.Job\x12>\n\x08WatchJob\x12\x1d.vcf_agent.v1.WatchJobRequest\x1a\x11.vcf_agent.v1.Job0\x01\x12I\n\x08ListJobs\x12\x1d.vcf_agent.v1.ListJobsRequest\x1a\x1e.vcf_agent.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.vcf_agent.v1.CancelJobRequest\x1a\x11.vcf_agent.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vcf_agent/v1/jobs.proto\x12\x0cvcf_agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19vcf_agent/v1/events.proto\"\xbb\x02\n\x0bStageCounts\x12\x10\n\x08ingested\x18\x01 \x01(\x03\x12\x10\n\x08\x61nalysed\x18\x02 \x01(\x03\x12\x0e\n\x06stored\x18\x03 \x01(\x03\x12\x15\n\rdead_lettered\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x18\n\x10reference_blocks\x18\x06 \x01(\x03\x12\x1b\n\x13placeholder_alleles\x18\x07 \x01(\x03\x12\x46\n\x0fprovider_counts\x18\x08 \x03(\x0b\x32-.vcf_agent.v1.StageCounts.ProviderCountsEntry\x1aS\n\x13ProviderCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.vcf_agent.v1.ProviderCounts:\x02\x38\x01\"Y\n\tFileIssue\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07warning\x18\x05 \x01(\x08\"\xd7\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x13\n\x0bsource_name\x18\x04 \x01(\t\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.vcf_agent.v1.JobState\x12)\n\x06\x63ounts\x18\x06 \x01(\x0b\x32\x19.vcf_agent.v1.StageCounts\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tproviders\x18\n \x03(\t\x12\x0f\n\x07samples\x18\x0b \x01(\x03\x12\x0c\n\x04mode\x18\x0c \x01(\t\x12\x1c\n\x14\x64uplicate_of_earlier\x18\r \x01(\x08\x12\x14\n\x0cstall_detail\x18\x0e \x01(\t\x12,\n\x0b\x66ile_issues\x18\x0f \x03(\x0b\x32\x17.vcf_agent.v1.FileIssue\x12\x18\n\x10more_file_issues\x18\x10 \x01(\x08\x12\x18\n\x10\x66ile_issue_count\x18\x11 \x01(\x05\"\xaa\x01\n\x11SubmitVcfMetadata\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x12\n\nsample_ids\x18\x03 \x03(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x11\n\tproviders\x18\x05 \x03(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x0c\n\x04path\x18\x07 \x01(\t\x12\x0f\n\x07user_id\x18\x08 \x01(\t\"`\n\x10SubmitVcfRequest\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32\x1f.vcf_agent.v1.SubmitVcfMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"3\n\x11SubmitVcfResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.vcf_agent.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"K\n\x0fListJobsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"L\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.vcf_agent.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t2\xe4\x02\n\rIngestService\x12N\n\tSubmitVcf\x12\x1e.vcf_agent.v1.SubmitVcfRequest\x1a\x1f.vcf_agent.v1.SubmitVcfResponse(\x01\x12\x38\n\x06GetJob\x12\x1b.vcf_agent.v1.GetJobRequest\x1a\x11.vcf_agent.v1.Job\x12>\n\x08WatchJob\x12\x1d.vcf_agent.v1.WatchJobRequest\x1a\x11.vcf_agent.v1.Job0\x01\x12I\n\x08ListJobs\x12\x1d.vcf_agent.v1.ListJobsRequest\x1a\x1e.vcf_agent.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.vcf_agent.v1.CancelJobRequest\x1a\x11.vcf_agent.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,23 +42,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FILEISSUE']._serialized_start=419
   _globals['_FILEISSUE']._serialized_end=508
   _globals['_JOB']._serialized_start=511
-  _globals['_JOB']._serialized_end=956
-  _globals['_SUBMITVCFMETADATA']._serialized_start=959
-  _globals['_SUBMITVCFMETADATA']._serialized_end=1129
-  _globals['_SUBMITVCFREQUEST']._serialized_start=1131
-  _globals['_SUBMITVCFREQUEST']._serialized_end=1227
-  _globals['_SUBMITVCFRESPONSE']._serialized_start=1229
-  _globals['_SUBMITVCFRESPONSE']._serialized_end=1280
-  _globals['_GETJOBREQUEST']._serialized_start=1282
-  _globals['_GETJOBREQUEST']._serialized_end=1313
-  _globals['_WATCHJOBREQUEST']._serialized_start=1315
-  _globals['_WATCHJOBREQUEST']._serialized_end=1348
-  _globals['_LISTJOBSREQUEST']._serialized_start=1350
-  _globals['_LISTJOBSREQUEST']._serialized_end=1425
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1427
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1503
-  _globals['_CANCELJOBREQUEST']._serialized_start=1505
-  _globals['_CANCELJOBREQUEST']._serialized_end=1539
-  _globals['_INGESTSERVICE']._serialized_start=1542
-  _globals['_INGESTSERVICE']._serialized_end=1898
+  _globals['_JOB']._serialized_end=982
+  _globals['_SUBMITVCFMETADATA']._serialized_start=985
+  _globals['_SUBMITVCFMETADATA']._serialized_end=1155
+  _globals['_SUBMITVCFREQUEST']._serialized_start=1157
+  _globals['_SUBMITVCFREQUEST']._serialized_end=1253
+  _globals['_SUBMITVCFRESPONSE']._serialized_start=1255
+  _globals['_SUBMITVCFRESPONSE']._serialized_end=1306
+  _globals['_GETJOBREQUEST']._serialized_start=1308
+  _globals['_GETJOBREQUEST']._serialized_end=1339
+  _globals['_WATCHJOBREQUEST']._serialized_start=1341
+  _globals['_WATCHJOBREQUEST']._serialized_end=1374
+  _globals['_LISTJOBSREQUEST']._serialized_start=1376
+  _globals['_LISTJOBSREQUEST']._serialized_end=1451
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1453
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1529
+  _globals['_CANCELJOBREQUEST']._serialized_start=1531
+  _globals['_CANCELJOBREQUEST']._serialized_end=1565
+  _globals['_INGESTSERVICE']._serialized_start=1568
+  _globals['_INGESTSERVICE']._serialized_end=1924
 # @@protoc_insertion_point(module_scope)

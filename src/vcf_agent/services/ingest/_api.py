@@ -186,7 +186,7 @@ class IngestApi(jobs_pb2_grpc.IngestServiceServicer):
                 context, grpc.StatusCode.PERMISSION_DENIED, "a tenant token lists only its tenant's jobs"
             )
         jobs = self._registry.page(tenant, size + 1, offset)
-        response = jobs_pb2.ListJobsResponse(jobs=[j.to_proto() for j in jobs[:size]])
+        response = jobs_pb2.ListJobsResponse(jobs=[j.to_proto(file_issues=False) for j in jobs[:size]])
         if len(jobs) > size:
             response.next_page_token = str(offset + size)
         return response

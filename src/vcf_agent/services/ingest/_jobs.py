@@ -112,7 +112,9 @@ class JobRecord:
             "storage": self.finished_at - analysis_end,
         }
 
-    def to_proto(self) -> jobs_pb2.Job:
+    def to_proto(self, *, file_issues: bool = True) -> jobs_pb2.Job:
+        """The job as GetJob and WatchJob send it; ListJobs leaves the file's issues out
+        (`file_issues=False`), keeping their count."""
         created, updated = Timestamp(), Timestamp()
         created.FromNanoseconds(int(self.created_at * 1e9))
         updated.FromNanoseconds(int(self.updated_at * 1e9))
@@ -151,9 +153,10 @@ class JobRecord:
                     message=issue.message,
                     warning=issue.is_warning,
                 )
-                for issue in self.file_issues
+                for issue in (self.file_issues if file_issues else ())
             ],
             more_file_issues=self.more_file_issues,
+            file_issue_count=len(self.file_issues),
         )
 
 

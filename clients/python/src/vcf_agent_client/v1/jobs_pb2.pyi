@@ -153,6 +153,7 @@ class Job(_message.Message):
     STALL_DETAIL_FIELD_NUMBER: _builtins.int
     FILE_ISSUES_FIELD_NUMBER: _builtins.int
     MORE_FILE_ISSUES_FIELD_NUMBER: _builtins.int
+    FILE_ISSUE_COUNT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Identifies the job in every other call and on every stream."""
     tenant_id: _builtins.str
@@ -177,6 +178,10 @@ class Job(_message.Message):
     """
     more_file_issues: _builtins.bool
     """True when the file has more issues than file_issues lists (`vcf-agent validate` lists them)."""
+    file_issue_count: _builtins.int
+    """How many file_issues GetJob lists. ListJobs gives this count and leaves the list out, so a
+    page of jobs stays small whatever their files hold.
+    """
     @_builtins.property
     def counts(self) -> Global___StageCounts:
         """Progress per stage."""
@@ -219,10 +224,11 @@ class Job(_message.Message):
         stall_detail: _builtins.str = ...,
         file_issues: _abc.Iterable[Global___FileIssue] | None = ...,
         more_file_issues: _builtins.bool = ...,
+        file_issue_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "duplicate_of_earlier", b"duplicate_of_earlier", "error", b"error", "file_id", b"file_id", "file_issues", b"file_issues", "job_id", b"job_id", "mode", b"mode", "more_file_issues", b"more_file_issues", "providers", b"providers", "samples", b"samples", "source_name", b"source_name", "stall_detail", b"stall_detail", "state", b"state", "tenant_id", b"tenant_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "duplicate_of_earlier", b"duplicate_of_earlier", "error", b"error", "file_id", b"file_id", "file_issue_count", b"file_issue_count", "file_issues", b"file_issues", "job_id", b"job_id", "mode", b"mode", "more_file_issues", b"more_file_issues", "providers", b"providers", "samples", b"samples", "source_name", b"source_name", "stall_detail", b"stall_detail", "state", b"state", "tenant_id", b"tenant_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
