@@ -20,7 +20,7 @@ from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
 from vcf_agent.services.ingest import validate_file
 from vcf_agent.services.ingest._jobs import JOB_ISSUE_LIMIT, JobRegistry
-from vcf_agent.services.ingest._vcf_header import Issue
+from vcf_agent.services.ingest._vcf_header import Issue, bounded
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 from ._published import published
@@ -142,7 +142,7 @@ async def test_a_hostile_files_issues_stay_small_on_the_job_and_its_dead_letters
     """Messages quote the file's text. 150 undeclared INFO keys of 100,000 characters each (a
     SHOULD: VCF 4.2 §1.4.1, read as htslib does), a 1 MB value breaking its Type and a 200,000
     character CHROM once made a job of ~11 MB and dead letters naming every character: over
-    gRPC's 4 MB message limit for GetJob and WatchJob. Each quoted run is now cut to 100
+    gRPC's 4 MB message limit for GetJob and WatchJob. Each quoted run is now cut to 200
     characters, saying how long it was."""
     key = "K" * 100_000
     lines = [
@@ -180,7 +180,7 @@ async def test_a_hostile_files_issues_stay_small_on_the_job_and_its_dead_letters
     assert (first.line, first.code) == (4, "INFO_TYPE")
     # The run cut is the quoted value: its 1,000,001 characters and two quotes.
     assert "...[1000003 characters] is not an integer (VCF 4.2 §1.4.1)" in first.message
-    assert all(len(issue.message) <= 400 for issue in job.file_issues)
+    assert all(len(issue.message) <= 600 for issue in job.file_issues)
     assert job.ByteSize() < 50_000
     # A page of jobs carries each one's count, not its list.
     (summary,) = listed.jobs
@@ -189,4 +189,18 @@ async def test_a_hostile_files_issues_stay_small_on_the_job_and_its_dead_letters
     (letter,) = letters
     # The CHROM's first 200,000 characters and the opening quote, up to its space.
     assert letter.error_code == "CHROM_INVALID" and "...[200001 characters] c'" in letter.reason
-    assert len(letter.reason) < 400
+    assert len(letter.reason) < 600
+
+
+def test_a_message_keeps_a_path_whole_and_its_cited_section_when_cut() -> None:
+    path = "/data/" + "run-2026-12-07/" * 16 + "sample.vcf.gz"  # 259 characters, spaceless
+    assert len(path) > 256
+    kept = bounded(f"{path[:250]}: the file changed since the job started")
+    assert kept.startswith(path[:250] + ":")
+    cut = bounded(f"{path}: the file changed")
+    assert cut == f"{path[:200]}...[260 characters] the file changed"
+    # Words with spaces between them: the middle goes, the section the message cites stays.
+    wordy = bounded("sample names " + "lab sample " * 1_000 + "repeat (VCF 4.3 §1.5)")
+    assert len(wordy) <= 2_000 and wordy.startswith("sample names lab sample")
+    assert wordy.endswith("repeat (VCF 4.3 §1.5)") and "...[" in wordy
+    assert bounded(wordy) == wordy and bounded(cut) == cut

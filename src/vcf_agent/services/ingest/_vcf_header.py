@@ -47,17 +47,18 @@ _ANNOTATION_FORMAT = re.compile(r"([^:'\"]*\|[^'\"]*)")
 
 # Messages quote the file's own text (a value, a key, a name). A hostile file's can be megabytes,
 # and each message is logged, kept on the job's row and sent with GetJob, WatchJob and dead letters,
-# so runs of text are cut, and then the message as a whole.
-_LONG_RUN = re.compile(r"\S{121,}")
+# so runs of text are cut, and then the message as a whole. A run is cut only past 256 characters,
+# so a file's path is quoted whole in all but rare cases.
+_LONG_RUN = re.compile(r"\S{257,}")
 _MESSAGE_LIMIT = 2000
 
 
 def bounded(message: str) -> str:
-    """The message with each run of more than 120 non-space characters cut to its first 100 (saying
+    """The message with each run of more than 256 non-space characters cut to its first 200 (saying
     how long it was), then, if still over 2,000 characters, its middle (the cited section is last)."""
-    if len(message) <= 120:
+    if len(message) <= 256:
         return message
-    message = _LONG_RUN.sub(lambda run: f"{run.group()[:100]}...[{len(run.group())} characters]", message)
+    message = _LONG_RUN.sub(lambda run: f"{run.group()[:200]}...[{len(run.group())} characters]", message)
     if len(message) > _MESSAGE_LIMIT:
         cut = len(message) - _MESSAGE_LIMIT + 40
         message = f"{message[:1500]}...[{cut} characters]...{message[1500 + cut :]}"
