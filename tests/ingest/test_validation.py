@@ -9,7 +9,7 @@ import pytest
 
 from vcf_agent.schema import genotype_calls
 from vcf_agent.services.ingest import validate_command, validate_file
-from vcf_agent.services.ingest._vcf_reader import VcfReader
+from vcf_agent.services.ingest._vcf_reader import ISSUE_LIMIT, VcfReader
 
 from ._vcf_text import COLUMNS, GOOD, HEADER, HEADER_LINES, record, write_vcf
 
@@ -175,10 +175,15 @@ def test_validate_command_exit_codes_and_json(tmp_path: Path, capsys: pytest.Cap
     good = write_vcf(tmp_path / "good.vcf", [GOOD])
     bad = write_vcf(tmp_path / "bad.vcf", [GOOD, record(pos="200", info="DP=x")])
     assert validate_command(good, as_json=True) == 0
-    assert json.loads(capsys.readouterr().out) == {"valid": True, "errors": [], "warnings": []}
+    assert json.loads(capsys.readouterr().out) == {
+        "valid": True,
+        "error_count": 0,
+        "errors": [],
+        "warnings": [],
+    }
     assert validate_command(bad, as_json=True) == 1
     out = json.loads(capsys.readouterr().out)
-    assert out["valid"] is False
+    assert out["valid"] is False and out["error_count"] == 1
     assert out["errors"] == [
         {
             "line": HEADER_LINES + 2,
@@ -191,3 +196,27 @@ def test_validate_command_exit_codes_and_json(tmp_path: Path, capsys: pytest.Cap
     assert validate_command(bad, as_json=False) == 1
     text = capsys.readouterr().out
     assert "INVALID" in text and f"line {HEADER_LINES + 2}, INFO" in text
+
+
+def test_a_header_of_many_bad_lines_keeps_the_first_thousand_issues_and_counts_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """VCF 4.3 §1.4: a meta line is `##key=value`. 200,000 `##x` lines fit the 16 MiB a header
+    may hold (room for ~4 million); each kept as an issue once took ~700 bytes, so the limit's
+    worth took gigabytes. The first ISSUE_LIMIT are kept, the rest counted."""
+    path = tmp_path / "many.vcf"
+    path.write_text(
+        "##fileformat=VCFv4.3\n" + "##x\n" * 200_000 + HEADER.split("\n", 1)[1] + COLUMNS + GOOD + "\n"
+    )
+    report = validate_file(path)
+    assert len(report.errors) == ISSUE_LIMIT and report.error_count == 200_000
+    assert report.errors[-1].line == ISSUE_LIMIT + 1 and report.errors[-1].code == "META_SYNTAX"
+    assert validate_command(path, as_json=False) == 1
+    text = capsys.readouterr().out
+    assert "200000 error(s)" in text and "and 199000 more error(s), counted, not listed" in text
+    reader = VcfReader(path, file_id="f", job_id="j", tenant_id="t", source_name="many.vcf")
+    try:
+        assert len(reader.header_issues) == ISSUE_LIMIT
+        assert (reader.header_issues.dropped_errors, reader.header_issues.dropped_warnings) == (199_000, 0)
+    finally:
+        reader.close()

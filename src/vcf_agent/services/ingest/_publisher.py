@@ -600,12 +600,17 @@ class VariantPublisher(AsyncComponent):
     def _record_file_issues(self, job: JobRecord, reader: VcfReader, progress: _Progress) -> None:
         """The faults of the file read past so far, on the job's row before the checkpoint that
         skips their lines: a lenient job's GetJob lists them, as `vcf-agent validate` would."""
-        issues = [*reader.header_issues, *reader.file_issues, *reader.warnings]
-        if len(issues) == progress.issues_recorded:
+        header, found, warnings = reader.header_issues, reader.file_issues, reader.warnings
+        count = len(header) + len(found) + len(warnings)
+        if count == progress.issues_recorded:
             return
-        progress.issues_recorded = len(issues)
-        more = len(reader.file_issues) >= ISSUE_LIMIT or len(reader.warnings) >= ISSUE_LIMIT
-        self._registry.record_file_issues(job, issues, more)
+        progress.issues_recorded = count
+        more = (
+            bool(header.dropped_errors or header.dropped_warnings)
+            or len(found) >= ISSUE_LIMIT
+            or len(warnings) >= ISSUE_LIMIT
+        )
+        self._registry.record_file_issues(job, [*header, *found, *warnings], more)
 
     def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
         if self._checkpoints is not None:

@@ -29,6 +29,8 @@ class ValidationReport:
     def as_dict(self) -> dict[str, object]:
         return {
             "valid": self.valid,
+            # Errors beyond those listed are counted here.
+            "error_count": self.error_count,
             "errors": [issue.as_dict() for issue in self.errors],
             "warnings": [issue.as_dict() for issue in self.warnings],
         }
@@ -62,7 +64,12 @@ def read_report(reader: VcfReader) -> ValidationReport:
         else:
             report.errors.append(issue)
     report.errors.sort(key=lambda issue: issue.line)
-    report.error_count = len(report.errors) - len(reader.record_issues) + reader.dead_lettered
+    report.error_count = (
+        len(report.errors)
+        - len(reader.record_issues)
+        + reader.dead_lettered
+        + reader.header_issues.dropped_errors
+    )
     return report
 
 
@@ -77,7 +84,11 @@ def render_report(path: Path, report: ValidationReport) -> str:
             where = f"line {issue.line}" if issue.line else "file"
             lines.append(f"  {label}: {where}, {issue.column}: {issue.message} [{issue.code}]")
     if report.error_count > len(report.errors):
-        lines.append(f"  ... only the first {ISSUE_LIMIT} record errors are listed")
+        unlisted = report.error_count - len(report.errors)
+        lines.append(
+            f"  ... and {unlisted} more error(s), counted, not listed"
+            f" (the first {ISSUE_LIMIT} of each kind are)"
+        )
     return "\n".join(lines)
 
 

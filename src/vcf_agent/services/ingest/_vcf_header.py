@@ -96,6 +96,28 @@ class Issue:
         return self.warning or self.code in WARNING_CODES
 
 
+# Issues kept for a validation report or a job; a file with more is summarised by count.
+ISSUE_LIMIT = 1000
+
+
+class IssueList(list[Issue]):
+    """Issues as found, the first ISSUE_LIMIT kept and the rest counted: the 16 MiB a header may
+    hold is room for ~4 million bad lines, which kept would take gigabytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped_errors = 0
+        self.dropped_warnings = 0
+
+    def append(self, issue: Issue) -> None:
+        if len(self) < ISSUE_LIMIT:
+            super().append(issue)
+        elif issue.is_warning:
+            self.dropped_warnings += 1
+        else:
+            self.dropped_errors += 1
+
+
 @dataclass(frozen=True, slots=True)
 class FieldDef:
     """An INFO or FORMAT definition: Number is kept as text (A, R, G, ., P, LA.. or digits)."""
@@ -336,13 +358,13 @@ def _annotation_fields(description: str) -> list[str]:
     return [name.strip() for name in match.group(1).split("|")]
 
 
-def parse_header(lines: list[str]) -> tuple[VcfHeader, list[Issue]]:
+def parse_header(lines: list[str]) -> tuple[VcfHeader, IssueList]:
     """Header lines (without line endings, `#CHROM` last) to a VcfHeader and its problems.
 
     Raises VcfFileError for problems that make the records uninterpretable.
     """
     header = VcfHeader()
-    issues: list[Issue] = []
+    issues = IssueList()
     if not lines or not lines[0].startswith("##fileformat="):
         raise VcfFileError(
             "the file does not start with a ##fileformat=VCFv4.x line, so it is not a VCF",

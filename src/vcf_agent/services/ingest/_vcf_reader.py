@@ -57,7 +57,7 @@ from vcf_agent.v1 import wire_numbers as wire
 
 from ._input_limits import InputLimitError, InputLimits
 from ._record_encoder_py import RecordEncoder as PythonRecordEncoder
-from ._vcf_header import FieldDef, Issue, VcfFileError, VcfHeader, parse_header
+from ._vcf_header import ISSUE_LIMIT, FieldDef, Issue, IssueList, VcfFileError, VcfHeader, parse_header
 
 __all__ = [
     "ISSUE_LIMIT",
@@ -90,9 +90,6 @@ _DIGEST_CHUNK = 1 << 20
 # Bytes of a variant message beyond the record's shared fields: tags, lengths, the
 # correlation id and alt_index (as the compiled encoder's bound counts them).
 _VARIANT_OVERHEAD = 64
-
-# Issues kept for a validation report; a file with more is summarised by count.
-ISSUE_LIMIT = 1000
 
 # gVCF's "any other allele": `<*>` (VCF 4.3+ §5.5, preferred) or GATK's `<NON_REF>`.
 GVCF_PLACEHOLDERS = frozenset({"<*>", "<NON_REF>"})
@@ -414,7 +411,7 @@ class VcfReader:
         # The header as written, for what is read from it beyond validation (annotation context).
         self.header_lines: list[str] = self._source.header_lines
         # Header problems that leave records interpretable; strict ingest fails on them.
-        self.header_issues: list[Issue] = issues
+        self.header_issues: IssueList = issues
         self.record_issues: list[Issue] = []
         # Errors of the file as a whole found among the records; they reject no record.
         self.file_issues: list[Issue] = []
