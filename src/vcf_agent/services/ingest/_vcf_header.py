@@ -98,6 +98,8 @@ class Issue:
 
 # Issues kept for a validation report or a job; a file with more is summarised by count.
 ISSUE_LIMIT = 1000
+# Undeclared INFO (or FORMAT) keys remembered once typed; later ones are typed at each use.
+UNDECLARED_KEY_LIMIT = 10_000
 
 
 class IssueList(list[Issue]):
@@ -154,14 +156,32 @@ class VcfHeader:
         """
         spec = reserved("INFO", (4, 3)).get(key)
         if spec is None:
+            if len(self.undeclared_info) >= UNDECLARED_KEY_LIMIT:
+                # Typed the same, not remembered: a file of millions of distinct keys (one per
+                # record) would otherwise grow the header by ~200 bytes a record.
+                return FieldDef(key, "1", "String")
             self.undeclared_info.add(key)
             spec = ("1", "String")
         definition = self.info[key] = FieldDef(key, *spec)
         return definition
 
+    def is_undeclared_info(self, key: str) -> bool:
+        """Whether an INFO key has no ##INFO line and no reserved meaning: typed as htslib does."""
+        return key in self.undeclared_info or key not in self.info
+
+    def format_def(self, key: str) -> FieldDef:
+        """A FORMAT key's definition once `declare_format` has seen it (one past the limit is
+        typed again, the same way, at each use)."""
+        definition = self.format.get(key)
+        return FieldDef(key, "1", "String") if definition is None else definition
+
     def declare_format(self, key: str) -> FieldDef:
         """A FORMAT key without a ##FORMAT line: reserved Number/Type, else htslib's Number=1,Type=String."""
-        spec = reserved("FORMAT", max(self.version, (4, 3))).get(key, ("1", "String"))
+        spec = reserved("FORMAT", max(self.version, (4, 3))).get(key)
+        if spec is None:
+            if len(self.format) >= UNDECLARED_KEY_LIMIT:
+                return FieldDef(key, "1", "String")  # as declare_info
+            spec = ("1", "String")
         definition = self.format[key] = FieldDef(key, *spec)
         return definition
 

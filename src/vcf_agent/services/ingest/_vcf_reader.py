@@ -84,6 +84,8 @@ DEFAULT_BATCH_SIZE = 1000
 # Cached encodings are dropped wholesale past this size so memory stays bounded
 # on files with high-cardinality values.
 _CACHE_LIMIT = 50_000
+# FORMAT strings whose layout is kept; real files have a handful (a gVCF tens).
+_LAYOUT_LIMIT = 1_000
 
 _DIGEST_CHUNK = 1 << 20
 
@@ -239,6 +241,8 @@ class _Layout(NamedTuple):
     depth: int
     quality: int
     allele_depths: int
+    # Each key's definition, as `VcfHeader.format_def` gave it.
+    defs: tuple[FieldDef, ...]
 
 
 # FORMAT_NATIVE codes of the single-valued FORMAT fields the schema stores, by key and Type.
@@ -905,10 +909,15 @@ class VcfReader:
         if layout is not None:
             return layout
         keys = self._rules.format_keys(fmt)
-        defs = self.header.format
+        if len(self._layouts) >= _LAYOUT_LIMIT:
+            # A file of ever new FORMAT strings (a new key per record) would grow these by ~1.4 KB
+            # a record; the caches they share go with them, as `_remember` drops a full cache.
+            self._layouts.clear()
+            self._values.clear()
+        defs = [self.header.format_def(key) for key in keys]
         gt = keys.index("GT") if "GT" in keys else -1
-        ploidy_fields = [i for i, k in enumerate(keys) if defs[k].number in ("G", "P")]
-        natives = tuple(_native_format_spec(defs[key]) for key in keys)
+        ploidy_fields = [i for i, d in enumerate(defs) if d.number in ("G", "P")]
+        natives = tuple(_native_format_spec(d) for d in defs)
         codes = [code for code, _ in natives]
 
         def position(*roles: int) -> int:
@@ -925,6 +934,7 @@ class VcfReader:
             depth=position(wire.FORMAT_NATIVE_DEPTH, wire.FORMAT_NATIVE_DEPTH_FLOAT),
             quality=position(wire.FORMAT_NATIVE_GQ, wire.FORMAT_NATIVE_GQ_FLOAT),
             allele_depths=position(wire.FORMAT_NATIVE_AD),
+            defs=tuple(defs),
         )
         self._layouts[fmt] = layout
         return layout
@@ -933,11 +943,9 @@ class VcfReader:
         caches = layout.by_alts.get(n_alt)
         if caches is None:
             caches = []
-            for key in layout.keys:
+            for key, definition in zip(layout.keys, layout.defs, strict=True):
                 # Values whose check does not depend on the ALT count share one cache.
-                depends = key == "GT" or expected_count(self.header.format[key], 0) != expected_count(
-                    self.header.format[key], 1
-                )
+                depends = key == "GT" or expected_count(definition, 0) != expected_count(definition, 1)
                 caches.append(self._values.setdefault((key, n_alt if depends else -1), {}))
             layout.by_alts[n_alt] = caches
         return caches
@@ -1042,7 +1050,7 @@ class VcfReader:
         for i, key in enumerate(layout.keys):
             if key == "GT" or (encoded[i] is not None and (ploidy == 2 or i not in layout.ploidy_fields)):
                 continue
-            value = self._sample_value(self.header.format[key], values[i], n_alt, ploidy, sample)
+            value = self._sample_value(layout.defs[i], values[i], n_alt, ploidy, sample)
             encoded[i] = value
             if ploidy == 2 or i not in layout.ploidy_fields:
                 _remember(caches[i], values[i], value)

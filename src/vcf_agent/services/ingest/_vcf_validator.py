@@ -285,7 +285,7 @@ class RecordRules:
             if not key:
                 raise RecordError("INFO_INVALID", "INFO", "the INFO column has an empty entry (';;')")
             definition = self.header.declare_info(key)
-            typed_as = "as htslib does" if key in self.header.undeclared_info else "as the spec reserves it"
+            typed_as = "as htslib does" if self.header.is_undeclared_info(key) else "as the spec reserves it"
             self.pending.append(
                 (
                     "INFO",
@@ -296,7 +296,7 @@ class RecordRules:
                     True,
                 )
             )
-        if not has_value and key in self.header.undeclared_info:
+        if not has_value and self.header.is_undeclared_info(key):
             # htslib stores a value-less undeclared key as a flag.
             return definition, key, None
         if definition.type == "Flag":
