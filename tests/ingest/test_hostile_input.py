@@ -285,9 +285,9 @@ def test_the_sample_limit_holds_for_bcf_too() -> None:
 
 
 def test_ever_new_keys_and_format_strings_are_read_right_within_bounded_caches(tmp_path: Path) -> None:
-    """A FORMAT string and two undeclared INFO keys new in every record (VCF 4.3 §1.6.1-2: keys
-    SHOULD be declared; htslib types an undeclared one Number=1, Type=String, a value-less one a
-    flag). Each FORMAT string's layout and each key's definition was kept, ~1.6 KB a record:
+    """A FILTER, a FORMAT string and two undeclared INFO keys new in every record (VCF 4.3
+    §1.6.1-2: they SHOULD be declared; htslib types an undeclared key Number=1, Type=String, a
+    value-less one a flag). Each FORMAT string's layout and each key's definition was kept, ~1.6 KB a record:
     300,000 such records took `vcf-agent validate` 503 MB against 83 for as many plain ones.
     Past the limits they are typed at each use instead, and the caches are dropped whole."""
     records = UNDECLARED_KEY_LIMIT + 2_000
@@ -300,18 +300,20 @@ def test_ever_new_keys_and_format_strings_are_read_right_within_bounded_caches(t
             f"{COLUMNS}\tFORMAT\tS1\n"
         )
         for i in range(records):
-            out.write(f"1\t{i + 1}\t.\tA\tG\t50\tPASS\tU{i}=v{i};F{i}\tGT:DP:X{i}\t0/1:{i % 200}:1\n")
+            out.write(f"1\t{i + 1}\t.\tA\tG\t50\tLow{i}\tU{i}=v{i};F{i}\tGT:DP:X{i}\t0/1:{i % 200}:1\n")
     with VcfReader(path, file_id="f", job_id="j", tenant_id="t", source_name=path.name) as reader:
         variants = [v for batch in reader for v in batch.variants]
         assert len(reader._layouts) <= _LAYOUT_LIMIT
         assert len(reader.header.info) == len(reader.header.undeclared_info) == UNDECLARED_KEY_LIMIT
         assert len(reader.header.format) == UNDECLARED_KEY_LIMIT
+        assert len(reader.header.filters) == UNDECLARED_KEY_LIMIT
     assert reader.take_dead_letters() == []
     assert [v.position for v in variants] == list(range(1, records + 1))
     for i, variant in enumerate(variants):
         assert list(variant.info[f"U{i}"].strings.values) == [f"v{i}"], i
         assert variant.info[f"F{i}"].flag, i
+        assert list(variant.filters) == [f"Low{i}"], i
         assert genotype_calls(variant.genotypes)[0].depth == i % 200, i
     # Each undeclared key is warned of once while the warnings last (the first ISSUE_LIMIT).
     assert len(reader.warnings) == ISSUE_LIMIT
-    assert {w.code for w in reader.warnings} == {"INFO_UNDECLARED", "FORMAT_UNDECLARED"}
+    assert {w.code for w in reader.warnings} == {"FILTER_UNDECLARED", "INFO_UNDECLARED", "FORMAT_UNDECLARED"}
