@@ -109,7 +109,7 @@ class FileIssue(_message.Message):
     column: _builtins.str
     """The column or header part it is in (INFO, FORMAT, POS, header...)."""
     code: _builtins.str
-    """A stable code, e.g. INFO_TYPE_MISMATCH."""
+    """A stable code, e.g. INFO_TYPE (the value is not of its declared Type)."""
     message: _builtins.str
     """What is wrong, the specification section it breaks, and what the job did with the value."""
     warning: _builtins.bool
