@@ -167,3 +167,24 @@ def test_chaos_refuses_before_starting_anything_what_it_would_have_ignored_or_fa
         assert refused.returncode == 2, (argv, refused.stderr)
         assert refused.stderr.startswith(message), (argv, refused.stderr)
         assert len(refused.stderr.splitlines()) == 1 and refused.stdout == ""
+
+
+def test_validate_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    # 2,000 records each with an undeclared INFO key: ~1,000 warning lines, far more than a pipe
+    # holds, so the command is still writing when the reader (like `head -1`) closes it.
+    path = tmp_path / "many-warnings.vcf"
+    path.write_text(
+        "##fileformat=VCFv4.3\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        + "".join(f"1\t{i + 1}\t.\tA\tG\t50\tPASS\tKEY{i}=1\n" for i in range(2_000))
+    )
+    command = subprocess.Popen(
+        [sys.executable, "-m", "vcf_agent", "validate", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert command.stdout is not None
+    assert command.stdout.readline().decode().startswith(f"{path}: valid (2000 records")
+    command.stdout.close()
+    _, err = command.communicate(timeout=120)
+    assert command.returncode == 141, err
+    assert err == b""
