@@ -50,7 +50,7 @@ from ._job_mode import FALLBACK_TO_BATCH, FlagSource, JobMode, ModeChoice, choos
 from ._jobs import JobRecord, JobRegistry
 from ._publish_ledger import JobLedger, LedgerSpan, Taker
 from ._validation_report import read_report
-from ._vcf_reader import ISSUE_LIMIT, EncodedBatch, ReadPosition, VcfFileError, VcfReader, file_digest
+from ._vcf_reader import EncodedBatch, ReadPosition, VcfFileError, VcfReader, file_digest
 
 __all__ = ["VALIDATION_MODES", "ValidationMode", "VariantPublisher", "file_digest"]
 
@@ -605,11 +605,7 @@ class VariantPublisher(AsyncComponent):
         if count == progress.issues_recorded:
             return
         progress.issues_recorded = count
-        more = (
-            bool(header.dropped_errors or header.dropped_warnings)
-            or len(found) >= ISSUE_LIMIT
-            or len(warnings) >= ISSUE_LIMIT
-        )
+        more = header.dropped or found.dropped or warnings.dropped
         self._registry.record_file_issues(job, [*header, *found, *warnings], more)
 
     def _save_checkpoint(self, checkpoint: Checkpoint) -> None:

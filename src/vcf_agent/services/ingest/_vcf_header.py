@@ -98,13 +98,17 @@ class Issue:
 
 # Issues kept for a validation report or a job; a file with more is summarised by count.
 ISSUE_LIMIT = 1000
-# Undeclared INFO (or FORMAT) keys remembered once typed; later ones are typed at each use.
+# The header remembers undeclared INFO keys while fewer than this many are, and FORMAT keys and
+# FILTER names while fewer than this many are known in all; later ones are typed at each use.
 UNDECLARED_KEY_LIMIT = 10_000
+# How htslib types a key the header does not declare (vcf.c, vcf_parse_info / vcf_parse_format).
+_HTSLIB_TYPING = ("1", "String")
 
 
 class IssueList(list[Issue]):
     """Issues as found, the first ISSUE_LIMIT kept and the rest counted: the 16 MiB a header may
-    hold is room for ~4 million bad lines, which kept would take gigabytes."""
+    hold is room for ~4 million bad lines, and a file's records for any number, which kept would
+    take gigabytes."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,6 +122,10 @@ class IssueList(list[Issue]):
             self.dropped_warnings += 1
         else:
             self.dropped_errors += 1
+
+    @property
+    def dropped(self) -> bool:
+        return bool(self.dropped_errors or self.dropped_warnings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +167,9 @@ class VcfHeader:
             if len(self.undeclared_info) >= UNDECLARED_KEY_LIMIT:
                 # Typed the same, not remembered: a file of millions of distinct keys (one per
                 # record) would otherwise grow the header by ~200 bytes a record.
-                return FieldDef(key, "1", "String")
+                return FieldDef(key, *_HTSLIB_TYPING)
             self.undeclared_info.add(key)
-            spec = ("1", "String")
+            spec = _HTSLIB_TYPING
         definition = self.info[key] = FieldDef(key, *spec)
         return definition
 
@@ -173,15 +181,15 @@ class VcfHeader:
         """A FORMAT key's definition once `declare_format` has seen it (one past the limit is
         typed again, the same way, at each use)."""
         definition = self.format.get(key)
-        return FieldDef(key, "1", "String") if definition is None else definition
+        return FieldDef(key, *_HTSLIB_TYPING) if definition is None else definition
 
     def declare_format(self, key: str) -> FieldDef:
         """A FORMAT key without a ##FORMAT line: reserved Number/Type, else htslib's Number=1,Type=String."""
         spec = reserved("FORMAT", max(self.version, (4, 3))).get(key)
         if spec is None:
             if len(self.format) >= UNDECLARED_KEY_LIMIT:
-                return FieldDef(key, "1", "String")  # as declare_info
-            spec = ("1", "String")
+                return self.format_def(key)  # typed the same, not remembered, as in declare_info
+            spec = _HTSLIB_TYPING
         definition = self.format[key] = FieldDef(key, *spec)
         return definition
 

@@ -416,10 +416,10 @@ class VcfReader:
         self.header_lines: list[str] = self._source.header_lines
         # Header problems that leave records interpretable; strict ingest fails on them.
         self.header_issues: IssueList = issues
-        self.record_issues: list[Issue] = []
+        self.record_issues = IssueList()
         # Errors of the file as a whole found among the records; they reject no record.
-        self.file_issues: list[Issue] = []
-        self.warnings: list[Issue] = []
+        self.file_issues = IssueList()
+        self.warnings = IssueList()
         self._rules = RecordRules(header)
         self.counters = ReadCounters(samples=list(header.samples))
         self._columns = 9 + len(header.samples) if header.samples else 8
@@ -668,8 +668,7 @@ class VcfReader:
         fields = line.split("\t")
         if len(fields) != self._columns and not line.strip():
             # Capped like every issue list: a gzip bomb of newlines must not grow memory.
-            if len(self.warnings) < ISSUE_LIMIT:
-                self.warnings.append(Issue(line_number, "CHROM", "BLANK_LINE", "a blank line was skipped"))
+            self.warnings.append(Issue(line_number, "CHROM", "BLANK_LINE", "a blank line was skipped"))
             return None
         encoder.record_index += 1
         record_index = encoder.record_index
@@ -783,8 +782,7 @@ class VcfReader:
         """What the record's checks noted without rejecting it, as issues at its line."""
         for column, code, message, warning in self._rules.pending:
             issues = self.warnings if warning else self.file_issues
-            if len(issues) < ISSUE_LIMIT:
-                issues.append(Issue(line_number, column, code, message, warning=warning))
+            issues.append(Issue(line_number, column, code, message, warning=warning))
         self._rules.pending.clear()
 
     def _missing_newline(self, line_number: int) -> None:
@@ -798,7 +796,7 @@ class VcfReader:
     def _reject(self, record_index: int, line_number: int, line: str, exc: RecordError) -> None:
         self.dead_lettered += 1
         message = self._rules.cited(exc)
-        if self._keep_issues and len(self.record_issues) < ISSUE_LIMIT:
+        if self._keep_issues:
             self.record_issues.append(Issue(line_number, exc.column, exc.code, message))
         where = f"line {line_number}" if line_number else f"record {record_index + 1}"
         letter = events_pb2.DeadLetter(
@@ -840,7 +838,7 @@ class VcfReader:
     def _alt(self, text: str) -> tuple[list[str], list[bytes], bytes]:
         alts = self._rules.alternates(text)
         unknown = self._rules.symbolic_warnings(alts)
-        if unknown and len(self.warnings) < ISSUE_LIMIT:
+        if unknown:
             self.warnings.append(
                 Issue(
                     0, "ALT", "ALT_UNDECLARED", f"symbolic allele(s) {', '.join(unknown)} have no ##ALT line"
