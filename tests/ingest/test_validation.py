@@ -178,6 +178,7 @@ def test_validate_command_exit_codes_and_json(tmp_path: Path, capsys: pytest.Cap
     assert json.loads(capsys.readouterr().out) == {
         "valid": True,
         "error_count": 0,
+        "warning_count": 0,
         "errors": [],
         "warnings": [],
     }
@@ -220,3 +221,28 @@ def test_a_header_of_many_bad_lines_keeps_the_first_thousand_issues_and_counts_t
         assert (reader.header_issues.dropped_errors, reader.header_issues.dropped_warnings) == (199_000, 0)
     finally:
         reader.close()
+
+
+def test_value_errors_and_warnings_past_the_first_thousand_are_counted_in_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """VCF 4.3 §1.6.1 (an INFO value MUST match its declared Type) broken once by each of 1,500
+    declared keys (a key is reported once), each record kept with its value as text, and a blank
+    line (not a data line, §1.6) before each record but the first. Both lists keep ISSUE_LIMIT and
+    count the rest: the report's totals are the file's (once, 1,000 errors for this file)."""
+    keys = [f"K{i}" for i in range(1500)]
+    declared = "".join(f'##INFO=<ID={k},Number=1,Type=Integer,Description="a count">\n' for k in keys)
+    records = [record(pos=str(100 + i), info=f"{k}=ten") for i, k in enumerate(keys)]
+    path = tmp_path / "many-values.vcf"
+    path.write_text(HEADER + declared + COLUMNS + "\n\n".join(records) + "\n")
+    report = validate_file(path)
+    assert report.records == 1500 and len(report.errors) == ISSUE_LIMIT
+    assert {i.code for i in report.errors} == {"INFO_TYPE"} and len(report.warnings) == ISSUE_LIMIT
+    assert (report.error_count, report.warning_count) == (1500, 1499)
+    assert validate_command(path, as_json=True) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["error_count"], printed["warning_count"]) == (1500, 1499)
+    validate_command(path, as_json=False)
+    text = capsys.readouterr().out
+    assert "1500 error(s), 1499 warning(s)" in text
+    assert "and 500 more error(s), counted" in text and "and 499 more warning(s), counted" in text

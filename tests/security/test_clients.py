@@ -158,3 +158,26 @@ def test_the_java_client_uploads_over_tls_with_a_token(
     # Trusting only the system's roots, the test CA's certificate is refused.
     untrusted = run([*command, "--tls", "--token", deployment.tokens["lab-a"]])
     assert untrusted.returncode == 3 and "UNAVAILABLE" in untrusted.stderr
+
+
+async def test_submit_watch_prints_the_faults_of_the_file_its_job_read_past(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """PyVCF's strelka.vcf (a real Strelka output) breaks VCF 4.1 §1.4.2 at line 55 (its second
+    sample's AU is empty, declared Integer) and ends without a newline: the job stores all three
+    records and ends complete, and `submit --watch` says what it read past, as `run` does."""
+    source = tmp_path / "somatic-cli.vcf"
+    shutil.copy(PYVCF_TESTS / "strelka.vcf", source)
+    env = {"VCF_AGENT_TOKEN": deployment.tokens["lab-b"], "VCF_AGENT_TLS_CA": str(deployment.certificates.ca)}
+    submitted = await asyncio.to_thread(
+        vcf_agent, "submit", str(source), "--ingest", deployment.services["ingest"].grpc, "--watch", env=env
+    )
+    assert submitted.returncode == 0, f"{submitted.stdout}\n{submitted.stderr}\n{deployment.logs()}"
+    lines = submitted.stdout.strip().splitlines()
+    # "submitted ... as job ...", the job's states as it went, then what it read past.
+    at = lines.index("file issues: 1 error(s), 1 warning(s) read past; first:")
+    assert lines[at - 1].startswith("complete") and "stored 3 " in lines[at - 1], lines
+    issues = lines[at:]
+    assert issues[1].startswith("  line 55: error FORMAT_TYPE: sample 2 (column 11): FORMAT AU value ''")
+    assert issues[2] == "  line 57: warning MISSING_FINAL_NEWLINE: the last line does not end with a newline"
+    assert len(issues) == 3

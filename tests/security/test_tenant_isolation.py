@@ -19,7 +19,15 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from tests.security.conftest import PYVCF_TESTS, Deployment, TwoTenants, bearer, upload, wait_final
+from tests.security.conftest import (
+    PYVCF_TESTS,
+    Deployment,
+    TenantData,
+    TwoTenants,
+    bearer,
+    upload,
+    wait_final,
+)
 from vcf_agent.v1 import (
     control_pb2,
     events_pb2,
@@ -173,9 +181,8 @@ def cross_tenant_cases(other: TwoTenants) -> dict[str, list[tuple[Message, grpc.
     }  # fmt: skip
 
 
-async def test_a_tenant_gets_nothing_of_the_other_tenant_through_any_lims_rpc(
-    deployment: Deployment, two_tenants: TwoTenants
-) -> None:
+async def assert_lab_a_gets_nothing_of_lab_b(deployment: Deployment, two_tenants: TwoTenants) -> None:
+    """lab-a calls every LIMS RPC with lab-b's ids, then lists and queries what it may."""
     cases = cross_tenant_cases(two_tenants)
     lims = [Rpc(process, method) for service, process in LIMS.items() for method in service.methods]
     # A new RPC fails here until it is given its cross-tenant cases.
@@ -198,6 +205,13 @@ async def test_a_tenant_gets_nothing_of_the_other_tenant_through_any_lims_rpc(
         assert answer.code == grpc.StatusCode.OK, answer
         assert leaks(answer, two_tenants.b.markers) == [], (rpc_name, answer)
         assert "lab-b" not in answer.text
+
+
+async def test_a_tenant_gets_nothing_of_the_other_tenant_through_any_lims_rpc(
+    deployment: Deployment, two_tenants: TwoTenants
+) -> None:
+    await assert_lab_a_gets_nothing_of_lab_b(deployment, two_tenants)
+    token = bearer(deployment.tokens["lab-a"])
     async with deployment.channel("writer") as channel:
         query = query_pb2_grpc.QueryServiceStub(channel)
         own = await query.QueryVariants(query_pb2.QueryVariantsRequest(page_size=1000), metadata=token)
@@ -207,6 +221,49 @@ async def test_a_tenant_gets_nothing_of_the_other_tenant_through_any_lims_rpc(
     assert {v.tenant_id for v in own.variants} == {"lab-a"}
     assert two_tenants.a.job.job_id in {v.job_id for v in own.variants}
     assert foreign_job.total == 0 and not foreign_job.variants
+
+
+async def test_the_faults_of_a_tenants_file_reach_that_tenant_and_no_other(
+    deployment: Deployment, two_tenants: TwoTenants
+) -> None:
+    """A job's file issues quote its file's text. lab-b's Strelka output (PyVCF's strelka.vcf, a
+    real somatic caller's file) breaks VCF 4.1 §1.4.2 once, checked by hand: line 55's second
+    sample column (NORMAL.variant2) is empty, so its AU, declared Number=2 Type=Integer, is ''.
+    Its last line has no newline. lab-b and the admin read both faults on the job; every LIMS RPC
+    lab-a makes with the job's ids must answer without a word of them."""
+    name = "b-somatic-tumour-normal.vcf"
+    async with deployment.channel("ingest") as channel:
+        jobs = jobs_pb2_grpc.IngestServiceStub(channel)
+        job = await upload(jobs, deployment.tokens["lab-b"], PYVCF_TESTS / "strelka.vcf", file_name=name)
+        job = await wait_final(deployment, job.job_id)
+        assert job.state == events_pb2.JOB_STATE_COMPLETE, job
+        seen = {
+            who: await jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), metadata=bearer(token))
+            for who, token in (("lab-b", deployment.tokens["lab-b"]), ("admin", deployment.admin))
+        }
+    for answer in seen.values():
+        issues = [(i.line, i.column, i.code, i.warning) for i in answer.file_issues]
+        assert issues == [
+            (55, "FORMAT", "FORMAT_TYPE", False),
+            (57, "CHROM", "MISSING_FINAL_NEWLINE", True),
+        ]
+        assert "FORMAT AU value '' is not an integer" in answer.file_issues[0].message
+    async with deployment.channel("writer") as channel:
+        stored = await query_pb2_grpc.QueryServiceStub(channel).QueryVariants(
+            query_pb2.QueryVariantsRequest(job_id=job.job_id), metadata=bearer(deployment.tokens["lab-b"])
+        )
+    assert stored.total == job.counts.stored == 3
+    faults = TenantData("lab-b", job, list(stored.variants))
+    faults.markers = {
+        job.job_id,
+        job.file_id,
+        name,
+        *(v.correlation_id for v in stored.variants),
+        # The fault's own words (the newline warning's are any file's, lab-a's included).
+        job.file_issues[0].message,
+        "FORMAT AU",
+    }
+    await assert_lab_a_gets_nothing_of_lab_b(deployment, TwoTenants(two_tenants.a, faults))
 
 
 async def test_each_tenant_reads_its_own_job_and_the_admin_reads_both(

@@ -16,7 +16,14 @@ from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
 from vcf_agent.observability import MetricsEndpoint
 from vcf_agent.runner import freeze_startup_heap
-from vcf_agent.schema import ended_badly, exit_code, state_name
+from vcf_agent.schema import (
+    FILE_ISSUES_SHOWN,
+    ended_badly,
+    exit_code,
+    file_issue_row,
+    file_issues_headline,
+    state_name,
+)
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
 _STAGES = ("ingested", "analysed", "stored")
@@ -79,10 +86,6 @@ async def _with_progress(pipeline: LocalPipeline, job_id: str, path: Path, conso
         return await pipeline.wait(job_id, on_progress=update)
 
 
-# File issues the summary table shows; --json gives all the job lists.
-_ISSUES_SHOWN = 5
-
-
 def _summary_json(
     job: jobs_pb2.Job, seconds: float, settings: Settings, stats: dict[str, object]
 ) -> dict[str, object]:
@@ -138,13 +141,8 @@ def _print_summary(
     if job.error:
         table.add_row("error", job.error)
     if job.file_issues:
-        errors = sum(not issue.warning for issue in job.file_issues)
-        more = " and more (vcf-agent validate lists every one)" if job.more_file_issues else ""
-        table.add_row(
-            "file issues",
-            f"{errors} error(s), {len(job.file_issues) - errors} warning(s) read past{more}; first:",
-        )
-        for issue in job.file_issues[:_ISSUES_SHOWN]:
-            kind = "warning" if issue.warning else "error"
-            table.add_row(f"  line {issue.line}", f"{kind} {issue.code}: {issue.message}")
+        table.add_row("file issues", f"{file_issues_headline(job)}; first:")
+        for issue in job.file_issues[:FILE_ISSUES_SHOWN]:
+            where, what = file_issue_row(issue)
+            table.add_row(f"  {where}", what)
     console.print(table)

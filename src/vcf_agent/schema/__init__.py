@@ -29,7 +29,15 @@ from vcf_agent.schema._ids import (
     tenant_key,
     variant_key,
 )
-from vcf_agent.schema._job_states import TERMINAL_STATES, ended_badly, exit_code, state_name
+from vcf_agent.schema._job_states import (
+    FILE_ISSUES_SHOWN,
+    TERMINAL_STATES,
+    ended_badly,
+    exit_code,
+    file_issue_row,
+    file_issues_headline,
+    state_name,
+)
 from vcf_agent.schema._regions import INT64_MAX, parse_region
 from vcf_agent.schema._variant_first import (
     SplicedResult,
@@ -49,6 +57,7 @@ __all__ = [
     "CLASSIFICATIONS",
     "ENCODING_IDENTITY",
     "ENCODING_ZSTD",
+    "FILE_ISSUES_SHOWN",
     "HEADER_CONTENT_ENCODING",
     "HEADER_JOB",
     "HEADER_MESSAGE_TYPE",
@@ -73,6 +82,8 @@ __all__ = [
     "ended_badly",
     "exit_code",
     "file_digest_hasher",
+    "file_issue_row",
+    "file_issues_headline",
     "genotype_calls",
     "genotype_columns",
     "length_delimited",

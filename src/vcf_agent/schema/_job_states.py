@@ -41,3 +41,20 @@ _EXIT_CODES = (0, 4, 1)
 def ended_badly(job: jobs_pb2.Job) -> str:
     """The line a client prints on stderr for a job that did not end complete: its state and why."""
     return f"job {job.job_id} ended {state_name(job.state)}: {job.error or 'no reason was recorded'}"
+
+
+# File issues a command's summary shows; `run --json` and GetJob give all the job lists.
+FILE_ISSUES_SHOWN = 5
+
+
+def file_issues_headline(job: jobs_pb2.Job) -> str:
+    """How many faults of its file a job read past, as `run` and `submit --watch` print it."""
+    errors = sum(not issue.warning for issue in job.file_issues)
+    more = " and more (vcf-agent validate lists every one)" if job.more_file_issues else ""
+    return f"{errors} error(s), {len(job.file_issues) - errors} warning(s) read past{more}"
+
+
+def file_issue_row(issue: jobs_pb2.FileIssue) -> tuple[str, str]:
+    """One file issue as a (where, what) pair: `line 199`, `error INFO_NUMBER: ...`."""
+    kind = "warning" if issue.warning else "error"
+    return f"line {issue.line}", f"{kind} {issue.code}: {issue.message}"

@@ -19,8 +19,9 @@ class ValidationReport:
     records: int = 0
     # gVCF records of only <*>/<NON_REF>: read and valid, not variants.
     reference_blocks: int = 0
-    # Errors beyond ISSUE_LIMIT are counted, not listed.
+    # Errors and warnings beyond ISSUE_LIMIT of each kind are counted, not listed.
     error_count: int = 0
+    warning_count: int = 0
 
     @property
     def valid(self) -> bool:
@@ -31,6 +32,7 @@ class ValidationReport:
             "valid": self.valid,
             # Errors beyond those listed are counted here.
             "error_count": self.error_count,
+            "warning_count": self.warning_count,
             "errors": [issue.as_dict() for issue in self.errors],
             "warnings": [issue.as_dict() for issue in self.warnings],
         }
@@ -64,11 +66,16 @@ def read_report(reader: VcfReader) -> ValidationReport:
         else:
             report.errors.append(issue)
     report.errors.sort(key=lambda issue: issue.line)
+    kept_lists = (reader.header_issues, reader.file_issues, reader.warnings)
+    # Every rejected record is counted by dead_lettered, listed or not.
     report.error_count = (
         len(report.errors)
         - len(reader.record_issues)
         + reader.dead_lettered
-        + reader.header_issues.dropped_errors
+        + sum(issues.dropped_errors for issues in kept_lists)
+    )
+    report.warning_count = len(report.warnings) + sum(
+        issues.dropped_warnings for issues in (*kept_lists, reader.record_issues)
     )
     return report
 
@@ -77,18 +84,21 @@ def render_report(path: Path, report: ValidationReport) -> str:
     blocks = f", {report.reference_blocks} gVCF reference block(s)" if report.reference_blocks else ""
     lines = [
         f"{path}: {'valid' if report.valid else 'INVALID'} ({report.records} records{blocks},"
-        f" {report.error_count} error(s), {len(report.warnings)} warning(s))"
+        f" {report.error_count} error(s), {report.warning_count} warning(s))"
     ]
     for label, issues in (("error", report.errors), ("warning", report.warnings)):
         for issue in issues:
             where = f"line {issue.line}" if issue.line else "file"
             lines.append(f"  {label}: {where}, {issue.column}: {issue.message} [{issue.code}]")
-    if report.error_count > len(report.errors):
-        unlisted = report.error_count - len(report.errors)
-        lines.append(
-            f"  ... and {unlisted} more error(s), counted, not listed"
-            f" (the first {ISSUE_LIMIT} of each kind are)"
-        )
+    for label, count, listed in (
+        ("error", report.error_count, report.errors),
+        ("warning", report.warning_count, report.warnings),
+    ):
+        if count > len(listed):
+            lines.append(
+                f"  ... and {count - len(listed)} more {label}(s), counted, not listed"
+                f" (the first {ISSUE_LIMIT} of each kind are)"
+            )
     return "\n".join(lines)
 
 
