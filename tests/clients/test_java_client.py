@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import grpc
 import pysam
 import pytest
+import vcf
 
 import vcf_agent
 from vcf_agent.localdev import ServiceProcess, free_port, running_pipeline
@@ -27,6 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 CLIENT_DIR = REPO / "clients" / "java"
 JAR = CLIENT_DIR / "target" / "vcf-agent-lims-client.jar"
 EXAMPLE = Path(vcf_agent.__file__).parent / "examples" / "gatk-multisample.vcf"
+# Real caller outputs shipped in the PyVCF3 wheel (a dev dependency), not written here.
+STRELKA = Path(vcf.__file__).parent / "test" / "strelka.vcf"
 
 
 def alt_alleles(path: Path) -> int:
@@ -85,6 +88,12 @@ def test_uploads_in_chunks_and_follows_the_job_to_complete(
             java, client_jar, "--ingest", services["ingest"].grpc, "--tenant", "lab-java", str(EXAMPLE)
         )
         assert again.returncode == 0, f"{again.stdout}\n{again.stderr}\n{logs(services)}"
+        # A real Strelka output with one fault of VCF 4.1 §1.4.2 (line 55: its second sample's
+        # AU, declared Integer, is empty) and no final newline: stored whole, and said so.
+        faulty = run_client(
+            java, client_jar, "--ingest", services["ingest"].grpc, "--tenant", "lab-java", str(STRELKA)
+        )
+        assert faulty.returncode == 0, f"{faulty.stdout}\n{faulty.stderr}\n{logs(services)}"
 
     lines = result.stdout.splitlines()
     submitted = fields(lines[0])
@@ -99,6 +108,19 @@ def test_uploads_in_chunks_and_follows_the_job_to_complete(
     assert final["state"] == "JOB_STATE_COMPLETE"
     assert (final["total"], final["stored"], final["dead_lettered"]) == (str(expected), str(expected), "0")
     assert "error" not in final
+
+    faulty_lines = faulty.stdout.splitlines()
+    issues = [line for line in faulty_lines if line.startswith("issue ")]
+    assert (
+        faulty_lines[-len(issues) - 1].startswith("update ")
+        and "state=JOB_STATE_COMPLETE" in (faulty_lines[-len(issues) - 1])
+    )
+    assert fields(faulty_lines[-len(issues) - 1])["stored"] == "3"
+    assert [line.split(" message=")[0] for line in issues] == [
+        "issue line=55 column=FORMAT code=FORMAT_TYPE severity=error",
+        "issue line=57 column=CHROM code=MISSING_FINAL_NEWLINE severity=warning",
+    ]
+    assert "FORMAT AU value '' is not an integer" in issues[0]
 
     again_lines = again.stdout.splitlines()
     assert fields(again_lines[0])["job"] == submitted["job"]

@@ -305,8 +305,9 @@ def test_ever_new_keys_and_format_strings_are_read_right_within_bounded_caches(t
         variants = [v for batch in reader for v in batch.variants]
         assert len(reader._layouts) <= _LAYOUT_LIMIT
         assert len(reader.header.info) == len(reader.header.undeclared_info) == UNDECLARED_KEY_LIMIT
-        assert len(reader.header.format) == UNDECLARED_KEY_LIMIT
-        assert len(reader.header.filters) == UNDECLARED_KEY_LIMIT
+        # Besides the header's own: GT and DP, PASS.
+        assert len(reader.header.format) == 2 + UNDECLARED_KEY_LIMIT
+        assert len(reader.header.filters) == 1 + UNDECLARED_KEY_LIMIT
     assert reader.take_dead_letters() == []
     assert [v.position for v in variants] == list(range(1, records + 1))
     for i, variant in enumerate(variants):
@@ -317,3 +318,33 @@ def test_ever_new_keys_and_format_strings_are_read_right_within_bounded_caches(t
     # Each undeclared key is warned of once while the warnings last (the first ISSUE_LIMIT).
     assert len(reader.warnings) == ISSUE_LIMIT
     assert {w.code for w in reader.warnings} == {"FILTER_UNDECLARED", "INFO_UNDECLARED", "FORMAT_UNDECLARED"}
+
+
+def test_a_header_declaring_many_keys_leaves_the_records_their_own_room_for_undeclared_ones(
+    tmp_path: Path,
+) -> None:
+    """VCF 4.3 §1.4.2/§1.4.3: an undeclared FORMAT key or FILTER name SHOULD have had its header
+    line, and is warned of once, then remembered. The limit on remembered ones counts what the
+    records added, not what the header declared: a header of 10,000 FORMAT and FILTER lines once
+    left no room, and each later use of an undeclared one was warned of again."""
+    path = tmp_path / "declared-many.vcf"
+    declared = "".join(
+        f'##FORMAT=<ID=K{i},Number=1,Type=Integer,Description="k">\n##FILTER=<ID=F{i},Description="f">\n'
+        for i in range(UNDECLARED_KEY_LIMIT)
+    )
+    path.write_text(
+        "##fileformat=VCFv4.3\n##contig=<ID=1,length=248956422>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        f"{declared}{COLUMNS}\tFORMAT\tS1\n"
+        # Each record's FILTER and FORMAT text is new, so no cache of the reader's hides a check.
+        + "1\t10\t.\tA\tG\t50\tNoisy\t.\tGT:X:K7\t0/1:abc:10\n"
+        + "1\t20\t.\tA\tG\t50\tNoisy;F1\t.\tGT:K7:X\t0/1:20:abc\n"
+        + "1\t30\t.\tA\tG\t50\tF2;Noisy\t.\tGT:X\t0/1:abc\n"
+    )
+    with VcfReader(path, file_id="f", job_id="j", tenant_id="t", source_name=path.name) as reader:
+        variants = [v for batch in reader for v in batch.variants]
+    assert [list(v.filters) for v in variants] == [["Noisy"], ["Noisy", "F1"], ["F2", "Noisy"]]
+    warned = sorted((w.code, w.line) for w in reader.warnings)
+    first = 3 + 2 * UNDECLARED_KEY_LIMIT + 2  # the first record's line
+    assert warned == [("FILTER_UNDECLARED", first), ("FORMAT_UNDECLARED", first)]
+    assert (reader.header.undeclared_formats, reader.header.undeclared_filters) == (1, 1)

@@ -98,8 +98,8 @@ class Issue:
 
 # Issues kept for a validation report or a job; a file with more is summarised by count.
 ISSUE_LIMIT = 1000
-# The header remembers undeclared INFO keys while fewer than this many are, and FORMAT keys and
-# FILTER names while fewer than this many are known in all; later ones are typed at each use.
+# The header remembers undeclared INFO keys, FORMAT keys and FILTER names, each kind while fewer
+# than this many of it are; later ones are typed at each use. A header may declare any number.
 UNDECLARED_KEY_LIMIT = 10_000
 # How htslib types a key the header does not declare (vcf.c, vcf_parse_info / vcf_parse_format).
 _HTSLIB_TYPING = ("1", "String")
@@ -152,6 +152,9 @@ class VcfHeader:
     annotations: dict[str, list[str]] = field(default_factory=dict)
     # INFO keys the records use without a ##INFO line, declared as htslib does.
     undeclared_info: set[str] = field(default_factory=set)
+    # How many FORMAT keys and FILTER names the records added without a header line.
+    undeclared_formats: int = 0
+    undeclared_filters: int = 0
 
     def declare_info(self, key: str) -> FieldDef:
         """An INFO key the records use without a ##INFO line, typed from then on.
@@ -187,11 +190,20 @@ class VcfHeader:
         """A FORMAT key without a ##FORMAT line: reserved Number/Type, else htslib's Number=1,Type=String."""
         spec = reserved("FORMAT", max(self.version, (4, 3))).get(key)
         if spec is None:
-            if len(self.format) >= UNDECLARED_KEY_LIMIT:
+            if self.undeclared_formats >= UNDECLARED_KEY_LIMIT:
                 return self.format_def(key)  # typed the same, not remembered, as in declare_info
+            self.undeclared_formats += 1
             spec = _HTSLIB_TYPING
         definition = self.format[key] = FieldDef(key, *spec)
         return definition
+
+    def declare_filter(self, name: str) -> None:
+        """A FILTER name without a ##FILTER line: htslib adds `##FILTER=<ID=name,Description="Dummy">`
+        and reads on (vcf.c, vcf_parse_filter). Past the limit a name is not remembered, so a file
+        of ever new names stays small (each use is checked again, the same way)."""
+        if self.undeclared_filters < UNDECLARED_KEY_LIMIT:
+            self.undeclared_filters += 1
+            self.filters.add(name)
 
     @property
     def percent_encoded(self) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from ._spec_levels import cite, is_must
-from ._vcf_header import UNDECLARED_KEY_LIMIT, FieldDef, VcfHeader, bounded
+from ._vcf_header import FieldDef, VcfHeader, bounded
 
 INT_MAX = 2**31 - 1
 # Integers from -2**31 to -2**31+7 are reserved by BCF (missing, end-of-vector..).
@@ -262,10 +262,7 @@ class RecordRules:
                     raise RecordError(
                         "FILTER_INVALID", "FILTER", f"FILTER {text!r} has an empty or spaced name"
                     )
-                # htslib adds ##FILTER=<ID=name,Description="Dummy"> and reads on (vcf_parse_filter).
-                # Past the limit a name is not remembered, so a file of ever new names stays small.
-                if len(self.header.filters) < UNDECLARED_KEY_LIMIT:
-                    self.header.filters.add(name)
+                self.header.declare_filter(name)
                 self.pending.append(
                     (
                         "FILTER",

@@ -19,6 +19,7 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import vcf_agent.v1.Events.JobState;
 import vcf_agent.v1.IngestServiceGrpc;
+import vcf_agent.v1.Jobs.FileIssue;
 import vcf_agent.v1.Jobs.Job;
 import vcf_agent.v1.Jobs.StageCounts;
 import vcf_agent.v1.Jobs.SubmitVcfMetadata;
@@ -126,11 +127,28 @@ public final class LimsClient {
       out.println("update " + describe(job));
       out.flush();
     }
+    // The last update is the whole job: the faults of the file it read past and kept going.
+    for (FileIssue issue : job.getFileIssuesList()) {
+      out.println(describe(issue));
+    }
+    if (job.getMoreFileIssues()) {
+      out.println("issues more=true (vcf-agent validate lists every one)");
+    }
+    out.flush();
     if (job.getState() == JobState.JOB_STATE_COMPLETE) {
       return EXIT_COMPLETE;
     }
     err.println("error: job " + job.getJobId() + " ended " + job.getState() + ": " + job.getError());
     return EXIT_JOB_NOT_COMPLETE;
+  }
+
+  /** One line per file issue, key=value with the free-text message last. */
+  static String describe(FileIssue issue) {
+    return "issue line=" + issue.getLine()
+        + " column=" + issue.getColumn()
+        + " code=" + issue.getCode()
+        + " severity=" + (issue.getWarning() ? "warning" : "error")
+        + " message=" + issue.getMessage().replace('\n', ' ');
   }
 
   /** One line per update, key=value, so scripts and people can both read it. */
