@@ -30,7 +30,7 @@ class ValidationReport:
     def as_dict(self) -> dict[str, object]:
         return {
             "valid": self.valid,
-            # Errors beyond those listed are counted here.
+            # The file's totals, those beyond the lists' first ISSUE_LIMIT included.
             "error_count": self.error_count,
             "warning_count": self.warning_count,
             "errors": [issue.as_dict() for issue in self.errors],
