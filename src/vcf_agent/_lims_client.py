@@ -12,14 +12,7 @@ import grpc
 
 from vcf_agent._client_channel import call_metadata, open_channel
 from vcf_agent.config import ClientSettings
-from vcf_agent.schema import (
-    FILE_ISSUES_SHOWN,
-    ended_badly,
-    exit_code,
-    file_issue_row,
-    file_issues_headline,
-    state_name,
-)
+from vcf_agent.schema import ended_badly, exit_code, file_issues_summary, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
 CHUNK_BYTES = 1 << 20
@@ -76,9 +69,9 @@ async def submit_file(
             job = update
         if job.file_issues:
             # WatchJob's last update is the whole job: the file's faults it read past and kept going.
-            print(f"file issues: {file_issues_headline(job)}; first:")
-            for issue in job.file_issues[:FILE_ISSUES_SHOWN]:
-                where, what = file_issue_row(issue)
+            headline, rows = file_issues_summary(job)
+            print(f"file issues: {headline}")
+            for where, what in rows:
                 print(f"  {where}: {what}")
         if job.state != events_pb2.JOB_STATE_COMPLETE:
             print(f"vcf-agent submit: {ended_badly(job)}", file=sys.stderr, flush=True)

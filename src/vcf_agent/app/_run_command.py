@@ -16,14 +16,7 @@ from vcf_agent.app.pipeline import LocalPipeline
 from vcf_agent.config import Settings
 from vcf_agent.observability import MetricsEndpoint
 from vcf_agent.runner import freeze_startup_heap
-from vcf_agent.schema import (
-    FILE_ISSUES_SHOWN,
-    ended_badly,
-    exit_code,
-    file_issue_row,
-    file_issues_headline,
-    state_name,
-)
+from vcf_agent.schema import ended_badly, exit_code, file_issues_summary, state_name
 from vcf_agent.v1 import events_pb2, jobs_pb2
 
 _STAGES = ("ingested", "analysed", "stored")
@@ -141,8 +134,8 @@ def _print_summary(
     if job.error:
         table.add_row("error", job.error)
     if job.file_issues:
-        table.add_row("file issues", f"{file_issues_headline(job)}; first:")
-        for issue in job.file_issues[:FILE_ISSUES_SHOWN]:
-            where, what = file_issue_row(issue)
+        headline, rows = file_issues_summary(job)
+        table.add_row("file issues", headline)
+        for where, what in rows:
             table.add_row(f"  {where}", what)
     console.print(table)

@@ -30,12 +30,10 @@ from vcf_agent.schema._ids import (
     variant_key,
 )
 from vcf_agent.schema._job_states import (
-    FILE_ISSUES_SHOWN,
     TERMINAL_STATES,
     ended_badly,
     exit_code,
-    file_issue_row,
-    file_issues_headline,
+    file_issues_summary,
     state_name,
 )
 from vcf_agent.schema._regions import INT64_MAX, parse_region
@@ -57,7 +55,6 @@ __all__ = [
     "CLASSIFICATIONS",
     "ENCODING_IDENTITY",
     "ENCODING_ZSTD",
-    "FILE_ISSUES_SHOWN",
     "HEADER_CONTENT_ENCODING",
     "HEADER_JOB",
     "HEADER_MESSAGE_TYPE",
@@ -82,8 +79,7 @@ __all__ = [
     "ended_badly",
     "exit_code",
     "file_digest_hasher",
-    "file_issue_row",
-    "file_issues_headline",
+    "file_issues_summary",
     "genotype_calls",
     "genotype_columns",
     "length_delimited",

@@ -44,17 +44,18 @@ def ended_badly(job: jobs_pb2.Job) -> str:
 
 
 # File issues a command's summary shows; `run --json` and GetJob give all the job lists.
-FILE_ISSUES_SHOWN = 5
+_FILE_ISSUES_SHOWN = 5
 
 
-def file_issues_headline(job: jobs_pb2.Job) -> str:
-    """How many faults of its file a job read past, as `run` and `submit --watch` print it."""
+def file_issues_summary(job: jobs_pb2.Job) -> tuple[str, list[tuple[str, str]]]:
+    """What `run` and `submit --watch` print of the faults of its file a job read past: a
+    headline with their counts, and the first few as (where, what) pairs, e.g. `line 199` and
+    `error INFO_NUMBER: ...`."""
     errors = sum(not issue.warning for issue in job.file_issues)
     more = " and more (vcf-agent validate lists every one)" if job.more_file_issues else ""
-    return f"{errors} error(s), {len(job.file_issues) - errors} warning(s) read past{more}"
-
-
-def file_issue_row(issue: jobs_pb2.FileIssue) -> tuple[str, str]:
-    """One file issue as a (where, what) pair: `line 199`, `error INFO_NUMBER: ...`."""
-    kind = "warning" if issue.warning else "error"
-    return f"line {issue.line}", f"{kind} {issue.code}: {issue.message}"
+    headline = f"{errors} error(s), {len(job.file_issues) - errors} warning(s) read past{more}; first:"
+    rows = [
+        (f"line {issue.line}", f"{'warning' if issue.warning else 'error'} {issue.code}: {issue.message}")
+        for issue in job.file_issues[:_FILE_ISSUES_SHOWN]
+    ]
+    return headline, rows
