@@ -9,7 +9,8 @@
 #     htslib-test       htslib's own test VCFs (a bcftools gVCF, 64-bit positions, edge cases)
 #     bcftools, libhts3, libhtscodecs2  bcftools 1.16 and the libraries it loads, run by the tests
 #   Debian source package bcftools (its test inputs for 'bcftools csq': a GFF3, a FASTA and VCFs
-#     of compound changes), into .venv/test-data/debian-source
+#     of compound changes; and three test VCFs htslib writes or reads as it finds them: FORMAT '.',
+#     INFO ending in ';', an ALT listing one allele twice), into .venv/test-data/debian-source
 #   PyPI wheel scout-browser (its demo: a MIP rare-disease VCF annotated with ClinVar CLNSIG/
 #     CLNREVSTAT, VEP CSQ and population frequencies), into .venv/test-data/pypi
 # Needs apt-get and dpkg-deb (Debian/Ubuntu) for the Debian parts; whatever cannot be fetched is
@@ -24,10 +25,14 @@ packages=(
     bcftools=1.16-1 libhts3=1.16+ds-3 libhtscodecs2=1.3.0-4
 )
 source_package=bcftools=1.16-1
-source_member=bcftools-1.16/test/csq/ENST00000379416
+source_members=(
+    bcftools-1.16/test/csq/ENST00000379416 bcftools-1.16/test/gtcheck.5.vcf
+    bcftools-1.16/test/filter-missing-floats.vcf bcftools-1.16/test/many.alleles.vcf
+)
 wheel=scout-browser==4.115.2
 wheel_member=scout/demo/643594.clinical.vcf.gz
-stamp="$root/.installed-$(printf '%s\n' "${packages[@]}" "$source_package" "$wheel" | sha256sum | cut -c1-16)"
+stamp="$root/.installed-$(printf '%s\n' "${packages[@]}" "$source_package" "${source_members[@]}" "$wheel" \
+    | sha256sum | cut -c1-16)"
 [ -f "$stamp" ] && exit 0
 mkdir -p "$root"
 complete=1
@@ -79,7 +84,7 @@ apt_src=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$apt_dir/
 if apt-get "${apt_src[@]}" update -qq >/dev/null 2>&1 \
     && (cd "$apt_dir/download" && apt-get "${apt_src[@]}" source --download-only -qq "$source_package" >/dev/null 2>&1); then
     mkdir -p "$root/debian-source"
-    tar -xzf "$apt_dir"/download/*.orig.tar.gz -C "$root/debian-source" "$source_member"
+    tar -xzf "$apt_dir"/download/*.orig.tar.gz -C "$root/debian-source" "${source_members[@]}"
 else
     echo "install-test-data.sh: could not download the Debian source package $source_package" >&2
     complete=0

@@ -360,3 +360,61 @@ async def test_gvcf_job_stores_and_analyses_only_real_alleles_and_counts_the_res
         assert (job.counts.reference_blocks, job.counts.placeholder_alleles) == (619, 2)
         store = pipeline.writer.lance
         assert store.count(job_id) == 2
+
+
+BCFTOOLS_TEST = TEST_DATA / "debian-source/bcftools-1.16/test"
+
+
+def test_a_format_of_missing_is_a_record_without_sample_data_as_htslib_writes_it() -> None:
+    """bcftools' gtcheck.5.vcf (checked by hand): 8 records of sample A, the last
+    `1 3782658 . A T . . . . .`, FORMAT and sample both the MISSING value, which htslib writes for a
+    record with samples and no FORMAT key (VCF 4.5 §1: `.` for a field with nothing in it). Before,
+    that A>T was dead-lettered as an invalid FORMAT; now it is a variant whose one sample is a
+    no-call. The first record is a gVCF block (<NON_REF>) and the second REF-only (ALT `.`);
+    1:3781602 A>C,T gives two variants: 7 variants from 6 records."""
+    path = _unpacked(BCFTOOLS_TEST / "gtcheck.5.vcf", "Debian's bcftools source package")
+    assert _check_agreement(path) == {"ingested": 6, "not_a_variant": 2, "dead_lettered": 0}
+    variants = _read(path)
+    assert len(variants) == 7
+    last = variants[-1]
+    assert (last.chromosome, last.position, last.reference, last.alternate, last.line_number) == (
+        "1",
+        3782658,
+        "A",
+        "T",
+        14,
+    )
+    assert [(c.sample, c.alleles) for c in genotype_calls(last.genotypes)] == [("A", (-1,))]
+
+
+def test_an_empty_info_entry_is_an_error_of_the_file_and_its_record_flows() -> None:
+    """bcftools' filter-missing-floats.vcf: 35 records, 6 of them with INFO ending in `;` (the first
+    at line 11, `1 203 . A T 0 PASS A_AF=0.00008;B_AF=0.00008;`, checked by hand). VCF 4.5 §1: "Zero
+    length fields are not allowed", so the file is invalid, reported once, at its first line; but
+    the entry holds nothing, so every record is ingested with its values, as htslib reads them."""
+    path = _unpacked(BCFTOOLS_TEST / "filter-missing-floats.vcf", "Debian's bcftools source package")
+    assert _check_agreement(path) == {"ingested": 35, "not_a_variant": 0, "dead_lettered": 0}
+    report = validate_file(path)
+    assert not report.valid
+    assert [(e.line, e.code) for e in report.errors] == [(11, "INFO_EMPTY_ENTRY")]
+    at_11 = next(v for v in _read(path) if v.line_number == 11)
+    assert sorted(at_11.info) == ["A_AF", "B_AF"]
+    assert [list(at_11.info[key].floats.values) for key in ("A_AF", "B_AF")] == [
+        pytest.approx([0.00008]),
+        pytest.approx([0.00008]),
+    ]
+
+
+def test_an_alt_listing_one_allele_twice_is_read_allele_by_allele_with_a_warning() -> None:
+    """bcftools' many.alleles.vcf: three records at chr7:142459798 with 33, 34 and 63 ALTs; the
+    second and third list CCTTCTCTCTGCCCC more than once (counted by hand). No version of the spec
+    forbids a repeated ALT (4.3+ forbid repeated IDs, FILTERs and keys), and each copy is an allele
+    index of its own for the genotypes, so every ALT is a variant: 130, and one warning."""
+    path = _unpacked(BCFTOOLS_TEST / "many.alleles.vcf", "Debian's bcftools source package")
+    assert _check_agreement(path) == {"ingested": 3, "not_a_variant": 0, "dead_lettered": 0}
+    variants = _read(path)
+    assert len(variants) == 33 + 34 + 63
+    report = validate_file(path)
+    assert report.valid
+    assert [(w.line, w.code) for w in report.warnings] == [(7, "ALT_DUPLICATE")]
+    assert "'CCTTCTCTCTGCCCC'" in report.warnings[0].message

@@ -166,6 +166,90 @@ RULES = [
         ("", _records(record(chrom="chr2", pos="50"), record(chrom="chr1", pos="300"))),
         record_at=3,
     ),
+    Rule(
+        "id-list-without-repeats",
+        "ID_INVALID",
+        "1.4.1",
+        "1.6.1",
+        ALL_MUST,  # 4.1/4.2: "list of unique identifiers"; 4.3+: "duplicate values not allowed"
+        ("", _records(record(pos="200", id="rs2;rs3"))),
+        ("", _records(record(pos="200", id="rs2;rs2"))),
+    ),
+    Rule(
+        "id-list-without-empty-identifiers",
+        "ID_INVALID",
+        "1.4.1",
+        "1.6.1",
+        ALL_MUST,
+        ("", _records(record(pos="200", id="rs2;rs3"))),
+        ("", _records(record(pos="200", id="rs2;"))),
+    ),
+    Rule(
+        "filter-0-reserved",
+        "FILTER_RESERVED",
+        "1.4.1",
+        "1.6.1",
+        NEW_MUST,  # "should not be used" in 4.1/4.2, "must not" from 4.3
+        ("", _records(record(pos="200", filter="LowQual"))),
+        ("", _records(record(pos="200", filter="0"))),
+    ),
+    Rule(
+        "filter-names-without-repeats",
+        "FILTER_INVALID",
+        "1.4.1",
+        "1.6.1",
+        NEW_MUST,
+        ("", _records(record(pos="200", filter="LowQual"))),
+        ("", _records(record(pos="200", filter="LowQual;LowQual"))),
+        versions=NEW_MUST,
+    ),
+    Rule(
+        "filter-missing-alone",
+        "FILTER_INVALID",
+        "1.4.1",
+        "1.6.1",
+        ALL_MUST,
+        ("", _records(record(pos="200", filter="."))),
+        ("", _records(record(pos="200", filter="LowQual;."))),
+    ),
+    Rule(
+        "info-keys-without-repeats",
+        "INFO_DUPLICATE_KEY",
+        "1.4.1",
+        "1.6.1",
+        NEW_MUST,  # 4.3+: "Duplicate keys are not allowed"; 4.1/4.2 are silent: a warning
+        ("", _records(record(pos="200", info="DP=10;AF=0.5"))),
+        ("", _records(record(pos="200", info="DP=10;DP=12"))),
+    ),
+    Rule(
+        "info-without-empty-entries",
+        "INFO_EMPTY_ENTRY",
+        "1.4.1",
+        "1.6.1",
+        ALL_MUST,  # an error of the file; the record flows without the empty entry
+        ("", _records(record(pos="200", info="DP=10;AF=0.5"))),
+        ("", _records(record(pos="200", info="DP=10;AF=0.5;"))),
+    ),
+    Rule(
+        "info-key-pattern",
+        "INFO_KEY_INVALID",
+        "1.4.1",
+        "1.6.1",
+        NEW_MUST,  # an error of the file; the record flows with the key as it is
+        ("", _records(record(pos="200", info="DP=10;1000G"))),
+        ("", _records(record(pos="200", info="DP=10;1KG=2"))),
+        versions=NEW_MUST,
+    ),
+    Rule(
+        "info-string-comma-delimits-values",
+        "INFO_NUMBER",
+        "1.4.1",
+        "1.6.1",
+        NEW_MUST,  # "literal commas are permitted only as delimiters for lists of values"
+        ("", _records(record(pos="200", info="GENE=BRCA1"))),
+        ("", _records(record(pos="200", info="GENE=BRCA1,BRCA2"))),
+        versions=NEW_MUST,
+    ),
     # Genotype fields (4.1/4.2 §1.4.2, 4.3+ §1.6.2).
     Rule(
         "gt-first",
@@ -184,6 +268,25 @@ RULES = [
         ALL_MUST,
         ("", _records(record(pos="200", format="GT", s1="0/1", s2="1/1"))),
         ("", _records(record(pos="200", format="GT", s1="0/2", s2="1/1"))),
+    ),
+    Rule(
+        "format-key-pattern",
+        "FORMAT_KEY_INVALID",
+        "1.4.2",
+        "1.6.2",
+        NEW_MUST,  # an error of the file; the record flows with the key as it is
+        ("", _records(record(pos="200", format="GT:X_1", s1="0/1:a", s2="0/0:b"))),
+        ("", _records(record(pos="200", format="GT:1X", s1="0/1:a", s2="0/0:b"))),
+        versions=NEW_MUST,
+    ),
+    Rule(
+        "format-missing-with-every-sample-missing",
+        "SAMPLE_TOO_MANY_VALUES",
+        "1.4.2",
+        "1.6.2",
+        ALL_MUST,  # FORMAT `.`, as htslib writes a record with samples and no FORMAT key
+        ("", _records(record(pos="200", format=".", s1=".", s2="."))),
+        ("", _records(record(pos="200", format=".", s1="0/1", s2="."))),
     ),
     Rule(
         "undeclared-format-key",
@@ -337,7 +440,8 @@ def test_rule(tmp_path: Path, rule: Rule, version: str, section: str, level: str
     with VcfReader(invalid, file_id="f", job_id="j", tenant_id="t", source_name="invalid.vcf") as reader:
         lines = [v.line_number for batch in reader for v in batch.variants]
     letters = reader.take_dead_letters()
-    record_rule = rule.record_at and rule.code not in ("CHROM_NOT_CONTIGUOUS", *VALUE_CODES)
+    flowing = ("CHROM_NOT_CONTIGUOUS", "INFO_KEY_INVALID", "FORMAT_KEY_INVALID", *VALUE_CODES)
+    record_rule = rule.record_at and rule.code not in flowing
     if level == "MUST" and record_rule:
         assert [(d.line_number, d.error_code) for d in letters] == [(line, rule.code)]
         assert line not in lines

@@ -605,6 +605,10 @@ static int encode_genotypes(RecordEncoder *self, Py_ssize_t n_alt) {
     return done;
 }
 
+/* INFO entries of a record the compiled encoder checks for a repeated key; a record with more
+ * goes to the Python encoder. */
+#define INFO_KEYS_CHECKED 256
+
 /* Appends the INFO map entries to self->tail; 1 done, 0 fall back, -1 error. */
 static int encode_info(RecordEncoder *self, Py_ssize_t n_alt) {
     const char *p = self->field_start[7];
@@ -616,9 +620,20 @@ static int encode_info(RecordEncoder *self, Py_ssize_t n_alt) {
     Py_DECREF(alt_key);
     if (!cache) return PyErr_Occurred() ? -1 : 0;
     if (!PyDict_CheckExact(cache)) return 0;
+    /* Each entry's key, to find one given twice (the Python encoder reports it). */
+    const char *keys[INFO_KEYS_CHECKED];
+    Py_ssize_t key_lens[INFO_KEYS_CHECKED];
+    int n_keys = 0;
     for (;;) {
         const char *semi = memchr(p, ';', end - p);
         const char *stop = semi ? semi : end;
+        const char *equals = memchr(p, '=', stop - p);
+        Py_ssize_t key_len = (equals ? equals : stop) - p;
+        if (n_keys == INFO_KEYS_CHECKED) return 0;
+        for (int k = 0; k < n_keys; k++)
+            if (key_lens[k] == key_len && memcmp(keys[k], p, (size_t)key_len) == 0) return 0;
+        keys[n_keys] = p;
+        key_lens[n_keys++] = key_len;
         PyObject *entry = cached_bytes(self, cache, p, stop - p);
         if (entry) {
             if (buf_put_bytes(&self->tail, entry) < 0) return -1;
@@ -637,7 +652,8 @@ static int encode_shared(RecordEncoder *self, long long pos, PyObject *alt_entry
     const char **f = self->field_start;
     Py_ssize_t *len = self->field_len;
     int has_id = !(len[2] == 1 && f[2][0] == '.');
-    if (has_id && (len[2] == 0 || memchr(f[2], ' ', len[2]))) return 0;
+    /* A spaced ID is an error, a list of IDs is checked for empty and repeated ones: the Python encoder's. */
+    if (has_id && (len[2] == 0 || memchr(f[2], ' ', len[2]) || memchr(f[2], ';', len[2]))) return 0;
     PyObject *chrom_field = PyDict_GetItemWithError(self->chrom_fields, self->chrom);
     if (!chrom_field) return PyErr_Occurred() ? -1 : 0;
     if (!PyBytes_CheckExact(chrom_field)) return 0;

@@ -50,11 +50,13 @@ _NEW_SECTIONS = {
 # - the order of ID, Number, Type, Description: 4.2 "should be described as
 #   follows", 4.3 "are described as follows" and meta lines "must be
 #   completely well-formed" (§1.4);
-# - one contiguous block per CHROM: "should form" (4.2 §1.4.1), "must form" (4.3 §1.6.1).
+# - one contiguous block per CHROM: "should form" (4.2 §1.4.1), "must form" (4.3 §1.6.1);
+# - the reserved FILTER `0`: "should not be used" (4.2 §1.4.1), "must not be used" (4.3 §1.6.1).
 MUST_FROM = {
     "FLAG_NUMBER": (4, 3),
     "META_FIELD_ORDER": (4, 3),
     "CHROM_NOT_CONTIGUOUS": (4, 3),
+    "FILTER_RESERVED": (4, 3),
 }
 
 

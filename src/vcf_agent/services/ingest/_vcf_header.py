@@ -21,6 +21,7 @@ WARNING_CODES = frozenset(
         "OLD_VERSION",
         "FORMAT_WITHOUT_SAMPLES",
         "ALT_UNDECLARED",
+        "ALT_DUPLICATE",
         "BLANK_LINE",
         "MISSING_FINAL_NEWLINE",
         "INFO_UNDECLARED",
@@ -445,6 +446,23 @@ _UNSTRUCTURED = frozenset(
 # Structured lines the spec defines beyond INFO/FORMAT/FILTER/ALT/contig.
 _OTHER_STRUCTURED = {"SAMPLE": "sample", "PEDIGREE": "pedigree", "META": "sample"}
 # Contig names as SAM reference names (VCF 4.3+ §1.4.7).
+# INFO and FORMAT keys from VCF 4.3 on (§1.6.1, §1.6.2); "1000G" is INFO's legacy exception.
+_KEY_NAME = re.compile(r"[A-Za-z_][0-9A-Za-z_.]*")
+
+
+def key_name_allowed(column: str, key: str, version: tuple[int, int]) -> bool:
+    """Whether an INFO or FORMAT key's name is one its VCF version allows."""
+    if version >= (4, 3):
+        return bool(_KEY_NAME.fullmatch(key)) or (column == "INFO" and key == "1000G")
+    return bool(key) and not any(c.isspace() for c in key)
+
+
+def key_name_rule(version: tuple[int, int]) -> str:
+    if version >= (4, 3):
+        return "must match ^([A-Za-z_][0-9A-Za-z_.]*|1000G)$ (1000G for INFO only)"
+    return "must not contain whitespace"
+
+
 _CONTIG_NAME = re.compile(r"[0-9A-Za-z!#$%&+./:;?@^_|~-][0-9A-Za-z!#$%&*+./:;=?@^_|~-]*")
 
 
@@ -516,6 +534,16 @@ def _meta_line(line: str, number: int, header: VcfHeader, issues: list[Issue]) -
         if definition is None:
             return
         table = header.info if key == "INFO" else header.format
+        if not key_name_allowed(key, ident, version):
+            issues.append(
+                Issue(
+                    number,
+                    key,
+                    "META_INVALID_ID",
+                    f"{key} ID {ident[:60]!r} {key_name_rule(version)} ({cite(version, key.lower())});"
+                    " its values are read as declared",
+                )
+            )
         if ident in table:
             issues.append(Issue(number, key, "META_DUPLICATE_ID", f"{key} {ident} is defined twice"))
         table[ident] = definition

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from ._spec_levels import cite, is_must
-from ._vcf_header import FieldDef, VcfHeader, bounded
+from ._vcf_header import FieldDef, VcfHeader, bounded, key_name_allowed, key_name_rule
 
 INT_MAX = 2**31 - 1
 # Integers from -2**31 to -2**31+7 are reserved by BCF (missing, end-of-vector..).
@@ -62,9 +62,19 @@ class RecordError(ValueError):
 # sample). Dead-lettering the record would lose a variant whose position, alleles and genotypes
 # are sound for a mis-declared annotation: ExAC's sites VCF declares DP_HIST Number=A and writes
 # two values, so all of its records went, and so did 387 of the 680 of scout's MIP demo, whose
-# CADD scores are declared Integer.
+# CADD scores are declared Integer. An empty INFO entry (`A=1;;B=2`, or a `;` ending the column,
+# as in bcftools' own test inputs) holds no value at all (VCF 4.5 §1: zero length fields are not
+# allowed), so the record flows without it, as htslib reads it.
 VALUE_CODES = frozenset(
-    {"INFO_TYPE", "INFO_NUMBER", "FORMAT_TYPE", "FORMAT_NUMBER", "INTEGER_OUT_OF_RANGE", "PERCENT_ENCODING"}
+    {
+        "INFO_TYPE",
+        "INFO_NUMBER",
+        "FORMAT_TYPE",
+        "FORMAT_NUMBER",
+        "INTEGER_OUT_OF_RANGE",
+        "PERCENT_ENCODING",
+        "INFO_EMPTY_ENTRY",
+    }
 )
 
 
@@ -124,6 +134,11 @@ class RecordRules:
         self._fixed = cite(header.version, "fixed")
         self._genotype = cite(header.version, "genotype")
         self._values_not_trusted: set[tuple[str, str]] = set()
+        self._duplicate_alt_reported = False
+        self._local_alleles = header.version >= (4, 5)
+        self._reserved_filter_reported = False
+        self._duplicate_key_reported = False
+        self._commas_delimit = header.version >= (4, 3)
 
     def contig(self, chrom: str, previous: str) -> None:
         """Called when CHROM changes: a legal name, declared, and not a second block of the same contig."""
@@ -164,12 +179,14 @@ class RecordRules:
         if (error.column, key) in self._values_not_trusted:
             return
         self._values_not_trusted.add((error.column, key))
+        later = (
+            f"later values of {error.column} {key} that break its header" if key else "later empty entries"
+        )
         self.pending.append(
             (
                 error.column,
                 error.code,
-                f"{self.cited(error)}; the record is kept with {kept}, and later values of"
-                f" {error.column} {key} that break its header are not reported again",
+                f"{self.cited(error)}; the record is kept with {kept}, and {later} are not reported again",
                 False,
             )
         )
@@ -208,8 +225,21 @@ class RecordRules:
 
     @staticmethod
     def identifier(text: str) -> None:
+        """ID: a `;`-separated list of identifiers, none empty or spaced ("no whitespace or
+        semicolons permitted" in each), none twice (4.1/4.2: "unique identifiers"; 4.3+ §1.6.1:
+        "duplicate values not allowed")."""
         if any(c in text for c in " \t") or not text:
-            raise RecordError("ID_INVALID", "ID", f"ID {text!r} is empty or contains whitespace")
+            raise RecordError("ID_INVALID", "ID", f"ID {text[:60]!r} is empty or contains whitespace")
+        if ";" in text:
+            names = text.split(";")
+            if "" in names:
+                raise RecordError("ID_INVALID", "ID", f"ID {text[:60]!r} lists an empty identifier")
+            if len(set(names)) != len(names):
+                raise RecordError(
+                    "ID_INVALID",
+                    "ID",
+                    f"ID lists the identifier {_first_repeated(names)[:60]!r} more than once",
+                )
 
     @staticmethod
     def reference(text: str) -> None:
@@ -230,8 +260,20 @@ class RecordRules:
                     "ALT",
                     f"ALT allele {allele[:60]!r} is not bases, *, a <SYMBOLIC> allele or a breakend",
                 )
-        if len(set(alleles)) != len(alleles):
-            raise RecordError("ALT_INVALID", "ALT", f"ALT {text[:60]!r} lists the same allele twice")
+        if len(set(alleles)) != len(alleles) and not self._duplicate_alt_reported:
+            # No version of the spec forbids it (it does forbid duplicate IDs, FILTERs and keys), and
+            # each copy is its own allele index for the genotypes: bcftools' many.alleles.vcf has
+            # such records, which htslib reads. Each ALT is a variant of its own, as always.
+            self._duplicate_alt_reported = True
+            self.pending.append(
+                (
+                    "ALT",
+                    "ALT_DUPLICATE",
+                    f"ALT lists the allele {_first_repeated(alleles)[:60]!r} more than once; each is read as"
+                    " an allele of its own, and later records doing so are not reported again",
+                    True,
+                )
+            )
         return alleles
 
     def symbolic_warnings(self, alleles: list[str]) -> list[str]:
@@ -253,9 +295,36 @@ class RecordRules:
         return float(text)
 
     def filters(self, text: str) -> list[str]:
+        """FILTER: `.`, PASS, or the names of the filters failed. `0` is reserved (4.1/4.2: "should
+        not be used", 4.3+ §1.6.1: "must not"); 4.3+ allow no name twice; `.` means no filter was
+        applied, so it cannot stand beside a name."""
         if text == ".":
             return []
         names = text.split(";")
+        if len(names) > 1 and "." in names:
+            raise RecordError(
+                "FILTER_INVALID",
+                "FILTER",
+                f"FILTER {text[:60]!r} lists the MISSING value '.' beside filter names",
+            )
+        if "0" in names:
+            if is_must("FILTER_RESERVED", self.header.version):
+                raise RecordError("FILTER_RESERVED", "FILTER", "FILTER '0' is reserved and must not be used")
+            if not self._reserved_filter_reported:
+                self._reserved_filter_reported = True
+                self.pending.append(
+                    (
+                        "FILTER",
+                        "FILTER_RESERVED",
+                        f"FILTER '0' is reserved and should not be used ({self._fixed}); later records"
+                        " using it are not reported again",
+                        True,
+                    )
+                )
+        if self.header.version >= (4, 3) and len(set(names)) != len(names):
+            raise RecordError(
+                "FILTER_INVALID", "FILTER", f"FILTER lists {_first_repeated(names)[:60]!r} more than once"
+            )
         for name in names:
             if name not in self.header.filters:
                 if not name or any(c in name for c in " \t"):
@@ -276,13 +345,48 @@ class RecordRules:
             raise RecordError("FILTER_INVALID", "FILTER", "PASS cannot be combined with failed filters")
         return names
 
+    def info_keys(self, entries: list[str]) -> list[str]:
+        """The INFO entries to read, given no key twice in a record: 4.3+ §1.6.1 "Duplicate keys are
+        not allowed" (the record's value would be ambiguous); 4.1/4.2 say nothing, so there it is a
+        warning and the first value is the one kept, as htslib keeps it."""
+        keys = [entry.partition("=")[0] for entry in entries if entry]
+        if len(set(keys)) == len(keys):
+            return entries
+        key = _first_repeated(keys)[:60]
+        if self.header.version >= (4, 3):
+            raise RecordError("INFO_DUPLICATE_KEY", "INFO", f"INFO lists the key {key!r} more than once")
+        if not self._duplicate_key_reported:
+            self._duplicate_key_reported = True
+            self.pending.append(
+                (
+                    "INFO",
+                    "INFO_DUPLICATE_KEY",
+                    f"INFO lists the key {key!r} more than once; the first value is kept, as htslib keeps it,"
+                    f" and later records doing so are not reported again ({self._fixed})",
+                    True,
+                )
+            )
+        seen: set[str] = set()
+        first: list[str] = []
+        for entry in entries:
+            key = entry.partition("=")[0]
+            if not entry or key not in seen:
+                seen.add(key)
+                first.append(entry)
+        return first
+
     def info_entry(self, entry: str, alt_count: int) -> tuple[FieldDef, str, TypedValues | None]:
         """One `key=value` (or flag) INFO entry, checked; TypedValues None for a flag."""
         key, has_value, raw = entry.partition("=")
         definition = self.header.info.get(key)
         if definition is None:
+            if not entry:
+                raise RecordError(
+                    "INFO_EMPTY_ENTRY", "INFO", "the INFO column has an empty entry (';;' or a ';' at an end)"
+                )
             if not key:
-                raise RecordError("INFO_INVALID", "INFO", "the INFO column has an empty entry (';;')")
+                raise RecordError("INFO_INVALID", "INFO", f"INFO entry {entry[:40]!r} has no key")
+            self._key_name("INFO", key)
             definition = self.header.declare_info(key)
             typed_as = "as htslib does" if self.header.is_undeclared_info(key) else "as the spec reserves it"
             self.pending.append(
@@ -308,10 +412,41 @@ class RecordRules:
         self.check_count(definition, typed, alt_count, "INFO", 2)
         return definition, key, typed
 
+    def _key_name(self, column: str, key: str) -> None:
+        """An undeclared key's name, checked once (it is declared next): 4.3+ give INFO and FORMAT
+        keys a pattern (§1.6.1, §1.6.2: "must match"), 4.1/4.2 forbid whitespace in them. An error of
+        the file whose record flows: the key and its value are kept as they are."""
+        if not key_name_allowed(column, key, self.header.version):
+            self.pending.append(
+                (
+                    column,
+                    f"{column}_KEY_INVALID",
+                    f"{column} key {key[:60]!r} {key_name_rule(self.header.version)}"
+                    f" ({self._fixed if column == 'INFO' else self._genotype}); it is kept as it is",
+                    False,
+                )
+            )
+
     def typed(self, definition: FieldDef, raw: str, column: str) -> TypedValues:
         """Split (unless a single String) and convert per Type; `.` items are dropped."""
         kind = definition.type
+        local = definition.number == "LA" or (definition.id == "LAA" and definition.number == ".")
+        if not raw and column == "FORMAT" and self._local_alleles and local:
+            # VCF 4.5 §1.6.2: a sample with no local ALT allele has a zero-length LAA (its own
+            # example writes `0/0::30:0`), and so every Number=LA value of that sample.
+            return TypedValues(kind, [], 0, ())
         items = [raw] if kind == "String" and definition.number == "1" else raw.split(",")
+        # 4.3+ §1.6.1: "literal commas are permitted only as delimiters for lists of values", so a
+        # declared (or reserved) Number=1 String with a comma holds two. An undeclared key is one
+        # String, as htslib types it.
+        if (
+            len(items) == 1
+            and self._commas_delimit
+            and column == "INFO"
+            and "," in raw
+            and not self.header.is_undeclared_info(definition.id)
+        ):
+            items = raw.split(",")
         count = len(items) if raw != "." else 0
         present = [item for item in items if item != "."]
         missing: tuple[int, ...] = ()
@@ -381,6 +516,7 @@ class RecordRules:
                         "FORMAT",
                         f"FORMAT {text!r} has an empty or '.' key ({self._genotype})",
                     )
+                self._key_name("FORMAT", key)
                 definition = self.header.declare_format(key)
                 self.pending.append(
                     (
@@ -443,6 +579,15 @@ class RecordRules:
         return RecordError(
             "COLUMN_COUNT", "CHROM", f"the line has {found} columns; the header defines {expected}"
         )
+
+
+def _first_repeated(items: list[str]) -> str:
+    seen: set[str] = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return ""
 
 
 def _is_int(text: str) -> bool:
