@@ -418,3 +418,26 @@ def test_an_alt_listing_one_allele_twice_is_read_allele_by_allele_with_a_warning
     assert report.valid
     assert [(w.line, w.code) for w in report.warnings] == [(7, "ALT_DUPLICATE")]
     assert "'CCTTCTCTCTGCCCC'" in report.warnings[0].message
+
+
+def test_a_line_ending_in_a_tab_is_an_error_of_the_file_and_its_record_flows() -> None:
+    """vcfanno's dbNSFP example (GATK output, one sample) has one record, line 136,
+    `22 17072303 ORIGID C T 1804.12 PASS ... GT:AD:DP:FT:GQ:PGT:PID:PL:PP 0/1:27,27:54:...`, ending in
+    a tab: an eleventh, empty column past the header's ten (checked by hand). It was dead-lettered
+    for its column count, the file's only variant lost; the empty column holds nothing, so the record
+    is read without it, and the file is invalid for it (fields are tab-separated, none empty)."""
+    path = _unpacked(VCFANNO / "tests/dbnsfp/Calls_for_dbNSFP_example.vcf.gz", "Debian's vcfanno-examples")
+    assert _check_agreement(path) == {"ingested": 1, "not_a_variant": 0, "dead_lettered": 0}
+    (variant,) = _read(path)
+    assert (variant.chromosome, variant.position, variant.id, variant.reference, variant.alternate) == (
+        "22",
+        17072303,
+        "ORIGID",
+        "C",
+        "T",
+    )
+    assert [(c.alleles, c.depth, c.genotype_quality) for c in genotype_calls(variant.genotypes)] == [
+        ((0, 1), 54, 78)
+    ]
+    report = validate_file(path)
+    assert [(e.line, e.code) for e in report.errors] == [(136, "TRAILING_TAB")]

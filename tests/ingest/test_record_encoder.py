@@ -178,6 +178,8 @@ EDGE_RECORDS = [
     record(format=".", s1=".", s2="."),
     record(format=".", s1="0/1", s2="."),
     record(format="GT:1X", s1="0/1:a", s2="0/0:b"),
+    record() + "\t",
+    record() + "\t\t",
     record(filter="LowQual"),
     record(filter="Undeclared"),
     record(info="."),

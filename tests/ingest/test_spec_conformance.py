@@ -213,6 +213,15 @@ RULES = [
         ("", _records(record(pos="200", filter="LowQual;."))),
     ),
     Rule(
+        "no-empty-column-after-the-last",
+        "TRAILING_TAB",
+        "1.4.1",
+        "1.6.1",
+        ALL_MUST,  # an error of the file; the record flows without the empty column
+        ("", _records(record(pos="200"))),
+        ("", _records(record(pos="200") + "\t")),
+    ),
+    Rule(
         "info-keys-without-repeats",
         "INFO_DUPLICATE_KEY",
         "1.4.1",
@@ -440,7 +449,7 @@ def test_rule(tmp_path: Path, rule: Rule, version: str, section: str, level: str
     with VcfReader(invalid, file_id="f", job_id="j", tenant_id="t", source_name="invalid.vcf") as reader:
         lines = [v.line_number for batch in reader for v in batch.variants]
     letters = reader.take_dead_letters()
-    flowing = ("CHROM_NOT_CONTIGUOUS", "INFO_KEY_INVALID", "FORMAT_KEY_INVALID", *VALUE_CODES)
+    flowing = ("CHROM_NOT_CONTIGUOUS", "INFO_KEY_INVALID", "FORMAT_KEY_INVALID", "TRAILING_TAB", *VALUE_CODES)
     record_rule = rule.record_at and rule.code not in flowing
     if level == "MUST" and record_rule:
         assert [(d.line_number, d.error_code) for d in letters] == [(line, rule.code)]

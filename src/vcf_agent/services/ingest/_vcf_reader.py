@@ -673,6 +673,11 @@ class VcfReader:
         encoder.record_index += 1
         record_index = encoder.record_index
         try:
+            if len(fields) == self._columns + 1 and not fields[-1]:
+                # A tab ending the line (GATK output in vcfanno's dbNSFP example): an empty column
+                # the header does not define holds nothing, so the record is read without it.
+                rules.trailing_tab(self._columns)
+                fields.pop()
             if len(fields) != self._columns:
                 raise rules.column_count(len(fields), self._columns)
             chrom = fields[0]

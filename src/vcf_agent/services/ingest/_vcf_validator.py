@@ -139,6 +139,7 @@ class RecordRules:
         self._reserved_filter_reported = False
         self._duplicate_key_reported = False
         self._commas_delimit = header.version >= (4, 3)
+        self._trailing_tab_reported = False
 
     def contig(self, chrom: str, previous: str) -> None:
         """Called when CHROM changes: a legal name, declared, and not a second block of the same contig."""
@@ -568,6 +569,23 @@ class RecordRules:
             "SAMPLE_TOO_MANY_VALUES",
             "FORMAT",
             f"sample {sample} has {count} values but FORMAT lists {width} keys",
+        )
+
+    def trailing_tab(self, columns: int) -> None:
+        """A line ending in a tab: an empty column past the header's; an error of the file (fields are
+        tab-separated and none may be empty: VCF 4.5 §1 says so outright), reported once, whose
+        record flows without it."""
+        if self._trailing_tab_reported:
+            return
+        self._trailing_tab_reported = True
+        self.pending.append(
+            (
+                "CHROM",
+                "TRAILING_TAB",
+                f"the line ends with a tab, an empty column past the header's {columns} ({self._fixed});"
+                " the record is read without it, and later lines doing so are not reported again",
+                False,
+            )
         )
 
     @staticmethod
