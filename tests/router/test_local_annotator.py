@@ -108,7 +108,7 @@ ALLOWED = {
         "spanning_deletion",
         "no_alternate",
     },
-    "quality": {"high", "medium", "low", "fail"},
+    "quality": {"high", "medium", "low", "fail", "unknown"},
     "frequency": {"common", "low_frequency", "rare", "ultra_rare", "absent", "unknown"},
     "zygosity": {"hom_ref", "het", "hom_alt", "hemizygous", "no_call", "het_alt", "other_alt"},
     "classification": {
@@ -410,7 +410,9 @@ def test_call_quality_from_real_gq_dp_and_filter(example40: list[variant_pb2.Var
         (10, -1, 60.0, "low"),
         (-1, -1, 60.0, "high"),  # no per-call evidence: the record's QUAL decides
         (-1, -1, 25.0, "medium"),
-        (-1, -1, None, "medium"),
+        # Neither the call nor the record says: the file holds no quality to tier.
+        (-1, -1, None, "unknown"),
+        (20, -1, None, "medium"),
     ],
 )
 def test_call_quality_tiers(gq: int, dp: int, qual: float | None, expected: str) -> None:
@@ -425,7 +427,9 @@ def test_record_quality_tier_on_real_records(example40: list[variant_pb2.Variant
     assert annotate(find(example40, 14370, "A")).annotation.quality_tier == "medium"  # QUAL 29
     assert annotate(find(example40, 17330, "A")).annotation.quality_tier == "fail"  # FILTER q10
     assert annotate(find(example40, 1110696, "G")).annotation.quality_tier == "high"  # QUAL 1000
-    assert annotate(find(example40, 1234567, "G")).annotation.quality_tier == "medium"  # QUAL .
+    # `20 1234567 microsat1 GTCT G,GTACT . PASS ...` (the VCF 4.0 spec's example, line 24): QUAL is
+    # missing, so the file says nothing of it: not the neutral "medium" it was read as before.
+    assert annotate(find(example40, 1234567, "G")).annotation.quality_tier == "unknown"
     gatk = messages_from_vcf(PYVCF_FILES / "gatk.vcf")
     assert annotate(gatk[0]).annotation.quality_tier == "high"  # FILTER . with QUAL 2951
     assert annotate(msg(qual=10.0)).annotation.quality_tier == "low"
@@ -940,3 +944,29 @@ def test_a_clinvar_annotated_file_without_clnsig_on_a_record_says_not_listed() -
     annotated = annotate(msg(info={"DP": 3}), AnnotationContext(clinvar_keys=("CLNSIG", "CLNREVSTAT")))
     assert "; ClinVar: not listed;" in annotated.rationale
     assert "; ClinVar none;" in annotate(msg(info={"DP": 3})).rationale
+
+
+def test_vcf44_sv_example_has_no_quality_to_tier_and_every_allele_its_class() -> None:
+    """hts-specs' examples/vcf/sv44.vcf (VCF 4.4's structural-variant example, one sample, GT only):
+    nine records, QUAL `.` in every one, so neither the record nor the call has a quality to tier:
+    "unknown", never the "medium" a missing QUAL was read as. Classes and genotypes checked by hand
+    against the file: TGC>T a deletion; <DEL>, <DUP> and <INS> symbolic; T[chrA:5[, ]chrA:2]A and
+    the single breakend .CCCCCCG breakends; G>GAAA an insertion; 0/1 het, 1/1 hom_alt."""
+    path = Path(__file__).resolve().parents[1] / "data" / "hts-specs" / "examples" / "sv44.vcf"
+    answers = [(m, annotate(m)) for m in messages_from_vcf(path)]
+    assert [(m.position, m.alternate, r.annotation.variant_class) for m, r in answers] == [
+        (2, "T", "deletion"),
+        (2, "<DEL>", "symbolic"),
+        (2, "T[chrA:5[", "breakend"),
+        (2, "]chrA:2]A", "breakend"),
+        (2, "<DEL>", "symbolic"),
+        (5, "GAAA", "insertion"),
+        (5, "<DUP>", "symbolic"),
+        (14, "<INS>", "symbolic"),
+        (14, ".CCCCCCG", "breakend"),
+    ]
+    assert {r.annotation.quality_tier for _, r in answers} == {"unknown"}
+    assert [[(s.zygosity, s.call_quality) for s in r.annotation.samples] for _, r in answers] == [
+        [("het", "unknown")]
+    ] * 5 + [[("hom_alt", "unknown")]] * 2 + [[("het", "unknown")]] * 2
+    assert all("quality unknown" in r.rationale for _, r in answers)

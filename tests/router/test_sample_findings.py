@@ -60,7 +60,7 @@ def test_random_calls_give_the_twins_values(seed: int) -> None:
     genotypes = [_random_call(rng, i) for i in range(rng.randrange(1, 300))]
     for allele in (0, 1, 2, 3):
         for failed in (False, True):
-            for level in range(4):
+            for level in range(5):
                 want = sample_findings(genotypes, allele, failed, level)
                 assert _exact(_compiled(genotypes, allele, failed, level)) == _exact(want)
 
@@ -95,7 +95,7 @@ EDGES: dict[str, Genotype] = {
 def test_edge_calls_give_the_twins_values(call: Genotype) -> None:
     for allele in (0, 1, 2):
         for failed in (False, True):
-            for level in range(4):
+            for level in range(5):
                 want = sample_findings([call], allele, failed, level)
                 assert _exact(_compiled([call], allele, failed, level)) == _exact(want)
 
@@ -152,7 +152,7 @@ def test_calls_read_from_the_wire_give_the_twins_findings_and_protobufs_bytes_fo
     calls = _read_from_the_wire(genotypes)
     for allele in (-1, 0, 1, 2, 3):
         for failed in (False, True):
-            for level in range(4):
+            for level in range(5):
                 want = sample_findings(genotypes, allele, failed, level)
                 assert _exact(_compiled(calls, allele, failed, level)) == _exact(want)
                 # encoded_findings, what the annotator uses when compiled, from the wire and from tuples.
@@ -168,7 +168,7 @@ def test_edge_calls_read_from_the_wire_give_the_twins_findings() -> None:
     calls = _read_from_the_wire(genotypes)
     for allele in (0, 1, 2):
         for failed in (False, True):
-            for level in range(4):
+            for level in range(5):
                 want = sample_findings(genotypes, allele, failed, level)
                 assert _exact(_compiled(calls, allele, failed, level)) == _exact(want)
     for findings in (sample_findings, _compiled):
@@ -183,10 +183,10 @@ def test_encoded_edge_findings_are_protobufs_bytes_for_the_twins_values() -> Non
     calls = _read_from_the_wire(genotypes)
     for allele in (0, 1, 2):
         for failed in (False, True):
-            for level in range(4):
+            for level in range(5):
                 want = _protobuf_encoding(sample_findings(genotypes, allele, failed, level))
                 assert _LOCAL_WIRE.encoded_findings(calls, allele, failed, level) == want
     with pytest.raises(IndexError):
         _LOCAL_WIRE.encoded_findings(calls, -3, False, 3)
     with pytest.raises(ValueError, match="record_level"):
-        _LOCAL_WIRE.encoded_findings(calls, 1, False, 4)
+        _LOCAL_WIRE.encoded_findings(calls, 1, False, 5)

@@ -6,9 +6,10 @@ optional gene file, deterministically, so it is always available, costs nothing,
 fast enough to run on every variant of every job before any remote model is asked.
 
 Quality — the record is "fail" when FILTER is anything but PASS or empty, else
-high/medium/low by QUAL >= 50 / >= 20 / below (medium, the neutral tier, when
-QUAL is "."). A call is "fail" on a failed FILTER or a no-call, else the weaker
-of GQ (>= 30 high, >= 15 medium) and DP (>= 20 high, >= 10 medium), or the
+high/medium/low by QUAL >= 50 / >= 20 / below, and "unknown" when QUAL is "."
+(the file says nothing of it: structural-variant callers and annotated extracts
+often leave it out). A call is "fail" on a failed FILTER or a no-call, else the
+weaker of GQ (>= 30 high, >= 15 medium) and DP (>= 20 high, >= 10 medium), or the
 record's tier when the call has neither.
 
 Zygosity is relative to the message's ALT: het_alt carries it with another ALT
@@ -113,7 +114,9 @@ _CLINVAR_CODES = {
 }
 
 _RARE = frozenset({"rare", "ultra_rare", "absent"})
-_TIER_NAMES = ("fail", "low", "medium", "high")
+_TIER_NAMES = ("fail", "low", "medium", "high", "unknown")
+# The record's quality level when QUAL is missing: _TIER_NAMES' "unknown".
+_UNKNOWN_QUALITY = 4
 _TIERS = ("", "P1", "P2", "P3", "P4")
 _ANNOTATION_TAGS = frozenset({"CSQ", "ANN", "BCSQ"})
 _PASSING = ("PASS", ".")
@@ -263,8 +266,8 @@ def _qual_level(quality: float) -> int:
 
 
 def call_quality(gq: int, dp: int, record_level: int) -> int:
-    """Level 0..3: the weaker of GQ (>= 30, >= 15) and DP (>= 20, >= 10); the record's level if neither."""
-    level = 4
+    """Level 1..3: the weaker of GQ (>= 30, >= 15) and DP (>= 20, >= 10); else the record's (0..4)."""
+    level = 4  # neither seen yet: above any level GQ or DP gives
     if gq >= 0:
         level = 3 if gq >= 30 else 2 if gq >= 15 else 1
     if dp >= 0:
@@ -317,7 +320,7 @@ def sample_findings(
     genotypes: Sequence[Genotype], allele: int, failed: bool, record_level: int
 ) -> list[tuple[str, str, float, str]]:
     """(sample, zygosity, allele_balance, call_quality) of each call that is not hom-ref, for
-    allele number `allele` of a record whose quality level is `record_level` (0..3); every call
+    allele number `allele` of a record whose quality level is `record_level` (0..4); every call
     fails with the record's FILTER. The pure-Python twin of _local_wire.sample_findings.
 
     A hom-ref call gets no finding: it holds no evidence about the ALT (its GT is stored with
@@ -480,7 +483,7 @@ class LocalAnnotator:
         elif variant.has_quality:
             record_level = _qual_level(variant.quality)
         else:
-            record_level = 2
+            record_level = _UNKNOWN_QUALITY
 
         reading = _NO_READING
         if not _ANNOTATION_TAGS.isdisjoint(info):

@@ -1007,9 +1007,10 @@ static PyObject *encode_answer(PyObject *module, PyObject *const *args, Py_ssize
 enum { Z_HET, Z_HET_ALT, Z_HOM_REF, Z_HOM_ALT, Z_OTHER_ALT, Z_HEMIZYGOUS, Z_NO_CALL, Z_COUNT };
 static const char *const zygosity_names[Z_COUNT] = {
     "het", "het_alt", "hom_ref", "hom_alt", "other_alt", "hemizygous", "no_call"};
-static const char *const tier_names[4] = {"fail", "low", "medium", "high"};
+/* _local_annotator._TIER_NAMES: the quality levels 0..4, 4 when QUAL is missing. */
+static const char *const tier_names[5] = {"fail", "low", "medium", "high", "unknown"};
 static PyObject *zygosity_text[Z_COUNT];
-static PyObject *tier_text[4];
+static PyObject *tier_text[5];
 
 /* A tuple of ints as a C array (`*values` is `buffer` when it fits, else PyMem_Malloc'd); -1 on error. */
 static Py_ssize_t int_items(PyObject *tuple, long long *buffer, Py_ssize_t room, long long **values) {
@@ -1077,7 +1078,7 @@ static int zygosity_of(const long long *alleles, Py_ssize_t count, long long all
 
 /* _local_annotator.call_quality */
 static int call_quality_of(long long gq, long long dp, int record_level) {
-    int level = 4;
+    int level = 4; /* neither seen yet: above any level GQ or DP gives */
     if (gq >= 0)
         level = gq >= 30 ? 3 : gq >= 15 ? 2 : 1;
     if (dp >= 0) {
@@ -1287,8 +1288,8 @@ static int findings_arguments(PyObject *const *args, Py_ssize_t nargs, const cha
     long level = PyLong_AsLong(args[3]);
     if (PyErr_Occurred() || *failed < 0)
         return -1;
-    if (level < 0 || level > 3) {
-        PyErr_SetString(PyExc_ValueError, "record_level is 0 to 3");
+    if (level < 0 || level > 4) {
+        PyErr_SetString(PyExc_ValueError, "record_level is 0 to 4");
         return -1;
     }
     *record_level = (int)level;
@@ -1579,7 +1580,7 @@ PyMODINIT_FUNC PyInit__local_wire(void) {
         if (zygosity_text[i] == NULL && (zygosity_text[i] = PyUnicode_InternFromString(zygosity_names[i])) == NULL)
             return NULL;
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         if (tier_text[i] == NULL && (tier_text[i] = PyUnicode_InternFromString(tier_names[i])) == NULL)
             return NULL;
     }

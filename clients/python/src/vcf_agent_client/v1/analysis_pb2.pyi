@@ -155,7 +155,7 @@ class SampleFinding(_message.Message):
     allele_balance: _builtins.float
     """ALT reads / (REF + ALT reads); -1 when AD is absent."""
     call_quality: _builtins.str
-    """high, medium, low, fail"""
+    """high, medium, low, fail; unknown when the call has no GQ or DP and the record no QUAL"""
     def __init__(
         self,
         *,
@@ -257,7 +257,7 @@ class LocalAnnotation(_message.Message):
     allele_count: _builtins.int
     """Number of ALT alleles in the record."""
     quality_tier: _builtins.str
-    """high, medium, low, fail"""
+    """high, medium, low, fail; unknown when QUAL is missing"""
     frequency_tier: _builtins.str
     """common, low_frequency, rare, ultra_rare, unknown"""
     population_af: _builtins.float
