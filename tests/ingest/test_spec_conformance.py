@@ -171,7 +171,7 @@ RULES = [
         "ID_INVALID",
         "1.4.1",
         "1.6.1",
-        ALL_MUST,  # 4.1/4.2: "list of unique identifiers"; 4.3+: "duplicate values not allowed"
+        NEW_MUST,  # 4.3+: "duplicate values not allowed"; 4.1/4.2's "unique identifiers": a warning
         ("", _records(record(pos="200", id="rs2;rs3"))),
         ("", _records(record(pos="200", id="rs2;rs2"))),
     ),

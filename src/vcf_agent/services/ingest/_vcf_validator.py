@@ -140,6 +140,7 @@ class RecordRules:
         self._duplicate_key_reported = False
         self._commas_delimit = header.version >= (4, 3)
         self._trailing_tab_reported = False
+        self._repeated_id_reported = False
 
     def contig(self, chrom: str, previous: str) -> None:
         """Called when CHROM changes: a legal name, declared, and not a second block of the same contig."""
@@ -224,11 +225,10 @@ class RecordRules:
             )
         )
 
-    @staticmethod
-    def identifier(text: str) -> None:
+    def identifier(self, text: str) -> None:
         """ID: a `;`-separated list of identifiers, none empty or spaced ("no whitespace or
-        semicolons permitted" in each), none twice (4.1/4.2: "unique identifiers"; 4.3+ §1.6.1:
-        "duplicate values not allowed")."""
+        semicolons permitted" in each), none twice: 4.3+ §1.6.1 "duplicate values not allowed";
+        4.1/4.2 ask for "unique identifiers", which may mean across records, so there a warning."""
         if any(c in text for c in " \t") or not text:
             raise RecordError("ID_INVALID", "ID", f"ID {text[:60]!r} is empty or contains whitespace")
         if ";" in text:
@@ -236,11 +236,19 @@ class RecordRules:
             if "" in names:
                 raise RecordError("ID_INVALID", "ID", f"ID {text[:60]!r} lists an empty identifier")
             if len(set(names)) != len(names):
-                raise RecordError(
-                    "ID_INVALID",
-                    "ID",
-                    f"ID lists the identifier {_first_repeated(names)[:60]!r} more than once",
-                )
+                repeated = f"ID lists the identifier {_first_repeated(names)[:60]!r} more than once"
+                if self.header.version >= (4, 3):
+                    raise RecordError("ID_INVALID", "ID", repeated)
+                if not self._repeated_id_reported:
+                    self._repeated_id_reported = True
+                    self.pending.append(
+                        (
+                            "ID",
+                            "ID_INVALID",
+                            f"{repeated} ({self._fixed}); later records doing so are not reported again",
+                            True,
+                        )
+                    )
 
     @staticmethod
     def reference(text: str) -> None:
@@ -262,7 +270,7 @@ class RecordRules:
                     f"ALT allele {allele[:60]!r} is not bases, *, a <SYMBOLIC> allele or a breakend",
                 )
         if len(set(alleles)) != len(alleles) and not self._duplicate_alt_reported:
-            # No version of the spec forbids it (it does forbid duplicate IDs, FILTERs and keys), and
+            # No version of the spec forbids it (4.3+ forbid repeated IDs, FILTER names and keys), and
             # each copy is its own allele index for the genotypes: bcftools' many.alleles.vcf has
             # such records, which htslib reads. Each ALT is a variant of its own, as always.
             self._duplicate_alt_reported = True
