@@ -445,7 +445,6 @@ _UNSTRUCTURED = frozenset(
 )
 # Structured lines the spec defines beyond INFO/FORMAT/FILTER/ALT/contig.
 _OTHER_STRUCTURED = {"SAMPLE": "sample", "PEDIGREE": "pedigree", "META": "sample"}
-# Contig names as SAM reference names (VCF 4.3+ §1.4.7).
 # INFO and FORMAT keys from VCF 4.3 on (§1.6.1, §1.6.2); "1000G" is INFO's legacy exception.
 _KEY_NAME = re.compile(r"[A-Za-z_][0-9A-Za-z_.]*")
 
@@ -458,11 +457,13 @@ def key_name_allowed(column: str, key: str, version: tuple[int, int]) -> bool:
 
 
 def key_name_rule(version: tuple[int, int]) -> str:
+    """What key_name_allowed asks of a name, as an issue's message says it."""
     if version >= (4, 3):
         return "must match ^([A-Za-z_][0-9A-Za-z_.]*|1000G)$ (1000G for INFO only)"
     return "must not contain whitespace"
 
 
+# Contig names as SAM reference names (VCF 4.3+ §1.4.7).
 _CONTIG_NAME = re.compile(r"[0-9A-Za-z!#$%&+./:;?@^_|~-][0-9A-Za-z!#$%&*+./:;=?@^_|~-]*")
 
 
