@@ -880,14 +880,14 @@ class VcfReader:
         return encoded
 
     def _info_entry(self, entry: str, n_alt: int) -> bytes:
+        if not entry:
+            self._rules.empty_info_entry()
+            return b""
         try:
             _, key, typed = self._rules.info_entry(entry, n_alt)
         except RecordError as exc:
             if exc.code not in VALUE_CODES:
                 raise
-            if not entry:
-                self._rules.value_not_trusted("", exc, "the empty entry skipped")
-                return b""
             key, _, raw = entry.partition("=")
             self._rules.value_not_trusted(key, exc, "the value as text")
             return _map_entry(key, _strings([raw]))

@@ -62,9 +62,7 @@ class RecordError(ValueError):
 # sample). Dead-lettering the record would lose a variant whose position, alleles and genotypes
 # are sound for a mis-declared annotation: ExAC's sites VCF declares DP_HIST Number=A and writes
 # two values, so all of its records went, and so did 387 of the 680 of scout's MIP demo, whose
-# CADD scores are declared Integer. An empty INFO entry (`A=1;;B=2`, or a `;` ending the column,
-# as in bcftools' own test inputs) holds no value at all (VCF 4.5 §1: zero length fields are not
-# allowed), so the record flows without it, as htslib reads it.
+# CADD scores are declared Integer.
 VALUE_CODES = frozenset(
     {
         "INFO_TYPE",
@@ -73,7 +71,6 @@ VALUE_CODES = frozenset(
         "FORMAT_NUMBER",
         "INTEGER_OUT_OF_RANGE",
         "PERCENT_ENCODING",
-        "INFO_EMPTY_ENTRY",
     }
 )
 
@@ -134,13 +131,10 @@ class RecordRules:
         self._fixed = cite(header.version, "fixed")
         self._genotype = cite(header.version, "genotype")
         self._values_not_trusted: set[tuple[str, str]] = set()
-        self._duplicate_alt_reported = False
+        # Codes of the issues reported once per file (_once).
+        self._reported: set[str] = set()
         self._local_alleles = header.version >= (4, 5)
-        self._reserved_filter_reported = False
-        self._duplicate_key_reported = False
         self._commas_delimit = header.version >= (4, 3)
-        self._trailing_tab_reported = False
-        self._repeated_id_reported = False
 
     def contig(self, chrom: str, previous: str) -> None:
         """Called when CHROM changes: a legal name, declared, and not a second block of the same contig."""
@@ -181,17 +175,21 @@ class RecordRules:
         if (error.column, key) in self._values_not_trusted:
             return
         self._values_not_trusted.add((error.column, key))
-        later = (
-            f"later values of {error.column} {key} that break its header" if key else "later empty entries"
-        )
         self.pending.append(
             (
                 error.column,
                 error.code,
-                f"{self.cited(error)}; the record is kept with {kept}, and {later} are not reported again",
+                f"{self.cited(error)}; the record is kept with {kept}, and later values of"
+                f" {error.column} {key} that break its header are not reported again",
                 False,
             )
         )
+
+    def _once(self, column: str, code: str, message: str, warning: bool) -> None:
+        """An issue the record flows past, reported at the first record of the file that has it."""
+        if code not in self._reported:
+            self._reported.add(code)
+            self.pending.append((column, code, message, warning))
 
     def cited(self, error: RecordError) -> str:
         """The error's message naming the section it breaks: the one on genotype fields for FORMAT,
@@ -239,16 +237,12 @@ class RecordRules:
                 repeated = f"ID lists the identifier {_first_repeated(names)[:60]!r} more than once"
                 if self.header.version >= (4, 3):
                     raise RecordError("ID_INVALID", "ID", repeated)
-                if not self._repeated_id_reported:
-                    self._repeated_id_reported = True
-                    self.pending.append(
-                        (
-                            "ID",
-                            "ID_INVALID",
-                            f"{repeated} ({self._fixed}); later records doing so are not reported again",
-                            True,
-                        )
-                    )
+                self._once(
+                    "ID",
+                    "ID_INVALID",
+                    f"{repeated} ({self._fixed}); later records doing so are not reported again",
+                    True,
+                )
 
     @staticmethod
     def reference(text: str) -> None:
@@ -269,19 +263,16 @@ class RecordRules:
                     "ALT",
                     f"ALT allele {allele[:60]!r} is not bases, *, a <SYMBOLIC> allele or a breakend",
                 )
-        if len(set(alleles)) != len(alleles) and not self._duplicate_alt_reported:
+        if len(set(alleles)) != len(alleles):
             # No version of the spec forbids it (4.3+ forbid repeated IDs, FILTER names and keys), and
             # each copy is its own allele index for the genotypes: bcftools' many.alleles.vcf has
             # such records, which htslib reads. Each ALT is a variant of its own, as always.
-            self._duplicate_alt_reported = True
-            self.pending.append(
-                (
-                    "ALT",
-                    "ALT_DUPLICATE",
-                    f"ALT lists the allele {_first_repeated(alleles)[:60]!r} more than once; each is read as"
-                    " an allele of its own, and later records doing so are not reported again",
-                    True,
-                )
+            self._once(
+                "ALT",
+                "ALT_DUPLICATE",
+                f"ALT lists the allele {_first_repeated(alleles)[:60]!r} more than once; each is read as"
+                " an allele of its own, and later records doing so are not reported again",
+                True,
             )
         return alleles
 
@@ -319,17 +310,13 @@ class RecordRules:
         if "0" in names:
             if is_must("FILTER_RESERVED", self.header.version):
                 raise RecordError("FILTER_RESERVED", "FILTER", "FILTER '0' is reserved and must not be used")
-            if not self._reserved_filter_reported:
-                self._reserved_filter_reported = True
-                self.pending.append(
-                    (
-                        "FILTER",
-                        "FILTER_RESERVED",
-                        f"FILTER '0' is reserved and should not be used ({self._fixed}); later records"
-                        " using it are not reported again",
-                        True,
-                    )
-                )
+            self._once(
+                "FILTER",
+                "FILTER_RESERVED",
+                f"FILTER '0' is reserved and should not be used ({self._fixed}); later records"
+                " using it are not reported again",
+                True,
+            )
         if self.header.version >= (4, 3) and len(set(names)) != len(names):
             raise RecordError(
                 "FILTER_INVALID", "FILTER", f"FILTER lists {_first_repeated(names)[:60]!r} more than once"
@@ -358,41 +345,49 @@ class RecordRules:
         """The INFO entries to read, given no key twice in a record: 4.3+ §1.6.1 "Duplicate keys are
         not allowed" (the record's value would be ambiguous); 4.1/4.2 say nothing, so there it is a
         warning and the first value is the one kept, as htslib keeps it."""
-        keys = [entry.partition("=")[0] for entry in entries if entry]
-        if len(set(keys)) == len(keys):
-            return entries
-        key = _first_repeated(keys)[:60]
-        if self.header.version >= (4, 3):
-            raise RecordError("INFO_DUPLICATE_KEY", "INFO", f"INFO lists the key {key!r} more than once")
-        if not self._duplicate_key_reported:
-            self._duplicate_key_reported = True
-            self.pending.append(
-                (
-                    "INFO",
-                    "INFO_DUPLICATE_KEY",
-                    f"INFO lists the key {key!r} more than once; the first value is kept, as htslib keeps it,"
-                    f" and later records doing so are not reported again ({self._fixed})",
-                    True,
-                )
-            )
         seen: set[str] = set()
         first: list[str] = []
+        repeated = ""
         for entry in entries:
             key = entry.partition("=")[0]
-            if not entry or key not in seen:
+            if entry and key in seen:
+                repeated = repeated or key
+                continue
+            if entry:
                 seen.add(key)
-                first.append(entry)
+            first.append(entry)
+        if not repeated:
+            return entries
+        if self.header.version >= (4, 3):
+            raise RecordError(
+                "INFO_DUPLICATE_KEY", "INFO", f"INFO lists the key {repeated[:60]!r} more than once"
+            )
+        self._once(
+            "INFO",
+            "INFO_DUPLICATE_KEY",
+            f"INFO lists the key {repeated[:60]!r} more than once; the first value is kept, as htslib"
+            f" keeps it, and later records doing so are not reported again ({self._fixed})",
+            True,
+        )
         return first
+
+    def empty_info_entry(self) -> None:
+        """An empty INFO entry (`A=1;;B=2`, or a `;` ending the column, as in bcftools' own test
+        inputs): an error of the file (VCF 4.5 §1: zero length fields are not allowed), but it holds
+        nothing, so the record flows without it, as htslib reads it."""
+        self._once(
+            "INFO",
+            "INFO_EMPTY_ENTRY",
+            f"the INFO column has an empty entry (';;' or a ';' at an end) ({self._fixed}); the record is"
+            " kept with the empty entry skipped, and later empty entries are not reported again",
+            False,
+        )
 
     def info_entry(self, entry: str, alt_count: int) -> tuple[FieldDef, str, TypedValues | None]:
         """One `key=value` (or flag) INFO entry, checked; TypedValues None for a flag."""
         key, has_value, raw = entry.partition("=")
         definition = self.header.info.get(key)
         if definition is None:
-            if not entry:
-                raise RecordError(
-                    "INFO_EMPTY_ENTRY", "INFO", "the INFO column has an empty entry (';;' or a ';' at an end)"
-                )
             if not key:
                 raise RecordError("INFO_INVALID", "INFO", f"INFO entry {entry[:40]!r} has no key")
             self._key_name("INFO", key)
@@ -439,8 +434,12 @@ class RecordRules:
     def typed(self, definition: FieldDef, raw: str, column: str) -> TypedValues:
         """Split (unless a single String) and convert per Type; `.` items are dropped."""
         kind = definition.type
-        local = definition.number == "LA" or (definition.id == "LAA" and definition.number == ".")
-        if not raw and column == "FORMAT" and self._local_alleles and local:
+        if (
+            not raw
+            and column == "FORMAT"
+            and self._local_alleles
+            and (definition.number == "LA" or (definition.id == "LAA" and definition.number == "."))
+        ):
             # VCF 4.5 §1.6.2: a sample with no local ALT allele has a zero-length LAA (its own
             # example writes `0/0::30:0`), and so every Number=LA value of that sample.
             return TypedValues(kind, [], 0, ())
@@ -583,17 +582,12 @@ class RecordRules:
         """A line ending in a tab: an empty column past the header's; an error of the file (fields are
         tab-separated and none may be empty: VCF 4.5 §1 says so outright), reported once, whose
         record flows without it."""
-        if self._trailing_tab_reported:
-            return
-        self._trailing_tab_reported = True
-        self.pending.append(
-            (
-                "CHROM",
-                "TRAILING_TAB",
-                f"the line ends with a tab, an empty column past the header's {columns} ({self._fixed});"
-                " the record is read without it, and later lines doing so are not reported again",
-                False,
-            )
+        self._once(
+            "CHROM",
+            "TRAILING_TAB",
+            f"the line ends with a tab, an empty column past the header's {columns} ({self._fixed});"
+            " the record is read without it, and later lines doing so are not reported again",
+            False,
         )
 
     @staticmethod
