@@ -40,10 +40,6 @@ _FORMAT_TYPES = _INFO_TYPES - {"Flag"}
 # Number values beyond integers: per ALT, per allele, per genotype, unknown,
 # per GT allele (4.4+) and the local-allele forms of VCF 4.5.
 _SPECIAL_NUMBERS = frozenset({"A", "R", "G", ".", "P", "LA", "LR", "LG"})
-# Annotation INFO keys whose Description names '|'-separated subfields.
-ANNOTATION_KEYS = frozenset({"CSQ", "ANN", "BCSQ"})
-# VEP: "... Format: Allele|Consequence|..."; SnpEff: "...: 'Allele | Annotation | ...'".
-_ANNOTATION_FORMAT = re.compile(r"([^:'\"]*\|[^'\"]*)")
 
 
 # Messages quote the file's own text (a value, a key, a name). A hostile file's can be megabytes,
@@ -149,8 +145,6 @@ class VcfHeader:
     alts: set[str] = field(default_factory=set)
     contigs: set[str] = field(default_factory=set)
     samples: list[str] = field(default_factory=list)
-    # Subfield names of CSQ/ANN/BCSQ, from their Description.
-    annotations: dict[str, list[str]] = field(default_factory=dict)
     # INFO keys the records use without a ##INFO line, declared as htslib does.
     undeclared_info: set[str] = field(default_factory=set)
     # How many FORMAT keys and FILTER names the records added without a header line.
@@ -392,13 +386,6 @@ def _check_quoted(
         )
 
 
-def _annotation_fields(description: str) -> list[str]:
-    match = _ANNOTATION_FORMAT.search(description)
-    if match is None:
-        return []
-    return [name.strip() for name in match.group(1).split("|")]
-
-
 def parse_header(lines: list[str]) -> tuple[VcfHeader, IssueList]:
     """Header lines (without line endings, `#CHROM` last) to a VcfHeader and its problems.
 
@@ -548,10 +535,6 @@ def _meta_line(line: str, number: int, header: VcfHeader, issues: list[Issue]) -
         if ident in table:
             issues.append(Issue(number, key, "META_DUPLICATE_ID", f"{key} {ident} is defined twice"))
         table[ident] = definition
-        if key == "INFO" and ident in ANNOTATION_KEYS:
-            names = _annotation_fields(attrs.get("Description", ""))
-            if names:
-                header.annotations[ident] = names
     elif key in ("FILTER", "ALT"):
         section = cite(version, key.lower())
         if "Description" not in attrs:

@@ -26,8 +26,8 @@ Decisions:
   ALT's position is `alt_index` (+1 for Number=R), so nothing is lost or guessed.
 - Missing INFO values (`.`) are dropped from lists; an entry with no values left
   is omitted. String INFO with Number=1 is kept whole (commas included).
-- VEP CSQ, SnpEff ANN and bcftools BCSQ also become one `KEY.Subfield` string
-  list per subfield named in the header (one value per annotation, in order).
+- VEP CSQ, SnpEff ANN and bcftools BCSQ stay as written: their subfield names ride
+  once per batch in VariantBatch.annotation_context, read from this header.
 - String values of VCF 4.3+ files are percent-decoded.
 - A float-typed DP/GQ (older GATK writes GQ as Float) is rounded to an int.
 - `phased` is true when every separator of the GT is `|` (a haploid GT is unphased).
@@ -896,21 +896,7 @@ class VcfReader:
         value = _info_value(typed)
         if value is None:
             return b""
-        encoded = _map_entry(key, value)
-        names = self.header.annotations.get(key)
-        if names and typed.kind == "String":
-            encoded += self._annotation_entries(key, names, typed.values)  # type: ignore[arg-type]
-        return encoded
-
-    @staticmethod
-    def _annotation_entries(key: str, names: list[str], annotations: list[str]) -> bytes:
-        """`KEY.Subfield` lists, one value per annotation, from the header's field list."""
-        split = [annotation.split("|") for annotation in annotations]
-        parts = []
-        for i, name in enumerate(names):
-            values = [fields[i] if i < len(fields) else "" for fields in split]
-            parts.append(_map_entry(f"{key}.{name}", _strings(values)))
-        return b"".join(parts)
+        return _map_entry(key, value)
 
     def _layout(self, fmt: str) -> _Layout:
         layout = self._layouts.get(fmt)
