@@ -131,6 +131,11 @@ MALFORMED = {
     "wire type 7": _GOOD + b"\x0f",
     "group wire type": _GOOD + b"\xa3\x06",
     "field number 0": b"\x00\x00" + _GOOD,
+    # A byte flip in a variant's position tag (0x40 -> 0xc8) made a 5-byte tag of its value.
+    "tag over 32 bits": _GOOD + b"\xc8\x98\xae\xa3\x14\x01",
+    "tag over 5 bytes": _GOOD + b"\xc0\x80\x80\x80\x80\x00\x01",
+    "varint over 10 bytes": _GOOD + b"\x40" + b"\x81" * 10 + b"\x00",
+    "length over 5 bytes": _GOOD + b"\x92\x01\x81\x80\x80\x80\x80\x00" + b"x",
 }
 
 

@@ -131,6 +131,27 @@ def test_the_worker_publishes_each_answer_with_its_variant_spliced_in_first(
                 splice(payload, [*answers, answers[0]])
 
 
+def test_each_variant_goes_on_as_it_arrived_but_its_info(
+    worker_batches: dict[str, tuple[bytes, bytes]],
+) -> None:
+    """Only providers read INFO: the results (and the writes made of them) carry every other
+    field of the variant, byte for byte as ingest wrote it (schema.carried_variant)."""
+    for payload, published in worker_batches.values():
+        arrived, _ = split_field(payload, wire.VARIANT_BATCH_VARIANTS_TAG)
+        split = split_results(published)
+        assert split is not None
+        assert len(split[0]) == len(arrived)
+        for variant, (carried_field, _) in zip(arrived, split[0], strict=True):
+            size, start = read_varint(carried_field, 0)
+            carried = carried_field[start:]
+            assert size == len(carried)
+            sent = variant_pb2.VariantMessage.FromString(variant)
+            assert sent.info
+            sent.ClearField("info")
+            assert variant_pb2.VariantMessage.FromString(carried) == sent
+            assert split_field(variant, wire.VARIANT_MESSAGE_INFO_TAG)[1] == carried
+
+
 @needs_compiled
 def test_the_compiled_worker_steps_give_the_twins_result_for_every_truncation_and_byte_flip(
     variant_batches: dict[str, bytes],

@@ -1491,9 +1491,12 @@ done:
     return parts;
 }
 
+/* An INFO map entry of a VariantMessage: what the splice leaves out. */
+static int is_info(const Field *f) { return f->number == VARIANT_MESSAGE_INFO && f->wire == WIRE_LEN; }
+
 /* The twin of _spliced_results.splice_results_py: the AnalysisResultBatch of `answers` (serialized
  * AnalysisResults without their variant), each with its variant from the serialized VariantBatch
- * spliced in first, as schema.variant_first_result writes one. */
+ * spliced in first, INFO left out, as schema.variant_first_result writes one. */
 static PyObject *splice_results(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "splice_results(variant_batch, answers)");
@@ -1524,11 +1527,26 @@ static PyObject *splice_results(PyObject *module, PyObject *const *args, Py_ssiz
         Py_ssize_t answer_len;
         if (PyBytes_AsStringAndSize(PySequence_Fast_GET_ITEM(answers, index++), &answer, &answer_len) < 0)
             goto done;
+        /* The variant's fields as they arrived, but its INFO map: only providers read INFO, and
+         * the aggregator and writer would carry it on two more streams for nothing. */
+        const uint8_t *q = f.data, *q_end = f.data + f.len;
+        size_t kept = 0;
+        Field g;
+        int more;
+        while ((more = next_field(&q, q_end, &g)) == 1)
+            if (!is_info(&g))
+                kept += (size_t)(q - g.start);
+        if (more < 0) {
+            split_error(g.error);
+            goto done;
+        }
         put(&out, results_tag, results_tag_len);
-        put_varint(&out, variant_tag_len + varint_size(f.len) + f.len + (size_t)answer_len);
+        put_varint(&out, variant_tag_len + varint_size(kept) + kept + (size_t)answer_len);
         put(&out, variant_tag, variant_tag_len);
-        put_varint(&out, f.len);
-        put(&out, f.data, f.len);
+        put_varint(&out, kept);
+        for (q = f.data; next_field(&q, q_end, &g) == 1;)
+            if (!is_info(&g))
+                put(&out, g.start, (size_t)(q - g.start));
         put(&out, answer, (size_t)answer_len);
     }
     if (got < 0) {

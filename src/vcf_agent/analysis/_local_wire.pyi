@@ -132,8 +132,8 @@ def variant_batch_parts(variant_batch: bytes, /) -> tuple[bytes | None, int, byt
 
 def splice_results(variant_batch: bytes, answers: Sequence[bytes], /) -> bytes:
     """The serialized AnalysisResultBatch of the answers, each with its variant's bytes from the
-    serialized VariantBatch spliced in first. Raises ValueError on framing upb would reject or
-    another count of answers."""
+    serialized VariantBatch, but INFO (schema.carried_variant), spliced in first. Raises ValueError
+    on framing upb would reject or another count of answers."""
 
 def split_results(batch: bytes, /) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
     """The results of a batch written variant first (schema.variant_first_result), each as (variant

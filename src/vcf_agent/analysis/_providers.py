@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from vcf_agent import telemetry
-from vcf_agent.schema import variant_first_result
+from vcf_agent.schema import carried_variant, variant_first_result
 from vcf_agent.v1 import analysis_pb2, variant_pb2
 from vcf_agent.v1 import wire_numbers as wire
 
@@ -113,7 +113,7 @@ class LocalProvider:
         answers = self._answers(requests, None)
         return analysis_pb2.AnalysisResultBatch.FromString(
             b"".join(
-                variant_first_result(message.SerializeToString(), answer)
+                variant_first_result(carried_variant(message.SerializeToString()), answer)
                 for message, answer in zip(messages, answers, strict=True)
             )
         )

@@ -419,6 +419,8 @@ async def answer_batch(
         item = add()
         item.CopyFrom(result)
         item.variant.CopyFrom(request.variant)
+        # Results carry the variant without its INFO, as the local worker's (schema.carried_variant).
+        item.variant.ClearField("info")
         if result.status == analysis_pb2.AnalysisResult.STATUS_FAILED:
             failures.append((request, result))
     return outcome, failures

@@ -1,6 +1,7 @@
 """Result batches written variant first: the router's local worker splices each variant in
-before its answer (the variant's bytes as they arrived, never parsed and serialized again), and
-the aggregator splits them back (parsing only the answers).
+before its answer (the variant's bytes as they arrived but its INFO, schema.carried_variant,
+never parsed and serialized again), and the aggregator splits them back (parsing only the
+answers).
 
 Each step is compiled (`_local_wire`, with the worker's other wire code) when built, else its
 pure-Python twin here; both give the same for the same bytes
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from vcf_agent.compiled import compiled_module
 from vcf_agent.schema import (
     SplicedResult,
+    carried_variant,
     length_delimited,
     split_field,
     split_variant_first,
@@ -37,11 +39,11 @@ def variant_batch_parts_py(variant_batch: bytes) -> tuple[bytes | None, int, byt
 def splice_results_py(variant_batch: bytes, answers: Sequence[bytes]) -> bytes:
     """The serialized AnalysisResultBatch of `answers` (serialized AnalysisResults without their
     variant, one per variant of the serialized VariantBatch, in order), each with its variant's
-    bytes spliced in first (schema.variant_first_result). Raises ValueError on framing upb would
-    reject or another count of answers."""
+    bytes but INFO (schema.carried_variant) spliced in first (schema.variant_first_result). Raises
+    ValueError on framing upb would reject or another count of answers."""
     variants, _ = split_field(variant_batch, _TAG_BATCH_VARIANTS)
     pairs = zip(variants, answers, strict=True)
-    return b"".join(variant_first_result(variant, answer) for variant, answer in pairs)
+    return b"".join(variant_first_result(carried_variant(variant), answer) for variant, answer in pairs)
 
 
 def split_results_py(batch: bytes) -> tuple[list[SplicedResult], bytes] | None:

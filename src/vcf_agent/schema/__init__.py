@@ -39,6 +39,7 @@ from vcf_agent.schema._job_states import (
 from vcf_agent.schema._regions import INT64_MAX, parse_region
 from vcf_agent.schema._variant_first import (
     SplicedResult,
+    carried_variant,
     split_variant_first,
     variant_first_result,
     variant_first_results,
@@ -70,6 +71,7 @@ __all__ = [
     "GenotypeCall",
     "PayloadError",
     "SplicedResult",
+    "carried_variant",
     "correlation_id",
     "correlation_prefix",
     "decode",

@@ -3,6 +3,10 @@
 The router's local worker writes results this way, so the variant is never copied into a
 result message and serialized again; the aggregator slices variant and answer back out of
 the wire bytes without parsing either. Any other result batch is read the ordinary way.
+
+Results and the writes made of them carry a variant without its INFO map (carried_variant):
+only the providers read INFO, and the writer stores none of it, so on the two streams after the
+router it would be bytes carried for nothing (most of a VEP-annotated variant's).
 """
 
 from __future__ import annotations
@@ -12,10 +16,17 @@ from vcf_agent.v1 import wire_numbers as wire
 
 _TAG_RESULTS = wire.ANALYSIS_RESULT_BATCH_RESULTS_TAG
 _TAG_RESULT_VARIANT = wire.ANALYSIS_RESULT_VARIANT_TAG
+_TAG_VARIANT_INFO = wire.VARIANT_MESSAGE_INFO_TAG
 
 # A result as it arrived, split by split_variant_first: (its variant field with the length prefix,
 # the answer). The result is the variant's tag followed by both.
 SplicedResult = tuple[bytes, bytes]
+
+
+def carried_variant(variant: bytes) -> bytes:
+    """A serialized VariantMessage as results and writes carry it: every field but INFO, in the
+    order it came. Raises ValueError on framing upb would reject."""
+    return split_field(variant, _TAG_VARIANT_INFO)[1]
 
 
 def variant_first_result(variant: bytes, answer: bytes) -> bytes:

@@ -56,8 +56,8 @@ def split_field(data: bytes, tag: bytes) -> tuple[list[bytes], bytes]:
     come in order, every occurrence; the other fields are kept as they came, in order, so
     they are themselves a serialized message of the same type without that field. Lets a
     stage parse the small part of a message and pass the bulky field on as bytes. Raises
-    ValueError on framing upb would reject (a truncated varint or length, a group or an
-    invalid wire type); what is inside the fields is not checked here.
+    ValueError on framing upb would reject (a truncated or overlong varint, tag or length, a
+    group or an invalid wire type); what is inside the fields is not checked here.
     """
     try:
         wanted, tag_end = read_varint(tag, 0)
@@ -72,9 +72,15 @@ def split_field(data: bytes, tag: bytes) -> tuple[list[bytes], bytes]:
         while pos < end:
             start = pos
             key, pos = read_varint(data, pos)
+            if pos - start > 5 or key > 0xFFFFFFFF:
+                # As upb (and schema/_wire.h): a tag is a 32-bit varint of at most 5 bytes.
+                raise ValueError("malformed field tag")
             wire_type = key & 7
             if wire_type == 2:
+                size_at = pos
                 size, pos = read_varint(data, pos)
+                if pos - size_at > 5:
+                    raise ValueError("malformed length")
                 if key == wanted:
                     values.append(data[pos : pos + size])
                     if start > kept_from:
@@ -82,7 +88,10 @@ def split_field(data: bytes, tag: bytes) -> tuple[list[bytes], bytes]:
                     kept_from = pos + size
                 pos += size
             elif wire_type == 0:
+                value_at = pos
                 _, pos = read_varint(data, pos)
+                if pos - value_at > 10:
+                    raise ValueError("overlong varint")
             elif wire_type == 1:
                 pos += 8
             elif wire_type == 5:

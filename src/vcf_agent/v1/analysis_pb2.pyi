@@ -443,7 +443,9 @@ class AnalysisResult(_message.Message):
 
     @_builtins.property
     def variant(self) -> _variant_pb2.VariantMessage:
-        """The variant, carried through for the aggregator."""
+        """The variant, carried through for the aggregator, without its INFO map: only providers read
+        INFO, and nothing after them stores it.
+        """
 
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp:

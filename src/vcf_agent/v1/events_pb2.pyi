@@ -139,7 +139,7 @@ class DatabaseWrite(_message.Message):
     """True when the deadline passed before every requested provider answered."""
     @_builtins.property
     def variant(self) -> _variant_pb2.VariantMessage:
-        """The variant as ingest read it."""
+        """The variant as ingest read it, but its INFO map (read by the providers, not stored)."""
 
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_analysis_pb2.AnalysisResult]:

@@ -142,6 +142,8 @@ class BatchPath(AsyncComponent):
             write = build_write(variant.correlation_id, results, requested, partial=False)
             # Providers answer without the variant; streaming's worker attaches it, here it is at hand.
             write.variant.CopyFrom(variant)
+            # As streaming's writes carry it (schema.carried_variant): INFO was the provider's.
+            write.variant.ClearField("info")
             out.writes.append(write)
         return out
 
