@@ -99,7 +99,7 @@ class LocalProvider:
         self, requests: analysis_pb2.AnalysisRequestBatch, variant_batch: bytes
     ) -> list[bytes]:
         """Each variant's serialized AnalysisResult, without the variant (the router splices it in
-        as it arrived), for the variants of the serialized `variant_batch`: the compiled reader
+        as it arrived, but its INFO), for the variants of the serialized `variant_batch`: the compiled reader
         reads them when it is built, protobuf otherwise (raising DecodeError on a corrupt one).
         The rest of the request batch comes in `requests`, whose variant batch may hold no variants."""
         started = time.perf_counter()

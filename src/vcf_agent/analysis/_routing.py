@@ -222,7 +222,7 @@ class ProviderWorker:
     ) -> tuple[OutgoingMessage | None, list[events_pb2.DeadLetter]]:
         """A whole-batch provider's answers to a request batch read from its wire bytes: the
         variants are never parsed into protobuf messages here (the provider reads them from
-        bytes), and each result begins with its variant spliced in as it arrived."""
+        bytes), and each result begins with its variant spliced in as it arrived but its INFO."""
         if not split.variants:
             return None, []
         first = split.first_variant

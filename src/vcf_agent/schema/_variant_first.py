@@ -1,4 +1,5 @@
-"""AnalysisResultBatch bytes whose results each begin with their variant, spliced in as it arrived.
+"""AnalysisResultBatch bytes whose results each begin with their variant, spliced in as it arrived
+(but its INFO).
 
 The router's local worker writes results this way, so the variant is never copied into a
 result message and serialized again; the aggregator slices variant and answer back out of
